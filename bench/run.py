@@ -1,0 +1,72 @@
+"""`make bench`: every benchmark on both stacks; prints the figures (and writes them as JSON to
+bench/results/latest.json). Figures depend on the machine: see docs/performance.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench import relay_bench, system_bench
+
+STACKS = ("embedded", "postgres+kafka")
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[str, Any] = {"machine": machine(), "system": [], "relay": []}
+    print(f"machine: {results['machine']}")
+    for stack in args.stacks:
+        if "relay" in args.only:
+            r = await relay_bench.run(stack, events=args.relay_events, rates=args.relay_rates)
+            results["relay"].append(r)
+            print(f"[relay   {stack:<15}] backlog drains at {r['drain_per_s']:,.0f} events/s  ({r['broker']})")
+            for rate, figures in r["latency"].items():
+                print(f"[relay   {stack:<15}] commit → broker ack p50/p95/p99 at {rate:>5} events/s offered: {figures}")
+        if "system" in args.only:
+            r = await system_bench.run(stack, orders=args.orders, concurrency=args.concurrency,
+                                       steady_rate=args.steady_rate, steady_seconds=args.steady_seconds)
+            results["system"].append(r)
+            print(f"[system  {stack:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
+                  f"{r['steady_delivered']} delivered): place → delivered p50/p95/p99 {r['steady_to_delivered']}")
+            print(f"[system  {stack:<15}] flood {r['orders']} orders from {r['concurrency']} clients: "
+                  f"accepted {r['accepted_per_s']:,.0f}/s (POST p50/p95/p99 {r['place_latency']}), "
+                  f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s")
+            cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
+            print(f"[system  {stack:<15}] CPU per order (ms, during the flood): {cpu}")
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
+    parser.add_argument("--only", nargs="+", default=["relay", "system"], choices=["relay", "system"])
+    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--steady-rate", type=int, default=30, help="orders/s offered in the steady phase")
+    parser.add_argument("--steady-seconds", type=int, default=20)
+    parser.add_argument("--relay-events", type=int, default=20000)
+    parser.add_argument("--relay-rates", type=int, nargs="+", default=[200, 500, 1000])
+    uvloop.run(main(parser.parse_args()))  # the services run on uvloop too
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,39 @@
+"""The two ways to run, as environments for `pizzeria up`: embedded, and PostgreSQL + Kafka
+(a Tansu broker on this machine: no Apache Kafka can be installed here)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tests.support.postgres import create_database, drop_database
+from tests.support.tansu import Tansu
+
+from pizzeria.services.registry import SERVICES
+
+
+@contextlib.asynccontextmanager
+async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
+    if name == "embedded":
+        yield {}
+        return
+    tansu = Tansu(workdir).start()
+    urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
+    try:
+        env = {f"{n.upper()}_DATABASE_URL": u for n, u in urls.items()}
+        env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{tansu.bootstrap}"})
+        # Production mode refuses the public development signing secret.
+        env["JWT_SECRET"] = secrets.token_urlsafe(48)
+        yield env
+    finally:
+        for url in urls.values():
+            await drop_database(url)
+        tansu.stop()
+
+
+BROKER_NOTE = {
+    "embedded": "SQLite per service + sqllog broker (SQLite)",
+    "postgres+kafka": "PostgreSQL 15 per service + Kafka protocol (Tansu 0.6, memory storage)",
+}

@@ -1,0 +1,180 @@
+"""Whole-system benchmark, the system started with `pizzeria up` as a user would, the whole
+order saga included (reserve → charge → kitchen → delivery) with the kitchen and delivery
+autopilots at zero delay, and stock enough for every order:
+
+1. steady: orders offered at a fixed rate the system can sustain; place → delivered latency
+   (from each order's own timestamps), so the figure is the pipeline's, not a queue's;
+2. flood: orders from N clients as fast as the API takes them; orders accepted per second and
+   orders delivered per second (first placed → last delivered) say what the machine can do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.scenario import order_body, wait_for_menu_sync
+from tests.e2e.system import Shop, System
+
+from bench.loadgen import Connection
+from bench.stacks import BROKER_NOTE, stack_env
+from bench.stats import percentile, summary
+
+TERMINAL = {"delivered", "cancelled"}
+IN_FLIGHT = ("pending", "paid", "preparing", "baking", "ready", "out_for_delivery")
+AUTOPILOTS = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "0", "DELIVERY_STAGE_MS": "0"}
+
+
+async def run(stack: str, *, orders: int, concurrency: int, steady_rate: int, steady_seconds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pzbench-") as tmp:
+        workdir = Path(tmp)
+        async with stack_env(stack, workdir) as env:
+            system = System(workdir, {**env, **AUTOPILOTS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20"})
+            await system.start()
+            shop = Shop(system)
+            try:
+                menu = await shop.menu()
+                await wait_for_menu_sync(shop, menu)
+                for item in await shop.inventory():
+                    await shop.set_stock(item["ingredient"], 100_000_000)
+                bench = Bench(system.ports["orders"], menu)
+                steady = await bench.steady(steady_rate, steady_seconds)
+                pids = {name: await system.pid(name) for name in system.ports}
+                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                flood = await bench.flood(orders, concurrency)
+                flood["cpu_ms_per_order"] = {
+                    name: round((cpu_seconds(pid) - before[name]) / flood["orders"] * 1000, 2)
+                    for name, pid in pids.items()
+                }
+            finally:
+                await shop.close()
+                system.stop()
+    return {"stack": stack, "broker": BROKER_NOTE[stack], **steady, **flood}
+
+
+class Bench:
+    """Places orders against the orders service and reads back how they ended."""
+
+    def __init__(self, port: int, menu: list[dict[str, Any]]) -> None:
+        self.port = port
+        self.menu = menu
+        self.rng = random.Random(5)
+
+    def body(self, i: int) -> dict[str, Any]:
+        card = self.rng.choice(("tok_visa", "tok_visa", "tok_visa", "tok_declined"))
+        return order_body(self.menu, card, f"b{i}@example.com", None, self.rng)
+
+    async def place(self, conn: Connection, body: dict[str, Any], customer: str) -> str:
+        reply = await conn.request("POST", "/api/v1/orders", body, headers={
+            "idempotency-key": str(uuid.uuid4()), "x-customer-id": customer})
+        if reply.status != 202:
+            raise RuntimeError(f"order refused: {reply.status} {reply.body[:300]!r}")
+        return str(reply.json()["id"])  # type: ignore[index]
+
+    async def steady(self, rate: int, seconds: int) -> dict[str, Any]:
+        """Offer `rate` orders per second for `seconds`; latency of each from placed to final."""
+        total = rate * seconds
+        ids: list[str] = []
+        conns = [Connection("127.0.0.1", self.port) for _ in range(8)]
+        began = time.perf_counter()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            conn = conns[i % len(conns)]
+            while getattr(conn, "busy", False):  # one request at a time per connection
+                await asyncio.sleep(0.001)
+            conn.busy = True  # type: ignore[attr-defined]
+            try:
+                ids.append(await self.place(conn, self.body(i), f"steady{i % 25}"))
+            finally:
+                conn.busy = False  # type: ignore[attr-defined]
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+        for conn in conns:
+            conn.close()
+        final = await self.settled(ids)
+        to_delivered = [_seconds(o["created_at"], o["history"][-1]["at"]) for o in final.values()
+                        if o["status"] == "delivered"]
+        return {"steady_rate": rate, "steady_orders": total, "steady_delivered": len(to_delivered),
+                "steady_to_delivered": summary(to_delivered)}
+
+    async def flood(self, orders: int, concurrency: int) -> dict[str, Any]:
+        """As fast as the API takes them, from `concurrency` clients."""
+        latencies: list[float] = []
+        ids: list[str] = []
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for i in range(orders):
+            queue.put_nowait(self.body(i))
+
+        async def client(n: int) -> None:
+            conn = Connection("127.0.0.1", self.port)
+            try:
+                while not queue.empty():
+                    body = queue.get_nowait()
+                    started = time.perf_counter()
+                    ids.append(await self.place(conn, body, f"flood{n}"))
+                    latencies.append(time.perf_counter() - started)
+            finally:
+                conn.close()
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(concurrency)))
+        placing = time.perf_counter() - began
+        final = await self.settled(ids)
+        created = [datetime.fromisoformat(o["created_at"]) for o in final.values()]
+        finished = [datetime.fromisoformat(o["history"][-1]["at"]) for o in final.values()]
+        window = (max(finished) - min(created)).total_seconds()
+        delivered = sum(1 for o in final.values() if o["status"] == "delivered")
+        return {
+            "orders": len(ids),
+            "concurrency": concurrency,
+            "accepted_per_s": len(ids) / placing,
+            "place_latency": summary(latencies),
+            "place_p99_ms": percentile(latencies, 99) * 1000,
+            "completed_per_s": len(final) / window,
+            "delivered_per_s": delivered / window,
+        }
+
+    async def settled(self, ids: list[str], timeout: float = 900) -> dict[str, dict[str, Any]]:
+        """Wait until no order is pending (one cheap query at a time, so watching costs the
+        system next to nothing), then read every order back."""
+        watcher = Connection("127.0.0.1", self.port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = False
+            for status in IN_FLIGHT:
+                reply = await watcher.request("GET", f"/api/v1/orders?status={status}&limit=1")
+                busy = busy or bool(reply.json()["items"])  # type: ignore[index]
+            if not busy:
+                break
+            await asyncio.sleep(0.25)
+        wanted = set(ids)
+        final: dict[str, dict[str, Any]] = {}
+        cursor = ""
+        while True:
+            page: Any = (await watcher.request("GET", f"/api/v1/orders?limit=100{cursor}")).json()
+            final.update({o["id"]: o for o in page["items"] if o["id"] in wanted and o["status"] in TERMINAL})
+            if not page["next_cursor"]:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+        watcher.close()
+        if len(final) < len(ids):
+            raise RuntimeError(f"{len(ids) - len(final)} orders did not finish")
+        return final
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()

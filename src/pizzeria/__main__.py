@@ -1,0 +1,5 @@
+"""`python -m pizzeria` is the `pizzeria` command."""
+
+from pizzeria.cli import main
+
+main()

@@ -1,0 +1,287 @@
+"""The `pizzeria` command: run the system, one service, migrations, topics and dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pizzeria.kit.settings import get_settings
+from pizzeria.services.registry import BY_NAME, SERVICES, entry
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pizzeria.supervisor import Supervisor
+
+    settings = get_settings()
+    services = [entry(n) for n in args.only.split(",")] if args.only else list(SERVICES)
+    return asyncio.run(Supervisor(settings, services, restart=not args.no_restart, echo_logs=args.logs).run())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    app = entry(args.service).load().create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port_for(args.service), log_config=None, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=5, loop="uvloop", http="httptools", timeout_keep_alive=30,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pizzeria.supervisor import migrate_all
+
+    settings = get_settings()
+    services = [entry(n) for n in args.services] if args.services else [s for s in SERVICES if s.has_database]
+    asyncio.run(migrate_all(settings, services))
+    for s in services:
+        print(f"{s.name}: up to date ({settings.database_url_for(s.name)})")
+    return 0
+
+
+def cmd_revision(args: argparse.Namespace) -> int:
+    """Autogenerate a migration by comparing the tables in code with an up-to-date scratch DB."""
+    import tempfile
+
+    from alembic import command
+
+    from pizzeria.kit.migrations import alembic_config, upgrade_sync
+    from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
+
+    migrations = MESSAGING_MIGRATIONS if args.service == "messaging" else entry(args.service).migrations()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/scratch.db"
+        upgrade_sync(url, [migrations])
+        command.revision(alembic_config(migrations, url), message=args.message, autogenerate=True,
+                         rev_id=args.rev_id)
+    return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from pizzeria.contracts.asyncapi import build
+
+    document = orjson.dumps(build(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    if args.output:
+        Path(args.output).write_text(document)
+    else:
+        print(document, end="")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pizzeria.contracts.topology import all_topics
+    from pizzeria.supervisor import create_topics
+
+    settings = get_settings()
+    if args.action == "create":
+        asyncio.run(create_topics(settings))
+    for name in all_topics():
+        print(name)
+    return 0
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    from pizzeria.kit.db import Database
+    from pizzeria.messaging.deadletters import DeadLetterStore
+    from pizzeria.messaging.uow import UnitOfWork
+
+    settings = get_settings()
+    names = [args.service] if getattr(args, "service", None) else [s.name for s in SERVICES if s.has_database]
+    stores: dict[str, DeadLetterStore] = {}
+    databases: list[Database] = []
+    try:
+        for name in names:
+            url = settings.database_url_for(name)
+            if _missing_sqlite_file(url):
+                continue  # that service never ran here: it has no dead letters
+            db = Database(url, pool_size=1)
+            databases.append(db)
+            store = DeadLetterStore(db, partial(UnitOfWork, db, source=f"/pizzeria/{name}"))
+            try:
+                await store.recent(limit=1)
+            except Exception as exc:
+                print(f"skipping {name}: its database is not reachable or not migrated ({type(exc).__name__})",
+                      file=sys.stderr)
+                continue
+            stores[name] = store
+        if args.action == "list":
+            rows: list[tuple[str, dict[str, Any]]] = []
+            for name, store in stores.items():
+                rows += [(name, r) for r in await store.recent(status=args.status, limit=args.limit)]
+            if not rows:
+                print("no dead letters")
+            for name, r in sorted(rows, key=lambda x: x[1]["created_at"]):
+                print(f"{r['id']}  {name:<13} {r['status']:<16} {r['group_id']:<14} {r['message_type'] or '?':<40} "
+                      f"attempts={r['attempts']}  {r['error'][:80]}")
+            return 0
+        for name, store in stores.items():
+            row = await store.get(args.id)
+            if row is None:
+                continue
+            if args.action == "show":
+                shown = {k: v for k, v in row.items() if k not in ("payload", "headers")}
+                shown["service"] = name
+                shown["headers"] = orjson.loads(row["headers"])
+                try:
+                    shown["payload"] = orjson.loads(row["payload"])
+                except orjson.JSONDecodeError:
+                    shown["payload"] = row["payload"].decode("utf-8", "replace")
+                print(orjson.dumps(shown, default=str, option=orjson.OPT_INDENT_2).decode())
+                return 0
+            done = await (store.request_replay(args.id) if args.action == "replay" else store.discard(args.id))
+            if not done:
+                print(f"dead letter {args.id} is {row['status']}; only 'dead' ones can be {args.action}ed",
+                      file=sys.stderr)
+                return 1
+            print(f"{args.action}: {args.id} ({name}); "
+                  + ("the consumer replays it within a second" if args.action == "replay" else "discarded"))
+            return 0
+        print(f"no dead letter {args.id}", file=sys.stderr)
+        return 1
+    finally:
+        for db in databases:
+            await db.dispose()
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists()
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    return asyncio.run(_dlq(args))
+
+
+async def _saga(args: argparse.Namespace) -> int:
+    from pizzeria.kit.db import Database
+    from pizzeria.messaging import saga
+
+    db = Database(get_settings().database_url_for("orders"), pool_size=1)
+    try:
+        async with db.read() as conn:
+            if args.action == "list":
+                print("  ".join(f"{k}={v}" for k, v in sorted((await saga.counts(conn)).items())) or "no sagas")
+                for found in await saga.listing(conn, state=args.state, limit=args.limit):
+                    print(f"{found.id}  {found.type:<12} {found.state:<13} step={found.step} "
+                          f"reason={found.reason or '-':<20} updated={found.updated_at:%Y-%m-%d %H:%M:%S}")
+                return 0
+            one = await saga.load(conn, args.id)
+            if one is None:
+                print(f"no saga {args.id}", file=sys.stderr)
+                return 1
+            print(f"{one.id}  {one.type}  {one.state}  step={one.step}  reason={one.reason}")
+            for entry in await saga.history(conn, args.id):
+                print(f"  {entry['at']:%H:%M:%S.%f}  {entry['entry']}")
+            return 0
+    finally:
+        await db.dispose()
+
+
+def cmd_saga(args: argparse.Namespace) -> int:
+    if args.action == "diagram":
+        from pizzeria.services.orders.saga import place_order_saga
+
+        print(place_order_saga(get_settings()).mermaid(), end="")
+        return 0
+    return asyncio.run(_saga(args))
+
+
+async def _projections(args: argparse.Namespace) -> int:
+    from pizzeria.kit.db import Database
+    from pizzeria.services.orders import projection
+
+    db = Database(get_settings().database_url_for("orders"), pool_size=1)
+    try:
+        if args.action == "rebuild":
+            async with db.transaction() as conn:
+                generation = await projection.request_rebuild(conn)
+            if generation is None:
+                print("a rebuild is already under way", file=sys.stderr)
+                return 1
+            print(f"rebuilding the order views as generation {generation}; the orders service switches reads "
+                  "to it once it has caught up (see `pizzeria projections status orders`)")
+            return 0
+        async with db.read() as conn:
+            print(orjson.dumps(await projection.status(conn), default=str, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    finally:
+        await db.dispose()
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    return asyncio.run(_projections(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pizzeria", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run every service (embedded by default) until Ctrl-C")
+    up.add_argument("--only", help="comma-separated services to run (default: all)")
+    up.add_argument("--no-restart", action="store_true", help="do not restart services that exit")
+    up.add_argument("--logs", action="store_true", help="print service logs here instead of var/log/")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run one service in this process")
+    serve.add_argument("service", choices=sorted(BY_NAME))
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("services", nargs="*", help="default: every service")
+    migrate.set_defaults(func=cmd_migrate)
+
+    revision = sub.add_parser("revision", help="autogenerate a migration for a service (developers)")
+    revision.add_argument("service", help="a service name, or 'messaging'")
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--rev-id", default=None)
+    revision.set_defaults(func=cmd_revision)
+
+    asyncapi = sub.add_parser("asyncapi", help="print the AsyncAPI document of every message")
+    asyncapi.add_argument("-o", "--output", help="write it to this file")
+    asyncapi.set_defaults(func=cmd_asyncapi)
+
+    topics = sub.add_parser("topics", help="list or create the broker topics")
+    topics.add_argument("action", choices=["list", "create"])
+    topics.set_defaults(func=cmd_topics)
+
+    saga_cmd = sub.add_parser("saga", help="order sagas: list, show ID, diagram (Mermaid)")
+    saga_sub = saga_cmd.add_subparsers(dest="action", required=True)
+    saga_list = saga_sub.add_parser("list")
+    saga_list.add_argument("--state", choices=["running", "compensating", "completed", "compensated"])
+    saga_list.add_argument("--limit", type=int, default=50)
+    saga_sub.add_parser("show").add_argument("id")
+    saga_sub.add_parser("diagram")
+    saga_cmd.set_defaults(func=cmd_saga)
+
+    projections_cmd = sub.add_parser("projections", help="read models: rebuild without downtime, status")
+    projections_cmd.add_argument("action", choices=["rebuild", "status"])
+    projections_cmd.add_argument("name", choices=["orders"])
+    projections_cmd.set_defaults(func=cmd_projections)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, discard")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_sub.add_parser("list")
+    dlq_list.add_argument("--service")
+    dlq_list.add_argument("--status", choices=["dead", "replay_requested", "replayed", "discarded"])
+    dlq_list.add_argument("--limit", type=int, default=100)
+    for action in ("show", "replay", "discard"):
+        p = dlq_sub.add_parser(action)
+        p.add_argument("id")
+    dlq.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))

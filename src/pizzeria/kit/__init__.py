@@ -1,0 +1,1 @@
+"""Shared, domain-free building blocks every service is made of."""

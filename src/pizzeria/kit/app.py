@@ -1,0 +1,178 @@
+"""The FastAPI app factory every service uses: `/health`, `/ready`, `/metrics`, request ids,
+`application/problem+json` errors, access metrics and structured logs, the same everywhere."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pizzeria.kit import context
+from pizzeria.kit.db import is_transient_error
+from pizzeria.kit.errors import PROBLEM_BASE, PROBLEM_JSON, ProblemError
+from pizzeria.kit.ids import new_id
+from pizzeria.kit.logging import get_logger
+from pizzeria.kit.metrics import http_request_duration
+
+log = get_logger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[Any]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> ProblemResponse:
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+    return ProblemResponse(body, status_code=status)
+
+
+class RequestContextMiddleware:
+    """Request id in and out (`X-Request-ID`), correlation id and traceparent bound for logs and
+    outgoing messages, and the request-duration histogram by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or new_id()
+        tokens = (
+            context.correlation_id.set(headers.get("x-correlation-id") or request_id),
+            context.causation_id.set(None),
+            context.traceparent.set(headers.get("traceparent")),
+        )
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            http_request_duration.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
+            context.correlation_id.reset(tokens[0])
+            context.causation_id.reset(tokens[1])
+            context.traceparent.reset(tokens[2])
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        errors.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"), "type": err.get("type")})
+    return errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as `application/problem+json`; unexpected ones as a logged 500."""
+
+    @app.exception_handler(ProblemError)
+    async def on_problem(request: Request, exc: ProblemError) -> Response:
+        return ProblemResponse(exc.to_problem(str(request.url.path)), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = _field_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem(422, "validation-failed", "Validation failed", detail or "invalid request",
+                       errors=errors, instance=str(request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}.get(
+            exc.status_code, "http-error"
+        )
+        return problem(exc.status_code, slug, str(exc.detail) if exc.status_code != 404 else "Not found",
+                       str(exc.detail), instance=str(request.url.path))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if is_transient_error(exc):
+            log.warning("dependency unavailable", path=str(request.url.path), error=str(exc))
+            return problem(503, "service-unavailable", "Service unavailable",
+                           "a dependency is briefly unavailable; retry shortly", instance=str(request.url.path))
+        log.exception("unhandled error", path=str(request.url.path))
+        return problem(500, "internal-error", "Internal error", "an unexpected error occurred; it was logged",
+                       instance=str(request.url.path))
+
+
+def create_app(
+    *,
+    service: str,
+    routers: Sequence[APIRouter] = (),
+    lifespan: Lifespan | None = None,
+    ready_checks: dict[str, ReadyCheck] | None = None,
+    version: str = "1.0.0",
+    description: str = "",
+) -> FastAPI:
+    """A service app with the common endpoints, middleware and error handling."""
+    started_at = time.time()
+    checks = dict(ready_checks or {})
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        if lifespan is None:
+            yield
+            return
+        async with lifespan(app):
+            yield
+
+    app = FastAPI(title=f"pizzeria {service}", version=version, description=description, lifespan=run)
+    app.state.ready_checks = checks
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["ops"], summary="Liveness")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "service": service, "pid": os.getpid(),
+                "uptime_s": round(time.time() - started_at, 1)}
+
+    @app.get("/ready", tags=["ops"], summary="Readiness: dependencies reachable, workers running")
+    async def ready() -> Response:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in app.state.ready_checks.items():
+            try:
+                outcome = await check()
+                if outcome is False:
+                    raise RuntimeError("not ready")
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"failing: {exc}"
+        if ok:
+            return JSONResponse({"status": "ready", "service": service, "checks": results})
+        return problem(503, "not-ready", "Not ready", "a dependency is not ready", service=service, checks=results)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app

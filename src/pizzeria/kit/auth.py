@@ -1,0 +1,175 @@
+"""Access tokens and who is calling: JWTs signed with HS256 by identity, checked by every service
+(they do not trust the network) and the gateway, plus the FastAPI dependencies that do the check.
+
+Only HS256 is ever accepted: the algorithm is fixed here, never read from the token, so `alg:
+none` and algorithm-confusion tokens are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, get_args
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pizzeria.kit.errors import Forbidden, Unauthorized
+from pizzeria.kit.ids import new_id
+from pizzeria.kit.settings import Settings, get_settings
+
+Role = Literal["customer", "staff", "courier", "admin"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+ALGORITHM = "HS256"
+ISSUER = "pizzeria"
+AUDIENCE = "pizzeria"
+REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss", "aud", "jti")
+#: Tolerated clock skew between the issuing and the checking host.
+LEEWAY_S = 5
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller, as its access token names it."""
+
+    user_id: str
+    role: Role
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A signed access token and when it stops being accepted."""
+
+    token: str
+    jti: str
+    expires_in: int  # seconds, as OAuth 2.0 token responses give it
+    expires_at: datetime
+
+
+class InvalidToken(Unauthorized):
+    """A bearer token was sent but cannot be accepted (forged, expired, malformed...)."""
+
+    type_slug = "invalid-token"
+    title = "Invalid token"
+
+    def __init__(self, detail: str) -> None:
+        # RFC 6750 3.1: tell the client the token itself is the problem (so it may refresh).
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="pizzeria", error="invalid_token"'})
+
+
+class TokenIssuer:
+    """Signs access tokens with the shared secret (used by identity only)."""
+
+    def __init__(self, secret: str, *, ttl_s: int) -> None:
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenIssuer:
+        return cls(settings.jwt_secret.get_secret_value(), ttl_s=settings.access_token_ttl_s)
+
+    def issue(self, principal: Principal, *, now: float | None = None, ttl_s: int | None = None) -> AccessToken:
+        """A token for `principal`, valid `ttl_s` seconds from `now` (Unix time; defaults: the
+        issuer's TTL from this instant). A past `now` or a negative TTL gives an expired token."""
+        issued = int(time.time() if now is None else now)
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        jti = new_id()
+        claims: dict[str, Any] = {
+            "sub": principal.user_id, "role": principal.role, "iat": issued, "exp": issued + ttl,
+            "iss": ISSUER, "aud": AUDIENCE, "jti": jti,
+        }
+        if principal.email is not None:
+            claims["email"] = principal.email
+        token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return AccessToken(token=token, jti=jti, expires_in=ttl,
+                           expires_at=datetime.fromtimestamp(issued + ttl, tz=UTC))
+
+
+def issue_access_token(principal: Principal, settings: Settings, *, now: float | None = None,
+                       ttl_s: int | None = None) -> AccessToken:
+    """Sign an access token with the configured secret and TTL."""
+    return TokenIssuer.from_settings(settings).issue(principal, now=now, ttl_s=ttl_s)
+
+
+#: Why PyJWT refused a token, in words a client developer can act on (most specific first).
+_REASONS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the access token has expired; refresh it or sign in again"),
+    (jwt.InvalidAlgorithmError, f"the access token must be signed with {ALGORITHM}"),
+    (jwt.InvalidSignatureError, "the access token's signature does not verify"),
+    (jwt.InvalidAudienceError, f"the access token is not meant for audience {AUDIENCE!r}"),
+    (jwt.InvalidIssuerError, f"the access token was not issued by {ISSUER!r}"),
+    (jwt.ImmatureSignatureError, "the access token is not valid yet"),
+    (jwt.DecodeError, "the access token is not a well-formed JWT"),
+)
+
+
+def decode_access_token(token: str, settings: Settings) -> Principal:
+    """The principal a valid token names; raises `InvalidToken` (401) for anything else."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=LEEWAY_S,
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidToken(f"the access token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidTokenError as exc:
+        reason = next((text for kind, text in _REASONS if isinstance(exc, kind)), None)
+        raise InvalidToken(reason or f"the access token is invalid: {exc}") from None
+    subject, role, email = claims["sub"], claims["role"], claims.get("email")
+    if not isinstance(subject, str) or not subject:
+        raise InvalidToken("the access token's 'sub' claim must be a non-empty string")
+    if role not in ROLES:
+        raise InvalidToken(f"the access token names an unknown role {role!r}")
+    if email is not None and not isinstance(email, str):
+        raise InvalidToken("the access token's 'email' claim must be a string")
+    return Principal(user_id=subject, role=role, email=email)
+
+
+# -- FastAPI dependencies ----------------------------------------------------------------------
+
+# auto_error=False: a missing header is answered by us, as problem+json, not by FastAPI.
+_bearer = HTTPBearer(auto_error=False, description="An access token from `POST /api/v1/auth/login`.")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    return settings or get_settings()
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller named by the `Authorization: Bearer` header; 401 without a valid one."""
+    if credentials is None:
+        raise Unauthorized("this needs an access token: send `Authorization: Bearer <token>`")
+    return decode_access_token(credentials.credentials, _settings(request))
+
+
+#: Route dependency: the authenticated caller (401 problem+json when there is none).
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets only callers with one of `roles` through (403 for the others)."""
+    unknown = set(roles) - set(ROLES)
+    if not roles or unknown:
+        raise ValueError(f"require_roles needs known roles, got {roles!r}")
+    allowed = frozenset(roles)
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"this needs the role {' or '.join(roles)}; the caller is {principal.role}")
+        return principal
+
+    return dependency

@@ -1,0 +1,9 @@
+"""Per-request / per-message context carried in contextvars: correlation and causation ids."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
+traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)

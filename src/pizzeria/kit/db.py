@@ -1,0 +1,170 @@
+"""One service's database: async engines for SQLite (embedded) or PostgreSQL (production).
+
+SQLite allows one writer at a time, so writes go through a one-connection engine that opens
+`BEGIN IMMEDIATE` (no lock-upgrade deadlocks across processes), while reads use a pool of their
+own and never wait for a writer (WAL). On PostgreSQL both roles share one pooled engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from pizzeria.kit.clock import as_utc
+from pizzeria.kit.sqlite import inline_connector
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps no zone of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True for failures a retry can fix: a dropped or refused connection, a restarting
+    server, a lock that did not clear in time. Not for constraint violations or bad SQL."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    return isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+#: JSON stored as JSONB on PostgreSQL, as text on SQLite.
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def _sqlite_engine(url: str, *, pool_size: int, begin: str, busy_timeout_ms: int) -> AsyncEngine:
+    path = make_url(url).database or ""
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA busy_timeout=30000")  # patient while setting the connection up
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+
+    engine = create_async_engine(
+        url,
+        async_creator=inline_connector(path, setup=setup),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=120,
+    )
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig or exc).lower()
+
+
+class Database:
+    """Engines and transactions for one database URL."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # One writer connection: writes queue for it in-process instead of spinning on the
+            # lock. It never waits inside SQLite for another process (that would block the
+            # event loop): `begin_write` retries a locked BEGIN with an asyncio sleep.
+            self.writer = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE", busy_timeout_ms=0)
+            self.reader = _sqlite_engine(url, pool_size=pool_size, begin="BEGIN", busy_timeout_ms=2000)
+        elif self.dialect == "postgresql":
+            # No pre-ping (a round trip on every checkout): a connection found dead raises a
+            # transient error, the pool drops all its connections, and the caller retries.
+            self.writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+            )
+            self.reader = self.writer
+        else:
+            raise ValueError(f"unsupported database {parsed.drivername!r}")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    async def begin_write(self, timeout: float = 60.0) -> AsyncConnection:
+        """A connection with a write transaction begun. On SQLite, while another process holds
+        the write lock, wait for it without blocking the event loop."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            conn = await self.writer.connect()
+            try:
+                await conn.begin()
+                return conn
+            except BaseException as exc:
+                await conn.close()
+                if not _is_locked(exc) or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        conn = await self.begin_write()
+        try:
+            yield conn
+            await conn.commit()
+        except BaseException:
+            if conn.in_transaction():
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+            raise
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only snapshot; never blocks writers."""
+        async with self.reader.connect() as conn, conn.begin():
+            yield conn
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    def pool_status(self) -> dict[str, int]:
+        """Connections in use / idle, for the pool-usage gauge."""
+        pool: Any = self.writer.pool
+        try:
+            return {"in_use": int(pool.checkedout()), "idle": int(pool.checkedin())}
+        except AttributeError:
+            return {"in_use": 0, "idle": 0}
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()

@@ -1,0 +1,22 @@
+"""Prometheus metrics shared by every service; one process is one service, so the default
+registry is the service's registry. Names follow Prometheus conventions (unit suffixes,
+`_total` counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FLOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+
+http_request_duration = Histogram(
+    "pizzeria_http_request_duration_seconds",
+    "HTTP request duration by route template, method and status code.",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+db_pool_connections = Gauge(
+    "pizzeria_db_pool_connections",
+    "Database pool connections by state.",
+    ["state"],
+)

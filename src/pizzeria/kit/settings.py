@@ -1,0 +1,139 @@
+"""Typed settings read from the environment (12-factor); defaults give the embedded mode."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Every process of the system, its default port and the order `pizzeria up` starts them in.
+SERVICE_PORTS: dict[str, int] = {
+    "provider": 5090,
+    "identity": 5005,
+    "catalog": 5001,
+    "orders": 5002,
+    "payments": 5003,
+    "notifications": 5004,
+    "kitchen": 5006,
+    "delivery": 5007,
+}
+
+#: The embedded mode's token signing secret. Public (it is in the source), so production mode
+#: refuses to start with it.
+DEVELOPMENT_JWT_SECRET = "pizzeria-development-only-jwt-secret-do-not-use-in-production"
+#: HS256 keys shorter than the hash output (32 bytes) weaken the signature (RFC 7518 3.2).
+MIN_JWT_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Every knob of the system. `.env.example` lists them with their defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    mode: Literal["embedded", "production"] = Field("embedded", alias="PIZZERIA_MODE")
+    var_dir: Path = Field(Path("var"), alias="PIZZERIA_VAR_DIR")
+    # `{service}` is replaced by the service name, so one template serves every process;
+    # `<SERVICE>_DATABASE_URL` overrides it for one service.
+    database_url: str = Field("sqlite+aiosqlite:///{var}/{service}.db", alias="DATABASE_URL")
+    broker_url: str = Field("sqllog+sqlite:///{var}/broker.db", alias="BROKER_URL")
+    host: str = Field("127.0.0.1", alias="PIZZERIA_HOST")
+    db_pool_size: int = Field(10, alias="DB_POOL_SIZE")
+
+    topic_partitions: int = Field(3, alias="TOPIC_PARTITIONS")
+    topic_replication_factor: int = Field(1, alias="TOPIC_REPLICATION_FACTOR")
+    topic_min_insync_replicas: int = Field(1, alias="TOPIC_MIN_INSYNC_REPLICAS")
+    kafka_session_timeout_ms: int = Field(6000, alias="KAFKA_SESSION_TIMEOUT_MS")
+    kafka_fetch_wait_max_ms: int = Field(50, alias="KAFKA_FETCH_WAIT_MAX_MS")
+    kafka_linger_ms: int = Field(0, alias="KAFKA_LINGER_MS")
+    sqllog_poll_interval_ms: int = Field(20, alias="SQLLOG_POLL_INTERVAL_MS")
+    sqllog_session_timeout_ms: int = Field(6000, alias="SQLLOG_SESSION_TIMEOUT_MS")
+    sqllog_retention_hours: float = Field(168.0, alias="SQLLOG_RETENTION_HOURS")
+
+    outbox_batch_size: int = Field(500, alias="OUTBOX_BATCH_SIZE")
+    outbox_poll_interval_ms: int = Field(1000, alias="OUTBOX_POLL_INTERVAL_MS")
+    outbox_retention_s: float = Field(3600.0, alias="OUTBOX_RETENTION_S")
+    inbox_retention_s: float = Field(7 * 24 * 3600.0, alias="INBOX_RETENTION_S")
+    consumer_max_attempts: int = Field(5, alias="CONSUMER_MAX_ATTEMPTS")
+    consumer_backoff_initial_ms: int = Field(100, alias="CONSUMER_BACKOFF_INITIAL_MS")
+    consumer_backoff_max_ms: int = Field(5000, alias="CONSUMER_BACKOFF_MAX_MS")
+    consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
+
+    provider_url: str = Field("", alias="PAYMENT_PROVIDER_URL")
+    payment_latency_ms: int = Field(20, alias="PAYMENT_LATENCY_MS")
+    payment_failure_rate: float = Field(0.0, alias="PAYMENT_FAILURE_RATE")
+    payment_timeout_ms: int = Field(3000, alias="PAYMENT_TIMEOUT_MS")
+    payment_concurrency: int = Field(16, alias="PAYMENT_CONCURRENCY")
+    payment_max_attempts: int = Field(10, alias="PAYMENT_MAX_ATTEMPTS")
+
+    # SecretStr keeps the secret out of reprs and logs; validate_default makes the default one too.
+    jwt_secret: SecretStr = Field(DEVELOPMENT_JWT_SECRET, alias="JWT_SECRET", validate_default=True)
+    access_token_ttl_s: int = Field(900, alias="ACCESS_TOKEN_TTL_S", gt=0)
+    refresh_token_ttl_s: int = Field(1_209_600, alias="REFRESH_TOKEN_TTL_S", gt=0)
+
+    kitchen_autopilot: bool = Field(False, alias="KITCHEN_AUTOPILOT")
+    kitchen_stage_ms: int = Field(2000, alias="KITCHEN_STAGE_MS")
+    delivery_autopilot: bool = Field(False, alias="DELIVERY_AUTOPILOT")
+    delivery_stage_ms: int = Field(3000, alias="DELIVERY_STAGE_MS")
+
+    saga_reserve_timeout_s: float = Field(30.0, alias="SAGA_RESERVE_TIMEOUT_S")
+    saga_payment_timeout_s: float = Field(20.0, alias="SAGA_PAYMENT_TIMEOUT_S")
+    saga_kitchen_queue_timeout_s: float = Field(1800.0, alias="SAGA_KITCHEN_QUEUE_TIMEOUT_S")
+    saga_delivery_resend_s: float = Field(300.0, alias="SAGA_DELIVERY_RESEND_S")
+    saga_compensation_timeout_s: float = Field(30.0, alias="SAGA_COMPENSATION_TIMEOUT_S")
+
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+    log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
+    failpoints: str = Field("", alias="PIZZERIA_FAILPOINTS")
+
+    def resolve(self, template: str, service: str = "") -> str:
+        """Fill `{var}` and `{service}` in a URL template."""
+        return template.replace("{var}", str(self.var_dir)).replace("{service}", service)
+
+    def database_url_for(self, service: str) -> str:
+        """The database URL of one service: its own override, else the shared template."""
+        override = os.environ.get(f"{service.upper()}_DATABASE_URL")
+        return self.resolve(override or self.database_url, service)
+
+    def production_problems(self, service: str) -> list[str]:
+        """Why this configuration cannot run `service` in production mode (empty if it can):
+        production never falls back to the embedded stores."""
+        if self.mode != "production":
+            return []
+        problems = []
+        if self.database_url_for(service).startswith("sqlite"):
+            problems.append(f"{service}: set DATABASE_URL or {service.upper()}_DATABASE_URL to a PostgreSQL URL")
+        if self.broker_url.startswith("sqllog"):
+            problems.append("set BROKER_URL to kafka://host:port[,host:port]")
+        # Every service verifies access tokens, so every service refuses the public secret.
+        secret = self.jwt_secret.get_secret_value()
+        if secret == DEVELOPMENT_JWT_SECRET:
+            problems.append("set JWT_SECRET: the development default is public")
+        elif len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            problems.append(f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long")
+        return problems
+
+    def broker_url_resolved(self) -> str:
+        return self.resolve(self.broker_url)
+
+    def port_for(self, service: str) -> int:
+        return int(os.environ.get(f"{service.upper()}_PORT", SERVICE_PORTS[service]))
+
+    def url_for(self, service: str) -> str:
+        """How other processes reach a service over HTTP (`<SERVICE>_URL` overrides)."""
+        explicit = os.environ.get(f"{service.upper()}_URL")
+        if explicit:
+            return explicit.rstrip("/")
+        return f"http://{self.host}:{self.port_for(service)}"
+
+    def payment_provider_url(self) -> str:
+        return (self.provider_url or self.url_for("provider")).rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

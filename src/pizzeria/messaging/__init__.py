@@ -1,0 +1,1 @@
+"""Reliable messaging: envelope, broker port and adapters, outbox, inbox, consumer runner."""

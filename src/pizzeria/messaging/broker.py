@@ -1,0 +1,125 @@
+"""The broker port: what the rest of the system needs from Kafka or the embedded SQL log.
+
+Semantics are Kafka's: topics split into partitions, a message's key picks its partition so
+one key keeps its order, consumer groups share partitions and commit offsets. Delivery is at
+least once; the inbox makes effects exactly once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: name, partitions and (Kafka only) replication settings."""
+
+    name: str
+    partitions: int = 3
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message to publish. `key` picks the partition; headers are text."""
+
+    topic: str
+    value: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A message as consumed, with its place in the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: str | None
+    headers: Mapping[str, str]
+    timestamp_ms: int
+
+
+TopicPartition = tuple[str, int]
+
+
+class BrokerError(RuntimeError):
+    """The broker could not do what was asked (unreachable, unknown topic, not acknowledged)."""
+
+
+class BrokerConsumer(abc.ABC):
+    """A member of a consumer group. Use from one task at a time."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to `max_records` records from the assigned partitions, waiting up to `timeout`
+        seconds for the first; in partition order per partition."""
+
+    @abc.abstractmethod
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit, per partition, the offset of the next record to read. A member that lost the
+        partition in a rebalance has its commit ignored; the new owner re-reads from the last
+        committed offset (at-least-once)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Leave the group; uncommitted records will be delivered again."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions this member currently owns (best effort, for metrics and tests)."""
+        return set()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each owned partition (for the consumer-lag gauge)."""
+        return {}
+
+
+class Broker(abc.ABC):
+    """A connection to the broker: topic admin, publishing, and consumer factory."""
+
+    name: str = "broker"
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
+        """Create topics that do not exist yet; existing ones are left as they are."""
+
+    @abc.abstractmethod
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish and wait until every message is durably acknowledged; raises BrokerError
+        otherwise (some may still have been written: publishing is at least once)."""
+
+    @abc.abstractmethod
+    def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> BrokerConsumer:
+        """A new, not yet started, member of `group` subscribed to `topics`."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+
+
+def create_broker(url: str, **options: object) -> Broker:
+    """Build the adapter a URL names: `sqllog+sqlite:///...`, `sqllog+postgresql://...`,
+    `kafka://host:9092[,host2:9092]`."""
+    if url.startswith("sqllog+"):
+        from pizzeria.messaging.sqllog import SqlLogBroker
+
+        return SqlLogBroker(url.removeprefix("sqllog+"), **options)  # type: ignore[arg-type]
+    if url.startswith("kafka://"):
+        from pizzeria.messaging.kafka import KafkaBroker
+
+        return KafkaBroker(url.removeprefix("kafka://"), **options)  # type: ignore[arg-type]
+    raise ValueError(f"unsupported broker URL {url!r}")

@@ -1,0 +1,327 @@
+"""The consumer runner: the one path every consumed message takes.
+
+fetch → decode the envelope → find the handler → in one transaction: inbox claim, handler,
+commit → commit the broker offset. Transient failures are retried with exponential backoff and
+jitter; after the last attempt, or at once for a message that can never succeed (not a
+CloudEvent, data that fails its schema, `PermanentError`), the message goes to the group's
+dead-letter topic with the error, the attempt count and its original headers, and the consumer
+carries on. Partitions are processed concurrently, each strictly in order. An offset is
+committed only once every record before it is processed or dead-lettered: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from pizzeria.kit import context
+from pizzeria.kit.logging import get_logger
+from pizzeria.messaging import metrics
+from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
+from pizzeria.messaging.deadletters import DeadLetterStore
+from pizzeria.messaging.envelope import Envelope, MalformedMessage
+from pizzeria.messaging.message import Message
+from pizzeria.messaging.topics import dlq_topic
+from pizzeria.messaging.uow import UnitOfWork
+
+log = get_logger(__name__)
+
+Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """A handler error retrying cannot fix: the message goes straight to the dead letters."""
+
+
+@contextlib.contextmanager
+def _message_context(envelope: Envelope) -> Iterator[None]:
+    """While a message is handled, what it emits is correlated with it and caused by it."""
+    tokens = (
+        context.correlation_id.set(envelope.correlationid or envelope.id),
+        context.causation_id.set(envelope.id),
+        context.traceparent.set(envelope.traceparent),
+    )
+    try:
+        yield
+    finally:
+        context.correlation_id.reset(tokens[0])
+        context.causation_id.reset(tokens[1])
+        context.traceparent.reset(tokens[2])
+
+
+class Outcome(enum.Enum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failing handler is retried."""
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before attempt `attempt + 1`."""
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return float(ceiling * (0.5 + random.random() / 2))
+
+
+class HandlerRegistry:
+    """Which handler takes which message type, for one consumer group."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[type[Message], Handler]] = {}
+
+    def on(self, message_type: type[Message]) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(message_type, handler)
+            return handler
+
+        return register
+
+    def add(self, message_type: type[Message], handler: Handler) -> None:
+        self._handlers[message_type.type_name()] = (message_type, handler)
+
+    def get(self, type_name: str) -> tuple[type[Message], Handler] | None:
+        return self._handlers.get(type_name)
+
+    def topics(self) -> list[str]:
+        return sorted({cls.topic() for cls, _ in self._handlers.values()})
+
+
+class ConsumerRunner:
+    """Runs one consumer-group member of a service until stopped."""
+
+    def __init__(
+        self,
+        *,
+        group: str,
+        handlers: HandlerRegistry,
+        broker: Broker,
+        uow_factory: Callable[[], UnitOfWork],
+        dead_letters: DeadLetterStore,
+        retry: RetryPolicy | None = None,
+        topics: Sequence[str] | None = None,
+        batch_size: int = 200,
+        client_id: str = "",
+        dead_letter_topic: str | None = None,
+    ) -> None:
+        self.group = group
+        self.handlers = handlers
+        self.broker = broker
+        self.uow_factory = uow_factory
+        self.dead_letters = dead_letters
+        self.retry = retry or RetryPolicy()
+        self.topics = list(topics or handlers.topics())
+        self.batch_size = batch_size
+        self.client_id = client_id or group
+        self._dlq_topic = dead_letter_topic or dlq_topic(group)
+        self.consumer: BrokerConsumer | None = None
+        self._stopped = False
+        self.healthy = False
+
+    @property
+    def dlq_topic(self) -> str:
+        return self._dlq_topic
+
+    async def run(self) -> None:
+        self.consumer = self.broker.consumer(self.group, self.topics, client_id=self.client_id)
+        await self.consumer.start()
+        lag_task = asyncio.create_task(self._report_lag_forever(), name=f"lag-{self.group}")
+        self.healthy = True
+        backoff = 0.1
+        try:
+            while not self._stopped:
+                try:
+                    records = await self.consumer.fetch(self.batch_size, timeout=0.5)
+                    if records:
+                        await self.consumer.commit(await self.process_batch(records))
+                    backoff = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The batch is not committed: it will be fetched and handled again.
+                    log.warning("consumer loop failed; retrying", group=self.group, error=str(exc))
+                    await self._rejoin(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            self.healthy = False
+            lag_task.cancel()
+            with contextlib.suppress(BaseException):
+                await lag_task
+            with contextlib.suppress(Exception):
+                await self.consumer.close()
+
+    async def _rejoin(self, delay: float) -> None:
+        """Re-create the group member so uncommitted records are read again."""
+        await asyncio.sleep(delay)
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.close()
+        self.consumer = self.broker.consumer(self.group, self.topics, client_id=self.client_id)
+        await self.consumer.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def process_batch(self, records: Sequence[Record]) -> dict[TopicPartition, int]:
+        """Process records, partitions concurrently; returns the offsets to commit."""
+        by_partition: dict[TopicPartition, list[Record]] = defaultdict(list)
+        for record in records:
+            by_partition[(record.topic, record.partition)].append(record)
+
+        async def run_partition(batch: list[Record]) -> None:
+            # Under load, a partition's records share one transaction (one commit instead of
+            # one per record); if anything in it fails, they are handled one by one instead.
+            if len(batch) > 1 and await self._process_together(batch):
+                return
+            for record in batch:
+                await self.process_until_settled(record)
+
+        await asyncio.gather(*(run_partition(b) for b in by_partition.values()))
+        return {tp: batch[-1].offset + 1 for tp, batch in by_partition.items()}
+
+    async def _process_together(self, batch: list[Record]) -> bool:
+        """Handle a run of records in one transaction. False (and nothing written) if any of
+        them is poison or fails: the caller then takes the careful path, record by record."""
+        prepared: list[tuple[Envelope, Message | None, Handler | None]] = []
+        for record in batch:
+            try:
+                envelope = Envelope.from_record(record)
+            except MalformedMessage:
+                return False
+            entry = self.handlers.get(envelope.type)
+            if entry is None:
+                prepared.append((envelope, None, None))
+                continue
+            model, found = entry
+            try:
+                prepared.append((envelope, model.model_validate_json(envelope.data), found))
+            except ValidationError:
+                return False
+        outcomes: list[Outcome] = []
+        started = time.perf_counter()
+        try:
+            async with self.uow_factory() as uow:
+                for envelope, message, run in prepared:
+                    if run is None:
+                        outcomes.append(Outcome.IGNORED)
+                        continue
+                    with _message_context(envelope):
+                        if not await uow.claim(self.group, envelope.id):
+                            outcomes.append(Outcome.DUPLICATE)
+                            continue
+                        await run(message, envelope, uow)
+                    outcomes.append(Outcome.PROCESSED)
+                await uow.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("batch failed; handling its records one by one", group=self.group, size=len(batch),
+                     error=str(exc))
+            return False
+        per_message = (time.perf_counter() - started) / len(prepared)
+        for (envelope, _, run), outcome in zip(prepared, outcomes, strict=True):
+            metrics.consumer_messages.labels(self.group, outcome.value).inc()
+            if run is not None:
+                metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(per_message)
+        return True
+
+    async def process_until_settled(self, record: Record) -> Outcome:
+        """Process a record; if even dead-lettering fails (database down), keep trying: the
+        offset must not move past a record that is neither handled nor dead-lettered."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.process(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("cannot settle message; retrying", group=self.group, error=str(exc),
+                          topic=record.topic, partition=record.partition, offset=record.offset)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def process(self, record: Record, *, replay_of: str | None = None) -> Outcome:
+        """One record through decode, handler with retries, and dead-lettering."""
+        try:
+            envelope = Envelope.from_record(record)
+        except MalformedMessage as exc:
+            return await self._dead_letter(record, None, f"malformed: {exc}", 1, replay_of)
+        entry = self.handlers.get(envelope.type)
+        if entry is None:
+            metrics.consumer_messages.labels(self.group, Outcome.IGNORED.value).inc()
+            return Outcome.IGNORED
+        model, handler = entry
+        try:
+            message = model.model_validate_json(envelope.data)
+        except ValidationError as exc:
+            return await self._dead_letter(record, envelope, f"schema: {exc}", 1, replay_of)
+
+        with _message_context(envelope):
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    outcome = await self._handle_once(message, envelope, handler)
+                    metrics.consumer_messages.labels(self.group, outcome.value).inc()
+                    if replay_of is not None:
+                        await self.dead_letters.mark_replayed(replay_of)
+                    return outcome
+                except asyncio.CancelledError:
+                    raise
+                except PermanentError as exc:
+                    return await self._dead_letter(record, envelope, f"permanent: {exc}", attempt, replay_of)
+                except Exception as exc:
+                    if attempt >= self.retry.max_attempts:
+                        return await self._dead_letter(
+                            record, envelope, f"{type(exc).__name__}: {exc}", attempt, replay_of
+                        )
+                    metrics.consumer_retries.labels(self.group).inc()
+                    log.warning("handler failed; retrying", group=self.group, type=envelope.type,
+                                message_id=envelope.id, attempt=attempt, error=str(exc))
+                    await asyncio.sleep(self.retry.delay(attempt))
+
+    async def _handle_once(self, message: Message, envelope: Envelope, handler: Handler) -> Outcome:
+        started = time.perf_counter()
+        async with self.uow_factory() as uow:
+            if not await uow.claim(self.group, envelope.id):
+                return Outcome.DUPLICATE
+            await handler(message, envelope, uow)
+            await uow.commit()
+        metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(time.perf_counter() - started)
+        return Outcome.PROCESSED
+
+    async def _dead_letter(self, record: Record, envelope: Envelope | None, error: str, attempts: int,
+                           replay_of: str | None) -> Outcome:
+        log.error("message dead-lettered", group=self.group, topic=record.topic, offset=record.offset,
+                  message_id=envelope.id if envelope else None, attempts=attempts, error=error)
+        if replay_of is not None:
+            await self.dead_letters.mark_failed_again(replay_of, error, attempts)
+        else:
+            await self.dead_letters.add(self.group, record, envelope, error, attempts, topic=self.dlq_topic)
+        metrics.consumer_dead_letters.labels(self.group).inc()
+        metrics.consumer_messages.labels(self.group, Outcome.DEAD_LETTERED.value).inc()
+        return Outcome.DEAD_LETTERED
+
+    async def _report_lag_forever(self) -> None:
+        while True:
+            await asyncio.sleep(15)
+            if self.consumer is None:
+                continue
+            with contextlib.suppress(Exception):
+                for (topic, partition), lag in (await self.consumer.lag()).items():
+                    metrics.consumer_lag.labels(self.group, topic, str(partition)).set(lag)

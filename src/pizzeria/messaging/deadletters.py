@@ -1,0 +1,123 @@
+"""Dead letters: messages a consumer group gave up on, kept in the service's own database (to
+list, replay or discard them) and published to the group's dead-letter topic through the
+outbox (for anything else that watches dead letters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database
+from pizzeria.kit.ids import new_id
+from pizzeria.messaging.broker import OutgoingMessage, Record
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.messaging.tables import dead_letters
+from pizzeria.messaging.topics import dlq_topic
+from pizzeria.messaging.uow import UnitOfWork
+
+STATUSES = ("dead", "replay_requested", "replayed", "discarded")
+
+
+class DeadLetterStore:
+    """The `dead_letters` table of one service database."""
+
+    def __init__(self, db: Database, uow_factory: Callable[[], UnitOfWork]) -> None:
+        self.db = db
+        self.uow_factory = uow_factory
+
+    async def add(self, group: str, record: Record, envelope: Envelope | None, error: str, attempts: int,
+                  *, topic: str | None = None) -> None:
+        """Record the dead letter and queue it for the dead-letter topic, in one transaction.
+        A redelivered record that is already dead-lettered is not added twice."""
+        now = utcnow()
+        dl_id = new_id()
+        async with self.uow_factory() as uow:
+            result = await uow.conn.execute(insert_ignore(uow.conn, dead_letters), {
+                "id": dl_id, "group_id": group,
+                "message_id": envelope.id if envelope else record.headers.get("ce_id"),
+                "message_type": envelope.type if envelope else record.headers.get("ce_type"),
+                "topic": record.topic, "partition": record.partition, "offset": record.offset, "key": record.key,
+                "headers": orjson.dumps(dict(record.headers)).decode(), "payload": record.value,
+                "error": error[:4000], "attempts": attempts, "status": "dead", "created_at": now, "updated_at": now,
+            })
+            if result.rowcount == 1:
+                headers = {
+                    **record.headers,
+                    "dlq_id": dl_id,
+                    "dlq_group": group,
+                    "dlq_error": error[:1000],
+                    "dlq_attempts": str(attempts),
+                    "dlq_original_topic": record.topic,
+                    "dlq_original_partition": str(record.partition),
+                    "dlq_original_offset": str(record.offset),
+                    "dlq_failed_at": now.isoformat(),
+                }
+                uow.emit_raw(
+                    OutgoingMessage(topic=topic or dlq_topic(group), key=record.key, value=record.value,
+                                    headers=headers),
+                    message_id=new_id(),
+                )
+            await uow.commit()
+
+    async def _set(self, dl_id: str, *, only_from: tuple[str, ...] | None = None, **values: Any) -> bool:
+        stmt = dead_letters.update().where(dead_letters.c.id == dl_id)
+        if only_from:
+            stmt = stmt.where(dead_letters.c.status.in_(only_from))
+        async with self.db.transaction() as conn:
+            result = await conn.execute(stmt.values(updated_at=utcnow(), **values))
+        return bool(result.rowcount)
+
+    async def request_replay(self, dl_id: str) -> bool:
+        """Ask the owning consumer to run the message again (it does within a second)."""
+        return await self._set(dl_id, only_from=("dead",), status="replay_requested")
+
+    async def discard(self, dl_id: str) -> bool:
+        return await self._set(dl_id, only_from=("dead",), status="discarded")
+
+    async def mark_replayed(self, dl_id: str) -> None:
+        await self._set(dl_id, status="replayed")
+
+    async def mark_failed_again(self, dl_id: str, error: str, attempts: int) -> None:
+        await self._set(dl_id, status="dead", error=error[:4000], attempts=dead_letters.c.attempts + attempts)
+
+    async def recent(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = sa.select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(dead_letters.c.status == status)
+        async with self.db.read() as conn:
+            return [_plain(r) for r in (await conn.execute(query)).all()]
+
+    async def get(self, dl_id: str) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(dead_letters).where(dead_letters.c.id == dl_id))).first()
+        return _plain(row) if row else None
+
+    async def replay_requests(self, group: str) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(dead_letters)
+                    .where(dead_letters.c.group_id == group, dead_letters.c.status == "replay_requested")
+                    .order_by(dead_letters.c.created_at)
+                    .limit(100)
+                )
+            ).all()
+        return [_plain(r) for r in rows]
+
+
+def as_record(row: dict[str, Any]) -> Record:
+    """The original record of a stored dead letter, to run it through its consumer again."""
+    return Record(
+        topic=row["topic"], partition=row["partition"], offset=row["offset"], value=row["payload"],
+        key=row["key"], headers=orjson.loads(row["headers"]), timestamp_ms=0,
+    )
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    # Reserved column names ("offset", "partition") come back as quoted_name, a str subclass.
+    return {str(k): v for k, v in row._mapping.items()}

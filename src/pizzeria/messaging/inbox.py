@@ -1,0 +1,44 @@
+"""The inbox: a consumer records each message id it processed, in the same transaction as the
+message's effects. A redelivered message finds its id taken and has no second effect."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pizzeria.kit.clock import utcnow
+from pizzeria.messaging.tables import inbox
+
+
+@functools.cache
+def _insert_ignore(dialect: str, table: sa.Table) -> sa.Insert:
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def insert_ignore(conn: AsyncConnection, table: sa.Table) -> sa.Insert:
+    """`INSERT .. ON CONFLICT DO NOTHING` in the connection's dialect (rowcount says if it took).
+    Built once per table and dialect: pass the values as execution parameters."""
+    return _insert_ignore(conn.dialect.name, table)
+
+
+async def claim(conn: AsyncConnection, group: str, message_id: str) -> bool:
+    """Record `message_id` as processed by `group`; False if it already was (a duplicate).
+
+    On PostgreSQL a concurrent claim of the same id waits for the first transaction, then sees
+    the conflict, so two deliveries racing each other still have one effect.
+    """
+    result = await conn.execute(
+        insert_ignore(conn, inbox), {"group_id": group, "message_id": message_id, "processed_at": utcnow()}
+    )
+    return result.rowcount == 1
+
+
+async def prune(conn: AsyncConnection, older_than: datetime) -> int:
+    """Forget ids processed before `older_than` (redeliveries that old are not expected)."""
+    result = await conn.execute(inbox.delete().where(inbox.c.processed_at < older_than))
+    return result.rowcount or 0

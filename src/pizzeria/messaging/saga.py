@@ -1,0 +1,420 @@
+"""Orchestrated sagas: a long-running process made of steps, each a command sent to another
+service and the replies that move it on, with a compensation to undo it.
+
+- The saga's state and the command it sends next are written in the same transaction (the
+  caller's unit of work, so the outbox carries the command); replies arrive through the inbox.
+- Every step may have a deadline, stored in the saga's row and scanned by a timer: a reply that
+  never comes compensates instead of hanging.
+- Compensation runs in reverse order, one step at a time, each waiting for its acknowledgement
+  (re-sent when it is late: compensations are idempotent). A compensated saga is final, so a
+  saga is never compensated twice.
+- A step marked `pivot` is the point of no return: once it succeeded the saga only goes forward.
+  Compensating a pivot step that is in flight may be refused (it went through after all); the
+  saga then resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database
+from pizzeria.kit.logging import get_logger
+from pizzeria.messaging.message import Message
+from pizzeria.messaging.tables import saga_log, sagas
+from pizzeria.messaging.uow import UnitOfWork
+
+log = get_logger(__name__)
+Command = Callable[[Mapping[str, Any]], Message]
+
+
+class SagaState(enum.StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+
+
+FINAL = frozenset({SagaState.COMPLETED, SagaState.COMPENSATED})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: send `command` (if any) and wait for one of `success` or `failure`."""
+
+    name: str
+    success: tuple[type[Message], ...]
+    command: Command | None = None
+    failure: tuple[type[Message], ...] = ()
+    compensation: Command | None = None
+    compensated_by: tuple[type[Message], ...] = ()
+    #: Replies saying the compensation came too late: the step went through (pivot steps only).
+    refused_by: tuple[type[Message], ...] = ()
+    #: No reply within this time: compensate, as if the step had failed (outcome unknown, so
+    #: the step itself is compensated too).
+    timeout: timedelta | None = None
+    #: Forward-only steps: no reply within this time, send the (idempotent) command again.
+    resend_after: timedelta | None = None
+    pivot: bool = False
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    """The steps of one kind of saga, and the reason each failure reply stands for."""
+
+    name: str
+    steps: tuple[Step, ...]
+    reasons: Mapping[type[Message], str]
+    compensation_timeout: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        pivots = [i for i, s in enumerate(self.steps) if s.pivot]
+        if len(pivots) > 1:
+            raise ValueError(f"{self.name}: at most one pivot step")
+        last_compensable = pivots[0] if pivots else len(self.steps) - 1
+        for i, step in enumerate(self.steps):
+            if i > last_compensable and (step.failure or step.compensation or step.timeout):
+                raise ValueError(f"{self.name}.{step.name}: steps after the pivot can only go forward")
+            if step.timeout and step.resend_after:
+                raise ValueError(f"{self.name}.{step.name}: a step either times out or re-sends")
+            for reply in step.failure:
+                if reply not in self.reasons:
+                    raise ValueError(f"{self.name}.{step.name}: no reason for {reply.__name__}")
+
+    @property
+    def pivot_index(self) -> int:
+        """Index of the pivot step (past the last step if there is none)."""
+        return next((i for i, s in enumerate(self.steps) if s.pivot), len(self.steps))
+
+    def mermaid(self) -> str:
+        """The definition as a Mermaid state diagram (for the docs)."""
+        lines = ["stateDiagram-v2", f"    [*] --> {self.steps[0].name}"]
+        last_cancellable = min(self.pivot_index, len(self.steps) - 1)
+        for i, step in enumerate(self.steps):
+            after = self.steps[i + 1].name if i + 1 < len(self.steps) else "[*]"
+            lines.append(f"    {step.name} --> {after}: {' / '.join(m.__name__ for m in step.success)}")
+            for reply in step.failure:
+                target = self._undo_entry(i, include_self=False)
+                lines.append(f"    {step.name} --> {target}: {reply.__name__} ({self.reasons[reply]})")
+            if step.timeout:
+                seconds = int(step.timeout.total_seconds())
+                lines.append(f"    {step.name} --> {self._undo_entry(i, include_self=True)}: no reply in {seconds}s")
+            if i <= last_cancellable:
+                lines.append(f"    {step.name} --> {self._undo_entry(i, include_self=True)}: abort")
+            if step.resend_after:
+                seconds = int(step.resend_after.total_seconds())
+                lines.append(f"    {step.name} --> {step.name}: no reply in {seconds}s, send again")
+        for i in reversed(range(len(self.steps))):
+            step = self.steps[i]
+            if step.compensation is None:
+                continue
+            acks = " / ".join(m.__name__ for m in step.compensated_by)
+            lines.append(f"    undo_{step.name} --> {self._undo_entry(i, include_self=False)}: {acks}")
+            for refusal in step.refused_by:
+                lines.append(f"    undo_{step.name} --> {step.name}: {refusal.__name__} (too late to undo)")
+        lines.append("    compensated --> [*]")
+        return "\n".join(lines) + "\n"
+
+    def _undo_entry(self, index: int, *, include_self: bool) -> str:
+        start = index if include_self else index - 1
+        for i in range(start, -1, -1):
+            if self.steps[i].compensation is not None:
+                return f"undo_{self.steps[i].name}"
+        return "compensated"
+
+
+@dataclass
+class Saga:
+    """One saga instance as stored."""
+
+    id: str
+    type: str
+    state: SagaState
+    step: int
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None = None
+    deadline_at: datetime | None = None
+    resends: int = 0
+
+
+class Change(enum.Enum):
+    """What a reply, an abort or a timer did to a saga."""
+
+    STEP_SUCCEEDED = "step_succeeded"
+    COMPLETED = "completed"
+    COMPENSATION_STARTED = "compensation_started"
+    STEP_COMPENSATED = "step_compensated"
+    COMPENSATED = "compensated"
+    RESUMED = "resumed"  # a compensation was refused: the saga goes on
+    RESENT = "resent"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Transition:
+    change: Change
+    step: str | None = None
+    reason: str | None = None
+
+
+Listener = Callable[[UnitOfWork, Saga, Transition], Awaitable[None]]
+
+
+@dataclass
+class SagaEngine:
+    """Runs the sagas of one definition inside the caller's units of work."""
+
+    definition: SagaDefinition
+    #: Told of every transition, inside the same transaction (to update the aggregate).
+    listener: Listener | None = None
+    clock: Callable[[], datetime] = utcnow
+
+    # -- entry points --------------------------------------------------------------------------
+
+    async def start(self, uow: UnitOfWork, saga_id: str, data: dict[str, Any]) -> Saga:
+        now = self.clock()
+        saga = Saga(id=saga_id, type=self.definition.name, state=SagaState.RUNNING, step=0, data=data,
+                    created_at=now, updated_at=now)
+        await self._begin(uow, saga, 0)
+        await uow.conn.execute(_INSERT, _row(saga))
+        await self._log(uow, saga, "started")
+        return saga
+
+    async def on_reply(
+        self, uow: UnitOfWork, saga_id: str, reply: Message, message_id: str | None = None
+    ) -> Transition:
+        """Apply a participant's reply; anything not expected now is ignored (and logged)."""
+        saga = await self.load(uow.conn, saga_id, for_update=True)
+        if saga is None or saga.state in FINAL:
+            return Transition(Change.IGNORED)
+        step = self.definition.steps[saga.step]
+        kind = type(reply)
+        transitions: list[Transition] = []
+        if saga.state is SagaState.RUNNING:
+            if kind in step.success:
+                await self._log(uow, saga, f"{step.name} succeeded ({kind.__name__})", message_id)
+                transitions += await self._advance(uow, saga)
+            elif kind in step.failure:
+                reason = self.definition.reasons[kind]
+                await self._log(uow, saga, f"{step.name} failed ({kind.__name__}): {reason}", message_id)
+                transitions += await self._compensate(uow, saga, saga.step - 1, reason)
+        elif kind in step.compensated_by:
+            await self._log(uow, saga, f"{step.name} compensated ({kind.__name__})", message_id)
+            transitions.append(Transition(Change.STEP_COMPENSATED, step.name, saga.reason))
+            transitions += await self._compensate(uow, saga, saga.step - 1, saga.reason or "")
+        elif step.pivot and (kind in step.refused_by or kind in step.success):
+            # Compensating the pivot in flight came too late: it went through, so go on.
+            await self._log(uow, saga, f"{step.name} went through ({kind.__name__}): compensation stopped", message_id)
+            refused_reason, saga.reason = saga.reason, None
+            saga.state = SagaState.RUNNING
+            saga.deadline_at = None
+            transitions.append(Transition(Change.RESUMED, step.name, refused_reason))
+            if kind in step.success:
+                transitions += await self._advance(uow, saga)
+        if not transitions:
+            await self._log(uow, saga, f"ignored {kind.__name__} ({saga.state} at {step.name})", message_id)
+            return Transition(Change.IGNORED)
+        await self._save(uow, saga)
+        await self._tell(uow, saga, transitions)
+        return transitions[-1]
+
+    async def abort(self, uow: UnitOfWork, saga_id: str, reason: str) -> Transition | None:
+        """Compensate on request (a customer's cancel). None when it is too late (the pivot
+        succeeded) or the saga already ended or is compensating."""
+        saga = await self.load(uow.conn, saga_id, for_update=True)
+        if saga is None or saga.state is not SagaState.RUNNING or saga.step > self.definition.pivot_index:
+            return None
+        if saga.step == self.definition.pivot_index and self.definition.steps[saga.step].compensation is None:
+            return None
+        await self._log(uow, saga, f"abort requested at {self.definition.steps[saga.step].name}: {reason}")
+        # The step in flight may or may not have taken effect: undo it too.
+        transitions = await self._compensate(uow, saga, saga.step, reason)
+        await self._save(uow, saga)
+        await self._tell(uow, saga, transitions)
+        return transitions[-1]
+
+    async def expire(self, uow: UnitOfWork, saga_id: str) -> Transition:
+        """The timer found the saga's deadline passed: compensate, or send again."""
+        saga = await self.load(uow.conn, saga_id, for_update=True)
+        now = self.clock()
+        if saga is None or saga.state in FINAL or saga.deadline_at is None or saga.deadline_at > now:
+            return Transition(Change.IGNORED)
+        step = self.definition.steps[saga.step]
+        transitions: list[Transition]
+        if saga.state is SagaState.COMPENSATING:
+            assert step.compensation is not None
+            saga.resends += 1
+            await self._log(uow, saga, f"no acknowledgement for undoing {step.name}: sent again")
+            uow.emit(step.compensation(saga.data))
+            saga.deadline_at = now + self.definition.compensation_timeout
+            transitions = [Transition(Change.RESENT, step.name)]
+        elif step.timeout is not None:
+            await self._log(uow, saga, f"{step.name} timed out after {int(step.timeout.total_seconds())}s")
+            transitions = await self._compensate(uow, saga, saga.step, "timeout")
+        else:
+            assert step.command is not None
+            assert step.resend_after is not None
+            saga.resends += 1
+            await self._log(uow, saga, f"no reply to {step.name}: sent again")
+            uow.emit(step.command(saga.data))
+            saga.deadline_at = now + step.resend_after
+            transitions = [Transition(Change.RESENT, step.name)]
+        await self._save(uow, saga)
+        await self._tell(uow, saga, transitions)
+        return transitions[-1]
+
+    # -- queries -------------------------------------------------------------------------------
+
+    async def load(self, conn: AsyncConnection, saga_id: str, *, for_update: bool = False) -> Saga | None:
+        query = _SAGA_FOR_UPDATE if for_update else _SAGA
+        row = (await conn.execute(query, {"saga_id": saga_id})).first()
+        return _saga(row) if row is not None else None
+
+    @staticmethod
+    async def due(conn: AsyncConnection, now: datetime, limit: int = 100) -> list[str]:
+        """Sagas whose deadline has passed."""
+        rows = await conn.execute(_DUE, {"now": now, "limit": limit})
+        return [r.id for r in rows]
+
+    # -- moves ---------------------------------------------------------------------------------
+
+    async def _begin(self, uow: UnitOfWork, saga: Saga, index: int) -> None:
+        step = self.definition.steps[index]
+        saga.step, saga.resends = index, 0
+        if step.command is not None:
+            uow.emit(step.command(saga.data))
+        wait = step.timeout or step.resend_after
+        saga.deadline_at = self.clock() + wait if wait is not None else None
+
+    async def _advance(self, uow: UnitOfWork, saga: Saga) -> list[Transition]:
+        done = self.definition.steps[saga.step]
+        transitions = [Transition(Change.STEP_SUCCEEDED, done.name)]
+        if saga.step + 1 >= len(self.definition.steps):
+            saga.state, saga.deadline_at = SagaState.COMPLETED, None
+            await self._log(uow, saga, "completed")
+            transitions.append(Transition(Change.COMPLETED))
+        else:
+            await self._begin(uow, saga, saga.step + 1)
+        return transitions
+
+    async def _compensate(self, uow: UnitOfWork, saga: Saga, start: int, reason: str) -> list[Transition]:
+        """Undo steps `start`, `start - 1`, ... 0: send the first compensation found and wait for
+        its acknowledgement; with none left, the saga is compensated."""
+        transitions: list[Transition] = []
+        if saga.state is SagaState.RUNNING:
+            saga.state, saga.reason = SagaState.COMPENSATING, reason
+            transitions.append(Transition(Change.COMPENSATION_STARTED, self.definition.steps[saga.step].name, reason))
+        for index in range(start, -1, -1):
+            step = self.definition.steps[index]
+            if step.compensation is not None:
+                saga.step, saga.resends = index, 0
+                uow.emit(step.compensation(saga.data))
+                saga.deadline_at = self.clock() + self.definition.compensation_timeout
+                await self._log(uow, saga, f"undoing {step.name}")
+                return transitions
+        saga.state, saga.deadline_at = SagaState.COMPENSATED, None
+        await self._log(uow, saga, f"compensated: {saga.reason}")
+        transitions.append(Transition(Change.COMPENSATED, reason=saga.reason))
+        return transitions
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    async def _save(self, uow: UnitOfWork, saga: Saga) -> None:
+        saga.updated_at = self.clock()
+        await uow.conn.execute(_UPDATE, {**_row(saga), "saga_id": saga.id})
+
+    async def _log(self, uow: UnitOfWork, saga: Saga, entry: str, message_id: str | None = None) -> None:
+        await uow.conn.execute(_LOG, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200],
+                                      "message_id": message_id})
+
+    async def _tell(self, uow: UnitOfWork, saga: Saga, transitions: Sequence[Transition]) -> None:
+        if self.listener is not None:
+            for transition in transitions:
+                await self.listener(uow, replace(saga), transition)
+
+
+def _row(saga: Saga) -> dict[str, Any]:
+    return {"id": saga.id, "type": saga.type, "state": saga.state.value, "step": saga.step, "reason": saga.reason,
+            "data": saga.data, "deadline_at": saga.deadline_at, "resends": saga.resends,
+            "created_at": saga.created_at, "updated_at": saga.updated_at}
+
+
+def _saga(row: Any) -> Saga:
+    return Saga(id=row.id, type=row.type, state=SagaState(row.state), step=row.step, data=dict(row.data),
+                created_at=row.created_at, updated_at=row.updated_at, reason=row.reason,
+                deadline_at=row.deadline_at, resends=row.resends)
+
+
+_SAGA = sa.select(sagas).where(sagas.c.id == sa.bindparam("saga_id"))
+_SAGA_FOR_UPDATE = _SAGA.with_for_update()
+_UPDATE = sagas.update().where(sagas.c.id == sa.bindparam("saga_id"))
+_DUE = (
+    sa.select(sagas.c.id)
+    .where(sagas.c.deadline_at.is_not(None), sagas.c.deadline_at <= sa.bindparam("now"))
+    .order_by(sagas.c.deadline_at)
+    .limit(sa.bindparam("limit"))
+)
+_LOG = saga_log.insert()
+_INSERT = sagas.insert()
+
+
+async def history(conn: AsyncConnection, saga_id: str) -> list[dict[str, Any]]:
+    """The saga's log, oldest first (for `pizzeria saga show`)."""
+    rows = await conn.execute(sa.select(saga_log).where(saga_log.c.saga_id == saga_id).order_by(saga_log.c.seq))
+    return [{"seq": r.seq, "at": r.at, "entry": r.entry, "message_id": r.message_id} for r in rows]
+
+
+async def load(conn: AsyncConnection, saga_id: str) -> Saga | None:
+    row = (await conn.execute(_SAGA, {"saga_id": saga_id})).first()
+    return _saga(row) if row is not None else None
+
+
+async def counts(conn: AsyncConnection) -> dict[str, int]:
+    """Sagas by state."""
+    rows = await conn.execute(sa.select(sagas.c.state, sa.func.count()).group_by(sagas.c.state))
+    return {state: int(n) for state, n in rows}
+
+
+async def listing(conn: AsyncConnection, *, state: str | None = None, limit: int = 50) -> list[Saga]:
+    query = sa.select(sagas).order_by(sagas.c.updated_at.desc()).limit(limit)
+    if state:
+        query = query.where(sagas.c.state == state)
+    return [_saga(r) for r in await conn.execute(query)]
+
+
+class SagaTimer:
+    """Scans for sagas whose deadline passed and lets the engine compensate or re-send."""
+
+    def __init__(self, engine: SagaEngine, db: Database, uow_factory: Callable[[], UnitOfWork], *,
+                 interval: float = 0.5) -> None:
+        self.engine = engine
+        self.db = db
+        self.uow_factory = uow_factory
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.tick()
+            except Exception as exc:
+                log.warning("saga timer failed; retrying", error=str(exc))
+
+    async def tick(self) -> int:
+        async with self.db.read() as conn:
+            due = await SagaEngine.due(conn, self.engine.clock())
+        for saga_id in due:
+            async with self.uow_factory() as uow:
+                await self.engine.expire(uow, saga_id)
+                await uow.commit()
+        return len(due)

@@ -1,0 +1,525 @@
+"""The embedded broker: a durable, partitioned log in SQL (SQLite by default, or PostgreSQL).
+
+It keeps Kafka's semantics so that code and tests behave the same on both:
+- a topic has N partitions; a key always maps to the same partition; offsets are dense and
+  increase per partition (the partition row is locked while a batch takes its offsets, so
+  offsets become visible in commit order and a reader never skips one);
+- consumer groups: live members heartbeat; partitions are spread over live members and each is
+  held by exactly one member through a lease, so a partition changes hands only after its old
+  owner released it or stopped heartbeating;
+- committed offsets per group and partition; only the lease holder's commit counts.
+Records older than the retention are pruned, as Kafka's retention does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+import sqlite3
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from pizzeria.kit.db import Database, is_transient_error
+from pizzeria.kit.ids import new_id
+from pizzeria.kit.logging import get_logger
+from pizzeria.messaging.broker import (
+    Broker,
+    BrokerConsumer,
+    BrokerError,
+    OutgoingMessage,
+    Record,
+    TopicPartition,
+    TopicSpec,
+)
+
+log = get_logger(__name__)
+metadata = sa.MetaData()
+
+topics_t = sa.Table(
+    "log_topics", metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("partitions", sa.Integer, nullable=False),
+)
+partitions_t = sa.Table(
+    "log_partitions", metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False, default=0),
+)
+records_t = sa.Table(
+    "log_records", metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("offset", sa.BigInteger, primary_key=True),
+    sa.Column("key", sa.String(255), nullable=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("timestamp_ms", sa.BigInteger, nullable=False),
+)
+members_t = sa.Table(
+    "log_members", metadata,
+    sa.Column("group_id", sa.String(255), primary_key=True),
+    sa.Column("member_id", sa.String(255), primary_key=True),
+    sa.Column("topics", sa.Text, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+leases_t = sa.Table(
+    "log_leases", metadata,
+    sa.Column("group_id", sa.String(255), primary_key=True),
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("member_id", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+offsets_t = sa.Table(
+    "log_offsets", metadata,
+    sa.Column("group_id", sa.String(255), primary_key=True),
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("committed", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_log_records_ts", records_t.c.timestamp_ms)
+
+T = TypeVar("T")
+
+
+
+def partition_for(key: str | None, partitions: int) -> int:
+    """Stable key → partition mapping; keyless messages are spread at random."""
+    if key is None:
+        return random.randrange(partitions)
+    return zlib.crc32(key.encode()) % partitions
+
+
+def _normalize(url: str) -> str:
+    parsed = make_url(url)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}.get(parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+    )
+
+
+async def _upsert(conn: Any, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+    """INSERT .. ON CONFLICT DO UPDATE for the dialect in use (built once, run with values)."""
+    await conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), values)
+
+
+# The statements of the hot paths, built once.
+_TAKE_OFFSETS = (
+    partitions_t.update()
+    .where(partitions_t.c.topic == sa.bindparam("t"), partitions_t.c.partition == sa.bindparam("p"))
+    .values(next_offset=partitions_t.c.next_offset + sa.bindparam("n"))
+    .returning(partitions_t.c.next_offset)
+)
+_INSERT_RECORDS = records_t.insert()
+_ENDS = sa.select(partitions_t).where(partitions_t.c.topic.in_(sa.bindparam("topics", expanding=True)))
+_READ = (
+    sa.select(records_t)
+    .where(records_t.c.topic == sa.bindparam("t"), records_t.c.partition == sa.bindparam("p"),
+           records_t.c.offset >= sa.bindparam("o"))
+    .order_by(records_t.c.offset)
+    .limit(sa.bindparam("n"))
+)
+_HELD = sa.select(leases_t.c.topic, leases_t.c.partition).where(
+    leases_t.c.group_id == sa.bindparam("g"), leases_t.c.member_id == sa.bindparam("m"),
+    leases_t.c.expires_at > sa.bindparam("now"),
+)
+
+
+class SqlLogBroker(Broker):
+    """A Kafka-like broker kept in one SQL database shared by every process."""
+
+    name = "sqllog"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_interval_ms: int = 20,
+        session_timeout_ms: int = 6000,
+        retention_hours: float = 168.0,
+        retry_deadline_s: float = 60.0,
+        **_: object,
+    ) -> None:
+        self.url = _normalize(url)
+        self.poll_interval = poll_interval_ms / 1000
+        self.session_timeout = session_timeout_ms / 1000
+        self.retention_ms = int(retention_hours * 3600 * 1000)
+        self.retry_deadline = retry_deadline_s
+        self.db: Database | None = None
+        self._partitions: dict[str, int] = {}
+        self._pruner: asyncio.Task[None] | None = None
+        self._version_conn: sqlite3.Connection | None = None
+        self._versions_seen: dict[int, tuple[int | None, float]] = {}
+
+    @property
+    def database(self) -> Database:
+        if self.db is None:
+            raise BrokerError("broker not started")
+        return self.db
+
+    async def start(self) -> None:
+        if self.db is not None:
+            return
+        self.db = Database(self.url, pool_size=4)
+        await self.retrying(self._create_schema)
+        path = make_url(self.url).database
+        if self.db.dialect == "sqlite" and path:
+            self._version_conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._pruner = asyncio.create_task(self._prune_forever(), name="sqllog-pruner")
+
+    async def _create_schema(self) -> None:
+        async with self.database.transaction() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        if self._pruner:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
+        if self._version_conn is not None:
+            self._version_conn.close()
+            self._version_conn = None
+        if self.db is not None:
+            await self.db.dispose()
+            self.db = None
+
+    async def retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op`, retrying transient database errors with backoff until the deadline, the
+        way a Kafka client reconnects on its own."""
+        deadline = time.monotonic() + self.retry_deadline
+        delay = 0.01
+        while True:
+            try:
+                return await op()
+            except Exception as exc:
+                if not is_transient_error(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise BrokerError(f"sqllog unavailable: {exc}") from exc
+                log.debug("sqllog operation failed; retrying", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def ping(self) -> None:
+        await self.database.ping()
+
+    def changed_since_last_look(self, looker: object) -> bool:
+        """Could there be anything new for `looker` since it last looked? On SQLite this asks
+        the file's change counter (`PRAGMA data_version`, microseconds, no transaction), so an
+        idle consumer costs next to nothing; elsewhere always yes. Also yes every few seconds
+        regardless, so a missed change is only ever late."""
+        if self._version_conn is None:
+            return True
+        version = self._version_conn.execute("PRAGMA data_version").fetchone()[0]
+        now = time.monotonic()
+        seen, at = self._versions_seen.get(id(looker), (None, 0.0))
+        if version == seen and now - at < 2.0:
+            return False
+        self._versions_seen[id(looker)] = (version, now)
+        return True
+
+    async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
+        async def op() -> None:
+            async with self.database.transaction() as conn:
+                existing = set((await conn.execute(sa.select(topics_t.c.name))).scalars())
+                for spec in topics:
+                    if spec.name in existing:
+                        continue
+                    await conn.execute(topics_t.insert().values(name=spec.name, partitions=spec.partitions))
+                    await conn.execute(
+                        partitions_t.insert(),
+                        [{"topic": spec.name, "partition": p, "next_offset": 0} for p in range(spec.partitions)],
+                    )
+
+        await self.retrying(op)
+
+    async def partitions_of(self, topic: str) -> int:
+        if topic not in self._partitions:
+            async with self.database.read() as conn:
+                rows = (await conn.execute(sa.select(topics_t))).all()
+            self._partitions.update({r.name: r.partitions for r in rows})
+        if topic not in self._partitions:
+            raise BrokerError(f"unknown topic {topic!r} (topics are created explicitly)")
+        return self._partitions[topic]
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        counts = {t: await self.retrying(partial(self.partitions_of, t)) for t in {m.topic for m in messages}}
+        by_partition: dict[TopicPartition, list[OutgoingMessage]] = defaultdict(list)
+        for msg in messages:
+            by_partition[(msg.topic, partition_for(msg.key, counts[msg.topic]))].append(msg)
+        now_ms = int(time.time() * 1000)
+
+        async def op() -> None:
+            async with self.database.transaction() as conn:
+                rows: list[dict[str, Any]] = []
+                # Lock partitions in a fixed order so concurrent publishers cannot deadlock.
+                for (topic, partition), msgs in sorted(by_partition.items()):
+                    end = (
+                        await conn.execute(_TAKE_OFFSETS, {"t": topic, "p": partition, "n": len(msgs)})
+                    ).scalar_one()
+                    first = end - len(msgs)
+                    rows.extend(
+                        {
+                            "topic": topic,
+                            "partition": partition,
+                            "offset": first + i,
+                            "key": m.key,
+                            "value": m.value,
+                            "headers": orjson.dumps(dict(m.headers)).decode(),
+                            "timestamp_ms": now_ms,
+                        }
+                        for i, m in enumerate(msgs)
+                    )
+                await conn.execute(_INSERT_RECORDS, rows)
+
+        await self.retrying(op)
+
+    def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> BrokerConsumer:
+        return SqlLogConsumer(self, group, list(topics), client_id=client_id)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(600 * (0.5 + random.random()))
+            with contextlib.suppress(Exception):
+                cutoff = int(time.time() * 1000) - self.retention_ms
+                async with self.database.transaction() as conn:
+                    await conn.execute(records_t.delete().where(records_t.c.timestamp_ms < cutoff))
+
+
+class SqlLogConsumer(BrokerConsumer):
+    """One member of a consumer group on the SQL log."""
+
+    def __init__(self, broker: SqlLogBroker, group: str, topics: list[str], *, client_id: str) -> None:
+        self.broker = broker
+        self.group = group
+        self.topics = topics
+        self.member_id = f"{client_id or 'consumer'}-{new_id()}"
+        self._owned: dict[TopicPartition, float] = {}  # partition → local lease expiry
+        self._position: dict[TopicPartition, int] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._complete = False  # does this member hold every partition it should?
+        self._closed = False
+
+    @property
+    def _db(self) -> Database:
+        return self.broker.database
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            await self.broker.retrying(partial(self.broker.partitions_of, topic))
+        await self.broker.retrying(self._rebalance)
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name=f"sqllog-hb-{self.group}")
+
+    def assignment(self) -> set[TopicPartition]:
+        now = time.time()
+        return {tp for tp, exp in self._owned.items() if exp > now}
+
+    async def _heartbeat_forever(self) -> None:
+        while not self._closed:
+            interval = self.broker.session_timeout / 4 if self._complete else 0.2
+            await asyncio.sleep(interval)
+            try:
+                await self._rebalance()
+            except Exception as exc:
+                # Never let the heartbeat die: keep the old view; if this lasts, the leases
+                # run out and the partitions move to members that can still reach the log.
+                log.warning("sqllog heartbeat failed", group=self.group, error=repr(exc))
+
+    async def _rebalance(self) -> None:
+        """Heartbeat, then release what is no longer ours and take what is (if it is free)."""
+        now = time.time()
+        ttl = self.broker.session_timeout
+        parts = {t: await self.broker.partitions_of(t) for t in self.topics}
+        async with self._db.transaction() as conn:
+            await _upsert(conn, members_t, {
+                "group_id": self.group, "member_id": self.member_id,
+                "topics": orjson.dumps(self.topics).decode(), "heartbeat_at": now,
+            }, ["group_id", "member_id"])
+            await conn.execute(
+                members_t.delete().where(members_t.c.group_id == self.group, members_t.c.heartbeat_at < now - ttl)
+            )
+            live = (
+                await conn.execute(
+                    sa.select(members_t.c.member_id, members_t.c.topics)
+                    .where(members_t.c.group_id == self.group)
+                    .order_by(members_t.c.member_id)
+                )
+            ).all()
+            desired = self._assign(live, parts)
+            leases = {
+                (r.topic, r.partition): r
+                for r in (await conn.execute(sa.select(leases_t).where(leases_t.c.group_id == self.group))).all()
+            }
+            owned: dict[TopicPartition, float] = {}
+            for tp, lease in leases.items():
+                if lease.member_id == self.member_id and tp not in desired:
+                    await conn.execute(
+                        leases_t.update()
+                        .where(leases_t.c.group_id == self.group, leases_t.c.topic == tp[0],
+                               leases_t.c.partition == tp[1], leases_t.c.member_id == self.member_id)
+                        .values(member_id=None, expires_at=0)
+                    )
+            for tp in sorted(desired):
+                current = leases.get(tp)
+                free = (current is None or current.member_id in (None, self.member_id)
+                        or current.expires_at < now)
+                if not free:
+                    continue
+                await _upsert(conn, leases_t, {
+                    "group_id": self.group, "topic": tp[0], "partition": tp[1],
+                    "member_id": self.member_id, "expires_at": now + ttl,
+                }, ["group_id", "topic", "partition"])
+                owned[tp] = now + ttl
+            fresh = [tp for tp in owned if tp not in self._owned or self._owned[tp] <= now]
+            committed: dict[TopicPartition, int] = {}
+            if fresh:
+                rows = (
+                    await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))
+                ).all()
+                committed = {(r.topic, r.partition): r.committed for r in rows}
+        for tp in fresh:
+            self._position[tp] = committed.get(tp, 0)
+        for tp in list(self._position):
+            if tp not in owned:
+                del self._position[tp]
+        # Trust the lease a little less long than the database does, so that this member stops
+        # reading before anyone else may start.
+        self._owned = {tp: exp - ttl * 0.25 for tp, exp in owned.items()}
+        self._complete = set(owned) == desired
+
+    def _assign(self, live: Sequence[Any], parts: Mapping[str, int]) -> set[TopicPartition]:
+        """Round-robin each topic's partitions over the live members subscribed to it."""
+        mine: set[TopicPartition] = set()
+        for topic, count in parts.items():
+            members = [m.member_id for m in live if topic in orjson.loads(m.topics)]
+            if self.member_id not in members:
+                members.append(self.member_id)
+                members.sort()
+            index = members.index(self.member_id)
+            mine.update((topic, p) for p in range(count) if p % len(members) == index)
+        return mine
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.broker.changed_since_last_look(self):
+                records = await self.broker.retrying(lambda: self._fetch_once(max_records))
+                if records:
+                    return records
+            if self._closed or time.monotonic() >= deadline:
+                return []
+            await asyncio.sleep(min(self.broker.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    async def _fetch_once(self, max_records: int) -> list[Record]:
+        owned = sorted(self.assignment())
+        if not owned:
+            return []
+        start = {tp: self._position.get(tp, 0) for tp in owned}
+        advanced: dict[TopicPartition, int] = {}
+        out: list[Record] = []
+        async with self._db.read() as conn:
+            ends = {
+                (r.topic, r.partition): r.next_offset
+                for r in (await conn.execute(_ENDS, {"topics": self.topics})).all()
+            }
+            ready = [tp for tp in owned if start[tp] < ends.get(tp, 0)]
+            if not ready:
+                return []
+            share = max(1, max_records // len(ready))
+            for tp in ready:
+                rows = (await conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": start[tp], "n": share})).all()
+                out.extend(
+                    Record(topic=r.topic, partition=r.partition, offset=r.offset, value=r.value, key=r.key,
+                           headers=orjson.loads(r.headers), timestamp_ms=r.timestamp_ms)
+                    for r in rows
+                )
+                if rows:
+                    advanced[tp] = rows[-1].offset + 1
+        # Only now that every read succeeded does the position move (a failed read must not
+        # skip the records an earlier query of the same fetch returned), and only where no
+        # rebalance reset it meanwhile.
+        for tp, position in advanced.items():
+            if self._position.get(tp) == start[tp]:
+                self._position[tp] = position
+            else:
+                out = [r for r in out if (r.topic, r.partition) != tp]
+        return out
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+
+        async def op() -> None:
+            now = time.time()
+            async with self._db.transaction() as conn:
+                held = {
+                    (r.topic, r.partition)
+                    for r in (await conn.execute(_HELD, {"g": self.group, "m": self.member_id, "now": now})).all()
+                }
+                for (topic, partition), offset in offsets.items():
+                    if (topic, partition) not in held:
+                        continue  # fenced: the partition moved on; its new owner re-reads
+                    await _upsert(conn, offsets_t, {
+                        "group_id": self.group, "topic": topic, "partition": partition, "committed": offset,
+                    }, ["group_id", "topic", "partition"])
+
+        await self.broker.retrying(op)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        async with self._db.read() as conn:
+            ends = {
+                (r.topic, r.partition): r.next_offset
+                for r in (
+                    await conn.execute(sa.select(partitions_t).where(partitions_t.c.topic.in_(self.topics)))
+                ).all()
+            }
+            done = {
+                (r.topic, r.partition): r.committed
+                for r in (await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))).all()
+            }
+        return {tp: ends.get(tp, 0) - done.get(tp, 0) for tp in self.assignment()}
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._heartbeat:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        with contextlib.suppress(Exception):
+            async with self._db.transaction() as conn:
+                await conn.execute(
+                    leases_t.update()
+                    .where(leases_t.c.group_id == self.group, leases_t.c.member_id == self.member_id)
+                    .values(member_id=None, expires_at=0)
+                )
+                await conn.execute(
+                    members_t.delete().where(
+                        members_t.c.group_id == self.group, members_t.c.member_id == self.member_id
+                    )
+                )
+        self._owned.clear()
+        self._position.clear()

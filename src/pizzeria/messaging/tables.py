@@ -1,0 +1,88 @@
+"""The messaging tables every service database carries: outbox, inbox and dead letters.
+
+They have their own Alembic history (`pizzeria/messaging/migrations`, version table
+`alembic_version_messaging`), applied to each service's database next to the service's own.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pizzeria.kit.db import JSONType, UTCDateTime
+
+metadata = sa.MetaData()
+
+# BIGINT identity on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+_Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(255), nullable=True),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("published_at", UTCDateTime, nullable=True),
+)
+sa.Index(
+    "ix_outbox_pending", outbox.c.seq,
+    postgresql_where=outbox.c.published_at.is_(None),
+    sqlite_where=outbox.c.published_at.is_(None),
+)
+sa.Index("ix_outbox_published_at", outbox.c.published_at)
+
+inbox = sa.Table(
+    "inbox", metadata,
+    sa.Column("group_id", sa.String(255), primary_key=True),
+    sa.Column("message_id", sa.String(64), primary_key=True),
+    sa.Column("processed_at", UTCDateTime, nullable=False, index=True),
+)
+
+dead_letters = sa.Table(
+    "dead_letters", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("group_id", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=True),
+    sa.Column("message_type", sa.String(255), nullable=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("key", sa.String(255), nullable=True),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # dead → replay_requested → replayed | dead;  dead → discarded
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("group_id", "topic", "partition", "offset", name="uq_dead_letters_position"),
+)
+
+# A saga instance: where it is, what it carries, and when it stops waiting.
+sagas = sa.Table(
+    "sagas", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    # running → completed | compensating → compensated
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),  # running: the step awaited; compensating: the one undone
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("deadline_at", UTCDateTime, nullable=True, index=True),
+    sa.Column("resends", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_sagas_state", sagas.c.state, sagas.c.type)
+
+saga_log = sa.Table(
+    "saga_log", metadata,
+    sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
+    sa.Column("saga_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("entry", sa.String(200), nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=True),
+)

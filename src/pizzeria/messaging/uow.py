@@ -1,0 +1,106 @@
+"""The unit of work: one database transaction plus the messages it emits through the outbox.
+
+State changes and outbox rows commit together or not at all; after the commit the relay is
+woken so the messages reach the broker within milliseconds. Nothing commits half-way: leaving
+the block without `commit()` rolls everything back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database
+from pizzeria.messaging import inbox
+from pizzeria.messaging.broker import OutgoingMessage
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
+from pizzeria.messaging.tables import outbox
+
+_INSERT_OUTBOX = outbox.insert()
+_NOTIFY = sa.text("NOTIFY pizzeria_outbox")
+
+#: PostgreSQL channel a committing transaction notifies so relays in other processes wake up.
+OUTBOX_CHANNEL = "pizzeria_outbox"
+
+
+class UnitOfWork:
+    """`async with uow:` opens the transaction; `await uow.commit()` ends it."""
+
+    def __init__(self, db: Database, *, source: str, on_commit: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.source = source
+        self._on_commit = on_commit
+        self._conn: AsyncConnection | None = None
+        self._pending: list[dict[str, Any]] = []
+        self.emitted: list[Envelope] = []
+        self._after_commit: list[Callable[[], None]] = []
+        self.committed = False
+
+    @property
+    def conn(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("unit of work is not open")
+        return self._conn
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._conn = await self.db.begin_write()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    async def claim(self, group: str, message_id: str) -> bool:
+        """Inbox check inside this transaction: False means the message was already handled."""
+        return await inbox.claim(self.conn, group, message_id)
+
+    def emit(self, message: Message) -> Envelope:
+        """Queue an event or command for the outbox of this transaction."""
+        envelope = Envelope.wrap(message, source=self.source)
+        self.emitted.append(envelope)
+        self.emit_raw(envelope.to_outgoing(message.topic()), message_id=envelope.id)
+        return envelope
+
+    def emit_raw(self, message: OutgoingMessage, *, message_id: str) -> None:
+        """Queue an already-built record (dead letters keep the original bytes and headers)."""
+        self._pending.append({
+            "id": message_id,
+            "topic": message.topic,
+            "key": message.key,
+            "headers": orjson.dumps(dict(message.headers)).decode(),
+            "payload": message.value,
+            "created_at": utcnow(),
+        })
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction has committed (to wake a worker, say)."""
+        self._after_commit.append(callback)
+
+    async def commit(self) -> None:
+        conn = self.conn
+        if self._pending:
+            await conn.execute(_INSERT_OUTBOX, self._pending)
+            if self.db.is_postgres:
+                await conn.execute(_NOTIFY)
+        await conn.commit()
+        self.committed = True
+        had_messages, self._pending = bool(self._pending), []
+        if had_messages and self._on_commit is not None:
+            self._on_commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()

@@ -1,0 +1,1 @@
+"""The bounded contexts, each its own process with its own database."""

@@ -1,0 +1,1 @@
+"""Catalog: the menu (items, sizes, prices, recipes). Emits menu events."""

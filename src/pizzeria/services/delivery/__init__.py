@@ -1,0 +1,1 @@
+"""Delivery: couriers, and bringing ready orders to customers."""

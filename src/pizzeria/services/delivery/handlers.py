@@ -1,0 +1,108 @@
+"""Delivery use cases: schedule a ready order, give it to a free courier, follow it home."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from pizzeria.contracts.delivery import (
+    CourierAssigned,
+    DeliveryCompleted,
+    DeliveryPickedUp,
+    DeliveryScheduled,
+    ScheduleDelivery,
+)
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.errors import NotFound
+from pizzeria.kit.ids import uuid7
+from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.delivery import repository
+from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
+
+
+def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
+    registry = HandlerRegistry()
+
+    @registry.on(ScheduleDelivery)
+    async def schedule(command: ScheduleDelivery, _: Envelope, uow: UnitOfWork) -> None:
+        existing = await repository.by_order(uow.conn, command.order_id)
+        if existing is not None:  # a re-sent command: acknowledge again
+            uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=existing.id))
+            return
+        now = utcnow()
+        delivery_id = uuid7()
+        await repository.add(uow.conn, {
+            "id": delivery_id, "order_id": command.order_id, "customer_id": command.customer_id,
+            "address": command.address, "courier_id": None, "status": DeliveryStatus.WAITING.value,
+            "created_at": now, "updated_at": now,
+        })
+        uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=delivery_id))
+        await assign(uow, delivery_id)
+        uow.after_commit(wake)
+
+    return registry
+
+
+async def assign(uow: UnitOfWork, delivery_id: UUID) -> bool:
+    """Give a waiting delivery to a free courier, inside the caller's transaction."""
+    delivery = await repository.get(uow.conn, delivery_id, for_update=True)
+    if delivery is None or delivery.status != DeliveryStatus.WAITING:
+        return False
+    courier = await repository.free_courier(uow.conn)
+    if courier is None:
+        return False
+    await repository.set_courier(uow.conn, courier.id, delivery_id)
+    await repository.set_status(uow.conn, delivery_id, utcnow(), status=DeliveryStatus.ASSIGNED.value,
+                                courier_id=courier.id)
+    uow.emit(CourierAssigned(order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier.id,
+                             courier_name=courier.name))
+    return True
+
+
+async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
+    """Hand out waiting deliveries while couriers are free."""
+    async with uow.db.read() as conn:  # usually none wait: no write transaction for that
+        if not await repository.waiting(conn, 1):
+            return 0
+    async with uow:
+        assigned = 0
+        for delivery_id in await repository.waiting(uow.conn, limit):
+            if not await assign(uow, delivery_id):
+                break
+            assigned += 1
+        await uow.commit()
+    return assigned
+
+
+async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
+    """A courier's action: picked up, then delivered (which frees the courier)."""
+    async with uow:
+        delivery = await repository.get(uow.conn, delivery_id, for_update=True)
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        status = next_status(DeliveryStatus(delivery.status))
+        now = utcnow()
+        await repository.set_status(uow.conn, delivery_id, now, status=status.value)
+        if status is DeliveryStatus.OUT_FOR_DELIVERY:
+            uow.emit(DeliveryPickedUp(order_id=delivery.order_id, delivery_id=delivery_id,
+                                      courier_id=delivery.courier_id, at=now))
+        else:
+            await repository.set_courier(uow.conn, delivery.courier_id, None)
+            uow.emit(DeliveryCompleted(order_id=delivery.order_id, delivery_id=delivery_id,
+                                       courier_id=delivery.courier_id, at=now))
+        await uow.commit()
+    return status
+
+
+async def seed_couriers(uow: UnitOfWork) -> bool:
+    async with uow:
+        if await repository.get_flag(uow.conn, "couriers"):
+            return False
+        now = utcnow()
+        for name in DEMO_COURIERS:
+            await repository.add_courier(uow.conn, uuid7(), name, now)
+        await repository.set_flag(uow.conn, "couriers", now.isoformat())
+        await uow.commit()
+    return True

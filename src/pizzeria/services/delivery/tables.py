@@ -1,0 +1,37 @@
+"""Delivery tables."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pizzeria.kit.db import UTCDateTime
+
+metadata = sa.MetaData()
+
+couriers = sa.Table(
+    "couriers", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("delivery_id", sa.Uuid, nullable=True),  # what the courier carries now; null: available
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("order_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(500), nullable=False),
+    sa.Column("courier_id", sa.Uuid, nullable=True),
+    # waiting (for a courier) → assigned → out_for_delivery → delivered
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_deliveries_status", deliveries.c.status, deliveries.c.updated_at)
+
+delivery_meta = sa.Table(
+    "delivery_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

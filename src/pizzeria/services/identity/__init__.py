@@ -1,0 +1,1 @@
+"""Identity: users, roles, credentials and refresh tokens. Issues access tokens; emits user events."""

@@ -1,0 +1,1 @@
+"""Kitchen: ingredient stock and reservations, recipes, and the tickets cooks work through."""

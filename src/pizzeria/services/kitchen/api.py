@@ -1,0 +1,95 @@
+"""Kitchen HTTP routes: tickets for the staff board, and the inventory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from pizzeria.kit.errors import NotFound
+from pizzeria.messaging.service import Runtime
+from pizzeria.services.kitchen import handlers, repository
+from pizzeria.services.kitchen.domain import TicketStatus
+
+router = APIRouter(prefix="/api/v1", tags=["kitchen"])
+
+
+class TicketView(BaseModel):
+    id: UUID
+    order_id: UUID
+    status: TicketStatus
+    lines: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TicketList(BaseModel):
+    items: list[TicketView]
+
+
+class IngredientView(BaseModel):
+    ingredient: str
+    on_hand: int
+    reserved: int
+    consumed: int
+    received: int
+
+
+class Inventory(BaseModel):
+    items: list[IngredientView]
+
+
+class StockLevel(BaseModel):
+    on_hand: int = Field(ge=0, le=100_000_000, description="units on hand after the delivery or count")
+
+
+def ticket_view(row: Any) -> TicketView:
+    return TicketView(id=row.id, order_id=row.order_id, status=TicketStatus(row.status), lines=row.lines,
+                      created_at=row.created_at, updated_at=row.updated_at)
+
+
+@router.get("/kitchen/tickets", response_model=TicketList, summary="Tickets, oldest first")
+async def list_tickets(
+    runtime: Runtime,
+    status: Annotated[list[TicketStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> TicketList:
+    wanted = [s.value for s in status] if status else ["queued", "preparing", "baking", "ready"]
+    async with runtime.db.read() as conn:
+        rows = await repository.tickets_by_status(conn, wanted, limit)
+    return TicketList(items=[ticket_view(r) for r in rows])
+
+
+@router.post("/kitchen/tickets/{ticket_id}/advance", response_model=TicketView,
+             summary="Move a ticket on: queued → preparing → baking → ready")
+async def advance(ticket_id: UUID, runtime: Runtime) -> TicketView:
+    await handlers.advance_ticket(runtime.uow(), ticket_id)
+    async with runtime.db.read() as conn:
+        row = await repository.ticket(conn, ticket_id)
+    return ticket_view(row)
+
+
+@router.get("/inventory", response_model=Inventory, summary="Stock per ingredient")
+async def inventory(runtime: Runtime) -> Inventory:
+    async with runtime.db.read() as conn:
+        rows = await repository.all_stock(conn)
+    return Inventory(items=[IngredientView(ingredient=r.name, on_hand=r.on_hand, reserved=r.reserved,
+                                           consumed=r.consumed, received=r.received) for r in rows])
+
+
+@router.put("/inventory/{ingredient}", response_model=IngredientView, summary="Set an ingredient's stock level")
+async def restock(
+    ingredient: Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")],
+    body: StockLevel,
+    runtime: Runtime,
+) -> IngredientView:
+    await handlers.set_stock(runtime.uow(), ingredient, body.on_hand)
+    async with runtime.db.read() as conn:
+        row = (await repository.stock(conn, [ingredient])).get(ingredient)
+    if row is None:  # pragma: no cover - just written
+        raise NotFound(f"ingredient {ingredient} does not exist")
+    return IngredientView(ingredient=row.name, on_hand=row.on_hand, reserved=row.reserved, consumed=row.consumed,
+                          received=row.received)

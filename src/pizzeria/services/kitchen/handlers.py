@@ -1,0 +1,156 @@
+"""Kitchen use cases: the saga's commands, the recipes from catalog events, and tickets moving
+through the kitchen (by staff, or by the autopilot)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from pizzeria.contracts.catalog import MenuItemCreated, MenuItemRemoved, MenuItemUpdated
+from pizzeria.contracts.kitchen import (
+    CancelTicket,
+    IngredientAmount,
+    IngredientsReleased,
+    IngredientsReserved,
+    IngredientsUnavailable,
+    QueueTicket,
+    ReleaseIngredients,
+    ReserveIngredients,
+    Shortage,
+    StockReplenished,
+    TicketBaking,
+    TicketCancelled,
+    TicketCancelRefused,
+    TicketQueued,
+    TicketReady,
+    TicketStarted,
+)
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.errors import NotFound
+from pizzeria.kit.ids import uuid7
+from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.kitchen import repository
+from pizzeria.services.kitchen.domain import Line, TicketStatus, needs, next_status, shortages
+from pizzeria.services.kitchen.stock import OPENING_STOCK
+
+
+def _amounts(values: dict[str, int]) -> list[IngredientAmount]:
+    return [IngredientAmount(ingredient=i, quantity=q) for i, q in sorted(values.items())]
+
+
+def build_handlers(wake_autopilot: Callable[[], None]) -> HandlerRegistry:
+    """What the kitchen consumer group handles."""
+    registry = HandlerRegistry()
+
+    @registry.on(MenuItemCreated)
+    @registry.on(MenuItemUpdated)
+    async def on_menu_item(event: MenuItemCreated, _: Envelope, uow: UnitOfWork) -> None:
+        recipe = {r.ingredient: r.quantity for r in event.recipe}
+        await repository.apply_recipe(uow.conn, event.menu_item_id, event.name, recipe, event.version)
+
+    @registry.on(MenuItemRemoved)
+    async def on_menu_item_removed(event: MenuItemRemoved, _: Envelope, uow: UnitOfWork) -> None:
+        await repository.mark_recipe_removed(uow.conn, event.menu_item_id, event.version)
+
+    @registry.on(ReserveIngredients)
+    async def reserve(command: ReserveIngredients, _: Envelope, uow: UnitOfWork) -> None:
+        existing = await repository.held(uow.conn, command.order_id)
+        if existing:  # the same order again (a re-sent command): answer as before, or not at all
+            if all(r.status != "released" for r in existing):  # once released, the order is over
+                uow.emit(IngredientsReserved(order_id=command.order_id,
+                                             reserved=_amounts({r.ingredient: r.quantity for r in existing})))
+            return
+        recipes = await repository.recipes_for(uow.conn, [ln.menu_item_id for ln in command.lines])
+        need = needs([Line(ln.menu_item_id, ln.quantity) for ln in command.lines], recipes)
+        rows = await repository.stock(uow.conn, need, for_update=True)
+        short = shortages(need, {name: row.on_hand for name, row in rows.items()})
+        if short:
+            uow.emit(IngredientsUnavailable(order_id=command.order_id, missing=[
+                Shortage(ingredient=i, needed=n, available=a) for i, (n, a) in short.items()]))
+            return
+        await repository.hold(uow.conn, command.order_id, need, utcnow())
+        uow.emit(IngredientsReserved(order_id=command.order_id, reserved=_amounts(need)))
+
+    @registry.on(ReleaseIngredients)
+    async def release(command: ReleaseIngredients, _: Envelope, uow: UnitOfWork) -> None:
+        released = await repository.release(uow.conn, command.order_id, utcnow())
+        if not await repository.held(uow.conn, command.order_id):
+            # Released before anything was held: leave a mark, so that a reservation arriving
+            # late (a replayed dead letter) holds nothing for an order that is over.
+            await repository.mark_released(uow.conn, command.order_id, utcnow())
+        uow.emit(IngredientsReleased(order_id=command.order_id, released=_amounts(released)))
+
+    @registry.on(QueueTicket)
+    async def queue(command: QueueTicket, _: Envelope, uow: UnitOfWork) -> None:
+        current = await repository.ticket_for_order(uow.conn, command.order_id)
+        if current is None:
+            now = utcnow()
+            ticket_id = uuid7()
+            await repository.add_ticket(uow.conn, {
+                "id": ticket_id, "order_id": command.order_id, "status": TicketStatus.QUEUED.value,
+                "lines": [ln.model_dump(mode="json") for ln in command.lines], "created_at": now, "updated_at": now,
+            })
+            uow.emit(TicketQueued(order_id=command.order_id, ticket_id=ticket_id))
+            uow.after_commit(wake_autopilot)
+
+    @registry.on(CancelTicket)
+    async def cancel(command: CancelTicket, _: Envelope, uow: UnitOfWork) -> None:
+        current = await repository.ticket_for_order(uow.conn, command.order_id)
+        if current is not None and current.status not in (TicketStatus.QUEUED, TicketStatus.CANCELLED):
+            uow.emit(TicketCancelRefused(order_id=command.order_id, status=current.status))
+            return
+        now = utcnow()
+        if current is None:  # cancelled before it was queued: leave a tombstone
+            await repository.add_ticket(uow.conn, {
+                "id": uuid7(), "order_id": command.order_id, "status": TicketStatus.CANCELLED.value, "lines": [],
+                "created_at": now, "updated_at": now,
+            })
+        elif current.status == TicketStatus.QUEUED:
+            await repository.set_ticket_status(uow.conn, current.id, TicketStatus.CANCELLED.value, now)
+        uow.emit(TicketCancelled(order_id=command.order_id))
+
+    return registry
+
+
+async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
+    """Move a ticket to its next stage. Starting to cook uses up the order's reservation."""
+    async with uow:
+        ticket = await repository.ticket(uow.conn, ticket_id, for_update=True)
+        if ticket is None:
+            raise NotFound(f"ticket {ticket_id} does not exist")
+        status = next_status(TicketStatus(ticket.status))
+        now = utcnow()
+        await repository.set_ticket_status(uow.conn, ticket_id, status.value, now)
+        if status is TicketStatus.PREPARING:
+            await repository.consume(uow.conn, ticket.order_id, now)
+            uow.emit(TicketStarted(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+        elif status is TicketStatus.BAKING:
+            uow.emit(TicketBaking(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+        else:
+            uow.emit(TicketReady(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+        await uow.commit()
+    return status
+
+
+async def set_stock(uow: UnitOfWork, ingredient: str, on_hand: int) -> int:
+    """Set an ingredient's on-hand level (restock or count); returns the change."""
+    async with uow:
+        delta = await repository.set_on_hand(uow.conn, ingredient, on_hand, utcnow())
+        uow.emit(StockReplenished(ingredient=ingredient, added=delta, on_hand=on_hand))
+        await uow.commit()
+    return delta
+
+
+async def seed_opening_stock(uow: UnitOfWork) -> bool:
+    """A new kitchen starts with the demo stock, once."""
+    async with uow:
+        if await repository.get_flag(uow.conn, "opening_stock"):
+            return False
+        now = utcnow()
+        for ingredient, amount in OPENING_STOCK.items():
+            await repository.set_on_hand(uow.conn, ingredient, amount, now)
+        await repository.set_flag(uow.conn, "opening_stock", now.isoformat())
+        await uow.commit()
+    return True

@@ -1,0 +1,1 @@
+"""Notifications: tells customers about their orders by email, SMS and push."""

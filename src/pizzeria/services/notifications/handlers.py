@@ -1,0 +1,169 @@
+"""Which events become which notifications, and the dispatcher that sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Callable
+from uuid import UUID
+
+from pizzeria.contracts.notifications import NotificationSent
+from pizzeria.contracts.orders import OrderCancellationRefused, OrderPlaced, OrderStatusChanged
+from pizzeria.contracts.payments import PaymentCompleted, PaymentRefunded
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database
+from pizzeria.kit.ids import uuid7
+from pizzeria.kit.logging import get_logger
+from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.runtime import MessagingRuntime
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.notifications import repository
+from pizzeria.services.notifications.channels import ChannelSender
+from pizzeria.services.notifications.domain import REASONS, MessageTemplate, money, order_ref, recipients
+from pizzeria.services.notifications.metrics import notifications_sent
+
+log = get_logger(__name__)
+
+
+_templates: weakref.WeakKeyDictionary[Database, dict[str, dict[str, MessageTemplate]]] = weakref.WeakKeyDictionary()
+
+
+async def templates_named(uow: UnitOfWork, name: str) -> dict[str, MessageTemplate]:
+    """A template by channel. Templates change only with a release (seeded at start), so each
+    process reads them once per database."""
+    if uow.db not in _templates:
+        _templates[uow.db] = await repository.all_templates(uow.conn)
+    return _templates[uow.db].get(name, {})
+
+
+async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: str, values: dict[str, str]) -> int:
+    """Queue one notification per channel the customer can be reached on; returns how many.
+    Without the order's contact yet, the notification waits for it."""
+    now = utcnow()
+    contact = await repository.contact(uow.conn, order_id)
+    if contact is None:
+        await repository.defer(uow.conn, event_id, template, order_id, values, now)
+        return 0
+    queued = 0
+    found = await templates_named(uow, template)
+    values = {"order_ref": order_ref(str(order_id)), **values}
+    for channel, address in recipients(contact.email, contact.phone).items():
+        tmpl = found.get(channel)
+        if tmpl is None:
+            continue
+        subject, body = tmpl.render(values)
+        queued += await repository.add_notification(uow.conn, {
+            "id": uuid7(), "customer_id": contact.customer_id, "order_id": order_id, "event_id": event_id,
+            "template": template, "channel": channel, "recipient": address, "subject": subject, "body": body,
+            "status": "queued", "created_at": now,
+        })
+    return queued
+
+
+def build_events(wake_dispatcher: Callable[[], None]) -> HandlerRegistry:
+    events = HandlerRegistry()
+
+    async def queue(uow: UnitOfWork, **kwargs: object) -> None:
+        if await notify(uow, **kwargs):  # type: ignore[arg-type]
+            uow.after_commit(wake_dispatcher)
+
+    @events.on(OrderPlaced)
+    async def on_order_placed(event: OrderPlaced, env: Envelope, uow: UnitOfWork) -> None:
+        await repository.add_contact(uow.conn, event.order_id, event.customer_id, event.contact.email,
+                                     event.contact.phone, utcnow())
+        await queue(uow, event_id=env.id, order_id=event.order_id, template="order_placed",
+                    values={"total": money(event.total, event.currency)})
+        for row in await repository.take_deferred(uow.conn, event.order_id):
+            await queue(uow, event_id=row.event_id, order_id=row.order_id, template=row.template,
+                        values=dict(row.values))
+
+    @events.on(OrderStatusChanged)
+    async def on_status_changed(event: OrderStatusChanged, env: Envelope, uow: UnitOfWork) -> None:
+        reason = REASONS.get(event.reason or "", event.reason or "")
+        await queue(uow, event_id=env.id, order_id=event.order_id, template=f"order_{event.status}",
+                    values={"reason": reason})
+
+    @events.on(PaymentRefunded)
+    async def on_payment_refunded(event: PaymentRefunded, env: Envelope, uow: UnitOfWork) -> None:
+        await queue(uow, event_id=env.id, order_id=event.order_id, template="payment_refunded",
+                    values={"total": money(event.amount, event.currency)})
+
+    @events.on(OrderCancellationRefused)
+    async def on_cancellation_refused(event: OrderCancellationRefused, env: Envelope, uow: UnitOfWork) -> None:
+        await queue(uow, event_id=env.id, order_id=event.order_id, template="order_cancellation_refused", values={})
+
+    @events.on(PaymentCompleted)
+    async def on_payment_completed(event: PaymentCompleted, env: Envelope, uow: UnitOfWork) -> None:
+        await queue(uow, event_id=env.id, order_id=event.order_id, template="payment_receipt",
+                    values={"total": money(event.amount, event.currency), "charge_ref": event.provider_charge_id})
+
+    return events
+
+
+async def release_deferred(uow: UnitOfWork, limit: int = 100) -> int:
+    """Queue deferred notifications whose contact has arrived. The order's own `OrderPlaced`
+    releases them at once; this catches the case where both events were handled concurrently
+    (each transaction unable to see the other's rows), so a receipt is late, never lost."""
+    async with uow.db.read() as conn:  # the usual answer is "nothing": no write transaction for it
+        if not await repository.deferred_with_contact(conn, 1):
+            return 0
+    async with uow:
+        rows = await repository.deferred_with_contact(uow.conn, limit)
+        for row in rows:
+            await notify(uow, event_id=row.event_id, order_id=row.order_id, template=row.template,
+                         values=dict(row.values))
+            await repository.drop_deferred(uow.conn, row.event_id, row.template)
+        await uow.commit()
+    return len(rows)
+
+
+class Dispatcher:
+    """Sends queued notifications through their channel and records that they went out."""
+
+    def __init__(self, runtime: MessagingRuntime, sender: ChannelSender, *, batch: int = 100) -> None:
+        self.runtime = runtime
+        self.sender = sender
+        self.batch = batch
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                if await release_deferred(self.runtime.uow()):
+                    self._wake.set()
+                sent = await self.dispatch_once()
+            except Exception as exc:
+                log.warning("dispatch failed; retrying", error=str(exc))
+                sent = 0
+                await asyncio.sleep(1.0)
+            if sent >= self.batch:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def dispatch_once(self) -> int:
+        """Send one batch. A crash after sending and before recording re-sends on restart
+        (at least once), as with any real gateway."""
+        async with self.runtime.db.read() as conn:
+            if not await repository.any_queued(conn):
+                return 0
+        async with self.runtime.uow() as uow:
+            rows = await repository.claim_queued(uow.conn, self.batch)
+            for row in rows:
+                await self.sender.send(channel=row.channel, recipient=row.recipient, subject=row.subject,
+                                       body=row.body)
+                uow.emit(NotificationSent(notification_id=row.id, customer_id=row.customer_id,
+                                          order_id=row.order_id, template=row.template, channel=row.channel,
+                                          at=utcnow()))
+            if rows:
+                await repository.mark(uow.conn, [r.id for r in rows], "sent")
+            await uow.commit()
+        for row in rows:
+            notifications_sent.labels(row.channel).inc()
+        return len(rows)

@@ -1,0 +1,117 @@
+"""Loading and saving contacts, templates and notifications.
+
+Statements are built once and executed with parameters: building a SQLAlchemy statement per
+call costs more than SQLite takes to run it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.services.notifications.domain import MessageTemplate
+from pizzeria.services.notifications.tables import contacts, deferred, notifications, templates
+
+_CONTACT = sa.select(contacts).where(contacts.c.order_id == sa.bindparam("order_id"))
+_TEMPLATES = sa.select(templates)
+_DEFERRED_FOR_ORDER = (
+    sa.select(deferred).where(deferred.c.order_id == sa.bindparam("order_id")).order_by(deferred.c.created_at)
+)
+_DROP_DEFERRED_FOR_ORDER = deferred.delete().where(deferred.c.order_id == sa.bindparam("order_id"))
+_DROP_DEFERRED = deferred.delete().where(
+    deferred.c.event_id == sa.bindparam("event_id"), deferred.c.template == sa.bindparam("template")
+)
+_DEFERRED_WITH_CONTACT = (
+    sa.select(deferred)
+    .join(contacts, contacts.c.order_id == deferred.c.order_id)
+    .order_by(deferred.c.created_at)
+    .limit(sa.bindparam("limit"))
+)
+_QUEUED = (
+    sa.select(notifications)
+    .where(notifications.c.status == "queued")
+    .order_by(notifications.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_MARK = notifications.update().where(notifications.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+async def add_contact(conn: AsyncConnection, order_id: UUID, customer_id: str, email: str | None,
+                      phone: str | None, at: datetime) -> None:
+    await conn.execute(insert_ignore(conn, contacts), {
+        "order_id": order_id, "customer_id": customer_id, "email": email, "phone": phone, "created_at": at})
+
+
+async def contact(conn: AsyncConnection, order_id: UUID) -> Any:
+    return (await conn.execute(_CONTACT, {"order_id": order_id})).first()
+
+
+async def seed_templates(conn: AsyncConnection, defaults: list[MessageTemplate]) -> None:
+    await conn.execute(insert_ignore(conn, templates), [
+        {"name": t.name, "channel": t.channel, "subject": t.subject, "body": t.body} for t in defaults
+    ])
+
+
+async def all_templates(conn: AsyncConnection) -> dict[str, dict[str, MessageTemplate]]:
+    """Template name → channel → template."""
+    found: dict[str, dict[str, MessageTemplate]] = {}
+    for r in (await conn.execute(_TEMPLATES)).all():
+        found.setdefault(r.name, {})[r.channel] = MessageTemplate(r.name, r.channel, r.subject, r.body)
+    return found
+
+
+async def add_notification(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    result = await conn.execute(insert_ignore(conn, notifications), values)
+    return result.rowcount == 1
+
+
+async def defer(conn: AsyncConnection, event_id: str, template: str, order_id: UUID, values: dict[str, str],
+                at: datetime) -> None:
+    await conn.execute(insert_ignore(conn, deferred), {
+        "event_id": event_id, "template": template, "order_id": order_id, "values": values, "created_at": at})
+
+
+async def take_deferred(conn: AsyncConnection, order_id: UUID) -> list[Any]:
+    rows = (await conn.execute(_DEFERRED_FOR_ORDER, {"order_id": order_id})).all()
+    if rows:
+        await conn.execute(_DROP_DEFERRED_FOR_ORDER, {"order_id": order_id})
+    return list(rows)
+
+
+async def deferred_with_contact(conn: AsyncConnection, limit: int) -> list[Any]:
+    """Deferred notifications whose contact has arrived since (a race between two topics)."""
+    return list((await conn.execute(_DEFERRED_WITH_CONTACT, {"limit": limit})).all())
+
+
+async def drop_deferred(conn: AsyncConnection, event_id: str, template: str) -> None:
+    await conn.execute(_DROP_DEFERRED, {"event_id": event_id, "template": template})
+
+
+async def any_queued(conn: AsyncConnection) -> bool:
+    return (await conn.execute(_QUEUED, {"limit": 1})).first() is not None
+
+
+async def claim_queued(conn: AsyncConnection, limit: int) -> list[Any]:
+    query = _QUEUED.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else _QUEUED
+    return list((await conn.execute(query, {"limit": limit})).all())
+
+
+async def mark(conn: AsyncConnection, ids: list[UUID], status: str) -> None:
+    await conn.execute(_MARK.values(status=status), {"ids": ids})
+
+
+async def history(conn: AsyncConnection, *, customer_id: str | None, order_id: UUID | None, limit: int,
+                  before: UUID | None) -> list[Any]:
+    query = sa.select(notifications).order_by(notifications.c.id.desc()).limit(limit)
+    if customer_id is not None:
+        query = query.where(notifications.c.customer_id == customer_id)
+    if order_id is not None:
+        query = query.where(notifications.c.order_id == order_id)
+    if before is not None:
+        query = query.where(notifications.c.id < before)
+    return list((await conn.execute(query)).all())

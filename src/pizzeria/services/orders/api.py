@@ -1,0 +1,166 @@
+"""Orders HTTP routes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy.exc import IntegrityError
+
+from pizzeria.kit.errors import BadRequest, NotFound
+from pizzeria.messaging.saga import SagaEngine
+from pizzeria.messaging.service import Runtime
+from pizzeria.services.orders import handlers, projection, repository
+from pizzeria.services.orders.domain import Order, RequestedLine, Status
+from pizzeria.services.orders.schemas import (
+    HistoryEntry,
+    OrderLineView,
+    OrderPage,
+    OrderView,
+    PlaceOrderBody,
+)
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+
+# Until the gateway's JWTs arrive (identity issue), the caller names the customer in a header.
+CustomerId = Annotated[str, Header(alias="X-Customer-Id", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:-]+$")]
+
+
+class MissingIdempotencyKey(BadRequest):
+    type_slug = "idempotency-key-missing"
+    title = "Idempotency-Key header required"
+
+
+class BadCursor(BadRequest):
+    type_slug = "bad-cursor"
+    title = "Bad cursor"
+
+
+def view(order: Order) -> OrderView:
+    return OrderView(
+        id=order.id, customer_id=order.customer_id, status=order.status,
+        items=[OrderLineView(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity,
+                             unit_price=ln.unit_price) for ln in order.lines],
+        total=order.total, currency=order.currency, cancel_reason=order.cancel_reason,
+        payment_status=order.payment_status, delivery_address=order.delivery_address,
+        cancel_requested=order.cancel_requested,
+        created_at=order.created_at, updated_at=order.updated_at or order.created_at,
+        history=[HistoryEntry(status=s, at=at) for s, at in order.history],
+    )
+
+
+def view_from_model(row: Any) -> OrderView:
+    """An order as the read model has it."""
+    return OrderView(
+        id=row.id, customer_id=row.customer_id, status=Status(row.status),
+        items=[OrderLineView.model_validate(i) for i in row.items], total=row.total, currency=row.currency,
+        cancel_reason=row.cancel_reason, cancel_requested=row.cancel_requested,
+        payment_status=row.payment_status, delivery_address=row.delivery_address, courier_name=row.courier_name,
+        created_at=row.created_at, updated_at=row.updated_at,
+        history=[HistoryEntry(status=h["status"], at=h["at"]) for h in row.history],
+    )
+
+
+def _engine(request: Request) -> SagaEngine:
+    engine: SagaEngine = request.app.state.saga_engine
+    return engine
+
+
+def _projections(request: Request) -> projection.ProjectionManager:
+    manager: projection.ProjectionManager = request.app.state.projections
+    return manager
+
+
+def request_hash(body: PlaceOrderBody) -> str:
+    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@router.post("", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,
+             summary="Place an order (idempotent per Idempotency-Key)",
+             responses={400: {"description": "Idempotency-Key missing"},
+                        422: {"description": "invalid order, or key reused with another body"}})
+async def place_order(
+    body: PlaceOrderBody,
+    runtime: Runtime,
+    request: Request,
+    response: Response,
+    customer_id: CustomerId = "guest",
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+) -> OrderView:
+    if not idempotency_key or not idempotency_key.strip():
+        raise MissingIdempotencyKey("send an Idempotency-Key header (a fresh UUID per order) so retries are safe")
+    cmd = handlers.PlaceOrder(
+        customer_id=customer_id, idempotency_key=idempotency_key.strip(), request_hash=request_hash(body),
+        lines=[RequestedLine(i.menu_item_id, i.size, i.quantity) for i in body.items],
+        payment_token=body.payment.token, delivery_address=body.delivery_address,
+        email=body.contact.email, phone=body.contact.phone,
+    )
+    engine = _engine(request)
+    try:
+        order, replayed = await handlers.place_order(cmd, runtime.uow(), engine)
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer with its order.
+        order, replayed = await handlers.place_order(cmd, runtime.uow(), engine)
+    response.headers["Location"] = f"/api/v1/orders/{order.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return view(order)
+
+
+@router.get("/{order_id}", response_model=OrderView, summary="One order with its status history")
+async def get_order(order_id: UUID, runtime: Runtime, request: Request) -> OrderView:
+    async with runtime.db.read() as conn:
+        row = await projection.view_of(conn, await _projections(request).generation(conn), order_id)
+        if row is not None:
+            return view_from_model(row)
+        # Just placed, not in the read model yet: answer from the order itself (read your writes).
+        order = await repository.get(conn, order_id)
+    if order is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return view(order)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,
+             summary="Cancel an order (until the kitchen starts cooking it)",
+             responses={409: {"description": "too late: the kitchen has started"}})
+async def cancel_order(order_id: UUID, runtime: Runtime, request: Request,
+                       customer_id: Annotated[str | None, Header(alias="X-Customer-Id", max_length=64)] = None,
+                       ) -> OrderView:
+    order = await handlers.cancel_order(order_id, customer_id, runtime.uow(), _engine(request))
+    return view(order)
+
+
+def _decode_cursor(cursor: str) -> UUID:
+    try:
+        return UUID(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("the cursor is not one this API returned") from None
+
+
+def _encode_cursor(order_id: UUID) -> str:
+    return base64.urlsafe_b64encode(str(order_id).encode()).decode().rstrip("=")
+
+
+@router.get("", response_model=OrderPage, summary="Orders, newest first")
+async def list_orders(
+    runtime: Runtime,
+    request: Request,
+    status_filter: Annotated[Status | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    customer_id: Annotated[str | None, Header(alias="X-Customer-Id", max_length=64)] = None,
+) -> OrderPage:
+    before = _decode_cursor(cursor) if cursor else None
+    async with runtime.db.read() as conn:
+        generation = await _projections(request).generation(conn)
+        found = await projection.views(conn, generation, customer_id=customer_id, status=status_filter,
+                                       limit=limit + 1, before=before)
+    page, more = found[:limit], len(found) > limit
+    return OrderPage(items=[view_from_model(o) for o in page],
+                     next_cursor=_encode_cursor(page[-1].id) if more else None)

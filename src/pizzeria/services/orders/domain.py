@@ -1,0 +1,211 @@
+"""The order, its state machine and its pricing. No I/O."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from pizzeria.kit.errors import Conflict, ValidationFailed
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    PREPARING = "preparing"
+    BAKING = "baking"
+    READY = "ready"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+#: status → the statuses it may move to.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.PAID, Status.CANCELLED}),
+    Status.PAID: frozenset({Status.PREPARING, Status.CANCELLED}),
+    Status.PREPARING: frozenset({Status.BAKING}),
+    Status.BAKING: frozenset({Status.READY}),
+    Status.READY: frozenset({Status.OUT_FOR_DELIVERY}),
+    Status.OUT_FOR_DELIVERY: frozenset({Status.DELIVERED}),
+    Status.DELIVERED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
+CANCELLABLE = frozenset({Status.PENDING, Status.PAID})
+PAYMENT_NEXT: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    PaymentStatus.PENDING: frozenset({PaymentStatus.PROCESSING, PaymentStatus.COMPLETED, PaymentStatus.FAILED}),
+    PaymentStatus.PROCESSING: frozenset({PaymentStatus.COMPLETED, PaymentStatus.FAILED}),
+    PaymentStatus.COMPLETED: frozenset({PaymentStatus.REFUNDED}),
+    PaymentStatus.FAILED: frozenset(),
+    PaymentStatus.REFUNDED: frozenset(),
+}
+MAX_LINES = 30
+MAX_QUANTITY = 50
+
+
+def is_valid_path(statuses: Sequence[str]) -> bool:
+    """True if `statuses` is a walk of the state machine starting at `pending`."""
+    known = {s.value for s in Status}
+    if not statuses or statuses[0] != Status.PENDING or not set(statuses) <= known:
+        return False
+    return all(Status(b) in TRANSITIONS[Status(a)] for a, b in itertools.pairwise(statuses))
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    """Orders' copy of a menu item: what it needs to price a line."""
+
+    id: UUID
+    name: str
+    currency: str
+    prices: Mapping[str, int]
+    available: bool
+    version: int
+
+
+@dataclass(frozen=True)
+class RequestedLine:
+    menu_item_id: UUID
+    size: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Line:
+    menu_item_id: UUID
+    name: str
+    size: str
+    quantity: int
+    unit_price: int
+
+    @property
+    def total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+def price_lines(requested: Sequence[RequestedLine], menu: Mapping[UUID, MenuEntry]) -> tuple[list[Line], str]:
+    """Price each line from the menu; every problem is reported at once, by line."""
+    errors: list[dict[str, str]] = []
+    if not requested:
+        errors.append({"field": "items", "message": "an order needs at least one item"})
+    if len(requested) > MAX_LINES:
+        errors.append({"field": "items", "message": f"at most {MAX_LINES} lines per order"})
+    lines: list[Line] = []
+    currencies: set[str] = set()
+    for i, req in enumerate(requested):
+        entry = menu.get(req.menu_item_id)
+        where = f"items.{i}"
+        if entry is None:
+            errors.append({"field": f"{where}.menu_item_id", "message": f"no menu item {req.menu_item_id}"})
+            continue
+        if not entry.available:
+            errors.append({"field": f"{where}.menu_item_id", "message": f"{entry.name} is not available"})
+            continue
+        price = entry.prices.get(req.size)
+        if price is None:
+            sizes = ", ".join(sorted(entry.prices))
+            errors.append({"field": f"{where}.size", "message": f"{entry.name} comes in {sizes}, not {req.size!r}"})
+            continue
+        if not 1 <= req.quantity <= MAX_QUANTITY:
+            errors.append({"field": f"{where}.quantity", "message": f"quantity must be 1..{MAX_QUANTITY}"})
+            continue
+        currencies.add(entry.currency)
+        lines.append(Line(entry.id, entry.name, req.size, req.quantity, price))
+    if len(currencies) > 1:
+        errors.append({"field": "items", "message": "items are priced in different currencies"})
+    if errors:
+        raise ValidationFailed("; ".join(e["message"] for e in errors), errors=errors)
+    return lines, currencies.pop()
+
+
+@dataclass(frozen=True)
+class Change:
+    """A status change the order went through (becomes an `OrderStatusChanged` event)."""
+
+    status: Status
+    previous: Status
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass
+class Order:
+    """An order. Its status only moves along `TRANSITIONS`; every move is kept in `history`."""
+
+    id: UUID
+    customer_id: str
+    lines: list[Line]
+    currency: str
+    payment_token: str
+    delivery_address: str
+    email: str | None
+    phone: str | None
+    created_at: datetime
+    status: Status = Status.PENDING
+    payment_status: PaymentStatus = PaymentStatus.PENDING
+    payment_id: UUID | None = None
+    cancel_reason: str | None = None
+    updated_at: datetime | None = None
+    history: list[tuple[Status, datetime]] = field(default_factory=list)
+    cancel_requested: bool = False
+    version: int = 1  # bumped by every save; guards against lost updates
+
+    @classmethod
+    def place(cls, *, id: UUID, customer_id: str, lines: list[Line], currency: str, payment_token: str,
+              delivery_address: str, email: str | None, phone: str | None, at: datetime) -> Order:
+        if not delivery_address.strip():
+            raise ValidationFailed("a delivery address is required",
+                                   errors=[{"field": "delivery_address", "message": "must not be blank"}])
+        return cls(id=id, customer_id=customer_id, lines=lines, currency=currency, payment_token=payment_token,
+                   delivery_address=delivery_address.strip(), email=email, phone=phone, created_at=at,
+                   updated_at=at, history=[(Status.PENDING, at)])
+
+    @property
+    def total(self) -> int:
+        return sum(line.total for line in self.lines)
+
+    def can_move_to(self, status: Status) -> bool:
+        return status in TRANSITIONS[self.status]
+
+    def move_to(self, status: Status, *, at: datetime, reason: str | None = None) -> Change:
+        if not self.can_move_to(status):
+            raise Conflict(f"order {self.id} is {self.status}; it cannot become {status}")
+        change = Change(status=status, previous=self.status, at=at, reason=reason)
+        self.status = status
+        self.updated_at = at
+        self.history.append((status, at))
+        if status is Status.CANCELLED:
+            self.cancel_reason = reason
+        return change
+
+    def request_cancel(self, *, at: datetime) -> None:
+        """The customer wants out: possible until the kitchen starts cooking."""
+        if self.status not in CANCELLABLE:
+            raise Conflict(f"order {self.id} is {self.status}; it can no longer be cancelled")
+        self.cancel_requested = True
+        self.updated_at = at
+
+    def cancel_refused(self, *, at: datetime) -> None:
+        self.cancel_requested = False
+        self.updated_at = at
+
+    def record_payment(self, status: PaymentStatus, payment_id: UUID | None, *, at: datetime) -> bool:
+        """Follow the payment's own status (it does not move the order: the saga does)."""
+        if status not in PAYMENT_NEXT[self.payment_status]:
+            return False  # a fact arriving late, or again
+        self.payment_status = status
+        self.payment_id = payment_id or self.payment_id
+        self.updated_at = at
+        return True

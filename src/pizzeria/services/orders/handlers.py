@@ -1,0 +1,246 @@
+"""Orders use cases, the order saga's replies, and the facts that move an order along."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from pizzeria.contracts.catalog import MenuItemCreated, MenuItemRemoved, MenuItemUpdated
+from pizzeria.contracts.delivery import DeliveryCompleted, DeliveryPickedUp
+from pizzeria.contracts.kitchen import (
+    IngredientsReleased,
+    IngredientsReserved,
+    IngredientsUnavailable,
+    TicketBaking,
+    TicketCancelled,
+    TicketCancelRefused,
+    TicketReady,
+    TicketStarted,
+)
+from pizzeria.contracts.orders import (
+    Contact,
+    OrderCancellationRefused,
+    OrderCancellationRequested,
+    OrderLine,
+    OrderPlaced,
+    OrderStatusChanged,
+    PaymentMethod,
+)
+from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.errors import Conflict, NotFound, ValidationFailed
+from pizzeria.kit.ids import uuid7
+from pizzeria.kit.logging import get_logger
+from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
+from pizzeria.messaging.saga import Change, Saga, SagaEngine, Transition
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.orders import repository
+from pizzeria.services.orders.domain import (
+    PAYMENT_NEXT,
+    TRANSITIONS,
+    MenuEntry,
+    Order,
+    PaymentStatus,
+    RequestedLine,
+    Status,
+    price_lines,
+)
+from pizzeria.services.orders.domain import Change as StatusChange
+from pizzeria.services.orders.saga import STATUS_AFTER_STEP
+
+log = get_logger(__name__)
+
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """The Idempotency-Key was used before with a different request body."""
+
+    type_slug = "idempotency-key-reused"
+    title = "Idempotency key reused"
+
+
+class TooLateToCancel(Conflict):
+    type_slug = "too-late-to-cancel"
+    title = "Too late to cancel"
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    customer_id: str
+    idempotency_key: str
+    request_hash: str
+    lines: list[RequestedLine]
+    payment_token: str
+    delivery_address: str
+    email: str | None
+    phone: str | None
+
+
+def saga_data(order: Order) -> dict[str, object]:
+    """What the saga's commands are built from (stored with the saga, JSON)."""
+    return {
+        "order_id": str(order.id), "customer_id": order.customer_id, "amount": order.total,
+        "currency": order.currency, "token": order.payment_token, "address": order.delivery_address,
+        "lines": [{"menu_item_id": str(ln.menu_item_id), "name": ln.name, "size": ln.size, "quantity": ln.quantity}
+                  for ln in order.lines],
+    }
+
+
+async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: SagaEngine) -> tuple[Order, bool]:
+    """Price and record the order, its idempotency key, `OrderPlaced` and the start of its saga
+    (whose first command goes out through the outbox), in one transaction. Returns the order
+    and whether it is a replay of an earlier request with the same key."""
+    async with uow:
+        seen = await repository.find_key(uow.conn, cmd.customer_id, cmd.idempotency_key)
+        if seen is not None:
+            request_hash, order_id = seen
+            if request_hash != cmd.request_hash:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was already used for a different order; use a new key"
+                )
+            existing = await repository.get(uow.conn, order_id)
+            if existing is None:  # pragma: no cover - written in the same transaction as the key
+                raise NotFound(f"order {order_id} does not exist")
+            return existing, True
+        menu = await repository.menu_entries(uow.conn, [ln.menu_item_id for ln in cmd.lines])
+        lines, currency = price_lines(cmd.lines, menu)
+        now = utcnow()
+        order = Order.place(
+            id=uuid7(), customer_id=cmd.customer_id, lines=lines, currency=currency,
+            payment_token=cmd.payment_token, delivery_address=cmd.delivery_address,
+            email=cmd.email, phone=cmd.phone, at=now,
+        )
+        await repository.add(uow.conn, order)
+        await repository.add_key(uow.conn, cmd.customer_id, cmd.idempotency_key, cmd.request_hash, order.id, now)
+        uow.emit(OrderPlaced(
+            order_id=order.id, customer_id=order.customer_id,
+            items=[OrderLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity,
+                             unit_price=ln.unit_price) for ln in order.lines],
+            total=order.total, currency=order.currency,
+            payment_method=PaymentMethod(token=order.payment_token),
+            delivery_address=order.delivery_address,
+            contact=Contact(email=order.email, phone=order.phone),
+            placed_at=now,
+        ))
+        await engine.start(uow, str(order.id), saga_data(order))
+        await uow.commit()
+    return order, False
+
+
+async def cancel_order(order_id: UUID, customer_id: str | None, uow: UnitOfWork, engine: SagaEngine) -> Order:
+    """The customer cancels: possible until cooking starts. The saga then undoes what was done
+    (refund, release) and the order ends `cancelled` (reason customer_cancelled)."""
+    async with uow:
+        order = await repository.get(uow.conn, order_id, for_update=True)
+        if order is None or (customer_id is not None and order.customer_id != customer_id):
+            raise NotFound(f"order {order_id} does not exist")
+        if order.cancel_requested:
+            return order  # asked twice: same answer
+        now = utcnow()
+        try:
+            order.request_cancel(at=now)
+        except Conflict as exc:
+            raise TooLateToCancel(str(exc)) from None
+        if await engine.abort(uow, str(order_id), "customer_cancelled") is None:
+            raise TooLateToCancel(f"order {order_id} can no longer be cancelled")
+        await repository.save(uow.conn, order, [])
+        uow.emit(OrderCancellationRequested(order_id=order.id, customer_id=order.customer_id, at=now))
+        await uow.commit()
+    return order
+
+
+def emit_change(uow: UnitOfWork, order: Order, change: StatusChange) -> None:
+    uow.emit(OrderStatusChanged(
+        order_id=order.id, customer_id=order.customer_id, status=change.status.value,
+        previous_status=change.previous.value, reason=change.reason, at=change.at,
+    ))
+
+
+async def move(uow: UnitOfWork, order_id: UUID, status: Status, *, reason: str | None = None) -> bool:
+    """Move an order on, if it may go there (a fact that arrives when the order is already past
+    it, or cancelled, changes nothing)."""
+    row = await repository.status_of(uow.conn, order_id)
+    if row is None:
+        return False
+    current = Status(row.status)
+    if status not in TRANSITIONS[current]:
+        if current is not status:
+            log.info("status change not applicable", order_id=str(order_id), current=current, wanted=status)
+        return False
+    change = StatusChange(status=status, previous=current, at=utcnow(), reason=reason)
+    # A cancelled order has no cancellation pending any more; any other move leaves it as it was
+    # (a cancellation request stays pending while the saga compensates).
+    await repository.set_status(uow.conn, order_id, change,
+                                cancel_requested=False if status is Status.CANCELLED else row.cancel_requested)
+    uow.emit(OrderStatusChanged(order_id=order_id, customer_id=row.customer_id, status=status.value,
+                                previous_status=current.value, reason=reason, at=change.at))
+    return True
+
+
+
+async def on_saga_transition(uow: UnitOfWork, saga: Saga, transition: Transition) -> None:
+    """The saga moved: move the order with it (same transaction)."""
+    order_id = UUID(saga.id)
+    if transition.change is Change.STEP_SUCCEEDED and transition.step in STATUS_AFTER_STEP:
+        await move(uow, order_id, Status(STATUS_AFTER_STEP[transition.step]))
+    elif transition.change is Change.COMPENSATED:
+        await move(uow, order_id, Status.CANCELLED, reason=transition.reason)
+    elif transition.change is Change.RESUMED and transition.reason == "customer_cancelled":
+        order = await repository.get(uow.conn, order_id, for_update=True)
+        if order is not None:
+            order.cancel_refused(at=utcnow())
+            await repository.save(uow.conn, order, [])
+            uow.emit(OrderCancellationRefused(order_id=order.id, customer_id=order.customer_id, at=utcnow()))
+
+
+# -- consumed events ----------------------------------------------------------------------------
+
+SAGA_REPLIES: tuple[type[Message], ...] = (
+    IngredientsReserved, IngredientsUnavailable, IngredientsReleased,
+    PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided,
+    TicketStarted, TicketCancelled, TicketCancelRefused, TicketReady,
+    DeliveryCompleted,
+)
+PAYMENT_STATUS: dict[type[Message], PaymentStatus] = {
+    PaymentCompleted: PaymentStatus.COMPLETED, PaymentFailed: PaymentStatus.FAILED,
+    PaymentRefunded: PaymentStatus.REFUNDED, PaymentVoided: PaymentStatus.FAILED,
+}
+FACTS: dict[type[Message], Status] = {TicketBaking: Status.BAKING, DeliveryPickedUp: Status.OUT_FOR_DELIVERY}
+
+
+def build_handlers(engine: SagaEngine) -> HandlerRegistry:
+    """What the orders consumer group handles: the menu copy, the saga's replies, and facts."""
+    registry = HandlerRegistry()
+
+    @registry.on(MenuItemCreated)
+    @registry.on(MenuItemUpdated)
+    async def on_menu_item(event: MenuItemCreated, _: Envelope, uow: UnitOfWork) -> None:
+        entry = MenuEntry(id=event.menu_item_id, name=event.name, currency=event.currency,
+                          prices={s.size: s.price for s in event.sizes}, available=event.available,
+                          version=event.version)
+        await repository.apply_menu_entry(uow.conn, entry)
+
+    @registry.on(MenuItemRemoved)
+    async def on_menu_item_removed(event: MenuItemRemoved, _: Envelope, uow: UnitOfWork) -> None:
+        await repository.remove_menu_entry(uow.conn, event.menu_item_id, event.version)
+
+    async def on_reply(event: Message, env: Envelope, uow: UnitOfWork) -> None:
+        order_id: UUID = event.order_id  # type: ignore[attr-defined]
+        status = PAYMENT_STATUS.get(type(event))
+        if status is not None:
+            await repository.set_payment_status(
+                uow.conn, order_id, status, [s for s, nexts in PAYMENT_NEXT.items() if status in nexts],
+                getattr(event, "payment_id", None), utcnow())
+        await engine.on_reply(uow, str(order_id), event, env.id)
+
+    for reply in SAGA_REPLIES:
+        registry.add(reply, on_reply)
+
+    async def on_fact(event: Message, _: Envelope, uow: UnitOfWork) -> None:
+        await move(uow, event.order_id, FACTS[type(event)])  # type: ignore[attr-defined]
+
+    for fact in FACTS:
+        registry.add(fact, on_fact)
+    return registry

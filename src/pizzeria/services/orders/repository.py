@@ -1,0 +1,218 @@
+"""Loading and saving orders and the menu copy (the only module that knows the tables).
+
+Hot statements are built once and executed with parameters: building a SQLAlchemy statement
+per call costs more than the database takes to run it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pizzeria.kit.db import UTCDateTime
+from pizzeria.kit.errors import Conflict
+from pizzeria.services.orders.domain import Change, Line, MenuEntry, Order, PaymentStatus, Status
+from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_history, order_lines, orders
+
+_INSERT_ORDER = orders.insert()
+_INSERT_LINES = order_lines.insert()
+_INSERT_HISTORY = order_history.insert()
+_UPDATE_ORDER = orders.update().where(
+    orders.c.id == sa.bindparam("order_id"), orders.c.version == sa.bindparam("expected_version")
+)
+_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("order_id"))
+_ORDER_FOR_UPDATE = _ORDER.with_for_update()
+_LINES = (
+    sa.select(order_lines)
+    .where(order_lines.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(order_lines.c.line_no)
+)
+_HISTORY = (
+    sa.select(order_history)
+    .where(order_history.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(order_history.c.seq)
+)
+_MENU = sa.select(menu_copy).where(menu_copy.c.id.in_(sa.bindparam("ids", expanding=True)))
+_FIND_KEY = sa.select(idempotency_keys.c.request_hash, idempotency_keys.c.order_id).where(
+    idempotency_keys.c.customer_id == sa.bindparam("customer_id"), idempotency_keys.c.key == sa.bindparam("key")
+)
+_INSERT_KEY = idempotency_keys.insert()
+
+
+# Status moves and payment facts touch two columns; they need not load the whole order.
+_STATUS_FOR_UPDATE = sa.select(orders.c.customer_id, orders.c.status, orders.c.cancel_requested).where(
+    orders.c.id == sa.bindparam("oid")).with_for_update()
+_SET_STATUS = orders.update().where(orders.c.id == sa.bindparam("oid")).values(
+    status=sa.bindparam("new_status"), cancel_reason=sa.func.coalesce(sa.bindparam("reason"), orders.c.cancel_reason),
+    cancel_requested=sa.bindparam("still_requested"), updated_at=sa.bindparam("at"), version=orders.c.version + 1,
+)
+_APPEND_HISTORY = order_history.insert().from_select(
+    ["order_id", "seq", "status", "at", "reason"],
+    sa.select(
+        sa.bindparam("oid", type_=sa.Uuid), sa.func.coalesce(sa.func.max(order_history.c.seq), -1) + 1,
+        sa.bindparam("new_status", type_=sa.String), sa.bindparam("at", type_=UTCDateTime),
+        sa.bindparam("reason", type_=sa.String),
+    ).where(order_history.c.order_id == sa.bindparam("oid")),
+)
+_SET_PAYMENT = orders.update().where(
+    orders.c.id == sa.bindparam("oid"), orders.c.payment_status.in_(sa.bindparam("from_statuses", expanding=True))
+).values(payment_status=sa.bindparam("ps"), payment_id=sa.func.coalesce(sa.bindparam("pid", type_=sa.Uuid),
+                                                                         orders.c.payment_id),
+         updated_at=sa.bindparam("at"), version=orders.c.version + 1)
+
+
+async def status_of(conn: AsyncConnection, order_id: UUID) -> Any:
+    """(customer_id, status, cancel_requested) of an order, locked for a status move."""
+    return (await conn.execute(_STATUS_FOR_UPDATE, {"oid": order_id})).first()
+
+
+async def set_status(conn: AsyncConnection, order_id: UUID, change: Change, *, cancel_requested: bool) -> None:
+    values = {"oid": order_id, "new_status": change.status.value, "reason": change.reason, "at": change.at}
+    await conn.execute(_SET_STATUS, {**values, "still_requested": cancel_requested})
+    await conn.execute(_APPEND_HISTORY, values)
+
+
+async def set_payment_status(conn: AsyncConnection, order_id: UUID, status: PaymentStatus,
+                             previous: Iterable[PaymentStatus], payment_id: UUID | None, at: Any) -> bool:
+    """Move the order's payment status, only from one of `previous` (late facts change nothing)."""
+    result = await conn.execute(_SET_PAYMENT, {"oid": order_id, "from_statuses": [p.value for p in previous],
+                                               "ps": status.value, "pid": payment_id, "at": at})
+    return result.rowcount == 1
+
+
+def _order_values(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id, "customer_id": order.customer_id, "status": order.status.value,
+        "payment_status": order.payment_status.value, "payment_id": order.payment_id,
+        "currency": order.currency, "total": order.total, "payment_token": order.payment_token,
+        "delivery_address": order.delivery_address, "email": order.email, "phone": order.phone,
+        "cancel_reason": order.cancel_reason, "cancel_requested": order.cancel_requested,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at or order.created_at, "version": order.version,
+    }
+
+
+async def add(conn: AsyncConnection, order: Order) -> None:
+    await conn.execute(_INSERT_ORDER, _order_values(order))
+    await conn.execute(_INSERT_LINES, [
+        {"order_id": order.id, "line_no": i, "menu_item_id": ln.menu_item_id, "name": ln.name,
+         "size": ln.size, "quantity": ln.quantity, "unit_price": ln.unit_price}
+        for i, ln in enumerate(order.lines)
+    ])
+    await conn.execute(_INSERT_HISTORY, [
+        {"order_id": order.id, "seq": i, "status": s.value, "at": at, "reason": None}
+        for i, (s, at) in enumerate(order.history)
+    ])
+
+
+async def save(conn: AsyncConnection, order: Order, changes: Sequence[Change]) -> None:
+    """Write the order's new state and append its new history. Optimistic: fails if another
+    transaction saved the order since it was loaded."""
+    values = {**_order_values(order), "version": order.version + 1}
+    del values["id"]
+    result = await conn.execute(_UPDATE_ORDER, {**values, "order_id": order.id, "expected_version": order.version})
+    if result.rowcount != 1:
+        raise Conflict(f"order {order.id} was changed concurrently")
+    order.version += 1
+    first = len(order.history) - len(changes)
+    if changes:
+        await conn.execute(_INSERT_HISTORY, [
+            {"order_id": order.id, "seq": first + i, "status": c.status.value, "at": c.at, "reason": c.reason}
+            for i, c in enumerate(changes)
+        ])
+
+
+def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
+    return Order(
+        id=row.id, customer_id=row.customer_id,
+        lines=[Line(r.menu_item_id, r.name, r.size, r.quantity, r.unit_price) for r in lines],
+        currency=row.currency, payment_token=row.payment_token, delivery_address=row.delivery_address,
+        email=row.email, phone=row.phone, created_at=row.created_at, status=Status(row.status),
+        payment_status=PaymentStatus(row.payment_status), payment_id=row.payment_id,
+        cancel_reason=row.cancel_reason, updated_at=row.updated_at,
+        history=[(Status(h.status), h.at) for h in history], cancel_requested=row.cancel_requested,
+        version=row.version,
+    )
+
+
+async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Order]:
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    lines: dict[UUID, list[Any]] = defaultdict(list)
+    for ln in (await conn.execute(_LINES, {"ids": ids})).all():
+        lines[ln.order_id].append(ln)
+    history: dict[UUID, list[Any]] = defaultdict(list)
+    for h in (await conn.execute(_HISTORY, {"ids": ids})).all():
+        history[h.order_id].append(h)
+    return [_to_order(r, lines[r.id], history[r.id]) for r in rows]
+
+
+async def get(conn: AsyncConnection, order_id: UUID, *, for_update: bool = False) -> Order | None:
+    row = (await conn.execute(_ORDER_FOR_UPDATE if for_update else _ORDER, {"order_id": order_id})).first()
+    found = await _hydrate(conn, [row] if row else [])
+    return found[0] if found else None
+
+
+async def listing(conn: AsyncConnection, *, customer_id: str | None, status: Status | None, limit: int,
+                  before: UUID | None) -> list[Order]:
+    """Newest first (ids are UUIDv7, so id order is creation order); keyset-paginated."""
+    query = sa.select(orders).order_by(orders.c.id.desc()).limit(limit)
+    if customer_id is not None:
+        query = query.where(orders.c.customer_id == customer_id)
+    if status is not None:
+        query = query.where(orders.c.status == status.value)
+    if before is not None:
+        query = query.where(orders.c.id < before)
+    return await _hydrate(conn, (await conn.execute(query)).all())
+
+
+# -- the menu copy ------------------------------------------------------------------------------
+
+def _upsert(conn: AsyncConnection, table: sa.Table, values: dict[str, Any], keys: list[str], where: Any) -> Any:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(**values)
+    return stmt.on_conflict_do_update(index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys},
+                                      where=where)
+
+
+async def apply_menu_entry(conn: AsyncConnection, entry: MenuEntry, *, removed: bool = False) -> None:
+    """Keep the newest version of an item; an older event arriving late changes nothing."""
+    values = {"id": entry.id, "name": entry.name, "currency": entry.currency, "prices": dict(entry.prices),
+              "available": entry.available and not removed, "removed": removed, "version": entry.version}
+    await conn.execute(_upsert(conn, menu_copy, values, ["id"], where=menu_copy.c.version < entry.version))
+
+
+async def remove_menu_entry(conn: AsyncConnection, item_id: UUID, version: int) -> None:
+    await conn.execute(
+        menu_copy.update().where(menu_copy.c.id == item_id, menu_copy.c.version < version)
+        .values(removed=True, available=False, version=version)
+    )
+
+
+async def menu_entries(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID, MenuEntry]:
+    rows = (await conn.execute(_MENU, {"ids": list(set(ids))})).all()
+    return {
+        r.id: MenuEntry(id=r.id, name=r.name, currency=r.currency, prices=r.prices,
+                        available=r.available and not r.removed, version=r.version)
+        for r in rows
+    }
+
+
+# -- idempotency keys ---------------------------------------------------------------------------
+
+async def find_key(conn: AsyncConnection, customer_id: str, key: str) -> tuple[str, UUID] | None:
+    row = (await conn.execute(_FIND_KEY, {"customer_id": customer_id, "key": key})).first()
+    return (row.request_hash, row.order_id) if row else None
+
+
+async def add_key(conn: AsyncConnection, customer_id: str, key: str, request_hash: str, order_id: UUID,
+                  at: Any) -> None:
+    await conn.execute(_INSERT_KEY, {
+        "customer_id": customer_id, "key": key, "request_hash": request_hash, "order_id": order_id, "created_at": at})

@@ -1,0 +1,1 @@
+"""Payments: charges orders through the payment provider, reports the outcome."""

@@ -1,0 +1,46 @@
+"""Payments HTTP routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from pizzeria.kit.errors import NotFound
+from pizzeria.messaging.service import Runtime
+from pizzeria.services.payments import handlers, repository
+from pizzeria.services.payments.domain import Payment
+from pizzeria.services.payments.schemas import PaymentList, PaymentView
+
+router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
+
+
+def view(p: Payment) -> PaymentView:
+    return PaymentView(
+        id=p.id, order_id=p.order_id, customer_id=p.customer_id, amount=p.amount, currency=p.currency,
+        status=p.status, failure_reason=p.failure_reason, provider_charge_id=p.provider_charge_id,
+        attempts=p.attempts, created_at=p.created_at, updated_at=p.updated_at,
+    )
+
+
+@router.get("/{payment_id}", response_model=PaymentView, summary="One payment")
+async def get_payment(payment_id: UUID, runtime: Runtime) -> PaymentView:
+    async with runtime.db.read() as conn:
+        payment = await repository.get(conn, payment_id)
+    if payment is None:
+        raise NotFound(f"payment {payment_id} does not exist")
+    return view(payment)
+
+
+@router.get("", response_model=PaymentList, summary="Payments of an order")
+async def list_payments(runtime: Runtime, order_id: Annotated[UUID, Query()]) -> PaymentList:
+    async with runtime.db.read() as conn:
+        found = await repository.for_order(conn, order_id)
+    return PaymentList(items=[view(p) for p in found])
+
+
+@router.post("/{payment_id}/refund", response_model=PaymentView, status_code=202,
+             summary="Refund a completed payment (administrators)")
+async def refund_payment(payment_id: UUID, runtime: Runtime) -> PaymentView:
+    return view(await handlers.request_refund(runtime.uow(), payment_id))

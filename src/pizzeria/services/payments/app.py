@@ -1,0 +1,50 @@
+"""Payments composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from pizzeria.contracts.topology import CONSUMER_GROUPS
+from pizzeria.kit.migrations import MigrationSet
+from pizzeria.kit.resilience import CircuitBreaker
+from pizzeria.kit.settings import Settings, get_settings
+from pizzeria.messaging.runtime import MessagingRuntime
+from pizzeria.messaging.service import build_service_app
+from pizzeria.services.payments.api import router
+from pizzeria.services.payments.charger import Charger
+from pizzeria.services.payments.handlers import build_handlers
+from pizzeria.services.payments.provider import ProviderClient
+from pizzeria.services.payments.tables import metadata
+
+NAME = "payments"
+MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    def configure(runtime: MessagingRuntime) -> None:
+        client = ProviderClient(
+            settings.payment_provider_url(),
+            timeout=settings.payment_timeout_ms / 1000,
+            breaker=CircuitBreaker("payment-provider", failure_threshold=5, reset_timeout=5.0),
+            # One connection per charge in flight: a charge never waits for a connection (a
+            # pool timeout would count as the provider failing).
+            max_connections=settings.payment_concurrency,
+        )
+        charger = Charger(runtime, client, concurrency=settings.payment_concurrency,
+                          max_attempts=settings.payment_max_attempts,
+                          call_timeout=settings.payment_timeout_ms / 1000)
+        runtime.subscribe(NAME, build_handlers(charger.wake), topics=CONSUMER_GROUPS[NAME])
+        runtime.add_worker(charger.run, "charger")
+
+    return build_service_app(
+        name=NAME,
+        settings=settings,
+        migrations=MIGRATIONS,
+        routers=[router],
+        configure=configure,
+        description="Payments: charges orders through the provider, reports the outcome.",
+    )

@@ -1,0 +1,156 @@
+"""The charger: settles open payments with the provider, many at a time.
+
+Payments are claimed with a lease, charged with the payment id as the idempotency key, and
+settled in a transaction that emits the outcome. A crash anywhere leaves the payment open with
+a lease that runs out; the next claim charges again with the same key, and the provider
+answers with the original charge: no card is charged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from functools import partial
+from uuid import UUID
+
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.logging import get_logger
+from pizzeria.kit.resilience import BreakerState, CircuitOpen
+from pizzeria.messaging.runtime import MessagingRuntime
+from pizzeria.services.payments import handlers, repository
+from pizzeria.services.payments.domain import Payment
+from pizzeria.services.payments.provider import CardDeclined, ProviderClient, ProviderRejected, ProviderUnavailable
+
+log = get_logger(__name__)
+
+
+class Charger:
+    """Background worker of the payments service."""
+
+    def __init__(self, runtime: MessagingRuntime, client: ProviderClient, *, concurrency: int,
+                 max_attempts: int, call_timeout: float) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.lease = timedelta(seconds=call_timeout * 2 + 5)
+        self._wake = asyncio.Event()
+        self._inflight: dict[UUID, asyncio.Task[None]] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                if self.client.breaker.state is BreakerState.OPEN:
+                    await asyncio.sleep(0.2)  # the provider is down: do not burn attempts
+                    continue
+                free = self.concurrency - len(self._inflight)
+                claimed: list[Payment] = []
+                if free > 0:
+                    try:
+                        claimed = await self._claim(free)
+                    except Exception as exc:
+                        log.warning("cannot claim payments; retrying", error=str(exc))
+                        await asyncio.sleep(1.0)
+                        continue
+                for payment in claimed:
+                    task = asyncio.create_task(self._settle(payment), name=f"charge-{payment.id}")
+                    self._inflight[payment.id] = task
+                    task.add_done_callback(partial(self._done, payment.id))
+                if len(claimed) == free and free > 0:
+                    continue  # there may be more due right now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+        finally:
+            for task in list(self._inflight.values()):
+                task.cancel()
+            await self.client.close()
+
+    async def step(self, now: datetime) -> int:
+        """One pass without the loop (tests drive time): claim what is due at `now` and settle
+        it, one payment after another."""
+        async with self.runtime.db.transaction() as conn:
+            claimed = await repository.claim_due(conn, now=now, lease=self.lease, limit=self.concurrency,
+                                                 exclude=set())
+        for payment in claimed:
+            await self._settle(payment)
+        return len(claimed)
+
+    async def _claim(self, limit: int) -> list[Payment]:
+        async with self.runtime.db.read() as conn:  # usually nothing is due: no write lock for that
+            if not await repository.any_due(conn, now=utcnow()):
+                return []
+        async with self.runtime.db.transaction() as conn:
+            return await repository.claim_due(
+                conn, now=utcnow(), lease=self.lease, limit=limit, exclude=set(self._inflight)
+            )
+
+    async def _give_up(self, payment: Payment) -> None:
+        """Stop trying to charge, but only once the provider confirms it took nothing: an
+        attempt whose answer was lost may have gone through."""
+        try:
+            taken = await self.client.find_charge(str(payment.id))
+        except (ProviderUnavailable, CircuitOpen):
+            return  # cannot tell yet: the next attempt asks again
+        if taken is None:
+            await handlers.settle_failed(self.runtime.uow(), payment.id, "provider_unavailable")
+        else:
+            await handlers.settle_completed(self.runtime.uow(), payment.id, taken.charge_id)
+
+    def _done(self, payment_id: UUID, _task: object = None) -> None:
+        self._inflight.pop(payment_id, None)
+        self._wake.set()
+
+    async def _settle(self, payment: Payment) -> None:
+        try:
+            await self._charge(payment)
+        except Exception:
+            # The database failed while settling: the lease runs out and the charge is retried
+            # with the same idempotency key.
+            log.exception("settling a payment failed", payment_id=str(payment.id))
+
+    async def _charge(self, payment: Payment) -> None:
+        uow = self.runtime.uow
+        try:
+            if payment.needs_refund:
+                refund_id = await self.client.refund(idempotency_key=f"{payment.id}:refund",
+                                                     charge_id=payment.provider_charge_id or "", amount=payment.amount)
+                await handlers.settle_refunded(uow(), payment.id, refund_id)
+                return
+            if payment.cancel_requested:
+                # Voiding: but an earlier attempt may have gone through without an answer.
+                taken = await self.client.find_charge(str(payment.id))
+                if taken is None:
+                    await handlers.settle_voided(uow(), payment.id)
+                else:
+                    await handlers.settle_completed(uow(), payment.id, taken.charge_id)  # then refunded
+                    self.wake()
+                return
+            result = await self.client.charge(
+                idempotency_key=str(payment.id), amount=payment.amount, currency=payment.currency,
+                source=payment.token, order_id=str(payment.order_id),
+            )
+        except CardDeclined:
+            await handlers.settle_failed(uow(), payment.id, "card_declined")
+        except ProviderRejected as exc:
+            log.error("provider rejected a request", payment_id=str(payment.id), error=str(exc))
+            if payment.needs_refund:
+                await handlers.schedule_retry(uow(), payment.id, count_attempt=True)
+            else:
+                await handlers.settle_failed(uow(), payment.id, "provider_rejected")
+        except CircuitOpen:
+            await handlers.schedule_retry(uow(), payment.id, count_attempt=False)
+        except ProviderUnavailable as exc:
+            attempts = await handlers.schedule_retry(uow(), payment.id, count_attempt=True)
+            log.warning("provider unavailable; will retry", payment_id=str(payment.id), attempts=attempts,
+                        error=str(exc))
+            # A charge gives up after a few attempts; a refund never does.
+            if attempts >= self.max_attempts and not payment.needs_refund and not payment.cancel_requested:
+                await self._give_up(payment)
+        else:
+            await handlers.settle_completed(uow(), payment.id, result.charge_id)
+            self.wake()  # if it was cancelled meanwhile, its refund is due now

@@ -1,0 +1,166 @@
+"""Payments: the saga's charge and refund commands, and settling them with the provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+from pizzeria.contracts.payments import (
+    ChargePayment,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentVoided,
+    RefundPayment,
+)
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.errors import Conflict, NotFound
+from pizzeria.kit.ids import uuid7
+from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.payments import repository
+from pizzeria.services.payments.domain import Payment, Status, backoff_for
+
+
+def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
+    """The commands payments executes; new work wakes the charger after commit."""
+    registry = HandlerRegistry()
+
+    @registry.on(ChargePayment)
+    async def charge(command: ChargePayment, _: Envelope, uow: UnitOfWork) -> None:
+        now = utcnow()
+        payment = Payment(
+            id=uuid7(), order_id=command.order_id, customer_id=command.customer_id, amount=command.amount,
+            currency=command.currency, token=command.token, status=Status.PENDING, attempts=0,
+            next_attempt_at=now, created_at=now, updated_at=now,
+        )
+        if await repository.add_if_new(uow.conn, payment):  # one payment per order, however often asked
+            uow.after_commit(wake_charger)
+
+    @registry.on(RefundPayment)
+    async def refund(command: RefundPayment, _: Envelope, uow: UnitOfWork) -> None:
+        payment = await repository.of_order_for_update(uow.conn, command.order_id)
+        now = utcnow()
+        if payment is None:
+            # Asked to give back what was never charged: record a voided payment so that a
+            # charge command arriving late finds one and does nothing.
+            payment = Payment(id=uuid7(), order_id=command.order_id, customer_id="", amount=0, currency="XXX",
+                              token="", status=Status.FAILED, attempts=0, next_attempt_at=now, created_at=now,
+                              updated_at=now, failure_reason="cancelled")
+            await repository.add_if_new(uow.conn, payment)
+            uow.emit(PaymentVoided(payment_id=None, order_id=command.order_id, at=now))
+            return
+        outcome = payment.request_money_back(at=now)
+        await repository.save(uow.conn, payment, unlock=False)
+        if outcome == "voided":
+            uow.emit(PaymentVoided(payment_id=payment.id, order_id=payment.order_id, at=now))
+        elif outcome == "refunded":
+            uow.emit(_refunded(payment, now))
+        else:  # the charger voids or refunds it, then answers
+            uow.after_commit(wake_charger)
+
+    return registry
+
+
+def _refunded(payment: Payment, at: datetime) -> PaymentRefunded:
+    return PaymentRefunded(payment_id=payment.id, order_id=payment.order_id, amount=payment.amount,
+                           currency=payment.currency, provider_refund_id=payment.provider_refund_id or "", at=at)
+
+
+async def _settle(uow: UnitOfWork, payment_id: UUID, apply: Callable[[Payment, datetime], list[Message]]) -> bool:
+    """Load the payment, change it through `apply` (which returns the events to emit), save
+    and emit in one transaction. False if there was nothing to do any more (a previous holder
+    whose lease ran out got there first)."""
+    async with uow:
+        payment = await repository.get(uow.conn, payment_id, for_update=True)
+        if payment is None:
+            return False
+        try:
+            events = apply(payment, utcnow())
+        except Conflict:
+            return False
+        await repository.save(uow.conn, payment)
+        for event in events:
+            uow.emit(event)
+        await uow.commit()
+    return True
+
+
+async def settle_completed(uow: UnitOfWork, payment_id: UUID, charge_id: str) -> bool:
+    """The provider captured the charge: record it and tell the world (if the saga has given
+    up on it meanwhile, the payment now waits for its refund)."""
+
+    def complete(payment: Payment, now: datetime) -> list[Message]:
+        payment.complete(charge_id, at=now)
+        return [PaymentCompleted(payment_id=payment.id, order_id=payment.order_id, amount=payment.amount,
+                                 currency=payment.currency, provider_charge_id=charge_id, at=now)]
+
+    return await _settle(uow, payment_id, complete)
+
+
+async def settle_failed(uow: UnitOfWork, payment_id: UUID, reason: str) -> bool:
+    """The charge cannot succeed: record why and tell the world."""
+
+    def fail(payment: Payment, now: datetime) -> list[Message]:
+        cancelled = payment.cancel_requested
+        payment.fail(reason, at=now)
+        failed: list[Message] = [PaymentFailed(payment_id=payment.id, order_id=payment.order_id,
+                                               amount=payment.amount, currency=payment.currency, reason=reason, at=now)]
+        if cancelled:  # the saga is waiting for its compensation's answer
+            failed.append(PaymentVoided(payment_id=payment.id, order_id=payment.order_id, at=now))
+        return failed
+
+    return await _settle(uow, payment_id, fail)
+
+
+async def settle_voided(uow: UnitOfWork, payment_id: UUID) -> bool:
+    """Stopped before the provider took anything."""
+
+    def void(payment: Payment, now: datetime) -> list[Message]:
+        payment.void(at=now)
+        return [PaymentVoided(payment_id=payment.id, order_id=payment.order_id, at=now)]
+
+    return await _settle(uow, payment_id, void)
+
+
+async def settle_refunded(uow: UnitOfWork, payment_id: UUID, refund_id: str) -> bool:
+    def refunded(payment: Payment, now: datetime) -> list[Message]:
+        payment.refunded(refund_id, at=now)
+        return [_refunded(payment, now)]
+
+    return await _settle(uow, payment_id, refunded)
+
+
+async def schedule_retry(uow: UnitOfWork, payment_id: UUID, *, count_attempt: bool) -> int:
+    """Release the payment for a later attempt; returns the attempts made so far."""
+    async with uow:
+        payment = await repository.get(uow.conn, payment_id, for_update=True)
+        if payment is None or not (payment.is_open or payment.needs_refund):
+            return 0
+        if count_attempt:
+            payment.attempts += 1
+        backoff = backoff_for(max(1, payment.attempts))
+        if payment.needs_refund:
+            payment.retry_refund_later(at=utcnow(), backoff=backoff)
+        else:
+            payment.retry_later(at=utcnow(), backoff=backoff)
+        await repository.save(uow.conn, payment)
+        await uow.commit()
+        return payment.attempts
+
+
+async def request_refund(uow: UnitOfWork, payment_id: UUID) -> Payment:
+    """An administrator refunds a completed payment (outside any saga)."""
+    async with uow:
+        payment = await repository.get(uow.conn, payment_id, for_update=True)
+        if payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        if payment.status is not Status.COMPLETED:
+            raise Conflict(f"payment {payment_id} is {payment.status}; only a completed payment can be refunded")
+        payment.request_money_back(at=utcnow())
+        await repository.save(uow.conn, payment, unlock=False)
+        await uow.commit()
+    return payment

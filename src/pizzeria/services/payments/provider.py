@@ -1,0 +1,100 @@
+"""The payment provider's HTTP API, behind a timeout and a circuit breaker.
+
+Takes an httpx transport so tests can inject failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from pizzeria.kit.resilience import CircuitBreaker
+
+
+class CardDeclined(Exception):
+    """The provider declined the card: final."""
+
+
+class ProviderRejected(Exception):
+    """The provider refused the request itself (a 4xx other than a decline): final."""
+
+
+class ProviderUnavailable(Exception):
+    """No answer, a timeout or a 5xx: worth retrying later."""
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    charge_id: str
+
+
+class ProviderClient:
+    """Client of the provider's `/v1/charges` and `/v1/refunds`."""
+
+    def __init__(self, base_url: str, *, timeout: float, breaker: CircuitBreaker,
+                 transport: httpx.AsyncBaseTransport | None = None, max_connections: int = 64) -> None:
+        self.breaker = breaker
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def charge(self, *, idempotency_key: str, amount: int, currency: str, source: str,
+                     order_id: str) -> ChargeResult:
+        body = {"amount": amount, "currency": currency, "source": source, "metadata": {"order_id": order_id}}
+        data = await self._post("/v1/charges", body, idempotency_key)
+        return ChargeResult(charge_id=str(data["id"]))
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        """The captured charge made with this key, if any (a timed-out call may have gone
+        through): asked before voiding a payment that was attempted."""
+
+        async def call() -> httpx.Response:
+            try:
+                response = await self.client.get("/v1/charges", params={"idempotency_key": idempotency_key})
+            except httpx.TransportError as exc:
+                raise ProviderUnavailable(f"cannot reach provider: {exc}") from exc
+            if response.status_code >= 500:
+                raise ProviderUnavailable(f"provider answered {response.status_code}")
+            return response
+
+        response = await self.breaker.call(call, is_failure=lambda e: isinstance(e, ProviderUnavailable))
+        for charge in response.json().get("items", []):
+            if charge.get("status") == "succeeded":
+                return ChargeResult(charge_id=str(charge["id"]))
+        return None
+
+    async def refund(self, *, idempotency_key: str, charge_id: str, amount: int) -> str:
+        data = await self._post("/v1/refunds", {"charge": charge_id, "amount": amount}, idempotency_key)
+        return str(data["id"])
+
+    async def _post(self, path: str, body: dict[str, object], idempotency_key: str) -> dict[str, object]:
+        async def call() -> httpx.Response:
+            try:
+                response = await self.client.post(path, json=body, headers={"Idempotency-Key": idempotency_key})
+            except httpx.TimeoutException as exc:
+                raise ProviderUnavailable(f"timeout calling {path}") from exc
+            except httpx.TransportError as exc:
+                raise ProviderUnavailable(f"cannot reach provider: {exc}") from exc
+            if response.status_code >= 500 or response.status_code in (408, 409, 429):
+                raise ProviderUnavailable(f"provider answered {response.status_code}")
+            return response
+
+        response = await self.breaker.call(call, is_failure=lambda e: isinstance(e, ProviderUnavailable))
+        if response.status_code == 402:
+            raise CardDeclined(_message(response))
+        if response.status_code >= 400:
+            raise ProviderRejected(f"{response.status_code}: {_message(response)}")
+        data: dict[str, object] = response.json()
+        return data
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]

@@ -1,0 +1,31 @@
+"""Payments tables."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pizzeria.kit.db import UTCDateTime
+
+metadata = sa.MetaData()
+
+payments = sa.Table(
+    "payments", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("order_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("provider_charge_id", sa.String(64), nullable=True),
+    sa.Column("failure_reason", sa.String(64), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("refund_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("provider_refund_id", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_payments_due", payments.c.status, payments.c.next_attempt_at)

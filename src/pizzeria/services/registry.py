@@ -1,0 +1,49 @@
+"""Every process of the system, in start order, and where its app and migrations live.
+
+Entries are dotted paths so that naming a service does not import it (and its dependencies).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pizzeria.kit.migrations import MigrationSet
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    name: str
+    module: str  # has `create_app(settings)` and, when it owns a database, `MIGRATIONS`
+    summary: str
+    has_database: bool = True
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module)
+
+    def migrations(self) -> MigrationSet:
+        migrations: MigrationSet = self.load().MIGRATIONS
+        return migrations
+
+
+SERVICES: tuple[ServiceEntry, ...] = (
+    ServiceEntry("provider", "pizzeria.simulators.payment_provider", "simulated payment provider (external)",
+                 has_database=False),
+    ServiceEntry("identity", "pizzeria.services.identity.app", "accounts, sign-in, access tokens"),
+    ServiceEntry("catalog", "pizzeria.services.catalog.app", "menu"),
+    ServiceEntry("kitchen", "pizzeria.services.kitchen.app", "stock, reservations, kitchen tickets"),
+    ServiceEntry("payments", "pizzeria.services.payments.app", "charges and refunds through the provider"),
+    ServiceEntry("delivery", "pizzeria.services.delivery.app", "couriers and deliveries"),
+    ServiceEntry("orders", "pizzeria.services.orders.app", "orders and the order saga"),
+    ServiceEntry("notifications", "pizzeria.services.notifications.app", "email / SMS / push to customers"),
+)
+
+BY_NAME = {s.name: s for s in SERVICES}
+
+
+def entry(name: str) -> ServiceEntry:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise SystemExit(f"unknown service {name!r}; known: {', '.join(BY_NAME)}") from None

@@ -1,0 +1,185 @@
+"""`pizzeria up`: run the whole system as child processes, one per service.
+
+Applies every migration, creates the topics, starts the services in dependency order (each
+must answer `/ready` before the next starts), restarts a service that dies with exponential
+backoff, and on Ctrl-C or SIGTERM stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from pizzeria.contracts.topology import all_topics
+from pizzeria.kit.migrations import upgrade
+from pizzeria.kit.settings import Settings
+from pizzeria.messaging.broker import BrokerError
+from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS, broker_from_settings
+from pizzeria.messaging.topics import topic_specs
+from pizzeria.services.registry import SERVICES, ServiceEntry
+
+READY_TIMEOUT_S = 90.0
+STABLE_AFTER_S = 30.0  # a service up this long has its restart backoff reset
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def migrate_all(settings: Settings, services: Sequence[ServiceEntry] = SERVICES) -> None:
+    for entry in services:
+        if entry.has_database:
+            await upgrade(settings.database_url_for(entry.name), [MESSAGING_MIGRATIONS, entry.migrations()])
+
+
+async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
+    """Create every topic, waiting (up to `wait` seconds) for a broker that is still starting."""
+    deadline = time.monotonic() + wait
+    while True:
+        broker = broker_from_settings(settings, client_id="pizzeria-admin")
+        try:
+            await broker.start()
+            await broker.create_topics(topic_specs(
+                all_topics(), partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                min_insync_replicas=settings.topic_min_insync_replicas,
+            ))
+            return
+        except BrokerError as exc:
+            if time.monotonic() > deadline:
+                raise
+            say(f"pizzeria: waiting for the broker ({exc})")
+            await asyncio.sleep(2.0)
+        finally:
+            await broker.close()
+
+
+@dataclass
+class Child:
+    entry: ServiceEntry
+    url: str
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.5
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the service processes."""
+
+    def __init__(self, settings: Settings, services: Sequence[ServiceEntry] = SERVICES, *,
+                 restart: bool = True, echo_logs: bool = False) -> None:
+        self.settings = settings
+        self.restart = restart
+        self.echo_logs = echo_logs
+        self.log_dir = settings.var_dir / "log"
+        self.children = [Child(e, settings.url_for(e.name), self.log_dir / f"{e.name}.log") for e in services]
+        self.stopping = asyncio.Event()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    async def _spawn(self, child: Child) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if child.log_file is None:
+            child.log_file = child.log_path.open("ab")
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pizzeria", "serve", child.entry.name,
+            env=self._env(),
+            stdout=child.log_file if not self.echo_logs else None,
+            stderr=child.log_file if not self.echo_logs else None,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+        )
+        child.started_at = time.monotonic()
+
+    async def _wait_ready(self, child: Child, timeout: float = READY_TIMEOUT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline and not self.stopping.is_set():
+                if child.process is not None and child.process.returncode is not None:
+                    return False
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{child.url}/ready")).status_code == 200:
+                        return True
+                await asyncio.sleep(0.1)
+        return False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        say(f"pizzeria: preparing databases and topics ({self.settings.mode} mode, data in {self.settings.var_dir})")
+        await migrate_all(self.settings, [c.entry for c in self.children])
+        await create_topics(self.settings)
+        for child in self.children:
+            await self._spawn(child)
+            if not await self._wait_ready(child):
+                if self.stopping.is_set():
+                    break
+                say(f"pizzeria: {child.entry.name} did not become ready; see {child.log_path}")
+                await self.shutdown()
+                return 1
+            say(f"  {child.entry.name:<14} {child.url:<28} {child.entry.summary}")
+        if not self.stopping.is_set():
+            say("")
+            say(f"pizzeria is up. Menu: {self.settings.url_for('catalog')}/api/v1/menu  "
+                f"API docs: {self.settings.url_for('orders')}/docs")
+            say(f"Logs: {self.log_dir}/. Press Ctrl-C to stop.")
+        watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
+        await self.stopping.wait()
+        for task in watchers:
+            task.cancel()
+        await self.shutdown()
+        return 0
+
+    async def _watch(self, child: Child) -> None:
+        """Restart the child whenever it exits, with backoff."""
+        while not self.stopping.is_set():
+            assert child.process is not None
+            code = await child.process.wait()
+            if self.stopping.is_set() or not self.restart:
+                return
+            if time.monotonic() - child.started_at > STABLE_AFTER_S:
+                child.backoff = 0.5
+            say(f"pizzeria: {child.entry.name} exited with code {code}; restarting in {child.backoff:.1f}s")
+            await asyncio.sleep(child.backoff)
+            child.backoff = min(child.backoff * 2, 30.0)
+            child.restarts += 1
+            await self._spawn(child)
+            if await self._wait_ready(child):
+                say(f"pizzeria: {child.entry.name} is back (pid {child.process.pid}, restart {child.restarts})")
+
+    async def shutdown(self, grace: float = 15.0) -> None:
+        say("pizzeria: stopping...")
+        for child in reversed(self.children):
+            proc = child.process
+            if proc is None or proc.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for child in self.children:
+            if child.log_file is not None:
+                child.log_file.close()
+                child.log_file = None
+        say("pizzeria: stopped.")

@@ -1,0 +1,58 @@
+"""Fixtures of the whole-system tests: the system on the embedded stack, and on PostgreSQL +
+Kafka (Tansu), each started with `pizzeria up` as a user would."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pizzeria.services.registry import SERVICES
+from tests.e2e.scenario import AUTOPILOT
+from tests.e2e.system import Shop, System
+from tests.support.postgres import create_database, drop_database
+from tests.support.tansu import Tansu
+
+
+async def production_env(tansu: Tansu) -> tuple[dict[str, str], list[str]]:
+    """Environment for the production stack: a fresh PostgreSQL database per service, Kafka."""
+    urls = {s.name: await create_database(f"pz_{s.name}") for s in SERVICES if s.has_database}
+    env = {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
+    env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{tansu.bootstrap}"})
+    # Production mode refuses the public development signing secret.
+    env["JWT_SECRET"] = secrets.token_urlsafe(48)
+    return env, list(urls.values())
+
+
+@pytest.fixture(params=["embedded", "postgres+kafka"])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """Which stack to run on, as the environment that selects it."""
+    if request.param == "embedded":
+        yield request.param, {}
+        return
+    env, databases = await production_env(request.getfixturevalue("tansu_direct"))
+    try:
+        yield request.param, env
+    finally:
+        for url in databases:
+            await drop_database(url)
+
+
+async def start_system(tmp_path: Path, env: dict[str, str]) -> System:
+    system = System(tmp_path, {**AUTOPILOT, **env})
+    try:
+        await system.start()
+    except BaseException:
+        system.stop()
+        raise
+    return system
+
+
+@pytest.fixture
+async def shop_factory() -> AsyncIterator[list[Shop]]:
+    shops: list[Shop] = []
+    yield shops
+    for shop in shops:
+        await shop.close()

@@ -1,0 +1,215 @@
+"""Orders placed the way customers place them, each with a story (its card, whether its customer
+tries to cancel), and the checks every run must pass: each order ends as its story allows, and
+the system's invariants hold."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pizzeria.services.orders.domain import is_valid_path
+from tests.e2e.system import Shop
+
+TERMINAL = {"delivered", "cancelled"}
+
+#: Orders end on their own (and fast) with the autopilots moving tickets and deliveries.
+AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "50",
+             "DELIVERY_STAGE_MS": "50"}
+
+
+@dataclass
+class Placed:
+    key: str
+    card: str
+    email: str | None
+    phone: str | None
+    order: dict[str, Any]
+    cancel: int | None = None  # HTTP status of the customer's cancel request, if they made one
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.order["id"])
+
+    @property
+    def channels(self) -> set[str]:
+        return {c for c, v in (("email", self.email), ("sms", self.phone)) if v}
+
+
+def order_body(menu: list[dict[str, Any]], card: str, email: str | None, phone: str | None,
+               rng: random.Random) -> dict[str, Any]:
+    items = []
+    for item in rng.sample(menu, k=rng.randint(1, 3)):
+        items.append({"menu_item_id": item["id"], "size": rng.choice(item["sizes"])["size"],
+                      "quantity": rng.randint(1, 3)})
+    contact = {k: v for k, v in (("email", email), ("phone", phone)) if v}
+    return {"items": items, "delivery_address": f"{rng.randint(1, 99)} Test Street",
+            "payment": {"token": card}, "contact": contact}
+
+
+async def wait_for_menu_sync(shop: Shop, menu: list[dict[str, Any]]) -> dict[str, Any]:
+    """Orders learns the menu from catalog events: the first order is accepted once it has."""
+    body = order_body(menu, "tok_visa", "first@example.com", None, random.Random(1))
+    return await shop.place(body, customer="warmup", retry_for=120)
+
+
+async def place_orders(shop: Shop, count: int, *, concurrency: int = 20, seed: int = 7,
+                       cards: tuple[str, ...] = ("tok_visa", "tok_declined"),
+                       cancel_share: float = 0.0) -> list[Placed]:
+    """Place `count` orders; every card appears at least once. A `cancel_share` of the customers
+    change their mind right after placing (some before the kitchen starts, some after)."""
+    rng = random.Random(seed)
+    menu = await shop.menu()
+    plans = []
+    for i in range(count):
+        card = cards[i % len(cards)] if i < len(cards) else rng.choice(cards)
+        email = f"customer{i}@example.com" if rng.random() < 0.9 else None
+        phone = f"+4915{rng.randint(10_000_000, 99_999_999)}" if rng.random() < 0.5 or email is None else None
+        wants_cancel = rng.random() < cancel_share
+        plans.append((str(uuid.uuid4()), card, email, phone, order_body(menu, card, email, phone, rng),
+                      f"c{i % 25}", wants_cancel, rng.random() * 0.3))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(plan: tuple[str, str, str | None, str | None, dict[str, Any], str, bool, float]) -> Placed:
+        key, card, email, phone, body, customer, wants_cancel, thinking = plan
+        async with gate:
+            placed = Placed(key, card, email, phone, await shop.place(body, customer=customer, key=key))
+        if wants_cancel:
+            await asyncio.sleep(thinking)  # a customer's hesitation, so cancels land at every stage
+            placed.cancel = await shop.cancel(placed.id, customer=customer)
+        return placed
+
+    return list(await asyncio.gather(*(one(p) for p in plans)))
+
+
+async def wait_until_settled(shop: Shop, placed: list[Placed], timeout: float = 240.0) -> dict[str, dict[str, Any]]:
+    """Poll every order until each has reached a final status."""
+    final: dict[str, dict[str, Any]] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    gate = asyncio.Semaphore(20)
+
+    async def look(p: Placed) -> dict[str, Any]:
+        async with gate:
+            return await shop.order(p.id)
+
+    while loop.time() < deadline:
+        pending = [p for p in placed if p.id not in final]
+        for order in await asyncio.gather(*(look(p) for p in pending)):
+            if order["status"] in TERMINAL and not order.get("cancel_requested"):
+                final[order["id"]] = order
+        if len(final) == len(placed):
+            return final
+        await asyncio.sleep(0.5)
+    stuck = Counter(o["status"] for o in [await shop.order(p.id) for p in placed if p.id not in final])
+    raise AssertionError(f"{len(placed) - len(final)} orders never settled: {dict(stuck)}")
+
+
+def allowed_endings(p: Placed) -> set[tuple[str, str | None]]:
+    """(final status, cancel reason) pairs this order's story allows. Ingredients are reserved
+    before the charge, so any order may run out of stock first."""
+    endings: set[tuple[str, str | None]] = {("cancelled", "out_of_stock")}
+    if p.card == "tok_declined":
+        endings.add(("cancelled", "payment_failed"))
+    elif p.card == "tok_timeout":
+        endings.add(("cancelled", "timeout"))
+    else:
+        endings.add(("delivered", None))
+        if p.cancel == 202:  # accepted: cancelled, unless the kitchen started first (refused)
+            endings.add(("cancelled", "customer_cancelled"))
+    if p.cancel == 202 and p.card != "tok_visa":
+        endings.add(("cancelled", "customer_cancelled"))  # cancelled before its payment failed
+    return endings
+
+
+def expected_notifications(p: Placed, order: dict[str, Any]) -> Counter[tuple[str, str]]:
+    """One notification per status the order went through, on each of the customer's channels,
+    plus the receipt, the refund and a refused cancellation where they happened."""
+    templates = [f"order_{h['status'].replace('pending', 'placed')}" for h in order["history"]]
+    want = Counter((t, c) for t in templates for c in p.channels)
+    if order["payment_status"] in ("completed", "refunded") and p.email:
+        want[("payment_receipt", "email")] += 1
+    if order["payment_status"] == "refunded":
+        want.update(("payment_refunded", c) for c in p.channels)
+    if p.cancel == 202 and order["status"] == "delivered":
+        want.update(("order_cancellation_refused", c) for c in p.channels)
+    return want
+
+
+async def check_outcomes(shop: Shop, placed: list[Placed], final: dict[str, dict[str, Any]]) -> None:
+    """Every order ended as its story allows; nobody was charged or refunded twice; every
+    cancelled paid order was refunded; every status change was notified exactly once per
+    channel."""
+    assert len({p.id for p in placed}) == len(placed), "two requests created the same order"
+    for p in placed:
+        order = final[p.id]
+        path = [h["status"] for h in order["history"]]
+        assert is_valid_path(path), f"{p.id}: impossible history {path}"
+        ending = (order["status"], order["cancel_reason"])
+        assert ending in allowed_endings(p), f"{p.id} ({p.card}, cancel {p.cancel}) ended {ending}"
+        if p.cancel == 409:
+            assert "preparing" in path or order["cancel_reason"] in ("out_of_stock", "payment_failed", "timeout"), \
+                f"{p.id}: cancel refused while cancellable: {path}"
+
+    async def payment_checks(p: Placed) -> None:
+        order = final[p.id]
+        payments, charges = await asyncio.gather(shop.payments(p.id), shop.charges(p.id))
+        succeeded = [c for c in charges if c["status"] == "succeeded"]
+        assert len(succeeded) <= 1, f"{p.id}: charged {len(succeeded)} times"
+        assert len(payments) <= 1, f"{p.id}: {len(payments)} payments"
+        refunds = [r for r in await shop.refunds() if succeeded and r["charge"] == succeeded[0]["id"]]
+        assert len(refunds) <= 1, f"{p.id}: refunded {len(refunds)} times"
+        if order["status"] == "delivered":
+            assert (len(succeeded), len(refunds), order["payment_status"]) == (1, 0, "completed"), p.id
+        elif succeeded:  # cancelled after the money was taken: it must be back
+            assert len(refunds) == 1, f"{p.id}: cancelled but its charge was not refunded"
+            assert order["payment_status"] == "refunded", p.id
+        if order["cancel_reason"] == "out_of_stock":
+            assert not charges, f"{p.id}: charged although nothing could be reserved"
+
+    gate = asyncio.Semaphore(20)
+
+    async def gated(check: Any, p: Placed) -> None:
+        async with gate:
+            await check(p)
+
+    await asyncio.gather(*(gated(payment_checks, p) for p in placed))
+
+    async def notified(p: Placed, timeout: float = 60.0) -> None:
+        want = expected_notifications(p, final[p.id])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            got = Counter((n["template"], n["channel"]) for n in await shop.notifications(p.id))
+            if got == want or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert got == want, f"{p.id}: notifications {dict(got)} != {dict(want)}"
+
+    await asyncio.gather(*(gated(notified, p) for p in placed))
+
+
+async def stock_up(shop: Shop, amount: int = 10_000_000) -> None:
+    """Plenty of everything, so that no order of the test runs out."""
+    for item in await shop.inventory():
+        await shop.set_stock(item["ingredient"], amount)
+
+
+def assert_nothing_ran_out(final: dict[str, dict[str, Any]]) -> None:
+    ran_out = [o["id"] for o in final.values() if o["cancel_reason"] == "out_of_stock"]
+    assert not ran_out, f"{len(ran_out)} orders ran out of stock although stock was plentiful"
+
+
+async def check_invariants(shop: Shop) -> None:
+    """Stock is conserved and nothing stays reserved once every order ended; no saga is left
+    running or compensating."""
+    for item in await shop.inventory():
+        assert item["on_hand"] + item["reserved"] + item["consumed"] == item["received"], item
+        assert item["reserved"] == 0, f"{item['ingredient']}: a reservation outlived its order"
+    counts = await shop.saga_counts()
+    assert counts.get("running", 0) == 0, counts
+    assert counts.get("compensating", 0) == 0, counts

@@ -1,0 +1,188 @@
+"""The whole system as a user runs it: `pizzeria up` in a subprocess, on free ports, with its
+own data directory, plus a client for the API and the process controls chaos tests need."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pizzeria.kit.settings import SERVICE_PORTS
+from tests.support.tcpproxy import free_port
+
+
+class System:
+    """`pizzeria up` with every service on a free port."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.ports = {name: free_port() for name in SERVICE_PORTS}
+        self.env = {
+            **os.environ,
+            "PIZZERIA_VAR_DIR": str(workdir / "var"),
+            "LOG_LEVEL": "INFO",
+            **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.output = workdir / "up.log"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    async def start(self, timeout: float = 180.0) -> System:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pizzeria", "up"], cwd=self.workdir, env=self.env,
+            stdout=self.output.open("wb"), stderr=subprocess.STDOUT,
+        )
+        await self.wait_until(self._all_ready, timeout, "every service ready")
+        return self
+
+    async def _all_ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"pizzeria up exited early:\n{self.output.read_text()[-3000:]}")
+        async with httpx.AsyncClient(timeout=2) as client:
+            for service in self.ports:
+                try:
+                    if (await client.get(f"{self.url(service)}/ready")).status_code != 200:
+                        return False
+                except httpx.HTTPError:
+                    return False
+        return "pizzeria is up" in self.output.read_text()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    async def pid(self, service: str) -> int:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return int((await client.get(f"{self.url(service)}/health")).json()["pid"])
+
+    async def kill(self, service: str) -> int:
+        """SIGKILL a service process (no cleanup, like a power cut); returns its pid."""
+        pid = await self.pid(service)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    async def wait_until(self, predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await predicate():
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+
+    def logs(self, service: str) -> str:
+        path = self.workdir / "var" / "log" / f"{service}.log"
+        return path.read_text() if path.exists() else ""
+
+
+class Shop:
+    """A customer-side client of the order API, retrying the way a careful client does."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def menu(self) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('catalog')}/api/v1/menu")
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def place(self, body: dict[str, Any], *, customer: str, key: str | None = None,
+                    retry_for: float = 60.0) -> dict[str, Any]:
+        """POST an order; on a dropped connection or a 5xx, retry with the SAME key."""
+        key = key or str(uuid.uuid4())
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                response = await self.http.post(
+                    f"{self.system.url('orders')}/api/v1/orders", json=body,
+                    headers={"Idempotency-Key": key, "X-Customer-Id": customer},
+                )
+                if response.status_code == 202:
+                    order: dict[str, Any] = response.json()
+                    return order
+                if response.status_code < 500 and response.status_code != 422:
+                    raise AssertionError(f"order refused: {response.status_code} {response.text}")
+                if response.status_code == 422 and "no menu item" not in response.text:
+                    raise AssertionError(f"order refused: {response.text}")
+            except httpx.TransportError:
+                pass  # the orders process may be restarting
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order with key {key} not accepted within {retry_for}s")
+            await asyncio.sleep(0.2)
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"{self.system.url('orders')}/api/v1/orders/{order_id}")
+        response.raise_for_status()
+        found: dict[str, Any] = response.json()
+        return found
+
+    async def payments(self, order_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('payments')}/api/v1/payments",
+                                       params={"order_id": order_id})
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def charges(self, order_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('provider')}/v1/charges", params={"order_id": order_id})
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def cancel(self, order_id: str, *, customer: str) -> int:
+        response = await self.http.post(f"{self.system.url('orders')}/api/v1/orders/{order_id}/cancel",
+                                        headers={"X-Customer-Id": customer})
+        assert response.status_code in (202, 409), response.text
+        return response.status_code
+
+    async def refunds(self) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('provider')}/v1/refunds")
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def inventory(self) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('kitchen')}/api/v1/inventory")
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def set_stock(self, ingredient: str, on_hand: int) -> None:
+        response = await self.http.put(f"{self.system.url('kitchen')}/api/v1/inventory/{ingredient}",
+                                       json={"on_hand": on_hand})
+        response.raise_for_status()
+
+    async def saga_counts(self) -> dict[str, int]:
+        response = await self.http.get(f"{self.system.url('orders')}/api/v1/ops/sagas", params={"limit": 1})
+        response.raise_for_status()
+        counts: dict[str, int] = response.json()["counts"]
+        return counts
+
+    async def notifications(self, order_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('notifications')}/api/v1/notifications",
+                                       params={"order_id": order_id, "limit": 200})
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items

@@ -1,0 +1,56 @@
+"""Fixtures of the integration tests: a service database on SQLite or PostgreSQL, migrated by
+the real Alembic history, and an embedded SQL-log broker beside it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pizzeria.kit.db import Database
+from pizzeria.kit.migrations import upgrade
+from pizzeria.messaging.broker import TopicSpec
+from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
+from pizzeria.messaging.sqllog import SqlLogBroker
+from tests.support.postgres import create_database, drop_database
+
+#: A table standing in for a service's own state, written in the same transactions as the outbox.
+state_metadata = sa.MetaData()
+widgets = sa.Table(
+    "widgets", state_metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A service database with the messaging migrations applied and a `widgets` table."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/service.db"
+    else:
+        url = await create_database()
+    await upgrade(url, [MESSAGING_MIGRATIONS])
+    database = Database(url, pool_size=20)
+    async with database.transaction() as conn:
+        await conn.run_sync(state_metadata.create_all)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+        if request.param == "postgres":
+            await drop_database(url)
+
+
+@pytest.fixture
+async def sqllog(tmp_path: Path) -> AsyncIterator[SqlLogBroker]:
+    broker = SqlLogBroker(f"sqlite:///{tmp_path}/broker.db", poll_interval_ms=10, session_timeout_ms=2000)
+    await broker.start()
+    await broker.create_topics([TopicSpec("test.events", partitions=3), TopicSpec("testgroup.dlq", partitions=3)])
+    try:
+        yield broker
+    finally:
+        await broker.close()

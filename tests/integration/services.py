@@ -1,0 +1,41 @@
+"""Run service apps in-process on the embedded stack (SQLite + SQL-log broker in a temp dir),
+with their real lifespan: migrations, relay and consumers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from pizzeria.contracts.topology import all_topics
+from pizzeria.kit.settings import Settings
+from pizzeria.messaging.runtime import broker_from_settings
+from pizzeria.messaging.topics import topic_specs
+from pizzeria.services.registry import entry
+
+
+def embedded_settings(var_dir: Path, **extra: str) -> Settings:
+    return Settings(PIZZERIA_VAR_DIR=str(var_dir), SQLLOG_POLL_INTERVAL_MS="10", **extra)  # type: ignore[call-arg]
+
+
+async def create_topics(settings: Settings) -> None:
+    broker = broker_from_settings(settings)
+    await broker.start()
+    try:
+        await broker.create_topics(topic_specs(all_topics(), partitions=settings.topic_partitions))
+    finally:
+        await broker.close()
+
+
+@contextlib.asynccontextmanager
+async def running(service: str, settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The service app with its lifespan entered, and an HTTP client bound to it."""
+    await create_topics(settings)
+    app: FastAPI = entry(service).load().create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{service}") as client:
+            yield app, client

@@ -1,0 +1,243 @@
+"""One conformance suite, every broker adapter: the embedded SQL log on SQLite and on
+PostgreSQL, and Kafka (against Tansu). Each adapter must keep the same promises."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from pizzeria.messaging.broker import Broker, BrokerError, OutgoingMessage, TopicSpec
+from tests.integration.brokers import BrokerHarness, drain, kafka, next_offsets, sqllog_postgres, sqllog_sqlite
+from tests.support.postgres import create_database, drop_database
+from tests.support.tansu import Tansu
+from tests.support.tcpproxy import TcpProxy
+
+BACKENDS = ["sqllog-sqlite", "sqllog-postgres", "kafka"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def harness(request: pytest.FixtureRequest, tmp_path, unique: str) -> AsyncIterator[BrokerHarness]:
+    prefix = f"t{unique}"
+    proxy: TcpProxy | None = None
+    pg_db: str | None = None
+    if request.param == "sqllog-sqlite":
+        h = sqllog_sqlite(str(tmp_path / "broker.db"), prefix)
+    elif request.param == "sqllog-postgres":
+        pg_db = url = await create_database()
+        proxy = TcpProxy(5432).start()
+        db_name = url.rsplit("/", 1)[1]
+        h = sqllog_postgres(f"postgresql://postgres@127.0.0.1:{proxy.listen_port}/{db_name}",
+                            lambda: proxy.drop_all(refuse_for=1.0), prefix)  # type: ignore[union-attr]
+    else:
+        tansu: Tansu = request.getfixturevalue("tansu")
+        assert tansu.proxy is not None
+        h = kafka(tansu.bootstrap, lambda: tansu.proxy.drop_all(refuse_for=1.0), prefix)  # type: ignore[union-attr]
+    try:
+        yield h
+    finally:
+        await h.close()
+        if proxy is not None:
+            proxy.close()
+        if pg_db is not None:
+            await drop_database(pg_db)
+
+
+def message(topic: str, key: str | None, n: int, **extra: str) -> OutgoingMessage:
+    return OutgoingMessage(topic=topic, key=key, value=orjson.dumps({"n": n, "key": key}),
+                           headers={"ce_id": str(uuid.uuid4()), **extra})
+
+
+async def make_topic(broker: Broker, h: BrokerHarness, name: str, partitions: int = 3) -> str:
+    topic = h.topic(name)
+    await broker.create_topics([TopicSpec(topic, partitions=partitions)])
+    return topic
+
+
+async def test_publish_then_consume_keeps_key_value_and_headers(harness: BrokerHarness) -> None:
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "basic")
+    sent = [message(topic, f"k{i}", i, trace="abc") for i in range(20)]
+    await broker.publish(sent)
+
+    consumer = broker.consumer(harness.group("g"), [topic])
+    await consumer.start()
+    got = await drain(consumer, 20)
+    await consumer.close()
+
+    assert sorted(orjson.loads(r.value)["n"] for r in got) == list(range(20))
+    by_n = {orjson.loads(r.value)["n"]: r for r in got}
+    for i, m in enumerate(sent):
+        assert by_n[i].key == m.key
+        assert by_n[i].headers["trace"] == "abc"
+        assert by_n[i].headers["ce_id"] == m.headers["ce_id"]
+        assert by_n[i].topic == topic
+        assert by_n[i].timestamp_ms > 0
+
+
+async def test_topics_are_created_explicitly_and_idempotently(harness: BrokerHarness) -> None:
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "twice")
+    await broker.create_topics([TopicSpec(topic, partitions=3)])  # no error the second time
+    await broker.publish([message(topic, "a", 1)])
+    if harness.name.startswith("sqllog"):  # Kafka brokers may auto-create; ours never do
+        with pytest.raises(BrokerError):
+            await broker.publish([message(harness.topic("never-created"), "a", 1)])
+
+
+async def test_same_key_keeps_its_order(harness: BrokerHarness) -> None:
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "order", partitions=3)
+    keys = [f"order-{i}" for i in range(10)]
+    counters = dict.fromkeys(keys, 0)
+    batch = []
+    for _ in range(300):
+        key = random.choice(keys)
+        batch.append(message(topic, key, counters[key]))
+        counters[key] += 1
+        if len(batch) == 37:  # several publish calls, interleaved keys
+            await broker.publish(batch)
+            batch = []
+    await broker.publish(batch)
+
+    consumer = broker.consumer(harness.group("g"), [topic])
+    await consumer.start()
+    got = await drain(consumer, 300)
+    await consumer.close()
+
+    seen: dict[str, list[int]] = defaultdict(list)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    for r in got:
+        seen[r.key or ""].append(orjson.loads(r.value)["n"])
+        partitions[r.key or ""].add(r.partition)
+    assert len(got) == 300
+    for key in keys:
+        assert seen[key] == list(range(counters[key])), f"{key} out of order"
+        assert len(partitions[key]) == 1, "a key must always land on one partition"
+
+
+async def test_two_groups_each_receive_everything(harness: BrokerHarness) -> None:
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "fanout")
+    await broker.publish([message(topic, f"k{i % 7}", i) for i in range(100)])
+
+    one = broker.consumer(harness.group("one"), [topic])
+    two = broker.consumer(harness.group("two"), [topic])
+    await asyncio.gather(one.start(), two.start())
+    got_one, got_two = await asyncio.gather(drain(one, 100), drain(two, 100))
+    await asyncio.gather(one.close(), two.close())
+
+    assert sorted(orjson.loads(r.value)["n"] for r in got_one) == list(range(100))
+    assert sorted(orjson.loads(r.value)["n"] for r in got_two) == list(range(100))
+
+
+async def test_uncommitted_records_are_delivered_again_after_the_consumer_dies(harness: BrokerHarness) -> None:
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "redeliver")
+    await broker.publish([message(topic, f"k{i % 5}", i) for i in range(30)])
+    group = harness.group("g")
+
+    first = broker.consumer(group, [topic])
+    await first.start()
+    seen = await drain(first, 30, commit=False)
+    assert len(seen) == 30
+    await first.close()  # dies before committing anything
+
+    second = broker.consumer(group, [topic])
+    await second.start()
+    again = await drain(second, 30)
+    await second.close()
+    assert sorted(orjson.loads(r.value)["n"] for r in again) == list(range(30))
+
+
+async def test_a_new_member_resumes_from_the_committed_offset(harness: BrokerHarness) -> None:
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "resume", partitions=1)
+    await broker.publish([message(topic, "same", i) for i in range(100)])
+    group = harness.group("g")
+
+    first = broker.consumer(group, [topic])
+    await first.start()
+    head = await drain(first, 40, commit=False, batch=40)
+    head = head[:40]
+    await first.commit(next_offsets(head))
+    await first.close()
+
+    second = broker.consumer(group, [topic])
+    await second.start()
+    rest = await drain(second, 60)
+    await second.close()
+    assert [orjson.loads(r.value)["n"] for r in head] == list(range(40))
+    assert [orjson.loads(r.value)["n"] for r in rest] == list(range(40, 100))
+
+
+async def test_ten_thousand_messages_survive_a_dropped_connection(harness: BrokerHarness) -> None:
+    total = 10_000
+    producer = await harness.client()
+    topic = await make_topic(producer, harness, "bulk")
+    consumer_side = await harness.client()
+    consumer = consumer_side.consumer(harness.group("g"), [topic])
+    await consumer.start()
+    received: set[int] = set()
+    disrupted = asyncio.Event()
+    dropped = 0
+
+    async def produce() -> None:
+        nonlocal dropped
+        for start in range(0, total, 250):
+            batch = [message(topic, f"k{i % 50}", i) for i in range(start, start + 250)]
+            while True:  # the outbox relay's contract: retry until acknowledged
+                try:
+                    await producer.publish(batch)
+                    break
+                except BrokerError:
+                    await asyncio.sleep(0.1)
+            if start >= total // 2 and not disrupted.is_set():
+                disrupted.set()
+                dropped = await harness.disrupt()
+
+    async def consume() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 180
+        while len(received) < total and loop.time() < deadline:
+            try:
+                records = await consumer.fetch(1000, timeout=0.5)
+                if records:
+                    await consumer.commit(next_offsets(records))
+            except BrokerError:
+                continue
+            received.update(orjson.loads(r.value)["n"] for r in records)
+
+    await asyncio.gather(produce(), consume())
+    await consumer.close()
+    assert disrupted.is_set()
+    assert dropped > 0, "the disruption must actually have cut live connections"
+    missing = set(range(total)) - received
+    assert not missing, f"{len(missing)} messages lost, e.g. {sorted(missing)[:10]}"
+
+
+@pytest.mark.parametrize("harness", ["sqllog-sqlite", "sqllog-postgres"], indirect=True)
+async def test_a_member_that_stops_heartbeating_loses_its_partitions(harness: BrokerHarness) -> None:
+    """A consumer process killed outright never leaves the group: its partitions must move to
+    the surviving member once its session times out. (A Kafka member cannot be killed inside
+    this process; the whole-system crash tests kill one with SIGKILL.)"""
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "abrupt")
+    await broker.publish([message(topic, f"k{i}", i) for i in range(30)])
+    group = harness.group("g")
+
+    doomed = broker.consumer(group, [topic])
+    await doomed.start()
+    assert len(doomed.assignment()) == 3
+    doomed._heartbeat.cancel()  # type: ignore[attr-defined]  # "kill -9": no leave, no heartbeat
+
+    survivor = broker.consumer(group, [topic])
+    await survivor.start()
+    got = await drain(survivor, 30, timeout=30)
+    await survivor.close()
+    assert sorted(orjson.loads(r.value)["n"] for r in got) == list(range(30))

@@ -1,0 +1,95 @@
+"""A poison message goes to its group's dead-letter topic and table; `pizzeria dlq` lists,
+shows, replays and discards it, against a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+from pizzeria.messaging.broker import OutgoingMessage
+from pizzeria.messaging.deadletters import DeadLetterStore
+from pizzeria.messaging.runtime import MessagingRuntime, broker_from_settings
+from tests.integration.services import embedded_settings, running
+
+
+def cli(var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PIZZERIA_VAR_DIR": str(var_dir)}
+    return subprocess.run([sys.executable, "-m", "pizzeria", "dlq", *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+async def wait_for_status(store: DeadLetterStore, dl_id: str, status: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = await store.get(dl_id)
+        if row and row["status"] == status:
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"dead letter {dl_id} never became {status}")
+
+
+async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    async with running("orders", settings) as (app, _):
+        runtime: MessagingRuntime = app.state.runtime
+        broker = broker_from_settings(settings)
+        await broker.start()
+        message_id = str(uuid.uuid4())
+        # A catalog event whose data breaks its schema: it can never be processed.
+        await broker.publish([OutgoingMessage(
+            topic="catalog.events", key="k", value=orjson.dumps({"menu_item_id": "not-a-uuid"}),
+            headers={"ce_id": message_id, "ce_source": "/pizzeria/catalog", "ce_specversion": "1.0",
+                     "ce_type": "pizzeria.catalog.MenuItemUpdated.v1", "ce_correlationid": "corr-1"},
+        )])
+        store = runtime.dead_letters
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not await store.recent():
+            await asyncio.sleep(0.05)
+        [dead] = await store.recent()
+        assert (dead["message_id"], dead["group_id"]) == (message_id, "orders")
+        assert (dead["status"], dead["attempts"]) == ("dead", 1)
+        assert dead["error"].startswith("schema:")
+
+        # It also went to the group's dead-letter topic with its original headers.
+        consumer = broker.consumer("dlq-watcher", ["orders.dlq"])
+        await consumer.start()
+        records = []
+        while time.monotonic() < deadline and not records:
+            records = await consumer.fetch(10, timeout=0.2)
+        await consumer.close()
+        assert records[0].headers["ce_id"] == message_id
+        assert records[0].headers["dlq_group"] == "orders"
+        assert records[0].headers["dlq_error"].startswith("schema:")
+        assert records[0].headers["dlq_attempts"] == "1"
+        assert records[0].headers["dlq_original_topic"] == "catalog.events"
+        await broker.close()
+
+        listed = cli(tmp_path, "list")
+        assert listed.returncode == 0, listed.stderr
+        assert dead["id"] in listed.stdout
+        assert "pizzeria.catalog.MenuItemUpdated.v1" in listed.stdout
+        shown = cli(tmp_path, "show", dead["id"])
+        assert shown.returncode == 0, shown.stderr
+        detail = orjson.loads(shown.stdout)
+        assert detail["headers"]["ce_correlationid"] == "corr-1"
+        assert detail["payload"] == {"menu_item_id": "not-a-uuid"}
+
+        replayed = cli(tmp_path, "replay", dead["id"])
+        assert replayed.returncode == 0, replayed.stderr
+        # The consumer runs it again; it is still poison, so it is dead again, with both attempts.
+        again = await wait_for_status(store, dead["id"], "dead")
+        assert again["attempts"] == 2
+
+        assert cli(tmp_path, "discard", dead["id"]).returncode == 0
+        assert (await store.get(dead["id"]))["status"] == "discarded"  # type: ignore[index]
+        refused = cli(tmp_path, "replay", dead["id"])
+        assert refused.returncode == 1
+        assert "only 'dead' ones" in refused.stderr
+        assert cli(tmp_path, "show", str(uuid.uuid4())).returncode == 1

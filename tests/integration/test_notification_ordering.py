@@ -1,0 +1,85 @@
+"""Events of one order reach notifications on two topics and may be handled at the same time:
+a payment receipt handled while the order's contact is still being added is deferred, and
+released once the contact is there; it is never lost and never sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from pizzeria.contracts.orders import Contact, OrderLine, OrderPlaced, PaymentMethod
+from pizzeria.contracts.payments import PaymentCompleted
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database
+from pizzeria.kit.migrations import upgrade
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.notifications import repository
+from pizzeria.services.notifications.app import MIGRATIONS
+from pizzeria.services.notifications.domain import DEFAULT_TEMPLATES
+from pizzeria.services.notifications.handlers import build_events, release_deferred
+from pizzeria.services.notifications.tables import notifications
+
+
+@pytest.fixture
+async def notifications_db(db: Database) -> Database:
+    await upgrade(db.url, [MESSAGING_MIGRATIONS, MIGRATIONS])
+    async with db.transaction() as conn:
+        await repository.seed_templates(conn, DEFAULT_TEMPLATES)
+    return db
+
+
+def placed(order_id: uuid.UUID) -> OrderPlaced:
+    return OrderPlaced(
+        order_id=order_id, customer_id="c1",
+        items=[OrderLine(menu_item_id=uuid.uuid4(), name="M", size="medium", quantity=1, unit_price=990)],
+        total=990, currency="EUR", payment_method=PaymentMethod(token="tok_visa"), delivery_address="1 St",
+        contact=Contact(email="c1@example.com"), placed_at=utcnow(),
+    )
+
+
+def envelope(message: OrderPlaced | PaymentCompleted) -> Envelope:
+    return Envelope.wrap(message, source="/test")
+
+
+@pytest.mark.parametrize("receipt_first", [False, True])
+async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: Database, receipt_first: bool) -> None:
+    db = notifications_db
+    handlers = build_events(lambda: None)
+    order_id = uuid.uuid4()
+    order_event = placed(order_id)
+    payment_event = PaymentCompleted(payment_id=uuid.uuid4(), order_id=order_id, amount=990, currency="EUR",
+                                     provider_charge_id="ch_1", at=utcnow())
+    on_placed = handlers.get(OrderPlaced.type_name())[1]  # type: ignore[index]
+    on_paid = handlers.get(PaymentCompleted.type_name())[1]  # type: ignore[index]
+    first_started = asyncio.Event()
+
+    async def handle(event: OrderPlaced | PaymentCompleted, handler, hold: bool) -> None:  # type: ignore[no-untyped-def]
+        async with UnitOfWork(db, source="/test") as uow:
+            await handler(event, envelope(event), uow)
+            if hold:  # keep the transaction open while the other event is handled
+                first_started.set()
+                await asyncio.sleep(0.3)
+            await uow.commit()
+
+    async def second(event, handler) -> None:  # type: ignore[no-untyped-def]
+        await first_started.wait()
+        await handle(event, handler, hold=False)
+
+    if receipt_first:
+        await asyncio.gather(handle(payment_event, on_paid, hold=True), second(order_event, on_placed))
+    else:
+        await asyncio.gather(handle(order_event, on_placed, hold=True), second(payment_event, on_paid))
+
+    await release_deferred(UnitOfWork(db, source="/test"))  # what the dispatcher does every second
+    await release_deferred(UnitOfWork(db, source="/test"))  # and again: nothing more to release
+    async with db.read() as conn:
+        rows = (await conn.execute(sa.select(notifications.c.template, notifications.c.channel)
+                                   .where(notifications.c.order_id == order_id))).all()
+    assert Counter((r.template, r.channel) for r in rows) == Counter(
+        {("order_placed", "email"): 1, ("payment_receipt", "email"): 1})

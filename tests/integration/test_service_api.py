@@ -1,0 +1,185 @@
+"""The HTTP edge of each service: bad input gets a clear 4xx `application/problem+json`, never
+a 500 and never a partial write; the common endpoints answer on every service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.services import embedded_settings, running
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["detail"]
+    if slug:
+        assert body["type"].endswith("/" + slug), body["type"]
+    return body
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with running("catalog", embedded_settings(tmp_path)) as (_, client):
+        yield client
+
+
+@pytest.fixture
+async def orders(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Orders, fed by a running catalog (its menu copy comes from catalog events)."""
+    settings = embedded_settings(tmp_path)
+    async with running("catalog", settings) as (_, catalog_client), running("orders", settings) as (_, client):
+        client.menu = (await catalog_client.get("/api/v1/menu")).json()["items"]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until orders has its copy of the menu
+            response = await client.post("/api/v1/orders", json=valid_order(client.menu[0]),  # type: ignore[attr-defined]
+                                         headers={"Idempotency-Key": "warmup"})
+            if response.status_code == 202:
+                break
+            await asyncio.sleep(0.05)
+        yield client
+
+
+def valid_order(item: dict[str, Any]) -> dict[str, Any]:
+    return {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}
+
+
+@pytest.mark.parametrize(
+    "service", ["identity", "catalog", "orders", "payments", "notifications", "provider", "kitchen", "delivery"]
+)
+async def test_every_service_has_health_ready_and_metrics(tmp_path: Path, service: str) -> None:
+    async with running(service, embedded_settings(tmp_path)) as (_, client):
+        health = await client.get("/health", headers={"X-Request-ID": "req-123"})
+        assert health.status_code == 200
+        assert health.json()["service"] == service
+        assert health.headers["x-request-id"] == "req-123"
+        ready = await client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "pizzeria_http_request_duration_seconds_bucket" in metrics.text
+        assert_problem(await client.get("/no/such/route"), 404)
+
+
+async def test_catalog_rejects_bad_items_with_field_errors(catalog: httpx.AsyncClient) -> None:
+    before = len((await catalog.get("/api/v1/menu")).json()["items"])
+    cases = [
+        {},
+        {"name": "", "sizes": [{"size": "small", "price": 100}]},
+        {"name": "X", "sizes": []},
+        {"name": "X", "sizes": [{"size": "small", "price": -5}]},
+        {"name": "X", "sizes": [{"size": "small", "price": 100}, {"size": "small", "price": 200}]},
+        {"name": "X", "sizes": [{"size": "small", "price": 100}], "unknown": 1},
+        {"name": "X", "sizes": [{"size": "small", "price": 100}], "currency": "euro"},
+        {"name": "X", "sizes": [{"size": "small", "price": 100}],
+         "recipe": [{"ingredient": "cheese", "quantity": 1}, {"ingredient": "cheese", "quantity": 2}]},
+    ]
+    for body in cases:
+        problem = assert_problem(await catalog.post("/api/v1/menu", json=body), 422)
+        assert problem["errors"], body
+    broken = await catalog.post("/api/v1/menu", content=b"{not json", headers={"content-type": "application/json"})
+    assert_problem(broken, 422)
+    assert_problem(await catalog.get("/api/v1/menu/not-a-uuid"), 422)
+    assert_problem(await catalog.get(f"/api/v1/menu/{uuid.uuid4()}"), 404, "not-found")
+    assert_problem(await catalog.delete(f"/api/v1/menu/{uuid.uuid4()}"), 404)
+    assert len((await catalog.get("/api/v1/menu")).json()["items"]) == before, "no partial writes"
+
+
+async def test_catalog_create_update_delete(catalog: httpx.AsyncClient) -> None:
+    body = {"name": "Calzone", "sizes": [{"size": "medium", "price": 1200}],
+            "recipe": [{"ingredient": "dough", "quantity": 1}]}
+    created = await catalog.post("/api/v1/menu", json=body)
+    assert created.status_code == 201
+    item = created.json()
+    assert created.headers["location"] == f"/api/v1/menu/{item['id']}"
+    assert item["version"] == 1
+    updated = await catalog.put(f"/api/v1/menu/{item['id']}", json={**body, "name": "Calzone Grande"})
+    assert updated.json()["version"] == 2
+    assert (await catalog.get(f"/api/v1/menu/{item['id']}")).json()["name"] == "Calzone Grande"
+    assert (await catalog.delete(f"/api/v1/menu/{item['id']}")).status_code == 204
+    assert_problem(await catalog.get(f"/api/v1/menu/{item['id']}"), 404)
+    assert item["id"] not in {i["id"] for i in (await catalog.get("/api/v1/menu")).json()["items"]}
+
+
+async def test_orders_refuses_bad_orders_clearly(orders: httpx.AsyncClient) -> None:
+    item = orders.menu[0]  # type: ignore[attr-defined]
+    good = valid_order(item)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    assert_problem(await orders.post("/api/v1/orders", json=good), 400, "idempotency-key-missing")
+    bad_bodies = [
+        {**good, "items": []},
+        {**good, "items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 0}]},
+        {**good, "items": [{"menu_item_id": "nope", "size": "medium", "quantity": 1}]},
+        {**good, "payment": {"token": "visa"}},
+        {**good, "delivery_address": ""},
+        {**good, "contact": {"email": "not-an-email"}},
+        {**good, "extra": True},
+    ]
+    for body in bad_bodies:
+        assert_problem(await orders.post("/api/v1/orders", json=body, headers=key), 422)
+    unknown = {**good, "items": [{"menu_item_id": str(uuid.uuid4()), "size": "medium", "quantity": 1}]}
+    problem = assert_problem(await orders.post("/api/v1/orders", json=unknown, headers=key), 422, "validation-failed")
+    assert problem["errors"][0]["field"] == "items.0.menu_item_id"
+    wrong_size = {**good, "items": [{"menu_item_id": item["id"], "size": "gigantic", "quantity": 1}]}
+    problem = assert_problem(await orders.post("/api/v1/orders", json=wrong_size, headers=key), 422)
+    assert "gigantic" in problem["detail"]
+    assert_problem(await orders.get(f"/api/v1/orders/{uuid.uuid4()}"), 404)
+    assert_problem(await orders.get("/api/v1/orders", params={"cursor": "%%%"}), 400, "bad-cursor")
+    assert_problem(await orders.get("/api/v1/orders", params={"status": "teleported"}), 422)
+    assert_problem(await orders.get("/api/v1/orders", params={"limit": 0}), 422)
+    # The list comes from the read model, which follows the orders a moment later.
+    deadline = time.monotonic() + 30
+    while not (listed := (await orders.get("/api/v1/orders", headers={"X-Customer-Id": "guest"})).json()["items"]):
+        assert time.monotonic() < deadline, "the warm-up order never reached the read model"
+        await asyncio.sleep(0.05)
+    assert len(listed) == 1, "only the warm-up order exists: nothing bad was written"
+    # The key was never used by a refused request: it still places the order.
+    placed = await orders.post("/api/v1/orders", json=good, headers=key)
+    assert placed.status_code == 202
+
+
+async def test_orders_pages_through_orders_newest_first(orders: httpx.AsyncClient) -> None:
+    body = valid_order(orders.menu[0])  # type: ignore[attr-defined]
+    ids = []
+    for _ in range(5):
+        response = await orders.post("/api/v1/orders", json=body,
+                                     headers={"Idempotency-Key": str(uuid.uuid4()), "X-Customer-Id": "pager"})
+        ids.append(response.json()["id"])
+    deadline = time.monotonic() + 30
+    while len((await orders.get("/api/v1/orders", params={"limit": 10},
+                                headers={"X-Customer-Id": "pager"})).json()["items"]) < 5:
+        assert time.monotonic() < deadline, "orders never reached the read model"
+        await asyncio.sleep(0.05)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await orders.get("/api/v1/orders", params=params, headers={"X-Customer-Id": "pager"})).json()
+        seen += [o["id"] for o in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+async def test_payments_and_notifications_refuse_bad_queries(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    async with running("payments", settings) as (_, payments), running("notifications", settings) as (_, notes):
+        assert_problem(await payments.get("/api/v1/payments"), 422)
+        assert_problem(await payments.get("/api/v1/payments", params={"order_id": "x"}), 422)
+        assert_problem(await payments.get(f"/api/v1/payments/{uuid.uuid4()}"), 404)
+        assert (await payments.get("/api/v1/payments", params={"order_id": str(uuid.uuid4())})).json() == {"items": []}
+        assert_problem(await notes.get("/api/v1/notifications", params={"limit": 1000}), 422)
+        assert_problem(await notes.get("/api/v1/notifications", params={"order_id": "x"}), 422)

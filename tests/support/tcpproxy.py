@@ -1,0 +1,98 @@
+"""A TCP proxy for fault injection: sits between a client and a server on loopback and can cut
+every connection mid-stream or refuse new ones for a while. Runs its own event loop in a
+thread so both sync and async tests can use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TcpProxy:
+    """Forwards `listen_port` → `target_port` on 127.0.0.1."""
+
+    def __init__(self, target_port: int, listen_port: int | None = None) -> None:
+        self.target_port = target_port
+        self.listen_port = listen_port or free_port()
+        self.loop = asyncio.new_event_loop()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._refuse_until = 0.0
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, name="tcp-proxy", daemon=True)
+        self.connections = 0
+        self.drops = 0
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(10)
+        return self
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if time.monotonic() < self._refuse_until:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.connections += 1
+        self._writers.update({writer, up_writer})
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
+
+    def drop_all(self, refuse_for: float = 0.0) -> int:
+        """Reset every open connection (both directions); refuse new ones for `refuse_for` s."""
+
+        async def drop() -> int:
+            self._refuse_until = time.monotonic() + refuse_for
+            victims = list(self._writers)
+            for w in victims:
+                sock = w.get_extra_info("socket")
+                with contextlib.suppress(Exception):
+                    if sock is not None:  # RST instead of FIN: a real connection loss
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    w.transport.abort()
+            self._writers.clear()
+            return len(victims)
+
+        dropped = asyncio.run_coroutine_threadsafe(drop(), self.loop).result(10)
+        self.drops += 1
+        return dropped
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

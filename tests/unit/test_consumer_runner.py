@@ -1,0 +1,512 @@
+"""The consumer runner on the in-memory broker and a real SQLite service database: inbox
+deduplication, retries, dead letters (table and `<group>.dlq` outbox row) and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY as METRICS
+
+from pizzeria.kit import context
+from pizzeria.kit.db import Database
+from pizzeria.kit.ids import new_id
+from pizzeria.messaging.broker import OutgoingMessage, Record, TopicSpec
+from pizzeria.messaging.consumer import (
+    ConsumerRunner,
+    HandlerRegistry,
+    Outcome,
+    PermanentError,
+    RetryPolicy,
+)
+from pizzeria.messaging.deadletters import DeadLetterStore, as_record
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
+from pizzeria.messaging.tables import inbox, outbox
+from pizzeria.messaging.uow import UnitOfWork
+from tests.fakes import InMemoryBroker
+
+GROUP = "unittest-consumer"
+DLQ = f"{GROUP}.dlq"
+SOURCE = "/pizzeria/unittest"
+FAST = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.002)
+
+
+class ThingHappened(Message, context="unittest_consumer", key="thing_id"):
+    """What the runner under test consumes."""
+
+    thing_id: UUID
+    label: str
+
+
+class CountThing(Message, context="unittest_consumer", kind="command", key="thing_id"):
+    """The handler's effect: one outbox row per handled message."""
+
+    thing_id: UUID
+    label: str
+
+
+class NobodyListens(Message, context="unittest_consumer"):
+    """A type on the same topic that no handler takes."""
+
+    n: int
+
+
+TOPIC = ThingHappened.topic()
+EFFECTS = CountThing.topic()
+
+
+class Handler:
+    """Emits its effect, then fails for the first `fail_times` calls with `error`."""
+
+    def __init__(self, fail_times: int = 0, error: Exception | None = None) -> None:
+        self.fail_times = fail_times
+        self.error = error or RuntimeError("boom")
+        self.calls = 0
+        self.seen: list[tuple[str | None, str | None]] = []
+        self.emitted: list[Envelope] = []
+
+    async def __call__(self, message: ThingHappened, envelope: Envelope, uow: UnitOfWork) -> None:
+        self.calls += 1
+        self.seen.append((context.correlation_id.get(), context.causation_id.get()))
+        self.emitted.append(uow.emit(CountThing(thing_id=message.thing_id, label=message.label)))
+        if self.calls <= self.fail_times:
+            raise self.error
+
+
+@pytest.fixture
+async def topics(broker: InMemoryBroker) -> None:
+    await broker.create_topics([TopicSpec(TOPIC, partitions=3), TopicSpec(DLQ, partitions=1)])
+
+
+@pytest.fixture
+def make_runner(
+    db: Database, broker: InMemoryBroker, topics: None
+) -> Callable[[Handler], ConsumerRunner]:
+    def uow() -> UnitOfWork:
+        return UnitOfWork(db, source=SOURCE)
+
+    def make(handler: Handler, retry: RetryPolicy = FAST) -> ConsumerRunner:
+        registry = HandlerRegistry()
+        registry.add(ThingHappened, handler)
+        return ConsumerRunner(
+            group=GROUP,
+            handlers=registry,
+            broker=broker,
+            uow_factory=uow,
+            dead_letters=DeadLetterStore(db, uow),
+            retry=retry,
+        )
+
+    return make
+
+
+@pytest.fixture
+def store(db: Database) -> DeadLetterStore:
+    return DeadLetterStore(db, lambda: UnitOfWork(db, source=SOURCE))
+
+
+def thing(label: str = "a", thing_id: UUID | None = None) -> ThingHappened:
+    return ThingHappened(thing_id=thing_id or uuid4(), label=label)
+
+
+async def publish(broker: InMemoryBroker, *items: Message | OutgoingMessage) -> list[Record]:
+    """Publish messages (enveloped) or raw records; returns the records they became."""
+    before = {(r.topic, r.partition, r.offset) for r in broker.records(TOPIC)}
+    await broker.publish(
+        [
+            item
+            if isinstance(item, OutgoingMessage)
+            else Envelope.wrap(item, source=SOURCE).to_outgoing(TOPIC)
+            for item in items
+        ]
+    )
+    return [r for r in broker.records(TOPIC) if (r.topic, r.partition, r.offset) not in before]
+
+
+async def rows(db: Database, table: sa.Table, *where: Any) -> list[dict[str, Any]]:
+    async with db.read() as conn:
+        result = await conn.execute(sa.select(table).where(*where))
+        return [dict(r._mapping) for r in result.all()]
+
+
+async def effects(db: Database) -> list[str]:
+    """Labels of the effects committed so far."""
+    found = await rows(db, outbox, outbox.c.topic == EFFECTS)
+    return sorted(orjson.loads(r["payload"])["label"] for r in found)
+
+
+def metric(name: str) -> float:
+    return METRICS.get_sample_value(name, {"group": GROUP}) or 0.0
+
+
+# -- effects happen once ---------------------------------------------------------------------
+
+
+async def test_a_message_is_handled_and_its_effect_committed(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    handler = Handler()
+    [record] = await publish(broker, thing("hello"))
+    assert await make_runner(handler).process(record) is Outcome.PROCESSED
+    assert await effects(db) == ["hello"]
+    assert len(await rows(db, inbox, inbox.c.group_id == GROUP)) == 1
+
+
+async def test_the_same_record_twice_has_one_effect(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    handler = Handler()
+    runner = make_runner(handler)
+    [record] = await publish(broker, thing("once"))
+    assert await runner.process(record) is Outcome.PROCESSED
+    assert await runner.process(record) is Outcome.DUPLICATE
+    assert handler.calls == 1
+    assert await effects(db) == ["once"]
+
+
+async def test_redelivery_after_a_close_without_commit_has_no_second_effect(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    await publish(broker, thing("x"), thing("y"), thing("z"))
+    runner = make_runner(Handler())
+    first = broker.consumer(GROUP, [TOPIC])
+    await first.start()
+    offsets = await runner.process_batch(await first.fetch(10, timeout=0))
+    await first.close()  # crashed before committing the offsets
+
+    second = broker.consumer(GROUP, [TOPIC])
+    await second.start()
+    again = await second.fetch(10, timeout=0)
+    assert len(again) == 3
+    assert await runner.process_batch(again) == offsets
+    await second.commit(offsets)
+    await second.close()
+    assert await effects(db) == ["x", "y", "z"]
+    assert broker.committed(GROUP) == {
+        tp: end for tp, end in broker.end_offsets(TOPIC).items() if end
+    }
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+async def test_a_transient_failure_is_retried_until_it_succeeds(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    handler = Handler(fail_times=2)
+    retries_before = metric("pizzeria_consumer_retries_total")
+    [record] = await publish(broker, thing("third time lucky"))
+    assert await make_runner(handler).process(record) is Outcome.PROCESSED
+    assert handler.calls == 3
+    assert metric("pizzeria_consumer_retries_total") - retries_before == 2
+    assert await effects(db) == ["third time lucky"]  # the failed attempts were rolled back
+    assert await rows(db, outbox, outbox.c.topic == DLQ) == []
+
+
+async def test_a_handler_that_always_fails_ends_as_a_dead_letter(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=100)
+    [record] = await publish(broker, thing("doomed"))
+    envelope = Envelope.from_record(record)
+    assert await make_runner(handler).process(record) is Outcome.DEAD_LETTERED
+    assert handler.calls == FAST.max_attempts
+    assert await effects(db) == []
+
+    [dead] = await store.recent()
+    assert dead["status"] == "dead"
+    assert dead["attempts"] == FAST.max_attempts
+    assert dead["error"] == "RuntimeError: boom"
+    assert (dead["group_id"], dead["message_id"], dead["message_type"]) == (
+        GROUP,
+        envelope.id,
+        envelope.type,
+    )
+    assert (dead["topic"], dead["partition"], dead["offset"], dead["key"]) == (
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+    )
+    assert dead["payload"] == record.value
+    assert orjson.loads(dead["headers"]) == dict(record.headers)
+
+    [published] = await rows(db, outbox, outbox.c.topic == DLQ)
+    assert (published["payload"], published["key"]) == (record.value, record.key)
+    headers = orjson.loads(published["headers"])
+    assert {k: v for k, v in headers.items() if not k.startswith("dlq_")} == dict(record.headers)
+    assert headers["dlq_id"] == dead["id"]
+    assert headers["dlq_group"] == GROUP
+    assert headers["dlq_error"] == "RuntimeError: boom"
+    assert headers["dlq_attempts"] == str(FAST.max_attempts)
+    assert (
+        headers["dlq_original_topic"],
+        headers["dlq_original_partition"],
+        headers["dlq_original_offset"],
+    ) == (TOPIC, str(record.partition), str(record.offset))
+    assert "dlq_failed_at" in headers
+
+
+async def test_a_redelivered_dead_letter_is_stored_once(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    runner = make_runner(Handler(fail_times=100))
+    [record] = await publish(broker, thing())
+    assert await runner.process(record) is Outcome.DEAD_LETTERED
+    assert await runner.process(record) is Outcome.DEAD_LETTERED
+    assert len(await store.recent()) == 1
+    assert len(await rows(db, outbox, outbox.c.topic == DLQ)) == 1
+
+
+# -- poison messages go at once --------------------------------------------------------------
+
+
+async def test_a_record_that_is_not_a_cloudevent_is_dead_lettered_at_once(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler()
+    [record] = await publish(
+        broker,
+        OutgoingMessage(
+            topic=TOPIC,
+            key="k",
+            value=b'{"hello": 1}',
+            headers={"content-type": "application/json"},
+        ),
+    )
+    assert await make_runner(handler).process(record) is Outcome.DEAD_LETTERED
+    assert handler.calls == 0
+    [dead] = await store.recent()
+    assert dead["attempts"] == 1
+    assert dead["error"].startswith("malformed:")
+    assert dead["message_id"] is None
+    [published] = await rows(db, outbox, outbox.c.topic == DLQ)
+    assert orjson.loads(published["headers"])["content-type"] == "application/json"
+
+
+async def test_data_that_fails_the_schema_is_dead_lettered_at_once(
+    make_runner: Any, broker: InMemoryBroker, store: DeadLetterStore
+) -> None:
+    handler = Handler()
+    bad = Envelope(
+        id=new_id(),
+        source=SOURCE,
+        type=ThingHappened.type_name(),
+        subject="k",
+        data=b'{"thing_id": "not-a-uuid"}',
+    )
+    [record] = await publish(broker, bad.to_outgoing(TOPIC))
+    assert await make_runner(handler).process(record) is Outcome.DEAD_LETTERED
+    assert handler.calls == 0
+    [dead] = await store.recent()
+    assert (dead["attempts"], dead["message_id"]) == (1, bad.id)
+    assert dead["error"].startswith("schema:")
+    assert "thing_id" in dead["error"]
+
+
+async def test_a_permanent_error_is_dead_lettered_without_retries(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=100, error=PermanentError("order does not exist"))
+    [record] = await publish(broker, thing())
+    assert await make_runner(handler).process(record) is Outcome.DEAD_LETTERED
+    assert handler.calls == 1
+    [dead] = await store.recent()
+    assert (dead["attempts"], dead["error"]) == (1, "permanent: order does not exist")
+    assert await effects(db) == []
+
+
+async def test_unknown_message_types_are_ignored(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler()
+    [record] = await publish(broker, NobodyListens(n=1))
+    assert await make_runner(handler).process(record) is Outcome.IGNORED
+    assert handler.calls == 0
+    assert await store.recent() == []
+    assert await rows(db, inbox) == []
+
+
+async def test_the_next_record_is_processed_after_a_dead_letter(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    key = str(uuid4())  # one key, one partition: the poison record sits between good ones
+    records = await publish(
+        broker,
+        thing("before", UUID(key)),
+        OutgoingMessage(topic=TOPIC, key=key, value=b"garbage", headers={}),
+        thing("after", UUID(key)),
+    )
+    assert len({r.partition for r in records}) == 1
+    offsets = await make_runner(Handler()).process_batch(records)
+    assert offsets == {(TOPIC, records[0].partition): records[-1].offset + 1}
+    assert await effects(db) == ["after", "before"]
+    assert [d["offset"] for d in await store.recent()] == [records[1].offset]
+
+
+async def test_process_batch_returns_the_next_offset_of_every_partition(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    records = await publish(broker, *(thing(str(n)) for n in range(12)))
+    offsets = await make_runner(Handler()).process_batch(records)
+    assert offsets == {tp: end for tp, end in broker.end_offsets(TOPIC).items() if end}
+    assert len(await effects(db)) == 12
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+async def test_replay_after_the_handler_is_fixed_marks_the_dead_letter_replayed(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=FAST.max_attempts)
+    runner = make_runner(handler)
+    [record] = await publish(broker, thing("second chance"))
+    assert await runner.process(record) is Outcome.DEAD_LETTERED
+    [dead] = await store.recent()
+    assert await store.request_replay(dead["id"])
+
+    # The handler now works (its failures are used up): replay the stored record.
+    replayed = as_record(dead)
+    assert (replayed.value, dict(replayed.headers)) == (record.value, dict(record.headers))
+    assert await runner.process(replayed, replay_of=dead["id"]) is Outcome.PROCESSED
+    after = await store.get(dead["id"])
+    assert after is not None
+    assert after["status"] == "replayed"
+    assert await effects(db) == ["second chance"]
+    assert len(await store.recent()) == 1
+
+
+async def test_a_replay_that_fails_again_returns_to_dead_with_attempts_added(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    runner = make_runner(Handler(fail_times=100))
+    [record] = await publish(broker, thing())
+    await runner.process(record)
+    [dead] = await store.recent()
+    await store.request_replay(dead["id"])
+    assert await runner.process(as_record(dead), replay_of=dead["id"]) is Outcome.DEAD_LETTERED
+    after = await store.get(dead["id"])
+    assert after is not None
+    assert (after["status"], after["attempts"]) == ("dead", 2 * FAST.max_attempts)
+    assert len(await store.recent()) == 1
+    assert len(await rows(db, outbox, outbox.c.topic == DLQ)) == 1
+
+
+# -- context and the run loop ----------------------------------------------------------------
+
+
+async def test_handlers_run_in_the_message_context_and_emit_within_its_conversation(
+    make_runner: Any, broker: InMemoryBroker
+) -> None:
+    handler = Handler()
+    [record] = await publish(broker, thing())
+    consumed = Envelope.from_record(record)
+    await make_runner(handler).process(record)
+    assert handler.seen == [(consumed.correlationid, consumed.id)]
+    [emitted] = handler.emitted
+    assert (emitted.correlationid, emitted.causationid) == (consumed.correlationid, consumed.id)
+    assert context.correlation_id.get() is None
+    assert context.causation_id.get() is None
+
+
+async def test_run_processes_and_commits_until_cancelled(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    await publish(broker, thing("1"), thing("2"), thing("3"))
+    runner = make_runner(Handler())
+    task = asyncio.create_task(runner.run())
+    expected = {tp: end for tp, end in broker.end_offsets(TOPIC).items() if end}
+    deadline = asyncio.get_running_loop().time() + 10
+    while broker.committed(GROUP) != expected:
+        assert asyncio.get_running_loop().time() < deadline, "offsets never committed"
+        await asyncio.sleep(0.005)
+    assert runner.healthy
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert await effects(db) == ["1", "2", "3"]
+    assert broker.members(GROUP) == []  # the member left the group
+    assert not runner.healthy
+
+
+# -- a partition's records in one transaction --------------------------------------------------
+
+
+async def same_partition(broker: InMemoryBroker, *labels: str) -> list[Record]:
+    key = uuid4()  # one key: one partition, in order
+    return await publish(broker, *(thing(label, thing_id=key) for label in labels))
+
+
+async def test_a_batch_of_one_partition_commits_together(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    handler = Handler()
+    records = await same_partition(broker, "a", "b", "c")
+    commits = 0
+    original = UnitOfWork.commit
+
+    async def counting_commit(self: UnitOfWork) -> None:
+        nonlocal commits
+        commits += 1
+        await original(self)
+
+    UnitOfWork.commit = counting_commit  # type: ignore[method-assign]
+    try:
+        await make_runner(handler).process_batch(records)
+    finally:
+        UnitOfWork.commit = original  # type: ignore[method-assign]
+    assert commits == 1
+    assert await effects(db) == ["a", "b", "c"]
+    assert len(await rows(db, inbox, inbox.c.group_id == GROUP)) == 3
+    # Each effect is caused by its own message, even inside one transaction.
+    assert [e.causationid for e in handler.emitted] == [r.headers["ce_id"] for r in records]
+
+
+async def test_a_failure_inside_a_batch_falls_back_to_one_by_one_without_double_effects(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    class FailsOnB(Handler):
+        async def __call__(self, message: ThingHappened, envelope: Envelope, uow: UnitOfWork) -> None:
+            await super().__call__(message, envelope, uow)
+            if message.label == "b":
+                raise PermanentError("b can never work")
+
+    records = await same_partition(broker, "a", "b", "c")
+    offsets = await make_runner(FailsOnB()).process_batch(records)
+    assert await effects(db) == ["a", "c"], "the batch rolled back; a and c then committed once each"
+    [dead] = await rows(db, inbox.metadata.tables["dead_letters"])
+    assert dead["offset"] == records[1].offset
+    assert offsets == {(TOPIC, records[0].partition): records[-1].offset + 1}
+
+
+async def test_a_poison_record_in_a_batch_does_not_hold_back_the_others(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    key = str(uuid4())
+    good = await same_partition(broker, "first")
+    poison = await publish(broker, OutgoingMessage(topic=TOPIC, key=good[0].key, value=b"{}",
+                                                   headers={"ce_id": key}))
+    assert poison[0].partition == good[0].partition
+    await make_runner(Handler()).process_batch([*good, *poison])
+    assert await effects(db) == ["first"]
+    assert len(await rows(db, inbox.metadata.tables["dead_letters"])) == 1
+
+
+async def test_the_same_message_twice_in_one_batch_has_one_effect(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    handler = Handler()
+    [record] = await same_partition(broker, "twice")
+    copy = Record(topic=record.topic, partition=record.partition, offset=record.offset + 1, value=record.value,
+                  key=record.key, headers=record.headers, timestamp_ms=record.timestamp_ms)
+    await make_runner(handler).process_batch([record, copy])
+    assert handler.calls == 1
+    assert await effects(db) == ["twice"]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Make sure the services the integration tests talk to are installed and running:
+# PostgreSQL on 127.0.0.1:5432 (trust auth for local connections) and Redis on 127.0.0.1:6379.
+# Installs the Debian packages when they are missing. Safe to run again and again.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+APT_UPDATED=""
+
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-services: $* missing and no apt-get here; install it by hand" >&2
+    exit 1
+  fi
+  if [ -z "$APT_UPDATED" ]; then
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+  echo "ensure-services: installing PostgreSQL"
+  apt_install postgresql postgresql-client
+fi
+if ! pg_up; then
+  echo "ensure-services: starting PostgreSQL"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  conf=/etc/postgresql/$version/main
+  # Local test clusters only: trust loopback connections so tests need no password.
+  if ! grep -q "pizzeria-test" "$conf/pg_hba.conf"; then
+    $SUDO sed -i '1i host all all 127.0.0.1/32 trust # pizzeria-test\nhost all all ::1/128 trust # pizzeria-test\nlocal all all trust # pizzeria-test' "$conf/pg_hba.conf"
+  fi
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || $SUDO pg_ctlcluster "$version" main start
+  for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+fi
+pg_up || { echo "ensure-services: PostgreSQL did not start" >&2; exit 1; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "ensure-services: installing Redis"
+  apt_install redis-server
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "ensure-services: starting Redis"
+  mkdir -p /tmp/pizzeria-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp/pizzeria-redis --logfile /tmp/pizzeria-redis/redis.log
+  for _ in $(seq 1 40); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.25; done
+fi
+redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "ensure-services: Redis did not start" >&2; exit 1; }
+echo "ensure-services: PostgreSQL and Redis are up"
