@@ -31,6 +31,7 @@ from pizzeria.services.payments.domain import Payment, Status
 from pizzeria.services.payments.handlers import build_handlers, request_refund
 from pizzeria.services.payments.provider import ProviderClient
 from pizzeria.services.payments.tables import metadata
+from pizzeria.services.payments.tables import payments as payments_table
 from tests.support.cluster import Provider
 from tests.support.participant import Participant
 
@@ -253,6 +254,28 @@ async def test_a_payment_backing_off_is_not_retried_before_it_is_due(
     assert (await payment_of(payments, order_id)).attempts == 1
     assert await charger.step(due) == 1
     assert (await payment_of(payments, order_id)).attempts == 2
+
+
+async def test_the_probe_of_a_recovering_provider_is_a_charge_that_has_not_failed_yet(
+    payments: Participant, charger: Charger
+) -> None:
+    # A half-open breaker lets one call through; if it is the card that never answers, the
+    # breaker opens again and every good card waits another cool-down.
+    stuck, fresh = uuid4(), uuid4()
+    await payments.send(charge(stuck, "tok_timeout"))
+    await work(charger)
+    await payments.send(charge(fresh))
+    async with payments.db.transaction() as conn:  # the failed one has been due for a while
+        await conn.execute(payments_table.update().where(payments_table.c.order_id == stuck)
+                           .values(next_attempt_at=utcnow() - timedelta(minutes=5)))
+    later = utcnow() + timedelta(minutes=1)
+    async with payments.db.read() as conn:
+        [oldest_due] = await repository.claim_due(conn, now=later, lease=timedelta(seconds=5), limit=1,
+                                                  exclude=set())
+        [probe] = await repository.claim_due(conn, now=later, lease=timedelta(seconds=5), limit=1,
+                                             exclude=set(), fresh_first=True)
+    assert oldest_due.order_id == stuck  # in normal running, the one due longest goes first
+    assert (probe.order_id, probe.attempts) == (fresh, 0)
 
 
 # -- giving the money back ---------------------------------------------------------------------

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     payment_timeout_ms: int = Field(3000, alias="PAYMENT_TIMEOUT_MS")
     payment_concurrency: int = Field(16, alias="PAYMENT_CONCURRENCY")
     payment_max_attempts: int = Field(10, alias="PAYMENT_MAX_ATTEMPTS")
+    payment_breaker_failures: int = Field(5, alias="PAYMENT_BREAKER_FAILURES", gt=0)
+    payment_breaker_reset_s: float = Field(5.0, alias="PAYMENT_BREAKER_RESET_S", gt=0)
 
     # SecretStr keeps the secret out of reprs and logs; validate_default makes the default one too.
     jwt_secret: SecretStr = Field(DEVELOPMENT_JWT_SECRET, alias="JWT_SECRET", validate_default=True)

@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = ProviderClient(
             settings.payment_provider_url(),
             timeout=settings.payment_timeout_ms / 1000,
-            breaker=CircuitBreaker("payment-provider", failure_threshold=5, reset_timeout=5.0),
+            breaker=CircuitBreaker("payment-provider", failure_threshold=settings.payment_breaker_failures,
+                                   reset_timeout=settings.payment_breaker_reset_s),
             # One connection per charge in flight: a charge never waits for a connection (a
             # pool timeout would count as the provider failing).
             max_connections=settings.payment_concurrency,

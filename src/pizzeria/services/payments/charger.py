@@ -45,14 +45,18 @@ class Charger:
         try:
             while True:
                 self._wake.clear()
-                if self.client.breaker.state is BreakerState.OPEN:
+                state = self.client.breaker.state
+                if state is BreakerState.OPEN:
                     await asyncio.sleep(0.2)  # the provider is down: do not burn attempts
                     continue
                 free = self.concurrency - len(self._inflight)
+                probing = state is BreakerState.HALF_OPEN
+                if probing:
+                    free = 0 if self._inflight else 1  # one probe at a time, a fresh charge first
                 claimed: list[Payment] = []
                 if free > 0:
                     try:
-                        claimed = await self._claim(free)
+                        claimed = await self._claim(free, fresh_first=probing)
                     except Exception as exc:
                         log.warning("cannot claim payments; retrying", error=str(exc))
                         await asyncio.sleep(1.0)
@@ -80,13 +84,14 @@ class Charger:
             await self._settle(payment)
         return len(claimed)
 
-    async def _claim(self, limit: int) -> list[Payment]:
+    async def _claim(self, limit: int, *, fresh_first: bool = False) -> list[Payment]:
         async with self.runtime.db.read() as conn:  # usually nothing is due: no write lock for that
             if not await repository.any_due(conn, now=utcnow()):
                 return []
         async with self.runtime.db.transaction() as conn:
             return await repository.claim_due(
-                conn, now=utcnow(), lease=self.lease, limit=limit, exclude=set(self._inflight)
+                conn, now=utcnow(), lease=self.lease, limit=limit, exclude=set(self._inflight),
+                fresh_first=fresh_first,
             )
 
     async def _give_up(self, payment: Payment) -> None:

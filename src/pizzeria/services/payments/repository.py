@@ -85,9 +85,12 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
 
 
 async def claim_due(conn: AsyncConnection, *, now: datetime, lease: timedelta, limit: int,
-                    exclude: set[UUID]) -> list[Payment]:
+                    exclude: set[UUID], fresh_first: bool = False) -> list[Payment]:
     """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
-    hold them for `lease` (a crashed holder's lease simply runs out)."""
+    hold them for `lease` (a crashed holder's lease simply runs out).
+
+    `fresh_first` prefers payments the provider has not failed yet: the probe of a half-open
+    breaker should not be the one request that keeps timing out."""
     query = (
         sa.select(payments)
         .where(
@@ -95,7 +98,7 @@ async def claim_due(conn: AsyncConnection, *, now: datetime, lease: timedelta, l
             payments.c.next_attempt_at <= now,
             sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < now),
         )
-        .order_by(payments.c.next_attempt_at)
+        .order_by(*((payments.c.attempts,) if fresh_first else ()), payments.c.next_attempt_at)
         .limit(limit + len(exclude))
     )
     if conn.dialect.name == "postgresql":
