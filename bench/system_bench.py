@@ -22,6 +22,7 @@ from typing import Any
 
 from tests.e2e.scenario import order_body, wait_for_menu_sync
 from tests.e2e.system import Shop, System
+from tests.support.tokens import bearer
 
 from bench.loadgen import Connection
 from bench.stacks import BROKER_NOTE, stack_env
@@ -44,7 +45,7 @@ async def run(stack: str, *, orders: int, concurrency: int, steady_rate: int, st
                 await wait_for_menu_sync(shop, menu)
                 for item in await shop.inventory():
                     await shop.set_stock(item["ingredient"], 100_000_000)
-                bench = Bench(system.ports["orders"], menu)
+                bench = Bench(system.ports["orders"], menu, system.env)
                 steady = await bench.steady(steady_rate, steady_seconds)
                 pids = {name: await system.pid(name) for name in system.ports}
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -62,10 +63,18 @@ async def run(stack: str, *, orders: int, concurrency: int, steady_rate: int, st
 class Bench:
     """Places orders against the orders service and reads back how they ended."""
 
-    def __init__(self, port: int, menu: list[dict[str, Any]]) -> None:
+    def __init__(self, port: int, menu: list[dict[str, Any]], env: dict[str, str]) -> None:
         self.port = port
         self.menu = menu
         self.rng = random.Random(5)
+        self.tokens: dict[str, dict[str, str]] = {}
+        self.env = env
+        self.admin = bearer("bench-admin", "admin", env=env)
+
+    def caller(self, customer: str) -> dict[str, str]:
+        if customer not in self.tokens:
+            self.tokens[customer] = bearer(customer, env=self.env)
+        return self.tokens[customer]
 
     def body(self, i: int) -> dict[str, Any]:
         card = self.rng.choice(("tok_visa", "tok_visa", "tok_visa", "tok_declined"))
@@ -73,7 +82,7 @@ class Bench:
 
     async def place(self, conn: Connection, body: dict[str, Any], customer: str) -> str:
         reply = await conn.request("POST", "/api/v1/orders", body, headers={
-            "idempotency-key": str(uuid.uuid4()), "x-customer-id": customer})
+            "idempotency-key": str(uuid.uuid4()), **self.caller(customer)})
         if reply.status != 202:
             raise RuntimeError(f"order refused: {reply.status} {reply.body[:300]!r}")
         return str(reply.json()["id"])  # type: ignore[index]
@@ -150,7 +159,7 @@ class Bench:
         while time.monotonic() < deadline:
             busy = False
             for status in IN_FLIGHT:
-                reply = await watcher.request("GET", f"/api/v1/orders?status={status}&limit=1")
+                reply = await watcher.request("GET", f"/api/v1/orders?status={status}&limit=1", headers=self.admin)
                 busy = busy or bool(reply.json()["items"])  # type: ignore[index]
             if not busy:
                 break
@@ -159,7 +168,7 @@ class Bench:
         final: dict[str, dict[str, Any]] = {}
         cursor = ""
         while True:
-            page: Any = (await watcher.request("GET", f"/api/v1/orders?limit=100{cursor}")).json()
+            page: Any = (await watcher.request("GET", f"/api/v1/orders?limit=100{cursor}", headers=self.admin)).json()
             final.update({o["id"]: o for o in page["items"] if o["id"] in wanted and o["status"] in TERMINAL})
             if not page["next_cursor"]:
                 break

@@ -137,8 +137,8 @@ class Supervisor:
             say(f"  {child.entry.name:<14} {child.url:<28} {child.entry.summary}")
         if not self.stopping.is_set():
             say("")
-            say(f"pizzeria is up. Menu: {self.settings.url_for('catalog')}/api/v1/menu  "
-                f"API docs: {self.settings.url_for('orders')}/docs")
+            gateway = self.settings.url_for("gateway")
+            say(f"pizzeria is up: {gateway}  Menu: {gateway}/api/v1/menu  API docs: {gateway}/docs")
             say(f"Logs: {self.log_dir}/. Press Ctrl-C to stop.")
         watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
         await self.stopping.wait()

@@ -18,6 +18,7 @@ import httpx
 
 from pizzeria.kit.settings import SERVICE_PORTS
 from tests.support.tcpproxy import free_port
+from tests.support.tokens import bearer
 
 
 class System:
@@ -93,11 +94,20 @@ class System:
 
 
 class Shop:
-    """A customer-side client of the order API, retrying the way a careful client does."""
+    """A client of the services' APIs, retrying the way a careful client does: customers place
+    and cancel their own orders; everything else is asked as an administrator."""
 
     def __init__(self, system: System) -> None:
         self.system = system
-        self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64))
+        self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64),
+                                      headers=bearer("shop-admin", "admin", env=system.env))
+        self._customers: dict[str, dict[str, str]] = {}
+
+    def as_customer(self, customer: str) -> dict[str, str]:
+        """Headers that make a request the customer's own."""
+        if customer not in self._customers:
+            self._customers[customer] = bearer(customer, env=self.system.env)
+        return self._customers[customer]
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -117,7 +127,7 @@ class Shop:
             try:
                 response = await self.http.post(
                     f"{self.system.url('orders')}/api/v1/orders", json=body,
-                    headers={"Idempotency-Key": key, "X-Customer-Id": customer},
+                    headers={"Idempotency-Key": key, **self.as_customer(customer)},
                 )
                 if response.status_code == 202:
                     order: dict[str, Any] = response.json()
@@ -153,7 +163,7 @@ class Shop:
 
     async def cancel(self, order_id: str, *, customer: str) -> int:
         response = await self.http.post(f"{self.system.url('orders')}/api/v1/orders/{order_id}/cancel",
-                                        headers={"X-Customer-Id": customer})
+                                        headers=self.as_customer(customer))
         assert response.status_code in (202, 409), response.text
         return response.status_code
 

@@ -53,7 +53,7 @@ async def test_an_idempotency_key_gives_one_order_and_ctrl_c_stops_everything(tm
         assert again["id"] == first["id"]
         other = {**body, "delivery_address": "2 Other St"}
         response = await shop.http.post(f"{system.url('orders')}/api/v1/orders", json=other,
-                                        headers={"Idempotency-Key": "same-key", "X-Customer-Id": "ann"})
+                                        headers={"Idempotency-Key": "same-key", **shop.as_customer("ann")})
         assert response.status_code == 422
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["type"].endswith("/idempotency-key-reused")

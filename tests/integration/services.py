@@ -31,11 +31,13 @@ async def create_topics(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(service: str, settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The service app with its lifespan entered, and an HTTP client bound to it."""
+async def running(service: str, settings: Settings, *, headers: dict[str, str] | None = None,
+                  ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The service app with its lifespan entered, and an HTTP client bound to it (sending
+    `headers`, e.g. a caller's token, with every request)."""
     await create_topics(settings)
     app: FastAPI = entry(service).load().create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=f"http://{service}") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{service}", headers=headers) as client:
             yield app, client

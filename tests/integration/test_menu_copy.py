@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from tests.integration.services import embedded_settings, running
+from tests.support.tokens import bearer
 
 
 async def place(orders: httpx.AsyncClient, item_id: str, size: str = "medium") -> httpx.Response:
@@ -31,7 +32,8 @@ async def eventually(check: Any, timeout: float = 30.0) -> httpx.Response:
 
 async def test_price_changes_and_removals_reach_orders_through_events(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
-    async with running("catalog", settings) as (_, catalog), running("orders", settings) as (_, orders):
+    async with running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog), \
+            running("orders", settings, headers=bearer("ann")) as (_, orders):
         body = {"name": "Calzone", "sizes": [{"size": "medium", "price": 1200}]}
         item = (await catalog.post("/api/v1/menu", json=body)).json()
 

@@ -13,11 +13,13 @@ from typing import Any
 from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.services.orders import projection
 from tests.integration.services import embedded_settings, running
+from tests.support.tokens import bearer
 
 
 async def test_rebuild_switches_generations_without_a_gap_for_readers(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
-    async with running("catalog", settings) as (_, catalog), running("orders", settings) as (app, orders):
+    async with running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog), \
+            running("orders", settings, headers=bearer("ann")) as (app, orders):
         runtime: MessagingRuntime = app.state.runtime
         item = (await catalog.get("/api/v1/menu")).json()["items"][0]
         body = {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],

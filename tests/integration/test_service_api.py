@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.services import embedded_settings, running
+from tests.support.tokens import bearer
 
 PROBLEM = "application/problem+json"
 
@@ -31,7 +32,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str | None = Non
 
 @pytest.fixture
 async def catalog(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with running("catalog", embedded_settings(tmp_path)) as (_, client):
+    async with running("catalog", embedded_settings(tmp_path), headers=bearer("chef", "staff")) as (_, client):
         yield client
 
 
@@ -39,7 +40,8 @@ async def catalog(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 async def orders(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """Orders, fed by a running catalog (its menu copy comes from catalog events)."""
     settings = embedded_settings(tmp_path)
-    async with running("catalog", settings) as (_, catalog_client), running("orders", settings) as (_, client):
+    async with running("catalog", settings) as (_, catalog_client), \
+            running("orders", settings, headers=bearer("guest")) as (_, client):
         client.menu = (await catalog_client.get("/api/v1/menu")).json()["items"]  # type: ignore[attr-defined]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until orders has its copy of the menu
@@ -141,7 +143,7 @@ async def test_orders_refuses_bad_orders_clearly(orders: httpx.AsyncClient) -> N
     assert_problem(await orders.get("/api/v1/orders", params={"limit": 0}), 422)
     # The list comes from the read model, which follows the orders a moment later.
     deadline = time.monotonic() + 30
-    while not (listed := (await orders.get("/api/v1/orders", headers={"X-Customer-Id": "guest"})).json()["items"]):
+    while not (listed := (await orders.get("/api/v1/orders")).json()["items"]):
         assert time.monotonic() < deadline, "the warm-up order never reached the read model"
         await asyncio.sleep(0.05)
     assert len(listed) == 1, "only the warm-up order exists: nothing bad was written"
@@ -155,18 +157,18 @@ async def test_orders_pages_through_orders_newest_first(orders: httpx.AsyncClien
     ids = []
     for _ in range(5):
         response = await orders.post("/api/v1/orders", json=body,
-                                     headers={"Idempotency-Key": str(uuid.uuid4()), "X-Customer-Id": "pager"})
+                                     headers={"Idempotency-Key": str(uuid.uuid4()), **bearer("pager")})
         ids.append(response.json()["id"])
     deadline = time.monotonic() + 30
     while len((await orders.get("/api/v1/orders", params={"limit": 10},
-                                headers={"X-Customer-Id": "pager"})).json()["items"]) < 5:
+                                headers=bearer("pager"))).json()["items"]) < 5:
         assert time.monotonic() < deadline, "orders never reached the read model"
         await asyncio.sleep(0.05)
     seen: list[str] = []
     cursor = None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await orders.get("/api/v1/orders", params=params, headers={"X-Customer-Id": "pager"})).json()
+        page = (await orders.get("/api/v1/orders", params=params, headers=bearer("pager"))).json()
         seen += [o["id"] for o in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -176,8 +178,10 @@ async def test_orders_pages_through_orders_newest_first(orders: httpx.AsyncClien
 
 async def test_payments_and_notifications_refuse_bad_queries(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
-    async with running("payments", settings) as (_, payments), running("notifications", settings) as (_, notes):
-        assert_problem(await payments.get("/api/v1/payments"), 422)
+    admin = bearer("auditor", "admin")
+    async with running("payments", settings, headers=admin) as (_, payments), \
+            running("notifications", settings, headers=admin) as (_, notes):
+        assert_problem(await payments.get("/api/v1/payments", params={"limit": 0}), 422)
         assert_problem(await payments.get("/api/v1/payments", params={"order_id": "x"}), 422)
         assert_problem(await payments.get(f"/api/v1/payments/{uuid.uuid4()}"), 404)
         assert (await payments.get("/api/v1/payments", params={"order_id": str(uuid.uuid4())})).json() == {"items": []}

@@ -55,6 +55,7 @@ class RequestContextMiddleware:
             context.correlation_id.set(headers.get("x-correlation-id") or request_id),
             context.causation_id.set(None),
             context.traceparent.set(headers.get("traceparent")),
+            context.request_id.set(request_id),
         )
         status = 500
         started = time.perf_counter()
@@ -78,6 +79,7 @@ class RequestContextMiddleware:
             context.correlation_id.reset(tokens[0])
             context.causation_id.reset(tokens[1])
             context.traceparent.reset(tokens[2])
+            context.request_id.reset(tokens[3])
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -129,6 +131,8 @@ def create_app(
     ready_checks: dict[str, ReadyCheck] | None = None,
     version: str = "1.0.0",
     description: str = "",
+    health_details: Callable[[], dict[str, Any]] | None = None,
+    openapi_url: str | None = "/openapi.json",
 ) -> FastAPI:
     """A service app with the common endpoints, middleware and error handling."""
     started_at = time.time()
@@ -142,7 +146,8 @@ def create_app(
         async with lifespan(app):
             yield
 
-    app = FastAPI(title=f"pizzeria {service}", version=version, description=description, lifespan=run)
+    app = FastAPI(title=f"pizzeria {service}", version=version, description=description, lifespan=run,
+                  openapi_url=openapi_url)
     app.state.ready_checks = checks
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
@@ -150,7 +155,7 @@ def create_app(
     @app.get("/health", tags=["ops"], summary="Liveness")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "service": service, "pid": os.getpid(),
-                "uptime_s": round(time.time() - started_at, 1)}
+                "uptime_s": round(time.time() - started_at, 1), **(health_details() if health_details else {})}
 
     @app.get("/ready", tags=["ops"], summary="Readiness: dependencies reachable, workers running")
     async def ready() -> Response:

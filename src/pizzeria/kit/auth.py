@@ -173,3 +173,23 @@ def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+# -- who may do what (the same table the gateway enforces; services check it again) -------------
+
+#: Roles that act for the business and see every customer's things.
+PRIVILEGED: frozenset[Role] = frozenset({"staff", "admin"})
+
+Customer = Annotated[Principal, Depends(require_roles("customer"))]
+Staff = Annotated[Principal, Depends(require_roles("staff", "admin"))]
+Courier = Annotated[Principal, Depends(require_roles("courier", "staff", "admin"))]
+Admin = Annotated[Principal, Depends(require_roles("admin"))]
+CustomerOrStaff = Annotated[Principal, Depends(require_roles("customer", "staff", "admin"))]
+CustomerOrAdmin = Annotated[Principal, Depends(require_roles("customer", "admin"))]
+
+
+def owner_scope(principal: Principal) -> str | None:
+    """The customer whose things the caller may see: their own id, or None for a role that
+    sees everyone's. A customer asking for someone else's thing gets 404, not 403, so ids
+    cannot be probed."""
+    return None if principal.role in PRIVILEGED else principal.user_id

@@ -7,3 +7,4 @@ from contextvars import ContextVar
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)

@@ -20,6 +20,7 @@ SERVICE_PORTS: dict[str, int] = {
     "notifications": 5004,
     "kitchen": 5006,
     "delivery": 5007,
+    "gateway": 8000,
 }
 
 #: The embedded mode's token signing secret. Public (it is in the source), so production mode
@@ -86,6 +87,17 @@ class Settings(BaseSettings):
     saga_kitchen_queue_timeout_s: float = Field(1800.0, alias="SAGA_KITCHEN_QUEUE_TIMEOUT_S")
     saga_delivery_resend_s: float = Field(300.0, alias="SAGA_DELIVERY_RESEND_S")
     saga_compensation_timeout_s: float = Field(30.0, alias="SAGA_COMPENSATION_TIMEOUT_S")
+
+    redis_url: str = Field("", alias="REDIS_URL")
+
+    gateway_upstream_timeout_s: float = Field(5.0, alias="GATEWAY_UPSTREAM_TIMEOUT_S", gt=0)
+    gateway_read_retries: int = Field(2, alias="GATEWAY_READ_RETRIES", ge=0)
+    gateway_breaker_failures: int = Field(5, alias="GATEWAY_BREAKER_FAILURES", gt=0)
+    gateway_breaker_reset_s: float = Field(10.0, alias="GATEWAY_BREAKER_RESET_S", gt=0)
+    rate_limit_per_user: int = Field(600, alias="RATE_LIMIT_PER_USER", gt=0)
+    rate_limit_per_ip: int = Field(1200, alias="RATE_LIMIT_PER_IP", gt=0)
+    rate_limit_window_s: int = Field(60, alias="RATE_LIMIT_WINDOW_S", gt=0)
+    cors_origins: str = Field("http://127.0.0.1:8000,http://localhost:8000", alias="CORS_ORIGINS")
 
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")

@@ -37,6 +37,8 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("delivery", "pizzeria.services.delivery.app", "couriers and deliveries"),
     ServiceEntry("orders", "pizzeria.services.orders.app", "orders and the order saga"),
     ServiceEntry("notifications", "pizzeria.services.notifications.app", "email / SMS / push to customers"),
+    ServiceEntry("gateway", "pizzeria.services.gateway.app", "the public API: auth, roles, rate limits, breakers",
+                 has_database=False),
 )
 
 BY_NAME = {s.name: s for s in SERVICES}

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response, status
 
+from pizzeria.kit.auth import Staff
 from pizzeria.kit.errors import NotFound
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.catalog import handlers, repository
@@ -42,18 +43,18 @@ async def get_item(item_id: UUID, runtime: Runtime) -> MenuItemView:
 
 
 @router.post("", response_model=MenuItemView, status_code=status.HTTP_201_CREATED, summary="Add an item")
-async def create_item(body: MenuItemBody, runtime: Runtime, response: Response) -> MenuItemView:
+async def create_item(body: MenuItemBody, _: Staff, runtime: Runtime, response: Response) -> MenuItemView:
     item = await handlers.create_item(body, runtime.uow())
     response.headers["Location"] = f"/api/v1/menu/{item.id}"
     return view(item)
 
 
 @router.put("/{item_id}", response_model=MenuItemView, summary="Replace an item (new version)")
-async def update_item(item_id: UUID, body: MenuItemBody, runtime: Runtime) -> MenuItemView:
+async def update_item(item_id: UUID, body: MenuItemBody, _: Staff, runtime: Runtime) -> MenuItemView:
     return view(await handlers.update_item(item_id, body, runtime.uow()))
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Take an item off the menu")
-async def delete_item(item_id: UUID, runtime: Runtime) -> Response:
+async def delete_item(item_id: UUID, _: Staff, runtime: Runtime) -> Response:
     await handlers.remove_item(item_id, runtime.uow())
     return Response(status_code=status.HTTP_204_NO_CONTENT)

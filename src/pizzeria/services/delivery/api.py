@@ -6,14 +6,16 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from pizzeria.kit.auth import require_roles
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.delivery import handlers, repository
 from pizzeria.services.delivery.domain import DeliveryStatus
 
-router = APIRouter(prefix="/api/v1", tags=["delivery"])
+router = APIRouter(prefix="/api/v1", tags=["delivery"],
+                   dependencies=[Depends(require_roles("courier", "staff", "admin"))])
 
 
 class DeliveryView(BaseModel):

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from pizzeria.kit.auth import CurrentPrincipal, InvalidToken, Principal, Role, require_roles
+from pizzeria.kit.auth import Admin, CurrentPrincipal, InvalidToken, Principal, Role
 from pizzeria.kit.errors import BadRequest, NotFound
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.identity import handlers, repository, sessions
@@ -28,8 +28,6 @@ from pizzeria.services.identity.sessions import Credentials, Session
 
 auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users = APIRouter(prefix="/api/v1/users", tags=["users"])
-
-Admin = Annotated[Principal, Depends(require_roles("admin"))]
 
 
 async def _credentials(request: Request) -> Credentials:

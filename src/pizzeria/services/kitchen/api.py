@@ -6,15 +6,16 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
+from pizzeria.kit.auth import require_roles
 from pizzeria.kit.errors import NotFound
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.kitchen import handlers, repository
 from pizzeria.services.kitchen.domain import TicketStatus
 
-router = APIRouter(prefix="/api/v1", tags=["kitchen"])
+router = APIRouter(prefix="/api/v1", tags=["kitchen"], dependencies=[Depends(require_roles("staff", "admin"))])
 
 
 class TicketView(BaseModel):

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from pizzeria.kit.auth import CustomerOrAdmin, owner_scope
 from pizzeria.kit.logging import mask_email, mask_phone
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.notifications import repository
@@ -45,12 +46,14 @@ def view(row: Any) -> NotificationView:
 
 @router.get("", response_model=NotificationList, summary="Notification history, newest first")
 async def list_notifications(
+    caller: CustomerOrAdmin,
     runtime: Runtime,
     order_id: Annotated[UUID | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[UUID | None, Query()] = None,
-    customer_id: Annotated[str | None, Header(alias="X-Customer-Id", max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(max_length=64, description="admins: one customer's")] = None,
 ) -> NotificationList:
+    customer_id = owner_scope(caller) or customer_id
     async with runtime.db.read() as conn:
         rows = await repository.history(conn, customer_id=customer_id, order_id=order_id, limit=limit + 1,
                                         before=cursor)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from pizzeria.kit.auth import require_roles
 from pizzeria.kit.errors import NotFound
 from pizzeria.messaging import saga
 from pizzeria.messaging.saga import SagaState
 from pizzeria.messaging.service import Runtime
 
-router = APIRouter(prefix="/api/v1/ops/sagas", tags=["ops"])
+router = APIRouter(prefix="/api/v1/ops/sagas", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
 
 
 class SagaView(BaseModel):

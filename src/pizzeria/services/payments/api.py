@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
+from pizzeria.kit.auth import Admin, CustomerOrAdmin, owner_scope
 from pizzeria.kit.errors import NotFound
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.payments import handlers, repository
@@ -25,22 +26,31 @@ def view(p: Payment) -> PaymentView:
 
 
 @router.get("/{payment_id}", response_model=PaymentView, summary="One payment")
-async def get_payment(payment_id: UUID, runtime: Runtime) -> PaymentView:
+async def get_payment(payment_id: UUID, caller: CustomerOrAdmin, runtime: Runtime) -> PaymentView:
     async with runtime.db.read() as conn:
         payment = await repository.get(conn, payment_id)
-    if payment is None:
+    if payment is None or owner_scope(caller) not in (None, payment.customer_id):
         raise NotFound(f"payment {payment_id} does not exist")
     return view(payment)
 
 
-@router.get("", response_model=PaymentList, summary="Payments of an order")
-async def list_payments(runtime: Runtime, order_id: Annotated[UUID, Query()]) -> PaymentList:
+@router.get("", response_model=PaymentList, summary="Payments of an order, or the newest ones")
+async def list_payments(
+    caller: CustomerOrAdmin,
+    runtime: Runtime,
+    order_id: Annotated[UUID | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> PaymentList:
+    owner = owner_scope(caller)
     async with runtime.db.read() as conn:
-        found = await repository.for_order(conn, order_id)
-    return PaymentList(items=[view(p) for p in found])
+        if order_id is None:
+            found = await repository.recent(conn, customer_id=owner, limit=limit)
+        else:
+            found = await repository.for_order(conn, order_id)
+    return PaymentList(items=[view(p) for p in found if owner in (None, p.customer_id)])
 
 
 @router.post("/{payment_id}/refund", response_model=PaymentView, status_code=202,
              summary="Refund a completed payment (administrators)")
-async def refund_payment(payment_id: UUID, runtime: Runtime) -> PaymentView:
+async def refund_payment(payment_id: UUID, _: Admin, runtime: Runtime) -> PaymentView:
     return view(await handlers.request_refund(runtime.uow(), payment_id))

@@ -79,6 +79,14 @@ async def for_order(conn: AsyncConnection, order_id: UUID) -> list[Payment]:
     return [_to_payment(r) for r in rows]
 
 
+async def recent(conn: AsyncConnection, *, customer_id: str | None, limit: int) -> list[Payment]:
+    """Newest payments first: one customer's, or everyone's."""
+    query = sa.select(payments).order_by(payments.c.created_at.desc(), payments.c.id.desc()).limit(limit)
+    if customer_id is not None:
+        query = query.where(payments.c.customer_id == customer_id)
+    return [_to_payment(r) for r in (await conn.execute(query)).all()]
+
+
 async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
     """Is any open payment due for an attempt (a read, before taking a write lock)?"""
     return (await conn.execute(_DUE, {"now": now})).first() is not None

@@ -1,0 +1,189 @@
+"""Gateway composition root: the one door of the public API (port 8000).
+
+Every request is rate limited per client IP, its token checked, its role checked against the
+route table, rate limited per user, then forwarded to the service that owns the path with a
+deadline, retries for idempotent reads and a circuit breaker per upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import Counter
+
+from pizzeria.kit import context
+from pizzeria.kit.app import create_app as create_service_app
+from pizzeria.kit.auth import Principal, decode_access_token
+from pizzeria.kit.errors import Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
+from pizzeria.kit.logging import configure_logging
+from pizzeria.kit.resilience import CircuitBreaker
+from pizzeria.kit.settings import Settings, get_settings
+from pizzeria.services.gateway.openapi import OpenApiDocument
+from pizzeria.services.gateway.overview import Overview, overview
+from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
+from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
+from pizzeria.services.gateway.upstream import Upstream
+
+NAME = "gateway"
+
+rate_limited = Counter("pizzeria_gateway_rate_limited_total", "Requests refused by a rate limit.", ["scope"])
+
+#: Request headers passed on to the upstream (the rest describe the hop to the gateway).
+FORWARDED_HEADERS = ("authorization", "content-type", "accept", "accept-language", "idempotency-key",
+                     "traceparent", "tracestate")
+#: Upstream response headers the gateway sets itself.
+OWN_HEADERS = frozenset({"x-request-id", "date", "server"})
+
+
+class MethodNotAllowed(ProblemError):
+    status = 405
+    type_slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class Gate:
+    """Who is calling, may they, and are they within their rate limits."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
+        self.settings = settings
+        self.limiter = limiter
+
+    async def admit(self, request: Request, allowed: frozenset[str] | None) -> Principal | None:
+        ip = request.client.host if request.client else "unknown"
+        await self._limit(f"ip:{ip}", self.settings.rate_limit_per_ip, "ip")
+        principal = self._principal(request)
+        if allowed is not None:
+            if principal is None:
+                raise Unauthorized("this needs an access token: send `Authorization: Bearer <token>`")
+            if principal.role not in allowed:
+                raise Forbidden(f"this needs the role {' or '.join(sorted(allowed))}; the caller is {principal.role}")
+        if principal is not None:
+            await self._limit(f"user:{principal.user_id}", self.settings.rate_limit_per_user, "user")
+        return principal
+
+    def _principal(self, request: Request) -> Principal | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send the access token as `Authorization: Bearer <token>`")
+        return decode_access_token(token.strip(), self.settings)
+
+    async def _limit(self, key: str, limit: int, scope: str) -> None:
+        decision = await self.limiter.hit(key, limit)
+        if not decision.allowed:
+            rate_limited.labels(scope).inc()
+            raise TooManyRequests(
+                f"too many requests for this {scope}: {limit} per {self.settings.rate_limit_window_s} s; "
+                f"try again in {decision.retry_after_s} s",
+                headers={"Retry-After": str(decision.retry_after_s), "RateLimit-Limit": str(limit),
+                         "RateLimit-Remaining": "0"},
+            )
+
+
+def forwarded_headers(request: Request) -> dict[str, str]:
+    headers = {name: value for name in FORWARDED_HEADERS if (value := request.headers.get(name)) is not None}
+    request_id = context.request_id.get()
+    if request_id:
+        headers["x-request-id"] = request_id
+    if request.client:
+        headers["x-forwarded-for"] = request.client.host
+    return headers
+
+
+def create_app(settings: Settings | None = None, *,
+               transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+    """The gateway; `transports` replaces the network to some upstreams (tests)."""
+    settings = settings or get_settings()
+    configure_logging(NAME, settings.log_level, settings.log_format)
+    upstreams = {
+        name: Upstream(
+            name, settings.url_for(name), timeout=settings.gateway_upstream_timeout_s,
+            retries=settings.gateway_read_retries,
+            breaker=CircuitBreaker(f"upstream-{name}", failure_threshold=settings.gateway_breaker_failures,
+                                   reset_timeout=settings.gateway_breaker_reset_s),
+            transport=(transports or {}).get(name),
+        )
+        for name in UPSTREAMS
+    }
+    limiter = build_rate_limiter(settings.redis_url, settings.rate_limit_window_s)
+    gate = Gate(settings, limiter)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            for upstream in upstreams.values():
+                await upstream.close()
+            await limiter.close()
+
+    def health() -> dict[str, Any]:
+        return {"upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}}
+
+    app = create_service_app(
+        service=NAME, lifespan=lifespan, health_details=health, openapi_url=None,
+        description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
+    )
+    app.state.settings = settings
+    app.state.upstreams = upstreams
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "traceparent"],
+        expose_headers=["X-Request-ID", "Retry-After", "Location", "Idempotent-Replayed"],
+        max_age=600,
+    )
+
+    @app.get("/api/v1/me/overview", response_model=Overview, tags=["me"],
+             summary="The caller's account, recent orders, payments and notifications (partial when a service is down)")
+    async def me_overview(request: Request) -> Overview:
+        await gate.admit(request, SIGNED_IN)
+        return await overview(upstreams, forwarded_headers(request))
+
+    document = OpenApiDocument(upstreams, {})
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        if not document.own:
+            document.own = get_openapi(title="gateway", version=app.version, routes=app.routes)
+        return JSONResponse(await document.get())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Pizzeria API")
+
+    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                   include_in_schema=False)
+    async def forward(request: Request) -> Response:
+        path = request.url.path
+        if any(segment in (".", "..") for segment in path.split("/")):
+            raise NotFound(f"{path} does not exist")
+        found = match(request.method, path)
+        if found.route is None:
+            if found.methods:
+                raise MethodNotAllowed(f"{request.method} is not allowed on {path}",
+                                       headers={"Allow": ", ".join(sorted(found.methods))})
+            raise NotFound(f"{path} does not exist")
+        await gate.admit(request, found.route.allowed)
+        answer = await upstreams[found.route.upstream].send(
+            request.method, path, params=list(request.query_params.multi_items()),
+            headers=forwarded_headers(request), body=await request.body(),
+        )
+        response = Response(content=answer.body, status_code=answer.status)
+        for name, value in answer.headers:
+            if name.lower() not in OWN_HEADERS:
+                response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        return response
+
+    return app

@@ -1,0 +1,242 @@
+"""The edge of the running system: every endpoint for every role, through the gateway and
+straight at the service that owns it (services do not trust the network); customers never see
+each other's things; a killed upstream opens its breaker and a hung one leaves the overview
+partial. The demo accounts sign in through the gateway as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from pizzeria.services.gateway.routes import ROUTES, Route
+from tests.e2e.conftest import start_system
+from tests.e2e.scenario import wait_for_menu_sync
+from tests.e2e.system import Shop, System
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+DEMO = {
+    "customer": ("alice@pizzeria.example", "alice-pizza-1"),
+    "other customer": ("bob@pizzeria.example", "bob-pizza-12"),
+    "staff": ("chef@pizzeria.example", "chef-pizza-1"),
+    "courier": ("rider@pizzeria.example", "rider-pizza-1"),
+    "admin": ("admin@pizzeria.example", "admin-pizza-1"),
+}
+CALLERS = ("anonymous", "customer", "staff", "courier", "admin")
+ENV = {
+    "GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "1", "GATEWAY_READ_RETRIES": "2",
+    "GATEWAY_UPSTREAM_TIMEOUT_S": "1", "RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000",
+}
+
+
+class Edge:
+    """A client of the running system as its users see it."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.http = httpx.AsyncClient(base_url=system.url("gateway"), timeout=30)
+        self.tokens: dict[str, dict[str, str]] = {}
+        self.user_ids: dict[str, str] = {}
+
+    async def sign_in(self) -> None:
+        for who, (email, password) in DEMO.items():
+            response = await self.http.post("/api/v1/auth/login", json={"email": email, "password": password})
+            assert response.status_code == 200, response.text
+            self.tokens[who] = {"Authorization": f"Bearer {response.json()['access_token']}"}
+            self.user_ids[who] = (await self.http.get("/api/v1/users/me", headers=self.tokens[who])).json()["id"]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return self.tokens.get(who, {})
+
+    async def breaker(self, upstream: str) -> str:
+        state: str = (await self.http.get("/health")).json()["upstreams"][upstream]["breaker"]
+        return state
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    system = await start_system(Path(tmp_path_factory.mktemp("edge")), ENV)
+    edge = Edge(system)
+    shop = Shop(system)
+    try:
+        await wait_for_menu_sync(shop, await shop.menu())
+        await edge.sign_in()
+        yield edge
+    finally:
+        await shop.close()
+        await edge.http.aclose()
+        system.stop()
+
+
+# -- who may call what ----------------------------------------------------------------------------
+
+
+def expected(route: Route, caller: str) -> str:
+    if route.allowed is None:
+        return "through"
+    if caller == "anonymous":
+        return "401"
+    return "through" if caller in route.allowed else "403"
+
+
+def verdict(response: httpx.Response) -> str:
+    assert response.status_code < 500, f"{response.request.method} {response.request.url}: {response.text}"
+    return str(response.status_code) if response.status_code in (401, 403) else "through"
+
+
+def concrete(route: Route) -> str:
+    return route.template.replace("{id}", str(uuid.uuid4())).replace("{ingredient}", "no-such-ingredient")
+
+
+async def test_every_endpoint_for_every_role_through_the_gateway_and_at_the_service(edge: Edge) -> None:
+    wrong: list[str] = []
+    direct = httpx.AsyncClient(timeout=30)
+    try:
+        for route in ROUTES:
+            path = concrete(route)
+            body = {} if route.method in ("POST", "PUT") else None
+            for caller in CALLERS:
+                want = expected(route, caller)
+                via_gateway = await edge.http.request(route.method, path, json=body, headers=edge.auth(caller))
+                at_service = await direct.request(route.method, edge.system.url(route.upstream) + path, json=body,
+                                                  headers=edge.auth(caller))
+                for where, response in (("gateway", via_gateway), (route.upstream, at_service)):
+                    if verdict(response) != want:
+                        wrong.append(f"{route.method} {route.template} as {caller} at {where}: "
+                                     f"{response.status_code}, expected {want}")
+    finally:
+        await direct.aclose()
+    assert not wrong, "\n".join(wrong)
+    for caller in CALLERS:
+        overview = await edge.http.get("/api/v1/me/overview", headers=edge.auth(caller))
+        assert overview.status_code == (401 if caller == "anonymous" else 200), overview.text
+
+
+# -- ownership ------------------------------------------------------------------------------------------
+
+
+async def place(edge: Edge, who: str) -> dict[str, Any]:
+    menu = (await edge.http.get("/api/v1/menu")).json()["items"]
+    body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"},
+            "contact": {"email": "alice@pizzeria.example"}}
+    response = await edge.http.post("/api/v1/orders", json=body,
+                                    headers={**edge.auth(who), "Idempotency-Key": str(uuid.uuid4())})
+    assert response.status_code == 202, response.text
+    order: dict[str, Any] = response.json()
+    return order
+
+
+async def eventually(check: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_customer_never_sees_or_cancels_another_customers_things(edge: Edge) -> None:
+    alice, bob = edge.auth("customer"), edge.auth("other customer")
+    order = await place(edge, "customer")
+    order_id = order["id"]
+
+    async def payment() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await edge.http.get("/api/v1/payments", params={"order_id": order_id},
+                                                           headers=alice)).json()["items"]
+        return items
+
+    async def notified() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await edge.http.get("/api/v1/notifications", params={"order_id": order_id},
+                                                           headers=alice)).json()["items"]
+        return items
+
+    [paid] = await eventually(payment, "alice's payment")
+    await eventually(notified, "alice's notifications")
+    assert (await edge.http.get(f"/api/v1/orders/{order_id}", headers=alice)).status_code == 200
+
+    for base in (str(edge.http.base_url), None):  # through the gateway, then straight at each service
+        def url(service: str, path: str, base: str | None = base) -> str:
+            return (base.rstrip("/") if base else edge.system.url(service)) + path
+
+        async with httpx.AsyncClient(timeout=30, headers=bob) as as_bob:
+            assert (await as_bob.get(url("orders", f"/api/v1/orders/{order_id}"))).status_code == 404
+            assert (await as_bob.post(url("orders", f"/api/v1/orders/{order_id}/cancel"))).status_code == 404
+            listed = (await as_bob.get(url("orders", "/api/v1/orders"),
+                                       params={"customer_id": edge.user_ids["customer"], "limit": 100})).json()
+            assert order_id not in {o["id"] for o in listed["items"]}
+            assert (await as_bob.get(url("payments", f"/api/v1/payments/{paid['id']}"))).status_code == 404
+            by_order = await as_bob.get(url("payments", "/api/v1/payments"), params={"order_id": order_id})
+            assert by_order.json()["items"] == []
+            mine = await as_bob.get(url("payments", "/api/v1/payments"), params={"limit": 100})
+            assert paid["id"] not in {p["id"] for p in mine.json()["items"]}
+            notes = await as_bob.get(url("notifications", "/api/v1/notifications"),
+                                     params={"order_id": order_id, "customer_id": edge.user_ids["customer"]})
+            assert notes.json()["items"] == []
+    overview = (await edge.http.get("/api/v1/me/overview", headers=bob)).json()
+    assert order_id not in {o["id"] for o in overview["orders"] or []}
+    assert paid["id"] not in {p["id"] for p in overview["payments"] or []}
+    assert overview["user"]["id"] == edge.user_ids["other customer"]
+    mine = (await edge.http.get("/api/v1/me/overview", headers=alice)).json()
+    assert order_id in {o["id"] for o in mine["orders"]}
+    # The order is untouched by bob's attempts.
+    assert (await edge.http.get(f"/api/v1/orders/{order_id}", headers=alice)).json()["cancel_requested"] is False
+
+
+# -- an upstream goes away -----------------------------------------------------------------------------
+
+
+async def test_a_killed_upstream_opens_its_breaker_which_closes_when_it_is_back(edge: Edge) -> None:
+    alice = edge.auth("customer")
+    assert await edge.breaker("notifications") == "closed"
+    await edge.system.kill("notifications")
+    # Refused connections fail at once: the breaker opens before `pizzeria up` restarts it.
+    first = await edge.http.get("/api/v1/notifications", headers=alice)
+    assert first.status_code == 503, first.text
+    assert first.headers["content-type"].startswith("application/problem+json")
+    assert await edge.breaker("notifications") == "open", "three refused connections in a row open it"
+    fast = await edge.http.get("/api/v1/notifications", headers=alice)
+    assert fast.status_code == 503
+    assert "circuit open" in fast.json()["detail"]
+    assert int(fast.headers["retry-after"]) >= 1
+
+    async def recovered() -> bool:
+        response = await edge.http.get("/api/v1/notifications", headers=alice)
+        return response.status_code == 200
+
+    await eventually(recovered, "notifications to answer through the gateway again")
+    assert await edge.breaker("notifications") == "closed"
+
+
+async def test_the_overview_answers_with_what_it_has_while_an_upstream_hangs(edge: Edge) -> None:
+    alice = edge.auth("customer")
+    pid = await edge.system.pid("payments")
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: every call to it times out
+    try:
+        response = await edge.http.get("/api/v1/me/overview", headers=alice)
+        assert response.status_code == 200, response.text
+        overview = response.json()
+        assert overview["missing"] == ["payments"]
+        assert overview["payments"] is None
+        assert overview["user"]["id"] == edge.user_ids["customer"]
+        assert overview["orders"] is not None
+        assert overview["notifications"] is not None
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    async def whole() -> bool:
+        again = (await edge.http.get("/api/v1/me/overview", headers=alice)).json()
+        return again["missing"] == []
+
+    await eventually(whole, "the overview to be whole again")

@@ -1,0 +1,395 @@
+"""The gateway in-process, its upstreams replaced by httpx transports the tests control: routing,
+what is passed on, tokens and roles, rate limits on both stores, timeouts, retries, circuit
+breakers, the overview, CORS and the merged OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import pytest
+import redis.asyncio as redis
+
+from pizzeria.kit.auth import ALGORITHM, AUDIENCE, ISSUER, Principal, TokenIssuer
+from pizzeria.kit.settings import DEVELOPMENT_JWT_SECRET, Settings
+from pizzeria.services.gateway.app import create_app
+from pizzeria.services.gateway.routes import ROUTES, UPSTREAMS
+from pizzeria.services.registry import entry
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+_ips = itertools.count(1)
+
+
+def fresh_ip() -> str:
+    """A client address no other test used (rate limits count per address)."""
+    n = next(_ips)
+    return f"10.{uuid.uuid4().int % 250}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+@dataclass
+class Upstream:
+    """A fake service: records what reached it, answers 200 with an echo, or fails as told."""
+
+    name: str
+    calls: list[httpx.Request] = field(default_factory=list)
+    failures: list[Exception | int] = field(default_factory=list)  # consumed one per call
+    down: bool = False
+    answer: Callable[[httpx.Request], httpx.Response] | None = None
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.failures:
+            failure = self.failures.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return httpx.Response(failure, json={"detail": "upstream trouble"})
+        if self.answer is not None:
+            return self.answer(request)
+        return httpx.Response(200, json={
+            "upstream": self.name, "method": request.method, "path": request.url.path,
+            "query": str(request.url.query, "ascii"), "body": request.content.decode(),
+            "headers": dict(request.headers.items()),
+        }, headers={"x-upstream": self.name, "connection": "close"})
+
+
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient
+    upstreams: dict[str, Upstream]
+    settings: Settings
+
+    def token(self, role: str = "customer", user: str | None = None) -> dict[str, str]:
+        principal = Principal(user_id=user or f"{role}-{uuid.uuid4().hex[:8]}", role=role)  # type: ignore[arg-type]
+        issued = TokenIssuer.from_settings(self.settings).issue(principal)
+        return {"Authorization": f"Bearer {issued.token}"}
+
+
+@pytest.fixture
+def gateway_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+async def gateway(gateway_env: dict[str, str]) -> AsyncIterator[Gateway]:
+    settings = Settings(**{  # type: ignore[arg-type]
+        "GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "0.3", "GATEWAY_READ_RETRIES": "1",
+        "GATEWAY_UPSTREAM_TIMEOUT_S": "2", **gateway_env,
+    })
+    upstreams = {name: Upstream(name) for name in UPSTREAMS}
+    app = create_app(settings, transports={n: httpx.MockTransport(u.handle) for n, u in upstreams.items()})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield Gateway(client, upstreams, settings)
+
+
+def problem(response: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    if slug:
+        assert body["type"].endswith("/" + slug), body["type"]
+    return body
+
+
+# -- routing and what is passed on ---------------------------------------------------------------
+
+
+async def test_each_route_reaches_its_own_upstream(gateway: Gateway) -> None:
+    for route in ROUTES:
+        role = sorted(route.allowed)[0] if route.allowed else "customer"
+        path = route.template.replace("{id}", str(uuid.uuid4())).replace("{ingredient}", "dough")
+        response = await gateway.client.request(route.method, path, headers=gateway.token(role),
+                                                json={} if route.method in ("POST", "PUT") else None)
+        assert response.status_code == 200, (route, response.text)
+        assert (response.json()["upstream"], response.json()["path"]) == (route.upstream, path)
+
+
+async def test_the_request_is_passed_on_with_its_identity_and_trace(gateway: Gateway) -> None:
+    customer = gateway.token("customer", "ann")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    response = await gateway.client.post(
+        "/api/v1/orders?dry=1&dry=2", content=b'{"items": []}',
+        headers={**customer, "Idempotency-Key": "k-1", "X-Request-ID": "req-42", "traceparent": traceparent,
+                 "content-type": "application/json", "Cookie": "session=secret"},
+    )
+    echo = response.json()
+    assert echo["query"] == "dry=1&dry=2"
+    assert echo["body"] == '{"items": []}'
+    sent = echo["headers"]
+    assert sent["authorization"] == customer["Authorization"]
+    assert (sent["idempotency-key"], sent["x-request-id"], sent["traceparent"]) == ("k-1", "req-42", traceparent)
+    assert "x-forwarded-for" in sent
+    assert "cookie" not in sent  # only the headers the services need go on
+    # The upstream's own headers come back, the hop's do not, and the request id is the caller's.
+    assert response.headers["x-upstream"] == "orders"
+    assert response.headers["x-request-id"] == "req-42"
+    assert response.headers.get("connection") != "close"
+
+
+async def test_unknown_paths_methods_and_dot_segments_are_refused_clearly(gateway: Gateway) -> None:
+    problem(await gateway.client.get("/api/v1/nothing-here"), 404, "not-found")
+    refused = await gateway.client.delete("/api/v1/orders", headers=gateway.token("admin"))
+    problem(refused, 405, "method-not-allowed")
+    assert refused.headers["allow"] == "GET, POST"
+    problem(await gateway.client.get("/api/v1/menu/%2e%2e/users"), 404)
+    problem(await gateway.client.get("/api/v1/menu/%2e%2e"), 404)  # would match /menu/{id}
+    assert all(not u.calls for u in gateway.upstreams.values())
+
+
+# -- tokens and roles -----------------------------------------------------------------------------
+
+
+async def test_public_routes_need_no_token_and_protected_ones_do(gateway: Gateway) -> None:
+    assert (await gateway.client.get("/api/v1/menu")).status_code == 200
+    refused = problem(await gateway.client.get("/api/v1/orders"), 401, "unauthorized")
+    assert "Bearer" in refused["detail"]
+    problem(await gateway.client.get("/api/v1/kitchen/tickets", headers=gateway.token("customer")), 403, "forbidden")
+    problem(await gateway.client.post("/api/v1/menu", json={}, headers=gateway.token("courier")), 403)
+    assert not gateway.upstreams["kitchen"].calls
+    assert not gateway.upstreams["orders"].calls
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "mallory", "role": "admin", "iat": now, "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE,
+            "jti": uuid.uuid4().hex, **overrides}
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def bad_tokens(good: str) -> dict[str, str]:
+    header, payload, signature = good.split(".")
+    claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {
+        "tampered": f"{header}.{_b64({**claims, 'role': 'admin'})}.{signature}",
+        "expired": jwt.encode(_claims(iat=int(time.time()) - 3600, exp=int(time.time()) - 600),
+                              DEVELOPMENT_JWT_SECRET, algorithm=ALGORITHM),
+        "wrong algorithm": jwt.encode(_claims(), DEVELOPMENT_JWT_SECRET, algorithm="HS384"),
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}.",
+        "other secret": jwt.encode(_claims(), "x" * 48, algorithm=ALGORITHM),
+        "garbage": "not.a.token",
+    }
+
+
+async def test_tampered_expired_wrong_algorithm_and_unsigned_tokens_are_refused(gateway: Gateway) -> None:
+    good = gateway.token("customer")["Authorization"].removeprefix("Bearer ")
+    for name, token in bad_tokens(good).items():
+        for method, path in (("GET", "/api/v1/orders"), ("GET", "/api/v1/menu")):
+            response = await gateway.client.request(method, path, headers={"Authorization": f"Bearer {token}"})
+            problem(response, 401)
+            assert "invalid_token" in response.headers["www-authenticate"], name
+    problem(await gateway.client.get("/api/v1/orders", headers={"Authorization": f"Basic {good}"}), 401)
+    assert not gateway.upstreams["orders"].calls
+    assert not gateway.upstreams["catalog"].calls
+
+
+# -- rate limits -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def store(request: pytest.FixtureRequest, gateway_env: dict[str, str]) -> str:
+    # An hour-long window: the count never resets in the middle of a test.
+    gateway_env.update({"RATE_LIMIT_WINDOW_S": "3600", "RATE_LIMIT_PER_IP": "5", "RATE_LIMIT_PER_USER": "2"})
+    if request.param == "redis":
+        gateway_env["REDIS_URL"] = REDIS_URL
+    return str(request.param)
+
+
+async def test_rate_limit_per_ip_answers_429_with_retry_after(store: str, gateway: Gateway) -> None:
+    answers = [(await gateway.client.get("/api/v1/menu")).status_code for _ in range(7)]
+    assert answers == [200] * 5 + [429] * 2
+    refused = await gateway.client.get("/api/v1/menu")
+    body = problem(refused, 429, "too-many-requests")
+    assert "ip" in body["detail"]
+    assert 0 < int(refused.headers["retry-after"]) <= 3600
+    assert len(gateway.upstreams["catalog"].calls) == 5
+    # Another address has its own allowance.
+    other = httpx.ASGITransport(app=gateway.client._transport.app, client=(fresh_ip(), 40001))  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=other, base_url="http://gateway") as elsewhere:
+        assert (await elsewhere.get("/api/v1/menu")).status_code == 200
+
+
+async def test_rate_limit_per_user_follows_the_user_not_the_address(store: str, gateway: Gateway) -> None:
+    ann, bob = gateway.token("customer"), gateway.token("customer")
+    answers = [(await gateway.client.get("/api/v1/orders", headers=ann)).status_code for _ in range(3)]
+    assert answers == [200, 200, 429]
+    assert "user" in problem(await gateway.client.get("/api/v1/orders", headers=ann), 429)["detail"]
+    assert (await gateway.client.get("/api/v1/orders", headers=bob)).status_code == 200
+
+
+async def test_redis_rate_limits_are_shared_by_every_gateway_process(gateway_env: dict[str, str]) -> None:
+    settings = Settings(REDIS_URL=REDIS_URL, RATE_LIMIT_PER_IP="4", RATE_LIMIT_WINDOW_S="3600")  # type: ignore[call-arg]
+    ip = fresh_ip()
+    statuses = []
+    for _ in range(2):  # two gateways, as two processes would be
+        app = create_app(settings, transports={n: httpx.MockTransport(Upstream(n).handle) for n in UPSTREAMS})
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, client=(ip, 1)), base_url="http://gateway") as client:
+            statuses += [(await client.get("/api/v1/menu")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    client_ = redis.Redis.from_url(REDIS_URL)
+    try:
+        [key] = [k async for k in client_.scan_iter(match=f"pizzeria:ratelimit:ip:{ip}:*")]
+        assert 0 < await client_.ttl(key) <= 3601
+    finally:
+        await client_.aclose()
+
+
+# -- deadlines, retries, breakers ---------------------------------------------------------------------
+
+
+async def test_reads_are_retried_writes_never(gateway: Gateway) -> None:
+    orders = gateway.upstreams["orders"]
+    customer = gateway.token("customer")
+    orders.failures = [httpx.ConnectError("blip")]
+    assert (await gateway.client.get("/api/v1/orders", headers=customer)).status_code == 200
+    assert len(orders.calls) == 2
+    orders.calls.clear()
+    orders.failures = [httpx.ReadError("connection reset")]
+    problem(await gateway.client.post("/api/v1/orders", json={}, headers=customer), 503, "upstream-unavailable")
+    assert len(orders.calls) == 1, "a POST is never sent twice by the gateway"
+
+
+async def test_an_upstream_that_does_not_answer_in_time_is_a_503(gateway: Gateway) -> None:
+    gateway.upstreams["kitchen"].failures = [httpx.ReadTimeout("slow")] * 2
+    body = problem(await gateway.client.get("/api/v1/inventory", headers=gateway.token("staff")), 503)
+    assert "did not answer in time" in body["detail"]
+
+
+async def test_an_upstream_5xx_is_passed_on_as_its_answer(gateway: Gateway) -> None:
+    gateway.upstreams["catalog"].failures = [500, 500]
+    assert (await gateway.client.get("/api/v1/menu")).status_code == 500
+
+
+async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upstream_is_back(
+    gateway: Gateway,
+) -> None:
+    payments = gateway.upstreams["payments"]
+    admin = gateway.token("admin")
+    payments.down = True
+    for _ in range(2):  # 2 reads x 2 attempts: 3 failures in a row open it
+        problem(await gateway.client.get("/api/v1/payments", headers=admin), 503)
+    health = (await gateway.client.get("/health")).json()
+    assert health["upstreams"]["payments"]["breaker"] == "open"
+    assert health["upstreams"]["orders"]["breaker"] == "closed"
+    calls = len(payments.calls)
+    fast = problem(await gateway.client.get("/api/v1/payments", headers=admin), 503, "upstream-unavailable")
+    assert "circuit open" in fast["detail"]
+    assert len(payments.calls) == calls, "while open, the upstream is not called at all"
+    payments.down = False
+    deadline = time.monotonic() + 10
+    while (await gateway.client.get("/health")).json()["upstreams"]["payments"]["breaker"] != "half-open":
+        assert time.monotonic() < deadline, "the breaker never half-opened"
+    assert (await gateway.client.get("/api/v1/payments", headers=admin)).status_code == 200
+    assert (await gateway.client.get("/health")).json()["upstreams"]["payments"]["breaker"] == "closed"
+
+
+# -- the overview -------------------------------------------------------------------------------------
+
+
+def _listing(name: str) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if name == "identity":
+            return httpx.Response(200, json={"id": "u1", "email": "a@example.com"})
+        return httpx.Response(200, json={"items": [{"from": name, "auth": request.headers.get("authorization")}]})
+    return answer
+
+
+async def test_overview_gathers_every_part_with_the_callers_token(gateway: Gateway) -> None:
+    for name in ("identity", "orders", "payments", "notifications"):
+        gateway.upstreams[name].answer = _listing(name)
+    me = gateway.token("customer")
+    overview = (await gateway.client.get("/api/v1/me/overview", headers=me)).json()
+    assert overview["missing"] == []
+    assert overview["user"]["id"] == "u1"
+    for part in ("orders", "payments", "notifications"):
+        assert overview[part] == [{"from": part, "auth": me["Authorization"]}]
+    problem(await gateway.client.get("/api/v1/me/overview"), 401)
+
+
+async def test_overview_answers_with_what_it_has_when_a_service_is_down(gateway: Gateway) -> None:
+    for name in ("identity", "orders", "payments", "notifications"):
+        gateway.upstreams[name].answer = _listing(name)
+    gateway.upstreams["notifications"].down = True
+    gateway.upstreams["payments"].failures = [httpx.ReadTimeout("slow")] * 2
+    response = await gateway.client.get("/api/v1/me/overview", headers=gateway.token("customer"))
+    assert response.status_code == 200
+    overview = response.json()
+    assert sorted(overview["missing"]) == ["notifications", "payments"]
+    assert (overview["notifications"], overview["payments"]) == (None, None)
+    assert overview["orders"] == [{"from": "orders", "auth": response.request.headers["authorization"]}]
+
+
+# -- CORS and the API document ------------------------------------------------------------------------
+
+
+async def test_cors_lets_configured_origins_in_only(gateway: Gateway) -> None:
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,idempotency-key"}
+    allowed = await gateway.client.options("/api/v1/orders", headers={"Origin": "http://localhost:8000", **asked})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:8000"
+    assert "idempotency-key" in allowed.headers["access-control-allow-headers"].lower()
+    stranger = await gateway.client.options("/api/v1/orders", headers={"Origin": "https://evil.example", **asked})
+    assert "access-control-allow-origin" not in stranger.headers
+    simple = await gateway.client.get("/api/v1/menu", headers={"Origin": "http://localhost:8000"})
+    assert simple.headers["access-control-allow-origin"] == "http://localhost:8000"
+    assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+
+
+def _real_documents() -> dict[str, dict[str, Any]]:
+    settings = Settings()
+    return {name: entry(name).load().create_app(settings).openapi() for name in UPSTREAMS}
+
+
+async def test_one_openapi_document_covers_every_public_route(gateway: Gateway) -> None:
+    documents = _real_documents()
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = lambda request, doc=documents[name]: httpx.Response(200, json=doc)  # type: ignore[misc]
+    doc = (await gateway.client.get("/openapi.json")).json()
+    assert "x-missing-upstreams" not in doc["info"]
+    operations = {(method.upper(), _shape(path)): op
+                  for path, ops in doc["paths"].items() for method, op in ops.items()}
+    for route in ROUTES:
+        op = operations.get((route.method, _shape(route.template)))
+        assert op is not None, f"{route.method} {route.template} is missing from the document"
+        assert ("security" in op) is (route.allowed is not None), route
+    assert ("GET", "/api/v1/me/overview") in operations
+    assert not [p for p in doc["paths"] if not p.startswith("/api/v1/")], "only the public API is documented"
+    # Every reference resolves, including the renamed ones two services both named `Status`.
+    text = orjson.dumps(doc).decode()
+    schemas = doc["components"]["schemas"]
+    for ref in {part.split('"')[0] for part in text.split('"$ref":"#/components/schemas/')[1:]}:
+        assert ref in schemas, ref
+    assert {"Status", "PaymentsStatus"} <= set(schemas)  # orders' kept its name; payments' was renamed
+    docs = await gateway.client.get("/docs")
+    assert docs.status_code == 200
+    assert "/openapi.json" in docs.text
+
+
+async def test_the_document_is_served_even_when_an_upstream_is_down(gateway: Gateway) -> None:
+    documents = _real_documents()
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = lambda request, doc=documents[name]: httpx.Response(200, json=doc)  # type: ignore[misc]
+    gateway.upstreams["kitchen"].down = True
+    doc = (await gateway.client.get("/openapi.json")).json()
+    assert doc["info"]["x-missing-upstreams"] == ["kitchen"]
+    assert "/api/v1/menu" in doc["paths"]
+    assert "/api/v1/inventory" not in doc["paths"]
+
+
+def _shape(template: str) -> str:
+    import re
+    return re.sub(r"\{[^/]+\}", "{}", template)
