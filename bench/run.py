@@ -12,7 +12,7 @@ from typing import Any
 
 import uvloop
 
-from bench import relay_bench, system_bench
+from bench import gateway_bench, relay_bench, system_bench
 
 STACKS = ("embedded", "postgres+kafka")
 
@@ -30,7 +30,7 @@ def machine() -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[str, Any] = {"machine": machine(), "system": [], "relay": []}
+    results: dict[str, Any] = {"machine": machine(), "system": [], "relay": [], "gateway": []}
     print(f"machine: {results['machine']}")
     for stack in args.stacks:
         if "relay" in args.only:
@@ -50,6 +50,17 @@ async def main(args: argparse.Namespace) -> None:
                   f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s")
             cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
             print(f"[system  {stack:<15}] CPU per order (ms, during the flood): {cpu}")
+        if "gateway" in args.only:
+            r = await gateway_bench.run(stack, clients=args.concurrency, menu_requests=args.menu_requests,
+                                        orders=args.gateway_orders)
+            results["gateway"].append(r)
+            for phase in ("cold", "warm"):
+                m = r[f"menu_{phase}"]
+                print(f"[gateway {stack:<15}] GET /api/v1/menu, cache {phase}: {m['per_s']:,.0f} requests/s from "
+                      f"{m['clients']} clients, p50/p95/p99 {m['latency']}  (statuses {m['statuses']})")
+            o = r["orders"]
+            print(f"[gateway {stack:<15}] POST /api/v1/orders from {o['clients']} clients: {o['per_s']:,.0f}/s, "
+                  f"p50/p95/p99 {o['latency']}  (statuses {o['statuses']})")
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
@@ -58,12 +69,15 @@ async def main(args: argparse.Namespace) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
-    parser.add_argument("--only", nargs="+", default=["relay", "system"], choices=["relay", "system"])
+    parser.add_argument("--only", nargs="+", default=["relay", "system", "gateway"],
+                        choices=["relay", "system", "gateway"])
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steady-rate", type=int, default=10, help="orders/s offered in the steady phase")
     parser.add_argument("--steady-seconds", type=int, default=20)
     parser.add_argument("--relay-events", type=int, default=20000)
+    parser.add_argument("--menu-requests", type=int, default=5000)
+    parser.add_argument("--gateway-orders", type=int, default=1000)
     parser.add_argument("--relay-rates", type=int, nargs="+", default=[200, 500, 1000])
     uvloop.run(main(parser.parse_args()))  # the services run on uvloop too
 

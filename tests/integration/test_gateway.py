@@ -147,6 +147,16 @@ async def test_unknown_paths_methods_and_dot_segments_are_refused_clearly(gatewa
     assert all(not u.calls for u in gateway.upstreams.values())
 
 
+async def test_a_path_with_any_bytes_is_passed_on_as_it_came(gateway: Gateway) -> None:
+    # Found by the API fuzzer: control characters in a path segment made the upstream URL invalid.
+    raw = "/api/v1/menu/b%25%10%2A%C3%8B%C2%9F%13o"
+    echo = (await gateway.client.get(raw)).json()
+    assert gateway.upstreams["catalog"].calls[-1].url.raw_path.decode() == raw
+    assert echo["upstream"] == "catalog"
+    staff = gateway.token("staff")
+    assert (await gateway.client.put("/api/v1/inventory/%C2%BA%C3%AD%05", json={}, headers=staff)).status_code == 200
+
+
 # -- tokens and roles -----------------------------------------------------------------------------
 
 

@@ -123,6 +123,41 @@ def install_error_handlers(app: FastAPI) -> None:
                        instance=str(request.url.path))
 
 
+#: RFC 9457 problem details, as every error of every service is answered.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "a stable URI naming the kind of problem"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong, for a human"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}, "description": "field errors"},
+    },
+}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document errors as they are answered: every 4xx/5xx is `application/problem+json`, and
+    every operation may answer one (FastAPI's own 422 shape is never sent)."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            for code, response in responses.items():
+                if code[:1] in ("4", "5"):
+                    response["content"] = dict(_PROBLEM_CONTENT)
+            responses.setdefault("default", {"description": "An error, as RFC 9457 problem details",
+                                             "content": dict(_PROBLEM_CONTENT)})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return schema
+
+
 def create_app(
     *,
     service: str,
@@ -180,4 +215,13 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_problem_responses(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     saga_compensation_timeout_s: float = Field(30.0, alias="SAGA_COMPENSATION_TIMEOUT_S")
 
     redis_url: str = Field("", alias="REDIS_URL")
+    cache_ttl_s: float = Field(30.0, alias="CACHE_TTL_S", gt=0)
+    cache_tombstone_s: float = Field(5.0, alias="CACHE_TOMBSTONE_S", gt=0)
 
     gateway_upstream_timeout_s: float = Field(5.0, alias="GATEWAY_UPSTREAM_TIMEOUT_S", gt=0)
     gateway_read_retries: int = Field(2, alias="GATEWAY_READ_RETRIES", ge=0)

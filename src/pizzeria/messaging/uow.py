@@ -7,7 +7,7 @@ the block without `commit()` rolls everything back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -40,7 +40,7 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self._pending: list[dict[str, Any]] = []
         self.emitted: list[Envelope] = []
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], Awaitable[None] | None]] = []
         self.committed = False
 
     @property
@@ -86,8 +86,9 @@ class UnitOfWork:
             "created_at": utcnow(),
         })
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once this transaction has committed (to wake a worker, say)."""
+    def after_commit(self, callback: Callable[[], Awaitable[None] | None]) -> None:
+        """Run `callback` once this transaction has committed (to wake a worker, or to
+        invalidate a cache: an awaitable it returns is awaited)."""
         self._after_commit.append(callback)
 
     async def commit(self) -> None:
@@ -103,4 +104,6 @@ class UnitOfWork:
             self._on_commit()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
-            callback()
+            outcome = callback()
+            if outcome is not None:
+                await outcome

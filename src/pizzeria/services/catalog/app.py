@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pizzeria.kit.cache import build_cache
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.runtime import MessagingRuntime
@@ -23,11 +24,21 @@ async def _seed(runtime: MessagingRuntime) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_service_app(
+    settings = settings or get_settings()
+    cache = build_cache("menu", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
+                        tombstone_s=settings.cache_tombstone_s)
+
+    async def _close(_: MessagingRuntime) -> None:
+        await cache.close()
+
+    app = build_service_app(
         name=NAME,
-        settings=settings or get_settings(),
+        settings=settings,
         migrations=MIGRATIONS,
         routers=[router],
         on_start=_seed,
+        on_stop=_close,
         description="The menu: items, sizes, prices and recipes.",
     )
+    app.state.menu_cache = cache
+    return app

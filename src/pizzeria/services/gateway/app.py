@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Counter
 
 from pizzeria.kit import context
+from pizzeria.kit.app import add_problem_responses
 from pizzeria.kit.app import create_app as create_service_app
 from pizzeria.kit.auth import Principal, decode_access_token
 from pizzeria.kit.errors import Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
@@ -156,7 +157,7 @@ def create_app(settings: Settings | None = None, *,
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         if not document.own:
-            document.own = get_openapi(title="gateway", version=app.version, routes=app.routes)
+            document.own = add_problem_responses(get_openapi(title="gateway", version=app.version, routes=app.routes))
         return JSONResponse(await document.get())
 
     @app.get("/docs", include_in_schema=False)
@@ -176,8 +177,10 @@ def create_app(settings: Settings | None = None, *,
                                        headers={"Allow": ", ".join(sorted(found.methods))})
             raise NotFound(f"{path} does not exist")
         await gate.admit(request, found.route.allowed)
+        # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
+        raw_path = request.scope.get("raw_path") or path.encode()
         answer = await upstreams[found.route.upstream].send(
-            request.method, path, params=list(request.query_params.multi_items()),
+            request.method, raw_path.decode("ascii", errors="replace"), params=list(request.query_params.multi_items()),
             headers=forwarded_headers(request), body=await request.body(),
         )
         response = Response(content=answer.body, status_code=answer.status)

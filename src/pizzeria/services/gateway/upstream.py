@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from pizzeria.kit.errors import ServiceUnavailable
+from pizzeria.kit.errors import BadRequest, ServiceUnavailable
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
 
@@ -57,6 +57,12 @@ class Upstream:
     async def send(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
                    headers: dict[str, str] | None = None, body: bytes = b"") -> Forwarded:
         """Forward one request; raise `UpstreamUnavailable` (503) when the service cannot answer."""
+        try:
+            url = self.client.base_url.join(path)
+        except httpx.InvalidURL:
+            raise BadRequest(f"the path {path[:200]!r} is not a valid URL path") from None
+        if url.host != self.client.base_url.host:  # "//elsewhere/..." must never leave the upstream
+            raise BadRequest(f"the path {path[:200]!r} is not a valid URL path")
         attempts = 1 + (self.retries if method in IDEMPOTENT else 0)
         for attempt in range(1, attempts + 1):
             try:

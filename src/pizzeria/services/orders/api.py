@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from pizzeria.kit.auth import Customer, CustomerOrAdmin, CustomerOrStaff, owner_scope
+from pizzeria.kit.cache import Cache
 from pizzeria.kit.errors import BadRequest, NotFound
 from pizzeria.messaging.saga import SagaEngine
 from pizzeria.messaging.service import Runtime
@@ -111,17 +112,25 @@ async def place_order(
 
 
 @router.get("/{order_id}", response_model=OrderView, summary="One order with its status history")
-async def get_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, request: Request) -> OrderView:
+async def get_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, request: Request) -> Response:
     owner = owner_scope(caller)
+    cache: Cache = request.app.state.order_cache
     async with runtime.db.read() as conn:
-        row = await projection.view_of(conn, await _projections(request).generation(conn), order_id)
-        if row is not None and owner in (None, row.customer_id):
-            return view_from_model(row)
-        # Just placed, not in the read model yet: answer from the order itself (read your writes).
-        order = None if row is not None else await repository.get(conn, order_id)
-    if order is None or owner not in (None, order.customer_id):
+        generation = await _projections(request).generation(conn)
+        key = projection.view_key(generation, order_id)
+        if (found := await cache.get(key)) is None:
+            row = await projection.view_of(conn, generation, order_id)
+            if row is not None:
+                found = orjson.dumps(view_from_model(row).model_dump(mode="json"))
+                await cache.fill(key, found)
+        if found is None:
+            # Just placed, not in the read model yet: answer from the order itself (read your writes).
+            order = await repository.get(conn, order_id)
+            if order is not None:
+                found = orjson.dumps(view(order).model_dump(mode="json"))
+    if found is None or owner not in (None, orjson.loads(found)["customer_id"]):
         raise NotFound(f"order {order_id} does not exist")
-    return view(order)
+    return Response(content=found, media_type="application/json")
 
 
 @router.post("/{order_id}/cancel", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,

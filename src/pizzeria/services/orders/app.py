@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from pizzeria.contracts.topology import CONSUMER_GROUPS
+from pizzeria.kit.cache import build_cache
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.runtime import MessagingRuntime
@@ -28,11 +29,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = SagaEngine(place_order_saga(settings), listener=on_saga_transition)
     parts: dict[str, ProjectionManager] = {}
+    cache = build_cache("orders", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
+                        tombstone_s=settings.cache_tombstone_s)
+
+    async def close(_: MessagingRuntime) -> None:
+        await cache.close()
 
     def configure(runtime: MessagingRuntime) -> None:
         runtime.subscribe(NAME, build_handlers(engine), topics=CONSUMER_GROUPS[NAME])
         runtime.add_worker(SagaTimer(engine, runtime.db, runtime.uow).run, "saga-timer")
-        manager = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP])
+        manager = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache)
         runtime.add_worker(manager.run, "projections")
         parts["projections"] = manager
 
@@ -42,8 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         routers=[router, ops.router],
         configure=configure,
+        on_stop=close,
         description="Orders: placement, the order saga, cancellation, and the order read model.",
     )
     app.state.saga_engine = engine
     app.state.projections = parts["projections"]
+    app.state.order_cache = cache
     return app

@@ -27,6 +27,7 @@ from pizzeria.contracts.orders import (
     OrderStatusChanged,
 )
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided
+from pizzeria.kit.cache import Cache
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry
@@ -61,11 +62,24 @@ def _latest(current: Any, at: datetime) -> datetime:
     return at if current is None or as_utc(current) < at else as_utc(current)
 
 
-def build_projector(generation: int) -> HandlerRegistry:
-    """The handlers that keep generation `generation` of the views."""
+def view_key(generation: int, order_id: UUID) -> str:
+    """Where one order's view is cached (a new generation starts with nothing cached)."""
+    return f"order:{generation}:{order_id}"
+
+
+async def _invalidate(cache: Cache | None, uow: UnitOfWork, key: str) -> None:
+    """Invalidate a cached view before the change (covering it) and once it has committed."""
+    if cache is not None:
+        await cache.invalidate(key)
+        uow.after_commit(lambda: cache.invalidate(key))
+
+
+def build_projector(generation: int, cache: Cache | None = None) -> HandlerRegistry:
+    """The handlers that keep generation `generation` of the views (and the cache of them)."""
     registry = HandlerRegistry()
 
     async def change(uow: UnitOfWork, order_id: UUID, at: datetime, apply: Any) -> None:
+        await _invalidate(cache, uow, view_key(generation, order_id))
         row = (await uow.conn.execute(_VIEW_FOR_UPDATE, {"g": generation, "order_id": order_id})).first()
         view: dict[str, Any] = (
             {c: getattr(row, c) for c in _COLUMNS} if row is not None
@@ -197,16 +211,18 @@ async def status(conn: AsyncConnection) -> dict[str, Any]:
 class ProjectionManager:
     """Runs the active generation's projector, and a rebuild when one is asked for."""
 
-    def __init__(self, runtime: MessagingRuntime, topics: tuple[str, ...]) -> None:
+    def __init__(self, runtime: MessagingRuntime, topics: tuple[str, ...],
+                 cache: Cache | None = None) -> None:
         self.runtime = runtime
         self.topics = topics
+        self.cache = cache
         self.active: tuple[int, ConsumerRunner] | None = None
         self.building: tuple[int, ConsumerRunner] | None = None
         self._cache: tuple[float, int] = (0.0, 1)
 
     def _runner(self, generation: int) -> ConsumerRunner:
-        return self.runtime.launch(f"{BASE_GROUP}-g{generation}", build_projector(generation), topics=self.topics,
-                                   dead_letter_topic=dlq_topic(BASE_GROUP))
+        return self.runtime.launch(f"{BASE_GROUP}-g{generation}", build_projector(generation, self.cache),
+                                   topics=self.topics, dead_letter_topic=dlq_topic(BASE_GROUP))
 
     async def generation(self, conn: AsyncConnection) -> int:
         """The generation reads use (read at most once a second)."""
