@@ -26,6 +26,7 @@ async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
         env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{tansu.bootstrap}"})
         # Production mode refuses the public development signing secret.
         env["JWT_SECRET"] = secrets.token_urlsafe(48)
+        env.update({"REDIS_URL": "redis://127.0.0.1:6379/13", "REDIS_KEY_PREFIX": f"pzbench-{secrets.token_hex(6)}"})
         yield env
     finally:
         for url in urls.values():

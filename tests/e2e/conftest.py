@@ -23,6 +23,8 @@ async def production_env(tansu: Tansu) -> tuple[dict[str, str], list[str]]:
     env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{tansu.bootstrap}"})
     # Production mode refuses the public development signing secret.
     env["JWT_SECRET"] = secrets.token_urlsafe(48)
+    # Caches and rate limits in Redis, under keys no other system under test uses.
+    env.update({"REDIS_URL": "redis://127.0.0.1:6379/14", "REDIS_KEY_PREFIX": f"pz-{secrets.token_hex(6)}"})
     return env, list(urls.values())
 
 

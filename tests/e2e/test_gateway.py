@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 
-from pizzeria.services.gateway.routes import ROUTES, Route
+from pizzeria.kit.settings import Settings
+from pizzeria.messaging.broker import OutgoingMessage
+from pizzeria.messaging.runtime import broker_from_settings
+from pizzeria.services.gateway.routes import EVERY_SERVICE, FANNED_OUT, ROUTES, Route
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import wait_for_menu_sync
 from tests.e2e.system import Shop, System
@@ -33,6 +37,7 @@ DEMO = {
     "admin": ("admin@pizzeria.example", "admin-pizza-1"),
 }
 CALLERS = ("anonymous", "customer", "staff", "courier", "admin")
+SERVICES_WITH_DATA = ("identity", "catalog", "orders", "payments", "notifications", "kitchen", "delivery")
 ENV = {
     "GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "1", "GATEWAY_READ_RETRIES": "2",
     "GATEWAY_UPSTREAM_TIMEOUT_S": "1", "RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000",
@@ -102,15 +107,20 @@ async def test_every_endpoint_for_every_role_through_the_gateway_and_at_the_serv
     wrong: list[str] = []
     direct = httpx.AsyncClient(timeout=30)
     try:
-        for route in ROUTES:
+        for route in (*ROUTES, *FANNED_OUT):
+            if route.stream:
+                continue  # a stream stays open: the live-status test covers it
             path = concrete(route)
             body = {} if route.method in ("POST", "PUT") else None
+            services = SERVICES_WITH_DATA if route.upstream == EVERY_SERVICE else (route.upstream,)
             for caller in CALLERS:
                 want = expected(route, caller)
-                via_gateway = await edge.http.request(route.method, path, json=body, headers=edge.auth(caller))
-                at_service = await direct.request(route.method, edge.system.url(route.upstream) + path, json=body,
-                                                  headers=edge.auth(caller))
-                for where, response in (("gateway", via_gateway), (route.upstream, at_service)):
+                answers = [("gateway", await edge.http.request(route.method, path, json=body,
+                                                               headers=edge.auth(caller)))]
+                for service in services:
+                    answers.append((service, await direct.request(route.method, edge.system.url(service) + path,
+                                                                  json=body, headers=edge.auth(caller))))
+                for where, response in answers:
                     if verdict(response) != want:
                         wrong.append(f"{route.method} {route.template} as {caller} at {where}: "
                                      f"{response.status_code}, expected {want}")
@@ -192,6 +202,110 @@ async def test_a_customer_never_sees_or_cancels_another_customers_things(edge: E
     assert order_id in {o["id"] for o in mine["orders"]}
     # The order is untouched by bob's attempts.
     assert (await edge.http.get(f"/api/v1/orders/{order_id}", headers=alice)).json()["cancel_requested"] is False
+
+
+# -- live order status ------------------------------------------------------------------------------
+
+
+async def read_events(response: httpx.Response) -> list[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream, until it ends."""
+    events: list[tuple[str, str]] = []
+    kind, data = "message", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            kind = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data = line.removeprefix("data:").strip()
+        elif line == "" and data:
+            events.append((kind, data))
+            kind, data = "message", ""
+    return events
+
+
+async def test_an_order_streams_its_status_live_until_it_ends(edge: Edge) -> None:
+    alice = edge.auth("customer")
+    order = await place(edge, "customer")
+    assert (await edge.http.get(f"/api/v1/orders/{order['id']}/stream",
+                                headers=edge.auth("other customer"))).status_code == 404
+    async with edge.http.stream("GET", f"/api/v1/orders/{order['id']}/stream", headers=alice,
+                                timeout=httpx.Timeout(10, read=120)) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = await read_events(stream)
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "end"
+    assert set(kinds[:-1]) == {"order"}
+    seen = [orjson.loads(data) for kind, data in events if kind == "order"]
+    # Each event is the whole order; together they walk its history, ending where it ended.
+    assert [o["id"] for o in seen] == [order["id"]] * len(seen)
+    final = seen[-1]
+    assert final["status"] == "delivered"
+    statuses = [s for n, s in enumerate(o["status"] for o in seen) if n == 0 or s != seen[n - 1]["status"]]
+    path = iter(h["status"] for h in final["history"])
+    assert all(status in path for status in statuses), f"events {statuses} out of the history's order"
+    assert statuses[0] in ("pending", "paid")
+    assert len(statuses) >= 2
+
+
+# -- operations ------------------------------------------------------------------------------------------
+
+
+async def test_dead_letters_of_every_service_listed_replayed_and_discarded_through_the_gateway(edge: Edge) -> None:
+    admin = edge.auth("admin")
+    settings = Settings(PIZZERIA_VAR_DIR=str(edge.system.workdir / "var"))  # type: ignore[call-arg]
+    broker = broker_from_settings(settings)
+    await broker.start()
+    message_id = str(uuid.uuid4())
+    try:  # an order event whose data breaks its schema: every group that reads it gives up on it
+        await broker.publish([OutgoingMessage(
+            topic="orders.events", key="k", value=orjson.dumps({"order_id": "not-a-uuid"}),
+            headers={"ce_id": message_id, "ce_source": "/pizzeria/orders", "ce_specversion": "1.0",
+                     "ce_type": "pizzeria.orders.OrderPlaced.v1", "ce_correlationid": "poison-1"},
+        )])
+    finally:
+        await broker.close()
+    assert (await edge.http.get("/api/v1/ops/dlq", headers=edge.auth("staff"))).status_code == 403
+
+    async def dead() -> list[dict[str, Any]]:
+        listing = (await edge.http.get("/api/v1/ops/dlq", headers=admin, params={"status": "dead"})).json()
+        assert listing["missing"] == []
+        return [d for d in listing["items"] if d["message_id"] == message_id]
+
+    letters = await eventually(dead, "the poison message in the dead letters")
+    assert "orders" in {d["service"] for d in letters}  # the read model cannot take it
+    letter = letters[0]
+    assert letter["headers"]["ce_correlationid"] == "poison-1"
+    assert letter["payload"] == {"order_id": "not-a-uuid"}
+    shown = await edge.http.get(f"/api/v1/ops/dlq/{letter['id']}", headers=admin)
+    assert shown.json()["id"] == letter["id"]
+
+    replayed = await edge.http.post(f"/api/v1/ops/dlq/{letter['id']}/replay", headers=admin)
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json()["status"] == "replay_requested"
+
+    async def dead_again() -> dict[str, Any] | None:
+        found: dict[str, Any] = (await edge.http.get(f"/api/v1/ops/dlq/{letter['id']}", headers=admin)).json()
+        return found if found["status"] == "dead" else None
+
+    again = await eventually(dead_again, "the replayed poison message to be dead again")
+    assert again["attempts"] > letter["attempts"]
+    discarded = await edge.http.post(f"/api/v1/ops/dlq/{letter['id']}/discard", headers=admin)
+    assert discarded.json()["status"] == "discarded"
+    refused = await edge.http.post(f"/api/v1/ops/dlq/{letter['id']}/replay", headers=admin)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (await edge.http.post(f"/api/v1/ops/dlq/{uuid.uuid4()}/discard", headers=admin)).status_code == 404
+
+
+async def test_outbox_backlog_of_every_service(edge: Edge) -> None:
+    outbox = (await edge.http.get("/api/v1/ops/outbox", headers=edge.auth("admin"))).json()
+    assert outbox["missing"] == []
+    assert set(outbox["services"]) == {"identity", "catalog", "orders", "payments", "notifications", "kitchen",
+                                       "delivery"}
+    for name, backlog in outbox["services"].items():
+        assert backlog["service"] == name
+        assert backlog["backlog"] >= 0
+        assert backlog["oldest_age_s"] >= 0
 
 
 # -- an upstream goes away -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import redis.asyncio as redis
 from pizzeria.kit.auth import ALGORITHM, AUDIENCE, ISSUER, Principal, TokenIssuer
 from pizzeria.kit.settings import DEVELOPMENT_JWT_SECRET, Settings
 from pizzeria.services.gateway.app import create_app
-from pizzeria.services.gateway.routes import ROUTES, UPSTREAMS
+from pizzeria.services.gateway.routes import FANNED_OUT, ROUTES, UPSTREAMS
 from pizzeria.services.registry import entry
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -343,6 +343,65 @@ async def test_overview_answers_with_what_it_has_when_a_service_is_down(gateway:
     assert overview["orders"] == [{"from": "orders", "auth": response.request.headers["authorization"]}]
 
 
+# -- streams and operations ---------------------------------------------------------------------------
+
+
+async def test_a_stream_is_relayed_as_it_comes_and_errors_whole(gateway: Gateway) -> None:
+    orders = gateway.upstreams["orders"]
+    events = b"retry: 2000\n\nevent: order\ndata: {\"status\": \"paid\"}\n\nevent: end\ndata: {}\n\n"
+    orders.answer = lambda request: httpx.Response(200, content=events,
+                                                   headers={"content-type": "text/event-stream"})
+    me = gateway.token("customer")
+    streamed = await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream", headers=me)
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"] == "text/event-stream"
+    assert streamed.content == events
+    orders.answer = lambda request: httpx.Response(404, json={"detail": "no such order"},
+                                                   headers={"content-type": "application/problem+json"})
+    missing = await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream", headers=me)
+    assert (missing.status_code, missing.json()) == (404, {"detail": "no such order"})
+    problem(await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream",
+                                     headers=gateway.token("courier")), 403)
+
+
+def _dead_letters(service: str, *ids: str) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/v1/ops/dlq":
+            return httpx.Response(200, json={"items": [
+                {"id": i, "service": service, "created_at": f"2026-11-22T{len(service):02d}:00:0{n}Z"}
+                for n, i in enumerate(ids)]})
+        if path.startswith("/api/v1/ops/dlq/"):
+            dl_id = path.split("/")[5]
+            if dl_id not in ids:
+                return httpx.Response(404, json={"detail": "not here"})
+            return httpx.Response(202 if path.endswith("/replay") else 200,
+                                  json={"id": dl_id, "service": service, "method": request.method})
+        if path == "/api/v1/ops/outbox":
+            return httpx.Response(200, json={"service": service, "backlog": 0, "oldest_age_s": 0.0})
+        return httpx.Response(404)
+    return answer
+
+
+async def test_operations_ask_every_service_and_merge_the_answers(gateway: Gateway) -> None:
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = _dead_letters(name, *((f"{name}-1", f"{name}-2") if name in ("orders", "kitchen") else ()))
+    gateway.upstreams["delivery"].down = True
+    admin = gateway.token("admin")
+    listing = (await gateway.client.get("/api/v1/ops/dlq", headers=admin)).json()
+    assert listing["missing"] == ["delivery"]
+    assert [d["id"] for d in listing["items"]] == ["kitchen-2", "kitchen-1", "orders-2", "orders-1"]  # newest first
+    replayed = await gateway.client.post("/api/v1/ops/dlq/orders-2/replay", headers=admin)
+    assert (replayed.status_code, replayed.json()) == (202, {"id": "orders-2", "service": "orders", "method": "POST"})
+    assert [c.method for c in gateway.upstreams["kitchen"].calls].count("POST") == 0, "only the owner is told"
+    problem(await gateway.client.post("/api/v1/ops/dlq/nowhere/discard", headers=admin), 404)
+    outbox = (await gateway.client.get("/api/v1/ops/outbox", headers=admin)).json()
+    assert outbox["missing"] == ["delivery"]
+    assert sorted(outbox["services"]) == sorted(set(UPSTREAMS) - {"delivery"})
+    problem(await gateway.client.get("/api/v1/ops/outbox", headers=gateway.token("staff")), 403)
+    problem(await gateway.client.get("/api/v1/ops/dlq"), 401)
+
+
 # -- CORS and the API document ------------------------------------------------------------------------
 
 
@@ -372,7 +431,7 @@ async def test_one_openapi_document_covers_every_public_route(gateway: Gateway) 
     assert "x-missing-upstreams" not in doc["info"]
     operations = {(method.upper(), _shape(path)): op
                   for path, ops in doc["paths"].items() for method, op in ops.items()}
-    for route in ROUTES:
+    for route in (*ROUTES, *FANNED_OUT):
         op = operations.get((route.method, _shape(route.template)))
         assert op is not None, f"{route.method} {route.template} is missing from the document"
         assert ("security" in op) is (route.allowed is not None), route
@@ -387,6 +446,10 @@ async def test_one_openapi_document_covers_every_public_route(gateway: Gateway) 
     docs = await gateway.client.get("/docs")
     assert docs.status_code == 200
     assert "/openapi.json" in docs.text
+    assert "cdn" not in docs.text.lower(), "the UI is served from here, not a CDN"
+    for asset in ("/static/swagger-ui/swagger-ui-bundle.js", "/static/swagger-ui/swagger-ui.css"):
+        assert asset in docs.text
+        assert (await gateway.client.get(asset)).status_code == 200
 
 
 async def test_the_document_is_served_even_when_an_upstream_is_down(gateway: Gateway) -> None:

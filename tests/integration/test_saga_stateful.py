@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -29,6 +29,7 @@ from pizzeria.services.orders import handlers as orders
 from pizzeria.services.orders import projection
 from pizzeria.services.orders import repository as orders_repo
 from pizzeria.services.orders.domain import MenuEntry, RequestedLine, is_valid_path
+from pizzeria.services.payments import repository as payments_repo
 from tests.support.cluster import Cluster
 
 PIZZA = uuid.UUID("00000000-0000-7000-8000-00000000000a")
@@ -174,7 +175,12 @@ class OrderSagaMachine(RuleBasedStateMachine):
                 if order.cancel_reason == "customer_cancelled":
                     assert story["cancel_accepted"], order_id
                 if order.cancel_reason == "payment_failed":
-                    assert story["card"] == "tok_declined", order_id
+                    # A declined card; or a card the provider never answers, when payments gave
+                    # up on it (after its last attempt) before the saga's deadline passed.
+                    reasons = {p.failure_reason for p in self.run(self._payments(order_id))}
+                    assert (story["card"], reasons) in (("tok_declined", {"card_declined"}),
+                                                        ("tok_timeout", {"provider_unavailable"})), \
+                        f"{order_id}: {story['card']} ended payment_failed ({reasons})"
         held = self.run(self._rows("kitchen", sa.select(reservations).where(reservations.c.status == "held")))
         assert not held, f"reservations outlived their orders: {held}"
         views = self.run(self._views())
@@ -191,6 +197,10 @@ class OrderSagaMachine(RuleBasedStateMachine):
         async with self.cluster.nodes["orders"].db.read() as conn:
             return [await orders_repo.get(conn, order_id) for order_id in self.stories]
 
+    async def _payments(self, order_id: uuid.UUID) -> list[Any]:
+        async with self.cluster.nodes["payments"].db.read() as conn:
+            return await payments_repo.for_order(conn, order_id)
+
     async def _views(self) -> dict[uuid.UUID, tuple[str, str | None]]:
         async with self.cluster.nodes["orders"].db.read() as conn:
             return {
@@ -202,6 +212,8 @@ class OrderSagaMachine(RuleBasedStateMachine):
 
 OrderSagaMachine.TestCase.settings = settings(
     max_examples=30, stateful_step_count=40, deadline=None,
+    # No explain phase: re-running a failing machine under line tracing takes minutes here.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestOrderSaga = OrderSagaMachine.TestCase

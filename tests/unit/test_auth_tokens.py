@@ -138,7 +138,8 @@ def test_garbage_is_refused_not_crashed_on(settings: Settings, garbage: str) -> 
 
 
 def test_production_mode_refuses_the_development_secret() -> None:
-    base = {"PIZZERIA_MODE": "production", "DATABASE_URL": "postgresql+asyncpg://db/x", "BROKER_URL": "kafka://k:9092"}
+    base = {"PIZZERIA_MODE": "production", "DATABASE_URL": "postgresql+asyncpg://db/x", "BROKER_URL": "kafka://k:9092",
+            "REDIS_URL": "redis://cache:6379/0"}
     default = Settings(**base)
     assert default.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
     assert any("JWT_SECRET" in p for p in default.production_problems("orders"))
@@ -150,3 +151,13 @@ def test_production_mode_refuses_the_development_secret() -> None:
 
 def test_the_secret_never_shows_in_a_repr() -> None:
     assert SECRET not in repr(Settings(JWT_SECRET=SECRET))
+
+
+def test_production_mode_needs_redis_where_caches_and_rate_limits_are_shared() -> None:
+    base = {"PIZZERIA_MODE": "production", "DATABASE_URL": "postgresql+asyncpg://db/x", "BROKER_URL": "kafka://k:9092",
+            "JWT_SECRET": SECRET}
+    without = Settings(**base)
+    for service in ("gateway", "catalog", "orders"):
+        assert any("REDIS_URL" in p for p in without.production_problems(service, messaging=service != "gateway"))
+    assert without.production_problems("payments") == []
+    assert Settings(**base, REDIS_URL="redis://cache:6379/0").production_problems("gateway", messaging=False) == []

@@ -143,7 +143,7 @@ class RedisCache:
         await self.client.aclose()
 
 
-def build_cache(name: str, *, redis_url: str, ttl_s: float, tombstone_s: float) -> Cache:
+def build_cache(name: str, *, redis_url: str, ttl_s: float, tombstone_s: float, key_prefix: str = "pizzeria") -> Cache:
     if redis_url:
-        return RedisCache(name, redis_url, ttl_s=ttl_s, tombstone_s=tombstone_s, prefix=f"pizzeria:cache:{name}")
+        return RedisCache(name, redis_url, ttl_s=ttl_s, tombstone_s=tombstone_s, prefix=f"{key_prefix}:cache:{name}")
     return InProcessCache(name, ttl_s=ttl_s, tombstone_s=tombstone_s)

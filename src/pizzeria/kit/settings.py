@@ -23,6 +23,9 @@ SERVICE_PORTS: dict[str, int] = {
     "gateway": 8000,
 }
 
+#: Services whose caches or rate limits live in Redis in production.
+SHARED_STATE_USERS = frozenset({"gateway", "catalog", "orders"})
+
 #: The embedded mode's token signing secret. Public (it is in the source), so production mode
 #: refuses to start with it.
 DEVELOPMENT_JWT_SECRET = "pizzeria-development-only-jwt-secret-do-not-use-in-production"
@@ -89,6 +92,7 @@ class Settings(BaseSettings):
     saga_compensation_timeout_s: float = Field(30.0, alias="SAGA_COMPENSATION_TIMEOUT_S")
 
     redis_url: str = Field("", alias="REDIS_URL")
+    redis_key_prefix: str = Field("pizzeria", alias="REDIS_KEY_PREFIX", min_length=1)
     cache_ttl_s: float = Field(30.0, alias="CACHE_TTL_S", gt=0)
     cache_tombstone_s: float = Field(5.0, alias="CACHE_TOMBSTONE_S", gt=0)
 
@@ -114,16 +118,19 @@ class Settings(BaseSettings):
         override = os.environ.get(f"{service.upper()}_DATABASE_URL")
         return self.resolve(override or self.database_url, service)
 
-    def production_problems(self, service: str) -> list[str]:
+    def production_problems(self, service: str, *, messaging: bool = True) -> list[str]:
         """Why this configuration cannot run `service` in production mode (empty if it can):
-        production never falls back to the embedded stores."""
+        production never falls back to the embedded stores. `messaging`: the service has a
+        database and talks to the broker (the gateway has neither)."""
         if self.mode != "production":
             return []
         problems = []
-        if self.database_url_for(service).startswith("sqlite"):
+        if messaging and self.database_url_for(service).startswith("sqlite"):
             problems.append(f"{service}: set DATABASE_URL or {service.upper()}_DATABASE_URL to a PostgreSQL URL")
-        if self.broker_url.startswith("sqllog"):
+        if messaging and self.broker_url.startswith("sqllog"):
             problems.append("set BROKER_URL to kafka://host:port[,host:port]")
+        if service in SHARED_STATE_USERS and not self.redis_url:
+            problems.append(f"{service}: set REDIS_URL (caches and rate limits are shared between processes)")
         # Every service verifies access tokens, so every service refuses the public secret.
         secret = self.jwt_secret.get_secret_value()
         if secret == DEVELOPMENT_JWT_SECRET:

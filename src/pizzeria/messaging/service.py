@@ -71,9 +71,11 @@ def build_service_app(
     async def workers_ready() -> bool:
         return runtime.healthy()
 
+    from pizzeria.messaging import ops  # its routes depend on this module's `Runtime`
+
     app = create_app(
         service=name,
-        routers=routers,
+        routers=[*routers, ops.router],
         lifespan=lifespan,
         ready_checks={"database": database_ready, "broker": runtime.broker.ping, "workers": workers_ready},
         description=description,

@@ -26,7 +26,7 @@ async def _seed(runtime: MessagingRuntime) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     cache = build_cache("menu", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
-                        tombstone_s=settings.cache_tombstone_s)
+                        tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
 
     async def _close(_: MessagingRuntime) -> None:
         await cache.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +17,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter
+from starlette.background import BackgroundTask
 
 from pizzeria.kit import context
 from pizzeria.kit.app import add_problem_responses
@@ -27,13 +30,16 @@ from pizzeria.kit.errors import Forbidden, NotFound, ProblemError, TooManyReques
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
+from pizzeria.services.gateway import ops
 from pizzeria.services.gateway.openapi import OpenApiDocument
 from pizzeria.services.gateway.overview import Overview, overview
 from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
 from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
-from pizzeria.services.gateway.upstream import Upstream
+from pizzeria.services.gateway.upstream import HOP_BY_HOP, Upstream
 
 NAME = "gateway"
+#: Vendored browser assets (no CDN): Swagger UI for `/docs`.
+STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 
 rate_limited = Counter("pizzeria_gateway_rate_limited_total", "Requests refused by a rate limit.", ["scope"])
 
@@ -101,6 +107,22 @@ def forwarded_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+async def _relay_stream(upstream: Upstream, path: str, params: list[tuple[str, str]],
+                        headers: dict[str, str]) -> Response:
+    """Pass a server-sent event stream on as it comes; an error answer is passed on whole."""
+    answer = await upstream.open_stream(path, params=params, headers=headers)
+    kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in HOP_BY_HOP | OWN_HEADERS]
+    if answer.status_code != 200:
+        body = await answer.aread()
+        await answer.aclose()
+        response = Response(content=body, status_code=answer.status_code)
+    else:
+        response = StreamingResponse(answer.aiter_bytes(), status_code=200, background=BackgroundTask(answer.aclose))
+    for name, value in kept:
+        response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    return response
+
+
 def create_app(settings: Settings | None = None, *,
                transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
     """The gateway; `transports` replaces the network to some upstreams (tests)."""
@@ -116,7 +138,10 @@ def create_app(settings: Settings | None = None, *,
         )
         for name in UPSTREAMS
     }
-    limiter = build_rate_limiter(settings.redis_url, settings.rate_limit_window_s)
+    problems = settings.production_problems(NAME, messaging=False)
+    if problems:
+        raise SystemExit("refusing to start in production mode: " + "; ".join(problems))
+    limiter = build_rate_limiter(settings.redis_url, settings.rate_limit_window_s, settings.redis_key_prefix)
     gate = Gate(settings, limiter)
 
     @asynccontextmanager
@@ -152,17 +177,26 @@ def create_app(settings: Settings | None = None, *,
         await gate.admit(request, SIGNED_IN)
         return await overview(upstreams, forwarded_headers(request))
 
+    app.include_router(ops.build_router(upstreams, gate.admit, forwarded_headers))
     document = OpenApiDocument(upstreams, {})
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         if not document.own:
-            document.own = add_problem_responses(get_openapi(title="gateway", version=app.version, routes=app.routes))
+            own = get_openapi(title="gateway", version=app.version, routes=app.routes)
+            document.own = add_problem_responses(own)
         return JSONResponse(await document.get())
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Pizzeria API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Pizzeria API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
 
     @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
                    include_in_schema=False)
@@ -179,8 +213,13 @@ def create_app(settings: Settings | None = None, *,
         await gate.admit(request, found.route.allowed)
         # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
         raw_path = request.scope.get("raw_path") or path.encode()
-        answer = await upstreams[found.route.upstream].send(
-            request.method, raw_path.decode("ascii", errors="replace"), params=list(request.query_params.multi_items()),
+        upstream = upstreams[found.route.upstream]
+        params = list(request.query_params.multi_items())
+        if found.route.stream:
+            return await _relay_stream(upstream, raw_path.decode("ascii", errors="replace"), params,
+                                       forwarded_headers(request))
+        answer = await upstream.send(
+            request.method, raw_path.decode("ascii", errors="replace"), params=params,
             headers=forwarded_headers(request), body=await request.body(),
         )
         response = Response(content=answer.body, status_code=answer.status)

@@ -41,7 +41,10 @@ def _renamed(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
 def merge(own: dict[str, Any], upstream_docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The gateway's document: its own paths plus every exposed upstream operation."""
     schemas: dict[str, Any] = dict(own.get("components", {}).get("schemas", {}))
-    paths: dict[str, Any] = {p: ops for p, ops in own.get("paths", {}).items() if p.startswith("/api/")}
+    paths: dict[str, Any] = {}
+    for path, operations in own.get("paths", {}).items():
+        if path.startswith("/api/"):  # the gateway's own API: the overview and operations, all signed in
+            paths[path] = {m: {**op, "security": [{"bearer": []}]} for m, op in operations.items() if m in METHODS}
     for service, original in sorted(upstream_docs.items()):
         theirs = original.get("components", {}).get("schemas", {})
         renames = {name: f"{service.title()}{name}" for name, schema in theirs.items()

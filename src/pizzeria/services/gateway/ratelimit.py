@@ -90,5 +90,7 @@ class RedisRateLimiter:
         await self.client.aclose()
 
 
-def build_rate_limiter(redis_url: str, window_s: int) -> RateLimiter:
-    return RedisRateLimiter(redis_url, window_s) if redis_url else InProcessRateLimiter(window_s)
+def build_rate_limiter(redis_url: str, window_s: int, key_prefix: str = "pizzeria") -> RateLimiter:
+    if redis_url:
+        return RedisRateLimiter(redis_url, window_s, prefix=f"{key_prefix}:ratelimit")
+    return InProcessRateLimiter(window_s)

@@ -27,6 +27,7 @@ class Route:
     template: str  # e.g. /api/v1/orders/{id}
     upstream: str
     allowed: frozenset[Role] | None  # None: public
+    stream: bool = False  # a long-lived answer (server-sent events), relayed as it comes
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +60,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/orders", "orders", CUSTOMER_OR_STAFF),
     Route("GET", "/api/v1/orders/{id}", "orders", CUSTOMER_OR_STAFF),
     Route("POST", "/api/v1/orders/{id}/cancel", "orders", CUSTOMER_OR_ADMIN),
+    Route("GET", "/api/v1/orders/{id}/stream", "orders", CUSTOMER_OR_STAFF, stream=True),
     Route("GET", "/api/v1/payments", "payments", CUSTOMER_OR_ADMIN),
     Route("GET", "/api/v1/payments/{id}", "payments", CUSTOMER_OR_ADMIN),
     Route("POST", "/api/v1/payments/{id}/refund", "payments", ADMIN),
@@ -75,6 +77,17 @@ ROUTES: tuple[Route, ...] = (
 )
 
 UPSTREAMS: tuple[str, ...] = tuple(dict.fromkeys(r.upstream for r in ROUTES))
+
+#: Operations routes every service has (its own dead letters and outbox); the gateway asks all
+#: of them and merges the answers (`services/gateway/ops.py`).
+EVERY_SERVICE = "*"
+FANNED_OUT: tuple[Route, ...] = (
+    Route("GET", "/api/v1/ops/dlq", EVERY_SERVICE, ADMIN),
+    Route("GET", "/api/v1/ops/dlq/{id}", EVERY_SERVICE, ADMIN),
+    Route("POST", "/api/v1/ops/dlq/{id}/replay", EVERY_SERVICE, ADMIN),
+    Route("POST", "/api/v1/ops/dlq/{id}/discard", EVERY_SERVICE, ADMIN),
+    Route("GET", "/api/v1/ops/outbox", EVERY_SERVICE, ADMIN),
+)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,25 @@ class Upstream:
             return _forwarded(response)
         raise AssertionError("unreachable")
 
+    async def open_stream(self, path: str, *, params: list[tuple[str, str]] | None = None,
+                          headers: dict[str, str] | None = None) -> httpx.Response:
+        """GET a long-lived answer: the deadline covers connecting and the first bytes of the
+        answer, not the stream, which lasts as long as the upstream keeps it open. The caller
+        closes the response."""
+        request = self.client.build_request(
+            "GET", path, params=tuple(params or ()), headers=headers,
+            timeout=httpx.Timeout(self.client.timeout.connect, read=None),
+        )
+        try:
+            return await self.breaker.call(lambda: self.client.send(request, stream=True),
+                                           is_failure=lambda e: isinstance(e, httpx.TransportError))
+        except CircuitOpen:
+            raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open); try again shortly",
+                                      headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))},
+                                      ) from None
+        except httpx.TransportError:
+            raise UpstreamUnavailable(f"{self.name} cannot be reached") from None
+
     async def _once(self, method: str, path: str, params: list[tuple[str, str]] | None,
                     headers: dict[str, str] | None, body: bytes) -> httpx.Response:
         response = await self.client.request(method, path, params=tuple(params or ()), headers=headers,

@@ -5,20 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from pizzeria.kit.auth import Customer, CustomerOrAdmin, CustomerOrStaff, owner_scope
 from pizzeria.kit.cache import Cache
 from pizzeria.kit.errors import BadRequest, NotFound
+from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.messaging.saga import SagaEngine
 from pizzeria.messaging.service import Runtime
 from pizzeria.services.orders import handlers, projection, repository
-from pizzeria.services.orders.domain import Order, RequestedLine, Status
+from pizzeria.services.orders.domain import TERMINAL, Order, RequestedLine, Status
 from pizzeria.services.orders.schemas import (
     HistoryEntry,
     OrderLineView,
@@ -26,6 +29,7 @@ from pizzeria.services.orders.schemas import (
     OrderView,
     PlaceOrderBody,
 )
+from pizzeria.services.orders.watch import OrderWatch
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
@@ -113,7 +117,13 @@ async def place_order(
 
 @router.get("/{order_id}", response_model=OrderView, summary="One order with its status history")
 async def get_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, request: Request) -> Response:
-    owner = owner_scope(caller)
+    found = await _order_json(order_id, owner_scope(caller), runtime, request)
+    return Response(content=found, media_type="application/json")
+
+
+async def _order_json(order_id: UUID, owner: str | None, runtime: MessagingRuntime, request: Request) -> bytes:
+    """The order as JSON: from the cache, else the read model (then cached), else (just placed)
+    the order itself; 404 when it does not exist or is not the caller's to see."""
     cache: Cache = request.app.state.order_cache
     async with runtime.db.read() as conn:
         generation = await _projections(request).generation(conn)
@@ -130,7 +140,48 @@ async def get_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, r
                 found = orjson.dumps(view(order).model_dump(mode="json"))
     if found is None or owner not in (None, orjson.loads(found)["customer_id"]):
         raise NotFound(f"order {order_id} does not exist")
-    return Response(content=found, media_type="application/json")
+    return found
+
+
+#: How long a stream waits for word of a change before looking itself (changes made by another
+#: process), and how often it proves it is alive to proxies that close quiet connections.
+STREAM_RECHECK_S = 2.0
+STREAM_KEEPALIVE_S = 15.0
+
+
+@router.get("/{order_id}/stream", summary="The order's status, live (server-sent events)",
+            response_class=StreamingResponse,
+            responses={200: {"description": "`event: order` with the order JSON at once and at every change; "
+                                             "`event: end` once it is delivered or cancelled",
+                             "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, request: Request,
+                       ) -> StreamingResponse:
+    owner = owner_scope(caller)
+    first = await _order_json(order_id, owner, runtime, request)  # 404 before the stream starts
+    watch: OrderWatch = request.app.state.order_watch
+
+    async def events() -> AsyncIterator[bytes]:
+        current: bytes | None = first
+        last: bytes | None = None
+        quiet = 0.0
+        yield b"retry: 2000\n\n"
+        while True:
+            if current != last and current is not None:
+                order = orjson.loads(current)
+                yield b"event: order\nid: %d\ndata: %s\n\n" % (len(order["history"]), current)
+                last, quiet = current, 0.0
+                if order["status"] in TERMINAL:
+                    yield b"event: end\ndata: {}\n\n"
+                    return
+            if not await watch.wait(order_id, STREAM_RECHECK_S):
+                quiet += STREAM_RECHECK_S
+                if quiet >= STREAM_KEEPALIVE_S:
+                    yield b": keepalive\n\n"
+                    quiet = 0.0
+            current = await _order_json(order_id, owner, runtime, request)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{order_id}/cancel", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,

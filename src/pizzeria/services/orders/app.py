@@ -20,6 +20,7 @@ from pizzeria.services.orders.handlers import build_handlers, on_saga_transition
 from pizzeria.services.orders.projection import BASE_GROUP, ProjectionManager
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.tables import metadata
+from pizzeria.services.orders.watch import OrderWatch
 
 NAME = "orders"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
@@ -29,8 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = SagaEngine(place_order_saga(settings), listener=on_saga_transition)
     parts: dict[str, ProjectionManager] = {}
+    watch = OrderWatch()
     cache = build_cache("orders", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
-                        tombstone_s=settings.cache_tombstone_s)
+                        tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
 
     async def close(_: MessagingRuntime) -> None:
         await cache.close()
@@ -38,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def configure(runtime: MessagingRuntime) -> None:
         runtime.subscribe(NAME, build_handlers(engine), topics=CONSUMER_GROUPS[NAME])
         runtime.add_worker(SagaTimer(engine, runtime.db, runtime.uow).run, "saga-timer")
-        manager = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache)
+        manager = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache, watch.changed)
         runtime.add_worker(manager.run, "projections")
         parts["projections"] = manager
 
@@ -54,4 +56,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.saga_engine = engine
     app.state.projections = parts["projections"]
     app.state.order_cache = cache
+    app.state.order_watch = watch
     return app

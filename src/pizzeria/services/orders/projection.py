@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -74,12 +75,20 @@ async def _invalidate(cache: Cache | None, uow: UnitOfWork, key: str) -> None:
         uow.after_commit(lambda: cache.invalidate(key))
 
 
-def build_projector(generation: int, cache: Cache | None = None) -> HandlerRegistry:
-    """The handlers that keep generation `generation` of the views (and the cache of them)."""
+def _announce(on_change: Callable[[UUID], None] | None, uow: UnitOfWork, order_id: UUID) -> None:
+    if on_change is not None:
+        uow.after_commit(lambda: on_change(order_id))
+
+
+def build_projector(generation: int, cache: Cache | None = None,
+                    on_change: Callable[[UUID], None] | None = None) -> HandlerRegistry:
+    """The handlers that keep generation `generation` of the views (and the cache of them);
+    `on_change` hears of every order whose view changed, once the change has committed."""
     registry = HandlerRegistry()
 
     async def change(uow: UnitOfWork, order_id: UUID, at: datetime, apply: Any) -> None:
         await _invalidate(cache, uow, view_key(generation, order_id))
+        _announce(on_change, uow, order_id)
         row = (await uow.conn.execute(_VIEW_FOR_UPDATE, {"g": generation, "order_id": order_id})).first()
         view: dict[str, Any] = (
             {c: getattr(row, c) for c in _COLUMNS} if row is not None
@@ -212,17 +221,19 @@ class ProjectionManager:
     """Runs the active generation's projector, and a rebuild when one is asked for."""
 
     def __init__(self, runtime: MessagingRuntime, topics: tuple[str, ...],
-                 cache: Cache | None = None) -> None:
+                 cache: Cache | None = None, on_change: Callable[[UUID], None] | None = None) -> None:
         self.runtime = runtime
         self.topics = topics
         self.cache = cache
+        self.on_change = on_change
         self.active: tuple[int, ConsumerRunner] | None = None
         self.building: tuple[int, ConsumerRunner] | None = None
         self._cache: tuple[float, int] = (0.0, 1)
 
     def _runner(self, generation: int) -> ConsumerRunner:
-        return self.runtime.launch(f"{BASE_GROUP}-g{generation}", build_projector(generation, self.cache),
-                                   topics=self.topics, dead_letter_topic=dlq_topic(BASE_GROUP))
+        projector = build_projector(generation, self.cache, self.on_change)
+        return self.runtime.launch(f"{BASE_GROUP}-g{generation}", projector, topics=self.topics,
+                                   dead_letter_topic=dlq_topic(BASE_GROUP))
 
     async def generation(self, conn: AsyncConnection) -> int:
         """The generation reads use (read at most once a second)."""

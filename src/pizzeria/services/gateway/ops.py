@@ -1,0 +1,101 @@
+"""The operations API of the whole system (administrators only): every service's dead letters
+and outbox backlog, asked of all services at once and merged. A service that does not answer
+is named in `missing`; the rest is still returned."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from pizzeria.kit.errors import NotFound, ProblemError
+from pizzeria.services.gateway.routes import ADMIN
+from pizzeria.services.gateway.upstream import Forwarded, Upstream
+
+DeadLetterStatus = Literal["dead", "replay_requested", "replayed", "discarded"]
+
+
+class DeadLetters(BaseModel):
+    items: list[dict[str, Any]] = Field(description="dead letters of every service, newest first")
+    missing: list[str] = Field(description="services that did not answer")
+
+
+class OutboxBacklog(BaseModel):
+    services: dict[str, dict[str, Any]]
+    missing: list[str]
+
+
+def build_router(upstreams: dict[str, Upstream], admit: Any, headers: Any) -> APIRouter:
+    """`admit(request, roles)` checks the caller; `headers(request)` is what goes upstream."""
+    router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
+
+    async def ask_all(request: Request, path: str,
+                      params: list[tuple[str, str]] | None = None) -> dict[str, Forwarded | None]:
+        await admit(request, ADMIN)
+        sent = headers(request)
+
+        async def one(upstream: Upstream) -> Forwarded | None:
+            try:
+                return await upstream.send("GET", path, params=params, headers=sent)
+            except ProblemError:
+                return None
+
+        names = list(upstreams)
+        answers = await asyncio.gather(*(one(upstreams[n]) for n in names))
+        return dict(zip(names, answers, strict=True))
+
+    @router.get("/dlq", response_model=DeadLetters, summary="Dead letters of every service, newest first")
+    async def dead_letters(
+        request: Request,
+        status: Annotated[DeadLetterStatus | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> DeadLetters:
+        params = [("limit", str(limit))] + ([("status", status)] if status else [])
+        answers = await ask_all(request, "/api/v1/ops/dlq", params)
+        items = [item for a in answers.values() if a is not None and a.status == 200
+                 for item in orjson.loads(a.body)["items"]]
+        items.sort(key=lambda item: item["created_at"], reverse=True)
+        missing = sorted(n for n, a in answers.items() if a is None or a.status != 200)
+        return DeadLetters(items=items[:limit], missing=missing)
+
+    async def owner(request: Request, dl_id: str) -> tuple[str, Forwarded]:
+        answers = await ask_all(request, f"/api/v1/ops/dlq/{dl_id}")
+        for name, answer in answers.items():
+            if answer is not None and answer.status == 200:
+                return name, answer
+        missing = sorted(n for n, a in answers.items() if a is None or a.status >= 500)
+        suffix = f" (no answer from {', '.join(missing)})" if missing else ""
+        raise NotFound(f"dead letter {dl_id} does not exist{suffix}")
+
+    def relay(answer: Forwarded) -> Response:
+        return Response(content=answer.body, status_code=answer.status,
+                        media_type=dict(answer.headers).get("content-type", "application/json"))
+
+    @router.get("/dlq/{dl_id}", summary="One dead letter, wherever it is")
+    async def dead_letter(request: Request, dl_id: str) -> Response:
+        return relay((await owner(request, dl_id))[1])
+
+    async def act(request: Request, dl_id: str, action: str) -> Response:
+        name, _ = await owner(request, dl_id)
+        return relay(await upstreams[name].send("POST", f"/api/v1/ops/dlq/{dl_id}/{action}", headers=headers(request)))
+
+    @router.post("/dlq/{dl_id}/replay", status_code=202, summary="Run a dead letter through its consumer again",
+                 responses={409: {"description": "only a dead letter in status `dead` can be replayed"}})
+    async def replay(request: Request, dl_id: str) -> Response:
+        return await act(request, dl_id, "replay")
+
+    @router.post("/dlq/{dl_id}/discard", summary="Give up on a dead letter for good",
+                 responses={409: {"description": "only a dead letter in status `dead` can be discarded"}})
+    async def discard(request: Request, dl_id: str) -> Response:
+        return await act(request, dl_id, "discard")
+
+    @router.get("/outbox", response_model=OutboxBacklog, summary="Outbox backlog and oldest age per service")
+    async def outbox(request: Request) -> OutboxBacklog:
+        answers = await ask_all(request, "/api/v1/ops/outbox")
+        found = {n: orjson.loads(a.body) for n, a in answers.items() if a is not None and a.status == 200}
+        return OutboxBacklog(services=found, missing=sorted(set(answers) - set(found)))
+
+    return router
