@@ -52,3 +52,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "ensure-services: Redis did not start" >&2; exit 1; }
 echo "ensure-services: PostgreSQL and Redis are up"
+
+# promtool checks the Prometheus configuration, alert rules and their unit tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "ensure-services: installing promtool (Debian's prometheus package)"
+  apt_install --no-install-recommends prometheus
+fi

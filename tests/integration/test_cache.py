@@ -73,7 +73,9 @@ async def test_entries_expire() -> None:
 
 @pytest.fixture(params=["in-process", "redis"])
 def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    return {"REDIS_URL": REDIS_URL} if request.param == "redis" else {}
+    if request.param == "redis":  # keys of this test only: nothing cached by another run is read
+        return {"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": f"pz-test-{uuid.uuid4().hex}"}
+    return {}
 
 
 async def test_menu_reads_are_cached_and_never_stale_after_a_change(tmp_path: Path, store_env: dict[str, str]) -> None:

@@ -213,8 +213,8 @@ async def test_tampered_expired_wrong_algorithm_and_unsigned_tokens_are_refused(
 def store(request: pytest.FixtureRequest, gateway_env: dict[str, str]) -> str:
     # An hour-long window: the count never resets in the middle of a test.
     gateway_env.update({"RATE_LIMIT_WINDOW_S": "3600", "RATE_LIMIT_PER_IP": "5", "RATE_LIMIT_PER_USER": "2"})
-    if request.param == "redis":
-        gateway_env["REDIS_URL"] = REDIS_URL
+    if request.param == "redis":  # keys of this test only: counts never carry over from another run
+        gateway_env.update({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": f"pz-test-{uuid.uuid4().hex}"})
     return str(request.param)
 
 
@@ -241,7 +241,9 @@ async def test_rate_limit_per_user_follows_the_user_not_the_address(store: str, 
 
 
 async def test_redis_rate_limits_are_shared_by_every_gateway_process(gateway_env: dict[str, str]) -> None:
-    settings = Settings(REDIS_URL=REDIS_URL, RATE_LIMIT_PER_IP="4", RATE_LIMIT_WINDOW_S="3600")  # type: ignore[call-arg]
+    prefix = f"pz-test-{uuid.uuid4().hex}"
+    settings = Settings(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix,  # type: ignore[call-arg]
+                        RATE_LIMIT_PER_IP="4", RATE_LIMIT_WINDOW_S="3600")
     ip = fresh_ip()
     statuses = []
     for _ in range(2):  # two gateways, as two processes would be
@@ -252,7 +254,7 @@ async def test_redis_rate_limits_are_shared_by_every_gateway_process(gateway_env
     assert statuses == [200, 200, 200, 200, 429, 429]
     client_ = redis.Redis.from_url(REDIS_URL)
     try:
-        [key] = [k async for k in client_.scan_iter(match=f"pizzeria:ratelimit:ip:{ip}:*")]
+        [key] = [k async for k in client_.scan_iter(match=f"{prefix}:ratelimit:ip:{ip}:*")]
         assert 0 < await client_.ttl(key) <= 3601
     finally:
         await client_.aclose()

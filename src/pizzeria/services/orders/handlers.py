@@ -27,7 +27,7 @@ from pizzeria.contracts.orders import (
     PaymentMethod,
 )
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided
-from pizzeria.kit.clock import utcnow
+from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound, ValidationFailed
 from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
@@ -36,7 +36,7 @@ from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.saga import Change, Saga, SagaEngine, Transition
 from pizzeria.messaging.uow import UnitOfWork
-from pizzeria.services.orders import repository
+from pizzeria.services.orders import metrics, repository
 from pizzeria.services.orders.domain import (
     PAYMENT_NEXT,
     TRANSITIONS,
@@ -125,6 +125,7 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: SagaEngine) -> t
             placed_at=now,
         ))
         await engine.start(uow, str(order.id), saga_data(order))
+        uow.after_commit(metrics.orders_placed.inc)
         await uow.commit()
     return order, False
 
@@ -176,6 +177,8 @@ async def move(uow: UnitOfWork, order_id: UUID, status: Status, *, reason: str |
                                 cancel_requested=False if status is Status.CANCELLED else row.cancel_requested)
     uow.emit(OrderStatusChanged(order_id=order_id, customer_id=row.customer_id, status=status.value,
                                 previous_status=current.value, reason=reason, at=change.at))
+    since_placed = change.at - as_utc(row.created_at)
+    uow.after_commit(lambda: metrics.status_reached(status, reason, since_placed))
     return True
 
 

@@ -46,7 +46,8 @@ _INSERT_KEY = idempotency_keys.insert()
 
 
 # Status moves and payment facts touch two columns; they need not load the whole order.
-_STATUS_FOR_UPDATE = sa.select(orders.c.customer_id, orders.c.status, orders.c.cancel_requested).where(
+_STATUS_FOR_UPDATE = sa.select(orders.c.customer_id, orders.c.status, orders.c.cancel_requested,
+                               orders.c.created_at).where(
     orders.c.id == sa.bindparam("oid")).with_for_update()
 _SET_STATUS = orders.update().where(orders.c.id == sa.bindparam("oid")).values(
     status=sa.bindparam("new_status"), cancel_reason=sa.func.coalesce(sa.bindparam("reason"), orders.c.cancel_reason),
@@ -68,7 +69,7 @@ _SET_PAYMENT = orders.update().where(
 
 
 async def status_of(conn: AsyncConnection, order_id: UUID) -> Any:
-    """(customer_id, status, cancel_requested) of an order, locked for a status move."""
+    """(customer_id, status, cancel_requested, created_at) of an order, locked for a status move."""
     return (await conn.execute(_STATUS_FOR_UPDATE, {"oid": order_id})).first()
 
 

@@ -21,7 +21,7 @@ from pizzeria.messaging.consumer import HandlerRegistry
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork
-from pizzeria.services.payments import repository
+from pizzeria.services.payments import metrics, repository
 from pizzeria.services.payments.domain import Payment, Status, backoff_for
 
 
@@ -85,6 +85,7 @@ async def _settle(uow: UnitOfWork, payment_id: UUID, apply: Callable[[Payment, d
         await repository.save(uow.conn, payment)
         for event in events:
             uow.emit(event)
+        uow.after_commit(lambda: metrics.settled(events))
         await uow.commit()
     return True
 
