@@ -430,3 +430,54 @@ async def test_every_metric_family_is_exported_and_moves_with_what_it_counts(edg
                             ("catalog", "pizzeria_cache_requests_total"),
                             ("orders", "pizzeria_db_pool_connections")):
         assert any(name.split("{")[0] == family for name in after[service]), f"{service} lacks {family}"
+
+
+# -- traces ------------------------------------------------------------------------------------------
+
+
+def spans_of(workdir: Path, trace_id: str) -> list[dict[str, Any]]:
+    found = []
+    for path in (workdir / "var" / "traces").glob("*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            try:
+                span = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line being written right now
+            if span["trace_id"] == trace_id:
+                found.append(span)
+    return found
+
+
+async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge) -> None:
+    trace_id, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    menu = (await edge.http.get("/api/v1/menu")).json()["items"]
+    body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"},
+            "contact": {"email": "alice@pizzeria.example"}}
+    placed = await edge.http.post("/api/v1/orders", json=body, headers={
+        **edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4()),
+        "traceparent": f"00-{trace_id}-{caller_span}-01"})
+    assert placed.status_code == 202, placed.text
+    touched = {"gateway", "orders", "kitchen", "payments", "delivery", "notifications"}
+
+    async def whole() -> list[dict[str, Any]] | None:
+        spans = spans_of(edge.system.workdir, trace_id)
+        names = {s["name"] for s in spans}
+        done = any("DeliveryCompleted" in n for n in names) and any(
+            n.startswith("notifications process") and "OrderStatusChanged" in n for n in names)
+        return spans if done and touched <= {s["service"] for s in spans} else None
+
+    spans = await eventually(whole, "the order's trace to reach every service", timeout=90)
+    by_id = {s["span_id"]: s for s in spans}
+    orphans = [s["name"] for s in spans if s["parent_id"] not in by_id and s["parent_id"] != caller_span]
+    assert not orphans, f"spans not linked into the trace: {orphans}"
+    [root] = [s for s in spans if s["parent_id"] == caller_span]
+    assert (root["service"], root["kind"], root["name"]) == ("gateway", "server", "POST /api/v1/{path:path}")
+    kinds = {(s["service"], s["kind"]) for s in spans}
+    assert {("gateway", "client"), ("orders", "server"), ("kitchen", "consumer"), ("payments", "consumer"),
+            ("orders", "consumer"), ("delivery", "consumer"), ("notifications", "consumer")} <= kinds
+    # Messages link the services: each service's consumer spans include one whose parent is a
+    # span of another service (the one that sent the message).
+    crossings = {s["service"] for s in spans if s["kind"] == "consumer"
+                 and by_id.get(s["parent_id"], {}).get("service") not in (None, s["service"])}
+    assert {"kitchen", "payments", "delivery", "notifications", "orders"} <= crossings

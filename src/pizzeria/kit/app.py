@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -12,16 +13,18 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pizzeria.kit import context
+from pizzeria.kit import context, tracing
 from pizzeria.kit.db import is_transient_error
 from pizzeria.kit.errors import PROBLEM_BASE, PROBLEM_JSON, ProblemError
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.metrics import http_request_duration
+from pizzeria.kit.settings import Settings
 
 log = get_logger(__name__)
 
@@ -36,6 +39,10 @@ class ProblemResponse(JSONResponse):
 def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> ProblemResponse:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
     return ProblemResponse(body, status_code=status)
+
+
+#: Probes and scrapes: answered, measured, but not traced.
+UNTRACED = frozenset({"/health", "/ready", "/metrics"})
 
 
 class RequestContextMiddleware:
@@ -59,6 +66,11 @@ class RequestContextMiddleware:
         )
         status = 500
         started = time.perf_counter()
+        path = scope.get("path", "")
+        # A server span per request (not for probes and scrapes), the child of the caller's.
+        traced = (tracing.span(f"{scope['method']} {path}", kind=SpanKind.SERVER, parent=headers.get("traceparent", ""),
+                               attributes={"http.request.method": scope["method"], "url.path": path})
+                  if path not in UNTRACED else contextlib.nullcontext(None))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -69,7 +81,17 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with traced as current:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    if current is not None:
+                        route = getattr(scope.get("route"), "path", None)
+                        current.update_name(f"{scope['method']} {route or path}")
+                        current.set_attribute("http.route", route or "unmatched")
+                        current.set_attribute("http.response.status_code", status)
+                        if status >= 500:
+                            current.set_status(StatusCode.ERROR)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -168,18 +190,25 @@ def create_app(
     description: str = "",
     health_details: Callable[[], dict[str, Any]] | None = None,
     openapi_url: str | None = "/openapi.json",
+    settings: Settings | None = None,
 ) -> FastAPI:
-    """A service app with the common endpoints, middleware and error handling."""
+    """A service app with the common endpoints, middleware and error handling (and traces,
+    when given the settings that say where they go)."""
     started_at = time.time()
     checks = dict(ready_checks or {})
+    if settings is not None:
+        tracing.configure_tracing(service, settings)
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
-        if lifespan is None:
-            yield
-            return
-        async with lifespan(app):
-            yield
+        try:
+            if lifespan is None:
+                yield
+                return
+            async with lifespan(app):
+                yield
+        finally:
+            tracing.shutdown_tracing()
 
     app = FastAPI(title=f"pizzeria {service}", version=version, description=description, lifespan=run,
                   openapi_url=openapi_url)

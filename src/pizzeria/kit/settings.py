@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = Field(60, alias="RATE_LIMIT_WINDOW_S", gt=0)
     cors_origins: str = Field("http://127.0.0.1:8000,http://localhost:8000", alias="CORS_ORIGINS")
 
+    otel_exporter_otlp_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    trace_sample_ratio: float = Field(1.0, alias="TRACE_SAMPLE_RATIO", ge=0.0, le=1.0)
+
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     failpoints: str = Field("", alias="PIZZERIA_FAILPOINTS")

@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from pizzeria.kit import context
+from pizzeria.kit import context, tracing
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging import metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
@@ -43,15 +44,22 @@ class PermanentError(Exception):
 
 
 @contextlib.contextmanager
-def _message_context(envelope: Envelope) -> Iterator[None]:
-    """While a message is handled, what it emits is correlated with it and caused by it."""
+def _message_context(envelope: Envelope, group: str) -> Iterator[None]:
+    """While a message is handled, what it emits is correlated with it and caused by it, and
+    belongs to its trace (a consumer span, the child of the span that sent it)."""
     tokens = (
         context.correlation_id.set(envelope.correlationid or envelope.id),
         context.causation_id.set(envelope.id),
         context.traceparent.set(envelope.traceparent),
     )
+    attributes = {"messaging.consumer.group.name": group, "messaging.message.id": envelope.id,
+                  "cloudevents.event_type": envelope.type, "messaging.operation.type": "process"}
+    if envelope.subject:
+        attributes["cloudevents.event_subject"] = envelope.subject
     try:
-        yield
+        with tracing.span(f"{group} process {envelope.type}", kind=SpanKind.CONSUMER,
+                          parent=envelope.traceparent or "", attributes=attributes):
+            yield
     finally:
         context.correlation_id.reset(tokens[0])
         context.causation_id.reset(tokens[1])
@@ -220,7 +228,7 @@ class ConsumerRunner:
                     if run is None:
                         outcomes.append(Outcome.IGNORED)
                         continue
-                    with _message_context(envelope):
+                    with _message_context(envelope, self.group):
                         if not await uow.claim(self.group, envelope.id):
                             outcomes.append(Outcome.DUPLICATE)
                             continue
@@ -271,7 +279,7 @@ class ConsumerRunner:
         except ValidationError as exc:
             return await self._dead_letter(record, envelope, f"schema: {exc}", 1, replay_of)
 
-        with _message_context(envelope):
+        with _message_context(envelope, self.group):
             attempt = 0
             while True:
                 attempt += 1

@@ -75,6 +75,7 @@ def build_service_app(
 
     app = create_app(
         service=name,
+        settings=settings,
         routers=[*routers, ops.router],
         lifespan=lifespan,
         ready_checks={"database": database_ready, "broker": runtime.broker.ping, "workers": workers_ready},

@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("provider", settings.log_level, settings.log_format)
     ledger = Ledger(settings)
-    app = create_service_app(service="provider", routers=[build_router(ledger)],
+    app = create_service_app(service="provider", routers=[build_router(ledger)], settings=settings,
                              description="Simulated card payment provider (test double of an external API).")
     app.state.ledger = ledger
     return app

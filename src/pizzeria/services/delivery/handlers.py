@@ -12,6 +12,7 @@ from pizzeria.contracts.delivery import (
     DeliveryScheduled,
     ScheduleDelivery,
 )
+from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.ids import uuid7
@@ -36,7 +37,7 @@ def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
         await repository.add(uow.conn, {
             "id": delivery_id, "order_id": command.order_id, "customer_id": command.customer_id,
             "address": command.address, "courier_id": None, "status": DeliveryStatus.WAITING.value,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
         })
         uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=delivery_id))
         await assign(uow, delivery_id)
@@ -56,8 +57,10 @@ async def assign(uow: UnitOfWork, delivery_id: UUID) -> bool:
     await repository.set_courier(uow.conn, courier.id, delivery_id)
     await repository.set_status(uow.conn, delivery_id, utcnow(), status=DeliveryStatus.ASSIGNED.value,
                                 courier_id=courier.id)
-    uow.emit(CourierAssigned(order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier.id,
-                             courier_name=courier.name))
+    with tracing.span("delivery assign courier", parent=delivery.traceparent,
+                      attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)}):
+        uow.emit(CourierAssigned(order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier.id,
+                                 courier_name=courier.name))
     return True
 
 
@@ -84,15 +87,18 @@ async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
             raise NotFound(f"delivery {delivery_id} does not exist")
         status = next_status(DeliveryStatus(delivery.status))
         now = utcnow()
-        await repository.set_status(uow.conn, delivery_id, now, status=status.value)
-        if status is DeliveryStatus.OUT_FOR_DELIVERY:
-            uow.emit(DeliveryPickedUp(order_id=delivery.order_id, delivery_id=delivery_id,
-                                      courier_id=delivery.courier_id, at=now))
-        else:
-            await repository.set_courier(uow.conn, delivery.courier_id, None)
-            uow.emit(DeliveryCompleted(order_id=delivery.order_id, delivery_id=delivery_id,
-                                       courier_id=delivery.courier_id, at=now))
-        await uow.commit()
+        # Part of the order's trace (the delivery keeps the trace of the command that scheduled it).
+        with tracing.span(f"delivery {status.value}", parent=delivery.traceparent,
+                          attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)}):
+            await repository.set_status(uow.conn, delivery_id, now, status=status.value)
+            if status is DeliveryStatus.OUT_FOR_DELIVERY:
+                uow.emit(DeliveryPickedUp(order_id=delivery.order_id, delivery_id=delivery_id,
+                                          courier_id=delivery.courier_id, at=now))
+            else:
+                await repository.set_courier(uow.conn, delivery.courier_id, None)
+                uow.emit(DeliveryCompleted(order_id=delivery.order_id, delivery_id=delivery_id,
+                                           courier_id=delivery.courier_id, at=now))
+            await uow.commit()
     return status
 
 

@@ -27,6 +27,8 @@ deliveries = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The trace the work on this row continues (W3C traceparent of the message that created it).
+    sa.Column("traceparent", sa.String(55), nullable=True),
 )
 sa.Index("ix_deliveries_status", deliveries.c.status, deliveries.c.updated_at)
 

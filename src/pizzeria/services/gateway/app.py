@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None, *,
         return {"upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}}
 
     app = create_service_app(
-        service=NAME, lifespan=lifespan, health_details=health, openapi_url=None,
+        service=NAME, settings=settings, lifespan=lifespan, health_details=health, openapi_url=None,
         description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
     )
     app.state.settings = settings

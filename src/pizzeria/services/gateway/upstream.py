@@ -7,7 +7,9 @@ import asyncio
 from dataclasses import dataclass
 
 import httpx
+from opentelemetry.trace import SpanKind
 
+from pizzeria.kit import context, tracing
 from pizzeria.kit.errors import BadRequest, ServiceUnavailable
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
@@ -57,6 +59,16 @@ class Upstream:
     async def send(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
                    headers: dict[str, str] | None = None, body: bytes = b"") -> Forwarded:
         """Forward one request; raise `UpstreamUnavailable` (503) when the service cannot answer."""
+        with tracing.span(f"{method} {self.name}", kind=SpanKind.CLIENT,
+                          attributes={"http.request.method": method, "server.address": self.name}) as current:
+            traceparent = context.traceparent.get()
+            sent = {**(headers or {}), **({"traceparent": traceparent} if traceparent else {})}
+            answer = await self._send(method, path, params=params, headers=sent, body=body)
+            current.set_attribute("http.response.status_code", answer.status)
+            return answer
+
+    async def _send(self, method: str, path: str, *, params: list[tuple[str, str]] | None,
+                    headers: dict[str, str], body: bytes) -> Forwarded:
         try:
             url = self.client.base_url.join(path)
         except httpx.InvalidURL:

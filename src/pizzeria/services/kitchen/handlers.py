@@ -25,6 +25,7 @@ from pizzeria.contracts.kitchen import (
     TicketReady,
     TicketStarted,
 )
+from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.ids import uuid7
@@ -91,6 +92,7 @@ def build_handlers(wake_autopilot: Callable[[], None]) -> HandlerRegistry:
             await repository.add_ticket(uow.conn, {
                 "id": ticket_id, "order_id": command.order_id, "status": TicketStatus.QUEUED.value,
                 "lines": [ln.model_dump(mode="json") for ln in command.lines], "created_at": now, "updated_at": now,
+                "traceparent": context.traceparent.get(),
             })
             uow.emit(TicketQueued(order_id=command.order_id, ticket_id=ticket_id))
             uow.after_commit(wake_autopilot)
@@ -105,7 +107,7 @@ def build_handlers(wake_autopilot: Callable[[], None]) -> HandlerRegistry:
         if current is None:  # cancelled before it was queued: leave a tombstone
             await repository.add_ticket(uow.conn, {
                 "id": uuid7(), "order_id": command.order_id, "status": TicketStatus.CANCELLED.value, "lines": [],
-                "created_at": now, "updated_at": now,
+                "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
             })
         elif current.status == TicketStatus.QUEUED:
             await repository.set_ticket_status(uow.conn, current.id, TicketStatus.CANCELLED.value, now)
@@ -122,15 +124,18 @@ async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
             raise NotFound(f"ticket {ticket_id} does not exist")
         status = next_status(TicketStatus(ticket.status))
         now = utcnow()
-        await repository.set_ticket_status(uow.conn, ticket_id, status.value, now)
-        if status is TicketStatus.PREPARING:
-            await repository.consume(uow.conn, ticket.order_id, now)
-            uow.emit(TicketStarted(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
-        elif status is TicketStatus.BAKING:
-            uow.emit(TicketBaking(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
-        else:
-            uow.emit(TicketReady(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
-        await uow.commit()
+        # Part of the order's trace (the ticket keeps the trace of the command that queued it).
+        with tracing.span(f"kitchen ticket {status.value}", parent=ticket.traceparent,
+                          attributes={"order.id": str(ticket.order_id), "ticket.id": str(ticket_id)}):
+            await repository.set_ticket_status(uow.conn, ticket_id, status.value, now)
+            if status is TicketStatus.PREPARING:
+                await repository.consume(uow.conn, ticket.order_id, now)
+                uow.emit(TicketStarted(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+            elif status is TicketStatus.BAKING:
+                uow.emit(TicketBaking(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+            else:
+                uow.emit(TicketReady(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+            await uow.commit()
     return status
 
 

@@ -47,6 +47,8 @@ tickets = sa.Table(
     sa.Column("lines", JSONType, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The trace the work on this row continues (W3C traceparent of the message that created it).
+    sa.Column("traceparent", sa.String(55), nullable=True),
 )
 sa.Index("ix_tickets_status", tickets.c.status, tickets.c.updated_at)
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from uuid import UUID
 
+from pizzeria.kit import tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitOpen
@@ -112,7 +113,11 @@ class Charger:
 
     async def _settle(self, payment: Payment) -> None:
         try:
-            await self._charge(payment)
+            # Part of the order's trace: what this attempt emits follows the command that asked for it.
+            with tracing.span("payments charge", parent=payment.traceparent or "",
+                              attributes={"payment.id": str(payment.id), "order.id": str(payment.order_id),
+                                          "payment.attempt": payment.attempts + 1}):
+                await self._charge(payment)
         except Exception:
             # The database failed while settling: the lease runs out and the charge is retried
             # with the same idempotency key.

@@ -45,6 +45,8 @@ class Payment:
     #: A completed charge waits to be refunded.
     refund_requested: bool = False
     provider_refund_id: str | None = None
+    #: The trace the charge continues (the command's), so its outcome joins the order's trace.
+    traceparent: str | None = None
 
     @property
     def is_open(self) -> bool:

@@ -14,6 +14,7 @@ from pizzeria.contracts.payments import (
     PaymentVoided,
     RefundPayment,
 )
+from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
@@ -35,7 +36,7 @@ def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
         payment = Payment(
             id=uuid7(), order_id=command.order_id, customer_id=command.customer_id, amount=command.amount,
             currency=command.currency, token=command.token, status=Status.PENDING, attempts=0,
-            next_attempt_at=now, created_at=now, updated_at=now,
+            next_attempt_at=now, created_at=now, updated_at=now, traceparent=context.traceparent.get(),
         )
         if await repository.add_if_new(uow.conn, payment):  # one payment per order, however often asked
             uow.after_commit(wake_charger)

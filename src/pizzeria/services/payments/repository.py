@@ -15,7 +15,7 @@ from pizzeria.services.payments.tables import payments
 
 _FIELDS = ("id", "order_id", "customer_id", "amount", "currency", "token", "status", "attempts",
            "next_attempt_at", "created_at", "updated_at", "provider_charge_id", "failure_reason",
-           "cancel_requested", "refund_requested", "provider_refund_id")
+           "cancel_requested", "refund_requested", "provider_refund_id", "traceparent")
 
 
 _PAYMENT = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))

@@ -27,5 +27,7 @@ payments = sa.Table(
     sa.Column("provider_refund_id", sa.String(64), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The trace the charge continues (W3C traceparent of the command that asked for it).
+    sa.Column("traceparent", sa.String(55), nullable=True),
 )
 sa.Index("ix_payments_due", payments.c.status, payments.c.next_attempt_at)

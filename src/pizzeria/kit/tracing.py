@@ -1,0 +1,131 @@
+"""Traces with OpenTelemetry: one order is one trace, from the gateway through every service and
+every message to the last notification.
+
+Spans are started for each HTTP request (server), each call from the gateway to a service
+(client), each message a consumer handles (consumer) and each piece of background work that
+continues a stored trace (a charge, a ticket, a delivery). The W3C `traceparent` of the current
+span is kept in `kit.context.traceparent`: outgoing HTTP calls send it and every message emitted
+carries it in its envelope, so the next span, in whichever process, is its child.
+
+Export: OTLP over HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; otherwise one JSON object per
+line in `var/traces/<service>.jsonl`; tests may pass their own exporter (in memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from pizzeria.kit import context
+from pizzeria.kit.settings import Settings
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class _Current:
+    """The process's tracer provider, once configured."""
+
+    provider: TracerProvider | None = None
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Finished spans appended to a file, one JSON object per line (when no collector is set)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = b"".join(orjson.dumps(as_dict(s)) + b"\n" for s in spans)
+        with self._lock, self.path.open("ab") as out:
+            out.write(lines)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def as_dict(span: ReadableSpan) -> dict[str, Any]:
+    """A finished span as plain data: ids in hex, as `traceparent` writes them."""
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return {
+        "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}",
+        "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "name": span.name, "kind": span.kind.name.lower(),
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time, "end_ns": span.end_time,
+        "status": span.status.status_code.name.lower(),
+        "attributes": dict(span.attributes or {}),
+    }
+
+
+def configure_tracing(service: str, settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider:
+    """The process's tracer provider (one service is one process; in-process tests configure
+    again and the last one wins)."""
+    if exporter is None:
+        if settings.otel_exporter_otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* from the environment
+        else:
+            exporter = JsonLinesSpanExporter(settings.var_dir / "traces" / f"{service}.jsonl")
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "service.namespace": "pizzeria"}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    if _Current.provider is not None:
+        _Current.provider.shutdown()
+    _Current.provider = provider
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Export what is left (at the end of the process)."""
+    if _Current.provider is not None:
+        _Current.provider.force_flush(5_000)
+
+
+def _tracer() -> trace.Tracer:
+    if _Current.provider is None:
+        return trace.NoOpTracer()
+    return _Current.provider.get_tracer("pizzeria")
+
+
+def traceparent_of(span: Span) -> str | None:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+@contextlib.contextmanager
+def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: str | None = None,
+         attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
+    """A span that is the child of `parent` (a `traceparent`; default: the current one) and
+    is the current one while it lasts, so what is sent meanwhile carries it on."""
+    carrier = {"traceparent": parent if parent is not None else (context.traceparent.get() or "")}
+    ctx = _PROPAGATOR.extract(carrier) if carrier["traceparent"] else None
+    with _tracer().start_as_current_span(name, context=ctx, kind=kind, attributes=attributes or {},
+                                         record_exception=True, set_status_on_exception=True) as current:
+        traceparent = traceparent_of(current)
+        token = context.traceparent.set(traceparent) if traceparent else None
+        try:
+            yield current
+        finally:
+            if token is not None:
+                context.traceparent.reset(token)
