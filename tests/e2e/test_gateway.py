@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -37,7 +38,7 @@ DEMO = {
     "admin": ("admin@pizzeria.example", "admin-pizza-1"),
 }
 CALLERS = ("anonymous", "customer", "staff", "courier", "admin")
-SERVICES_WITH_DATA = ("identity", "catalog", "orders", "payments", "notifications", "kitchen", "delivery")
+SERVICES_WITH_DATA = ("identity", "catalog", "orders", "payments", "notifications", "kitchen", "delivery", "audit")
 ENV = {
     "GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "1", "GATEWAY_READ_RETRIES": "2",
     "GATEWAY_UPSTREAM_TIMEOUT_S": "1", "RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000",
@@ -309,8 +310,7 @@ async def test_dead_letters_of_every_service_listed_replayed_and_discarded_throu
 async def test_outbox_backlog_of_every_service(edge: Edge) -> None:
     outbox = (await edge.http.get("/api/v1/ops/outbox", headers=edge.auth("admin"))).json()
     assert outbox["missing"] == []
-    assert set(outbox["services"]) == {"identity", "catalog", "orders", "payments", "notifications", "kitchen",
-                                       "delivery"}
+    assert set(outbox["services"]) == set(SERVICES_WITH_DATA)
     for name, backlog in outbox["services"].items():
         assert backlog["service"] == name
         assert backlog["backlog"] >= 0
@@ -460,17 +460,24 @@ async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge
     assert placed.status_code == 202, placed.text
     touched = {"gateway", "orders", "kitchen", "payments", "delivery", "notifications"}
 
+    def orphans(spans: list[dict[str, Any]]) -> list[str]:
+        ids = {s["span_id"] for s in spans}
+        return [s["name"] for s in spans if s["parent_id"] not in ids and s["parent_id"] != caller_span]
+
     async def whole() -> list[dict[str, Any]] | None:
+        # Each process exports its spans in batches: wait until every span's parent has arrived.
         spans = spans_of(edge.system.workdir, trace_id)
         names = {s["name"] for s in spans}
         done = any("DeliveryCompleted" in n for n in names) and any(
             n.startswith("notifications process") and "OrderStatusChanged" in n for n in names)
-        return spans if done and touched <= {s["service"] for s in spans} else None
+        return spans if done and touched <= {s["service"] for s in spans} and not orphans(spans) else None
 
-    spans = await eventually(whole, "the order's trace to reach every service", timeout=90)
+    try:
+        spans = await eventually(whole, "the order's trace to reach every service, every span linked", timeout=90)
+    except AssertionError:
+        unlinked = orphans(spans_of(edge.system.workdir, trace_id))
+        raise AssertionError(f"spans not linked into the trace: {unlinked}") from None
     by_id = {s["span_id"]: s for s in spans}
-    orphans = [s["name"] for s in spans if s["parent_id"] not in by_id and s["parent_id"] != caller_span]
-    assert not orphans, f"spans not linked into the trace: {orphans}"
     [root] = [s for s in spans if s["parent_id"] == caller_span]
     assert (root["service"], root["kind"], root["name"]) == ("gateway", "server", "POST /api/v1/{path:path}")
     kinds = {(s["service"], s["kind"]) for s in spans}
@@ -481,3 +488,58 @@ async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge
     crossings = {s["service"] for s in spans if s["kind"] == "consumer"
                  and by_id.get(s["parent_id"], {}).get("service") not in (None, s["service"])}
     assert {"kitchen", "payments", "delivery", "notifications", "orders"} <= crossings
+
+
+# -- audit -------------------------------------------------------------------------------------------
+
+
+def published_about(workdir: Path, order_id: str) -> dict[str, dict[str, Any]]:
+    """Every message any service wrote to its outbox about the order: id → (type, time)."""
+    found: dict[str, dict[str, Any]] = {}
+    for db in (workdir / "var").glob("*.db"):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone():
+                continue
+            for message_id, headers, payload in conn.execute("SELECT id, headers, payload FROM outbox"):
+                data = orjson.loads(payload)
+                if isinstance(data, dict) and str(data.get("order_id")) == order_id:
+                    found[message_id] = {"type": orjson.loads(headers)["ce_type"], "service": db.stem}
+    return found
+
+
+async def test_the_audit_log_has_every_message_of_a_saga_once_and_in_order(edge: Edge) -> None:
+    admin = edge.auth("admin")
+    order = await place(edge, "customer")
+
+    async def delivered_and_notified() -> bool:
+        found = (await edge.http.get(f"/api/v1/orders/{order['id']}", headers=edge.auth("customer"))).json()
+        notes = (await edge.http.get("/api/v1/notifications", params={"order_id": order["id"]},
+                                     headers=edge.auth("customer"))).json()["items"]
+        return found["status"] == "delivered" and len(notes) >= len(found["history"])
+
+    await eventually(delivered_and_notified, "the order to be delivered and notified")
+
+    async def audited() -> list[dict[str, Any]] | None:
+        entries: list[dict[str, Any]] = (await edge.http.get(
+            "/api/v1/ops/audit", params={"order_id": order["id"], "limit": 1000}, headers=admin)).json()["items"]
+        sent = published_about(edge.system.workdir, order["id"])
+        return entries if sent and {e["message_id"] for e in entries} >= set(sent) else None
+
+    entries = await eventually(audited, "every message about the order in the audit log")
+    sent = published_about(edge.system.workdir, order["id"])
+    ids = [e["message_id"] for e in entries]
+    assert len(ids) == len(set(ids)), "nothing is recorded twice"
+    assert set(ids) == set(sent), "nothing is missing, nothing else is there"
+    kinds = {e["type"].split(".")[2] for e in entries}
+    assert {"OrderPlaced", "ReserveIngredients", "IngredientsReserved", "ChargePayment", "PaymentCompleted",
+            "QueueTicket", "TicketReady", "ScheduleDelivery", "DeliveryCompleted", "OrderStatusChanged"} <= kinds
+    # In order: every message comes after the one that caused it; all belong to the order's trace.
+    at = {e["message_id"]: e["occurred_at"] for e in entries}
+    for e in entries:
+        if e["causation_id"] in at:
+            assert at[e["causation_id"]] <= e["occurred_at"], e["type"]
+    assert len({e["trace_id"] for e in entries}) == 1
+    placed = next(e for e in entries if e["type"].endswith("OrderPlaced.v1"))
+    assert placed["user_id"] == edge.user_ids["customer"]
+    # Only administrators read it.
+    assert (await edge.http.get("/api/v1/ops/audit", headers=edge.auth("staff"))).status_code == 403

@@ -128,7 +128,11 @@ async def test_the_request_is_passed_on_with_its_identity_and_trace(gateway: Gat
     assert echo["body"] == '{"items": []}'
     sent = echo["headers"]
     assert sent["authorization"] == customer["Authorization"]
-    assert (sent["idempotency-key"], sent["x-request-id"], sent["traceparent"]) == ("k-1", "req-42", traceparent)
+    assert (sent["idempotency-key"], sent["x-request-id"]) == ("k-1", "req-42")
+    # The same trace, one hop on: the upstream's parent is the gateway's call, not the caller.
+    version, trace_id, parent, flags = sent["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    assert parent != "00f067aa0ba902b7"
     assert "x-forwarded-for" in sent
     assert "cookie" not in sent  # only the headers the services need go on
     # The upstream's own headers come back, the hop's do not, and the request id is the caller's.

@@ -26,6 +26,8 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     "payments": ("payments.commands",),
     "delivery": ("delivery.commands",),
     "notifications": ("orders.events", "payments.events"),
+    # the append-only audit log: everything
+    "audit": (*EVENT_TOPICS, *COMMAND_TOPICS),
 }
 
 

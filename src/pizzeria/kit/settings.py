@@ -20,6 +20,7 @@ SERVICE_PORTS: dict[str, int] = {
     "notifications": 5004,
     "kitchen": 5006,
     "delivery": 5007,
+    "audit": 5008,
     "gateway": 8000,
 }
 

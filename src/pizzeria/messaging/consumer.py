@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import SpanKind
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.logging import get_logger
@@ -87,11 +87,24 @@ class RetryPolicy:
         return float(ceiling * (0.5 + random.random() / 2))
 
 
+class AnyMessage(BaseModel):
+    """Any message, its data kept as it came (for a handler of every type)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class HandlerRegistry:
     """Which handler takes which message type, for one consumer group."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, tuple[type[Message], Handler]] = {}
+        self._handlers: dict[str, tuple[type[BaseModel], Handler]] = {}
+        self._any: Handler | None = None
+
+    def on_any(self, handler: Handler) -> Handler:
+        """`handler` takes every message no other handler takes (an audit log, say); it gets an
+        `AnyMessage` and the envelope."""
+        self._any = handler
+        return handler
 
     def on(self, message_type: type[Message]) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -103,11 +116,14 @@ class HandlerRegistry:
     def add(self, message_type: type[Message], handler: Handler) -> None:
         self._handlers[message_type.type_name()] = (message_type, handler)
 
-    def get(self, type_name: str) -> tuple[type[Message], Handler] | None:
-        return self._handlers.get(type_name)
+    def get(self, type_name: str) -> tuple[type[BaseModel], Handler] | None:
+        found = self._handlers.get(type_name)
+        if found is None and self._any is not None:
+            return AnyMessage, self._any
+        return found
 
     def topics(self) -> list[str]:
-        return sorted({cls.topic() for cls, _ in self._handlers.values()})
+        return sorted({cls.topic() for cls, _ in self._handlers.values() if issubclass(cls, Message)})
 
 
 class ConsumerRunner:
@@ -205,7 +221,7 @@ class ConsumerRunner:
     async def _process_together(self, batch: list[Record]) -> bool:
         """Handle a run of records in one transaction. False (and nothing written) if any of
         them is poison or fails: the caller then takes the careful path, record by record."""
-        prepared: list[tuple[Envelope, Message | None, Handler | None]] = []
+        prepared: list[tuple[Envelope, BaseModel | None, Handler | None]] = []
         for record in batch:
             try:
                 envelope = Envelope.from_record(record)
@@ -303,7 +319,7 @@ class ConsumerRunner:
                                 message_id=envelope.id, attempt=attempt, error=str(exc))
                     await asyncio.sleep(self.retry.delay(attempt))
 
-    async def _handle_once(self, message: Message, envelope: Envelope, handler: Handler) -> Outcome:
+    async def _handle_once(self, message: BaseModel, envelope: Envelope, handler: Handler) -> Outcome:
         started = time.perf_counter()
         async with self.uow_factory() as uow:
             if not await uow.claim(self.group, envelope.id):

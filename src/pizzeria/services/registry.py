@@ -37,6 +37,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("delivery", "pizzeria.services.delivery.app", "couriers and deliveries"),
     ServiceEntry("orders", "pizzeria.services.orders.app", "orders and the order saga"),
     ServiceEntry("notifications", "pizzeria.services.notifications.app", "email / SMS / push to customers"),
+    ServiceEntry("audit", "pizzeria.services.audit.app", "the append-only audit log of every message"),
     ServiceEntry("gateway", "pizzeria.services.gateway.app", "the public API: auth, roles, rate limits, breakers",
                  has_database=False),
 )

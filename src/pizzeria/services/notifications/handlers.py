@@ -11,6 +11,7 @@ from uuid import UUID
 from pizzeria.contracts.notifications import NotificationSent
 from pizzeria.contracts.orders import OrderCancellationRefused, OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentRefunded
+from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.ids import uuid7
@@ -56,6 +57,7 @@ async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: st
         subject, body = tmpl.render(values)
         queued += await repository.add_notification(uow.conn, {
             "id": uuid7(), "customer_id": contact.customer_id, "order_id": order_id, "event_id": event_id,
+            "traceparent": context.traceparent.get(),
             "template": template, "channel": channel, "recipient": address, "subject": subject, "body": body,
             "status": "queued", "created_at": now,
         })
@@ -158,9 +160,11 @@ class Dispatcher:
             for row in rows:
                 await self.sender.send(channel=row.channel, recipient=row.recipient, subject=row.subject,
                                        body=row.body)
-                uow.emit(NotificationSent(notification_id=row.id, customer_id=row.customer_id,
-                                          order_id=row.order_id, template=row.template, channel=row.channel,
-                                          at=utcnow()))
+                with tracing.span(f"notifications send {row.channel}", parent=row.traceparent or "",
+                                  attributes={"notification.id": str(row.id), "order.id": str(row.order_id)}):
+                    uow.emit(NotificationSent(notification_id=row.id, customer_id=row.customer_id,
+                                              order_id=row.order_id, template=row.template, channel=row.channel,
+                                              at=utcnow()))
             if rows:
                 await repository.mark(uow.conn, [r.id for r in rows], "sent")
             await uow.commit()

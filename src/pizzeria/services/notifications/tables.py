@@ -38,6 +38,8 @@ notifications = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The trace the sending continues (W3C traceparent of the event it is about).
+    sa.Column("traceparent", sa.String(55), nullable=True),
     sa.UniqueConstraint("event_id", "template", "channel", name="uq_notifications_event_channel"),
 )
 sa.Index("ix_notifications_customer", notifications.c.customer_id, notifications.c.id)

@@ -1,0 +1,31 @@
+"""The audit log: one row per message ever published, never changed or removed."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pizzeria.kit.db import JSONType, UTCDateTime
+
+metadata = sa.MetaData()
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("topic", sa.String(120), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=True),
+    sa.Column("order_id", sa.String(64), nullable=True),
+    sa.Column("user_id", sa.String(64), nullable=True),  # whom it is about: the customer, the account
+    sa.Column("actor", sa.String(64), nullable=True),  # who did it, when a person did
+    sa.Column("correlation_id", sa.String(64), nullable=True),
+    sa.Column("causation_id", sa.String(64), nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("data", JSONType, nullable=False),
+)
+sa.Index("ix_audit_order", audit_log.c.order_id, audit_log.c.seq)
+sa.Index("ix_audit_user", audit_log.c.user_id, audit_log.c.seq)
+sa.Index("ix_audit_occurred", audit_log.c.occurred_at)

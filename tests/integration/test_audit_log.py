@@ -1,0 +1,53 @@
+"""The audit log is append-only in the database itself (SQLite and PostgreSQL): an entry can be
+added, never changed or removed; and a message recorded twice is there once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pizzeria.kit.db import Database
+from pizzeria.kit.migrations import upgrade
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.services.audit.app import MIGRATIONS
+from pizzeria.services.audit.handlers import entry
+from pizzeria.services.audit.tables import audit_log
+from tests.support.postgres import create_database, drop_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def audit_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/audit.db" if request.param == "sqlite" else await create_database()
+    await upgrade(url, [MIGRATIONS])
+    database = Database(url, pool_size=2)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+        if request.param == "postgres":
+            await drop_database(url)
+
+
+def envelope() -> Envelope:
+    return Envelope(id="m-1", source="/pizzeria/orders", type="pizzeria.orders.OrderPlaced.v1",
+                    data=b'{"order_id": "o-1", "customer_id": "c-1"}', subject="o-1")
+
+
+async def test_entries_are_added_once_and_never_changed_or_removed(audit_db: Database) -> None:
+    row = entry(envelope(), {"order_id": "o-1", "customer_id": "c-1"})
+    for _ in range(2):
+        async with audit_db.transaction() as conn:
+            await conn.execute(insert_ignore(conn, audit_log), row)
+    async with audit_db.read() as conn:
+        [stored] = (await conn.execute(sa.select(audit_log))).all()
+    assert (stored.order_id, stored.user_id, stored.topic) == ("o-1", "c-1", "orders.events")
+    for change in (audit_log.update().values(user_id="someone-else"), audit_log.delete()):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            async with audit_db.transaction() as conn:
+                await conn.execute(change)
+    async with audit_db.read() as conn:
+        assert (await conn.execute(sa.select(audit_log.c.user_id))).scalars().all() == ["c-1"]
