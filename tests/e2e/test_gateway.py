@@ -6,12 +6,15 @@ partial. The demo accounts sign in through the gateway as a user would."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +284,7 @@ async def test_dead_letters_of_every_service_listed_replayed_and_discarded_throu
         return [d for d in listing["items"] if d["message_id"] == message_id]
 
     letters = await eventually(dead, "the poison message in the dead letters")
-    assert {d["service"] for d in letters} <= {"orders", "notifications"}  # the groups that read orders.events
+    assert {d["service"] for d in letters} <= {"orders", "notifications", "audit"}  # readers of orders.events
     letter = letters[0]
     assert await dead_lettered() > dead_before, "the dead-letter counter moved"
     assert letter["headers"]["ce_correlationid"] == "poison-1"
@@ -543,3 +546,62 @@ async def test_the_audit_log_has_every_message_of_a_saga_once_and_in_order(edge:
     assert placed["user_id"] == edge.user_ids["customer"]
     # Only administrators read it.
     assert (await edge.http.get("/api/v1/ops/audit", headers=edge.auth("staff"))).status_code == 403
+
+
+# -- analytics ---------------------------------------------------------------------------------------
+
+
+async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge) -> None:
+    admin = edge.auth("admin")
+    menu = (await edge.http.get("/api/v1/menu")).json()["items"]
+    since = datetime.now(UTC) - timedelta(milliseconds=10)
+    placed = []
+    for n, card in enumerate(["tok_visa"] * 7 + ["tok_declined"] * 3):
+        item = menu[n % len(menu)]
+        body = {"items": [{"menu_item_id": item["id"], "size": item["sizes"][0]["size"], "quantity": 1 + n % 3}],
+                "delivery_address": "1 Main St", "payment": {"token": card}}
+        response = await edge.http.post("/api/v1/orders", json=body, headers={
+            **edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4())})
+        assert response.status_code == 202, response.text
+        placed.append(response.json()["id"])
+
+    async def settled() -> list[dict[str, Any]] | None:
+        orders = [(await edge.http.get(f"/api/v1/orders/{i}", headers=admin)).json() for i in placed]
+        return orders if all(o["status"] in ("delivered", "cancelled") for o in orders) else None
+
+    orders = await eventually(settled, "every order to end")
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    delivered = [o for o in orders if o["status"] == "delivered"]
+    times = sorted((datetime.fromisoformat(o["history"][-1]["at"]) - datetime.fromisoformat(o["created_at"]))
+                   .total_seconds() for o in delivered)
+    sold: Counter[str] = Counter()
+    for o in delivered:
+        for line in o["items"]:
+            sold[line["name"]] += line["quantity"]
+    outcomes = Counter(o["payment_status"] for o in orders)
+    expected = {
+        "orders": len(orders), "delivered": len(delivered), "cancelled": len(orders) - len(delivered),
+        "orders_per_minute": round(len(orders) / ((until - since).total_seconds() / 60), 4),
+        "revenue": sum(o["total"] for o in delivered),
+        "payment_success_rate": round(outcomes["completed"] / (outcomes["completed"] + outcomes["failed"]), 4),
+        "delivery_time_avg_s": round(sum(times) / len(times), 3),
+        "delivery_time_p95_s": round(times[math.ceil(0.95 * len(times)) - 1], 3),
+    }
+    assert (expected["delivered"], expected["cancelled"]) == (7, 3)
+    params = {"since": since.isoformat(), "until": until.isoformat(), "bucket": "hour"}
+
+    async def caught_up() -> dict[str, Any] | None:
+        report: dict[str, Any] = (await edge.http.get("/api/v1/ops/analytics", params=params, headers=admin)).json()
+        return report if report["summary"] == expected else None
+
+    try:
+        report = await eventually(caught_up, "the analytics read model to catch up", timeout=30)
+    except AssertionError:
+        got = (await edge.http.get("/api/v1/ops/analytics", params=params, headers=admin)).json()["summary"]
+        raise AssertionError(f"analytics {got} != computed {expected}") from None
+    top = {t["name"]: t["quantity"] for t in report["top_items"]}
+    assert top == dict(sold)
+    assert sum(b["orders"] for b in report["buckets"]) == len(orders)
+    bad = await edge.http.get("/api/v1/ops/analytics", params={"since": until.isoformat(), "until": since.isoformat()},
+                              headers=admin)
+    assert bad.status_code == 400

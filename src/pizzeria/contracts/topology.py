@@ -28,6 +28,8 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     "notifications": ("orders.events", "payments.events"),
     # the append-only audit log: everything
     "audit": (*EVENT_TOPICS, *COMMAND_TOPICS),
+    # business analytics (a read model in the audit service): orders and payments
+    "analytics": ("orders.events", "payments.events"),
 }
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pizzeria.kit.auth import require_roles
+from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.errors import BadRequest
 from pizzeria.messaging.service import Runtime
+from pizzeria.services.audit import analytics
 from pizzeria.services.audit.handlers import query
 
-router = APIRouter(prefix="/api/v1/ops/audit", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
+router = APIRouter(prefix="/api/v1/ops", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
 
 
 class AuditEntry(BaseModel):
@@ -38,7 +41,7 @@ class AuditPage(BaseModel):
     next_after: int | None
 
 
-@router.get("", response_model=AuditPage,
+@router.get("/audit", response_model=AuditPage,
             summary="Audit entries in the order they were recorded, by order, user (subject or actor), type, time")
 async def audit(
     runtime: Runtime,
@@ -56,3 +59,55 @@ async def audit(
         rows = (await conn.execute(stmt)).all()
     page = [AuditEntry.model_validate(dict(r._mapping)) for r in rows[:limit]]
     return AuditPage(items=page, next_after=page[-1].seq if len(rows) > limit else None)
+
+
+class Figures(BaseModel):
+    orders: int
+    orders_per_minute: float | None
+    delivered: int
+    cancelled: int
+    revenue: int = Field(description="total of the delivered orders, in minor units")
+    payment_success_rate: float | None
+    delivery_time_avg_s: float | None
+    delivery_time_p95_s: float | None
+
+
+class BucketFigures(Figures):
+    start: datetime
+
+
+class TopItem(BaseModel):
+    name: str
+    quantity: int
+
+
+class AnalyticsReport(BaseModel):
+    since: datetime
+    until: datetime
+    bucket: Literal["hour", "day"]
+    summary: Figures
+    top_items: list[TopItem]
+    buckets: list[BucketFigures]
+
+
+class BadPeriod(BadRequest):
+    type_slug = "bad-period"
+    title = "Bad period"
+
+
+@router.get("/analytics", response_model=AnalyticsReport,
+            summary="Business figures of the orders placed in a period, in total and per hour or day")
+async def analytics_report(
+    runtime: Runtime,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket: Literal["hour", "day"] = "hour",
+) -> AnalyticsReport:
+    until = as_utc(until) if until else utcnow()
+    since = as_utc(since) if since else until - timedelta(days=1)
+    if since >= until:
+        raise BadPeriod("`since` must be before `until`")
+    if until - since > timedelta(days=366):
+        raise BadPeriod("ask for a year at most")
+    async with runtime.db.read() as conn:
+        return AnalyticsReport.model_validate(await analytics.report(conn, since=since, until=until, bucket=bucket))

@@ -29,3 +29,20 @@ audit_log = sa.Table(
 sa.Index("ix_audit_order", audit_log.c.order_id, audit_log.c.seq)
 sa.Index("ix_audit_user", audit_log.c.user_id, audit_log.c.seq)
 sa.Index("ix_audit_occurred", audit_log.c.occurred_at)
+
+# The analytics read model: one row per order, filled from the events of orders and payments
+# (in whatever order they arrive); the figures are computed from it on request.
+analytics_orders = sa.Table(
+    "analytics_orders", metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("placed_at", UTCDateTime, nullable=True),
+    sa.Column("total", sa.BigInteger, nullable=True),
+    sa.Column("currency", sa.String(3), nullable=True),
+    sa.Column("items", JSONType, nullable=True),
+    sa.Column("status", sa.String(20), nullable=True),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("cancelled_at", UTCDateTime, nullable=True),
+    sa.Column("cancel_reason", sa.String(64), nullable=True),
+    sa.Column("payment_outcome", sa.String(16), nullable=True),  # completed | failed
+)
+sa.Index("ix_analytics_placed", analytics_orders.c.placed_at)

@@ -75,6 +75,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/ops/sagas", "orders", ADMIN),
     Route("GET", "/api/v1/ops/sagas/{id}", "orders", ADMIN),
     Route("GET", "/api/v1/ops/audit", "audit", ADMIN),
+    Route("GET", "/api/v1/ops/analytics", "audit", ADMIN),
 )
 
 UPSTREAMS: tuple[str, ...] = tuple(dict.fromkeys(r.upstream for r in ROUTES))
