@@ -304,6 +304,8 @@ async def test_dead_letters_of_every_service_listed_replayed_and_discarded_throu
     assert again["attempts"] > letter["attempts"]
     discarded = await edge.http.post(f"/api/v1/ops/dlq/{letter['id']}/discard", headers=admin)
     assert discarded.json()["status"] == "discarded"
+    await audited_with_actor(edge, "DeadLetterReplayRequested", dead_letter_id=letter["id"])
+    await audited_with_actor(edge, "DeadLetterDiscarded", dead_letter_id=letter["id"])
     refused = await edge.http.post(f"/api/v1/ops/dlq/{letter['id']}/replay", headers=admin)
     assert refused.status_code == 409
     assert refused.headers["content-type"].startswith("application/problem+json")
@@ -605,3 +607,70 @@ async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge
     bad = await edge.http.get("/api/v1/ops/analytics", params={"since": until.isoformat(), "until": since.isoformat()},
                               headers=admin)
     assert bad.status_code == 400
+
+
+# -- personal data in logs -----------------------------------------------------------------------------
+
+
+async def test_personal_data_never_reaches_the_logs_unmasked(edge: Edge) -> None:
+    email = f"pii-probe-{uuid.uuid4().hex[:10]}@example.com"
+    phone = f"+49151{uuid.uuid4().int % 10**8:08d}"
+    menu = (await edge.http.get("/api/v1/menu")).json()["items"]
+    body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"},
+            "contact": {"email": email, "phone": phone}}
+    response = await edge.http.post("/api/v1/orders", json=body, headers={
+        **edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4())})
+    assert response.status_code == 202, response.text
+    order_id = response.json()["id"]
+    # A failed sign-in names an email too.
+    await edge.http.post("/api/v1/auth/login", json={"email": email, "password": "not-the-password"})
+
+    async def sent_both_ways() -> bool:
+        notes = (await edge.http.get("/api/v1/notifications", params={"order_id": order_id},
+                                     headers=edge.auth("customer"))).json()["items"]
+        return {n["channel"] for n in notes if n["status"] == "sent"} >= {"email", "sms"}
+
+    await eventually(sent_both_ways, "an email and an SMS about the order")
+    logs = {path.name: path.read_text(errors="replace") for path in (edge.system.workdir / "var" / "log").glob("*")}
+    assert "notification delivered" in logs["notifications.log"], "the sends were logged"
+    leaks = {name for name, text in logs.items() if email in text or phone in text or phone[1:] in text}
+    assert not leaks, f"unmasked personal data in {sorted(leaks)}"
+
+
+
+async def audited_with_actor(edge: Edge, kind: str, **data: str) -> dict[str, Any]:
+    """The audit entry of an administrator's action, naming the administrator."""
+    admin_id = edge.user_ids["admin"]
+
+    async def found() -> dict[str, Any] | None:
+        entries = (await edge.http.get("/api/v1/ops/audit", params={"user_id": admin_id, "limit": 1000},
+                                       headers=edge.auth("admin"))).json()["items"]
+        return next((e for e in entries if e["type"].split(".")[2] == kind
+                     and all(str(e["data"].get(k)) == v for k, v in data.items())), None)
+
+    entry: dict[str, Any] = await eventually(found, f"{kind} in the audit log")
+    assert entry["actor"] == admin_id
+    return entry
+
+
+async def test_refunds_and_role_changes_are_audited_with_the_administrator(edge: Edge) -> None:
+    admin = edge.auth("admin")
+    order = await place(edge, "customer")
+
+    async def completed() -> dict[str, Any] | None:
+        items = (await edge.http.get("/api/v1/payments", params={"order_id": order["id"]}, headers=admin)).json()
+        return next((p for p in items["items"] if p["status"] == "completed"), None)
+
+    payment = await eventually(completed, "the order's payment")
+    refunded = await edge.http.post(f"/api/v1/payments/{payment['id']}/refund", headers=admin)
+    assert refunded.status_code == 202, refunded.text
+    entry = await audited_with_actor(edge, "PaymentRefundRequested", payment_id=payment["id"])
+    assert entry["order_id"] == order["id"]
+    assert entry["user_id"] == edge.user_ids["customer"]
+
+    bob = edge.user_ids["other customer"]
+    renamed = await edge.http.put(f"/api/v1/users/{bob}", json={"name": "Bob B.", "role": "customer"}, headers=admin)
+    assert renamed.status_code == 200, renamed.text
+    changed = await audited_with_actor(edge, "UserUpdated", user_id=bob)
+    assert (changed["data"]["role"], changed["user_id"]) == ("customer", bob)

@@ -17,6 +17,7 @@ from pizzeria.contracts.payments import (
     PaymentCompleted,
     PaymentFailed,
     PaymentRefunded,
+    PaymentRefundRequested,
     PaymentVoided,
     RefundPayment,
 )
@@ -536,12 +537,14 @@ async def test_an_administrator_refunds_a_completed_payment(
 ) -> None:
     order_id = uuid4()
     paid = await charged(payments, charger, order_id)
-    requested = await request_refund(payments.uow(), paid.id)
+    requested = await request_refund(payments.uow(), paid.id, actor="admin-1")
     assert (requested.status, requested.refund_requested) == (Status.COMPLETED, True)
     assert await work(charger) == 1
     assert (await payment_of(payments, order_id)).status is Status.REFUNDED
     assert len(provider.refunds_of(paid.provider_charge_id or "")) == 1
-    assert kinds(await story(payments, order_id)) == [PaymentCompleted, PaymentRefunded]
+    told = await story(payments, order_id)
+    assert kinds(told) == [PaymentCompleted, PaymentRefundRequested, PaymentRefunded]
+    assert told[1].actor == "admin-1"  # type: ignore[attr-defined]  # the audit log names who did it
 
 
 @pytest.mark.parametrize("token", ["tok_declined", "tok_timeout"])
@@ -553,7 +556,7 @@ async def test_an_administrator_cannot_refund_a_payment_that_is_not_completed(
     await work(charger)  # declined: failed; timing out: still processing
     before = await payment_of(payments, order_id)
     with pytest.raises(Conflict):
-        await request_refund(payments.uow(), before.id)
+        await request_refund(payments.uow(), before.id, actor="admin-1")
     assert await payment_of(payments, order_id) == before
 
 
@@ -564,7 +567,7 @@ async def test_an_administrator_cannot_refund_a_pending_or_refunded_payment(
     await payments.send(charge(pending_order))
     pending = await payment_of(payments, pending_order)
     with pytest.raises(Conflict):
-        await request_refund(payments.uow(), pending.id)
+        await request_refund(payments.uow(), pending.id, actor="admin-1")
 
     refunded_order = uuid4()
     await charged(payments, charger, refunded_order)
@@ -573,9 +576,9 @@ async def test_an_administrator_cannot_refund_a_pending_or_refunded_payment(
     refunded = await payment_of(payments, refunded_order)
     assert refunded.status is Status.REFUNDED
     with pytest.raises(Conflict):
-        await request_refund(payments.uow(), refunded.id)
+        await request_refund(payments.uow(), refunded.id, actor="admin-1")
 
 
 async def test_an_administrator_refund_of_an_unknown_payment_is_not_found(payments: Participant) -> None:
     with pytest.raises(NotFound):
-        await request_refund(payments.uow(), uuid4())
+        await request_refund(payments.uow(), uuid4(), actor="admin-1")

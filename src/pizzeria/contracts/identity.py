@@ -30,6 +30,7 @@ class UserUpdated(Message, context=CONTEXT, key="user_id"):
     name: str
     role: str
     at: datetime
+    actor: str | None = None  # the administrator who did it (audited)
 
 
 class UserDeleted(Message, context=CONTEXT, key="user_id"):
@@ -37,3 +38,4 @@ class UserDeleted(Message, context=CONTEXT, key="user_id"):
 
     user_id: UUID
     at: datetime
+    actor: str | None = None  # the administrator who did it (audited)

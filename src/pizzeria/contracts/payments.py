@@ -69,3 +69,16 @@ class PaymentVoided(Message, context=CONTEXT, key="order_id"):
     payment_id: UUID | None
     order_id: UUID
     at: datetime
+
+
+class PaymentRefundRequested(Message, context=CONTEXT, key="order_id"):
+    """An administrator asked for a completed payment's money back (outside any saga); the
+    refund itself follows as `PaymentRefunded`."""
+
+    payment_id: UUID
+    order_id: UUID
+    customer_id: str
+    amount: int
+    currency: str
+    actor: str
+    at: datetime

@@ -11,7 +11,7 @@ from pizzeria.messaging.topics import dlq_topic
 #: Fact topics, one per bounded context that emits events.
 EVENT_TOPICS = (
     "identity.events", "catalog.events", "orders.events", "kitchen.events", "payments.events", "delivery.events",
-    "notifications.events",
+    "notifications.events", "ops.events",
 )
 #: Command topics, one per context that executes saga commands.
 COMMAND_TOPICS = ("kitchen.commands", "payments.commands", "delivery.commands")

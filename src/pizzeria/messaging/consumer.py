@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,7 +31,7 @@ from pizzeria.messaging import metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
 from pizzeria.messaging.deadletters import DeadLetterStore
 from pizzeria.messaging.envelope import Envelope, MalformedMessage
-from pizzeria.messaging.message import Message
+from pizzeria.messaging.message import REGISTRY, Message
 from pizzeria.messaging.topics import dlq_topic
 from pizzeria.messaging.uow import UnitOfWork
 
@@ -56,9 +57,14 @@ def _message_context(envelope: Envelope, group: str) -> Iterator[None]:
                   "cloudevents.event_type": envelope.type, "messaging.operation.type": "process"}
     if envelope.subject:
         attributes["cloudevents.event_subject"] = envelope.subject
+    # Log lines written while an order's message is handled name the order.
+    declared = REGISTRY.get(envelope.type)
+    about = {"order_id": envelope.subject} if declared is not None and declared.key_field == "order_id" \
+        and envelope.subject else {}
     try:
         with tracing.span(f"{group} process {envelope.type}", kind=SpanKind.CONSUMER,
-                          parent=envelope.traceparent or "", attributes=attributes):
+                          parent=envelope.traceparent or "", attributes=attributes), \
+                structlog.contextvars.bound_contextvars(**about):
             yield
     finally:
         context.correlation_id.reset(tokens[0])

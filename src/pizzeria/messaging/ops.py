@@ -11,9 +11,14 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel
 
-from pizzeria.kit.auth import require_roles
+from pizzeria.contracts.ops import DeadLetterDiscarded, DeadLetterReplayRequested
+from pizzeria.kit.auth import Admin, Principal, require_roles
+from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.messaging.service import Runtime
+from pizzeria.messaging.tables import dead_letters
+
+DeadLetterFact = DeadLetterReplayRequested | DeadLetterDiscarded
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
 
@@ -88,23 +93,35 @@ async def get_dead_letter(dl_id: str, runtime: Runtime, request: Request) -> Dea
     return view(await _found(runtime, dl_id), _service(request))
 
 
+async def _act(runtime: Runtime, request: Request, dl_id: str, new_status: str, fact: type[DeadLetterFact],
+               actor: Principal) -> DeadLetterView:
+    """Move a dead letter on from `dead` and say who did it (for the audit log), in one transaction."""
+    row = await _found(runtime, dl_id)
+    async with runtime.uow() as uow:
+        changed = await uow.conn.execute(
+            dead_letters.update().where(dead_letters.c.id == dl_id, dead_letters.c.status == "dead")
+            .values(status=new_status, updated_at=utcnow()))
+        if not changed.rowcount:
+            raise Conflict(f"dead letter {dl_id} is {row['status']}; only a dead one can be "
+                           f"{'replayed' if new_status == 'replay_requested' else 'discarded'}")
+        uow.emit(fact(dead_letter_id=dl_id, service=_service(request), group=row["group_id"],
+                      message_id=row["message_id"], message_type=row["message_type"], actor=actor.user_id,
+                      at=utcnow()))
+        await uow.commit()
+    return view(await _found(runtime, dl_id), _service(request))
+
+
 @router.post("/dlq/{dl_id}/replay", response_model=DeadLetterView, status_code=status.HTTP_202_ACCEPTED,
              summary="Run a dead letter through its consumer again (within a second)",
              responses={409: {"description": "only a dead letter in status `dead` can be replayed"}})
-async def replay_dead_letter(dl_id: str, runtime: Runtime, request: Request) -> DeadLetterView:
-    row = await _found(runtime, dl_id)
-    if not await runtime.dead_letters.request_replay(dl_id):
-        raise Conflict(f"dead letter {dl_id} is {row['status']}; only a dead one can be replayed")
-    return view(await _found(runtime, dl_id), _service(request))
+async def replay_dead_letter(dl_id: str, admin: Admin, runtime: Runtime, request: Request) -> DeadLetterView:
+    return await _act(runtime, request, dl_id, "replay_requested", DeadLetterReplayRequested, admin)
 
 
 @router.post("/dlq/{dl_id}/discard", response_model=DeadLetterView, summary="Give up on a dead letter for good",
              responses={409: {"description": "only a dead letter in status `dead` can be discarded"}})
-async def discard_dead_letter(dl_id: str, runtime: Runtime, request: Request) -> DeadLetterView:
-    row = await _found(runtime, dl_id)
-    if not await runtime.dead_letters.discard(dl_id):
-        raise Conflict(f"dead letter {dl_id} is {row['status']}; only a dead one can be discarded")
-    return view(await _found(runtime, dl_id), _service(request))
+async def discard_dead_letter(dl_id: str, admin: Admin, runtime: Runtime, request: Request) -> DeadLetterView:
+    return await _act(runtime, request, dl_id, "discarded", DeadLetterDiscarded, admin)
 
 
 @router.get("/outbox", response_model=OutboxView, summary="Events committed but not yet published")

@@ -68,7 +68,7 @@ async def update_user(user_id: UUID, name: str, role: Role, by: UUID, uow: UnitO
     async with uow:
         user = (await _load(uow, user_id)).change(name=name, role=role, by=by, at=utcnow())
         await repository.save_user(uow.conn, user)
-        uow.emit(UserUpdated(user_id=user.id, name=user.name, role=user.role, at=user.updated_at))
+        uow.emit(UserUpdated(user_id=user.id, name=user.name, role=user.role, at=user.updated_at, actor=str(by)))
         await uow.commit()
     log.info("user updated", user_id=str(user.id), role=user.role, by_user_id=str(by))
     return user
@@ -80,7 +80,7 @@ async def delete_user(user_id: UUID, by: UUID, uow: UnitOfWork) -> None:
         user = (await _load(uow, user_id)).delete(by=by, at=utcnow())
         await repository.save_user(uow.conn, user)
         await repository.revoke_user_tokens(uow.conn, user.id, user.updated_at)
-        uow.emit(UserDeleted(user_id=user.id, at=user.updated_at))
+        uow.emit(UserDeleted(user_id=user.id, at=user.updated_at, actor=str(by)))
         await uow.commit()
     log.info("user deleted", user_id=str(user.id), by_user_id=str(by))
 

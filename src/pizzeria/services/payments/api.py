@@ -52,5 +52,5 @@ async def list_payments(
 
 @router.post("/{payment_id}/refund", response_model=PaymentView, status_code=202,
              summary="Refund a completed payment (administrators)")
-async def refund_payment(payment_id: UUID, _: Admin, runtime: Runtime) -> PaymentView:
-    return view(await handlers.request_refund(runtime.uow(), payment_id))
+async def refund_payment(payment_id: UUID, admin: Admin, runtime: Runtime) -> PaymentView:
+    return view(await handlers.request_refund(runtime.uow(), payment_id, actor=admin.user_id))

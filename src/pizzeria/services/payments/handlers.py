@@ -11,6 +11,7 @@ from pizzeria.contracts.payments import (
     PaymentCompleted,
     PaymentFailed,
     PaymentRefunded,
+    PaymentRefundRequested,
     PaymentVoided,
     RefundPayment,
 )
@@ -154,15 +155,19 @@ async def schedule_retry(uow: UnitOfWork, payment_id: UUID, *, count_attempt: bo
         return payment.attempts
 
 
-async def request_refund(uow: UnitOfWork, payment_id: UUID) -> Payment:
-    """An administrator refunds a completed payment (outside any saga)."""
+async def request_refund(uow: UnitOfWork, payment_id: UUID, actor: str) -> Payment:
+    """An administrator (`actor`) refunds a completed payment (outside any saga)."""
     async with uow:
         payment = await repository.get(uow.conn, payment_id, for_update=True)
         if payment is None:
             raise NotFound(f"payment {payment_id} does not exist")
         if payment.status is not Status.COMPLETED:
             raise Conflict(f"payment {payment_id} is {payment.status}; only a completed payment can be refunded")
-        payment.request_money_back(at=utcnow())
+        now = utcnow()
+        payment.request_money_back(at=now)
         await repository.save(uow.conn, payment, unlock=False)
+        uow.emit(PaymentRefundRequested(payment_id=payment.id, order_id=payment.order_id,
+                                        customer_id=payment.customer_id, amount=payment.amount,
+                                        currency=payment.currency, actor=actor, at=now))
         await uow.commit()
     return payment
