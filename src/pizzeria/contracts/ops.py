@@ -11,25 +11,21 @@ CONTEXT = "ops"
 EVENTS_TOPIC = "ops.events"
 
 
-class DeadLetterReplayRequested(Message, context=CONTEXT, key="dead_letter_id"):
+class DeadLetterAction(Message):
+    """What an administrator did to one dead letter, and who it was."""
+
+    dead_letter_id: str
+    service: str
+    group: str
+    message_id: str | None
+    message_type: str | None
+    actor: str
+    at: datetime
+
+
+class DeadLetterReplayRequested(DeadLetterAction, context=CONTEXT, key="dead_letter_id"):
     """An administrator asked a service to run a dead letter through its consumer again."""
 
-    dead_letter_id: str
-    service: str
-    group: str
-    message_id: str | None
-    message_type: str | None
-    actor: str
-    at: datetime
 
-
-class DeadLetterDiscarded(Message, context=CONTEXT, key="dead_letter_id"):
+class DeadLetterDiscarded(DeadLetterAction, context=CONTEXT, key="dead_letter_id"):
     """An administrator gave up on a dead letter for good."""
-
-    dead_letter_id: str
-    service: str
-    group: str
-    message_id: str | None
-    message_type: str | None
-    actor: str
-    at: datetime

@@ -11,14 +11,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel
 
-from pizzeria.contracts.ops import DeadLetterDiscarded, DeadLetterReplayRequested
+from pizzeria.contracts.ops import DeadLetterAction, DeadLetterDiscarded, DeadLetterReplayRequested
 from pizzeria.kit.auth import Admin, Principal, require_roles
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.messaging.service import Runtime
 from pizzeria.messaging.tables import dead_letters
-
-DeadLetterFact = DeadLetterReplayRequested | DeadLetterDiscarded
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
 
@@ -93,7 +91,7 @@ async def get_dead_letter(dl_id: str, runtime: Runtime, request: Request) -> Dea
     return view(await _found(runtime, dl_id), _service(request))
 
 
-async def _act(runtime: Runtime, request: Request, dl_id: str, new_status: str, fact: type[DeadLetterFact],
+async def _act(runtime: Runtime, request: Request, dl_id: str, new_status: str, fact: type[DeadLetterAction],
                actor: Principal) -> DeadLetterView:
     """Move a dead letter on from `dead` and say who did it (for the audit log), in one transaction."""
     row = await _found(runtime, dl_id)
