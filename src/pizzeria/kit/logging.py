@@ -63,11 +63,8 @@ def _context_processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]
     cid = context.correlation_id.get()
     if cid and "correlation_id" not in event:
         event["correlation_id"] = cid
-    tp = context.traceparent.get()
-    if tp and "trace_id" not in event:
-        parts = tp.split("-")
-        if len(parts) == 4:
-            event["trace_id"] = parts[1]
+    if "trace_id" not in event and (trace_id := context.trace_id_of(context.traceparent.get())):
+        event["trace_id"] = trace_id
     return event
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
 from pizzeria.messaging.consumer import AnyMessage, HandlerRegistry
 from pizzeria.messaging.envelope import Envelope
@@ -23,7 +24,6 @@ def _text(value: Any) -> str | None:
 def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
     """The audit row of a message: what it is, whom it concerns, who did it, what caused it."""
     declared = REGISTRY.get(envelope.type)
-    parts = (envelope.traceparent or "").split("-")
     return {
         "message_id": envelope.id,
         "topic": declared.topic() if declared is not None else "unknown",
@@ -35,7 +35,7 @@ def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
         "actor": _text(data.get("actor")),
         "correlation_id": envelope.correlationid,
         "causation_id": envelope.causationid,
-        "trace_id": parts[1] if len(parts) == 4 else None,
+        "trace_id": context.trace_id_of(envelope.traceparent),
         "occurred_at": envelope.time,
         "recorded_at": utcnow(),
         "data": data,

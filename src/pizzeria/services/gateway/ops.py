@@ -5,12 +5,14 @@ is named in `missing`; the rest is still returned."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from pizzeria.kit.auth import Principal, Role
 from pizzeria.kit.errors import NotFound, ProblemError
 from pizzeria.services.gateway.routes import ADMIN
 from pizzeria.services.gateway.upstream import Forwarded, Upstream
@@ -28,7 +30,11 @@ class OutboxBacklog(BaseModel):
     missing: list[str]
 
 
-def build_router(upstreams: dict[str, Upstream], admit: Any, headers: Any) -> APIRouter:
+Admit = Callable[[Request, frozenset[Role] | None], Awaitable[Principal | None]]
+
+
+def build_router(upstreams: dict[str, Upstream], admit: Admit,
+                 headers: Callable[[Request], dict[str, str]]) -> APIRouter:
     """`admit(request, roles)` checks the caller; `headers(request)` is what goes upstream."""
     router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 

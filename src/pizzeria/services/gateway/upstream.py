@@ -83,10 +83,7 @@ class Upstream:
                     is_failure=lambda e: isinstance(e, (httpx.TransportError, _Trouble)),
                 )
             except CircuitOpen:
-                raise UpstreamUnavailable(
-                    f"{self.name} is unavailable (circuit open); try again shortly",
-                    headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))},
-                ) from None
+                raise self._circuit_open() from None
             except (httpx.TransportError, _Trouble) as exc:
                 if attempt < attempts and self.breaker.state is BreakerState.CLOSED:
                     await asyncio.sleep(0.05 * 2 ** (attempt - 1))
@@ -112,11 +109,14 @@ class Upstream:
             return await self.breaker.call(lambda: self.client.send(request, stream=True),
                                            is_failure=lambda e: isinstance(e, httpx.TransportError))
         except CircuitOpen:
-            raise UpstreamUnavailable(f"{self.name} is unavailable (circuit open); try again shortly",
-                                      headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))},
-                                      ) from None
+            raise self._circuit_open() from None
         except httpx.TransportError:
             raise UpstreamUnavailable(f"{self.name} cannot be reached") from None
+
+    def _circuit_open(self) -> UpstreamUnavailable:
+        """Failing fast while the breaker is open: come back after its cool-down."""
+        return UpstreamUnavailable(f"{self.name} is unavailable (circuit open); try again shortly",
+                                   headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))})
 
     async def _once(self, method: str, path: str, params: list[tuple[str, str]] | None,
                     headers: dict[str, str] | None, body: bytes) -> httpx.Response:
