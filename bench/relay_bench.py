@@ -26,9 +26,8 @@ from pizzeria.messaging.broker import Broker, BrokerConsumer, OutgoingMessage, T
 from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.relay import OutboxRelay
-from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
 from pizzeria.messaging.sqllog import SqlLogBroker
-from pizzeria.messaging.tables import outbox
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS, outbox
 from pizzeria.messaging.uow import UnitOfWork
 
 

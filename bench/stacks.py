@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.support.postgres import create_database, drop_database
 from tests.support.tansu import Tansu
 
-from pizzeria.services.registry import SERVICES
+from pizzeria.registry import SERVICES
 
 
 @contextlib.asynccontextmanager

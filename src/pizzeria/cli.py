@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from pizzeria.kit.settings import get_settings
-from pizzeria.services.registry import BY_NAME, SERVICES, entry
+from pizzeria.messaging.deadletters import DeadLetterStatus
+from pizzeria.registry import BY_NAME, SERVICES, entry
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -55,7 +56,7 @@ def cmd_revision(args: argparse.Namespace) -> int:
     from alembic import command
 
     from pizzeria.kit.migrations import alembic_config, upgrade_sync
-    from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
+    from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 
     migrations = MESSAGING_MIGRATIONS if args.service == "messaging" else entry(args.service).migrations()
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +91,11 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 async def _dlq(args: argparse.Namespace) -> int:
+    import getpass
+
+    from pizzeria.chassis.ops import act_on_dead_letter
     from pizzeria.kit.db import Database
+    from pizzeria.kit.errors import ProblemError
     from pizzeria.messaging.deadletters import DeadLetterStore
     from pizzeria.messaging.uow import UnitOfWork
 
@@ -137,10 +142,11 @@ async def _dlq(args: argparse.Namespace) -> int:
                     shown["payload"] = row["payload"].decode("utf-8", "replace")
                 print(orjson.dumps(shown, default=str, option=orjson.OPT_INDENT_2).decode())
                 return 0
-            done = await (store.request_replay(args.id) if args.action == "replay" else store.discard(args.id))
-            if not done:
-                print(f"dead letter {args.id} is {row['status']}; only 'dead' ones can be {args.action}ed",
-                      file=sys.stderr)
+            try:
+                await act_on_dead_letter(store, store.uow_factory, name, args.id, args.action,
+                                         actor=f"cli:{getpass.getuser()}")
+            except ProblemError as exc:
+                print(exc.detail, file=sys.stderr)
                 return 1
             print(f"{args.action}: {args.id} ({name}); "
                   + ("the consumer replays it within a second" if args.action == "replay" else "discarded"))
@@ -273,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     dlq_list = dlq_sub.add_parser("list")
     dlq_list.add_argument("--service")
-    dlq_list.add_argument("--status", choices=["dead", "replay_requested", "replayed", "discarded"])
+    dlq_list.add_argument("--status", type=DeadLetterStatus, choices=list(DeadLetterStatus))
     dlq_list.add_argument("--limit", type=int, default=100)
     for action in ("show", "replay", "discard"):
         p = dlq_sub.add_parser(action)

@@ -24,9 +24,10 @@ from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import BrokerError
-from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS, broker_from_settings
+from pizzeria.messaging.connect import broker_from_settings
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
-from pizzeria.services.registry import SERVICES, ServiceEntry
+from pizzeria.registry import SERVICES, ServiceEntry
 
 READY_TIMEOUT_S = 90.0
 STABLE_AFTER_S = 30.0  # a service up this long has its restart backoff reset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pizzeria.services.registry import SERVICES
+from pizzeria.registry import SERVICES
 from tests.e2e.scenario import AUTOPILOT
 from tests.e2e.system import Shop, System
 from tests.support.postgres import create_database, drop_database

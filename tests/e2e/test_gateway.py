@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import OutgoingMessage
-from pizzeria.messaging.runtime import broker_from_settings
+from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.services.gateway.routes import EVERY_SERVICE, FANNED_OUT, ROUTES, Route
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import wait_for_menu_sync

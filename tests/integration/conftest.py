@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
 from pizzeria.messaging.broker import TopicSpec
-from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
 from pizzeria.messaging.sqllog import SqlLogBroker
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from tests.support.postgres import create_database, drop_database
 
 #: A table standing in for a service's own state, written in the same transactions as the outbox.

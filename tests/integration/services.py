@@ -12,9 +12,9 @@ from fastapi import FastAPI
 
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.settings import Settings
-from pizzeria.messaging.runtime import broker_from_settings
+from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.topics import topic_specs
-from pizzeria.services.registry import entry
+from pizzeria.registry import entry
 
 
 def embedded_settings(var_dir: Path, **extra: str) -> Settings:

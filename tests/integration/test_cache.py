@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.cache import Cache, InProcessCache, RedisCache
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.services.orders import projection
 from tests.integration.services import embedded_settings, running
 from tests.support.tokens import bearer
@@ -119,7 +119,7 @@ async def test_order_reads_are_cached_and_follow_the_events_that_change_them(
     settings = embedded_settings(tmp_path, CACHE_TOMBSTONE_S="0.3", **store_env)
     async with running("catalog", settings) as (_, catalog), \
             running("orders", settings, headers=bearer("ann")) as (app, orders):
-        runtime: MessagingRuntime = app.state.runtime
+        runtime: ServiceRuntime = app.state.runtime
         item = (await catalog.get("/api/v1/menu")).json()["items"][0]
         body = {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
                 "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}

@@ -12,10 +12,13 @@ import uuid
 from pathlib import Path
 
 import orjson
+import sqlalchemy as sa
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.messaging.broker import OutgoingMessage
+from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.deadletters import DeadLetterStore
-from pizzeria.messaging.runtime import MessagingRuntime, broker_from_settings
+from pizzeria.messaging.tables import outbox
 from tests.integration.services import embedded_settings, running
 
 
@@ -38,7 +41,7 @@ async def wait_for_status(store: DeadLetterStore, dl_id: str, status: str, timeo
 async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
     async with running("orders", settings) as (app, _):
-        runtime: MessagingRuntime = app.state.runtime
+        runtime: ServiceRuntime = app.state.runtime
         broker = broker_from_settings(settings)
         await broker.start()
         message_id = str(uuid.uuid4())
@@ -93,3 +96,11 @@ async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
         assert refused.returncode == 1
         assert "only 'dead' ones" in refused.stderr
         assert cli(tmp_path, "show", str(uuid.uuid4())).returncode == 1
+
+        # The command line takes the same path as the API: each action is an `ops.events` fact
+        # naming who did it, for the audit log.
+        async with runtime.db.read() as conn:
+            facts = (await conn.execute(sa.select(outbox.c.headers).where(outbox.c.topic == "ops.events")
+                                        .order_by(outbox.c.seq))).scalars().all()
+        actions = [orjson.loads(h)["ce_type"] for h in facts]
+        assert actions == ["pizzeria.ops.DeadLetterReplayRequested.v1", "pizzeria.ops.DeadLetterDiscarded.v1"]

@@ -20,9 +20,9 @@ import redis.asyncio as redis
 
 from pizzeria.kit.auth import ALGORITHM, AUDIENCE, ISSUER, Principal, TokenIssuer
 from pizzeria.kit.settings import DEVELOPMENT_JWT_SECRET, Settings
+from pizzeria.registry import entry
 from pizzeria.services.gateway.app import create_app
 from pizzeria.services.gateway.routes import FANNED_OUT, ROUTES, UPSTREAMS
-from pizzeria.services.registry import entry
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 _ips = itertools.count(1)

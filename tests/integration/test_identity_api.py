@@ -123,7 +123,7 @@ async def test_bad_input_is_a_422_with_field_errors_and_writes_nothing(identity:
 
 async def test_wrong_password_gets_the_same_answer_as_an_unknown_email(
         identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
-    passwords = identity.app.state.credentials.passwords
+    passwords = identity.app.state.parts.passwords
     verified: list[str | None] = []
     real_verify = passwords.verify
 
@@ -338,7 +338,7 @@ async def test_registering_writes_user_registered_to_the_outbox(identity: Identi
 async def test_production_mode_seeds_no_demo_accounts(backend: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Production also insists on PostgreSQL and Kafka; only the seeding is under test here.
-    monkeypatch.setattr(Settings, "production_problems", lambda self, service: [])
+    monkeypatch.setattr(Settings, "production_problems", lambda self, service, **_: [])
     async with identity_settings(backend, tmp_path, monkeypatch, PIZZERIA_MODE="production") as settings, \
             running_identity(settings, monkeypatch) as identity:
         assert settings.mode == "production"
@@ -357,7 +357,7 @@ async def test_a_valid_token_naming_no_account_gets_401_not_500(identity: Identi
 async def test_sign_in_rehashes_a_password_hashed_with_older_parameters(identity: Identity) -> None:
     user = (await identity.http.post(REGISTER, json=carol())).json()
     stronger = PasswordHasher(time_cost=2, memory_cost=1024, parallelism=1)
-    identity.app.state.credentials.passwords._hasher = stronger
+    identity.app.state.parts.passwords._hasher = stronger
     assert (await identity.login("carol@example.com", "correct-horse-pizza")).status_code == 200
     async with identity.app.state.runtime.db.read() as conn:
         query = sa.select(users.c.password_hash).where(users.c.id == uuid.UUID(user["id"]))

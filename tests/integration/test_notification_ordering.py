@@ -17,7 +17,7 @@ from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.runtime import MESSAGING_MIGRATIONS
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications import repository
 from pizzeria.services.notifications.app import MIGRATIONS

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pizzeria.messaging.runtime import MessagingRuntime
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.services.orders import projection
 from tests.integration.services import embedded_settings, running
 from tests.support.tokens import bearer
@@ -20,7 +20,7 @@ async def test_rebuild_switches_generations_without_a_gap_for_readers(tmp_path: 
     settings = embedded_settings(tmp_path)
     async with running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog), \
             running("orders", settings, headers=bearer("ann")) as (app, orders):
-        runtime: MessagingRuntime = app.state.runtime
+        runtime: ServiceRuntime = app.state.runtime
         item = (await catalog.get("/api/v1/menu")).json()["items"][0]
         body = {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
                 "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}

@@ -19,12 +19,12 @@ import httpx
 import orjson
 import sqlalchemy as sa
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.db import Database
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import Record
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, RetryPolicy
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.messaging.saga import SagaEngine
 from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.messaging.tables import outbox
@@ -53,7 +53,7 @@ class Node:
     """One service: its database, its runtime, and its consumer groups."""
 
     name: str
-    runtime: MessagingRuntime
+    runtime: ServiceRuntime
     runners: list[ConsumerRunner] = field(default_factory=list)
 
     @property
@@ -137,11 +137,11 @@ class Cluster:
             async with db.transaction() as conn:
                 await conn.run_sync(messaging_metadata.create_all)
                 await conn.run_sync(tables.create_all)
-            runtime = MessagingRuntime(service=name, settings=self.settings, db=db, broker=InMemoryBroker())
+            runtime = ServiceRuntime(service=name, settings=self.settings, db=db, broker=InMemoryBroker())
             self.nodes[name] = Node(name, runtime)
         self.nodes["orders"].consume("orders", orders.build_handlers(self.engine))
         self.nodes["orders"].consume("orders-projection-g1", projection.build_projector(1))
-        self.nodes["kitchen"].consume("kitchen", kitchen.build_handlers(lambda: None))
+        self.nodes["kitchen"].consume("kitchen", kitchen.build_handlers())
         self.nodes["payments"].consume("payments", payments.build_handlers(lambda: None))
         self.nodes["delivery"].consume("delivery", delivery.build_handlers(lambda: None))
         client = ProviderClient("http://provider", timeout=1.0, transport=httpx.MockTransport(self.provider.handle),

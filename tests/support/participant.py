@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.db import Database
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import Record
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Outcome, RetryPolicy
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import REGISTRY, Message
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.messaging.tables import outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.fakes import InMemoryBroker
@@ -42,7 +42,7 @@ class Participant:
 
     def __init__(self, db: Database, handlers: HandlerRegistry, *, service: str) -> None:
         self.db = db
-        self.runtime = MessagingRuntime(service=service, settings=_settings(), db=db, broker=InMemoryBroker())
+        self.runtime = ServiceRuntime(service=service, settings=_settings(), db=db, broker=InMemoryBroker())
         self.runner = ConsumerRunner(
             group=service, handlers=handlers, broker=self.runtime.broker, uow_factory=self.runtime.uow,
             dead_letters=self.runtime.dead_letters, retry=ONE_ATTEMPT,

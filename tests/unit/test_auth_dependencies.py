@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends
 
-from pizzeria.kit.app import create_app
 from pizzeria.kit.auth import CurrentPrincipal, Principal, issue_access_token, require_roles
+from pizzeria.kit.http import http_app
 from pizzeria.kit.settings import Settings
 
 SETTINGS = Settings(JWT_SECRET="dependency-test-secret-long-enough-for-hs256")
@@ -30,7 +30,7 @@ async def kitchen(principal: Annotated[Principal, Depends(require_roles("staff",
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(service="test", routers=[router])
+    app = http_app(service="test", routers=[router])
     app.state.settings = SETTINGS
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
         yield http

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY as METRICS
 
+from pizzeria.chassis.ops import act_on_dead_letter
 from pizzeria.kit import context
 from pizzeria.kit.db import Database
 from pizzeria.kit.ids import new_id
@@ -371,7 +372,7 @@ async def test_replay_after_the_handler_is_fixed_marks_the_dead_letter_replayed(
     [record] = await publish(broker, thing("second chance"))
     assert await runner.process(record) is Outcome.DEAD_LETTERED
     [dead] = await store.recent()
-    assert await store.request_replay(dead["id"])
+    await act_on_dead_letter(store, store.uow_factory, "unit", dead["id"], "replay", actor="tester")
 
     # The handler now works (its failures are used up): replay the stored record.
     replayed = as_record(dead)
@@ -391,7 +392,7 @@ async def test_a_replay_that_fails_again_returns_to_dead_with_attempts_added(
     [record] = await publish(broker, thing())
     await runner.process(record)
     [dead] = await store.recent()
-    await store.request_replay(dead["id"])
+    await act_on_dead_letter(store, store.uow_factory, "unit", dead["id"], "replay", actor="tester")
     assert await runner.process(as_record(dead), replay_of=dead["id"]) is Outcome.DEAD_LETTERED
     after = await store.get(dead["id"])
     assert after is not None

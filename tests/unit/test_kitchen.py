@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from pizzeria.chassis.ops import act_on_dead_letter
 from pizzeria.contracts.catalog import MenuItemCreated, MenuItemRemoved, MenuItemUpdated, MenuSize, RecipeLine
 from pizzeria.contracts.kitchen import (
     CancelTicket,
@@ -358,7 +359,7 @@ async def test_a_reserve_replayed_after_the_saga_released_the_order_holds_nothin
         await repository.apply_recipe(conn, late_item, "late", {"dough": 1, "mozzarella": 100}, 1)
 
     [dead] = await kitchen.runtime.dead_letters.recent()
-    assert await kitchen.runtime.dead_letters.request_replay(dead["id"])
+    await act_on_dead_letter(kitchen.runtime.dead_letters, kitchen.uow, "kitchen", dead["id"], "replay", actor="staff")
     assert await kitchen.runner.process(as_record(dead), replay_of=dead["id"]) is Outcome.PROCESSED
     assert all(status != "held" for _, status in (await held(kitchen, order_id)).values())
     assert await stock(kitchen) == expected_stock()

@@ -110,16 +110,3 @@ class Broker(abc.ABC):
     async def ping(self) -> None:
         """Raise if the broker cannot be reached."""
 
-
-def create_broker(url: str, **options: object) -> Broker:
-    """Build the adapter a URL names: `sqllog+sqlite:///...`, `sqllog+postgresql://...`,
-    `kafka://host:9092[,host2:9092]`."""
-    if url.startswith("sqllog+"):
-        from pizzeria.messaging.sqllog import SqlLogBroker
-
-        return SqlLogBroker(url.removeprefix("sqllog+"), **options)  # type: ignore[arg-type]
-    if url.startswith("kafka://"):
-        from pizzeria.messaging.kafka import KafkaBroker
-
-        return KafkaBroker(url.removeprefix("kafka://"), **options)  # type: ignore[arg-type]
-    raise ValueError(f"unsupported broker URL {url!r}")

@@ -4,11 +4,13 @@ outbox (for anything else that watches dead letters)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
@@ -20,7 +22,14 @@ from pizzeria.messaging.tables import dead_letters
 from pizzeria.messaging.topics import dlq_topic
 from pizzeria.messaging.uow import UnitOfWork
 
-STATUSES = ("dead", "replay_requested", "replayed", "discarded")
+
+class DeadLetterStatus(enum.StrEnum):
+    """Where a dead letter stands. Only a `dead` one can be replayed or discarded."""
+
+    DEAD = "dead"
+    REPLAY_REQUESTED = "replay_requested"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"
 
 
 class DeadLetterStore:
@@ -43,7 +52,8 @@ class DeadLetterStore:
                 "message_type": envelope.type if envelope else record.headers.get("ce_type"),
                 "topic": record.topic, "partition": record.partition, "offset": record.offset, "key": record.key,
                 "headers": orjson.dumps(dict(record.headers)).decode(), "payload": record.value,
-                "error": error[:4000], "attempts": attempts, "status": "dead", "created_at": now, "updated_at": now,
+                "error": error[:4000], "attempts": attempts, "status": DeadLetterStatus.DEAD,
+                "created_at": now, "updated_at": now,
             })
             if result.rowcount == 1:
                 headers = {
@@ -64,28 +74,27 @@ class DeadLetterStore:
                 )
             await uow.commit()
 
-    async def _set(self, dl_id: str, *, only_from: tuple[str, ...] | None = None, **values: Any) -> bool:
-        stmt = dead_letters.update().where(dead_letters.c.id == dl_id)
-        if only_from:
-            stmt = stmt.where(dead_letters.c.status.in_(only_from))
+    async def _set(self, dl_id: str, **values: Any) -> None:
         async with self.db.transaction() as conn:
-            result = await conn.execute(stmt.values(updated_at=utcnow(), **values))
-        return bool(result.rowcount)
-
-    async def request_replay(self, dl_id: str) -> bool:
-        """Ask the owning consumer to run the message again (it does within a second)."""
-        return await self._set(dl_id, only_from=("dead",), status="replay_requested")
-
-    async def discard(self, dl_id: str) -> bool:
-        return await self._set(dl_id, only_from=("dead",), status="discarded")
+            await conn.execute(dead_letters.update().where(dead_letters.c.id == dl_id)
+                               .values(updated_at=utcnow(), **values))
 
     async def mark_replayed(self, dl_id: str) -> None:
-        await self._set(dl_id, status="replayed")
+        await self._set(dl_id, status=DeadLetterStatus.REPLAYED)
 
     async def mark_failed_again(self, dl_id: str, error: str, attempts: int) -> None:
-        await self._set(dl_id, status="dead", error=error[:4000], attempts=dead_letters.c.attempts + attempts)
+        await self._set(dl_id, status=DeadLetterStatus.DEAD, error=error[:4000],
+                        attempts=dead_letters.c.attempts + attempts)
 
-    async def recent(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def leave_dead(self, conn: AsyncConnection, dl_id: str, status: DeadLetterStatus) -> bool:
+        """Move a `dead` dead letter to `status` inside the caller's transaction; False if it
+        is not dead (any more)."""
+        result = await conn.execute(
+            dead_letters.update().where(dead_letters.c.id == dl_id, dead_letters.c.status == DeadLetterStatus.DEAD)
+            .values(status=status, updated_at=utcnow()))
+        return bool(result.rowcount)
+
+    async def recent(self, *, status: DeadLetterStatus | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query = sa.select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
         if status:
             query = query.where(dead_letters.c.status == status)
@@ -102,7 +111,7 @@ class DeadLetterStore:
             rows = (
                 await conn.execute(
                     sa.select(dead_letters)
-                    .where(dead_letters.c.group_id == group, dead_letters.c.status == "replay_requested")
+                    .where(dead_letters.c.group_id == group, dead_letters.c.status == DeadLetterStatus.REPLAY_REQUESTED)
                     .order_by(dead_letters.c.created_at)
                     .limit(100)
                 )

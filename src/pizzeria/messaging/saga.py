@@ -15,7 +15,6 @@ service and the replies that move it on, with a compensation to undo it.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -393,7 +392,8 @@ async def listing(conn: AsyncConnection, *, state: str | None = None, limit: int
 
 
 class SagaTimer:
-    """Scans for sagas whose deadline passed and lets the engine compensate or re-send."""
+    """Scans for sagas whose deadline passed and lets the engine compensate or re-send; its
+    `tick` runs in a background loop every `interval` seconds."""
 
     def __init__(self, engine: SagaEngine, db: Database, uow_factory: Callable[[], UnitOfWork], *,
                  interval: float = 0.5) -> None:
@@ -401,14 +401,6 @@ class SagaTimer:
         self.db = db
         self.uow_factory = uow_factory
         self.interval = interval
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.tick()
-            except Exception as exc:
-                log.warning("saga timer failed; retrying", error=str(exc))
 
     async def tick(self) -> int:
         async with self.db.read() as conn:

@@ -6,9 +6,12 @@ They have their own Alembic history (`pizzeria/messaging/migrations`, version ta
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from pizzeria.kit.db import JSONType, UTCDateTime
+from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
@@ -85,4 +88,12 @@ saga_log = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("entry", sa.String(200), nullable=False),
     sa.Column("message_id", sa.String(64), nullable=True),
+)
+
+
+#: The messaging tables' own migration history, applied to every service database.
+MESSAGING_MIGRATIONS = MigrationSet(
+    script_location=str(Path(__file__).parent / "migrations"),
+    version_table="alembic_version_messaging",
+    metadata=metadata,
 )

@@ -18,8 +18,8 @@ from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from pizzeria.kit.app import create_app as create_service_app
 from pizzeria.kit.clock import utcnow
+from pizzeria.kit.http import http_app
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.settings import Settings, get_settings
@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("provider", settings.log_level, settings.log_format)
     ledger = Ledger(settings)
-    app = create_service_app(service="provider", routers=[build_router(ledger)], settings=settings,
+    app = http_app(service="provider", routers=[build_router(ledger)], settings=settings,
                              description="Simulated card payment provider (test double of an external API).")
     app.state.ledger = ledger
     return app

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import require_roles
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import BadRequest
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.audit import analytics
 from pizzeria.services.audit.handlers import query
 
@@ -44,7 +44,7 @@ class AuditPage(BaseModel):
 @router.get("/audit", response_model=AuditPage,
             summary="Audit entries in the order they were recorded, by order, user (subject or actor), type, time")
 async def audit(
-    runtime: Runtime,
+    runtime: RuntimeDep,
     order_id: Annotated[str | None, Query(max_length=64)] = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
     type: Annotated[str | None, Query(max_length=200)] = None,
@@ -98,7 +98,7 @@ class BadPeriod(BadRequest):
 @router.get("/analytics", response_model=AnalyticsReport,
             summary="Business figures of the orders placed in a period, in total and per hour or day")
 async def analytics_report(
-    runtime: Runtime,
+    runtime: RuntimeDep,
     since: datetime | None = None,
     until: datetime | None = None,
     bucket: Literal["hour", "day"] = "hour",

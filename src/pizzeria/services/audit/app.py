@@ -1,4 +1,5 @@
-"""Audit composition root: one consumer group reading every topic into the audit log."""
+"""Audit composition root: one consumer group reading every topic into the audit log, and one
+feeding the analytics read model."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
-from pizzeria.messaging.runtime import MessagingRuntime
-from pizzeria.messaging.service import build_service_app
 from pizzeria.services.audit import analytics
 from pizzeria.services.audit.api import router
 from pizzeria.services.audit.handlers import build_handlers
@@ -21,17 +21,12 @@ ANALYTICS = "analytics"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
-def _configure(runtime: MessagingRuntime) -> None:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = open_runtime(NAME, settings)
     runtime.subscribe(NAME, build_handlers(), topics=CONSUMER_GROUPS[NAME])
     runtime.subscribe(ANALYTICS, analytics.build_handlers(), topics=CONSUMER_GROUPS[ANALYTICS])
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_service_app(
-        name=NAME,
-        settings=settings or get_settings(),
-        migrations=MIGRATIONS,
-        routers=[router],
-        configure=_configure,
+    return service_app(
+        runtime, None, migrations=MIGRATIONS, routers=[router],
         description="Audit and analytics: every message in an append-only log; business figures from events.",
     )

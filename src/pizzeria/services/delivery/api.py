@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import require_roles
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.delivery import handlers, repository
+from pizzeria.services.delivery.deps import DeliveryDep
 from pizzeria.services.delivery.domain import DeliveryStatus
 
 router = APIRouter(prefix="/api/v1", tags=["delivery"],
@@ -51,7 +52,7 @@ def view(row: Any) -> DeliveryView:
 
 @router.get("/deliveries", response_model=DeliveryList, summary="Deliveries, oldest first")
 async def list_deliveries(
-    runtime: Runtime,
+    runtime: RuntimeDep,
     status: Annotated[list[DeliveryStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryList:
@@ -63,17 +64,17 @@ async def list_deliveries(
 
 @router.post("/deliveries/{delivery_id}/advance", response_model=DeliveryView,
              summary="Courier's action: assigned → out_for_delivery → delivered")
-async def advance(delivery_id: UUID, runtime: Runtime, request: Request) -> DeliveryView:
+async def advance(delivery_id: UUID, runtime: RuntimeDep, parts: DeliveryDep) -> DeliveryView:
     status = await handlers.advance(runtime.uow(), delivery_id)
     if status is DeliveryStatus.DELIVERED:
-        request.app.state.dispatcher.wake()  # the courier is free: hand out what waits
+        parts.wake_dispatcher()  # the courier is free: hand out what waits
     async with runtime.db.read() as conn:
         row = await repository.get(conn, delivery_id)
     return view(row)
 
 
 @router.get("/couriers", response_model=CourierList, summary="Couriers and what they carry")
-async def list_couriers(runtime: Runtime) -> CourierList:
+async def list_couriers(runtime: RuntimeDep) -> CourierList:
     async with runtime.db.read() as conn:
         rows = await repository.all_couriers(conn)
     return CourierList(items=[CourierView(id=r.id, name=r.name, delivery_id=r.delivery_id) for r in rows])

@@ -1,4 +1,5 @@
-"""Delivery composition root."""
+"""Delivery composition root: couriers and deliveries, and the dispatcher that hands waiting
+deliveries to free couriers (and drives them when the autopilot is on)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
-from pizzeria.messaging.runtime import MessagingRuntime
-from pizzeria.messaging.service import build_service_app
 from pizzeria.services.delivery import handlers
 from pizzeria.services.delivery.api import router
-from pizzeria.services.delivery.autopilot import Dispatcher
+from pizzeria.services.delivery.autopilot import CourierDispatcher
+from pizzeria.services.delivery.deps import DeliveryParts
 from pizzeria.services.delivery.tables import metadata
 
 NAME = "delivery"
@@ -23,26 +24,17 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    holder: dict[str, Dispatcher] = {}
+    runtime = open_runtime(NAME, settings)
+    dispatcher = CourierDispatcher(runtime, drive=settings.delivery_autopilot,
+                                   stage=timedelta(milliseconds=settings.delivery_stage_ms))
+    dispatching = runtime.add_loop("delivery-dispatcher", dispatcher.step, interval=dispatcher.interval)
+    runtime.subscribe(NAME, handlers.build_handlers(dispatching.wake), topics=CONSUMER_GROUPS[NAME])
 
-    def configure(runtime: MessagingRuntime) -> None:
-        dispatcher = Dispatcher(runtime, drive=settings.delivery_autopilot,
-                                stage=timedelta(milliseconds=settings.delivery_stage_ms))
-        holder["dispatcher"] = dispatcher
-        runtime.add_worker(dispatcher.run, "delivery-dispatcher")
-        runtime.subscribe(NAME, handlers.build_handlers(dispatcher.wake), topics=CONSUMER_GROUPS[NAME])
-
-    async def seed(runtime: MessagingRuntime) -> None:
+    async def seed() -> None:
         await handlers.seed_couriers(runtime.uow())
 
-    app = build_service_app(
-        name=NAME,
-        settings=settings,
-        migrations=MIGRATIONS,
-        routers=[router],
-        configure=configure,
-        on_start=seed,
+    return service_app(
+        runtime, DeliveryParts(wake_dispatcher=dispatching.wake),
+        migrations=MIGRATIONS, routers=[router], on_start=seed,
         description="Delivery: couriers and deliveries.",
     )
-    app.state.dispatcher = holder["dispatcher"]
-    return app

@@ -23,10 +23,9 @@ from prometheus_client import Counter
 from starlette.background import BackgroundTask
 
 from pizzeria.kit import context
-from pizzeria.kit.app import add_problem_responses
-from pizzeria.kit.app import create_app as create_service_app
 from pizzeria.kit.auth import Principal, decode_access_token
 from pizzeria.kit.errors import Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
+from pizzeria.kit.http import add_problem_responses, http_app
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
@@ -156,7 +155,7 @@ def create_app(settings: Settings | None = None, *,
     def health() -> dict[str, Any]:
         return {"upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}}
 
-    app = create_service_app(
+    app = http_app(
         service=NAME, settings=settings, lifespan=lifespan, health_details=health, openapi_url=None,
         description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
     )

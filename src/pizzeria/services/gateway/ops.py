@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -14,10 +14,9 @@ from pydantic import BaseModel, Field
 
 from pizzeria.kit.auth import Principal, Role
 from pizzeria.kit.errors import NotFound, ProblemError
+from pizzeria.messaging.deadletters import DeadLetterStatus
 from pizzeria.services.gateway.routes import ADMIN
 from pizzeria.services.gateway.upstream import Forwarded, Upstream
-
-DeadLetterStatus = Literal["dead", "replay_requested", "replayed", "discarded"]
 
 
 class DeadLetters(BaseModel):

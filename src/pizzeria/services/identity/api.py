@@ -8,11 +8,11 @@ import binascii
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
+from pizzeria.chassis.deps import RuntimeDep, parts_dependency
 from pizzeria.kit.auth import Admin, CurrentPrincipal, InvalidToken, Principal, Role
 from pizzeria.kit.errors import BadRequest, NotFound
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.identity import handlers, repository, sessions
 from pizzeria.services.identity.domain import User
 from pizzeria.services.identity.schemas import (
@@ -30,12 +30,7 @@ auth = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
-async def _credentials(request: Request) -> Credentials:
-    credentials: Credentials = request.app.state.credentials
-    return credentials
-
-
-CredentialsDep = Annotated[Credentials, Depends(_credentials)]
+CredentialsDep = Annotated[Credentials, parts_dependency(Credentials)]
 
 
 class BadCursor(BadRequest):
@@ -64,7 +59,8 @@ def client_ip(request: Request) -> str:
 @auth.post("/register", response_model=UserView, status_code=status.HTTP_201_CREATED,
            summary="Create a customer account",
            responses={409: {"description": "email already registered"}, 422: {"description": "invalid input"}})
-async def register(body: RegisterBody, runtime: Runtime, credentials: CredentialsDep, response: Response) -> UserView:
+async def register(body: RegisterBody, runtime: RuntimeDep, credentials: CredentialsDep,
+                   response: Response) -> UserView:
     user = await handlers.register(body.email, body.password, body.name, runtime.uow(), credentials.passwords)
     response.headers["Location"] = f"/api/v1/users/{user.id}"
     return view(user)
@@ -73,19 +69,19 @@ async def register(body: RegisterBody, runtime: Runtime, credentials: Credential
 @auth.post("/login", response_model=TokenPair, summary="Sign in: an access token and a refresh token",
            responses={401: {"description": "wrong email or password"},
                       429: {"description": "too many failed sign-ins; see Retry-After"}})
-async def login(body: LoginBody, request: Request, runtime: Runtime, credentials: CredentialsDep) -> TokenPair:
+async def login(body: LoginBody, request: Request, runtime: RuntimeDep, credentials: CredentialsDep) -> TokenPair:
     session = await sessions.login(body.email, body.password, client_ip(request), runtime.uow(), credentials)
     return token_pair(session)
 
 
 @auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new tokens (rotation)",
            responses={401: {"description": "refresh token unknown, expired, revoked or reused"}})
-async def refresh(body: RefreshBody, runtime: Runtime, credentials: CredentialsDep) -> TokenPair:
+async def refresh(body: RefreshBody, runtime: RuntimeDep, credentials: CredentialsDep) -> TokenPair:
     return token_pair(await sessions.refresh(body.refresh_token, runtime.uow(), credentials))
 
 
 @auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End the sign-in of a refresh token")
-async def logout(body: RefreshBody, runtime: Runtime) -> Response:
+async def logout(body: RefreshBody, runtime: RuntimeDep) -> Response:
     await sessions.logout(body.refresh_token, runtime.uow())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -113,7 +109,7 @@ def account_id(principal: Principal) -> UUID:
 
 # Declared before `/{user_id}`, which would otherwise take "me" for a (malformed) id.
 @users.get("/me", response_model=UserView, summary="The caller's own account")
-async def me(principal: CurrentPrincipal, runtime: Runtime) -> UserView:
+async def me(principal: CurrentPrincipal, runtime: RuntimeDep) -> UserView:
     async with runtime.db.read() as conn:
         user = await repository.get_user(conn, account_id(principal))
     if user is None or user.deleted:
@@ -124,7 +120,7 @@ async def me(principal: CurrentPrincipal, runtime: Runtime) -> UserView:
 @users.get("", response_model=UserPage, summary="Accounts, newest first (admin)")
 async def list_users(
     _: Admin,
-    runtime: Runtime,
+    runtime: RuntimeDep,
     role: Role | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -137,7 +133,7 @@ async def list_users(
 
 
 @users.get("/{user_id}", response_model=UserView, summary="One account (admin)")
-async def get_user(user_id: UUID, _: Admin, runtime: Runtime) -> UserView:
+async def get_user(user_id: UUID, _: Admin, runtime: RuntimeDep) -> UserView:
     async with runtime.db.read() as conn:
         user = await repository.get_user(conn, user_id)
     if user is None or user.deleted:
@@ -147,13 +143,13 @@ async def get_user(user_id: UUID, _: Admin, runtime: Runtime) -> UserView:
 
 @users.put("/{user_id}", response_model=UserView, summary="Rename an account or change its role (admin)",
            responses={409: {"description": "admins cannot demote themselves"}})
-async def update_user(user_id: UUID, body: UserUpdateBody, admin: Admin, runtime: Runtime) -> UserView:
+async def update_user(user_id: UUID, body: UserUpdateBody, admin: Admin, runtime: RuntimeDep) -> UserView:
     user = await handlers.update_user(user_id, body.name, body.role, account_id(admin), runtime.uow())
     return view(user)
 
 
 @users.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an account (admin)",
               responses={409: {"description": "admins cannot delete themselves"}})
-async def delete_user(user_id: UUID, admin: Admin, runtime: Runtime) -> Response:
+async def delete_user(user_id: UUID, admin: Admin, runtime: RuntimeDep) -> Response:
     await handlers.delete_user(user_id, account_id(admin), runtime.uow())
     return Response(status_code=status.HTTP_204_NO_CONTENT)

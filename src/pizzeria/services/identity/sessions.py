@@ -8,7 +8,6 @@ stolen token), so the whole family is revoked and both must sign in again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -191,16 +190,11 @@ async def logout(token: str, uow: UnitOfWork) -> None:
         await uow.commit()
 
 
-async def prune_forever(db: Database, interval_s: float = 600.0) -> None:
+async def prune(db: Database) -> None:
     """Drop failure counters that no longer throttle anyone and long-expired refresh tokens."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            now = utcnow()
-            async with db.transaction() as conn:
-                dropped = await repository.prune(conn, failures_before=THROTTLE.window_start(now),
-                                                 tokens_expired_before=now - EXPIRED_TOKEN_RETENTION)
-            if dropped:
-                log.info("identity pruned", rows=dropped)
-        except Exception as exc:
-            log.warning("identity pruning failed; will retry", error=str(exc))
+    now = utcnow()
+    async with db.transaction() as conn:
+        dropped = await repository.prune(conn, failures_before=THROTTLE.window_start(now),
+                                         tokens_expired_before=now - EXPIRED_TOKEN_RETENTION)
+    if dropped:
+        log.info("identity pruned", rows=dropped)

@@ -9,9 +9,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import require_roles
 from pizzeria.kit.errors import NotFound
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.kitchen import handlers, repository
 from pizzeria.services.kitchen.domain import TicketStatus
 
@@ -54,7 +54,7 @@ def ticket_view(row: Any) -> TicketView:
 
 @router.get("/kitchen/tickets", response_model=TicketList, summary="Tickets, oldest first")
 async def list_tickets(
-    runtime: Runtime,
+    runtime: RuntimeDep,
     status: Annotated[list[TicketStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TicketList:
@@ -66,7 +66,7 @@ async def list_tickets(
 
 @router.post("/kitchen/tickets/{ticket_id}/advance", response_model=TicketView,
              summary="Move a ticket on: queued → preparing → baking → ready")
-async def advance(ticket_id: UUID, runtime: Runtime) -> TicketView:
+async def advance(ticket_id: UUID, runtime: RuntimeDep) -> TicketView:
     await handlers.advance_ticket(runtime.uow(), ticket_id)
     async with runtime.db.read() as conn:
         row = await repository.ticket(conn, ticket_id)
@@ -74,7 +74,7 @@ async def advance(ticket_id: UUID, runtime: Runtime) -> TicketView:
 
 
 @router.get("/inventory", response_model=Inventory, summary="Stock per ingredient")
-async def inventory(runtime: Runtime) -> Inventory:
+async def inventory(runtime: RuntimeDep) -> Inventory:
     async with runtime.db.read() as conn:
         rows = await repository.all_stock(conn)
     return Inventory(items=[IngredientView(ingredient=r.name, on_hand=r.on_hand, reserved=r.reserved,
@@ -85,7 +85,7 @@ async def inventory(runtime: Runtime) -> Inventory:
 async def restock(
     ingredient: Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")],
     body: StockLevel,
-    runtime: Runtime,
+    runtime: RuntimeDep,
 ) -> IngredientView:
     await handlers.set_stock(runtime.uow(), ingredient, body.on_hand)
     async with runtime.db.read() as conn:

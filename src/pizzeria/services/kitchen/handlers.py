@@ -41,8 +41,8 @@ def _amounts(values: dict[str, int]) -> list[IngredientAmount]:
     return [IngredientAmount(ingredient=i, quantity=q) for i, q in sorted(values.items())]
 
 
-def build_handlers(wake_autopilot: Callable[[], None]) -> HandlerRegistry:
-    """What the kitchen consumer group handles."""
+def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerRegistry:
+    """What the kitchen consumer group handles; `wake_autopilot` is called when a ticket is queued."""
     registry = HandlerRegistry()
 
     @registry.on(MenuItemCreated)
@@ -95,7 +95,8 @@ def build_handlers(wake_autopilot: Callable[[], None]) -> HandlerRegistry:
                 "traceparent": context.traceparent.get(),
             })
             uow.emit(TicketQueued(order_id=command.order_id, ticket_id=ticket_id))
-            uow.after_commit(wake_autopilot)
+            if wake_autopilot is not None:
+                uow.after_commit(wake_autopilot)
 
     @registry.on(CancelTicket)
     async def cancel(command: CancelTicket, _: Envelope, uow: UnitOfWork) -> None:

@@ -9,9 +9,9 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import CustomerOrAdmin, owner_scope
 from pizzeria.kit.logging import mask_email, mask_phone
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.notifications import repository
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
@@ -47,7 +47,7 @@ def view(row: Any) -> NotificationView:
 @router.get("", response_model=NotificationList, summary="Notification history, newest first")
 async def list_notifications(
     caller: CustomerOrAdmin,
-    runtime: Runtime,
+    runtime: RuntimeDep,
     order_id: Annotated[UUID | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[UUID | None, Query()] = None,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import weakref
 from collections.abc import Callable
 from uuid import UUID
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.contracts.notifications import NotificationSent
 from pizzeria.contracts.orders import OrderCancellationRefused, OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentRefunded
@@ -18,7 +17,6 @@ from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging.consumer import HandlerRegistry
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications import repository
 from pizzeria.services.notifications.channels import ChannelSender
@@ -121,33 +119,20 @@ async def release_deferred(uow: UnitOfWork, limit: int = 100) -> int:
     return len(rows)
 
 
-class Dispatcher:
-    """Sends queued notifications through their channel and records that they went out."""
+class NotificationSender:
+    """Sends queued notifications through their channel and records that they went out; its
+    `step` runs in a background loop, woken when a notification is queued."""
 
-    def __init__(self, runtime: MessagingRuntime, sender: ChannelSender, *, batch: int = 100) -> None:
+    def __init__(self, runtime: ServiceRuntime, sender: ChannelSender, *, batch: int = 100) -> None:
         self.runtime = runtime
         self.sender = sender
         self.batch = batch
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                if await release_deferred(self.runtime.uow()):
-                    self._wake.set()
-                sent = await self.dispatch_once()
-            except Exception as exc:
-                log.warning("dispatch failed; retrying", error=str(exc))
-                sent = 0
-                await asyncio.sleep(1.0)
-            if sent >= self.batch:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+    async def step(self) -> bool:
+        """True if more may be waiting (deferred ones were released, or a full batch went out)."""
+        released = await release_deferred(self.runtime.uow())
+        sent = await self.dispatch_once()
+        return bool(released) or sent >= self.batch
 
     async def dispatch_once(self) -> int:
         """Send one batch. A crash after sending and before recording re-sends on restart

@@ -10,17 +10,16 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
+from pizzeria.chassis.deps import RuntimeDep
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.auth import Customer, CustomerOrAdmin, CustomerOrStaff, owner_scope
-from pizzeria.kit.cache import Cache
 from pizzeria.kit.errors import BadRequest, NotFound
-from pizzeria.messaging.runtime import MessagingRuntime
-from pizzeria.messaging.saga import SagaEngine
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.orders import handlers, projection, repository
+from pizzeria.services.orders.deps import OrdersDep, OrdersParts
 from pizzeria.services.orders.domain import TERMINAL, Order, RequestedLine, Status
 from pizzeria.services.orders.schemas import (
     HistoryEntry,
@@ -29,7 +28,6 @@ from pizzeria.services.orders.schemas import (
     OrderView,
     PlaceOrderBody,
 )
-from pizzeria.services.orders.watch import OrderWatch
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
@@ -68,16 +66,6 @@ def view_from_model(row: Any) -> OrderView:
     )
 
 
-def _engine(request: Request) -> SagaEngine:
-    engine: SagaEngine = request.app.state.saga_engine
-    return engine
-
-
-def _projections(request: Request) -> projection.ProjectionManager:
-    manager: projection.ProjectionManager = request.app.state.projections
-    return manager
-
-
 def request_hash(body: PlaceOrderBody) -> str:
     canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
@@ -89,8 +77,8 @@ def request_hash(body: PlaceOrderBody) -> str:
                         422: {"description": "invalid order, or key reused with another body"}})
 async def place_order(
     body: PlaceOrderBody,
-    runtime: Runtime,
-    request: Request,
+    runtime: RuntimeDep,
+    parts: OrdersDep,
     response: Response,
     customer: Customer,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
@@ -103,12 +91,11 @@ async def place_order(
         payment_token=body.payment.token, delivery_address=body.delivery_address,
         email=body.contact.email, phone=body.contact.phone,
     )
-    engine = _engine(request)
     try:
-        order, replayed = await handlers.place_order(cmd, runtime.uow(), engine)
+        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga)
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its order.
-        order, replayed = await handlers.place_order(cmd, runtime.uow(), engine)
+        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga)
     response.headers["Location"] = f"/api/v1/orders/{order.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -116,23 +103,22 @@ async def place_order(
 
 
 @router.get("/{order_id}", response_model=OrderView, summary="One order with its status history")
-async def get_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, request: Request) -> Response:
-    found = await _order_json(order_id, owner_scope(caller), runtime, request)
+async def get_order(order_id: UUID, caller: CustomerOrStaff, runtime: RuntimeDep, parts: OrdersDep) -> Response:
+    found = await _order_json(order_id, owner_scope(caller), runtime, parts)
     return Response(content=found, media_type="application/json")
 
 
-async def _order_json(order_id: UUID, owner: str | None, runtime: MessagingRuntime, request: Request) -> bytes:
+async def _order_json(order_id: UUID, owner: str | None, runtime: ServiceRuntime, parts: OrdersParts) -> bytes:
     """The order as JSON: from the cache, else the read model (then cached), else (just placed)
     the order itself; 404 when it does not exist or is not the caller's to see."""
-    cache: Cache = request.app.state.order_cache
     async with runtime.db.read() as conn:
-        generation = await _projections(request).generation(conn)
+        generation = await parts.projections.generation(conn)
         key = projection.view_key(generation, order_id)
-        if (found := await cache.get(key)) is None:
+        if (found := await parts.cache.get(key)) is None:
             row = await projection.view_of(conn, generation, order_id)
             if row is not None:
                 found = orjson.dumps(view_from_model(row).model_dump(mode="json"))
-                await cache.fill(key, found)
+                await parts.cache.fill(key, found)
         if found is None:
             # Just placed, not in the read model yet: answer from the order itself (read your writes).
             order = await repository.get(conn, order_id)
@@ -154,11 +140,10 @@ STREAM_KEEPALIVE_S = 15.0
             responses={200: {"description": "`event: order` with the order JSON at once and at every change; "
                                              "`event: end` once it is delivered or cancelled",
                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime, request: Request,
+async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: RuntimeDep, parts: OrdersDep,
                        ) -> StreamingResponse:
     owner = owner_scope(caller)
-    first = await _order_json(order_id, owner, runtime, request)  # 404 before the stream starts
-    watch: OrderWatch = request.app.state.order_watch
+    first = await _order_json(order_id, owner, runtime, parts)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
         current: bytes | None = first
@@ -173,12 +158,12 @@ async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime
                 if order["status"] in TERMINAL:
                     yield b"event: end\ndata: {}\n\n"
                     return
-            if not await watch.wait(order_id, STREAM_RECHECK_S):
+            if not await parts.watch.wait(order_id, STREAM_RECHECK_S):
                 quiet += STREAM_RECHECK_S
                 if quiet >= STREAM_KEEPALIVE_S:
                     yield b": keepalive\n\n"
                     quiet = 0.0
-            current = await _order_json(order_id, owner, runtime, request)
+            current = await _order_json(order_id, owner, runtime, parts)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -187,8 +172,8 @@ async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime
 @router.post("/{order_id}/cancel", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,
              summary="Cancel an order (until the kitchen starts cooking it)",
              responses={409: {"description": "too late: the kitchen has started"}})
-async def cancel_order(order_id: UUID, caller: CustomerOrAdmin, runtime: Runtime, request: Request) -> OrderView:
-    order = await handlers.cancel_order(order_id, owner_scope(caller), runtime.uow(), _engine(request))
+async def cancel_order(order_id: UUID, caller: CustomerOrAdmin, runtime: RuntimeDep, parts: OrdersDep) -> OrderView:
+    order = await handlers.cancel_order(order_id, owner_scope(caller), runtime.uow(), parts.saga)
     return view(order)
 
 
@@ -206,8 +191,8 @@ def _encode_cursor(order_id: UUID) -> str:
 @router.get("", response_model=OrderPage, summary="Orders, newest first")
 async def list_orders(
     caller: CustomerOrStaff,
-    runtime: Runtime,
-    request: Request,
+    runtime: RuntimeDep,
+    parts: OrdersDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -216,7 +201,7 @@ async def list_orders(
     customer_id = owner_scope(caller) or customer_id
     before = _decode_cursor(cursor) if cursor else None
     async with runtime.db.read() as conn:
-        generation = await _projections(request).generation(conn)
+        generation = await parts.projections.generation(conn)
         found = await projection.views(conn, generation, customer_id=customer_id, status=status_filter,
                                        limit=limit + 1, before=before)
     page, more = found[:limit], len(found) > limit

@@ -1,5 +1,5 @@
 """Orders composition root: the API, the order saga (engine, timer, replies), the menu copy and
-the read model's projector."""
+the read model's projections."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.cache import build_cache
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.messaging.saga import SagaEngine, SagaTimer
-from pizzeria.messaging.service import build_service_app
 from pizzeria.services.orders import ops
 from pizzeria.services.orders.api import router
+from pizzeria.services.orders.deps import OrdersParts
 from pizzeria.services.orders.handlers import build_handlers, on_saga_transition
 from pizzeria.services.orders.projection import BASE_GROUP, ProjectionManager
 from pizzeria.services.orders.saga import place_order_saga
@@ -28,33 +28,20 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = SagaEngine(place_order_saga(settings), listener=on_saga_transition)
-    parts: dict[str, ProjectionManager] = {}
-    watch = OrderWatch()
+    runtime = open_runtime(NAME, settings)
+    saga = SagaEngine(place_order_saga(settings), listener=on_saga_transition)
     cache = build_cache("orders", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
                         tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
+    watch = OrderWatch()
+    projections = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache, watch.changed)
 
-    async def close(_: MessagingRuntime) -> None:
-        await cache.close()
+    runtime.subscribe(NAME, build_handlers(saga), topics=CONSUMER_GROUPS[NAME])
+    timer = SagaTimer(saga, runtime.db, runtime.uow)
+    runtime.add_loop("saga-timer", timer.tick, interval=timer.interval, initial_delay=timer.interval)
+    runtime.add_worker(projections.run, "projections")
 
-    def configure(runtime: MessagingRuntime) -> None:
-        runtime.subscribe(NAME, build_handlers(engine), topics=CONSUMER_GROUPS[NAME])
-        runtime.add_worker(SagaTimer(engine, runtime.db, runtime.uow).run, "saga-timer")
-        manager = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache, watch.changed)
-        runtime.add_worker(manager.run, "projections")
-        parts["projections"] = manager
-
-    app = build_service_app(
-        name=NAME,
-        settings=settings,
-        migrations=MIGRATIONS,
-        routers=[router, ops.router],
-        configure=configure,
-        on_stop=close,
+    return service_app(
+        runtime, OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch),
+        migrations=MIGRATIONS, routers=[router, ops.router], on_stop=cache.close,
         description="Orders: placement, the order saga, cancellation, and the order read model.",
     )
-    app.state.saga_engine = engine
-    app.state.projections = parts["projections"]
-    app.state.order_cache = cache
-    app.state.order_watch = watch
-    return app

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import require_roles
 from pizzeria.kit.errors import NotFound
 from pizzeria.messaging import saga
 from pizzeria.messaging.saga import SagaState
-from pizzeria.messaging.service import Runtime
 
 router = APIRouter(prefix="/api/v1/ops/sagas", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
 
@@ -43,7 +43,7 @@ def view(found: saga.Saga, log: list[dict[str, Any]] | None = None) -> SagaView:
 
 @router.get("", response_model=SagaList, summary="Sagas, most recently changed first, and counts by state")
 async def list_sagas(
-    runtime: Runtime,
+    runtime: RuntimeDep,
     state: Annotated[SagaState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SagaList:
@@ -54,7 +54,7 @@ async def list_sagas(
 
 
 @router.get("/{saga_id}", response_model=SagaView, summary="One saga with its log")
-async def get_saga(saga_id: str, runtime: Runtime) -> SagaView:
+async def get_saga(saga_id: str, runtime: RuntimeDep) -> SagaView:
     async with runtime.db.read() as conn:
         row = await saga.load(conn, saga_id)
         if row is None:

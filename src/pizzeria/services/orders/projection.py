@@ -9,7 +9,6 @@ up the service switches reads to it and drops the old one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.contracts.delivery import CourierAssigned
 from pizzeria.contracts.orders import (
     OrderCancellationRefused,
@@ -31,10 +31,10 @@ from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, Payment
 from pizzeria.kit.cache import Cache
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.loops import BackgroundLoop
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.messaging.topics import dlq_topic
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import PAYMENT_NEXT, PaymentStatus, Status
@@ -220,7 +220,7 @@ async def status(conn: AsyncConnection) -> dict[str, Any]:
 class ProjectionManager:
     """Runs the active generation's projector, and a rebuild when one is asked for."""
 
-    def __init__(self, runtime: MessagingRuntime, topics: tuple[str, ...],
+    def __init__(self, runtime: ServiceRuntime, topics: tuple[str, ...],
                  cache: Cache | None = None, on_change: Callable[[UUID], None] | None = None) -> None:
         self.runtime = runtime
         self.topics = topics
@@ -248,12 +248,7 @@ class ProjectionManager:
             if (await conn.execute(_STATE, {"name": NAME})).first() is None:
                 await conn.execute(projections.insert().values(name=NAME, active_generation=1))
         try:
-            while True:
-                try:
-                    await self._tend()
-                except Exception as exc:
-                    log.warning("projection manager failed; retrying", error=str(exc))
-                await asyncio.sleep(1.0)
+            await BackgroundLoop("projections", self._tend, interval=1.0).run()
         finally:
             for _, runner in filter(None, (self.active, self.building)):
                 await self.runtime.halt(runner)

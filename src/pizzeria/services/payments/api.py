@@ -7,9 +7,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import Admin, CustomerOrAdmin, owner_scope
 from pizzeria.kit.errors import NotFound
-from pizzeria.messaging.service import Runtime
 from pizzeria.services.payments import handlers, repository
 from pizzeria.services.payments.domain import Payment
 from pizzeria.services.payments.schemas import PaymentList, PaymentView
@@ -26,7 +26,7 @@ def view(p: Payment) -> PaymentView:
 
 
 @router.get("/{payment_id}", response_model=PaymentView, summary="One payment")
-async def get_payment(payment_id: UUID, caller: CustomerOrAdmin, runtime: Runtime) -> PaymentView:
+async def get_payment(payment_id: UUID, caller: CustomerOrAdmin, runtime: RuntimeDep) -> PaymentView:
     async with runtime.db.read() as conn:
         payment = await repository.get(conn, payment_id)
     if payment is None or owner_scope(caller) not in (None, payment.customer_id):
@@ -37,7 +37,7 @@ async def get_payment(payment_id: UUID, caller: CustomerOrAdmin, runtime: Runtim
 @router.get("", response_model=PaymentList, summary="Payments of an order, or the newest ones")
 async def list_payments(
     caller: CustomerOrAdmin,
-    runtime: Runtime,
+    runtime: RuntimeDep,
     order_id: Annotated[UUID | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> PaymentList:
@@ -52,5 +52,5 @@ async def list_payments(
 
 @router.post("/{payment_id}/refund", response_model=PaymentView, status_code=202,
              summary="Refund a completed payment (administrators)")
-async def refund_payment(payment_id: UUID, admin: Admin, runtime: Runtime) -> PaymentView:
+async def refund_payment(payment_id: UUID, admin: Admin, runtime: RuntimeDep) -> PaymentView:
     return view(await handlers.request_refund(runtime.uow(), payment_id, actor=admin.user_id))

@@ -1,4 +1,5 @@
-"""Payments composition root."""
+"""Payments composition root: the provider client behind its breaker, the charger that settles
+payments with it, and the consumer of payment commands."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
-from pizzeria.messaging.runtime import MessagingRuntime
-from pizzeria.messaging.service import build_service_app
 from pizzeria.services.payments.api import router
 from pizzeria.services.payments.charger import Charger
 from pizzeria.services.payments.handlers import build_handlers
@@ -24,28 +24,21 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-
-    def configure(runtime: MessagingRuntime) -> None:
-        client = ProviderClient(
-            settings.payment_provider_url(),
-            timeout=settings.payment_timeout_ms / 1000,
-            breaker=CircuitBreaker("payment-provider", failure_threshold=settings.payment_breaker_failures,
-                                   reset_timeout=settings.payment_breaker_reset_s),
-            # One connection per charge in flight: a charge never waits for a connection (a
-            # pool timeout would count as the provider failing).
-            max_connections=settings.payment_concurrency,
-        )
-        charger = Charger(runtime, client, concurrency=settings.payment_concurrency,
-                          max_attempts=settings.payment_max_attempts,
-                          call_timeout=settings.payment_timeout_ms / 1000)
-        runtime.subscribe(NAME, build_handlers(charger.wake), topics=CONSUMER_GROUPS[NAME])
-        runtime.add_worker(charger.run, "charger")
-
-    return build_service_app(
-        name=NAME,
-        settings=settings,
-        migrations=MIGRATIONS,
-        routers=[router],
-        configure=configure,
+    runtime = open_runtime(NAME, settings)
+    client = ProviderClient(
+        settings.payment_provider_url(),
+        timeout=settings.payment_timeout_ms / 1000,
+        breaker=CircuitBreaker("payment-provider", failure_threshold=settings.payment_breaker_failures,
+                               reset_timeout=settings.payment_breaker_reset_s),
+        # One connection per charge in flight: a charge never waits for a connection (a pool
+        # timeout would count as the provider failing).
+        max_connections=settings.payment_concurrency,
+    )
+    charger = Charger(runtime, client, concurrency=settings.payment_concurrency,
+                      max_attempts=settings.payment_max_attempts, call_timeout=settings.payment_timeout_ms / 1000)
+    runtime.subscribe(NAME, build_handlers(charger.wake), topics=CONSUMER_GROUPS[NAME])
+    runtime.add_worker(charger.run, "charger")
+    return service_app(
+        runtime, None, migrations=MIGRATIONS, routers=[router],
         description="Payments: charges orders through the provider, reports the outcome.",
     )

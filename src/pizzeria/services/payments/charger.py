@@ -9,16 +9,16 @@ answers with the original charge: no card is charged twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
 from functools import partial
 from uuid import UUID
 
+from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit import tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.loops import BackgroundLoop, StepResult
 from pizzeria.kit.resilience import BreakerState, CircuitOpen
-from pizzeria.messaging.runtime import MessagingRuntime
 from pizzeria.services.payments import handlers, repository
 from pizzeria.services.payments.domain import Payment
 from pizzeria.services.payments.provider import CardDeclined, ProviderClient, ProviderRejected, ProviderUnavailable
@@ -29,51 +29,44 @@ log = get_logger(__name__)
 class Charger:
     """Background worker of the payments service."""
 
-    def __init__(self, runtime: MessagingRuntime, client: ProviderClient, *, concurrency: int,
+    def __init__(self, runtime: ServiceRuntime, client: ProviderClient, *, concurrency: int,
                  max_attempts: int, call_timeout: float) -> None:
         self.runtime = runtime
         self.client = client
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.lease = timedelta(seconds=call_timeout * 2 + 5)
-        self._wake = asyncio.Event()
         self._inflight: dict[UUID, asyncio.Task[None]] = {}
+        self._loop = BackgroundLoop("charger", self._claim_and_start, interval=0.5, max_backoff=1.0)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
         try:
-            while True:
-                self._wake.clear()
-                state = self.client.breaker.state
-                if state is BreakerState.OPEN:
-                    await asyncio.sleep(0.2)  # the provider is down: do not burn attempts
-                    continue
-                free = self.concurrency - len(self._inflight)
-                probing = state is BreakerState.HALF_OPEN
-                if probing:
-                    free = 0 if self._inflight else 1  # one probe at a time, a fresh charge first
-                claimed: list[Payment] = []
-                if free > 0:
-                    try:
-                        claimed = await self._claim(free, fresh_first=probing)
-                    except Exception as exc:
-                        log.warning("cannot claim payments; retrying", error=str(exc))
-                        await asyncio.sleep(1.0)
-                        continue
-                for payment in claimed:
-                    task = asyncio.create_task(self._settle(payment), name=f"charge-{payment.id}")
-                    self._inflight[payment.id] = task
-                    task.add_done_callback(partial(self._done, payment.id))
-                if len(claimed) == free and free > 0:
-                    continue  # there may be more due right now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+            await self._loop.run()
         finally:
             for task in list(self._inflight.values()):
                 task.cancel()
             await self.client.close()
+
+    async def _claim_and_start(self) -> StepResult:
+        """Start charging what is due, as many at a time as `concurrency` allows."""
+        state = self.client.breaker.state
+        if state is BreakerState.OPEN:
+            return 0.2  # the provider is down: do not burn attempts
+        free = self.concurrency - len(self._inflight)
+        probing = state is BreakerState.HALF_OPEN
+        if probing:
+            free = 0 if self._inflight else 1  # one probe at a time, a fresh charge first
+        if free <= 0:
+            return None
+        claimed = await self._claim(free, fresh_first=probing)
+        for payment in claimed:
+            task = asyncio.create_task(self._settle(payment), name=f"charge-{payment.id}")
+            self._inflight[payment.id] = task
+            task.add_done_callback(partial(self._done, payment.id))
+        return len(claimed) == free  # there may be more due right now
 
     async def step(self, now: datetime) -> int:
         """One pass without the loop (tests drive time): claim what is due at `now` and settle
@@ -109,7 +102,7 @@ class Charger:
 
     def _done(self, payment_id: UUID, _task: object = None) -> None:
         self._inflight.pop(payment_id, None)
-        self._wake.set()
+        self._loop.wake()
 
     async def _settle(self, payment: Payment) -> None:
         try:

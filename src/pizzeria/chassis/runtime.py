@@ -1,5 +1,5 @@
-"""A service's messaging runtime: its database, the broker, the outbox relay, its consumer
-groups and the dead-letter replayer, started and stopped together by the service's app."""
+"""A service's runtime: its database, the broker, the outbox relay, its consumer groups, the
+dead-letter replayer and its background loops, started and stopped together by its app."""
 
 from __future__ import annotations
 
@@ -9,49 +9,24 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.logging import get_logger
-from pizzeria.kit.migrations import MigrationSet
+from pizzeria.kit.loops import BackgroundLoop, Step
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging import inbox
-from pizzeria.messaging.broker import Broker, create_broker
+from pizzeria.messaging.broker import Broker
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, RetryPolicy
 from pizzeria.messaging.deadletters import DeadLetterStore, as_record
 from pizzeria.messaging.relay import OutboxRelay
-from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.messaging.uow import UnitOfWork
 
 log = get_logger(__name__)
 
-MESSAGING_MIGRATIONS = MigrationSet(
-    script_location=str(Path(__file__).parent / "migrations"),
-    version_table="alembic_version_messaging",
-    metadata=messaging_metadata,
-)
-
-
-def broker_from_settings(settings: Settings, client_id: str = "pizzeria") -> Broker:
-    return create_broker(
-        settings.broker_url_resolved(),
-        poll_interval_ms=settings.sqllog_poll_interval_ms,
-        session_timeout_ms=(
-            settings.kafka_session_timeout_ms
-            if settings.broker_url.startswith("kafka")
-            else settings.sqllog_session_timeout_ms
-        ),
-        retention_hours=settings.sqllog_retention_hours,
-        fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms,
-        linger_ms=settings.kafka_linger_ms,
-        client_id=client_id,
-    )
-
-
-class MessagingRuntime:
-    """Everything that moves messages in and out of one service."""
+class ServiceRuntime:
+    """Everything that runs inside one service process besides its HTTP routes."""
 
     def __init__(self, *, service: str, settings: Settings, db: Database, broker: Broker) -> None:
         self.service = service
@@ -70,6 +45,9 @@ class MessagingRuntime:
         self._workers: list[tuple[Callable[[], Coroutine[Any, Any, None]], str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._dynamic: dict[ConsumerRunner, list[asyncio.Task[None]]] = {}
+        self.loops: list[BackgroundLoop] = []
+        self.add_loop("dead-letter-replay", self._replay_dead_letters, interval=1.0, initial_delay=1.0)
+        self.add_loop("inbox-pruner", self._prune_inbox, interval=600.0, initial_delay=600.0)
 
     def uow(self) -> UnitOfWork:
         """A new unit of work whose commit wakes the relay."""
@@ -86,10 +64,7 @@ class MessagingRuntime:
                *, dead_letter_topic: str | None = None) -> ConsumerRunner:
         """A consumer group started now, while the service runs (see `halt`)."""
         runner = self._runner(group, handlers, topics, dead_letter_topic)
-        self._dynamic[runner] = [
-            self._spawn(runner.run(), f"consumer-{group}"),
-            self._spawn(self._replay_forever(runner), f"replay-{group}"),
-        ]
+        self._dynamic[runner] = [self._spawn(runner.run(), f"consumer-{group}")]
         return runner
 
     async def halt(self, runner: ConsumerRunner) -> None:
@@ -121,18 +96,24 @@ class MessagingRuntime:
         )
 
     def add_worker(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-        """A background loop of the service, started with the runtime and stopped with it."""
+        """A long-running task of the service, started with the runtime and stopped with it."""
         self._workers.append((work, name))
+
+    def add_loop(self, name: str, step: Step, *, interval: float, initial_delay: float = 0.0) -> BackgroundLoop:
+        """Background work run by a `BackgroundLoop` (see there) from start to stop; call the
+        loop's `wake` after committing work for it."""
+        loop = BackgroundLoop(name, step, interval=interval, initial_delay=initial_delay)
+        self.loops.append(loop)
+        self.add_worker(loop.run, name)
+        return loop
 
     async def start(self) -> None:
         await self.broker.start()
         self._spawn(self.relay.run(), "outbox-relay")
         for runner in self.runners:
             self._spawn(runner.run(), f"consumer-{runner.group}")
-            self._spawn(self._replay_forever(runner), f"replay-{runner.group}")
         for work, name in self._workers:
             self._spawn(work(), name)
-        self._spawn(self._prune_inbox_forever(), "inbox-pruner")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._supervised(coro, name), name=name)
@@ -149,34 +130,31 @@ class MessagingRuntime:
             log.exception("background worker crashed", worker=name)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    async def _replay_forever(self, runner: ConsumerRunner) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                for row in await self.dead_letters.replay_requests(runner.group):
-                    log.info("replaying dead letter", dead_letter_id=row["id"], group=runner.group)
-                    await runner.process(as_record(row), replay_of=row["id"])
-            except Exception as exc:
-                log.warning("dead-letter replay failed; will retry", error=str(exc))
+    async def _replay_dead_letters(self) -> bool:
+        """Run the dead letters an administrator asked to replay through their consumer again."""
+        replayed = False
+        for runner in [*self.runners, *self._dynamic]:
+            for row in await self.dead_letters.replay_requests(runner.group):
+                log.info("replaying dead letter", dead_letter_id=row["id"], group=runner.group)
+                await runner.process(as_record(row), replay_of=row["id"])
+                replayed = True
+        return replayed
 
-    async def _prune_inbox_forever(self) -> None:
+    async def _prune_inbox(self) -> None:
         """Forget processed message ids older than the retention (no redelivery comes that late)."""
-        while True:
-            await asyncio.sleep(600)
-            try:
-                cutoff = utcnow() - timedelta(seconds=self.settings.inbox_retention_s)
-                async with self.db.transaction() as conn:
-                    pruned = await inbox.prune(conn, cutoff)
-                if pruned:
-                    log.info("inbox pruned", rows=pruned)
-            except Exception as exc:
-                log.warning("inbox pruning failed; will retry", error=str(exc))
+        cutoff = utcnow() - timedelta(seconds=self.settings.inbox_retention_s)
+        async with self.db.transaction() as conn:
+            pruned = await inbox.prune(conn, cutoff)
+        if pruned:
+            log.info("inbox pruned", rows=pruned)
 
     def healthy(self) -> bool:
         return all(not t.done() for t in self._tasks)
 
     async def stop(self) -> None:
         self.relay.stop()
+        for loop in self.loops:
+            loop.stop()
         for runner in self.runners:
             runner.stop()
         for task in self._tasks:

@@ -4,24 +4,23 @@ and merges the answers into `/api/v1/ops/dlq` and `/api/v1/ops/outbox`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel
 
+from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.contracts.ops import DeadLetterAction, DeadLetterDiscarded, DeadLetterReplayRequested
-from pizzeria.kit.auth import Admin, Principal, require_roles
+from pizzeria.kit.auth import Admin, require_roles
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict, NotFound
-from pizzeria.messaging.service import Runtime
-from pizzeria.messaging.tables import dead_letters
+from pizzeria.messaging.deadletters import DeadLetterStatus, DeadLetterStore
+from pizzeria.messaging.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
-
-DeadLetterStatus = Literal["dead", "replay_requested", "replayed", "discarded"]
-
 
 class DeadLetterView(BaseModel):
     id: str
@@ -52,11 +51,6 @@ class OutboxView(BaseModel):
     oldest_age_s: float
 
 
-def _service(request: Request) -> str:
-    name: str = request.app.state.runtime.service
-    return name
-
-
 def view(row: dict[str, Any], service: str) -> DeadLetterView:
     try:
         payload: Any = orjson.loads(row["payload"])
@@ -69,17 +63,42 @@ def view(row: dict[str, Any], service: str) -> DeadLetterView:
     )
 
 
+ACTIONS: dict[str, tuple[DeadLetterStatus, type[DeadLetterAction]]] = {
+    "replay": (DeadLetterStatus.REPLAY_REQUESTED, DeadLetterReplayRequested),
+    "discard": (DeadLetterStatus.DISCARDED, DeadLetterDiscarded),
+}
+
+
+async def act_on_dead_letter(store: DeadLetterStore, uow_factory: Callable[[], UnitOfWork], service: str,
+                             dl_id: str, action: str, actor: str) -> dict[str, Any]:
+    """Replay or discard a dead letter and say who did it (an `ops.events` fact for the audit
+    log), in one transaction. The one path for the HTTP API and the `pizzeria dlq` command."""
+    new_status, fact = ACTIONS[action]
+    row = await store.get(dl_id)
+    if row is None:
+        raise NotFound(f"dead letter {dl_id} does not exist here")
+    async with uow_factory() as uow:
+        if not await store.leave_dead(uow.conn, dl_id, new_status):
+            raise Conflict(f"dead letter {dl_id} is {row['status']}; only 'dead' ones can be {action}ed")
+        uow.emit(fact(dead_letter_id=dl_id, service=service, group=row["group_id"], message_id=row["message_id"],
+                      message_type=row["message_type"], actor=actor, at=utcnow()))
+        await uow.commit()
+    found = await store.get(dl_id)
+    assert found is not None
+    return found
+
+
 @router.get("/dlq", response_model=DeadLetterList, summary="Dead letters of this service, newest first")
 async def list_dead_letters(
-    runtime: Runtime, request: Request,
+    runtime: RuntimeDep,
     status_filter: Annotated[DeadLetterStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeadLetterList:
     rows = await runtime.dead_letters.recent(status=status_filter, limit=limit)
-    return DeadLetterList(items=[view(r, _service(request)) for r in rows])
+    return DeadLetterList(items=[view(r, runtime.service) for r in rows])
 
 
-async def _found(runtime: Runtime, dl_id: str) -> dict[str, Any]:
+async def _found(runtime: RuntimeDep, dl_id: str) -> dict[str, Any]:
     row = await runtime.dead_letters.get(dl_id)
     if row is None:
         raise NotFound(f"dead letter {dl_id} does not exist here")
@@ -87,42 +106,26 @@ async def _found(runtime: Runtime, dl_id: str) -> dict[str, Any]:
 
 
 @router.get("/dlq/{dl_id}", response_model=DeadLetterView, summary="One dead letter")
-async def get_dead_letter(dl_id: str, runtime: Runtime, request: Request) -> DeadLetterView:
-    return view(await _found(runtime, dl_id), _service(request))
-
-
-async def _act(runtime: Runtime, request: Request, dl_id: str, new_status: str, fact: type[DeadLetterAction],
-               actor: Principal) -> DeadLetterView:
-    """Move a dead letter on from `dead` and say who did it (for the audit log), in one transaction."""
-    row = await _found(runtime, dl_id)
-    async with runtime.uow() as uow:
-        changed = await uow.conn.execute(
-            dead_letters.update().where(dead_letters.c.id == dl_id, dead_letters.c.status == "dead")
-            .values(status=new_status, updated_at=utcnow()))
-        if not changed.rowcount:
-            raise Conflict(f"dead letter {dl_id} is {row['status']}; only a dead one can be "
-                           f"{'replayed' if new_status == 'replay_requested' else 'discarded'}")
-        uow.emit(fact(dead_letter_id=dl_id, service=_service(request), group=row["group_id"],
-                      message_id=row["message_id"], message_type=row["message_type"], actor=actor.user_id,
-                      at=utcnow()))
-        await uow.commit()
-    return view(await _found(runtime, dl_id), _service(request))
+async def get_dead_letter(dl_id: str, runtime: RuntimeDep) -> DeadLetterView:
+    return view(await _found(runtime, dl_id), runtime.service)
 
 
 @router.post("/dlq/{dl_id}/replay", response_model=DeadLetterView, status_code=status.HTTP_202_ACCEPTED,
              summary="Run a dead letter through its consumer again (within a second)",
              responses={409: {"description": "only a dead letter in status `dead` can be replayed"}})
-async def replay_dead_letter(dl_id: str, admin: Admin, runtime: Runtime, request: Request) -> DeadLetterView:
-    return await _act(runtime, request, dl_id, "replay_requested", DeadLetterReplayRequested, admin)
+async def replay_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
+    return view(await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay",
+                                         admin.user_id), runtime.service)
 
 
 @router.post("/dlq/{dl_id}/discard", response_model=DeadLetterView, summary="Give up on a dead letter for good",
              responses={409: {"description": "only a dead letter in status `dead` can be discarded"}})
-async def discard_dead_letter(dl_id: str, admin: Admin, runtime: Runtime, request: Request) -> DeadLetterView:
-    return await _act(runtime, request, dl_id, "discarded", DeadLetterDiscarded, admin)
+async def discard_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
+    return view(await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "discard",
+                                         admin.user_id), runtime.service)
 
 
 @router.get("/outbox", response_model=OutboxView, summary="Events committed but not yet published")
-async def outbox(runtime: Runtime, request: Request) -> OutboxView:
+async def outbox(runtime: RuntimeDep) -> OutboxView:
     backlog, age = await runtime.relay.backlog()
-    return OutboxView(service=_service(request), backlog=backlog, oldest_age_s=round(age, 3))
+    return OutboxView(service=runtime.service, backlog=backlog, oldest_age_s=round(age, 3))

@@ -1,4 +1,4 @@
-"""The FastAPI app factory every service uses: `/health`, `/ready`, `/metrics`, request ids,
+"""The HTTP app every process uses: `/health`, `/ready`, `/metrics`, request ids,
 `application/problem+json` errors, access metrics and structured logs, the same everywhere."""
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def create_app(
+def http_app(
     *,
     service: str,
     routers: Sequence[APIRouter] = (),

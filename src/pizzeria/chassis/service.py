@@ -1,0 +1,101 @@
+"""Assembles a service process in two calls a composition root makes:
+
+    runtime = open_runtime(NAME, settings)          # logging, database, broker, relay, loops
+    ...build the service's parts, subscribe its consumer groups, add its loops...
+    return service_app(runtime, parts, ...)         # the HTTP app with one ordered lifespan
+
+Routes reach the parts through `chassis.deps.parts_dependency`: one typed seam per service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from pizzeria.chassis import ops
+from pizzeria.chassis.runtime import ServiceRuntime
+from pizzeria.kit import failpoints
+from pizzeria.kit.db import Database
+from pizzeria.kit.http import http_app
+from pizzeria.kit.logging import configure_logging, get_logger
+from pizzeria.kit.metrics import db_pool_connections
+from pizzeria.kit.migrations import MigrationSet, upgrade
+from pizzeria.kit.settings import Settings
+from pizzeria.messaging.connect import broker_from_settings
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
+
+log = get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+def refuse_unsafe_production(name: str, settings: Settings, *, messaging: bool = True) -> None:
+    """Production mode never falls back to the embedded stores or the public secret."""
+    problems = settings.production_problems(name, messaging=messaging)
+    if problems:
+        raise SystemExit("refusing to start in production mode: " + "; ".join(problems))
+
+
+def open_runtime(name: str, settings: Settings) -> ServiceRuntime:
+    """The runtime of service `name`: refuses an unsafe production configuration, configures
+    logging and failpoints, and opens (lazily) its database and broker."""
+    refuse_unsafe_production(name, settings)
+    configure_logging(name, settings.log_level, settings.log_format)
+    failpoints.configure(settings.failpoints, service=name, state_dir=settings.var_dir / "failpoints" / name)
+    db = Database(settings.database_url_for(name), pool_size=settings.db_pool_size)
+    return ServiceRuntime(service=name, settings=settings, db=db,
+                          broker=broker_from_settings(settings, client_id=name))
+
+
+def service_app(
+    runtime: ServiceRuntime,
+    parts: object,
+    *,
+    migrations: MigrationSet,
+    routers: Sequence[APIRouter],
+    on_start: Hook | None = None,
+    on_stop: Hook | None = None,
+    description: str = "",
+) -> FastAPI:
+    """The service's HTTP app. Its lifespan migrates, runs `on_start` (seed data), starts the
+    runtime, and on the way down runs `on_stop`, stops the runtime and closes the database."""
+    db = runtime.db
+    settings = runtime.settings
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
+        if on_start is not None:
+            await on_start()
+        await runtime.start()
+        log.info("service started", url=settings.url_for(runtime.service))
+        try:
+            yield
+        finally:
+            if on_stop is not None:
+                await on_stop()
+            await runtime.stop()
+            await db.dispose()
+            log.info("service stopped")
+
+    async def database_ready() -> None:
+        await db.ping()
+        for state, value in db.pool_status().items():
+            db_pool_connections.labels(state).set(value)
+
+    async def workers_ready() -> bool:
+        return runtime.healthy()
+
+    app = http_app(
+        service=runtime.service,
+        settings=settings,
+        routers=[*routers, ops.router],
+        lifespan=lifespan,
+        ready_checks={"database": database_ready, "broker": runtime.broker.ping, "workers": workers_ready},
+        description=description,
+    )
+    app.state.runtime = runtime
+    app.state.parts = parts
+    return app
