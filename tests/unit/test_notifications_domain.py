@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pizzeria.contracts.orders import ORDER_STATUSES
+from pizzeria.contracts.orders import OrderStatus
 from pizzeria.services.notifications.domain import (
     CHANNELS,
     DEFAULT_TEMPLATES,
@@ -38,7 +38,7 @@ def test_render_does_not_trip_on_a_stray_dollar() -> None:
 
 def test_every_status_after_pending_has_an_email_and_an_sms_template() -> None:
     have = {(t.name, t.channel) for t in DEFAULT_TEMPLATES}
-    names = ["order_placed", *(f"order_{s}" for s in ORDER_STATUSES if s != "pending")]
+    names = ["order_placed", *(f"order_{s}" for s in OrderStatus if s != "pending")]
     for name in names:
         for channel in ("email", "sms"):
             assert (name, channel) in have

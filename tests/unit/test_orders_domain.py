@@ -195,7 +195,8 @@ def test_legal_transition_moves_and_records_history(current: Status, target: Sta
     order = new_order(current)
     at = T0 + timedelta(minutes=5)
     change = order.move_to(target, at=at, reason="why")
-    assert (change.previous, change.status, change.at) == (current, target, at)
+    assert (change.previous_status, change.status, change.at) == (current, target, at)
+    assert order.events[-1] is change, "the change is recorded as the event to send"
     assert order.status is target
     assert order.history[-1] == (target, at)
     assert order.updated_at == at
@@ -286,10 +287,22 @@ def test_a_customer_may_cancel_until_cooking_starts(status: Status) -> None:
     order = new_order()
     if status is Status.PAID:
         order.move_to(Status.PAID, at=T0)
-    order.request_cancel(at=T0 + timedelta(seconds=1))
+    order.events.clear()
+    assert order.request_cancel(at=T0 + timedelta(seconds=1))
     assert order.cancel_requested
+    assert not order.request_cancel(at=T0 + timedelta(seconds=1)), "asking twice changes nothing"
     order.cancel_refused(at=T0 + timedelta(seconds=2))
     assert not order.cancel_requested
+    assert [type(e).__name__ for e in order.events] == ["OrderCancellationRequested", "OrderCancellationRefused"]
+
+
+def test_placing_records_order_placed_and_cancelling_clears_a_pending_cancellation() -> None:
+    order = new_order()
+    assert [type(e).__name__ for e in order.events] == ["OrderPlaced"]
+    order.request_cancel(at=T0)
+    order.move_to(Status.CANCELLED, at=T0, reason="customer_cancelled")
+    assert not order.cancel_requested
+    assert order.cancel_reason == "customer_cancelled"
 
 
 @pytest.mark.parametrize("path", [

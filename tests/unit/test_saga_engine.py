@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel
 import sqlalchemy as sa
 
 from pizzeria.kit.db import Database
@@ -85,12 +86,17 @@ class Delivered(Message, context="sagatest", key="id"):
     id: str
 
 
+class ToyData(BaseModel):
+    id: str
+
+
 def cmd(kind: type[Message]) -> Any:
-    return lambda data: kind(id=data["id"])
+    return lambda data: kind(id=data.id)
 
 
 DEFINITION = SagaDefinition(
     name="toy",
+    data_type=ToyData,
     steps=(
         Step("reserve", command=cmd(Reserve), success=(Reserved,), failure=(OutOfStock,),
              compensation=cmd(Release), compensated_by=(Released,), timeout=timedelta(seconds=30)),
@@ -127,7 +133,7 @@ def seen() -> list[Transition]:
 
 
 @pytest.fixture
-def engine(clock: Clock, seen: list[Transition]) -> SagaEngine:
+def engine(clock: Clock, seen: list[Transition]) -> SagaEngine[ToyData]:
     async def listener(_: UnitOfWork, __: Saga, transition: Transition) -> None:
         seen.append(transition)
 
@@ -143,7 +149,7 @@ class Harness:
 
     async def start(self, saga_id: str = "s1") -> None:
         async with self.uow() as uow:
-            await self.engine.start(uow, saga_id, {"id": saga_id})
+            await self.engine.start(uow, saga_id, ToyData(id=saga_id))
             await uow.commit()
 
     async def reply(self, message: Message, saga_id: str = "s1") -> Transition:
@@ -360,7 +366,7 @@ def test_the_definition_draws_as_mermaid() -> None:
 
 def test_definitions_refuse_compensation_after_the_pivot() -> None:
     with pytest.raises(ValueError, match="only go forward"):
-        SagaDefinition("bad", steps=(
+        SagaDefinition("bad", data_type=ToyData, steps=(
             Step("a", success=(Reserved,), pivot=True),
             Step("b", success=(Charged,), compensation=cmd(Refund)),
         ), reasons={})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from uuid import UUID
 
@@ -12,9 +13,19 @@ from pizzeria.messaging.message import Message
 CONTEXT = "orders"
 EVENTS_TOPIC = "orders.events"
 
-ORDER_STATUSES = (
-    "pending", "paid", "preparing", "baking", "ready", "out_for_delivery", "delivered", "cancelled",
-)
+
+
+class OrderStatus(enum.StrEnum):
+    """Where an order stands (the orders context moves it; everyone else reads it)."""
+
+    PENDING = "pending"
+    PAID = "paid"
+    PREPARING = "preparing"
+    BAKING = "baking"
+    READY = "ready"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
 
 
 class OrderLine(BaseModel):
@@ -62,8 +73,8 @@ class OrderStatusChanged(Message, context=CONTEXT, key="order_id"):
 
     order_id: UUID
     customer_id: str
-    status: str
-    previous_status: str
+    status: OrderStatus
+    previous_status: OrderStatus
     reason: str | None = None
     at: datetime
 

@@ -19,9 +19,10 @@ import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
@@ -32,7 +33,9 @@ from pizzeria.messaging.tables import saga_log, sagas
 from pizzeria.messaging.uow import UnitOfWork
 
 log = get_logger(__name__)
-Command = Callable[[Mapping[str, Any]], Message]
+#: What a saga carries from start to end (a pydantic model, stored as JSON with the saga).
+D = TypeVar("D", bound=BaseModel)
+Command = Callable[[D], Message]
 
 
 class SagaState(enum.StrEnum):
@@ -46,14 +49,14 @@ FINAL = frozenset({SagaState.COMPLETED, SagaState.COMPENSATED})
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(Generic[D]):
     """One step: send `command` (if any) and wait for one of `success` or `failure`."""
 
     name: str
     success: tuple[type[Message], ...]
-    command: Command | None = None
+    command: Command[D] | None = None
     failure: tuple[type[Message], ...] = ()
-    compensation: Command | None = None
+    compensation: Command[D] | None = None
     compensated_by: tuple[type[Message], ...] = ()
     #: Replies saying the compensation came too late: the step went through (pivot steps only).
     refused_by: tuple[type[Message], ...] = ()
@@ -66,11 +69,13 @@ class Step:
 
 
 @dataclass(frozen=True)
-class SagaDefinition:
-    """The steps of one kind of saga, and the reason each failure reply stands for."""
+class SagaDefinition(Generic[D]):
+    """The steps of one kind of saga, the data its commands are built from, and the reason each
+    failure reply stands for."""
 
     name: str
-    steps: tuple[Step, ...]
+    data_type: type[D]
+    steps: tuple[Step[D], ...]
     reasons: Mapping[type[Message], str]
     compensation_timeout: timedelta = timedelta(seconds=30)
 
@@ -138,7 +143,7 @@ class Saga:
     type: str
     state: SagaState
     step: int
-    data: dict[str, Any]
+    data: dict[str, Any]  # as stored; the engine reads it as its definition's `data_type`
     created_at: datetime
     updated_at: datetime
     reason: str | None = None
@@ -170,20 +175,20 @@ Listener = Callable[[UnitOfWork, Saga, Transition], Awaitable[None]]
 
 
 @dataclass
-class SagaEngine:
+class SagaEngine(Generic[D]):
     """Runs the sagas of one definition inside the caller's units of work."""
 
-    definition: SagaDefinition
+    definition: SagaDefinition[D]
     #: Told of every transition, inside the same transaction (to update the aggregate).
     listener: Listener | None = None
     clock: Callable[[], datetime] = utcnow
 
     # -- entry points --------------------------------------------------------------------------
 
-    async def start(self, uow: UnitOfWork, saga_id: str, data: dict[str, Any]) -> Saga:
+    async def start(self, uow: UnitOfWork, saga_id: str, data: D) -> Saga:
         now = self.clock()
-        saga = Saga(id=saga_id, type=self.definition.name, state=SagaState.RUNNING, step=0, data=data,
-                    created_at=now, updated_at=now)
+        saga = Saga(id=saga_id, type=self.definition.name, state=SagaState.RUNNING, step=0,
+                    data=data.model_dump(mode="json"), created_at=now, updated_at=now)
         await self._begin(uow, saga, 0)
         await uow.conn.execute(_INSERT, _row(saga))
         await self._log(uow, saga, "started")
@@ -254,7 +259,7 @@ class SagaEngine:
             assert step.compensation is not None
             saga.resends += 1
             await self._log(uow, saga, f"no acknowledgement for undoing {step.name}: sent again")
-            uow.emit(step.compensation(saga.data))
+            uow.emit(step.compensation(self.data_of(saga)))
             saga.deadline_at = now + self.definition.compensation_timeout
             transitions = [Transition(Change.RESENT, step.name)]
         elif step.timeout is not None:
@@ -265,7 +270,7 @@ class SagaEngine:
             assert step.resend_after is not None
             saga.resends += 1
             await self._log(uow, saga, f"no reply to {step.name}: sent again")
-            uow.emit(step.command(saga.data))
+            uow.emit(step.command(self.data_of(saga)))
             saga.deadline_at = now + step.resend_after
             transitions = [Transition(Change.RESENT, step.name)]
         await self._save(uow, saga)
@@ -273,6 +278,10 @@ class SagaEngine:
         return transitions[-1]
 
     # -- queries -------------------------------------------------------------------------------
+
+    def data_of(self, saga: Saga) -> D:
+        """The saga's data, typed."""
+        return self.definition.data_type.model_validate(saga.data)
 
     async def load(self, conn: AsyncConnection, saga_id: str, *, for_update: bool = False) -> Saga | None:
         query = _SAGA_FOR_UPDATE if for_update else _SAGA
@@ -291,7 +300,7 @@ class SagaEngine:
         step = self.definition.steps[index]
         saga.step, saga.resends = index, 0
         if step.command is not None:
-            uow.emit(step.command(saga.data))
+            uow.emit(step.command(self.data_of(saga)))
         wait = step.timeout or step.resend_after
         saga.deadline_at = self.clock() + wait if wait is not None else None
 
@@ -317,7 +326,7 @@ class SagaEngine:
             step = self.definition.steps[index]
             if step.compensation is not None:
                 saga.step, saga.resends = index, 0
-                uow.emit(step.compensation(saga.data))
+                uow.emit(step.compensation(self.data_of(saga)))
                 saga.deadline_at = self.clock() + self.definition.compensation_timeout
                 await self._log(uow, saga, f"undoing {step.name}")
                 return transitions
@@ -395,7 +404,7 @@ class SagaTimer:
     """Scans for sagas whose deadline passed and lets the engine compensate or re-send; its
     `tick` runs in a background loop every `interval` seconds."""
 
-    def __init__(self, engine: SagaEngine, db: Database, uow_factory: Callable[[], UnitOfWork], *,
+    def __init__(self, engine: SagaEngine[Any], db: Database, uow_factory: Callable[[], UnitOfWork], *,
                  interval: float = 0.5) -> None:
         self.engine = engine
         self.db = db

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -30,6 +30,18 @@ _NOTIFY = sa.text("NOTIFY pizzeria_outbox")
 OUTBOX_CHANNEL = "pizzeria_outbox"
 
 
+class Aggregate(Protocol):
+    """Anything with an identity whose changes are recorded as events, sent when they commit."""
+
+    @property
+    def id(self) -> Any: ...
+
+    events: list[Message]
+
+
+A = TypeVar("A", bound=Aggregate)
+
+
 class UnitOfWork:
     """`async with uow:` opens the transaction; `await uow.commit()` ends it."""
 
@@ -41,6 +53,7 @@ class UnitOfWork:
         self._pending: list[dict[str, Any]] = []
         self.emitted: list[Envelope] = []
         self._after_commit: list[Callable[[], Awaitable[None] | None]] = []
+        self._tracked: list[Aggregate] = []
         self.committed = False
 
     @property
@@ -68,6 +81,21 @@ class UnitOfWork:
         """Inbox check inside this transaction: False means the message was already handled."""
         return await inbox.claim(self.conn, group, message_id)
 
+    def track(self, aggregate: A) -> A:
+        """Send the events `aggregate` records in this transaction, through the outbox, when it
+        commits (the repository persists the aggregate; the unit of work emits its events)."""
+        if not any(seen is aggregate for seen in self._tracked):
+            self._tracked.append(aggregate)
+        return aggregate
+
+    def tracked(self, kind: type[A], aggregate_id: Any) -> A | None:
+        """The aggregate of this kind and id already loaded in this transaction, if any (so two
+        parts of one handler change the same object, not two copies)."""
+        for seen in self._tracked:
+            if isinstance(seen, kind) and seen.id == aggregate_id:
+                return seen
+        return None
+
     def emit(self, message: Message) -> Envelope:
         """Queue an event or command for the outbox of this transaction."""
         envelope = Envelope.wrap(message, source=self.source)
@@ -93,6 +121,11 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         conn = self.conn
+        for aggregate in self._tracked:
+            recorded, aggregate.events = aggregate.events, []
+            for event in recorded:
+                self.emit(event)
+        self._tracked = []
         if self._pending:
             await conn.execute(_INSERT_OUTBOX, self._pending)
             if self.db.is_postgres:

@@ -9,6 +9,7 @@ from pizzeria.chassis.deps import parts_dependency
 from pizzeria.kit.cache import Cache
 from pizzeria.messaging.saga import SagaEngine
 from pizzeria.services.orders.projection import ProjectionManager
+from pizzeria.services.orders.saga import OrderSagaData
 from pizzeria.services.orders.watch import OrderWatch
 
 
@@ -17,7 +18,7 @@ class OrdersParts:
     """Orders besides its runtime: the saga engine that places and cancels, the read model's
     projections, the cache of order views, and the watch that wakes live order streams."""
 
-    saga: SagaEngine
+    saga: SagaEngine[OrderSagaData]
     projections: ProjectionManager
     cache: Cache
     watch: OrderWatch

@@ -1,4 +1,5 @@
-"""The order, its state machine and its pricing. No I/O."""
+"""The order, its state machine and its pricing. No I/O: every change is a method of `Order`
+that decides, changes the order and records the event it is (`Order.events`)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from pizzeria.contracts.orders import (
+    Contact,
+    OrderCancellationRefused,
+    OrderCancellationRequested,
+    OrderLine,
+    OrderPlaced,
+    OrderStatus,
+    OrderStatusChanged,
+    PaymentMethod,
+)
 from pizzeria.kit.errors import Conflict, ValidationFailed
+from pizzeria.messaging.message import Message
 
-
-class Status(enum.StrEnum):
-    PENDING = "pending"
-    PAID = "paid"
-    PREPARING = "preparing"
-    BAKING = "baking"
-    READY = "ready"
-    OUT_FOR_DELIVERY = "out_for_delivery"
-    DELIVERED = "delivered"
-    CANCELLED = "cancelled"
+Status = OrderStatus
 
 
 class PaymentStatus(enum.StrEnum):
@@ -130,16 +133,6 @@ def price_lines(requested: Sequence[RequestedLine], menu: Mapping[UUID, MenuEntr
     return lines, currencies.pop()
 
 
-@dataclass(frozen=True)
-class Change:
-    """A status change the order went through (becomes an `OrderStatusChanged` event)."""
-
-    status: Status
-    previous: Status
-    at: datetime
-    reason: str | None = None
-
-
 @dataclass
 class Order:
     """An order. Its status only moves along `TRANSITIONS`; every move is kept in `history`."""
@@ -161,6 +154,10 @@ class Order:
     history: list[tuple[Status, datetime]] = field(default_factory=list)
     cancel_requested: bool = False
     version: int = 1  # bumped by every save; guards against lost updates
+    #: Events of the changes made since it was loaded; the unit of work sends them on commit.
+    events: list[Message] = field(default_factory=list, compare=False, repr=False)
+    #: How many `history` entries are stored (the rest are new: the repository appends them).
+    stored_history: int = field(default=0, compare=False, repr=False)
 
     @classmethod
     def place(cls, *, id: UUID, customer_id: str, lines: list[Line], currency: str, payment_token: str,
@@ -168,9 +165,17 @@ class Order:
         if not delivery_address.strip():
             raise ValidationFailed("a delivery address is required",
                                    errors=[{"field": "delivery_address", "message": "must not be blank"}])
-        return cls(id=id, customer_id=customer_id, lines=lines, currency=currency, payment_token=payment_token,
-                   delivery_address=delivery_address.strip(), email=email, phone=phone, created_at=at,
-                   updated_at=at, history=[(Status.PENDING, at)])
+        order = cls(id=id, customer_id=customer_id, lines=lines, currency=currency, payment_token=payment_token,
+                    delivery_address=delivery_address.strip(), email=email, phone=phone, created_at=at,
+                    updated_at=at, history=[(Status.PENDING, at)])
+        order.events.append(OrderPlaced(
+            order_id=order.id, customer_id=customer_id,
+            items=[OrderLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity,
+                             unit_price=ln.unit_price) for ln in lines],
+            total=order.total, currency=currency, payment_method=PaymentMethod(token=payment_token),
+            delivery_address=order.delivery_address, contact=Contact(email=email, phone=phone), placed_at=at,
+        ))
+        return order
 
     @property
     def total(self) -> int:
@@ -179,27 +184,39 @@ class Order:
     def can_move_to(self, status: Status) -> bool:
         return status in TRANSITIONS[self.status]
 
-    def move_to(self, status: Status, *, at: datetime, reason: str | None = None) -> Change:
+    def move_to(self, status: Status, *, at: datetime, reason: str | None = None) -> OrderStatusChanged:
+        """Move along the state machine; a cancelled order has no cancellation pending any more
+        (any other move leaves a pending one as it is, while the saga compensates)."""
         if not self.can_move_to(status):
             raise Conflict(f"order {self.id} is {self.status}; it cannot become {status}")
-        change = Change(status=status, previous=self.status, at=at, reason=reason)
+        change = OrderStatusChanged(order_id=self.id, customer_id=self.customer_id, status=status,
+                                    previous_status=self.status, reason=reason, at=at)
         self.status = status
         self.updated_at = at
         self.history.append((status, at))
         if status is Status.CANCELLED:
             self.cancel_reason = reason
+            self.cancel_requested = False
+        self.events.append(change)
         return change
 
-    def request_cancel(self, *, at: datetime) -> None:
-        """The customer wants out: possible until the kitchen starts cooking."""
+    def request_cancel(self, *, at: datetime) -> bool:
+        """The customer wants out: possible until the kitchen starts cooking. False if it was
+        asked already (asking twice changes nothing)."""
+        if self.cancel_requested:
+            return False
         if self.status not in CANCELLABLE:
             raise Conflict(f"order {self.id} is {self.status}; it can no longer be cancelled")
         self.cancel_requested = True
         self.updated_at = at
+        self.events.append(OrderCancellationRequested(order_id=self.id, customer_id=self.customer_id, at=at))
+        return True
 
     def cancel_refused(self, *, at: datetime) -> None:
+        """Too late: the kitchen had started; the order goes on."""
         self.cancel_requested = False
         self.updated_at = at
+        self.events.append(OrderCancellationRefused(order_id=self.id, customer_id=self.customer_id, at=at))
 
     def record_payment(self, status: PaymentStatus, payment_id: UUID | None, *, at: datetime) -> bool:
         """Follow the payment's own status (it does not move the order: the saga does)."""

@@ -11,20 +11,12 @@ from pizzeria.contracts.kitchen import (
     IngredientsReleased,
     IngredientsReserved,
     IngredientsUnavailable,
+    KitchenLine,
     TicketBaking,
     TicketCancelled,
     TicketCancelRefused,
     TicketReady,
     TicketStarted,
-)
-from pizzeria.contracts.orders import (
-    Contact,
-    OrderCancellationRefused,
-    OrderCancellationRequested,
-    OrderLine,
-    OrderPlaced,
-    OrderStatusChanged,
-    PaymentMethod,
 )
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided
 from pizzeria.kit.clock import as_utc, utcnow
@@ -38,8 +30,6 @@ from pizzeria.messaging.saga import Change, Saga, SagaEngine, Transition
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders import metrics, repository
 from pizzeria.services.orders.domain import (
-    PAYMENT_NEXT,
-    TRANSITIONS,
     MenuEntry,
     Order,
     PaymentStatus,
@@ -47,11 +37,12 @@ from pizzeria.services.orders.domain import (
     Status,
     price_lines,
 )
-from pizzeria.services.orders.domain import Change as StatusChange
-from pizzeria.services.orders.saga import STATUS_AFTER_STEP
+from pizzeria.services.orders.saga import STATUS_AFTER_STEP, OrderSagaData
 
 log = get_logger(__name__)
 
+#: The order saga's engine, as the handlers use it.
+OrderSaga = SagaEngine[OrderSagaData]
 
 
 class IdempotencyKeyReused(ValidationFailed):
@@ -78,17 +69,17 @@ class PlaceOrder:
     phone: str | None
 
 
-def saga_data(order: Order) -> dict[str, object]:
-    """What the saga's commands are built from (stored with the saga, JSON)."""
-    return {
-        "order_id": str(order.id), "customer_id": order.customer_id, "amount": order.total,
-        "currency": order.currency, "token": order.payment_token, "address": order.delivery_address,
-        "lines": [{"menu_item_id": str(ln.menu_item_id), "name": ln.name, "size": ln.size, "quantity": ln.quantity}
-                  for ln in order.lines],
-    }
+def saga_data(order: Order) -> OrderSagaData:
+    """What the saga's commands are built from (stored with the saga)."""
+    return OrderSagaData(
+        order_id=order.id, customer_id=order.customer_id, amount=order.total, currency=order.currency,
+        token=order.payment_token, address=order.delivery_address,
+        lines=[KitchenLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity)
+               for ln in order.lines],
+    )
 
 
-async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: SagaEngine) -> tuple[Order, bool]:
+async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga) -> tuple[Order, bool]:
     """Price and record the order, its idempotency key, `OrderPlaced` and the start of its saga
     (whose first command goes out through the outbox), in one transaction. Returns the order
     and whether it is a replay of an earlier request with the same key."""
@@ -112,90 +103,69 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: SagaEngine) -> t
             payment_token=cmd.payment_token, delivery_address=cmd.delivery_address,
             email=cmd.email, phone=cmd.phone, at=now,
         )
-        await repository.add(uow.conn, order)
+        await repository.add(uow, order)
         await repository.add_key(uow.conn, cmd.customer_id, cmd.idempotency_key, cmd.request_hash, order.id, now)
-        uow.emit(OrderPlaced(
-            order_id=order.id, customer_id=order.customer_id,
-            items=[OrderLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity,
-                             unit_price=ln.unit_price) for ln in order.lines],
-            total=order.total, currency=order.currency,
-            payment_method=PaymentMethod(token=order.payment_token),
-            delivery_address=order.delivery_address,
-            contact=Contact(email=order.email, phone=order.phone),
-            placed_at=now,
-        ))
         await engine.start(uow, str(order.id), saga_data(order))
         uow.after_commit(metrics.orders_placed.inc)
         await uow.commit()
     return order, False
 
 
-async def cancel_order(order_id: UUID, customer_id: str | None, uow: UnitOfWork, engine: SagaEngine) -> Order:
+async def cancel_order(order_id: UUID, customer_id: str | None, uow: UnitOfWork, engine: OrderSaga) -> Order:
     """The customer cancels: possible until cooking starts. The saga then undoes what was done
     (refund, release) and the order ends `cancelled` (reason customer_cancelled)."""
     async with uow:
-        order = await repository.get(uow.conn, order_id, for_update=True)
+        order = await repository.load(uow, order_id)
         if order is None or (customer_id is not None and order.customer_id != customer_id):
             raise NotFound(f"order {order_id} does not exist")
-        if order.cancel_requested:
-            return order  # asked twice: same answer
-        now = utcnow()
         try:
-            order.request_cancel(at=now)
+            if not order.request_cancel(at=utcnow()):
+                return order  # asked twice: same answer
         except Conflict as exc:
             raise TooLateToCancel(str(exc)) from None
         if await engine.abort(uow, str(order_id), "customer_cancelled") is None:
             raise TooLateToCancel(f"order {order_id} can no longer be cancelled")
-        await repository.save(uow.conn, order, [])
-        uow.emit(OrderCancellationRequested(order_id=order.id, customer_id=order.customer_id, at=now))
+        await repository.save(uow.conn, order)
         await uow.commit()
     return order
-
-
-def emit_change(uow: UnitOfWork, order: Order, change: StatusChange) -> None:
-    uow.emit(OrderStatusChanged(
-        order_id=order.id, customer_id=order.customer_id, status=change.status.value,
-        previous_status=change.previous.value, reason=change.reason, at=change.at,
-    ))
 
 
 async def move(uow: UnitOfWork, order_id: UUID, status: Status, *, reason: str | None = None) -> bool:
     """Move an order on, if it may go there (a fact that arrives when the order is already past
     it, or cancelled, changes nothing)."""
-    row = await repository.status_of(uow.conn, order_id)
-    if row is None:
+    order = await repository.load(uow, order_id)
+    if order is None:
         return False
-    current = Status(row.status)
-    if status not in TRANSITIONS[current]:
-        if current is not status:
-            log.info("status change not applicable", order_id=str(order_id), current=current, wanted=status)
+    if not order.can_move_to(status):
+        if order.status is not status:
+            log.info("status change not applicable", order_id=str(order_id), current=order.status, wanted=status)
         return False
-    change = StatusChange(status=status, previous=current, at=utcnow(), reason=reason)
-    # A cancelled order has no cancellation pending any more; any other move leaves it as it was
-    # (a cancellation request stays pending while the saga compensates).
-    await repository.set_status(uow.conn, order_id, change,
-                                cancel_requested=False if status is Status.CANCELLED else row.cancel_requested)
-    uow.emit(OrderStatusChanged(order_id=order_id, customer_id=row.customer_id, status=status.value,
-                                previous_status=current.value, reason=reason, at=change.at))
-    since_placed = change.at - as_utc(row.created_at)
+    change = order.move_to(status, at=utcnow(), reason=reason)
+    await repository.save(uow.conn, order)
+    since_placed = change.at - as_utc(order.created_at)
     uow.after_commit(lambda: metrics.status_reached(status, reason, since_placed))
     return True
-
 
 
 async def on_saga_transition(uow: UnitOfWork, saga: Saga, transition: Transition) -> None:
     """The saga moved: move the order with it (same transaction)."""
     order_id = UUID(saga.id)
     if transition.change is Change.STEP_SUCCEEDED and transition.step in STATUS_AFTER_STEP:
-        await move(uow, order_id, Status(STATUS_AFTER_STEP[transition.step]))
+        await move(uow, order_id, STATUS_AFTER_STEP[transition.step])
     elif transition.change is Change.COMPENSATED:
         await move(uow, order_id, Status.CANCELLED, reason=transition.reason)
     elif transition.change is Change.RESUMED and transition.reason == "customer_cancelled":
-        order = await repository.get(uow.conn, order_id, for_update=True)
+        order = await repository.load(uow, order_id)
         if order is not None:
             order.cancel_refused(at=utcnow())
-            await repository.save(uow.conn, order, [])
-            uow.emit(OrderCancellationRefused(order_id=order.id, customer_id=order.customer_id, at=utcnow()))
+            await repository.save(uow.conn, order)
+
+
+async def record_payment(uow: UnitOfWork, order_id: UUID, status: PaymentStatus, payment_id: UUID | None) -> None:
+    """Follow the payment's own status (a fact arriving late, or again, changes nothing)."""
+    order = await repository.load(uow, order_id)
+    if order is not None and order.record_payment(status, payment_id, at=utcnow()):
+        await repository.save(uow.conn, order)
 
 
 # -- consumed events ----------------------------------------------------------------------------
@@ -213,7 +183,7 @@ PAYMENT_STATUS: dict[type[Message], PaymentStatus] = {
 FACTS: dict[type[Message], Status] = {TicketBaking: Status.BAKING, DeliveryPickedUp: Status.OUT_FOR_DELIVERY}
 
 
-def build_handlers(engine: SagaEngine) -> HandlerRegistry:
+def build_handlers(engine: OrderSaga) -> HandlerRegistry:
     """What the orders consumer group handles: the menu copy, the saga's replies, and facts."""
     registry = HandlerRegistry()
 
@@ -233,9 +203,7 @@ def build_handlers(engine: SagaEngine) -> HandlerRegistry:
         order_id: UUID = event.order_id  # type: ignore[attr-defined]
         status = PAYMENT_STATUS.get(type(event))
         if status is not None:
-            await repository.set_payment_status(
-                uow.conn, order_id, status, [s for s, nexts in PAYMENT_NEXT.items() if status in nexts],
-                getattr(event, "payment_id", None), utcnow())
+            await record_payment(uow, order_id, status, getattr(event, "payment_id", None))
         await engine.on_reply(uow, str(order_id), event, env.id)
 
     for reply in SAGA_REPLIES:

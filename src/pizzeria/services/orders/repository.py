@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.kit.db import UTCDateTime
 from pizzeria.kit.errors import Conflict
-from pizzeria.services.orders.domain import Change, Line, MenuEntry, Order, PaymentStatus, Status
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
 from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_history, order_lines, orders
 
 _INSERT_ORDER = orders.insert()
@@ -45,48 +45,6 @@ _FIND_KEY = sa.select(idempotency_keys.c.request_hash, idempotency_keys.c.order_
 _INSERT_KEY = idempotency_keys.insert()
 
 
-# Status moves and payment facts touch two columns; they need not load the whole order.
-_STATUS_FOR_UPDATE = sa.select(orders.c.customer_id, orders.c.status, orders.c.cancel_requested,
-                               orders.c.created_at).where(
-    orders.c.id == sa.bindparam("oid")).with_for_update()
-_SET_STATUS = orders.update().where(orders.c.id == sa.bindparam("oid")).values(
-    status=sa.bindparam("new_status"), cancel_reason=sa.func.coalesce(sa.bindparam("reason"), orders.c.cancel_reason),
-    cancel_requested=sa.bindparam("still_requested"), updated_at=sa.bindparam("at"), version=orders.c.version + 1,
-)
-_APPEND_HISTORY = order_history.insert().from_select(
-    ["order_id", "seq", "status", "at", "reason"],
-    sa.select(
-        sa.bindparam("oid", type_=sa.Uuid), sa.func.coalesce(sa.func.max(order_history.c.seq), -1) + 1,
-        sa.bindparam("new_status", type_=sa.String), sa.bindparam("at", type_=UTCDateTime),
-        sa.bindparam("reason", type_=sa.String),
-    ).where(order_history.c.order_id == sa.bindparam("oid")),
-)
-_SET_PAYMENT = orders.update().where(
-    orders.c.id == sa.bindparam("oid"), orders.c.payment_status.in_(sa.bindparam("from_statuses", expanding=True))
-).values(payment_status=sa.bindparam("ps"), payment_id=sa.func.coalesce(sa.bindparam("pid", type_=sa.Uuid),
-                                                                         orders.c.payment_id),
-         updated_at=sa.bindparam("at"), version=orders.c.version + 1)
-
-
-async def status_of(conn: AsyncConnection, order_id: UUID) -> Any:
-    """(customer_id, status, cancel_requested, created_at) of an order, locked for a status move."""
-    return (await conn.execute(_STATUS_FOR_UPDATE, {"oid": order_id})).first()
-
-
-async def set_status(conn: AsyncConnection, order_id: UUID, change: Change, *, cancel_requested: bool) -> None:
-    values = {"oid": order_id, "new_status": change.status.value, "reason": change.reason, "at": change.at}
-    await conn.execute(_SET_STATUS, {**values, "still_requested": cancel_requested})
-    await conn.execute(_APPEND_HISTORY, values)
-
-
-async def set_payment_status(conn: AsyncConnection, order_id: UUID, status: PaymentStatus,
-                             previous: Iterable[PaymentStatus], payment_id: UUID | None, at: Any) -> bool:
-    """Move the order's payment status, only from one of `previous` (late facts change nothing)."""
-    result = await conn.execute(_SET_PAYMENT, {"oid": order_id, "from_statuses": [p.value for p in previous],
-                                               "ps": status.value, "pid": payment_id, "at": at})
-    return result.rowcount == 1
-
-
 def _order_values(order: Order) -> dict[str, Any]:
     return {
         "id": order.id, "customer_id": order.customer_id, "status": order.status.value,
@@ -99,20 +57,31 @@ def _order_values(order: Order) -> dict[str, Any]:
     }
 
 
-async def add(conn: AsyncConnection, order: Order) -> None:
+async def add(uow: UnitOfWork, order: Order) -> None:
+    """Store a new order; the unit of work sends its events when it commits."""
+    conn = uow.conn
     await conn.execute(_INSERT_ORDER, _order_values(order))
     await conn.execute(_INSERT_LINES, [
         {"order_id": order.id, "line_no": i, "menu_item_id": ln.menu_item_id, "name": ln.name,
          "size": ln.size, "quantity": ln.quantity, "unit_price": ln.unit_price}
         for i, ln in enumerate(order.lines)
     ])
-    await conn.execute(_INSERT_HISTORY, [
-        {"order_id": order.id, "seq": i, "status": s.value, "at": at, "reason": None}
-        for i, (s, at) in enumerate(order.history)
-    ])
+    await _append_history(conn, order)
+    uow.track(order)
 
 
-async def save(conn: AsyncConnection, order: Order, changes: Sequence[Change]) -> None:
+async def load(uow: UnitOfWork, order_id: UUID) -> Order | None:
+    """An order to change, locked for this transaction (the same object if this transaction
+    loaded it already); the unit of work sends its events when it commits."""
+    order = uow.tracked(Order, order_id)
+    if order is None:
+        order = await get(uow.conn, order_id, for_update=True)
+        if order is not None:
+            uow.track(order)
+    return order
+
+
+async def save(conn: AsyncConnection, order: Order) -> None:
     """Write the order's new state and append its new history. Optimistic: fails if another
     transaction saved the order since it was loaded."""
     values = {**_order_values(order), "version": order.version + 1}
@@ -121,15 +90,22 @@ async def save(conn: AsyncConnection, order: Order, changes: Sequence[Change]) -
     if result.rowcount != 1:
         raise Conflict(f"order {order.id} was changed concurrently")
     order.version += 1
-    first = len(order.history) - len(changes)
-    if changes:
+    await _append_history(conn, order)
+
+
+async def _append_history(conn: AsyncConnection, order: Order) -> None:
+    new = order.history[order.stored_history:]
+    if new:
         await conn.execute(_INSERT_HISTORY, [
-            {"order_id": order.id, "seq": first + i, "status": c.status.value, "at": c.at, "reason": c.reason}
-            for i, c in enumerate(changes)
+            {"order_id": order.id, "seq": order.stored_history + i, "status": status.value, "at": at,
+             "reason": order.cancel_reason if status is Status.CANCELLED else None}
+            for i, (status, at) in enumerate(new)
         ])
+        order.stored_history = len(order.history)
 
 
 def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
+    steps = [(Status(h.status), h.at) for h in history]
     return Order(
         id=row.id, customer_id=row.customer_id,
         lines=[Line(r.menu_item_id, r.name, r.size, r.quantity, r.unit_price) for r in lines],
@@ -137,8 +113,7 @@ def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
         email=row.email, phone=row.phone, created_at=row.created_at, status=Status(row.status),
         payment_status=PaymentStatus(row.payment_status), payment_id=row.payment_id,
         cancel_reason=row.cancel_reason, updated_at=row.updated_at,
-        history=[(Status(h.status), h.at) for h in history], cancel_requested=row.cancel_requested,
-        version=row.version,
+        history=steps, cancel_requested=row.cancel_requested, version=row.version, stored_history=len(steps),
     )
 
 
@@ -159,19 +134,6 @@ async def get(conn: AsyncConnection, order_id: UUID, *, for_update: bool = False
     row = (await conn.execute(_ORDER_FOR_UPDATE if for_update else _ORDER, {"order_id": order_id})).first()
     found = await _hydrate(conn, [row] if row else [])
     return found[0] if found else None
-
-
-async def listing(conn: AsyncConnection, *, customer_id: str | None, status: Status | None, limit: int,
-                  before: UUID | None) -> list[Order]:
-    """Newest first (ids are UUIDv7, so id order is creation order); keyset-paginated."""
-    query = sa.select(orders).order_by(orders.c.id.desc()).limit(limit)
-    if customer_id is not None:
-        query = query.where(orders.c.customer_id == customer_id)
-    if status is not None:
-        query = query.where(orders.c.status == status.value)
-    if before is not None:
-        query = query.where(orders.c.id < before)
-    return await _hydrate(conn, (await conn.execute(query)).all())
 
 
 # -- the menu copy ------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ done, in reverse order; after it, the order only moves forward."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
 
 from pizzeria.contracts.delivery import DeliveryCompleted, ScheduleDelivery
 from pizzeria.contracts.kitchen import (
@@ -23,6 +24,7 @@ from pizzeria.contracts.kitchen import (
     TicketReady,
     TicketStarted,
 )
+from pizzeria.contracts.orders import OrderStatus
 from pizzeria.contracts.payments import (
     ChargePayment,
     PaymentCompleted,
@@ -34,38 +36,44 @@ from pizzeria.contracts.payments import (
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.saga import SagaDefinition, Step
 
-Data = Mapping[str, Any]
+
+class OrderSagaData(BaseModel):
+    """What the order saga's commands are built from (stored with the saga)."""
+
+    order_id: UUID
+    customer_id: str
+    amount: int
+    currency: str
+    token: str
+    address: str
+    lines: list[KitchenLine]
 
 
-def _lines(data: Data) -> list[KitchenLine]:
-    return [KitchenLine.model_validate(line) for line in data["lines"]]
-
-
-def place_order_saga(settings: Settings) -> SagaDefinition:
+def place_order_saga(settings: Settings) -> SagaDefinition[OrderSagaData]:
     """The saga every order runs, with the deadlines the settings give."""
     return SagaDefinition(
         name="place_order",
+        data_type=OrderSagaData,
         steps=(
-            Step("reserve", command=lambda d: ReserveIngredients(order_id=d["order_id"], lines=_lines(d)),
+            Step("reserve", command=lambda d: ReserveIngredients(order_id=d.order_id, lines=d.lines),
                  success=(IngredientsReserved,), failure=(IngredientsUnavailable,),
-                 compensation=lambda d: ReleaseIngredients(order_id=d["order_id"]),
+                 compensation=lambda d: ReleaseIngredients(order_id=d.order_id),
                  compensated_by=(IngredientsReleased,),
                  timeout=timedelta(seconds=settings.saga_reserve_timeout_s)),
-            Step("charge", command=lambda d: ChargePayment(order_id=d["order_id"], customer_id=d["customer_id"],
-                                                           amount=d["amount"], currency=d["currency"],
-                                                           token=d["token"]),
+            Step("charge", command=lambda d: ChargePayment(order_id=d.order_id, customer_id=d.customer_id,
+                                                           amount=d.amount, currency=d.currency, token=d.token),
                  success=(PaymentCompleted,), failure=(PaymentFailed,),
-                 compensation=lambda d: RefundPayment(order_id=d["order_id"], reason="order cancelled"),
+                 compensation=lambda d: RefundPayment(order_id=d.order_id, reason="order cancelled"),
                  compensated_by=(PaymentRefunded, PaymentVoided),
                  timeout=timedelta(seconds=settings.saga_payment_timeout_s)),
-            Step("queue", command=lambda d: QueueTicket(order_id=d["order_id"], lines=_lines(d)),
+            Step("queue", command=lambda d: QueueTicket(order_id=d.order_id, lines=d.lines),
                  success=(TicketStarted,),
-                 compensation=lambda d: CancelTicket(order_id=d["order_id"]),
+                 compensation=lambda d: CancelTicket(order_id=d.order_id),
                  compensated_by=(TicketCancelled,), refused_by=(TicketCancelRefused,),
                  timeout=timedelta(seconds=settings.saga_kitchen_queue_timeout_s), pivot=True),
             Step("cook", success=(TicketReady,)),
-            Step("deliver", command=lambda d: ScheduleDelivery(order_id=d["order_id"], customer_id=d["customer_id"],
-                                                               address=d["address"]),
+            Step("deliver", command=lambda d: ScheduleDelivery(order_id=d.order_id, customer_id=d.customer_id,
+                                                               address=d.address),
                  success=(DeliveryCompleted,), resend_after=timedelta(seconds=settings.saga_delivery_resend_s)),
         ),
         reasons={IngredientsUnavailable: "out_of_stock", PaymentFailed: "payment_failed"},
@@ -74,4 +82,5 @@ def place_order_saga(settings: Settings) -> SagaDefinition:
 
 
 #: Order status reached when a step succeeds.
-STATUS_AFTER_STEP = {"charge": "paid", "queue": "preparing", "cook": "ready", "deliver": "delivered"}
+STATUS_AFTER_STEP = {"charge": OrderStatus.PAID, "queue": OrderStatus.PREPARING, "cook": OrderStatus.READY,
+                     "deliver": OrderStatus.DELIVERED}
