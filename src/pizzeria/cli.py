@@ -28,10 +28,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pizzeria.chassis.addresses import port_for
+
     settings = get_settings()
     app = entry(args.service).load().create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port_for(args.service), log_config=None, access_log=False,
+        app, host=settings.host, port=port_for(args.service), log_config=None, access_log=False,
         lifespan="on", timeout_graceful_shutdown=5, loop="uvloop", http="httptools", timeout_keep_alive=30,
     )
     uvicorn.Server(config).run()
@@ -197,8 +199,9 @@ async def _saga(args: argparse.Namespace) -> int:
 def cmd_saga(args: argparse.Namespace) -> int:
     if args.action == "diagram":
         from pizzeria.services.orders.saga import place_order_saga
+        from pizzeria.services.orders.settings import OrdersSettings
 
-        print(place_order_saga(get_settings()).mermaid(), end="")
+        print(place_order_saga(OrdersSettings()).mermaid(), end="")
         return 0
     return asyncio.run(_saga(args))
 

@@ -20,6 +20,7 @@ from typing import IO
 
 import httpx
 
+from pizzeria.chassis.addresses import url_for
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.settings import Settings
@@ -86,7 +87,7 @@ class Supervisor:
         self.restart = restart
         self.echo_logs = echo_logs
         self.log_dir = settings.var_dir / "log"
-        self.children = [Child(e, settings.url_for(e.name), self.log_dir / f"{e.name}.log") for e in services]
+        self.children = [Child(e, url_for(settings, e.name), self.log_dir / f"{e.name}.log") for e in services]
         self.stopping = asyncio.Event()
 
     def _env(self) -> dict[str, str]:
@@ -138,7 +139,7 @@ class Supervisor:
             say(f"  {child.entry.name:<14} {child.url:<28} {child.entry.summary}")
         if not self.stopping.is_set():
             say("")
-            gateway = self.settings.url_for("gateway")
+            gateway = url_for(self.settings, "gateway")
             say(f"pizzeria is up: {gateway}  Menu: {gateway}/api/v1/menu  API docs: {gateway}/docs")
             say(f"Logs: {self.log_dir}/. Press Ctrl-C to stop.")
         watchers = [asyncio.create_task(self._watch(c)) for c in self.children]

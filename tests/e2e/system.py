@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from pizzeria.kit.settings import SERVICE_PORTS
+from pizzeria.chassis.addresses import SERVICE_PORTS
 from tests.support.tcpproxy import free_port
 from tests.support.tokens import bearer
 

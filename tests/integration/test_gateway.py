@@ -23,6 +23,7 @@ from pizzeria.kit.settings import DEVELOPMENT_JWT_SECRET, Settings
 from pizzeria.registry import entry
 from pizzeria.services.gateway.app import create_app
 from pizzeria.services.gateway.routes import FANNED_OUT, ROUTES, UPSTREAMS
+from pizzeria.services.gateway.settings import GatewaySettings
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 _ips = itertools.count(1)
@@ -81,12 +82,12 @@ def gateway_env() -> dict[str, str]:
 
 @pytest.fixture
 async def gateway(gateway_env: dict[str, str]) -> AsyncIterator[Gateway]:
-    settings = Settings(**{  # type: ignore[arg-type]
-        "GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "0.3", "GATEWAY_READ_RETRIES": "1",
-        "GATEWAY_UPSTREAM_TIMEOUT_S": "2", **gateway_env,
-    })
+    env = {"GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "0.3", "GATEWAY_READ_RETRIES": "1",
+           "GATEWAY_UPSTREAM_TIMEOUT_S": "2", **gateway_env}
+    settings = Settings(**env)  # type: ignore[arg-type]
     upstreams = {name: Upstream(name) for name in UPSTREAMS}
-    app = create_app(settings, transports={n: httpx.MockTransport(u.handle) for n, u in upstreams.items()})
+    app = create_app(settings, GatewaySettings(**env),  # type: ignore[arg-type]
+                     transports={n: httpx.MockTransport(u.handle) for n, u in upstreams.items()})
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -246,12 +247,12 @@ async def test_rate_limit_per_user_follows_the_user_not_the_address(store: str, 
 
 async def test_redis_rate_limits_are_shared_by_every_gateway_process(gateway_env: dict[str, str]) -> None:
     prefix = f"pz-test-{uuid.uuid4().hex}"
-    settings = Settings(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix,  # type: ignore[call-arg]
-                        RATE_LIMIT_PER_IP="4", RATE_LIMIT_WINDOW_S="3600")
+    settings = Settings(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix)  # type: ignore[call-arg]
+    own = GatewaySettings(RATE_LIMIT_PER_IP="4", RATE_LIMIT_WINDOW_S="3600")  # type: ignore[call-arg]
     ip = fresh_ip()
     statuses = []
     for _ in range(2):  # two gateways, as two processes would be
-        app = create_app(settings, transports={n: httpx.MockTransport(Upstream(n).handle) for n in UPSTREAMS})
+        app = create_app(settings, own, transports={n: httpx.MockTransport(Upstream(n).handle) for n in UPSTREAMS})
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app, client=(ip, 1)), base_url="http://gateway") as client:
             statuses += [(await client.get("/api/v1/menu")).status_code for _ in range(3)]

@@ -38,6 +38,7 @@ from pizzeria.services.orders import projection
 from pizzeria.services.orders import repository as orders_repo
 from pizzeria.services.orders.domain import MenuEntry
 from pizzeria.services.orders.saga import place_order_saga
+from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.orders.tables import metadata as orders_metadata
 from pizzeria.services.payments import handlers as payments
 from pizzeria.services.payments.charger import Charger
@@ -114,15 +115,16 @@ class Cluster:
 
     def __init__(self, root: Path, *, clock_start: datetime | None = None) -> None:
         self.root = root
-        self.settings = Settings(PIZZERIA_VAR_DIR=str(root), SAGA_PAYMENT_TIMEOUT_S="20",  # type: ignore[call-arg]
-                                 SAGA_RESERVE_TIMEOUT_S="30", SAGA_COMPENSATION_TIMEOUT_S="30")
+        self.settings = Settings(PIZZERIA_VAR_DIR=str(root))  # type: ignore[call-arg]
+        saga_settings = OrdersSettings(SAGA_PAYMENT_TIMEOUT_S="20", SAGA_RESERVE_TIMEOUT_S="30",  # type: ignore[call-arg]
+                                       SAGA_COMPENSATION_TIMEOUT_S="30")
         self.now = clock_start or datetime.now(UTC)
         self.provider = Provider()
         self.nodes: dict[str, Node] = {}
         self.pending: list[Record] = []  # published, not yet delivered
         self.delivered: list[Record] = []  # delivered at least once (redelivery candidates)
         self._offset = 0
-        self.engine = SagaEngine(place_order_saga(self.settings), listener=orders.on_saga_transition,
+        self.engine = SagaEngine(place_order_saga(saga_settings), listener=orders.on_saga_transition,
                                  clock=lambda: self.now)
         self.charger: Charger | None = None
         self.order_ids: list[UUID] = []

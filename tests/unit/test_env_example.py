@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings
 
 from pizzeria.kit.settings import Settings
+from pizzeria.services.delivery.settings import DeliverySettings
+from pizzeria.services.gateway.settings import GatewaySettings
+from pizzeria.services.kitchen.settings import KitchenSettings
+from pizzeria.services.orders.settings import OrdersSettings
+from pizzeria.services.payments.settings import PaymentsSettings
+from pizzeria.simulators.payment_provider import ProviderSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -18,13 +27,28 @@ def documented() -> dict[str, str]:
     return pairs
 
 
+#: Every settings class: what every process reads, and each service's own.
+SETTINGS: tuple[type[BaseSettings], ...] = (Settings, PaymentsSettings, KitchenSettings, DeliverySettings,
+                                            OrdersSettings, GatewaySettings, ProviderSettings)
+
+
+def every_field() -> list[Any]:
+    return [field for kind in SETTINGS for field in kind.model_fields.values()]
+
+
+def test_every_settings_module_is_checked() -> None:
+    found = {p.parent.name for p in (EXAMPLE.parent / "src" / "pizzeria" / "services").glob("*/settings.py")}
+    checked = {kind.__module__.split(".")[2] for kind in SETTINGS if kind.__module__.startswith("pizzeria.services")}
+    assert found == checked
+
+
 def test_every_setting_is_documented_with_its_default() -> None:
     listed = documented()
-    for field in Settings.model_fields.values():
+    for field in every_field():
         assert field.alias in listed, f"{field.alias} missing from .env.example"
         assert listed[field.alias] == str(field.default), f"{field.alias}: default differs"
 
 
 def test_nothing_documented_that_does_not_exist() -> None:
-    known = {f.alias for f in Settings.model_fields.values()}
+    known = {f.alias for f in every_field()}
     assert set(documented()) <= known

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pizzeria.kit.settings import Settings
 from pizzeria.services.orders.saga import place_order_saga
+from pizzeria.services.orders.settings import OrdersSettings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "saga.md"
 
 
 def test_the_documented_diagram_is_the_defined_saga() -> None:
     # Regenerate with `pizzeria saga diagram` after changing the saga or its default deadlines.
-    assert place_order_saga(Settings()).mermaid() in DOC.read_text()
+    assert place_order_saga(OrdersSettings()).mermaid() in DOC.read_text()

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import BaseModel
 import sqlalchemy as sa
+from pydantic import BaseModel
 
 from pizzeria.kit.db import Database
 from pizzeria.messaging.message import Message

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from pizzeria.chassis import ops
+from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit import failpoints
 from pizzeria.kit.db import Database
@@ -31,17 +32,19 @@ log = get_logger(__name__)
 Hook = Callable[[], Awaitable[None]]
 
 
-def refuse_unsafe_production(name: str, settings: Settings, *, messaging: bool = True) -> None:
+def refuse_unsafe_production(name: str, settings: Settings, *, messaging: bool = True,
+                             shared_state: bool = False) -> None:
     """Production mode never falls back to the embedded stores or the public secret."""
-    problems = settings.production_problems(name, messaging=messaging)
+    problems = settings.production_problems(name, messaging=messaging, shared_state=shared_state)
     if problems:
         raise SystemExit("refusing to start in production mode: " + "; ".join(problems))
 
 
-def open_runtime(name: str, settings: Settings) -> ServiceRuntime:
+def open_runtime(name: str, settings: Settings, *, shared_state: bool = False) -> ServiceRuntime:
     """The runtime of service `name`: refuses an unsafe production configuration, configures
-    logging and failpoints, and opens (lazily) its database and broker."""
-    refuse_unsafe_production(name, settings)
+    logging and failpoints, and opens (lazily) its database and broker. `shared_state`: the
+    service keeps caches its replicas must share (Redis in production)."""
+    refuse_unsafe_production(name, settings, shared_state=shared_state)
     configure_logging(name, settings.log_level, settings.log_format)
     failpoints.configure(settings.failpoints, service=name, state_dir=settings.var_dir / "failpoints" / name)
     db = Database(settings.database_url_for(name), pool_size=settings.db_pool_size)
@@ -70,7 +73,7 @@ def service_app(
         if on_start is not None:
             await on_start()
         await runtime.start()
-        log.info("service started", url=settings.url_for(runtime.service))
+        log.info("service started", url=url_for(settings, runtime.service))
         try:
             yield
         finally:

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict
 from pizzeria.messaging.message import Message
 
 CONTEXT = "catalog"
-EVENTS_TOPIC = "catalog.events"
 
 
 class MenuSize(BaseModel):

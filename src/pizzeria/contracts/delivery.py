@@ -8,8 +8,6 @@ from uuid import UUID
 from pizzeria.messaging.message import Message
 
 CONTEXT = "delivery"
-EVENTS_TOPIC = "delivery.events"
-COMMANDS_TOPIC = "delivery.commands"
 
 
 class ScheduleDelivery(Message, context=CONTEXT, kind="command", key="order_id"):

@@ -10,7 +10,6 @@ from uuid import UUID
 from pizzeria.messaging.message import Message
 
 CONTEXT = "identity"
-EVENTS_TOPIC = "identity.events"
 
 
 class UserRegistered(Message, context=CONTEXT, key="user_id"):

@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict
 from pizzeria.messaging.message import Message
 
 CONTEXT = "kitchen"
-EVENTS_TOPIC = "kitchen.events"
-COMMANDS_TOPIC = "kitchen.commands"
 
 
 class KitchenLine(BaseModel):

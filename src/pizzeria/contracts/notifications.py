@@ -8,7 +8,6 @@ from uuid import UUID
 from pizzeria.messaging.message import Message
 
 CONTEXT = "notifications"
-EVENTS_TOPIC = "notifications.events"
 
 
 class NotificationSent(Message, context=CONTEXT, key="notification_id"):

@@ -8,7 +8,6 @@ from datetime import datetime
 from pizzeria.messaging.message import Message
 
 CONTEXT = "ops"
-EVENTS_TOPIC = "ops.events"
 
 
 class DeadLetterAction(Message):

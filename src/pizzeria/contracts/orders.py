@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict
 from pizzeria.messaging.message import Message
 
 CONTEXT = "orders"
-EVENTS_TOPIC = "orders.events"
 
 
 

@@ -8,8 +8,6 @@ from uuid import UUID
 from pizzeria.messaging.message import Message
 
 CONTEXT = "payments"
-EVENTS_TOPIC = "payments.events"
-COMMANDS_TOPIC = "payments.commands"
 
 
 class ChargePayment(Message, context=CONTEXT, kind="command", key="order_id"):

@@ -1,35 +1,38 @@
 """Who publishes and who consumes what: the topics to create and every consumer group.
 
 The single source for topic creation (`pizzeria up`, `pizzeria topics create`), for the
-services' subscriptions and for the AsyncAPI document.
+services' subscriptions and for the AsyncAPI document. Topic names follow from the contexts
+(`messaging.topics`); the topics to create follow from the message types declared here.
 """
 
 from __future__ import annotations
 
-from pizzeria.messaging.topics import dlq_topic
+from pizzeria.contracts import catalog, delivery, identity, kitchen, notifications, ops, orders, payments
+from pizzeria.messaging.message import REGISTRY
+from pizzeria.messaging.topics import commands_topic, dlq_topic, events_topic
+
+#: Every contract module, so that every message type is registered before the topics are read.
+CONTEXTS = (identity, catalog, orders, kitchen, payments, delivery, notifications, ops)
 
 #: Fact topics, one per bounded context that emits events.
-EVENT_TOPICS = (
-    "identity.events", "catalog.events", "orders.events", "kitchen.events", "payments.events", "delivery.events",
-    "notifications.events", "ops.events",
-)
+EVENT_TOPICS = tuple(sorted({m.topic() for m in REGISTRY.values() if m.message_kind == "event"}))
 #: Command topics, one per context that executes saga commands.
-COMMAND_TOPICS = ("kitchen.commands", "payments.commands", "delivery.commands")
+COMMAND_TOPICS = tuple(sorted({m.topic() for m in REGISTRY.values() if m.message_kind == "command"}))
 
 #: consumer group → the topics it reads. A group is named after the service that owns it.
 CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     # the order saga's replies, and the menu copy
-    "orders": ("catalog.events", "kitchen.events", "payments.events", "delivery.events"),
+    "orders": tuple(events_topic(c.CONTEXT) for c in (catalog, kitchen, payments, delivery)),
     # the order read model (CQRS), fed by every context's facts
-    "orders-projection": ("orders.events", "payments.events", "delivery.events"),
-    "kitchen": ("catalog.events", "kitchen.commands"),
-    "payments": ("payments.commands",),
-    "delivery": ("delivery.commands",),
-    "notifications": ("orders.events", "payments.events"),
+    "orders-projection": tuple(events_topic(c.CONTEXT) for c in (orders, payments, delivery)),
+    "kitchen": (events_topic(catalog.CONTEXT), commands_topic(kitchen.CONTEXT)),
+    "payments": (commands_topic(payments.CONTEXT),),
+    "delivery": (commands_topic(delivery.CONTEXT),),
+    "notifications": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT)),
     # the append-only audit log: everything
     "audit": (*EVENT_TOPICS, *COMMAND_TOPICS),
     # business analytics (a read model in the audit service): orders and payments
-    "analytics": ("orders.events", "payments.events"),
+    "analytics": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT)),
 }
 
 

@@ -10,23 +10,6 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Every process of the system, its default port and the order `pizzeria up` starts them in.
-SERVICE_PORTS: dict[str, int] = {
-    "provider": 5090,
-    "identity": 5005,
-    "catalog": 5001,
-    "orders": 5002,
-    "payments": 5003,
-    "notifications": 5004,
-    "kitchen": 5006,
-    "delivery": 5007,
-    "audit": 5008,
-    "gateway": 8000,
-}
-
-#: Services whose caches or rate limits live in Redis in production.
-SHARED_STATE_USERS = frozenset({"gateway", "catalog", "orders"})
-
 #: The embedded mode's token signing secret. Public (it is in the source), so production mode
 #: refuses to start with it.
 DEVELOPMENT_JWT_SECRET = "pizzeria-development-only-jwt-secret-do-not-use-in-production"
@@ -35,7 +18,9 @@ MIN_JWT_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
-    """Every knob of the system. `.env.example` lists them with their defaults."""
+    """What every service process reads: mode, stores, broker, messaging, security, caching,
+    telemetry. A service's own knobs live with the service (its `settings.py`); `.env.example`
+    lists them all with their defaults."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -67,44 +52,15 @@ class Settings(BaseSettings):
     consumer_backoff_max_ms: int = Field(5000, alias="CONSUMER_BACKOFF_MAX_MS")
     consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
 
-    provider_url: str = Field("", alias="PAYMENT_PROVIDER_URL")
-    payment_latency_ms: int = Field(20, alias="PAYMENT_LATENCY_MS")
-    payment_failure_rate: float = Field(0.0, alias="PAYMENT_FAILURE_RATE")
-    payment_timeout_ms: int = Field(3000, alias="PAYMENT_TIMEOUT_MS")
-    payment_concurrency: int = Field(16, alias="PAYMENT_CONCURRENCY")
-    payment_max_attempts: int = Field(10, alias="PAYMENT_MAX_ATTEMPTS")
-    payment_breaker_failures: int = Field(5, alias="PAYMENT_BREAKER_FAILURES", gt=0)
-    payment_breaker_reset_s: float = Field(5.0, alias="PAYMENT_BREAKER_RESET_S", gt=0)
-
     # SecretStr keeps the secret out of reprs and logs; validate_default makes the default one too.
     jwt_secret: SecretStr = Field(DEVELOPMENT_JWT_SECRET, alias="JWT_SECRET", validate_default=True)
     access_token_ttl_s: int = Field(900, alias="ACCESS_TOKEN_TTL_S", gt=0)
     refresh_token_ttl_s: int = Field(1_209_600, alias="REFRESH_TOKEN_TTL_S", gt=0)
 
-    kitchen_autopilot: bool = Field(False, alias="KITCHEN_AUTOPILOT")
-    kitchen_stage_ms: int = Field(2000, alias="KITCHEN_STAGE_MS")
-    delivery_autopilot: bool = Field(False, alias="DELIVERY_AUTOPILOT")
-    delivery_stage_ms: int = Field(3000, alias="DELIVERY_STAGE_MS")
-
-    saga_reserve_timeout_s: float = Field(30.0, alias="SAGA_RESERVE_TIMEOUT_S")
-    saga_payment_timeout_s: float = Field(20.0, alias="SAGA_PAYMENT_TIMEOUT_S")
-    saga_kitchen_queue_timeout_s: float = Field(1800.0, alias="SAGA_KITCHEN_QUEUE_TIMEOUT_S")
-    saga_delivery_resend_s: float = Field(300.0, alias="SAGA_DELIVERY_RESEND_S")
-    saga_compensation_timeout_s: float = Field(30.0, alias="SAGA_COMPENSATION_TIMEOUT_S")
-
     redis_url: str = Field("", alias="REDIS_URL")
     redis_key_prefix: str = Field("pizzeria", alias="REDIS_KEY_PREFIX", min_length=1)
     cache_ttl_s: float = Field(30.0, alias="CACHE_TTL_S", gt=0)
     cache_tombstone_s: float = Field(5.0, alias="CACHE_TOMBSTONE_S", gt=0)
-
-    gateway_upstream_timeout_s: float = Field(5.0, alias="GATEWAY_UPSTREAM_TIMEOUT_S", gt=0)
-    gateway_read_retries: int = Field(2, alias="GATEWAY_READ_RETRIES", ge=0)
-    gateway_breaker_failures: int = Field(5, alias="GATEWAY_BREAKER_FAILURES", gt=0)
-    gateway_breaker_reset_s: float = Field(10.0, alias="GATEWAY_BREAKER_RESET_S", gt=0)
-    rate_limit_per_user: int = Field(600, alias="RATE_LIMIT_PER_USER", gt=0)
-    rate_limit_per_ip: int = Field(1200, alias="RATE_LIMIT_PER_IP", gt=0)
-    rate_limit_window_s: int = Field(60, alias="RATE_LIMIT_WINDOW_S", gt=0)
-    cors_origins: str = Field("http://127.0.0.1:8000,http://localhost:8000", alias="CORS_ORIGINS")
 
     otel_exporter_otlp_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     trace_sample_ratio: float = Field(1.0, alias="TRACE_SAMPLE_RATIO", ge=0.0, le=1.0)
@@ -122,10 +78,12 @@ class Settings(BaseSettings):
         override = os.environ.get(f"{service.upper()}_DATABASE_URL")
         return self.resolve(override or self.database_url, service)
 
-    def production_problems(self, service: str, *, messaging: bool = True) -> list[str]:
+    def production_problems(self, service: str, *, messaging: bool = True, shared_state: bool = False,
+                            ) -> list[str]:
         """Why this configuration cannot run `service` in production mode (empty if it can):
         production never falls back to the embedded stores. `messaging`: the service has a
-        database and talks to the broker (the gateway has neither)."""
+        database and talks to the broker (the gateway has neither); `shared_state`: its caches
+        or rate limits must be shared by its replicas (in Redis)."""
         if self.mode != "production":
             return []
         problems = []
@@ -133,7 +91,7 @@ class Settings(BaseSettings):
             problems.append(f"{service}: set DATABASE_URL or {service.upper()}_DATABASE_URL to a PostgreSQL URL")
         if messaging and self.broker_url.startswith("sqllog"):
             problems.append("set BROKER_URL to kafka://host:port[,host:port]")
-        if service in SHARED_STATE_USERS and not self.redis_url:
+        if shared_state and not self.redis_url:
             problems.append(f"{service}: set REDIS_URL (caches and rate limits are shared between processes)")
         # Every service verifies access tokens, so every service refuses the public secret.
         secret = self.jwt_secret.get_secret_value()
@@ -145,19 +103,6 @@ class Settings(BaseSettings):
 
     def broker_url_resolved(self) -> str:
         return self.resolve(self.broker_url)
-
-    def port_for(self, service: str) -> int:
-        return int(os.environ.get(f"{service.upper()}_PORT", SERVICE_PORTS[service]))
-
-    def url_for(self, service: str) -> str:
-        """How other processes reach a service over HTTP (`<SERVICE>_URL` overrides)."""
-        explicit = os.environ.get(f"{service.upper()}_URL")
-        if explicit:
-            return explicit.rstrip("/")
-        return f"http://{self.host}:{self.port_for(service)}"
-
-    def payment_provider_url(self) -> str:
-        return (self.provider_url or self.url_for("provider")).rstrip("/")
 
 
 @lru_cache(maxsize=1)

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.ids import new_id
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.broker import OutgoingMessage, Record
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.inbox import insert_ignore
 from pizzeria.messaging.tables import dead_letters
 from pizzeria.messaging.topics import dlq_topic
 from pizzeria.messaging.uow import UnitOfWork

@@ -3,27 +3,13 @@ message's effects. A redelivered message finds its id taken and has no second ef
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.tables import inbox
-
-
-@functools.cache
-def _insert_ignore(dialect: str, table: sa.Table) -> sa.Insert:
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return dialect_insert(table).on_conflict_do_nothing()
-
-
-def insert_ignore(conn: AsyncConnection, table: sa.Table) -> sa.Insert:
-    """`INSERT .. ON CONFLICT DO NOTHING` in the connection's dialect (rowcount says if it took).
-    Built once per table and dialect: pass the values as execution parameters."""
-    return _insert_ignore(conn.dialect.name, table)
 
 
 async def claim(conn: AsyncConnection, group: str, message_id: str) -> bool:

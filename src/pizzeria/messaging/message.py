@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pizzeria.messaging.topics import commands_topic, events_topic
+
 Kind = Literal["event", "command"]
 
 #: Every message type by its CloudEvents `type`.
@@ -48,7 +50,7 @@ class Message(BaseModel):
 
     @classmethod
     def topic(cls) -> str:
-        return f"{cls.message_context}.{'events' if cls.message_kind == 'event' else 'commands'}"
+        return (events_topic if cls.message_kind == "event" else commands_topic)(cls.message_context)
 
     def message_key(self) -> str:
         return str(getattr(self, self.key_field)) if self.key_field else ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import sqlite3
 import time
@@ -27,12 +26,12 @@ from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from pizzeria.kit.db import Database, is_transient_error
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.upsert import upsert
 from pizzeria.messaging.broker import (
     Broker,
     BrokerConsumer,
@@ -108,18 +107,8 @@ def _normalize(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
 
 
-@functools.cache
-def _upsert_statement(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
-    )
-
-
 async def _upsert(conn: Any, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
-    """INSERT .. ON CONFLICT DO UPDATE for the dialect in use (built once, run with values)."""
-    await conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), values)
+    await conn.execute(upsert(conn, table, keys), values)
 
 
 # The statements of the hot paths, built once.

@@ -8,6 +8,16 @@ from collections.abc import Iterable
 from pizzeria.messaging.broker import TopicSpec
 
 
+def events_topic(context: str) -> str:
+    """The topic of a bounded context's facts."""
+    return f"{context}.events"
+
+
+def commands_topic(context: str) -> str:
+    """The topic of the commands a bounded context executes."""
+    return f"{context}.commands"
+
+
 def dlq_topic(group: str) -> str:
     """The dead-letter topic of a consumer group."""
     return f"{group}.dlq"

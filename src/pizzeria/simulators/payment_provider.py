@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.http import http_app
@@ -37,6 +38,15 @@ class ChargeBody(BaseModel):
 class RefundBody(BaseModel):
     charge: str
     amount: int = Field(gt=0)
+
+
+class ProviderSettings(BaseSettings):
+    """How the simulated provider behaves (read from the environment)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    latency_ms: int = Field(20, alias="PAYMENT_LATENCY_MS")
+    failure_rate: float = Field(0.0, alias="PAYMENT_FAILURE_RATE", ge=0, le=1)
 
 
 class OutageBody(BaseModel):
@@ -63,9 +73,9 @@ class Charge:
 class Ledger:
     """Charges and refunds by idempotency key."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.latency = settings.payment_latency_ms / 1000
-        self.failure_rate = settings.payment_failure_rate
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.latency = settings.latency_ms / 1000
+        self.failure_rate = settings.failure_rate
         self.down = False
         self.charges: dict[str, Charge] = {}
         self.requests: dict[str, str] = {}  # idempotency key → body fingerprint
@@ -154,10 +164,10 @@ def build_router(ledger: Ledger) -> APIRouter:
     return router
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, own: ProviderSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("provider", settings.log_level, settings.log_format)
-    ledger = Ledger(settings)
+    ledger = Ledger(own or ProviderSettings())
     app = http_app(service="provider", routers=[build_router(ledger)], settings=settings,
                              description="Simulated card payment provider (test double of an external API).")
     app.state.ledger = ledger

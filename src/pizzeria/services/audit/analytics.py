@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.consumer import HandlerRegistry
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.inbox import insert_ignore
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.tables import analytics_orders
 

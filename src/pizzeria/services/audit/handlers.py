@@ -9,9 +9,9 @@ import sqlalchemy as sa
 
 from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.consumer import AnyMessage, HandlerRegistry
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.inbox import insert_ignore
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.tables import audit_log

@@ -21,7 +21,7 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    runtime = open_runtime(NAME, settings)
+    runtime = open_runtime(NAME, settings, shared_state=True)
     cache = build_cache("menu", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
                         tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
 

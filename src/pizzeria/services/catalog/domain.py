@@ -8,8 +8,6 @@ from uuid import UUID
 
 from pizzeria.kit.errors import ValidationFailed
 
-SIZES = ("small", "medium", "large")
-
 
 @dataclass(frozen=True)
 class Size:

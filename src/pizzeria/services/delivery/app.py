@@ -16,17 +16,18 @@ from pizzeria.services.delivery import handlers
 from pizzeria.services.delivery.api import router
 from pizzeria.services.delivery.autopilot import CourierDispatcher
 from pizzeria.services.delivery.deps import DeliveryParts
+from pizzeria.services.delivery.settings import DeliverySettings
 from pizzeria.services.delivery.tables import metadata
 
 NAME = "delivery"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, own: DeliverySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    own = own or DeliverySettings()
     runtime = open_runtime(NAME, settings)
-    dispatcher = CourierDispatcher(runtime, drive=settings.delivery_autopilot,
-                                   stage=timedelta(milliseconds=settings.delivery_stage_ms))
+    dispatcher = CourierDispatcher(runtime, drive=own.autopilot, stage=timedelta(milliseconds=own.stage_ms))
     dispatching = runtime.add_loop("delivery-dispatcher", dispatcher.step, interval=dispatcher.interval)
     runtime.subscribe(NAME, handlers.build_handlers(dispatching.wake), topics=CONSUMER_GROUPS[NAME])
 

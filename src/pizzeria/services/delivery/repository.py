@@ -9,7 +9,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
 
 _BY_ORDER = sa.select(deliveries).where(deliveries.c.order_id == sa.bindparam("order_id"))

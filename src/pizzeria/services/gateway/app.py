@@ -22,6 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter
 from starlette.background import BackgroundTask
 
+from pizzeria.chassis.addresses import url_for
+from pizzeria.chassis.service import refuse_unsafe_production
 from pizzeria.kit import context
 from pizzeria.kit.auth import Principal, decode_access_token
 from pizzeria.kit.errors import Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
@@ -34,6 +36,7 @@ from pizzeria.services.gateway.openapi import OpenApiDocument
 from pizzeria.services.gateway.overview import Overview, overview
 from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
 from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
+from pizzeria.services.gateway.settings import GatewaySettings
 from pizzeria.services.gateway.upstream import HOP_BY_HOP, Upstream
 
 NAME = "gateway"
@@ -58,13 +61,14 @@ class MethodNotAllowed(ProblemError):
 class Gate:
     """Who is calling, may they, and are they within their rate limits."""
 
-    def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, settings: Settings, own: GatewaySettings, limiter: RateLimiter) -> None:
         self.settings = settings
+        self.own = own
         self.limiter = limiter
 
     async def admit(self, request: Request, allowed: frozenset[str] | None) -> Principal | None:
         ip = request.client.host if request.client else "unknown"
-        await self._limit(f"ip:{ip}", self.settings.rate_limit_per_ip, "ip")
+        await self._limit(f"ip:{ip}", self.own.rate_limit_per_ip, "ip")
         principal = self._principal(request)
         if allowed is not None:
             if principal is None:
@@ -72,7 +76,7 @@ class Gate:
             if principal.role not in allowed:
                 raise Forbidden(f"this needs the role {' or '.join(sorted(allowed))}; the caller is {principal.role}")
         if principal is not None:
-            await self._limit(f"user:{principal.user_id}", self.settings.rate_limit_per_user, "user")
+            await self._limit(f"user:{principal.user_id}", self.own.rate_limit_per_user, "user")
         return principal
 
     def _principal(self, request: Request) -> Principal | None:
@@ -89,7 +93,7 @@ class Gate:
         if not decision.allowed:
             rate_limited.labels(scope).inc()
             raise TooManyRequests(
-                f"too many requests for this {scope}: {limit} per {self.settings.rate_limit_window_s} s; "
+                f"too many requests for this {scope}: {limit} per {self.own.rate_limit_window_s} s; "
                 f"try again in {decision.retry_after_s} s",
                 headers={"Retry-After": str(decision.retry_after_s), "RateLimit-Limit": str(limit),
                          "RateLimit-Remaining": "0"},
@@ -122,26 +126,24 @@ async def _relay_stream(upstream: Upstream, path: str, params: list[tuple[str, s
     return response
 
 
-def create_app(settings: Settings | None = None, *,
+def create_app(settings: Settings | None = None, own: GatewaySettings | None = None, *,
                transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
     """The gateway; `transports` replaces the network to some upstreams (tests)."""
     settings = settings or get_settings()
+    own = own or GatewaySettings()
+    refuse_unsafe_production(NAME, settings, messaging=False, shared_state=True)
     configure_logging(NAME, settings.log_level, settings.log_format)
     upstreams = {
         name: Upstream(
-            name, settings.url_for(name), timeout=settings.gateway_upstream_timeout_s,
-            retries=settings.gateway_read_retries,
-            breaker=CircuitBreaker(f"upstream-{name}", failure_threshold=settings.gateway_breaker_failures,
-                                   reset_timeout=settings.gateway_breaker_reset_s),
+            name, url_for(settings, name), timeout=own.upstream_timeout_s, retries=own.read_retries,
+            breaker=CircuitBreaker(f"upstream-{name}", failure_threshold=own.breaker_failures,
+                                   reset_timeout=own.breaker_reset_s),
             transport=(transports or {}).get(name),
         )
         for name in UPSTREAMS
     }
-    problems = settings.production_problems(NAME, messaging=False)
-    if problems:
-        raise SystemExit("refusing to start in production mode: " + "; ".join(problems))
-    limiter = build_rate_limiter(settings.redis_url, settings.rate_limit_window_s, settings.redis_key_prefix)
-    gate = Gate(settings, limiter)
+    limiter = build_rate_limiter(settings.redis_url, own.rate_limit_window_s, settings.redis_key_prefix)
+    gate = Gate(settings, own, limiter)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -163,7 +165,7 @@ def create_app(settings: Settings | None = None, *,
     app.state.upstreams = upstreams
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+        allow_origins=[o.strip() for o in own.cors_origins.split(",") if o.strip()],
         allow_methods=["GET", "POST", "PUT", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "traceparent"],
         expose_headers=["X-Request-ID", "Retry-After", "Location", "Idempotent-Replayed"],

@@ -151,8 +151,8 @@ async def revoke_user_tokens(conn: AsyncConnection, user_id: UUID, at: datetime)
 @functools.cache
 def _record_failure(dialect: str) -> sa.Insert:
     """One failure more, atomically; a count whose last failure left the window starts over."""
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(login_failures).values(
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(login_failures).values(
         key=sa.bindparam("key"), scope=sa.bindparam("scope"), failures=1, last_failure_at=sa.bindparam("now"),
     )
     restart = login_failures.c.last_failure_at < sa.bindparam("window_start")

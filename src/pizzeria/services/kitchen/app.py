@@ -14,18 +14,20 @@ from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.kitchen import handlers
 from pizzeria.services.kitchen.api import router
 from pizzeria.services.kitchen.autopilot import KitchenAutopilot
+from pizzeria.services.kitchen.settings import KitchenSettings
 from pizzeria.services.kitchen.tables import metadata
 
 NAME = "kitchen"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, own: KitchenSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    own = own or KitchenSettings()
     runtime = open_runtime(NAME, settings)
     wake_autopilot = None
-    if settings.kitchen_autopilot:
-        autopilot = KitchenAutopilot(runtime, stage=timedelta(milliseconds=settings.kitchen_stage_ms))
+    if own.autopilot:
+        autopilot = KitchenAutopilot(runtime, stage=timedelta(milliseconds=own.stage_ms))
         wake_autopilot = runtime.add_loop("kitchen-autopilot", autopilot.step, interval=autopilot.interval).wake
     runtime.subscribe(NAME, handlers.build_handlers(wake_autopilot), topics=CONSUMER_GROUPS[NAME])
 

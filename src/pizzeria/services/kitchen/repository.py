@@ -8,10 +8,9 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.kit.upsert import insert_ignore, upsert
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
 
 _RECIPES = sa.select(recipes).where(recipes.c.menu_item_id.in_(sa.bindparam("ids", expanding=True)))
@@ -46,15 +45,9 @@ _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
 async def apply_recipe(conn: AsyncConnection, menu_item_id: UUID, name: str, recipe: Mapping[str, int],
                        version: int, *, removed: bool = False) -> None:
     """Keep the newest version of an item's recipe (a late, older event changes nothing)."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(recipes).values(menu_item_id=menu_item_id, name=name, ingredients=dict(recipe),
-                                          removed=removed, version=version)
-    await conn.execute(stmt.on_conflict_do_update(
-        index_elements=["menu_item_id"],
-        set_={"name": stmt.excluded.name, "ingredients": stmt.excluded.ingredients,
-              "removed": stmt.excluded.removed, "version": stmt.excluded.version},
-        where=recipes.c.version < stmt.excluded.version,
-    ))
+    await conn.execute(upsert(conn, recipes, ["menu_item_id"], only_if_newer="version"), {
+        "menu_item_id": menu_item_id, "name": name, "ingredients": dict(recipe), "removed": removed,
+        "version": version})
 
 
 async def mark_recipe_removed(conn: AsyncConnection, menu_item_id: UUID, version: int) -> None:

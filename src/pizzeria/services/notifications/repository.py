@@ -13,7 +13,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.services.notifications.domain import MessageTemplate
 from pizzeria.services.notifications.tables import contacts, deferred, notifications, templates
 

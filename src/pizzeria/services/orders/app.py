@@ -19,6 +19,7 @@ from pizzeria.services.orders.deps import OrdersParts
 from pizzeria.services.orders.handlers import build_handlers, on_saga_transition
 from pizzeria.services.orders.projection import BASE_GROUP, ProjectionManager
 from pizzeria.services.orders.saga import place_order_saga
+from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.orders.tables import metadata
 from pizzeria.services.orders.watch import OrderWatch
 
@@ -26,10 +27,10 @@ NAME = "orders"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, own: OrdersSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    runtime = open_runtime(NAME, settings)
-    saga = SagaEngine(place_order_saga(settings), listener=on_saga_transition)
+    runtime = open_runtime(NAME, settings, shared_state=True)
+    saga = SagaEngine(place_order_saga(own or OrdersSettings()), listener=on_saga_transition)
     cache = build_cache("orders", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
                         tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
     watch = OrderWatch()

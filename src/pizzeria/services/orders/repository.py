@@ -12,10 +12,10 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.errors import Conflict
+from pizzeria.kit.upsert import upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
 from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_history, order_lines, orders
@@ -138,18 +138,11 @@ async def get(conn: AsyncConnection, order_id: UUID, *, for_update: bool = False
 
 # -- the menu copy ------------------------------------------------------------------------------
 
-def _upsert(conn: AsyncConnection, table: sa.Table, values: dict[str, Any], keys: list[str], where: Any) -> Any:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(table).values(**values)
-    return stmt.on_conflict_do_update(index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys},
-                                      where=where)
-
-
 async def apply_menu_entry(conn: AsyncConnection, entry: MenuEntry, *, removed: bool = False) -> None:
     """Keep the newest version of an item; an older event arriving late changes nothing."""
     values = {"id": entry.id, "name": entry.name, "currency": entry.currency, "prices": dict(entry.prices),
               "available": entry.available and not removed, "removed": removed, "version": entry.version}
-    await conn.execute(_upsert(conn, menu_copy, values, ["id"], where=menu_copy.c.version < entry.version))
+    await conn.execute(upsert(conn, menu_copy, ["id"], only_if_newer="version"), values)
 
 
 async def remove_menu_entry(conn: AsyncConnection, item_id: UUID, version: int) -> None:

@@ -33,8 +33,8 @@ from pizzeria.contracts.payments import (
     PaymentVoided,
     RefundPayment,
 )
-from pizzeria.kit.settings import Settings
 from pizzeria.messaging.saga import SagaDefinition, Step
+from pizzeria.services.orders.settings import OrdersSettings
 
 
 class OrderSagaData(BaseModel):
@@ -49,7 +49,7 @@ class OrderSagaData(BaseModel):
     lines: list[KitchenLine]
 
 
-def place_order_saga(settings: Settings) -> SagaDefinition[OrderSagaData]:
+def place_order_saga(settings: OrdersSettings) -> SagaDefinition[OrderSagaData]:
     """The saga every order runs, with the deadlines the settings give."""
     return SagaDefinition(
         name="place_order",
@@ -59,25 +59,25 @@ def place_order_saga(settings: Settings) -> SagaDefinition[OrderSagaData]:
                  success=(IngredientsReserved,), failure=(IngredientsUnavailable,),
                  compensation=lambda d: ReleaseIngredients(order_id=d.order_id),
                  compensated_by=(IngredientsReleased,),
-                 timeout=timedelta(seconds=settings.saga_reserve_timeout_s)),
+                 timeout=timedelta(seconds=settings.reserve_timeout_s)),
             Step("charge", command=lambda d: ChargePayment(order_id=d.order_id, customer_id=d.customer_id,
                                                            amount=d.amount, currency=d.currency, token=d.token),
                  success=(PaymentCompleted,), failure=(PaymentFailed,),
                  compensation=lambda d: RefundPayment(order_id=d.order_id, reason="order cancelled"),
                  compensated_by=(PaymentRefunded, PaymentVoided),
-                 timeout=timedelta(seconds=settings.saga_payment_timeout_s)),
+                 timeout=timedelta(seconds=settings.payment_timeout_s)),
             Step("queue", command=lambda d: QueueTicket(order_id=d.order_id, lines=d.lines),
                  success=(TicketStarted,),
                  compensation=lambda d: CancelTicket(order_id=d.order_id),
                  compensated_by=(TicketCancelled,), refused_by=(TicketCancelRefused,),
-                 timeout=timedelta(seconds=settings.saga_kitchen_queue_timeout_s), pivot=True),
+                 timeout=timedelta(seconds=settings.kitchen_queue_timeout_s), pivot=True),
             Step("cook", success=(TicketReady,)),
             Step("deliver", command=lambda d: ScheduleDelivery(order_id=d.order_id, customer_id=d.customer_id,
                                                                address=d.address),
-                 success=(DeliveryCompleted,), resend_after=timedelta(seconds=settings.saga_delivery_resend_s)),
+                 success=(DeliveryCompleted,), resend_after=timedelta(seconds=settings.delivery_resend_s)),
         ),
         reasons={IngredientsUnavailable: "out_of_stock", PaymentFailed: "payment_failed"},
-        compensation_timeout=timedelta(seconds=settings.saga_compensation_timeout_s),
+        compensation_timeout=timedelta(seconds=settings.compensation_timeout_s),
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.migrations import MigrationSet
@@ -16,26 +17,28 @@ from pizzeria.services.payments.api import router
 from pizzeria.services.payments.charger import Charger
 from pizzeria.services.payments.handlers import build_handlers
 from pizzeria.services.payments.provider import ProviderClient
+from pizzeria.services.payments.settings import PaymentsSettings
 from pizzeria.services.payments.tables import metadata
 
 NAME = "payments"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, own: PaymentsSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    own = own or PaymentsSettings()
     runtime = open_runtime(NAME, settings)
     client = ProviderClient(
-        settings.payment_provider_url(),
-        timeout=settings.payment_timeout_ms / 1000,
-        breaker=CircuitBreaker("payment-provider", failure_threshold=settings.payment_breaker_failures,
-                               reset_timeout=settings.payment_breaker_reset_s),
+        own.provider_url or url_for(settings, "provider"),
+        timeout=own.timeout_ms / 1000,
+        breaker=CircuitBreaker("payment-provider", failure_threshold=own.breaker_failures,
+                               reset_timeout=own.breaker_reset_s),
         # One connection per charge in flight: a charge never waits for a connection (a pool
         # timeout would count as the provider failing).
-        max_connections=settings.payment_concurrency,
+        max_connections=own.concurrency,
     )
-    charger = Charger(runtime, client, concurrency=settings.payment_concurrency,
-                      max_attempts=settings.payment_max_attempts, call_timeout=settings.payment_timeout_ms / 1000)
+    charger = Charger(runtime, client, concurrency=own.concurrency, max_attempts=own.max_attempts,
+                      call_timeout=own.timeout_ms / 1000)
     runtime.subscribe(NAME, build_handlers(charger.wake), topics=CONSUMER_GROUPS[NAME])
     runtime.add_worker(charger.run, "charger")
     return service_app(

@@ -9,7 +9,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.services.payments.domain import OPEN, Payment, Status
 from pizzeria.services.payments.tables import payments
 
