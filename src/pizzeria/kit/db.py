@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from pizzeria.kit.clock import as_utc
-from pizzeria.kit.sqlite import inline_connector
+from pizzeria.kit.sqlite_driver import inline_connector
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
