@@ -55,8 +55,8 @@ async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: D
     order_event = placed(order_id)
     payment_event = PaymentCompleted(payment_id=uuid.uuid4(), order_id=order_id, amount=990, currency="EUR",
                                      provider_charge_id="ch_1", at=utcnow())
-    on_placed = handlers.get(OrderPlaced.type_name())[1]  # type: ignore[index]
-    on_paid = handlers.get(PaymentCompleted.type_name())[1]  # type: ignore[index]
+    on_placed = handlers.get(OrderPlaced.type_name()).handler  # type: ignore[union-attr]
+    on_paid = handlers.get(PaymentCompleted.type_name()).handler  # type: ignore[union-attr]
     first_started = asyncio.Event()
 
     async def handle(event: OrderPlaced | PaymentCompleted, handler, hold: bool) -> None:  # type: ignore[no-untyped-def]

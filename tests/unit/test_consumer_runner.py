@@ -22,6 +22,7 @@ from pizzeria.messaging.broker import OutgoingMessage, Record, TopicSpec
 from pizzeria.messaging.consumer import (
     ConsumerRunner,
     HandlerRegistry,
+    Incoming,
     Outcome,
     PermanentError,
     RetryPolicy,
@@ -86,16 +87,33 @@ async def topics(broker: InMemoryBroker) -> None:
     await broker.create_topics([TopicSpec(TOPIC, partitions=3), TopicSpec(DLQ, partitions=1)])
 
 
-@pytest.fixture
+def as_batch_handler(handler: Handler) -> Any:
+    """The same handler, registered for runs of messages: it acts on each in its own context."""
+
+    async def handle(items: list[Incoming], uow: UnitOfWork) -> None:
+        for item in items:
+            with item.handling():
+                await handler(item.message, item.envelope, uow)
+
+    return handle
+
+
+@pytest.fixture(params=["per-message", "batch"])
 def make_runner(
-    db: Database, broker: InMemoryBroker, topics: None
+    request: pytest.FixtureRequest, db: Database, broker: InMemoryBroker, topics: None
 ) -> Callable[[Handler], ConsumerRunner]:
+    """Runners whose handler takes one message at a time, or runs of them: every test here
+    holds for both."""
+
     def uow() -> UnitOfWork:
         return UnitOfWork(db, source=SOURCE)
 
     def make(handler: Handler, retry: RetryPolicy = FAST) -> ConsumerRunner:
         registry = HandlerRegistry()
-        registry.add(ThingHappened, handler)
+        if request.param == "batch":
+            registry.on_batch(ThingHappened)(as_batch_handler(handler))
+        else:
+            registry.add(ThingHappened, handler)
         return ConsumerRunner(
             group=GROUP,
             handlers=registry,
@@ -511,3 +529,58 @@ async def test_the_same_message_twice_in_one_batch_has_one_effect(
     await make_runner(handler).process_batch([record, copy])
     assert handler.calls == 1
     assert await effects(db) == ["twice"]
+
+
+async def test_a_batch_whose_commit_fails_is_handled_again_one_by_one_with_one_effect_each(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    records = await same_partition(broker, "a", "b", "c")
+    original = UnitOfWork.commit
+    failed = 0
+
+    async def first_commit_fails(self: UnitOfWork) -> None:
+        nonlocal failed
+        if not failed:
+            failed += 1
+            raise RuntimeError("the database went away at commit")
+        await original(self)
+
+    UnitOfWork.commit = first_commit_fails  # type: ignore[method-assign]
+    try:
+        offsets = await make_runner(Handler()).process_batch(records)
+    finally:
+        UnitOfWork.commit = original  # type: ignore[method-assign]
+    assert failed == 1
+    assert await effects(db) == ["a", "b", "c"]
+    assert len(await rows(db, inbox, inbox.c.group_id == GROUP)) == 3
+    assert offsets == {(TOPIC, records[0].partition): records[-1].offset + 1}
+
+
+async def test_a_crash_between_the_batch_commit_and_the_offset_commit_has_no_second_effect(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    records = await same_partition(broker, "a", "b", "c")
+    await make_runner(Handler()).process_batch(records)  # committed; the offsets never were
+    second = Handler()
+    await make_runner(second).process_batch(records)  # the partition's next owner reads them again
+    assert second.calls == 0, "every message was found in the inbox"
+    assert await effects(db) == ["a", "b", "c"]
+
+
+async def test_two_messages_for_one_aggregate_in_one_batch_are_handled_in_their_order(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    class Order(Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.labels: list[str] = []
+
+        async def __call__(self, message: ThingHappened, envelope: Envelope, uow: UnitOfWork) -> None:
+            self.labels.append(message.label)
+            await super().__call__(message, envelope, uow)
+
+    handler = Order()
+    records = await same_partition(broker, "first", "second", "third")
+    assert len({r.key for r in records}) == 1
+    await make_runner(handler).process_batch(records)
+    assert handler.labels == ["first", "second", "third"]

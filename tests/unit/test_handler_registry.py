@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pizzeria.messaging.consumer import HandlerRegistry, RetryPolicy
+from pizzeria.messaging.consumer import HandlerRegistry, RetryPolicy, Route
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork
@@ -37,7 +37,7 @@ async def on_brewed(message: TeaBrewed, envelope: Envelope, uow: UnitOfWork) -> 
 def test_get_dispatches_by_type_name() -> None:
     registry = HandlerRegistry()
     registry.add(KettleBoiled, on_boiled)  # type: ignore[arg-type]
-    assert registry.get(KettleBoiled.type_name()) == (KettleBoiled, on_boiled)
+    assert registry.get(KettleBoiled.type_name()) == Route(KettleBoiled, handler=on_boiled)
     assert registry.get(BoilKettle.type_name()) is None
     assert registry.get("pizzeria.unknown.Thing.v1") is None
 
@@ -49,7 +49,18 @@ def test_on_registers_and_returns_the_handler_unchanged() -> None:
     async def boil(message: BoilKettle, envelope: Envelope, uow: UnitOfWork) -> None: ...
 
     entry = registry.get("pizzeria.unittest_dispatch.BoilKettle.v1")
-    assert entry == (BoilKettle, boil)
+    assert entry == Route(BoilKettle, handler=boil)
+
+
+def test_on_batch_routes_every_type_it_names_to_one_batch_handler() -> None:
+    registry = HandlerRegistry()
+
+    @registry.on_batch(KettleBoiled, TeaBrewed)
+    async def many(items: object, uow: UnitOfWork) -> None: ...
+
+    assert registry.get(KettleBoiled.type_name()) == Route(KettleBoiled, batch=many)
+    assert registry.get(TeaBrewed.type_name()) == Route(TeaBrewed, batch=many)
+    assert registry.get(BoilKettle.type_name()) is None
 
 
 def test_topics_are_the_sorted_distinct_topics_of_the_handled_types() -> None:
@@ -69,7 +80,7 @@ def test_a_later_registration_replaces_the_handler() -> None:
     registry = HandlerRegistry()
     registry.add(KettleBoiled, on_brewed)  # type: ignore[arg-type]
     registry.add(KettleBoiled, on_boiled)  # type: ignore[arg-type]
-    assert registry.get(KettleBoiled.type_name()) == (KettleBoiled, on_boiled)
+    assert registry.get(KettleBoiled.type_name()) == Route(KettleBoiled, handler=on_boiled)
 
 
 @pytest.mark.parametrize("attempt", range(1, 12))

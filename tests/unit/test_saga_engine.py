@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from pizzeria.kit.db import Database
+from pizzeria.messaging import saga as saga_module
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.saga import Change, Saga, SagaDefinition, SagaEngine, SagaState, Step, Transition, history
 from pizzeria.messaging.tables import outbox
@@ -177,7 +178,7 @@ class Harness:
 
     async def saga(self, saga_id: str = "s1") -> Saga:
         async with self.db.read() as conn:
-            found = await self.engine.load(conn, saga_id)
+            found = await saga_module.load(conn, saga_id)
         assert found is not None
         return found
 

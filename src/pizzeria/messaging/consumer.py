@@ -23,11 +23,11 @@ from typing import Any
 
 import structlog
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.logging import get_logger
-from pizzeria.messaging import metrics
+from pizzeria.messaging import inbox, metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
 from pizzeria.messaging.deadletters import DeadLetterStore
 from pizzeria.messaging.envelope import Envelope, MalformedMessage
@@ -40,19 +40,62 @@ log = get_logger(__name__)
 Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A consumed message, decoded, as a batch handler gets it. The handler acts on each inside
+    `with item.handling():` so that what it emits is caused by that message and in its trace."""
+
+    message: Any
+    envelope: Envelope
+    group: str = ""
+
+    def handling(self) -> contextlib.AbstractContextManager[None]:
+        return _message_context(self.envelope, self.group)
+
+
+#: Takes a run of messages (one partition's, in order) and acts on all of them in the caller's
+#: unit of work: load everything the run needs at once, act in memory, write once per table.
+BatchHandler = Callable[[Sequence[Incoming], UnitOfWork], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a message type goes: its schema (None: not decoded, the handler reads the
+    envelope's bytes itself) and a per-message or a batch handler."""
+
+    model: type[BaseModel] | None
+    handler: Handler | None = None
+    batch: BatchHandler | None = None
+
+    def decode(self, envelope: Envelope) -> Any:
+        return None if self.model is None else self.model.model_validate_json(envelope.data)
+
+
 class PermanentError(Exception):
     """A handler error retrying cannot fix: the message goes straight to the dead letters."""
+
+
+@contextlib.contextmanager
+def _caused_by(envelope: Envelope) -> Iterator[None]:
+    """While a message is acted on, what is emitted is correlated with it, caused by it and part
+    of its trace (a batch handler wraps its work on each message in this)."""
+    tokens = (
+        context.correlation_id.set(envelope.correlationid or envelope.id),
+        context.causation_id.set(envelope.id),
+        context.traceparent.set(envelope.traceparent),
+    )
+    try:
+        yield
+    finally:
+        context.correlation_id.reset(tokens[0])
+        context.causation_id.reset(tokens[1])
+        context.traceparent.reset(tokens[2])
 
 
 @contextlib.contextmanager
 def _message_context(envelope: Envelope, group: str) -> Iterator[None]:
     """While a message is handled, what it emits is correlated with it and caused by it, and
     belongs to its trace (a consumer span, the child of the span that sent it)."""
-    tokens = (
-        context.correlation_id.set(envelope.correlationid or envelope.id),
-        context.causation_id.set(envelope.id),
-        context.traceparent.set(envelope.traceparent),
-    )
     attributes = {"messaging.consumer.group.name": group, "messaging.message.id": envelope.id,
                   "cloudevents.event_type": envelope.type, "messaging.operation.type": "process"}
     if envelope.subject:
@@ -61,15 +104,10 @@ def _message_context(envelope: Envelope, group: str) -> Iterator[None]:
     declared = REGISTRY.get(envelope.type)
     about = {"order_id": envelope.subject} if declared is not None and declared.key_field == "order_id" \
         and envelope.subject else {}
-    try:
-        with tracing.span(f"{group} process {envelope.type}", kind=SpanKind.CONSUMER,
-                          parent=envelope.traceparent or "", attributes=attributes), \
-                structlog.contextvars.bound_contextvars(**about):
-            yield
-    finally:
-        context.correlation_id.reset(tokens[0])
-        context.causation_id.reset(tokens[1])
-        context.traceparent.reset(tokens[2])
+    with _caused_by(envelope), tracing.span(f"{group} process {envelope.type}", kind=SpanKind.CONSUMER,
+                                           parent=envelope.traceparent or "", attributes=attributes), \
+            structlog.contextvars.bound_contextvars(**about):
+        yield
 
 
 class Outcome(enum.Enum):
@@ -93,24 +131,29 @@ class RetryPolicy:
         return float(ceiling * (0.5 + random.random() / 2))
 
 
-class AnyMessage(BaseModel):
-    """Any message, its data kept as it came (for a handler of every type)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
 class HandlerRegistry:
-    """Which handler takes which message type, for one consumer group."""
+    """Which handler takes which message type, for one consumer group. A type has a handler of
+    one message (`on`) or of a run of messages (`on_batch`)."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, tuple[type[BaseModel], Handler]] = {}
-        self._any: Handler | None = None
+        self._handlers: dict[str, Route] = {}
+        self._any: Route | None = None
 
-    def on_any(self, handler: Handler) -> Handler:
-        """`handler` takes every message no other handler takes (an audit log, say); it gets an
-        `AnyMessage` and the envelope."""
-        self._any = handler
+    def on_any_batch(self, handler: BatchHandler) -> BatchHandler:
+        """`handler` takes runs of every message no other handler takes, undecoded (its
+        `Incoming.message` is None; the data is the envelope's bytes)."""
+        self._any = Route(None, batch=handler)
         return handler
+
+    def on_batch(self, *message_types: type[Message]) -> Callable[[BatchHandler], BatchHandler]:
+        """Register a handler of runs of these message types (consecutive messages of any of
+        them are handed over together, in their partition's order)."""
+        def register(handler: BatchHandler) -> BatchHandler:
+            for message_type in message_types:
+                self._handlers[message_type.type_name()] = Route(message_type, batch=handler)
+            return handler
+
+        return register
 
     def on(self, message_type: type[Message]) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -120,16 +163,40 @@ class HandlerRegistry:
         return register
 
     def add(self, message_type: type[Message], handler: Handler) -> None:
-        self._handlers[message_type.type_name()] = (message_type, handler)
+        self._handlers[message_type.type_name()] = Route(message_type, handler=handler)
 
-    def get(self, type_name: str) -> tuple[type[BaseModel], Handler] | None:
+    def get(self, type_name: str) -> Route | None:
         found = self._handlers.get(type_name)
-        if found is None and self._any is not None:
-            return AnyMessage, self._any
-        return found
+        return self._any if found is None else found
 
     def topics(self) -> list[str]:
-        return sorted({cls.topic() for cls, _ in self._handlers.values() if issubclass(cls, Message)})
+        return sorted({r.model.topic() for r in self._handlers.values()
+                       if r.model is not None and issubclass(r.model, Message)})
+
+
+def _segments(prepared: Sequence[tuple[Incoming, Route | None]], fresh: set[str],
+              outcomes: dict[int, Outcome]) -> Iterator[tuple[Route, list[Incoming]]]:
+    """The run's messages to handle, in order, as (route, messages): consecutive messages of one
+    batch handler together, any other one alone. Ignored and duplicate ones (already handled, or
+    twice in this run: a relay that re-sent) are left out, their outcome noted by position."""
+    current: tuple[Route, list[Incoming]] | None = None
+    taken: set[str] = set()
+    for position, (item, route) in enumerate(prepared):
+        if route is None:
+            outcomes[position] = Outcome.IGNORED
+            continue
+        if item.envelope.id not in fresh or item.envelope.id in taken:
+            outcomes[position] = Outcome.DUPLICATE
+            continue
+        taken.add(item.envelope.id)
+        if current is not None and route.batch is not None and current[0].batch is route.batch:
+            current[1].append(item)
+            continue
+        if current is not None:
+            yield current
+        current = (route, [item])
+    if current is not None:
+        yield current
 
 
 class ConsumerRunner:
@@ -225,37 +292,31 @@ class ConsumerRunner:
         return {tp: batch[-1].offset + 1 for tp, batch in by_partition.items()}
 
     async def _process_together(self, batch: list[Record]) -> bool:
-        """Handle a run of records in one transaction. False (and nothing written) if any of
-        them is poison or fails: the caller then takes the careful path, record by record."""
-        prepared: list[tuple[Envelope, BaseModel | None, Handler | None]] = []
+        """Handle a run of records in one transaction: one inbox statement for the run, each
+        batch handler once for its consecutive messages, one commit. False (and nothing written)
+        if any of them is poison or fails: the caller then takes the careful path, one by one."""
+        prepared: list[tuple[Incoming, Route | None]] = []
         for record in batch:
             try:
                 envelope = Envelope.from_record(record)
             except MalformedMessage:
                 return False
-            entry = self.handlers.get(envelope.type)
-            if entry is None:
-                prepared.append((envelope, None, None))
+            route = self.handlers.get(envelope.type)
+            if route is None:
+                prepared.append((Incoming(None, envelope, self.group), None))
                 continue
-            model, found = entry
             try:
-                prepared.append((envelope, model.model_validate_json(envelope.data), found))
+                prepared.append((Incoming(route.decode(envelope), envelope, self.group), route))
             except ValidationError:
                 return False
-        outcomes: list[Outcome] = []
+        outcomes: dict[int, Outcome] = {}
         started = time.perf_counter()
         try:
             async with self.uow_factory() as uow:
-                for envelope, message, run in prepared:
-                    if run is None:
-                        outcomes.append(Outcome.IGNORED)
-                        continue
-                    with _message_context(envelope, self.group):
-                        if not await uow.claim(self.group, envelope.id):
-                            outcomes.append(Outcome.DUPLICATE)
-                            continue
-                        await run(message, envelope, uow)
-                    outcomes.append(Outcome.PROCESSED)
+                wanted = [item.envelope.id for item, route in prepared if route is not None]
+                fresh = await inbox.claim_many(uow.conn, self.group, wanted)
+                for route, items in _segments(prepared, fresh, outcomes):
+                    await self._run_segment(route, items, uow)
                 await uow.commit()
         except asyncio.CancelledError:
             raise
@@ -264,11 +325,21 @@ class ConsumerRunner:
                      error=str(exc))
             return False
         per_message = (time.perf_counter() - started) / len(prepared)
-        for (envelope, _, run), outcome in zip(prepared, outcomes, strict=True):
+        for position, (item, _) in enumerate(prepared):
+            outcome = outcomes.get(position, Outcome.PROCESSED)
             metrics.consumer_messages.labels(self.group, outcome.value).inc()
-            if run is not None:
-                metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(per_message)
+            if outcome is Outcome.PROCESSED:
+                metrics.consumer_handler_duration.labels(self.group, item.envelope.type).observe(per_message)
         return True
+
+    async def _run_segment(self, route: Route, items: list[Incoming], uow: UnitOfWork) -> None:
+        if route.batch is not None:
+            await route.batch(items, uow)
+            return
+        assert route.handler is not None
+        for item in items:
+            with _message_context(item.envelope, self.group):
+                await route.handler(item.message, item.envelope, uow)
 
     async def process_until_settled(self, record: Record) -> Outcome:
         """Process a record; if even dead-lettering fails (database down), keep trying: the
@@ -291,13 +362,12 @@ class ConsumerRunner:
             envelope = Envelope.from_record(record)
         except MalformedMessage as exc:
             return await self._dead_letter(record, None, f"malformed: {exc}", 1, replay_of)
-        entry = self.handlers.get(envelope.type)
-        if entry is None:
+        route = self.handlers.get(envelope.type)
+        if route is None:
             metrics.consumer_messages.labels(self.group, Outcome.IGNORED.value).inc()
             return Outcome.IGNORED
-        model, handler = entry
         try:
-            message = model.model_validate_json(envelope.data)
+            message = route.decode(envelope)
         except ValidationError as exc:
             return await self._dead_letter(record, envelope, f"schema: {exc}", 1, replay_of)
 
@@ -306,7 +376,7 @@ class ConsumerRunner:
             while True:
                 attempt += 1
                 try:
-                    outcome = await self._handle_once(message, envelope, handler)
+                    outcome = await self._handle_once(message, envelope, route)
                     metrics.consumer_messages.labels(self.group, outcome.value).inc()
                     if replay_of is not None:
                         await self.dead_letters.mark_replayed(replay_of)
@@ -325,12 +395,16 @@ class ConsumerRunner:
                                 message_id=envelope.id, attempt=attempt, error=str(exc))
                     await asyncio.sleep(self.retry.delay(attempt))
 
-    async def _handle_once(self, message: BaseModel, envelope: Envelope, handler: Handler) -> Outcome:
+    async def _handle_once(self, message: Any, envelope: Envelope, route: Route) -> Outcome:
         started = time.perf_counter()
         async with self.uow_factory() as uow:
             if not await uow.claim(self.group, envelope.id):
                 return Outcome.DUPLICATE
-            await handler(message, envelope, uow)
+            if route.batch is not None:
+                await route.batch([Incoming(message, envelope, self.group)], uow)
+            else:
+                assert route.handler is not None
+                await route.handler(message, envelope, uow)
             await uow.commit()
         metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(time.perf_counter() - started)
         return Outcome.PROCESSED

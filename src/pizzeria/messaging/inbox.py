@@ -3,8 +3,10 @@ message's effects. A redelivered message finds its id taken and has no second ef
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
@@ -22,6 +24,27 @@ async def claim(conn: AsyncConnection, group: str, message_id: str) -> bool:
         insert_ignore(conn, inbox), {"group_id": group, "message_id": message_id, "processed_at": utcnow()}
     )
     return result.rowcount == 1
+
+
+async def claim_many(conn: AsyncConnection, group: str, message_ids: Sequence[str]) -> set[str]:
+    """Record a run of message ids in one statement; returns those that were new (the rest are
+    duplicates, already handled)."""
+    if not message_ids:
+        return set()
+    now = utcnow()
+    result = await conn.execute(_claim_returning(conn),
+                                [{"group_id": group, "message_id": m, "processed_at": now} for m in set(message_ids)])
+    return {row[0] for row in result}
+
+
+_RETURNING: dict[str, sa.Insert] = {}
+
+
+def _claim_returning(conn: AsyncConnection) -> sa.Insert:
+    dialect = conn.dialect.name
+    if dialect not in _RETURNING:
+        _RETURNING[dialect] = insert_ignore(conn, inbox).returning(inbox.c.message_id)
+    return _RETURNING[dialect]
 
 
 async def prune(conn: AsyncConnection, older_than: datetime) -> int:

@@ -16,7 +16,7 @@ service and the replies that move it on, with a compensation to undo it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -192,13 +192,13 @@ class SagaEngine(Generic[D]):
         await self._begin(uow, saga, 0)
         await uow.conn.execute(_INSERT, _row(saga))
         await self._log(uow, saga, "started")
-        return saga
+        return uow.remember(_KIND, saga_id, saga)
 
     async def on_reply(
         self, uow: UnitOfWork, saga_id: str, reply: Message, message_id: str | None = None
     ) -> Transition:
         """Apply a participant's reply; anything not expected now is ignored (and logged)."""
-        saga = await self.load(uow.conn, saga_id, for_update=True)
+        saga = await self.load(uow, saga_id)
         if saga is None or saga.state in FINAL:
             return Transition(Change.IGNORED)
         step = self.definition.steps[saga.step]
@@ -235,7 +235,7 @@ class SagaEngine(Generic[D]):
     async def abort(self, uow: UnitOfWork, saga_id: str, reason: str) -> Transition | None:
         """Compensate on request (a customer's cancel). None when it is too late (the pivot
         succeeded) or the saga already ended or is compensating."""
-        saga = await self.load(uow.conn, saga_id, for_update=True)
+        saga = await self.load(uow, saga_id)
         if saga is None or saga.state is not SagaState.RUNNING or saga.step > self.definition.pivot_index:
             return None
         if saga.step == self.definition.pivot_index and self.definition.steps[saga.step].compensation is None:
@@ -249,7 +249,7 @@ class SagaEngine(Generic[D]):
 
     async def expire(self, uow: UnitOfWork, saga_id: str) -> Transition:
         """The timer found the saga's deadline passed: compensate, or send again."""
-        saga = await self.load(uow.conn, saga_id, for_update=True)
+        saga = await self.load(uow, saga_id)
         now = self.clock()
         if saga is None or saga.state in FINAL or saga.deadline_at is None or saga.deadline_at > now:
             return Transition(Change.IGNORED)
@@ -283,10 +283,21 @@ class SagaEngine(Generic[D]):
         """The saga's data, typed."""
         return self.definition.data_type.model_validate(saga.data)
 
-    async def load(self, conn: AsyncConnection, saga_id: str, *, for_update: bool = False) -> Saga | None:
-        query = _SAGA_FOR_UPDATE if for_update else _SAGA
-        row = (await conn.execute(query, {"saga_id": saga_id})).first()
-        return _saga(row) if row is not None else None
+    async def load(self, uow: UnitOfWork, saga_id: str) -> Saga | None:
+        """A saga to move, locked for the transaction (the same object if it was loaded already)."""
+        saga: Saga | None = uow.recall(_KIND, saga_id)
+        if saga is None:
+            row = (await uow.conn.execute(_SAGA_FOR_UPDATE, {"saga_id": saga_id})).first()
+            if row is not None:
+                saga = uow.remember(_KIND, saga_id, _saga(row))
+        return saga
+
+    async def load_many(self, uow: UnitOfWork, saga_ids: Iterable[str]) -> None:
+        """Load (and lock) the sagas of a batch of replies at once; `load` then finds them."""
+        wanted = [i for i in set(saga_ids) if uow.recall(_KIND, i) is None]
+        if wanted:
+            for row in await uow.conn.execute(_SAGAS_FOR_UPDATE, {"ids": wanted}):
+                uow.remember(_KIND, row.id, _saga(row))
 
     @staticmethod
     async def due(conn: AsyncConnection, now: datetime, limit: int = 100) -> list[str]:
@@ -339,11 +350,11 @@ class SagaEngine(Generic[D]):
 
     async def _save(self, uow: UnitOfWork, saga: Saga) -> None:
         saga.updated_at = self.clock()
-        await uow.conn.execute(_UPDATE, {**_row(saga), "saga_id": saga.id})
+        uow.stage(_write_sagas, {**_row(saga), "saga_id": saga.id}, key=saga.id)
 
     async def _log(self, uow: UnitOfWork, saga: Saga, entry: str, message_id: str | None = None) -> None:
-        await uow.conn.execute(_LOG, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200],
-                                      "message_id": message_id})
+        uow.stage(_write_log, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200],
+                               "message_id": message_id})
 
     async def _tell(self, uow: UnitOfWork, saga: Saga, transitions: Sequence[Transition]) -> None:
         if self.listener is not None:
@@ -363,8 +374,10 @@ def _saga(row: Any) -> Saga:
                 deadline_at=row.deadline_at, resends=row.resends)
 
 
+_KIND = "saga"
 _SAGA = sa.select(sagas).where(sagas.c.id == sa.bindparam("saga_id"))
 _SAGA_FOR_UPDATE = _SAGA.with_for_update()
+_SAGAS_FOR_UPDATE = sa.select(sagas).where(sagas.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
 _UPDATE = sagas.update().where(sagas.c.id == sa.bindparam("saga_id"))
 _DUE = (
     sa.select(sagas.c.id)
@@ -374,6 +387,14 @@ _DUE = (
 )
 _LOG = saga_log.insert()
 _INSERT = sagas.insert()
+
+
+async def _write_sagas(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_UPDATE, rows)
+
+
+async def _write_log(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_LOG, rows)
 
 
 async def history(conn: AsyncConnection, saga_id: str) -> list[dict[str, Any]]:

@@ -3,13 +3,17 @@
 State changes and outbox rows commit together or not at all; after the commit the relay is
 woken so the messages reach the broker within milliseconds. Nothing commits half-way: leaving
 the block without `commit()` rolls everything back.
+
+Aggregates loaded to change are kept in an identity map (a second load in the same transaction
+gets the same object), and their writes are staged and made at commit, one statement per table
+for however many were changed: a batch of messages costs a few statements, not a few per message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -30,16 +34,9 @@ _NOTIFY = sa.text("NOTIFY pizzeria_outbox")
 OUTBOX_CHANNEL = "pizzeria_outbox"
 
 
-class Aggregate(Protocol):
-    """Anything with an identity whose changes are recorded as events, sent when they commit."""
-
-    @property
-    def id(self) -> Any: ...
-
-    events: list[Message]
-
-
-A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+#: Writes staged rows of one kind, all at once (an `executemany`), at commit.
+Writer = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
 
 
 class UnitOfWork:
@@ -53,7 +50,8 @@ class UnitOfWork:
         self._pending: list[dict[str, Any]] = []
         self.emitted: list[Envelope] = []
         self._after_commit: list[Callable[[], Awaitable[None] | None]] = []
-        self._tracked: list[Aggregate] = []
+        self._loaded: dict[tuple[str, Any], Any] = {}
+        self._staged: dict[Writer, dict[Any, Any]] = {}
         self.committed = False
 
     @property
@@ -81,20 +79,28 @@ class UnitOfWork:
         """Inbox check inside this transaction: False means the message was already handled."""
         return await inbox.claim(self.conn, group, message_id)
 
-    def track(self, aggregate: A) -> A:
-        """Send the events `aggregate` records in this transaction, through the outbox, when it
-        commits (the repository persists the aggregate; the unit of work emits its events)."""
-        if not any(seen is aggregate for seen in self._tracked):
-            self._tracked.append(aggregate)
+    def remember(self, kind: str, key: Any, aggregate: T) -> T:
+        """Keep an aggregate loaded (locked) in this transaction, so every later load of it in
+        the transaction gets this same object."""
+        self._loaded[(kind, key)] = aggregate
         return aggregate
 
-    def tracked(self, kind: type[A], aggregate_id: Any) -> A | None:
-        """The aggregate of this kind and id already loaded in this transaction, if any (so two
-        parts of one handler change the same object, not two copies)."""
-        for seen in self._tracked:
-            if isinstance(seen, kind) and seen.id == aggregate_id:
-                return seen
-        return None
+    def recall(self, kind: str, key: Any) -> Any:
+        """The aggregate of this kind and key loaded in this transaction, or None."""
+        return self._loaded.get((kind, key))
+
+    def stage(self, writer: Writer, row: Any, *, key: Any = None) -> None:
+        """Have `writer` write `row` at commit, with every other row staged for it. Rows with a
+        key replace an earlier row with that key (the last state of an aggregate wins); rows
+        without one are all written (appends)."""
+        rows = self._staged.setdefault(writer, {})
+        rows[key if key is not None else ("append", len(rows))] = row
+
+    async def flush(self) -> None:
+        """Make the staged writes now (commit does; call it before reading them back in SQL)."""
+        staged, self._staged = self._staged, {}
+        for writer, rows in staged.items():
+            await writer(self.conn, list(rows.values()))
 
     def emit(self, message: Message) -> Envelope:
         """Queue an event or command for the outbox of this transaction."""
@@ -121,11 +127,7 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         conn = self.conn
-        for aggregate in self._tracked:
-            recorded, aggregate.events = aggregate.events, []
-            for event in recorded:
-                self.emit(event)
-        self._tracked = []
+        await self.flush()
         if self._pending:
             await conn.execute(_INSERT_OUTBOX, self._pending)
             if self.db.is_postgres:

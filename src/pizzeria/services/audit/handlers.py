@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.upsert import insert_ignore
-from pizzeria.messaging.consumer import AnyMessage, HandlerRegistry
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.uow import UnitOfWork
@@ -42,15 +43,21 @@ def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _data(envelope: Envelope) -> dict[str, Any]:
+    loaded = orjson.loads(envelope.data)
+    return loaded if isinstance(loaded, dict) else {"value": loaded}
+
+
 def build_handlers() -> HandlerRegistry:
     registry = HandlerRegistry()
 
-    @registry.on_any
-    async def record(_: AnyMessage, envelope: Envelope, uow: UnitOfWork) -> None:
-        loaded = orjson.loads(envelope.data)
-        data = loaded if isinstance(loaded, dict) else {"value": loaded}
+    @registry.on_any_batch
+    async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of messages in one statement, kept as they were sent (never decoded into
+        their schemas: the log keeps what came, even what a newer schema would refuse)."""
         # The inbox already stops a redelivery; the unique message id stops anything else.
-        await uow.conn.execute(insert_ignore(uow.conn, audit_log), entry(envelope, data))
+        await uow.conn.execute(insert_ignore(uow.conn, audit_log),
+                               [entry(item.envelope, _data(item.envelope)) for item in items])
 
     return registry
 

@@ -153,7 +153,7 @@ class Order:
     updated_at: datetime | None = None
     history: list[tuple[Status, datetime]] = field(default_factory=list)
     cancel_requested: bool = False
-    version: int = 1  # bumped by every save; guards against lost updates
+    version: int = 1  # bumped by every write (an order is locked from its load to the commit)
     #: Events of the changes made since it was loaded; the unit of work sends them on commit.
     events: list[Message] = field(default_factory=list, compare=False, repr=False)
     #: How many `history` entries are stored (the rest are new: the repository appends them).

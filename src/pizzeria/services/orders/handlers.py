@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound, ValidationFailed
 from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
-from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.saga import Change, Saga, SagaEngine, Transition
@@ -125,7 +126,7 @@ async def cancel_order(order_id: UUID, customer_id: str | None, uow: UnitOfWork,
             raise TooLateToCancel(str(exc)) from None
         if await engine.abort(uow, str(order_id), "customer_cancelled") is None:
             raise TooLateToCancel(f"order {order_id} can no longer be cancelled")
-        await repository.save(uow.conn, order)
+        repository.save(uow, order)
         await uow.commit()
     return order
 
@@ -141,7 +142,7 @@ async def move(uow: UnitOfWork, order_id: UUID, status: Status, *, reason: str |
             log.info("status change not applicable", order_id=str(order_id), current=order.status, wanted=status)
         return False
     change = order.move_to(status, at=utcnow(), reason=reason)
-    await repository.save(uow.conn, order)
+    repository.save(uow, order)
     since_placed = change.at - as_utc(order.created_at)
     uow.after_commit(lambda: metrics.status_reached(status, reason, since_placed))
     return True
@@ -158,14 +159,14 @@ async def on_saga_transition(uow: UnitOfWork, saga: Saga, transition: Transition
         order = await repository.load(uow, order_id)
         if order is not None:
             order.cancel_refused(at=utcnow())
-            await repository.save(uow.conn, order)
+            repository.save(uow, order)
 
 
 async def record_payment(uow: UnitOfWork, order_id: UUID, status: PaymentStatus, payment_id: UUID | None) -> None:
     """Follow the payment's own status (a fact arriving late, or again, changes nothing)."""
     order = await repository.load(uow, order_id)
     if order is not None and order.record_payment(status, payment_id, at=utcnow()):
-        await repository.save(uow.conn, order)
+        repository.save(uow, order)
 
 
 # -- consumed events ----------------------------------------------------------------------------
@@ -199,19 +200,26 @@ def build_handlers(engine: OrderSaga) -> HandlerRegistry:
     async def on_menu_item_removed(event: MenuItemRemoved, _: Envelope, uow: UnitOfWork) -> None:
         await repository.remove_menu_entry(uow.conn, event.menu_item_id, event.version)
 
-    async def on_reply(event: Message, env: Envelope, uow: UnitOfWork) -> None:
+    @registry.on_batch(*SAGA_REPLIES, *FACTS)
+    async def on_replies_and_facts(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of saga replies and facts: every order and saga they concern is loaded at once,
+        each message then moves them in memory, and the writes are made once at commit."""
+        order_ids = {item.message.order_id for item in items}
+        await repository.load_many(uow, order_ids)
+        await engine.load_many(uow, [str(i) for i in order_ids])
+        for item in items:
+            with item.handling():
+                await on_one(item.message, item.envelope, uow)
+
+    async def on_one(event: Message, env: Envelope, uow: UnitOfWork) -> None:
         order_id: UUID = event.order_id  # type: ignore[attr-defined]
+        fact = FACTS.get(type(event))
+        if fact is not None:
+            await move(uow, order_id, fact)
+            return
         status = PAYMENT_STATUS.get(type(event))
         if status is not None:
             await record_payment(uow, order_id, status, getattr(event, "payment_id", None))
         await engine.on_reply(uow, str(order_id), event, env.id)
 
-    for reply in SAGA_REPLIES:
-        registry.add(reply, on_reply)
-
-    async def on_fact(event: Message, _: Envelope, uow: UnitOfWork) -> None:
-        await move(uow, event.order_id, FACTS[type(event)])  # type: ignore[attr-defined]
-
-    for fact in FACTS:
-        registry.add(fact, on_fact)
     return registry

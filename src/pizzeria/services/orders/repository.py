@@ -14,7 +14,6 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.kit.errors import Conflict
 from pizzeria.kit.upsert import upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
@@ -23,11 +22,11 @@ from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_h
 _INSERT_ORDER = orders.insert()
 _INSERT_LINES = order_lines.insert()
 _INSERT_HISTORY = order_history.insert()
-_UPDATE_ORDER = orders.update().where(
-    orders.c.id == sa.bindparam("order_id"), orders.c.version == sa.bindparam("expected_version")
-)
+_UPDATE_ORDER = orders.update().where(orders.c.id == sa.bindparam("order_id"))
 _ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("order_id"))
 _ORDER_FOR_UPDATE = _ORDER.with_for_update()
+_ORDERS_FOR_UPDATE = sa.select(orders).where(orders.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
+_KIND = "order"
 _LINES = (
     sa.select(order_lines)
     .where(order_lines.c.order_id.in_(sa.bindparam("ids", expanding=True)))
@@ -58,7 +57,7 @@ def _order_values(order: Order) -> dict[str, Any]:
 
 
 async def add(uow: UnitOfWork, order: Order) -> None:
-    """Store a new order; the unit of work sends its events when it commits."""
+    """Store a new order and send the events of its making."""
     conn = uow.conn
     await conn.execute(_INSERT_ORDER, _order_values(order))
     await conn.execute(_INSERT_LINES, [
@@ -66,42 +65,65 @@ async def add(uow: UnitOfWork, order: Order) -> None:
          "size": ln.size, "quantity": ln.quantity, "unit_price": ln.unit_price}
         for i, ln in enumerate(order.lines)
     ])
-    await _append_history(conn, order)
-    uow.track(order)
+    await _write_history(conn, [order])
+    _send_events(uow, order)
+    uow.remember(_KIND, order.id, order)
 
 
 async def load(uow: UnitOfWork, order_id: UUID) -> Order | None:
     """An order to change, locked for this transaction (the same object if this transaction
-    loaded it already); the unit of work sends its events when it commits."""
-    order = uow.tracked(Order, order_id)
+    loaded it already)."""
+    order: Order | None = uow.recall(_KIND, order_id)
     if order is None:
         order = await get(uow.conn, order_id, for_update=True)
         if order is not None:
-            uow.track(order)
+            uow.remember(_KIND, order.id, order)
     return order
 
 
-async def save(conn: AsyncConnection, order: Order) -> None:
-    """Write the order's new state and append its new history. Optimistic: fails if another
-    transaction saved the order since it was loaded."""
-    values = {**_order_values(order), "version": order.version + 1}
-    del values["id"]
-    result = await conn.execute(_UPDATE_ORDER, {**values, "order_id": order.id, "expected_version": order.version})
-    if result.rowcount != 1:
-        raise Conflict(f"order {order.id} was changed concurrently")
-    order.version += 1
-    await _append_history(conn, order)
+async def load_many(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
+    """Load (and lock) every order of a batch at once; `load` then finds them without a query."""
+    wanted = [i for i in set(order_ids) if uow.recall(_KIND, i) is None]
+    if wanted:
+        rows = (await uow.conn.execute(_ORDERS_FOR_UPDATE, {"ids": wanted})).all()
+        for order in await _hydrate(uow.conn, rows):
+            uow.remember(_KIND, order.id, order)
 
 
-async def _append_history(conn: AsyncConnection, order: Order) -> None:
-    new = order.history[order.stored_history:]
-    if new:
-        await conn.execute(_INSERT_HISTORY, [
-            {"order_id": order.id, "seq": order.stored_history + i, "status": status.value, "at": at,
-             "reason": order.cancel_reason if status is Status.CANCELLED else None}
-            for i, (status, at) in enumerate(new)
-        ])
+def save(uow: UnitOfWork, order: Order) -> None:
+    """Send the events of the order's changes now (caused by what is being handled) and write
+    its new state at commit, in one statement with every other order changed in the transaction
+    (the order is locked since it was loaded, so nobody else changed it)."""
+    _send_events(uow, order)
+    uow.stage(_write_orders, order, key=order.id)
+
+
+def _send_events(uow: UnitOfWork, order: Order) -> None:
+    recorded, order.events = order.events, []
+    for event in recorded:
+        uow.emit(event)
+
+
+async def _write_orders(conn: AsyncConnection, changed: list[Order]) -> None:
+    params = []
+    for order in changed:
+        values = _order_values(order)
+        del values["id"]
+        order.version += 1
+        params.append({**values, "version": order.version, "order_id": order.id})
+    await conn.execute(_UPDATE_ORDER, params)
+    await _write_history(conn, changed)
+
+
+async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
+    rows = []
+    for order in changed:
+        rows += [{"order_id": order.id, "seq": order.stored_history + i, "status": status.value, "at": at,
+                  "reason": order.cancel_reason if status is Status.CANCELLED else None}
+                 for i, (status, at) in enumerate(order.history[order.stored_history:])]
         order.stored_history = len(order.history)
+    if rows:
+        await conn.execute(_INSERT_HISTORY, rows)
 
 
 def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
