@@ -16,6 +16,7 @@ from pizzeria.contracts.payments import PaymentCompleted
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
+from pizzeria.messaging.consumer import Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.uow import UnitOfWork
@@ -55,13 +56,13 @@ async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: D
     order_event = placed(order_id)
     payment_event = PaymentCompleted(payment_id=uuid.uuid4(), order_id=order_id, amount=990, currency="EUR",
                                      provider_charge_id="ch_1", at=utcnow())
-    on_placed = handlers.get(OrderPlaced.type_name()).handler  # type: ignore[union-attr]
-    on_paid = handlers.get(PaymentCompleted.type_name()).handler  # type: ignore[union-attr]
+    on_placed = handlers.get(OrderPlaced.type_name()).batch  # type: ignore[union-attr]
+    on_paid = handlers.get(PaymentCompleted.type_name()).batch  # type: ignore[union-attr]
     first_started = asyncio.Event()
 
     async def handle(event: OrderPlaced | PaymentCompleted, handler, hold: bool) -> None:  # type: ignore[no-untyped-def]
         async with UnitOfWork(db, source="/test") as uow:
-            await handler(event, envelope(event), uow)
+            await handler([Incoming(event, envelope(event), "notifications")], uow)
             if hold:  # keep the transaction open while the other event is handled
                 first_started.set()
                 await asyncio.sleep(0.3)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
@@ -15,7 +16,7 @@ from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
-from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications import repository
@@ -41,9 +42,9 @@ async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: st
     """Queue one notification per channel the customer can be reached on; returns how many.
     Without the order's contact yet, the notification waits for it."""
     now = utcnow()
-    contact = await repository.contact(uow.conn, order_id)
+    contact = await repository.contact(uow, order_id)
     if contact is None:
-        await repository.defer(uow.conn, event_id, template, order_id, values, now)
+        repository.defer(uow, event_id, template, order_id, values, now)
         return 0
     queued = 0
     found = await templates_named(uow, template)
@@ -53,7 +54,8 @@ async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: st
         if tmpl is None:
             continue
         subject, body = tmpl.render(values)
-        queued += await repository.add_notification(uow.conn, {
+        queued += 1
+        repository.add_notification(uow, {
             "id": uuid7(), "customer_id": contact.customer_id, "order_id": order_id, "event_id": event_id,
             "traceparent": context.traceparent.get(),
             "template": template, "channel": channel, "recipient": address, "subject": subject, "body": body,
@@ -69,36 +71,44 @@ def build_events(wake_dispatcher: Callable[[], None]) -> HandlerRegistry:
         if await notify(uow, **kwargs):  # type: ignore[arg-type]
             uow.after_commit(wake_dispatcher)
 
-    @events.on(OrderPlaced)
+    @events.on_batch(OrderPlaced, OrderStatusChanged, PaymentRefunded, OrderCancellationRefused, PaymentCompleted)
+    async def on_run(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of order and payment events: the contacts of every order they concern are read
+        at once, the notifications written at commit in one statement."""
+        await repository.load_contacts(uow, {item.message.order_id for item in items})
+        for item in items:
+            with item.handling():
+                await ON[type(item.message)](item.message, item.envelope, uow)
+
     async def on_order_placed(event: OrderPlaced, env: Envelope, uow: UnitOfWork) -> None:
-        await repository.add_contact(uow.conn, event.order_id, event.customer_id, event.contact.email,
-                                     event.contact.phone, utcnow())
+        repository.add_contact(uow, event.order_id, event.customer_id, event.contact.email, event.contact.phone,
+                               utcnow())
         await queue(uow, event_id=env.id, order_id=event.order_id, template="order_placed",
                     values={"total": money(event.total, event.currency)})
         for row in await repository.take_deferred(uow.conn, event.order_id):
             await queue(uow, event_id=row.event_id, order_id=row.order_id, template=row.template,
                         values=dict(row.values))
 
-    @events.on(OrderStatusChanged)
     async def on_status_changed(event: OrderStatusChanged, env: Envelope, uow: UnitOfWork) -> None:
         reason = REASONS.get(event.reason or "", event.reason or "")
         await queue(uow, event_id=env.id, order_id=event.order_id, template=f"order_{event.status}",
                     values={"reason": reason})
 
-    @events.on(PaymentRefunded)
     async def on_payment_refunded(event: PaymentRefunded, env: Envelope, uow: UnitOfWork) -> None:
         await queue(uow, event_id=env.id, order_id=event.order_id, template="payment_refunded",
                     values={"total": money(event.amount, event.currency)})
 
-    @events.on(OrderCancellationRefused)
     async def on_cancellation_refused(event: OrderCancellationRefused, env: Envelope, uow: UnitOfWork) -> None:
         await queue(uow, event_id=env.id, order_id=event.order_id, template="order_cancellation_refused", values={})
 
-    @events.on(PaymentCompleted)
     async def on_payment_completed(event: PaymentCompleted, env: Envelope, uow: UnitOfWork) -> None:
         await queue(uow, event_id=env.id, order_id=event.order_id, template="payment_receipt",
                     values={"total": money(event.amount, event.currency), "charge_ref": event.provider_charge_id})
 
+    ON: dict[type[Any], Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]] = {
+        OrderPlaced: on_order_placed, OrderStatusChanged: on_status_changed, PaymentRefunded: on_payment_refunded,
+        OrderCancellationRefused: on_cancellation_refused, PaymentCompleted: on_payment_completed,
+    }
     return events
 
 

@@ -1,11 +1,13 @@
 """Loading and saving contacts, templates and notifications.
 
 Statements are built once and executed with parameters: building a SQLAlchemy statement per
-call costs more than SQLite takes to run it.
+call costs more than SQLite takes to run it. What a consumed message writes is staged in its
+unit of work and written at commit, one statement per table for a whole run of messages.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,10 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.upsert import insert_ignore
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications.domain import MessageTemplate
 from pizzeria.services.notifications.tables import contacts, deferred, notifications, templates
 
-_CONTACT = sa.select(contacts).where(contacts.c.order_id == sa.bindparam("order_id"))
+_CONTACTS = sa.select(contacts).where(contacts.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 _TEMPLATES = sa.select(templates)
 _DEFERRED_FOR_ORDER = (
     sa.select(deferred).where(deferred.c.order_id == sa.bindparam("order_id")).order_by(deferred.c.created_at)
@@ -41,14 +44,50 @@ _QUEUED = (
 _MARK = notifications.update().where(notifications.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
-async def add_contact(conn: AsyncConnection, order_id: UUID, customer_id: str, email: str | None,
-                      phone: str | None, at: datetime) -> None:
-    await conn.execute(insert_ignore(conn, contacts), {
-        "order_id": order_id, "customer_id": customer_id, "email": email, "phone": phone, "created_at": at})
+@dataclass(frozen=True)
+class Contact:
+    """How to reach the customer about one order."""
+
+    order_id: UUID
+    customer_id: str
+    email: str | None
+    phone: str | None
 
 
-async def contact(conn: AsyncConnection, order_id: UUID) -> Any:
-    return (await conn.execute(_CONTACT, {"order_id": order_id})).first()
+_NO_CONTACT = Contact(UUID(int=0), "", None, None)  # remembered: looked up, not there
+
+
+def add_contact(uow: UnitOfWork, order_id: UUID, customer_id: str, email: str | None, phone: str | None,
+                at: datetime) -> Contact:
+    found = uow.recall("contact", order_id)
+    if found is not None and found is not _NO_CONTACT:
+        return found  # type: ignore[no-any-return]
+    contact = Contact(order_id, customer_id, email, phone)
+    uow.stage(_insert_contacts, {"order_id": order_id, "customer_id": customer_id, "email": email, "phone": phone,
+                                 "created_at": at}, key=order_id)
+    return uow.remember("contact", order_id, contact)
+
+
+async def _insert_contacts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert_ignore(conn, contacts), rows)
+
+
+async def load_contacts(uow: UnitOfWork, order_ids: set[UUID]) -> None:
+    """The contacts of a run's orders, at once; `contact` then finds them (or their absence)."""
+    wanted = [i for i in order_ids if uow.recall("contact", i) is None]
+    if not wanted:
+        return
+    for row in await uow.conn.execute(_CONTACTS, {"ids": wanted}):
+        uow.remember("contact", row.order_id, Contact(row.order_id, row.customer_id, row.email, row.phone))
+    for order_id in wanted:
+        if uow.recall("contact", order_id) is None:
+            uow.remember("contact", order_id, _NO_CONTACT)
+
+
+async def contact(uow: UnitOfWork, order_id: UUID) -> Contact | None:
+    await load_contacts(uow, {order_id})
+    found: Contact = uow.recall("contact", order_id)
+    return None if found is _NO_CONTACT else found
 
 
 async def seed_templates(conn: AsyncConnection, defaults: list[MessageTemplate]) -> None:
@@ -65,15 +104,23 @@ async def all_templates(conn: AsyncConnection) -> dict[str, dict[str, MessageTem
     return found
 
 
-async def add_notification(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    result = await conn.execute(insert_ignore(conn, notifications), values)
-    return result.rowcount == 1
+def add_notification(uow: UnitOfWork, values: dict[str, Any]) -> None:
+    """Queue a notification (written at commit; one per event and channel, whatever repeats)."""
+    uow.stage(_insert_notifications, values)
 
 
-async def defer(conn: AsyncConnection, event_id: str, template: str, order_id: UUID, values: dict[str, str],
-                at: datetime) -> None:
-    await conn.execute(insert_ignore(conn, deferred), {
-        "event_id": event_id, "template": template, "order_id": order_id, "values": values, "created_at": at})
+async def _insert_notifications(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert_ignore(conn, notifications), rows)
+
+
+def defer(uow: UnitOfWork, event_id: str, template: str, order_id: UUID, values: dict[str, str],
+          at: datetime) -> None:
+    uow.stage(_insert_deferred, {"event_id": event_id, "template": template, "order_id": order_id,
+                                 "values": values, "created_at": at})
+
+
+async def _insert_deferred(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert_ignore(conn, deferred), rows)
 
 
 async def take_deferred(conn: AsyncConnection, order_id: UUID) -> list[Any]:
