@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -32,8 +32,7 @@ from pizzeria.kit.cache import Cache
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import BackgroundLoop
-from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry
-from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Incoming
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.topics import dlq_topic
 from pizzeria.messaging.uow import UnitOfWork
@@ -47,7 +46,9 @@ BASE_GROUP = "orders-projection"
 
 _VIEW = sa.select(order_views).where(order_views.c.generation == sa.bindparam("g"),
                                      order_views.c.id == sa.bindparam("order_id"))
-_VIEW_FOR_UPDATE = _VIEW.with_for_update()
+_VIEWS_FOR_UPDATE = sa.select(order_views).where(
+    order_views.c.generation == sa.bindparam("g"), order_views.c.id.in_(sa.bindparam("ids", expanding=True)),
+).with_for_update()
 _INSERT = order_views.insert()
 _UPDATE = order_views.update().where(order_views.c.generation == sa.bindparam("g"),
                                      order_views.c.id == sa.bindparam("order_id"))
@@ -68,16 +69,51 @@ def view_key(generation: int, order_id: UUID) -> str:
     return f"order:{generation}:{order_id}"
 
 
-async def _invalidate(cache: Cache | None, uow: UnitOfWork, key: str) -> None:
-    """Invalidate a cached view before the change (covering it) and once it has committed."""
-    if cache is not None:
-        await cache.invalidate(key)
-        uow.after_commit(lambda: cache.invalidate(key))
+def _placed(event: OrderPlaced, view: dict[str, Any]) -> datetime:
+    view.update(customer_id=event.customer_id, total=event.total, currency=event.currency,
+                delivery_address=event.delivery_address, created_at=event.placed_at,
+                items=[i.model_dump(mode="json") for i in event.items])
+    view["status"] = view["status"] or Status.PENDING.value
+    if not any(h["status"] == Status.PENDING for h in view["history"]):
+        view["history"].insert(0, {"status": Status.PENDING.value, "at": event.placed_at.isoformat()})
+    view["payment_status"] = view["payment_status"] or PaymentStatus.PENDING.value
+    return event.placed_at
 
 
-def _announce(on_change: Callable[[UUID], None] | None, uow: UnitOfWork, order_id: UUID) -> None:
-    if on_change is not None:
-        uow.after_commit(lambda: on_change(order_id))
+def _status_changed(event: OrderStatusChanged, view: dict[str, Any]) -> datetime:
+    entry = {"status": event.status, "at": event.at.isoformat()}
+    if entry not in view["history"]:
+        view["history"].append(entry)
+    view["status"] = event.status
+    if event.status == Status.CANCELLED:
+        view["cancel_reason"], view["cancel_requested"] = event.reason, False
+    return event.at
+
+
+def _cancellation(event: OrderCancellationRequested | OrderCancellationRefused, view: dict[str, Any]) -> datetime:
+    if view["status"] != Status.CANCELLED:
+        view["cancel_requested"] = isinstance(event, OrderCancellationRequested)
+    return event.at
+
+
+def _payment(event: Any, view: dict[str, Any]) -> datetime:
+    status = _PAYMENT[type(event)]
+    current = PaymentStatus(view["payment_status"] or PaymentStatus.PENDING.value)
+    if status in PAYMENT_NEXT[current]:
+        view["payment_status"] = status.value
+    return getattr(event, "at", None) or utcnow()
+
+
+def _courier(event: CourierAssigned, view: dict[str, Any]) -> None:
+    view["courier_name"] = event.courier_name
+
+
+#: How each fact changes an order's view; the time it happened (None: when it was sent).
+APPLY: dict[type[Message], Callable[[Any, dict[str, Any]], datetime | None]] = {
+    OrderPlaced: _placed, OrderStatusChanged: _status_changed,
+    OrderCancellationRequested: _cancellation, OrderCancellationRefused: _cancellation,
+    **dict.fromkeys(_PAYMENT, _payment), CourierAssigned: _courier,
+}
 
 
 def build_projector(generation: int, cache: Cache | None = None,
@@ -86,79 +122,41 @@ def build_projector(generation: int, cache: Cache | None = None,
     `on_change` hears of every order whose view changed, once the change has committed."""
     registry = HandlerRegistry()
 
-    async def change(uow: UnitOfWork, order_id: UUID, at: datetime, apply: Any) -> None:
-        await _invalidate(cache, uow, view_key(generation, order_id))
-        _announce(on_change, uow, order_id)
-        row = (await uow.conn.execute(_VIEW_FOR_UPDATE, {"g": generation, "order_id": order_id})).first()
-        view: dict[str, Any] = (
-            {c: getattr(row, c) for c in _COLUMNS} if row is not None
-            else dict.fromkeys(_COLUMNS) | {"history": [], "cancel_requested": False}
-        )
-        view["history"] = list(view["history"])
-        apply(view)
-        view["updated_at"] = _latest(view["updated_at"], at)
-        if row is None:
-            await uow.conn.execute(_INSERT, {"generation": generation, "id": order_id, **view})
-        else:
-            await uow.conn.execute(_UPDATE, {"g": generation, "order_id": order_id, **view})
-
-    @registry.on(OrderPlaced)
-    async def placed(event: OrderPlaced, _: Envelope, uow: UnitOfWork) -> None:
-        def apply(view: dict[str, Any]) -> None:
-            view.update(customer_id=event.customer_id, total=event.total, currency=event.currency,
-                        delivery_address=event.delivery_address, created_at=event.placed_at,
-                        items=[i.model_dump(mode="json") for i in event.items])
-            view["status"] = view["status"] or Status.PENDING.value
-            if not any(h["status"] == Status.PENDING for h in view["history"]):
-                view["history"].insert(0, {"status": Status.PENDING.value, "at": event.placed_at.isoformat()})
-            view["payment_status"] = view["payment_status"] or PaymentStatus.PENDING.value
-
-        await change(uow, event.order_id, event.placed_at, apply)
-
-    @registry.on(OrderStatusChanged)
-    async def status_changed(event: OrderStatusChanged, _: Envelope, uow: UnitOfWork) -> None:
-        def apply(view: dict[str, Any]) -> None:
-            entry = {"status": event.status, "at": event.at.isoformat()}
-            if entry not in view["history"]:
-                view["history"].append(entry)
-            view["status"] = event.status
-            if event.status == Status.CANCELLED:
-                view["cancel_reason"], view["cancel_requested"] = event.reason, False
-
-        await change(uow, event.order_id, event.at, apply)
-
-    @registry.on(OrderCancellationRequested)
-    @registry.on(OrderCancellationRefused)
-    async def cancellation(event: OrderCancellationRequested, _: Envelope, uow: UnitOfWork) -> None:
-        requested = isinstance(event, OrderCancellationRequested)
-
-        def apply(view: dict[str, Any]) -> None:
-            if view["status"] != Status.CANCELLED:
-                view["cancel_requested"] = requested
-
-        await change(uow, event.order_id, event.at, apply)
-
-    async def payment(event: Message, _: Envelope, uow: UnitOfWork) -> None:
-        status = _PAYMENT[type(event)]
-
-        def apply(view: dict[str, Any]) -> None:
-            current = PaymentStatus(view["payment_status"] or PaymentStatus.PENDING.value)
-            if status in PAYMENT_NEXT[current]:
-                view["payment_status"] = status.value
-
-        await change(uow, event.order_id, getattr(event, "at", utcnow()), apply)  # type: ignore[attr-defined]
-
-    for kind in _PAYMENT:
-        registry.add(kind, payment)
-
-    @registry.on(CourierAssigned)
-    async def courier(event: CourierAssigned, env: Envelope, uow: UnitOfWork) -> None:
-        def apply(view: dict[str, Any]) -> None:
-            view["courier_name"] = event.courier_name
-
-        await change(uow, event.order_id, env.time, apply)
+    @registry.on_batch(*APPLY)
+    async def project(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of facts: the views of every order they concern are read at once, changed in
+        memory, and written back with one statement for new views and one for the others."""
+        order_ids = {item.message.order_id for item in items}
+        keys = [view_key(generation, i) for i in order_ids]
+        if cache is not None:  # before the change (covering it) and once it has committed
+            await cache.invalidate(*keys)
+            uow.after_commit(lambda: cache.invalidate(*keys))
+        rows = await uow.conn.execute(_VIEWS_FOR_UPDATE, {"g": generation, "ids": list(order_ids)})
+        found = {row.id: {c: getattr(row, c) for c in _COLUMNS} for row in rows}
+        views: dict[UUID, dict[str, Any]] = {}
+        for item in items:
+            order_id = item.message.order_id
+            view: dict[str, Any] = views.get(order_id) or found.get(order_id) or (
+                dict.fromkeys(_COLUMNS) | {"history": [], "cancel_requested": False})
+            view["history"] = list(view["history"])
+            at = APPLY[type(item.message)](item.message, view) or item.envelope.time
+            view["updated_at"] = _latest(view["updated_at"], at)
+            views[order_id] = view
+        new = [{"generation": generation, "id": i, **v} for i, v in views.items() if i not in found]
+        changed = [{"g": generation, "order_id": i, **v} for i, v in views.items() if i in found]
+        if new:
+            await uow.conn.execute(_INSERT, new)
+        if changed:
+            await uow.conn.execute(_UPDATE, changed)
+        if on_change is not None:
+            uow.after_commit(lambda: _announce_all(on_change, order_ids))
 
     return registry
+
+
+def _announce_all(on_change: Callable[[UUID], None], order_ids: set[UUID]) -> None:
+    for order_id in order_ids:
+        on_change(order_id)
 
 
 # -- reading ---------------------------------------------------------------------------------------
