@@ -7,8 +7,10 @@ later: revenue is the total of those delivered; delivery time runs from placemen
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -18,43 +20,52 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed
 from pizzeria.kit.upsert import insert_ignore
-from pizzeria.messaging.consumer import HandlerRegistry
-from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.tables import analytics_orders
 
 Bucket = Literal["hour", "day"]
 
 
-async def _set(uow: UnitOfWork, order_id: Any, **values: Any) -> None:
-    # Facts of one order arrive from two topics in any order: make the row, then fill in.
-    await uow.conn.execute(insert_ignore(uow.conn, analytics_orders), {"order_id": str(order_id)})
-    await uow.conn.execute(analytics_orders.update().where(analytics_orders.c.order_id == str(order_id))
-                           .values(**values))
+def _values(event: Any) -> dict[str, Any]:
+    """What one fact says about its order, as columns of the read model."""
+    if isinstance(event, OrderPlaced):
+        return {"placed_at": event.placed_at, "total": event.total, "currency": event.currency,
+                "items": [{"name": i.name, "quantity": i.quantity} for i in event.items]}
+    if isinstance(event, OrderStatusChanged):
+        if event.status == "delivered":
+            return {"status": "delivered", "delivered_at": event.at}
+        if event.status == "cancelled":
+            return {"status": "cancelled", "cancelled_at": event.at, "cancel_reason": event.reason}
+        return {}
+    return {"payment_outcome": "completed" if isinstance(event, PaymentCompleted) else "failed"}
+
+
+@functools.cache
+def _update(columns: tuple[str, ...]) -> sa.Update:
+    return analytics_orders.update().where(analytics_orders.c.order_id == sa.bindparam("oid")).values(
+        {c: sa.bindparam(f"v_{c}") for c in columns})
 
 
 def build_handlers() -> HandlerRegistry:
     registry = HandlerRegistry()
 
-    @registry.on(OrderPlaced)
-    async def placed(event: OrderPlaced, _: Envelope, uow: UnitOfWork) -> None:
-        await _set(uow, event.order_id, placed_at=event.placed_at, total=event.total, currency=event.currency,
-                   items=[{"name": i.name, "quantity": i.quantity} for i in event.items])
-
-    @registry.on(OrderStatusChanged)
-    async def changed(event: OrderStatusChanged, _: Envelope, uow: UnitOfWork) -> None:
-        if event.status == "delivered":
-            await _set(uow, event.order_id, status="delivered", delivered_at=event.at)
-        elif event.status == "cancelled":
-            await _set(uow, event.order_id, status="cancelled", cancelled_at=event.at, cancel_reason=event.reason)
-
-    @registry.on(PaymentCompleted)
-    async def paid(event: PaymentCompleted, _: Envelope, uow: UnitOfWork) -> None:
-        await _set(uow, event.order_id, payment_outcome="completed")
-
-    @registry.on(PaymentFailed)
-    async def failed(event: PaymentFailed, _: Envelope, uow: UnitOfWork) -> None:
-        await _set(uow, event.order_id, payment_outcome="failed")
+    @registry.on_batch(OrderPlaced, OrderStatusChanged, PaymentCompleted, PaymentFailed)
+    async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of facts: what they say about each order is merged in memory, then every order
+        row is made (facts of one order arrive from two topics in any order) and filled in, one
+        statement per set of columns."""
+        changes: dict[str, dict[str, Any]] = {}
+        for item in items:
+            changes.setdefault(str(item.message.order_id), {}).update(_values(item.message))
+        await uow.conn.execute(insert_ignore(uow.conn, analytics_orders), [{"order_id": o} for o in changes])
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for order_id, values in changes.items():
+            if values:
+                by_columns.setdefault(tuple(sorted(values)), []).append(
+                    {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}})
+        for columns, params in by_columns.items():
+            await uow.conn.execute(_update(columns), params)
 
     return registry
 
