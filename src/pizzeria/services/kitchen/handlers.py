@@ -3,7 +3,8 @@ through the kitchen (by staff, or by the autopilot)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from uuid import UUID
 
 from pizzeria.contracts.catalog import MenuItemCreated, MenuItemRemoved, MenuItemUpdated
@@ -29,7 +30,7 @@ from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.ids import uuid7
-from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen import repository
@@ -44,6 +45,10 @@ def _amounts(values: dict[str, int]) -> list[IngredientAmount]:
 def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerRegistry:
     """What the kitchen consumer group handles; `wake_autopilot` is called when a ticket is queued."""
     registry = HandlerRegistry()
+    commands: dict[type[Any], Callable[[Any, UnitOfWork], Awaitable[None]]] = {
+        ReserveIngredients: reserve, ReleaseIngredients: release, CancelTicket: cancel_ticket,
+        QueueTicket: lambda command, uow: queue_ticket(command, uow, wake_autopilot),
+    }
 
     @registry.on(MenuItemCreated)
     @registry.on(MenuItemUpdated)
@@ -55,82 +60,98 @@ def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerR
     async def on_menu_item_removed(event: MenuItemRemoved, _: Envelope, uow: UnitOfWork) -> None:
         await repository.mark_recipe_removed(uow.conn, event.menu_item_id, event.version)
 
-    @registry.on(ReserveIngredients)
-    async def reserve(command: ReserveIngredients, _: Envelope, uow: UnitOfWork) -> None:
-        existing = await repository.held(uow.conn, command.order_id)
-        if existing:  # the same order again (a re-sent command): answer as before, or not at all
-            if all(r.status != "released" for r in existing):  # once released, the order is over
-                uow.emit(IngredientsReserved(order_id=command.order_id,
-                                             reserved=_amounts({r.ingredient: r.quantity for r in existing})))
-            return
-        recipes = await repository.recipes_for(uow.conn, [ln.menu_item_id for ln in command.lines])
-        need = needs([Line(ln.menu_item_id, ln.quantity) for ln in command.lines], recipes)
-        rows = await repository.stock(uow.conn, need, for_update=True)
-        short = shortages(need, {name: row.on_hand for name, row in rows.items()})
-        if short:
-            uow.emit(IngredientsUnavailable(order_id=command.order_id, missing=[
-                Shortage(ingredient=i, needed=n, available=a) for i, (n, a) in short.items()]))
-            return
-        await repository.hold(uow.conn, command.order_id, need, utcnow())
-        uow.emit(IngredientsReserved(order_id=command.order_id, reserved=_amounts(need)))
-
-    @registry.on(ReleaseIngredients)
-    async def release(command: ReleaseIngredients, _: Envelope, uow: UnitOfWork) -> None:
-        released = await repository.release(uow.conn, command.order_id, utcnow())
-        if not await repository.held(uow.conn, command.order_id):
-            # Released before anything was held: leave a mark, so that a reservation arriving
-            # late (a replayed dead letter) holds nothing for an order that is over.
-            await repository.mark_released(uow.conn, command.order_id, utcnow())
-        uow.emit(IngredientsReleased(order_id=command.order_id, released=_amounts(released)))
-
-    @registry.on(QueueTicket)
-    async def queue(command: QueueTicket, _: Envelope, uow: UnitOfWork) -> None:
-        current = await repository.ticket_for_order(uow.conn, command.order_id)
-        if current is None:
-            now = utcnow()
-            ticket_id = uuid7()
-            await repository.add_ticket(uow.conn, {
-                "id": ticket_id, "order_id": command.order_id, "status": TicketStatus.QUEUED.value,
-                "lines": [ln.model_dump(mode="json") for ln in command.lines], "created_at": now, "updated_at": now,
-                "traceparent": context.traceparent.get(),
-            })
-            uow.emit(TicketQueued(order_id=command.order_id, ticket_id=ticket_id))
-            if wake_autopilot is not None:
-                uow.after_commit(wake_autopilot)
-
-    @registry.on(CancelTicket)
-    async def cancel(command: CancelTicket, _: Envelope, uow: UnitOfWork) -> None:
-        current = await repository.ticket_for_order(uow.conn, command.order_id)
-        if current is not None and current.status not in (TicketStatus.QUEUED, TicketStatus.CANCELLED):
-            uow.emit(TicketCancelRefused(order_id=command.order_id, status=current.status))
-            return
-        now = utcnow()
-        if current is None:  # cancelled before it was queued: leave a tombstone
-            await repository.add_ticket(uow.conn, {
-                "id": uuid7(), "order_id": command.order_id, "status": TicketStatus.CANCELLED.value, "lines": [],
-                "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
-            })
-        elif current.status == TicketStatus.QUEUED:
-            await repository.set_ticket_status(uow.conn, current.id, TicketStatus.CANCELLED.value, now)
-        uow.emit(TicketCancelled(order_id=command.order_id))
+    @registry.on_batch(*commands)
+    async def on_commands(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of the saga's commands: the holdings and tickets of every order they concern,
+        the recipes they need and the stock are read once; each command then acts in memory,
+        and the writes are made at commit, one statement per table."""
+        await repository.load_orders(uow, {item.message.order_id for item in items})
+        await repository.load_recipes(uow, {ln.menu_item_id for item in items
+                                            for ln in getattr(item.message, "lines", ())})
+        for item in items:
+            with item.handling():
+                await commands[type(item.message)](item.message, uow)
 
     return registry
+
+
+async def reserve(command: ReserveIngredients, uow: UnitOfWork) -> None:
+    existing = await repository.held(uow, command.order_id)
+    if existing:  # the same order again (a re-sent command): answer as before, or not at all
+        if all(r.status != "released" for r in existing):  # once released, the order is over
+            uow.emit(IngredientsReserved(order_id=command.order_id,
+                                         reserved=_amounts({r.ingredient: r.quantity for r in existing})))
+        return
+    recipes = await repository.recipes_for_run(uow, [ln.menu_item_id for ln in command.lines])
+    need = needs([Line(ln.menu_item_id, ln.quantity) for ln in command.lines], recipes)
+    stock = await repository.levels(uow)
+    short = shortages(need, {name: level.on_hand for name, level in stock.items()})
+    if short:
+        uow.emit(IngredientsUnavailable(order_id=command.order_id, missing=[
+            Shortage(ingredient=i, needed=n, available=a) for i, (n, a) in short.items()]))
+        return
+    await repository.hold(uow, command.order_id, need, utcnow())
+    uow.emit(IngredientsReserved(order_id=command.order_id, reserved=_amounts(need)))
+
+
+
+async def release(command: ReleaseIngredients, uow: UnitOfWork) -> None:
+    released = await repository.release(uow, command.order_id, utcnow())
+    if not await repository.held(uow, command.order_id):
+        # Released before anything was held: leave a mark, so that a reservation arriving
+        # late (a replayed dead letter) holds nothing for an order that is over.
+        await repository.mark_released(uow, command.order_id, utcnow())
+    uow.emit(IngredientsReleased(order_id=command.order_id, released=_amounts(released)))
+
+
+
+async def queue_ticket(command: QueueTicket, uow: UnitOfWork, wake_autopilot: Callable[[], None] | None) -> None:
+    current = await repository.ticket_for_order(uow, command.order_id)
+    if current is None:
+        now = utcnow()
+        ticket_id = uuid7()
+        repository.add_ticket(uow, {
+            "id": ticket_id, "order_id": command.order_id, "status": TicketStatus.QUEUED.value,
+            "lines": [ln.model_dump(mode="json") for ln in command.lines], "created_at": now, "updated_at": now,
+            "traceparent": context.traceparent.get(),
+        })
+        uow.emit(TicketQueued(order_id=command.order_id, ticket_id=ticket_id))
+        if wake_autopilot is not None:
+            uow.after_commit(wake_autopilot)
+
+
+
+async def cancel_ticket(command: CancelTicket, uow: UnitOfWork) -> None:
+    current = await repository.ticket_for_order(uow, command.order_id)
+    if current is not None and current.status not in (TicketStatus.QUEUED, TicketStatus.CANCELLED):
+        uow.emit(TicketCancelRefused(order_id=command.order_id, status=current.status))
+        return
+    now = utcnow()
+    if current is None:  # cancelled before it was queued: leave a tombstone
+        repository.add_ticket(uow, {
+            "id": uuid7(), "order_id": command.order_id, "status": TicketStatus.CANCELLED.value, "lines": [],
+            "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
+        })
+    elif current.status == TicketStatus.QUEUED:
+        await repository.set_ticket_status(uow, current, TicketStatus.CANCELLED.value, now)
+    uow.emit(TicketCancelled(order_id=command.order_id))
 
 
 async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
     """Move a ticket to its next stage. Starting to cook uses up the order's reservation."""
     async with uow:
-        ticket = await repository.ticket(uow.conn, ticket_id, for_update=True)
-        if ticket is None:
+        found = await repository.ticket(uow.conn, ticket_id, for_update=True)
+        if found is None:
             raise NotFound(f"ticket {ticket_id} does not exist")
+        ticket = repository.Ticket(found.id, found.order_id, found.status, found.traceparent)
         status = next_status(TicketStatus(ticket.status))
         now = utcnow()
         # Part of the order's trace (the ticket keeps the trace of the command that queued it).
         with tracing.span(f"kitchen ticket {status.value}", parent=ticket.traceparent,
                           attributes={"order.id": str(ticket.order_id), "ticket.id": str(ticket_id)}):
-            await repository.set_ticket_status(uow.conn, ticket_id, status.value, now)
+            await repository.set_ticket_status(uow, ticket, status.value, now)
             if status is TicketStatus.PREPARING:
-                await repository.consume(uow.conn, ticket.order_id, now)
+                await repository.consume(uow, ticket.order_id, now)
                 uow.emit(TicketStarted(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
             elif status is TicketStatus.BAKING:
                 uow.emit(TicketBaking(order_id=ticket.order_id, ticket_id=ticket_id, at=now))

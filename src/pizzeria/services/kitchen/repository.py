@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.upsert import insert_ignore, upsert
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
 
 _RECIPES = sa.select(recipes).where(recipes.c.menu_item_id.in_(sa.bindparam("ids", expanding=True)))
@@ -18,24 +20,12 @@ _STOCK = sa.select(ingredients).where(ingredients.c.name.in_(sa.bindparam("names
     ingredients.c.name
 )
 _ALL_STOCK = sa.select(ingredients).order_by(ingredients.c.name)
-_HOLD = ingredients.update().where(ingredients.c.name == sa.bindparam("n")).values(
-    on_hand=ingredients.c.on_hand - sa.bindparam("q"), reserved=ingredients.c.reserved + sa.bindparam("q"),
-    updated_at=sa.bindparam("at"),
-)
-_UNHOLD = ingredients.update().where(ingredients.c.name == sa.bindparam("n")).values(
-    on_hand=ingredients.c.on_hand + sa.bindparam("q"), reserved=ingredients.c.reserved - sa.bindparam("q"),
-    updated_at=sa.bindparam("at"),
-)
-_CONSUME = ingredients.update().where(ingredients.c.name == sa.bindparam("n")).values(
-    reserved=ingredients.c.reserved - sa.bindparam("q"), consumed=ingredients.c.consumed + sa.bindparam("q"),
-    updated_at=sa.bindparam("at"),
-)
-_RESERVATIONS = sa.select(reservations).where(reservations.c.order_id == sa.bindparam("order_id"))
-_INSERT_RESERVATION = reservations.insert()
+_SET_LEVEL = ingredients.update().where(ingredients.c.name == sa.bindparam("n"))
+_RESERVATIONS_OF = sa.select(reservations).where(reservations.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 _SET_RESERVATIONS = reservations.update().where(
     reservations.c.order_id == sa.bindparam("oid"), reservations.c.status == sa.bindparam("from_status")
-)
-_TICKET_BY_ORDER = sa.select(tickets).where(tickets.c.order_id == sa.bindparam("order_id"))
+).values(status=sa.bindparam("to_status"), updated_at=sa.bindparam("at"))
+_TICKETS_OF = sa.select(tickets).where(tickets.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 _TICKET = sa.select(tickets).where(tickets.c.id == sa.bindparam("ticket_id"))
 _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
 
@@ -61,6 +51,20 @@ async def recipes_for(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID, 
     return {r.menu_item_id: dict(r.ingredients) for r in rows}
 
 
+async def load_recipes(uow: UnitOfWork, ids: Iterable[UUID]) -> None:
+    """The recipes a run of commands needs, at once (`recipes_for_run` then finds them)."""
+    wanted = [i for i in set(ids) if uow.recall("recipe", i) is None]
+    if wanted:
+        for menu_item_id, recipe in (await recipes_for(uow.conn, wanted)).items():
+            uow.remember("recipe", menu_item_id, recipe)
+
+
+async def recipes_for_run(uow: UnitOfWork, ids: Iterable[UUID]) -> dict[UUID, dict[str, int]]:
+    wanted = set(ids)
+    await load_recipes(uow, wanted)
+    return {i: r for i in wanted if (r := uow.recall("recipe", i)) is not None}
+
+
 # -- stock ---------------------------------------------------------------------------------------
 
 async def stock(conn: AsyncConnection, names: Iterable[str], *, for_update: bool = False) -> dict[str, Any]:
@@ -74,46 +78,134 @@ async def all_stock(conn: AsyncConnection) -> list[Any]:
     return list(await conn.execute(_ALL_STOCK))
 
 
-async def hold(conn: AsyncConnection, order_id: UUID, need: Mapping[str, int], at: datetime) -> None:
-    await conn.execute(_HOLD, [{"n": i, "q": q, "at": at} for i, q in need.items()])
-    await conn.execute(_INSERT_RESERVATION, [
-        {"order_id": order_id, "ingredient": i, "quantity": q, "status": "held", "updated_at": at}
-        for i, q in need.items()
-    ])
+# -- what a unit of work changes: loaded once, changed in memory, written at commit -------------
+
+@dataclass
+class Level:
+    """One ingredient's stock, as the transaction changes it (the row is locked)."""
+
+    name: str
+    on_hand: int
+    reserved: int
+    consumed: int
 
 
-async def held(conn: AsyncConnection, order_id: UUID) -> list[Any]:
-    return list(await conn.execute(_RESERVATIONS, {"order_id": order_id}))
+@dataclass
+class Holding:
+    """What is set aside for an order, one row per ingredient."""
+
+    ingredient: str
+    quantity: int
+    status: str  # held | released | consumed
 
 
-async def release(conn: AsyncConnection, order_id: UUID, at: datetime) -> dict[str, int]:
+@dataclass
+class Ticket:
+    id: UUID
+    order_id: UUID
+    status: str
+    traceparent: str | None
+
+
+async def levels(uow: UnitOfWork) -> dict[str, Level]:
+    """Every ingredient's stock, locked for the transaction (in name order on PostgreSQL, so
+    concurrent transactions never deadlock); loaded once per transaction."""
+    found: dict[str, Level] | None = uow.recall("levels", None)
+    if found is None:
+        rows = await uow.conn.execute(_ALL_STOCK.with_for_update())
+        found = uow.remember("levels", None, {r.name: Level(r.name, r.on_hand, r.reserved, r.consumed) for r in rows})
+    return found
+
+
+def _changed(uow: UnitOfWork, level: Level, at: datetime) -> None:
+    uow.stage(_write_levels, {"n": level.name, "on_hand": level.on_hand, "reserved": level.reserved,
+                              "consumed": level.consumed, "updated_at": at}, key=level.name)
+
+
+async def _write_levels(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_SET_LEVEL, rows)
+
+
+async def load_orders(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
+    """The holdings and tickets of a run's orders, at once; `held` and `ticket_for_order` then
+    find them without a query."""
+    wanted = [i for i in set(order_ids) if uow.recall("held", i) is None]
+    if not wanted:
+        return
+    holdings: dict[UUID, list[Holding]] = {i: [] for i in wanted}
+    for r in await uow.conn.execute(_RESERVATIONS_OF, {"ids": wanted}):
+        holdings[r.order_id].append(Holding(r.ingredient, r.quantity, r.status))
+    tickets_of: dict[UUID, Ticket | None] = dict.fromkeys(wanted)
+    for r in await uow.conn.execute(_TICKETS_OF, {"ids": wanted}):
+        tickets_of[r.order_id] = Ticket(r.id, r.order_id, r.status, r.traceparent)
+    for order_id in wanted:
+        uow.remember("held", order_id, holdings[order_id])
+        uow.remember("ticket", order_id, tickets_of[order_id] or _NO_TICKET)
+
+
+async def held(uow: UnitOfWork, order_id: UUID) -> list[Holding]:
+    await load_orders(uow, [order_id])
+    found: list[Holding] = uow.recall("held", order_id)
+    return found
+
+
+async def hold(uow: UnitOfWork, order_id: UUID, need: Mapping[str, int], at: datetime) -> None:
+    stock = await levels(uow)
+    holdings = await held(uow, order_id)
+    for ingredient, quantity in need.items():
+        level = stock[ingredient]
+        level.on_hand -= quantity
+        level.reserved += quantity
+        _changed(uow, level, at)
+        holdings.append(Holding(ingredient, quantity, "held"))
+        uow.stage(_insert_reservations, {"order_id": order_id, "ingredient": ingredient, "quantity": quantity,
+                                         "status": "held", "updated_at": at})
+
+
+async def _insert_reservations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert_ignore(conn, reservations), rows)
+
+
+async def _settle(uow: UnitOfWork, order_id: UUID, status: str, at: datetime) -> dict[str, int]:
+    """Release or consume what is held for the order; returns what moved."""
+    holdings = [h for h in await held(uow, order_id) if h.status == "held"]
+    if not holdings:
+        return {}
+    stock = await levels(uow)
+    for holding in holdings:
+        level = stock[holding.ingredient]
+        level.reserved -= holding.quantity
+        if status == "released":
+            level.on_hand += holding.quantity
+        else:
+            level.consumed += holding.quantity
+        holding.status = status
+        _changed(uow, level, at)
+    uow.stage(_update_reservations, {"oid": order_id, "from_status": "held", "to_status": status, "at": at})
+    return {h.ingredient: h.quantity for h in holdings}
+
+
+async def _update_reservations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_SET_RESERVATIONS, rows)
+
+
+async def release(uow: UnitOfWork, order_id: UUID, at: datetime) -> dict[str, int]:
     """Put back what is held for the order; returns what went back."""
-    rows = [r for r in await held(conn, order_id) if r.status == "held"]
-    if rows:
-        await stock(conn, [r.ingredient for r in rows], for_update=True)
-        await conn.execute(_UNHOLD, [{"n": r.ingredient, "q": r.quantity, "at": at} for r in rows])
-        await conn.execute(_SET_RESERVATIONS.values(status="released", updated_at=at),
-                           {"oid": order_id, "from_status": "held"})
-    return {r.ingredient: r.quantity for r in rows}
+    return await _settle(uow, order_id, "released", at)
+
+
+async def consume(uow: UnitOfWork, order_id: UUID, at: datetime) -> dict[str, int]:
+    """Cooking began: what is held for the order is used up."""
+    return await _settle(uow, order_id, "consumed", at)
 
 
 RELEASED_MARK = "*"  # the ingredient of the mark a release leaves when nothing was held
 
 
-async def mark_released(conn: AsyncConnection, order_id: UUID, at: datetime) -> None:
-    await conn.execute(insert_ignore(conn, reservations), {
-        "order_id": order_id, "ingredient": RELEASED_MARK, "quantity": 0, "status": "released", "updated_at": at})
-
-
-async def consume(conn: AsyncConnection, order_id: UUID, at: datetime) -> dict[str, int]:
-    """Cooking began: what is held for the order is used up."""
-    rows = [r for r in await held(conn, order_id) if r.status == "held"]
-    if rows:
-        await stock(conn, [r.ingredient for r in rows], for_update=True)
-        await conn.execute(_CONSUME, [{"n": r.ingredient, "q": r.quantity, "at": at} for r in rows])
-        await conn.execute(_SET_RESERVATIONS.values(status="consumed", updated_at=at),
-                           {"oid": order_id, "from_status": "held"})
-    return {r.ingredient: r.quantity for r in rows}
+async def mark_released(uow: UnitOfWork, order_id: UUID, at: datetime) -> None:
+    (await held(uow, order_id)).append(Holding(RELEASED_MARK, 0, "released"))
+    uow.stage(_insert_reservations, {"order_id": order_id, "ingredient": RELEASED_MARK, "quantity": 0,
+                                     "status": "released", "updated_at": at})
 
 
 async def set_on_hand(conn: AsyncConnection, name: str, on_hand: int, at: datetime) -> int:
@@ -132,8 +224,13 @@ async def set_on_hand(conn: AsyncConnection, name: str, on_hand: int, at: dateti
 
 # -- tickets -------------------------------------------------------------------------------------
 
-async def ticket_for_order(conn: AsyncConnection, order_id: UUID) -> Any:
-    return (await conn.execute(_TICKET_BY_ORDER, {"order_id": order_id})).first()
+_NO_TICKET = Ticket(UUID(int=0), UUID(int=0), "", None)  # remembered: looked up, not there
+
+
+async def ticket_for_order(uow: UnitOfWork, order_id: UUID) -> Ticket | None:
+    await load_orders(uow, [order_id])
+    found: Ticket = uow.recall("ticket", order_id)
+    return None if found is _NO_TICKET else found
 
 
 async def ticket(conn: AsyncConnection, ticket_id: UUID, *, for_update: bool = False) -> Any:
@@ -141,12 +238,24 @@ async def ticket(conn: AsyncConnection, ticket_id: UUID, *, for_update: bool = F
     return (await conn.execute(query, {"ticket_id": ticket_id})).first()
 
 
-async def add_ticket(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    return (await conn.execute(insert_ignore(conn, tickets), values)).rowcount == 1
+def add_ticket(uow: UnitOfWork, values: dict[str, Any]) -> Ticket:
+    """A new ticket for an order (written at commit)."""
+    new = Ticket(values["id"], values["order_id"], values["status"], values.get("traceparent"))
+    uow.stage(_insert_tickets, values)
+    return uow.remember("ticket", new.order_id, new)
 
 
-async def set_ticket_status(conn: AsyncConnection, ticket_id: UUID, status: str, at: datetime) -> None:
-    await conn.execute(_SET_TICKET.values(status=status, updated_at=at), {"ticket_id": ticket_id})
+async def _insert_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert_ignore(conn, tickets), rows)
+
+
+async def set_ticket_status(uow: UnitOfWork, current: Ticket, status: str, at: datetime) -> None:
+    current.status = status
+    uow.stage(_update_tickets, {"ticket_id": current.id, "status": status, "updated_at": at}, key=current.id)
+
+
+async def _update_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_SET_TICKET, rows)
 
 
 async def tickets_by_status(conn: AsyncConnection, statuses: Iterable[str], limit: int) -> list[Any]:
