@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -19,7 +19,7 @@ from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
-from pizzeria.messaging.consumer import HandlerRegistry
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork
@@ -31,15 +31,21 @@ def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
     """The commands payments executes; new work wakes the charger after commit."""
     registry = HandlerRegistry()
 
-    @registry.on(ChargePayment)
-    async def charge(command: ChargePayment, _: Envelope, uow: UnitOfWork) -> None:
+    @registry.on_batch(ChargePayment)
+    async def charge(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of charges: one payment per order (however often asked), written in one
+        statement at commit; the charger takes them from there."""
         now = utcnow()
-        payment = Payment(
-            id=uuid7(), order_id=command.order_id, customer_id=command.customer_id, amount=command.amount,
-            currency=command.currency, token=command.token, status=Status.PENDING, attempts=0,
-            next_attempt_at=now, created_at=now, updated_at=now, traceparent=context.traceparent.get(),
-        )
-        if await repository.add_if_new(uow.conn, payment):  # one payment per order, however often asked
+        new = []
+        for item in items:
+            command: ChargePayment = item.message
+            with item.handling():  # the payment carries on the trace of the command that asked for it
+                new.append(Payment(
+                    id=uuid7(), order_id=command.order_id, customer_id=command.customer_id, amount=command.amount,
+                    currency=command.currency, token=command.token, status=Status.PENDING, attempts=0,
+                    next_attempt_at=now, created_at=now, updated_at=now, traceparent=context.traceparent.get(),
+                ))
+        if await repository.add_if_new(uow.conn, new):
             uow.after_commit(wake_charger)
 
     @registry.on(RefundPayment)
@@ -52,7 +58,7 @@ def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
             payment = Payment(id=uuid7(), order_id=command.order_id, customer_id="", amount=0, currency="XXX",
                               token="", status=Status.FAILED, attempts=0, next_attempt_at=now, created_at=now,
                               updated_at=now, failure_reason="cancelled")
-            await repository.add_if_new(uow.conn, payment)
+            await repository.add_if_new(uow.conn, [payment])
             uow.emit(PaymentVoided(payment_id=None, order_id=command.order_id, at=now))
             return
         outcome = payment.request_money_back(at=now)

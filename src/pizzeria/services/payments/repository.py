@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -50,10 +51,12 @@ def _values(p: Payment) -> dict[str, Any]:
     return values
 
 
-async def add_if_new(conn: AsyncConnection, payment: Payment) -> bool:
-    """Insert unless the order already has a payment; True if inserted."""
-    result = await conn.execute(insert_ignore(conn, payments), _values(payment))
-    return result.rowcount == 1
+async def add_if_new(conn: AsyncConnection, new: Sequence[Payment]) -> int:
+    """Insert each payment unless its order already has one, in one statement; how many went in."""
+    if not new:
+        return 0
+    result = await conn.execute(insert_ignore(conn, payments).returning(payments.c.id), [_values(p) for p in new])
+    return len(result.all())
 
 
 async def get(conn: AsyncConnection, payment_id: UUID, *, for_update: bool = False) -> Payment | None:
