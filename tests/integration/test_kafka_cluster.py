@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from pizzeria.messaging.broker import BrokerError, OutgoingMessage, Record, TopicSpec
+from pizzeria.messaging.broker import BrokerConsumer, BrokerError, OutgoingMessage, Record, TopicSpec
 from pizzeria.messaging.kafka import KafkaBroker
 from tests.integration.brokers import drain, next_offsets
 from tests.support.kafka import KafkaCluster, running_kafka
@@ -61,11 +61,13 @@ async def test_killing_a_partition_leader_loses_and_duplicates_nothing(cluster: 
     reader = KafkaBroker(cluster.bootstrap)
     await producer.start()
     await reader.start()
+    consumers: list[BrokerConsumer] = []
     try:
         await producer.create_topics([TopicSpec(topic, partitions=3, replication_factor=3, min_insync_replicas=2)])
         assert await wait_for_isr(cluster, topic, 3, [1, 2, 3]) == {0: [1, 2, 3], 1: [1, 2, 3], 2: [1, 2, 3]}
         victim = await asyncio.to_thread(cluster.leader, topic, 0)
         consumer = reader.consumer(f"g{unique}", [topic])
+        consumers.append(consumer)
         await consumer.start()
         received: set[int] = set()
         killed_after = 0
@@ -92,7 +94,6 @@ async def test_killing_a_partition_leader_loses_and_duplicates_nothing(cluster: 
                         await consumer.commit(next_offsets(records))
 
         await asyncio.gather(produce(), consume())
-        await consumer.close()
 
         assert killed_after > 0
         assert not cluster.nodes[victim].running
@@ -107,9 +108,9 @@ async def test_killing_a_partition_leader_loses_and_duplicates_nothing(cluster: 
         written = await asyncio.to_thread(cluster.end_offsets, topic, 3)
         assert sum(written.values()) == TOTAL, f"the log holds {written}, not {TOTAL} records"
         fresh = reader.consumer(f"g{unique}-audit", [topic])
+        consumers.append(fresh)
         await fresh.start()
         log = await drain(fresh, TOTAL)
-        await fresh.close()
         counts = Counter(numbers(log))
         assert sorted(counts) == list(range(TOTAL))
         assert [n for n, c in counts.items() if c > 1] == [], "the idempotent producer wrote a retry twice"
@@ -122,6 +123,8 @@ async def test_killing_a_partition_leader_loses_and_duplicates_nothing(cluster: 
         await asyncio.to_thread(cluster.restart, victim)
         assert await wait_for_isr(cluster, topic, 3, [1, 2, 3]) == {0: [1, 2, 3], 1: [1, 2, 3], 2: [1, 2, 3]}
     finally:
+        for opened in consumers:
+            await opened.close()
         await producer.close()
         await reader.close()
 
