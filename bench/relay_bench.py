@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from tests.support.kafka import KafkaCluster
 from tests.support.postgres import create_database, drop_database
-from tests.support.tansu import Tansu
 
 from bench.stacks import BROKER_NOTE
 from bench.stats import summary
@@ -73,11 +73,11 @@ async def environment(stack: str, workdir: Path) -> AsyncIterator[tuple[Database
     if stack == "embedded":
         url = f"sqlite+aiosqlite:///{workdir}/service.db"
         broker: Broker = SqlLogBroker(f"sqlite:///{workdir}/broker.db")
-        tansu = None
+        kafka = None
     else:
         url = await create_database("pzbench_relay")
-        tansu = Tansu(workdir).start()
-        broker = KafkaBroker(tansu.bootstrap)
+        kafka = KafkaCluster(workdir / "kafka").start()
+        broker = KafkaBroker(kafka.bootstrap)
     await upgrade(url, [MESSAGING_MIGRATIONS])
     db = Database(url, pool_size=10)
     await broker.start()
@@ -87,8 +87,8 @@ async def environment(stack: str, workdir: Path) -> AsyncIterator[tuple[Database
     finally:
         await broker.close()
         await db.dispose()
-        if tansu is not None:
-            tansu.stop()
+        if kafka is not None:
+            kafka.stop()
             await drop_database(url)
 
 

@@ -1,5 +1,5 @@
 """The two ways to run, as environments for `pizzeria up`: embedded, and PostgreSQL + Kafka
-(a Tansu broker on this machine: no Apache Kafka can be installed here)."""
+(one Apache Kafka node in KRaft mode, started from its Maven artifacts like the tests' broker)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from tests.support.kafka import KafkaCluster, kafka_version
 from tests.support.postgres import create_database, drop_database
-from tests.support.tansu import Tansu
 
 from pizzeria.registry import SERVICES
 
@@ -19,11 +19,12 @@ async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
     if name == "embedded":
         yield {}
         return
-    tansu = Tansu(workdir).start()
-    urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
+    kafka = KafkaCluster(workdir / "kafka").start()
+    urls: dict[str, str] = {}
     try:
+        urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
         env = {f"{n.upper()}_DATABASE_URL": u for n, u in urls.items()}
-        env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{tansu.bootstrap}"})
+        env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{kafka.bootstrap}"})
         # Production mode refuses the public development signing secret.
         env["JWT_SECRET"] = secrets.token_urlsafe(48)
         env.update({"REDIS_URL": "redis://127.0.0.1:6379/13", "REDIS_KEY_PREFIX": f"pzbench-{secrets.token_hex(6)}"})
@@ -31,10 +32,10 @@ async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
     finally:
         for url in urls.values():
             await drop_database(url)
-        tansu.stop()
+        kafka.stop()
 
 
 BROKER_NOTE = {
     "embedded": "SQLite per service + sqllog broker (SQLite)",
-    "postgres+kafka": "PostgreSQL 15 per service + Kafka protocol (Tansu 0.6, memory storage)",
+    "postgres+kafka": f"PostgreSQL 15 per service + Apache Kafka {kafka_version()} (one KRaft node)",
 }

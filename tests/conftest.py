@@ -1,4 +1,4 @@
-"""Fixtures shared by every test layer: PostgreSQL databases, Tansu brokers, broker adapters."""
+"""Fixtures shared by every test layer: PostgreSQL databases and Apache Kafka brokers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.kafka import KafkaCluster
 from tests.support.postgres import create_database, drop_database
-from tests.support.tansu import Tansu
 
 
 @pytest.fixture
@@ -29,23 +29,23 @@ async def pg_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
-    """A Kafka-protocol broker reached through a fault-injecting proxy."""
-    broker = Tansu(tmp_path_factory.mktemp("tansu"), proxied=True).start()
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka broker (KRaft) that clients reach through a fault-injecting proxy."""
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"), proxied=True).start()
     try:
-        yield broker
+        yield cluster
     finally:
-        broker.stop()
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
-def tansu_direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
-    """A Kafka-protocol broker clients reach directly (for whole-system runs)."""
-    broker = Tansu(tmp_path_factory.mktemp("tansu-direct")).start()
+def kafka_direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka broker (KRaft) that clients reach directly (for whole-system runs)."""
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-direct")).start()
     try:
-        yield broker
+        yield cluster
     finally:
-        broker.stop()
+        cluster.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

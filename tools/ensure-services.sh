@@ -53,6 +53,16 @@ fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "ensure-services: Redis did not start" >&2; exit 1; }
 echo "ensure-services: PostgreSQL and Redis are up"
 
+# The Kafka tests run Apache Kafka from its Maven artifacts (tests/support/kafka.py): Java 17+ and Maven.
+if ! command -v java >/dev/null 2>&1; then
+  echo "ensure-services: installing Java (for the Kafka test broker)"
+  apt_install --no-install-recommends openjdk-17-jre-headless
+fi
+if ! command -v mvn >/dev/null 2>&1; then
+  echo "ensure-services: installing Maven (fetches the Kafka test broker)"
+  apt_install --no-install-recommends maven
+fi
+
 # promtool checks the Prometheus configuration, alert rules and their unit tests.
 if ! command -v promtool >/dev/null 2>&1; then
   echo "ensure-services: installing promtool (Debian's prometheus package)"

@@ -1,5 +1,5 @@
 """Fixtures of the whole-system tests: the system on the embedded stack, and on PostgreSQL +
-Kafka (Tansu), each started with `pizzeria up` as a user would."""
+Apache Kafka, each started with `pizzeria up` as a user would."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pytest
 from pizzeria.registry import SERVICES
 from tests.e2e.scenario import AUTOPILOT
 from tests.e2e.system import Shop, System
+from tests.support.kafka import KafkaCluster
 from tests.support.postgres import create_database, drop_database
-from tests.support.tansu import Tansu
 
 
-async def production_env(tansu: Tansu) -> tuple[dict[str, str], list[str]]:
+async def production_env(kafka: KafkaCluster) -> tuple[dict[str, str], list[str]]:
     """Environment for the production stack: a fresh PostgreSQL database per service, Kafka."""
     urls = {s.name: await create_database(f"pz_{s.name}") for s in SERVICES if s.has_database}
     env = {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
-    env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{tansu.bootstrap}"})
+    env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{kafka.bootstrap}"})
     # Production mode refuses the public development signing secret.
     env["JWT_SECRET"] = secrets.token_urlsafe(48)
     # Caches and rate limits in Redis, under keys no other system under test uses.
@@ -34,7 +34,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "embedded":
         yield request.param, {}
         return
-    env, databases = await production_env(request.getfixturevalue("tansu_direct"))
+    env, databases = await production_env(request.getfixturevalue("kafka_direct"))
     try:
         yield request.param, env
     finally:

@@ -88,8 +88,7 @@ def kafka(bootstrap: str, drop: Callable[[], int], prefix: str) -> BrokerHarness
     async def disrupt() -> int:
         return drop()
 
-    return BrokerHarness("kafka", lambda: KafkaBroker(bootstrap, session_timeout_ms=6000, fetch_wait_max_ms=50),
-                         disrupt, prefix)
+    return BrokerHarness("kafka", lambda: KafkaBroker(bootstrap), disrupt, prefix)
 
 
 async def drain(consumer: BrokerConsumer, want: int, *, timeout: float = 60.0, commit: bool = True,

@@ -1,5 +1,5 @@
 """One conformance suite, every broker adapter: the embedded SQL log on SQLite and on
-PostgreSQL, and Kafka (against Tansu). Each adapter must keep the same promises."""
+PostgreSQL, and Apache Kafka. Each adapter must keep the same promises."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 
 from pizzeria.messaging.broker import Broker, BrokerError, OutgoingMessage, TopicSpec
 from tests.integration.brokers import BrokerHarness, drain, kafka, next_offsets, sqllog_postgres, sqllog_sqlite
+from tests.support.kafka import KafkaCluster
 from tests.support.postgres import create_database, drop_database
-from tests.support.tansu import Tansu
 from tests.support.tcpproxy import TcpProxy
 
-BACKENDS = ["sqllog-sqlite", "sqllog-postgres", "kafka"]
+BACKENDS = ["sqllog-sqlite", "sqllog-postgres", pytest.param("kafka", marks=pytest.mark.kafka)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,9 +35,8 @@ async def harness(request: pytest.FixtureRequest, tmp_path, unique: str) -> Asyn
         h = sqllog_postgres(f"postgresql://postgres@127.0.0.1:{proxy.listen_port}/{db_name}",
                             lambda: proxy.drop_all(refuse_for=1.0), prefix)  # type: ignore[union-attr]
     else:
-        tansu: Tansu = request.getfixturevalue("tansu")
-        assert tansu.proxy is not None
-        h = kafka(tansu.bootstrap, lambda: tansu.proxy.drop_all(refuse_for=1.0), prefix)  # type: ignore[union-attr]
+        cluster: KafkaCluster = request.getfixturevalue("kafka")
+        h = kafka(cluster.bootstrap, lambda: cluster.drop_client_connections(refuse_for=1.0), prefix)
     try:
         yield h
     finally:
@@ -85,7 +84,10 @@ async def test_topics_are_created_explicitly_and_idempotently(harness: BrokerHar
     topic = await make_topic(broker, harness, "twice")
     await broker.create_topics([TopicSpec(topic, partitions=3)])  # no error the second time
     await broker.publish([message(topic, "a", 1)])
-    if harness.name.startswith("sqllog"):  # Kafka brokers may auto-create; ours never do
+    # sqllog never creates a topic on publish. Kafka's test brokers don't either
+    # (auto.create.topics.enable=false), but the producer only gives up on an unknown topic
+    # after its 30 s metadata wait, too slow to check here.
+    if harness.name.startswith("sqllog"):
         with pytest.raises(BrokerError):
             await broker.publish([message(harness.topic("never-created"), "a", 1)])
 

@@ -36,8 +36,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, alias="TOPIC_PARTITIONS")
     topic_replication_factor: int = Field(1, alias="TOPIC_REPLICATION_FACTOR")
     topic_min_insync_replicas: int = Field(1, alias="TOPIC_MIN_INSYNC_REPLICAS")
+    # The lowest session a stock broker accepts (group.min.session.timeout.ms): a killed member's
+    # partitions move on within 6 s. A broker answers a fetch as soon as data arrives, so the
+    # fetch wait only bounds idle polling: a long one costs no latency and saves requests.
     kafka_session_timeout_ms: int = Field(6000, alias="KAFKA_SESSION_TIMEOUT_MS")
-    kafka_fetch_wait_max_ms: int = Field(50, alias="KAFKA_FETCH_WAIT_MAX_MS")
+    kafka_fetch_wait_max_ms: int = Field(500, alias="KAFKA_FETCH_WAIT_MAX_MS")
     kafka_linger_ms: int = Field(0, alias="KAFKA_LINGER_MS")
     sqllog_poll_interval_ms: int = Field(20, alias="SQLLOG_POLL_INTERVAL_MS")
     sqllog_session_timeout_ms: int = Field(6000, alias="SQLLOG_SESSION_TIMEOUT_MS")

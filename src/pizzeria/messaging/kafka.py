@@ -50,7 +50,7 @@ class KafkaBroker(Broker):
         bootstrap: str,
         *,
         session_timeout_ms: int = 6000,
-        fetch_wait_max_ms: int = 50,
+        fetch_wait_max_ms: int = 500,
         linger_ms: int = 0,
         client_id: str = "pizzeria",
         producer_config: Mapping[str, Any] | None = None,
