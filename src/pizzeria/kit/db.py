@@ -44,11 +44,20 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
+#: SQLSTATE classes a retry can get past: connection exceptions, insufficient resources (too many
+#: clients, out of memory), operator intervention (shutting down, cannot connect now), and
+#: transaction rollback (serialization failure, deadlock).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
+
+
 def is_transient_error(exc: BaseException) -> bool:
-    """True for failures a retry can fix: a dropped or refused connection, a restarting
-    server, a lock that did not clear in time. Not for constraint violations or bad SQL."""
+    """True for failures a retry can fix: a dropped or refused connection, a restarting or
+    overloaded server, a lock that did not clear in time. Not for constraint violations or bad
+    SQL."""
     if isinstance(exc, sa.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+        return (exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+                or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES)
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
 
 
