@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 from uuid import UUID
 
 from pizzeria.contracts.delivery import (
@@ -16,8 +17,7 @@ from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.ids import uuid7
-from pizzeria.messaging.consumer import HandlerRegistry
-from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
@@ -26,22 +26,39 @@ from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, nex
 def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
     registry = HandlerRegistry()
 
-    @registry.on(ScheduleDelivery)
-    async def schedule(command: ScheduleDelivery, _: Envelope, uow: UnitOfWork) -> None:
-        existing = await repository.by_order(uow.conn, command.order_id)
-        if existing is not None:  # a re-sent command: acknowledge again
-            uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=existing.id))
-            return
+    @registry.on_batch(ScheduleDelivery)
+    async def schedule(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """A run of deliveries to schedule: what exists for those orders and the free couriers
+        are read once; each new delivery goes to a free courier if there is one (else it
+        waits), and the deliveries and couriers are written once each."""
+        scheduled = await repository.by_orders(uow.conn, {item.message.order_id for item in items})
+        free = await repository.free_couriers(uow.conn)
         now = utcnow()
-        delivery_id = uuid7()
-        await repository.add(uow.conn, {
-            "id": delivery_id, "order_id": command.order_id, "customer_id": command.customer_id,
-            "address": command.address, "courier_id": None, "status": DeliveryStatus.WAITING.value,
-            "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
-        })
-        uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=delivery_id))
-        await assign(uow, delivery_id)
-        uow.after_commit(wake)
+        new: list[dict[str, Any]] = []
+        taken: list[dict[str, Any]] = []
+        for item in items:
+            command: ScheduleDelivery = item.message
+            with item.handling():
+                if command.order_id in scheduled:  # a re-sent command: acknowledge again
+                    uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=scheduled[command.order_id]))
+                    continue
+                delivery_id = uuid7()
+                scheduled[command.order_id] = delivery_id
+                courier = free.pop(0) if free else None
+                new.append({
+                    "id": delivery_id, "order_id": command.order_id, "customer_id": command.customer_id,
+                    "address": command.address, "courier_id": courier.id if courier else None,
+                    "status": (DeliveryStatus.ASSIGNED if courier else DeliveryStatus.WAITING).value,
+                    "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
+                })
+                uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=delivery_id))
+                if courier is not None:
+                    taken.append({"courier_id": courier.id, "delivery_id": delivery_id})
+                    uow.emit(CourierAssigned(order_id=command.order_id, delivery_id=delivery_id,
+                                             courier_id=courier.id, courier_name=courier.name))
+        await repository.add_all(uow.conn, new, taken)
+        if new:
+            uow.after_commit(wake)
 
     return registry
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -12,17 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
 
-_BY_ORDER = sa.select(deliveries).where(deliveries.c.order_id == sa.bindparam("order_id"))
+_BY_ORDERS = sa.select(deliveries.c.id, deliveries.c.order_id).where(
+    deliveries.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 _DELIVERY = sa.select(deliveries).where(deliveries.c.id == sa.bindparam("delivery_id"))
 _SET_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id"))
-_FREE_COURIER = sa.select(couriers).where(couriers.c.delivery_id.is_(None)).order_by(couriers.c.created_at).limit(1)
+_FREE_COURIERS = sa.select(couriers).where(couriers.c.delivery_id.is_(None)).order_by(couriers.c.created_at)
+_FREE_COURIER = _FREE_COURIERS.limit(1)
 _WAITING = (sa.select(deliveries.c.id).where(deliveries.c.status == "waiting")
             .order_by(deliveries.c.created_at).limit(sa.bindparam("limit")))
 _SET_COURIER = couriers.update().where(couriers.c.id == sa.bindparam("courier_id"))
+_TAKE_COURIER = _SET_COURIER.values(delivery_id=sa.bindparam("delivery_id"))
 
 
-async def by_order(conn: AsyncConnection, order_id: UUID) -> Any:
-    return (await conn.execute(_BY_ORDER, {"order_id": order_id})).first()
+async def by_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, UUID]:
+    """order id → its delivery's id, for those of these orders that have one."""
+    return {r.order_id: r.id for r in await conn.execute(_BY_ORDERS, {"ids": list(order_ids)})}
 
 
 async def get(conn: AsyncConnection, delivery_id: UUID, *, for_update: bool = False) -> Any:
@@ -30,12 +35,23 @@ async def get(conn: AsyncConnection, delivery_id: UUID, *, for_update: bool = Fa
     return (await conn.execute(query, {"delivery_id": delivery_id})).first()
 
 
-async def add(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    return (await conn.execute(insert_ignore(conn, deliveries), values)).rowcount == 1
+async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[dict[str, Any]]) -> None:
+    """New deliveries, and the couriers they were given, one statement each."""
+    if new:
+        await conn.execute(insert_ignore(conn, deliveries), new)
+    if taken:
+        await conn.execute(_TAKE_COURIER, taken)
 
 
 async def set_status(conn: AsyncConnection, delivery_id: UUID, at: datetime, **values: Any) -> None:
     await conn.execute(_SET_DELIVERY.values(updated_at=at, **values), {"delivery_id": delivery_id})
+
+
+async def free_couriers(conn: AsyncConnection) -> list[Any]:
+    """Every available courier, first free first, locked (PostgreSQL skips ones another
+    transaction is assigning)."""
+    query = _FREE_COURIERS.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else _FREE_COURIERS
+    return list(await conn.execute(query))
 
 
 async def free_courier(conn: AsyncConnection) -> Any:
