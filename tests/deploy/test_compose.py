@@ -240,3 +240,21 @@ def test_grafana_is_provisioned_with_the_dashboards(compose_projects: dict[str, 
     shared_source = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert [d["uid"] for d in compose_source["datasources"]] == [d["uid"] for d in shared_source["datasources"]]
     assert compose_source["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_the_database_script_creates_one_database_per_listed_service(tmp_path: Path) -> None:
+    script = COMPOSE / "postgres" / "init-databases.sh"
+    log = tmp_path / "psql.log"
+    fake_psql = tmp_path / "psql"
+    fake_psql.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n')
+    fake_psql.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "POSTGRES_USER": "pizzeria"}
+    done = subprocess.run(["sh", str(script)], env={**env, "PIZZERIA_DATABASES": "orders audit"},
+                          capture_output=True, text=True, check=False, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().splitlines() == [
+        f'--variable ON_ERROR_STOP=1 --username pizzeria --dbname postgres --command CREATE DATABASE '
+        f'"pizzeria_{name}" OWNER "pizzeria"' for name in ("orders", "audit")]
+    unlisted = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False, timeout=30)
+    assert unlisted.returncode != 0
+    assert "list the services" in unlisted.stderr

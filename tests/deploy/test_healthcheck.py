@@ -15,10 +15,10 @@ from pizzeria.kit.settings import Settings
 
 
 class Answers(BaseHTTPRequestHandler):
-    """/ready answers 503 (a dependency is down), /health 200."""
+    """/ready answers 503 (a dependency is down), /health 200, /empty 204."""
 
     def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/health" else 503)
+        self.send_response({"/health": 200, "/empty": 204}.get(self.path, 503))
         self.end_headers()
         self.wfile.write(b"{}")
 
@@ -51,6 +51,8 @@ def test_finds_the_served_service_among_the_processes(tmp_path: Path) -> None:
     assert healthcheck.served_service(proc) == "orders"
     assert healthcheck.served_service(fake_proc(tmp_path / "none", ["pizzeria", "migrate"])) is None
     assert healthcheck.served_service(fake_proc(tmp_path / "bad", ["pizzeria", "serve", "nope"])) is None
+    other = fake_proc(tmp_path / "other", ["pizzeria", "dlq", "list", "--service", "orders"])
+    assert healthcheck.served_service(other) is None
 
 
 def test_asks_the_service_port_on_loopback_when_it_listens_everywhere() -> None:
@@ -65,6 +67,7 @@ def test_healthy_only_on_200(tmp_path: Path, server: int, monkeypatch: pytest.Mo
     monkeypatch.setenv("PIZZERIA_HOST", "0.0.0.0")
     assert healthcheck.main(["/health"], proc=proc) == 0
     assert healthcheck.main(["/ready"], proc=proc) == 1
+    assert healthcheck.main(["/empty"], proc=proc) == 1
     assert "503" in capsys.readouterr().err
     assert healthcheck.main(["/health", "catalog"], proc=proc) == 1  # nothing on catalog's port
     assert healthcheck.main([], proc=fake_proc(tmp_path / "empty")) == 1
