@@ -160,6 +160,7 @@ def test_pods_run_unprivileged_on_a_read_only_root(rendered: Rendered) -> None:
     workloads = [*rendered.of("Deployment").values(), *rendered.of("Job").values()]
     for workload in workloads:
         pod = workload["spec"]["template"]["spec"]
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
         assert pod["automountServiceAccountToken"] is False
