@@ -46,6 +46,6 @@ USER 10001:10001
 EXPOSE 8000 5001-5008 5090
 # Asks the `pizzeria serve SERVICE` process in the container for /ready on that service's port.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "pizzeria.kit.healthcheck", "/ready"]
+    CMD ["python", "-m", "pizzeria.chassis.healthcheck", "/ready"]
 ENTRYPOINT ["pizzeria"]
 CMD ["--help"]

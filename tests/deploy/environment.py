@@ -1,5 +1,5 @@
-"""A deployment's environment read the way the code reads it: `Settings` and the per-service
-`<SERVICE>_URL`, `<SERVICE>_PORT` and `<SERVICE>_DATABASE_URL` variables."""
+"""A deployment's environment read the way the code reads it: `Settings`, each service's own
+settings, and the per-service `<SERVICE>_URL`, `<SERVICE>_PORT` and `<SERVICE>_DATABASE_URL`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from pizzeria.kit.settings import SERVICE_PORTS, Settings
+from pizzeria.chassis.addresses import SERVICE_PORTS, url_for
+from pizzeria.kit.settings import Settings
+from pizzeria.services.payments.settings import PaymentsSettings
+from tests.unit.test_env_example import SETTINGS as SETTINGS_CLASSES
 
-SETTINGS = frozenset(field.alias for field in Settings.model_fields.values() if field.alias)
+#: Every variable a settings class of the code reads (`.env.example` lists the same).
+SETTINGS = frozenset(field.alias for kind in SETTINGS_CLASSES for field in kind.model_fields.values() if field.alias)
 PER_SERVICE = re.compile(rf"^({'|'.join(name.upper() for name in SERVICE_PORTS)})_(URL|PORT|DATABASE_URL)$")
 #: Read by the libraries the services run on, not by `Settings`.
 LIBRARY_VARIABLES = frozenset({"FORWARDED_ALLOW_IPS"})  # uvicorn: whose X-Forwarded-For to believe
@@ -49,3 +53,8 @@ def host_port(url: str) -> tuple[str, int]:
 def kafka_bootstrap(broker_url: str) -> list[tuple[str, int]]:
     assert broker_url.startswith("kafka://"), broker_url
     return [host_port(f"kafka://{server}") for server in broker_url.removeprefix("kafka://").split(",")]
+
+
+def payment_provider_url(settings: Settings) -> str:
+    """Where payments sends charges (as `services/payments/app.py` decides)."""
+    return PaymentsSettings().provider_url or url_for(settings, "provider")

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from pizzeria.kit.settings import SERVICE_PORTS
+from pizzeria.chassis.addresses import SERVICE_PORTS, port_for, url_for
+from pizzeria.registry import SERVICES
 from pizzeria.services.gateway.routes import UPSTREAMS
-from pizzeria.services.registry import SERVICES
 from tests.deploy.conftest import COMPOSE, COMPOSE_FILES, PROD_ENV_EXAMPLE, TEST_SECRETS, env_file_values
-from tests.deploy.environment import host_port, kafka_bootstrap, settings_from, unknown_variables
+from tests.deploy.environment import host_port, kafka_bootstrap, payment_provider_url, settings_from, unknown_variables
 from tests.deploy.tools import DEPLOY, run
 
 JOBS = {"migrate": ["migrate"], "topics": ["topics", "create"]}
-HEALTHCHECK = ["CMD", "python", "-m", "pizzeria.kit.healthcheck", "/ready"]
+HEALTHCHECK = ["CMD", "python", "-m", "pizzeria.chassis.healthcheck", "/ready"]
 DATABASE_SERVICES = [s for s in SERVICES if s.has_database]
 
 
@@ -81,8 +81,8 @@ def test_every_service_reads_a_complete_production_configuration(project: dict[s
         assert not unknown_variables(env), f"{entry.name}: no code reads {unknown_variables(env)}"
         with settings_from(env) as settings:
             assert settings.mode == "production"
-            assert settings.production_problems(entry.name, messaging=entry.has_database) == []
-            assert settings.port_for(entry.name) == SERVICE_PORTS[entry.name]
+            assert settings.production_problems(entry.name, messaging=entry.has_database, shared_state=True) == []
+            assert port_for(entry.name) == SERVICE_PORTS[entry.name]
             if entry.has_database:
                 database = settings.database_url_for(entry.name)
                 host, port = host_port(database)
@@ -107,14 +107,14 @@ def test_postgres_creates_the_database_of_every_service(project: dict[str, Any])
 
 def test_the_gateway_and_payments_reach_what_they_call(project: dict[str, Any]) -> None:
     def listening(service: str) -> str:
-        with settings_from(served(project, service)["environment"]) as settings:
-            return f"http://{service}:{settings.port_for(service)}"
+        with settings_from(served(project, service)["environment"]):
+            return f"http://{service}:{port_for(service)}"
 
     with settings_from(served(project, "gateway")["environment"]) as gateway:
         for upstream in UPSTREAMS:
-            assert gateway.url_for(upstream) == listening(upstream), upstream
+            assert url_for(gateway, upstream) == listening(upstream), upstream
     with settings_from(served(project, "payments")["environment"]) as payments:
-        assert payments.payment_provider_url() == listening("provider")
+        assert payment_provider_url(payments) == listening("provider")
 
 
 def test_migrations_and_topics_run_once_before_the_services(project: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ import re
 
 import dockerfile
 
-from pizzeria.kit.settings import SERVICE_PORTS
+from pizzeria.chassis.addresses import SERVICE_PORTS
 from tests.deploy.tools import ROOT, run
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -55,7 +55,7 @@ def test_runs_as_an_unprivileged_user() -> None:
 def test_checks_its_health_with_the_image_own_python() -> None:
     (check,) = [c for c in stages()[-1] if c.cmd == "HEALTHCHECK"]
     assert check.value[:1] == ("CMD",)
-    assert list(check.value[1:]) == ["python", "-m", "pizzeria.kit.healthcheck", "/ready"]
+    assert list(check.value[1:]) == ["python", "-m", "pizzeria.chassis.healthcheck", "/ready"]
     assert any(flag.startswith("--start-period=") for flag in check.flags)
 
 
@@ -107,7 +107,7 @@ def test_copies_only_what_the_context_has() -> None:
     for source in (s for c in copies for s in c.value[:-1]):
         assert (ROOT / source).exists(), source
         assert not ignored(source), f"{source} is left out by .dockerignore"
-    assert not ignored("src/pizzeria/kit/healthcheck.py")
+    assert not ignored("src/pizzeria/chassis/healthcheck.py")
     assert ignored(".venv/bin/python")
     assert ignored("var/orders.db")
     assert ignored("src/pizzeria/__pycache__/cli.cpython-312.pyc")

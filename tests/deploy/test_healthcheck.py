@@ -1,4 +1,4 @@
-"""The image's health check (`python -m pizzeria.kit.healthcheck`): it finds the service the
+"""The image's health check (`python -m pizzeria.chassis.healthcheck`): it finds the service the
 container serves, asks it on that service's port, and fails on anything but a 200."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pizzeria.kit import healthcheck
+from pizzeria.chassis import healthcheck
 from pizzeria.kit.settings import Settings
 
 

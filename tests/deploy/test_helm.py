@@ -17,10 +17,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pizzeria.kit.settings import SERVICE_PORTS
+from pizzeria.chassis.addresses import SERVICE_PORTS, port_for, url_for
+from pizzeria.registry import SERVICES
 from pizzeria.services.gateway.routes import UPSTREAMS
-from pizzeria.services.registry import SERVICES
-from tests.deploy.environment import kafka_bootstrap, settings_from, unknown_variables
+from tests.deploy.environment import kafka_bootstrap, payment_provider_url, settings_from, unknown_variables
 from tests.deploy.tools import DEPLOY, ROOT, run
 
 CHART = DEPLOY / "helm" / "pizzeria"
@@ -182,8 +182,8 @@ def test_every_service_reads_a_complete_production_configuration(rendered: Rende
         entry = next(s for s in SERVICES if s.name == name)
         with settings_from(env) as settings:
             assert settings.mode == "production"
-            assert settings.production_problems(name, messaging=entry.has_database) == []
-            assert settings.port_for(name) == container["ports"][0]["containerPort"]
+            assert settings.production_problems(name, messaging=entry.has_database, shared_state=True) == []
+            assert port_for(name) == container["ports"][0]["containerPort"]
             assert str(settings.var_dir).startswith("/tmp/")
             if entry.has_database:
                 database = settings.database_url_for(name)
@@ -213,13 +213,13 @@ def test_the_gateway_and_payments_reach_what_they_call(rendered: Rendered) -> No
     gateway = rendered.environment(main_container(rendered.one("Deployment", "pizzeria-gateway")))
     with settings_from(gateway) as settings:
         for upstream in UPSTREAMS:
-            assert settings.url_for(upstream) == service_url(rendered, upstream)
+            assert url_for(settings, upstream) == service_url(rendered, upstream)
     payments = rendered.environment(main_container(rendered.one("Deployment", "pizzeria-payments")))
     with settings_from(payments) as settings:
         if "provider" in enabled(rendered):
-            assert settings.payment_provider_url() == service_url(rendered, "provider")
+            assert payment_provider_url(settings) == service_url(rendered, "provider")
         else:
-            assert settings.payment_provider_url() == "https://payments.example.com"
+            assert payment_provider_url(settings) == "https://payments.example.com"
 
 
 def test_stateless_services_scale_and_the_provider_stays_one(rendered: Rendered) -> None:

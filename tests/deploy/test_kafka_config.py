@@ -16,9 +16,8 @@ from tests.deploy.tools import DEPLOY
 PROPERTIES = DEPLOY / "kafka" / "broker.properties"
 #: Set per node (or per cluster) by whoever starts it, never in the shared file.
 NODE_VARIABLES = frozenset({
-    "CLUSTER_ID", "KAFKA_NODE_ID", "KAFKA_PROCESS_ROLES", "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS",
-    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "KAFKA_CONTROLLER_LISTENER_NAMES", "KAFKA_INTER_BROKER_LISTENER_NAME",
-    "KAFKA_CONTROLLER_QUORUM_VOTERS", "KAFKA_LOG_DIRS", "KAFKA_HEAP_OPTS",
+    "CLUSTER_ID", "KAFKA_NODE_ID", "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS", "KAFKA_CONTROLLER_QUORUM_VOTERS",
+    "KAFKA_LOG_DIRS", "KAFKA_HEAP_OPTS",
 })
 #: What the apache/kafka image sets when the environment leaves them unset (its configureDefaults).
 IMAGE_DEFAULTS = frozenset({
@@ -32,6 +31,7 @@ IMAGE_DEFAULTS = frozenset({
 SINGLE_BROKER = {
     "default.replication.factor": "1", "min.insync.replicas": "1", "offsets.topic.replication.factor": "1",
     "transaction.state.log.replication.factor": "1", "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1", "share.coordinator.state.topic.min.isr": "1",
 }
 
 

@@ -1,4 +1,4 @@
-"""Container health check: `python -m pizzeria.kit.healthcheck [/ready|/health] [SERVICE]`.
+"""Container health check: `python -m pizzeria.chassis.healthcheck [/ready|/health] [SERVICE]`.
 
 Finds the `pizzeria serve SERVICE` process in this container (unless SERVICE is given), asks it
 for the path (default `/ready`) on its port, and exits 0 only on a 200, so one image
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
-from pizzeria.kit.settings import SERVICE_PORTS, Settings
+from pizzeria.chassis.addresses import SERVICE_PORTS, port_for
+from pizzeria.kit.settings import Settings
 
 #: Addresses a server listens on that a client cannot dial.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -35,7 +36,7 @@ def served_service(proc: Path = Path("/proc")) -> str | None:
 
 def probe_url(service: str, path: str, settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in WILDCARD_HOSTS else settings.host
-    return f"http://{host}:{settings.port_for(service)}/{path.lstrip('/')}"
+    return f"http://{host}:{port_for(service)}/{path.lstrip('/')}"
 
 
 def check(url: str, timeout: float = 3.0) -> tuple[bool, str]:
