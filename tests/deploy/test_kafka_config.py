@@ -10,8 +10,9 @@ broker, and these tests keep the two equal."""
 from __future__ import annotations
 
 from typing import Any
+from xml.etree import ElementTree
 
-from tests.deploy.tools import DEPLOY
+from tests.deploy.tools import DEPLOY, ROOT
 
 PROPERTIES = DEPLOY / "kafka" / "broker.properties"
 #: Set per node (or per cluster) by whoever starts it, never in the shared file.
@@ -96,8 +97,15 @@ def test_production_runs_three_brokers_in_one_quorum(compose_projects: dict[str,
         assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert len({env["CLUSTER_ID"] for env in cluster.values()}) == 1
-    assert all(s["image"] == "apache/kafka:4.3.1" for n, s in compose_projects["prod"]["services"].items()
-               if n in cluster)
+
+
+def test_compose_runs_the_kafka_the_tests_run(project: dict[str, Any]) -> None:
+    """One Kafka version: the one tests/support/kafka/pom.xml fetches for the test cluster."""
+    pom = ElementTree.parse(ROOT / "tests" / "support" / "kafka" / "pom.xml").getroot()
+    (version,) = [e.text for e in pom.iter() if e.tag.endswith("}kafka.version") or e.tag == "kafka.version"]
+    for name, service in project["services"].items():
+        if name in brokers(project):
+            assert service["image"] == f"apache/kafka:{version}", name
 
 
 def test_topics_are_created_to_match_the_brokers(project: dict[str, Any]) -> None:
