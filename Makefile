@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench clean install system-deps services
+.PHONY: run test test-unit lint bench clean install system-deps services deploy-tools
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -23,7 +23,12 @@ run: install
 services:
 	@tools/ensure-services.sh
 
-test: install services
+# Builds (once, cached under ~/.cache/pizzeria/bin) the Go tools the deploy tests run: helm,
+# actionlint and compose-check.
+deploy-tools:
+	@tools/ensure-deploy-tools.sh
+
+test: install services deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
