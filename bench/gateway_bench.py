@@ -26,9 +26,16 @@ from bench.loadgen import Connection
 from bench.stacks import stack_env
 from bench.stats import percentile, summary
 
-UNLIMITED = {"RATE_LIMIT_PER_IP": "100000000", "RATE_LIMIT_PER_USER": "100000000", "LOG_LEVEL": "WARNING",
-             "PAYMENT_LATENCY_MS": "20", "KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1",
-             "KITCHEN_STAGE_MS": "0", "DELIVERY_STAGE_MS": "0"}
+UNLIMITED = {
+    "RATE_LIMIT_PER_IP": "100000000",
+    "RATE_LIMIT_PER_USER": "100000000",
+    "LOG_LEVEL": "WARNING",
+    "PAYMENT_LATENCY_MS": "20",
+    "KITCHEN_AUTOPILOT": "1",
+    "DELIVERY_AUTOPILOT": "1",
+    "KITCHEN_STAGE_MS": "0",
+    "DELIVERY_STAGE_MS": "0",
+}
 
 
 async def hammer(port: int, clients: int, requests: int, make: Any) -> dict[str, Any]:
@@ -52,15 +59,20 @@ async def hammer(port: int, clients: int, requests: int, make: Any) -> dict[str,
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     took = time.perf_counter() - began
-    return {"requests": requests, "clients": clients, "per_s": requests / took, "latency": summary(latencies),
-            "p99_ms": percentile(latencies, 99) * 1000, "statuses": statuses}
+    return {
+        "requests": requests,
+        "clients": clients,
+        "per_s": requests / took,
+        "latency": summary(latencies),
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "statuses": statuses,
+    }
 
 
 MENU = ("GET", "/api/v1/menu", None, {})
 
 
-async def _phase(stack: str, extra: dict[str, str], *, clients: int, menu_requests: int,
-                 orders: int) -> dict[str, Any]:
+async def _phase(stack: str, extra: dict[str, str], *, clients: int, menu_requests: int, orders: int) -> dict[str, Any]:
     """One system start: the menu read `menu_requests` times, then `orders` orders placed."""
     with tempfile.TemporaryDirectory(prefix="pzbench-gw-") as tmp:
         workdir = Path(tmp)
@@ -82,8 +94,12 @@ async def _phase(stack: str, extra: dict[str, str], *, clients: int, menu_reques
                     bodies = [order_body(menu, "tok_visa", f"g{i}@example.com", None, rng) for i in range(orders)]
 
                     def place(i: int) -> tuple[str, str, Any, dict[str, str]]:
-                        return ("POST", "/api/v1/orders", bodies[i],
-                                {**tokens[i % clients], "idempotency-key": str(uuid.uuid4())})
+                        return (
+                            "POST",
+                            "/api/v1/orders",
+                            bodies[i],
+                            {**tokens[i % clients], "idempotency-key": str(uuid.uuid4())},
+                        )
 
                     found["orders"] = await hammer(port, clients, orders, place)
                 return found

@@ -94,8 +94,13 @@ async def environment(stack: str, workdir: Path) -> AsyncIterator[tuple[Database
 
 async def _backlog(db: Database) -> int:
     async with db.read() as conn:
-        return int((await conn.execute(
-            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))).scalar_one())
+        return int(
+            (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+                )
+            ).scalar_one()
+        )
 
 
 async def run(stack: str, *, events: int, rates: Sequence[int]) -> dict[str, Any]:
@@ -121,8 +126,13 @@ async def run(stack: str, *, events: int, rates: Sequence[int]) -> dict[str, Any
                 latency[rate] = await _steady(db, broker, relay, rate, total=min(events, rate * 5))
             relay.stop()
             await task
-    return {"stack": stack, "broker": BROKER_NOTE[stack], "events": events, "drain_per_s": drain_per_s,
-            "latency": latency}
+    return {
+        "stack": stack,
+        "broker": BROKER_NOTE[stack],
+        "events": events,
+        "drain_per_s": drain_per_s,
+        "latency": latency,
+    }
 
 
 async def _steady(db: Database, broker: AckClock, relay: OutboxRelay, rate: int, *, total: int) -> str:

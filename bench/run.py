@@ -40,27 +40,41 @@ async def main(args: argparse.Namespace) -> None:
             for rate, figures in r["latency"].items():
                 print(f"[relay   {stack:<15}] commit → broker ack p50/p95/p99 at {rate:>5} events/s offered: {figures}")
         if "system" in args.only:
-            r = await system_bench.run(stack, orders=args.orders, concurrency=args.concurrency,
-                                       steady_rate=args.steady_rate, steady_seconds=args.steady_seconds)
+            r = await system_bench.run(
+                stack,
+                orders=args.orders,
+                concurrency=args.concurrency,
+                steady_rate=args.steady_rate,
+                steady_seconds=args.steady_seconds,
+            )
             results["system"].append(r)
-            print(f"[system  {stack:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
-                  f"{r['steady_delivered']} delivered): place → delivered p50/p95/p99 {r['steady_to_delivered']}")
-            print(f"[system  {stack:<15}] flood {r['orders']} orders from {r['concurrency']} clients: "
-                  f"accepted {r['accepted_per_s']:,.0f}/s (POST p50/p95/p99 {r['place_latency']}), "
-                  f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s")
+            print(
+                f"[system  {stack:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
+                f"{r['steady_delivered']} delivered): place → delivered p50/p95/p99 {r['steady_to_delivered']}"
+            )
+            print(
+                f"[system  {stack:<15}] flood {r['orders']} orders from {r['concurrency']} clients: "
+                f"accepted {r['accepted_per_s']:,.0f}/s (POST p50/p95/p99 {r['place_latency']}), "
+                f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s"
+            )
             cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
             print(f"[system  {stack:<15}] CPU per order (ms, during the flood): {cpu}")
         if "gateway" in args.only:
-            r = await gateway_bench.run(stack, clients=args.concurrency, menu_requests=args.menu_requests,
-                                        orders=args.gateway_orders)
+            r = await gateway_bench.run(
+                stack, clients=args.concurrency, menu_requests=args.menu_requests, orders=args.gateway_orders
+            )
             results["gateway"].append(r)
             for phase in ("cold", "warm"):
                 m = r[f"menu_{phase}"]
-                print(f"[gateway {stack:<15}] GET /api/v1/menu, cache {phase}: {m['per_s']:,.0f} requests/s from "
-                      f"{m['clients']} clients, p50/p95/p99 {m['latency']}  (statuses {m['statuses']})")
+                print(
+                    f"[gateway {stack:<15}] GET /api/v1/menu, cache {phase}: {m['per_s']:,.0f} requests/s from "
+                    f"{m['clients']} clients, p50/p95/p99 {m['latency']}  (statuses {m['statuses']})"
+                )
             o = r["orders"]
-            print(f"[gateway {stack:<15}] POST /api/v1/orders from {o['clients']} clients: {o['per_s']:,.0f}/s, "
-                  f"p50/p95/p99 {o['latency']}  (statuses {o['statuses']})")
+            print(
+                f"[gateway {stack:<15}] POST /api/v1/orders from {o['clients']} clients: {o['per_s']:,.0f}/s, "
+                f"p50/p95/p99 {o['latency']}  (statuses {o['statuses']})"
+            )
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
@@ -69,8 +83,9 @@ async def main(args: argparse.Namespace) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
-    parser.add_argument("--only", nargs="+", default=["relay", "system", "gateway"],
-                        choices=["relay", "system", "gateway"])
+    parser.add_argument(
+        "--only", nargs="+", default=["relay", "system", "gateway"], choices=["relay", "system", "gateway"]
+    )
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steady-rate", type=int, default=10, help="orders/s offered in the steady phase")

@@ -81,8 +81,9 @@ class Bench:
         return order_body(self.menu, card, f"b{i}@example.com", None, self.rng)
 
     async def place(self, conn: Connection, body: dict[str, Any], customer: str) -> str:
-        reply = await conn.request("POST", "/api/v1/orders", body, headers={
-            "idempotency-key": str(uuid.uuid4()), **self.caller(customer)})
+        reply = await conn.request(
+            "POST", "/api/v1/orders", body, headers={"idempotency-key": str(uuid.uuid4()), **self.caller(customer)}
+        )
         if reply.status != 202:
             raise RuntimeError(f"order refused: {reply.status} {reply.body[:300]!r}")
         return str(reply.json()["id"])  # type: ignore[index]
@@ -109,10 +110,15 @@ class Bench:
         for conn in conns:
             conn.close()
         final = await self.settled(ids)
-        to_delivered = [_seconds(o["created_at"], o["history"][-1]["at"]) for o in final.values()
-                        if o["status"] == "delivered"]
-        return {"steady_rate": rate, "steady_orders": total, "steady_delivered": len(to_delivered),
-                "steady_to_delivered": summary(to_delivered)}
+        to_delivered = [
+            _seconds(o["created_at"], o["history"][-1]["at"]) for o in final.values() if o["status"] == "delivered"
+        ]
+        return {
+            "steady_rate": rate,
+            "steady_orders": total,
+            "steady_delivered": len(to_delivered),
+            "steady_to_delivered": summary(to_delivered),
+        }
 
     async def flood(self, orders: int, concurrency: int) -> dict[str, Any]:
         """As fast as the API takes them, from `concurrency` clients."""

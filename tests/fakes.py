@@ -104,9 +104,7 @@ class InMemoryBroker(Broker):
         if messages:
             self._wake()
 
-    def consumer(
-        self, group: str, topics: Sequence[str], *, client_id: str = ""
-    ) -> InMemoryConsumer:
+    def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> InMemoryConsumer:
         return InMemoryConsumer(self, group, list(topics), client_id=client_id)
 
     # -- inspection for tests ------------------------------------------------------------------
@@ -154,9 +152,7 @@ class InMemoryBroker(Broker):
 class InMemoryConsumer(BrokerConsumer):
     """One member of a consumer group on the `InMemoryBroker`."""
 
-    def __init__(
-        self, broker: InMemoryBroker, group: str, topics: list[str], *, client_id: str
-    ) -> None:
+    def __init__(self, broker: InMemoryBroker, group: str, topics: list[str], *, client_id: str) -> None:
         self.broker = broker
         self.group = group
         self.topics = topics
@@ -231,7 +227,4 @@ class InMemoryConsumer(BrokerConsumer):
 
     async def lag(self) -> dict[TopicPartition, int]:
         committed = self.broker._committed[self.group]
-        return {
-            tp: len(self.broker._logs[tp[0]][tp[1]]) - committed.get(tp, 0)
-            for tp in self.assignment()
-        }
+        return {tp: len(self.broker._logs[tp[0]][tp[1]]) - committed.get(tp, 0) for tp in self.assignment()}

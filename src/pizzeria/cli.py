@@ -33,8 +33,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     app = entry(args.service).load().create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=port_for(args.service), log_config=None, access_log=False,
-        lifespan="on", timeout_graceful_shutdown=5, loop="uvloop", http="httptools", timeout_keep_alive=30,
+        app,
+        host=settings.host,
+        port=port_for(args.service),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=30,
     )
     uvicorn.Server(config).run()
     return 0
@@ -64,8 +72,7 @@ def cmd_revision(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/scratch.db"
         upgrade_sync(url, [migrations])
-        command.revision(alembic_config(migrations, url), message=args.message, autogenerate=True,
-                         rev_id=args.rev_id)
+        command.revision(alembic_config(migrations, url), message=args.message, autogenerate=True, rev_id=args.rev_id)
     return 0
 
 
@@ -116,8 +123,10 @@ async def _dlq(args: argparse.Namespace) -> int:
             try:
                 await store.recent(limit=1)
             except Exception as exc:
-                print(f"skipping {name}: its database is not reachable or not migrated ({type(exc).__name__})",
-                      file=sys.stderr)
+                print(
+                    f"skipping {name}: its database is not reachable or not migrated ({type(exc).__name__})",
+                    file=sys.stderr,
+                )
                 continue
             stores[name] = store
         if args.action == "list":
@@ -127,8 +136,10 @@ async def _dlq(args: argparse.Namespace) -> int:
             if not rows:
                 print("no dead letters")
             for name, r in sorted(rows, key=lambda x: x[1]["created_at"]):
-                print(f"{r['id']}  {name:<13} {r['status']:<16} {r['group_id']:<14} {r['message_type'] or '?':<40} "
-                      f"attempts={r['attempts']}  {r['error'][:80]}")
+                print(
+                    f"{r['id']}  {name:<13} {r['status']:<16} {r['group_id']:<14} {r['message_type'] or '?':<40} "
+                    f"attempts={r['attempts']}  {r['error'][:80]}"
+                )
             return 0
         for name, store in stores.items():
             row = await store.get(args.id)
@@ -145,13 +156,16 @@ async def _dlq(args: argparse.Namespace) -> int:
                 print(orjson.dumps(shown, default=str, option=orjson.OPT_INDENT_2).decode())
                 return 0
             try:
-                await act_on_dead_letter(store, store.uow_factory, name, args.id, args.action,
-                                         actor=f"cli:{getpass.getuser()}")
+                await act_on_dead_letter(
+                    store, store.uow_factory, name, args.id, args.action, actor=f"cli:{getpass.getuser()}"
+                )
             except ProblemError as exc:
                 print(exc.detail, file=sys.stderr)
                 return 1
-            print(f"{args.action}: {args.id} ({name}); "
-                  + ("the consumer replays it within a second" if args.action == "replay" else "discarded"))
+            print(
+                f"{args.action}: {args.id} ({name}); "
+                + ("the consumer replays it within a second" if args.action == "replay" else "discarded")
+            )
             return 0
         print(f"no dead letter {args.id}", file=sys.stderr)
         return 1
@@ -181,8 +195,10 @@ async def _saga(args: argparse.Namespace) -> int:
             if args.action == "list":
                 print("  ".join(f"{k}={v}" for k, v in sorted((await saga.counts(conn)).items())) or "no sagas")
                 for found in await saga.listing(conn, state=args.state, limit=args.limit):
-                    print(f"{found.id}  {found.type:<12} {found.state:<13} step={found.step} "
-                          f"reason={found.reason or '-':<20} updated={found.updated_at:%Y-%m-%d %H:%M:%S}")
+                    print(
+                        f"{found.id}  {found.type:<12} {found.state:<13} step={found.step} "
+                        f"reason={found.reason or '-':<20} updated={found.updated_at:%Y-%m-%d %H:%M:%S}"
+                    )
                 return 0
             one = await saga.load(conn, args.id)
             if one is None:
@@ -218,8 +234,10 @@ async def _projections(args: argparse.Namespace) -> int:
             if generation is None:
                 print("a rebuild is already under way", file=sys.stderr)
                 return 1
-            print(f"rebuilding the order views as generation {generation}; the orders service switches reads "
-                  "to it once it has caught up (see `pizzeria projections status orders`)")
+            print(
+                f"rebuilding the order views as generation {generation}; the orders service switches reads "
+                "to it once it has caught up (see `pizzeria projections status orders`)"
+            )
             return 0
         async with db.read() as conn:
             print(orjson.dumps(await projection.status(conn), default=str, option=orjson.OPT_INDENT_2).decode())

@@ -28,8 +28,9 @@ class ServiceEntry:
 
 
 SERVICES: tuple[ServiceEntry, ...] = (
-    ServiceEntry("provider", "pizzeria.simulators.payment_provider", "simulated payment provider (external)",
-                 has_database=False),
+    ServiceEntry(
+        "provider", "pizzeria.simulators.payment_provider", "simulated payment provider (external)", has_database=False
+    ),
     ServiceEntry("identity", "pizzeria.services.identity.app", "accounts, sign-in, access tokens"),
     ServiceEntry("catalog", "pizzeria.services.catalog.app", "menu"),
     ServiceEntry("kitchen", "pizzeria.services.kitchen.app", "stock, reservations, kitchen tickets"),
@@ -38,8 +39,12 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("orders", "pizzeria.services.orders.app", "orders and the order saga"),
     ServiceEntry("notifications", "pizzeria.services.notifications.app", "email / SMS / push to customers"),
     ServiceEntry("audit", "pizzeria.services.audit.app", "the append-only audit log of every message"),
-    ServiceEntry("gateway", "pizzeria.services.gateway.app", "the public API: auth, roles, rate limits, breakers",
-                 has_database=False),
+    ServiceEntry(
+        "gateway",
+        "pizzeria.services.gateway.app",
+        "the public API: auth, roles, rate limits, breakers",
+        has_database=False,
+    ),
 )
 
 BY_NAME = {s.name: s for s in SERVICES}

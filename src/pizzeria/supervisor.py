@@ -51,11 +51,14 @@ async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
         broker = broker_from_settings(settings, client_id="pizzeria-admin")
         try:
             await broker.start()
-            await broker.create_topics(topic_specs(
-                all_topics(), partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-                min_insync_replicas=settings.topic_min_insync_replicas,
-            ))
+            await broker.create_topics(
+                topic_specs(
+                    all_topics(),
+                    partitions=settings.topic_partitions,
+                    replication_factor=settings.topic_replication_factor,
+                    min_insync_replicas=settings.topic_min_insync_replicas,
+                )
+            )
             return
         except BrokerError as exc:
             if time.monotonic() > deadline:
@@ -81,8 +84,14 @@ class Child:
 class Supervisor:
     """Starts, watches, restarts and stops the service processes."""
 
-    def __init__(self, settings: Settings, services: Sequence[ServiceEntry] = SERVICES, *,
-                 restart: bool = True, echo_logs: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[ServiceEntry] = SERVICES,
+        *,
+        restart: bool = True,
+        echo_logs: bool = False,
+    ) -> None:
         self.settings = settings
         self.restart = restart
         self.echo_logs = echo_logs
@@ -101,7 +110,11 @@ class Supervisor:
         if child.log_file is None:
             child.log_file = child.log_path.open("ab")
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pizzeria", "serve", child.entry.name,
+            sys.executable,
+            "-m",
+            "pizzeria",
+            "serve",
+            child.entry.name,
             env=self._env(),
             stdout=child.log_file if not self.echo_logs else None,
             stderr=child.log_file if not self.echo_logs else None,

@@ -24,9 +24,14 @@ LIBRARY_PREFIXES = ("OTEL_",)  # the OpenTelemetry exporter
 
 def unknown_variables(env: Mapping[str, str]) -> set[str]:
     """Variables no code reads: a misspelt name silently leaves the default in force."""
-    return {name for name in env
-            if name not in SETTINGS and not PER_SERVICE.match(name)
-            and name not in LIBRARY_VARIABLES and not name.startswith(LIBRARY_PREFIXES)}
+    return {
+        name
+        for name in env
+        if name not in SETTINGS
+        and not PER_SERVICE.match(name)
+        and name not in LIBRARY_VARIABLES
+        and not name.startswith(LIBRARY_PREFIXES)
+    }
 
 
 @contextmanager

@@ -126,7 +126,8 @@ def test_migrations_and_topics_run_once_before_the_services(project: dict[str, A
     stores = {"migrate": services_running(project, "postgres"), "topics": services_running(project, "apache/kafka")}
     for job, needed in stores.items():
         assert {n: d["condition"] for n, d in services[job]["depends_on"].items()} == dict.fromkeys(
-            needed, "service_healthy")
+            needed, "service_healthy"
+        )
     for entry in DATABASE_SERVICES:
         after = {n: d["condition"] for n, d in served(project, entry.name)["depends_on"].items()}
         assert after["migrate"] == after["topics"] == "service_completed_successfully", entry.name
@@ -159,8 +160,9 @@ def test_development_publishes_the_gateway_on_8000(compose_projects: dict[str, d
     assert published(dev["services"]["gateway"]) == [("", "8000", SERVICE_PORTS["gateway"])]
 
 
-def test_production_exposes_the_edge_and_keeps_the_tools_on_loopback(compose_projects: dict[str, dict[str, Any]],
-                                                                       ) -> None:
+def test_production_exposes_the_edge_and_keeps_the_tools_on_loopback(
+    compose_projects: dict[str, dict[str, Any]],
+) -> None:
     prod = compose_projects["prod"]["services"]
     public = {n for n, s in prod.items() for host, _, _ in published(s) if host in ("", "0.0.0.0")}
     assert public == {"edge"}
@@ -209,8 +211,9 @@ def test_production_containers_have_a_read_only_root(compose_projects: dict[str,
         assert container["environment"].get("PIZZERIA_VAR_DIR", "/tmp/pizzeria").startswith("/tmp/")
 
 
-def test_production_monitoring_scrapes_every_replica(compose_projects: dict[str, dict[str, Any]],
-                                                     tmp_path: Path) -> None:
+def test_production_monitoring_scrapes_every_replica(
+    compose_projects: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
     prometheus = compose_projects["prod"]["services"]["prometheus"]
     mounts = {v["target"]: Path(v["source"]) for v in prometheus["volumes"] if v["type"] == "bind"}
     assert mounts["/etc/prometheus/alerts.yml"] == DEPLOY / "prometheus" / "alerts.yml"
@@ -219,8 +222,14 @@ def test_production_monitoring_scrapes_every_replica(compose_projects: dict[str,
     shutil.copy(mounts["/etc/prometheus/alerts.yml"], tmp_path / "alerts.yml")
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
-    checked = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=tmp_path,
-                             capture_output=True, text=True, check=False, timeout=120)
+    checked = subprocess.run(
+        [promtool, "check", "config", "prometheus.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = yaml.safe_load(config_file.read_text())
     (job,) = config["scrape_configs"]
@@ -249,12 +258,20 @@ def test_the_database_script_creates_one_database_per_listed_service(tmp_path: P
     fake_psql.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n')
     fake_psql.chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "POSTGRES_USER": "pizzeria"}
-    done = subprocess.run(["sh", str(script)], env={**env, "PIZZERIA_DATABASES": "orders audit"},
-                          capture_output=True, text=True, check=False, timeout=30)
+    done = subprocess.run(
+        ["sh", str(script)],
+        env={**env, "PIZZERIA_DATABASES": "orders audit"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     assert log.read_text().splitlines() == [
-        f'--variable ON_ERROR_STOP=1 --username pizzeria --dbname postgres --command CREATE DATABASE '
-        f'"pizzeria_{name}" OWNER "pizzeria"' for name in ("orders", "audit")]
+        f"--variable ON_ERROR_STOP=1 --username pizzeria --dbname postgres --command CREATE DATABASE "
+        f'"pizzeria_{name}" OWNER "pizzeria"'
+        for name in ("orders", "audit")
+    ]
     unlisted = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False, timeout=30)
     assert unlisted.returncode != 0
     assert "list the services" in unlisted.stderr

@@ -95,8 +95,12 @@ def ignored(path: str) -> bool:
         pattern = pattern.lstrip("!").rstrip("/")
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(p, pattern.removeprefix("**/"))
-               or fnmatch.fnmatchcase(p.split("/")[-1], pattern.removeprefix("**/")) for p in prefixes):
+        if any(
+            fnmatch.fnmatchcase(p, pattern)
+            or fnmatch.fnmatchcase(p, pattern.removeprefix("**/"))
+            or fnmatch.fnmatchcase(p.split("/")[-1], pattern.removeprefix("**/"))
+            for p in prefixes
+        ):
             verdict = not include
     return verdict
 

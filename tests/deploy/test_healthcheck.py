@@ -46,8 +46,11 @@ def fake_proc(tmp_path: Path, *commands: list[str]) -> Path:
 
 
 def test_finds_the_served_service_among_the_processes(tmp_path: Path) -> None:
-    proc = fake_proc(tmp_path, ["/sbin/docker-init", "--", "pizzeria", "serve", "orders"],
-                     ["/opt/pizzeria/bin/python", "/opt/pizzeria/bin/pizzeria", "serve", "orders"])
+    proc = fake_proc(
+        tmp_path,
+        ["/sbin/docker-init", "--", "pizzeria", "serve", "orders"],
+        ["/opt/pizzeria/bin/python", "/opt/pizzeria/bin/pizzeria", "serve", "orders"],
+    )
     assert healthcheck.served_service(proc) == "orders"
     assert healthcheck.served_service(fake_proc(tmp_path / "none", ["pizzeria", "migrate"])) is None
     assert healthcheck.served_service(fake_proc(tmp_path / "bad", ["pizzeria", "serve", "nope"])) is None
@@ -60,8 +63,9 @@ def test_asks_the_service_port_on_loopback_when_it_listens_everywhere() -> None:
     assert healthcheck.probe_url("kitchen", "/ready", settings) == "http://127.0.0.1:5006/ready"
 
 
-def test_healthy_only_on_200(tmp_path: Path, server: int, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_healthy_only_on_200(
+    tmp_path: Path, server: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     proc = fake_proc(tmp_path / "p", ["pizzeria", "serve", "audit"])
     monkeypatch.setenv("AUDIT_PORT", str(server))
     monkeypatch.setenv("PIZZERIA_HOST", "0.0.0.0")

@@ -39,10 +39,17 @@ HELPER_VARIABLES = frozenset({"PIZZERIA_DATABASE_PASSWORD"})
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-def helm_template(values: Path | None, kubernetes: str = KUBERNETES[0], chart: Path = CHART,
-                  *extra: str) -> str:
-    args: list[str | Path] = ["template", "pizzeria", chart, "--namespace", "pizzeria",
-                              "--kube-version", kubernetes, *extra]
+def helm_template(values: Path | None, kubernetes: str = KUBERNETES[0], chart: Path = CHART, *extra: str) -> str:
+    args: list[str | Path] = [
+        "template",
+        "pizzeria",
+        chart,
+        "--namespace",
+        "pizzeria",
+        "--kube-version",
+        kubernetes,
+        *extra,
+    ]
     if values:
         args += ["--values", values]
     return run("helm", *args).stdout
@@ -76,8 +83,9 @@ class Rendered:
             env |= self.one("ConfigMap", source["configMapRef"]["name"])["data"]
         for item in container.get("env", []):
             if "value" in item:
-                env[item["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                                           lambda m: env.get(m.group(1), m.group(0)), item["value"])
+                env[item["name"]] = re.sub(
+                    r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"]
+                )
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = self.secret_value(ref["name"], ref["key"])
@@ -122,8 +130,10 @@ def test_manifests_are_valid_kubernetes_objects(values: str, kubernetes: str) ->
         try:
             kubernetes_validate.validate(doc, kubernetes, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} (Kubernetes {kubernetes}): "
-                        f"{'.'.join(map(str, exc.path))}: {exc.message}")
+            pytest.fail(
+                f"{doc['kind']} {doc['metadata']['name']} (Kubernetes {kubernetes}): "
+                f"{'.'.join(map(str, exc.path))}: {exc.message}"
+            )
 
 
 def test_names_and_port_names_fit_kubernetes_limits(rendered: Rendered) -> None:
@@ -232,8 +242,11 @@ def test_stateless_services_scale_and_the_provider_stays_one(rendered: Rendered)
             assert f"pizzeria-{name}" not in autoscalers
             continue
         hpa = autoscalers[f"pizzeria-{name}"]
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                 "name": deployment["metadata"]["name"]}
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment["metadata"]["name"],
+        }
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
         assert f"pizzeria-{name}" in rendered.of("PodDisruptionBudget")
@@ -296,18 +309,34 @@ def test_values_know_every_service_at_its_port() -> None:
 
 
 def test_values_are_checked_against_the_schema() -> None:
-    for mistake in ("imagee.tag=1", "services.order.port=5002", "services.orders.port=http",
-                    "kafka.topics.replicationFactor=0", "postgresql.database=pizzeria"):
-        refused = run("helm", "template", "pizzeria", CHART, "--kube-version", KUBERNETES[0], "--set", mistake,
-                      check=False)
+    for mistake in (
+        "imagee.tag=1",
+        "services.order.port=5002",
+        "services.orders.port=http",
+        "kafka.topics.replicationFactor=0",
+        "postgresql.database=pizzeria",
+    ):
+        refused = run(
+            "helm", "template", "pizzeria", CHART, "--kube-version", KUBERNETES[0], "--set", mistake, check=False
+        )
         assert refused.returncode != 0, mistake
-        assert "schema" in refused.stderr or "not allowed" in refused.stderr or "invalid" in refused.stderr, \
+        assert "schema" in refused.stderr or "not allowed" in refused.stderr or "invalid" in refused.stderr, (
             refused.stderr
+        )
 
 
 def test_a_disabled_provider_needs_a_real_one() -> None:
-    refused = run("helm", "template", "pizzeria", CHART, "--kube-version", KUBERNETES[0],
-                  "--set", "services.provider.enabled=false", check=False)
+    refused = run(
+        "helm",
+        "template",
+        "pizzeria",
+        CHART,
+        "--kube-version",
+        KUBERNETES[0],
+        "--set",
+        "services.provider.enabled=false",
+        check=False,
+    )
     assert refused.returncode != 0
     assert "PAYMENT_PROVIDER_URL" in refused.stderr
 
@@ -326,7 +355,8 @@ def notes_chart(tmp_path: Path) -> Path:
     shutil.copytree(CHART, chart)
     shutil.copy(CHART / "templates" / "NOTES.txt", chart / "notes-source.txt")
     (chart / "templates" / "notes-check.yaml").write_text(
-        'notes: {{ tpl (.Files.Get "notes-source.txt") . | toJson }}\n')
+        'notes: {{ tpl (.Files.Get "notes-source.txt") . | toJson }}\n'
+    )
     return chart
 
 

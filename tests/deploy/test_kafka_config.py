@@ -16,23 +16,45 @@ from tests.deploy.tools import DEPLOY, ROOT
 
 PROPERTIES = DEPLOY / "kafka" / "broker.properties"
 #: Set per node (or per cluster) by whoever starts it, never in the shared file.
-NODE_VARIABLES = frozenset({
-    "CLUSTER_ID", "KAFKA_NODE_ID", "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS", "KAFKA_CONTROLLER_QUORUM_VOTERS",
-    "KAFKA_LOG_DIRS", "KAFKA_HEAP_OPTS",
-})
+NODE_VARIABLES = frozenset(
+    {
+        "CLUSTER_ID",
+        "KAFKA_NODE_ID",
+        "KAFKA_LISTENERS",
+        "KAFKA_ADVERTISED_LISTENERS",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS",
+        "KAFKA_LOG_DIRS",
+        "KAFKA_HEAP_OPTS",
+    }
+)
 #: What the apache/kafka image sets when the environment leaves them unset (its configureDefaults).
-IMAGE_DEFAULTS = frozenset({
-    "CLUSTER_ID", "KAFKA_NODE_ID", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "KAFKA_LISTENERS",
-    "KAFKA_ADVERTISED_LISTENERS", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS",
-    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "KAFKA_PROCESS_ROLES",
-    "KAFKA_CONTROLLER_QUORUM_VOTERS", "KAFKA_INTER_BROKER_LISTENER_NAME", "KAFKA_CONTROLLER_LISTENER_NAMES",
-    "KAFKA_LOG_DIRS",
-})
+IMAGE_DEFAULTS = frozenset(
+    {
+        "CLUSTER_ID",
+        "KAFKA_NODE_ID",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+        "KAFKA_LISTENERS",
+        "KAFKA_ADVERTISED_LISTENERS",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_PROCESS_ROLES",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS",
+        "KAFKA_INTER_BROKER_LISTENER_NAME",
+        "KAFKA_CONTROLLER_LISTENER_NAMES",
+        "KAFKA_LOG_DIRS",
+    }
+)
 #: A single development broker can hold one copy only.
 SINGLE_BROKER = {
-    "default.replication.factor": "1", "min.insync.replicas": "1", "offsets.topic.replication.factor": "1",
-    "transaction.state.log.replication.factor": "1", "transaction.state.log.min.isr": "1",
-    "share.coordinator.state.topic.replication.factor": "1", "share.coordinator.state.topic.min.isr": "1",
+    "default.replication.factor": "1",
+    "min.insync.replicas": "1",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
 }
 
 
@@ -56,8 +78,7 @@ def variable(key: str) -> str:
 
 
 def brokers(project: dict[str, Any]) -> dict[str, dict[str, str]]:
-    return {name: s["environment"] for name, s in project["services"].items()
-            if s["image"].startswith("apache/kafka:")}
+    return {name: s["environment"] for name, s in project["services"].items() if s["image"].startswith("apache/kafka:")}
 
 
 def test_the_shared_settings_are_the_ones_the_platform_needs() -> None:

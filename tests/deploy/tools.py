@@ -17,8 +17,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-GO_TOOLS = Path(os.environ.get("PIZZERIA_TOOLS_BIN")
-                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pizzeria" / "bin")
+GO_TOOLS = Path(
+    os.environ.get("PIZZERIA_TOOLS_BIN")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pizzeria" / "bin"
+)
 
 
 def tool(name: str) -> Path:
@@ -26,14 +28,24 @@ def tool(name: str) -> Path:
     for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent, GO_TOOLS):
         if (folder / name).is_file():
             return folder / name
-    raise AssertionError(f"{name} is missing: `make deploy-tools` builds helm, actionlint and compose-check, "
-                         "`make install` installs the others")
+    raise AssertionError(
+        f"{name} is missing: `make deploy-tools` builds helm, actionlint and compose-check, "
+        "`make install` installs the others"
+    )
 
 
-def run(name: str, *args: str | Path, cwd: Path = ROOT, check: bool = True,
-        env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(tool(name)), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, check=False, env={**os.environ, **(env or {})})
+def run(
+    name: str, *args: str | Path, cwd: Path = ROOT, check: bool = True, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(tool(name)), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     if check:
         assert done.returncode == 0, f"{name} {' '.join(map(str, args))}:\n{done.stdout}\n{done.stderr}"
     return done

@@ -17,8 +17,7 @@ from tests.e2e.system import Shop
 TERMINAL = {"delivered", "cancelled"}
 
 #: Orders end on their own (and fast) with the autopilots moving tickets and deliveries.
-AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "50",
-             "DELIVERY_STAGE_MS": "50"}
+AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "50", "DELIVERY_STAGE_MS": "50"}
 
 
 @dataclass
@@ -40,15 +39,21 @@ class Placed:
         return {c for c, v in (("email", self.email), ("sms", self.phone)) if v}
 
 
-def order_body(menu: list[dict[str, Any]], card: str, email: str | None, phone: str | None,
-               rng: random.Random) -> dict[str, Any]:
+def order_body(
+    menu: list[dict[str, Any]], card: str, email: str | None, phone: str | None, rng: random.Random
+) -> dict[str, Any]:
     items = []
     for item in rng.sample(menu, k=rng.randint(1, 3)):
-        items.append({"menu_item_id": item["id"], "size": rng.choice(item["sizes"])["size"],
-                      "quantity": rng.randint(1, 3)})
+        items.append(
+            {"menu_item_id": item["id"], "size": rng.choice(item["sizes"])["size"], "quantity": rng.randint(1, 3)}
+        )
     contact = {k: v for k, v in (("email", email), ("phone", phone)) if v}
-    return {"items": items, "delivery_address": f"{rng.randint(1, 99)} Test Street",
-            "payment": {"token": card}, "contact": contact}
+    return {
+        "items": items,
+        "delivery_address": f"{rng.randint(1, 99)} Test Street",
+        "payment": {"token": card},
+        "contact": contact,
+    }
 
 
 async def wait_for_menu_sync(shop: Shop, menu: list[dict[str, Any]]) -> dict[str, Any]:
@@ -57,9 +62,15 @@ async def wait_for_menu_sync(shop: Shop, menu: list[dict[str, Any]]) -> dict[str
     return await shop.place(body, customer="warmup", retry_for=120)
 
 
-async def place_orders(shop: Shop, count: int, *, concurrency: int = 20, seed: int = 7,
-                       cards: tuple[str, ...] = ("tok_visa", "tok_declined"),
-                       cancel_share: float = 0.0) -> list[Placed]:
+async def place_orders(
+    shop: Shop,
+    count: int,
+    *,
+    concurrency: int = 20,
+    seed: int = 7,
+    cards: tuple[str, ...] = ("tok_visa", "tok_declined"),
+    cancel_share: float = 0.0,
+) -> list[Placed]:
     """Place `count` orders; every card appears at least once. A `cancel_share` of the customers
     change their mind right after placing (some before the kitchen starts, some after)."""
     rng = random.Random(seed)
@@ -70,8 +81,18 @@ async def place_orders(shop: Shop, count: int, *, concurrency: int = 20, seed: i
         email = f"customer{i}@example.com" if rng.random() < 0.9 else None
         phone = f"+4915{rng.randint(10_000_000, 99_999_999)}" if rng.random() < 0.5 or email is None else None
         wants_cancel = rng.random() < cancel_share
-        plans.append((str(uuid.uuid4()), card, email, phone, order_body(menu, card, email, phone, rng),
-                      f"c{i % 25}", wants_cancel, rng.random() * 0.3))
+        plans.append(
+            (
+                str(uuid.uuid4()),
+                card,
+                email,
+                phone,
+                order_body(menu, card, email, phone, rng),
+                f"c{i % 25}",
+                wants_cancel,
+                rng.random() * 0.3,
+            )
+        )
     gate = asyncio.Semaphore(concurrency)
 
     async def one(plan: tuple[str, str, str | None, str | None, dict[str, Any], str, bool, float]) -> Placed:
@@ -152,8 +173,9 @@ async def check_outcomes(shop: Shop, placed: list[Placed], final: dict[str, dict
         ending = (order["status"], order["cancel_reason"])
         assert ending in allowed_endings(p), f"{p.id} ({p.card}, cancel {p.cancel}) ended {ending}"
         if p.cancel == 409:
-            assert "preparing" in path or order["cancel_reason"] in ("out_of_stock", "payment_failed", "timeout"), \
+            assert "preparing" in path or order["cancel_reason"] in ("out_of_stock", "payment_failed", "timeout"), (
                 f"{p.id}: cancel refused while cancellable: {path}"
+            )
 
     async def payment_checks(p: Placed) -> None:
         order = final[p.id]

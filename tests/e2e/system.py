@@ -42,8 +42,11 @@ class System:
 
     async def start(self, timeout: float = 180.0) -> System:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pizzeria", "up"], cwd=self.workdir, env=self.env,
-            stdout=self.output.open("wb"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "pizzeria", "up"],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=self.output.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         await self.wait_until(self._all_ready, timeout, "every service ready")
         return self
@@ -99,8 +102,9 @@ class Shop:
 
     def __init__(self, system: System) -> None:
         self.system = system
-        self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64),
-                                      headers=bearer("shop-admin", "admin", env=system.env))
+        self.http = httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=64), headers=bearer("shop-admin", "admin", env=system.env)
+        )
         self._customers: dict[str, dict[str, str]] = {}
 
     def as_customer(self, customer: str) -> dict[str, str]:
@@ -118,15 +122,17 @@ class Shop:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
-    async def place(self, body: dict[str, Any], *, customer: str, key: str | None = None,
-                    retry_for: float = 60.0) -> dict[str, Any]:
+    async def place(
+        self, body: dict[str, Any], *, customer: str, key: str | None = None, retry_for: float = 60.0
+    ) -> dict[str, Any]:
         """POST an order; on a dropped connection or a 5xx, retry with the SAME key."""
         key = key or str(uuid.uuid4())
         deadline = time.monotonic() + retry_for
         while True:
             try:
                 response = await self.http.post(
-                    f"{self.system.url('orders')}/api/v1/orders", json=body,
+                    f"{self.system.url('orders')}/api/v1/orders",
+                    json=body,
                     headers={"Idempotency-Key": key, **self.as_customer(customer)},
                 )
                 if response.status_code == 202:
@@ -149,8 +155,7 @@ class Shop:
         return found
 
     async def payments(self, order_id: str) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.system.url('payments')}/api/v1/payments",
-                                       params={"order_id": order_id})
+        response = await self.http.get(f"{self.system.url('payments')}/api/v1/payments", params={"order_id": order_id})
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items
@@ -162,8 +167,9 @@ class Shop:
         return items
 
     async def cancel(self, order_id: str, *, customer: str) -> int:
-        response = await self.http.post(f"{self.system.url('orders')}/api/v1/orders/{order_id}/cancel",
-                                        headers=self.as_customer(customer))
+        response = await self.http.post(
+            f"{self.system.url('orders')}/api/v1/orders/{order_id}/cancel", headers=self.as_customer(customer)
+        )
         assert response.status_code in (202, 409), response.text
         return response.status_code
 
@@ -180,8 +186,9 @@ class Shop:
         return items
 
     async def set_stock(self, ingredient: str, on_hand: int) -> None:
-        response = await self.http.put(f"{self.system.url('kitchen')}/api/v1/inventory/{ingredient}",
-                                       json={"on_hand": on_hand})
+        response = await self.http.put(
+            f"{self.system.url('kitchen')}/api/v1/inventory/{ingredient}", json={"on_hand": on_hand}
+        )
         response.raise_for_status()
 
     async def saga_counts(self) -> dict[str, int]:
@@ -191,8 +198,9 @@ class Shop:
         return counts
 
     async def notifications(self, order_id: str) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.system.url('notifications')}/api/v1/notifications",
-                                       params={"order_id": order_id, "limit": 200})
+        response = await self.http.get(
+            f"{self.system.url('notifications')}/api/v1/notifications", params={"order_id": order_id, "limit": 200}
+        )
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items

@@ -16,8 +16,10 @@ from tests.e2e.conftest import start_system
 pytestmark = pytest.mark.e2e
 
 ENV = {"RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000"}
-ACCOUNTS = {"customer": ("alice@pizzeria.example", "alice-pizza-1"),
-            "admin": ("admin@pizzeria.example", "admin-pizza-1")}
+ACCOUNTS = {
+    "customer": ("alice@pizzeria.example", "alice-pizza-1"),
+    "admin": ("admin@pizzeria.example", "admin-pizza-1"),
+}
 
 
 async def sign_in(gateway: str, who: str) -> str:
@@ -31,13 +33,32 @@ async def sign_in(gateway: str, who: str) -> str:
 
 async def schemathesis(gateway: str, token: str, report: Path) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "schemathesis"), "run", f"{gateway}/openapi.json",
-        "--header", f"Authorization: Bearer {token}",
-        "--checks", "not_a_server_error,response_schema_conformance",
-        "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--seed", "20261122",
-        "--workers", "1", "--request-timeout", "30", "--no-color",
-        "--generation-database", "none", "--report", "junit", "--report-dir", str(report),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{gateway}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--checks",
+        "not_a_server_error,response_schema_conformance",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        "25",
+        "--seed",
+        "20261122",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--no-color",
+        "--generation-database",
+        "none",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(report),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await process.communicate()
     assert process.returncode is not None

@@ -43,8 +43,12 @@ DEMO = {
 CALLERS = ("anonymous", "customer", "staff", "courier", "admin")
 SERVICES_WITH_DATA = ("identity", "catalog", "orders", "payments", "notifications", "kitchen", "delivery", "audit")
 ENV = {
-    "GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "1", "GATEWAY_READ_RETRIES": "2",
-    "GATEWAY_UPSTREAM_TIMEOUT_S": "1", "RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000",
+    "GATEWAY_BREAKER_FAILURES": "3",
+    "GATEWAY_BREAKER_RESET_S": "1",
+    "GATEWAY_READ_RETRIES": "2",
+    "GATEWAY_UPSTREAM_TIMEOUT_S": "1",
+    "RATE_LIMIT_PER_IP": "1000000",
+    "RATE_LIMIT_PER_USER": "1000000",
 }
 
 
@@ -119,15 +123,24 @@ async def test_every_endpoint_for_every_role_through_the_gateway_and_at_the_serv
             services = SERVICES_WITH_DATA if route.upstream == EVERY_SERVICE else (route.upstream,)
             for caller in CALLERS:
                 want = expected(route, caller)
-                answers = [("gateway", await edge.http.request(route.method, path, json=body,
-                                                               headers=edge.auth(caller)))]
+                answers = [
+                    ("gateway", await edge.http.request(route.method, path, json=body, headers=edge.auth(caller)))
+                ]
                 for service in services:
-                    answers.append((service, await direct.request(route.method, edge.system.url(service) + path,
-                                                                  json=body, headers=edge.auth(caller))))
+                    answers.append(
+                        (
+                            service,
+                            await direct.request(
+                                route.method, edge.system.url(service) + path, json=body, headers=edge.auth(caller)
+                            ),
+                        )
+                    )
                 for where, response in answers:
                     if verdict(response) != want:
-                        wrong.append(f"{route.method} {route.template} as {caller} at {where}: "
-                                     f"{response.status_code}, expected {want}")
+                        wrong.append(
+                            f"{route.method} {route.template} as {caller} at {where}: "
+                            f"{response.status_code}, expected {want}"
+                        )
     finally:
         await direct.aclose()
     assert not wrong, "\n".join(wrong)
@@ -141,11 +154,15 @@ async def test_every_endpoint_for_every_role_through_the_gateway_and_at_the_serv
 
 async def place(edge: Edge, who: str) -> dict[str, Any]:
     menu = (await edge.http.get("/api/v1/menu")).json()["items"]
-    body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
-            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"},
-            "contact": {"email": "alice@pizzeria.example"}}
-    response = await edge.http.post("/api/v1/orders", json=body,
-                                    headers={**edge.auth(who), "Idempotency-Key": str(uuid.uuid4())})
+    body = {
+        "items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+        "delivery_address": "1 Main St",
+        "payment": {"token": "tok_visa"},
+        "contact": {"email": "alice@pizzeria.example"},
+    }
+    response = await edge.http.post(
+        "/api/v1/orders", json=body, headers={**edge.auth(who), "Idempotency-Key": str(uuid.uuid4())}
+    )
     assert response.status_code == 202, response.text
     order: dict[str, Any] = response.json()
     return order
@@ -167,13 +184,15 @@ async def test_a_customer_never_sees_or_cancels_another_customers_things(edge: E
     order_id = order["id"]
 
     async def payment() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (await edge.http.get("/api/v1/payments", params={"order_id": order_id},
-                                                           headers=alice)).json()["items"]
+        items: list[dict[str, Any]] = (
+            await edge.http.get("/api/v1/payments", params={"order_id": order_id}, headers=alice)
+        ).json()["items"]
         return items
 
     async def notified() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (await edge.http.get("/api/v1/notifications", params={"order_id": order_id},
-                                                           headers=alice)).json()["items"]
+        items: list[dict[str, Any]] = (
+            await edge.http.get("/api/v1/notifications", params={"order_id": order_id}, headers=alice)
+        ).json()["items"]
         return items
 
     [paid] = await eventually(payment, "alice's payment")
@@ -181,22 +200,28 @@ async def test_a_customer_never_sees_or_cancels_another_customers_things(edge: E
     assert (await edge.http.get(f"/api/v1/orders/{order_id}", headers=alice)).status_code == 200
 
     for base in (str(edge.http.base_url), None):  # through the gateway, then straight at each service
+
         def url(service: str, path: str, base: str | None = base) -> str:
             return (base.rstrip("/") if base else edge.system.url(service)) + path
 
         async with httpx.AsyncClient(timeout=30, headers=bob) as as_bob:
             assert (await as_bob.get(url("orders", f"/api/v1/orders/{order_id}"))).status_code == 404
             assert (await as_bob.post(url("orders", f"/api/v1/orders/{order_id}/cancel"))).status_code == 404
-            listed = (await as_bob.get(url("orders", "/api/v1/orders"),
-                                       params={"customer_id": edge.user_ids["customer"], "limit": 100})).json()
+            listed = (
+                await as_bob.get(
+                    url("orders", "/api/v1/orders"), params={"customer_id": edge.user_ids["customer"], "limit": 100}
+                )
+            ).json()
             assert order_id not in {o["id"] for o in listed["items"]}
             assert (await as_bob.get(url("payments", f"/api/v1/payments/{paid['id']}"))).status_code == 404
             by_order = await as_bob.get(url("payments", "/api/v1/payments"), params={"order_id": order_id})
             assert by_order.json()["items"] == []
             mine = await as_bob.get(url("payments", "/api/v1/payments"), params={"limit": 100})
             assert paid["id"] not in {p["id"] for p in mine.json()["items"]}
-            notes = await as_bob.get(url("notifications", "/api/v1/notifications"),
-                                     params={"order_id": order_id, "customer_id": edge.user_ids["customer"]})
+            notes = await as_bob.get(
+                url("notifications", "/api/v1/notifications"),
+                params={"order_id": order_id, "customer_id": edge.user_ids["customer"]},
+            )
             assert notes.json()["items"] == []
     overview = (await edge.http.get("/api/v1/me/overview", headers=bob)).json()
     assert order_id not in {o["id"] for o in overview["orders"] or []}
@@ -229,10 +254,12 @@ async def read_events(response: httpx.Response) -> list[tuple[str, str]]:
 async def test_an_order_streams_its_status_live_until_it_ends(edge: Edge) -> None:
     alice = edge.auth("customer")
     order = await place(edge, "customer")
-    assert (await edge.http.get(f"/api/v1/orders/{order['id']}/stream",
-                                headers=edge.auth("other customer"))).status_code == 404
-    async with edge.http.stream("GET", f"/api/v1/orders/{order['id']}/stream", headers=alice,
-                                timeout=httpx.Timeout(10, read=120)) as stream:
+    assert (
+        await edge.http.get(f"/api/v1/orders/{order['id']}/stream", headers=edge.auth("other customer"))
+    ).status_code == 404
+    async with edge.http.stream(
+        "GET", f"/api/v1/orders/{order['id']}/stream", headers=alice, timeout=httpx.Timeout(10, read=120)
+    ) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         events = await read_events(stream)
@@ -257,6 +284,7 @@ async def test_an_order_streams_its_status_live_until_it_ends(edge: Edge) -> Non
 async def test_dead_letters_of_every_service_listed_replayed_and_discarded_through_the_gateway(edge: Edge) -> None:
     admin = edge.auth("admin")
     settings = Settings(PIZZERIA_VAR_DIR=str(edge.system.workdir / "var"))  # type: ignore[call-arg]
+
     async def dead_lettered() -> float:
         counted = 0.0
         for service in SERVICES_WITH_DATA:
@@ -269,11 +297,22 @@ async def test_dead_letters_of_every_service_listed_replayed_and_discarded_throu
     await broker.start()
     message_id = str(uuid.uuid4())
     try:  # an order event whose data breaks its schema: every group that reads it gives up on it
-        await broker.publish([OutgoingMessage(
-            topic="orders.events", key="k", value=orjson.dumps({"order_id": "not-a-uuid"}),
-            headers={"ce_id": message_id, "ce_source": "/pizzeria/orders", "ce_specversion": "1.0",
-                     "ce_type": "pizzeria.orders.OrderPlaced.v1", "ce_correlationid": "poison-1"},
-        )])
+        await broker.publish(
+            [
+                OutgoingMessage(
+                    topic="orders.events",
+                    key="k",
+                    value=orjson.dumps({"order_id": "not-a-uuid"}),
+                    headers={
+                        "ce_id": message_id,
+                        "ce_source": "/pizzeria/orders",
+                        "ce_specversion": "1.0",
+                        "ce_type": "pizzeria.orders.OrderPlaced.v1",
+                        "ce_correlationid": "poison-1",
+                    },
+                )
+            ]
+        )
     finally:
         await broker.close()
     assert (await edge.http.get("/api/v1/ops/dlq", headers=edge.auth("staff"))).status_code == 403
@@ -385,15 +424,16 @@ def samples(text: str) -> dict[str, float]:
 
 def total(found: dict[str, float], family: str, **labels: str) -> float:
     wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(v for name, v in found.items()
-               if name.split("{")[0] == family and all(w in name for w in wanted))
+    return sum(v for name, v in found.items() if name.split("{")[0] == family and all(w in name for w in wanted))
 
 
 async def test_every_metric_family_is_exported_and_moves_with_what_it_counts(edge: Edge) -> None:
     async def scrape() -> dict[str, dict[str, float]]:
         async with httpx.AsyncClient(timeout=30) as client:
-            return {s: samples((await client.get(f"{edge.system.url(s)}/metrics")).text)
-                    for s in (*SERVICES_WITH_DATA, "gateway")}
+            return {
+                s: samples((await client.get(f"{edge.system.url(s)}/metrics")).text)
+                for s in (*SERVICES_WITH_DATA, "gateway")
+            }
 
     before = await scrape()
     order = await place(edge, "customer")
@@ -427,13 +467,15 @@ async def test_every_metric_family_is_exported_and_moves_with_what_it_counts(edg
     still = [what for (service, family, labels), what in business.items() if not moved(service, family, **dict(labels))]
     assert not still, f"these did not move: {still}"
     # Present (a gauge moves with its state, not with this order).
-    for service, family in (("orders", "pizzeria_outbox_backlog_messages"),
-                            ("orders", "pizzeria_outbox_oldest_unpublished_age_seconds"),
-                            ("kitchen", "pizzeria_consumer_lag_messages"),
-                            ("payments", "pizzeria_circuit_breaker_state"),
-                            ("gateway", "pizzeria_circuit_breaker_state"),
-                            ("catalog", "pizzeria_cache_requests_total"),
-                            ("orders", "pizzeria_db_pool_connections")):
+    for service, family in (
+        ("orders", "pizzeria_outbox_backlog_messages"),
+        ("orders", "pizzeria_outbox_oldest_unpublished_age_seconds"),
+        ("kitchen", "pizzeria_consumer_lag_messages"),
+        ("payments", "pizzeria_circuit_breaker_state"),
+        ("gateway", "pizzeria_circuit_breaker_state"),
+        ("catalog", "pizzeria_cache_requests_total"),
+        ("orders", "pizzeria_db_pool_connections"),
+    ):
         assert any(name.split("{")[0] == family for name in after[service]), f"{service} lacks {family}"
 
 
@@ -456,12 +498,21 @@ def spans_of(workdir: Path, trace_id: str) -> list[dict[str, Any]]:
 async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge) -> None:
     trace_id, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     menu = (await edge.http.get("/api/v1/menu")).json()["items"]
-    body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
-            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"},
-            "contact": {"email": "alice@pizzeria.example"}}
-    placed = await edge.http.post("/api/v1/orders", json=body, headers={
-        **edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4()),
-        "traceparent": f"00-{trace_id}-{caller_span}-01"})
+    body = {
+        "items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+        "delivery_address": "1 Main St",
+        "payment": {"token": "tok_visa"},
+        "contact": {"email": "alice@pizzeria.example"},
+    }
+    placed = await edge.http.post(
+        "/api/v1/orders",
+        json=body,
+        headers={
+            **edge.auth("customer"),
+            "Idempotency-Key": str(uuid.uuid4()),
+            "traceparent": f"00-{trace_id}-{caller_span}-01",
+        },
+    )
     assert placed.status_code == 202, placed.text
     touched = {"gateway", "orders", "kitchen", "payments", "delivery", "notifications"}
 
@@ -474,7 +525,8 @@ async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge
         spans = spans_of(edge.system.workdir, trace_id)
         names = {s["name"] for s in spans}
         done = any("DeliveryCompleted" in n for n in names) and any(
-            n.startswith("notifications process") and "OrderStatusChanged" in n for n in names)
+            n.startswith("notifications process") and "OrderStatusChanged" in n for n in names
+        )
         return spans if done and touched <= {s["service"] for s in spans} and not orphans(spans) else None
 
     try:
@@ -486,12 +538,22 @@ async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge
     [root] = [s for s in spans if s["parent_id"] == caller_span]
     assert (root["service"], root["kind"], root["name"]) == ("gateway", "server", "POST /api/v1/{path:path}")
     kinds = {(s["service"], s["kind"]) for s in spans}
-    assert {("gateway", "client"), ("orders", "server"), ("kitchen", "consumer"), ("payments", "consumer"),
-            ("orders", "consumer"), ("delivery", "consumer"), ("notifications", "consumer")} <= kinds
+    assert {
+        ("gateway", "client"),
+        ("orders", "server"),
+        ("kitchen", "consumer"),
+        ("payments", "consumer"),
+        ("orders", "consumer"),
+        ("delivery", "consumer"),
+        ("notifications", "consumer"),
+    } <= kinds
     # Messages link the services: each service's consumer spans include one whose parent is a
     # span of another service (the one that sent the message).
-    crossings = {s["service"] for s in spans if s["kind"] == "consumer"
-                 and by_id.get(s["parent_id"], {}).get("service") not in (None, s["service"])}
+    crossings = {
+        s["service"]
+        for s in spans
+        if s["kind"] == "consumer" and by_id.get(s["parent_id"], {}).get("service") not in (None, s["service"])
+    }
     assert {"kitchen", "payments", "delivery", "notifications", "orders"} <= crossings
 
 
@@ -518,15 +580,19 @@ async def test_the_audit_log_has_every_message_of_a_saga_once_and_in_order(edge:
 
     async def delivered_and_notified() -> bool:
         found = (await edge.http.get(f"/api/v1/orders/{order['id']}", headers=edge.auth("customer"))).json()
-        notes = (await edge.http.get("/api/v1/notifications", params={"order_id": order["id"]},
-                                     headers=edge.auth("customer"))).json()["items"]
+        notes = (
+            await edge.http.get(
+                "/api/v1/notifications", params={"order_id": order["id"]}, headers=edge.auth("customer")
+            )
+        ).json()["items"]
         return found["status"] == "delivered" and len(notes) >= len(found["history"])
 
     await eventually(delivered_and_notified, "the order to be delivered and notified")
 
     async def audited() -> list[dict[str, Any]] | None:
-        entries: list[dict[str, Any]] = (await edge.http.get(
-            "/api/v1/ops/audit", params={"order_id": order["id"], "limit": 1000}, headers=admin)).json()["items"]
+        entries: list[dict[str, Any]] = (
+            await edge.http.get("/api/v1/ops/audit", params={"order_id": order["id"], "limit": 1000}, headers=admin)
+        ).json()["items"]
         sent = published_about(edge.system.workdir, order["id"])
         return entries if sent and {e["message_id"] for e in entries} >= set(sent) else None
 
@@ -536,8 +602,18 @@ async def test_the_audit_log_has_every_message_of_a_saga_once_and_in_order(edge:
     assert len(ids) == len(set(ids)), "nothing is recorded twice"
     assert set(ids) == set(sent), "nothing is missing, nothing else is there"
     kinds = {e["type"].split(".")[2] for e in entries}
-    assert {"OrderPlaced", "ReserveIngredients", "IngredientsReserved", "ChargePayment", "PaymentCompleted",
-            "QueueTicket", "TicketReady", "ScheduleDelivery", "DeliveryCompleted", "OrderStatusChanged"} <= kinds
+    assert {
+        "OrderPlaced",
+        "ReserveIngredients",
+        "IngredientsReserved",
+        "ChargePayment",
+        "PaymentCompleted",
+        "QueueTicket",
+        "TicketReady",
+        "ScheduleDelivery",
+        "DeliveryCompleted",
+        "OrderStatusChanged",
+    } <= kinds
     # In order: every message comes after the one that caused it; all belong to the order's trace.
     at = {e["message_id"]: e["occurred_at"] for e in entries}
     for e in entries:
@@ -560,10 +636,14 @@ async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge
     placed = []
     for n, card in enumerate(["tok_visa"] * 7 + ["tok_declined"] * 3):
         item = menu[n % len(menu)]
-        body = {"items": [{"menu_item_id": item["id"], "size": item["sizes"][0]["size"], "quantity": 1 + n % 3}],
-                "delivery_address": "1 Main St", "payment": {"token": card}}
-        response = await edge.http.post("/api/v1/orders", json=body, headers={
-            **edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4())})
+        body = {
+            "items": [{"menu_item_id": item["id"], "size": item["sizes"][0]["size"], "quantity": 1 + n % 3}],
+            "delivery_address": "1 Main St",
+            "payment": {"token": card},
+        }
+        response = await edge.http.post(
+            "/api/v1/orders", json=body, headers={**edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4())}
+        )
         assert response.status_code == 202, response.text
         placed.append(response.json()["id"])
 
@@ -574,15 +654,19 @@ async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge
     orders = await eventually(settled, "every order to end")
     until = datetime.now(UTC) + timedelta(seconds=1)
     delivered = [o for o in orders if o["status"] == "delivered"]
-    times = sorted((datetime.fromisoformat(o["history"][-1]["at"]) - datetime.fromisoformat(o["created_at"]))
-                   .total_seconds() for o in delivered)
+    times = sorted(
+        (datetime.fromisoformat(o["history"][-1]["at"]) - datetime.fromisoformat(o["created_at"])).total_seconds()
+        for o in delivered
+    )
     sold: Counter[str] = Counter()
     for o in delivered:
         for line in o["items"]:
             sold[line["name"]] += line["quantity"]
     outcomes = Counter(o["payment_status"] for o in orders)
     expected = {
-        "orders": len(orders), "delivered": len(delivered), "cancelled": len(orders) - len(delivered),
+        "orders": len(orders),
+        "delivered": len(delivered),
+        "cancelled": len(orders) - len(delivered),
         "orders_per_minute": round(len(orders) / ((until - since).total_seconds() / 60), 4),
         "revenue": sum(o["total"] for o in delivered),
         "payment_success_rate": round(outcomes["completed"] / (outcomes["completed"] + outcomes["failed"]), 4),
@@ -604,8 +688,9 @@ async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge
     top = {t["name"]: t["quantity"] for t in report["top_items"]}
     assert top == dict(sold)
     assert sum(b["orders"] for b in report["buckets"]) == len(orders)
-    bad = await edge.http.get("/api/v1/ops/analytics", params={"since": until.isoformat(), "until": since.isoformat()},
-                              headers=admin)
+    bad = await edge.http.get(
+        "/api/v1/ops/analytics", params={"since": until.isoformat(), "until": since.isoformat()}, headers=admin
+    )
     assert bad.status_code == 400
 
 
@@ -616,19 +701,24 @@ async def test_personal_data_never_reaches_the_logs_unmasked(edge: Edge) -> None
     email = f"pii-probe-{uuid.uuid4().hex[:10]}@example.com"
     phone = f"+49151{uuid.uuid4().int % 10**8:08d}"
     menu = (await edge.http.get("/api/v1/menu")).json()["items"]
-    body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
-            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"},
-            "contact": {"email": email, "phone": phone}}
-    response = await edge.http.post("/api/v1/orders", json=body, headers={
-        **edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4())})
+    body = {
+        "items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+        "delivery_address": "1 Main St",
+        "payment": {"token": "tok_visa"},
+        "contact": {"email": email, "phone": phone},
+    }
+    response = await edge.http.post(
+        "/api/v1/orders", json=body, headers={**edge.auth("customer"), "Idempotency-Key": str(uuid.uuid4())}
+    )
     assert response.status_code == 202, response.text
     order_id = response.json()["id"]
     # A failed sign-in names an email too.
     await edge.http.post("/api/v1/auth/login", json={"email": email, "password": "not-the-password"})
 
     async def sent_both_ways() -> bool:
-        notes = (await edge.http.get("/api/v1/notifications", params={"order_id": order_id},
-                                     headers=edge.auth("customer"))).json()["items"]
+        notes = (
+            await edge.http.get("/api/v1/notifications", params={"order_id": order_id}, headers=edge.auth("customer"))
+        ).json()["items"]
         return {n["channel"] for n in notes if n["status"] == "sent"} >= {"email", "sms"}
 
     await eventually(sent_both_ways, "an email and an SMS about the order")
@@ -638,16 +728,24 @@ async def test_personal_data_never_reaches_the_logs_unmasked(edge: Edge) -> None
     assert not leaks, f"unmasked personal data in {sorted(leaks)}"
 
 
-
 async def audited_with_actor(edge: Edge, kind: str, **data: str) -> dict[str, Any]:
     """The audit entry of an administrator's action, naming the administrator."""
     admin_id = edge.user_ids["admin"]
 
     async def found() -> dict[str, Any] | None:
-        entries = (await edge.http.get("/api/v1/ops/audit", params={"user_id": admin_id, "limit": 1000},
-                                       headers=edge.auth("admin"))).json()["items"]
-        return next((e for e in entries if e["type"].split(".")[2] == kind
-                     and all(str(e["data"].get(k)) == v for k, v in data.items())), None)
+        entries = (
+            await edge.http.get(
+                "/api/v1/ops/audit", params={"user_id": admin_id, "limit": 1000}, headers=edge.auth("admin")
+            )
+        ).json()["items"]
+        return next(
+            (
+                e
+                for e in entries
+                if e["type"].split(".")[2] == kind and all(str(e["data"].get(k)) == v for k, v in data.items())
+            ),
+            None,
+        )
 
     entry: dict[str, Any] = await eventually(found, f"{kind} in the audit log")
     assert entry["actor"] == admin_id

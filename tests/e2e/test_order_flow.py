@@ -46,14 +46,20 @@ async def test_an_idempotency_key_gives_one_order_and_ctrl_c_stops_everything(tm
     try:
         menu = await shop.menu()
         await wait_for_menu_sync(shop, menu)
-        body = {"items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
-                "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}
+        body = {
+            "items": [{"menu_item_id": menu[0]["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St",
+            "payment": {"token": "tok_visa"},
+        }
         first = await shop.place(body, customer="ann", key="same-key")
         again = await shop.place(body, customer="ann", key="same-key")
         assert again["id"] == first["id"]
         other = {**body, "delivery_address": "2 Other St"}
-        response = await shop.http.post(f"{system.url('orders')}/api/v1/orders", json=other,
-                                        headers={"Idempotency-Key": "same-key", **shop.as_customer("ann")})
+        response = await shop.http.post(
+            f"{system.url('orders')}/api/v1/orders",
+            json=other,
+            headers={"Idempotency-Key": "same-key", **shop.as_customer("ann")},
+        )
         assert response.status_code == 422
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["type"].endswith("/idempotency-key-reused")
@@ -65,5 +71,6 @@ async def test_an_idempotency_key_gives_one_order_and_ctrl_c_stops_everything(tm
     output = system.output.read_text()
     assert output.index("pizzeria: stopping...") < output.index("pizzeria: stopped.")
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), \
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), (
             f"service process {pid} outlived the supervisor"
+        )

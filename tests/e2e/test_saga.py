@@ -47,8 +47,13 @@ async def test_three_hundred_orders_each_end_as_their_story_allows(
 
         endings = Counter((o["status"], o["cancel_reason"]) for o in final.values())
         # Every ending of the saga happened at least once, or the test did not test it.
-        for ending in (("delivered", None), ("cancelled", "out_of_stock"), ("cancelled", "payment_failed"),
-                       ("cancelled", "timeout"), ("cancelled", "customer_cancelled")):
+        for ending in (
+            ("delivered", None),
+            ("cancelled", "out_of_stock"),
+            ("cancelled", "payment_failed"),
+            ("cancelled", "timeout"),
+            ("cancelled", "customer_cancelled"),
+        ):
             assert endings[ending] > 0, f"no order ended {ending}: {dict(endings)}"
     finally:
         await shop.close()

@@ -91,8 +91,9 @@ def kafka(bootstrap: str, drop: Callable[[], int], prefix: str) -> BrokerHarness
     return BrokerHarness("kafka", lambda: KafkaBroker(bootstrap), disrupt, prefix)
 
 
-async def drain(consumer: BrokerConsumer, want: int, *, timeout: float = 60.0, commit: bool = True,
-                batch: int = 500) -> list[Record]:
+async def drain(
+    consumer: BrokerConsumer, want: int, *, timeout: float = 60.0, commit: bool = True, batch: int = 500
+) -> list[Record]:
     """Fetch until `want` records arrived or the deadline passed (committing as it goes)."""
     got: list[Record] = []
     deadline = time.monotonic() + timeout

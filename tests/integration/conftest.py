@@ -19,7 +19,8 @@ from tests.support.postgres import create_database, drop_database
 #: A table standing in for a service's own state, written in the same transactions as the outbox.
 state_metadata = sa.MetaData()
 widgets = sa.Table(
-    "widgets", state_metadata,
+    "widgets",
+    state_metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("owner", sa.String(64), nullable=False),
     sa.Column("n", sa.Integer, nullable=False),

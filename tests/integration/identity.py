@@ -66,7 +66,9 @@ class Identity:
     async def from_ip(self, ip: str) -> httpx.AsyncClient:
         """A client whose requests come from `ip`."""
         transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
-        return await self._clients.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://identity"))
+        return await self._clients.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://identity")
+        )
 
     async def login(self, email: str, password: str, client: httpx.AsyncClient | None = None) -> httpx.Response:
         return await (client or self.http).post("/api/v1/auth/login", json={"email": email, "password": password})
@@ -85,13 +87,21 @@ class Identity:
         """Every message identity wrote to its outbox: type, key and data."""
         async with self.app.state.runtime.db.read() as conn:
             rows = (await conn.execute(sa.select(outbox).order_by(outbox.c.seq))).all()
-        return [{"type": orjson.loads(r.headers)["ce_type"], "topic": r.topic, "key": r.key,
-                 "data": orjson.loads(r.payload)} for r in rows]
+        return [
+            {
+                "type": orjson.loads(r.headers)["ce_type"],
+                "topic": r.topic,
+                "key": r.key,
+                "data": orjson.loads(r.payload),
+            }
+            for r in rows
+        ]
 
 
 @contextlib.asynccontextmanager
-async def identity_settings(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                            **extra: str) -> AsyncIterator[Settings]:
+async def identity_settings(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: str
+) -> AsyncIterator[Settings]:
     """Settings of an identity on `backend` (sqlite | postgres); the database is dropped after."""
     monkeypatch.setattr(passwords, "default_hasher", lambda: CHEAP_HASHER)
     url = None

@@ -31,8 +31,12 @@ async def create_topics(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(service: str, settings: Settings, *, headers: dict[str, str] | None = None,
-                  ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def running(
+    service: str,
+    settings: Settings,
+    *,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The service app with its lifespan entered, and an HTTP client bound to it (sending
     `headers`, e.g. a caller's token, with every request)."""
     await create_topics(settings)

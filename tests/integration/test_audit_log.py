@@ -33,8 +33,13 @@ async def audit_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 def envelope() -> Envelope:
-    return Envelope(id="m-1", source="/pizzeria/orders", type="pizzeria.orders.OrderPlaced.v1",
-                    data=b'{"order_id": "o-1", "customer_id": "c-1"}', subject="o-1")
+    return Envelope(
+        id="m-1",
+        source="/pizzeria/orders",
+        type="pizzeria.orders.OrderPlaced.v1",
+        data=b'{"order_id": "o-1", "customer_id": "c-1"}',
+        subject="o-1",
+    )
 
 
 async def test_entries_are_added_once_and_never_changed_or_removed(audit_db: Database) -> None:

@@ -32,8 +32,11 @@ async def harness(request: pytest.FixtureRequest, tmp_path, unique: str) -> Asyn
         pg_db = url = await create_database()
         proxy = TcpProxy(5432).start()
         db_name = url.rsplit("/", 1)[1]
-        h = sqllog_postgres(f"postgresql://postgres@127.0.0.1:{proxy.listen_port}/{db_name}",
-                            lambda: proxy.drop_all(refuse_for=1.0), prefix)  # type: ignore[union-attr]
+        h = sqllog_postgres(
+            f"postgresql://postgres@127.0.0.1:{proxy.listen_port}/{db_name}",
+            lambda: proxy.drop_all(refuse_for=1.0),
+            prefix,
+        )  # type: ignore[union-attr]
     else:
         cluster: KafkaCluster = request.getfixturevalue("kafka")
         h = kafka(cluster.bootstrap, lambda: cluster.drop_client_connections(refuse_for=1.0), prefix)
@@ -48,8 +51,9 @@ async def harness(request: pytest.FixtureRequest, tmp_path, unique: str) -> Asyn
 
 
 def message(topic: str, key: str | None, n: int, **extra: str) -> OutgoingMessage:
-    return OutgoingMessage(topic=topic, key=key, value=orjson.dumps({"n": n, "key": key}),
-                           headers={"ce_id": str(uuid.uuid4()), **extra})
+    return OutgoingMessage(
+        topic=topic, key=key, value=orjson.dumps({"n": n, "key": key}), headers={"ce_id": str(uuid.uuid4()), **extra}
+    )
 
 
 async def make_topic(broker: Broker, h: BrokerHarness, name: str, partitions: int = 3) -> str:

@@ -30,8 +30,11 @@ def looked_up(cache: str, result: str) -> float:
 @pytest.fixture(params=["in-process", "redis"])
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     name = f"test-{uuid.uuid4().hex[:8]}"
-    made: Cache = (InProcessCache(name, ttl_s=30, tombstone_s=0.3) if request.param == "in-process"
-                   else RedisCache(name, REDIS_URL, ttl_s=30, tombstone_s=0.3, prefix=f"pizzeria:test:{name}"))
+    made: Cache = (
+        InProcessCache(name, ttl_s=30, tombstone_s=0.3)
+        if request.param == "in-process"
+        else RedisCache(name, REDIS_URL, ttl_s=30, tombstone_s=0.3, prefix=f"pizzeria:test:{name}")
+    )
     yield made
     await made.close()
 
@@ -117,15 +120,21 @@ async def test_order_reads_are_cached_and_follow_the_events_that_change_them(
 ) -> None:
     # A short tombstone: reads fill the cache again soon after the order's last change.
     settings = embedded_settings(tmp_path, CACHE_TOMBSTONE_S="0.3", **store_env)
-    async with running("catalog", settings) as (_, catalog), \
-            running("orders", settings, headers=bearer("ann")) as (app, orders):
+    async with (
+        running("catalog", settings) as (_, catalog),
+        running("orders", settings, headers=bearer("ann")) as (app, orders),
+    ):
         runtime: ServiceRuntime = app.state.runtime
         item = (await catalog.get("/api/v1/menu")).json()["items"][0]
-        body = {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
-                "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}
+        body = {
+            "items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St",
+            "payment": {"token": "tok_visa"},
+        }
         deadline = time.monotonic() + 30
-        while (placed := await orders.post("/api/v1/orders", json=body,
-                                           headers={"Idempotency-Key": str(uuid.uuid4())})).status_code != 202:
+        while (
+            placed := await orders.post("/api/v1/orders", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+        ).status_code != 202:
             assert time.monotonic() < deadline, placed.text  # the menu copy is on its way
             await asyncio.sleep(0.05)
         order_id = uuid.UUID(placed.json()["id"])

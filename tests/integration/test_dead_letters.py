@@ -24,8 +24,14 @@ from tests.integration.services import embedded_settings, running
 
 def cli(var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIZZERIA_VAR_DIR": str(var_dir)}
-    return subprocess.run([sys.executable, "-m", "pizzeria", "dlq", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pizzeria", "dlq", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 async def wait_for_status(store: DeadLetterStore, dl_id: str, status: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
@@ -46,11 +52,22 @@ async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
         await broker.start()
         message_id = str(uuid.uuid4())
         # A catalog event whose data breaks its schema: it can never be processed.
-        await broker.publish([OutgoingMessage(
-            topic="catalog.events", key="k", value=orjson.dumps({"menu_item_id": "not-a-uuid"}),
-            headers={"ce_id": message_id, "ce_source": "/pizzeria/catalog", "ce_specversion": "1.0",
-                     "ce_type": "pizzeria.catalog.MenuItemUpdated.v1", "ce_correlationid": "corr-1"},
-        )])
+        await broker.publish(
+            [
+                OutgoingMessage(
+                    topic="catalog.events",
+                    key="k",
+                    value=orjson.dumps({"menu_item_id": "not-a-uuid"}),
+                    headers={
+                        "ce_id": message_id,
+                        "ce_source": "/pizzeria/catalog",
+                        "ce_specversion": "1.0",
+                        "ce_type": "pizzeria.catalog.MenuItemUpdated.v1",
+                        "ce_correlationid": "corr-1",
+                    },
+                )
+            ]
+        )
         store = runtime.dead_letters
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not await store.recent():
@@ -100,7 +117,14 @@ async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
         # The command line takes the same path as the API: each action is an `ops.events` fact
         # naming who did it, for the audit log.
         async with runtime.db.read() as conn:
-            facts = (await conn.execute(sa.select(outbox.c.headers).where(outbox.c.topic == "ops.events")
-                                        .order_by(outbox.c.seq))).scalars().all()
+            facts = (
+                (
+                    await conn.execute(
+                        sa.select(outbox.c.headers).where(outbox.c.topic == "ops.events").order_by(outbox.c.seq)
+                    )
+                )
+                .scalars()
+                .all()
+            )
         actions = [orjson.loads(h)["ce_type"] for h in facts]
         assert actions == ["pizzeria.ops.DeadLetterReplayRequested.v1", "pizzeria.ops.DeadLetterDiscarded.v1"]

@@ -56,11 +56,18 @@ class Upstream:
             return httpx.Response(failure, json={"detail": "upstream trouble"})
         if self.answer is not None:
             return self.answer(request)
-        return httpx.Response(200, json={
-            "upstream": self.name, "method": request.method, "path": request.url.path,
-            "query": str(request.url.query, "ascii"), "body": request.content.decode(),
-            "headers": dict(request.headers.items()),
-        }, headers={"x-upstream": self.name, "connection": "close"})
+        return httpx.Response(
+            200,
+            json={
+                "upstream": self.name,
+                "method": request.method,
+                "path": request.url.path,
+                "query": str(request.url.query, "ascii"),
+                "body": request.content.decode(),
+                "headers": dict(request.headers.items()),
+            },
+            headers={"x-upstream": self.name, "connection": "close"},
+        )
 
 
 @dataclass
@@ -82,12 +89,20 @@ def gateway_env() -> dict[str, str]:
 
 @pytest.fixture
 async def gateway(gateway_env: dict[str, str]) -> AsyncIterator[Gateway]:
-    env = {"GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_RESET_S": "0.3", "GATEWAY_READ_RETRIES": "1",
-           "GATEWAY_UPSTREAM_TIMEOUT_S": "2", **gateway_env}
+    env = {
+        "GATEWAY_BREAKER_FAILURES": "3",
+        "GATEWAY_BREAKER_RESET_S": "0.3",
+        "GATEWAY_READ_RETRIES": "1",
+        "GATEWAY_UPSTREAM_TIMEOUT_S": "2",
+        **gateway_env,
+    }
     settings = Settings(**env)  # type: ignore[arg-type]
     upstreams = {name: Upstream(name) for name in UPSTREAMS}
-    app = create_app(settings, GatewaySettings(**env),  # type: ignore[arg-type]
-                     transports={n: httpx.MockTransport(u.handle) for n, u in upstreams.items()})
+    app = create_app(
+        settings,
+        GatewaySettings(**env),  # type: ignore[arg-type]
+        transports={n: httpx.MockTransport(u.handle) for n, u in upstreams.items()},
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -110,8 +125,9 @@ async def test_each_route_reaches_its_own_upstream(gateway: Gateway) -> None:
     for route in ROUTES:
         role = sorted(route.allowed)[0] if route.allowed else "customer"
         path = route.template.replace("{id}", str(uuid.uuid4())).replace("{ingredient}", "dough")
-        response = await gateway.client.request(route.method, path, headers=gateway.token(role),
-                                                json={} if route.method in ("POST", "PUT") else None)
+        response = await gateway.client.request(
+            route.method, path, headers=gateway.token(role), json={} if route.method in ("POST", "PUT") else None
+        )
         assert response.status_code == 200, (route, response.text)
         assert (response.json()["upstream"], response.json()["path"]) == (route.upstream, path)
 
@@ -120,9 +136,16 @@ async def test_the_request_is_passed_on_with_its_identity_and_trace(gateway: Gat
     customer = gateway.token("customer", "ann")
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     response = await gateway.client.post(
-        "/api/v1/orders?dry=1&dry=2", content=b'{"items": []}',
-        headers={**customer, "Idempotency-Key": "k-1", "X-Request-ID": "req-42", "traceparent": traceparent,
-                 "content-type": "application/json", "Cookie": "session=secret"},
+        "/api/v1/orders?dry=1&dry=2",
+        content=b'{"items": []}',
+        headers={
+            **customer,
+            "Idempotency-Key": "k-1",
+            "X-Request-ID": "req-42",
+            "traceparent": traceparent,
+            "content-type": "application/json",
+            "Cookie": "session=secret",
+        },
     )
     echo = response.json()
     assert echo["query"] == "dry=1&dry=2"
@@ -177,8 +200,16 @@ async def test_public_routes_need_no_token_and_protected_ones_do(gateway: Gatewa
 
 def _claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": "mallory", "role": "admin", "iat": now, "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE,
-            "jti": uuid.uuid4().hex, **overrides}
+    return {
+        "sub": "mallory",
+        "role": "admin",
+        "iat": now,
+        "exp": now + 600,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "jti": uuid.uuid4().hex,
+        **overrides,
+    }
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -190,8 +221,11 @@ def bad_tokens(good: str) -> dict[str, str]:
     claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return {
         "tampered": f"{header}.{_b64({**claims, 'role': 'admin'})}.{signature}",
-        "expired": jwt.encode(_claims(iat=int(time.time()) - 3600, exp=int(time.time()) - 600),
-                              DEVELOPMENT_JWT_SECRET, algorithm=ALGORITHM),
+        "expired": jwt.encode(
+            _claims(iat=int(time.time()) - 3600, exp=int(time.time()) - 600),
+            DEVELOPMENT_JWT_SECRET,
+            algorithm=ALGORITHM,
+        ),
         "wrong algorithm": jwt.encode(_claims(), DEVELOPMENT_JWT_SECRET, algorithm="HS384"),
         "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}.",
         "other secret": jwt.encode(_claims(), "x" * 48, algorithm=ALGORITHM),
@@ -253,8 +287,12 @@ async def test_redis_rate_limits_are_shared_by_every_gateway_process(gateway_env
     statuses = []
     for _ in range(2):  # two gateways, as two processes would be
         app = create_app(settings, own, transports={n: httpx.MockTransport(Upstream(n).handle) for n in UPSTREAMS})
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app, client=(ip, 1)), base_url="http://gateway") as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, client=(ip, 1)), base_url="http://gateway"
+            ) as client,
+        ):
             statuses += [(await client.get("/api/v1/menu")).status_code for _ in range(3)]
     assert statuses == [200, 200, 200, 200, 429, 429]
     client_ = redis.Redis.from_url(REDIS_URL)
@@ -322,6 +360,7 @@ def _listing(name: str) -> Callable[[httpx.Request], httpx.Response]:
         if name == "identity":
             return httpx.Response(200, json={"id": "u1", "email": "a@example.com"})
         return httpx.Response(200, json={"items": [{"from": name, "auth": request.headers.get("authorization")}]})
+
     return answer
 
 
@@ -355,38 +394,46 @@ async def test_overview_answers_with_what_it_has_when_a_service_is_down(gateway:
 
 async def test_a_stream_is_relayed_as_it_comes_and_errors_whole(gateway: Gateway) -> None:
     orders = gateway.upstreams["orders"]
-    events = b"retry: 2000\n\nevent: order\ndata: {\"status\": \"paid\"}\n\nevent: end\ndata: {}\n\n"
-    orders.answer = lambda request: httpx.Response(200, content=events,
-                                                   headers={"content-type": "text/event-stream"})
+    events = b'retry: 2000\n\nevent: order\ndata: {"status": "paid"}\n\nevent: end\ndata: {}\n\n'
+    orders.answer = lambda request: httpx.Response(200, content=events, headers={"content-type": "text/event-stream"})
     me = gateway.token("customer")
     streamed = await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream", headers=me)
     assert streamed.status_code == 200
     assert streamed.headers["content-type"] == "text/event-stream"
     assert streamed.content == events
-    orders.answer = lambda request: httpx.Response(404, json={"detail": "no such order"},
-                                                   headers={"content-type": "application/problem+json"})
+    orders.answer = lambda request: httpx.Response(
+        404, json={"detail": "no such order"}, headers={"content-type": "application/problem+json"}
+    )
     missing = await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream", headers=me)
     assert (missing.status_code, missing.json()) == (404, {"detail": "no such order"})
-    problem(await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream",
-                                     headers=gateway.token("courier")), 403)
+    problem(await gateway.client.get(f"/api/v1/orders/{uuid.uuid4()}/stream", headers=gateway.token("courier")), 403)
 
 
 def _dead_letters(service: str, *ids: str) -> Callable[[httpx.Request], httpx.Response]:
     def answer(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/api/v1/ops/dlq":
-            return httpx.Response(200, json={"items": [
-                {"id": i, "service": service, "created_at": f"2026-11-22T{len(service):02d}:00:0{n}Z"}
-                for n, i in enumerate(ids)]})
+            return httpx.Response(
+                200,
+                json={
+                    "items": [
+                        {"id": i, "service": service, "created_at": f"2026-11-22T{len(service):02d}:00:0{n}Z"}
+                        for n, i in enumerate(ids)
+                    ]
+                },
+            )
         if path.startswith("/api/v1/ops/dlq/"):
             dl_id = path.split("/")[5]
             if dl_id not in ids:
                 return httpx.Response(404, json={"detail": "not here"})
-            return httpx.Response(202 if path.endswith("/replay") else 200,
-                                  json={"id": dl_id, "service": service, "method": request.method})
+            return httpx.Response(
+                202 if path.endswith("/replay") else 200,
+                json={"id": dl_id, "service": service, "method": request.method},
+            )
         if path == "/api/v1/ops/outbox":
             return httpx.Response(200, json={"service": service, "backlog": 0, "oldest_age_s": 0.0})
         return httpx.Response(404)
+
     return answer
 
 
@@ -436,8 +483,9 @@ async def test_one_openapi_document_covers_every_public_route(gateway: Gateway) 
         upstream.answer = lambda request, doc=documents[name]: httpx.Response(200, json=doc)  # type: ignore[misc]
     doc = (await gateway.client.get("/openapi.json")).json()
     assert "x-missing-upstreams" not in doc["info"]
-    operations = {(method.upper(), _shape(path)): op
-                  for path, ops in doc["paths"].items() for method, op in ops.items()}
+    operations = {
+        (method.upper(), _shape(path)): op for path, ops in doc["paths"].items() for method, op in ops.items()
+    }
     for route in (*ROUTES, *FANNED_OUT):
         op = operations.get((route.method, _shape(route.template)))
         assert op is not None, f"{route.method} {route.template} is missing from the document"
@@ -476,4 +524,5 @@ async def test_the_document_is_served_even_when_an_upstream_is_down(gateway: Gat
 
 def _shape(template: str) -> str:
     import re
+
     return re.sub(r"\{[^/]+\}", "{}", template)

@@ -33,8 +33,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def identity(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Identity]:
-    async with identity_settings(backend, tmp_path, monkeypatch) as settings, \
-            running_identity(settings, monkeypatch) as running:
+    async with (
+        identity_settings(backend, tmp_path, monkeypatch) as settings,
+        running_identity(settings, monkeypatch) as running,
+    ):
         yield running
 
 
@@ -47,6 +49,7 @@ def principal(identity: Identity, tokens: dict[str, Any]) -> Any:
 
 
 # -- accounts ---------------------------------------------------------------------------------
+
 
 async def test_register_login_and_me(identity: Identity) -> None:
     created = await identity.http.post(REGISTER, json=carol())
@@ -122,7 +125,8 @@ async def test_bad_input_is_a_422_with_field_errors_and_writes_nothing(identity:
 
 
 async def test_wrong_password_gets_the_same_answer_as_an_unknown_email(
-        identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
     passwords = identity.app.state.parts.passwords
     verified: list[str | None] = []
     real_verify = passwords.verify
@@ -143,6 +147,7 @@ async def test_wrong_password_gets_the_same_answer_as_an_unknown_email(
 
 
 # -- the failed sign-in throttle ----------------------------------------------------------------
+
 
 async def test_five_failures_throttle_with_growing_retry_after_and_success_resets(identity: Identity) -> None:
     alice, password = DEMO["customer"]
@@ -184,8 +189,9 @@ async def test_failures_from_one_address_throttle_that_address(identity: Identit
     assert (await identity.login(*DEMO["customer2"], client=await identity.from_ip("192.0.2.7"))).status_code == 200
 
 
-async def test_the_throttle_holds_across_restarts(backend: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_throttle_holds_across_restarts(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with identity_settings(backend, tmp_path, monkeypatch) as settings:
         async with running_identity(settings, monkeypatch) as first:
             for _ in range(5):
@@ -197,6 +203,7 @@ async def test_the_throttle_holds_across_restarts(backend: str, tmp_path: Path,
 
 
 # -- refresh tokens -----------------------------------------------------------------------------
+
 
 async def refresh(identity: Identity, token: str) -> httpx.Response:
     return await identity.http.post(REFRESH, json={"refresh_token": token})
@@ -240,11 +247,15 @@ async def test_logout_revokes_the_sign_in(identity: Identity) -> None:
 
 # -- admin-only account management ----------------------------------------------------------------
 
+
 async def test_admin_endpoints_refuse_anonymous_and_other_roles(identity: Identity) -> None:
     target = principal(identity, await identity.tokens("customer2")).user_id
-    calls = [("GET", "/api/v1/users", None), ("GET", f"/api/v1/users/{target}", None),
-             ("PUT", f"/api/v1/users/{target}", {"name": "Bob", "role": "admin"}),
-             ("DELETE", f"/api/v1/users/{target}", None)]
+    calls = [
+        ("GET", "/api/v1/users", None),
+        ("GET", f"/api/v1/users/{target}", None),
+        ("PUT", f"/api/v1/users/{target}", {"name": "Bob", "role": "admin"}),
+        ("DELETE", f"/api/v1/users/{target}", None),
+    ]
     for method, path, body in calls:
         assert_problem(await identity.http.request(method, path, json=body), 401, "unauthorized")
         for role in ("customer", "staff", "courier"):
@@ -258,8 +269,9 @@ async def test_a_role_change_shows_in_the_next_token(identity: Identity) -> None
     admin = await identity.bearer("admin")
     before = await identity.tokens("customer2")
     bob_id = principal(identity, before).user_id
-    changed = await identity.http.put(f"/api/v1/users/{bob_id}", json={"name": "Bob the Chef", "role": "staff"},
-                                      headers=admin)
+    changed = await identity.http.put(
+        f"/api/v1/users/{bob_id}", json={"name": "Bob the Chef", "role": "staff"}, headers=admin
+    )
     assert changed.status_code == 200, changed.text
     assert (changed.json()["name"], changed.json()["role"]) == ("Bob the Chef", "staff")
     assert principal(identity, await identity.tokens("customer2")).role == "staff"
@@ -299,8 +311,9 @@ async def test_a_deleted_user_can_neither_sign_in_nor_refresh(identity: Identity
 
 async def test_admin_pages_through_users_newest_first(identity: Identity) -> None:
     admin = await identity.bearer("admin")
-    ids = [(await identity.http.post(REGISTER, json=carol(email=f"user{n}@example.com"))).json()["id"]
-           for n in range(5)]
+    ids = [
+        (await identity.http.post(REGISTER, json=carol(email=f"user{n}@example.com"))).json()["id"] for n in range(5)
+    ]
     seen: list[str] = []
     cursor = None
     while True:
@@ -316,9 +329,9 @@ async def test_admin_pages_through_users_newest_first(identity: Identity) -> Non
 
 # -- demo accounts and events ------------------------------------------------------------------------
 
+
 async def test_demo_accounts_exist_after_start(identity: Identity) -> None:
-    roles = {"customer": "customer", "customer2": "customer", "staff": "staff", "courier": "courier",
-             "admin": "admin"}
+    roles = {"customer": "customer", "customer2": "customer", "staff": "staff", "courier": "courier", "admin": "admin"}
     for who, role in roles.items():
         assert principal(identity, await identity.tokens(who)).role == role
 
@@ -331,16 +344,23 @@ async def test_registering_writes_user_registered_to_the_outbox(identity: Identi
     assert (message["type"], message["topic"]) == ("pizzeria.identity.UserRegistered.v1", "identity.events")
     data = message["data"]
     assert (data["user_id"], data["email"], data["name"], data["role"]) == (
-        user["id"], "carol@example.com", "Carol", "customer")
+        user["id"],
+        "carol@example.com",
+        "Carol",
+        "customer",
+    )
     assert "password" not in str(message)
 
 
-async def test_production_mode_seeds_no_demo_accounts(backend: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_production_mode_seeds_no_demo_accounts(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Production also insists on PostgreSQL and Kafka; only the seeding is under test here.
     monkeypatch.setattr(Settings, "production_problems", lambda self, service, **_: [])
-    async with identity_settings(backend, tmp_path, monkeypatch, PIZZERIA_MODE="production") as settings, \
-            running_identity(settings, monkeypatch) as identity:
+    async with (
+        identity_settings(backend, tmp_path, monkeypatch, PIZZERIA_MODE="production") as settings,
+        running_identity(settings, monkeypatch) as identity,
+    ):
         assert settings.mode == "production"
         assert_problem(await identity.login(*DEMO["admin"]), 401, "invalid-credentials")
         assert await identity.outbox() == []

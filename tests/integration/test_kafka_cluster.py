@@ -33,16 +33,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 
 
 def batch(topic: str, start: int) -> list[OutgoingMessage]:
-    return [OutgoingMessage(topic=topic, key=f"k{n % KEYS}", value=orjson.dumps({"n": n}))
-            for n in range(start, start + BATCH)]
+    return [
+        OutgoingMessage(topic=topic, key=f"k{n % KEYS}", value=orjson.dumps({"n": n}))
+        for n in range(start, start + BATCH)
+    ]
 
 
 def numbers(records: list[Record]) -> list[int]:
     return [int(orjson.loads(r.value)["n"]) for r in records]
 
 
-async def wait_for_isr(cluster: KafkaCluster, topic: str, partitions: int, want: list[int],
-                       timeout: float = 90.0) -> dict[int, list[int]]:
+async def wait_for_isr(
+    cluster: KafkaCluster, topic: str, partitions: int, want: list[int], timeout: float = 90.0
+) -> dict[int, list[int]]:
     """Poll until every partition's in-sync replicas are `want`; return what was seen last."""
     deadline = time.monotonic() + timeout
     seen: dict[int, list[int]] = {}
@@ -127,4 +130,3 @@ async def test_killing_a_partition_leader_loses_and_duplicates_nothing(cluster: 
             await opened.close()
         await producer.close()
         await reader.close()
-

@@ -16,9 +16,15 @@ from tests.support.tokens import bearer
 
 
 async def place(orders: httpx.AsyncClient, item_id: str, size: str = "medium") -> httpx.Response:
-    return await orders.post("/api/v1/orders", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
-        "items": [{"menu_item_id": item_id, "size": size, "quantity": 2}],
-        "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}})
+    return await orders.post(
+        "/api/v1/orders",
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+        json={
+            "items": [{"menu_item_id": item_id, "size": size, "quantity": 2}],
+            "delivery_address": "1 Main St",
+            "payment": {"token": "tok_visa"},
+        },
+    )
 
 
 async def eventually(check: Any, timeout: float = 30.0) -> httpx.Response:
@@ -32,8 +38,10 @@ async def eventually(check: Any, timeout: float = 30.0) -> httpx.Response:
 
 async def test_price_changes_and_removals_reach_orders_through_events(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
-    async with running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog), \
-            running("orders", settings, headers=bearer("ann")) as (_, orders):
+    async with (
+        running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog),
+        running("orders", settings, headers=bearer("ann")) as (_, orders),
+    ):
         body = {"name": "Calzone", "sizes": [{"size": "medium", "price": 1200}]}
         item = (await catalog.post("/api/v1/menu", json=body)).json()
 
@@ -50,8 +58,9 @@ async def test_price_changes_and_removals_reach_orders_through_events(tmp_path: 
             await asyncio.sleep(0.05)
         assert response.json()["total"] == 3000
         assert response.json()["items"][0]["unit_price"] == 1500
-        assert (await orders.get(f"/api/v1/orders/{first.json()['id']}")).json()["total"] == 2400, \
+        assert (await orders.get(f"/api/v1/orders/{first.json()['id']}")).json()["total"] == 2400, (
             "placed orders keep the price they were placed at"
+        )
 
         await catalog.delete(f"/api/v1/menu/{item['id']}")
         deadline = time.monotonic() + 30

@@ -60,6 +60,7 @@ def exported_metric_families() -> set[str]:
         service.load()
     import pizzeria.services.gateway.app
     import pizzeria.services.identity.metrics  # noqa: F401
+
     return {metric.name for metric in REGISTRY.collect()}
 
 

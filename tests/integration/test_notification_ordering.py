@@ -37,10 +37,15 @@ async def notifications_db(db: Database) -> Database:
 
 def placed(order_id: uuid.UUID) -> OrderPlaced:
     return OrderPlaced(
-        order_id=order_id, customer_id="c1",
+        order_id=order_id,
+        customer_id="c1",
         items=[OrderLine(menu_item_id=uuid.uuid4(), name="M", size="medium", quantity=1, unit_price=990)],
-        total=990, currency="EUR", payment_method=PaymentMethod(token="tok_visa"), delivery_address="1 St",
-        contact=Contact(email="c1@example.com"), placed_at=utcnow(),
+        total=990,
+        currency="EUR",
+        payment_method=PaymentMethod(token="tok_visa"),
+        delivery_address="1 St",
+        contact=Contact(email="c1@example.com"),
+        placed_at=utcnow(),
     )
 
 
@@ -54,8 +59,9 @@ async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: D
     handlers = build_events(lambda: None)
     order_id = uuid.uuid4()
     order_event = placed(order_id)
-    payment_event = PaymentCompleted(payment_id=uuid.uuid4(), order_id=order_id, amount=990, currency="EUR",
-                                     provider_charge_id="ch_1", at=utcnow())
+    payment_event = PaymentCompleted(
+        payment_id=uuid.uuid4(), order_id=order_id, amount=990, currency="EUR", provider_charge_id="ch_1", at=utcnow()
+    )
     on_placed = handlers.get(OrderPlaced.type_name()).batch  # type: ignore[union-attr]
     on_paid = handlers.get(PaymentCompleted.type_name()).batch  # type: ignore[union-attr]
     first_started = asyncio.Event()
@@ -80,7 +86,11 @@ async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: D
     await release_deferred(UnitOfWork(db, source="/test"))  # what the dispatcher does every second
     await release_deferred(UnitOfWork(db, source="/test"))  # and again: nothing more to release
     async with db.read() as conn:
-        rows = (await conn.execute(sa.select(notifications.c.template, notifications.c.channel)
-                                   .where(notifications.c.order_id == order_id))).all()
+        rows = (
+            await conn.execute(
+                sa.select(notifications.c.template, notifications.c.channel).where(notifications.c.order_id == order_id)
+            )
+        ).all()
     assert Counter((r.template, r.channel) for r in rows) == Counter(
-        {("order_placed", "email"): 1, ("payment_receipt", "email"): 1})
+        {("order_placed", "email"): 1, ("payment_receipt", "email"): 1}
+    )

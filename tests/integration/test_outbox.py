@@ -36,8 +36,7 @@ def uow(db: Database, relay: OutboxRelay | None = None) -> UnitOfWork:
     return UnitOfWork(db, source="/pizzeria/test", on_commit=relay.wake if relay else None)
 
 
-async def make_widget(db: Database, owner: str, n: int, relay: OutboxRelay | None = None,
-                      pause: float = 0.0) -> None:
+async def make_widget(db: Database, owner: str, n: int, relay: OutboxRelay | None = None, pause: float = 0.0) -> None:
     async with uow(db, relay) as work:
         await work.conn.execute(widgets.insert().values(id=f"{owner}-{n}", owner=owner, n=n))
         work.emit(WidgetMade(owner=owner, n=n))
@@ -241,10 +240,18 @@ async def test_published_rows_are_pruned_after_retention_and_unpublished_never(
     await relay.publish_pending()
     await make_widget(db, "erin", 99)  # stays unpublished
     async with db.transaction() as conn:  # age three of the published rows past the retention
-        old = (await conn.execute(sa.select(outbox.c.seq).where(outbox.c.published_at.is_not(None))
-                                  .order_by(outbox.c.seq).limit(3))).scalars().all()
-        await conn.execute(outbox.update().where(outbox.c.seq.in_(old))
-                           .values(published_at=utcnow() - timedelta(hours=2)))
+        old = (
+            (
+                await conn.execute(
+                    sa.select(outbox.c.seq).where(outbox.c.published_at.is_not(None)).order_by(outbox.c.seq).limit(3)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        await conn.execute(
+            outbox.update().where(outbox.c.seq.in_(old)).values(published_at=utcnow() - timedelta(hours=2))
+        )
     assert await relay.prune() == 3
     assert await count(db, sa.select(sa.func.count()).select_from(outbox)) == 4
     assert await _backlog_is(db, 1)

@@ -18,12 +18,17 @@ from tests.support.tokens import bearer
 
 async def test_rebuild_switches_generations_without_a_gap_for_readers(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
-    async with running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog), \
-            running("orders", settings, headers=bearer("ann")) as (app, orders):
+    async with (
+        running("catalog", settings, headers=bearer("chef", "staff")) as (_, catalog),
+        running("orders", settings, headers=bearer("ann")) as (app, orders),
+    ):
         runtime: ServiceRuntime = app.state.runtime
         item = (await catalog.get("/api/v1/menu")).json()["items"][0]
-        body = {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
-                "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}
+        body = {
+            "items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
+            "delivery_address": "1 Main St",
+            "payment": {"token": "tok_visa"},
+        }
         placed: list[str] = []
         deadline = time.monotonic() + 30
         while len(placed) < 12:

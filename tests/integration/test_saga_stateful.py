@@ -34,8 +34,10 @@ from tests.support.cluster import Cluster
 
 PIZZA = uuid.UUID("00000000-0000-7000-8000-00000000000a")
 CALZONE = uuid.UUID("00000000-0000-7000-8000-00000000000b")
-MENU = [MenuEntry(PIZZA, "Pizza", "EUR", {"medium": 1000}, True, 1),
-        MenuEntry(CALZONE, "Calzone", "EUR", {"medium": 1200}, True, 1)]
+MENU = [
+    MenuEntry(PIZZA, "Pizza", "EUR", {"medium": 1000}, True, 1),
+    MenuEntry(CALZONE, "Calzone", "EUR", {"medium": 1200}, True, 1),
+]
 RECIPES = {PIZZA: {"dough": 1, "cheese": 2}, CALZONE: {"dough": 1, "ham": 1}}
 STOCK = {"dough": 6, "cheese": 8, "ham": 3}  # runs out after a few orders
 CARDS = ("tok_visa", "tok_visa", "tok_declined", "tok_timeout")
@@ -60,8 +62,16 @@ class OrderSagaMachine(RuleBasedStateMachine):
         lines = [RequestedLine(item, "medium", n) for item, n in ((PIZZA, pizzas), (CALZONE, calzones)) if n]
         if not lines:
             return
-        cmd = orders.PlaceOrder(customer_id="c", idempotency_key=str(uuid.uuid4()), request_hash="h", lines=lines,
-                                payment_token=card, delivery_address="1 St", email="c@example.com", phone=None)
+        cmd = orders.PlaceOrder(
+            customer_id="c",
+            idempotency_key=str(uuid.uuid4()),
+            request_hash="h",
+            lines=lines,
+            payment_token=card,
+            delivery_address="1 St",
+            email="c@example.com",
+            phone=None,
+        )
         order, _ = self.run(orders.place_order(cmd, self.cluster.nodes["orders"].runtime.uow(), self.cluster.engine))
         self.cluster.order_ids.append(order.id)
         self.stories[order.id] = {"card": card, "cancel_accepted": False}
@@ -86,8 +96,9 @@ class OrderSagaMachine(RuleBasedStateMachine):
     def customer_cancels(self, data: st.DataObject) -> None:
         order_id = data.draw(st.sampled_from(sorted(self.stories)))
         try:
-            self.run(orders.cancel_order(order_id, None, self.cluster.nodes["orders"].runtime.uow(),
-                                         self.cluster.engine))
+            self.run(
+                orders.cancel_order(order_id, None, self.cluster.nodes["orders"].runtime.uow(), self.cluster.engine)
+            )
             self.stories[order_id]["cancel_accepted"] = True
         except orders.TooLateToCancel:
             pass
@@ -178,9 +189,10 @@ class OrderSagaMachine(RuleBasedStateMachine):
                     # A declined card; or a card the provider never answers, when payments gave
                     # up on it (after its last attempt) before the saga's deadline passed.
                     reasons = {p.failure_reason for p in self.run(self._payments(order_id))}
-                    assert (story["card"], reasons) in (("tok_declined", {"card_declined"}),
-                                                        ("tok_timeout", {"provider_unavailable"})), \
-                        f"{order_id}: {story['card']} ended payment_failed ({reasons})"
+                    assert (story["card"], reasons) in (
+                        ("tok_declined", {"card_declined"}),
+                        ("tok_timeout", {"provider_unavailable"}),
+                    ), f"{order_id}: {story['card']} ended payment_failed ({reasons})"
         held = self.run(self._rows("kitchen", sa.select(reservations).where(reservations.c.status == "held")))
         assert not held, f"reservations outlived their orders: {held}"
         views = self.run(self._views())
@@ -211,7 +223,9 @@ class OrderSagaMachine(RuleBasedStateMachine):
 
 
 OrderSagaMachine.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=40, deadline=None,
+    max_examples=30,
+    stateful_step_count=40,
+    deadline=None,
     # No explain phase: re-running a failing machine under line tracing takes minutes here.
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

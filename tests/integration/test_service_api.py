@@ -40,13 +40,18 @@ async def catalog(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 async def orders(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """Orders, fed by a running catalog (its menu copy comes from catalog events)."""
     settings = embedded_settings(tmp_path)
-    async with running("catalog", settings) as (_, catalog_client), \
-            running("orders", settings, headers=bearer("guest")) as (_, client):
+    async with (
+        running("catalog", settings) as (_, catalog_client),
+        running("orders", settings, headers=bearer("guest")) as (_, client),
+    ):
         client.menu = (await catalog_client.get("/api/v1/menu")).json()["items"]  # type: ignore[attr-defined]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until orders has its copy of the menu
-            response = await client.post("/api/v1/orders", json=valid_order(client.menu[0]),  # type: ignore[attr-defined]
-                                         headers={"Idempotency-Key": "warmup"})
+            response = await client.post(
+                "/api/v1/orders",
+                json=valid_order(client.menu[0]),  # type: ignore[attr-defined]
+                headers={"Idempotency-Key": "warmup"},
+            )
             if response.status_code == 202:
                 break
             await asyncio.sleep(0.05)
@@ -54,8 +59,11 @@ async def orders(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def valid_order(item: dict[str, Any]) -> dict[str, Any]:
-    return {"items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
-            "delivery_address": "1 Main St", "payment": {"token": "tok_visa"}}
+    return {
+        "items": [{"menu_item_id": item["id"], "size": "medium", "quantity": 1}],
+        "delivery_address": "1 Main St",
+        "payment": {"token": "tok_visa"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -85,8 +93,11 @@ async def test_catalog_rejects_bad_items_with_field_errors(catalog: httpx.AsyncC
         {"name": "X", "sizes": [{"size": "small", "price": 100}, {"size": "small", "price": 200}]},
         {"name": "X", "sizes": [{"size": "small", "price": 100}], "unknown": 1},
         {"name": "X", "sizes": [{"size": "small", "price": 100}], "currency": "euro"},
-        {"name": "X", "sizes": [{"size": "small", "price": 100}],
-         "recipe": [{"ingredient": "cheese", "quantity": 1}, {"ingredient": "cheese", "quantity": 2}]},
+        {
+            "name": "X",
+            "sizes": [{"size": "small", "price": 100}],
+            "recipe": [{"ingredient": "cheese", "quantity": 1}, {"ingredient": "cheese", "quantity": 2}],
+        },
     ]
     for body in cases:
         problem = assert_problem(await catalog.post("/api/v1/menu", json=body), 422)
@@ -100,8 +111,11 @@ async def test_catalog_rejects_bad_items_with_field_errors(catalog: httpx.AsyncC
 
 
 async def test_catalog_create_update_delete(catalog: httpx.AsyncClient) -> None:
-    body = {"name": "Calzone", "sizes": [{"size": "medium", "price": 1200}],
-            "recipe": [{"ingredient": "dough", "quantity": 1}]}
+    body = {
+        "name": "Calzone",
+        "sizes": [{"size": "medium", "price": 1200}],
+        "recipe": [{"ingredient": "dough", "quantity": 1}],
+    }
     created = await catalog.post("/api/v1/menu", json=body)
     assert created.status_code == 201
     item = created.json()
@@ -156,12 +170,12 @@ async def test_orders_pages_through_orders_newest_first(orders: httpx.AsyncClien
     body = valid_order(orders.menu[0])  # type: ignore[attr-defined]
     ids = []
     for _ in range(5):
-        response = await orders.post("/api/v1/orders", json=body,
-                                     headers={"Idempotency-Key": str(uuid.uuid4()), **bearer("pager")})
+        response = await orders.post(
+            "/api/v1/orders", json=body, headers={"Idempotency-Key": str(uuid.uuid4()), **bearer("pager")}
+        )
         ids.append(response.json()["id"])
     deadline = time.monotonic() + 30
-    while len((await orders.get("/api/v1/orders", params={"limit": 10},
-                                headers=bearer("pager"))).json()["items"]) < 5:
+    while len((await orders.get("/api/v1/orders", params={"limit": 10}, headers=bearer("pager"))).json()["items"]) < 5:
         assert time.monotonic() < deadline, "orders never reached the read model"
         await asyncio.sleep(0.05)
     seen: list[str] = []
@@ -179,8 +193,10 @@ async def test_orders_pages_through_orders_newest_first(orders: httpx.AsyncClien
 async def test_payments_and_notifications_refuse_bad_queries(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
     admin = bearer("auditor", "admin")
-    async with running("payments", settings, headers=admin) as (_, payments), \
-            running("notifications", settings, headers=admin) as (_, notes):
+    async with (
+        running("payments", settings, headers=admin) as (_, payments),
+        running("notifications", settings, headers=admin) as (_, notes),
+    ):
         assert_problem(await payments.get("/api/v1/payments", params={"limit": 0}), 422)
         assert_problem(await payments.get("/api/v1/payments", params={"order_id": "x"}), 422)
         assert_problem(await payments.get(f"/api/v1/payments/{uuid.uuid4()}"), 404)

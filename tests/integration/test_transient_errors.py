@@ -12,21 +12,24 @@ from pizzeria.kit.db import is_transient_error
 pytestmark = pytest.mark.postgres
 
 
-@pytest.mark.parametrize(("sqlstate", "transient"), [
-    ("53300", True),   # too many clients already: the server is full, not broken
-    ("57P03", True),   # cannot connect now: starting up or shutting down
-    ("40001", True),   # serialization failure
-    ("40P01", True),   # deadlock detected
-    ("23505", False),  # unique violation: retrying changes nothing
-    ("22012", False),  # division by zero: a bug
-])
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [
+        ("53300", True),  # too many clients already: the server is full, not broken
+        ("57P03", True),  # cannot connect now: starting up or shutting down
+        ("40001", True),  # serialization failure
+        ("40P01", True),  # deadlock detected
+        ("23505", False),  # unique violation: retrying changes nothing
+        ("22012", False),  # division by zero: a bug
+    ],
+)
 async def test_a_database_error_is_transient_by_its_sqlstate(pg_url: str, sqlstate: str, transient: bool) -> None:
     engine = create_async_engine(pg_url)
     try:
         async with engine.connect() as conn:
             with pytest.raises(sa.exc.DBAPIError) as raised:
-                await conn.execute(sa.text(
-                    f"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = 'raised by the test'; END $$"))
+                raise_it = f"RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = 'raised by the test'"
+                await conn.execute(sa.text(f"DO $$ BEGIN {raise_it}; END $$"))
     finally:
         await engine.dispose()
     assert is_transient_error(raised.value) is transient

@@ -62,10 +62,16 @@ class Node:
         return self.runtime.db
 
     def consume(self, group: str, handlers: HandlerRegistry) -> None:
-        self.runners.append(ConsumerRunner(
-            group=group, handlers=handlers, broker=self.runtime.broker, uow_factory=self.runtime.uow,
-            dead_letters=self.runtime.dead_letters, retry=FAST_RETRIES,
-        ))
+        self.runners.append(
+            ConsumerRunner(
+                group=group,
+                handlers=handlers,
+                broker=self.runtime.broker,
+                uow_factory=self.runtime.uow,
+                dead_letters=self.runtime.dead_letters,
+                retry=FAST_RETRIES,
+            )
+        )
 
 
 class Provider:
@@ -86,10 +92,15 @@ class Provider:
         if request.url.path == "/v1/charges":
             if body["source"] == "tok_timeout":
                 raise httpx.ReadTimeout("no answer", request=request)
-            charge = self.charges.setdefault(key, {
-                "id": f"ch_{len(self.charges)}", "order_id": body["metadata"]["order_id"],
-                "status": "declined" if body["source"] == "tok_declined" else "succeeded", "amount": body["amount"],
-            })
+            charge = self.charges.setdefault(
+                key,
+                {
+                    "id": f"ch_{len(self.charges)}",
+                    "order_id": body["metadata"]["order_id"],
+                    "status": "declined" if body["source"] == "tok_declined" else "succeeded",
+                    "amount": body["amount"],
+                },
+            )
             if charge["status"] == "declined":
                 return httpx.Response(402, json={"error": {"code": "card_declined", "message": "declined"}})
             if self.lose_answers > 0:
@@ -99,8 +110,9 @@ class Provider:
         charge = next((c for c in self.charges.values() if c["id"] == body["charge"]), None)
         if charge is None or charge["status"] != "succeeded":
             return httpx.Response(404, json={"error": {"code": "no_such_charge", "message": "none"}})
-        refund = self.refunds.setdefault(key, {"id": f"re_{len(self.refunds)}", "charge": charge["id"],
-                                               "amount": body["amount"]})
+        refund = self.refunds.setdefault(
+            key, {"id": f"re_{len(self.refunds)}", "charge": charge["id"], "amount": body["amount"]}
+        )
         return httpx.Response(201, json=refund)
 
     def succeeded(self, order_id: str) -> list[dict[str, Any]]:
@@ -116,16 +128,20 @@ class Cluster:
     def __init__(self, root: Path, *, clock_start: datetime | None = None) -> None:
         self.root = root
         self.settings = Settings(PIZZERIA_VAR_DIR=str(root))  # type: ignore[call-arg]
-        saga_settings = OrdersSettings(SAGA_PAYMENT_TIMEOUT_S="20", SAGA_RESERVE_TIMEOUT_S="30",  # type: ignore[call-arg]
-                                       SAGA_COMPENSATION_TIMEOUT_S="30")
+        saga_settings = OrdersSettings(
+            SAGA_PAYMENT_TIMEOUT_S="20",
+            SAGA_RESERVE_TIMEOUT_S="30",  # type: ignore[call-arg]
+            SAGA_COMPENSATION_TIMEOUT_S="30",
+        )
         self.now = clock_start or datetime.now(UTC)
         self.provider = Provider()
         self.nodes: dict[str, Node] = {}
         self.pending: list[Record] = []  # published, not yet delivered
         self.delivered: list[Record] = []  # delivered at least once (redelivery candidates)
         self._offset = 0
-        self.engine = SagaEngine(place_order_saga(saga_settings), listener=orders.on_saga_transition,
-                                 clock=lambda: self.now)
+        self.engine = SagaEngine(
+            place_order_saga(saga_settings), listener=orders.on_saga_transition, clock=lambda: self.now
+        )
         self.charger: Charger | None = None
         self.order_ids: list[UUID] = []
 
@@ -133,8 +149,12 @@ class Cluster:
         return self.now
 
     async def start(self, menu: list[MenuEntry], recipes: dict[UUID, dict[str, int]], stock: dict[str, int]) -> None:
-        for name, tables in (("orders", orders_metadata), ("kitchen", kitchen_metadata),
-                             ("payments", payments_metadata), ("delivery", delivery_metadata)):
+        for name, tables in (
+            ("orders", orders_metadata),
+            ("kitchen", kitchen_metadata),
+            ("payments", payments_metadata),
+            ("delivery", delivery_metadata),
+        ):
             db = Database(f"sqlite+aiosqlite:///{self.root}/{name}.db", pool_size=2)
             async with db.transaction() as conn:
                 await conn.run_sync(messaging_metadata.create_all)
@@ -146,10 +166,13 @@ class Cluster:
         self.nodes["kitchen"].consume("kitchen", kitchen.build_handlers())
         self.nodes["payments"].consume("payments", payments.build_handlers(lambda: None))
         self.nodes["delivery"].consume("delivery", delivery.build_handlers(lambda: None))
-        client = ProviderClient("http://provider", timeout=1.0, transport=httpx.MockTransport(self.provider.handle),
-                                breaker=CircuitBreaker("provider-test", failure_threshold=10_000))
-        self.charger = Charger(self.nodes["payments"].runtime, client, concurrency=8, max_attempts=3,
-                               call_timeout=1.0)
+        client = ProviderClient(
+            "http://provider",
+            timeout=1.0,
+            transport=httpx.MockTransport(self.provider.handle),
+            breaker=CircuitBreaker("provider-test", failure_threshold=10_000),
+        )
+        self.charger = Charger(self.nodes["payments"].runtime, client, concurrency=8, max_attempts=3, call_timeout=1.0)
         async with self.nodes["orders"].db.transaction() as conn:
             for entry in menu:
                 await orders_repo.apply_menu_entry(conn, entry)
@@ -173,16 +196,27 @@ class Cluster:
         found = 0
         for node in self.nodes.values():
             async with node.db.read() as conn:
-                rows = (await conn.execute(sa.select(outbox).where(outbox.c.published_at.is_(None))
-                                           .order_by(outbox.c.seq))).all()
+                rows = (
+                    await conn.execute(sa.select(outbox).where(outbox.c.published_at.is_(None)).order_by(outbox.c.seq))
+                ).all()
             for row in rows:
                 self._offset += 1
-                self.pending.append(Record(topic=row.topic, partition=0, offset=self._offset, value=row.payload,
-                                           key=row.key, headers=orjson.loads(row.headers), timestamp_ms=0))
+                self.pending.append(
+                    Record(
+                        topic=row.topic,
+                        partition=0,
+                        offset=self._offset,
+                        value=row.payload,
+                        key=row.key,
+                        headers=orjson.loads(row.headers),
+                        timestamp_ms=0,
+                    )
+                )
             if rows and not crash_before_marking:
                 async with node.db.transaction() as conn:
-                    await conn.execute(outbox.update().where(outbox.c.seq.in_([r.seq for r in rows]))
-                                       .values(published_at=self.now))
+                    await conn.execute(
+                        outbox.update().where(outbox.c.seq.in_([r.seq for r in rows])).values(published_at=self.now)
+                    )
             found += len(rows)
         return found
 

@@ -37,8 +37,12 @@ BROKER_PROPERTIES = HERE.parents[1] / "deploy" / "kafka" / "broker.properties"
 JVM_OPTIONS = ("-Xms64m", "-Xmx320m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 
 # Replication settings that name a number of brokers; a smaller cluster caps them at its size.
-REPLICAS = ("default.replication.factor", "offsets.topic.replication.factor",
-            "transaction.state.log.replication.factor", "share.coordinator.state.topic.replication.factor")
+REPLICAS = (
+    "default.replication.factor",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "share.coordinator.state.topic.replication.factor",
+)
 MIN_IN_SYNC = ("min.insync.replicas", "transaction.state.log.min.isr", "share.coordinator.state.topic.min.isr")
 
 START_TIMEOUT = 90.0
@@ -90,9 +94,20 @@ def _download(lib: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     # MAVEN_OPTS (e.g. -Dmaven.repo.local=...) is honoured by mvn itself.
     done = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
-        capture_output=True, text=True, timeout=900, check=False,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if done.returncode != 0 or not any(partial.glob("kafka_2.13-*.jar")):
         shutil.rmtree(partial, ignore_errors=True)
@@ -105,8 +120,9 @@ def java() -> str:
     home = os.environ.get("JAVA_HOME")
     found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not found:
-        raise RuntimeError("Java 17+ is needed to run the Kafka broker for the tests: "
-                           "apt-get install openjdk-17-jre-headless")
+        raise RuntimeError(
+            "Java 17+ is needed to run the Kafka broker for the tests: apt-get install openjdk-17-jre-headless"
+        )
     return found
 
 
@@ -180,15 +196,19 @@ class KafkaNode:
     def format_storage(self, cluster: str) -> subprocess.Popen[bytes]:
         """Starts `kafka-storage format` for this node (the caller waits, so nodes format at once)."""
         return subprocess.Popen(
-            self._command("kafka.tools.StorageTool", "format",
-                          "--cluster-id", cluster, "--config", str(self.config_path)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            self._command(
+                "kafka.tools.StorageTool", "format", "--cluster-id", cluster, "--config", str(self.config_path)
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self._command("kafka.Kafka", str(self.config_path)), stdout=log, stderr=subprocess.STDOUT,
+                self._command("kafka.Kafka", str(self.config_path)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         _live.add(self)
 
@@ -283,10 +303,12 @@ class KafkaCluster:
     def admin(self, node_ids: set[int] | None = None) -> AdminClient:
         """An admin client that bootstraps only from the given nodes (default: the running ones)."""
         ids = node_ids or {i for i, n in self.nodes.items() if n.running}
-        return AdminClient({
-            "bootstrap.servers": ",".join(self.nodes[i].address for i in sorted(ids)),
-            "log_level": 0,  # refused connections while a node starts are expected, not news
-        })
+        return AdminClient(
+            {
+                "bootstrap.servers": ",".join(self.nodes[i].address for i in sorted(ids)),
+                "log_level": 0,  # refused connections while a node starts are expected, not news
+            }
+        )
 
     def wait_serving(self, node_ids: set[int], timeout: float = START_TIMEOUT) -> None:
         """Poll until every named node is a registered, unfenced broker."""

@@ -44,13 +44,18 @@ class Participant:
         self.db = db
         self.runtime = ServiceRuntime(service=service, settings=_settings(), db=db, broker=InMemoryBroker())
         self.runner = ConsumerRunner(
-            group=service, handlers=handlers, broker=self.runtime.broker, uow_factory=self.runtime.uow,
-            dead_letters=self.runtime.dead_letters, retry=ONE_ATTEMPT,
+            group=service,
+            handlers=handlers,
+            broker=self.runtime.broker,
+            uow_factory=self.runtime.uow,
+            dead_letters=self.runtime.dead_letters,
+            retry=ONE_ATTEMPT,
         )
 
     @classmethod
-    async def create(cls, db: Database, metadata: sa.MetaData, handlers: HandlerRegistry, *,
-                     service: str) -> Participant:
+    async def create(
+        cls, db: Database, metadata: sa.MetaData, handlers: HandlerRegistry, *, service: str
+    ) -> Participant:
         """Add the service's own tables to `db` (which has the messaging tables already)."""
         async with db.transaction() as conn:
             await conn.run_sync(metadata.create_all)
@@ -61,8 +66,15 @@ class Participant:
 
     async def deliver(self, envelope: Envelope, topic: str) -> Outcome:
         """Hand one record to the consumer group, as the broker would."""
-        record = Record(topic=topic, partition=0, offset=0, value=envelope.data, key=envelope.subject,
-                        headers=envelope.headers(), timestamp_ms=0)
+        record = Record(
+            topic=topic,
+            partition=0,
+            offset=0,
+            value=envelope.data,
+            key=envelope.subject,
+            headers=envelope.headers(),
+            timestamp_ms=0,
+        )
         return await self.runner.process(record)
 
     async def send(self, message: Message) -> list[Message]:

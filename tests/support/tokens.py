@@ -9,8 +9,9 @@ from pizzeria.kit.auth import Principal, Role, issue_access_token
 from pizzeria.kit.settings import Settings
 
 
-def bearer(user_id: str, role: Role = "customer", *, settings: Settings | None = None,
-           env: Mapping[str, str] | None = None) -> dict[str, str]:
+def bearer(
+    user_id: str, role: Role = "customer", *, settings: Settings | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """An `Authorization` header for `user_id` acting as `role`, signed as `settings` say, or
     with the `JWT_SECRET` of the environment `env` a system runs with."""
     if settings is None:

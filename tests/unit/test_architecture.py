@@ -72,8 +72,9 @@ def test_every_part_of_the_package_has_a_layer() -> None:
 
 
 def test_no_module_imports_a_layer_above_its_own() -> None:
-    upward = [f"{m} → {dep}" for m, deps in GRAPH.items() for dep in deps
-              if layer_of(dep) > layer_of(m) and layer_of(m) >= 0]
+    upward = [
+        f"{m} → {dep}" for m, deps in GRAPH.items() for dep in deps if layer_of(dep) > layer_of(m) and layer_of(m) >= 0
+    ]
     assert not upward, "imports that run upward:\n" + "\n".join(sorted(upward))
 
 
@@ -132,9 +133,12 @@ def test_no_import_cycles() -> None:
     assert cycles(GRAPH) == []
 
 
-@pytest.mark.parametrize("graph", [
-    {"a": {"b"}, "b": {"c"}, "c": {"a"}},
-    {"a": {"a"}},
-])
+@pytest.mark.parametrize(
+    "graph",
+    [
+        {"a": {"b"}, "b": {"c"}, "c": {"a"}},
+        {"a": {"a"}},
+    ],
+)
 def test_the_cycle_check_finds_a_cycle(graph: dict[str, set[str]]) -> None:
     assert cycles(graph)

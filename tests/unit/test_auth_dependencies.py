@@ -53,14 +53,17 @@ async def test_a_valid_token_names_the_caller(client: httpx.AsyncClient) -> None
     assert response.json() == {"user_id": "u-42", "role": "customer", "email": None}
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": ""},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic YWxpY2U6c2VjcmV0"},
-    {"Authorization": "Bearer not.a.token"},
-    {"Authorization": "Bearer " + "x" * 5000},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic YWxpY2U6c2VjcmV0"},
+        {"Authorization": "Bearer not.a.token"},
+        {"Authorization": "Bearer " + "x" * 5000},
+    ],
+)
 async def test_missing_or_invalid_credentials_get_401(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     assert_401(await client.get("/whoami", headers=headers))
 

@@ -36,8 +36,15 @@ def settings() -> Settings:
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base: dict[str, Any] = {"sub": "u-1", "role": "staff", "iat": now, "exp": now + 60,
-                            "iss": ISSUER, "aud": AUDIENCE, "jti": "j-1"}
+    base: dict[str, Any] = {
+        "sub": "u-1",
+        "role": "staff",
+        "iat": now,
+        "exp": now + 60,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "jti": "j-1",
+    }
     return {k: v for k, v in {**base, **overrides}.items() if v is not None}
 
 
@@ -112,10 +119,13 @@ def test_alg_none_token_is_refused(settings: Settings) -> None:
     refused(none_with_garbage, settings)
 
 
-@pytest.mark.parametrize(("claim", "value", "words"), [
-    ("aud", "someone-else", "audience"),
-    ("iss", "evil-corp", "issued"),
-])
+@pytest.mark.parametrize(
+    ("claim", "value", "words"),
+    [
+        ("aud", "someone-else", "audience"),
+        ("iss", "evil-corp", "issued"),
+    ],
+)
 def test_wrong_audience_or_issuer_is_refused(settings: Settings, claim: str, value: str, words: str) -> None:
     token = jwt.encode(claims(**{claim: value}), SECRET, algorithm="HS256")
     assert words in refused(token, settings)
@@ -139,8 +149,12 @@ def test_garbage_is_refused_not_crashed_on(settings: Settings, garbage: str) -> 
 
 
 def test_production_mode_refuses_the_development_secret() -> None:
-    base = {"PIZZERIA_MODE": "production", "DATABASE_URL": "postgresql+asyncpg://db/x", "BROKER_URL": "kafka://k:9092",
-            "REDIS_URL": "redis://cache:6379/0"}
+    base = {
+        "PIZZERIA_MODE": "production",
+        "DATABASE_URL": "postgresql+asyncpg://db/x",
+        "BROKER_URL": "kafka://k:9092",
+        "REDIS_URL": "redis://cache:6379/0",
+    }
     default = Settings(**base)
     assert default.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
     assert any("JWT_SECRET" in p for p in default.production_problems("orders"))
@@ -155,12 +169,20 @@ def test_the_secret_never_shows_in_a_repr() -> None:
 
 
 def test_production_mode_needs_redis_where_caches_and_rate_limits_are_shared() -> None:
-    base = {"PIZZERIA_MODE": "production", "DATABASE_URL": "postgresql+asyncpg://db/x", "BROKER_URL": "kafka://k:9092",
-            "JWT_SECRET": SECRET}
+    base = {
+        "PIZZERIA_MODE": "production",
+        "DATABASE_URL": "postgresql+asyncpg://db/x",
+        "BROKER_URL": "kafka://k:9092",
+        "JWT_SECRET": SECRET,
+    }
     without = Settings(**base)
     for service in ("gateway", "catalog", "orders"):
         with pytest.raises(SystemExit, match="REDIS_URL"):
             entry(service).load().create_app(without)
     entry("payments").load().create_app(without)  # needs no Redis: builds without complaint
-    assert Settings(**base, REDIS_URL="redis://cache:6379/0").production_problems(
-        "gateway", messaging=False, shared_state=True) == []
+    assert (
+        Settings(**base, REDIS_URL="redis://cache:6379/0").production_problems(
+            "gateway", messaging=False, shared_state=True
+        )
+        == []
+    )

@@ -40,9 +40,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def breaker(clock: FakeClock) -> CircuitBreaker:
-    return CircuitBreaker(
-        f"unit-{next(_names)}", failure_threshold=3, reset_timeout=10.0, clock=clock
-    )
+    return CircuitBreaker(f"unit-{next(_names)}", failure_threshold=3, reset_timeout=10.0, clock=clock)
 
 
 async def fail_times(breaker: CircuitBreaker, dep: Calls, n: int) -> None:
@@ -80,9 +78,7 @@ async def test_opens_after_n_failures_and_fails_fast(breaker: CircuitBreaker) ->
     assert dep.reached == 3  # the call while open never reached the dependency
 
 
-async def test_half_opens_after_the_reset_timeout(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+async def test_half_opens_after_the_reset_timeout(breaker: CircuitBreaker, clock: FakeClock) -> None:
     await fail_times(breaker, Calls(), 3)
     clock.advance(9.9)
     assert breaker.state is BreakerState.OPEN
@@ -100,9 +96,7 @@ async def test_a_successful_trial_closes(breaker: CircuitBreaker, clock: FakeClo
     assert breaker.failures == 0
 
 
-async def test_a_failed_trial_reopens_for_another_cool_down(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+async def test_a_failed_trial_reopens_for_another_cool_down(breaker: CircuitBreaker, clock: FakeClock) -> None:
     dep = Calls()
     await fail_times(breaker, dep, 3)
     clock.advance(10)
@@ -115,9 +109,7 @@ async def test_a_failed_trial_reopens_for_another_cool_down(
     assert breaker.state is BreakerState.HALF_OPEN
 
 
-async def test_half_open_lets_one_trial_through_at_a_time(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+async def test_half_open_lets_one_trial_through_at_a_time(breaker: CircuitBreaker, clock: FakeClock) -> None:
     await fail_times(breaker, Calls(), 3)
     clock.advance(10)
     release = asyncio.Event()
@@ -146,9 +138,7 @@ async def test_non_failures_pass_through_without_counting(breaker: CircuitBreake
     assert breaker.failures == 0
 
 
-async def test_a_non_failure_during_the_trial_keeps_it_half_open(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+async def test_a_non_failure_during_the_trial_keeps_it_half_open(breaker: CircuitBreaker, clock: FakeClock) -> None:
     await fail_times(breaker, Calls(), 3)
     clock.advance(10)
 

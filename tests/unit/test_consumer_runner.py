@@ -140,9 +140,7 @@ async def publish(broker: InMemoryBroker, *items: Message | OutgoingMessage) -> 
     before = {(r.topic, r.partition, r.offset) for r in broker.records(TOPIC)}
     await broker.publish(
         [
-            item
-            if isinstance(item, OutgoingMessage)
-            else Envelope.wrap(item, source=SOURCE).to_outgoing(TOPIC)
+            item if isinstance(item, OutgoingMessage) else Envelope.wrap(item, source=SOURCE).to_outgoing(TOPIC)
             for item in items
         ]
     )
@@ -178,9 +176,7 @@ async def test_a_message_is_handled_and_its_effect_committed(
     assert len(await rows(db, inbox, inbox.c.group_id == GROUP)) == 1
 
 
-async def test_the_same_record_twice_has_one_effect(
-    make_runner: Any, broker: InMemoryBroker, db: Database
-) -> None:
+async def test_the_same_record_twice_has_one_effect(make_runner: Any, broker: InMemoryBroker, db: Database) -> None:
     handler = Handler()
     runner = make_runner(handler)
     [record] = await publish(broker, thing("once"))
@@ -208,9 +204,7 @@ async def test_redelivery_after_a_close_without_commit_has_no_second_effect(
     await second.commit(offsets)
     await second.close()
     assert await effects(db) == ["x", "y", "z"]
-    assert broker.committed(GROUP) == {
-        tp: end for tp, end in broker.end_offsets(TOPIC).items() if end
-    }
+    assert broker.committed(GROUP) == {tp: end for tp, end in broker.end_offsets(TOPIC).items() if end}
 
 
 # -- retries ---------------------------------------------------------------------------------
@@ -511,8 +505,7 @@ async def test_a_poison_record_in_a_batch_does_not_hold_back_the_others(
 ) -> None:
     key = str(uuid4())
     good = await same_partition(broker, "first")
-    poison = await publish(broker, OutgoingMessage(topic=TOPIC, key=good[0].key, value=b"{}",
-                                                   headers={"ce_id": key}))
+    poison = await publish(broker, OutgoingMessage(topic=TOPIC, key=good[0].key, value=b"{}", headers={"ce_id": key}))
     assert poison[0].partition == good[0].partition
     await make_runner(Handler()).process_batch([*good, *poison])
     assert await effects(db) == ["first"]
@@ -524,8 +517,15 @@ async def test_the_same_message_twice_in_one_batch_has_one_effect(
 ) -> None:
     handler = Handler()
     [record] = await same_partition(broker, "twice")
-    copy = Record(topic=record.topic, partition=record.partition, offset=record.offset + 1, value=record.value,
-                  key=record.key, headers=record.headers, timestamp_ms=record.timestamp_ms)
+    copy = Record(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset + 1,
+        value=record.value,
+        key=record.key,
+        headers=record.headers,
+        timestamp_ms=record.timestamp_ms,
+    )
     await make_runner(handler).process_batch([record, copy])
     assert handler.calls == 1
     assert await effects(db) == ["twice"]

@@ -36,8 +36,7 @@ def wakes() -> list[str]:
 @pytest.fixture
 async def delivery(db: Database, wakes: list[str]) -> Participant:
     """The delivery service, with no couriers yet (tests hire them)."""
-    return await Participant.create(db, metadata, build_handlers(lambda: wakes.append("autopilot")),
-                                    service="delivery")
+    return await Participant.create(db, metadata, build_handlers(lambda: wakes.append("autopilot")), service="delivery")
 
 
 async def hire(delivery: Participant, *names: str) -> list[UUID]:
@@ -122,9 +121,7 @@ async def test_each_delivery_gets_its_own_free_courier(delivery: Participant) ->
     assert await carrying(delivery) == {ana: first, ben: second}
 
 
-async def test_a_second_schedule_for_the_order_only_acknowledges_again(
-    delivery: Participant, wakes: list[str]
-) -> None:
+async def test_a_second_schedule_for_the_order_only_acknowledges_again(delivery: Participant, wakes: list[str]) -> None:
     ana, ben = await hire(delivery, "Ana", "Ben")
     order_id = uuid4()
     delivery_id = await scheduled(delivery, order_id)
@@ -164,7 +161,8 @@ async def test_a_waiting_delivery_is_assigned_once_a_courier_is_free(delivery: P
     uow = delivery.uow()
     assert await assign_waiting(uow) == 1
     assert [decode(e) for e in uow.emitted] == [
-        CourierAssigned(order_id=order_id, delivery_id=waiting, courier_id=ana, courier_name="Ana")]
+        CourierAssigned(order_id=order_id, delivery_id=waiting, courier_id=ana, courier_name="Ana")
+    ]
     row = await delivery_of(delivery, order_id)
     assert (row["status"], row["courier_id"]) == ("assigned", ana)
     assert await carrying(delivery) == {ana: waiting}
@@ -217,7 +215,11 @@ async def test_advance_takes_the_order_out_and_home_and_frees_the_courier(delive
     assert (row["status"], row["courier_id"]) == ("delivered", ana)  # who delivered it is kept
     assert await carrying(delivery) == {ana: None}
     assert [type(m) for m in await delivery.emitted()] == [
-        DeliveryScheduled, CourierAssigned, DeliveryPickedUp, DeliveryCompleted]
+        DeliveryScheduled,
+        CourierAssigned,
+        DeliveryPickedUp,
+        DeliveryCompleted,
+    ]
 
 
 async def test_a_freed_courier_takes_the_next_new_delivery(delivery: Participant) -> None:

@@ -28,8 +28,15 @@ def documented() -> dict[str, str]:
 
 
 #: Every settings class: what every process reads, and each service's own.
-SETTINGS: tuple[type[BaseSettings], ...] = (Settings, PaymentsSettings, KitchenSettings, DeliverySettings,
-                                            OrdersSettings, GatewaySettings, ProviderSettings)
+SETTINGS: tuple[type[BaseSettings], ...] = (
+    Settings,
+    PaymentsSettings,
+    KitchenSettings,
+    DeliverySettings,
+    OrdersSettings,
+    GatewaySettings,
+    ProviderSettings,
+)
 
 
 def every_field() -> list[Any]:

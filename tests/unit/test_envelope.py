@@ -54,9 +54,7 @@ def handling(correlation: str, causation: str, trace: str | None = None) -> Iter
     try:
         yield
     finally:
-        for var, token in zip(
-            (context.correlation_id, context.causation_id, context.traceparent), tokens, strict=True
-        ):
+        for var, token in zip((context.correlation_id, context.causation_id, context.traceparent), tokens, strict=True):
             var.reset(token)  # type: ignore[arg-type]
 
 

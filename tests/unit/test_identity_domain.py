@@ -27,8 +27,13 @@ CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 def user(**overrides: object) -> User:
-    values: dict[str, object] = {"id": uuid.uuid4(), "email": "Carol@Example.COM ", "name": " Carol ",
-                                 "password_hash": "h", "at": NOW}
+    values: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "email": "Carol@Example.COM ",
+        "name": " Carol ",
+        "password_hash": "h",
+        "at": NOW,
+    }
     values.update(overrides)
     return User.register(**values)
 
@@ -41,12 +46,15 @@ def test_emails_are_compared_trimmed_and_in_lower_case() -> None:
     assert carol.principal.email == "carol@example.com"
 
 
-@pytest.mark.parametrize(("password", "problem"), [
-    ("short", "at least 10"),
-    ("x" * 257, "at most 256"),
-    (" " * 12, "only spaces"),
-    ("carol@example.com", "email"),
-])
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("short", "at least 10"),
+        ("x" * 257, "at most 256"),
+        (" " * 12, "only spaces"),
+        ("carol@example.com", "email"),
+    ],
+)
 def test_weak_passwords_are_refused(password: str, problem: str) -> None:
     errors = password_problems(password, email="Carol@example.com")
     assert len(errors) == 1
@@ -59,13 +67,16 @@ def test_a_long_enough_password_is_accepted() -> None:
     assert password_problems("x" * 10) == []
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"email": "not-an-email"}, "email"),
-    ({"email": "a@b"}, "email"),
-    ({"name": "   "}, "name"),
-    ({"name": "n" * 121}, "name"),
-    ({"role": "chef"}, "role"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"email": "a@b"}, "email"),
+        ({"name": "   "}, "name"),
+        ({"name": "n" * 121}, "name"),
+        ({"role": "chef"}, "role"),
+    ],
+)
 def test_invalid_accounts_are_refused_with_field_errors(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
         user(**overrides)
@@ -110,8 +121,9 @@ def test_refresh_tokens_are_stored_as_sha256() -> None:
 
 
 def test_refresh_token_states() -> None:
-    token = RefreshToken(token_hash="h", family_id=uuid.uuid4(), user_id=uuid.uuid4(), issued_at=NOW,
-                         expires_at=NOW + timedelta(days=14))
+    token = RefreshToken(
+        token_hash="h", family_id=uuid.uuid4(), user_id=uuid.uuid4(), issued_at=NOW, expires_at=NOW + timedelta(days=14)
+    )
     assert token.state(NOW) == "active"
     assert token.state(NOW + timedelta(days=14)) == "expired"
     revoked = RefreshToken(**{**token.__dict__, "revoked_at": NOW})
@@ -119,9 +131,20 @@ def test_refresh_token_states() -> None:
     assert revoked.state(NOW + timedelta(days=30)) == "revoked"
 
 
-@pytest.mark.parametrize(("failures", "seconds"), [
-    (0, 0), (4, 0), (5, 1), (6, 2), (7, 4), (14, 512), (15, 900), (16, 900), (10_000, 900),
-])
+@pytest.mark.parametrize(
+    ("failures", "seconds"),
+    [
+        (0, 0),
+        (4, 0),
+        (5, 1),
+        (6, 2),
+        (7, 4),
+        (14, 512),
+        (15, 900),
+        (16, 900),
+        (10_000, 900),
+    ],
+)
 def test_the_throttle_delay_doubles_from_the_fifth_failure_up_to_15_minutes(failures: int, seconds: int) -> None:
     assert LoginThrottle().delay(failures) == timedelta(seconds=seconds)
 

@@ -25,24 +25,18 @@ async def topic(broker: InMemoryBroker) -> str:
 
 async def test_create_topics_is_idempotent(broker: InMemoryBroker, topic: str) -> None:
     await broker.publish([msg(topic, "k", 1)])
-    await broker.create_topics(
-        [TopicSpec(topic, partitions=8), TopicSpec("u.events", partitions=2)]
-    )
+    await broker.create_topics([TopicSpec(topic, partitions=8), TopicSpec("u.events", partitions=2)])
     assert broker.topics() == {topic: 3, "u.events": 2}
     assert len(broker.records(topic)) == 1
 
 
-async def test_publish_to_an_unknown_topic_raises_and_writes_nothing(
-    broker: InMemoryBroker, topic: str
-) -> None:
+async def test_publish_to_an_unknown_topic_raises_and_writes_nothing(broker: InMemoryBroker, topic: str) -> None:
     with pytest.raises(BrokerError, match="nowhere"):
         await broker.publish([msg(topic, "k", 1), msg("nowhere", "k", 2)])
     assert broker.records(topic) == []
 
 
-async def test_calls_fail_while_unavailable_or_not_started(
-    broker: InMemoryBroker, topic: str
-) -> None:
+async def test_calls_fail_while_unavailable_or_not_started(broker: InMemoryBroker, topic: str) -> None:
     broker.available = False
     with pytest.raises(BrokerError):
         await broker.publish([msg(topic, "k", 1)])
@@ -54,9 +48,7 @@ async def test_calls_fail_while_unavailable_or_not_started(
         await broker.publish([msg(topic, "k", 1)])
 
 
-async def test_a_key_keeps_its_partition_and_offsets_are_dense(
-    broker: InMemoryBroker, topic: str
-) -> None:
+async def test_a_key_keeps_its_partition_and_offsets_are_dense(broker: InMemoryBroker, topic: str) -> None:
     keys = [f"order-{i}" for i in range(10)]
     await broker.publish([msg(topic, k, n) for n in range(3) for k in keys])
     records = broker.records(topic)
@@ -71,9 +63,7 @@ async def test_a_key_keeps_its_partition_and_offsets_are_dense(
 
 
 async def test_records_keep_value_key_and_headers(broker: InMemoryBroker, topic: str) -> None:
-    await broker.publish(
-        [OutgoingMessage(topic=topic, key="k", value=b"v", headers={"ce_id": "1"})]
-    )
+    await broker.publish([OutgoingMessage(topic=topic, key="k", value=b"v", headers={"ce_id": "1"})])
     [record] = broker.records(topic)
     assert (record.topic, record.key, record.value, dict(record.headers)) == (
         topic,
@@ -84,9 +74,7 @@ async def test_records_keep_value_key_and_headers(broker: InMemoryBroker, topic:
     assert record.timestamp_ms > 0
 
 
-async def test_a_consumer_reads_from_its_committed_position(
-    broker: InMemoryBroker, topic: str
-) -> None:
+async def test_a_consumer_reads_from_its_committed_position(broker: InMemoryBroker, topic: str) -> None:
     await broker.publish([msg(topic, "k", n) for n in range(5)])
     first = broker.consumer("g", [topic])
     await first.start()
@@ -145,9 +133,7 @@ async def test_the_first_member_owns_all_partitions_and_a_later_one_is_fenced(
     await spare.close()
 
 
-async def test_fetch_waits_for_records_until_its_timeout(
-    broker: InMemoryBroker, topic: str
-) -> None:
+async def test_fetch_waits_for_records_until_its_timeout(broker: InMemoryBroker, topic: str) -> None:
     consumer = broker.consumer("g", [topic])
     await consumer.start()
     waiting = asyncio.create_task(consumer.fetch(10, timeout=30))

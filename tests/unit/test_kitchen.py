@@ -63,8 +63,9 @@ def wakes() -> list[str]:
 @pytest.fixture
 async def kitchen(db: Database, wakes: list[str]) -> Participant:
     """The kitchen with two recipes and some stock."""
-    participant = await Participant.create(db, metadata, build_handlers(lambda: wakes.append("autopilot")),
-                                           service="kitchen")
+    participant = await Participant.create(
+        db, metadata, build_handlers(lambda: wakes.append("autopilot")), service="kitchen"
+    )
     async with db.transaction() as conn:
         for item_id, recipe in RECIPES.items():
             await repository.apply_recipe(conn, item_id, "pizza", recipe, 1)
@@ -84,20 +85,26 @@ def amounts(values: dict[str, int]) -> list[IngredientAmount]:
 
 async def stock(kitchen: Participant) -> dict[str, tuple[int, int, int, int]]:
     """Ingredient → (on_hand, reserved, consumed, received); asserts they are conserved."""
-    found = {r["name"]: (r["on_hand"], r["reserved"], r["consumed"], r["received"])
-             for r in await kitchen.rows(ingredients)}
+    found = {
+        r["name"]: (r["on_hand"], r["reserved"], r["consumed"], r["received"]) for r in await kitchen.rows(ingredients)
+    }
     for name, (on_hand, reserved, consumed, received) in found.items():
         assert on_hand + reserved + consumed == received, f"{name} is not conserved"
     return found
 
 
-def expected_stock(*, reserved: dict[str, int] | None = None, consumed: dict[str, int] | None = None
-                   ) -> dict[str, tuple[int, int, int, int]]:
+def expected_stock(
+    *, reserved: dict[str, int] | None = None, consumed: dict[str, int] | None = None
+) -> dict[str, tuple[int, int, int, int]]:
     """The stock rows after moving `reserved` and `consumed` out of the opening stock."""
     reserved, consumed = reserved or {}, consumed or {}
     return {
-        name: (amount - reserved.get(name, 0) - consumed.get(name, 0), reserved.get(name, 0),
-               consumed.get(name, 0), amount)
+        name: (
+            amount - reserved.get(name, 0) - consumed.get(name, 0),
+            reserved.get(name, 0),
+            consumed.get(name, 0),
+            amount,
+        )
         for name, amount in OPENING.items()
     }
 
@@ -137,7 +144,11 @@ def test_needs_multiplies_each_recipe_by_its_quantity_and_adds_them_up() -> None
 
 def test_needs_of_the_same_item_on_two_lines_adds_up() -> None:
     assert needs([Line(PEPPERONI, 2), Line(PEPPERONI, 3)], RECIPES) == {
-        "dough": 5, "tomato_sauce": 400, "mozzarella": 450, "pepperoni": 300}
+        "dough": 5,
+        "tomato_sauce": 400,
+        "mozzarella": 450,
+        "pepperoni": 300,
+    }
 
 
 def test_needs_of_an_item_without_a_recipe_raises_unknown_recipe() -> None:
@@ -172,10 +183,16 @@ def test_a_ready_or_cancelled_ticket_cannot_move_on(status: TicketStatus) -> Non
 # -- recipes from the catalog -----------------------------------------------------------------
 
 
-def menu_item(cls: type[MenuItemCreated] | type[MenuItemUpdated], item_id: UUID, version: int,
-              recipe: dict[str, int]) -> MenuItemCreated | MenuItemUpdated:
-    return cls(menu_item_id=item_id, version=version, name=f"v{version}", sizes=[MenuSize(size="m", price=900)],
-               recipe=[RecipeLine(ingredient=i, quantity=q) for i, q in recipe.items()])
+def menu_item(
+    cls: type[MenuItemCreated] | type[MenuItemUpdated], item_id: UUID, version: int, recipe: dict[str, int]
+) -> MenuItemCreated | MenuItemUpdated:
+    return cls(
+        menu_item_id=item_id,
+        version=version,
+        name=f"v{version}",
+        sizes=[MenuSize(size="m", price=900)],
+        recipe=[RecipeLine(ingredient=i, quantity=q) for i, q in recipe.items()],
+    )
 
 
 async def recipe_of(kitchen: Participant, item_id: UUID) -> dict[str, Any]:
@@ -194,7 +211,8 @@ async def test_the_kitchen_learns_recipes_and_keeps_the_newest(kitchen: Particip
     order_id = uuid4()
     line = KitchenLine(menu_item_id=item_id, name="v3", size="m", quantity=2)
     assert await kitchen.send(ReserveIngredients(order_id=order_id, lines=[line])) == [
-        IngredientsReserved(order_id=order_id, reserved=amounts({"dough": 2, "pepperoni": 20}))]
+        IngredientsReserved(order_id=order_id, reserved=amounts({"dough": 2, "pepperoni": 20}))
+    ]
 
 
 async def test_a_removed_item_keeps_its_recipe_for_orders_placed_before(kitchen: Participant) -> None:
@@ -231,11 +249,16 @@ async def test_a_shortage_holds_nothing_and_says_what_is_short(kitchen: Particip
     order_id = uuid4()
     # 11 pizzas: dough, mozzarella and pepperoni run short; the sauce would do.
     replies = await kitchen.send(ReserveIngredients(order_id=order_id, lines=order_lines(9, 2)))
-    assert replies == [IngredientsUnavailable(order_id=order_id, missing=[
-        Shortage(ingredient="dough", needed=11, available=10),
-        Shortage(ingredient="mozzarella", needed=1_080, available=1_000),
-        Shortage(ingredient="pepperoni", needed=120, available=100),
-    ])]
+    assert replies == [
+        IngredientsUnavailable(
+            order_id=order_id,
+            missing=[
+                Shortage(ingredient="dough", needed=11, available=10),
+                Shortage(ingredient="mozzarella", needed=1_080, available=1_000),
+                Shortage(ingredient="pepperoni", needed=120, available=100),
+            ],
+        )
+    ]
     assert await stock(kitchen) == expected_stock()  # not even the ingredients there were enough of
     assert await held(kitchen, order_id) == {}
 
@@ -247,8 +270,9 @@ async def test_an_ingredient_the_kitchen_never_stocked_is_short(kitchen: Partici
     order_id = uuid4()
     line = KitchenLine(menu_item_id=basil_pizza, name="Basil", size="m", quantity=1)
     replies = await kitchen.send(ReserveIngredients(order_id=order_id, lines=[line]))
-    assert replies == [IngredientsUnavailable(order_id=order_id, missing=[
-        Shortage(ingredient="basil", needed=5, available=0)])]
+    assert replies == [
+        IngredientsUnavailable(order_id=order_id, missing=[Shortage(ingredient="basil", needed=5, available=0)])
+    ]
     assert await stock(kitchen) == expected_stock()
     assert await held(kitchen, order_id) == {}
 
@@ -257,8 +281,9 @@ async def test_what_another_order_holds_is_not_available(kitchen: Participant) -
     await kitchen.send(ReserveIngredients(order_id=uuid4(), lines=order_lines(0, 1)))  # 60 of 100 pepperoni
     order_id = uuid4()
     [reply] = await kitchen.send(ReserveIngredients(order_id=order_id, lines=order_lines(0, 1)))
-    assert reply == IngredientsUnavailable(order_id=order_id, missing=[
-        Shortage(ingredient="pepperoni", needed=60, available=40)])
+    assert reply == IngredientsUnavailable(
+        order_id=order_id, missing=[Shortage(ingredient="pepperoni", needed=60, available=40)]
+    )
     assert await held(kitchen, order_id) == {}
 
 
@@ -320,7 +345,8 @@ async def test_a_second_release_gives_nothing_back_twice(kitchen: Participant) -
     await kitchen.send(ReserveIngredients(order_id=order_id, lines=order_lines()))
     await kitchen.send(ReleaseIngredients(order_id=order_id))
     assert await kitchen.send(ReleaseIngredients(order_id=order_id)) == [
-        IngredientsReleased(order_id=order_id, released=[])]
+        IngredientsReleased(order_id=order_id, released=[])
+    ]
     assert await stock(kitchen) == expected_stock()
 
 
@@ -349,12 +375,16 @@ async def test_a_reserve_replayed_after_the_saga_released_the_order_holds_nothin
     # is compensated and ignores any reply: whatever the replay held would stay held for good.
     order_id = uuid4()
     late_item = uuid4()
-    command = ReserveIngredients(order_id=order_id, lines=[
-        KitchenLine(menu_item_id=late_item, name="Late", size="m", quantity=1)])
-    assert await kitchen.deliver(Envelope.wrap(command, source="/pizzeria/orders"),
-                                 command.topic()) is Outcome.DEAD_LETTERED
+    command = ReserveIngredients(
+        order_id=order_id, lines=[KitchenLine(menu_item_id=late_item, name="Late", size="m", quantity=1)]
+    )
+    assert (
+        await kitchen.deliver(Envelope.wrap(command, source="/pizzeria/orders"), command.topic())
+        is Outcome.DEAD_LETTERED
+    )
     assert await kitchen.send(ReleaseIngredients(order_id=order_id)) == [
-        IngredientsReleased(order_id=order_id, released=[])]
+        IngredientsReleased(order_id=order_id, released=[])
+    ]
     async with kitchen.db.transaction() as conn:
         await repository.apply_recipe(conn, late_item, "late", {"dough": 1, "mozzarella": 100}, 1)
 
@@ -369,7 +399,8 @@ async def test_release_after_cooking_started_gives_nothing_back(kitchen: Partici
     order_id = uuid4()
     await advance(kitchen, await queued_ticket(kitchen, order_id))
     assert await kitchen.send(ReleaseIngredients(order_id=order_id)) == [
-        IngredientsReleased(order_id=order_id, released=[])]
+        IngredientsReleased(order_id=order_id, released=[])
+    ]
     assert await stock(kitchen) == expected_stock(consumed=ORDER_NEEDS)
 
 
@@ -528,4 +559,5 @@ async def test_opening_stock_is_seeded_only_once(db: Database) -> None:
     levels = await stock(fresh)
     assert levels["dough"] == (7, 0, 0, 7)  # not topped up again
     assert {n: s[0] for n, s in levels.items() if n != "dough"} == {
-        n: a for n, a in OPENING_STOCK.items() if n != "dough"}
+        n: a for n, a in OPENING_STOCK.items() if n != "dough"
+    }

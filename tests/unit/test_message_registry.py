@@ -84,18 +84,14 @@ def test_a_new_schema_version_is_a_new_type() -> None:
 
 
 def test_readers_ignore_unknown_fields_and_messages_are_frozen() -> None:
-    message = ParcelShipped.model_validate_json(
-        f'{{"parcel_id": "{PARCEL}", "weight": 2, "added_later": true}}'
-    )
+    message = ParcelShipped.model_validate_json(f'{{"parcel_id": "{PARCEL}", "weight": 2, "added_later": true}}')
     assert message.model_dump() == {"parcel_id": PARCEL, "weight": 2}
     with pytest.raises(ValidationError):
         message.weight = 5  # type: ignore[misc]
 
 
 def test_every_contract_message_follows_the_naming_rules() -> None:
-    contracts = {
-        n: c for n, c in REGISTRY.items() if c.__module__.startswith("pizzeria.contracts.")
-    }
+    contracts = {n: c for n, c in REGISTRY.items() if c.__module__.startswith("pizzeria.contracts.")}
     assert len(contracts) >= 8
     for name, cls in contracts.items():
         assert TYPE_NAME.match(name), name

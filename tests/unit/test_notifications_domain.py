@@ -47,9 +47,7 @@ def test_every_status_after_pending_has_an_email_and_an_sms_template() -> None:
 
 
 def test_the_cancel_template_explains_the_reason() -> None:
-    cancelled = next(
-        t for t in DEFAULT_TEMPLATES if (t.name, t.channel) == ("order_cancelled", "email")
-    )
+    cancelled = next(t for t in DEFAULT_TEMPLATES if (t.name, t.channel) == ("order_cancelled", "email"))
     _, body = cancelled.render({"order_ref": "#ABCDEF", "reason": REASONS["out_of_stock"]})
     assert body == "Order #ABCDEF was cancelled: we ran out of an ingredient."
 

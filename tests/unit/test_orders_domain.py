@@ -81,12 +81,8 @@ def test_price_lines_prices_each_line_from_the_menu() -> None:
 def test_unknown_item_is_reported_on_its_line() -> None:
     missing = uuid4()
     with pytest.raises(ValidationFailed) as exc:
-        price_lines(
-            [RequestedLine(MARGHERITA.id, "small", 1), RequestedLine(missing, "small", 1)], MENU
-        )
-    assert exc.value.errors == [
-        {"field": "items.1.menu_item_id", "message": f"no menu item {missing}"}
-    ]
+        price_lines([RequestedLine(MARGHERITA.id, "small", 1), RequestedLine(missing, "small", 1)], MENU)
+    assert exc.value.errors == [{"field": "items.1.menu_item_id", "message": f"no menu item {missing}"}]
     assert exc.value.status == 422
 
 
@@ -204,9 +200,7 @@ def test_legal_transition_moves_and_records_history(current: Status, target: Sta
 
 
 @pytest.mark.parametrize(("current", "target"), ILLEGAL)
-def test_illegal_transition_raises_conflict_and_changes_nothing(
-    current: Status, target: Status
-) -> None:
+def test_illegal_transition_raises_conflict_and_changes_nothing(current: Status, target: Status) -> None:
     order = new_order(current)
     history = list(order.history)
     with pytest.raises(Conflict):
@@ -245,9 +239,7 @@ def test_is_valid_path_rejects_impossible_walks(path: list[str]) -> None:
     assert not is_valid_path(path)
 
 
-@pytest.mark.parametrize(
-    "path", [["pending"], ["pending", "cancelled"], ["pending", "paid", "cancelled"]]
-)
+@pytest.mark.parametrize("path", [["pending"], ["pending", "cancelled"], ["pending", "paid", "cancelled"]])
 def test_is_valid_path_accepts_possible_walks(path: list[str]) -> None:
     assert is_valid_path(path)
 
@@ -265,7 +257,10 @@ def test_payment_status_follows_the_payment_and_never_moves_the_order() -> None:
     order = new_order()
     assert order.record_payment(PaymentStatus.COMPLETED, PAYMENT_ID, at=T0 + timedelta(seconds=1))
     assert (order.status, order.payment_status, order.payment_id) == (
-        Status.PENDING, PaymentStatus.COMPLETED, PAYMENT_ID)
+        Status.PENDING,
+        PaymentStatus.COMPLETED,
+        PAYMENT_ID,
+    )
     assert order.record_payment(PaymentStatus.REFUNDED, None, at=T0 + timedelta(seconds=2))
     assert order.payment_status is PaymentStatus.REFUNDED
     assert order.payment_id == PAYMENT_ID
@@ -305,11 +300,14 @@ def test_placing_records_order_placed_and_cancelling_clears_a_pending_cancellati
     assert order.cancel_reason == "customer_cancelled"
 
 
-@pytest.mark.parametrize("path", [
-    [Status.PAID, Status.PREPARING],
-    [Status.PAID, Status.PREPARING, Status.BAKING, Status.READY],
-    [Status.CANCELLED],
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        [Status.PAID, Status.PREPARING],
+        [Status.PAID, Status.PREPARING, Status.BAKING, Status.READY],
+        [Status.CANCELLED],
+    ],
+)
 def test_too_late_to_cancel_once_the_kitchen_started_or_it_ended(path: list[Status]) -> None:
     order = new_order()
     for status in path:

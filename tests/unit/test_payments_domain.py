@@ -162,14 +162,14 @@ def test_refunded_settles_a_refund_that_was_waiting() -> None:
     p = payment(Status.COMPLETED)
     p.request_money_back(at=T0)
     p.refunded("re_1", at=T1)
-    assert (p.status, p.provider_refund_id, p.refund_requested, p.updated_at) == (
-        Status.REFUNDED, "re_1", False, T1)
+    assert (p.status, p.provider_refund_id, p.refund_requested, p.updated_at) == (Status.REFUNDED, "re_1", False, T1)
     assert not p.needs_refund
     assert not p.is_open
 
 
-@pytest.mark.parametrize("status", [Status.PENDING, Status.PROCESSING, Status.COMPLETED, Status.FAILED,
-                                    Status.REFUNDED])
+@pytest.mark.parametrize(
+    "status", [Status.PENDING, Status.PROCESSING, Status.COMPLETED, Status.FAILED, Status.REFUNDED]
+)
 def test_refunded_without_a_refund_waiting_is_a_conflict(status: Status) -> None:
     p = payment(status)
     with pytest.raises(Conflict, match="no refund waiting"):

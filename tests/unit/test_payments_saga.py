@@ -47,8 +47,7 @@ def wakes() -> list[str]:
 
 @pytest.fixture
 async def payments(db: Database, wakes: list[str]) -> Participant:
-    return await Participant.create(db, metadata, build_handlers(lambda: wakes.append("charger")),
-                                    service="payments")
+    return await Participant.create(db, metadata, build_handlers(lambda: wakes.append("charger")), service="payments")
 
 
 @pytest.fixture
@@ -69,8 +68,9 @@ def down() -> set[str]:
 
 
 @pytest.fixture
-async def charger(payments: Participant, provider: Provider, down: set[str],
-                  while_charging: list[Callable[[], Awaitable[object]]]) -> AsyncIterator[Charger]:
+async def charger(
+    payments: Participant, provider: Provider, down: set[str], while_charging: list[Callable[[], Awaitable[object]]]
+) -> AsyncIterator[Charger]:
     async def handle(request: httpx.Request) -> httpx.Response:
         if f"{request.method} {request.url.path}" in down:
             raise httpx.ConnectError("provider down", request=request)
@@ -78,8 +78,12 @@ async def charger(payments: Participant, provider: Provider, down: set[str],
             await while_charging.pop(0)()
         return provider.handle(request)
 
-    client = ProviderClient("http://provider", timeout=1.0, transport=httpx.MockTransport(handle),
-                            breaker=CircuitBreaker("provider-unit", failure_threshold=10_000))
+    client = ProviderClient(
+        "http://provider",
+        timeout=1.0,
+        transport=httpx.MockTransport(handle),
+        breaker=CircuitBreaker("provider-unit", failure_threshold=10_000),
+    )
     worker = Charger(payments.runtime, client, concurrency=8, max_attempts=MAX_ATTEMPTS, call_timeout=1.0)
     yield worker
     await client.close()
@@ -132,7 +136,12 @@ async def test_charge_creates_one_pending_payment_and_wakes_the_charger(
     assert await payments.send(charge(order_id)) == []  # the answer comes from the charger
     created = await payment_of(payments, order_id)
     assert (created.status, created.amount, created.currency, created.token, created.customer_id) == (
-        Status.PENDING, AMOUNT, CURRENCY, "tok_visa", "cust-1")
+        Status.PENDING,
+        AMOUNT,
+        CURRENCY,
+        "tok_visa",
+        "cust-1",
+    )
     assert created.attempts == 0
     assert wakes == ["charger"]
 
@@ -168,7 +177,11 @@ async def test_a_good_card_is_charged_and_the_payment_completed(
     [completed] = await story(payments, order_id)
     assert isinstance(completed, PaymentCompleted)
     assert (completed.payment_id, completed.amount, completed.currency, completed.provider_charge_id) == (
-        paid.id, AMOUNT, CURRENCY, taken["id"])
+        paid.id,
+        AMOUNT,
+        CURRENCY,
+        taken["id"],
+    )
 
 
 async def test_a_declined_card_fails_the_payment(payments: Participant, charger: Charger, provider: Provider) -> None:
@@ -200,7 +213,10 @@ async def test_a_provider_that_never_answers_is_retried_then_given_up_on(
     assert await work(charger) == 1
     failed = await payment_of(payments, order_id)
     assert (failed.status, failed.failure_reason, failed.attempts) == (
-        Status.FAILED, "provider_unavailable", MAX_ATTEMPTS)
+        Status.FAILED,
+        "provider_unavailable",
+        MAX_ATTEMPTS,
+    )
     [event] = await story(payments, order_id)
     assert isinstance(event, PaymentFailed)
     assert event.reason == "provider_unavailable"
@@ -240,13 +256,12 @@ async def test_giving_up_on_a_charge_the_provider_did_take_does_not_keep_the_mon
     given_back = len(provider.refunds_of(taken["id"])) == 1
     assert kept or given_back, (
         f"charged {taken['id']}, but the payment is {settled.status} ({settled.failure_reason}) "
-        "and nothing was refunded")
+        "and nothing was refunded"
+    )
     assert (PaymentCompleted in kinds(await story(payments, order_id))) is kept
 
 
-async def test_a_payment_backing_off_is_not_retried_before_it_is_due(
-    payments: Participant, charger: Charger
-) -> None:
+async def test_a_payment_backing_off_is_not_retried_before_it_is_due(payments: Participant, charger: Charger) -> None:
     order_id = uuid4()
     await payments.send(charge(order_id, "tok_timeout"))
     await work(charger)
@@ -267,14 +282,17 @@ async def test_the_probe_of_a_recovering_provider_is_a_charge_that_has_not_faile
     await work(charger)
     await payments.send(charge(fresh))
     async with payments.db.transaction() as conn:  # the failed one has been due for a while
-        await conn.execute(payments_table.update().where(payments_table.c.order_id == stuck)
-                           .values(next_attempt_at=utcnow() - timedelta(minutes=5)))
+        await conn.execute(
+            payments_table.update()
+            .where(payments_table.c.order_id == stuck)
+            .values(next_attempt_at=utcnow() - timedelta(minutes=5))
+        )
     later = utcnow() + timedelta(minutes=1)
     async with payments.db.read() as conn:
-        [oldest_due] = await repository.claim_due(conn, now=later, lease=timedelta(seconds=5), limit=1,
-                                                  exclude=set())
-        [probe] = await repository.claim_due(conn, now=later, lease=timedelta(seconds=5), limit=1,
-                                             exclude=set(), fresh_first=True)
+        [oldest_due] = await repository.claim_due(conn, now=later, lease=timedelta(seconds=5), limit=1, exclude=set())
+        [probe] = await repository.claim_due(
+            conn, now=later, lease=timedelta(seconds=5), limit=1, exclude=set(), fresh_first=True
+        )
     assert oldest_due.order_id == stuck  # in normal running, the one due longest goes first
     assert (probe.order_id, probe.attempts) == (fresh, 0)
 
@@ -345,8 +363,7 @@ async def test_refund_sent_again_after_the_refund_answers_again_without_refundin
 
     [again] = await payments.send(refund(order_id))
     assert isinstance(again, PaymentRefunded)
-    assert (again.payment_id, again.provider_refund_id, again.amount) == (
-        paid.id, refunded.provider_refund_id, AMOUNT)
+    assert (again.payment_id, again.provider_refund_id, again.amount) == (paid.id, refunded.provider_refund_id, AMOUNT)
     assert await work(charger) == 0
     assert len(provider.refunds_of(paid.provider_charge_id or "")) == 1
     assert (await payment_of(payments, order_id)).status is Status.REFUNDED
@@ -464,7 +481,9 @@ async def test_voiding_waits_for_the_provider_to_say_whether_it_took_the_charge(
 
 
 async def test_refund_while_a_good_charge_is_in_flight_refunds_it_once_it_completes(
-    payments: Participant, charger: Charger, provider: Provider,
+    payments: Participant,
+    charger: Charger,
+    provider: Provider,
     while_charging: list[Callable[[], Awaitable[object]]],
 ) -> None:
     order_id = uuid4()
@@ -484,7 +503,9 @@ async def test_refund_while_a_good_charge_is_in_flight_refunds_it_once_it_comple
 
 
 async def test_refund_while_a_declined_charge_is_in_flight_answers_failed_and_voided(
-    payments: Participant, charger: Charger, while_charging: list[Callable[[], Awaitable[object]]],
+    payments: Participant,
+    charger: Charger,
+    while_charging: list[Callable[[], Awaitable[object]]],
 ) -> None:
     order_id = uuid4()
     await payments.send(charge(order_id, "tok_declined"))
@@ -497,7 +518,9 @@ async def test_refund_while_a_declined_charge_is_in_flight_answers_failed_and_vo
 
 
 async def test_refund_while_a_timing_out_charge_is_in_flight_voids_it_next(
-    payments: Participant, charger: Charger, provider: Provider,
+    payments: Participant,
+    charger: Charger,
+    provider: Provider,
     while_charging: list[Callable[[], Awaitable[object]]],
 ) -> None:
     order_id = uuid4()
@@ -515,7 +538,9 @@ async def test_refund_while_a_timing_out_charge_is_in_flight_voids_it_next(
 
 
 async def test_refund_while_the_last_charge_attempt_is_in_flight_answers_failed_and_voided(
-    payments: Participant, charger: Charger, while_charging: list[Callable[[], Awaitable[object]]],
+    payments: Participant,
+    charger: Charger,
+    while_charging: list[Callable[[], Awaitable[object]]],
 ) -> None:
     order_id = uuid4()
     await payments.send(charge(order_id, "tok_timeout"))

@@ -29,9 +29,7 @@ def test_minimal_problem_has_type_title_status_and_detail() -> None:
 
 def test_instance_errors_and_extra_members_are_included() -> None:
     errors = [{"field": "items.0.size", "message": "no such size"}]
-    problem = ValidationFailed("bad order", errors=errors, order_id="o-1").to_problem(
-        "/api/v1/orders"
-    )
+    problem = ValidationFailed("bad order", errors=errors, order_id="o-1").to_problem("/api/v1/orders")
     assert problem == {
         "type": PROBLEM_BASE + "validation-failed",
         "title": "Validation failed",
@@ -56,7 +54,7 @@ def test_headers_travel_with_the_error_but_not_in_the_body() -> None:
 
 def test_a_401_always_names_the_scheme_that_would_work() -> None:
     assert Unauthorized("who are you?").headers["WWW-Authenticate"].startswith("Bearer")
-    overridden = Unauthorized("x", headers={"WWW-Authenticate": "Bearer error=\"invalid_token\""})
+    overridden = Unauthorized("x", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     assert overridden.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert Conflict("x").headers == {}, "other errors carry no headers of their own"
 
@@ -74,9 +72,7 @@ def test_a_401_always_names_the_scheme_that_would_work() -> None:
         (ServiceUnavailable, 503, "service-unavailable"),
     ],
 )
-def test_each_error_class_has_its_status_and_stable_type(
-    cls: type[ProblemError], status: int, slug: str
-) -> None:
+def test_each_error_class_has_its_status_and_stable_type(cls: type[ProblemError], status: int, slug: str) -> None:
     problem = cls("x").to_problem()
     assert (problem["status"], problem["type"]) == (status, PROBLEM_BASE + slug)
     assert issubclass(cls, ProblemError)

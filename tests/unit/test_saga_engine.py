@@ -99,12 +99,34 @@ DEFINITION = SagaDefinition(
     name="toy",
     data_type=ToyData,
     steps=(
-        Step("reserve", command=cmd(Reserve), success=(Reserved,), failure=(OutOfStock,),
-             compensation=cmd(Release), compensated_by=(Released,), timeout=timedelta(seconds=30)),
-        Step("charge", command=cmd(Charge), success=(Charged,), failure=(Declined,),
-             compensation=cmd(Refund), compensated_by=(Refunded,), timeout=timedelta(seconds=20)),
-        Step("cook", command=cmd(Cook), success=(Started,), compensation=cmd(Uncook), compensated_by=(Uncooked,),
-             refused_by=(TooLate,), timeout=timedelta(minutes=30), pivot=True),
+        Step(
+            "reserve",
+            command=cmd(Reserve),
+            success=(Reserved,),
+            failure=(OutOfStock,),
+            compensation=cmd(Release),
+            compensated_by=(Released,),
+            timeout=timedelta(seconds=30),
+        ),
+        Step(
+            "charge",
+            command=cmd(Charge),
+            success=(Charged,),
+            failure=(Declined,),
+            compensation=cmd(Refund),
+            compensated_by=(Refunded,),
+            timeout=timedelta(seconds=20),
+        ),
+        Step(
+            "cook",
+            command=cmd(Cook),
+            success=(Started,),
+            compensation=cmd(Uncook),
+            compensated_by=(Uncooked,),
+            refused_by=(TooLate,),
+            timeout=timedelta(minutes=30),
+            pivot=True,
+        ),
         Step("ship", command=cmd(Ship), success=(Delivered,), resend_after=timedelta(minutes=5)),
     ),
     reasons={OutOfStock: "out_of_stock", Declined: "payment_failed"},
@@ -358,16 +380,26 @@ async def test_unknown_sagas_ignore_replies(saga: Harness) -> None:
 def test_the_definition_draws_as_mermaid() -> None:
     diagram = DEFINITION.mermaid()
     assert diagram.startswith("stateDiagram-v2")
-    for edge in ("reserve --> charge: Reserved", "charge --> undo_reserve: Declined (payment_failed)",
-                 "charge --> undo_charge: no reply in 20s", "undo_cook --> cook: TooLate (too late to undo)",
-                 "ship --> ship: no reply in 300s, send again", "undo_reserve --> compensated: Released"):
+    for edge in (
+        "reserve --> charge: Reserved",
+        "charge --> undo_reserve: Declined (payment_failed)",
+        "charge --> undo_charge: no reply in 20s",
+        "undo_cook --> cook: TooLate (too late to undo)",
+        "ship --> ship: no reply in 300s, send again",
+        "undo_reserve --> compensated: Released",
+    ):
         assert edge in diagram, edge
     assert "ship --> undo" not in diagram, "no way back after the pivot"
 
 
 def test_definitions_refuse_compensation_after_the_pivot() -> None:
     with pytest.raises(ValueError, match="only go forward"):
-        SagaDefinition("bad", data_type=ToyData, steps=(
-            Step("a", success=(Reserved,), pivot=True),
-            Step("b", success=(Charged,), compensation=cmd(Refund)),
-        ), reasons={})
+        SagaDefinition(
+            "bad",
+            data_type=ToyData,
+            steps=(
+                Step("a", success=(Reserved,), pivot=True),
+                Step("b", success=(Charged,), compensation=cmd(Refund)),
+            ),
+            reasons={},
+        )

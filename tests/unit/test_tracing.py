@@ -59,9 +59,14 @@ def test_messages_emitted_in_a_span_carry_it(spans: InMemorySpanExporter) -> Non
     from pizzeria.messaging.envelope import Envelope
 
     with tracing.span("kitchen ticket ready", parent=CALLER) as work:
-        envelope = Envelope.wrap(TicketReady(order_id="01a20000-0000-7000-8000-000000000001",
-                                             ticket_id="01a20000-0000-7000-8000-000000000002",
-                                             at="2026-11-22T10:00:00Z"), source="/pizzeria/kitchen")
+        envelope = Envelope.wrap(
+            TicketReady(
+                order_id="01a20000-0000-7000-8000-000000000001",
+                ticket_id="01a20000-0000-7000-8000-000000000002",
+                at="2026-11-22T10:00:00Z",
+            ),
+            source="/pizzeria/kitchen",
+        )
     assert envelope.traceparent == tracing.traceparent_of(work)
 
 

@@ -22,6 +22,7 @@ from pizzeria.messaging.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"], dependencies=[Depends(require_roles("admin"))])
 
+
 class DeadLetterView(BaseModel):
     id: str
     service: str
@@ -57,9 +58,27 @@ def view(row: dict[str, Any], service: str) -> DeadLetterView:
     except orjson.JSONDecodeError:
         payload = bytes(row["payload"]).decode("utf-8", "replace")
     return DeadLetterView(
-        **{k: row[k] for k in ("id", "group_id", "message_id", "message_type", "topic", "partition", "offset",
-                               "error", "attempts", "status", "created_at", "updated_at")},
-        service=service, key=row["key"], headers=orjson.loads(row["headers"]), payload=payload,
+        **{
+            k: row[k]
+            for k in (
+                "id",
+                "group_id",
+                "message_id",
+                "message_type",
+                "topic",
+                "partition",
+                "offset",
+                "error",
+                "attempts",
+                "status",
+                "created_at",
+                "updated_at",
+            )
+        },
+        service=service,
+        key=row["key"],
+        headers=orjson.loads(row["headers"]),
+        payload=payload,
     )
 
 
@@ -69,8 +88,9 @@ ACTIONS: dict[str, tuple[DeadLetterStatus, type[DeadLetterAction]]] = {
 }
 
 
-async def act_on_dead_letter(store: DeadLetterStore, uow_factory: Callable[[], UnitOfWork], service: str,
-                             dl_id: str, action: str, actor: str) -> dict[str, Any]:
+async def act_on_dead_letter(
+    store: DeadLetterStore, uow_factory: Callable[[], UnitOfWork], service: str, dl_id: str, action: str, actor: str
+) -> dict[str, Any]:
     """Replay or discard a dead letter and say who did it (an `ops.events` fact for the audit
     log), in one transaction. The one path for the HTTP API and the `pizzeria dlq` command."""
     new_status, fact = ACTIONS[action]
@@ -80,8 +100,17 @@ async def act_on_dead_letter(store: DeadLetterStore, uow_factory: Callable[[], U
     async with uow_factory() as uow:
         if not await store.leave_dead(uow.conn, dl_id, new_status):
             raise Conflict(f"dead letter {dl_id} is {row['status']}; only 'dead' ones can be {action}ed")
-        uow.emit(fact(dead_letter_id=dl_id, service=service, group=row["group_id"], message_id=row["message_id"],
-                      message_type=row["message_type"], actor=actor, at=utcnow()))
+        uow.emit(
+            fact(
+                dead_letter_id=dl_id,
+                service=service,
+                group=row["group_id"],
+                message_id=row["message_id"],
+                message_type=row["message_type"],
+                actor=actor,
+                at=utcnow(),
+            )
+        )
         await uow.commit()
     found = await store.get(dl_id)
     assert found is not None
@@ -110,19 +139,31 @@ async def get_dead_letter(dl_id: str, runtime: RuntimeDep) -> DeadLetterView:
     return view(await _found(runtime, dl_id), runtime.service)
 
 
-@router.post("/dlq/{dl_id}/replay", response_model=DeadLetterView, status_code=status.HTTP_202_ACCEPTED,
-             summary="Run a dead letter through its consumer again (within a second)",
-             responses={409: {"description": "only a dead letter in status `dead` can be replayed"}})
+@router.post(
+    "/dlq/{dl_id}/replay",
+    response_model=DeadLetterView,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Run a dead letter through its consumer again (within a second)",
+    responses={409: {"description": "only a dead letter in status `dead` can be replayed"}},
+)
 async def replay_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
-    return view(await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay",
-                                         admin.user_id), runtime.service)
+    return view(
+        await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay", admin.user_id),
+        runtime.service,
+    )
 
 
-@router.post("/dlq/{dl_id}/discard", response_model=DeadLetterView, summary="Give up on a dead letter for good",
-             responses={409: {"description": "only a dead letter in status `dead` can be discarded"}})
+@router.post(
+    "/dlq/{dl_id}/discard",
+    response_model=DeadLetterView,
+    summary="Give up on a dead letter for good",
+    responses={409: {"description": "only a dead letter in status `dead` can be discarded"}},
+)
 async def discard_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
-    return view(await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "discard",
-                                         admin.user_id), runtime.service)
+    return view(
+        await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "discard", admin.user_id),
+        runtime.service,
+    )
 
 
 @router.get("/outbox", response_model=OutboxView, summary="Events committed but not yet published")

@@ -25,6 +25,7 @@ from pizzeria.messaging.uow import UnitOfWork
 
 log = get_logger(__name__)
 
+
 class ServiceRuntime:
     """Everything that runs inside one service process besides its HTTP routes."""
 
@@ -35,7 +36,8 @@ class ServiceRuntime:
         self.broker = broker
         self.source = f"/pizzeria/{service}"
         self.relay = OutboxRelay(
-            db, broker,
+            db,
+            broker,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval_ms / 1000,
             retention=settings.outbox_retention_s,
@@ -53,15 +55,27 @@ class ServiceRuntime:
         """A new unit of work whose commit wakes the relay."""
         return UnitOfWork(self.db, source=self.source, on_commit=self.relay.wake)
 
-    def subscribe(self, group: str, handlers: HandlerRegistry, topics: Sequence[str] | None = None,
-                  *, dead_letter_topic: str | None = None) -> ConsumerRunner:
+    def subscribe(
+        self,
+        group: str,
+        handlers: HandlerRegistry,
+        topics: Sequence[str] | None = None,
+        *,
+        dead_letter_topic: str | None = None,
+    ) -> ConsumerRunner:
         """A consumer group of this service, started with the runtime."""
         runner = self._runner(group, handlers, topics, dead_letter_topic)
         self.runners.append(runner)
         return runner
 
-    def launch(self, group: str, handlers: HandlerRegistry, topics: Sequence[str] | None = None,
-               *, dead_letter_topic: str | None = None) -> ConsumerRunner:
+    def launch(
+        self,
+        group: str,
+        handlers: HandlerRegistry,
+        topics: Sequence[str] | None = None,
+        *,
+        dead_letter_topic: str | None = None,
+    ) -> ConsumerRunner:
         """A consumer group started now, while the service runs (see `halt`)."""
         runner = self._runner(group, handlers, topics, dead_letter_topic)
         self._dynamic[runner] = [self._spawn(runner.run(), f"consumer-{group}")]
@@ -76,8 +90,9 @@ class ServiceRuntime:
                 await task
             self._tasks.remove(task)
 
-    def _runner(self, group: str, handlers: HandlerRegistry, topics: Sequence[str] | None,
-                dead_letter_topic: str | None) -> ConsumerRunner:
+    def _runner(
+        self, group: str, handlers: HandlerRegistry, topics: Sequence[str] | None, dead_letter_topic: str | None
+    ) -> ConsumerRunner:
         return ConsumerRunner(
             group=group,
             handlers=handlers,

@@ -32,8 +32,9 @@ log = get_logger(__name__)
 Hook = Callable[[], Awaitable[None]]
 
 
-def refuse_unsafe_production(name: str, settings: Settings, *, messaging: bool = True,
-                             shared_state: bool = False) -> None:
+def refuse_unsafe_production(
+    name: str, settings: Settings, *, messaging: bool = True, shared_state: bool = False
+) -> None:
     """Production mode never falls back to the embedded stores or the public secret."""
     problems = settings.production_problems(name, messaging=messaging, shared_state=shared_state)
     if problems:
@@ -48,8 +49,7 @@ def open_runtime(name: str, settings: Settings, *, shared_state: bool = False) -
     configure_logging(name, settings.log_level, settings.log_format)
     failpoints.configure(settings.failpoints, service=name, state_dir=settings.var_dir / "failpoints" / name)
     db = Database(settings.database_url_for(name), pool_size=settings.db_pool_size)
-    return ServiceRuntime(service=name, settings=settings, db=db,
-                          broker=broker_from_settings(settings, client_id=name))
+    return ServiceRuntime(service=name, settings=settings, db=db, broker=broker_from_settings(settings, client_id=name))
 
 
 def service_app(

@@ -69,7 +69,9 @@ def build() -> dict[str, Any]:
         }
         refs = [{"$ref": f"#/channels/{topic}/messages/{n}"} for n in names]
         operations[f"{topic.split('.')[0]}.send.{topic}"] = {
-            "action": "send", "channel": {"$ref": f"#/channels/{topic}"}, "messages": refs,
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{topic}"},
+            "messages": refs,
         }
     for group, topics in sorted(CONSUMER_GROUPS.items()):
         for topic in topics:
@@ -84,7 +86,7 @@ def build() -> dict[str, Any]:
             "title": "Pizzeria messaging",
             "version": __version__,
             "description": "Every event and command the services exchange through Kafka (or the embedded "
-                           "SQL log). Delivery is at least once; consumers are idempotent through their inbox.",
+            "SQL log). Delivery is at least once; consumers are idempotent through their inbox.",
         },
         "defaultContentType": "application/json",
         "servers": {

@@ -42,6 +42,7 @@ class Shortage(BaseModel):
 
 # -- commands ------------------------------------------------------------------------------------
 
+
 class ReserveIngredients(Message, context=CONTEXT, kind="command", key="order_id"):
     """Hold the ingredients these lines need, all or nothing."""
 
@@ -69,6 +70,7 @@ class CancelTicket(Message, context=CONTEXT, kind="command", key="order_id"):
 
 
 # -- events --------------------------------------------------------------------------------------
+
 
 class IngredientsReserved(Message, context=CONTEXT, key="order_id"):
     """Everything the order needs is held for it."""

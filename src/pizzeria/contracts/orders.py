@@ -13,7 +13,6 @@ from pizzeria.messaging.message import Message
 CONTEXT = "orders"
 
 
-
 class OrderStatus(enum.StrEnum):
     """Where an order stands (the orders context moves it; everyone else reads it)."""
 

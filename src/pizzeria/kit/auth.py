@@ -80,18 +80,25 @@ class TokenIssuer:
         ttl = self.ttl_s if ttl_s is None else ttl_s
         jti = new_id()
         claims: dict[str, Any] = {
-            "sub": principal.user_id, "role": principal.role, "iat": issued, "exp": issued + ttl,
-            "iss": ISSUER, "aud": AUDIENCE, "jti": jti,
+            "sub": principal.user_id,
+            "role": principal.role,
+            "iat": issued,
+            "exp": issued + ttl,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "jti": jti,
         }
         if principal.email is not None:
             claims["email"] = principal.email
         token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
-        return AccessToken(token=token, jti=jti, expires_in=ttl,
-                           expires_at=datetime.fromtimestamp(issued + ttl, tz=UTC))
+        return AccessToken(
+            token=token, jti=jti, expires_in=ttl, expires_at=datetime.fromtimestamp(issued + ttl, tz=UTC)
+        )
 
 
-def issue_access_token(principal: Principal, settings: Settings, *, now: float | None = None,
-                       ttl_s: int | None = None) -> AccessToken:
+def issue_access_token(
+    principal: Principal, settings: Settings, *, now: float | None = None, ttl_s: int | None = None
+) -> AccessToken:
     """Sign an access token with the configured secret and TTL."""
     return TokenIssuer.from_settings(settings).issue(principal, now=now, ttl_s=ttl_s)
 

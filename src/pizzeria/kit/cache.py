@@ -22,10 +22,12 @@ from pizzeria.kit.logging import get_logger
 
 log = get_logger(__name__)
 
-cache_requests = Counter("pizzeria_cache_requests_total", "Cache look-ups by cache and result (hit, miss).",
-                         ["cache", "result"])
-cache_errors = Counter("pizzeria_cache_errors_total", "Cache operations that failed (served from the database).",
-                       ["cache"])
+cache_requests = Counter(
+    "pizzeria_cache_requests_total", "Cache look-ups by cache and result (hit, miss).", ["cache", "result"]
+)
+cache_errors = Counter(
+    "pizzeria_cache_errors_total", "Cache operations that failed (served from the database).", ["cache"]
+)
 
 TOMBSTONE = b"\x00invalidated"
 
@@ -56,8 +58,15 @@ async def cached(cache: Cache, key: str, load: Callable[[], Awaitable[bytes | No
 class InProcessCache:
     """A bounded dict with expiry: one process, nothing shared."""
 
-    def __init__(self, name: str, *, ttl_s: float, tombstone_s: float, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        ttl_s: float,
+        tombstone_s: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.ttl_s = ttl_s
         self.tombstone_s = tombstone_s

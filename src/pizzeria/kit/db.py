@@ -56,8 +56,11 @@ def is_transient_error(exc: BaseException) -> bool:
     SQL."""
     if isinstance(exc, sa.exc.DBAPIError):
         sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
-        return (exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-                or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES)
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+            or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        )
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
 
 
@@ -113,7 +116,10 @@ class Database:
             # No pre-ping (a round trip on every checkout): a connection found dead raises a
             # transient error, the pool drops all its connections, and the caller retries.
             self.writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_recycle=1800,
             )
             self.reader = self.writer
         else:

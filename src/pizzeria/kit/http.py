@@ -68,9 +68,16 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         path = scope.get("path", "")
         # A server span per request (not for probes and scrapes), the child of the caller's.
-        traced = (tracing.span(f"{scope['method']} {path}", kind=SpanKind.SERVER, parent=headers.get("traceparent", ""),
-                               attributes={"http.request.method": scope["method"], "url.path": path})
-                  if path not in UNTRACED else contextlib.nullcontext(None))
+        traced = (
+            tracing.span(
+                f"{scope['method']} {path}",
+                kind=SpanKind.SERVER,
+                parent=headers.get("traceparent", ""),
+                attributes={"http.request.method": scope["method"], "url.path": path},
+            )
+            if path not in UNTRACED
+            else contextlib.nullcontext(None)
+        )
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -95,9 +102,7 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            http_request_duration.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
+            http_request_duration.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
             context.correlation_id.reset(tokens[0])
             context.causation_id.reset(tokens[1])
             context.traceparent.reset(tokens[2])
@@ -123,26 +128,47 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation(request: Request, exc: RequestValidationError) -> Response:
         errors = _field_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return problem(422, "validation-failed", "Validation failed", detail or "invalid request",
-                       errors=errors, instance=str(request.url.path))
+        return problem(
+            422,
+            "validation-failed",
+            "Validation failed",
+            detail or "invalid request",
+            errors=errors,
+            instance=str(request.url.path),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
         slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}.get(
             exc.status_code, "http-error"
         )
-        return problem(exc.status_code, slug, str(exc.detail) if exc.status_code != 404 else "Not found",
-                       str(exc.detail), instance=str(request.url.path))
+        return problem(
+            exc.status_code,
+            slug,
+            str(exc.detail) if exc.status_code != 404 else "Not found",
+            str(exc.detail),
+            instance=str(request.url.path),
+        )
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         if is_transient_error(exc):
             log.warning("dependency unavailable", path=str(request.url.path), error=str(exc))
-            return problem(503, "service-unavailable", "Service unavailable",
-                           "a dependency is briefly unavailable; retry shortly", instance=str(request.url.path))
+            return problem(
+                503,
+                "service-unavailable",
+                "Service unavailable",
+                "a dependency is briefly unavailable; retry shortly",
+                instance=str(request.url.path),
+            )
         log.exception("unhandled error", path=str(request.url.path))
-        return problem(500, "internal-error", "Internal error", "an unexpected error occurred; it was logged",
-                       instance=str(request.url.path))
+        return problem(
+            500,
+            "internal-error",
+            "Internal error",
+            "an unexpected error occurred; it was logged",
+            instance=str(request.url.path),
+        )
 
 
 #: RFC 9457 problem details, as every error of every service is answered.
@@ -173,8 +199,9 @@ def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
             for code, response in responses.items():
                 if code[:1] in ("4", "5"):
                     response["content"] = dict(_PROBLEM_CONTENT)
-            responses.setdefault("default", {"description": "An error, as RFC 9457 problem details",
-                                             "content": dict(_PROBLEM_CONTENT)})
+            responses.setdefault(
+                "default", {"description": "An error, as RFC 9457 problem details", "content": dict(_PROBLEM_CONTENT)}
+            )
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return schema
@@ -210,16 +237,22 @@ def http_app(
         finally:
             tracing.shutdown_tracing()
 
-    app = FastAPI(title=f"pizzeria {service}", version=version, description=description, lifespan=run,
-                  openapi_url=openapi_url)
+    app = FastAPI(
+        title=f"pizzeria {service}", version=version, description=description, lifespan=run, openapi_url=openapi_url
+    )
     app.state.ready_checks = checks
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
 
     @app.get("/health", tags=["ops"], summary="Liveness")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "service": service, "pid": os.getpid(),
-                "uptime_s": round(time.time() - started_at, 1), **(health_details() if health_details else {})}
+        return {
+            "status": "ok",
+            "service": service,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - started_at, 1),
+            **(health_details() if health_details else {}),
+        }
 
     @app.get("/ready", tags=["ops"], summary="Readiness: dependencies reachable, workers running")
     async def ready() -> Response:

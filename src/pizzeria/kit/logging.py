@@ -48,8 +48,21 @@ def mask_pii(value: Any) -> Any:
     return value
 
 
-_SAFE_KEYS = {"timestamp", "level", "service", "correlation_id", "causation_id", "trace_id",
-              "order_id", "message_id", "event", "logger", "request_id", "path", "route"}
+_SAFE_KEYS = {
+    "timestamp",
+    "level",
+    "service",
+    "correlation_id",
+    "causation_id",
+    "trace_id",
+    "order_id",
+    "message_id",
+    "event",
+    "logger",
+    "request_id",
+    "path",
+    "route",
+}
 
 
 def _mask_processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

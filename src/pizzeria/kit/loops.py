@@ -70,8 +70,9 @@ class BackgroundLoop:
             except Exception as exc:
                 self.healthy = False
                 self.failures += 1
-                log.warning("background work failed; will retry", worker=self.name, error=str(exc),
-                            backoff_s=round(backoff, 3))
+                log.warning(
+                    "background work failed; will retry", worker=self.name, error=str(exc), backoff_s=round(backoff, 3)
+                )
                 if self.on_error is not None:
                     with contextlib.suppress(Exception):
                         await self.on_error(exc)

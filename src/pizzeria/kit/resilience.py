@@ -38,8 +38,14 @@ class CircuitOpen(Exception):
 class CircuitBreaker:
     """Consecutive-failure circuit breaker (one per remote dependency)."""
 
-    def __init__(self, name: str, *, failure_threshold: int = 5, reset_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
@@ -64,8 +70,9 @@ class CircuitBreaker:
         """Raise CircuitOpen unless a call may go through now."""
         state = self.state
         if state is BreakerState.OPEN:
-            raise CircuitOpen(f"{self.name}: circuit open, retry in "
-                              f"{self.reset_timeout - (self.clock() - self.opened_at):.1f}s")
+            raise CircuitOpen(
+                f"{self.name}: circuit open, retry in {self.reset_timeout - (self.clock() - self.opened_at):.1f}s"
+            )
         if state is BreakerState.HALF_OPEN:
             if self._trial_in_flight:
                 raise CircuitOpen(f"{self.name}: circuit half-open, trial call in flight")
@@ -102,8 +109,14 @@ class CircuitBreaker:
         return result
 
 
-async def retry(fn: Callable[[], Awaitable[T]], *, attempts: int = 3, initial: float = 0.05, maximum: float = 1.0,
-                retry_on: tuple[type[BaseException], ...] = (Exception,)) -> T:
+async def retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 3,
+    initial: float = 0.05,
+    maximum: float = 1.0,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+) -> T:
     """Call `fn` up to `attempts` times, sleeping with jittered exponential backoff between."""
     for attempt in range(1, attempts + 1):
         try:

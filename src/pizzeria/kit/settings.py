@@ -81,8 +81,13 @@ class Settings(BaseSettings):
         override = os.environ.get(f"{service.upper()}_DATABASE_URL")
         return self.resolve(override or self.database_url, service)
 
-    def production_problems(self, service: str, *, messaging: bool = True, shared_state: bool = False,
-                            ) -> list[str]:
+    def production_problems(
+        self,
+        service: str,
+        *,
+        messaging: bool = True,
+        shared_state: bool = False,
+    ) -> list[str]:
         """Why this configuration cannot run `service` in production mode (empty if it can):
         production never falls back to the embedded stores. `messaging`: the service has a
         database and talks to the broker (the gateway has neither); `shared_state`: its caches

@@ -63,11 +63,14 @@ def as_dict(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
     assert ctx is not None
     return {
-        "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}",
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
         "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
-        "name": span.name, "kind": span.kind.name.lower(),
+        "name": span.name,
+        "kind": span.kind.name.lower(),
         "service": span.resource.attributes.get("service.name"),
-        "start_ns": span.start_time, "end_ns": span.end_time,
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
         "status": span.status.status_code.name.lower(),
         "attributes": dict(span.attributes or {}),
     }
@@ -114,14 +117,20 @@ def traceparent_of(span: Span) -> str | None:
 
 
 @contextlib.contextmanager
-def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: str | None = None,
-         attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
     """A span that is the child of `parent` (a `traceparent`; default: the current one) and
     is the current one while it lasts, so what is sent meanwhile carries it on."""
     carrier = {"traceparent": parent if parent is not None else (context.traceparent.get() or "")}
     ctx = _PROPAGATOR.extract(carrier) if carrier["traceparent"] else None
-    with _tracer().start_as_current_span(name, context=ctx, kind=kind, attributes=attributes or {},
-                                         record_exception=True, set_status_on_exception=True) as current:
+    with _tracer().start_as_current_span(
+        name, context=ctx, kind=kind, attributes=attributes or {}, record_exception=True, set_status_on_exception=True
+    ) as current:
         traceparent = traceparent_of(current)
         token = context.traceparent.set(traceparent) if traceparent else None
         try:

@@ -32,13 +32,19 @@ def _upsert(dialect: str, table: sa.Table, keys: tuple[str, ...], only_if_newer:
     stmt = insert(table)
     where = table.c[only_if_newer] < stmt.excluded[only_if_newer] if only_if_newer else None
     return stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
+        index_elements=list(keys),
+        set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
         where=where,
     )
 
 
-def upsert(conn: AsyncConnection, table: sa.Table, keys: Sequence[str], *, only_if_newer: str | None = None,
-           ) -> sa.Insert:
+def upsert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    keys: Sequence[str],
+    *,
+    only_if_newer: str | None = None,
+) -> sa.Insert:
     """`INSERT .. ON CONFLICT (keys) DO UPDATE` of every other column; with `only_if_newer`, only
     when the incoming row's value of that column is greater (a late, older version changes
     nothing)."""

@@ -109,4 +109,3 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise if the broker cannot be reached."""
-

@@ -96,17 +96,31 @@ def _caused_by(envelope: Envelope) -> Iterator[None]:
 def _message_context(envelope: Envelope, group: str) -> Iterator[None]:
     """While a message is handled, what it emits is correlated with it and caused by it, and
     belongs to its trace (a consumer span, the child of the span that sent it)."""
-    attributes = {"messaging.consumer.group.name": group, "messaging.message.id": envelope.id,
-                  "cloudevents.event_type": envelope.type, "messaging.operation.type": "process"}
+    attributes = {
+        "messaging.consumer.group.name": group,
+        "messaging.message.id": envelope.id,
+        "cloudevents.event_type": envelope.type,
+        "messaging.operation.type": "process",
+    }
     if envelope.subject:
         attributes["cloudevents.event_subject"] = envelope.subject
     # Log lines written while an order's message is handled name the order.
     declared = REGISTRY.get(envelope.type)
-    about = {"order_id": envelope.subject} if declared is not None and declared.key_field == "order_id" \
-        and envelope.subject else {}
-    with _caused_by(envelope), tracing.span(f"{group} process {envelope.type}", kind=SpanKind.CONSUMER,
-                                           parent=envelope.traceparent or "", attributes=attributes), \
-            structlog.contextvars.bound_contextvars(**about):
+    about = (
+        {"order_id": envelope.subject}
+        if declared is not None and declared.key_field == "order_id" and envelope.subject
+        else {}
+    )
+    with (
+        _caused_by(envelope),
+        tracing.span(
+            f"{group} process {envelope.type}",
+            kind=SpanKind.CONSUMER,
+            parent=envelope.traceparent or "",
+            attributes=attributes,
+        ),
+        structlog.contextvars.bound_contextvars(**about),
+    ):
         yield
 
 
@@ -148,6 +162,7 @@ class HandlerRegistry:
     def on_batch(self, *message_types: type[Message]) -> Callable[[BatchHandler], BatchHandler]:
         """Register a handler of runs of these message types (consecutive messages of any of
         them are handed over together, in their partition's order)."""
+
         def register(handler: BatchHandler) -> BatchHandler:
             for message_type in message_types:
                 self._handlers[message_type.type_name()] = Route(message_type, batch=handler)
@@ -170,12 +185,14 @@ class HandlerRegistry:
         return self._any if found is None else found
 
     def topics(self) -> list[str]:
-        return sorted({r.model.topic() for r in self._handlers.values()
-                       if r.model is not None and issubclass(r.model, Message)})
+        return sorted(
+            {r.model.topic() for r in self._handlers.values() if r.model is not None and issubclass(r.model, Message)}
+        )
 
 
-def _segments(prepared: Sequence[tuple[Incoming, Route | None]], fresh: set[str],
-              outcomes: dict[int, Outcome]) -> Iterator[tuple[Route, list[Incoming]]]:
+def _segments(
+    prepared: Sequence[tuple[Incoming, Route | None]], fresh: set[str], outcomes: dict[int, Outcome]
+) -> Iterator[tuple[Route, list[Incoming]]]:
     """The run's messages to handle, in order, as (route, messages): consecutive messages of one
     batch handler together, any other one alone. Ignored and duplicate ones (already handled, or
     twice in this run: a relay that re-sent) are left out, their outcome noted by position."""
@@ -321,8 +338,7 @@ class ConsumerRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.info("batch failed; handling its records one by one", group=self.group, size=len(batch),
-                     error=str(exc))
+            log.info("batch failed; handling its records one by one", group=self.group, size=len(batch), error=str(exc))
             return False
         per_message = (time.perf_counter() - started) / len(prepared)
         for position, (item, _) in enumerate(prepared):
@@ -351,8 +367,14 @@ class ConsumerRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.error("cannot settle message; retrying", group=self.group, error=str(exc),
-                          topic=record.topic, partition=record.partition, offset=record.offset)
+                log.error(
+                    "cannot settle message; retrying",
+                    group=self.group,
+                    error=str(exc),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -391,8 +413,14 @@ class ConsumerRunner:
                             record, envelope, f"{type(exc).__name__}: {exc}", attempt, replay_of
                         )
                     metrics.consumer_retries.labels(self.group).inc()
-                    log.warning("handler failed; retrying", group=self.group, type=envelope.type,
-                                message_id=envelope.id, attempt=attempt, error=str(exc))
+                    log.warning(
+                        "handler failed; retrying",
+                        group=self.group,
+                        type=envelope.type,
+                        message_id=envelope.id,
+                        attempt=attempt,
+                        error=str(exc),
+                    )
                     await asyncio.sleep(self.retry.delay(attempt))
 
     async def _handle_once(self, message: Any, envelope: Envelope, route: Route) -> Outcome:
@@ -409,10 +437,18 @@ class ConsumerRunner:
         metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(time.perf_counter() - started)
         return Outcome.PROCESSED
 
-    async def _dead_letter(self, record: Record, envelope: Envelope | None, error: str, attempts: int,
-                           replay_of: str | None) -> Outcome:
-        log.error("message dead-lettered", group=self.group, topic=record.topic, offset=record.offset,
-                  message_id=envelope.id if envelope else None, attempts=attempts, error=error)
+    async def _dead_letter(
+        self, record: Record, envelope: Envelope | None, error: str, attempts: int, replay_of: str | None
+    ) -> Outcome:
+        log.error(
+            "message dead-lettered",
+            group=self.group,
+            topic=record.topic,
+            offset=record.offset,
+            message_id=envelope.id if envelope else None,
+            attempts=attempts,
+            error=error,
+        )
         if replay_of is not None:
             await self.dead_letters.mark_failed_again(replay_of, error, attempts)
         else:

@@ -39,22 +39,41 @@ class DeadLetterStore:
         self.db = db
         self.uow_factory = uow_factory
 
-    async def add(self, group: str, record: Record, envelope: Envelope | None, error: str, attempts: int,
-                  *, topic: str | None = None) -> None:
+    async def add(
+        self,
+        group: str,
+        record: Record,
+        envelope: Envelope | None,
+        error: str,
+        attempts: int,
+        *,
+        topic: str | None = None,
+    ) -> None:
         """Record the dead letter and queue it for the dead-letter topic, in one transaction.
         A redelivered record that is already dead-lettered is not added twice."""
         now = utcnow()
         dl_id = new_id()
         async with self.uow_factory() as uow:
-            result = await uow.conn.execute(insert_ignore(uow.conn, dead_letters), {
-                "id": dl_id, "group_id": group,
-                "message_id": envelope.id if envelope else record.headers.get("ce_id"),
-                "message_type": envelope.type if envelope else record.headers.get("ce_type"),
-                "topic": record.topic, "partition": record.partition, "offset": record.offset, "key": record.key,
-                "headers": orjson.dumps(dict(record.headers)).decode(), "payload": record.value,
-                "error": error[:4000], "attempts": attempts, "status": DeadLetterStatus.DEAD,
-                "created_at": now, "updated_at": now,
-            })
+            result = await uow.conn.execute(
+                insert_ignore(uow.conn, dead_letters),
+                {
+                    "id": dl_id,
+                    "group_id": group,
+                    "message_id": envelope.id if envelope else record.headers.get("ce_id"),
+                    "message_type": envelope.type if envelope else record.headers.get("ce_type"),
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.key,
+                    "headers": orjson.dumps(dict(record.headers)).decode(),
+                    "payload": record.value,
+                    "error": error[:4000],
+                    "attempts": attempts,
+                    "status": DeadLetterStatus.DEAD,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
             if result.rowcount == 1:
                 headers = {
                     **record.headers,
@@ -68,30 +87,35 @@ class DeadLetterStore:
                     "dlq_failed_at": now.isoformat(),
                 }
                 uow.emit_raw(
-                    OutgoingMessage(topic=topic or dlq_topic(group), key=record.key, value=record.value,
-                                    headers=headers),
+                    OutgoingMessage(
+                        topic=topic or dlq_topic(group), key=record.key, value=record.value, headers=headers
+                    ),
                     message_id=new_id(),
                 )
             await uow.commit()
 
     async def _set(self, dl_id: str, **values: Any) -> None:
         async with self.db.transaction() as conn:
-            await conn.execute(dead_letters.update().where(dead_letters.c.id == dl_id)
-                               .values(updated_at=utcnow(), **values))
+            await conn.execute(
+                dead_letters.update().where(dead_letters.c.id == dl_id).values(updated_at=utcnow(), **values)
+            )
 
     async def mark_replayed(self, dl_id: str) -> None:
         await self._set(dl_id, status=DeadLetterStatus.REPLAYED)
 
     async def mark_failed_again(self, dl_id: str, error: str, attempts: int) -> None:
-        await self._set(dl_id, status=DeadLetterStatus.DEAD, error=error[:4000],
-                        attempts=dead_letters.c.attempts + attempts)
+        await self._set(
+            dl_id, status=DeadLetterStatus.DEAD, error=error[:4000], attempts=dead_letters.c.attempts + attempts
+        )
 
     async def leave_dead(self, conn: AsyncConnection, dl_id: str, status: DeadLetterStatus) -> bool:
         """Move a `dead` dead letter to `status` inside the caller's transaction; False if it
         is not dead (any more)."""
         result = await conn.execute(
-            dead_letters.update().where(dead_letters.c.id == dl_id, dead_letters.c.status == DeadLetterStatus.DEAD)
-            .values(status=status, updated_at=utcnow()))
+            dead_letters.update()
+            .where(dead_letters.c.id == dl_id, dead_letters.c.status == DeadLetterStatus.DEAD)
+            .values(status=status, updated_at=utcnow())
+        )
         return bool(result.rowcount)
 
     async def recent(self, *, status: DeadLetterStatus | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -122,8 +146,13 @@ class DeadLetterStore:
 def as_record(row: dict[str, Any]) -> Record:
     """The original record of a stored dead letter, to run it through its consumer again."""
     return Record(
-        topic=row["topic"], partition=row["partition"], offset=row["offset"], value=row["payload"],
-        key=row["key"], headers=orjson.loads(row["headers"]), timestamp_ms=0,
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row["offset"],
+        value=row["payload"],
+        key=row["key"],
+        headers=orjson.loads(row["headers"]),
+        timestamp_ms=0,
     )
 
 

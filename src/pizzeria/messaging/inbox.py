@@ -32,8 +32,9 @@ async def claim_many(conn: AsyncConnection, group: str, message_ids: Sequence[st
     if not message_ids:
         return set()
     now = utcnow()
-    result = await conn.execute(_claim_returning(conn),
-                                [{"group_id": group, "message_id": m, "processed_at": now} for m in set(message_ids)])
+    result = await conn.execute(
+        _claim_returning(conn), [{"group_id": group, "message_id": m, "processed_at": now} for m in set(message_ids)]
+    )
     return {row[0] for row in result}
 
 

@@ -124,9 +124,7 @@ class KafkaBroker(Broker):
                     t.name,
                     num_partitions=t.partitions,
                     replication_factor=t.replication_factor,
-                    config={"min.insync.replicas": str(t.min_insync_replicas)}
-                    if t.replication_factor > 1
-                    else {},
+                    config={"min.insync.replicas": str(t.min_insync_replicas)} if t.replication_factor > 1 else {},
                 )
                 for t in missing
             ],
@@ -231,8 +229,9 @@ class KafkaConsumer(BrokerConsumer):
     async def start(self) -> None:
         def build() -> confluent_kafka.Consumer:
             consumer = confluent_kafka.Consumer(self.config)
-            consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                               on_lost=self._on_revoke)
+            consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            )
             return consumer
 
         self._consumer = await self._call(build)
@@ -260,13 +259,17 @@ class KafkaConsumer(BrokerConsumer):
                     raise BrokerError(f"consumer failed: {err}")
                 continue  # transient: librdkafka retries by itself
             key = m.key()
-            out.append(Record(
-                topic=m.topic(), partition=m.partition(), offset=m.offset(),
-                value=m.value() or b"",
-                key=key.decode() if isinstance(key, bytes) else key,
-                headers={k: (v.decode() if isinstance(v, bytes) else (v or "")) for k, v in (m.headers() or [])},
-                timestamp_ms=m.timestamp()[1],
-            ))
+            out.append(
+                Record(
+                    topic=m.topic(),
+                    partition=m.partition(),
+                    offset=m.offset(),
+                    value=m.value() or b"",
+                    key=key.decode() if isinstance(key, bytes) else key,
+                    headers={k: (v.decode() if isinstance(v, bytes) else (v or "")) for k, v in (m.headers() or [])},
+                    timestamp_ms=m.timestamp()[1],
+                )
+            )
         return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -31,8 +31,9 @@ class Message(BaseModel):
     #: The field whose value is the message key (the aggregate id): it keeps per-key order.
     key_field: ClassVar[str] = ""
 
-    def __init_subclass__(cls, context: str = "", kind: Kind = "event", version: int = 1,
-                          key: str = "", **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, context: str = "", kind: Kind = "event", version: int = 1, key: str = "", **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if not context:
             return  # an abstract intermediate class

@@ -37,8 +37,9 @@ log = get_logger(__name__)
 _ADVISORY_KEY = 0x70697A7A  # one relay per database publishes at a time
 _PRUNE_EVERY_S = 60.0
 _PENDING = (
-    sa.select(outbox.c.seq, outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.payload,
-              outbox.c.created_at)
+    sa.select(
+        outbox.c.seq, outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.payload, outbox.c.created_at
+    )
     .where(outbox.c.published_at.is_(None))
     .order_by(outbox.c.seq)
     .limit(sa.bindparam("n"))
@@ -153,10 +154,9 @@ class OutboxRelay:
 
     async def _publish(self, rows: list[Any]) -> None:
         failpoints.hit("relay.before_publish")
-        await self.broker.publish([
-            OutgoingMessage(topic=r.topic, key=r.key, value=r.payload, headers=orjson.loads(r.headers))
-            for r in rows
-        ])
+        await self.broker.publish(
+            [OutgoingMessage(topic=r.topic, key=r.key, value=r.payload, headers=orjson.loads(r.headers)) for r in rows]
+        )
         acked = utcnow()
         for r in rows:
             metrics.outbox_publish_latency.observe(max(0.0, (acked - as_utc(r.created_at)).total_seconds()))

@@ -187,8 +187,15 @@ class SagaEngine(Generic[D]):
 
     async def start(self, uow: UnitOfWork, saga_id: str, data: D) -> Saga:
         now = self.clock()
-        saga = Saga(id=saga_id, type=self.definition.name, state=SagaState.RUNNING, step=0,
-                    data=data.model_dump(mode="json"), created_at=now, updated_at=now)
+        saga = Saga(
+            id=saga_id,
+            type=self.definition.name,
+            state=SagaState.RUNNING,
+            step=0,
+            data=data.model_dump(mode="json"),
+            created_at=now,
+            updated_at=now,
+        )
         await self._begin(uow, saga, 0)
         await uow.conn.execute(_INSERT, _row(saga))
         await self._log(uow, saga, "started")
@@ -353,8 +360,7 @@ class SagaEngine(Generic[D]):
         uow.stage(_write_sagas, {**_row(saga), "saga_id": saga.id}, key=saga.id)
 
     async def _log(self, uow: UnitOfWork, saga: Saga, entry: str, message_id: str | None = None) -> None:
-        uow.stage(_write_log, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200],
-                               "message_id": message_id})
+        uow.stage(_write_log, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200], "message_id": message_id})
 
     async def _tell(self, uow: UnitOfWork, saga: Saga, transitions: Sequence[Transition]) -> None:
         if self.listener is not None:
@@ -363,15 +369,33 @@ class SagaEngine(Generic[D]):
 
 
 def _row(saga: Saga) -> dict[str, Any]:
-    return {"id": saga.id, "type": saga.type, "state": saga.state.value, "step": saga.step, "reason": saga.reason,
-            "data": saga.data, "deadline_at": saga.deadline_at, "resends": saga.resends,
-            "created_at": saga.created_at, "updated_at": saga.updated_at}
+    return {
+        "id": saga.id,
+        "type": saga.type,
+        "state": saga.state.value,
+        "step": saga.step,
+        "reason": saga.reason,
+        "data": saga.data,
+        "deadline_at": saga.deadline_at,
+        "resends": saga.resends,
+        "created_at": saga.created_at,
+        "updated_at": saga.updated_at,
+    }
 
 
 def _saga(row: Any) -> Saga:
-    return Saga(id=row.id, type=row.type, state=SagaState(row.state), step=row.step, data=dict(row.data),
-                created_at=row.created_at, updated_at=row.updated_at, reason=row.reason,
-                deadline_at=row.deadline_at, resends=row.resends)
+    return Saga(
+        id=row.id,
+        type=row.type,
+        state=SagaState(row.state),
+        step=row.step,
+        data=dict(row.data),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        reason=row.reason,
+        deadline_at=row.deadline_at,
+        resends=row.resends,
+    )
 
 
 _KIND = "saga"
@@ -425,8 +449,9 @@ class SagaTimer:
     """Scans for sagas whose deadline passed and lets the engine compensate or re-send; its
     `tick` runs in a background loop every `interval` seconds."""
 
-    def __init__(self, engine: SagaEngine[Any], db: Database, uow_factory: Callable[[], UnitOfWork], *,
-                 interval: float = 0.5) -> None:
+    def __init__(
+        self, engine: SagaEngine[Any], db: Database, uow_factory: Callable[[], UnitOfWork], *, interval: float = 0.5
+    ) -> None:
         self.engine = engine
         self.db = db
         self.uow_factory = uow_factory

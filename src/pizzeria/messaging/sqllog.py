@@ -46,18 +46,21 @@ log = get_logger(__name__)
 metadata = sa.MetaData()
 
 topics_t = sa.Table(
-    "log_topics", metadata,
+    "log_topics",
+    metadata,
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("partitions", sa.Integer, nullable=False),
 )
 partitions_t = sa.Table(
-    "log_partitions", metadata,
+    "log_partitions",
+    metadata,
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("next_offset", sa.BigInteger, nullable=False, default=0),
 )
 records_t = sa.Table(
-    "log_records", metadata,
+    "log_records",
+    metadata,
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("offset", sa.BigInteger, primary_key=True),
@@ -67,14 +70,16 @@ records_t = sa.Table(
     sa.Column("timestamp_ms", sa.BigInteger, nullable=False),
 )
 members_t = sa.Table(
-    "log_members", metadata,
+    "log_members",
+    metadata,
     sa.Column("group_id", sa.String(255), primary_key=True),
     sa.Column("member_id", sa.String(255), primary_key=True),
     sa.Column("topics", sa.Text, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 leases_t = sa.Table(
-    "log_leases", metadata,
+    "log_leases",
+    metadata,
     sa.Column("group_id", sa.String(255), primary_key=True),
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True),
@@ -82,7 +87,8 @@ leases_t = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 offsets_t = sa.Table(
-    "log_offsets", metadata,
+    "log_offsets",
+    metadata,
     sa.Column("group_id", sa.String(255), primary_key=True),
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True),
@@ -91,7 +97,6 @@ offsets_t = sa.Table(
 sa.Index("ix_log_records_ts", records_t.c.timestamp_ms)
 
 T = TypeVar("T")
-
 
 
 def partition_for(key: str | None, partitions: int) -> int:
@@ -122,13 +127,17 @@ _INSERT_RECORDS = records_t.insert()
 _ENDS = sa.select(partitions_t).where(partitions_t.c.topic.in_(sa.bindparam("topics", expanding=True)))
 _READ = (
     sa.select(records_t)
-    .where(records_t.c.topic == sa.bindparam("t"), records_t.c.partition == sa.bindparam("p"),
-           records_t.c.offset >= sa.bindparam("o"))
+    .where(
+        records_t.c.topic == sa.bindparam("t"),
+        records_t.c.partition == sa.bindparam("p"),
+        records_t.c.offset >= sa.bindparam("o"),
+    )
     .order_by(records_t.c.offset)
     .limit(sa.bindparam("n"))
 )
 _HELD = sa.select(leases_t.c.topic, leases_t.c.partition).where(
-    leases_t.c.group_id == sa.bindparam("g"), leases_t.c.member_id == sa.bindparam("m"),
+    leases_t.c.group_id == sa.bindparam("g"),
+    leases_t.c.member_id == sa.bindparam("m"),
     leases_t.c.expires_at > sa.bindparam("now"),
 )
 
@@ -265,9 +274,7 @@ class SqlLogBroker(Broker):
                 rows: list[dict[str, Any]] = []
                 # Lock partitions in a fixed order so concurrent publishers cannot deadlock.
                 for (topic, partition), msgs in sorted(by_partition.items()):
-                    end = (
-                        await conn.execute(_TAKE_OFFSETS, {"t": topic, "p": partition, "n": len(msgs)})
-                    ).scalar_one()
+                    end = (await conn.execute(_TAKE_OFFSETS, {"t": topic, "p": partition, "n": len(msgs)})).scalar_one()
                     first = end - len(msgs)
                     rows.extend(
                         {
@@ -342,10 +349,17 @@ class SqlLogConsumer(BrokerConsumer):
         ttl = self.broker.session_timeout
         parts = {t: await self.broker.partitions_of(t) for t in self.topics}
         async with self._db.transaction() as conn:
-            await _upsert(conn, members_t, {
-                "group_id": self.group, "member_id": self.member_id,
-                "topics": orjson.dumps(self.topics).decode(), "heartbeat_at": now,
-            }, ["group_id", "member_id"])
+            await _upsert(
+                conn,
+                members_t,
+                {
+                    "group_id": self.group,
+                    "member_id": self.member_id,
+                    "topics": orjson.dumps(self.topics).decode(),
+                    "heartbeat_at": now,
+                },
+                ["group_id", "member_id"],
+            )
             await conn.execute(
                 members_t.delete().where(members_t.c.group_id == self.group, members_t.c.heartbeat_at < now - ttl)
             )
@@ -366,27 +380,36 @@ class SqlLogConsumer(BrokerConsumer):
                 if lease.member_id == self.member_id and tp not in desired:
                     await conn.execute(
                         leases_t.update()
-                        .where(leases_t.c.group_id == self.group, leases_t.c.topic == tp[0],
-                               leases_t.c.partition == tp[1], leases_t.c.member_id == self.member_id)
+                        .where(
+                            leases_t.c.group_id == self.group,
+                            leases_t.c.topic == tp[0],
+                            leases_t.c.partition == tp[1],
+                            leases_t.c.member_id == self.member_id,
+                        )
                         .values(member_id=None, expires_at=0)
                     )
             for tp in sorted(desired):
                 current = leases.get(tp)
-                free = (current is None or current.member_id in (None, self.member_id)
-                        or current.expires_at < now)
+                free = current is None or current.member_id in (None, self.member_id) or current.expires_at < now
                 if not free:
                     continue
-                await _upsert(conn, leases_t, {
-                    "group_id": self.group, "topic": tp[0], "partition": tp[1],
-                    "member_id": self.member_id, "expires_at": now + ttl,
-                }, ["group_id", "topic", "partition"])
+                await _upsert(
+                    conn,
+                    leases_t,
+                    {
+                        "group_id": self.group,
+                        "topic": tp[0],
+                        "partition": tp[1],
+                        "member_id": self.member_id,
+                        "expires_at": now + ttl,
+                    },
+                    ["group_id", "topic", "partition"],
+                )
                 owned[tp] = now + ttl
             fresh = [tp for tp in owned if tp not in self._owned or self._owned[tp] <= now]
             committed: dict[TopicPartition, int] = {}
             if fresh:
-                rows = (
-                    await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))
-                ).all()
+                rows = (await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))).all()
                 committed = {(r.topic, r.partition): r.committed for r in rows}
         for tp in fresh:
             self._position[tp] = committed.get(tp, 0)
@@ -440,8 +463,15 @@ class SqlLogConsumer(BrokerConsumer):
             for tp in ready:
                 rows = (await conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": start[tp], "n": share})).all()
                 out.extend(
-                    Record(topic=r.topic, partition=r.partition, offset=r.offset, value=r.value, key=r.key,
-                           headers=orjson.loads(r.headers), timestamp_ms=r.timestamp_ms)
+                    Record(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        value=r.value,
+                        key=r.key,
+                        headers=orjson.loads(r.headers),
+                        timestamp_ms=r.timestamp_ms,
+                    )
                     for r in rows
                 )
                 if rows:
@@ -470,9 +500,17 @@ class SqlLogConsumer(BrokerConsumer):
                 for (topic, partition), offset in offsets.items():
                     if (topic, partition) not in held:
                         continue  # fenced: the partition moved on; its new owner re-reads
-                    await _upsert(conn, offsets_t, {
-                        "group_id": self.group, "topic": topic, "partition": partition, "committed": offset,
-                    }, ["group_id", "topic", "partition"])
+                    await _upsert(
+                        conn,
+                        offsets_t,
+                        {
+                            "group_id": self.group,
+                            "topic": topic,
+                            "partition": partition,
+                            "committed": offset,
+                        },
+                        ["group_id", "topic", "partition"],
+                    )
 
         await self.broker.retrying(op)
 

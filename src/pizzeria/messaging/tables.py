@@ -19,7 +19,8 @@ metadata = sa.MetaData()
 _Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 outbox = sa.Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("topic", sa.String(255), nullable=False),
@@ -30,21 +31,24 @@ outbox = sa.Table(
     sa.Column("published_at", UTCDateTime, nullable=True),
 )
 sa.Index(
-    "ix_outbox_pending", outbox.c.seq,
+    "ix_outbox_pending",
+    outbox.c.seq,
     postgresql_where=outbox.c.published_at.is_(None),
     sqlite_where=outbox.c.published_at.is_(None),
 )
 sa.Index("ix_outbox_published_at", outbox.c.published_at)
 
 inbox = sa.Table(
-    "inbox", metadata,
+    "inbox",
+    metadata,
     sa.Column("group_id", sa.String(255), primary_key=True),
     sa.Column("message_id", sa.String(64), primary_key=True),
     sa.Column("processed_at", UTCDateTime, nullable=False, index=True),
 )
 
 dead_letters = sa.Table(
-    "dead_letters", metadata,
+    "dead_letters",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("group_id", sa.String(255), nullable=False),
     sa.Column("message_id", sa.String(64), nullable=True),
@@ -66,7 +70,8 @@ dead_letters = sa.Table(
 
 # A saga instance: where it is, what it carries, and when it stops waiting.
 sagas = sa.Table(
-    "sagas", metadata,
+    "sagas",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("type", sa.String(64), nullable=False),
     # running → completed | compensating → compensated
@@ -82,7 +87,8 @@ sagas = sa.Table(
 sa.Index("ix_sagas_state", sagas.c.state, sagas.c.type)
 
 saga_log = sa.Table(
-    "saga_log", metadata,
+    "saga_log",
+    metadata,
     sa.Column("seq", _Seq, primary_key=True, autoincrement=True),
     sa.Column("saga_id", sa.String(64), nullable=False, index=True),
     sa.Column("at", UTCDateTime, nullable=False),

@@ -23,10 +23,12 @@ def dlq_topic(group: str) -> str:
     return f"{group}.dlq"
 
 
-def topic_specs(names: Iterable[str], *, partitions: int, replication_factor: int = 1,
-                min_insync_replicas: int = 1) -> list[TopicSpec]:
+def topic_specs(
+    names: Iterable[str], *, partitions: int, replication_factor: int = 1, min_insync_replicas: int = 1
+) -> list[TopicSpec]:
     return [
-        TopicSpec(name, partitions=partitions, replication_factor=replication_factor,
-                  min_insync_replicas=min_insync_replicas)
+        TopicSpec(
+            name, partitions=partitions, replication_factor=replication_factor, min_insync_replicas=min_insync_replicas
+        )
         for name in sorted(set(names))
     ]

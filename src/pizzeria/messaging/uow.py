@@ -64,8 +64,9 @@ class UnitOfWork:
         self._conn = await self.db.begin_write()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -111,14 +112,16 @@ class UnitOfWork:
 
     def emit_raw(self, message: OutgoingMessage, *, message_id: str) -> None:
         """Queue an already-built record (dead letters keep the original bytes and headers)."""
-        self._pending.append({
-            "id": message_id,
-            "topic": message.topic,
-            "key": message.key,
-            "headers": orjson.dumps(dict(message.headers)).decode(),
-            "payload": message.value,
-            "created_at": utcnow(),
-        })
+        self._pending.append(
+            {
+                "id": message_id,
+                "topic": message.topic,
+                "key": message.key,
+                "headers": orjson.dumps(dict(message.headers)).decode(),
+                "payload": message.value,
+                "created_at": utcnow(),
+            }
+        )
 
     def after_commit(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Run `callback` once this transaction has committed (to wake a worker, or to

@@ -110,9 +110,14 @@ def build_router(ledger: Ledger) -> APIRouter:
                 body.source not in DETERMINISTIC and ledger.rng.random() < ledger.failure_rate
             )
             existing = Charge(
-                id=f"ch_{new_id().replace('-', '')}", idempotency_key=key, amount=body.amount,
-                currency=body.currency, source=body.source, status="declined" if declined else "succeeded",
-                order_id=body.metadata.get("order_id"), created_at=utcnow().isoformat(),
+                id=f"ch_{new_id().replace('-', '')}",
+                idempotency_key=key,
+                amount=body.amount,
+                currency=body.currency,
+                source=body.source,
+                status="declined" if declined else "succeeded",
+                order_id=body.metadata.get("order_id"),
+                created_at=utcnow().isoformat(),
             )
             ledger.charges[existing.id] = existing
             ledger.requests[key] = fingerprint
@@ -133,8 +138,12 @@ def build_router(ledger: Ledger) -> APIRouter:
         if charge.refunded + body.amount > charge.amount:
             return _error(422, "amount_too_large", "refund exceeds the captured amount")
         charge.refunded += body.amount
-        ledger.refunds[key] = {"id": f"re_{new_id().replace('-', '')}", "charge": charge.id,
-                               "amount": body.amount, "status": "succeeded"}
+        ledger.refunds[key] = {
+            "id": f"re_{new_id().replace('-', '')}",
+            "charge": charge.id,
+            "amount": body.amount,
+            "status": "succeeded",
+        }
         return JSONResponse(ledger.refunds[key], status_code=201)
 
     @router.get("/charges")
@@ -142,9 +151,12 @@ def build_router(ledger: Ledger) -> APIRouter:
         order_id: Annotated[str | None, Query()] = None,
         idempotency_key: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
-        found = [asdict(c) for c in ledger.charges.values()
-                 if (order_id is None or c.order_id == order_id)
-                 and (idempotency_key is None or c.idempotency_key == idempotency_key)]
+        found = [
+            asdict(c)
+            for c in ledger.charges.values()
+            if (order_id is None or c.order_id == order_id)
+            and (idempotency_key is None or c.idempotency_key == idempotency_key)
+        ]
         return {"items": found}
 
     @router.get("/refunds")
@@ -168,7 +180,11 @@ def create_app(settings: Settings | None = None, own: ProviderSettings | None = 
     settings = settings or get_settings()
     configure_logging("provider", settings.log_level, settings.log_format)
     ledger = Ledger(own or ProviderSettings())
-    app = http_app(service="provider", routers=[build_router(ledger)], settings=settings,
-                             description="Simulated card payment provider (test double of an external API).")
+    app = http_app(
+        service="provider",
+        routers=[build_router(ledger)],
+        settings=settings,
+        description="Simulated card payment provider (test double of an external API).",
+    )
     app.state.ledger = ledger
     return app

@@ -30,8 +30,12 @@ Bucket = Literal["hour", "day"]
 def _values(event: Any) -> dict[str, Any]:
     """What one fact says about its order, as columns of the read model."""
     if isinstance(event, OrderPlaced):
-        return {"placed_at": event.placed_at, "total": event.total, "currency": event.currency,
-                "items": [{"name": i.name, "quantity": i.quantity} for i in event.items]}
+        return {
+            "placed_at": event.placed_at,
+            "total": event.total,
+            "currency": event.currency,
+            "items": [{"name": i.name, "quantity": i.quantity} for i in event.items],
+        }
     if isinstance(event, OrderStatusChanged):
         if event.status == "delivered":
             return {"status": "delivered", "delivered_at": event.at}
@@ -43,8 +47,11 @@ def _values(event: Any) -> dict[str, Any]:
 
 @functools.cache
 def _update(columns: tuple[str, ...]) -> sa.Update:
-    return analytics_orders.update().where(analytics_orders.c.order_id == sa.bindparam("oid")).values(
-        {c: sa.bindparam(f"v_{c}") for c in columns})
+    return (
+        analytics_orders.update()
+        .where(analytics_orders.c.order_id == sa.bindparam("oid"))
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
 
 
 def build_handlers() -> HandlerRegistry:
@@ -63,7 +70,8 @@ def build_handlers() -> HandlerRegistry:
         for order_id, values in changes.items():
             if values:
                 by_columns.setdefault(tuple(sorted(values)), []).append(
-                    {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}})
+                    {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}}
+                )
         for columns, params in by_columns.items():
             await uow.conn.execute(_update(columns), params)
 
@@ -111,18 +119,26 @@ def _floor(at: datetime, bucket: Bucket) -> datetime:
 
 
 async def report(conn: AsyncConnection, *, since: datetime, until: datetime, bucket: Bucket) -> dict[str, Any]:
-    rows = list((await conn.execute(
-        sa.select(analytics_orders).where(analytics_orders.c.placed_at >= since, analytics_orders.c.placed_at < until)
-        .order_by(analytics_orders.c.placed_at)
-    )).all())
+    rows = list(
+        (
+            await conn.execute(
+                sa.select(analytics_orders)
+                .where(analytics_orders.c.placed_at >= since, analytics_orders.c.placed_at < until)
+                .order_by(analytics_orders.c.placed_at)
+            )
+        ).all()
+    )
     step = timedelta(days=1) if bucket == "day" else timedelta(hours=1)
     buckets: dict[datetime, list[Any]] = {}
     for row in rows:
         buckets.setdefault(_floor(row.placed_at, bucket), []).append(row)
     return {
-        "since": since, "until": until, "bucket": bucket,
+        "since": since,
+        "until": until,
+        "bucket": bucket,
         "summary": figures(rows, (until - since).total_seconds() / 60),
         "top_items": top_items(rows),
-        "buckets": [{"start": start, **figures(group, step.total_seconds() / 60)}
-                    for start, group in sorted(buckets.items())],
+        "buckets": [
+            {"start": start, **figures(group, step.total_seconds() / 60)} for start, group in sorted(buckets.items())
+        ],
     }

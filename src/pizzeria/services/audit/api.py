@@ -41,8 +41,11 @@ class AuditPage(BaseModel):
     next_after: int | None
 
 
-@router.get("/audit", response_model=AuditPage,
-            summary="Audit entries in the order they were recorded, by order, user (subject or actor), type, time")
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="Audit entries in the order they were recorded, by order, user (subject or actor), type, time",
+)
 async def audit(
     runtime: RuntimeDep,
     order_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -53,8 +56,7 @@ async def audit(
     after: Annotated[int | None, Query(ge=0, description="the `next_after` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
-    stmt = query(order_id=order_id, user_id=user_id, type_=type, since=since, until=until, after=after,
-                 limit=limit + 1)
+    stmt = query(order_id=order_id, user_id=user_id, type_=type, since=since, until=until, after=after, limit=limit + 1)
     async with runtime.db.read() as conn:
         rows = (await conn.execute(stmt)).all()
     page = [AuditEntry.model_validate(dict(r._mapping)) for r in rows[:limit]]
@@ -95,8 +97,11 @@ class BadPeriod(BadRequest):
     title = "Bad period"
 
 
-@router.get("/analytics", response_model=AnalyticsReport,
-            summary="Business figures of the orders placed in a period, in total and per hour or day")
+@router.get(
+    "/analytics",
+    response_model=AnalyticsReport,
+    summary="Business figures of the orders placed in a period, in total and per hour or day",
+)
 async def analytics_report(
     runtime: RuntimeDep,
     since: datetime | None = None,

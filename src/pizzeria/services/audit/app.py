@@ -27,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.subscribe(NAME, build_handlers(), topics=CONSUMER_GROUPS[NAME])
     runtime.subscribe(ANALYTICS, analytics.build_handlers(), topics=CONSUMER_GROUPS[ANALYTICS])
     return service_app(
-        runtime, None, migrations=MIGRATIONS, routers=[router],
+        runtime,
+        None,
+        migrations=MIGRATIONS,
+        routers=[router],
         description="Audit and analytics: every message in an append-only log; business figures from events.",
     )

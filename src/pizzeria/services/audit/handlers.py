@@ -56,14 +56,23 @@ def build_handlers() -> HandlerRegistry:
         """A run of messages in one statement, kept as they were sent (never decoded into
         their schemas: the log keeps what came, even what a newer schema would refuse)."""
         # The inbox already stops a redelivery; the unique message id stops anything else.
-        await uow.conn.execute(insert_ignore(uow.conn, audit_log),
-                               [entry(item.envelope, _data(item.envelope)) for item in items])
+        await uow.conn.execute(
+            insert_ignore(uow.conn, audit_log), [entry(item.envelope, _data(item.envelope)) for item in items]
+        )
 
     return registry
 
 
-def query(*, order_id: str | None, user_id: str | None, type_: str | None, since: Any, until: Any,
-          after: int | None, limit: int) -> sa.Select[Any]:
+def query(
+    *,
+    order_id: str | None,
+    user_id: str | None,
+    type_: str | None,
+    since: Any,
+    until: Any,
+    after: int | None,
+    limit: int,
+) -> sa.Select[Any]:
     """Entries matching every filter given, in the order things happened."""
     stmt = sa.select(audit_log)
     if order_id:

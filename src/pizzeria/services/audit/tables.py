@@ -9,7 +9,8 @@ from pizzeria.kit.db import JSONType, UTCDateTime
 metadata = sa.MetaData()
 
 audit_log = sa.Table(
-    "audit_log", metadata,
+    "audit_log",
+    metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("message_id", sa.String(64), nullable=False, unique=True),
     sa.Column("topic", sa.String(120), nullable=False),
@@ -33,7 +34,8 @@ sa.Index("ix_audit_occurred", audit_log.c.occurred_at)
 # The analytics read model: one row per order, filled from the events of orders and payments
 # (in whatever order they arrive); the figures are computed from it on request.
 analytics_orders = sa.Table(
-    "analytics_orders", metadata,
+    "analytics_orders",
+    metadata,
     sa.Column("order_id", sa.String(64), primary_key=True),
     sa.Column("placed_at", UTCDateTime, nullable=True),
     sa.Column("total", sa.BigInteger, nullable=True),

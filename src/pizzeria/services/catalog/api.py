@@ -21,11 +21,17 @@ router = APIRouter(prefix="/api/v1/menu", tags=["menu"])
 
 def view(item: MenuItem) -> MenuItemView:
     return MenuItemView(
-        id=item.id, name=item.name, description=item.description, category=item.category,
+        id=item.id,
+        name=item.name,
+        description=item.description,
+        category=item.category,
         currency=item.currency,
         sizes=[{"size": s.size, "price": s.price} for s in item.sizes],
         recipe=[{"ingredient": r.ingredient, "quantity": r.quantity} for r in item.recipe],
-        available=item.available, version=item.version, created_at=item.created_at, updated_at=item.updated_at,
+        available=item.available,
+        version=item.version,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
     )
 
 
@@ -65,8 +71,9 @@ async def get_item(item_id: UUID, runtime: RuntimeDep, parts: CatalogDep) -> Res
 
 
 @router.post("", response_model=MenuItemView, status_code=status.HTTP_201_CREATED, summary="Add an item")
-async def create_item(body: MenuItemBody, _: Staff, runtime: RuntimeDep, parts: CatalogDep,
-                      response: Response) -> MenuItemView:
+async def create_item(
+    body: MenuItemBody, _: Staff, runtime: RuntimeDep, parts: CatalogDep, response: Response
+) -> MenuItemView:
     await parts.cache.invalidate(*LISTINGS)  # before the change (covering it) and after it committed
     item = await handlers.create_item(body, runtime.uow())
     await parts.cache.invalidate(*LISTINGS, _item_key(item.id))
@@ -75,8 +82,9 @@ async def create_item(body: MenuItemBody, _: Staff, runtime: RuntimeDep, parts: 
 
 
 @router.put("/{item_id}", response_model=MenuItemView, summary="Replace an item (new version)")
-async def update_item(item_id: UUID, body: MenuItemBody, _: Staff, runtime: RuntimeDep,
-                      parts: CatalogDep) -> MenuItemView:
+async def update_item(
+    item_id: UUID, body: MenuItemBody, _: Staff, runtime: RuntimeDep, parts: CatalogDep
+) -> MenuItemView:
     keys = (*LISTINGS, _item_key(item_id))
     await parts.cache.invalidate(*keys)
     try:

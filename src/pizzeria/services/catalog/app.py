@@ -22,14 +22,23 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     runtime = open_runtime(NAME, settings, shared_state=True)
-    cache = build_cache("menu", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
-                        tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
+    cache = build_cache(
+        "menu",
+        redis_url=settings.redis_url,
+        ttl_s=settings.cache_ttl_s,
+        tombstone_s=settings.cache_tombstone_s,
+        key_prefix=settings.redis_key_prefix,
+    )
 
     async def seed() -> None:
         await handlers.seed_demo_menu(runtime.uow())
 
     return service_app(
-        runtime, CatalogParts(cache=cache),
-        migrations=MIGRATIONS, routers=[router], on_start=seed, on_stop=cache.close,
+        runtime,
+        CatalogParts(cache=cache),
+        migrations=MIGRATIONS,
+        routers=[router],
+        on_start=seed,
+        on_stop=cache.close,
         description="The menu: items, sizes, prices and recipes.",
     )

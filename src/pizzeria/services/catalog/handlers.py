@@ -24,8 +24,12 @@ from pizzeria.services.catalog.schemas import MenuItemBody
 
 def _snapshot(item: MenuItem) -> dict[str, Any]:
     return {
-        "menu_item_id": item.id, "version": item.version, "name": item.name,
-        "description": item.description, "category": item.category, "currency": item.currency,
+        "menu_item_id": item.id,
+        "version": item.version,
+        "name": item.name,
+        "description": item.description,
+        "category": item.category,
+        "currency": item.currency,
         "sizes": [MenuSize(size=s.size, price=s.price) for s in item.sizes],
         "recipe": [RecipeLine(ingredient=r.ingredient, quantity=r.quantity) for r in item.recipe],
         "available": item.available,
@@ -34,7 +38,9 @@ def _snapshot(item: MenuItem) -> dict[str, Any]:
 
 def _fields(body: MenuItemBody) -> dict[str, Any]:
     return {
-        "name": body.name.strip(), "description": body.description, "category": body.category,
+        "name": body.name.strip(),
+        "description": body.description,
+        "category": body.category,
         "currency": body.currency,
         "sizes": tuple(Size(size=s.size, price=s.price) for s in body.sizes),
         "recipe": tuple(Ingredient(ingredient=r.ingredient, quantity=r.quantity) for r in body.recipe),

@@ -15,21 +15,35 @@ from pizzeria.services.catalog.tables import catalog_meta, menu_items
 
 def _row(item: MenuItem) -> dict[str, Any]:
     return {
-        "id": item.id, "name": item.name, "description": item.description, "category": item.category,
+        "id": item.id,
+        "name": item.name,
+        "description": item.description,
+        "category": item.category,
         "currency": item.currency,
         "sizes": [{"size": s.size, "price": s.price} for s in item.sizes],
         "recipe": [{"ingredient": r.ingredient, "quantity": r.quantity} for r in item.recipe],
-        "available": item.available, "removed": item.removed, "version": item.version,
-        "created_at": item.created_at, "updated_at": item.updated_at,
+        "available": item.available,
+        "removed": item.removed,
+        "version": item.version,
+        "created_at": item.created_at,
+        "updated_at": item.updated_at,
     }
 
 
 def to_item(row: Any) -> MenuItem:
     return MenuItem(
-        id=row.id, name=row.name, description=row.description, category=row.category, currency=row.currency,
-        sizes=tuple(Size(**s) for s in row.sizes), recipe=tuple(Ingredient(**r) for r in row.recipe),
-        available=row.available, removed=row.removed, version=row.version,
-        created_at=row.created_at, updated_at=row.updated_at,
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        category=row.category,
+        currency=row.currency,
+        sizes=tuple(Size(**s) for s in row.sizes),
+        recipe=tuple(Ingredient(**r) for r in row.recipe),
+        available=row.available,
+        removed=row.removed,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 

@@ -9,7 +9,8 @@ from pizzeria.kit.db import JSONType, UTCDateTime
 metadata = sa.MetaData()
 
 menu_items = sa.Table(
-    "menu_items", metadata,
+    "menu_items",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("name", sa.String(120), nullable=False),
     sa.Column("description", sa.Text, nullable=False, default=""),
@@ -26,7 +27,8 @@ menu_items = sa.Table(
 sa.Index("ix_menu_items_listing", menu_items.c.removed, menu_items.c.category, menu_items.c.name)
 
 catalog_meta = sa.Table(
-    "catalog_meta", metadata,
+    "catalog_meta",
+    metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )

@@ -15,8 +15,9 @@ from pizzeria.services.delivery import handlers, repository
 from pizzeria.services.delivery.deps import DeliveryDep
 from pizzeria.services.delivery.domain import DeliveryStatus
 
-router = APIRouter(prefix="/api/v1", tags=["delivery"],
-                   dependencies=[Depends(require_roles("courier", "staff", "admin"))])
+router = APIRouter(
+    prefix="/api/v1", tags=["delivery"], dependencies=[Depends(require_roles("courier", "staff", "admin"))]
+)
 
 
 class DeliveryView(BaseModel):
@@ -45,9 +46,16 @@ class CourierList(BaseModel):
 
 
 def view(row: Any) -> DeliveryView:
-    return DeliveryView(id=row.id, order_id=row.order_id, customer_id=row.customer_id, address=row.address,
-                        courier_id=row.courier_id, status=DeliveryStatus(row.status), created_at=row.created_at,
-                        updated_at=row.updated_at)
+    return DeliveryView(
+        id=row.id,
+        order_id=row.order_id,
+        customer_id=row.customer_id,
+        address=row.address,
+        courier_id=row.courier_id,
+        status=DeliveryStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 @router.get("/deliveries", response_model=DeliveryList, summary="Deliveries, oldest first")
@@ -62,8 +70,11 @@ async def list_deliveries(
     return DeliveryList(items=[view(r) for r in rows])
 
 
-@router.post("/deliveries/{delivery_id}/advance", response_model=DeliveryView,
-             summary="Courier's action: assigned → out_for_delivery → delivered")
+@router.post(
+    "/deliveries/{delivery_id}/advance",
+    response_model=DeliveryView,
+    summary="Courier's action: assigned → out_for_delivery → delivered",
+)
 async def advance(delivery_id: UUID, runtime: RuntimeDep, parts: DeliveryDep) -> DeliveryView:
     status = await handlers.advance(runtime.uow(), delivery_id)
     if status is DeliveryStatus.DELIVERED:

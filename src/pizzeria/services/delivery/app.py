@@ -35,7 +35,10 @@ def create_app(settings: Settings | None = None, own: DeliverySettings | None = 
         await handlers.seed_couriers(runtime.uow())
 
     return service_app(
-        runtime, DeliveryParts(wake_dispatcher=dispatching.wake),
-        migrations=MIGRATIONS, routers=[router], on_start=seed,
+        runtime,
+        DeliveryParts(wake_dispatcher=dispatching.wake),
+        migrations=MIGRATIONS,
+        routers=[router],
+        on_start=seed,
         description="Delivery: couriers and deliveries.",
     )

@@ -45,17 +45,30 @@ def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
                 delivery_id = uuid7()
                 scheduled[command.order_id] = delivery_id
                 courier = free.pop(0) if free else None
-                new.append({
-                    "id": delivery_id, "order_id": command.order_id, "customer_id": command.customer_id,
-                    "address": command.address, "courier_id": courier.id if courier else None,
-                    "status": (DeliveryStatus.ASSIGNED if courier else DeliveryStatus.WAITING).value,
-                    "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
-                })
+                new.append(
+                    {
+                        "id": delivery_id,
+                        "order_id": command.order_id,
+                        "customer_id": command.customer_id,
+                        "address": command.address,
+                        "courier_id": courier.id if courier else None,
+                        "status": (DeliveryStatus.ASSIGNED if courier else DeliveryStatus.WAITING).value,
+                        "created_at": now,
+                        "updated_at": now,
+                        "traceparent": context.traceparent.get(),
+                    }
+                )
                 uow.emit(DeliveryScheduled(order_id=command.order_id, delivery_id=delivery_id))
                 if courier is not None:
                     taken.append({"courier_id": courier.id, "delivery_id": delivery_id})
-                    uow.emit(CourierAssigned(order_id=command.order_id, delivery_id=delivery_id,
-                                             courier_id=courier.id, courier_name=courier.name))
+                    uow.emit(
+                        CourierAssigned(
+                            order_id=command.order_id,
+                            delivery_id=delivery_id,
+                            courier_id=courier.id,
+                            courier_name=courier.name,
+                        )
+                    )
         await repository.add_all(uow.conn, new, taken)
         if new:
             uow.after_commit(wake)
@@ -72,12 +85,19 @@ async def assign(uow: UnitOfWork, delivery_id: UUID) -> bool:
     if courier is None:
         return False
     await repository.set_courier(uow.conn, courier.id, delivery_id)
-    await repository.set_status(uow.conn, delivery_id, utcnow(), status=DeliveryStatus.ASSIGNED.value,
-                                courier_id=courier.id)
-    with tracing.span("delivery assign courier", parent=delivery.traceparent,
-                      attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)}):
-        uow.emit(CourierAssigned(order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier.id,
-                                 courier_name=courier.name))
+    await repository.set_status(
+        uow.conn, delivery_id, utcnow(), status=DeliveryStatus.ASSIGNED.value, courier_id=courier.id
+    )
+    with tracing.span(
+        "delivery assign courier",
+        parent=delivery.traceparent,
+        attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)},
+    ):
+        uow.emit(
+            CourierAssigned(
+                order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier.id, courier_name=courier.name
+            )
+        )
     return True
 
 
@@ -105,16 +125,25 @@ async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
         status = next_status(DeliveryStatus(delivery.status))
         now = utcnow()
         # Part of the order's trace (the delivery keeps the trace of the command that scheduled it).
-        with tracing.span(f"delivery {status.value}", parent=delivery.traceparent,
-                          attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)}):
+        with tracing.span(
+            f"delivery {status.value}",
+            parent=delivery.traceparent,
+            attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)},
+        ):
             await repository.set_status(uow.conn, delivery_id, now, status=status.value)
             if status is DeliveryStatus.OUT_FOR_DELIVERY:
-                uow.emit(DeliveryPickedUp(order_id=delivery.order_id, delivery_id=delivery_id,
-                                          courier_id=delivery.courier_id, at=now))
+                uow.emit(
+                    DeliveryPickedUp(
+                        order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
+                    )
+                )
             else:
                 await repository.set_courier(uow.conn, delivery.courier_id, None)
-                uow.emit(DeliveryCompleted(order_id=delivery.order_id, delivery_id=delivery_id,
-                                           courier_id=delivery.courier_id, at=now))
+                uow.emit(
+                    DeliveryCompleted(
+                        order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
+                    )
+                )
             await uow.commit()
     return status
 

@@ -14,13 +14,18 @@ from pizzeria.kit.upsert import insert_ignore
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
 
 _BY_ORDERS = sa.select(deliveries.c.id, deliveries.c.order_id).where(
-    deliveries.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    deliveries.c.order_id.in_(sa.bindparam("ids", expanding=True))
+)
 _DELIVERY = sa.select(deliveries).where(deliveries.c.id == sa.bindparam("delivery_id"))
 _SET_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id"))
 _FREE_COURIERS = sa.select(couriers).where(couriers.c.delivery_id.is_(None)).order_by(couriers.c.created_at)
 _FREE_COURIER = _FREE_COURIERS.limit(1)
-_WAITING = (sa.select(deliveries.c.id).where(deliveries.c.status == "waiting")
-            .order_by(deliveries.c.created_at).limit(sa.bindparam("limit")))
+_WAITING = (
+    sa.select(deliveries.c.id)
+    .where(deliveries.c.status == "waiting")
+    .order_by(deliveries.c.created_at)
+    .limit(sa.bindparam("limit"))
+)
 _SET_COURIER = couriers.update().where(couriers.c.id == sa.bindparam("courier_id"))
 _TAKE_COURIER = _SET_COURIER.values(delivery_id=sa.bindparam("delivery_id"))
 
@@ -77,16 +82,20 @@ async def waiting(conn: AsyncConnection, limit: int) -> list[UUID]:
 
 
 async def listing(conn: AsyncConnection, statuses: list[str], limit: int) -> list[Any]:
-    query = (sa.select(deliveries).where(deliveries.c.status.in_(statuses))
-             .order_by(deliveries.c.created_at).limit(limit))
+    query = (
+        sa.select(deliveries).where(deliveries.c.status.in_(statuses)).order_by(deliveries.c.created_at).limit(limit)
+    )
     return list(await conn.execute(query))
 
 
 async def due(conn: AsyncConnection, before: datetime, limit: int) -> list[UUID]:
     """Deliveries on the road whose current stage began before `before` (for the autopilot)."""
-    query = (sa.select(deliveries.c.id).where(deliveries.c.status.in_(["assigned", "out_for_delivery"]),
-                                              deliveries.c.updated_at <= before)
-             .order_by(deliveries.c.updated_at).limit(limit))
+    query = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.status.in_(["assigned", "out_for_delivery"]), deliveries.c.updated_at <= before)
+        .order_by(deliveries.c.updated_at)
+        .limit(limit)
+    )
     return [r.id for r in await conn.execute(query)]
 
 

@@ -9,7 +9,8 @@ from pizzeria.kit.db import UTCDateTime
 metadata = sa.MetaData()
 
 couriers = sa.Table(
-    "couriers", metadata,
+    "couriers",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("name", sa.String(80), nullable=False),
     sa.Column("delivery_id", sa.Uuid, nullable=True),  # what the courier carries now; null: available
@@ -17,7 +18,8 @@ couriers = sa.Table(
 )
 
 deliveries = sa.Table(
-    "deliveries", metadata,
+    "deliveries",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("order_id", sa.Uuid, nullable=False, unique=True),
     sa.Column("customer_id", sa.String(64), nullable=False),
@@ -33,7 +35,8 @@ deliveries = sa.Table(
 sa.Index("ix_deliveries_status", deliveries.c.status, deliveries.c.updated_at)
 
 delivery_meta = sa.Table(
-    "delivery_meta", metadata,
+    "delivery_meta",
+    metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )

@@ -46,8 +46,15 @@ STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 rate_limited = Counter("pizzeria_gateway_rate_limited_total", "Requests refused by a rate limit.", ["scope"])
 
 #: Request headers passed on to the upstream (the rest describe the hop to the gateway).
-FORWARDED_HEADERS = ("authorization", "content-type", "accept", "accept-language", "idempotency-key",
-                     "traceparent", "tracestate")
+FORWARDED_HEADERS = (
+    "authorization",
+    "content-type",
+    "accept",
+    "accept-language",
+    "idempotency-key",
+    "traceparent",
+    "tracestate",
+)
 #: Upstream response headers the gateway sets itself.
 OWN_HEADERS = frozenset({"x-request-id", "date", "server"})
 
@@ -95,8 +102,11 @@ class Gate:
             raise TooManyRequests(
                 f"too many requests for this {scope}: {limit} per {self.own.rate_limit_window_s} s; "
                 f"try again in {decision.retry_after_s} s",
-                headers={"Retry-After": str(decision.retry_after_s), "RateLimit-Limit": str(limit),
-                         "RateLimit-Remaining": "0"},
+                headers={
+                    "Retry-After": str(decision.retry_after_s),
+                    "RateLimit-Limit": str(limit),
+                    "RateLimit-Remaining": "0",
+                },
             )
 
 
@@ -110,8 +120,9 @@ def forwarded_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-async def _relay_stream(upstream: Upstream, path: str, params: list[tuple[str, str]],
-                        headers: dict[str, str]) -> Response:
+async def _relay_stream(
+    upstream: Upstream, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+) -> Response:
     """Pass a server-sent event stream on as it comes; an error answer is passed on whole."""
     answer = await upstream.open_stream(path, params=params, headers=headers)
     kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in HOP_BY_HOP | OWN_HEADERS]
@@ -126,8 +137,12 @@ async def _relay_stream(upstream: Upstream, path: str, params: list[tuple[str, s
     return response
 
 
-def create_app(settings: Settings | None = None, own: GatewaySettings | None = None, *,
-               transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    own: GatewaySettings | None = None,
+    *,
+    transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
     """The gateway; `transports` replaces the network to some upstreams (tests)."""
     settings = settings or get_settings()
     own = own or GatewaySettings()
@@ -135,9 +150,13 @@ def create_app(settings: Settings | None = None, own: GatewaySettings | None = N
     configure_logging(NAME, settings.log_level, settings.log_format)
     upstreams = {
         name: Upstream(
-            name, url_for(settings, name), timeout=own.upstream_timeout_s, retries=own.read_retries,
-            breaker=CircuitBreaker(f"upstream-{name}", failure_threshold=own.breaker_failures,
-                                   reset_timeout=own.breaker_reset_s),
+            name,
+            url_for(settings, name),
+            timeout=own.upstream_timeout_s,
+            retries=own.read_retries,
+            breaker=CircuitBreaker(
+                f"upstream-{name}", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
+            ),
             transport=(transports or {}).get(name),
         )
         for name in UPSTREAMS
@@ -158,7 +177,11 @@ def create_app(settings: Settings | None = None, own: GatewaySettings | None = N
         return {"upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}}
 
     app = http_app(
-        service=NAME, settings=settings, lifespan=lifespan, health_details=health, openapi_url=None,
+        service=NAME,
+        settings=settings,
+        lifespan=lifespan,
+        health_details=health,
+        openapi_url=None,
         description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
     )
     app.state.settings = settings
@@ -172,8 +195,12 @@ def create_app(settings: Settings | None = None, own: GatewaySettings | None = N
         max_age=600,
     )
 
-    @app.get("/api/v1/me/overview", response_model=Overview, tags=["me"],
-             summary="The caller's account, recent orders, payments and notifications (partial when a service is down)")
+    @app.get(
+        "/api/v1/me/overview",
+        response_model=Overview,
+        tags=["me"],
+        summary="The caller's account, recent orders, payments and notifications (partial when a service is down)",
+    )
     async def me_overview(request: Request) -> Overview:
         await gate.admit(request, SIGNED_IN)
         return await overview(upstreams, forwarded_headers(request))
@@ -193,14 +220,14 @@ def create_app(settings: Settings | None = None, own: GatewaySettings | None = N
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url="/openapi.json", title="Pizzeria API",
+            openapi_url="/openapi.json",
+            title="Pizzeria API",
             swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
         )
 
-    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-                   include_in_schema=False)
+    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def forward(request: Request) -> Response:
         path = request.url.path
         if any(segment in (".", "..") for segment in path.split("/")):
@@ -208,8 +235,9 @@ def create_app(settings: Settings | None = None, own: GatewaySettings | None = N
         found = match(request.method, path)
         if found.route is None:
             if found.methods:
-                raise MethodNotAllowed(f"{request.method} is not allowed on {path}",
-                                       headers={"Allow": ", ".join(sorted(found.methods))})
+                raise MethodNotAllowed(
+                    f"{request.method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(found.methods))}
+                )
             raise NotFound(f"{path} does not exist")
         await gate.admit(request, found.route.allowed)
         # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
@@ -217,11 +245,15 @@ def create_app(settings: Settings | None = None, own: GatewaySettings | None = N
         upstream = upstreams[found.route.upstream]
         params = list(request.query_params.multi_items())
         if found.route.stream:
-            return await _relay_stream(upstream, raw_path.decode("ascii", errors="replace"), params,
-                                       forwarded_headers(request))
+            return await _relay_stream(
+                upstream, raw_path.decode("ascii", errors="replace"), params, forwarded_headers(request)
+            )
         answer = await upstream.send(
-            request.method, raw_path.decode("ascii", errors="replace"), params=params,
-            headers=forwarded_headers(request), body=await request.body(),
+            request.method,
+            raw_path.decode("ascii", errors="replace"),
+            params=params,
+            headers=forwarded_headers(request),
+            body=await request.body(),
         )
         response = Response(content=answer.body, status_code=answer.status)
         for name, value in answer.headers:

@@ -15,8 +15,12 @@ from pizzeria.services.gateway.routes import match
 from pizzeria.services.gateway.upstream import Upstream
 
 REF = "#/components/schemas/"
-BEARER = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-          "description": "An access token from `POST /api/v1/auth/login`."}
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "JWT",
+    "description": "An access token from `POST /api/v1/auth/login`.",
+}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
@@ -47,8 +51,11 @@ def merge(own: dict[str, Any], upstream_docs: dict[str, dict[str, Any]]) -> dict
             paths[path] = {m: {**op, "security": [{"bearer": []}]} for m, op in operations.items() if m in METHODS}
     for service, original in sorted(upstream_docs.items()):
         theirs = original.get("components", {}).get("schemas", {})
-        renames = {name: f"{service.title()}{name}" for name, schema in theirs.items()
-                   if name in schemas and schemas[name] != schema}
+        renames = {
+            name: f"{service.title()}{name}"
+            for name, schema in theirs.items()
+            if name in schemas and schemas[name] != schema
+        }
         doc = _renamed(original, renames)
         for path, operations in doc.get("paths", {}).items():
             for method, declared in operations.items():
@@ -66,8 +73,11 @@ def merge(own: dict[str, Any], upstream_docs: dict[str, dict[str, Any]]) -> dict
         schemas.update(doc.get("components", {}).get("schemas", {}))
     return {
         "openapi": own.get("openapi", "3.1.0"),
-        "info": {"title": "Pizzeria API", "version": own.get("info", {}).get("version", "1.0.0"),
-                 "description": "The public API of Pizzeria, served by the gateway."},
+        "info": {
+            "title": "Pizzeria API",
+            "version": own.get("info", {}).get("version", "1.0.0"),
+            "description": "The public API of Pizzeria, served by the gateway.",
+        },
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": {"bearer": BEARER}},
     }

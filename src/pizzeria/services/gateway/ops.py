@@ -32,13 +32,15 @@ class OutboxBacklog(BaseModel):
 Admit = Callable[[Request, frozenset[Role] | None], Awaitable[Principal | None]]
 
 
-def build_router(upstreams: dict[str, Upstream], admit: Admit,
-                 headers: Callable[[Request], dict[str, str]]) -> APIRouter:
+def build_router(
+    upstreams: dict[str, Upstream], admit: Admit, headers: Callable[[Request], dict[str, str]]
+) -> APIRouter:
     """`admit(request, roles)` checks the caller; `headers(request)` is what goes upstream."""
     router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
-    async def ask_all(request: Request, path: str,
-                      params: list[tuple[str, str]] | None = None) -> dict[str, Forwarded | None]:
+    async def ask_all(
+        request: Request, path: str, params: list[tuple[str, str]] | None = None
+    ) -> dict[str, Forwarded | None]:
         await admit(request, ADMIN)
         sent = headers(request)
 
@@ -60,8 +62,12 @@ def build_router(upstreams: dict[str, Upstream], admit: Admit,
     ) -> DeadLetters:
         params = [("limit", str(limit))] + ([("status", status)] if status else [])
         answers = await ask_all(request, "/api/v1/ops/dlq", params)
-        items = [item for a in answers.values() if a is not None and a.status == 200
-                 for item in orjson.loads(a.body)["items"]]
+        items = [
+            item
+            for a in answers.values()
+            if a is not None and a.status == 200
+            for item in orjson.loads(a.body)["items"]
+        ]
         items.sort(key=lambda item: item["created_at"], reverse=True)
         missing = sorted(n for n, a in answers.items() if a is None or a.status != 200)
         return DeadLetters(items=items[:limit], missing=missing)
@@ -76,8 +82,11 @@ def build_router(upstreams: dict[str, Upstream], admit: Admit,
         raise NotFound(f"dead letter {dl_id} does not exist{suffix}")
 
     def relay(answer: Forwarded) -> Response:
-        return Response(content=answer.body, status_code=answer.status,
-                        media_type=dict(answer.headers).get("content-type", "application/json"))
+        return Response(
+            content=answer.body,
+            status_code=answer.status,
+            media_type=dict(answer.headers).get("content-type", "application/json"),
+        )
 
     @router.get("/dlq/{dl_id}", summary="One dead letter, wherever it is")
     async def dead_letter(request: Request, dl_id: str) -> Response:
@@ -87,13 +96,20 @@ def build_router(upstreams: dict[str, Upstream], admit: Admit,
         name, _ = await owner(request, dl_id)
         return relay(await upstreams[name].send("POST", f"/api/v1/ops/dlq/{dl_id}/{action}", headers=headers(request)))
 
-    @router.post("/dlq/{dl_id}/replay", status_code=202, summary="Run a dead letter through its consumer again",
-                 responses={409: {"description": "only a dead letter in status `dead` can be replayed"}})
+    @router.post(
+        "/dlq/{dl_id}/replay",
+        status_code=202,
+        summary="Run a dead letter through its consumer again",
+        responses={409: {"description": "only a dead letter in status `dead` can be replayed"}},
+    )
     async def replay(request: Request, dl_id: str) -> Response:
         return await act(request, dl_id, "replay")
 
-    @router.post("/dlq/{dl_id}/discard", summary="Give up on a dead letter for good",
-                 responses={409: {"description": "only a dead letter in status `dead` can be discarded"}})
+    @router.post(
+        "/dlq/{dl_id}/discard",
+        summary="Give up on a dead letter for good",
+        responses={409: {"description": "only a dead letter in status `dead` can be discarded"}},
+    )
     async def discard(request: Request, dl_id: str) -> Response:
         return await act(request, dl_id, "discard")
 

@@ -64,8 +64,9 @@ class RedisRateLimiter:
     """Counters in Redis, shared by every gateway process: INCR on a key named after the window,
     which expires when the window is over."""
 
-    def __init__(self, url: str, window_s: int, clock: Callable[[], float] = time.time,
-                 prefix: str = "pizzeria:ratelimit") -> None:
+    def __init__(
+        self, url: str, window_s: int, clock: Callable[[], float] = time.time, prefix: str = "pizzeria:ratelimit"
+    ) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.window_s = window_s
         self.clock = clock

@@ -44,31 +44,54 @@ class Forwarded:
 class Upstream:
     """One service behind the gateway."""
 
-    def __init__(self, name: str, base_url: str, *, timeout: float, retries: int, breaker: CircuitBreaker,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout: float,
+        retries: int,
+        breaker: CircuitBreaker,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.name = name
         self.base_url = base_url
         self.retries = retries
         self.breaker = breaker
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
-                                        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
 
     def state(self) -> str:
         return self.breaker.state.name.lower().replace("_", "-")
 
-    async def send(self, method: str, path: str, *, params: list[tuple[str, str]] | None = None,
-                   headers: dict[str, str] | None = None, body: bytes = b"") -> Forwarded:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Forwarded:
         """Forward one request; raise `UpstreamUnavailable` (503) when the service cannot answer."""
-        with tracing.span(f"{method} {self.name}", kind=SpanKind.CLIENT,
-                          attributes={"http.request.method": method, "server.address": self.name}) as current:
+        with tracing.span(
+            f"{method} {self.name}",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": method, "server.address": self.name},
+        ) as current:
             traceparent = context.traceparent.get()
             sent = {**(headers or {}), **({"traceparent": traceparent} if traceparent else {})}
             answer = await self._send(method, path, params=params, headers=sent, body=body)
             current.set_attribute("http.response.status_code", answer.status)
             return answer
 
-    async def _send(self, method: str, path: str, *, params: list[tuple[str, str]] | None,
-                    headers: dict[str, str], body: bytes) -> Forwarded:
+    async def _send(
+        self, method: str, path: str, *, params: list[tuple[str, str]] | None, headers: dict[str, str], body: bytes
+    ) -> Forwarded:
         try:
             url = self.client.base_url.join(path)
         except httpx.InvalidURL:
@@ -96,18 +119,23 @@ class Upstream:
             return _forwarded(response)
         raise AssertionError("unreachable")
 
-    async def open_stream(self, path: str, *, params: list[tuple[str, str]] | None = None,
-                          headers: dict[str, str] | None = None) -> httpx.Response:
+    async def open_stream(
+        self, path: str, *, params: list[tuple[str, str]] | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """GET a long-lived answer: the deadline covers connecting and the first bytes of the
         answer, not the stream, which lasts as long as the upstream keeps it open. The caller
         closes the response."""
         request = self.client.build_request(
-            "GET", path, params=tuple(params or ()), headers=headers,
+            "GET",
+            path,
+            params=tuple(params or ()),
+            headers=headers,
             timeout=httpx.Timeout(self.client.timeout.connect, read=None),
         )
         try:
-            return await self.breaker.call(lambda: self.client.send(request, stream=True),
-                                           is_failure=lambda e: isinstance(e, httpx.TransportError))
+            return await self.breaker.call(
+                lambda: self.client.send(request, stream=True), is_failure=lambda e: isinstance(e, httpx.TransportError)
+            )
         except CircuitOpen:
             raise self._circuit_open() from None
         except httpx.TransportError:
@@ -115,13 +143,15 @@ class Upstream:
 
     def _circuit_open(self) -> UpstreamUnavailable:
         """Failing fast while the breaker is open: come back after its cool-down."""
-        return UpstreamUnavailable(f"{self.name} is unavailable (circuit open); try again shortly",
-                                   headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))})
+        return UpstreamUnavailable(
+            f"{self.name} is unavailable (circuit open); try again shortly",
+            headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))},
+        )
 
-    async def _once(self, method: str, path: str, params: list[tuple[str, str]] | None,
-                    headers: dict[str, str] | None, body: bytes) -> httpx.Response:
-        response = await self.client.request(method, path, params=tuple(params or ()), headers=headers,
-                                             content=body)
+    async def _once(
+        self, method: str, path: str, params: list[tuple[str, str]] | None, headers: dict[str, str] | None, body: bytes
+    ) -> httpx.Response:
+        response = await self.client.request(method, path, params=tuple(params or ()), headers=headers, content=body)
         if response.status_code in UPSTREAM_TROUBLE or response.status_code >= 500:
             raise _Trouble(response)
         return response
@@ -131,10 +161,21 @@ class Upstream:
 
 
 #: Headers that describe one hop, not the message: never forwarded (RFC 9110 7.6.1).
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "content-length", "host", "content-encoding",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "content-encoding",
+    }
+)
 
 
 def _forwarded(response: httpx.Response) -> Forwarded:

@@ -39,13 +39,20 @@ class BadCursor(BadRequest):
 
 
 def view(user: User) -> UserView:
-    return UserView(id=user.id, email=user.email, name=user.name, role=user.role, created_at=user.created_at,
-                    updated_at=user.updated_at)
+    return UserView(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )
 
 
 def token_pair(session: Session) -> TokenPair:
-    return TokenPair(access_token=session.access.token, refresh_token=session.refresh_token,
-                     expires_in=session.access.expires_in)
+    return TokenPair(
+        access_token=session.access.token, refresh_token=session.refresh_token, expires_in=session.access.expires_in
+    )
 
 
 def client_ip(request: Request) -> str:
@@ -56,26 +63,42 @@ def client_ip(request: Request) -> str:
 
 # -- sign-up, sign-in, refresh, logout ----------------------------------------------------------
 
-@auth.post("/register", response_model=UserView, status_code=status.HTTP_201_CREATED,
-           summary="Create a customer account",
-           responses={409: {"description": "email already registered"}, 422: {"description": "invalid input"}})
-async def register(body: RegisterBody, runtime: RuntimeDep, credentials: CredentialsDep,
-                   response: Response) -> UserView:
+
+@auth.post(
+    "/register",
+    response_model=UserView,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a customer account",
+    responses={409: {"description": "email already registered"}, 422: {"description": "invalid input"}},
+)
+async def register(
+    body: RegisterBody, runtime: RuntimeDep, credentials: CredentialsDep, response: Response
+) -> UserView:
     user = await handlers.register(body.email, body.password, body.name, runtime.uow(), credentials.passwords)
     response.headers["Location"] = f"/api/v1/users/{user.id}"
     return view(user)
 
 
-@auth.post("/login", response_model=TokenPair, summary="Sign in: an access token and a refresh token",
-           responses={401: {"description": "wrong email or password"},
-                      429: {"description": "too many failed sign-ins; see Retry-After"}})
+@auth.post(
+    "/login",
+    response_model=TokenPair,
+    summary="Sign in: an access token and a refresh token",
+    responses={
+        401: {"description": "wrong email or password"},
+        429: {"description": "too many failed sign-ins; see Retry-After"},
+    },
+)
 async def login(body: LoginBody, request: Request, runtime: RuntimeDep, credentials: CredentialsDep) -> TokenPair:
     session = await sessions.login(body.email, body.password, client_ip(request), runtime.uow(), credentials)
     return token_pair(session)
 
 
-@auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new tokens (rotation)",
-           responses={401: {"description": "refresh token unknown, expired, revoked or reused"}})
+@auth.post(
+    "/refresh",
+    response_model=TokenPair,
+    summary="Trade a refresh token for new tokens (rotation)",
+    responses={401: {"description": "refresh token unknown, expired, revoked or reused"}},
+)
 async def refresh(body: RefreshBody, runtime: RuntimeDep, credentials: CredentialsDep) -> TokenPair:
     return token_pair(await sessions.refresh(body.refresh_token, runtime.uow(), credentials))
 
@@ -87,6 +110,7 @@ async def logout(body: RefreshBody, runtime: RuntimeDep) -> Response:
 
 
 # -- accounts ---------------------------------------------------------------------------------
+
 
 def _decode_cursor(cursor: str) -> UUID:
     try:
@@ -141,15 +165,23 @@ async def get_user(user_id: UUID, _: Admin, runtime: RuntimeDep) -> UserView:
     return view(user)
 
 
-@users.put("/{user_id}", response_model=UserView, summary="Rename an account or change its role (admin)",
-           responses={409: {"description": "admins cannot demote themselves"}})
+@users.put(
+    "/{user_id}",
+    response_model=UserView,
+    summary="Rename an account or change its role (admin)",
+    responses={409: {"description": "admins cannot demote themselves"}},
+)
 async def update_user(user_id: UUID, body: UserUpdateBody, admin: Admin, runtime: RuntimeDep) -> UserView:
     user = await handlers.update_user(user_id, body.name, body.role, account_id(admin), runtime.uow())
     return view(user)
 
 
-@users.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an account (admin)",
-              responses={409: {"description": "admins cannot delete themselves"}})
+@users.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an account (admin)",
+    responses={409: {"description": "admins cannot delete themselves"}},
+)
 async def delete_user(user_id: UUID, admin: Admin, runtime: RuntimeDep) -> Response:
     await handlers.delete_user(user_id, account_id(admin), runtime.uow())
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await handlers.seed_demo_accounts(runtime.uow(), credentials.passwords)
 
     return service_app(
-        runtime, credentials, migrations=MIGRATIONS, routers=[auth, users], on_start=seed,
+        runtime,
+        credentials,
+        migrations=MIGRATIONS,
+        routers=[auth, users],
+        on_start=seed,
         description="Identity: accounts, roles, sign-in with rotating refresh tokens; issues access tokens.",
     )

@@ -78,11 +78,19 @@ class User:
             raise ValidationFailed("; ".join(f"{e['field']} {e['message']}" for e in errors), errors=errors)
 
     @classmethod
-    def register(cls, *, id: UUID, email: str, name: str, password_hash: str, at: datetime,
-                 role: Role = "customer") -> User:
+    def register(
+        cls, *, id: UUID, email: str, name: str, password_hash: str, at: datetime, role: Role = "customer"
+    ) -> User:
         """A new account; self-registration always makes a customer (admins promote)."""
-        return cls(id=id, email=normalize_email(email), name=name.strip(), role=role,
-                   password_hash=password_hash, created_at=at, updated_at=at)
+        return cls(
+            id=id,
+            email=normalize_email(email),
+            name=name.strip(),
+            role=role,
+            password_hash=password_hash,
+            created_at=at,
+            updated_at=at,
+        )
 
     @property
     def principal(self) -> Principal:

@@ -40,8 +40,7 @@ async def register(email: str, password: str, name: str, uow: UnitOfWork, passwo
     """A new customer account and its `UserRegistered`; 409 if the email is taken."""
     check_password(password, email=email)
     # Hash before the transaction: it takes ~0.1 s, and SQLite has one writer.
-    user = User.register(id=uuid7(), email=email, name=name, password_hash=await passwords.hash(password),
-                         at=utcnow())
+    user = User.register(id=uuid7(), email=email, name=name, password_hash=await passwords.hash(password), at=utcnow())
     async with uow:
         if await repository.find_by_email(uow.conn, user.email) is not None:
             raise EmailTaken("an account with this email exists already; sign in instead")
@@ -98,8 +97,14 @@ async def seed_demo_accounts(uow: UnitOfWork, passwords: Passwords) -> bool:
         for account, password_hash in zip(DEMO_ACCOUNTS, hashes, strict=True):
             if await repository.find_by_email(uow.conn, account.email) is not None:
                 continue
-            user = User.register(id=uuid7(), email=account.email, name=account.name, role=account.role,
-                                 password_hash=password_hash, at=now)
+            user = User.register(
+                id=uuid7(),
+                email=account.email,
+                name=account.name,
+                role=account.role,
+                password_hash=password_hash,
+                at=now,
+            )
             await repository.add_user(uow.conn, user)
             uow.emit(_registered(user))
         await repository.set_flag(uow.conn, DEMO_SEEDED_FLAG, now.isoformat())

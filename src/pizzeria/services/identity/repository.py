@@ -61,18 +61,32 @@ _SET_FLAG = identity_meta.insert()
 
 # -- users ------------------------------------------------------------------------------------
 
+
 def _user_values(user: User) -> dict[str, Any]:
     return {
-        "id": user.id, "email": user.email, "name": user.name, "role": user.role,
-        "password_hash": user.password_hash, "deleted": user.deleted, "created_at": user.created_at,
-        "updated_at": user.updated_at, "version": user.version,
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "password_hash": user.password_hash,
+        "deleted": user.deleted,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+        "version": user.version,
     }
 
 
 def _to_user(row: Any) -> User:
     return User(
-        id=row.id, email=row.email, name=row.name, role=row.role, password_hash=row.password_hash,
-        deleted=row.deleted, created_at=row.created_at, updated_at=row.updated_at, version=row.version,
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        password_hash=row.password_hash,
+        deleted=row.deleted,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
     )
 
 
@@ -118,19 +132,33 @@ async def list_users(conn: AsyncConnection, *, limit: int, before: UUID | None, 
 
 # -- refresh tokens -----------------------------------------------------------------------------
 
+
 async def add_refresh_token(conn: AsyncConnection, token: RefreshToken) -> None:
-    await conn.execute(_INSERT_TOKEN, {
-        "token_hash": token.token_hash, "family_id": token.family_id, "user_id": token.user_id,
-        "issued_at": token.issued_at, "expires_at": token.expires_at, "revoked_at": token.revoked_at,
-    })
+    await conn.execute(
+        _INSERT_TOKEN,
+        {
+            "token_hash": token.token_hash,
+            "family_id": token.family_id,
+            "user_id": token.user_id,
+            "issued_at": token.issued_at,
+            "expires_at": token.expires_at,
+            "revoked_at": token.revoked_at,
+        },
+    )
 
 
 async def get_refresh_token(conn: AsyncConnection, token_hash: str) -> RefreshToken | None:
     row = (await conn.execute(_TOKEN, {"token_hash": token_hash})).first()
     if row is None:
         return None
-    return RefreshToken(token_hash=row.token_hash, family_id=row.family_id, user_id=row.user_id,
-                        issued_at=row.issued_at, expires_at=row.expires_at, revoked_at=row.revoked_at)
+    return RefreshToken(
+        token_hash=row.token_hash,
+        family_id=row.family_id,
+        user_id=row.user_id,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 async def revoke_token(conn: AsyncConnection, token_hash: str, at: datetime) -> bool:
@@ -148,12 +176,16 @@ async def revoke_user_tokens(conn: AsyncConnection, user_id: UUID, at: datetime)
 
 # -- failed sign-ins ---------------------------------------------------------------------------
 
+
 @functools.cache
 def _record_failure(dialect: str) -> sa.Insert:
     """One failure more, atomically; a count whose last failure left the window starts over."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(login_failures).values(
-        key=sa.bindparam("key"), scope=sa.bindparam("scope"), failures=1, last_failure_at=sa.bindparam("now"),
+        key=sa.bindparam("key"),
+        scope=sa.bindparam("scope"),
+        failures=1,
+        last_failure_at=sa.bindparam("now"),
     )
     restart = login_failures.c.last_failure_at < sa.bindparam("window_start")
     return stmt.on_conflict_do_update(
@@ -171,12 +203,14 @@ async def failures(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, tupl
     return {r.key: (r.failures, r.last_failure_at) for r in rows}
 
 
-async def record_failures(conn: AsyncConnection, keys: dict[str, str], *, now: datetime,
-                          window_start: datetime) -> None:
+async def record_failures(
+    conn: AsyncConnection, keys: dict[str, str], *, now: datetime, window_start: datetime
+) -> None:
     """Count one failure against each key (key → scope)."""
-    await conn.execute(_record_failure(conn.dialect.name), [
-        {"key": key, "scope": scope, "now": now, "window_start": window_start} for key, scope in keys.items()
-    ])
+    await conn.execute(
+        _record_failure(conn.dialect.name),
+        [{"key": key, "scope": scope, "now": now, "window_start": window_start} for key, scope in keys.items()],
+    )
 
 
 async def clear_failures(conn: AsyncConnection, key: str) -> None:
@@ -190,6 +224,7 @@ async def prune(conn: AsyncConnection, *, failures_before: datetime, tokens_expi
 
 
 # -- flags ------------------------------------------------------------------------------------------
+
 
 async def get_flag(conn: AsyncConnection, key: str) -> str | None:
     value: str | None = (await conn.execute(_FLAG, {"key": key})).scalar()

@@ -29,8 +29,9 @@ class RegisterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: Email = Field(examples=["carol@example.com"])
-    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH,
-                          examples=["correct-horse-pizza"])
+    password: str = Field(
+        min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH, examples=["correct-horse-pizza"]
+    )
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, examples=["Carol"])
 
 

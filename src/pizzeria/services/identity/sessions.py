@@ -92,14 +92,21 @@ def _wait(found: dict[str, tuple[int, datetime]], now: datetime) -> int | None:
 
 def _throttled(seconds: int) -> LoginThrottled:
     metrics.logins.labels("throttled").inc()
-    return LoginThrottled(f"too many failed sign-ins; try again in {seconds} s",
-                          headers={"Retry-After": str(seconds)}, retry_after=seconds)
+    return LoginThrottled(
+        f"too many failed sign-ins; try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+        retry_after=seconds,
+    )
 
 
 async def _new_refresh_token(uow: UnitOfWork, user_id: UUID, family_id: UUID, now: datetime, ttl: timedelta) -> str:
     token = secrets.token_urlsafe(32)
-    await repository.add_refresh_token(uow.conn, RefreshToken(
-        token_hash=fingerprint(token), family_id=family_id, user_id=user_id, issued_at=now, expires_at=now + ttl))
+    await repository.add_refresh_token(
+        uow.conn,
+        RefreshToken(
+            token_hash=fingerprint(token), family_id=family_id, user_id=user_id, issued_at=now, expires_at=now + ttl
+        ),
+    )
     return token
 
 
@@ -123,8 +130,9 @@ async def login(email: str, password: str, client_ip: str, uow: UnitOfWork, cred
             await uow.commit()
         metrics.logins.labels("failure").inc()
         raise InvalidCredentials("the email or the password is wrong")
-    rehashed = await credentials.passwords.hash(password) if credentials.passwords.needs_rehash(
-        user.password_hash) else None
+    rehashed = (
+        await credentials.passwords.hash(password) if credentials.passwords.needs_rehash(user.password_hash) else None
+    )
     now = utcnow()
     async with uow:
         # Failures that concurrent attempts recorded since the check count too: a burst of
@@ -141,8 +149,9 @@ async def login(email: str, password: str, client_ip: str, uow: UnitOfWork, cred
     return Session(access=credentials.tokens.issue(user.principal), refresh_token=refresh_token)
 
 
-async def _rotate(uow: UnitOfWork, presented: RefreshToken | None, now: datetime,
-                  credentials: Credentials) -> tuple[User, str] | ProblemError:
+async def _rotate(
+    uow: UnitOfWork, presented: RefreshToken | None, now: datetime, credentials: Credentials
+) -> tuple[User, str] | ProblemError:
     """The user and the family's next token, or the error to answer once the revocations the
     refusal implies are committed."""
     if presented is None:
@@ -157,10 +166,15 @@ async def _rotate(uow: UnitOfWork, presented: RefreshToken | None, now: datetime
     if state == "revoked" or not await repository.revoke_token(uow.conn, presented.token_hash, now):
         await repository.revoke_family(uow.conn, presented.family_id, now)
         metrics.refresh_token_reuse.inc()
-        log.warning("refresh token reused: its whole family is revoked", user_id=str(user.id),
-                    family_id=str(presented.family_id))
-        return RefreshTokenReused("this refresh token was already used or revoked; for safety every session "
-                                  "of this sign-in has ended: sign in again")
+        log.warning(
+            "refresh token reused: its whole family is revoked",
+            user_id=str(user.id),
+            family_id=str(presented.family_id),
+        )
+        return RefreshTokenReused(
+            "this refresh token was already used or revoked; for safety every session "
+            "of this sign-in has ended: sign in again"
+        )
     return user, await _new_refresh_token(uow, user.id, presented.family_id, now, credentials.refresh_ttl)
 
 
@@ -194,7 +208,8 @@ async def prune(db: Database) -> None:
     """Drop failure counters that no longer throttle anyone and long-expired refresh tokens."""
     now = utcnow()
     async with db.transaction() as conn:
-        dropped = await repository.prune(conn, failures_before=THROTTLE.window_start(now),
-                                         tokens_expired_before=now - EXPIRED_TOKEN_RETENTION)
+        dropped = await repository.prune(
+            conn, failures_before=THROTTLE.window_start(now), tokens_expired_before=now - EXPIRED_TOKEN_RETENTION
+        )
     if dropped:
         log.info("identity pruned", rows=dropped)

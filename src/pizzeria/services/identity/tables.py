@@ -10,7 +10,8 @@ from pizzeria.kit.db import UTCDateTime
 metadata = sa.MetaData()
 
 users = sa.Table(
-    "users", metadata,
+    "users",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     # Stored normalized (trimmed, lower case), so this unique index is case-insensitive. Deleted
     # accounts keep their address: it cannot be registered again while the row exists.
@@ -25,7 +26,8 @@ users = sa.Table(
 )
 
 refresh_tokens = sa.Table(
-    "refresh_tokens", metadata,
+    "refresh_tokens",
+    metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),  # SHA-256 hex of the token
     sa.Column("family_id", sa.Uuid, nullable=False, index=True),
     sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id"), nullable=False, index=True),
@@ -35,7 +37,8 @@ refresh_tokens = sa.Table(
 )
 
 login_failures = sa.Table(
-    "login_failures", metadata,
+    "login_failures",
+    metadata,
     # SHA-256 of "<scope>:<email or IP>": the counters outlive accounts, the addresses need not.
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("scope", sa.String(8), nullable=False),  # email | ip
@@ -44,7 +47,8 @@ login_failures = sa.Table(
 )
 
 identity_meta = sa.Table(
-    "identity_meta", metadata,
+    "identity_meta",
+    metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )

@@ -48,8 +48,14 @@ class StockLevel(BaseModel):
 
 
 def ticket_view(row: Any) -> TicketView:
-    return TicketView(id=row.id, order_id=row.order_id, status=TicketStatus(row.status), lines=row.lines,
-                      created_at=row.created_at, updated_at=row.updated_at)
+    return TicketView(
+        id=row.id,
+        order_id=row.order_id,
+        status=TicketStatus(row.status),
+        lines=row.lines,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 @router.get("/kitchen/tickets", response_model=TicketList, summary="Tickets, oldest first")
@@ -64,8 +70,11 @@ async def list_tickets(
     return TicketList(items=[ticket_view(r) for r in rows])
 
 
-@router.post("/kitchen/tickets/{ticket_id}/advance", response_model=TicketView,
-             summary="Move a ticket on: queued → preparing → baking → ready")
+@router.post(
+    "/kitchen/tickets/{ticket_id}/advance",
+    response_model=TicketView,
+    summary="Move a ticket on: queued → preparing → baking → ready",
+)
 async def advance(ticket_id: UUID, runtime: RuntimeDep) -> TicketView:
     await handlers.advance_ticket(runtime.uow(), ticket_id)
     async with runtime.db.read() as conn:
@@ -77,8 +86,14 @@ async def advance(ticket_id: UUID, runtime: RuntimeDep) -> TicketView:
 async def inventory(runtime: RuntimeDep) -> Inventory:
     async with runtime.db.read() as conn:
         rows = await repository.all_stock(conn)
-    return Inventory(items=[IngredientView(ingredient=r.name, on_hand=r.on_hand, reserved=r.reserved,
-                                           consumed=r.consumed, received=r.received) for r in rows])
+    return Inventory(
+        items=[
+            IngredientView(
+                ingredient=r.name, on_hand=r.on_hand, reserved=r.reserved, consumed=r.consumed, received=r.received
+            )
+            for r in rows
+        ]
+    )
 
 
 @router.put("/inventory/{ingredient}", response_model=IngredientView, summary="Set an ingredient's stock level")
@@ -92,5 +107,6 @@ async def restock(
         row = (await repository.stock(conn, [ingredient])).get(ingredient)
     if row is None:  # pragma: no cover - just written
         raise NotFound(f"ingredient {ingredient} does not exist")
-    return IngredientView(ingredient=row.name, on_hand=row.on_hand, reserved=row.reserved, consumed=row.consumed,
-                          received=row.received)
+    return IngredientView(
+        ingredient=row.name, on_hand=row.on_hand, reserved=row.reserved, consumed=row.consumed, received=row.received
+    )

@@ -35,6 +35,10 @@ def create_app(settings: Settings | None = None, own: KitchenSettings | None = N
         await handlers.seed_opening_stock(runtime.uow())
 
     return service_app(
-        runtime, None, migrations=MIGRATIONS, routers=[router], on_start=seed,
+        runtime,
+        None,
+        migrations=MIGRATIONS,
+        routers=[router],
+        on_start=seed,
         description="Kitchen: stock, reservations, recipes and tickets.",
     )

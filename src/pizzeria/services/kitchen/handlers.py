@@ -46,7 +46,9 @@ def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerR
     """What the kitchen consumer group handles; `wake_autopilot` is called when a ticket is queued."""
     registry = HandlerRegistry()
     commands: dict[type[Any], Callable[[Any, UnitOfWork], Awaitable[None]]] = {
-        ReserveIngredients: reserve, ReleaseIngredients: release, CancelTicket: cancel_ticket,
+        ReserveIngredients: reserve,
+        ReleaseIngredients: release,
+        CancelTicket: cancel_ticket,
         QueueTicket: lambda command, uow: queue_ticket(command, uow, wake_autopilot),
     }
 
@@ -66,8 +68,9 @@ def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerR
         the recipes they need and the stock are read once; each command then acts in memory,
         and the writes are made at commit, one statement per table."""
         await repository.load_orders(uow, {item.message.order_id for item in items})
-        await repository.load_recipes(uow, {ln.menu_item_id for item in items
-                                            for ln in getattr(item.message, "lines", ())})
+        await repository.load_recipes(
+            uow, {ln.menu_item_id for item in items for ln in getattr(item.message, "lines", ())}
+        )
         for item in items:
             with item.handling():
                 await commands[type(item.message)](item.message, uow)
@@ -79,20 +82,26 @@ async def reserve(command: ReserveIngredients, uow: UnitOfWork) -> None:
     existing = await repository.held(uow, command.order_id)
     if existing:  # the same order again (a re-sent command): answer as before, or not at all
         if all(r.status != "released" for r in existing):  # once released, the order is over
-            uow.emit(IngredientsReserved(order_id=command.order_id,
-                                         reserved=_amounts({r.ingredient: r.quantity for r in existing})))
+            uow.emit(
+                IngredientsReserved(
+                    order_id=command.order_id, reserved=_amounts({r.ingredient: r.quantity for r in existing})
+                )
+            )
         return
     recipes = await repository.recipes_for_run(uow, [ln.menu_item_id for ln in command.lines])
     need = needs([Line(ln.menu_item_id, ln.quantity) for ln in command.lines], recipes)
     stock = await repository.levels(uow)
     short = shortages(need, {name: level.on_hand for name, level in stock.items()})
     if short:
-        uow.emit(IngredientsUnavailable(order_id=command.order_id, missing=[
-            Shortage(ingredient=i, needed=n, available=a) for i, (n, a) in short.items()]))
+        uow.emit(
+            IngredientsUnavailable(
+                order_id=command.order_id,
+                missing=[Shortage(ingredient=i, needed=n, available=a) for i, (n, a) in short.items()],
+            )
+        )
         return
     await repository.hold(uow, command.order_id, need, utcnow())
     uow.emit(IngredientsReserved(order_id=command.order_id, reserved=_amounts(need)))
-
 
 
 async def release(command: ReleaseIngredients, uow: UnitOfWork) -> None:
@@ -104,21 +113,26 @@ async def release(command: ReleaseIngredients, uow: UnitOfWork) -> None:
     uow.emit(IngredientsReleased(order_id=command.order_id, released=_amounts(released)))
 
 
-
 async def queue_ticket(command: QueueTicket, uow: UnitOfWork, wake_autopilot: Callable[[], None] | None) -> None:
     current = await repository.ticket_for_order(uow, command.order_id)
     if current is None:
         now = utcnow()
         ticket_id = uuid7()
-        repository.add_ticket(uow, {
-            "id": ticket_id, "order_id": command.order_id, "status": TicketStatus.QUEUED.value,
-            "lines": [ln.model_dump(mode="json") for ln in command.lines], "created_at": now, "updated_at": now,
-            "traceparent": context.traceparent.get(),
-        })
+        repository.add_ticket(
+            uow,
+            {
+                "id": ticket_id,
+                "order_id": command.order_id,
+                "status": TicketStatus.QUEUED.value,
+                "lines": [ln.model_dump(mode="json") for ln in command.lines],
+                "created_at": now,
+                "updated_at": now,
+                "traceparent": context.traceparent.get(),
+            },
+        )
         uow.emit(TicketQueued(order_id=command.order_id, ticket_id=ticket_id))
         if wake_autopilot is not None:
             uow.after_commit(wake_autopilot)
-
 
 
 async def cancel_ticket(command: CancelTicket, uow: UnitOfWork) -> None:
@@ -128,10 +142,18 @@ async def cancel_ticket(command: CancelTicket, uow: UnitOfWork) -> None:
         return
     now = utcnow()
     if current is None:  # cancelled before it was queued: leave a tombstone
-        repository.add_ticket(uow, {
-            "id": uuid7(), "order_id": command.order_id, "status": TicketStatus.CANCELLED.value, "lines": [],
-            "created_at": now, "updated_at": now, "traceparent": context.traceparent.get(),
-        })
+        repository.add_ticket(
+            uow,
+            {
+                "id": uuid7(),
+                "order_id": command.order_id,
+                "status": TicketStatus.CANCELLED.value,
+                "lines": [],
+                "created_at": now,
+                "updated_at": now,
+                "traceparent": context.traceparent.get(),
+            },
+        )
     elif current.status == TicketStatus.QUEUED:
         await repository.set_ticket_status(uow, current, TicketStatus.CANCELLED.value, now)
     uow.emit(TicketCancelled(order_id=command.order_id))
@@ -147,8 +169,11 @@ async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
         status = next_status(TicketStatus(ticket.status))
         now = utcnow()
         # Part of the order's trace (the ticket keeps the trace of the command that queued it).
-        with tracing.span(f"kitchen ticket {status.value}", parent=ticket.traceparent,
-                          attributes={"order.id": str(ticket.order_id), "ticket.id": str(ticket_id)}):
+        with tracing.span(
+            f"kitchen ticket {status.value}",
+            parent=ticket.traceparent,
+            attributes={"order.id": str(ticket.order_id), "ticket.id": str(ticket_id)},
+        ):
             await repository.set_ticket_status(uow, ticket, status.value, now)
             if status is TicketStatus.PREPARING:
                 await repository.consume(uow, ticket.order_id, now)

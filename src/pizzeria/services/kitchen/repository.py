@@ -16,15 +16,19 @@ from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
 
 _RECIPES = sa.select(recipes).where(recipes.c.menu_item_id.in_(sa.bindparam("ids", expanding=True)))
-_STOCK = sa.select(ingredients).where(ingredients.c.name.in_(sa.bindparam("names", expanding=True))).order_by(
-    ingredients.c.name
+_STOCK = (
+    sa.select(ingredients)
+    .where(ingredients.c.name.in_(sa.bindparam("names", expanding=True)))
+    .order_by(ingredients.c.name)
 )
 _ALL_STOCK = sa.select(ingredients).order_by(ingredients.c.name)
 _SET_LEVEL = ingredients.update().where(ingredients.c.name == sa.bindparam("n"))
 _RESERVATIONS_OF = sa.select(reservations).where(reservations.c.order_id.in_(sa.bindparam("ids", expanding=True)))
-_SET_RESERVATIONS = reservations.update().where(
-    reservations.c.order_id == sa.bindparam("oid"), reservations.c.status == sa.bindparam("from_status")
-).values(status=sa.bindparam("to_status"), updated_at=sa.bindparam("at"))
+_SET_RESERVATIONS = (
+    reservations.update()
+    .where(reservations.c.order_id == sa.bindparam("oid"), reservations.c.status == sa.bindparam("from_status"))
+    .values(status=sa.bindparam("to_status"), updated_at=sa.bindparam("at"))
+)
 _TICKETS_OF = sa.select(tickets).where(tickets.c.order_id.in_(sa.bindparam("ids", expanding=True)))
 _TICKET = sa.select(tickets).where(tickets.c.id == sa.bindparam("ticket_id"))
 _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
@@ -32,17 +36,35 @@ _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
 
 # -- recipes -------------------------------------------------------------------------------------
 
-async def apply_recipe(conn: AsyncConnection, menu_item_id: UUID, name: str, recipe: Mapping[str, int],
-                       version: int, *, removed: bool = False) -> None:
+
+async def apply_recipe(
+    conn: AsyncConnection,
+    menu_item_id: UUID,
+    name: str,
+    recipe: Mapping[str, int],
+    version: int,
+    *,
+    removed: bool = False,
+) -> None:
     """Keep the newest version of an item's recipe (a late, older event changes nothing)."""
-    await conn.execute(upsert(conn, recipes, ["menu_item_id"], only_if_newer="version"), {
-        "menu_item_id": menu_item_id, "name": name, "ingredients": dict(recipe), "removed": removed,
-        "version": version})
+    await conn.execute(
+        upsert(conn, recipes, ["menu_item_id"], only_if_newer="version"),
+        {
+            "menu_item_id": menu_item_id,
+            "name": name,
+            "ingredients": dict(recipe),
+            "removed": removed,
+            "version": version,
+        },
+    )
 
 
 async def mark_recipe_removed(conn: AsyncConnection, menu_item_id: UUID, version: int) -> None:
-    await conn.execute(recipes.update().where(recipes.c.menu_item_id == menu_item_id, recipes.c.version < version)
-                       .values(removed=True, version=version))
+    await conn.execute(
+        recipes.update()
+        .where(recipes.c.menu_item_id == menu_item_id, recipes.c.version < version)
+        .values(removed=True, version=version)
+    )
 
 
 async def recipes_for(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID, dict[str, int]]:
@@ -67,6 +89,7 @@ async def recipes_for_run(uow: UnitOfWork, ids: Iterable[UUID]) -> dict[UUID, di
 
 # -- stock ---------------------------------------------------------------------------------------
 
+
 async def stock(conn: AsyncConnection, names: Iterable[str], *, for_update: bool = False) -> dict[str, Any]:
     """Ingredient rows, locked in name order on PostgreSQL so concurrent reservations never
     deadlock."""
@@ -79,6 +102,7 @@ async def all_stock(conn: AsyncConnection) -> list[Any]:
 
 
 # -- what a unit of work changes: loaded once, changed in memory, written at commit -------------
+
 
 @dataclass
 class Level:
@@ -118,8 +142,17 @@ async def levels(uow: UnitOfWork) -> dict[str, Level]:
 
 
 def _changed(uow: UnitOfWork, level: Level, at: datetime) -> None:
-    uow.stage(_write_levels, {"n": level.name, "on_hand": level.on_hand, "reserved": level.reserved,
-                              "consumed": level.consumed, "updated_at": at}, key=level.name)
+    uow.stage(
+        _write_levels,
+        {
+            "n": level.name,
+            "on_hand": level.on_hand,
+            "reserved": level.reserved,
+            "consumed": level.consumed,
+            "updated_at": at,
+        },
+        key=level.name,
+    )
 
 
 async def _write_levels(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -158,8 +191,10 @@ async def hold(uow: UnitOfWork, order_id: UUID, need: Mapping[str, int], at: dat
         level.reserved += quantity
         _changed(uow, level, at)
         holdings.append(Holding(ingredient, quantity, "held"))
-        uow.stage(_insert_reservations, {"order_id": order_id, "ingredient": ingredient, "quantity": quantity,
-                                         "status": "held", "updated_at": at})
+        uow.stage(
+            _insert_reservations,
+            {"order_id": order_id, "ingredient": ingredient, "quantity": quantity, "status": "held", "updated_at": at},
+        )
 
 
 async def _insert_reservations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -204,8 +239,10 @@ RELEASED_MARK = "*"  # the ingredient of the mark a release leaves when nothing 
 
 async def mark_released(uow: UnitOfWork, order_id: UUID, at: datetime) -> None:
     (await held(uow, order_id)).append(Holding(RELEASED_MARK, 0, "released"))
-    uow.stage(_insert_reservations, {"order_id": order_id, "ingredient": RELEASED_MARK, "quantity": 0,
-                                     "status": "released", "updated_at": at})
+    uow.stage(
+        _insert_reservations,
+        {"order_id": order_id, "ingredient": RELEASED_MARK, "quantity": 0, "status": "released", "updated_at": at},
+    )
 
 
 async def set_on_hand(conn: AsyncConnection, name: str, on_hand: int, at: datetime) -> int:
@@ -213,12 +250,18 @@ async def set_on_hand(conn: AsyncConnection, name: str, on_hand: int, at: dateti
     moves with it, so stock stays conserved."""
     current = (await stock(conn, [name], for_update=True)).get(name)
     if current is None:
-        await conn.execute(ingredients.insert().values(name=name, on_hand=on_hand, reserved=0, consumed=0,
-                                                       received=on_hand, updated_at=at))
+        await conn.execute(
+            ingredients.insert().values(
+                name=name, on_hand=on_hand, reserved=0, consumed=0, received=on_hand, updated_at=at
+            )
+        )
         return on_hand
     delta = on_hand - current.on_hand
-    await conn.execute(ingredients.update().where(ingredients.c.name == name).values(
-        on_hand=on_hand, received=ingredients.c.received + delta, updated_at=at))
+    await conn.execute(
+        ingredients.update()
+        .where(ingredients.c.name == name)
+        .values(on_hand=on_hand, received=ingredients.c.received + delta, updated_at=at)
+    )
     return int(delta)
 
 
@@ -259,16 +302,18 @@ async def _update_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
 
 
 async def tickets_by_status(conn: AsyncConnection, statuses: Iterable[str], limit: int) -> list[Any]:
-    query = (sa.select(tickets).where(tickets.c.status.in_(list(statuses)))
-             .order_by(tickets.c.created_at).limit(limit))
+    query = sa.select(tickets).where(tickets.c.status.in_(list(statuses))).order_by(tickets.c.created_at).limit(limit)
     return list(await conn.execute(query))
 
 
 async def tickets_due(conn: AsyncConnection, before: datetime, limit: int) -> list[Any]:
     """Tickets still cooking whose current stage began before `before` (for the autopilot)."""
-    query = (sa.select(tickets.c.id).where(tickets.c.status.in_(["queued", "preparing", "baking"]),
-                                           tickets.c.updated_at <= before)
-             .order_by(tickets.c.updated_at).limit(limit))
+    query = (
+        sa.select(tickets.c.id)
+        .where(tickets.c.status.in_(["queued", "preparing", "baking"]), tickets.c.updated_at <= before)
+        .order_by(tickets.c.updated_at)
+        .limit(limit)
+    )
     return [r.id for r in await conn.execute(query)]
 
 

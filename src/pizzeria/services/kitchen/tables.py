@@ -9,7 +9,8 @@ from pizzeria.kit.db import JSONType, UTCDateTime
 metadata = sa.MetaData()
 
 recipes = sa.Table(
-    "recipes", metadata,
+    "recipes",
+    metadata,
     sa.Column("menu_item_id", sa.Uuid, primary_key=True),
     sa.Column("name", sa.String(120), nullable=False),
     sa.Column("ingredients", JSONType, nullable=False),  # {ingredient: quantity per pizza}
@@ -20,7 +21,8 @@ recipes = sa.Table(
 # Per ingredient: what is on hand, held for orders, cooked, and everything ever received;
 # on_hand + reserved + consumed == received always.
 ingredients = sa.Table(
-    "ingredients", metadata,
+    "ingredients",
+    metadata,
     sa.Column("name", sa.String(40), primary_key=True),
     sa.Column("on_hand", sa.BigInteger, nullable=False),
     sa.Column("reserved", sa.BigInteger, nullable=False),
@@ -30,7 +32,8 @@ ingredients = sa.Table(
 )
 
 reservations = sa.Table(
-    "reservations", metadata,
+    "reservations",
+    metadata,
     sa.Column("order_id", sa.Uuid, primary_key=True),
     sa.Column("ingredient", sa.String(40), primary_key=True),
     sa.Column("quantity", sa.BigInteger, nullable=False),
@@ -40,7 +43,8 @@ reservations = sa.Table(
 sa.Index("ix_reservations_status", reservations.c.status)
 
 tickets = sa.Table(
-    "tickets", metadata,
+    "tickets",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("order_id", sa.Uuid, nullable=False, unique=True),
     sa.Column("status", sa.String(16), nullable=False),  # queued → preparing → baking → ready | cancelled
@@ -53,7 +57,8 @@ tickets = sa.Table(
 sa.Index("ix_tickets_status", tickets.c.status, tickets.c.updated_at)
 
 kitchen_meta = sa.Table(
-    "kitchen_meta", metadata,
+    "kitchen_meta",
+    metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )

@@ -38,8 +38,15 @@ class NotificationList(BaseModel):
 def view(row: Any) -> NotificationView:
     recipient = mask_email(row.recipient) if row.channel == "email" else mask_phone(row.recipient)
     return NotificationView(
-        id=row.id, customer_id=row.customer_id, order_id=row.order_id, template=row.template,
-        channel=row.channel, recipient=recipient, subject=row.subject, body=row.body, status=row.status,
+        id=row.id,
+        customer_id=row.customer_id,
+        order_id=row.order_id,
+        template=row.template,
+        channel=row.channel,
+        recipient=recipient,
+        subject=row.subject,
+        body=row.body,
+        status=row.status,
         created_at=row.created_at,
     )
 
@@ -55,7 +62,8 @@ async def list_notifications(
 ) -> NotificationList:
     customer_id = owner_scope(caller) or customer_id
     async with runtime.db.read() as conn:
-        rows = await repository.history(conn, customer_id=customer_id, order_id=order_id, limit=limit + 1,
-                                        before=cursor)
+        rows = await repository.history(
+            conn, customer_id=customer_id, order_id=order_id, limit=limit + 1, before=cursor
+        )
     page = rows[:limit]
     return NotificationList(items=[view(r) for r in page], next_cursor=page[-1].id if len(rows) > limit else None)

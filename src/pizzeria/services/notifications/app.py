@@ -34,6 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await repository.seed_templates(conn, DEFAULT_TEMPLATES)
 
     return service_app(
-        runtime, None, migrations=MIGRATIONS, routers=[router], on_start=seed,
+        runtime,
+        None,
+        migrations=MIGRATIONS,
+        routers=[router],
+        on_start=seed,
         description="Notifications: email, SMS and push about every order status change.",
     )

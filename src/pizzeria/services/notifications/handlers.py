@@ -55,12 +55,23 @@ async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: st
             continue
         subject, body = tmpl.render(values)
         queued += 1
-        repository.add_notification(uow, {
-            "id": uuid7(), "customer_id": contact.customer_id, "order_id": order_id, "event_id": event_id,
-            "traceparent": context.traceparent.get(),
-            "template": template, "channel": channel, "recipient": address, "subject": subject, "body": body,
-            "status": "queued", "created_at": now,
-        })
+        repository.add_notification(
+            uow,
+            {
+                "id": uuid7(),
+                "customer_id": contact.customer_id,
+                "order_id": order_id,
+                "event_id": event_id,
+                "traceparent": context.traceparent.get(),
+                "template": template,
+                "channel": channel,
+                "recipient": address,
+                "subject": subject,
+                "body": body,
+                "status": "queued",
+                "created_at": now,
+            },
+        )
     return queued
 
 
@@ -81,33 +92,54 @@ def build_events(wake_dispatcher: Callable[[], None]) -> HandlerRegistry:
                 await ON[type(item.message)](item.message, item.envelope, uow)
 
     async def on_order_placed(event: OrderPlaced, env: Envelope, uow: UnitOfWork) -> None:
-        repository.add_contact(uow, event.order_id, event.customer_id, event.contact.email, event.contact.phone,
-                               utcnow())
-        await queue(uow, event_id=env.id, order_id=event.order_id, template="order_placed",
-                    values={"total": money(event.total, event.currency)})
+        repository.add_contact(
+            uow, event.order_id, event.customer_id, event.contact.email, event.contact.phone, utcnow()
+        )
+        await queue(
+            uow,
+            event_id=env.id,
+            order_id=event.order_id,
+            template="order_placed",
+            values={"total": money(event.total, event.currency)},
+        )
         for row in await repository.take_deferred(uow.conn, event.order_id):
-            await queue(uow, event_id=row.event_id, order_id=row.order_id, template=row.template,
-                        values=dict(row.values))
+            await queue(
+                uow, event_id=row.event_id, order_id=row.order_id, template=row.template, values=dict(row.values)
+            )
 
     async def on_status_changed(event: OrderStatusChanged, env: Envelope, uow: UnitOfWork) -> None:
         reason = REASONS.get(event.reason or "", event.reason or "")
-        await queue(uow, event_id=env.id, order_id=event.order_id, template=f"order_{event.status}",
-                    values={"reason": reason})
+        await queue(
+            uow, event_id=env.id, order_id=event.order_id, template=f"order_{event.status}", values={"reason": reason}
+        )
 
     async def on_payment_refunded(event: PaymentRefunded, env: Envelope, uow: UnitOfWork) -> None:
-        await queue(uow, event_id=env.id, order_id=event.order_id, template="payment_refunded",
-                    values={"total": money(event.amount, event.currency)})
+        await queue(
+            uow,
+            event_id=env.id,
+            order_id=event.order_id,
+            template="payment_refunded",
+            values={"total": money(event.amount, event.currency)},
+        )
 
     async def on_cancellation_refused(event: OrderCancellationRefused, env: Envelope, uow: UnitOfWork) -> None:
         await queue(uow, event_id=env.id, order_id=event.order_id, template="order_cancellation_refused", values={})
 
     async def on_payment_completed(event: PaymentCompleted, env: Envelope, uow: UnitOfWork) -> None:
-        await queue(uow, event_id=env.id, order_id=event.order_id, template="payment_receipt",
-                    values={"total": money(event.amount, event.currency), "charge_ref": event.provider_charge_id})
+        await queue(
+            uow,
+            event_id=env.id,
+            order_id=event.order_id,
+            template="payment_receipt",
+            values={"total": money(event.amount, event.currency), "charge_ref": event.provider_charge_id},
+        )
 
     ON: dict[type[Any], Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]] = {
-        OrderPlaced: on_order_placed, OrderStatusChanged: on_status_changed, PaymentRefunded: on_payment_refunded,
-        OrderCancellationRefused: on_cancellation_refused, PaymentCompleted: on_payment_completed,
+        OrderPlaced: on_order_placed,
+        OrderStatusChanged: on_status_changed,
+        PaymentRefunded: on_payment_refunded,
+        OrderCancellationRefused: on_cancellation_refused,
+        PaymentCompleted: on_payment_completed,
     }
     return events
 
@@ -122,8 +154,9 @@ async def release_deferred(uow: UnitOfWork, limit: int = 100) -> int:
     async with uow:
         rows = await repository.deferred_with_contact(uow.conn, limit)
         for row in rows:
-            await notify(uow, event_id=row.event_id, order_id=row.order_id, template=row.template,
-                         values=dict(row.values))
+            await notify(
+                uow, event_id=row.event_id, order_id=row.order_id, template=row.template, values=dict(row.values)
+            )
             await repository.drop_deferred(uow.conn, row.event_id, row.template)
         await uow.commit()
     return len(rows)
@@ -153,13 +186,22 @@ class NotificationSender:
         async with self.runtime.uow() as uow:
             rows = await repository.claim_queued(uow.conn, self.batch)
             for row in rows:
-                await self.sender.send(channel=row.channel, recipient=row.recipient, subject=row.subject,
-                                       body=row.body)
-                with tracing.span(f"notifications send {row.channel}", parent=row.traceparent or "",
-                                  attributes={"notification.id": str(row.id), "order.id": str(row.order_id)}):
-                    uow.emit(NotificationSent(notification_id=row.id, customer_id=row.customer_id,
-                                              order_id=row.order_id, template=row.template, channel=row.channel,
-                                              at=utcnow()))
+                await self.sender.send(channel=row.channel, recipient=row.recipient, subject=row.subject, body=row.body)
+                with tracing.span(
+                    f"notifications send {row.channel}",
+                    parent=row.traceparent or "",
+                    attributes={"notification.id": str(row.id), "order.id": str(row.order_id)},
+                ):
+                    uow.emit(
+                        NotificationSent(
+                            notification_id=row.id,
+                            customer_id=row.customer_id,
+                            order_id=row.order_id,
+                            template=row.template,
+                            channel=row.channel,
+                            at=utcnow(),
+                        )
+                    )
             if rows:
                 await repository.mark(uow.conn, [r.id for r in rows], "sent")
             await uow.commit()

@@ -2,6 +2,4 @@
 
 from prometheus_client import Counter
 
-notifications_sent = Counter(
-    "pizzeria_notifications_sent_total", "Notifications delivered, by channel.", ["channel"]
-)
+notifications_sent = Counter("pizzeria_notifications_sent_total", "Notifications delivered, by channel.", ["channel"])

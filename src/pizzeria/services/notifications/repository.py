@@ -57,14 +57,18 @@ class Contact:
 _NO_CONTACT = Contact(UUID(int=0), "", None, None)  # remembered: looked up, not there
 
 
-def add_contact(uow: UnitOfWork, order_id: UUID, customer_id: str, email: str | None, phone: str | None,
-                at: datetime) -> Contact:
+def add_contact(
+    uow: UnitOfWork, order_id: UUID, customer_id: str, email: str | None, phone: str | None, at: datetime
+) -> Contact:
     found = uow.recall("contact", order_id)
     if found is not None and found is not _NO_CONTACT:
         return found  # type: ignore[no-any-return]
     contact = Contact(order_id, customer_id, email, phone)
-    uow.stage(_insert_contacts, {"order_id": order_id, "customer_id": customer_id, "email": email, "phone": phone,
-                                 "created_at": at}, key=order_id)
+    uow.stage(
+        _insert_contacts,
+        {"order_id": order_id, "customer_id": customer_id, "email": email, "phone": phone, "created_at": at},
+        key=order_id,
+    )
     return uow.remember("contact", order_id, contact)
 
 
@@ -91,9 +95,10 @@ async def contact(uow: UnitOfWork, order_id: UUID) -> Contact | None:
 
 
 async def seed_templates(conn: AsyncConnection, defaults: list[MessageTemplate]) -> None:
-    await conn.execute(insert_ignore(conn, templates), [
-        {"name": t.name, "channel": t.channel, "subject": t.subject, "body": t.body} for t in defaults
-    ])
+    await conn.execute(
+        insert_ignore(conn, templates),
+        [{"name": t.name, "channel": t.channel, "subject": t.subject, "body": t.body} for t in defaults],
+    )
 
 
 async def all_templates(conn: AsyncConnection) -> dict[str, dict[str, MessageTemplate]]:
@@ -113,10 +118,11 @@ async def _insert_notifications(conn: AsyncConnection, rows: list[dict[str, Any]
     await conn.execute(insert_ignore(conn, notifications), rows)
 
 
-def defer(uow: UnitOfWork, event_id: str, template: str, order_id: UUID, values: dict[str, str],
-          at: datetime) -> None:
-    uow.stage(_insert_deferred, {"event_id": event_id, "template": template, "order_id": order_id,
-                                 "values": values, "created_at": at})
+def defer(uow: UnitOfWork, event_id: str, template: str, order_id: UUID, values: dict[str, str], at: datetime) -> None:
+    uow.stage(
+        _insert_deferred,
+        {"event_id": event_id, "template": template, "order_id": order_id, "values": values, "created_at": at},
+    )
 
 
 async def _insert_deferred(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -152,8 +158,9 @@ async def mark(conn: AsyncConnection, ids: list[UUID], status: str) -> None:
     await conn.execute(_MARK.values(status=status), {"ids": ids})
 
 
-async def history(conn: AsyncConnection, *, customer_id: str | None, order_id: UUID | None, limit: int,
-                  before: UUID | None) -> list[Any]:
+async def history(
+    conn: AsyncConnection, *, customer_id: str | None, order_id: UUID | None, limit: int, before: UUID | None
+) -> list[Any]:
     query = sa.select(notifications).order_by(notifications.c.id.desc()).limit(limit)
     if customer_id is not None:
         query = query.where(notifications.c.customer_id == customer_id)

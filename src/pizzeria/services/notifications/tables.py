@@ -9,7 +9,8 @@ from pizzeria.kit.db import JSONType, UTCDateTime
 metadata = sa.MetaData()
 
 contacts = sa.Table(
-    "order_contacts", metadata,
+    "order_contacts",
+    metadata,
     sa.Column("order_id", sa.Uuid, primary_key=True),
     sa.Column("customer_id", sa.String(64), nullable=False),
     sa.Column("email", sa.String(254), nullable=True),
@@ -18,7 +19,8 @@ contacts = sa.Table(
 )
 
 templates = sa.Table(
-    "templates", metadata,
+    "templates",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("channel", sa.String(16), primary_key=True),
     sa.Column("subject", sa.String(200), nullable=False),
@@ -26,7 +28,8 @@ templates = sa.Table(
 )
 
 notifications = sa.Table(
-    "notifications", metadata,
+    "notifications",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("customer_id", sa.String(64), nullable=False),
     sa.Column("order_id", sa.Uuid, nullable=True),
@@ -48,7 +51,8 @@ sa.Index("ix_notifications_order", notifications.c.order_id)
 # Notifications whose order's contact details have not arrived yet (events of two topics can
 # arrive in either order); they go out as soon as the contact is known.
 deferred = sa.Table(
-    "deferred_notifications", metadata,
+    "deferred_notifications",
+    metadata,
     sa.Column("event_id", sa.String(64), primary_key=True),
     sa.Column("template", sa.String(64), primary_key=True),
     sa.Column("order_id", sa.Uuid, nullable=False, index=True),

@@ -31,6 +31,7 @@ from pizzeria.services.orders.schemas import (
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
+
 class MissingIdempotencyKey(BadRequest):
     type_slug = "idempotency-key-missing"
     title = "Idempotency-Key header required"
@@ -43,13 +44,23 @@ class BadCursor(BadRequest):
 
 def view(order: Order) -> OrderView:
     return OrderView(
-        id=order.id, customer_id=order.customer_id, status=order.status,
-        items=[OrderLineView(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity,
-                             unit_price=ln.unit_price) for ln in order.lines],
-        total=order.total, currency=order.currency, cancel_reason=order.cancel_reason,
-        payment_status=order.payment_status, delivery_address=order.delivery_address,
+        id=order.id,
+        customer_id=order.customer_id,
+        status=order.status,
+        items=[
+            OrderLineView(
+                menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity, unit_price=ln.unit_price
+            )
+            for ln in order.lines
+        ],
+        total=order.total,
+        currency=order.currency,
+        cancel_reason=order.cancel_reason,
+        payment_status=order.payment_status,
+        delivery_address=order.delivery_address,
         cancel_requested=order.cancel_requested,
-        created_at=order.created_at, updated_at=order.updated_at or order.created_at,
+        created_at=order.created_at,
+        updated_at=order.updated_at or order.created_at,
         history=[HistoryEntry(status=s, at=at) for s, at in order.history],
     )
 
@@ -57,11 +68,19 @@ def view(order: Order) -> OrderView:
 def view_from_model(row: Any) -> OrderView:
     """An order as the read model has it."""
     return OrderView(
-        id=row.id, customer_id=row.customer_id, status=Status(row.status),
-        items=[OrderLineView.model_validate(i) for i in row.items], total=row.total, currency=row.currency,
-        cancel_reason=row.cancel_reason, cancel_requested=row.cancel_requested,
-        payment_status=row.payment_status, delivery_address=row.delivery_address, courier_name=row.courier_name,
-        created_at=row.created_at, updated_at=row.updated_at,
+        id=row.id,
+        customer_id=row.customer_id,
+        status=Status(row.status),
+        items=[OrderLineView.model_validate(i) for i in row.items],
+        total=row.total,
+        currency=row.currency,
+        cancel_reason=row.cancel_reason,
+        cancel_requested=row.cancel_requested,
+        payment_status=row.payment_status,
+        delivery_address=row.delivery_address,
+        courier_name=row.courier_name,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
         history=[HistoryEntry(status=h["status"], at=h["at"]) for h in row.history],
     )
 
@@ -71,10 +90,16 @@ def request_hash(body: PlaceOrderBody) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-@router.post("", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,
-             summary="Place an order (idempotent per Idempotency-Key)",
-             responses={400: {"description": "Idempotency-Key missing"},
-                        422: {"description": "invalid order, or key reused with another body"}})
+@router.post(
+    "",
+    response_model=OrderView,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Place an order (idempotent per Idempotency-Key)",
+    responses={
+        400: {"description": "Idempotency-Key missing"},
+        422: {"description": "invalid order, or key reused with another body"},
+    },
+)
 async def place_order(
     body: PlaceOrderBody,
     runtime: RuntimeDep,
@@ -86,10 +111,14 @@ async def place_order(
     if not idempotency_key or not idempotency_key.strip():
         raise MissingIdempotencyKey("send an Idempotency-Key header (a fresh UUID per order) so retries are safe")
     cmd = handlers.PlaceOrder(
-        customer_id=customer.user_id, idempotency_key=idempotency_key.strip(), request_hash=request_hash(body),
+        customer_id=customer.user_id,
+        idempotency_key=idempotency_key.strip(),
+        request_hash=request_hash(body),
         lines=[RequestedLine(i.menu_item_id, i.size, i.quantity) for i in body.items],
-        payment_token=body.payment.token, delivery_address=body.delivery_address,
-        email=body.contact.email, phone=body.contact.phone,
+        payment_token=body.payment.token,
+        delivery_address=body.delivery_address,
+        email=body.contact.email,
+        phone=body.contact.phone,
     )
     try:
         order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga)
@@ -135,13 +164,24 @@ STREAM_RECHECK_S = 2.0
 STREAM_KEEPALIVE_S = 15.0
 
 
-@router.get("/{order_id}/stream", summary="The order's status, live (server-sent events)",
-            response_class=StreamingResponse,
-            responses={200: {"description": "`event: order` with the order JSON at once and at every change; "
-                                             "`event: end` once it is delivered or cancelled",
-                             "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: RuntimeDep, parts: OrdersDep,
-                       ) -> StreamingResponse:
+@router.get(
+    "/{order_id}/stream",
+    summary="The order's status, live (server-sent events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`event: order` with the order JSON at once and at every change; "
+            "`event: end` once it is delivered or cancelled",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def stream_order(
+    order_id: UUID,
+    caller: CustomerOrStaff,
+    runtime: RuntimeDep,
+    parts: OrdersDep,
+) -> StreamingResponse:
     owner = owner_scope(caller)
     first = await _order_json(order_id, owner, runtime, parts)  # 404 before the stream starts
 
@@ -165,13 +205,18 @@ async def stream_order(order_id: UUID, caller: CustomerOrStaff, runtime: Runtime
                     quiet = 0.0
             current = await _order_json(order_id, owner, runtime, parts)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
-@router.post("/{order_id}/cancel", response_model=OrderView, status_code=status.HTTP_202_ACCEPTED,
-             summary="Cancel an order (until the kitchen starts cooking it)",
-             responses={409: {"description": "too late: the kitchen has started"}})
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderView,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Cancel an order (until the kitchen starts cooking it)",
+    responses={409: {"description": "too late: the kitchen has started"}},
+)
 async def cancel_order(order_id: UUID, caller: CustomerOrAdmin, runtime: RuntimeDep, parts: OrdersDep) -> OrderView:
     order = await handlers.cancel_order(order_id, owner_scope(caller), runtime.uow(), parts.saga)
     return view(order)
@@ -202,8 +247,10 @@ async def list_orders(
     before = _decode_cursor(cursor) if cursor else None
     async with runtime.db.read() as conn:
         generation = await parts.projections.generation(conn)
-        found = await projection.views(conn, generation, customer_id=customer_id, status=status_filter,
-                                       limit=limit + 1, before=before)
+        found = await projection.views(
+            conn, generation, customer_id=customer_id, status=status_filter, limit=limit + 1, before=before
+        )
     page, more = found[:limit], len(found) > limit
-    return OrderPage(items=[view_from_model(o) for o in page],
-                     next_cursor=_encode_cursor(page[-1].id) if more else None)
+    return OrderPage(
+        items=[view_from_model(o) for o in page], next_cursor=_encode_cursor(page[-1].id) if more else None
+    )

@@ -31,8 +31,13 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
     settings = settings or get_settings()
     runtime = open_runtime(NAME, settings, shared_state=True)
     saga = SagaEngine(place_order_saga(own or OrdersSettings()), listener=on_saga_transition)
-    cache = build_cache("orders", redis_url=settings.redis_url, ttl_s=settings.cache_ttl_s,
-                        tombstone_s=settings.cache_tombstone_s, key_prefix=settings.redis_key_prefix)
+    cache = build_cache(
+        "orders",
+        redis_url=settings.redis_url,
+        ttl_s=settings.cache_ttl_s,
+        tombstone_s=settings.cache_tombstone_s,
+        key_prefix=settings.redis_key_prefix,
+    )
     watch = OrderWatch()
     projections = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache, watch.changed)
 
@@ -42,7 +47,10 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
     runtime.add_worker(projections.run, "projections")
 
     return service_app(
-        runtime, OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch),
-        migrations=MIGRATIONS, routers=[router, ops.router], on_stop=cache.close,
+        runtime,
+        OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch),
+        migrations=MIGRATIONS,
+        routers=[router, ops.router],
+        on_stop=cache.close,
         description="Orders: placement, the order saga, cancellation, and the order read model.",
     )

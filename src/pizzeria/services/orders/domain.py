@@ -160,21 +160,58 @@ class Order:
     stored_history: int = field(default=0, compare=False, repr=False)
 
     @classmethod
-    def place(cls, *, id: UUID, customer_id: str, lines: list[Line], currency: str, payment_token: str,
-              delivery_address: str, email: str | None, phone: str | None, at: datetime) -> Order:
+    def place(
+        cls,
+        *,
+        id: UUID,
+        customer_id: str,
+        lines: list[Line],
+        currency: str,
+        payment_token: str,
+        delivery_address: str,
+        email: str | None,
+        phone: str | None,
+        at: datetime,
+    ) -> Order:
         if not delivery_address.strip():
-            raise ValidationFailed("a delivery address is required",
-                                   errors=[{"field": "delivery_address", "message": "must not be blank"}])
-        order = cls(id=id, customer_id=customer_id, lines=lines, currency=currency, payment_token=payment_token,
-                    delivery_address=delivery_address.strip(), email=email, phone=phone, created_at=at,
-                    updated_at=at, history=[(Status.PENDING, at)])
-        order.events.append(OrderPlaced(
-            order_id=order.id, customer_id=customer_id,
-            items=[OrderLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity,
-                             unit_price=ln.unit_price) for ln in lines],
-            total=order.total, currency=currency, payment_method=PaymentMethod(token=payment_token),
-            delivery_address=order.delivery_address, contact=Contact(email=email, phone=phone), placed_at=at,
-        ))
+            raise ValidationFailed(
+                "a delivery address is required", errors=[{"field": "delivery_address", "message": "must not be blank"}]
+            )
+        order = cls(
+            id=id,
+            customer_id=customer_id,
+            lines=lines,
+            currency=currency,
+            payment_token=payment_token,
+            delivery_address=delivery_address.strip(),
+            email=email,
+            phone=phone,
+            created_at=at,
+            updated_at=at,
+            history=[(Status.PENDING, at)],
+        )
+        order.events.append(
+            OrderPlaced(
+                order_id=order.id,
+                customer_id=customer_id,
+                items=[
+                    OrderLine(
+                        menu_item_id=ln.menu_item_id,
+                        name=ln.name,
+                        size=ln.size,
+                        quantity=ln.quantity,
+                        unit_price=ln.unit_price,
+                    )
+                    for ln in lines
+                ],
+                total=order.total,
+                currency=currency,
+                payment_method=PaymentMethod(token=payment_token),
+                delivery_address=order.delivery_address,
+                contact=Contact(email=email, phone=phone),
+                placed_at=at,
+            )
+        )
         return order
 
     @property
@@ -189,8 +226,14 @@ class Order:
         (any other move leaves a pending one as it is, while the saga compensates)."""
         if not self.can_move_to(status):
             raise Conflict(f"order {self.id} is {self.status}; it cannot become {status}")
-        change = OrderStatusChanged(order_id=self.id, customer_id=self.customer_id, status=status,
-                                    previous_status=self.status, reason=reason, at=at)
+        change = OrderStatusChanged(
+            order_id=self.id,
+            customer_id=self.customer_id,
+            status=status,
+            previous_status=self.status,
+            reason=reason,
+            at=at,
+        )
         self.status = status
         self.updated_at = at
         self.history.append((status, at))

@@ -73,10 +73,16 @@ class PlaceOrder:
 def saga_data(order: Order) -> OrderSagaData:
     """What the saga's commands are built from (stored with the saga)."""
     return OrderSagaData(
-        order_id=order.id, customer_id=order.customer_id, amount=order.total, currency=order.currency,
-        token=order.payment_token, address=order.delivery_address,
-        lines=[KitchenLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity)
-               for ln in order.lines],
+        order_id=order.id,
+        customer_id=order.customer_id,
+        amount=order.total,
+        currency=order.currency,
+        token=order.payment_token,
+        address=order.delivery_address,
+        lines=[
+            KitchenLine(menu_item_id=ln.menu_item_id, name=ln.name, size=ln.size, quantity=ln.quantity)
+            for ln in order.lines
+        ],
     )
 
 
@@ -89,9 +95,7 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga) -> tu
         if seen is not None:
             request_hash, order_id = seen
             if request_hash != cmd.request_hash:
-                raise IdempotencyKeyReused(
-                    "this Idempotency-Key was already used for a different order; use a new key"
-                )
+                raise IdempotencyKeyReused("this Idempotency-Key was already used for a different order; use a new key")
             existing = await repository.get(uow.conn, order_id)
             if existing is None:  # pragma: no cover - written in the same transaction as the key
                 raise NotFound(f"order {order_id} does not exist")
@@ -100,9 +104,15 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga) -> tu
         lines, currency = price_lines(cmd.lines, menu)
         now = utcnow()
         order = Order.place(
-            id=uuid7(), customer_id=cmd.customer_id, lines=lines, currency=currency,
-            payment_token=cmd.payment_token, delivery_address=cmd.delivery_address,
-            email=cmd.email, phone=cmd.phone, at=now,
+            id=uuid7(),
+            customer_id=cmd.customer_id,
+            lines=lines,
+            currency=currency,
+            payment_token=cmd.payment_token,
+            delivery_address=cmd.delivery_address,
+            email=cmd.email,
+            phone=cmd.phone,
+            at=now,
         )
         await repository.add(uow, order)
         await repository.add_key(uow.conn, cmd.customer_id, cmd.idempotency_key, cmd.request_hash, order.id, now)
@@ -172,14 +182,24 @@ async def record_payment(uow: UnitOfWork, order_id: UUID, status: PaymentStatus,
 # -- consumed events ----------------------------------------------------------------------------
 
 SAGA_REPLIES: tuple[type[Message], ...] = (
-    IngredientsReserved, IngredientsUnavailable, IngredientsReleased,
-    PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided,
-    TicketStarted, TicketCancelled, TicketCancelRefused, TicketReady,
+    IngredientsReserved,
+    IngredientsUnavailable,
+    IngredientsReleased,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentVoided,
+    TicketStarted,
+    TicketCancelled,
+    TicketCancelRefused,
+    TicketReady,
     DeliveryCompleted,
 )
 PAYMENT_STATUS: dict[type[Message], PaymentStatus] = {
-    PaymentCompleted: PaymentStatus.COMPLETED, PaymentFailed: PaymentStatus.FAILED,
-    PaymentRefunded: PaymentStatus.REFUNDED, PaymentVoided: PaymentStatus.FAILED,
+    PaymentCompleted: PaymentStatus.COMPLETED,
+    PaymentFailed: PaymentStatus.FAILED,
+    PaymentRefunded: PaymentStatus.REFUNDED,
+    PaymentVoided: PaymentStatus.FAILED,
 }
 FACTS: dict[type[Message], Status] = {TicketBaking: Status.BAKING, DeliveryPickedUp: Status.OUT_FOR_DELIVERY}
 
@@ -191,9 +211,14 @@ def build_handlers(engine: OrderSaga) -> HandlerRegistry:
     @registry.on(MenuItemCreated)
     @registry.on(MenuItemUpdated)
     async def on_menu_item(event: MenuItemCreated, _: Envelope, uow: UnitOfWork) -> None:
-        entry = MenuEntry(id=event.menu_item_id, name=event.name, currency=event.currency,
-                          prices={s.size: s.price for s in event.sizes}, available=event.available,
-                          version=event.version)
+        entry = MenuEntry(
+            id=event.menu_item_id,
+            name=event.name,
+            currency=event.currency,
+            prices={s.size: s.price for s in event.sizes},
+            available=event.available,
+            version=event.version,
+        )
         await repository.apply_menu_entry(uow.conn, entry)
 
     @registry.on(MenuItemRemoved)

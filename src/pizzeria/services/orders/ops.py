@@ -36,9 +36,18 @@ class SagaList(BaseModel):
 
 
 def view(found: saga.Saga, log: list[dict[str, Any]] | None = None) -> SagaView:
-    return SagaView(id=found.id, type=found.type, state=found.state, step=found.step, reason=found.reason,
-                    deadline_at=found.deadline_at, resends=found.resends, created_at=found.created_at,
-                    updated_at=found.updated_at, log=log)
+    return SagaView(
+        id=found.id,
+        type=found.type,
+        state=found.state,
+        step=found.step,
+        reason=found.reason,
+        deadline_at=found.deadline_at,
+        resends=found.resends,
+        created_at=found.created_at,
+        updated_at=found.updated_at,
+        log=log,
+    )
 
 
 @router.get("", response_model=SagaList, summary="Sagas, most recently changed first, and counts by state")

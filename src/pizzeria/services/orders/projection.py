@@ -44,18 +44,27 @@ log = get_logger(__name__)
 NAME = "orders"
 BASE_GROUP = "orders-projection"
 
-_VIEW = sa.select(order_views).where(order_views.c.generation == sa.bindparam("g"),
-                                     order_views.c.id == sa.bindparam("order_id"))
-_VIEWS_FOR_UPDATE = sa.select(order_views).where(
-    order_views.c.generation == sa.bindparam("g"), order_views.c.id.in_(sa.bindparam("ids", expanding=True)),
-).with_for_update()
+_VIEW = sa.select(order_views).where(
+    order_views.c.generation == sa.bindparam("g"), order_views.c.id == sa.bindparam("order_id")
+)
+_VIEWS_FOR_UPDATE = (
+    sa.select(order_views)
+    .where(
+        order_views.c.generation == sa.bindparam("g"),
+        order_views.c.id.in_(sa.bindparam("ids", expanding=True)),
+    )
+    .with_for_update()
+)
 _INSERT = order_views.insert()
-_UPDATE = order_views.update().where(order_views.c.generation == sa.bindparam("g"),
-                                     order_views.c.id == sa.bindparam("order_id"))
+_UPDATE = order_views.update().where(
+    order_views.c.generation == sa.bindparam("g"), order_views.c.id == sa.bindparam("order_id")
+)
 _STATE = sa.select(projections).where(projections.c.name == sa.bindparam("name"))
 _PAYMENT: dict[type[Message], PaymentStatus] = {
-    PaymentCompleted: PaymentStatus.COMPLETED, PaymentFailed: PaymentStatus.FAILED,
-    PaymentRefunded: PaymentStatus.REFUNDED, PaymentVoided: PaymentStatus.FAILED,
+    PaymentCompleted: PaymentStatus.COMPLETED,
+    PaymentFailed: PaymentStatus.FAILED,
+    PaymentRefunded: PaymentStatus.REFUNDED,
+    PaymentVoided: PaymentStatus.FAILED,
 }
 _COLUMNS = [c.name for c in order_views.c if c.name not in ("generation", "id")]
 
@@ -70,9 +79,14 @@ def view_key(generation: int, order_id: UUID) -> str:
 
 
 def _placed(event: OrderPlaced, view: dict[str, Any]) -> datetime:
-    view.update(customer_id=event.customer_id, total=event.total, currency=event.currency,
-                delivery_address=event.delivery_address, created_at=event.placed_at,
-                items=[i.model_dump(mode="json") for i in event.items])
+    view.update(
+        customer_id=event.customer_id,
+        total=event.total,
+        currency=event.currency,
+        delivery_address=event.delivery_address,
+        created_at=event.placed_at,
+        items=[i.model_dump(mode="json") for i in event.items],
+    )
     view["status"] = view["status"] or Status.PENDING.value
     if not any(h["status"] == Status.PENDING for h in view["history"]):
         view["history"].insert(0, {"status": Status.PENDING.value, "at": event.placed_at.isoformat()})
@@ -110,14 +124,18 @@ def _courier(event: CourierAssigned, view: dict[str, Any]) -> None:
 
 #: How each fact changes an order's view; the time it happened (None: when it was sent).
 APPLY: dict[type[Message], Callable[[Any, dict[str, Any]], datetime | None]] = {
-    OrderPlaced: _placed, OrderStatusChanged: _status_changed,
-    OrderCancellationRequested: _cancellation, OrderCancellationRefused: _cancellation,
-    **dict.fromkeys(_PAYMENT, _payment), CourierAssigned: _courier,
+    OrderPlaced: _placed,
+    OrderStatusChanged: _status_changed,
+    OrderCancellationRequested: _cancellation,
+    OrderCancellationRefused: _cancellation,
+    **dict.fromkeys(_PAYMENT, _payment),
+    CourierAssigned: _courier,
 }
 
 
-def build_projector(generation: int, cache: Cache | None = None,
-                    on_change: Callable[[UUID], None] | None = None) -> HandlerRegistry:
+def build_projector(
+    generation: int, cache: Cache | None = None, on_change: Callable[[UUID], None] | None = None
+) -> HandlerRegistry:
     """The handlers that keep generation `generation` of the views (and the cache of them);
     `on_change` hears of every order whose view changed, once the change has committed."""
     registry = HandlerRegistry()
@@ -136,8 +154,11 @@ def build_projector(generation: int, cache: Cache | None = None,
         views: dict[UUID, dict[str, Any]] = {}
         for item in items:
             order_id = item.message.order_id
-            view: dict[str, Any] = views.get(order_id) or found.get(order_id) or (
-                dict.fromkeys(_COLUMNS) | {"history": [], "cancel_requested": False})
+            view: dict[str, Any] = (
+                views.get(order_id)
+                or found.get(order_id)
+                or (dict.fromkeys(_COLUMNS) | {"history": [], "cancel_requested": False})
+            )
             view["history"] = list(view["history"])
             at = APPLY[type(item.message)](item.message, view) or item.envelope.time
             view["updated_at"] = _latest(view["updated_at"], at)
@@ -161,6 +182,7 @@ def _announce_all(on_change: Callable[[UUID], None], order_ids: set[UUID]) -> No
 
 # -- reading ---------------------------------------------------------------------------------------
 
+
 async def active_generation(conn: AsyncConnection) -> int:
     row = (await conn.execute(_STATE, {"name": NAME})).first()
     return int(row.active_generation) if row is not None else 1
@@ -171,11 +193,21 @@ async def view_of(conn: AsyncConnection, generation: int, order_id: UUID) -> Any
     return row if row is not None and row.customer_id is not None else None
 
 
-async def views(conn: AsyncConnection, generation: int, *, customer_id: str | None, status: Status | None,
-                limit: int, before: UUID | None) -> list[Any]:
-    query = (sa.select(order_views)
-             .where(order_views.c.generation == generation, order_views.c.customer_id.is_not(None))
-             .order_by(order_views.c.id.desc()).limit(limit))
+async def views(
+    conn: AsyncConnection,
+    generation: int,
+    *,
+    customer_id: str | None,
+    status: Status | None,
+    limit: int,
+    before: UUID | None,
+) -> list[Any]:
+    query = (
+        sa.select(order_views)
+        .where(order_views.c.generation == generation, order_views.c.customer_id.is_not(None))
+        .order_by(order_views.c.id.desc())
+        .limit(limit)
+    )
     if customer_id is not None:
         query = query.where(order_views.c.customer_id == customer_id)
     if status is not None:
@@ -190,21 +222,24 @@ async def request_rebuild(conn: AsyncConnection) -> int | None:
     a rebuild is already under way."""
     row = (await conn.execute(_STATE.with_for_update(), {"name": NAME})).first()
     if row is None:
-        await conn.execute(projections.insert().values(name=NAME, active_generation=1, building_generation=2,
-                                                       requested_at=utcnow()))
+        await conn.execute(
+            projections.insert().values(name=NAME, active_generation=1, building_generation=2, requested_at=utcnow())
+        )
         return 2
     if row.building_generation is not None:
         return None
     building = int(row.active_generation) + 1
-    await conn.execute(projections.update().where(projections.c.name == NAME)
-                       .values(building_generation=building, requested_at=utcnow()))
+    await conn.execute(
+        projections.update()
+        .where(projections.c.name == NAME)
+        .values(building_generation=building, requested_at=utcnow())
+    )
     return building
 
 
 async def status(conn: AsyncConnection) -> dict[str, Any]:
     row = (await conn.execute(_STATE, {"name": NAME})).first()
-    counts = await conn.execute(sa.select(order_views.c.generation, sa.func.count())
-                                .group_by(order_views.c.generation))
+    counts = await conn.execute(sa.select(order_views.c.generation, sa.func.count()).group_by(order_views.c.generation))
     return {
         "active_generation": row.active_generation if row else 1,
         "building_generation": row.building_generation if row else None,
@@ -215,11 +250,17 @@ async def status(conn: AsyncConnection) -> dict[str, Any]:
 
 # -- running -----------------------------------------------------------------------------------------
 
+
 class ProjectionManager:
     """Runs the active generation's projector, and a rebuild when one is asked for."""
 
-    def __init__(self, runtime: ServiceRuntime, topics: tuple[str, ...],
-                 cache: Cache | None = None, on_change: Callable[[UUID], None] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        topics: tuple[str, ...],
+        cache: Cache | None = None,
+        on_change: Callable[[UUID], None] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.topics = topics
         self.cache = cache
@@ -230,8 +271,9 @@ class ProjectionManager:
 
     def _runner(self, generation: int) -> ConsumerRunner:
         projector = build_projector(generation, self.cache, self.on_change)
-        return self.runtime.launch(f"{BASE_GROUP}-g{generation}", projector, topics=self.topics,
-                                   dead_letter_topic=dlq_topic(BASE_GROUP))
+        return self.runtime.launch(
+            f"{BASE_GROUP}-g{generation}", projector, topics=self.topics, dead_letter_topic=dlq_topic(BASE_GROUP)
+        )
 
     async def generation(self, conn: AsyncConnection) -> int:
         """The generation reads use (read at most once a second)."""
@@ -278,8 +320,11 @@ class ProjectionManager:
 
     async def _switch(self, old: int, new: int) -> None:
         async with self.runtime.db.transaction() as conn:
-            await conn.execute(projections.update().where(projections.c.name == NAME).values(
-                active_generation=new, building_generation=None, switched_at=utcnow()))
+            await conn.execute(
+                projections.update()
+                .where(projections.c.name == NAME)
+                .values(active_generation=new, building_generation=None, switched_at=utcnow())
+            )
         assert self.building is not None
         previous, self.active, self.building = self.active, self.building, None
         self._cache = (0.0, new)

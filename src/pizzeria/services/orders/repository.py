@@ -46,13 +46,22 @@ _INSERT_KEY = idempotency_keys.insert()
 
 def _order_values(order: Order) -> dict[str, Any]:
     return {
-        "id": order.id, "customer_id": order.customer_id, "status": order.status.value,
-        "payment_status": order.payment_status.value, "payment_id": order.payment_id,
-        "currency": order.currency, "total": order.total, "payment_token": order.payment_token,
-        "delivery_address": order.delivery_address, "email": order.email, "phone": order.phone,
-        "cancel_reason": order.cancel_reason, "cancel_requested": order.cancel_requested,
+        "id": order.id,
+        "customer_id": order.customer_id,
+        "status": order.status.value,
+        "payment_status": order.payment_status.value,
+        "payment_id": order.payment_id,
+        "currency": order.currency,
+        "total": order.total,
+        "payment_token": order.payment_token,
+        "delivery_address": order.delivery_address,
+        "email": order.email,
+        "phone": order.phone,
+        "cancel_reason": order.cancel_reason,
+        "cancel_requested": order.cancel_requested,
         "created_at": order.created_at,
-        "updated_at": order.updated_at or order.created_at, "version": order.version,
+        "updated_at": order.updated_at or order.created_at,
+        "version": order.version,
     }
 
 
@@ -60,11 +69,21 @@ async def add(uow: UnitOfWork, order: Order) -> None:
     """Store a new order and send the events of its making."""
     conn = uow.conn
     await conn.execute(_INSERT_ORDER, _order_values(order))
-    await conn.execute(_INSERT_LINES, [
-        {"order_id": order.id, "line_no": i, "menu_item_id": ln.menu_item_id, "name": ln.name,
-         "size": ln.size, "quantity": ln.quantity, "unit_price": ln.unit_price}
-        for i, ln in enumerate(order.lines)
-    ])
+    await conn.execute(
+        _INSERT_LINES,
+        [
+            {
+                "order_id": order.id,
+                "line_no": i,
+                "menu_item_id": ln.menu_item_id,
+                "name": ln.name,
+                "size": ln.size,
+                "quantity": ln.quantity,
+                "unit_price": ln.unit_price,
+            }
+            for i, ln in enumerate(order.lines)
+        ],
+    )
     await _write_history(conn, [order])
     _send_events(uow, order)
     uow.remember(_KIND, order.id, order)
@@ -118,9 +137,16 @@ async def _write_orders(conn: AsyncConnection, changed: list[Order]) -> None:
 async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
     rows = []
     for order in changed:
-        rows += [{"order_id": order.id, "seq": order.stored_history + i, "status": status.value, "at": at,
-                  "reason": order.cancel_reason if status is Status.CANCELLED else None}
-                 for i, (status, at) in enumerate(order.history[order.stored_history:])]
+        rows += [
+            {
+                "order_id": order.id,
+                "seq": order.stored_history + i,
+                "status": status.value,
+                "at": at,
+                "reason": order.cancel_reason if status is Status.CANCELLED else None,
+            }
+            for i, (status, at) in enumerate(order.history[order.stored_history :])
+        ]
         order.stored_history = len(order.history)
     if rows:
         await conn.execute(_INSERT_HISTORY, rows)
@@ -129,13 +155,24 @@ async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
 def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
     steps = [(Status(h.status), h.at) for h in history]
     return Order(
-        id=row.id, customer_id=row.customer_id,
+        id=row.id,
+        customer_id=row.customer_id,
         lines=[Line(r.menu_item_id, r.name, r.size, r.quantity, r.unit_price) for r in lines],
-        currency=row.currency, payment_token=row.payment_token, delivery_address=row.delivery_address,
-        email=row.email, phone=row.phone, created_at=row.created_at, status=Status(row.status),
-        payment_status=PaymentStatus(row.payment_status), payment_id=row.payment_id,
-        cancel_reason=row.cancel_reason, updated_at=row.updated_at,
-        history=steps, cancel_requested=row.cancel_requested, version=row.version, stored_history=len(steps),
+        currency=row.currency,
+        payment_token=row.payment_token,
+        delivery_address=row.delivery_address,
+        email=row.email,
+        phone=row.phone,
+        created_at=row.created_at,
+        status=Status(row.status),
+        payment_status=PaymentStatus(row.payment_status),
+        payment_id=row.payment_id,
+        cancel_reason=row.cancel_reason,
+        updated_at=row.updated_at,
+        history=steps,
+        cancel_requested=row.cancel_requested,
+        version=row.version,
+        stored_history=len(steps),
     )
 
 
@@ -160,16 +197,25 @@ async def get(conn: AsyncConnection, order_id: UUID, *, for_update: bool = False
 
 # -- the menu copy ------------------------------------------------------------------------------
 
+
 async def apply_menu_entry(conn: AsyncConnection, entry: MenuEntry, *, removed: bool = False) -> None:
     """Keep the newest version of an item; an older event arriving late changes nothing."""
-    values = {"id": entry.id, "name": entry.name, "currency": entry.currency, "prices": dict(entry.prices),
-              "available": entry.available and not removed, "removed": removed, "version": entry.version}
+    values = {
+        "id": entry.id,
+        "name": entry.name,
+        "currency": entry.currency,
+        "prices": dict(entry.prices),
+        "available": entry.available and not removed,
+        "removed": removed,
+        "version": entry.version,
+    }
     await conn.execute(upsert(conn, menu_copy, ["id"], only_if_newer="version"), values)
 
 
 async def remove_menu_entry(conn: AsyncConnection, item_id: UUID, version: int) -> None:
     await conn.execute(
-        menu_copy.update().where(menu_copy.c.id == item_id, menu_copy.c.version < version)
+        menu_copy.update()
+        .where(menu_copy.c.id == item_id, menu_copy.c.version < version)
         .values(removed=True, available=False, version=version)
     )
 
@@ -177,20 +223,30 @@ async def remove_menu_entry(conn: AsyncConnection, item_id: UUID, version: int) 
 async def menu_entries(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID, MenuEntry]:
     rows = (await conn.execute(_MENU, {"ids": list(set(ids))})).all()
     return {
-        r.id: MenuEntry(id=r.id, name=r.name, currency=r.currency, prices=r.prices,
-                        available=r.available and not r.removed, version=r.version)
+        r.id: MenuEntry(
+            id=r.id,
+            name=r.name,
+            currency=r.currency,
+            prices=r.prices,
+            available=r.available and not r.removed,
+            version=r.version,
+        )
         for r in rows
     }
 
 
 # -- idempotency keys ---------------------------------------------------------------------------
 
+
 async def find_key(conn: AsyncConnection, customer_id: str, key: str) -> tuple[str, UUID] | None:
     row = (await conn.execute(_FIND_KEY, {"customer_id": customer_id, "key": key})).first()
     return (row.request_hash, row.order_id) if row else None
 
 
-async def add_key(conn: AsyncConnection, customer_id: str, key: str, request_hash: str, order_id: UUID,
-                  at: Any) -> None:
-    await conn.execute(_INSERT_KEY, {
-        "customer_id": customer_id, "key": key, "request_hash": request_hash, "order_id": order_id, "created_at": at})
+async def add_key(
+    conn: AsyncConnection, customer_id: str, key: str, request_hash: str, order_id: UUID, at: Any
+) -> None:
+    await conn.execute(
+        _INSERT_KEY,
+        {"customer_id": customer_id, "key": key, "request_hash": request_hash, "order_id": order_id, "created_at": at},
+    )

@@ -23,8 +23,11 @@ class PaymentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["card"] = "card"
-    token: str = Field(pattern=r"^tok_[a-z0-9_]{1,60}$", examples=["tok_visa"],
-                       description="card token from the payment provider (`tok_visa`, `tok_declined`, ...)")
+    token: str = Field(
+        pattern=r"^tok_[a-z0-9_]{1,60}$",
+        examples=["tok_visa"],
+        description="card token from the payment provider (`tok_visa`, `tok_declined`, ...)",
+    )
 
 
 class ContactBody(BaseModel):

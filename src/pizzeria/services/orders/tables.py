@@ -10,7 +10,8 @@ from pizzeria.kit.db import JSONType, UTCDateTime
 metadata = sa.MetaData()
 
 menu_copy = sa.Table(
-    "menu_copy", metadata,
+    "menu_copy",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("name", sa.String(120), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
@@ -21,7 +22,8 @@ menu_copy = sa.Table(
 )
 
 orders = sa.Table(
-    "orders", metadata,
+    "orders",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("customer_id", sa.String(64), nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
@@ -43,7 +45,8 @@ sa.Index("ix_orders_customer", orders.c.customer_id, orders.c.id)
 sa.Index("ix_orders_status", orders.c.status, orders.c.id)
 
 order_lines = sa.Table(
-    "order_lines", metadata,
+    "order_lines",
+    metadata,
     sa.Column("order_id", sa.Uuid, sa.ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("line_no", sa.Integer, primary_key=True),
     sa.Column("menu_item_id", sa.Uuid, nullable=False),
@@ -54,7 +57,8 @@ order_lines = sa.Table(
 )
 
 order_history = sa.Table(
-    "order_history", metadata,
+    "order_history",
+    metadata,
     sa.Column("order_id", sa.Uuid, sa.ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True),
     sa.Column("status", sa.String(32), nullable=False),
@@ -63,7 +67,8 @@ order_history = sa.Table(
 )
 
 idempotency_keys = sa.Table(
-    "idempotency_keys", metadata,
+    "idempotency_keys",
+    metadata,
     sa.Column("customer_id", sa.String(64), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("request_hash", sa.String(64), nullable=False),
@@ -76,7 +81,8 @@ idempotency_keys = sa.Table(
 # current one keeps answering (`pizzeria projections rebuild orders`).
 
 order_views = sa.Table(
-    "order_views", metadata,
+    "order_views",
+    metadata,
     sa.Column("generation", sa.Integer, primary_key=True),
     sa.Column("id", sa.Uuid, primary_key=True),
     # Facts of other topics may arrive before OrderPlaced: such a row exists with only what
@@ -99,7 +105,8 @@ sa.Index("ix_order_views_customer", order_views.c.generation, order_views.c.cust
 sa.Index("ix_order_views_status", order_views.c.generation, order_views.c.status, order_views.c.id)
 
 projections = sa.Table(
-    "projections", metadata,
+    "projections",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("active_generation", sa.Integer, nullable=False),
     sa.Column("building_generation", sa.Integer, nullable=True),

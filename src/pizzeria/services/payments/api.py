@@ -19,9 +19,17 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
 def view(p: Payment) -> PaymentView:
     return PaymentView(
-        id=p.id, order_id=p.order_id, customer_id=p.customer_id, amount=p.amount, currency=p.currency,
-        status=p.status, failure_reason=p.failure_reason, provider_charge_id=p.provider_charge_id,
-        attempts=p.attempts, created_at=p.created_at, updated_at=p.updated_at,
+        id=p.id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        amount=p.amount,
+        currency=p.currency,
+        status=p.status,
+        failure_reason=p.failure_reason,
+        provider_charge_id=p.provider_charge_id,
+        attempts=p.attempts,
+        created_at=p.created_at,
+        updated_at=p.updated_at,
     )
 
 
@@ -50,7 +58,11 @@ async def list_payments(
     return PaymentList(items=[view(p) for p in found if owner in (None, p.customer_id)])
 
 
-@router.post("/{payment_id}/refund", response_model=PaymentView, status_code=202,
-             summary="Refund a completed payment (administrators)")
+@router.post(
+    "/{payment_id}/refund",
+    response_model=PaymentView,
+    status_code=202,
+    summary="Refund a completed payment (administrators)",
+)
 async def refund_payment(payment_id: UUID, admin: Admin, runtime: RuntimeDep) -> PaymentView:
     return view(await handlers.request_refund(runtime.uow(), payment_id, actor=admin.user_id))

@@ -31,17 +31,22 @@ def create_app(settings: Settings | None = None, own: PaymentsSettings | None = 
     client = ProviderClient(
         own.provider_url or url_for(settings, "provider"),
         timeout=own.timeout_ms / 1000,
-        breaker=CircuitBreaker("payment-provider", failure_threshold=own.breaker_failures,
-                               reset_timeout=own.breaker_reset_s),
+        breaker=CircuitBreaker(
+            "payment-provider", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
+        ),
         # One connection per charge in flight: a charge never waits for a connection (a pool
         # timeout would count as the provider failing).
         max_connections=own.concurrency,
     )
-    charger = Charger(runtime, client, concurrency=own.concurrency, max_attempts=own.max_attempts,
-                      call_timeout=own.timeout_ms / 1000)
+    charger = Charger(
+        runtime, client, concurrency=own.concurrency, max_attempts=own.max_attempts, call_timeout=own.timeout_ms / 1000
+    )
     runtime.subscribe(NAME, build_handlers(charger.wake), topics=CONSUMER_GROUPS[NAME])
     runtime.add_worker(charger.run, "charger")
     return service_app(
-        runtime, None, migrations=MIGRATIONS, routers=[router],
+        runtime,
+        None,
+        migrations=MIGRATIONS,
+        routers=[router],
         description="Payments: charges orders through the provider, reports the outcome.",
     )

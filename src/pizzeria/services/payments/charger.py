@@ -29,8 +29,15 @@ log = get_logger(__name__)
 class Charger:
     """Background worker of the payments service."""
 
-    def __init__(self, runtime: ServiceRuntime, client: ProviderClient, *, concurrency: int,
-                 max_attempts: int, call_timeout: float) -> None:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        client: ProviderClient,
+        *,
+        concurrency: int,
+        max_attempts: int,
+        call_timeout: float,
+    ) -> None:
         self.runtime = runtime
         self.client = client
         self.concurrency = concurrency
@@ -72,8 +79,7 @@ class Charger:
         """One pass without the loop (tests drive time): claim what is due at `now` and settle
         it, one payment after another."""
         async with self.runtime.db.transaction() as conn:
-            claimed = await repository.claim_due(conn, now=now, lease=self.lease, limit=self.concurrency,
-                                                 exclude=set())
+            claimed = await repository.claim_due(conn, now=now, lease=self.lease, limit=self.concurrency, exclude=set())
         for payment in claimed:
             await self._settle(payment)
         return len(claimed)
@@ -84,7 +90,11 @@ class Charger:
                 return []
         async with self.runtime.db.transaction() as conn:
             return await repository.claim_due(
-                conn, now=utcnow(), lease=self.lease, limit=limit, exclude=set(self._inflight),
+                conn,
+                now=utcnow(),
+                lease=self.lease,
+                limit=limit,
+                exclude=set(self._inflight),
                 fresh_first=fresh_first,
             )
 
@@ -107,9 +117,15 @@ class Charger:
     async def _settle(self, payment: Payment) -> None:
         try:
             # Part of the order's trace: what this attempt emits follows the command that asked for it.
-            with tracing.span("payments charge", parent=payment.traceparent or "",
-                              attributes={"payment.id": str(payment.id), "order.id": str(payment.order_id),
-                                          "payment.attempt": payment.attempts + 1}):
+            with tracing.span(
+                "payments charge",
+                parent=payment.traceparent or "",
+                attributes={
+                    "payment.id": str(payment.id),
+                    "order.id": str(payment.order_id),
+                    "payment.attempt": payment.attempts + 1,
+                },
+            ):
                 await self._charge(payment)
         except Exception:
             # The database failed while settling: the lease runs out and the charge is retried
@@ -120,8 +136,11 @@ class Charger:
         uow = self.runtime.uow
         try:
             if payment.needs_refund:
-                refund_id = await self.client.refund(idempotency_key=f"{payment.id}:refund",
-                                                     charge_id=payment.provider_charge_id or "", amount=payment.amount)
+                refund_id = await self.client.refund(
+                    idempotency_key=f"{payment.id}:refund",
+                    charge_id=payment.provider_charge_id or "",
+                    amount=payment.amount,
+                )
                 await handlers.settle_refunded(uow(), payment.id, refund_id)
                 return
             if payment.cancel_requested:
@@ -134,8 +153,11 @@ class Charger:
                     self.wake()
                 return
             result = await self.client.charge(
-                idempotency_key=str(payment.id), amount=payment.amount, currency=payment.currency,
-                source=payment.token, order_id=str(payment.order_id),
+                idempotency_key=str(payment.id),
+                amount=payment.amount,
+                currency=payment.currency,
+                source=payment.token,
+                order_id=str(payment.order_id),
             )
         except CardDeclined:
             await handlers.settle_failed(uow(), payment.id, "card_declined")
@@ -149,8 +171,9 @@ class Charger:
             await handlers.schedule_retry(uow(), payment.id, count_attempt=False)
         except ProviderUnavailable as exc:
             attempts = await handlers.schedule_retry(uow(), payment.id, count_attempt=True)
-            log.warning("provider unavailable; will retry", payment_id=str(payment.id), attempts=attempts,
-                        error=str(exc))
+            log.warning(
+                "provider unavailable; will retry", payment_id=str(payment.id), attempts=attempts, error=str(exc)
+            )
             # A charge gives up after a few attempts; a refund never does.
             if attempts >= self.max_attempts and not payment.needs_refund and not payment.cancel_requested:
                 await self._give_up(payment)

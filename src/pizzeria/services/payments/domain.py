@@ -82,7 +82,11 @@ class Payment:
         if not self.needs_refund:
             raise Conflict(f"payment {self.id} has no refund waiting")
         self.status, self.provider_refund_id, self.refund_requested, self.updated_at = (
-            Status.REFUNDED, refund_id, False, at)
+            Status.REFUNDED,
+            refund_id,
+            False,
+            at,
+        )
 
     def retry_refund_later(self, *, at: datetime, backoff: timedelta) -> None:
         self.next_attempt_at, self.updated_at = at + backoff, at

@@ -40,11 +40,22 @@ def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
         for item in items:
             command: ChargePayment = item.message
             with item.handling():  # the payment carries on the trace of the command that asked for it
-                new.append(Payment(
-                    id=uuid7(), order_id=command.order_id, customer_id=command.customer_id, amount=command.amount,
-                    currency=command.currency, token=command.token, status=Status.PENDING, attempts=0,
-                    next_attempt_at=now, created_at=now, updated_at=now, traceparent=context.traceparent.get(),
-                ))
+                new.append(
+                    Payment(
+                        id=uuid7(),
+                        order_id=command.order_id,
+                        customer_id=command.customer_id,
+                        amount=command.amount,
+                        currency=command.currency,
+                        token=command.token,
+                        status=Status.PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                        updated_at=now,
+                        traceparent=context.traceparent.get(),
+                    )
+                )
         if await repository.add_if_new(uow.conn, new):
             uow.after_commit(wake_charger)
 
@@ -55,9 +66,20 @@ def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
         if payment is None:
             # Asked to give back what was never charged: record a voided payment so that a
             # charge command arriving late finds one and does nothing.
-            payment = Payment(id=uuid7(), order_id=command.order_id, customer_id="", amount=0, currency="XXX",
-                              token="", status=Status.FAILED, attempts=0, next_attempt_at=now, created_at=now,
-                              updated_at=now, failure_reason="cancelled")
+            payment = Payment(
+                id=uuid7(),
+                order_id=command.order_id,
+                customer_id="",
+                amount=0,
+                currency="XXX",
+                token="",
+                status=Status.FAILED,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+                failure_reason="cancelled",
+            )
             await repository.add_if_new(uow.conn, [payment])
             uow.emit(PaymentVoided(payment_id=None, order_id=command.order_id, at=now))
             return
@@ -74,8 +96,14 @@ def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
 
 
 def _refunded(payment: Payment, at: datetime) -> PaymentRefunded:
-    return PaymentRefunded(payment_id=payment.id, order_id=payment.order_id, amount=payment.amount,
-                           currency=payment.currency, provider_refund_id=payment.provider_refund_id or "", at=at)
+    return PaymentRefunded(
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        provider_refund_id=payment.provider_refund_id or "",
+        at=at,
+    )
 
 
 async def _settle(uow: UnitOfWork, payment_id: UUID, apply: Callable[[Payment, datetime], list[Message]]) -> bool:
@@ -104,8 +132,16 @@ async def settle_completed(uow: UnitOfWork, payment_id: UUID, charge_id: str) ->
 
     def complete(payment: Payment, now: datetime) -> list[Message]:
         payment.complete(charge_id, at=now)
-        return [PaymentCompleted(payment_id=payment.id, order_id=payment.order_id, amount=payment.amount,
-                                 currency=payment.currency, provider_charge_id=charge_id, at=now)]
+        return [
+            PaymentCompleted(
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                provider_charge_id=charge_id,
+                at=now,
+            )
+        ]
 
     return await _settle(uow, payment_id, complete)
 
@@ -116,8 +152,16 @@ async def settle_failed(uow: UnitOfWork, payment_id: UUID, reason: str) -> bool:
     def fail(payment: Payment, now: datetime) -> list[Message]:
         cancelled = payment.cancel_requested
         payment.fail(reason, at=now)
-        failed: list[Message] = [PaymentFailed(payment_id=payment.id, order_id=payment.order_id,
-                                               amount=payment.amount, currency=payment.currency, reason=reason, at=now)]
+        failed: list[Message] = [
+            PaymentFailed(
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                reason=reason,
+                at=now,
+            )
+        ]
         if cancelled:  # the saga is waiting for its compensation's answer
             failed.append(PaymentVoided(payment_id=payment.id, order_id=payment.order_id, at=now))
         return failed
@@ -172,8 +216,16 @@ async def request_refund(uow: UnitOfWork, payment_id: UUID, actor: str) -> Payme
         now = utcnow()
         payment.request_money_back(at=now)
         await repository.save(uow.conn, payment, unlock=False)
-        uow.emit(PaymentRefundRequested(payment_id=payment.id, order_id=payment.order_id,
-                                        customer_id=payment.customer_id, amount=payment.amount,
-                                        currency=payment.currency, actor=actor, at=now))
+        uow.emit(
+            PaymentRefundRequested(
+                payment_id=payment.id,
+                order_id=payment.order_id,
+                customer_id=payment.customer_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                actor=actor,
+                at=now,
+            )
+        )
         await uow.commit()
     return payment

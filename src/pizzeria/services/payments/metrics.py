@@ -12,7 +12,10 @@ payments_settled = Counter(
     "pizzeria_payments_total", "Payments settled, by outcome (completed, failed, refunded, voided).", ["outcome"]
 )
 OUTCOMES: dict[type[Message], str] = {
-    PaymentCompleted: "completed", PaymentFailed: "failed", PaymentRefunded: "refunded", PaymentVoided: "voided",
+    PaymentCompleted: "completed",
+    PaymentFailed: "failed",
+    PaymentRefunded: "refunded",
+    PaymentVoided: "voided",
 }
 
 

@@ -32,16 +32,26 @@ class ChargeResult:
 class ProviderClient:
     """Client of the provider's `/v1/charges` and `/v1/refunds`."""
 
-    def __init__(self, base_url: str, *, timeout: float, breaker: CircuitBreaker,
-                 transport: httpx.AsyncBaseTransport | None = None, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        breaker: CircuitBreaker,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 64,
+    ) -> None:
         self.breaker = breaker
         self.client = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout, transport=transport,
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def charge(self, *, idempotency_key: str, amount: int, currency: str, source: str,
-                     order_id: str) -> ChargeResult:
+    async def charge(
+        self, *, idempotency_key: str, amount: int, currency: str, source: str, order_id: str
+    ) -> ChargeResult:
         body = {"amount": amount, "currency": currency, "source": source, "metadata": {"order_id": order_id}}
         data = await self._post("/v1/charges", body, idempotency_key)
         return ChargeResult(charge_id=str(data["id"]))

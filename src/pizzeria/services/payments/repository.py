@@ -14,9 +14,25 @@ from pizzeria.kit.upsert import insert_ignore
 from pizzeria.services.payments.domain import OPEN, Payment, Status
 from pizzeria.services.payments.tables import payments
 
-_FIELDS = ("id", "order_id", "customer_id", "amount", "currency", "token", "status", "attempts",
-           "next_attempt_at", "created_at", "updated_at", "provider_charge_id", "failure_reason",
-           "cancel_requested", "refund_requested", "provider_refund_id", "traceparent")
+_FIELDS = (
+    "id",
+    "order_id",
+    "customer_id",
+    "amount",
+    "currency",
+    "token",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+    "provider_charge_id",
+    "failure_reason",
+    "cancel_requested",
+    "refund_requested",
+    "provider_refund_id",
+    "traceparent",
+)
 
 
 _PAYMENT = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
@@ -95,8 +111,9 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
     return (await conn.execute(_DUE, {"now": now})).first() is not None
 
 
-async def claim_due(conn: AsyncConnection, *, now: datetime, lease: timedelta, limit: int,
-                    exclude: set[UUID], fresh_first: bool = False) -> list[Payment]:
+async def claim_due(
+    conn: AsyncConnection, *, now: datetime, lease: timedelta, limit: int, exclude: set[UUID], fresh_first: bool = False
+) -> list[Payment]:
     """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
     hold them for `lease` (a crashed holder's lease simply runs out).
 
@@ -117,8 +134,13 @@ async def claim_due(conn: AsyncConnection, *, now: datetime, lease: timedelta, l
     rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
     if rows:
         await conn.execute(
-            payments.update().where(payments.c.id.in_([r.id for r in rows]))
-            .values(locked_until=now + lease, status=sa.case(
-                (payments.c.status == Status.PENDING.value, Status.PROCESSING.value), else_=payments.c.status))
+            payments.update()
+            .where(payments.c.id.in_([r.id for r in rows]))
+            .values(
+                locked_until=now + lease,
+                status=sa.case(
+                    (payments.c.status == Status.PENDING.value, Status.PROCESSING.value), else_=payments.c.status
+                ),
+            )
         )
     return [_to_payment(r) for r in rows]

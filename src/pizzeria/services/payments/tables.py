@@ -9,7 +9,8 @@ from pizzeria.kit.db import UTCDateTime
 metadata = sa.MetaData()
 
 payments = sa.Table(
-    "payments", metadata,
+    "payments",
+    metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("order_id", sa.Uuid, nullable=False, unique=True),
     sa.Column("customer_id", sa.String(64), nullable=False, index=True),

@@ -10,17 +10,17 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0003'
-down_revision: str | None = '0002'
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('payments', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('traceparent', sa.String(length=55), nullable=True))
+    with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("traceparent", sa.String(length=55), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('payments', schema=None) as batch_op:
-        batch_op.drop_column('traceparent')
+    with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.drop_column("traceparent")
