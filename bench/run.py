@@ -50,7 +50,8 @@ async def main(args: argparse.Namespace) -> None:
             results["system"].append(r)
             print(
                 f"[system  {stack:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
-                f"{r['steady_delivered']} delivered): place → delivered p50/p95/p99 {r['steady_to_delivered']}"
+                f"{r['steady_delivered']} delivered): POST p50/p95/p99 {r['steady_place_latency']}; "
+                f"place → delivered p50/p95/p99 {r['steady_to_delivered']}"
             )
             print(
                 f"[system  {stack:<15}] flood {r['orders']} orders from {r['concurrency']} clients: "
@@ -58,7 +59,11 @@ async def main(args: argparse.Namespace) -> None:
                 f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s"
             )
             cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
-            print(f"[system  {stack:<15}] CPU per order (ms, during the flood): {cpu}")
+            total = r["cpu_ms_per_order_total"]
+            print(f"[system  {stack:<15}] CPU per order (ms, during the flood): {total} in all — {cpu}")
+            for name, counts in r["per_order"].items():
+                figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())
+                print(f"[system  {stack:<15}]   per order, {name}: {figures}")
         if "gateway" in args.only:
             r = await gateway_bench.run(
                 stack, clients=args.concurrency, menu_requests=args.menu_requests, orders=args.gateway_orders
@@ -88,8 +93,8 @@ def cli() -> None:
     )
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--steady-rate", type=int, default=10, help="orders/s offered in the steady phase")
-    parser.add_argument("--steady-seconds", type=int, default=20)
+    parser.add_argument("--steady-rate", type=int, default=50, help="orders/s offered in the steady phase")
+    parser.add_argument("--steady-seconds", type=int, default=60)
     parser.add_argument("--relay-events", type=int, default=20000)
     parser.add_argument("--menu-requests", type=int, default=5000)
     parser.add_argument("--gateway-orders", type=int, default=1000)

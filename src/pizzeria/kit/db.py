@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from pizzeria.kit.clock import as_utc
+from pizzeria.kit.metrics import db_statements, db_transactions
 from pizzeria.kit.sqlite_driver import inline_connector
 
 
@@ -97,6 +98,13 @@ def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig or exc).lower()
 
 
+def _count_statements(engine: AsyncEngine, role: str) -> None:
+    """Count what the engine sends (the benchmark reports statements per order from it)."""
+    statements = db_statements.labels(role)
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statements.inc())
+    event.listen(engine.sync_engine, "commit", lambda *_: db_transactions.inc())
+
+
 class Database:
     """Engines and transactions for one database URL."""
 
@@ -124,6 +132,9 @@ class Database:
             self.reader = self.writer
         else:
             raise ValueError(f"unsupported database {parsed.drivername!r}")
+        _count_statements(self.writer, "write" if self.reader is not self.writer else "all")
+        if self.reader is not self.writer:
+            _count_statements(self.reader, "read")
 
     @property
     def is_postgres(self) -> bool:

@@ -4,7 +4,7 @@ registry is the service's registry. Names follow Prometheus conventions (unit su
 
 from __future__ import annotations
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
@@ -20,3 +20,9 @@ db_pool_connections = Gauge(
     "Database pool connections by state.",
     ["state"],
 )
+db_statements = Counter(
+    "pizzeria_db_statements_total",
+    "SQL statements sent to the database (an executemany of many rows counts once), by engine role.",
+    ["role"],
+)
+db_transactions = Counter("pizzeria_db_transactions_total", "Database transactions committed.")
