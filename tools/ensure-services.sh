@@ -21,15 +21,31 @@ apt_install() {
 }
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+pg_version() { ls /etc/postgresql | sort -V | tail -n 1; }
+# Every service of a system under test keeps a pool of its own (up to 20 connections each), and
+# the suites run one system at a time beside the tests' own connections: 100 is too few.
+PG_MAX_CONNECTIONS=400
+pg_max_connections() {
+  psql -h 127.0.0.1 -U postgres -Atc "SHOW max_connections" 2>/dev/null || echo 0
+}
 
 if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
   echo "ensure-services: installing PostgreSQL"
   apt_install postgresql postgresql-client
 fi
+version=$(pg_version)
+conf=/etc/postgresql/$version/main
+if [ ! -f "$conf/conf.d/pizzeria-test.conf" ]; then
+  $SUDO mkdir -p "$conf/conf.d"
+  echo "max_connections = $PG_MAX_CONNECTIONS  # pizzeria-test" | $SUDO tee "$conf/conf.d/pizzeria-test.conf" >/dev/null
+fi
+if pg_up && [ "$(pg_max_connections)" -lt "$PG_MAX_CONNECTIONS" ]; then
+  echo "ensure-services: restarting PostgreSQL for max_connections=$PG_MAX_CONNECTIONS"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main restart || $SUDO pg_ctlcluster "$version" main restart
+  for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+fi
 if ! pg_up; then
   echo "ensure-services: starting PostgreSQL"
-  version=$(ls /etc/postgresql | sort -V | tail -n 1)
-  conf=/etc/postgresql/$version/main
   # Local test clusters only: trust loopback connections so tests need no password.
   if ! grep -q "pizzeria-test" "$conf/pg_hba.conf"; then
     $SUDO sed -i '1i host all all 127.0.0.1/32 trust # pizzeria-test\nhost all all ::1/128 trust # pizzeria-test\nlocal all all trust # pizzeria-test' "$conf/pg_hba.conf"
