@@ -29,10 +29,12 @@ from pizzeria.messaging.saga import SagaEngine
 from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.messaging.tables import outbox
 from pizzeria.services.delivery import handlers as delivery
+from pizzeria.services.delivery.tables import deliveries
 from pizzeria.services.delivery.tables import metadata as delivery_metadata
 from pizzeria.services.kitchen import handlers as kitchen
 from pizzeria.services.kitchen import repository as kitchen_repo
 from pizzeria.services.kitchen.tables import metadata as kitchen_metadata
+from pizzeria.services.kitchen.tables import tickets
 from pizzeria.services.orders import handlers as orders
 from pizzeria.services.orders import projection
 from pizzeria.services.orders import repository as orders_repo
@@ -268,16 +270,14 @@ class Cluster:
 
     async def kitchen_step(self, order_id: UUID) -> None:
         async with self.nodes["kitchen"].db.read() as conn:
-            ticket = await kitchen_repo.ticket_for_order(conn, order_id)
+            ticket = (await conn.execute(sa.select(tickets).where(tickets.c.order_id == order_id))).first()
         if ticket is not None and ticket.status in ("queued", "preparing", "baking"):
             await kitchen.advance_ticket(self.nodes["kitchen"].runtime.uow(), ticket.id)
             await self.collect()
 
     async def delivery_step(self, order_id: UUID) -> None:
-        from pizzeria.services.delivery import repository as delivery_repo
-
         async with self.nodes["delivery"].db.read() as conn:
-            found = await delivery_repo.by_order(conn, order_id)
+            found = (await conn.execute(sa.select(deliveries).where(deliveries.c.order_id == order_id))).first()
         if found is not None:
             if found.status == "waiting":
                 await delivery.assign_waiting(self.nodes["delivery"].runtime.uow())

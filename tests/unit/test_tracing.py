@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -72,6 +73,7 @@ def test_messages_emitted_in_a_span_carry_it(spans: InMemorySpanExporter) -> Non
 
 def test_without_a_configured_provider_the_callers_trace_passes_through() -> None:
     tracing._Current.provider = None
+    tracing._Current.tracer = trace.NoOpTracer()
     token = context.traceparent.set(CALLER)
     try:
         with tracing.span("untraced"):

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -69,7 +70,7 @@ def is_transient_error(exc: BaseException) -> bool:
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
-def _sqlite_engine(url: str, *, pool_size: int, begin: str, busy_timeout_ms: int) -> AsyncEngine:
+def _sqlite_engine(url: str, *, pool_size: int, busy_timeout_ms: int) -> AsyncEngine:
     path = make_url(url).database or ""
 
     def setup(conn: sqlite3.Connection) -> None:
@@ -79,29 +80,31 @@ def _sqlite_engine(url: str, *, pool_size: int, begin: str, busy_timeout_ms: int
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
-    engine = create_async_engine(
+    return create_async_engine(
         url,
         async_creator=inline_connector(path, setup=setup),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=120,
+        # The connection comes back rolled back already (or committed): no reset round trip.
+        pool_reset_on_return=None,
+        json_serializer=_json_text,
+        json_deserializer=orjson.loads,
     )
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
-
-    return engine
 
 
 def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig or exc).lower()
 
 
-def _count_statements(engine: AsyncEngine, role: str) -> None:
-    """Count what the engine sends (the benchmark reports statements per order from it)."""
-    statements = db_statements.labels(role)
-    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statements.inc())
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _count_statements(engine: AsyncEngine) -> None:
+    """Count what the engine sends (the benchmark reports statements per order from it). The
+    SQLite driver counts its own, without SQLAlchemy's per-statement event dispatch."""
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: db_statements.inc())
     event.listen(engine.sync_engine, "commit", lambda *_: db_transactions.inc())
 
 
@@ -118,8 +121,8 @@ class Database:
             # One writer connection: writes queue for it in-process instead of spinning on the
             # lock. It never waits inside SQLite for another process (that would block the
             # event loop): `begin_write` retries a locked BEGIN with an asyncio sleep.
-            self.writer = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE", busy_timeout_ms=0)
-            self.reader = _sqlite_engine(url, pool_size=pool_size, begin="BEGIN", busy_timeout_ms=2000)
+            self.writer = _sqlite_engine(url, pool_size=1, busy_timeout_ms=0)
+            self.reader = _sqlite_engine(url, pool_size=pool_size, busy_timeout_ms=2000)
         elif self.dialect == "postgresql":
             # No pre-ping (a round trip on every checkout): a connection found dead raises a
             # transient error, the pool drops all its connections, and the caller retries.
@@ -128,13 +131,13 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_recycle=1800,
+                json_serializer=_json_text,
+                json_deserializer=orjson.loads,
             )
             self.reader = self.writer
+            _count_statements(self.writer)
         else:
             raise ValueError(f"unsupported database {parsed.drivername!r}")
-        _count_statements(self.writer, "write" if self.reader is not self.writer else "all")
-        if self.reader is not self.writer:
-            _count_statements(self.reader, "read")
 
     @property
     def is_postgres(self) -> bool:
@@ -149,6 +152,8 @@ class Database:
             conn = await self.writer.connect()
             try:
                 await conn.begin()
+                if self.dialect == "sqlite":  # take the write lock now: no lock upgrade deadlocks
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 return conn
             except BaseException as exc:
                 await conn.close()
@@ -176,6 +181,8 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only snapshot; never blocks writers."""
         async with self.reader.connect() as conn, conn.begin():
+            if self.dialect == "sqlite":  # one snapshot for every statement of the read
+                await conn.exec_driver_sql("BEGIN")
             yield conn
 
     async def ping(self) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TypeVar
 
+from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -16,6 +19,7 @@ log = get_logger(__name__)
 #: many seconds; None or False — nothing more now, wait for the interval or a wake-up.
 StepResult = bool | float | None
 Step = Callable[[], Awaitable[StepResult]]
+T = TypeVar("T")
 
 
 class BackgroundLoop:
@@ -90,3 +94,20 @@ class BackgroundLoop:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+async def move_on(
+    in_stage: Sequence[tuple[T, datetime]], stage: timedelta, advance: Callable[[T], Awaitable[None]]
+) -> StepResult:
+    """One step of an autopilot: advance every item (id, when its stage began), oldest first,
+    whose stage has lasted `stage`; True if any moved (the next stage may be due at once), else
+    the seconds until the oldest one will be due, or None when nothing is under way."""
+    now = utcnow()
+    moved = False
+    for item, began in in_stage:
+        wait = (as_utc(began) + stage - now).total_seconds()
+        if wait > 0:
+            return True if moved else max(wait, 0.001)
+        await advance(item)
+        moved = True
+    return True if moved else None

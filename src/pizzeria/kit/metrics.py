@@ -22,7 +22,6 @@ db_pool_connections = Gauge(
 )
 db_statements = Counter(
     "pizzeria_db_statements_total",
-    "SQL statements sent to the database (an executemany of many rows counts once), by engine role.",
-    ["role"],
+    "SQL statements sent to the database (an executemany of many rows counts once).",
 )
 db_transactions = Counter("pizzeria_db_transactions_total", "Database transactions committed.")

@@ -17,6 +17,11 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pizzeria.kit.metrics import db_statements, db_transactions
+
+_count_statement = db_statements.inc
+_count_transaction = db_transactions.inc
+
 
 class InlineCursor:
     """aiosqlite's cursor interface over a plain sqlite3 cursor."""
@@ -34,10 +39,12 @@ class InlineCursor:
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
         self._cursor.execute(sql, parameters or ())
+        _count_statement()
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> InlineCursor:
         self._cursor.executemany(sql, parameters)
+        _count_statement()
         return self
 
     async def fetchall(self) -> list[Any]:
@@ -110,6 +117,8 @@ class InlineConnection:
         return await cursor.execute(sql, parameters)
 
     async def commit(self) -> None:
+        if self._conn.in_transaction:
+            _count_transaction()
         self._conn.commit()
 
     async def rollback(self) -> None:

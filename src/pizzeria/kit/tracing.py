@@ -35,9 +35,11 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class _Current:
-    """The process's tracer provider, once configured."""
+    """The process's tracer provider, once configured, and its tracer (asking the provider for a
+    tracer per span is not free: it builds and checks its scope every time)."""
 
     provider: TracerProvider | None = None
+    tracer: trace.Tracer = trace.NoOpTracer()
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -94,6 +96,7 @@ def configure_tracing(service: str, settings: Settings, exporter: SpanExporter |
     if _Current.provider is not None:
         _Current.provider.shutdown()
     _Current.provider = provider
+    _Current.tracer = provider.get_tracer("pizzeria")
     return provider
 
 
@@ -104,9 +107,7 @@ def shutdown_tracing() -> None:
 
 
 def _tracer() -> trace.Tracer:
-    if _Current.provider is None:
-        return trace.NoOpTracer()
-    return _Current.provider.get_tracer("pizzeria")
+    return _Current.tracer
 
 
 def traceparent_of(span: Span) -> str | None:

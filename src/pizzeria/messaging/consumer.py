@@ -149,9 +149,12 @@ class HandlerRegistry:
     """Which handler takes which message type, for one consumer group. A type has a handler of
     one message (`on`) or of a run of messages (`on_batch`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, inbox: bool = True) -> None:
         self._handlers: dict[str, Route] = {}
         self._any: Route | None = None
+        #: False for a group whose every write is idempotent by itself (keyed by the message id):
+        #: the inbox would only repeat what its unique key already guarantees.
+        self.inbox = inbox
 
     def on_any_batch(self, handler: BatchHandler) -> BatchHandler:
         """`handler` takes runs of every message no other handler takes, undecoded (its
@@ -331,7 +334,7 @@ class ConsumerRunner:
         try:
             async with self.uow_factory() as uow:
                 wanted = [item.envelope.id for item, route in prepared if route is not None]
-                fresh = await inbox.claim_many(uow.conn, self.group, wanted)
+                fresh = await inbox.claim_many(uow.conn, self.group, wanted) if self.handlers.inbox else set(wanted)
                 for route, items in _segments(prepared, fresh, outcomes):
                     await self._run_segment(route, items, uow)
                 await uow.commit()
@@ -426,7 +429,7 @@ class ConsumerRunner:
     async def _handle_once(self, message: Any, envelope: Envelope, route: Route) -> Outcome:
         started = time.perf_counter()
         async with self.uow_factory() as uow:
-            if not await uow.claim(self.group, envelope.id):
+            if self.handlers.inbox and not await uow.claim(self.group, envelope.id):
                 return Outcome.DUPLICATE
             if route.batch is not None:
                 await route.batch([Incoming(message, envelope, self.group)], uow)

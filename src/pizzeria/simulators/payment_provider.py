@@ -78,6 +78,7 @@ class Ledger:
         self.failure_rate = settings.failure_rate
         self.down = False
         self.charges: dict[str, Charge] = {}
+        self.by_key: dict[str, Charge] = {}  # idempotency key → the charge it made
         self.requests: dict[str, str] = {}  # idempotency key → body fingerprint
         self.refunds: dict[str, dict[str, Any]] = {}
         self.rng = random.Random()
@@ -104,7 +105,7 @@ def build_router(ledger: Ledger) -> APIRouter:
         if body.source == "tok_timeout":
             await asyncio.sleep(3600)  # never answers in any useful time
         await ledger.wait()
-        existing = next((c for c in ledger.charges.values() if c.idempotency_key == key), None)
+        existing = ledger.by_key.get(key)
         if existing is None:
             declined = body.source == "tok_declined" or (
                 body.source not in DETERMINISTIC and ledger.rng.random() < ledger.failure_rate
@@ -120,6 +121,7 @@ def build_router(ledger: Ledger) -> APIRouter:
                 created_at=utcnow().isoformat(),
             )
             ledger.charges[existing.id] = existing
+            ledger.by_key[key] = existing
             ledger.requests[key] = fingerprint
         if existing.status == "declined":
             return _error(402, "card_declined", "the card was declined")
@@ -151,12 +153,11 @@ def build_router(ledger: Ledger) -> APIRouter:
         order_id: Annotated[str | None, Query()] = None,
         idempotency_key: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
-        found = [
-            asdict(c)
-            for c in ledger.charges.values()
-            if (order_id is None or c.order_id == order_id)
-            and (idempotency_key is None or c.idempotency_key == idempotency_key)
-        ]
+        if idempotency_key is not None:  # by its key: no scan of every charge so far
+            candidates = [c] if (c := ledger.by_key.get(idempotency_key)) is not None else []
+        else:
+            candidates = list(ledger.charges.values())
+        found = [asdict(c) for c in candidates if order_id is None or c.order_id == order_id]
         return {"items": found}
 
     @router.get("/refunds")

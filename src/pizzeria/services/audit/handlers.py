@@ -49,13 +49,13 @@ def _data(envelope: Envelope) -> dict[str, Any]:
 
 
 def build_handlers() -> HandlerRegistry:
-    registry = HandlerRegistry()
+    # No inbox: the log's unique message id already makes a redelivered message a no-op.
+    registry = HandlerRegistry(inbox=False)
 
     @registry.on_any_batch
     async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
         """A run of messages in one statement, kept as they were sent (never decoded into
         their schemas: the log keeps what came, even what a newer schema would refuse)."""
-        # The inbox already stops a redelivery; the unique message id stops anything else.
         await uow.conn.execute(
             insert_ignore(uow.conn, audit_log), [entry(item.envelope, _data(item.envelope)) for item in items]
         )

@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, own: DeliverySettings | None = 
     own = own or DeliverySettings()
     runtime = open_runtime(NAME, settings)
     dispatcher = CourierDispatcher(runtime, drive=own.autopilot, stage=timedelta(milliseconds=own.stage_ms))
-    dispatching = runtime.add_loop("delivery-dispatcher", dispatcher.step, interval=dispatcher.interval)
+    dispatching = runtime.add_loop("delivery-dispatcher", dispatcher.step, interval=1.0)
     runtime.subscribe(NAME, handlers.build_handlers(dispatching.wake), topics=CONSUMER_GROUPS[NAME])
 
     async def seed() -> None:

@@ -6,34 +6,33 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict
+from pizzeria.kit.loops import StepResult, move_on
 from pizzeria.services.delivery import handlers, repository
 
 
 class CourierDispatcher:
     """One step hands waiting deliveries to free couriers and, driving, moves on every delivery
-    whose stage has lasted long enough."""
+    whose stage has lasted long enough and says when the next one will have; a new delivery
+    or a courier coming free wakes it."""
 
     def __init__(self, runtime: ServiceRuntime, *, drive: bool, stage: timedelta) -> None:
         self.runtime = runtime
         self.drive = drive
         self.stage = stage
 
-    @property
-    def interval(self) -> float:
-        return min(1.0, max(0.05, self.stage.total_seconds() / 4)) if self.drive else 1.0
+    async def step(self) -> StepResult:
+        if await handlers.assign_waiting(self.runtime.uow()):
+            return True
+        if not self.drive:
+            return None
+        async with self.runtime.db.read() as conn:
+            under_way = await repository.on_the_road(conn, limit=200)
+        return await move_on(under_way, self.stage, self._advance)
 
-    async def step(self) -> bool:
-        """True if anything moved (more may be due at once)."""
-        moved = await handlers.assign_waiting(self.runtime.uow())
-        if self.drive:
-            async with self.runtime.db.read() as conn:
-                due = await repository.due(conn, utcnow() - self.stage, limit=200)
-            for delivery_id in due:
-                with contextlib.suppress(Conflict):
-                    await handlers.advance(self.runtime.uow(), delivery_id)
-                    moved += 1
-        return moved > 0
+    async def _advance(self, delivery_id: UUID) -> None:
+        with contextlib.suppress(Conflict):
+            await handlers.advance(self.runtime.uow(), delivery_id)

@@ -88,15 +88,17 @@ async def listing(conn: AsyncConnection, statuses: list[str], limit: int) -> lis
     return list(await conn.execute(query))
 
 
-async def due(conn: AsyncConnection, before: datetime, limit: int) -> list[UUID]:
-    """Deliveries on the road whose current stage began before `before` (for the autopilot)."""
-    query = (
-        sa.select(deliveries.c.id)
-        .where(deliveries.c.status.in_(["assigned", "out_for_delivery"]), deliveries.c.updated_at <= before)
-        .order_by(deliveries.c.updated_at)
-        .limit(limit)
-    )
-    return [r.id for r in await conn.execute(query)]
+_ON_THE_ROAD = (
+    sa.select(deliveries.c.id, deliveries.c.updated_at)
+    .where(deliveries.c.status.in_(["assigned", "out_for_delivery"]))
+    .order_by(deliveries.c.updated_at)
+    .limit(sa.bindparam("limit"))
+)
+
+
+async def on_the_road(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
+    """Deliveries under way, the longest in their stage first: (id, when the stage began)."""
+    return [(r.id, r.updated_at) for r in await conn.execute(_ON_THE_ROAD, {"limit": limit})]
 
 
 async def add_courier(conn: AsyncConnection, courier_id: UUID, name: str, at: datetime) -> None:

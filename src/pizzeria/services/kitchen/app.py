@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, own: KitchenSettings | None = N
     wake_autopilot = None
     if own.autopilot:
         autopilot = KitchenAutopilot(runtime, stage=timedelta(milliseconds=own.stage_ms))
-        wake_autopilot = runtime.add_loop("kitchen-autopilot", autopilot.step, interval=autopilot.interval).wake
+        wake_autopilot = runtime.add_loop("kitchen-autopilot", autopilot.step, interval=1.0).wake
     runtime.subscribe(NAME, handlers.build_handlers(wake_autopilot), topics=CONSUMER_GROUPS[NAME])
 
     async def seed() -> None:

@@ -5,32 +5,28 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict
+from pizzeria.kit.loops import StepResult, move_on
 from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.handlers import advance_ticket
 
 
 class KitchenAutopilot:
-    """One step of the autopilot moves on every ticket whose stage has lasted long enough."""
+    """One step of the autopilot moves on every ticket whose stage has lasted long enough, and
+    says when the next one will have; a newly queued ticket wakes it."""
 
     def __init__(self, runtime: ServiceRuntime, *, stage: timedelta) -> None:
         self.runtime = runtime
         self.stage = stage
 
-    @property
-    def interval(self) -> float:
-        return min(1.0, max(0.05, self.stage.total_seconds() / 4))
-
-    async def step(self) -> bool:
-        """True if it moved a ticket (the next stage may be due at once in zero-delay benchmarks)."""
+    async def step(self) -> StepResult:
         async with self.runtime.db.read() as conn:
-            due = await repository.tickets_due(conn, utcnow() - self.stage, limit=200)
-        moved = 0
-        for ticket_id in due:
-            with contextlib.suppress(Conflict):  # staff moved it meanwhile
-                await advance_ticket(self.runtime.uow(), ticket_id)
-                moved += 1
-        return moved > 0
+            cooking = await repository.cooking(conn, limit=200)
+        return await move_on(cooking, self.stage, self._advance)
+
+    async def _advance(self, ticket_id: UUID) -> None:
+        with contextlib.suppress(Conflict):  # staff moved it meanwhile
+            await advance_ticket(self.runtime.uow(), ticket_id)

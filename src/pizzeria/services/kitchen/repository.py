@@ -306,15 +306,17 @@ async def tickets_by_status(conn: AsyncConnection, statuses: Iterable[str], limi
     return list(await conn.execute(query))
 
 
-async def tickets_due(conn: AsyncConnection, before: datetime, limit: int) -> list[Any]:
-    """Tickets still cooking whose current stage began before `before` (for the autopilot)."""
-    query = (
-        sa.select(tickets.c.id)
-        .where(tickets.c.status.in_(["queued", "preparing", "baking"]), tickets.c.updated_at <= before)
-        .order_by(tickets.c.updated_at)
-        .limit(limit)
-    )
-    return [r.id for r in await conn.execute(query)]
+_COOKING = (
+    sa.select(tickets.c.id, tickets.c.updated_at)
+    .where(tickets.c.status.in_(["queued", "preparing", "baking"]))
+    .order_by(tickets.c.updated_at)
+    .limit(sa.bindparam("limit"))
+)
+
+
+async def cooking(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
+    """Tickets still cooking, the longest in their stage first: (id, when the stage began)."""
+    return [(r.id, r.updated_at) for r in await conn.execute(_COOKING, {"limit": limit})]
 
 
 async def get_flag(conn: AsyncConnection, key: str) -> str | None:

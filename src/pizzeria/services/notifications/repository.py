@@ -35,9 +35,10 @@ _DEFERRED_WITH_CONTACT = (
     .order_by(deferred.c.created_at)
     .limit(sa.bindparam("limit"))
 )
+# `status = 'queued'` written out (not a parameter) so the planner can use the partial index.
 _QUEUED = (
     sa.select(notifications)
-    .where(notifications.c.status == "queued")
+    .where(sa.text("status = 'queued'"))
     .order_by(notifications.c.id)
     .limit(sa.bindparam("limit"))
 )

@@ -47,6 +47,13 @@ notifications = sa.Table(
 )
 sa.Index("ix_notifications_customer", notifications.c.customer_id, notifications.c.id)
 sa.Index("ix_notifications_order", notifications.c.order_id)
+# The sender's queue: only the few rows still to send, so finding them never scans the history.
+sa.Index(
+    "ix_notifications_queued",
+    notifications.c.id,
+    sqlite_where=notifications.c.status == "queued",
+    postgresql_where=notifications.c.status == "queued",
+)
 
 # Notifications whose order's contact details have not arrived yet (events of two topics can
 # arrive in either order); they go out as soon as the contact is known.
