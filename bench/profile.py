@@ -59,11 +59,16 @@ from bench.stacks import stack_env
 from bench.system_bench import AUTOPILOTS, Bench, cpu_seconds
 
 SQLCOUNT = Path(__file__).parent / "sqlcount"  # a sitecustomize that counts SQLite statements
-ROOTS = [Path(__file__).parents[1] / "src", Path(sysconfig.get_paths()["purelib"]),
-         Path(sysconfig.get_paths()["stdlib"]), SQLCOUNT]
+ROOTS = [
+    Path(__file__).parents[1] / "src",
+    Path(sysconfig.get_paths()["purelib"]),
+    Path(sysconfig.get_paths()["stdlib"]),
+    SQLCOUNT,
+]
 
 
 # ---------------------------------------------------------------- running and recording
+
 
 async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {"stack": args.stack, "rate": args.rate, "phases": {}}
@@ -73,8 +78,10 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         sql_dir.mkdir()
         pause = sql_dir / "pause"
         async with stack_env(args.stack, workdir) as env:
-            extra = {"PYTHONPATH": os.pathsep.join(filter(None, [str(SQLCOUNT), os.environ.get("PYTHONPATH")])),
-                     "PZPROFILE_SQL_DIR": str(sql_dir)}
+            extra = {
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(SQLCOUNT), os.environ.get("PYTHONPATH")])),
+                "PZPROFILE_SQL_DIR": str(sql_dir),
+            }
             if not args.bench_timeouts:  # a backlog then delays orders instead of cancelling them
                 extra.update({f"SAGA_{step}_TIMEOUT_S": "1800" for step in ("RESERVE", "PAYMENT", "COMPENSATION")})
             system = System(workdir, {**env, **AUTOPILOTS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20", **extra})
@@ -88,8 +95,12 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 bench = PatientBench(system.ports["orders"], menu, system.env)
                 pids = meta["pids"] = {name: await system.pid(name) for name in system.ports}
                 assert system.process is not None
-                watch = Watch(pids, {"supervisor": system.process.pid}, sql_dir,
-                              PgWatch(env) if args.stack != "embedded" else None)
+                watch = Watch(
+                    pids,
+                    {"supervisor": system.process.pid},
+                    sql_dir,
+                    PgWatch(env) if args.stack != "embedded" else None,
+                )
                 say(f"warming up with {args.warmup} orders")
                 await bench.flood(args.warmup, args.concurrency)
                 await asyncio.sleep(3)  # the warm-up's tail drains
@@ -108,8 +119,9 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 pause.touch()
                 await asyncio.sleep(1)
                 with Spies(pids, out, "flood", args.rate) as spies:
-                    meta["phases"]["flood-profiled"] = await watch.phase(bench.flood(args.orders, args.concurrency),
-                                                                         spies)
+                    meta["phases"]["flood-profiled"] = await watch.phase(
+                        bench.flood(args.orders, args.concurrency), spies
+                    )
                 now = {n: await system.pid(n) for n in pids}
                 restarted = sorted(n for n, p in pids.items() if p != now[n])
                 if restarted:
@@ -145,10 +157,28 @@ class Spies:
     def __init__(self, pids: dict[str, int], out: Path, phase: str, rate: int) -> None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         self.paths = {svc: out / f"{phase}-{svc}.txt" for svc in pids}
-        self.procs = {svc: subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--nonblocking", "--idle",
-             "--full-filenames", "-o", str(self.paths[svc])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for svc, pid in pids.items()}
+        self.procs = {
+            svc: subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(rate),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--idle",
+                    "--full-filenames",
+                    "-o",
+                    str(self.paths[svc]),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for svc, pid in pids.items()
+        }
         for p in self.procs.values():
             # Ahead of the system in the queue for a core, so that it samples on time (a starved
             # py-spy samples in bursts); allowed as root only.
@@ -199,8 +229,16 @@ class Watch:
         await asyncio.sleep(1.2)  # the SQL counts are written every 0.5 s, PostgreSQL's statistics every 1 s
         sql = {s: dict(Counter(v) - Counter(sql0.get(s, {}))) for s, v in self.sql().items()}
         pg = self.pg.delta(pg0, await self.pg.snapshot()) if self.pg and pg0 else None
-        return {"seconds": seconds, "cpu_s": cpu, "system_s": kernel, "sched": sched, "sql": sql, "pg": pg,
-                "py_spy_cpu_s": spy_cpu, "result": result if isinstance(result, dict) else None}
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "system_s": kernel,
+            "sched": sched,
+            "sql": sql,
+            "pg": pg,
+            "py_spy_cpu_s": spy_cpu,
+            "result": result if isinstance(result, dict) else None,
+        }
 
     def sql(self) -> dict[str, dict[str, int]]:
         counts = {}
@@ -250,19 +288,33 @@ def rusage_self() -> float:
 class PgWatch:
     """Per service database: transactions and rows (pg_stat_database), and the CPU of its backends."""
 
-    FIELDS = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted", "tup_updated",
-              "tup_deleted")
+    FIELDS = (
+        "xact_commit",
+        "xact_rollback",
+        "tup_returned",
+        "tup_fetched",
+        "tup_inserted",
+        "tup_updated",
+        "tup_deleted",
+    )
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.dbs = {k.removesuffix("_DATABASE_URL").lower(): v.rsplit("/", 1)[1]
-                    for k, v in env.items() if k.endswith("_DATABASE_URL")}
+        self.dbs = {
+            k.removesuffix("_DATABASE_URL").lower(): v.rsplit("/", 1)[1]
+            for k, v in env.items()
+            if k.endswith("_DATABASE_URL")
+        }
 
     async def snapshot(self) -> dict[str, Any]:
         conn = await asyncpg.connect(ADMIN_DSN)
         try:
             names = list(self.dbs.values())
-            stats = {r["datname"]: {f: r[f] for f in self.FIELDS} for r in await conn.fetch(
-                f"SELECT datname, {', '.join(self.FIELDS)} FROM pg_stat_database WHERE datname = ANY($1)", names)}
+            stats = {
+                r["datname"]: {f: r[f] for f in self.FIELDS}
+                for r in await conn.fetch(
+                    f"SELECT datname, {', '.join(self.FIELDS)} FROM pg_stat_database WHERE datname = ANY($1)", names
+                )
+            }
             backends = await conn.fetch("SELECT pid, datname FROM pg_stat_activity WHERE datname = ANY($1)", names)
         finally:
             await conn.close()
@@ -277,8 +329,10 @@ class PgWatch:
         for svc, db in self.dbs.items():
             s0, s1 = a["stats"].get(db, {}), b["stats"].get(db, {})
             c0, c1 = a["cpu"].get(db, {}), b["cpu"].get(db, {})
-            out[svc] = {**{f: s1.get(f, 0) - s0.get(f, 0) for f in self.FIELDS},
-                        "backend_cpu_s": sum(v - c0.get(pid, 0.0) for pid, v in c1.items())}
+            out[svc] = {
+                **{f: s1.get(f, 0) - s0.get(f, 0) for f in self.FIELDS},
+                "backend_cpu_s": sum(v - c0.get(pid, 0.0) for pid, v in c1.items()),
+            }
         return out
 
 
@@ -290,28 +344,60 @@ AWAIT = re.compile(r"\bawait\b")
 GREEN = "sqlalchemy async+greenlet"
 SQLITE = "sqlite3 (kit/sqlite.py + SQLite C)"
 GROUPS = [  # (file prefix, group); the first that matches wins
-    ("sqlalchemy/sql/", "sqlalchemy compile/constructs"), ("sqlalchemy/engine/", "sqlalchemy execute/result"),
-    ("sqlalchemy/dialects/", "sqlalchemy dialect (type processors)"), ("sqlalchemy/pool/", "sqlalchemy pool"),
-    ("sqlalchemy/ext/asyncio/", GREEN), ("sqlalchemy/connectors/asyncio", GREEN),
-    ("sqlalchemy/util/concurrency", GREEN), ("sqlalchemy/util/_concurrency", GREEN), ("greenlet/", GREEN),
-    ("sqlalchemy/orm/", "sqlalchemy orm"), ("sqlalchemy/", "sqlalchemy other"),
-    ("pizzeria/kit/sqlite.py", SQLITE), ("sqlite3/", SQLITE), ("aiosqlite/", SQLITE), ("asyncpg/", "asyncpg"),
-    ("confluent_kafka/", "confluent-kafka"), ("pydantic", "pydantic"), ("orjson", "orjson"),
-    ("json/", "json (stdlib)"), ("opentelemetry/", "opentelemetry"), ("structlog/", "structlog/logging"),
-    ("logging/", "structlog/logging"), ("prometheus_client/", "prometheus_client"),
+    ("sqlalchemy/sql/", "sqlalchemy compile/constructs"),
+    ("sqlalchemy/engine/", "sqlalchemy execute/result"),
+    ("sqlalchemy/dialects/", "sqlalchemy dialect (type processors)"),
+    ("sqlalchemy/pool/", "sqlalchemy pool"),
+    ("sqlalchemy/ext/asyncio/", GREEN),
+    ("sqlalchemy/connectors/asyncio", GREEN),
+    ("sqlalchemy/util/concurrency", GREEN),
+    ("sqlalchemy/util/_concurrency", GREEN),
+    ("greenlet/", GREEN),
+    ("sqlalchemy/orm/", "sqlalchemy orm"),
+    ("sqlalchemy/", "sqlalchemy other"),
+    ("pizzeria/kit/sqlite.py", SQLITE),
+    ("sqlite3/", SQLITE),
+    ("aiosqlite/", SQLITE),
+    ("asyncpg/", "asyncpg"),
+    ("confluent_kafka/", "confluent-kafka"),
+    ("pydantic", "pydantic"),
+    ("orjson", "orjson"),
+    ("json/", "json (stdlib)"),
+    ("opentelemetry/", "opentelemetry"),
+    ("structlog/", "structlog/logging"),
+    ("logging/", "structlog/logging"),
+    ("prometheus_client/", "prometheus_client"),
     *((p, "httpx/httpcore") for p in ("httpx/", "httpcore/", "h11/", "anyio/", "sniffio/", "ssl.py")),
-    *((p, "uvicorn/starlette/fastapi") for p in ("uvicorn/", "starlette/", "fastapi/", "httptools/",
-                                                 "multipart/", "python_multipart/")),
-    ("redis/", "redis"), ("jwt/", "jwt/crypto"), ("cryptography/", "jwt/crypto"),
+    *(
+        (p, "uvicorn/starlette/fastapi")
+        for p in ("uvicorn/", "starlette/", "fastapi/", "httptools/", "multipart/", "python_multipart/")
+    ),
+    ("redis/", "redis"),
+    ("jwt/", "jwt/crypto"),
+    ("cryptography/", "jwt/crypto"),
     *((p, "asyncio (Python part)") for p in ("asyncio/", "uvloop/", "selectors.py")),
     *((p, "threads") for p in ("threading.py", "concurrent/", "queue.py")),
     ("sitecustomize.py", "SQL counter (bench)"),
 ]
 LOOP_LEAVES = ("asyncio/runners.py", "uvloop/__init__.py", "uvicorn/_compat.py")
-IDLE_LEAVES = (("threading.py", "wait"), ("threading.py", "_wait_for_tstate_lock"), ("selectors.py", "select"),
-               ("queue.py", "get"), ("concurrent/futures/thread.py", "_worker"))
-ROOT_FILES = ("<frozen runpy>", "pizzeria/__main__.py", "pizzeria/cli.py", "uvicorn/server.py", "uvicorn/main.py",
-              "uvicorn/_compat.py", "threading.py", "asyncio/runners.py", "uvloop/__init__.py")
+IDLE_LEAVES = (
+    ("threading.py", "wait"),
+    ("threading.py", "_wait_for_tstate_lock"),
+    ("selectors.py", "select"),
+    ("queue.py", "get"),
+    ("concurrent/futures/thread.py", "_worker"),
+)
+ROOT_FILES = (
+    "<frozen runpy>",
+    "pizzeria/__main__.py",
+    "pizzeria/cli.py",
+    "uvicorn/server.py",
+    "uvicorn/main.py",
+    "uvicorn/_compat.py",
+    "threading.py",
+    "asyncio/runners.py",
+    "uvloop/__init__.py",
+)
 
 
 def short(file: str) -> str:
@@ -361,8 +447,9 @@ class Profile:
             thread = "rest" if root == "threading.py" else "main" if root == "<frozen runpy>" else "green"
             if thread != "rest":
                 self.ticks += count  # every sample has the main thread (its stack may start in a greenlet)
-            if any(file == f and (func == name or func.endswith("." + name)) for f, name in IDLE_LEAVES) \
-                    or any(fl == "sitecustomize.py" for _, fl, _ in frames):  # the SQL counter's thread
+            if any(file == f and (func == name or func.endswith("." + name)) for f, name in IDLE_LEAVES) or any(
+                fl == "sitecustomize.py" for _, fl, _ in frames
+            ):  # the SQL counter's thread
                 self.idle += count
                 continue
             if thread != "rest" and file in LOOP_LEAVES:
@@ -391,8 +478,11 @@ class Profile:
         run = phase["sched"][svc]["main"][0]
         rest_run = phase["sched"][svc]["rest"][0]
         main = self.active["main"] + self.active["green"]
-        weights = {"main": run / max(main, 1), "green": run / max(main, 1),
-                   "rest": rest_run / max(self.active["rest"], 1)}
+        weights = {
+            "main": run / max(main, 1),
+            "green": run / max(main, 1),
+            "rest": rest_run / max(self.active["rest"], 1),
+        }
         w = Weighed({k: Counter() for k in self.KINDS})
         for thread, weight in weights.items():
             for kind, counter in self.counts[thread].items():
@@ -443,29 +533,41 @@ def report(out: Path, meta: dict[str, Any], top: int = 15, patterns: Sequence[st
     for name, ph in (("flood A (not profiled)", flood), ("flood B (profiled)", fprof)):
         r = ph.get("result") or {}
         if r:
-            put(f"{name}: {ph['seconds']:.0f} s, accepted {r['accepted_per_s']:.0f}/s, completed "
+            put(
+                f"{name}: {ph['seconds']:.0f} s, accepted {r['accepted_per_s']:.0f}/s, completed "
                 f"{r['completed_per_s']:.1f}/s, delivered {r['delivered_per_s']:.1f}/s "
-                f"({100 * r['delivered_per_s'] / r['completed_per_s']:.0f}% of the orders; the others cancelled)")
+                f"({100 * r['delivered_per_s'] / r['completed_per_s']:.0f}% of the orders; the others cancelled)"
+            )
     put(f"py-spy itself during flood B: {fprof['py_spy_cpu_s'] / porders * 1000:.1f} ms/order")
     put("")
-    put(f"{'process':<16}{'A: ms/order':>12}{'kernel':>8}{'B: ms/order':>12}{'idle ms/s':>10}  "
-        "(A: not profiled; B: with py-spy attached; idle: no orders, not profiled)")
+    put(
+        f"{'process':<16}{'A: ms/order':>12}{'kernel':>8}{'B: ms/order':>12}{'idle ms/s':>10}  "
+        "(A: not profiled; B: with py-spy attached; idle: no orders, not profiled)"
+    )
     for name, seconds in sorted(flood["cpu_s"].items(), key=lambda kv: -kv[1]):
         b = fprof["cpu_s"].get(name, 0.0) / porders * 1000
         kernel = flood.get("system_s", {}).get(name)
-        put(f"{name:<16}{seconds / orders * 1000:>12.2f}{pct(kernel, seconds) if kernel is not None else '':>8}"
-            f"{b:>12.2f}{idle['cpu_s'].get(name, 0.0) / idle['seconds'] * 1000:>10.1f}")
+        put(
+            f"{name:<16}{seconds / orders * 1000:>12.2f}{pct(kernel, seconds) if kernel is not None else '':>8}"
+            f"{b:>12.2f}{idle['cpu_s'].get(name, 0.0) / idle['seconds'] * 1000:>10.1f}"
+        )
     svc_total = sum(flood["cpu_s"][s] for s in meta["pids"]) / orders * 1000
-    put(f"{'services':<16}{svc_total:>12.2f}{sum(fprof['cpu_s'][s] for s in meta['pids']) / porders * 1000:>12.2f}"
-        f"{sum(idle['cpu_s'][s] for s in meta['pids']) / idle['seconds'] * 1000:>10.1f}")
+    put(
+        f"{'services':<16}{svc_total:>12.2f}{sum(fprof['cpu_s'][s] for s in meta['pids']) / porders * 1000:>12.2f}"
+        f"{sum(idle['cpu_s'][s] for s in meta['pids']) / idle['seconds'] * 1000:>10.1f}"
+    )
     if flood.get("pg"):
         put("")
-        put(f"{'PostgreSQL, per order':<22}{'commits':>8}{'inserted':>9}{'updated':>8}{'deleted':>8}{'fetched':>8}"
-            f"{'backend CPU ms':>15}")
+        put(
+            f"{'PostgreSQL, per order':<22}{'commits':>8}{'inserted':>9}{'updated':>8}{'deleted':>8}{'fetched':>8}"
+            f"{'backend CPU ms':>15}"
+        )
         for svc, d in flood["pg"].items():
-            put(f"{svc:<22}{d['xact_commit'] / orders:>8.1f}{d['tup_inserted'] / orders:>9.1f}"
+            put(
+                f"{svc:<22}{d['xact_commit'] / orders:>8.1f}{d['tup_inserted'] / orders:>9.1f}"
                 f"{d['tup_updated'] / orders:>8.1f}{d['tup_deleted'] / orders:>8.1f}{d['tup_fetched'] / orders:>8.0f}"
-                f"{d['backend_cpu_s'] / orders * 1000:>15.2f}")
+                f"{d['backend_cpu_s'] / orders * 1000:>15.2f}"
+            )
 
     # Each process: flood B's split, scaled to flood A's CPU per order (ms).
     weighed: dict[str, Weighed] = {}
@@ -492,8 +594,13 @@ def report(out: Path, meta: dict[str, Any], top: int = 15, patterns: Sequence[st
         put("")
         put(f"## stacks through /{pattern}/ (inclusive, ms/order and share of the process)")
         hits = {svc: w.counts["matched"][pattern] for svc, w in weighed.items()}
-        put("  " + ", ".join(f"{svc} {v:.2f} ({pct(v, weighed[svc].total).strip()})" for svc, v in hits.items()
-                             if v >= 0.005) + f"; all services {sum(hits.values()):.2f} ms")
+        put(
+            "  "
+            + ", ".join(
+                f"{svc} {v:.2f} ({pct(v, weighed[svc].total).strip()})" for svc, v in hits.items() if v >= 0.005
+            )
+            + f"; all services {sum(hits.values()):.2f} ms"
+        )
     if patterns:
         return "\n".join(lines) + "\n"
 
@@ -503,35 +610,48 @@ def report(out: Path, meta: dict[str, Any], top: int = 15, patterns: Sequence[st
         put("")
         put(f"## {svc}: {w.total:.2f} ms CPU/order")
         kernel = flood.get("system_s", {}).get(svc)
-        put(f"  flood B: main thread {run:.1f} s on a CPU ({wait:.1f} s waiting for one), other Python threads "
+        put(
+            f"  flood B: main thread {run:.1f} s on a CPU ({wait:.1f} s waiting for one), other Python threads "
             f"{rest:.1f} s; {p.ticks} samples of the main thread ({p.ticks / fprof['seconds']:.0f}/s): "
             f"{p.active['main'] + p.active['green']} active, {p.loop} in the loop (waiting, or its C code), "
             f"{p.awaiting} at an await, {p.unreadable} unreadable; {p.active['rest']} active in other threads"
-            + (f". In the kernel (flood A): {100 * kernel / flood['cpu_s'][svc]:.0f}% of the CPU" if kernel else ""))
-        for title, kind, n in (("CPU by group", "group", top), ("functions, self", "self_fn", top),
-                               ("functions, inclusive (loop and entry frames left out)", "incl_fn", top),
-                               ("lines, self", "line", 10)):
+            + (f". In the kernel (flood A): {100 * kernel / flood['cpu_s'][svc]:.0f}% of the CPU" if kernel else "")
+        )
+        for title, kind, n in (
+            ("CPU by group", "group", top),
+            ("functions, self", "self_fn", top),
+            ("functions, inclusive (loop and entry frames left out)", "incl_fn", top),
+            ("lines, self", "line", 10),
+        ):
             put(f"  {title}:   share  ms/order")
             for key, v in w.top(kind, n):
                 label = f"{key[0]}:{key[1]} {key[2]}: {source(key[0], key[1])}" if kind == "line" else key
                 extra = f"   (inclusive {pct(w.counts['incl_group'][key], w.total).strip()})" if kind == "group" else ""
                 put(f"    {pct(v, w.total)} {v:7.2f}  {label}{extra}")
-        for label, counts, per, unit in (("per order", flood["sql"].get(svc), orders, ""),
-                                         ("per second idle", idle["sql"].get(svc), idle["seconds"], "/s")):
+        for label, counts, per, unit in (
+            ("per order", flood["sql"].get(svc), orders, ""),
+            ("per second idle", idle["sql"].get(svc), idle["seconds"], "/s"),
+        ):
             by_db: dict[str, Counter[str]] = {}
             for key, n in (counts or {}).items():
                 db, _, kind = key.partition(" ")
                 by_db.setdefault(db, Counter())[kind] += n
             for db, kinds in sorted(by_db.items()):
-                put(f"  SQLite statements {label} on {db}: {sum(kinds.values()) / per:.1f}{unit} = " + ", ".join(
-                    f"{k} {n / per:.2f}" for k, n in kinds.most_common(14) if n / per >= 0.01))
+                put(
+                    f"  SQLite statements {label} on {db}: {sum(kinds.values()) / per:.1f}{unit} = "
+                    + ", ".join(f"{k} {n / per:.2f}" for k, n in kinds.most_common(14) if n / per >= 0.01)
+                )
         ip = Profile(out / f"idle-{svc}.txt")
         if ip.ticks:
             iw = ip.weigh(meta["phases"]["idle-profiled"], svc)
-            put(f"  idle: {idle['cpu_s'][svc] / idle['seconds'] * 1000:.1f} ms CPU/s; by group: " + ", ".join(
-                f"{g} {pct(v, iw.total).strip()}" for g, v in iw.top("group", 5)))
-            put("  idle, hottest functions: " + "; ".join(f"{fn} {pct(v, iw.total).strip()}"
-                                                        for fn, v in iw.top("self_fn", 6)))
+            put(
+                f"  idle: {idle['cpu_s'][svc] / idle['seconds'] * 1000:.1f} ms CPU/s; by group: "
+                + ", ".join(f"{g} {pct(v, iw.total).strip()}" for g, v in iw.top("group", 5))
+            )
+            put(
+                "  idle, hottest functions: "
+                + "; ".join(f"{fn} {pct(v, iw.total).strip()}" for fn, v in iw.top("self_fn", 6))
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -544,14 +664,22 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--idle-profile-seconds", type=float, default=10)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    parser.add_argument("--bench-timeouts", action="store_true",
-                        help="keep the saga's own step deadlines (on a slow machine a flood then cancels orders "
-                             "that waited too long, and the mix of work per order changes)")
+    parser.add_argument(
+        "--bench-timeouts",
+        action="store_true",
+        help="keep the saga's own step deadlines (on a slow machine a flood then cancels orders "
+        "that waited too long, and the mix of work per order changes)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     parser.add_argument("--report", type=Path, metavar="DIR", help="only analyse the run recorded in DIR")
-    parser.add_argument("--inclusive", nargs="+", default=[], metavar="REGEX",
-                        help="with --report: CPU per order of the stacks with a frame matching each REGEX "
-                             "(matched against 'function (file)')")
+    parser.add_argument(
+        "--inclusive",
+        nargs="+",
+        default=[],
+        metavar="REGEX",
+        help="with --report: CPU per order of the stacks with a frame matching each REGEX "
+        "(matched against 'function (file)')",
+    )
     args = parser.parse_args()
     out = args.report or args.out
     if args.report:

@@ -32,7 +32,7 @@ if os.environ.get("PZPROFILE_SQL_DIR"):
             i = rest.find(after)
             if i < 0:
                 i = rest.find(after.lower())
-            rest = rest[i + 5:] if i >= 0 else ""
+            rest = rest[i + 5 :] if i >= 0 else ""
         table = rest.split(None, 1)[0].strip('"(') if rest.strip() else ""
         return f"{verb} {table}".rstrip()
 
@@ -40,6 +40,7 @@ if os.environ.get("PZPROFILE_SQL_DIR"):
         def trace(sql: str) -> None:
             if not _paused[0]:
                 _counts[f"{database} {shape(sql)}"] += 1
+
         return trace
 
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
