@@ -56,7 +56,7 @@ from tests.e2e.system import Shop, System
 from tests.support.postgres import ADMIN_DSN
 
 from bench.stacks import stack_env
-from bench.system_bench import AUTOPILOTS, Bench, cpu_seconds
+from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench, cpu_seconds
 
 SQLCOUNT = Path(__file__).parent / "sqlcount"  # a sitecustomize that counts SQLite statements
 ROOTS = [
@@ -84,7 +84,10 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             }
             if not args.bench_timeouts:  # a backlog then delays orders instead of cancelling them
                 extra.update({f"SAGA_{step}_TIMEOUT_S": "1800" for step in ("RESERVE", "PAYMENT", "COMPENSATION")})
-            system = System(workdir, {**env, **AUTOPILOTS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20", **extra})
+            system = System(
+                workdir,
+                {**env, **AUTOPILOTS, **NO_RATE_LIMITS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20", **extra},
+            )
             await system.start()
             shop = Shop(system)
             try:
@@ -92,7 +95,7 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 await wait_for_menu_sync(shop, menu)
                 for item in await shop.inventory():
                     await shop.set_stock(item["ingredient"], 100_000_000)
-                bench = PatientBench(system.ports["orders"], menu, system.env)
+                bench = PatientBench(system.ports["gateway"], menu, system.env)
                 pids = meta["pids"] = {name: await system.pid(name) for name in system.ports}
                 assert system.process is not None
                 watch = Watch(
