@@ -303,7 +303,7 @@ class PgWatch:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.dbs = {
-            k.removesuffix("_DATABASE_URL").lower(): v.rsplit("/", 1)[1]
+            k.removesuffix("_DATABASE_URL").lower(): v.rsplit("/", 1)[1].split("?", 1)[0]
             for k, v in env.items()
             if k.endswith("_DATABASE_URL")
         }
