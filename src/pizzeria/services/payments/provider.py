@@ -1,6 +1,6 @@
 """The payment provider's HTTP API, behind a timeout and a circuit breaker.
 
-Takes an httpx transport so tests can inject failures.
+Takes an httpx transport so tests can answer, fail or hang in the provider's place.
 """
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+import orjson
 
+from pizzeria.kit.http_client import HttpAnswer, HttpError, HttpTimeout, http_client
 from pizzeria.kit.resilience import CircuitBreaker
 
 
@@ -42,12 +44,7 @@ class ProviderClient:
         max_connections: int = 64,
     ) -> None:
         self.breaker = breaker
-        self.client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self.client = http_client(base_url, timeout=timeout, max_connections=max_connections, transport=transport)
 
     async def charge(
         self, *, idempotency_key: str, amount: int, currency: str, source: str, order_id: str
@@ -60,13 +57,13 @@ class ProviderClient:
         """The captured charge made with this key, if any (a timed-out call may have gone
         through): asked before voiding a payment that was attempted."""
 
-        async def call() -> httpx.Response:
+        async def call() -> HttpAnswer:
             try:
-                response = await self.client.get("/v1/charges", params={"idempotency_key": idempotency_key})
-            except httpx.TransportError as exc:
+                response = await self.client.request("GET", "/v1/charges", params={"idempotency_key": idempotency_key})
+            except HttpError as exc:
                 raise ProviderUnavailable(f"cannot reach provider: {exc}") from exc
-            if response.status_code >= 500:
-                raise ProviderUnavailable(f"provider answered {response.status_code}")
+            if response.status >= 500:
+                raise ProviderUnavailable(f"provider answered {response.status}")
             return response
 
         response = await self.breaker.call(call, is_failure=lambda e: isinstance(e, ProviderUnavailable))
@@ -80,30 +77,33 @@ class ProviderClient:
         return str(data["id"])
 
     async def _post(self, path: str, body: dict[str, object], idempotency_key: str) -> dict[str, object]:
-        async def call() -> httpx.Response:
+        payload = orjson.dumps(body)
+        headers = {"Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
+
+        async def call() -> HttpAnswer:
             try:
-                response = await self.client.post(path, json=body, headers={"Idempotency-Key": idempotency_key})
-            except httpx.TimeoutException as exc:
+                response = await self.client.request("POST", path, headers=headers, body=payload)
+            except HttpTimeout as exc:
                 raise ProviderUnavailable(f"timeout calling {path}") from exc
-            except httpx.TransportError as exc:
+            except HttpError as exc:
                 raise ProviderUnavailable(f"cannot reach provider: {exc}") from exc
-            if response.status_code >= 500 or response.status_code in (408, 409, 429):
-                raise ProviderUnavailable(f"provider answered {response.status_code}")
+            if response.status >= 500 or response.status in (408, 409, 429):
+                raise ProviderUnavailable(f"provider answered {response.status}")
             return response
 
         response = await self.breaker.call(call, is_failure=lambda e: isinstance(e, ProviderUnavailable))
-        if response.status_code == 402:
+        if response.status == 402:
             raise CardDeclined(_message(response))
-        if response.status_code >= 400:
-            raise ProviderRejected(f"{response.status_code}: {_message(response)}")
+        if response.status >= 400:
+            raise ProviderRejected(f"{response.status}: {_message(response)}")
         data: dict[str, object] = response.json()
         return data
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: HttpAnswer) -> str:
     try:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
