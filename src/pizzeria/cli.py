@@ -1,4 +1,5 @@
-"""The `pizzeria` command: run the system, one service, migrations, topics and dead letters."""
+"""The `pizzeria` command: run the system, one service, migrations, topics, dead letters, and the
+documents generated from the code (AsyncAPI, OpenAPI)."""
 
 from __future__ import annotations
 
@@ -79,11 +80,62 @@ def cmd_revision(args: argparse.Namespace) -> int:
 def cmd_asyncapi(args: argparse.Namespace) -> int:
     from pizzeria.contracts.asyncapi import build
 
-    document = orjson.dumps(build(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    document = render_json(build())
     if args.output:
         Path(args.output).write_text(document)
     else:
         print(document, end="")
+    return 0
+
+
+def openapi_documents(var_dir: Path) -> dict[str, dict[str, Any]]:
+    """The OpenAPI document of every process, by name, as its routes declare it.
+
+    Each app is built as `pizzeria serve` builds it, in embedded mode whatever the environment
+    says (so the documents do not depend on it), with `var_dir` as its data directory: building
+    an app opens no database, broker or port (that happens in its lifespan, which never runs
+    here). The gateway's document has its own routes only (the overview, the operations
+    fan-out, its probes): the one it serves at `/openapi.json` is merged at run time from the
+    documents of the services it routes to, which are here each on their own."""
+    from pizzeria.kit.settings import Settings
+
+    settings = Settings.model_validate(
+        {
+            "PIZZERIA_MODE": "embedded",
+            "PIZZERIA_VAR_DIR": str(var_dir),
+            "DATABASE_URL": "sqlite+aiosqlite:///{var}/{service}.db",
+            "BROKER_URL": "sqllog+sqlite:///{var}/broker.db",
+            "REDIS_URL": "",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+            "PIZZERIA_FAILPOINTS": "",
+        }
+    )
+    documents: dict[str, dict[str, Any]] = {}
+    for service in SERVICES:
+        document: dict[str, Any] = service.load().create_app(settings).openapi()
+        if document.get("paths"):
+            documents[service.name] = document
+    return documents
+
+
+def render_json(document: Any) -> str:
+    """A generated document as committed: sorted keys, two-space indent, a final newline."""
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pizzeria-openapi-") as var_dir:
+        documents = openapi_documents(Path(var_dir))
+    if not args.output:
+        print(render_json(documents), end="")
+        return 0
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, document in documents.items():
+        (out / f"{name}.json").write_text(render_json(document))
+        print(out / f"{name}.json")
     return 0
 
 
@@ -277,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     asyncapi = sub.add_parser("asyncapi", help="print the AsyncAPI document of every message")
     asyncapi.add_argument("-o", "--output", help="write it to this file")
     asyncapi.set_defaults(func=cmd_asyncapi)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document of every service (its own routes)")
+    openapi.add_argument("-o", "--output", metavar="DIR", help="write <service>.json into this directory")
+    openapi.set_defaults(func=cmd_openapi)
 
     topics = sub.add_parser("topics", help="list or create the broker topics")
     topics.add_argument("action", choices=["list", "create"])
