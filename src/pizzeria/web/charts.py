@@ -9,8 +9,8 @@ from html import escape
 
 from markupsafe import Markup
 
-WIDTH, HEIGHT = 600, 180
-LEFT, RIGHT, TOP, BOTTOM = 48, 8, 12, 26
+WIDTH, HEIGHT = 480, 200
+LEFT, RIGHT, TOP, BOTTOM = 58, 10, 14, 30
 
 
 @dataclass(frozen=True)

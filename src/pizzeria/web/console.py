@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from pizzeria.web import charts
 from pizzeria.web.api import Answer
-from pizzeria.web.render import duration, parse_time, redirect
+from pizzeria.web.render import duration, parse_time, redirect, short
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, as_uuid
 
@@ -188,9 +188,9 @@ def router(web: Web) -> APIRouter:
         answer = await web.call(request, visit, "POST", f"/api/v1/ops/dlq/{found}/{action}")
         if answer.ok:
             done = "sent back to its consumer" if action == "replay" else "discarded"
-            notice = f"Dead letter {found[:8]} {done}."
+            notice = f"Dead letter {short(found)} {done}."
         else:
-            notice = f"Could not {action} dead letter {found[:8]}: {answer.problem()}"
+            notice = f"Could not {action} dead letter {short(found)}: {answer.problem()}"
         if request.headers.get("hx-request") == "true":
             return web.render.partial(
                 request, visit, "_ops_dead_letters.html", notice=notice, **await dead_letters(web, request, visit)
@@ -216,7 +216,7 @@ def router(web: Web) -> APIRouter:
             request,
             visit,
             "story.html",
-            title=f"Order {found[:8]}: the whole story",
+            title=f"Order {short(found)}: the whole story",
             order_id=found,
             order=_json(order),
             order_status=order.status,
@@ -245,7 +245,7 @@ def router(web: Web) -> APIRouter:
             request,
             visit,
             "correlation.html",
-            title=f"Correlation {cid[:12]}",
+            title=f"Correlation {short(cid, 12)}",
             correlation_id=cid,
             entries=entries,
             orders=orders,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from pizzeria.web.api import server_sent_events
-from pizzeria.web.render import redirect
+from pizzeria.web.render import redirect, short
 from pizzeria.web.site import Web, as_uuid
 
 READERS = ("customer", "staff", "admin")
@@ -80,7 +80,7 @@ def router(web: Web) -> APIRouter:
                 request, visit, 503, "Order unavailable", "We cannot show this order right now; try again shortly."
             )
         order = answer.json()
-        return web.render.page(request, visit, "order.html", title=f"Order {order['id'][:8]}", order=order)
+        return web.render.page(request, visit, "order.html", title=f"Order {short(order['id'])}", order=order)
 
     @routes.get("/orders/{order_id}/live")
     async def live(request: Request, order_id: str) -> Response:

@@ -99,8 +99,10 @@ def label(value: str | None) -> str:
 
 
 def short(value: Any, keep: int = 8) -> str:
+    """An id as people can tell ids apart: the end of it. The ids here are UUIDv7, whose first
+    characters are a timestamp shared by everything made in the same minute."""
     text = str(value or "")
-    return text[:keep]
+    return text[-keep:]
 
 
 class Renderer:

@@ -66,6 +66,11 @@ CARDS: tuple[tuple[str, str, str], ...] = (
         "Test card that never answers",
         "The provider never replies: the order times out and is cancelled.",
     ),
+    (
+        "tok_mastercard",
+        "Ordinary test card",
+        "Declined only as often as the provider's decline rate says (the fault lab sets it; normally never).",
+    ),
 )
 CARD_TOKENS = frozenset(token for token, _, _ in CARDS)
 
