@@ -142,6 +142,18 @@ async def test_the_storefront_shows_the_menu_with_sizes_and_prices(browser: Brow
     assert (await browser.client.get("/static/vendor/htmx/htmx.min.js")).status_code == 200
 
 
+async def test_an_unknown_page_is_a_page_and_an_unknown_api_path_a_problem(browser: Browser) -> None:
+    page = await browser.client.get("/no-such-page")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Page not found" in page.text
+    api = await browser.client.get("/api/v2/menu")
+    assert api.status_code == 404
+    assert api.headers["content-type"].startswith("application/problem+json")
+    assert (await browser.client.get("/health")).status_code == 200
+    assert (await browser.client.get("/docs")).status_code == 200
+
+
 async def test_a_page_stays_up_when_its_service_is_down(browser: Browser) -> None:
     browser.fakes.down.add("catalog")
     page = await browser.client.get("/")

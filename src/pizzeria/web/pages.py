@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import Response
 
+from pizzeria.kit.errors import NotFound
 from pizzeria.kit.settings import Settings
 from pizzeria.web import boards, console, faults, orders
 from pizzeria.web.account import Accounts
@@ -43,3 +44,22 @@ def install(app: FastAPI, settings: Settings, trusted_origins: Iterable[str]) ->
 
     app.add_exception_handler(Denied, denied)
     return web
+
+
+def serve_not_found(app: FastAPI, web: Web) -> None:
+    """A page a browser can read for any other path (register it last: it matches every GET).
+    API paths keep their problem+json answer."""
+
+    async def not_found(request: Request) -> Response:
+        if request.url.path.startswith("/api/"):
+            raise NotFound(f"{request.url.path} does not exist")
+        visit = await web.visit(request)
+        return web.error_page(
+            request,
+            visit,
+            404,
+            "Page not found",
+            "There is no page at this address. The menu is a good place to start.",
+        )
+
+    app.add_api_route("/{path:path}", not_found, methods=["GET"], include_in_schema=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -39,6 +38,7 @@ from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
 from pizzeria.services.gateway.settings import GatewaySettings
 from pizzeria.services.gateway.upstream import HOP_BY_HOP, Upstream
 from pizzeria.web import pages
+from pizzeria.web.site import Web
 
 NAME = "gateway"
 #: Vendored browser assets (no CDN): the web UI's styles and htmx, Swagger UI for `/docs`.
@@ -152,11 +152,11 @@ def build_upstream(name: str, url: str, own: GatewaySettings, transport: httpx.A
     )
 
 
-def serve_browsers(app: FastAPI, settings: Settings, own: GatewaySettings) -> None:
+def serve_browsers(app: FastAPI, settings: Settings, own: GatewaySettings) -> Web:
     """What a browser is served beside the API: the web UI, its static files, the API docs."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The web UI: pages that call the public API above in-process, as the visitor.
-    pages.install(app, settings, [o.strip() for o in own.cors_origins.split(",") if o.strip()])
+    web = pages.install(app, settings, [o.strip() for o in own.cors_origins.split(",") if o.strip()])
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -167,6 +167,8 @@ def serve_browsers(app: FastAPI, settings: Settings, own: GatewaySettings) -> No
             swagger_css_url="/static/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
         )
+
+    return web
 
 
 def create_app(
@@ -203,14 +205,13 @@ def create_app(
                 await upstream.close()
             await limiter.close()
 
-    def health() -> dict[str, Any]:
-        return {"upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}}
-
     app = http_app(
         service=NAME,
         settings=settings,
         lifespan=lifespan,
-        health_details=health,
+        health_details=lambda: {
+            "upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}
+        },
         openapi_url=None,
         description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
     )
@@ -247,7 +248,7 @@ def create_app(
             document.own = add_problem_responses(own)
         return JSONResponse(await document.get())
 
-    serve_browsers(app, settings, own)
+    web = serve_browsers(app, settings, own)
 
     @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def forward(request: Request) -> Response:
@@ -283,4 +284,5 @@ def create_app(
                 response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
         return response
 
+    pages.serve_not_found(app, web)  # last: it answers every path nothing above took
     return app
