@@ -125,6 +125,31 @@ async def test_the_kitchen_and_the_courier_move_an_order_on_and_the_customer_pag
     assert await customer.evaluate("window.__samePage === true"), "the customer's page was reloaded"
 
 
+async def test_a_customer_cancels_a_paid_order_and_is_refunded(
+    chromium: Browser, system: System, contexts: list[BrowserContext]
+) -> None:
+    customer = await person(chromium, system, contexts, "customer")
+    await customer.goto("/")
+    await customer.locator(".menu-item").nth(2).get_by_role("button", name=re.compile("Add to cart")).click()
+    await expect(customer.get_by_role("status")).to_contain_text("to your cart")
+    await customer.goto("/cart")
+    await customer.get_by_label("Delivery address").fill("9 Refund Row")
+    await customer.get_by_role("button", name="Place order").click()
+    status = customer.locator("#order-status")
+    await expect(status).to_have_attribute("data-status", "paid", timeout=30_000)  # no autopilot: it waits here
+    await customer.get_by_role("button", name="Cancel order").click()
+    await expect(customer.get_by_role("status")).to_contain_text("Cancellation requested")
+    await expect(status).to_have_attribute("data-status", "cancelled")
+    await expect(customer.locator("#cancel-reason")).to_contain_text("You cancelled this order")
+
+    async def refunded() -> bool:
+        await customer.reload()
+        return "refunded" in await customer.locator("#cancel-reason").inner_text()
+
+    await eventually(refunded, "the page to say the payment was refunded", timeout=30)
+    await expect(customer.get_by_role("button", name="Cancel order")).to_have_count(0)
+
+
 async def publish(system: System, *messages: Message) -> list[str]:
     """Put messages on their topics as their services would (returns their ids)."""
     settings = Settings(PIZZERIA_VAR_DIR=str(system.workdir / "var"))  # type: ignore[call-arg]

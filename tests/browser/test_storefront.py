@@ -22,7 +22,7 @@ from tests.e2e.system import Shop, System
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 #: Slow enough that the order page sees every stage go by, fast enough for a test.
-STAGES = {"KITCHEN_STAGE_MS": "700", "DELIVERY_STAGE_MS": "700"}
+STAGES = {"KITCHEN_STAGE_MS": "1000", "DELIVERY_STAGE_MS": "1000"}
 
 #: Records every status the live panel shows, and marks the document so a reload would show.
 WATCH = """() => {

@@ -153,7 +153,10 @@ class Sessions:
             origin = f"{parts.scheme}://{parts.netloc}"
         if origin in self.trusted_origins:
             return
-        if urlsplit(origin).netloc == request.headers.get("host"):
+        # The host the browser asked for, port aside: a proxy may drop the port from Host, and
+        # cookies are shared across the ports of a host anyway.
+        own = urlsplit(f"//{request.headers.get('host', '')}").hostname
+        if own and urlsplit(origin).hostname == own:
             return
         raise CrossSiteRequest(f"this form must be sent from a page of this site, not {origin}")
 
