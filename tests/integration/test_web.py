@@ -376,6 +376,21 @@ async def test_the_fault_lab_switches_the_provider_and_counts_double_charges(bro
     assert 'id="charged-twice">1<' in lab.text
 
 
+async def test_the_new_operations_routes_are_for_administrators_only(browser: Browser) -> None:
+    for method, path in (
+        ("GET", "/api/v1/ops/services"),
+        ("GET", "/api/v1/ops/faults/payment-provider"),
+        ("PUT", "/api/v1/ops/faults/payment-provider"),
+    ):
+        body = {} if method == "PUT" else None
+        assert (await browser.client.request(method, path, json=body)).status_code == 401
+        for role in ("customer", "staff", "courier"):
+            token = browser.fakes.tokens(role)["access_token"]
+            answer = await browser.client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 403, (method, path, role)
+    assert not [c for c in browser.fakes.calls if c.url.path.startswith(("/ready", "/v1/"))]
+
+
 def test_consumer_lag_is_summed_per_group_from_the_metrics() -> None:
     exposition = "\n".join(
         [
