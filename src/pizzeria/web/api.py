@@ -80,7 +80,6 @@ class PublicApi:
         sent = {
             "host": request.headers.get("host", "gateway"),
             "accept": "application/json",
-            "user-agent": request.headers.get("user-agent", "pizzeria-web"),
             **headers,
         }
         request_id = context.request_id.get()
