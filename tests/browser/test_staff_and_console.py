@@ -103,6 +103,13 @@ async def test_the_kitchen_and_the_courier_move_an_order_on_and_the_customer_pag
     await expect(ticket.locator("xpath=ancestor::section[1]")).to_contain_text("Queued")
     await screenshot(chef, "kitchen")
     await check_accessibility(chef, "the kitchen board")
+    # The board refreshes itself; a cook working from the keyboard keeps the focused button.
+    start = ticket.get_by_role("button", name=re.compile("Start preparing"))
+    await start.focus()
+    await chef.evaluate(
+        "() => new Promise(done => document.body.addEventListener('htmx:afterSettle', done, {once: true}))"
+    )
+    await expect(start).to_be_focused()
     await advance(chef, order_id, "Start preparing")
     await expect(status).to_have_attribute("data-status", "preparing")
     await expect(customer.get_by_role("button", name="Cancel order")).to_have_count(0)
