@@ -84,3 +84,10 @@ if ! command -v promtool >/dev/null 2>&1; then
   echo "ensure-services: installing promtool (Debian's prometheus package)"
   apt_install --no-install-recommends prometheus
 fi
+
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; no browser is
+# ever downloaded by Playwright itself.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "ensure-services: installing Chromium (for the browser tests)"
+  apt_install chromium
+fi

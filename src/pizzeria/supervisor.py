@@ -153,7 +153,8 @@ class Supervisor:
         if not self.stopping.is_set():
             say("")
             gateway = url_for(self.settings, "gateway")
-            say(f"pizzeria is up: {gateway}  Menu: {gateway}/api/v1/menu  API docs: {gateway}/docs")
+            say(f"pizzeria is up: {gateway}  (the shop; staff {gateway}/kitchen, operations {gateway}/ops)")
+            say(f"API: {gateway}/api/v1/menu  API docs: {gateway}/docs")
             say(f"Logs: {self.log_dir}/. Press Ctrl-C to stop.")
         watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
         await self.stopping.wait()

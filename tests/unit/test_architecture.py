@@ -20,6 +20,9 @@ LAYERS = {
     "chassis": 3,
     "simulators": 3,
     "services": 4,
+    # The web UI: the gateway serves it (so it sits beside the services), and it is a client of
+    # the public API only: it imports no service (a test below checks).
+    "web": 4,
     "registry": 5,
     "supervisor": 5,
     "cli": 6,
@@ -89,6 +92,17 @@ def test_a_service_imports_no_other_service() -> None:
             if len(other) >= 3 and other[1] == "services" and other[2] != parts[2]:
                 crossing.append(f"{module} → {dep}")
     assert not crossing, "services must talk through contracts only:\n" + "\n".join(crossing)
+
+
+def test_the_web_ui_imports_no_service() -> None:
+    reaching = [
+        f"{module} → {dep}"
+        for module, deps in GRAPH.items()
+        if module.startswith("pizzeria.web")
+        for dep in deps
+        if dep.startswith("pizzeria.services")
+    ]
+    assert not reaching, "the web UI talks to services through the public API only:\n" + "\n".join(reaching)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -1,9 +1,10 @@
 """A simulated card payment provider, run as its own process like the real one would be.
 
 It behaves the way a real provider does where it matters to us: it answers after a latency
-(`PAYMENT_LATENCY_MS`), declines a share of ordinary cards at random (`PAYMENT_FAILURE_RATE`),
-can be switched off (`PUT /v1/admin/outage`), and honours idempotency keys: the same key gives
-the same answer and never a second charge. Test cards: `tok_visa` always succeeds,
+(`PAYMENT_LATENCY_MS`, `PUT /v1/admin/latency`), declines a share of ordinary cards at random
+(`PAYMENT_FAILURE_RATE`, `PUT /v1/admin/failure-rate`), can be switched off
+(`PUT /v1/admin/outage`; `GET /v1/admin/state` tells how it is set), and honours idempotency
+keys: the same key gives the same answer and never a second charge. Test cards: `tok_visa` always succeeds,
 `tok_declined` always declines, `tok_timeout` never answers. Its ledger lives in memory.
 """
 
@@ -55,6 +56,10 @@ class OutageBody(BaseModel):
 
 class FailureRateBody(BaseModel):
     rate: float = Field(ge=0, le=1)
+
+
+class LatencyBody(BaseModel):
+    ms: int = Field(ge=0, le=60_000, description="typical answer time; each answer takes 0.5 to 1.5 times it")
 
 
 @dataclass
@@ -173,6 +178,16 @@ def build_router(ledger: Ledger) -> APIRouter:
     async def failure_rate(body: FailureRateBody) -> dict[str, float]:
         ledger.failure_rate = body.rate
         return {"rate": ledger.failure_rate}
+
+    @router.put("/admin/latency")
+    async def latency(body: LatencyBody) -> dict[str, int]:
+        ledger.latency = body.ms / 1000
+        return {"ms": body.ms}
+
+    @router.get("/admin/state")
+    async def state() -> dict[str, Any]:
+        """How the provider behaves now (what the switches above have set)."""
+        return {"down": ledger.down, "failure_rate": ledger.failure_rate, "latency_ms": round(ledger.latency * 1000)}
 
     return router
 

@@ -55,12 +55,27 @@ async def audit(
     until: datetime | None = None,
     after: Annotated[int | None, Query(ge=0, description="the `next_after` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    correlation_id: Annotated[str | None, Query(max_length=64)] = None,
+    newest_first: Annotated[
+        bool, Query(description="the newest entries first (a live view); `next_after` is then null")
+    ] = False,
 ) -> AuditPage:
-    stmt = query(order_id=order_id, user_id=user_id, type_=type, since=since, until=until, after=after, limit=limit + 1)
+    stmt = query(
+        order_id=order_id,
+        user_id=user_id,
+        type_=type,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit + 1,
+        correlation_id=correlation_id,
+        newest_first=newest_first,
+    )
     async with runtime.db.read() as conn:
         rows = (await conn.execute(stmt)).all()
     page = [AuditEntry.model_validate(dict(r._mapping)) for r in rows[:limit]]
-    return AuditPage(items=page, next_after=page[-1].seq if len(rows) > limit else None)
+    more = len(rows) > limit and not newest_first
+    return AuditPage(items=page, next_after=page[-1].seq if more else None)
 
 
 class Figures(BaseModel):

@@ -72,11 +72,15 @@ def query(
     until: Any,
     after: int | None,
     limit: int,
+    correlation_id: str | None = None,
+    newest_first: bool = False,
 ) -> sa.Select[Any]:
-    """Entries matching every filter given, in the order things happened."""
+    """Entries matching every filter given, in the order things happened (or the reverse)."""
     stmt = sa.select(audit_log)
     if order_id:
         stmt = stmt.where(audit_log.c.order_id == order_id)
+    if correlation_id:
+        stmt = stmt.where(audit_log.c.correlation_id == correlation_id)
     if user_id:
         stmt = stmt.where(sa.or_(audit_log.c.user_id == user_id, audit_log.c.actor == user_id))
     if type_:
@@ -87,4 +91,4 @@ def query(
         stmt = stmt.where(audit_log.c.occurred_at < until)
     if after is not None:
         stmt = stmt.where(audit_log.c.seq > after)
-    return stmt.order_by(audit_log.c.seq).limit(limit)
+    return stmt.order_by(audit_log.c.seq.desc() if newest_first else audit_log.c.seq).limit(limit)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -31,16 +30,18 @@ from pizzeria.kit.http import add_problem_responses, http_app
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
-from pizzeria.services.gateway import ops
+from pizzeria.services.gateway import faults, ops, status
 from pizzeria.services.gateway.openapi import OpenApiDocument
 from pizzeria.services.gateway.overview import Overview, overview
 from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
 from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
 from pizzeria.services.gateway.settings import GatewaySettings
 from pizzeria.services.gateway.upstream import HOP_BY_HOP, Upstream
+from pizzeria.web import pages
+from pizzeria.web.site import Web
 
 NAME = "gateway"
-#: Vendored browser assets (no CDN): Swagger UI for `/docs`.
+#: Vendored browser assets (no CDN): the web UI's styles and htmx, Swagger UI for `/docs`.
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 
 rate_limited = Counter("pizzeria_gateway_rate_limited_total", "Requests refused by a rate limit.", ["scope"])
@@ -137,6 +138,39 @@ async def _relay_stream(
     return response
 
 
+def build_upstream(name: str, url: str, own: GatewaySettings, transport: httpx.AsyncBaseTransport | None) -> Upstream:
+    """A service behind the gateway, with the deadline, retries and breaker the settings give."""
+    return Upstream(
+        name,
+        url,
+        timeout=own.upstream_timeout_s,
+        retries=own.read_retries,
+        breaker=CircuitBreaker(
+            f"upstream-{name}", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
+        ),
+        transport=transport,
+    )
+
+
+def serve_browsers(app: FastAPI, settings: Settings, own: GatewaySettings) -> Web:
+    """What a browser is served beside the API: the web UI, its static files, the API docs."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # The web UI: pages that call the public API above in-process, as the visitor.
+    web = pages.install(app, settings, [o.strip() for o in own.cors_origins.split(",") if o.strip()])
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Pizzeria API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
+
+    return web
+
+
 def create_app(
     settings: Settings | None = None,
     own: GatewaySettings | None = None,
@@ -148,19 +182,17 @@ def create_app(
     own = own or GatewaySettings()
     refuse_unsafe_production(NAME, settings, messaging=False, shared_state=True)
     configure_logging(NAME, settings.log_level, settings.log_format)
+
     upstreams = {
-        name: Upstream(
-            name,
-            url_for(settings, name),
-            timeout=own.upstream_timeout_s,
-            retries=own.read_retries,
-            breaker=CircuitBreaker(
-                f"upstream-{name}", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
-            ),
-            transport=(transports or {}).get(name),
-        )
-        for name in UPSTREAMS
+        name: build_upstream(name, url_for(settings, name), own, (transports or {}).get(name)) for name in UPSTREAMS
     }
+    # The payment provider is no upstream of the API: the fault lab's switches reach it.
+    provider = build_upstream(
+        "provider",
+        own.provider_url or url_for(settings, "provider"),
+        own,
+        (transports or {}).get("provider"),
+    )
     limiter = build_rate_limiter(settings.redis_url, own.rate_limit_window_s, settings.redis_key_prefix)
     gate = Gate(settings, own, limiter)
 
@@ -169,18 +201,17 @@ def create_app(
         try:
             yield
         finally:
-            for upstream in upstreams.values():
+            for upstream in (*upstreams.values(), provider):
                 await upstream.close()
             await limiter.close()
-
-    def health() -> dict[str, Any]:
-        return {"upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}}
 
     app = http_app(
         service=NAME,
         settings=settings,
         lifespan=lifespan,
-        health_details=health,
+        health_details=lambda: {
+            "upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}
+        },
         openapi_url=None,
         description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
     )
@@ -206,6 +237,8 @@ def create_app(
         return await overview(upstreams, forwarded_headers(request))
 
     app.include_router(ops.build_router(upstreams, gate.admit, forwarded_headers))
+    app.include_router(status.build_router(upstreams, gate.admit))
+    app.include_router(faults.build_router(provider, gate.admit))
     document = OpenApiDocument(upstreams, {})
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -215,17 +248,7 @@ def create_app(
             document.own = add_problem_responses(own)
         return JSONResponse(await document.get())
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Pizzeria API",
-            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
-        )
+    web = serve_browsers(app, settings, own)
 
     @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def forward(request: Request) -> Response:
@@ -261,4 +284,5 @@ def create_app(
                 response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
         return response
 
+    pages.serve_not_found(app, web)  # last: it answers every path nothing above took
     return app

@@ -1,4 +1,5 @@
-"""The gateway's own settings: deadlines, retries and breakers of upstream calls, rate limits, CORS."""
+"""The gateway's own settings: deadlines, retries and breakers of upstream calls, rate limits, CORS,
+the payment provider (for the fault lab)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,6 @@ class GatewaySettings(BaseSettings):
     rate_limit_per_ip: int = Field(1200, alias="RATE_LIMIT_PER_IP", gt=0)
     rate_limit_window_s: int = Field(60, alias="RATE_LIMIT_WINDOW_S", gt=0)
     cors_origins: str = Field("http://127.0.0.1:8000,http://localhost:8000", alias="CORS_ORIGINS")
+    # The fault lab's switches reach the payment provider payments uses (empty: the simulator on
+    # this host).
+    provider_url: str = Field("", alias="PAYMENT_PROVIDER_URL")

@@ -1,0 +1,115 @@
+"""`GET /api/v1/ops/services` (administrators): every service's readiness, the state of its
+circuit breaker at the gateway and its consumers' lag, asked of all services at once.
+
+The probes go straight to each service's `/ready` and `/metrics`, not through its breaker:
+looking at a service must not open or close the breaker that guards the traffic to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Literal
+
+import httpx
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from pizzeria.kit.auth import Principal, Role
+from pizzeria.kit.clock import utcnow
+from pizzeria.services.gateway.routes import ADMIN
+from pizzeria.services.gateway.upstream import Upstream
+
+PROBE_TIMEOUT_S = 1.5
+LAG_FAMILY = "pizzeria_consumer_lag_messages"
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+Admit = Callable[[Request, frozenset[Role] | None], Awaitable[Principal | None]]
+
+
+class ServiceStatus(BaseModel):
+    name: str
+    url: str
+    breaker: str = Field(description="the gateway's circuit breaker to it: closed, open or half-open")
+    state: Literal["ready", "not-ready", "down"]
+    detail: str = Field(description="why it is not ready, or how it failed to answer")
+    latency_ms: float | None = Field(description="how long `/ready` took to answer")
+    lag: dict[str, float] | None = Field(
+        description="consumer group → records between the ends of its partitions and its committed offsets; "
+        "null when the service's metrics could not be read"
+    )
+
+
+class ServicesStatus(BaseModel):
+    services: list[ServiceStatus]
+    checked_at: datetime
+
+
+def consumer_lag(exposition: str) -> dict[str, float]:
+    """Lag per consumer group, summed over topics and partitions, from a Prometheus exposition."""
+    lag: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if not line.startswith(LAG_FAMILY + "{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        group = dict(_LABEL.findall(labels)).get("group", "?")
+        try:
+            lag[group] = lag.get(group, 0.0) + float(value)
+        except ValueError:
+            continue
+    return lag
+
+
+async def probe(upstream: Upstream) -> ServiceStatus:
+    started = time.perf_counter()
+    latency: float | None = None
+    try:
+        ready = await upstream.client.get("/ready", timeout=PROBE_TIMEOUT_S)
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        if ready.status_code == 200:
+            state, detail = "ready", "ready"
+        else:
+            state = "not-ready"
+            checks = ready.json().get("checks", {}) if ready.headers.get("content-type", "").endswith("json") else {}
+            failing = [f"{name}: {outcome}" for name, outcome in checks.items() if outcome != "ok"]
+            detail = "; ".join(failing) or f"/ready answered {ready.status_code}"
+    except httpx.TimeoutException:
+        state, detail = "down", f"no answer within {PROBE_TIMEOUT_S} s"
+    except httpx.HTTPError:
+        state, detail = "down", "cannot be reached"
+    lag: dict[str, float] | None = None
+    if state != "down":
+        try:
+            metrics = await upstream.client.get("/metrics", timeout=PROBE_TIMEOUT_S)
+            if metrics.status_code == 200:
+                lag = consumer_lag(metrics.text)
+        except httpx.HTTPError:
+            lag = None
+    return ServiceStatus(
+        name=upstream.name,
+        url=upstream.base_url,
+        breaker=upstream.state(),
+        state=state,
+        detail=detail,
+        latency_ms=latency,
+        lag=lag,
+    )
+
+
+def build_router(upstreams: dict[str, Upstream], admit: Admit) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
+
+    @router.get(
+        "/services",
+        response_model=ServicesStatus,
+        summary="Every service's readiness, its circuit breaker at the gateway and its consumers' lag",
+    )
+    async def services(request: Request) -> ServicesStatus:
+        await admit(request, ADMIN)
+        found = await asyncio.gather(*(probe(u) for u in upstreams.values()))
+        return ServicesStatus(services=list(found), checked_at=utcnow())
+
+    return router
