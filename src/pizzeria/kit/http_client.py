@@ -3,14 +3,14 @@ in tests (so a test can answer, fail or hang in place of the other side).
 
 Why aiohttp: measured from one process sending to a local uvicorn with 50 requests in flight,
 httpx spent 1.6 to 2.1 ms of CPU per request (its pool rescans every connection per request) and
-aiohttp 0.1 ms. The gateway forwards every request and payments calls the provider for every
-order, so that difference is a real share of what an order costs.
+aiohttp 0.1 ms. Payments calls the provider for every order, so that difference is a real share
+of what an order costs. (The gateway's forwarding still uses httpx: see docs/performance.md.)
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,19 +42,6 @@ class HttpAnswer:
         return self.body.decode("utf-8", "replace")
 
 
-class HttpStream(Protocol):
-    """An answer whose body comes as it is sent (server-sent events)."""
-
-    status: int
-    headers: list[tuple[str, str]]
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-    async def read(self) -> bytes: ...
-
-    async def close(self) -> None: ...
-
-
 Params = Sequence[tuple[str, str]] | Mapping[str, str] | None
 
 
@@ -73,10 +60,6 @@ class HttpClient(Protocol):
         body: bytes = b"",
     ) -> HttpAnswer: ...
 
-    async def stream(
-        self, path: str, *, params: Params = None, headers: Mapping[str, str] | None = None
-    ) -> HttpStream: ...
-
     async def close(self) -> None: ...
 
 
@@ -89,15 +72,24 @@ def http_client(
     return AiohttpClient(base_url, timeout=timeout, max_connections=max_connections)
 
 
+@contextlib.contextmanager
+def _faults_of(base_url: str, timeout: type[BaseException], unreachable: type[BaseException]) -> Iterator[None]:
+    """The client library's faults as this module's: no answer in time, or no answer at all."""
+    try:
+        yield
+    except timeout as exc:
+        raise HttpTimeout(f"no answer from {base_url} in time") from exc
+    except unreachable as exc:
+        raise HttpError(f"cannot reach {base_url}: {exc}") from exc
+
+
 class AiohttpClient:
-    """The running system's client: a keep-alive pool, a deadline per request. The deadline
-    of a stream covers connecting and the answer's head, not the body."""
+    """The running system's client: a keep-alive pool, a deadline per request."""
 
     def __init__(self, base_url: str, *, timeout: float, max_connections: int) -> None:
         self.base_url = base_url.rstrip("/")
         self._base = URL(self.base_url)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=None)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -123,7 +115,7 @@ class AiohttpClient:
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
     ) -> HttpAnswer:
-        try:
+        with _faults_of(self.base_url, TimeoutError, aiohttp.ClientError):
             async with self._client().request(
                 method,
                 self._url(path),
@@ -135,49 +127,10 @@ class AiohttpClient:
             ) as response:
                 payload = await response.read()
                 return HttpAnswer(response.status, list(response.headers.items()), payload)
-        except TimeoutError as exc:
-            raise HttpTimeout(f"no answer from {self.base_url} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise HttpError(f"cannot reach {self.base_url}: {exc}") from exc
-
-    async def stream(self, path: str, *, params: Params = None, headers: Mapping[str, str] | None = None) -> HttpStream:
-        try:
-            response = await self._client().get(
-                self._url(path),
-                params=params or None,
-                headers=headers,
-                timeout=self._stream_timeout,
-                allow_redirects=False,
-            )
-        except TimeoutError as exc:
-            raise HttpTimeout(f"no answer from {self.base_url} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise HttpError(f"cannot reach {self.base_url}: {exc}") from exc
-        return _AiohttpStream(response)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-class _AiohttpStream:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status = response.status
-        self.headers = list(response.headers.items())
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, asyncio.CancelledError):
-            return
-
-    async def read(self) -> bytes:
-        return await self._response.read()
-
-    async def close(self) -> None:
-        self._response.release()
 
 
 class TransportClient:
@@ -196,48 +149,10 @@ class TransportClient:
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
     ) -> HttpAnswer:
-        try:
-            response = await self._client.request(
-                method, path, params=_httpx_params(params), headers=dict(headers or {}), content=body
-            )
-        except httpx.TimeoutException as exc:
-            raise HttpTimeout(f"no answer from {self.base_url} in time") from exc
-        except httpx.TransportError as exc:
-            raise HttpError(f"cannot reach {self.base_url}: {exc}") from exc
+        query = None if params is None else tuple(params.items() if isinstance(params, Mapping) else params)
+        with _faults_of(self.base_url, httpx.TimeoutException, httpx.TransportError):
+            response = await self._client.request(method, path, params=query, headers=dict(headers or {}), content=body)
         return HttpAnswer(response.status_code, list(response.headers.multi_items()), response.content)
-
-    async def stream(self, path: str, *, params: Params = None, headers: Mapping[str, str] | None = None) -> HttpStream:
-        request = self._client.build_request("GET", path, params=_httpx_params(params), headers=dict(headers or {}))
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise HttpTimeout(f"no answer from {self.base_url} in time") from exc
-        except httpx.TransportError as exc:
-            raise HttpError(f"cannot reach {self.base_url}: {exc}") from exc
-        return _HttpxStream(response)
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-class _HttpxStream:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers = list(response.headers.multi_items())
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.aiter_bytes():
-            yield chunk
-
-    async def read(self) -> bytes:
-        return await self._response.aread()
-
-    async def close(self) -> None:
-        await self._response.aclose()
-
-
-def _httpx_params(params: Params) -> Any:
-    if params is None:
-        return None
-    return tuple(params.items()) if isinstance(params, Mapping) else tuple(params)
