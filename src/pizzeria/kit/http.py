@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.db import is_transient_error
+from pizzeria.kit.edge import REQUEST_ID, EdgeLimits, EdgeMiddleware
 from pizzeria.kit.errors import PROBLEM_BASE, PROBLEM_JSON, ProblemError
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
@@ -56,12 +58,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or new_id()
+        # Latin-1 never fails; what is not valid text is refused inside (EdgeMiddleware), and
+        # ids that are not acceptable are replaced here so the refusal can still be named.
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
+        request_id = _acceptable_id(headers.get("x-request-id")) or new_id()
+        traceparent = headers.get("traceparent")
+        traceparent = traceparent if traceparent and TRACEPARENT.match(traceparent) else None
         tokens = (
-            context.correlation_id.set(headers.get("x-correlation-id") or request_id),
+            context.correlation_id.set(_acceptable_id(headers.get("x-correlation-id")) or request_id),
             context.causation_id.set(None),
-            context.traceparent.set(headers.get("traceparent")),
+            context.traceparent.set(traceparent),
             context.request_id.set(request_id),
         )
         status = 500
@@ -72,7 +78,7 @@ class RequestContextMiddleware:
             tracing.span(
                 f"{scope['method']} {path}",
                 kind=SpanKind.SERVER,
-                parent=headers.get("traceparent", ""),
+                parent=traceparent or "",
                 attributes={"http.request.method": scope["method"], "url.path": path},
             )
             if path not in UNTRACED
@@ -109,6 +115,14 @@ class RequestContextMiddleware:
             context.request_id.reset(tokens[3])
 
 
+#: W3C Trace Context `traceparent` (version 00); anything else starts a new trace.
+TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _acceptable_id(value: str | None) -> str | None:
+    return value if value and REQUEST_ID.match(value) else None
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
@@ -139,13 +153,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
-        slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}.get(
-            exc.status_code, "http-error"
-        )
+        slug = {
+            404: "not-found",
+            405: "method-not-allowed",
+            401: "unauthorized",
+            403: "forbidden",
+            413: "payload-too-large",
+        }.get(exc.status_code, "http-error")
         return problem(
             exc.status_code,
             slug,
-            str(exc.detail) if exc.status_code != 404 else "Not found",
+            {404: "Not found", 413: "Payload too large"}.get(exc.status_code, str(exc.detail)),
             str(exc.detail),
             instance=str(request.url.path),
         )
@@ -207,6 +225,15 @@ def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def edge_limits(settings: Settings | None) -> EdgeLimits:
+    """The request size limits of the settings (the defaults without them)."""
+    if settings is None:
+        return EdgeLimits()
+    return EdgeLimits(
+        max_body_bytes=settings.max_request_body_bytes, max_header_bytes=settings.max_request_header_bytes
+    )
+
+
 def http_app(
     *,
     service: str,
@@ -241,6 +268,9 @@ def http_app(
         title=f"pizzeria {service}", version=version, description=description, lifespan=run, openapi_url=openapi_url
     )
     app.state.ready_checks = checks
+    # Added first, so it runs inside the request context: a refused request is still measured and
+    # answered with its request id.
+    app.add_middleware(EdgeMiddleware, limits=edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
 

@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pizzeria.kit.clientaddr import Network, parse_networks
 
 #: The embedded mode's token signing secret. Public (it is in the source), so production mode
 #: refuses to start with it.
@@ -32,6 +34,12 @@ class Settings(BaseSettings):
     broker_url: str = Field("sqllog+sqlite:///{var}/broker.db", alias="BROKER_URL")
     host: str = Field("127.0.0.1", alias="PIZZERIA_HOST")
     db_pool_size: int = Field(10, alias="DB_POOL_SIZE")
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated); from any
+    # other peer the peer's own address is the client's.
+    trusted_proxies: str = Field("", alias="TRUSTED_PROXIES")
+    # Requests beyond these are refused before they are buffered (413, 431).
+    max_request_body_bytes: int = Field(1_048_576, alias="MAX_REQUEST_BODY_BYTES", gt=0)
+    max_request_header_bytes: int = Field(16_384, alias="MAX_REQUEST_HEADER_BYTES", gt=0)
 
     topic_partitions: int = Field(3, alias="TOPIC_PARTITIONS")
     topic_replication_factor: int = Field(1, alias="TOPIC_REPLICATION_FACTOR")
@@ -71,6 +79,15 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     failpoints: str = Field("", alias="PIZZERIA_FAILPOINTS")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
     def resolve(self, template: str, service: str = "") -> str:
         """Fill `{var}` and `{service}` in a URL template."""
