@@ -43,6 +43,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         timeout_keep_alive=30,
+        # The client's address is worked out by the app, from TRUSTED_PROXIES only
+        # (kit/clientaddr.py): uvicorn must not replace the peer with what a header says.
+        proxy_headers=False,
     )
     uvicorn.Server(config).run()
     return 0

@@ -55,7 +55,7 @@ def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequ
     current = _address(peer)
     if current is None or not trusted or not _trusted(current, trusted):
         return peer
-    hops = [hop for header in forwarded_for for hop in header.split(",")]
+    hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
     for hop in reversed(hops):
         address = _address(hop)
         if address is None:
