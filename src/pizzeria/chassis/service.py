@@ -91,12 +91,20 @@ def service_app(
     async def workers_ready() -> bool:
         return runtime.healthy()
 
+    async def consumers_ready() -> None:
+        runtime.consumers_moving()
+
     app = http_app(
         service=runtime.service,
         settings=settings,
         routers=[*routers, ops.router],
         lifespan=lifespan,
-        ready_checks={"database": database_ready, "broker": runtime.broker.ping, "workers": workers_ready},
+        ready_checks={
+            "database": database_ready,
+            "broker": runtime.broker.ping,
+            "workers": workers_ready,
+            "consumers": consumers_ready,
+        },
         description=description,
     )
     app.state.runtime = runtime

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     consumer_backoff_initial_ms: int = Field(100, alias="CONSUMER_BACKOFF_INITIAL_MS")
     consumer_backoff_max_ms: int = Field(5000, alias="CONSUMER_BACKOFF_MAX_MS")
     consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
+    # A group held up on one record this long makes /ready fail and pizzeria_consumer_stuck 1.
+    consumer_stuck_after_s: float = Field(60.0, alias="CONSUMER_STUCK_AFTER_S", gt=0)
 
     # SecretStr keeps the secret out of reprs and logs; validate_default makes the default one too.
     jwt_secret: SecretStr = Field(DEVELOPMENT_JWT_SECRET, alias="JWT_SECRET", validate_default=True)
