@@ -16,26 +16,31 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.http import http_app
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import configure_logging
+from pizzeria.kit.schemas import RequestBody
 from pizzeria.kit.settings import Settings, get_settings
 
 DETERMINISTIC = {"tok_visa", "tok_declined", "tok_timeout"}
 
 
-class ChargeBody(BaseModel):
+class ChargeBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     amount: int = Field(gt=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     source: str = Field(min_length=1, max_length=64)
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class RefundBody(BaseModel):
+class RefundBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     charge: str
     amount: int = Field(gt=0)
 
@@ -49,11 +54,15 @@ class ProviderSettings(BaseSettings):
     failure_rate: float = Field(0.0, alias="PAYMENT_FAILURE_RATE", ge=0, le=1)
 
 
-class OutageBody(BaseModel):
+class OutageBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     down: bool
 
 
-class FailureRateBody(BaseModel):
+class FailureRateBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     rate: float = Field(ge=0, le=1)
 
 
