@@ -12,15 +12,23 @@ from typing import Any
 
 import orjson
 
-from pizzeria.kit.settings import get_settings
+from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.deadletters import DeadLetterStatus
 from pizzeria.registry import BY_NAME, SERVICES, entry
+
+
+def refuse_exposure(settings: Settings) -> None:
+    """Never listen beyond loopback with the public development secret (see Settings)."""
+    problems = settings.exposure_problems()
+    if problems:
+        raise SystemExit("pizzeria: refusing to start: " + "; ".join(problems))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from pizzeria.supervisor import Supervisor
 
     settings = get_settings()
+    refuse_exposure(settings)
     services = [entry(n) for n in args.only.split(",")] if args.only else list(SERVICES)
     return asyncio.run(Supervisor(settings, services, restart=not args.no_restart, echo_logs=args.logs).run())
 
@@ -31,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pizzeria.chassis.addresses import port_for
 
     settings = get_settings()
+    refuse_exposure(settings)
     app = entry(args.service).load().create_app(settings)
     config = uvicorn.Config(
         app,

@@ -76,6 +76,12 @@ class Gateway:
     app: FastAPI
     ip: str
 
+    async def health(self) -> dict[str, Any]:
+        """`/health` as an operator sees it (an administrator's token: the test client's
+        address is not in OPS_NETWORKS)."""
+        body: dict[str, Any] = (await self.client.get("/health", headers=self.token("admin"))).json()
+        return body
+
     def token(self, role: str = "customer", user: str | None = None) -> dict[str, str]:
         principal = Principal(user_id=user or f"{role}-{uuid.uuid4().hex[:8]}", role=role)  # type: ignore[arg-type]
         issued = TokenIssuer.from_settings(self.settings).issue(principal)

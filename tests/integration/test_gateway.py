@@ -238,7 +238,7 @@ async def test_an_upstream_5xx_is_passed_on_as_its_answer(gateway: Gateway) -> N
     for _ in range(5):
         assert (await gateway.client.get("/api/v1/menu")).status_code == 500
     assert len(catalog.calls) == 5
-    assert (await gateway.client.get("/health")).json()["upstreams"]["catalog"]["breaker"] == "closed"
+    assert (await gateway.health())["upstreams"]["catalog"]["breaker"] == "closed"
 
 
 async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upstream_is_back(
@@ -249,7 +249,7 @@ async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upst
     payments.down = True
     for _ in range(3):  # 3 reads (of 2 attempts each, one failure each) open it
         problem(await gateway.client.get("/api/v1/payments", headers=admin), 503)
-    health = (await gateway.client.get("/health")).json()
+    health = await gateway.health()
     assert health["upstreams"]["payments"]["breaker"] == "open"
     assert health["upstreams"]["orders"]["breaker"] == "closed"
     calls = len(payments.calls)
@@ -258,10 +258,10 @@ async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upst
     assert len(payments.calls) == calls, "while open, the upstream is not called at all"
     payments.down = False
     deadline = time.monotonic() + 10
-    while (await gateway.client.get("/health")).json()["upstreams"]["payments"]["breaker"] != "half-open":
+    while (await gateway.health())["upstreams"]["payments"]["breaker"] != "half-open":
         assert time.monotonic() < deadline, "the breaker never half-opened"
     assert (await gateway.client.get("/api/v1/payments", headers=admin)).status_code == 200
-    assert (await gateway.client.get("/health")).json()["upstreams"]["payments"]["breaker"] == "closed"
+    assert (await gateway.health())["upstreams"]["payments"]["breaker"] == "closed"
 
 
 # -- the overview -------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ async def test_any_header_is_passed_on_normalised_or_refused_and_never_counts_ag
             if key in FORWARDED_HEADERS and key not in ("traceparent", "tracestate", "authorization"):
                 assert seen[key] == value.decode().strip(" \t"), (key, value)
         assert set(seen) <= PASSED_ON, "only the headers the services need are passed on"
-    health = (await gateway.client.get("/health")).json()
+    health = await gateway.health()
     assert {u["breaker"] for u in health["upstreams"].values()} == {"closed"}
 
 
@@ -150,7 +150,7 @@ async def test_a_header_that_cannot_be_passed_on_is_a_400_that_no_upstream_sees(
         body = raw_problem(response, 400)
         assert name.decode() in body["detail"].lower()
     assert not gateway.upstreams["catalog"].calls
-    assert (await gateway.client.get("/health")).json()["upstreams"]["catalog"]["breaker"] == "closed"
+    assert (await gateway.health())["upstreams"]["catalog"]["breaker"] == "closed"
 
 
 # -- sizes -----------------------------------------------------------------------------------------

@@ -35,7 +35,11 @@ Hook = Callable[[], Awaitable[None]]
 def refuse_unsafe_production(
     name: str, settings: Settings, *, messaging: bool = True, shared_state: bool = False
 ) -> None:
-    """Production mode never falls back to the embedded stores or the public secret."""
+    """Production mode never falls back to the embedded stores or the public secret, and no
+    mode listens beyond loopback with the public secret."""
+    exposed = settings.exposure_problems()
+    if exposed:
+        raise SystemExit(f"refusing to start {name}: " + "; ".join(exposed))
     problems = settings.production_problems(name, messaging=messaging, shared_state=shared_state)
     if problems:
         raise SystemExit("refusing to start in production mode: " + "; ".join(problems))

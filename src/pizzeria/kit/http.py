@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import SpanKind, StatusCode
@@ -26,6 +26,7 @@ from pizzeria.kit.errors import PROBLEM_BASE, PROBLEM_JSON, ProblemError
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.metrics import http_request_duration
+from pizzeria.kit.opsaccess import is_ops_caller, require_ops_caller
 from pizzeria.kit.settings import Settings
 
 log = get_logger(__name__)
@@ -268,14 +269,17 @@ def http_app(
         title=f"pizzeria {service}", version=version, description=description, lifespan=run, openapi_url=openapi_url
     )
     app.state.ready_checks = checks
+    app.state.ops_settings = settings
     # Added first, so it runs inside the request context: a refused request is still measured and
     # answered with its request id.
     app.add_middleware(EdgeMiddleware, limits=edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
 
-    @app.get("/health", tags=["ops"], summary="Liveness")
-    async def health() -> dict[str, Any]:
+    @app.get("/health", tags=["ops"], summary="Liveness (details for operators only)")
+    async def health(request: Request) -> dict[str, Any]:
+        if not is_ops_caller(request):
+            return {"status": "ok", "service": service}
         return {
             "status": "ok",
             "service": service,
@@ -285,7 +289,7 @@ def http_app(
         }
 
     @app.get("/ready", tags=["ops"], summary="Readiness: dependencies reachable, workers running")
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         ok = True
         for name, check in app.state.ready_checks.items():
@@ -297,11 +301,19 @@ def http_app(
             except Exception as exc:
                 ok = False
                 results[name] = f"failing: {exc}"
+        if not is_ops_caller(request):  # what failed and why is for operators
+            results = {name: "ok" if outcome == "ok" else "failing" for name, outcome in results.items()}
         if ok:
             return JSONResponse({"status": "ready", "service": service, "checks": results})
         return problem(503, "not-ready", "Not ready", "a dependency is not ready", service=service, checks=results)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        include_in_schema=False,
+        dependencies=[Depends(require_ops_caller)],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,9 @@ class Settings(BaseSettings):
     broker_url: str = Field("sqllog+sqlite:///{var}/broker.db", alias="BROKER_URL")
     host: str = Field("127.0.0.1", alias="PIZZERIA_HOST")
     db_pool_size: int = Field(10, alias="DB_POOL_SIZE")
+    # Callers from these networks (addresses or CIDRs) see /metrics and the details of /health
+    # and /ready; anyone else needs an administrator's access token.
+    ops_networks: str = Field("127.0.0.0/8,::1", alias="OPS_NETWORKS")
     # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated); from any
     # other peer the peer's own address is the client's.
     trusted_proxies: str = Field("", alias="TRUSTED_PROXIES")
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     failpoints: str = Field("", alias="PIZZERIA_FAILPOINTS")
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "ops_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
         parse_networks(value)
@@ -90,6 +94,21 @@ class Settings(BaseSettings):
 
     def trusted_networks(self) -> tuple[Network, ...]:
         return parse_networks(self.trusted_proxies)
+
+    def ops_callers(self) -> tuple[Network, ...]:
+        return parse_networks(self.ops_networks)
+
+    def exposure_problems(self) -> list[str]:
+        """Why this configuration must not listen where it would (in any mode): the public
+        development secret lets anyone who can reach a service sign their own tokens, so
+        with it the services listen on this machine's loopback only."""
+        if self.jwt_secret.get_secret_value() != DEVELOPMENT_JWT_SECRET or is_loopback(self.host):
+            return []
+        return [
+            f"PIZZERIA_HOST={self.host} lets other machines in, and JWT_SECRET is the public development "
+            "secret (anyone could sign an administrator's token): set JWT_SECRET to 32+ random bytes, "
+            "or keep PIZZERIA_HOST=127.0.0.1"
+        ]
 
     def resolve(self, template: str, service: str = "") -> str:
         """Fill `{var}` and `{service}` in a URL template."""
@@ -130,6 +149,16 @@ class Settings(BaseSettings):
 
     def broker_url_resolved(self) -> str:
         return self.resolve(self.broker_url)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback only."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Query
+from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +23,7 @@ from pizzeria.kit.clock import utcnow
 from pizzeria.kit.http import http_app
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import configure_logging
+from pizzeria.kit.opsaccess import require_ops_caller
 from pizzeria.kit.schemas import RequestBody
 from pizzeria.kit.settings import Settings, get_settings
 
@@ -172,12 +173,12 @@ def build_router(ledger: Ledger) -> APIRouter:
     async def list_refunds() -> dict[str, Any]:
         return {"items": list(ledger.refunds.values())}
 
-    @router.put("/admin/outage")
+    @router.put("/admin/outage", dependencies=[Depends(require_ops_caller)])
     async def outage(body: OutageBody) -> dict[str, bool]:
         ledger.down = body.down
         return {"down": ledger.down}
 
-    @router.put("/admin/failure-rate")
+    @router.put("/admin/failure-rate", dependencies=[Depends(require_ops_caller)])
     async def failure_rate(body: FailureRateBody) -> dict[str, float]:
         ledger.failure_rate = body.rate
         return {"rate": ledger.failure_rate}
@@ -187,6 +188,9 @@ def build_router(ledger: Ledger) -> APIRouter:
 
 def create_app(settings: Settings | None = None, own: ProviderSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    exposed = settings.exposure_problems()  # its admin API trusts administrators' tokens
+    if exposed:
+        raise SystemExit("refusing to start provider: " + "; ".join(exposed))
     configure_logging("provider", settings.log_level, settings.log_format)
     ledger = Ledger(own or ProviderSettings())
     app = http_app(
