@@ -8,13 +8,16 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.deadletters import DeadLetterStatus
 from pizzeria.registry import BY_NAME, SERVICES, entry
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def refuse_exposure(settings: Settings) -> None:
@@ -33,18 +36,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(Supervisor(settings, services, restart=not args.no_restart, echo_logs=args.logs).run())
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """How `pizzeria serve` runs an app."""
     import uvicorn
 
-    from pizzeria.chassis.addresses import port_for
-
-    settings = get_settings()
-    refuse_exposure(settings)
-    app = entry(args.service).load().create_app(settings)
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
-        host=settings.host,
-        port=port_for(args.service),
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -56,7 +55,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # (kit/clientaddr.py): uvicorn must not replace the peer with what a header says.
         proxy_headers=False,
     )
-    uvicorn.Server(config).run()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pizzeria.chassis.addresses import port_for
+
+    settings = get_settings()
+    refuse_exposure(settings)
+    app = entry(args.service).load().create_app(settings)
+    uvicorn.Server(server_config(app, settings.host, port_for(args.service))).run()
     return 0
 
 

@@ -4,18 +4,24 @@ whose forwarded address is then the client's."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pizzeria.cli import server_config
 from pizzeria.services.gateway.routes import UPSTREAMS
 from tests.integration.gateway import Gateway, fresh_ip, problem
 from tests.integration.identity import DEMO, Identity, identity_settings, running_identity
 from tests.integration.test_service_api import assert_problem
+from tests.support.tcpproxy import free_port
 
 #: What a client may write into the header: addresses, lists of them, nonsense.
 CLAIMS = st.lists(st.one_of(st.ip_addresses().map(str), st.text(max_size=12)), min_size=1, max_size=3).map(", ".join)
@@ -109,3 +115,28 @@ async def test_identity_believes_the_address_its_trusted_gateway_forwards(identi
     # Another client behind the same gateway is not throttled by the sprayer's failures.
     other = {"X-Forwarded-For": "203.0.113.7"}
     assert (await gateway.post("/api/v1/auth/login", json=customer, headers=other)).status_code == 200
+
+
+async def test_the_server_never_takes_the_client_address_from_a_header() -> None:
+    # uvicorn by itself believes X-Forwarded-For from loopback peers: anyone on the host (or
+    # anything that relays for them) could pick their address. `pizzeria serve` turns that off.
+    probe = FastAPI()
+
+    @probe.get("/who")
+    async def who(request: Request) -> dict[str, str | None]:
+        return {"client": request.client.host if request.client else None}
+
+    port = free_port()
+    server = uvicorn.Server(server_config(probe, "127.0.0.1", port))
+    serving = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server never started"
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            answer = await client.get("/who", headers={"X-Forwarded-For": "203.0.113.99"})
+        assert answer.json() == {"client": "127.0.0.1"}
+    finally:
+        server.should_exit = True
+        await serving
