@@ -95,11 +95,13 @@ async def group(kafka: KafkaCluster, tmp_path: Path) -> AsyncIterator[Group]:
     runner = probe_runner(name, topic, broker, uow, DeadLetterStore(db, uow), seen)
     consumer = broker.consumer(name, [topic])
     await consumer.start()
-    producer = confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all"})
+    group = Group(topic, name, consumer, runner, confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap}), db)
+    group.seen = seen
     try:
-        yield Group(topic, name, consumer, runner, producer, db, seen)
+        yield group
     finally:
-        producer.flush(10)
+        group.producer.flush(10)
+        group.producer = None  # type: ignore[assignment]  # destroyed now, not after the broker stopped
         await consumer.close()
         await broker.close()
         await db.dispose()
