@@ -15,8 +15,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from pizzeria.chassis import ops
+from pizzeria.chassis.access import REFRESH_INTERVAL_S, TokenEpochCache, access_handlers
 from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.runtime import ServiceRuntime
+from pizzeria.contracts.topology import CONSUMER_GROUPS, access_group
 from pizzeria.kit import failpoints
 from pizzeria.kit.db import Database
 from pizzeria.kit.http import http_app
@@ -70,6 +72,11 @@ def service_app(
     runtime, and on the way down runs `on_stop`, stops the runtime and closes the database."""
     db = runtime.db
     settings = runtime.settings
+    epochs = TokenEpochCache(db)
+    group = access_group(runtime.service)
+    if group in CONSUMER_GROUPS:
+        runtime.subscribe(group, access_handlers(epochs), topics=CONSUMER_GROUPS[group])
+        runtime.add_loop("token-epochs", epochs.refresh, interval=REFRESH_INTERVAL_S)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -113,4 +120,6 @@ def service_app(
     )
     app.state.runtime = runtime
     app.state.parts = parts
+    if group in CONSUMER_GROUPS:
+        app.state.token_epochs = epochs
     return app
