@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pizzeria.contracts.identity import UserSignedOut
@@ -19,6 +20,7 @@ from pizzeria.kit.auth import Principal, decode_access_token, issue_access_token
 from pizzeria.kit.clock import utcnow
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
+from tests.integration.gateway import Gateway, problem
 from tests.integration.identity import Identity, identity_settings, running_identity
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_service_api import assert_problem
@@ -115,3 +117,25 @@ async def test_a_role_change_or_a_deletion_ends_the_access_tokens_issued_before(
     for access in (chef["access_token"], bob["access_token"]):
         await eventually(lambda a=access: refused_by_identity(identity, a), "the old access tokens refused")
     assert not await refused_by_identity(identity, (await identity.tokens("admin"))["access_token"])
+
+
+# -- the gateway's own answers -------------------------------------------------------------------------
+
+
+async def test_the_gateway_answers_401_where_services_refuse_the_token(gateway: Gateway) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            401,
+            json={"type": "x", "title": "Invalid token", "status": 401, "detail": "this access token was revoked"},
+            headers={"content-type": "application/problem+json"},
+        )
+
+    for upstream in gateway.upstreams.values():
+        upstream.answer = refuse
+    for path, role in (
+        ("/api/v1/me/overview", "customer"),
+        ("/api/v1/ops/dlq", "admin"),
+        ("/api/v1/ops/outbox", "admin"),
+    ):
+        body = problem(await gateway.client.get(path, headers=gateway.token(role)), 401, "invalid-token")
+        assert "revoked" in body["detail"], path

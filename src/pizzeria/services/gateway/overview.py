@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from pizzeria.kit.auth import InvalidToken
 from pizzeria.kit.errors import ProblemError
-from pizzeria.services.gateway.upstream import Upstream
+from pizzeria.services.gateway.upstream import Upstream, refused_detail
 
 RECENT = 5
 
@@ -53,11 +53,7 @@ async def overview(upstreams: dict[str, Upstream], headers: dict[str, str]) -> O
         except ProblemError:
             return None
         if answer.status == 401:
-            try:
-                detail = str(orjson.loads(answer.body).get("detail") or "the access token was refused")
-            except (orjson.JSONDecodeError, AttributeError):
-                detail = "the access token was refused"
-            return _Refused(detail)
+            return _Refused(refused_detail(answer.body))
         if answer.status != 200:
             return None
         data = orjson.loads(answer.body)

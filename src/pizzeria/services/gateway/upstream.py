@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+import orjson
 from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
@@ -217,6 +218,14 @@ HOP_BY_HOP = frozenset(
         "content-encoding",
     }
 )
+
+
+def refused_detail(body: bytes) -> str:
+    """The detail of a service's 401 problem (the caller's token refused)."""
+    try:
+        return str(orjson.loads(body).get("detail") or "the access token was refused")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "the access token was refused"
 
 
 def _forwarded(response: httpx.Response) -> Forwarded:
