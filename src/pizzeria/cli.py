@@ -9,21 +9,53 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pizzeria.kit.settings import get_settings
+from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.deadletters import DeadLetterStatus
 from pizzeria.registry import BY_NAME, SERVICES, entry
+
+if TYPE_CHECKING:
+    import uvicorn
+
+
+def refuse_exposure(settings: Settings) -> None:
+    """Never listen beyond loopback with the public development secret (see Settings)."""
+    problems = settings.exposure_problems()
+    if problems:
+        raise SystemExit("pizzeria: refusing to start: " + "; ".join(problems))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from pizzeria.supervisor import Supervisor
 
     settings = get_settings()
+    refuse_exposure(settings)
     services = [entry(n) for n in args.only.split(",")] if args.only else list(SERVICES)
     return asyncio.run(Supervisor(settings, services, restart=not args.no_restart, echo_logs=args.logs).run())
+
+
+def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """How `pizzeria serve` runs an app."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=30,
+        # The client's address is worked out by the app, from TRUSTED_PROXIES only
+        # (kit/clientaddr.py): uvicorn must not replace the peer with what a header says.
+        proxy_headers=False,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -32,20 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pizzeria.chassis.addresses import port_for
 
     settings = get_settings()
+    refuse_exposure(settings)
     app = entry(args.service).load().create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=port_for(args.service),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        loop="uvloop",
-        http="httptools",
-        timeout_keep_alive=30,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(app, settings.host, port_for(args.service))).run()
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -69,6 +71,18 @@ async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
             await broker.close()
 
 
+def gateway_proxies(settings: Settings) -> str:
+    """The gateway's addresses, as TRUSTED_PROXIES of the services behind it (empty when its
+    URL names a host by a name other than localhost: set TRUSTED_PROXIES yourself then)."""
+    host = urlsplit(url_for(settings, "gateway")).hostname or ""
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except ValueError:
+        return ""
+    # Bound to every interface (0.0.0.0), it reaches the others on this host through loopback.
+    return "127.0.0.1,::1" if address.is_loopback or address.is_unspecified else str(address)
+
+
 @dataclass
 class Child:
     entry: ServiceEntry
@@ -99,10 +113,14 @@ class Supervisor:
         self.children = [Child(e, url_for(settings, e.name), self.log_dir / f"{e.name}.log") for e in services]
         self.stopping = asyncio.Event()
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if child.entry.name != "gateway" and "TRUSTED_PROXIES" not in {k.upper() for k in os.environ}:
+            # Behind the gateway the peer is the gateway: believe the client address it forwards
+            # (identity throttles sign-ins by it), and nobody else's.
+            env["TRUSTED_PROXIES"] = gateway_proxies(self.settings)
         return env
 
     async def _spawn(self, child: Child) -> None:
@@ -115,7 +133,7 @@ class Supervisor:
             "pizzeria",
             "serve",
             child.entry.name,
-            env=self._env(),
+            env=self._env(child),
             stdout=child.log_file if not self.echo_logs else None,
             stderr=child.log_file if not self.echo_logs else None,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order

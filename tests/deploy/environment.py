@@ -18,7 +18,7 @@ from tests.unit.test_env_example import SETTINGS as SETTINGS_CLASSES
 SETTINGS = frozenset(field.alias for kind in SETTINGS_CLASSES for field in kind.model_fields.values() if field.alias)
 PER_SERVICE = re.compile(rf"^({'|'.join(name.upper() for name in SERVICE_PORTS)})_(URL|PORT|DATABASE_URL)$")
 #: Read by the libraries the services run on, not by `Settings`.
-LIBRARY_VARIABLES = frozenset({"FORWARDED_ALLOW_IPS"})  # uvicorn: whose X-Forwarded-For to believe
+LIBRARY_VARIABLES: frozenset[str] = frozenset()
 LIBRARY_PREFIXES = ("OTEL_",)  # the OpenTelemetry exporter
 
 

@@ -183,7 +183,9 @@ def test_the_edge_spreads_requests_over_the_gateways(compose_projects: dict[str,
     assert re.search(r"^\s*resolver 127\.0\.0\.11\b", text, re.M)  # Docker's DNS
     assert "proxy_buffering off;" in text  # server-sent events pass as they come
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in text  # never what the client claims
-    assert compose_projects["prod"]["services"]["gateway"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    # The gateway believes the edge's X-Forwarded-For, identity the gateway's.
+    for name in ("gateway", "identity"):
+        assert compose_projects["prod"]["services"][name]["environment"]["TRUSTED_PROXIES"] == "0.0.0.0/0,::/0"
 
 
 def test_production_scales_the_stateless_services_within_limits(compose_projects: dict[str, dict[str, Any]]) -> None:

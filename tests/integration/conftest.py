@@ -14,7 +14,10 @@ from pizzeria.kit.migrations import upgrade
 from pizzeria.messaging.broker import TopicSpec
 from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
+from tests.integration.gateway import gateway, gateway_env
 from tests.support.postgres import create_database, drop_database
+
+__all__ = ["gateway", "gateway_env"]  # fixtures of the gateway tests, shared
 
 #: A table standing in for a service's own state, written in the same transactions as the outbox.
 state_metadata = sa.MetaData()

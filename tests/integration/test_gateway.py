@@ -5,11 +5,9 @@ breakers, the overview, CORS and the merged OpenAPI document."""
 from __future__ import annotations
 
 import base64
-import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,105 +16,13 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from pizzeria.kit.auth import ALGORITHM, AUDIENCE, ISSUER, Principal, TokenIssuer
+from pizzeria.kit.auth import ALGORITHM, AUDIENCE, ISSUER
 from pizzeria.kit.settings import DEVELOPMENT_JWT_SECRET, Settings
 from pizzeria.registry import entry
 from pizzeria.services.gateway.app import create_app
 from pizzeria.services.gateway.routes import FANNED_OUT, ROUTES, UPSTREAMS
 from pizzeria.services.gateway.settings import GatewaySettings
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
-_ips = itertools.count(1)
-
-
-def fresh_ip() -> str:
-    """A client address no other test used (rate limits count per address)."""
-    n = next(_ips)
-    return f"10.{uuid.uuid4().int % 250}.{n // 250 % 250}.{n % 250 + 1}"
-
-
-@dataclass
-class Upstream:
-    """A fake service: records what reached it, answers 200 with an echo, or fails as told."""
-
-    name: str
-    calls: list[httpx.Request] = field(default_factory=list)
-    failures: list[Exception | int] = field(default_factory=list)  # consumed one per call
-    down: bool = False
-    answer: Callable[[httpx.Request], httpx.Response] | None = None
-
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        self.calls.append(request)
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        if self.failures:
-            failure = self.failures.pop(0)
-            if isinstance(failure, Exception):
-                raise failure
-            return httpx.Response(failure, json={"detail": "upstream trouble"})
-        if self.answer is not None:
-            return self.answer(request)
-        return httpx.Response(
-            200,
-            json={
-                "upstream": self.name,
-                "method": request.method,
-                "path": request.url.path,
-                "query": str(request.url.query, "ascii"),
-                "body": request.content.decode(),
-                "headers": dict(request.headers.items()),
-            },
-            headers={"x-upstream": self.name, "connection": "close"},
-        )
-
-
-@dataclass
-class Gateway:
-    client: httpx.AsyncClient
-    upstreams: dict[str, Upstream]
-    settings: Settings
-
-    def token(self, role: str = "customer", user: str | None = None) -> dict[str, str]:
-        principal = Principal(user_id=user or f"{role}-{uuid.uuid4().hex[:8]}", role=role)  # type: ignore[arg-type]
-        issued = TokenIssuer.from_settings(self.settings).issue(principal)
-        return {"Authorization": f"Bearer {issued.token}"}
-
-
-@pytest.fixture
-def gateway_env() -> dict[str, str]:
-    return {}
-
-
-@pytest.fixture
-async def gateway(gateway_env: dict[str, str]) -> AsyncIterator[Gateway]:
-    env = {
-        "GATEWAY_BREAKER_FAILURES": "3",
-        "GATEWAY_BREAKER_RESET_S": "0.3",
-        "GATEWAY_READ_RETRIES": "1",
-        "GATEWAY_UPSTREAM_TIMEOUT_S": "2",
-        **gateway_env,
-    }
-    settings = Settings(**env)  # type: ignore[arg-type]
-    upstreams = {name: Upstream(name) for name in UPSTREAMS}
-    app = create_app(
-        settings,
-        GatewaySettings(**env),  # type: ignore[arg-type]
-        transports={n: httpx.MockTransport(u.handle) for n, u in upstreams.items()},
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(fresh_ip(), 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Gateway(client, upstreams, settings)
-
-
-def problem(response: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    if slug:
-        assert body["type"].endswith("/" + slug), body["type"]
-    return body
-
+from tests.integration.gateway import REDIS_URL, Gateway, Upstream, fresh_ip, problem
 
 # -- routing and what is passed on ---------------------------------------------------------------
 
@@ -325,8 +231,14 @@ async def test_an_upstream_that_does_not_answer_in_time_is_a_503(gateway: Gatewa
 
 
 async def test_an_upstream_5xx_is_passed_on_as_its_answer(gateway: Gateway) -> None:
-    gateway.upstreams["catalog"].failures = [500, 500]
-    assert (await gateway.client.get("/api/v1/menu")).status_code == 500
+    # A 500 is the service's own answer about this request: passed on, neither retried nor
+    # counted against its breaker.
+    catalog = gateway.upstreams["catalog"]
+    catalog.failures = [500] * 5
+    for _ in range(5):
+        assert (await gateway.client.get("/api/v1/menu")).status_code == 500
+    assert len(catalog.calls) == 5
+    assert (await gateway.health())["upstreams"]["catalog"]["breaker"] == "closed"
 
 
 async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upstream_is_back(
@@ -335,9 +247,9 @@ async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upst
     payments = gateway.upstreams["payments"]
     admin = gateway.token("admin")
     payments.down = True
-    for _ in range(2):  # 2 reads x 2 attempts: 3 failures in a row open it
+    for _ in range(3):  # 3 reads (of 2 attempts each, one failure each) open it
         problem(await gateway.client.get("/api/v1/payments", headers=admin), 503)
-    health = (await gateway.client.get("/health")).json()
+    health = await gateway.health()
     assert health["upstreams"]["payments"]["breaker"] == "open"
     assert health["upstreams"]["orders"]["breaker"] == "closed"
     calls = len(payments.calls)
@@ -346,10 +258,10 @@ async def test_breaker_opens_fails_fast_shows_in_health_and_closes_when_the_upst
     assert len(payments.calls) == calls, "while open, the upstream is not called at all"
     payments.down = False
     deadline = time.monotonic() + 10
-    while (await gateway.client.get("/health")).json()["upstreams"]["payments"]["breaker"] != "half-open":
+    while (await gateway.health())["upstreams"]["payments"]["breaker"] != "half-open":
         assert time.monotonic() < deadline, "the breaker never half-opened"
     assert (await gateway.client.get("/api/v1/payments", headers=admin)).status_code == 200
-    assert (await gateway.client.get("/health")).json()["upstreams"]["payments"]["breaker"] == "closed"
+    assert (await gateway.health())["upstreams"]["payments"]["breaker"] == "closed"
 
 
 # -- the overview -------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_issue_then_decode_gives_back_the_principal(settings: Settings) -> None:
     assert decode_access_token(issued.token, settings) == ALICE
     assert issued.expires_in == settings.access_token_ttl_s == 900
     payload = jwt.decode(issued.token, SECRET, algorithms=["HS256"], audience=AUDIENCE)
-    assert set(payload) == {"sub", "role", "email", "iat", "exp", "iss", "aud", "jti"}
+    assert set(payload) == {"sub", "role", "email", "iat", "exp", "iss", "aud", "jti", "ep"}
     assert payload["exp"] - payload["iat"] == 900
     assert payload["jti"] == issued.jti
     assert jwt.get_unverified_header(issued.token)["alg"] == "HS256"

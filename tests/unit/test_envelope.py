@@ -120,7 +120,7 @@ def test_absent_optional_attributes_are_left_out_of_the_headers() -> None:
 
 
 def test_headers_round_trip_through_from_headers() -> None:
-    with handling("corr-9", "cause-9", "00-abc-def-01"):
+    with handling("corr-9", "cause-9", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"):
         env = Envelope.wrap(order_placed(), source=SOURCE)
     assert Envelope.from_headers(env.headers(), env.data) == env
 

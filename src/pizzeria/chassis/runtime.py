@@ -108,6 +108,7 @@ class ServiceRuntime:
             ),
             batch_size=self.settings.consumer_batch_size,
             client_id=self.service,
+            stuck_after=self.settings.consumer_stuck_after_s,
         )
 
     def add_worker(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
@@ -165,6 +166,12 @@ class ServiceRuntime:
 
     def healthy(self) -> bool:
         return all(not t.done() for t in self._tasks)
+
+    def consumers_moving(self) -> None:
+        """Raise, naming them, if consumer groups are held up on a record (see ConsumerRunner.stuck)."""
+        stuck = [f"{r.group} for {r.stuck_for():.0f} s" for r in [*self.runners, *self._dynamic] if r.stuck()]
+        if stuck:
+            raise RuntimeError(f"held up on one record: {', '.join(stuck)}")
 
     async def stop(self) -> None:
         self.relay.stop()

@@ -15,8 +15,10 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from pizzeria.chassis import ops
+from pizzeria.chassis.access import REFRESH_INTERVAL_S, TokenEpochCache, access_handlers
 from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.runtime import ServiceRuntime
+from pizzeria.contracts.topology import CONSUMER_GROUPS, access_group
 from pizzeria.kit import failpoints
 from pizzeria.kit.db import Database
 from pizzeria.kit.http import http_app
@@ -35,7 +37,11 @@ Hook = Callable[[], Awaitable[None]]
 def refuse_unsafe_production(
     name: str, settings: Settings, *, messaging: bool = True, shared_state: bool = False
 ) -> None:
-    """Production mode never falls back to the embedded stores or the public secret."""
+    """Production mode never falls back to the embedded stores or the public secret, and no
+    mode listens beyond loopback with the public secret."""
+    exposed = settings.exposure_problems()
+    if exposed:
+        raise SystemExit(f"refusing to start {name}: " + "; ".join(exposed))
     problems = settings.production_problems(name, messaging=messaging, shared_state=shared_state)
     if problems:
         raise SystemExit("refusing to start in production mode: " + "; ".join(problems))
@@ -66,6 +72,11 @@ def service_app(
     runtime, and on the way down runs `on_stop`, stops the runtime and closes the database."""
     db = runtime.db
     settings = runtime.settings
+    epochs = TokenEpochCache(db)
+    group = access_group(runtime.service)
+    if group in CONSUMER_GROUPS:
+        runtime.subscribe(group, access_handlers(epochs), topics=CONSUMER_GROUPS[group])
+        runtime.add_loop("token-epochs", epochs.refresh, interval=REFRESH_INTERVAL_S)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -91,14 +102,24 @@ def service_app(
     async def workers_ready() -> bool:
         return runtime.healthy()
 
+    async def consumers_ready() -> None:
+        runtime.consumers_moving()
+
     app = http_app(
         service=runtime.service,
         settings=settings,
         routers=[*routers, ops.router],
         lifespan=lifespan,
-        ready_checks={"database": database_ready, "broker": runtime.broker.ping, "workers": workers_ready},
+        ready_checks={
+            "database": database_ready,
+            "broker": runtime.broker.ping,
+            "workers": workers_ready,
+            "consumers": consumers_ready,
+        },
         description=description,
     )
     app.state.runtime = runtime
     app.state.parts = parts
+    if group in CONSUMER_GROUPS:
+        app.state.token_epochs = epochs
     return app

@@ -23,13 +23,15 @@ class UserRegistered(Message, context=CONTEXT, key="user_id"):
 
 
 class UserUpdated(Message, context=CONTEXT, key="user_id"):
-    """An admin changed an account's name or role; carries both new values."""
+    """An admin changed an account's name or role; carries both new values. A role change moves
+    the account's token epoch on: access tokens of an older epoch are refused everywhere."""
 
     user_id: UUID
     name: str
     role: str
     at: datetime
     actor: str | None = None  # the administrator who did it (audited)
+    token_epoch: int = 0
 
 
 class UserDeleted(Message, context=CONTEXT, key="user_id"):
@@ -38,3 +40,13 @@ class UserDeleted(Message, context=CONTEXT, key="user_id"):
     user_id: UUID
     at: datetime
     actor: str | None = None  # the administrator who did it (audited)
+    token_epoch: int = 0  # access tokens of an older epoch are refused everywhere
+
+
+class UserSignedOut(Message, context=CONTEXT, key="user_id"):
+    """A user signed out: their access tokens issued before (of an older token epoch) are
+    refused everywhere; their other sign-ins get new ones by refreshing."""
+
+    user_id: UUID
+    token_epoch: int
+    at: datetime

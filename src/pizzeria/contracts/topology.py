@@ -35,6 +35,17 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     "analytics": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT)),
 }
 
+#: Services that check access tokens against the token epochs identity announces; each has a
+#: group `<service>-access` on identity's events (chassis/access.py).
+TOKEN_CHECKERS = ("identity", "catalog", "orders", "kitchen", "payments", "delivery", "notifications", "audit")
+
+
+def access_group(service: str) -> str:
+    return f"{service}-access"
+
+
+CONSUMER_GROUPS.update({access_group(s): (events_topic(identity.CONTEXT),) for s in TOKEN_CHECKERS})
+
 
 def all_topics() -> list[str]:
     """Every topic the system needs, dead-letter topics included."""

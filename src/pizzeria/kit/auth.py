@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Protocol, get_args
 
 import jwt
 from fastapi import Depends, Request
@@ -34,11 +34,22 @@ LEEWAY_S = 5
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller, as its access token names it."""
+    """The authenticated caller, as its access token names it. `epoch`: the account's token
+    epoch when the token was issued; signing out, a role change or a deletion moves the epoch
+    on, and every service refuses tokens of an older one."""
 
     user_id: str
     role: Role
     email: str | None = None
+    epoch: int = 0
+
+
+class TokenEpochs(Protocol):
+    """What a service knows of accounts' token epochs (fed by identity's events)."""
+
+    def current(self, user_id: str) -> int:
+        """The epoch a token of `user_id` must have at least (0 when nothing is known)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class TokenIssuer:
             "iss": ISSUER,
             "aud": AUDIENCE,
             "jti": jti,
+            "ep": principal.epoch,
         }
         if principal.email is not None:
             claims["email"] = principal.email
@@ -132,14 +144,16 @@ def decode_access_token(token: str, settings: Settings) -> Principal:
     except jwt.InvalidTokenError as exc:
         reason = next((text for kind, text in _REASONS if isinstance(exc, kind)), None)
         raise InvalidToken(reason or f"the access token is invalid: {exc}") from None
-    subject, role, email = claims["sub"], claims["role"], claims.get("email")
+    subject, role, email, epoch = claims["sub"], claims["role"], claims.get("email"), claims.get("ep", 0)
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("the access token's 'sub' claim must be a non-empty string")
     if role not in ROLES:
         raise InvalidToken(f"the access token names an unknown role {role!r}")
     if email is not None and not isinstance(email, str):
         raise InvalidToken("the access token's 'email' claim must be a string")
-    return Principal(user_id=subject, role=role, email=email)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise InvalidToken("the access token's 'ep' claim must be a whole number")
+    return Principal(user_id=subject, role=role, email=email, epoch=epoch)
 
 
 # -- FastAPI dependencies ----------------------------------------------------------------------
@@ -160,7 +174,14 @@ async def current_principal(
     """The caller named by the `Authorization: Bearer` header; 401 without a valid one."""
     if credentials is None:
         raise Unauthorized("this needs an access token: send `Authorization: Bearer <token>`")
-    return decode_access_token(credentials.credentials, _settings(request))
+    principal = decode_access_token(credentials.credentials, _settings(request))
+    epochs: TokenEpochs | None = getattr(request.app.state, "token_epochs", None)
+    if epochs is not None and principal.epoch < epochs.current(principal.user_id):
+        raise InvalidToken(
+            "this access token was revoked (signed out, or the account was changed or deleted); "
+            "refresh it or sign in again"
+        )
+    return principal
 
 
 #: Route dependency: the authenticated caller (401 problem+json when there is none).

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import SpanKind, StatusCode
@@ -20,10 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.db import is_transient_error
+from pizzeria.kit.edge import REQUEST_ID, EdgeLimits, EdgeMiddleware
 from pizzeria.kit.errors import PROBLEM_BASE, PROBLEM_JSON, ProblemError
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.metrics import http_request_duration
+from pizzeria.kit.opsaccess import is_ops_caller, require_ops_caller
 from pizzeria.kit.settings import Settings
 
 log = get_logger(__name__)
@@ -56,12 +59,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or new_id()
+        # Latin-1 never fails; what is not valid text is refused inside (EdgeMiddleware), and
+        # ids that are not acceptable are replaced here so the refusal can still be named.
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
+        request_id = _acceptable_id(headers.get("x-request-id")) or new_id()
+        traceparent = headers.get("traceparent")
+        traceparent = traceparent if traceparent and TRACEPARENT.match(traceparent) else None
         tokens = (
-            context.correlation_id.set(headers.get("x-correlation-id") or request_id),
+            context.correlation_id.set(_acceptable_id(headers.get("x-correlation-id")) or request_id),
             context.causation_id.set(None),
-            context.traceparent.set(headers.get("traceparent")),
+            context.traceparent.set(traceparent),
             context.request_id.set(request_id),
         )
         status = 500
@@ -72,7 +79,7 @@ class RequestContextMiddleware:
             tracing.span(
                 f"{scope['method']} {path}",
                 kind=SpanKind.SERVER,
-                parent=headers.get("traceparent", ""),
+                parent=traceparent or "",
                 attributes={"http.request.method": scope["method"], "url.path": path},
             )
             if path not in UNTRACED
@@ -109,6 +116,14 @@ class RequestContextMiddleware:
             context.request_id.reset(tokens[3])
 
 
+#: W3C Trace Context `traceparent` (version 00); anything else starts a new trace.
+TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _acceptable_id(value: str | None) -> str | None:
+    return value if value and REQUEST_ID.match(value) else None
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
@@ -139,13 +154,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
-        slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}.get(
-            exc.status_code, "http-error"
-        )
+        slug = {
+            404: "not-found",
+            405: "method-not-allowed",
+            401: "unauthorized",
+            403: "forbidden",
+            413: "payload-too-large",
+        }.get(exc.status_code, "http-error")
         return problem(
             exc.status_code,
             slug,
-            str(exc.detail) if exc.status_code != 404 else "Not found",
+            {404: "Not found", 413: "Payload too large"}.get(exc.status_code, str(exc.detail)),
             str(exc.detail),
             instance=str(request.url.path),
         )
@@ -207,6 +226,15 @@ def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def edge_limits(settings: Settings | None) -> EdgeLimits:
+    """The request size limits of the settings (the defaults without them)."""
+    if settings is None:
+        return EdgeLimits()
+    return EdgeLimits(
+        max_body_bytes=settings.max_request_body_bytes, max_header_bytes=settings.max_request_header_bytes
+    )
+
+
 def http_app(
     *,
     service: str,
@@ -241,11 +269,17 @@ def http_app(
         title=f"pizzeria {service}", version=version, description=description, lifespan=run, openapi_url=openapi_url
     )
     app.state.ready_checks = checks
+    app.state.ops_settings = settings
+    # Added first, so it runs inside the request context: a refused request is still measured and
+    # answered with its request id.
+    app.add_middleware(EdgeMiddleware, limits=edge_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
 
-    @app.get("/health", tags=["ops"], summary="Liveness")
-    async def health() -> dict[str, Any]:
+    @app.get("/health", tags=["ops"], summary="Liveness (details for operators only)")
+    async def health(request: Request) -> dict[str, Any]:
+        if not is_ops_caller(request):
+            return {"status": "ok", "service": service}
         return {
             "status": "ok",
             "service": service,
@@ -255,7 +289,7 @@ def http_app(
         }
 
     @app.get("/ready", tags=["ops"], summary="Readiness: dependencies reachable, workers running")
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         ok = True
         for name, check in app.state.ready_checks.items():
@@ -267,11 +301,19 @@ def http_app(
             except Exception as exc:
                 ok = False
                 results[name] = f"failing: {exc}"
+        if not is_ops_caller(request):  # what failed and why is for operators
+            results = {name: "ok" if outcome == "ok" else "failing" for name, outcome in results.items()}
         if ok:
             return JSONResponse({"status": "ready", "service": service, "checks": results})
         return problem(503, "not-ready", "Not ready", "a dependency is not ready", service=service, checks=results)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        include_in_schema=False,
+        dependencies=[Depends(require_ops_caller)],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

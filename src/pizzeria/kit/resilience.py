@@ -84,6 +84,11 @@ class CircuitBreaker:
         if self._state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
+    def release(self) -> None:
+        """A call let through by `before_call` ended without saying anything about the
+        dependency (cancelled, or refused before it was sent): neither success nor failure."""
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         self._trial_in_flight = False
         self.failures += 1
@@ -101,7 +106,7 @@ class CircuitBreaker:
             result = await fn()
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) or not is_failure(exc):
-                self._trial_in_flight = False
+                self.release()
                 raise
             self.record_failure()
             raise

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pizzeria.kit.clientaddr import Network, parse_networks
 
 #: The embedded mode's token signing secret. Public (it is in the source), so production mode
 #: refuses to start with it.
@@ -32,6 +35,15 @@ class Settings(BaseSettings):
     broker_url: str = Field("sqllog+sqlite:///{var}/broker.db", alias="BROKER_URL")
     host: str = Field("127.0.0.1", alias="PIZZERIA_HOST")
     db_pool_size: int = Field(10, alias="DB_POOL_SIZE")
+    # Callers from these networks (addresses or CIDRs) see /metrics and the details of /health
+    # and /ready; anyone else needs an administrator's access token.
+    ops_networks: str = Field("127.0.0.0/8,::1", alias="OPS_NETWORKS")
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated); from any
+    # other peer the peer's own address is the client's.
+    trusted_proxies: str = Field("", alias="TRUSTED_PROXIES")
+    # Requests beyond these are refused before they are buffered (413, 431).
+    max_request_body_bytes: int = Field(1_048_576, alias="MAX_REQUEST_BODY_BYTES", gt=0)
+    max_request_header_bytes: int = Field(16_384, alias="MAX_REQUEST_HEADER_BYTES", gt=0)
 
     topic_partitions: int = Field(3, alias="TOPIC_PARTITIONS")
     topic_replication_factor: int = Field(1, alias="TOPIC_REPLICATION_FACTOR")
@@ -54,6 +66,8 @@ class Settings(BaseSettings):
     consumer_backoff_initial_ms: int = Field(100, alias="CONSUMER_BACKOFF_INITIAL_MS")
     consumer_backoff_max_ms: int = Field(5000, alias="CONSUMER_BACKOFF_MAX_MS")
     consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
+    # A group held up on one record this long makes /ready fail and pizzeria_consumer_stuck 1.
+    consumer_stuck_after_s: float = Field(60.0, alias="CONSUMER_STUCK_AFTER_S", gt=0)
 
     # SecretStr keeps the secret out of reprs and logs; validate_default makes the default one too.
     jwt_secret: SecretStr = Field(DEVELOPMENT_JWT_SECRET, alias="JWT_SECRET", validate_default=True)
@@ -71,6 +85,30 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     failpoints: str = Field("", alias="PIZZERIA_FAILPOINTS")
+
+    @field_validator("trusted_proxies", "ops_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    def ops_callers(self) -> tuple[Network, ...]:
+        return parse_networks(self.ops_networks)
+
+    def exposure_problems(self) -> list[str]:
+        """Why this configuration must not listen where it would (in any mode): the public
+        development secret lets anyone who can reach a service sign their own tokens, so
+        with it the services listen on this machine's loopback only."""
+        if self.jwt_secret.get_secret_value() != DEVELOPMENT_JWT_SECRET or is_loopback(self.host):
+            return []
+        return [
+            f"PIZZERIA_HOST={self.host} lets other machines in, and JWT_SECRET is the public development "
+            "secret (anyone could sign an administrator's token): set JWT_SECRET to 32+ random bytes, "
+            "or keep PIZZERIA_HOST=127.0.0.1"
+        ]
 
     def resolve(self, template: str, service: str = "") -> str:
         """Fill `{var}` and `{service}` in a URL template."""
@@ -111,6 +149,16 @@ class Settings(BaseSettings):
 
     def broker_url_resolved(self) -> str:
         return self.resolve(self.broker_url)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback only."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

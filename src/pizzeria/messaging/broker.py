@@ -34,7 +34,11 @@ class OutgoingMessage:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A message as consumed, with its place in the log."""
+    """A message as consumed, with its place in the log.
+
+    Adapters never fail on what a record holds: a key or header that is not text is given as
+    readable text (bytes that are not UTF-8 as `\\xNN` escapes) and named in `defects`, and
+    a record with defects can only be dead-lettered."""
 
     topic: str
     partition: int
@@ -43,6 +47,28 @@ class Record:
     key: str | None
     headers: Mapping[str, str]
     timestamp_ms: int
+    defects: tuple[str, ...] = ()
+
+
+def as_text(raw: object, what: str, defects: list[str]) -> str:
+    """`raw` (bytes, text or anything a log holds) as text; what was wrong with it noted in
+    `defects`. Never raises."""
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: not text any store or broker takes
+            defects.append(f"{what} is not valid Unicode text")
+            return raw.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw
+    if isinstance(raw, bytes | bytearray | memoryview):
+        data = bytes(raw)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            defects.append(f"{what} is not UTF-8")
+            return data.decode("utf-8", "backslashreplace")
+    defects.append(f"{what} is not text but {type(raw).__name__}")
+    return repr(raw)[:200]
 
 
 TopicPartition = tuple[str, int]

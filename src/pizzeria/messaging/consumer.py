@@ -187,6 +187,17 @@ class HandlerRegistry:
         found = self._handlers.get(type_name)
         return self._any if found is None else found
 
+    def other_versions(self, type_name: str) -> list[str]:
+        """The versions of this message type the group handles when it does not handle this
+        one (`pizzeria.orders.OrderPlaced.v2` while it takes `…OrderPlaced.v1`): such a
+        message is meant for it but cannot be read, unlike a type it never takes."""
+        if type_name in self._handlers or self._any is not None:
+            return []
+        name, dot, _ = type_name.rpartition(".")
+        if not dot:
+            return []
+        return sorted(t for t in self._handlers if t.rpartition(".")[0] == name)
+
     def topics(self) -> list[str]:
         return sorted(
             {r.model.topic() for r in self._handlers.values() if r.model is not None and issubclass(r.model, Message)}
@@ -235,6 +246,8 @@ class ConsumerRunner:
         batch_size: int = 200,
         client_id: str = "",
         dead_letter_topic: str | None = None,
+        stuck_after: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.group = group
         self.handlers = handlers
@@ -249,10 +262,29 @@ class ConsumerRunner:
         self.consumer: BrokerConsumer | None = None
         self._stopped = False
         self.healthy = False
+        self.stuck_after = stuck_after
+        self._clock = clock
+        #: Since when each partition's current record (or run of records) has been worked on.
+        self._working: dict[TopicPartition, float] = {}
+        #: Since when the loop has failed without a successful fetch and commit in between.
+        self._failing_since: float | None = None
+        metrics.consumer_stuck.labels(group).set_function(lambda: 1.0 if self.stuck() else 0.0)
 
     @property
     def dlq_topic(self) -> str:
         return self._dlq_topic
+
+    def stuck_for(self) -> float:
+        """Seconds the group has been held up: the longest any partition has waited on one
+        record (or its run), or the loop has failed without getting anything done."""
+        now = self._clock()
+        since = [*self._working.values(), *([self._failing_since] if self._failing_since is not None else [])]
+        return max((now - started for started in since), default=0.0)
+
+    def stuck(self) -> bool:
+        """Held up for longer than `stuck_after` (CONSUMER_STUCK_AFTER_S): every later record
+        of the partition waits behind it, so the service is not ready."""
+        return self.stuck_for() > self.stuck_after
 
     async def run(self) -> None:
         self.consumer = self.broker.consumer(self.group, self.topics, client_id=self.client_id)
@@ -267,10 +299,13 @@ class ConsumerRunner:
                     if records:
                         await self.consumer.commit(await self.process_batch(records))
                     backoff = 0.1
+                    self._failing_since = None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     # The batch is not committed: it will be fetched and handled again.
+                    if self._failing_since is None:
+                        self._failing_since = self._clock()
                     log.warning("consumer loop failed; retrying", group=self.group, error=str(exc))
                     await self._rejoin(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -303,10 +338,16 @@ class ConsumerRunner:
         async def run_partition(batch: list[Record]) -> None:
             # Under load, a partition's records share one transaction (one commit instead of
             # one per record); if anything in it fails, they are handled one by one instead.
-            if len(batch) > 1 and await self._process_together(batch):
-                return
-            for record in batch:
-                await self.process_until_settled(record)
+            partition = (batch[0].topic, batch[0].partition)
+            self._working[partition] = self._clock()
+            try:
+                if len(batch) > 1 and await self._process_together(batch):
+                    return
+                for record in batch:
+                    self._working[partition] = self._clock()
+                    await self.process_until_settled(record)
+            finally:
+                self._working.pop(partition, None)
 
         await asyncio.gather(*(run_partition(b) for b in by_partition.values()))
         return {tp: batch[-1].offset + 1 for tp, batch in by_partition.items()}
@@ -319,15 +360,17 @@ class ConsumerRunner:
         for record in batch:
             try:
                 envelope = Envelope.from_record(record)
-            except MalformedMessage:
+            except Exception:  # not even an envelope: the careful path dead-letters it
                 return False
             route = self.handlers.get(envelope.type)
             if route is None:
+                if self.handlers.other_versions(envelope.type):
+                    return False
                 prepared.append((Incoming(None, envelope, self.group), None))
                 continue
             try:
                 prepared.append((Incoming(route.decode(envelope), envelope, self.group), route))
-            except ValidationError:
+            except Exception:
                 return False
         outcomes: dict[int, Outcome] = {}
         started = time.perf_counter()
@@ -387,14 +430,22 @@ class ConsumerRunner:
             envelope = Envelope.from_record(record)
         except MalformedMessage as exc:
             return await self._dead_letter(record, None, f"malformed: {exc}", 1, replay_of)
+        except Exception as exc:  # decoding is total: whatever else goes wrong, the record is poison
+            return await self._dead_letter(record, None, f"malformed: {type(exc).__name__}: {exc}", 1, replay_of)
         route = self.handlers.get(envelope.type)
         if route is None:
+            known = self.handlers.other_versions(envelope.type)
+            if known:
+                reason = f"unknown schema version: {envelope.type}; this group reads {', '.join(known)}"
+                return await self._dead_letter(record, envelope, reason, 1, replay_of)
             metrics.consumer_messages.labels(self.group, Outcome.IGNORED.value).inc()
             return Outcome.IGNORED
         try:
             message = route.decode(envelope)
         except ValidationError as exc:
             return await self._dead_letter(record, envelope, f"schema: {exc}", 1, replay_of)
+        except Exception as exc:  # e.g. data nested too deep to parse
+            return await self._dead_letter(record, envelope, f"schema: {type(exc).__name__}: {exc}", 1, replay_of)
 
         with _message_context(envelope, self.group):
             attempt = 0

@@ -23,6 +23,16 @@ from pizzeria.messaging.topics import dlq_topic
 from pizzeria.messaging.uow import UnitOfWork
 
 
+def storable(value: object, limit: int) -> str | None:
+    """`value` as text any store and broker takes: UTF-8 (what is not, escaped), no NUL, at
+    most `limit` characters."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:limit]
+
+
 class DeadLetterStatus(enum.StrEnum):
     """Where a dead letter stands. Only a `dead` one can be replayed or discarded."""
 
@@ -53,21 +63,26 @@ class DeadLetterStore:
         A redelivered record that is already dead-lettered is not added twice."""
         now = utcnow()
         dl_id = new_id()
+        # Whatever the record holds, the dead letter must be storable (PostgreSQL text takes no
+        # NUL, the columns have lengths): a dead letter that cannot be written stops the group.
+        key = storable(record.key, 255)
+        headers = {storable(k, 255) or "": storable(v, 4000) or "" for k, v in record.headers.items()}
+        error = storable(error, 4000) or "unknown"
         async with self.uow_factory() as uow:
             result = await uow.conn.execute(
                 insert_ignore(uow.conn, dead_letters),
                 {
                     "id": dl_id,
                     "group_id": group,
-                    "message_id": envelope.id if envelope else record.headers.get("ce_id"),
-                    "message_type": envelope.type if envelope else record.headers.get("ce_type"),
+                    "message_id": storable(envelope.id if envelope else record.headers.get("ce_id"), 64),
+                    "message_type": storable(envelope.type if envelope else record.headers.get("ce_type"), 255),
                     "topic": record.topic,
                     "partition": record.partition,
                     "offset": record.offset,
-                    "key": record.key,
-                    "headers": orjson.dumps(dict(record.headers)).decode(),
+                    "key": key,
+                    "headers": orjson.dumps(headers).decode(),
                     "payload": record.value,
-                    "error": error[:4000],
+                    "error": error,
                     "attempts": attempts,
                     "status": DeadLetterStatus.DEAD,
                     "created_at": now,
@@ -75,8 +90,8 @@ class DeadLetterStore:
                 },
             )
             if result.rowcount == 1:
-                headers = {
-                    **record.headers,
+                outgoing = {
+                    **headers,
                     "dlq_id": dl_id,
                     "dlq_group": group,
                     "dlq_error": error[:1000],
@@ -87,9 +102,7 @@ class DeadLetterStore:
                     "dlq_failed_at": now.isoformat(),
                 }
                 uow.emit_raw(
-                    OutgoingMessage(
-                        topic=topic or dlq_topic(group), key=record.key, value=record.value, headers=headers
-                    ),
+                    OutgoingMessage(topic=topic or dlq_topic(group), key=key, value=record.value, headers=outgoing),
                     message_id=new_id(),
                 )
             await uow.commit()
@@ -105,7 +118,10 @@ class DeadLetterStore:
 
     async def mark_failed_again(self, dl_id: str, error: str, attempts: int) -> None:
         await self._set(
-            dl_id, status=DeadLetterStatus.DEAD, error=error[:4000], attempts=dead_letters.c.attempts + attempts
+            dl_id,
+            status=DeadLetterStatus.DEAD,
+            error=storable(error, 4000),
+            attempts=dead_letters.c.attempts + attempts,
         )
 
     async def leave_dead(self, conn: AsyncConnection, dl_id: str, status: DeadLetterStatus) -> bool:

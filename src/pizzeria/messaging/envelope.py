@@ -3,6 +3,7 @@ headers, the JSON data is the record value, the aggregate id is the record key."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,19 @@ from pizzeria.messaging.message import Message
 
 CONTENT_TYPE = "application/json"
 _REQUIRED = ("id", "source", "type", "specversion")
+#: The longest value of each attribute this system keeps (the columns of the inbox, the dead
+#: letters and the audit log hold no more).
+_LIMITS = {
+    "id": 64,
+    "source": 200,
+    "type": 200,
+    "specversion": 8,
+    "subject": 255,
+    "correlationid": 64,
+    "causationid": 64,
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class MalformedMessage(ValueError):
@@ -71,28 +85,58 @@ class Envelope:
         return OutgoingMessage(topic=topic, key=self.subject, value=self.data, headers=self.headers())
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str], value: bytes) -> Envelope:
+    def from_headers(cls, headers: Mapping[str, object], value: bytes) -> Envelope:
+        """The envelope of a record's headers; `MalformedMessage` (never anything else) when
+        they are not a CloudEvent this system can keep: an attribute missing, not text, too
+        long for the columns it is kept in, or holding control characters."""
         missing = [a for a in _REQUIRED if not headers.get(f"ce_{a}")]
         if missing:
             raise MalformedMessage(f"not a CloudEvent: missing {', '.join('ce_' + m for m in missing)}")
-        if headers["ce_specversion"] != "1.0":
-            raise MalformedMessage(f"unsupported CloudEvents specversion {headers['ce_specversion']!r}")
-        try:
-            time = as_utc(datetime.fromisoformat(headers["ce_time"])) if headers.get("ce_time") else utcnow()
-        except ValueError as exc:
-            raise MalformedMessage(f"bad ce_time: {exc}") from exc
+        attributes = {name: _attribute(headers, name, limit) for name, limit in _LIMITS.items()}
+        if attributes["specversion"] != "1.0":
+            raise MalformedMessage(f"unsupported CloudEvents specversion {attributes['specversion']!r}")
+        traceparent = headers.get("ce_traceparent")
         return cls(
-            id=headers["ce_id"],
-            source=headers["ce_source"],
-            type=headers["ce_type"],
+            id=attributes["id"] or "",
+            source=attributes["source"] or "",
+            type=attributes["type"] or "",
             data=value,
-            subject=headers.get("ce_subject"),
-            time=time,
-            correlationid=headers.get("ce_correlationid"),
-            causationid=headers.get("ce_causationid"),
-            traceparent=headers.get("ce_traceparent"),
+            subject=attributes["subject"],
+            time=_time(headers.get("ce_time")),
+            correlationid=attributes["correlationid"],
+            causationid=attributes["causationid"],
+            # W3C Trace Context: a traceparent that is not one starts a new trace.
+            traceparent=traceparent if isinstance(traceparent, str) and _TRACEPARENT.match(traceparent) else None,
         )
 
     @classmethod
     def from_record(cls, record: Record) -> Envelope:
+        """The envelope of a consumed record; `MalformedMessage` when it cannot be one."""
+        if record.defects:
+            raise MalformedMessage("; ".join(record.defects))
         return cls.from_headers(record.headers, record.value)
+
+
+def _attribute(headers: Mapping[str, object], name: str, limit: int) -> str | None:
+    value = headers.get(f"ce_{name}")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MalformedMessage(f"ce_{name} is not text but {type(value).__name__}")
+    if len(value) > limit:
+        raise MalformedMessage(f"ce_{name} is {len(value)} characters long; at most {limit} are kept")
+    if _CONTROL.search(value):
+        raise MalformedMessage(f"ce_{name} holds control characters: {value[:80]!r}")
+    return value
+
+
+def _time(value: object) -> datetime:
+    """`ce_time` in UTC (now when absent); every way it can be wrong is `MalformedMessage`."""
+    if value is None or value == "":
+        return utcnow()
+    if not isinstance(value, str):
+        raise MalformedMessage(f"bad ce_time: not text but {type(value).__name__}")
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError) as exc:  # 9999-12-31T23:59:59-23:59 overflows in UTC
+        raise MalformedMessage(f"bad ce_time {value[:80]!r}: {exc}") from None

@@ -27,6 +27,7 @@ from pizzeria.messaging.broker import (
     Record,
     TopicPartition,
     TopicSpec,
+    as_text,
 )
 
 # Commit refusals that only mean "this member no longer owns the partition".
@@ -38,6 +39,35 @@ _FENCED = {
     KafkaError._STATE,
     KafkaError._ASSIGNMENT_LOST,
 }
+
+
+def _record(m: Any) -> Record:
+    """A consumed message as a Record, whatever bytes its key and headers hold."""
+    defects: list[str] = []
+    raw_key = m.key()
+    key = None if raw_key is None else as_text(raw_key, "the key", defects)
+    headers: dict[str, str] = {}
+    try:
+        pairs = m.headers() or []
+    except Exception as exc:  # names librdkafka cannot hand over as text
+        defects.append(f"the headers cannot be read: {exc}")
+        pairs = []
+    for raw_name, raw_value in pairs:
+        name = as_text(raw_name, "a header name", defects)
+        value = "" if raw_value is None else as_text(raw_value, f"the header {name[:64]!r}", defects)
+        if name in headers and name.startswith("ce_"):
+            defects.append(f"the header {name[:64]!r} appears more than once")
+        headers[name] = value
+    return Record(
+        topic=m.topic(),
+        partition=m.partition(),
+        offset=m.offset(),
+        value=m.value() or b"",
+        key=key,
+        headers=headers,
+        timestamp_ms=m.timestamp()[1],
+        defects=tuple(defects),
+    )
 
 
 class KafkaBroker(Broker):
@@ -258,18 +288,7 @@ class KafkaConsumer(BrokerConsumer):
                 if err.fatal():
                     raise BrokerError(f"consumer failed: {err}")
                 continue  # transient: librdkafka retries by itself
-            key = m.key()
-            out.append(
-                Record(
-                    topic=m.topic(),
-                    partition=m.partition(),
-                    offset=m.offset(),
-                    value=m.value() or b"",
-                    key=key.decode() if isinstance(key, bytes) else key,
-                    headers={k: (v.decode() if isinstance(v, bytes) else (v or "")) for k, v in (m.headers() or [])},
-                    timestamp_ms=m.timestamp()[1],
-                )
-            )
+            out.append(_record(m))
         return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -39,3 +39,8 @@ consumer_lag = Gauge(
     "Records between a partition's end and the group's committed offset.",
     ["group", "topic", "partition"],
 )
+consumer_stuck = Gauge(
+    "pizzeria_consumer_stuck",
+    "1 while a consumer group has been held up on one record longer than CONSUMER_STUCK_AFTER_S.",
+    ["group"],
+)

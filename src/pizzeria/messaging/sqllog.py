@@ -40,6 +40,7 @@ from pizzeria.messaging.broker import (
     Record,
     TopicPartition,
     TopicSpec,
+    as_text,
 )
 
 log = get_logger(__name__)
@@ -97,6 +98,37 @@ offsets_t = sa.Table(
 sa.Index("ix_log_records_ts", records_t.c.timestamp_ms)
 
 T = TypeVar("T")
+
+
+def _record(row: Any) -> Record:
+    """A stored row as a Record, whatever its columns hold (another writer may have put
+    anything there): what is not as it should be is named in the record's defects."""
+    defects: list[str] = []
+    key = None if row.key is None else as_text(row.key, "the key", defects)
+    headers: dict[str, str] = {}
+    try:
+        stored = orjson.loads(row.headers)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        defects.append(f"the headers are not JSON: {exc}")
+        stored = {}
+    if not isinstance(stored, dict):
+        defects.append(f"the headers are not an object but {type(stored).__name__}")
+        stored = {}
+    for name, value in stored.items():
+        headers[name] = as_text(value, f"the header {name[:64]!r}", defects)
+    value = row.value
+    if not isinstance(value, bytes):
+        value = as_text(value, "the value", defects).encode()
+    return Record(
+        topic=row.topic,
+        partition=row.partition,
+        offset=row.offset,
+        value=value,
+        key=key,
+        headers=headers,
+        timestamp_ms=row.timestamp_ms,
+        defects=tuple(defects),
+    )
 
 
 def partition_for(key: str | None, partitions: int) -> int:
@@ -462,18 +494,7 @@ class SqlLogConsumer(BrokerConsumer):
             share = max(1, max_records // len(ready))
             for tp in ready:
                 rows = (await conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": start[tp], "n": share})).all()
-                out.extend(
-                    Record(
-                        topic=r.topic,
-                        partition=r.partition,
-                        offset=r.offset,
-                        value=r.value,
-                        key=r.key,
-                        headers=orjson.loads(r.headers),
-                        timestamp_ms=r.timestamp_ms,
-                    )
-                    for r in rows
-                )
+                out.extend(_record(r) for r in rows)
                 if rows:
                     advanced[tp] = rows[-1].offset + 1
         # Only now that every read succeeded does the position move (a failed read must not

@@ -68,6 +68,16 @@ dead_letters = sa.Table(
     sa.UniqueConstraint("group_id", "topic", "partition", "offset", name="uq_dead_letters_position"),
 )
 
+# The newest token epoch identity announced for each account (UserSignedOut, UserUpdated,
+# UserDeleted): access tokens of an older epoch are refused (chassis/access.py).
+token_epochs = sa.Table(
+    "token_epochs",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False, index=True),
+)
+
 # A saga instance: where it is, what it carries, and when it stops waiting.
 sagas = sa.Table(
     "sagas",

@@ -15,28 +15,34 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Query
+from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.http import http_app
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import configure_logging
+from pizzeria.kit.opsaccess import require_ops_caller
+from pizzeria.kit.schemas import RequestBody
 from pizzeria.kit.settings import Settings, get_settings
 
 DETERMINISTIC = {"tok_visa", "tok_declined", "tok_timeout"}
 
 
-class ChargeBody(BaseModel):
+class ChargeBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     amount: int = Field(gt=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     source: str = Field(min_length=1, max_length=64)
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class RefundBody(BaseModel):
+class RefundBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     charge: str
     amount: int = Field(gt=0)
 
@@ -50,11 +56,15 @@ class ProviderSettings(BaseSettings):
     failure_rate: float = Field(0.0, alias="PAYMENT_FAILURE_RATE", ge=0, le=1)
 
 
-class OutageBody(BaseModel):
+class OutageBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     down: bool
 
 
-class FailureRateBody(BaseModel):
+class FailureRateBody(RequestBody):
+    model_config = ConfigDict(extra="ignore")  # as a real provider's API: unknown fields pass
+
     rate: float = Field(ge=0, le=1)
 
 
@@ -169,12 +179,12 @@ def build_router(ledger: Ledger) -> APIRouter:
     async def list_refunds() -> dict[str, Any]:
         return {"items": list(ledger.refunds.values())}
 
-    @router.put("/admin/outage")
+    @router.put("/admin/outage", dependencies=[Depends(require_ops_caller)])
     async def outage(body: OutageBody) -> dict[str, bool]:
         ledger.down = body.down
         return {"down": ledger.down}
 
-    @router.put("/admin/failure-rate")
+    @router.put("/admin/failure-rate", dependencies=[Depends(require_ops_caller)])
     async def failure_rate(body: FailureRateBody) -> dict[str, float]:
         ledger.failure_rate = body.rate
         return {"rate": ledger.failure_rate}
@@ -194,6 +204,9 @@ def build_router(ledger: Ledger) -> APIRouter:
 
 def create_app(settings: Settings | None = None, own: ProviderSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    exposed = settings.exposure_problems()  # its admin API trusts administrators' tokens
+    if exposed:
+        raise SystemExit("refusing to start provider: " + "; ".join(exposed))
     configure_logging("provider", settings.log_level, settings.log_format)
     ledger = Ledger(own or ProviderSettings())
     app = http_app(

@@ -12,6 +12,7 @@ from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import require_roles
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import BadRequest
+from pizzeria.kit.schemas import FilterTime
 from pizzeria.services.audit import analytics
 from pizzeria.services.audit.handlers import query
 
@@ -51,8 +52,8 @@ async def audit(
     order_id: Annotated[str | None, Query(max_length=64)] = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
     type: Annotated[str | None, Query(max_length=200)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: FilterTime | None = None,
+    until: FilterTime | None = None,
     after: Annotated[int | None, Query(ge=0, description="the `next_after` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     correlation_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -119,8 +120,8 @@ class BadPeriod(BadRequest):
 )
 async def analytics_report(
     runtime: RuntimeDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: FilterTime | None = None,
+    until: FilterTime | None = None,
     bucket: Literal["hour", "day"] = "hour",
 ) -> AnalyticsReport:
     until = as_utc(until) if until else utcnow()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.upsert import insert_ignore
-from pizzeria.messaging.consumer import HandlerRegistry, Incoming
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming, PermanentError
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.uow import UnitOfWork
@@ -44,7 +44,10 @@ def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data(envelope: Envelope) -> dict[str, Any]:
-    loaded = orjson.loads(envelope.data)
+    try:
+        loaded = orjson.loads(envelope.data)
+    except orjson.JSONDecodeError as exc:
+        raise PermanentError(f"the data of {envelope.id} is not JSON: {exc}") from None
     return loaded if isinstance(loaded, dict) else {"value": loaded}
 
 

@@ -5,29 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from pizzeria.kit.schemas import RequestBody
 
 Name = Field(min_length=1, max_length=120)
 
 
-class SizeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SizeBody(RequestBody):
     size: str = Field(min_length=1, max_length=20, pattern=r"^[a-z][a-z0-9_-]*$", examples=["medium"])
     price: int = Field(gt=0, le=1_000_000, description="price in minor units (cents)", examples=[1090])
 
 
-class IngredientBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IngredientBody(RequestBody):
     ingredient: str = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$", examples=["mozzarella"])
     quantity: int = Field(gt=0, le=10_000, description="stock units one pizza uses")
 
 
-class MenuItemBody(BaseModel):
+class MenuItemBody(RequestBody):
     """A menu item as sent by staff: the whole item (PUT replaces it)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Name
     description: str = Field("", max_length=1000)

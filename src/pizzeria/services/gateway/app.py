@@ -7,6 +7,7 @@ deadline, retries for idempotent reads and a circuit breaker per upstream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,8 +26,9 @@ from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.service import refuse_unsafe_production
 from pizzeria.kit import context
 from pizzeria.kit.auth import Principal, decode_access_token
-from pizzeria.kit.errors import Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
-from pizzeria.kit.http import add_problem_responses, http_app
+from pizzeria.kit.clientaddr import client_address
+from pizzeria.kit.errors import BadRequest, Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
+from pizzeria.kit.http import TRACEPARENT, add_problem_responses, http_app
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
@@ -56,8 +58,22 @@ FORWARDED_HEADERS = (
     "traceparent",
     "tracestate",
 )
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+#: Visible ASCII, with single spaces or tabs inside (RFC 9110 5.5 without obs-text).
+_VISIBLE = re.compile(r"^[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*$")
+VISIBLE_TEXT = "send visible ASCII characters only"
+HEADER_RULES = {
+    # The key of one order: stored, compared and shown back, so no spaces at all.
+    "idempotency-key": re.compile(r"^[\x21-\x7e]{1,255}$"),
+}
+HEADER_RULE_TEXT = {"idempotency-key": "send 1 to 255 visible ASCII characters without spaces (a UUID is best)"}
 #: Upstream response headers the gateway sets itself.
 OWN_HEADERS = frozenset({"x-request-id", "date", "server"})
+
+
+class BadHeader(BadRequest):
+    type_slug = "bad-header"
+    title = "Bad header"
 
 
 class MethodNotAllowed(ProblemError):
@@ -75,8 +91,7 @@ class Gate:
         self.limiter = limiter
 
     async def admit(self, request: Request, allowed: frozenset[str] | None) -> Principal | None:
-        ip = request.client.host if request.client else "unknown"
-        await self._limit(f"ip:{ip}", self.own.rate_limit_per_ip, "ip")
+        await self._limit(f"ip:{client_ip(request)}", self.own.rate_limit_per_ip, "ip")
         principal = self._principal(request)
         if allowed is not None:
             if principal is None:
@@ -111,14 +126,47 @@ class Gate:
             )
 
 
+def client_ip(request: Request) -> str:
+    """The caller's address: the peer's, or what a trusted proxy in front says (TRUSTED_PROXIES)."""
+    trusted = request.app.state.settings.trusted_networks()
+    return client_address(
+        request.client.host if request.client else None, request.headers.getlist("x-forwarded-for"), trusted
+    )
+
+
 def forwarded_headers(request: Request) -> dict[str, str]:
-    headers = {name: value for name in FORWARDED_HEADERS if (value := request.headers.get(name)) is not None}
+    """The headers passed on, normalised (surrounding spaces dropped); a value the upstream
+    could not be sent is refused here (400), before it costs anyone anything."""
+    headers = {}
+    for name in FORWARDED_HEADERS:
+        values = request.headers.getlist(name)
+        if not values:
+            continue
+        if len(values) > 1:
+            raise BadHeader(f"send the {name} header once")
+        value = values[0].strip(" \t")
+        if name in TRACE_HEADERS:
+            # W3C Trace Context: a header that is not valid is ignored, the trace starts here.
+            if (name == "traceparent" and TRACEPARENT.match(value)) or (name == "tracestate" and _VISIBLE.match(value)):
+                headers[name] = value
+            continue
+        rule = HEADER_RULES.get(name, _VISIBLE)
+        if not rule.match(value):
+            raise BadHeader(f"the {name} header {_described(value)}; {HEADER_RULE_TEXT.get(name, VISIBLE_TEXT)}")
+        headers[name] = value
     request_id = context.request_id.get()
     if request_id:
         headers["x-request-id"] = request_id
-    if request.client:
-        headers["x-forwarded-for"] = request.client.host
+    headers["x-forwarded-for"] = client_ip(request)
     return headers
+
+
+def _described(value: str) -> str:
+    if not value:
+        return "is empty"
+    if not value.isascii():
+        return "holds characters that are not ASCII"
+    return "holds characters it may not"
 
 
 async def _relay_stream(
@@ -263,19 +311,18 @@ def create_app(
                 )
             raise NotFound(f"{path} does not exist")
         await gate.admit(request, found.route.allowed)
+        headers = forwarded_headers(request)
         # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
         raw_path = request.scope.get("raw_path") or path.encode()
         upstream = upstreams[found.route.upstream]
         params = list(request.query_params.multi_items())
         if found.route.stream:
-            return await _relay_stream(
-                upstream, raw_path.decode("ascii", errors="replace"), params, forwarded_headers(request)
-            )
+            return await _relay_stream(upstream, raw_path.decode("ascii", errors="replace"), params, headers)
         answer = await upstream.send(
             request.method,
             raw_path.decode("ascii", errors="replace"),
             params=params,
-            headers=forwarded_headers(request),
+            headers=headers,
             body=await request.body(),
         )
         response = Response(content=answer.body, status_code=answer.status)

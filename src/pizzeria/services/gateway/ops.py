@@ -12,11 +12,11 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from pizzeria.kit.auth import Principal, Role
+from pizzeria.kit.auth import InvalidToken, Principal, Role
 from pizzeria.kit.errors import NotFound, ProblemError
 from pizzeria.messaging.deadletters import DeadLetterStatus
 from pizzeria.services.gateway.routes import ADMIN
-from pizzeria.services.gateway.upstream import Forwarded, Upstream
+from pizzeria.services.gateway.upstream import Forwarded, Upstream, refused_detail
 
 
 class DeadLetters(BaseModel):
@@ -52,6 +52,9 @@ def build_router(
 
         names = list(upstreams)
         answers = await asyncio.gather(*(one(upstreams[n]) for n in names))
+        refused = next((a for a in answers if a is not None and a.status == 401), None)
+        if refused is not None:  # the caller's token was revoked: nothing to merge
+            raise InvalidToken(refused_detail(refused.body))
         return dict(zip(names, answers, strict=True))
 
     @router.get("/dlq", response_model=DeadLetters, summary="Dead letters of every service, newest first")

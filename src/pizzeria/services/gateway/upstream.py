@@ -4,9 +4,11 @@ reads only, and a circuit breaker per upstream that fails fast while the service
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+import orjson
 from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
@@ -17,21 +19,17 @@ from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
 log = get_logger(__name__)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-#: Answers that mean the upstream itself is in trouble (not the request).
+#: Answers that mean the upstream itself is in trouble (not the request): they count against
+#: its breaker and a read is sent again. Any other answer, a 500 too, is the upstream's word.
 UPSTREAM_TROUBLE = frozenset({502, 503, 504})
+#: What goes wrong on the way to or from the upstream: it counts against its breaker. Not
+#: `LocalProtocolError` (the request could not be written: the caller's fault).
+UPSTREAM_FAULTS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
 
 class UpstreamUnavailable(ServiceUnavailable):
     type_slug = "upstream-unavailable"
     title = "Upstream unavailable"
-
-
-class _Trouble(Exception):
-    """An upstream answer that counts against its breaker (kept to retry or to return)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"upstream answered {response.status_code}")
-        self.response = response
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,10 @@ class Upstream:
         retries: int,
         breaker: CircuitBreaker,
         transport: httpx.AsyncBaseTransport | None = None,
+        backoff: float = 0.05,
     ) -> None:
         self.name = name
+        self.backoff = backoff
         self.base_url = base_url
         self.retries = retries
         self.breaker = breaker
@@ -92,31 +92,82 @@ class Upstream:
     async def _send(
         self, method: str, path: str, *, params: list[tuple[str, str]] | None, headers: dict[str, str], body: bytes
     ) -> Forwarded:
+        # Built before the breaker is asked: a request that cannot be built is the caller's fault.
+        request = self._build(method, path, params=params, headers=headers, body=body)
+        attempts = 1 + (self.retries if method in IDEMPOTENT else 0)
+        outcome = await self._guarded(lambda: self._exchange(request, attempts))
+        if isinstance(outcome, httpx.Response):
+            return _forwarded(outcome)
+        kind = "did not answer in time" if isinstance(outcome, httpx.TimeoutException) else "cannot be reached"
+        log.warning("upstream call failed", upstream=self.name, path=path, error=repr(outcome))
+        raise UpstreamUnavailable(f"{self.name} {kind}") from None
+
+    def _build(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None,
+        headers: dict[str, str] | None,
+        body: bytes = b"",
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
         try:
             url = self.client.base_url.join(path)
         except httpx.InvalidURL:
             raise BadRequest(f"the path {path[:200]!r} is not a valid URL path") from None
         if url.host != self.client.base_url.host:  # "//elsewhere/..." must never leave the upstream
             raise BadRequest(f"the path {path[:200]!r} is not a valid URL path")
-        attempts = 1 + (self.retries if method in IDEMPOTENT else 0)
+        try:
+            return self.client.build_request(
+                method,
+                path,
+                params=tuple(params or ()),
+                headers=headers,
+                content=body,
+                timeout=timeout if timeout is not None else self.client.timeout,
+            )
+        except (httpx.InvalidURL, UnicodeError, ValueError, TypeError) as exc:
+            raise BadRequest(f"the request cannot be passed on: {str(exc)[:200]}") from None
+
+    async def _guarded(
+        self, exchange: Callable[[], Awaitable[httpx.Response | Exception]]
+    ) -> httpx.Response | Exception:
+        """Run one logical request through the breaker: it counts once, as a failure if its last
+        outcome was an upstream fault or a 502/503/504, else as a success."""
+        try:
+            self.breaker.before_call()
+        except CircuitOpen:
+            raise self._circuit_open() from None
+        try:
+            outcome = await exchange()
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            # The client refused to write the request: nothing reached the upstream.
+            self.breaker.release()
+            raise BadRequest(f"the request cannot be passed on: {str(exc)[:200]}") from None
+        except BaseException:
+            self.breaker.release()
+            raise
+        if isinstance(outcome, Exception) or outcome.status_code in UPSTREAM_TROUBLE:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
+        return outcome
+
+    async def _exchange(self, request: httpx.Request, attempts: int) -> httpx.Response | Exception:
+        """Send the request, again (reads) while the upstream fails; the last answer or fault."""
         for attempt in range(1, attempts + 1):
+            outcome: httpx.Response | Exception
             try:
-                response = await self.breaker.call(
-                    lambda: self._once(method, path, params, headers, body),
-                    is_failure=lambda e: isinstance(e, (httpx.TransportError, _Trouble)),
-                )
-            except CircuitOpen:
-                raise self._circuit_open() from None
-            except (httpx.TransportError, _Trouble) as exc:
-                if attempt < attempts and self.breaker.state is BreakerState.CLOSED:
-                    await asyncio.sleep(0.05 * 2 ** (attempt - 1))
-                    continue
-                if isinstance(exc, _Trouble):  # the service's own answer says what happened
-                    return _forwarded(exc.response)
-                kind = "did not answer in time" if isinstance(exc, httpx.TimeoutException) else "cannot be reached"
-                log.warning("upstream call failed", upstream=self.name, path=path, error=repr(exc))
-                raise UpstreamUnavailable(f"{self.name} {kind}") from None
-            return _forwarded(response)
+                outcome = await self.client.send(request)
+            except UPSTREAM_FAULTS as exc:
+                outcome = exc
+            else:
+                if outcome.status_code not in UPSTREAM_TROUBLE:
+                    return outcome
+            if attempt == attempts or self.breaker.state is BreakerState.OPEN:
+                return outcome
+            await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
     async def open_stream(
@@ -125,21 +176,20 @@ class Upstream:
         """GET a long-lived answer: the deadline covers connecting and the first bytes of the
         answer, not the stream, which lasts as long as the upstream keeps it open. The caller
         closes the response."""
-        request = self.client.build_request(
-            "GET",
-            path,
-            params=tuple(params or ()),
-            headers=headers,
-            timeout=httpx.Timeout(self.client.timeout.connect, read=None),
+        request = self._build(
+            "GET", path, params=params, headers=headers, timeout=httpx.Timeout(self.client.timeout.connect, read=None)
         )
-        try:
-            return await self.breaker.call(
-                lambda: self.client.send(request, stream=True), is_failure=lambda e: isinstance(e, httpx.TransportError)
-            )
-        except CircuitOpen:
-            raise self._circuit_open() from None
-        except httpx.TransportError:
+
+        async def exchange() -> httpx.Response | Exception:
+            try:
+                return await self.client.send(request, stream=True)
+            except UPSTREAM_FAULTS as exc:
+                return exc
+
+        outcome = await self._guarded(exchange)
+        if isinstance(outcome, Exception):
             raise UpstreamUnavailable(f"{self.name} cannot be reached") from None
+        return outcome
 
     def _circuit_open(self) -> UpstreamUnavailable:
         """Failing fast while the breaker is open: come back after its cool-down."""
@@ -147,14 +197,6 @@ class Upstream:
             f"{self.name} is unavailable (circuit open); try again shortly",
             headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))},
         )
-
-    async def _once(
-        self, method: str, path: str, params: list[tuple[str, str]] | None, headers: dict[str, str] | None, body: bytes
-    ) -> httpx.Response:
-        response = await self.client.request(method, path, params=tuple(params or ()), headers=headers, content=body)
-        if response.status_code in UPSTREAM_TROUBLE or response.status_code >= 500:
-            raise _Trouble(response)
-        return response
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -176,6 +218,14 @@ HOP_BY_HOP = frozenset(
         "content-encoding",
     }
 )
+
+
+def refused_detail(body: bytes) -> str:
+    """The detail of a service's 401 problem (the caller's token refused)."""
+    try:
+        return str(orjson.loads(body).get("detail") or "the access token was refused")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "the access token was refused"
 
 
 def _forwarded(response: httpx.Response) -> Forwarded:

@@ -12,7 +12,9 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from pizzeria.chassis.deps import RuntimeDep, parts_dependency
 from pizzeria.kit.auth import Admin, CurrentPrincipal, InvalidToken, Principal, Role
+from pizzeria.kit.clientaddr import client_address
 from pizzeria.kit.errors import BadRequest, NotFound
+from pizzeria.kit.settings import Settings
 from pizzeria.services.identity import handlers, repository, sessions
 from pizzeria.services.identity.domain import User
 from pizzeria.services.identity.schemas import (
@@ -55,10 +57,11 @@ def token_pair(session: Session) -> TokenPair:
     )
 
 
-def client_ip(request: Request) -> str:
-    # uvicorn already replaced the peer with X-Forwarded-For when the peer is a trusted proxy
-    # (FORWARDED_ALLOW_IPS), so behind the gateway this is the real client.
-    return request.client.host if request.client else "unknown"
+def client_ip(request: Request, settings: Settings) -> str:
+    """The caller's address, for the sign-in throttle: the peer's, or what a trusted proxy (the
+    gateway, a load balancer: TRUSTED_PROXIES) says it forwarded for. Never what a client says."""
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), settings.trusted_networks())
 
 
 # -- sign-up, sign-in, refresh, logout ----------------------------------------------------------
@@ -89,7 +92,8 @@ async def register(
     },
 )
 async def login(body: LoginBody, request: Request, runtime: RuntimeDep, credentials: CredentialsDep) -> TokenPair:
-    session = await sessions.login(body.email, body.password, client_ip(request), runtime.uow(), credentials)
+    ip = client_ip(request, runtime.settings)
+    session = await sessions.login(body.email, body.password, ip, runtime.uow(), credentials)
     return token_pair(session)
 
 

@@ -61,6 +61,7 @@ class User:
     updated_at: datetime
     deleted: bool = False
     version: int = 1
+    token_epoch: int = 0
 
     def __post_init__(self) -> None:
         errors = []
@@ -94,7 +95,7 @@ class User:
 
     @property
     def principal(self) -> Principal:
-        return Principal(user_id=str(self.id), role=self.role, email=self.email)
+        return Principal(user_id=str(self.id), role=self.role, email=self.email, epoch=self.token_epoch)
 
     def change(self, *, name: str, role: Role, by: UUID, at: datetime) -> User:
         """An admin's edit. Admins cannot take away their own admin role: that could leave the

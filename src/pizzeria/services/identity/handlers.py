@@ -4,6 +4,7 @@ loads, acts through the domain, saves, emits, commits."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy.exc import IntegrityError
@@ -62,12 +63,25 @@ async def _load(uow: UnitOfWork, user_id: UUID) -> User:
 
 
 async def update_user(user_id: UUID, name: str, role: Role, by: UUID, uow: UnitOfWork) -> User:
-    """An admin renames an account or changes its role. The new role is in the next access token
-    (sign-in or refresh); access tokens already issued keep theirs until they expire."""
+    """An admin renames an account or changes its role. A role change moves the token epoch on:
+    access tokens with the old role are refused everywhere once the event arrives, and the next
+    token (sign-in or refresh) has the new role."""
     async with uow:
-        user = (await _load(uow, user_id)).change(name=name, role=role, by=by, at=utcnow())
+        before = await _load(uow, user_id)
+        user = before.change(name=name, role=role, by=by, at=utcnow())
         await repository.save_user(uow.conn, user)
-        uow.emit(UserUpdated(user_id=user.id, name=user.name, role=user.role, at=user.updated_at, actor=str(by)))
+        if user.role != before.role:
+            user = replace(user, token_epoch=await repository.bump_token_epoch(uow.conn, user.id))
+        uow.emit(
+            UserUpdated(
+                user_id=user.id,
+                name=user.name,
+                role=user.role,
+                at=user.updated_at,
+                actor=str(by),
+                token_epoch=user.token_epoch,
+            )
+        )
         await uow.commit()
     log.info("user updated", user_id=str(user.id), role=user.role, by_user_id=str(by))
     return user
@@ -79,7 +93,8 @@ async def delete_user(user_id: UUID, by: UUID, uow: UnitOfWork) -> None:
         user = (await _load(uow, user_id)).delete(by=by, at=utcnow())
         await repository.save_user(uow.conn, user)
         await repository.revoke_user_tokens(uow.conn, user.id, user.updated_at)
-        uow.emit(UserDeleted(user_id=user.id, at=user.updated_at, actor=str(by)))
+        epoch = await repository.bump_token_epoch(uow.conn, user.id)
+        uow.emit(UserDeleted(user_id=user.id, at=user.updated_at, actor=str(by), token_epoch=epoch))
         await uow.commit()
     log.info("user deleted", user_id=str(user.id), by_user_id=str(by))
 

@@ -87,6 +87,7 @@ def _to_user(row: Any) -> User:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        token_epoch=row.token_epoch,
     )
 
 
@@ -101,6 +102,20 @@ async def save_user(conn: AsyncConnection, user: User) -> None:
     result = await conn.execute(_UPDATE_USER, {**values, "user_id": user.id, "expected_version": user.version - 1})
     if result.rowcount != 1:
         raise Conflict(f"user {user.id} was changed concurrently; reload and retry")
+
+
+_BUMP_EPOCH = (
+    users.update()
+    .where(users.c.id == sa.bindparam("user_id"))
+    .values(token_epoch=users.c.token_epoch + 1)
+    .returning(users.c.token_epoch)
+)
+
+
+async def bump_token_epoch(conn: AsyncConnection, user_id: UUID) -> int:
+    """Move the account's token epoch on (in the caller's transaction); the new epoch. Access
+    tokens issued before carry an older one and are refused everywhere once it is known."""
+    return int((await conn.execute(_BUMP_EPOCH, {"user_id": user_id})).scalar_one())
 
 
 async def replace_password_hash(conn: AsyncConnection, user_id: UUID, old_hash: str, new_hash: str) -> None:

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from pizzeria.kit.auth import Role
+from pizzeria.kit.schemas import RequestBody
 from pizzeria.services.identity.domain import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
@@ -25,9 +26,7 @@ RefreshTokenField = Field(min_length=16, max_length=256, description="the refres
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_EMAIL_LENGTH, pattern=EMAIL_PATTERN)]
 
 
-class RegisterBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RegisterBody(RequestBody):
     email: Email = Field(examples=["carol@example.com"])
     password: str = Field(
         min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH, examples=["correct-horse-pizza"]
@@ -35,17 +34,13 @@ class RegisterBody(BaseModel):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, examples=["Carol"])
 
 
-class LoginBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LoginBody(RequestBody):
     # No format rules here: a malformed email is simply an unknown account (the same 401).
     email: str = Field(min_length=1, max_length=MAX_EMAIL_LENGTH, examples=["alice@pizzeria.example"])
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH, examples=["alice-pizza-1"])
 
 
-class RefreshBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RefreshBody(RequestBody):
     refresh_token: str = RefreshTokenField
 
 
@@ -67,10 +62,8 @@ class UserView(BaseModel):
     updated_at: datetime
 
 
-class UserUpdateBody(BaseModel):
+class UserUpdateBody(RequestBody):
     """An admin's edit of an account (PUT: both fields)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     role: Role

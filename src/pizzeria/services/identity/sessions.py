@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from pizzeria.contracts.identity import UserSignedOut
 from pizzeria.kit.auth import AccessToken, TokenIssuer
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
@@ -193,14 +194,19 @@ async def refresh(token: str, uow: UnitOfWork, credentials: Credentials) -> Sess
 
 
 async def logout(token: str, uow: UnitOfWork) -> None:
-    """End the sign-in the refresh token belongs to (its whole family). Unknown tokens are
-    ignored: logging out twice is not an error."""
+    """End the sign-in the refresh token belongs to (its whole family), and every access token
+    the user holds: the token epoch moves on (`UserSignedOut`), so services refuse them within
+    seconds; the user's other sign-ins get new ones by refreshing. Unknown tokens are ignored:
+    logging out twice is not an error."""
     now = utcnow()
     async with uow:
         presented = await repository.get_refresh_token(uow.conn, fingerprint(token))
         if presented is None:
             return
         await repository.revoke_family(uow.conn, presented.family_id, now)
+        if presented.revoked_at is None:
+            epoch = await repository.bump_token_epoch(uow.conn, presented.user_id)
+            uow.emit(UserSignedOut(user_id=presented.user_id, token_epoch=epoch, at=now))
         await uow.commit()
 
 

@@ -23,6 +23,10 @@ users = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    # Moved on by a sign-out, a role change or a deletion; access tokens carry the epoch they
+    # were issued in and are refused once it has moved on. Not part of `version`: signing out
+    # is no change of the account.
+    sa.Column("token_epoch", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 refresh_tokens = sa.Table(

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import require_roles
 from pizzeria.kit.errors import NotFound
+from pizzeria.kit.schemas import RequestBody
 from pizzeria.services.kitchen import handlers, repository
 from pizzeria.services.kitchen.domain import TicketStatus
 
@@ -43,7 +44,9 @@ class Inventory(BaseModel):
     items: list[IngredientView]
 
 
-class StockLevel(BaseModel):
+class StockLevel(RequestBody):
+    model_config = ConfigDict(extra="ignore")
+
     on_hand: int = Field(ge=0, le=100_000_000, description="units on hand after the delivery or count")
 
 

@@ -6,22 +6,19 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from pizzeria.kit.schemas import RequestBody
 from pizzeria.services.orders.domain import MAX_LINES, MAX_QUANTITY, PaymentStatus, Status
 
 
-class OrderLineBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OrderLineBody(RequestBody):
     menu_item_id: UUID
     size: str = Field(min_length=1, max_length=20, examples=["medium"])
     quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
-class PaymentBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PaymentBody(RequestBody):
     method: Literal["card"] = "card"
     token: str = Field(
         pattern=r"^tok_[a-z0-9_]{1,60}$",
@@ -30,16 +27,12 @@ class PaymentBody(BaseModel):
     )
 
 
-class ContactBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContactBody(RequestBody):
     email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     phone: str | None = Field(None, pattern=r"^\+?[0-9][0-9 ()-]{6,24}$")
 
 
-class PlaceOrderBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PlaceOrderBody(RequestBody):
     items: list[OrderLineBody] = Field(min_length=1, max_length=MAX_LINES)
     delivery_address: str = Field(min_length=1, max_length=500)
     payment: PaymentBody

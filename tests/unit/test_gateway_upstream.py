@@ -1,0 +1,122 @@
+"""The gateway's call to one upstream: whatever each attempt meets, one logical request counts
+once against the breaker, and only for what says the upstream is in trouble (no connection, no
+answer in time, 502/503/504); a request the client cannot write counts nothing and is a 400."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pizzeria.kit.errors import BadRequest
+from pizzeria.kit.resilience import BreakerState, CircuitBreaker
+from pizzeria.services.gateway.upstream import Upstream, UpstreamUnavailable
+
+FAULTS = {
+    "connect": httpx.ConnectError("refused"),
+    "read": httpx.ReadError("reset"),
+    "timeout": httpx.ReadTimeout("slow"),
+    "remote": httpx.RemoteProtocolError("garbled"),
+}
+TROUBLE = {502, 503, 504}
+OUTCOMES = st.sampled_from([*FAULTS, "local", 200, 201, 404, 409, 422, 500, 501, 502, 503, 504])
+RETRIES = 2
+
+
+def build(plan: list[str | int], threshold: int = 1000) -> tuple[Upstream, list[httpx.Request]]:
+    calls: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        outcome = plan.pop(0)
+        if outcome == "local":
+            raise httpx.LocalProtocolError("illegal header value")
+        if isinstance(outcome, str):
+            raise FAULTS[outcome]
+        return httpx.Response(outcome, json={"n": len(calls)})
+
+    breaker = CircuitBreaker("upstream-test", failure_threshold=threshold, reset_timeout=60)
+    upstream = Upstream(
+        "test",
+        "http://test",
+        timeout=1,
+        retries=RETRIES,
+        breaker=breaker,
+        transport=httpx.MockTransport(answer),
+        backoff=0,
+    )
+    return upstream, calls
+
+
+def expected(method: str, attempts: list[str | int]) -> tuple[int, str | int]:
+    """How many attempts one request makes, and the outcome that decides it."""
+    allowed = 1 + (RETRIES if method == "GET" else 0)
+    for used, outcome in enumerate(attempts[:allowed], start=1):
+        if outcome == "local" or (isinstance(outcome, int) and outcome not in TROUBLE):
+            return used, outcome
+    return allowed, attempts[allowed - 1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(st.sampled_from(["GET", "POST"]), st.lists(OUTCOMES, min_size=3, max_size=3)), max_size=8
+    )
+)
+async def test_one_request_counts_once_and_only_upstream_trouble_counts(
+    requests: list[tuple[str, list[str | int]]],
+) -> None:
+    plan = [outcome for method, attempts in requests for outcome in attempts[: expected(method, attempts)[0]]]
+    upstream, calls = build(list(plan))
+    failures = 0
+    try:
+        for method, attempts in requests:
+            used, decisive = expected(method, attempts)
+            before = len(calls)
+            try:
+                answer = await upstream.send(method, "/thing")
+            except BadRequest:
+                assert decisive == "local"
+            except UpstreamUnavailable:
+                assert decisive in FAULTS
+            else:
+                assert answer.status == decisive
+            assert len(calls) - before == used
+            if decisive in FAULTS or decisive in TROUBLE:
+                failures += 1
+            elif decisive != "local":
+                failures = 0
+            assert upstream.breaker.failures == failures
+    finally:
+        await upstream.close()
+
+
+@pytest.mark.parametrize("fault", ["connect", "timeout", 503])
+async def test_the_breaker_opens_after_as_many_failed_requests_as_its_threshold_not_attempts(
+    fault: str | int,
+) -> None:
+    upstream, calls = build([fault] * 9, threshold=3)
+    try:
+        for n in range(3):
+            assert upstream.breaker.state is BreakerState.CLOSED, f"open after {n} requests"
+            with contextlib.suppress(UpstreamUnavailable):
+                await upstream.send("GET", "/thing")
+        assert upstream.breaker.state is BreakerState.OPEN
+        assert len(calls) == 9
+    finally:
+        await upstream.close()
+
+
+async def test_a_request_that_cannot_be_built_never_reaches_the_breaker() -> None:
+    upstream, calls = build([])
+    try:
+        for _ in range(10):
+            with pytest.raises(BadRequest):
+                await upstream.send("GET", "/thing", headers={"accept": "caf\u00e9"})
+        assert upstream.breaker.failures == 0
+        assert not calls
+    finally:
+        await upstream.close()
