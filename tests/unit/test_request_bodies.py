@@ -53,6 +53,7 @@ VALID: dict[str, dict[str, Any]] = {
     "RefundBody": {"charge": "ch_1", "amount": 100},
     "OutageBody": {"down": True},
     "FailureRateBody": {"rate": 0.5},
+    "LatencyBody": {"ms": 200},
 }
 
 

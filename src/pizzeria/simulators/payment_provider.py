@@ -68,7 +68,7 @@ class FailureRateBody(RequestBody):
     rate: float = Field(ge=0, le=1)
 
 
-class LatencyBody(BaseModel):
+class LatencyBody(RequestBody):
     ms: int = Field(ge=0, le=60_000, description="typical answer time; each answer takes 0.5 to 1.5 times it")
 
 

@@ -219,6 +219,46 @@ def serve_browsers(app: FastAPI, settings: Settings, own: GatewaySettings) -> We
     return web
 
 
+async def _forward(request: Request, upstreams: dict[str, Upstream], gate: Gate) -> Response:
+    """Find the route, admit the caller, pass the request on and the answer back."""
+    path = request.url.path
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise NotFound(f"{path} does not exist")
+    found = match(request.method, path)
+    if found.route is None:
+        if found.methods:
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(found.methods))}
+            )
+        raise NotFound(f"{path} does not exist")
+    await gate.admit(request, found.route.allowed)
+    headers = forwarded_headers(request)
+    # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
+    raw_path = (request.scope.get("raw_path") or path.encode()).decode("ascii", errors="replace")
+    upstream = upstreams[found.route.upstream]
+    params = list(request.query_params.multi_items())
+    if found.route.stream:
+        return await _relay_stream(upstream, raw_path, params, headers)
+    answer = await upstream.send(request.method, raw_path, params=params, headers=headers, body=await request.body())
+    response = Response(content=answer.body, status_code=answer.status)
+    for name, value in answer.headers:
+        if name.lower() not in OWN_HEADERS:
+            response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    return response
+
+
+def _allow_cross_origin(app: FastAPI, own: GatewaySettings) -> None:
+    """Browsers on the configured origins may call the API (and read what they need of it)."""
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in own.cors_origins.split(",") if o.strip()],
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "traceparent"],
+        expose_headers=["X-Request-ID", "Retry-After", "Location", "Idempotent-Replayed"],
+        max_age=600,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     own: GatewaySettings | None = None,
@@ -265,14 +305,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.upstreams = upstreams
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[o.strip() for o in own.cors_origins.split(",") if o.strip()],
-        allow_methods=["GET", "POST", "PUT", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "traceparent"],
-        expose_headers=["X-Request-ID", "Retry-After", "Location", "Idempotent-Replayed"],
-        max_age=600,
-    )
+    _allow_cross_origin(app, own)
 
     @app.get(
         "/api/v1/me/overview",
@@ -300,36 +333,7 @@ def create_app(
 
     @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def forward(request: Request) -> Response:
-        path = request.url.path
-        if any(segment in (".", "..") for segment in path.split("/")):
-            raise NotFound(f"{path} does not exist")
-        found = match(request.method, path)
-        if found.route is None:
-            if found.methods:
-                raise MethodNotAllowed(
-                    f"{request.method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(found.methods))}
-                )
-            raise NotFound(f"{path} does not exist")
-        await gate.admit(request, found.route.allowed)
-        headers = forwarded_headers(request)
-        # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
-        raw_path = request.scope.get("raw_path") or path.encode()
-        upstream = upstreams[found.route.upstream]
-        params = list(request.query_params.multi_items())
-        if found.route.stream:
-            return await _relay_stream(upstream, raw_path.decode("ascii", errors="replace"), params, headers)
-        answer = await upstream.send(
-            request.method,
-            raw_path.decode("ascii", errors="replace"),
-            params=params,
-            headers=headers,
-            body=await request.body(),
-        )
-        response = Response(content=answer.body, status_code=answer.status)
-        for name, value in answer.headers:
-            if name.lower() not in OWN_HEADERS:
-                response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        return response
+        return await _forward(request, upstreams, gate)
 
     pages.serve_not_found(app, web)  # last: it answers every path nothing above took
     return app
