@@ -29,8 +29,8 @@ async def echo(request: web.Request) -> web.Response:
 
 
 async def slow(_: web.Request) -> web.Response:
-    await asyncio.sleep(5)
-    return web.Response(text="late")
+    await asyncio.Event().wait()  # never answers: the client's deadline must end the wait
+    return web.Response(text="never")
 
 
 @pytest.fixture
