@@ -78,7 +78,7 @@ class ServiceRuntime:
     ) -> ConsumerRunner:
         """A consumer group started now, while the service runs (see `halt`)."""
         runner = self._runner(group, handlers, topics, dead_letter_topic)
-        self._dynamic[runner] = [self._spawn(runner.run(), f"consumer-{group}")]
+        self._dynamic[runner] = [self._spawn(runner.run, f"consumer-{group}")]
         return runner
 
     async def halt(self, runner: ConsumerRunner) -> None:
@@ -125,20 +125,22 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         await self.broker.start()
-        self._spawn(self.relay.run(), "outbox-relay")
+        self._spawn(self.relay.run, "outbox-relay")
         for runner in self.runners:
-            self._spawn(runner.run(), f"consumer-{runner.group}")
+            self._spawn(runner.run, f"consumer-{runner.group}")
         for work, name in self._workers:
-            self._spawn(work(), name)
+            self._spawn(work, name)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._supervised(coro, name), name=name)
+    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:
+        # The work's coroutine is made inside the task: a task cancelled before it ever ran then
+        # leaves no coroutine behind that was never awaited.
+        task = asyncio.create_task(self._supervised(work, name), name=name)
         self._tasks.append(task)
         return task
 
-    async def _supervised(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    async def _supervised(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         try:
-            await coro
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception:
