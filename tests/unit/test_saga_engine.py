@@ -403,3 +403,19 @@ def test_definitions_refuse_compensation_after_the_pivot() -> None:
             ),
             reasons={},
         )
+
+
+async def test_the_timer_rests_when_nothing_is_due_and_runs_again_after_a_full_batch(
+    db: Database, engine: SagaEngine, saga: Harness, clock: Clock
+) -> None:
+    # Its answer drives a background loop: anything but True there means "wait for the interval",
+    # while True (a full batch expired; more may be due) means "at once". Answering a count made
+    # an idle timer run back to back (0 read as "again within 0 s").
+    timer = saga_module.SagaTimer(engine, db, saga.uow, batch=2)
+    assert await timer.tick() is False
+    for saga_id in ("s1", "s2", "s3"):
+        await saga.start(saga_id)
+    clock.advance(seconds=31)
+    assert await timer.tick() is True
+    assert await timer.tick() is False
+    assert {(await saga.saga(s)).state for s in ("s1", "s2", "s3")} == {SagaState.COMPENSATING}

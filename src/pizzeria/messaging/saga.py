@@ -450,18 +450,27 @@ class SagaTimer:
     `tick` runs in a background loop every `interval` seconds."""
 
     def __init__(
-        self, engine: SagaEngine[Any], db: Database, uow_factory: Callable[[], UnitOfWork], *, interval: float = 0.5
+        self,
+        engine: SagaEngine[Any],
+        db: Database,
+        uow_factory: Callable[[], UnitOfWork],
+        *,
+        interval: float = 0.5,
+        batch: int = 100,
     ) -> None:
         self.engine = engine
         self.db = db
         self.uow_factory = uow_factory
         self.interval = interval
+        self.batch = batch
 
-    async def tick(self) -> int:
+    async def tick(self) -> bool:
+        """Expire the sagas whose deadline passed; True if there may be more due right now (a
+        full batch was found), so the loop runs again at once instead of after its interval."""
         async with self.db.read() as conn:
-            due = await SagaEngine.due(conn, self.engine.clock())
+            due = await SagaEngine.due(conn, self.engine.clock(), limit=self.batch)
         for saga_id in due:
             async with self.uow_factory() as uow:
                 await self.engine.expire(uow, saga_id)
                 await uow.commit()
-        return len(due)
+        return len(due) >= self.batch
