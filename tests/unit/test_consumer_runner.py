@@ -483,6 +483,52 @@ async def test_a_batch_of_one_partition_commits_together(
     assert [e.causationid for e in handler.emitted] == [r.headers["ce_id"] for r in records]
 
 
+async def test_a_fetch_across_partitions_commits_together_in_each_partitions_order(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    first, second = uuid4(), uuid4()
+    records: list[Record] = []
+    while len({r.partition for r in records}) < 2:  # two keys that land on different partitions
+        second = uuid4()
+        records = await publish(
+            broker, thing("a1", first), thing("b1", second), thing("a2", first), thing("b2", second)
+        )
+    handler = Handler()
+    commits = 0
+    original = UnitOfWork.commit
+
+    async def counting_commit(self: UnitOfWork) -> None:
+        nonlocal commits
+        commits += 1
+        await original(self)
+
+    UnitOfWork.commit = counting_commit  # type: ignore[method-assign]
+    try:
+        offsets = await make_runner(handler).process_batch(records)
+    finally:
+        UnitOfWork.commit = original  # type: ignore[method-assign]
+    assert commits == 1
+    seen = [orjson.loads(e.data)["label"] for e in handler.emitted]
+    assert [x for x in seen if x.startswith("a")] == ["a1", "a2"]
+    assert [x for x in seen if x.startswith("b")] == ["b1", "b2"]
+    assert offsets == {
+        (TOPIC, p): 1 + max(r.offset for r in records if r.partition == p) for p in {r.partition for r in records}
+    }
+
+
+async def test_a_poison_record_on_one_partition_leaves_the_fetch_to_each_partition(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    good = await same_partition(broker, "kept")
+    other: list[Record] = []
+    while not other or other[0].partition == good[0].partition:
+        other = await publish(broker, OutgoingMessage(topic=TOPIC, key=str(uuid4()), value=b"{}", headers={}))
+    await make_runner(Handler()).process_batch([*good, other[0]])
+    assert await effects(db) == ["kept"]
+    [dead] = await rows(db, inbox.metadata.tables["dead_letters"])
+    assert (dead["partition"], dead["offset"]) == (other[0].partition, other[0].offset)
+
+
 async def test_a_failure_inside_a_batch_falls_back_to_one_by_one_without_double_effects(
     make_runner: Any, broker: InMemoryBroker, db: Database
 ) -> None:

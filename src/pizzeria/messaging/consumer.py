@@ -349,7 +349,21 @@ class ConsumerRunner:
             finally:
                 self._working.pop(partition, None)
 
-        await asyncio.gather(*(run_partition(b) for b in by_partition.values()))
+        together = len(by_partition) > 1
+        if together:
+            # One transaction for the whole fetch: under load most partitions bring only a
+            # record or two, and a commit each costs more than the handling. Records of a
+            # partition keep their order in it; if anything fails, partition by partition.
+            started = self._clock()
+            for partition in by_partition:
+                self._working[partition] = started
+            try:
+                together = await self._process_together(list(records))
+            finally:
+                for partition in by_partition:
+                    self._working.pop(partition, None)
+        if not together:
+            await asyncio.gather(*(run_partition(b) for b in by_partition.values()))
         return {tp: batch[-1].offset + 1 for tp, batch in by_partition.items()}
 
     async def _process_together(self, batch: list[Record]) -> bool:
