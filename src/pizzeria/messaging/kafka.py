@@ -9,6 +9,7 @@ of its own and the producer's delivery reports are handed back to the event loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pizzeria.kit.ids import new_id
+from pizzeria.kit.logging import get_logger
 from pizzeria.messaging.broker import (
     Broker,
     BrokerConsumer,
@@ -29,6 +31,8 @@ from pizzeria.messaging.broker import (
     TopicSpec,
     as_text,
 )
+
+log = get_logger(__name__)
 
 # Commit refusals that only mean "this member no longer owns the partition".
 _FENCED = {
@@ -172,18 +176,10 @@ class KafkaBroker(Broker):
             return
         if self._producer is None:
             raise BrokerError("broker not started")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-
-        def reporter(future: asyncio.Future[None]) -> Any:
-            def report(err: KafkaError | None, _msg: Any) -> None:
-                loop.call_soon_threadsafe(_settle, future, err)
-
-            return report
-
+        # One wake-up of the event loop for the whole batch: the delivery reports (on the poll
+        # thread) are counted there, and the last one settles the batch's future.
+        acks = _Acks(asyncio.get_running_loop(), len(messages))
         for msg in messages:
-            future: asyncio.Future[None] = loop.create_future()
-            futures.append(future)
             while True:
                 try:
                     self._producer.produce(
@@ -191,16 +187,15 @@ class KafkaBroker(Broker):
                         value=msg.value,
                         key=msg.key.encode() if msg.key is not None else None,
                         headers=list(msg.headers.items()),
-                        on_delivery=reporter(future),
+                        on_delivery=acks.report,
                     )
                     break
                 except BufferError:  # local queue full: let delivery reports drain it
                     await asyncio.sleep(0.005)
                 except KafkaException as exc:
-                    future.set_exception(BrokerError(str(exc)))
+                    acks.report(exc.args[0], None)
                     break
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors = await acks.future
         if errors:
             raise BrokerError(f"{len(errors)} of {len(messages)} messages not acknowledged: {errors[0]}")
 
@@ -217,6 +212,7 @@ class KafkaBroker(Broker):
             "fetch.wait.max.ms": self.fetch_wait_max_ms,
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 1000,
+            "on_commit": _on_commit,
             **self.consumer_config,
         }
         return KafkaConsumer(config, list(topics))
@@ -231,13 +227,30 @@ def _take(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) 
     return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
-def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
-    if future.done():
-        return
-    if err is None:
-        future.set_result(None)
-    else:
-        future.set_exception(BrokerError(f"delivery failed: {err}"))
+class _Acks:
+    """Delivery reports of one batch: counted on the producer's poll thread; the last one hands
+    the errors (if any) to the event loop, once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expected: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list[KafkaError]] = loop.create_future()
+        self._left = expected
+        self._errors: list[KafkaError] = []
+        self._lock = threading.Lock()
+
+    def report(self, err: KafkaError | None, _msg: Any) -> None:
+        with self._lock:
+            if err is not None:
+                self._errors.append(err)
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self.loop.call_soon_threadsafe(_settle, self.future, self._errors)
+
+
+def _settle(future: asyncio.Future[list[KafkaError]], errors: list[KafkaError]) -> None:
+    if not future.done():
+        future.set_result(errors)
 
 
 class KafkaConsumer(BrokerConsumer):
@@ -251,6 +264,7 @@ class KafkaConsumer(BrokerConsumer):
         )
         self._consumer: confluent_kafka.Consumer | None = None
         self._assigned: set[TopicPartition] = set()
+        self._committed: dict[TopicPartition, int] = {}
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -270,7 +284,10 @@ class KafkaConsumer(BrokerConsumer):
         self._assigned |= {(p.topic, p.partition) for p in partitions}
 
     def _on_revoke(self, _: Any, partitions: list[Any]) -> None:
-        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= gone
+        for tp in gone:  # the next owner commits these from now on
+            self._committed.pop(tp, None)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
@@ -292,11 +309,16 @@ class KafkaConsumer(BrokerConsumer):
         return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit without waiting for the broker: the records are already handled and their
+        effects committed with the inbox, so a commit that does not arrive (a crash, a
+        rebalance) only means they are read again and recognised as duplicates. librdkafka is
+        thread-safe, so this needs no hop to the consumer's thread; refusals are logged by
+        `_on_commit` and the last offsets are committed synchronously on close."""
         if not offsets or self._consumer is None:
             return
-        tps = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self._committed.update(offsets)
         try:
-            await self._call(self._consumer.commit, offsets=tps, asynchronous=False)
+            self._consumer.commit(offsets=_partitions(offsets), asynchronous=True)
         except KafkaException as exc:
             if exc.args[0].code() in _FENCED:
                 return  # the partition moved to another member, who re-reads from the last commit
@@ -323,5 +345,26 @@ class KafkaConsumer(BrokerConsumer):
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await self._call(consumer.close)
+            await self._call(_close, consumer, dict(self._committed))
         self._executor.shutdown(wait=False)
+
+
+def _partitions(offsets: Mapping[TopicPartition, int]) -> list[confluent_kafka.TopicPartition]:
+    return [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+
+
+def _on_commit(err: KafkaError | None, partitions: list[Any]) -> None:
+    """librdkafka's report of an asynchronous commit (on the consumer's thread)."""
+    failed = [p for p in partitions if p.error is not None]
+    if err is not None and err.code() not in _FENCED:
+        log.warning("offset commit refused; the records will be read again", error=str(err))
+    elif failed and failed[0].error.code() not in _FENCED:
+        log.warning("offset commit refused for some partitions", error=str(failed[0].error), count=len(failed))
+
+
+def _close(consumer: confluent_kafka.Consumer, offsets: dict[TopicPartition, int]) -> None:
+    """Leave the group after making sure the last offsets arrived (a clean stop re-reads nothing)."""
+    if offsets:
+        with contextlib.suppress(KafkaException):
+            consumer.commit(offsets=_partitions(offsets), asynchronous=False)
+    consumer.close()
