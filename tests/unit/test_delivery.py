@@ -23,7 +23,13 @@ from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.messaging.message import Message
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
-from pizzeria.services.delivery.handlers import advance, assign_waiting, build_handlers, seed_couriers
+from pizzeria.services.delivery.handlers import (
+    advance,
+    advance_deliveries,
+    assign_waiting,
+    build_handlers,
+    seed_couriers,
+)
 from pizzeria.services.delivery.tables import couriers, deliveries, metadata
 from tests.support.participant import Participant, decode
 
@@ -269,3 +275,22 @@ async def test_the_demo_couriers_are_hired_once(delivery: Participant) -> None:
     assert await seed_couriers(delivery.uow()) is False
     assert sorted(r["name"] for r in await delivery.rows(couriers)) == sorted(DEMO_COURIERS)
     assert set((await carrying(delivery)).values()) == {None}
+
+
+async def test_the_autopilot_moves_every_due_delivery_at_once_but_not_one_moved_meanwhile(
+    delivery: Participant,
+) -> None:
+    couriers_hired = await hire(delivery, "Ana", "Bo", "Cy")
+    orders = [uuid4() for _ in couriers_hired]
+    ids = [await scheduled(delivery, order_id) for order_id in orders]
+    async with delivery.db.read() as conn:
+        seen = await repository.on_the_road(conn, limit=10)
+    assert sorted(d for d, _ in seen) == sorted(ids)
+    await step(delivery, ids[0])  # the courier (or another replica) moved this one meanwhile
+    uow = delivery.uow()
+    assert await advance_deliveries(uow, seen) == 2
+    assert uow.committed
+    statuses = [(await delivery_of(delivery, order_id))["status"] for order_id in orders]
+    assert statuses == ["out_for_delivery"] * 3, "the one moved meanwhile was not moved twice"
+    picked_up = [m for m in await delivery.emitted() if isinstance(m, DeliveryPickedUp)]
+    assert sorted(m.delivery_id for m in picked_up) == sorted(ids)

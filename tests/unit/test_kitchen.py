@@ -39,7 +39,13 @@ from pizzeria.messaging.deadletters import as_record
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.domain import Line, TicketStatus, UnknownRecipe, needs, next_status, shortages
-from pizzeria.services.kitchen.handlers import advance_ticket, build_handlers, seed_opening_stock, set_stock
+from pizzeria.services.kitchen.handlers import (
+    advance_ticket,
+    advance_tickets,
+    build_handlers,
+    seed_opening_stock,
+    set_stock,
+)
 from pizzeria.services.kitchen.stock import OPENING_STOCK
 from pizzeria.services.kitchen.tables import ingredients, metadata, recipes, reservations, tickets
 from tests.support.participant import Participant, decode
@@ -561,3 +567,28 @@ async def test_opening_stock_is_seeded_only_once(db: Database) -> None:
     assert {n: s[0] for n, s in levels.items() if n != "dough"} == {
         n: a for n, a in OPENING_STOCK.items() if n != "dough"
     }
+
+
+# -- the autopilot -----------------------------------------------------------------------------
+
+
+async def test_the_autopilot_moves_every_due_ticket_in_one_transaction_and_leaves_one_moved_meanwhile(
+    kitchen: Participant,
+) -> None:
+    await set_stock(kitchen.uow(), "pepperoni", 1_000)  # enough for three orders
+    orders = [uuid4() for _ in range(3)]
+    ticket_ids = [await queued_ticket(kitchen, order_id) for order_id in orders]
+    async with kitchen.db.read() as conn:
+        seen = await repository.cooking(conn, limit=10)
+    assert [t for t, _ in seen] == ticket_ids
+    await advance(kitchen, ticket_ids[1])  # staff (or another replica) moved this one meanwhile
+    before = len(await kitchen.emitted())
+    uow = kitchen.uow()
+    moved = await advance_tickets(uow, seen)
+    assert (moved, uow.committed) == (2, True)
+    statuses = [(await ticket_of(kitchen, order_id))["status"] for order_id in orders]
+    assert statuses == ["preparing", "preparing", "preparing"], "the one moved meanwhile was not moved twice"
+    started = [e for e in (await kitchen.emitted())[before:] if isinstance(e, TicketStarted)]
+    assert sorted(e.ticket_id for e in started) == sorted([ticket_ids[0], ticket_ids[2]])
+    consumed = {name: row[2] for name, row in (await stock(kitchen)).items()}
+    assert consumed == {name: 3 * amount for name, amount in ORDER_NEEDS.items()}, "each order's reservation used once"

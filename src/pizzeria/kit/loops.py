@@ -97,17 +97,27 @@ class BackgroundLoop:
 
 
 async def move_on(
-    in_stage: Sequence[tuple[T, datetime]], stage: timedelta, advance: Callable[[T], Awaitable[None]]
+    in_stage: Sequence[tuple[T, datetime]],
+    stage: timedelta,
+    advance: Callable[[list[tuple[T, datetime]]], Awaitable[None]],
 ) -> StepResult:
-    """One step of an autopilot: advance every item (id, when its stage began), oldest first,
-    whose stage has lasted `stage`; True if any moved (the next stage may be due at once), else
-    the seconds until the oldest one will be due, or None when nothing is under way."""
+    """One step of an autopilot: of the items under way (id, when its stage began), oldest
+    first, hand every one whose stage has lasted `stage` to `advance` at once (one transaction
+    for all of them); then say when to look again — at once if every item listed was due (more
+    may be), else when the next one will be due (or a moved one's next stage ends), or None
+    when nothing is under way."""
     now = utcnow()
-    moved = False
+    due: list[tuple[T, datetime]] = []
+    wait: float | None = None
     for item, began in in_stage:
-        wait = (as_utc(began) + stage - now).total_seconds()
-        if wait > 0:
-            return True if moved else max(wait, 0.001)
-        await advance(item)
-        moved = True
-    return True if moved else None
+        left = (as_utc(began) + stage - now).total_seconds()
+        if left > 0:
+            wait = left
+            break
+        due.append((item, began))
+    if due:
+        await advance(due)
+        if wait is None:
+            return True
+        wait = min(wait, stage.total_seconds())
+    return None if wait is None else max(wait, 0.001)

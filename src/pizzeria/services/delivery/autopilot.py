@@ -4,12 +4,10 @@ waiting deliveries are handed out either way."""
 
 from __future__ import annotations
 
-import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.kit.errors import Conflict
 from pizzeria.kit.loops import StepResult, move_on
 from pizzeria.services.delivery import handlers, repository
 
@@ -33,6 +31,5 @@ class CourierDispatcher:
             under_way = await repository.on_the_road(conn, limit=200)
         return await move_on(under_way, self.stage, self._advance)
 
-    async def _advance(self, delivery_id: UUID) -> None:
-        with contextlib.suppress(Conflict):
-            await handlers.advance(self.runtime.uow(), delivery_id)
+    async def _advance(self, due: list[tuple[UUID, datetime]]) -> None:
+        await handlers.advance_deliveries(self.runtime.uow(), due)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,8 +16,8 @@ from pizzeria.contracts.delivery import (
     ScheduleDelivery,
 )
 from pizzeria.kit import context, tracing
-from pizzeria.kit.clock import utcnow
-from pizzeria.kit.errors import NotFound
+from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork
@@ -119,32 +121,56 @@ async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
 async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
     """A courier's action: picked up, then delivered (which frees the courier)."""
     async with uow:
-        delivery = await repository.get(uow.conn, delivery_id, for_update=True)
-        if delivery is None:
-            raise NotFound(f"delivery {delivery_id} does not exist")
-        status = next_status(DeliveryStatus(delivery.status))
-        now = utcnow()
-        # Part of the order's trace (the delivery keeps the trace of the command that scheduled it).
-        with tracing.span(
-            f"delivery {status.value}",
-            parent=delivery.traceparent,
-            attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)},
-        ):
-            await repository.set_status(uow.conn, delivery_id, now, status=status.value)
-            if status is DeliveryStatus.OUT_FOR_DELIVERY:
-                uow.emit(
-                    DeliveryPickedUp(
-                        order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
-                    )
+        status = await move_delivery_on(uow, delivery_id)
+        assert status is not None
+        await uow.commit()
+    return status
+
+
+async def advance_deliveries(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]]) -> int:
+    """The autopilot's move: every delivery whose stage is over, in one transaction. One no
+    longer in the stage it was seen in (its courier, or another replica, moved it) is left."""
+    async with uow:
+        moved = 0
+        for delivery_id, began in due:
+            with contextlib.suppress(Conflict, NotFound):
+                moved += await move_delivery_on(uow, delivery_id, stage_began=began) is not None
+        await uow.commit()
+    return moved
+
+
+async def move_delivery_on(
+    uow: UnitOfWork, delivery_id: UUID, *, stage_began: datetime | None = None
+) -> DeliveryStatus | None:
+    """Move a delivery to its next stage inside `uow`. With `stage_began`, only if its current
+    stage began then (else None)."""
+    delivery = await repository.get(uow.conn, delivery_id, for_update=True)
+    if delivery is None:
+        raise NotFound(f"delivery {delivery_id} does not exist")
+    if stage_began is not None and as_utc(delivery.updated_at) != as_utc(stage_began):
+        return None
+    status = next_status(DeliveryStatus(delivery.status))
+    now = utcnow()
+    # Part of the order's trace (the delivery keeps the trace of the command that scheduled it).
+    with tracing.span(
+        f"delivery {status.value}",
+        parent=delivery.traceparent,
+        attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)},
+    ):
+        await repository.set_status(uow.conn, delivery_id, now, status=status.value)
+        if status is DeliveryStatus.OUT_FOR_DELIVERY:
+            uow.emit(
+                DeliveryPickedUp(
+                    order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
                 )
-            else:
-                await repository.set_courier(uow.conn, delivery.courier_id, None)
-                uow.emit(
-                    DeliveryCompleted(
-                        order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
-                    )
+            )
+        else:
+            await repository.set_courier(uow.conn, delivery.courier_id, None)
+            uow.emit(
+                DeliveryCompleted(
+                    order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
                 )
-            await uow.commit()
+            )
     return status
 
 

@@ -3,15 +3,13 @@ benchmarks (`KITCHEN_AUTOPILOT=1`). Staff do the same through the API when it is
 
 from __future__ import annotations
 
-import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.kit.errors import Conflict
 from pizzeria.kit.loops import StepResult, move_on
 from pizzeria.services.kitchen import repository
-from pizzeria.services.kitchen.handlers import advance_ticket
+from pizzeria.services.kitchen.handlers import advance_tickets
 
 
 class KitchenAutopilot:
@@ -27,6 +25,5 @@ class KitchenAutopilot:
             cooking = await repository.cooking(conn, limit=200)
         return await move_on(cooking, self.stage, self._advance)
 
-    async def _advance(self, ticket_id: UUID) -> None:
-        with contextlib.suppress(Conflict):  # staff moved it meanwhile
-            await advance_ticket(self.runtime.uow(), ticket_id)
+    async def _advance(self, due: list[tuple[UUID, datetime]]) -> None:
+        await advance_tickets(self.runtime.uow(), due)

@@ -3,7 +3,9 @@ through the kitchen (by staff, or by the autopilot)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -27,8 +29,8 @@ from pizzeria.contracts.kitchen import (
     TicketStarted,
 )
 from pizzeria.kit import context, tracing
-from pizzeria.kit.clock import utcnow
-from pizzeria.kit.errors import NotFound
+from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
@@ -160,29 +162,53 @@ async def cancel_ticket(command: CancelTicket, uow: UnitOfWork) -> None:
 
 
 async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
-    """Move a ticket to its next stage. Starting to cook uses up the order's reservation."""
+    """Move a ticket to its next stage (staff)."""
     async with uow:
-        found = await repository.ticket(uow.conn, ticket_id, for_update=True)
-        if found is None:
-            raise NotFound(f"ticket {ticket_id} does not exist")
-        ticket = repository.Ticket(found.id, found.order_id, found.status, found.traceparent)
-        status = next_status(TicketStatus(ticket.status))
-        now = utcnow()
-        # Part of the order's trace (the ticket keeps the trace of the command that queued it).
-        with tracing.span(
-            f"kitchen ticket {status.value}",
-            parent=ticket.traceparent,
-            attributes={"order.id": str(ticket.order_id), "ticket.id": str(ticket_id)},
-        ):
-            await repository.set_ticket_status(uow, ticket, status.value, now)
-            if status is TicketStatus.PREPARING:
-                await repository.consume(uow, ticket.order_id, now)
-                uow.emit(TicketStarted(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
-            elif status is TicketStatus.BAKING:
-                uow.emit(TicketBaking(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
-            else:
-                uow.emit(TicketReady(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
-            await uow.commit()
+        status = await move_ticket_on(uow, ticket_id)
+        assert status is not None
+        await uow.commit()
+    return status
+
+
+async def advance_tickets(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]]) -> int:
+    """The autopilot's move: every ticket whose stage is over, in one transaction. A ticket
+    no longer in the stage it was seen in (staff, or another replica, moved it) is left."""
+    async with uow:
+        moved = 0
+        for ticket_id, began in due:
+            with contextlib.suppress(Conflict, NotFound):
+                moved += await move_ticket_on(uow, ticket_id, stage_began=began) is not None
+        await uow.commit()
+    return moved
+
+
+async def move_ticket_on(
+    uow: UnitOfWork, ticket_id: UUID, *, stage_began: datetime | None = None
+) -> TicketStatus | None:
+    """Move a ticket to its next stage inside `uow`; starting to cook uses up the order's
+    reservation. With `stage_began`, only if its current stage began then (else None)."""
+    found = await repository.ticket(uow.conn, ticket_id, for_update=True)
+    if found is None:
+        raise NotFound(f"ticket {ticket_id} does not exist")
+    if stage_began is not None and as_utc(found.updated_at) != as_utc(stage_began):
+        return None
+    ticket = repository.Ticket(found.id, found.order_id, found.status, found.traceparent)
+    status = next_status(TicketStatus(ticket.status))
+    now = utcnow()
+    # Part of the order's trace (the ticket keeps the trace of the command that queued it).
+    with tracing.span(
+        f"kitchen ticket {status.value}",
+        parent=ticket.traceparent,
+        attributes={"order.id": str(ticket.order_id), "ticket.id": str(ticket_id)},
+    ):
+        await repository.set_ticket_status(uow, ticket, status.value, now)
+        if status is TicketStatus.PREPARING:
+            await repository.consume(uow, ticket.order_id, now)
+            uow.emit(TicketStarted(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+        elif status is TicketStatus.BAKING:
+            uow.emit(TicketBaking(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
+        else:
+            uow.emit(TicketReady(order_id=ticket.order_id, ticket_id=ticket_id, at=now))
     return status
 
 
