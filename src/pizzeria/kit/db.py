@@ -134,7 +134,10 @@ class Database:
                 json_serializer=_json_text,
                 json_deserializer=orjson.loads,
             )
-            self.reader = self.writer
+            # Reads run without BEGIN and COMMIT: at READ COMMITTED every statement takes its
+            # own snapshot inside a transaction too, so the two round trips bought nothing.
+            # Same pool; the mode is set on the connection for the checkout.
+            self.reader = self.writer.execution_options(isolation_level="AUTOCOMMIT")
             _count_statements(self.writer)
         else:
             raise ValueError(f"unsupported database {parsed.drivername!r}")
@@ -179,7 +182,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only snapshot; never blocks writers."""
+        """Reads that never block writers: on SQLite one snapshot for the block, on PostgreSQL
+        (read committed) one per statement."""
         async with self.reader.connect() as conn, conn.begin():
             if self.dialect == "sqlite":  # one snapshot for every statement of the read
                 await conn.exec_driver_sql("BEGIN")
