@@ -23,10 +23,12 @@ install: $(VENV)/.installed
 
 # Resolves requirements.lock again after pyproject.toml's dependencies changed, keeping every
 # pin that still fits (with uv, as pinned in the lock; installed into .venv if missing).
+# LOCK_ARGS="--upgrade-package NAME" moves one pin to the newest version its range allows.
+LOCK_ARGS ?=
 lock:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet "$$(grep -m1 '^uv==' $(LOCK) | cut -d' ' -f1)"
-	$(PY) tools/lock.py
+	$(PY) tools/lock.py $(LOCK_ARGS)
 
 # The demo runs itself: the kitchen and the couriers move orders on without staff.
 run: install

@@ -1,8 +1,9 @@
 """requirements.lock: every Python package `make` installs, pinned with its hashes, resolved from
 the ranges in pyproject.toml (which stay for those who use pizzeria as a library).
 
-    python tools/lock.py           re-resolve the lock after pyproject.toml's dependencies changed
-                                   (`make lock`; keeps every pin that still fits; needs uv)
+    python tools/lock.py [UV ARGS] re-resolve the lock after pyproject.toml's dependencies changed
+                                   (`make lock`; keeps every pin that still fits; needs uv); e.g.
+                                   --upgrade-package NAME moves one pin to its newest version
     python tools/lock.py --check   fail when the lock was not made from pyproject.toml as it is
                                    (`make install` runs it first; no network, standard library only)
 
@@ -69,14 +70,14 @@ def minimum_python(pyproject: Path) -> str:
     return found.group(1)
 
 
-def relock(pyproject: Path, lock: Path) -> int:
+def relock(pyproject: Path, lock: Path, uv_args: list[str]) -> int:
     uv = shutil.which("uv", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if uv is None:
         print("uv is needed to resolve the lock: `make lock` installs it into .venv", file=sys.stderr)
         return 1
     command = [uv, "pip", "compile", str(pyproject), "--quiet", "--universal", "--generate-hashes"]
     command += ["--python-version", minimum_python(pyproject), "--custom-compile-command", "make lock"]
-    command += [arg for extra in EXTRAS for arg in ("--extra", extra)]
+    command += [arg for extra in EXTRAS for arg in ("--extra", extra)] + uv_args
     # uv keeps the pins of the existing output file that still fit; the digest goes in after.
     done = subprocess.run([*command, "--output-file", str(lock)], cwd=pyproject.parent, check=False)
     if done.returncode != 0:
@@ -93,8 +94,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check that the lock is current")
     parser.add_argument("--pyproject", type=Path, default=PYPROJECT)
     parser.add_argument("--lock", type=Path, default=LOCK)
-    args = parser.parse_args()
-    return check(args.pyproject, args.lock) if args.check else relock(args.pyproject, args.lock)
+    args, uv_args = parser.parse_known_args()
+    return check(args.pyproject, args.lock) if args.check else relock(args.pyproject, args.lock, uv_args)
 
 
 if __name__ == "__main__":
