@@ -98,15 +98,19 @@ def cmd_revision(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_asyncapi(args: argparse.Namespace) -> int:
-    from pizzeria.contracts.asyncapi import build
-
-    document = render_json(build())
-    if args.output:
-        Path(args.output).write_text(document)
+def emit(document: str, output: str | None) -> int:
+    """A generated document to the file `output` names, else to standard output."""
+    if output:
+        Path(output).write_text(document)
     else:
         print(document, end="")
     return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from pizzeria.contracts.asyncapi import build
+
+    return emit(render_json(build()), args.output)
 
 
 def openapi_documents(var_dir: Path) -> dict[str, dict[str, Any]]:
@@ -185,12 +189,7 @@ def render_acls(settings: Settings) -> str:
 
 
 def cmd_kafka_acls(args: argparse.Namespace) -> int:
-    text = render_acls(get_settings())
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        print(text, end="")
-    return 0
+    return emit(render_acls(get_settings()), args.output)
 
 
 async def _dlq(args: argparse.Namespace) -> int:
