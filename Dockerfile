@@ -12,12 +12,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/pizzeria
 ENV PATH=/opt/pizzeria/bin:$PATH
 WORKDIR /src
-# The dependencies first, in a layer of their own: it is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --no-cache-dir --requirement /tmp/requirements.txt
-COPY README.md ./
+# The dependencies first, in a layer of their own (rebuilt only when the lock changes), exactly
+# as locked: requirements-runtime.lock, the package's own dependencies at the versions `make`
+# installs (requirements.lock), each checked against its hashes.
+COPY requirements-runtime.lock ./
+RUN pip install --no-cache-dir --require-hashes --requirement requirements-runtime.lock
+COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
     && pip install --no-cache-dir --no-deps /tmp/wheels/pizzeria-*.whl

@@ -2,18 +2,33 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench clean install system-deps services deploy-tools
+.PHONY: run test test-unit lint bench clean install lock system-deps services deploy-tools
 
-$(VENV)/.installed: pyproject.toml
+# The exact packages of requirements.lock, checked against their hashes, then pizzeria itself
+# (editable, without resolving anything again). The ranges in pyproject.toml are for those who
+# use pizzeria as a library; a lock older than them stops here (`make lock` makes a new one).
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@$(PYTHON) tools/lock.py --check
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Resolves requirements.lock again after pyproject.toml's dependencies changed, keeping every
+# pin that still fits (with uv, as pinned in the lock; installed into .venv if missing).
+# LOCK_ARGS="--upgrade-package NAME" moves one pin to the newest version its range allows.
+LOCK_ARGS ?=
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet "$$(grep -m1 '^uv==' $(LOCK) | cut -d' ' -f1)"
+	$(PY) tools/lock.py $(LOCK_ARGS)
 
 # The demo runs itself: the kitchen and the couriers move orders on without staff.
 run: install

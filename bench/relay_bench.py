@@ -23,7 +23,6 @@ from bench.stats import summary
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
 from pizzeria.messaging.broker import Broker, BrokerConsumer, OutgoingMessage, TopicSpec
-from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.relay import OutboxRelay
 from pizzeria.messaging.sqllog import SqlLogBroker
@@ -77,7 +76,7 @@ async def environment(stack: str, workdir: Path) -> AsyncIterator[tuple[Database
     else:
         url = await create_database("pzbench_relay")
         kafka = KafkaCluster(workdir / "kafka").start()
-        broker = KafkaBroker(kafka.bootstrap)
+        broker = kafka.broker()
     await upgrade(url, [MESSAGING_MIGRATIONS])
     db = Database(url, pool_size=10)
     await broker.start()

@@ -24,7 +24,8 @@ async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
     try:
         urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
         env = {f"{n.upper()}_DATABASE_URL": u for n, u in urls.items()}
-        env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{kafka.bootstrap}"})
+        # Each service logs in as its own user, allowed what its ACLs allow, as in production.
+        env.update({"PIZZERIA_MODE": "production", **kafka.environment()})
         # Production mode refuses the public development signing secret.
         env["JWT_SECRET"] = secrets.token_urlsafe(48)
         env.update({"REDIS_URL": "redis://127.0.0.1:6379/13", "REDIS_KEY_PREFIX": f"pzbench-{secrets.token_hex(6)}"})

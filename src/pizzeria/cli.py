@@ -98,15 +98,19 @@ def cmd_revision(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_asyncapi(args: argparse.Namespace) -> int:
-    from pizzeria.contracts.asyncapi import build
-
-    document = render_json(build())
-    if args.output:
-        Path(args.output).write_text(document)
+def emit(document: str, output: str | None) -> int:
+    """A generated document to the file `output` names, else to standard output."""
+    if output:
+        Path(output).write_text(document)
     else:
         print(document, end="")
     return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from pizzeria.contracts.asyncapi import build
+
+    return emit(render_json(build()), args.output)
 
 
 def openapi_documents(var_dir: Path) -> dict[str, dict[str, Any]]:
@@ -170,6 +174,22 @@ def cmd_topics(args: argparse.Namespace) -> int:
     for name in all_topics():
         print(name)
     return 0
+
+
+def render_acls(settings: Settings) -> str:
+    """The ACLs of the Kafka cluster, one rule a line, as `pizzeria kafka-acls` prints them."""
+    from pizzeria.contracts.topology import bus_grants
+    from pizzeria.supervisor import bus_user
+
+    header = (
+        "# Who may do what on Kafka (generated from src/pizzeria/contracts/topology.py by `pizzeria kafka-acls`).\n"
+        "# Nothing else is allowed anyone but the administrator (super.users); `pizzeria topics create` applies them.\n"
+    )
+    return header + "".join(f"{grant.line().rstrip()}\n" for grant in bus_grants(bus_user(settings)))
+
+
+def cmd_kafka_acls(args: argparse.Namespace) -> int:
+    return emit(render_acls(get_settings()), args.output)
 
 
 async def _dlq(args: argparse.Namespace) -> int:
@@ -323,6 +343,13 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return asyncio.run(_projections(args))
 
 
+def add_document(sub: Any, name: str, summary: str, func: Any) -> None:
+    """A command that prints a document generated from the code, or writes it with `-o FILE`."""
+    command = sub.add_parser(name, help=summary)
+    command.add_argument("-o", "--output", help="write it to this file")
+    command.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pizzeria", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,17 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
     revision.add_argument("--rev-id", default=None)
     revision.set_defaults(func=cmd_revision)
 
-    asyncapi = sub.add_parser("asyncapi", help="print the AsyncAPI document of every message")
-    asyncapi.add_argument("-o", "--output", help="write it to this file")
-    asyncapi.set_defaults(func=cmd_asyncapi)
+    add_document(sub, "asyncapi", "print the AsyncAPI document of every message", cmd_asyncapi)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document of every service (its own routes)")
     openapi.add_argument("-o", "--output", metavar="DIR", help="write <service>.json into this directory")
     openapi.set_defaults(func=cmd_openapi)
 
-    topics = sub.add_parser("topics", help="list or create the broker topics")
+    topics = sub.add_parser(
+        "topics", help="list or create the broker topics (and, on Kafka with SASL, the services' users and ACLs)"
+    )
     topics.add_argument("action", choices=["list", "create"])
     topics.set_defaults(func=cmd_topics)
+
+    add_document(
+        sub, "kafka-acls", "print who may write and read what on Kafka (`topics create` applies it)", cmd_kafka_acls
+    )
 
     saga_cmd = sub.add_parser("saga", help="order sagas: list, show ID, diagram (Mermaid)")
     saga_sub = saga_cmd.add_subparsers(dest="action", required=True)

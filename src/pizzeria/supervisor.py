@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from pizzeria.chassis.addresses import url_for
-from pizzeria.contracts.topology import all_topics
+from pizzeria.contracts.topology import BUS_SERVICES, MONITOR, all_topics, bus_grants
 from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import BrokerError
 from pizzeria.messaging.connect import broker_from_settings
+from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
 from pizzeria.registry import SERVICES, ServiceEntry
@@ -46,11 +47,36 @@ async def migrate_all(settings: Settings, services: Sequence[ServiceEntry] = SER
             await upgrade(settings.database_url_for(entry.name), [MESSAGING_MIGRATIONS, entry.migrations()])
 
 
+def bus_user(settings: Settings) -> Callable[[str], str]:
+    """service → the Kafka user it logs in as."""
+    return lambda service: settings.kafka_login(service).username
+
+
+def bus_users(settings: Settings) -> dict[str, str]:
+    """The Kafka user of every service (and of the monitor, when it has a password) → its
+    password, from `<SERVICE>_KAFKA_SASL_PASSWORD` (else KAFKA_SASL_PASSWORD)."""
+    users: dict[str, str] = {}
+    missing: list[str] = []
+    for name in (*BUS_SERVICES, MONITOR):
+        login = settings.kafka_login(name)
+        if login.password:
+            users[login.username] = login.password
+        elif name != MONITOR:
+            missing.append(f"{name.upper()}_KAFKA_SASL_PASSWORD")
+    if missing:
+        raise SystemExit(f"pizzeria: the services' Kafka users need their passwords: set {', '.join(missing)}")
+    return users
+
+
 async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
-    """Create every topic, waiting (up to `wait` seconds) for a broker that is still starting."""
+    """Create every topic, waiting (up to `wait` seconds) for a broker that is still starting.
+    On a broker that asks who is there (SASL), also give every service its user and make the
+    ACLs what the topology allows (`pizzeria kafka-acls`)."""
+    secured = settings.broker_url.startswith("kafka") and settings.kafka_admin_login().sasl
+    users = bus_users(settings) if secured else {}
     deadline = time.monotonic() + wait
     while True:
-        broker = broker_from_settings(settings, client_id="pizzeria-admin")
+        broker = broker_from_settings(settings, client_id="pizzeria-admin", admin=True)
         try:
             await broker.start()
             await broker.create_topics(
@@ -61,6 +87,15 @@ async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
                     min_insync_replicas=settings.topic_min_insync_replicas,
                 )
             )
+            if secured:
+                assert isinstance(broker, KafkaBroker)
+                changes = await broker.apply_access(
+                    users, bus_grants(bus_user(settings)), mechanism=settings.kafka_sasl_mechanism
+                )
+                say(
+                    f"pizzeria: Kafka users {', '.join(changes.users)} set; "
+                    f"{len(changes.added)} ACLs added, {len(changes.removed)} removed"
+                )
             return
         except BrokerError as exc:
             if time.monotonic() > deadline:
@@ -114,7 +149,9 @@ class Supervisor:
         self.stopping = asyncio.Event()
 
     def _env(self, child: Child) -> dict[str, str]:
-        env = dict(os.environ)
+        # The administrator's Kafka password is the supervisor's, to create topics, users and
+        # ACLs: no service gets it (each logs in as itself).
+        env = {k: v for k, v in os.environ.items() if k.upper() != "KAFKA_ADMIN_PASSWORD"}
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
         if child.entry.name != "gateway" and "TRUSTED_PROXIES" not in {k.upper() for k in os.environ}:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pizzeria.contracts.topology import BUS_SERVICES, MONITOR
 from tests.deploy.tools import DEPLOY, compose_project
 
 COMPOSE = DEPLOY / "compose"
@@ -18,6 +19,8 @@ TEST_SECRETS = {
     "POSTGRES_PASSWORD": "test-postgres-password",
     "REDIS_PASSWORD": "test-redis-password",
     "GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
+    "KAFKA_ADMIN_PASSWORD": "test-kafka-admin-password",
+    **{f"{name.upper()}_KAFKA_SASL_PASSWORD": f"test-kafka-{name}-password" for name in (*BUS_SERVICES, MONITOR)},
 }
 
 #: May stay empty in prod.env.

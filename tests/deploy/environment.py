@@ -1,5 +1,6 @@
 """A deployment's environment read the way the code reads it: `Settings`, each service's own
-settings, and the per-service `<SERVICE>_URL`, `<SERVICE>_PORT` and `<SERVICE>_DATABASE_URL`."""
+settings, and the per-service `<SERVICE>_URL`, `<SERVICE>_PORT`, `<SERVICE>_DATABASE_URL` and
+`<SERVICE>_KAFKA_SASL_PASSWORD`."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from pizzeria.chassis.addresses import SERVICE_PORTS, url_for
+from pizzeria.contracts.topology import MONITOR
 from pizzeria.kit.settings import Settings
 from pizzeria.services.payments.settings import PaymentsSettings
 from tests.unit.test_env_example import SETTINGS as SETTINGS_CLASSES
 
 #: Every variable a settings class of the code reads (`.env.example` lists the same).
 SETTINGS = frozenset(field.alias for kind in SETTINGS_CLASSES for field in kind.model_fields.values() if field.alias)
-PER_SERVICE = re.compile(rf"^({'|'.join(name.upper() for name in SERVICE_PORTS)})_(URL|PORT|DATABASE_URL)$")
+PER_SERVICE = re.compile(
+    rf"^({'|'.join(name.upper() for name in SERVICE_PORTS)})_(URL|PORT|DATABASE_URL|KAFKA_SASL_PASSWORD)$"
+    rf"|^{MONITOR.upper()}_KAFKA_SASL_PASSWORD$"
+)
 #: Read by the libraries the services run on, not by `Settings`.
 LIBRARY_VARIABLES: frozenset[str] = frozenset()
 LIBRARY_PREFIXES = ("OTEL_",)  # the OpenTelemetry exporter

@@ -92,9 +92,27 @@ def test_every_service_reads_a_complete_production_configuration(project: dict[s
                 for host, port in kafka_bootstrap(settings.broker_url):
                     assert host in kafka
                     assert port == 9092
-                    assert services[host]["environment"]["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{host}:9092"
+                    assert services[host]["environment"]["KAFKA_ADVERTISED_LISTENERS"] == f"BROKER://{host}:9092"
             if settings.redis_url:
                 assert host_port(settings.redis_url)[0] in redis
+
+
+def test_each_service_logs_in_to_kafka_as_the_user_the_topics_job_made(project: dict[str, Any]) -> None:
+    """The topics job gives each service's user the password that service logs in with, and
+    in production no service knows another's (nor the administrator's)."""
+    with settings_from(project["services"]["topics"]["environment"]) as job:
+        made = {job.kafka_login(s.name).username: job.kafka_login(s.name).password for s in DATABASE_SERVICES}
+        assert job.kafka_admin_login().password
+    for entry in DATABASE_SERVICES:
+        env = served(project, entry.name)["environment"]
+        assert "KAFKA_ADMIN_PASSWORD" not in env, entry.name
+        with settings_from(env) as settings:
+            login = settings.kafka_login(entry.name)
+            assert login.sasl
+            assert login.username == entry.name
+            assert made[login.username] == login.password, entry.name
+    if project["name"] == "pizzeria-prod":
+        assert len(set(made.values())) == len(made), "two services share a password"
 
 
 def test_postgres_creates_the_database_of_every_service(project: dict[str, Any]) -> None:

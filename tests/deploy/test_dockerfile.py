@@ -43,6 +43,13 @@ def test_builds_in_one_stage_and_runs_from_a_slim_one() -> None:
     assert version.split("=")[1] in ("3.11", "3.12", "3.13")
 
 
+def test_installs_the_locked_dependencies_with_their_hashes() -> None:
+    build = stages()[0]
+    installs = [" ".join(c.value) for c in build if c.cmd == "RUN" and "pip install" in " ".join(c.value)]
+    assert any("--require-hashes --requirement requirements-runtime.lock" in i for i in installs), installs
+    assert all("--no-deps" in i for i in installs if "requirements-runtime.lock" not in i), "resolving again"
+
+
 def test_runs_as_an_unprivileged_user() -> None:
     runtime = stages()[-1]
     users = [c.value[0] for c in runtime if c.cmd == "USER"]

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pizzeria.chassis.addresses import SERVICE_PORTS, port_for, url_for
+from pizzeria.contracts.topology import BUS_SERVICES
 from pizzeria.registry import SERVICES
 from pizzeria.services.gateway.routes import UPSTREAMS
 from tests.deploy.environment import kafka_bootstrap, payment_provider_url, settings_from, unknown_variables
@@ -33,6 +34,11 @@ EXTERNAL_SECRETS = {
     ("pizzeria-postgresql", "password"): "test-postgres-password",
     ("pizzeria-redis", "url"): "redis://:test-redis-password@redis-master.data.svc:6379/0",
     ("pizzeria-auth", "jwt-secret"): "test-jwt-secret-of-forty-eight-characters-000000",
+    **{
+        (secret, key): f"test-kafka-{key}-password"
+        for secret in ("pizzeria-kafka", "pizzeria-kafka-users")
+        for key in ("admin", *BUS_SERVICES)
+    },
 }
 #: Set only so that DATABASE_URL can name it as $(PIZZERIA_DATABASE_PASSWORD).
 HELPER_VARIABLES = frozenset({"PIZZERIA_DATABASE_PASSWORD"})
@@ -273,6 +279,46 @@ def test_a_hook_job_migrates_and_creates_topics_before_install_and_upgrade(rende
                 assert settings.database_url_for(entry.name).endswith(f"/pizzeria_{entry.name}")
             assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (3, 2)
             assert kafka_bootstrap(settings.broker_url)
+
+
+def test_each_service_logs_in_to_kafka_as_the_user_the_job_made(rendered: Rendered) -> None:
+    (job,) = rendered.of("Job").values()
+    (topics,) = job["spec"]["template"]["spec"]["containers"]
+    with settings_from(rendered.environment(topics)) as settings:
+        made = {settings.kafka_login(s).username: settings.kafka_login(s).password for s in BUS_SERVICES}
+        admin = settings.kafka_admin_login()
+        assert admin.sasl
+        assert admin.password
+    logging_in = []
+    for name in enabled(rendered):
+        env = rendered.environment(main_container(rendered.one("Deployment", f"pizzeria-{name}")))
+        assert "KAFKA_ADMIN_PASSWORD" not in env, name
+        if "KAFKA_SASL_PASSWORD" in env:
+            logging_in.append(name)
+            with settings_from(env) as settings:
+                login = settings.kafka_login(name)
+                assert (login.username, login.sasl) == (name, True)
+                assert made[name] == login.password, name
+    assert sorted(logging_in) == sorted(BUS_SERVICES)
+    assert len(set(made.values())) == len(made), "two services share a password"
+
+
+def test_the_brokers_ca_is_mounted_where_the_clients_look_for_it(rendered: Rendered) -> None:
+    pods = [d["spec"]["template"]["spec"] for d in (*rendered.of("Deployment").values(), *rendered.of("Job").values())]
+    for pod in pods:
+        for container in pod["containers"]:
+            env = rendered.environment(container)
+            with settings_from(env) as settings:
+                location = settings.kafka_ssl_ca_location
+                if settings.kafka_security_protocol != "SASL_SSL":
+                    assert not location
+                    continue
+            if not location:
+                continue  # the system's CAs
+            (mount,) = [m for m in container["volumeMounts"] if location.startswith(m["mountPath"] + "/")]
+            (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            key = location.removeprefix(mount["mountPath"] + "/")
+            assert volume["secret"]["items"] == [{"key": key, "path": key}]
 
 
 def test_the_token_key_is_made_once_or_taken_from_a_secret(rendered: Rendered) -> None:

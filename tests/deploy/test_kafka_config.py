@@ -9,12 +9,19 @@ broker, and these tests keep the two equal."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.etree import ElementTree
 
 from tests.deploy.tools import DEPLOY, ROOT
+from tests.support.kafka import ADMIN
 
 PROPERTIES = DEPLOY / "kafka" / "broker.properties"
+#: The administrator's login: it names the deployment's secret, so it is set where the brokers
+#: start (tests/support/kafka.py admin_login), never in the shared file.
+ADMIN_LOGIN = frozenset(
+    {"KAFKA_LISTENER_NAME_BROKER_PLAIN_SASL_JAAS_CONFIG", "KAFKA_LISTENER_NAME_CONTROLLER_PLAIN_SASL_JAAS_CONFIG"}
+)
 #: Set per node (or per cluster) by whoever starts it, never in the shared file.
 NODE_VARIABLES = frozenset(
     {
@@ -25,6 +32,7 @@ NODE_VARIABLES = frozenset(
         "KAFKA_CONTROLLER_QUORUM_VOTERS",
         "KAFKA_LOG_DIRS",
         "KAFKA_HEAP_OPTS",
+        *ADMIN_LOGIN,
     }
 )
 #: What the apache/kafka image sets when the environment leaves them unset (its configureDefaults).
@@ -88,6 +96,31 @@ def test_the_shared_settings_are_the_ones_the_platform_needs() -> None:
     assert int(shared["default.replication.factor"]) == int(shared["offsets.topic.replication.factor"]) == 3
     assert int(shared["min.insync.replicas"]) == int(shared["transaction.state.log.min.isr"]) == 2
     assert not {variable(k) for k in shared} & NODE_VARIABLES, "node settings do not belong in the shared file"
+
+
+def test_every_client_logs_in_and_is_allowed_only_what_its_acls_say() -> None:
+    shared = broker_properties()
+    listeners = dict(pair.split(":") for pair in shared["listener.security.protocol.map"].split(","))
+    assert set(listeners.values()) == {"SASL_PLAINTEXT"}, "a listener that asks nobody who they are"
+    assert shared["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert shared["allow.everyone.if.no.acl.found"] == "false"
+    assert shared["super.users"] == f"User:{ADMIN}"
+    assert "SCRAM-SHA-512" in shared["sasl.enabled.mechanisms"].split(",")
+
+
+def test_the_brokers_know_the_administrator_from_their_own_login(project: dict[str, Any]) -> None:
+    for name, env in brokers(project).items():
+        (listener,) = [v.split("://")[0] for v in env["KAFKA_ADVERTISED_LISTENERS"].split(",")]
+        assert listener == broker_properties()["inter.broker.listener.name"], name
+        logins = {env[v] for v in ADMIN_LOGIN}
+        assert len(logins) == 1, f"{name}: the brokers and the quorum log in differently"
+        (login,) = logins
+        assert f'username="{ADMIN}"' in login
+        password = re.search(r'password="([^"]+)"', login)
+        assert password, name
+        assert f'user_{ADMIN}="{password.group(1)}"' in login, name
+        topics = project["services"]["topics"]["environment"]
+        assert topics["KAFKA_ADMIN_PASSWORD"] == password.group(1), "the topics job logs in as another admin"
 
 
 def test_the_variable_names_follow_the_image() -> None:

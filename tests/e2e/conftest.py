@@ -20,7 +20,9 @@ async def production_env(kafka: KafkaCluster) -> tuple[dict[str, str], list[str]
     """Environment for the production stack: a fresh PostgreSQL database per service, Kafka."""
     urls = {s.name: await create_database(f"pz_{s.name}") for s in SERVICES if s.has_database}
     env = {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
-    env.update({"PIZZERIA_MODE": "production", "BROKER_URL": f"kafka://{kafka.bootstrap}"})
+    # Each service logs in as its own user and may do only what its ACLs allow, as in production:
+    # a permission the topology forgot stops the flow that needs it.
+    env.update({"PIZZERIA_MODE": "production", **kafka.environment()})
     # Production mode refuses the public development signing secret.
     env["JWT_SECRET"] = secrets.token_urlsafe(48)
     # Caches and rate limits in Redis, under keys no other system under test uses.

@@ -84,11 +84,11 @@ def sqllog_postgres(url_via_proxy: str, drop: Callable[[], int], prefix: str) ->
     )
 
 
-def kafka(bootstrap: str, drop: Callable[[], int], prefix: str) -> BrokerHarness:
+def kafka(make: Callable[[], KafkaBroker], drop: Callable[[], int], prefix: str) -> BrokerHarness:
     async def disrupt() -> int:
         return drop()
 
-    return BrokerHarness("kafka", lambda: KafkaBroker(bootstrap), disrupt, prefix)
+    return BrokerHarness("kafka", make, disrupt, prefix)
 
 
 async def drain(

@@ -39,7 +39,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path, unique: str) -> Asyn
         )  # type: ignore[union-attr]
     else:
         cluster: KafkaCluster = request.getfixturevalue("kafka")
-        h = kafka(cluster.bootstrap, lambda: cluster.drop_client_connections(refuse_for=1.0), prefix)
+        h = kafka(cluster.broker, lambda: cluster.drop_client_connections(refuse_for=1.0), prefix)
     try:
         yield h
     finally:

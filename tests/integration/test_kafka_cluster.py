@@ -15,7 +15,6 @@ import orjson
 import pytest
 
 from pizzeria.messaging.broker import BrokerConsumer, BrokerError, OutgoingMessage, Record, TopicSpec
-from pizzeria.messaging.kafka import KafkaBroker
 from tests.integration.brokers import drain, next_offsets
 from tests.support.kafka import KafkaCluster, running_kafka
 
@@ -60,8 +59,8 @@ async def wait_for_isr(
 
 async def test_killing_a_partition_leader_loses_and_duplicates_nothing(cluster: KafkaCluster, unique: str) -> None:
     topic = f"t{unique}.failover"
-    producer = KafkaBroker(cluster.bootstrap)
-    reader = KafkaBroker(cluster.bootstrap)
+    producer = cluster.broker()
+    reader = cluster.broker()
     await producer.start()
     await reader.start()
     consumers: list[BrokerConsumer] = []

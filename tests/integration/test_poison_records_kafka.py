@@ -23,7 +23,6 @@ from pizzeria.kit.db import Database
 from pizzeria.messaging.broker import BrokerConsumer, TopicSpec
 from pizzeria.messaging.consumer import ConsumerRunner
 from pizzeria.messaging.deadletters import DeadLetterStore
-from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.tables import dead_letters, metadata
 from pizzeria.messaging.uow import UnitOfWork
 from tests.support.kafka import KafkaCluster
@@ -83,7 +82,7 @@ async def group(kafka: KafkaCluster, tmp_path: Path) -> AsyncIterator[Group]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/svc.db")
     async with db.transaction() as conn:
         await conn.run_sync(metadata.create_all)
-    broker = KafkaBroker(kafka.bootstrap)
+    broker = kafka.broker()
     await broker.start()
     topic, name = f"poison-{uuid.uuid4().hex[:10]}", f"poison-{uuid.uuid4().hex[:10]}"
     await broker.create_topics([TopicSpec(topic, partitions=PARTITIONS)])
@@ -95,7 +94,7 @@ async def group(kafka: KafkaCluster, tmp_path: Path) -> AsyncIterator[Group]:
     runner = probe_runner(name, topic, broker, uow, DeadLetterStore(db, uow), seen)
     consumer = broker.consumer(name, [topic])
     await consumer.start()
-    group = Group(topic, name, consumer, runner, confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap}), db)
+    group = Group(topic, name, consumer, runner, confluent_kafka.Producer(kafka.client_config()), db)
     group.seen = seen
     try:
         yield group

@@ -2,8 +2,10 @@
 into a cache) and broker processes in KRaft mode, each a combined broker and controller, alone
 or as a cluster that a test can break one node at a time.
 
-The settings every broker shares live in deploy/kafka/broker.properties; only what belongs to
-one node (id, ports, directories, the quorum) is added here."""
+The settings every broker shares live in deploy/kafka/broker.properties, so the test brokers
+run as production's do: every client logs in (SASL) and may do only what its ACLs allow. Only
+what belongs to one node (id, ports, directories, the quorum) and the administrator's password
+(new for each cluster) are added here."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,10 +24,14 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from pizzeria.contracts.topology import BUS_SERVICES
+from pizzeria.kit.settings import KafkaLogin
+from pizzeria.messaging.kafka import KafkaBroker, security_config
 from tests.support.tcpproxy import TcpProxy, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -145,6 +152,21 @@ def cluster_id() -> str:
             return text
 
 
+#: The super user the shared settings name (`super.users`): the brokers among themselves, the
+#: quorum, and whoever creates topics, users and ACLs.
+ADMIN = "admin"
+
+
+def admin_login(password: str) -> dict[str, str]:
+    """The broker settings that hold the administrator's password: what a deployment sets from
+    its secrets beside deploy/kafka/broker.properties (Compose: KAFKA_ADMIN_PASSWORD)."""
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{ADMIN}" password="{password}" user_{ADMIN}="{password}";'
+    )
+    return {f"listener.name.{listener}.plain.sasl.jaas.config": jaas for listener in ("broker", "controller")}
+
+
 _live: set[KafkaNode] = set()
 
 
@@ -178,15 +200,16 @@ class KafkaNode:
     def voter(self) -> str:
         return f"{self.node_id}@127.0.0.1:{self.controller_port}"
 
-    def configure(self, common: Mapping[str, str], voters: str) -> None:
+    def configure(self, common: Mapping[str, str], voters: str, admin_password: str) -> None:
         (self.home / "data").mkdir(parents=True, exist_ok=True)
         settings = {
             **common,
             "node.id": str(self.node_id),
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.broker_port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.address}",
+            "listeners": f"BROKER://127.0.0.1:{self.broker_port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"BROKER://{self.address}",
             "controller.quorum.voters": voters,
             "log.dirs": str(self.home / "data"),
+            **admin_login(admin_password),
         }
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
 
@@ -260,10 +283,34 @@ class KafkaCluster:
             if proxy_port is not None:
                 self.proxies[node_id] = TcpProxy(node.broker_port, listen_port=proxy_port)
         self.started_in = 0.0
+        self.admin_password = secrets.token_urlsafe(24)
 
     @property
     def bootstrap(self) -> str:
         return ",".join(node.address for node in self.nodes.values())
+
+    def admin_login(self) -> KafkaLogin:
+        """The administrator's login (a super user: may do anything)."""
+        return KafkaLogin("SASL_PLAINTEXT", "PLAIN", ADMIN, self.admin_password)
+
+    def client_config(self, login: KafkaLogin | None = None, bootstrap: str | None = None) -> dict[str, Any]:
+        """librdkafka's settings of a client that logs in as `login` (default: the administrator)."""
+        return {"bootstrap.servers": bootstrap or self.bootstrap, **security_config(login or self.admin_login())}
+
+    def broker(self, login: KafkaLogin | None = None, **options: Any) -> KafkaBroker:
+        """The Kafka adapter, logged in as `login` (default: the administrator)."""
+        return KafkaBroker(self.bootstrap, login=login or self.admin_login(), **options)
+
+    def environment(self) -> dict[str, str]:
+        """What `pizzeria up` needs to run the services on this cluster, each as its own user
+        (the users and their ACLs are made as the system starts, by `create_topics`)."""
+        env = {
+            "BROKER_URL": f"kafka://{self.bootstrap}",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_ADMIN_PASSWORD": self.admin_password,
+        }
+        env.update({f"{name.upper()}_KAFKA_SASL_PASSWORD": secrets.token_urlsafe(18) for name in BUS_SERVICES})
+        return env
 
     def settings(self) -> dict[str, str]:
         """The shared broker settings, with replication capped at this cluster's size."""
@@ -282,7 +329,7 @@ class KafkaCluster:
         voters = ",".join(node.voter for node in self.nodes.values())
         cluster = cluster_id()
         for node in self.nodes.values():
-            node.configure(common, voters)
+            node.configure(common, voters, self.admin_password)
         formatting = [(node, node.format_storage(cluster)) for node in self.nodes.values()]
         for node, process in formatting:
             output, _ = process.communicate(timeout=120)
@@ -305,7 +352,7 @@ class KafkaCluster:
         ids = node_ids or {i for i, n in self.nodes.items() if n.running}
         return AdminClient(
             {
-                "bootstrap.servers": ",".join(self.nodes[i].address for i in sorted(ids)),
+                **self.client_config(bootstrap=",".join(self.nodes[i].address for i in sorted(ids))),
                 "log_level": 0,  # refused connections while a node starts are expected, not news
             }
         )

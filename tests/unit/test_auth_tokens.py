@@ -153,6 +153,8 @@ def test_production_mode_refuses_the_development_secret() -> None:
         "PIZZERIA_MODE": "production",
         "DATABASE_URL": "postgresql+asyncpg://db/x",
         "BROKER_URL": "kafka://k:9092",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_PASSWORD": "orders-password",
         "REDIS_URL": "redis://cache:6379/0",
     }
     default = Settings(**base)
@@ -173,6 +175,8 @@ def test_production_mode_needs_redis_where_caches_and_rate_limits_are_shared() -
         "PIZZERIA_MODE": "production",
         "DATABASE_URL": "postgresql+asyncpg://db/x",
         "BROKER_URL": "kafka://k:9092",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_PASSWORD": "orders-password",
         "JWT_SECRET": SECRET,
     }
     without = Settings(**base)

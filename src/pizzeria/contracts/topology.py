@@ -1,13 +1,19 @@
-"""Who publishes and who consumes what: the topics to create and every consumer group.
+"""Who publishes and who consumes what: the topics to create, every consumer group, and who may
+write and read which topic on Kafka.
 
 The single source for topic creation (`pizzeria up`, `pizzeria topics create`), for the
-services' subscriptions and for the AsyncAPI document. Topic names follow from the contexts
-(`messaging.topics`); the topics to create follow from the message types declared here.
+services' subscriptions, for the AsyncAPI document and for the brokers' ACLs (`pizzeria
+kafka-acls`). Topic names follow from the contexts (`messaging.topics`); the topics to create
+follow from the message types declared here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pizzeria.contracts import catalog, delivery, identity, kitchen, notifications, ops, orders, payments
+from pizzeria.messaging import acl
+from pizzeria.messaging.acl import Grant
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.topics import commands_topic, dlq_topic, events_topic
 
@@ -45,6 +51,84 @@ def access_group(service: str) -> str:
 
 
 CONSUMER_GROUPS.update({access_group(s): (events_topic(identity.CONTEXT),) for s in TOKEN_CHECKERS})
+
+#: Groups a service starts anew under another name to rebuild what they feed (a read model):
+#: `<group>-g<generation>`. Their failures still go to `<group>.dlq`.
+REBUILT_GROUPS = ("orders-projection",)
+
+
+def generations_of(group: str) -> str:
+    """What the name of every generation of a rebuilt group begins with."""
+    return f"{group}-g"
+
+
+def generation_group(group: str, generation: int) -> str:
+    """The consumer group of one generation of a rebuilt group."""
+    return f"{generations_of(group)}{generation}"
+
+
+#: service → the topics its outbox writes, besides what every service on the bus writes: the
+#: dead-letter topics of its own groups and the operations facts (dead letters replayed or
+#: discarded through its API). The order saga sends every command.
+PUBLISHES: dict[str, tuple[str, ...]] = {
+    "identity": (events_topic(identity.CONTEXT),),
+    "catalog": (events_topic(catalog.CONTEXT),),
+    "orders": (events_topic(orders.CONTEXT), *(commands_topic(c.CONTEXT) for c in (kitchen, payments, delivery))),
+    "kitchen": (events_topic(kitchen.CONTEXT),),
+    "payments": (events_topic(payments.CONTEXT),),
+    "delivery": (events_topic(delivery.CONTEXT),),
+    "notifications": (events_topic(notifications.CONTEXT),),
+    "audit": (),
+}
+
+#: service → the consumer groups it runs besides its `<service>-access` group.
+RUNS: dict[str, tuple[str, ...]] = {
+    "identity": (),
+    "catalog": (),
+    "orders": ("orders", "orders-projection"),
+    "kitchen": ("kitchen",),
+    "payments": ("payments",),
+    "delivery": ("delivery",),
+    "notifications": ("notifications",),
+    "audit": ("audit", "analytics"),
+}
+
+#: The services on the bus: each logs in to Kafka as its own user.
+BUS_SERVICES = tuple(PUBLISHES)
+
+#: A read-only user for operators' tools (the Kafka UI): sees every topic, group and setting,
+#: writes nothing.
+MONITOR = "monitor"
+
+
+def groups_of(service: str) -> tuple[str, ...]:
+    """Every consumer group `service` runs."""
+    access = access_group(service)
+    return (*RUNS[service], *((access,) if access in CONSUMER_GROUPS else ()))
+
+
+def bus_grants(user_of: Callable[[str], str] = str) -> list[Grant]:
+    """Every ACL of the cluster: each service (as the user `user_of(service)`) may write its own
+    topics and its groups' dead letters, read the topics its groups consume, and join those
+    groups; the monitor may look at everything. Nothing else is allowed anyone but the
+    administrator (a super user)."""
+    grants: set[Grant] = set()
+    for service in BUS_SERVICES:
+        user = user_of(service)
+        groups = groups_of(service)
+        writes = {*PUBLISHES[service], events_topic(ops.CONTEXT), *(dlq_topic(g) for g in groups)}
+        reads = {topic for g in groups for topic in CONSUMER_GROUPS[g]}
+        grants.update(acl.topic(user, "WRITE", t) for t in writes)
+        grants.update(acl.topic(user, "READ", t) for t in reads)
+        grants.update(
+            acl.group(user, generations_of(g), prefixed=True) if g in REBUILT_GROUPS else acl.group(user, g)
+            for g in groups
+        )
+    monitor = user_of(MONITOR)
+    grants.update(acl.topic(monitor, operation, acl.EVERY) for operation in ("READ", "DESCRIBE_CONFIGS"))
+    grants.add(Grant(monitor, "GROUP", "LITERAL", acl.EVERY, "DESCRIBE"))
+    grants.update(Grant(monitor, "CLUSTER", "LITERAL", acl.CLUSTER_NAME, op) for op in ("DESCRIBE", "DESCRIBE_CONFIGS"))
+    return sorted(grants)
 
 
 def all_topics() -> list[str]:

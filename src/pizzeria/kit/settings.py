@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,24 @@ from pizzeria.kit.clientaddr import Network, parse_networks
 DEVELOPMENT_JWT_SECRET = "pizzeria-development-only-jwt-secret-do-not-use-in-production"
 #: HS256 keys shorter than the hash output (32 bytes) weaken the signature (RFC 7518 3.2).
 MIN_JWT_SECRET_BYTES = 32
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
+@dataclass(frozen=True)
+class KafkaLogin:
+    """How one client logs in to Kafka: what librdkafka's security settings say."""
+
+    protocol: KafkaSecurityProtocol
+    mechanism: KafkaSaslMechanism
+    username: str
+    password: str = field(repr=False)
+    ca_location: str = ""
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
 
 
 class Settings(BaseSettings):
@@ -54,6 +73,21 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(6000, alias="KAFKA_SESSION_TIMEOUT_MS")
     kafka_fetch_wait_max_ms: int = Field(500, alias="KAFKA_FETCH_WAIT_MAX_MS")
     kafka_linger_ms: int = Field(0, alias="KAFKA_LINGER_MS")
+    # Who may write what on the bus: production logs in to Kafka (SASL), each service as its
+    # own user, whose ACLs let it write only its own topics (`pizzeria kafka-acls`). SASL_SSL
+    # also encrypts; KAFKA_SSL_CA_LOCATION names the PEM file of the brokers' CA (empty: the
+    # system's CAs). `{service}` in the user name is the service's name; a service's password
+    # is `<SERVICE>_KAFKA_SASL_PASSWORD`, else KAFKA_SASL_PASSWORD.
+    kafka_security_protocol: KafkaSecurityProtocol = Field("PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field("SCRAM-SHA-512", alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str = Field("{service}", alias="KAFKA_SASL_USERNAME", min_length=1)
+    kafka_sasl_password: SecretStr = Field("", alias="KAFKA_SASL_PASSWORD", validate_default=True)
+    kafka_ssl_ca_location: str = Field("", alias="KAFKA_SSL_CA_LOCATION")
+    # The administrator: creates the topics, the services' users and their ACLs (`pizzeria
+    # topics create`, `pizzeria up`). The brokers of deploy/kafka define it themselves (PLAIN).
+    kafka_admin_username: str = Field("admin", alias="KAFKA_ADMIN_USERNAME", min_length=1)
+    kafka_admin_password: SecretStr = Field("", alias="KAFKA_ADMIN_PASSWORD", validate_default=True)
+    kafka_admin_sasl_mechanism: KafkaSaslMechanism = Field("PLAIN", alias="KAFKA_ADMIN_SASL_MECHANISM")
     sqllog_poll_interval_ms: int = Field(20, alias="SQLLOG_POLL_INTERVAL_MS")
     sqllog_session_timeout_ms: int = Field(6000, alias="SQLLOG_SESSION_TIMEOUT_MS")
     sqllog_retention_hours: float = Field(168.0, alias="SQLLOG_RETENTION_HOURS")
@@ -119,6 +153,27 @@ class Settings(BaseSettings):
         override = os.environ.get(f"{service.upper()}_DATABASE_URL")
         return self.resolve(override or self.database_url, service)
 
+    def kafka_login(self, service: str) -> KafkaLogin:
+        """How `service` logs in to Kafka: as its own user, with its own password."""
+        password = os.environ.get(f"{service.upper()}_KAFKA_SASL_PASSWORD")
+        return KafkaLogin(
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_sasl_username.replace("{service}", service),
+            self.kafka_sasl_password.get_secret_value() if password is None else password,
+            self.kafka_ssl_ca_location,
+        )
+
+    def kafka_admin_login(self) -> KafkaLogin:
+        """How the administrator's tools (topics, users, ACLs) log in to Kafka."""
+        return KafkaLogin(
+            self.kafka_security_protocol,
+            self.kafka_admin_sasl_mechanism,
+            self.kafka_admin_username,
+            self.kafka_admin_password.get_secret_value(),
+            self.kafka_ssl_ca_location,
+        )
+
     def production_problems(
         self,
         service: str,
@@ -137,6 +192,15 @@ class Settings(BaseSettings):
             problems.append(f"{service}: set DATABASE_URL or {service.upper()}_DATABASE_URL to a PostgreSQL URL")
         if messaging and self.broker_url.startswith("sqllog"):
             problems.append("set BROKER_URL to kafka://host:port[,host:port]")
+        if messaging and self.broker_url.startswith("kafka"):
+            login = self.kafka_login(service)
+            if not login.sasl:
+                problems.append(
+                    "set KAFKA_SECURITY_PROTOCOL to SASL_SSL or SASL_PLAINTEXT: on a broker that asks nobody "
+                    "who they are, any process that reaches it can write any service's events"
+                )
+            elif not login.password:
+                problems.append(f"{service}: set KAFKA_SASL_PASSWORD or {service.upper()}_KAFKA_SASL_PASSWORD")
         if shared_state and not self.redis_url:
             problems.append(f"{service}: set REDIS_URL (caches and rate limits are shared between processes)")
         # Every service verifies access tokens, so every service refuses the public secret.

@@ -18,11 +18,13 @@ def create_broker(url: str, **options: object) -> Broker:
     raise ValueError(f"unsupported broker URL {url!r}")
 
 
-def broker_from_settings(settings: Settings, client_id: str = "pizzeria") -> Broker:
-    """The broker this configuration names, tuned by its settings."""
+def broker_from_settings(settings: Settings, client_id: str = "pizzeria", *, admin: bool = False) -> Broker:
+    """The broker this configuration names, tuned by its settings. On Kafka its clients log in
+    as the service `client_id`, or with `admin` as the administrator."""
     kafka = settings.broker_url.startswith("kafka")
     return create_broker(
         settings.broker_url_resolved(),
+        login=settings.kafka_admin_login() if admin else settings.kafka_login(client_id),
         poll_interval_ms=settings.sqllog_poll_interval_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms if kafka else settings.sqllog_session_timeout_ms,
         retention_hours=settings.sqllog_retention_hours,

@@ -4,6 +4,9 @@ Producer: acks=all and idempotence, so a retried send is never written twice and
 partition survives retries. Consumer: no auto-commit; the runner commits offsets only after the
 handler's transaction committed. librdkafka is thread-based, so each consumer gets one thread
 of its own and the producer's delivery reports are handed back to the event loop.
+
+Every client of one KafkaBroker logs in the same way (`login`: SASL, TLS): as one service, or as
+the administrator who creates topics, users and ACLs (`apply_access`).
 """
 
 from __future__ import annotations
@@ -11,16 +14,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, cast
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.settings import KafkaLogin
+from pizzeria.messaging.acl import Grant, Resource
 from pizzeria.messaging.broker import (
     Broker,
     BrokerConsumer,
@@ -43,6 +61,71 @@ _FENCED = {
     KafkaError._STATE,
     KafkaError._ASSIGNMENT_LOST,
 }
+
+#: What a broker says when the principal may not do what it asked: never transient, so a
+#: consumer fails loudly instead of polling on in silence.
+_REFUSED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._AUTHENTICATION,
+}
+
+#: PBKDF2 rounds of the SCRAM credentials `apply_access` stores (Kafka's own tools use 4096).
+SCRAM_ITERATIONS = 8192
+_SCRAM = {"SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512, "SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256}
+
+
+def security_config(login: KafkaLogin | None) -> dict[str, Any]:
+    """librdkafka's settings for logging in as `login` (none: an open PLAINTEXT broker)."""
+    if login is None:
+        return {}
+    config: dict[str, Any] = {"security.protocol": login.protocol.lower()}
+    if login.sasl:
+        config.update(
+            {"sasl.mechanism": login.mechanism, "sasl.username": login.username, "sasl.password": login.password}
+        )
+    if login.protocol.endswith("SSL") and login.ca_location:
+        config["ssl.ca.location"] = login.ca_location
+    return config
+
+
+@dataclass(frozen=True)
+class AccessChanges:
+    """What `apply_access` changed."""
+
+    users: tuple[str, ...]
+    added: tuple[Grant, ...]
+    removed: tuple[Grant, ...]
+
+
+def _binding(grant: Grant, kind: type[AclBinding] = AclBinding) -> Any:
+    """The ACL (or, with `kind` AclBindingFilter, the filter that matches only it)."""
+    return kind(
+        ResourceType.BROKER if grant.resource == "CLUSTER" else ResourceType[grant.resource],
+        grant.name,
+        ResourcePatternType[grant.pattern],
+        grant.principal,
+        "*",
+        AclOperation[grant.operation],
+        AclPermissionType.ALLOW,
+    )
+
+
+def _grant(binding: Any) -> Grant:
+    """An ALLOW rule of a user, from any host, as a grant."""
+    return Grant(
+        binding.principal.removeprefix("User:"),
+        cast(Resource, "CLUSTER" if binding.restype == ResourceType.BROKER else binding.restype.name),
+        binding.resource_pattern_type.name,
+        binding.name,
+        binding.operation.name,
+    )
+
+
+async def _settled(futures: Iterable[Future[Any]]) -> list[Any]:
+    return [await asyncio.wrap_future(f) for f in futures]
 
 
 def _record(m: Any) -> Record:
@@ -89,15 +172,19 @@ class KafkaBroker(Broker):
         client_id: str = "pizzeria",
         producer_config: Mapping[str, Any] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
+        login: KafkaLogin | None = None,
         **_: object,
     ) -> None:
         self.bootstrap = bootstrap.rstrip("/")
         self.session_timeout_ms = session_timeout_ms
         self.fetch_wait_max_ms = fetch_wait_max_ms
         self.client_id = client_id
+        self.login = login
+        self.security = security_config(login)
         self.producer_config = {
             "bootstrap.servers": self.bootstrap,
             "client.id": client_id,
+            **self.security,
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": linger_ms,
@@ -136,15 +223,19 @@ class KafkaBroker(Broker):
             await asyncio.to_thread(self._poller.join, 5)
         self._producer = None
 
+    def admin(self) -> AdminClient:
+        """An admin client that logs in as this broker's clients do."""
+        return AdminClient({"bootstrap.servers": self.bootstrap, "client.id": self.client_id, **self.security})
+
     async def ping(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = self.admin()
         try:
             await asyncio.to_thread(admin.list_topics, timeout=5)
         except KafkaException as exc:
             raise BrokerError(f"kafka unreachable: {exc}") from exc
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = self.admin()
         try:
             meta = await asyncio.to_thread(admin.list_topics, timeout=10)
         except KafkaException as exc:
@@ -170,6 +261,51 @@ class KafkaBroker(Broker):
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+
+    async def apply_access(
+        self, users: Mapping[str, str], grants: Sequence[Grant], *, mechanism: str = "SCRAM-SHA-512"
+    ) -> AccessChanges:
+        """Make what the users that `grants` name are allowed (from any host) exactly `grants`,
+        and give each of `users` (name → password) a SCRAM credential for `mechanism`. Other
+        rules of theirs (a DENY, one bound to a host) are left as they are. Run as a principal
+        that may (a super user); again, it changes nothing but the credentials' salts."""
+        if mechanism not in _SCRAM:
+            raise BrokerError(f"users are made for SCRAM, not {mechanism}")
+        admin = self.admin()
+        try:
+            if users:
+                info = ScramCredentialInfo(_SCRAM[mechanism], SCRAM_ITERATIONS)
+                await _settled(
+                    admin.alter_user_scram_credentials(
+                        [
+                            UserScramCredentialUpsertion(user, info, password.encode())
+                            for user, password in users.items()
+                        ]
+                    ).values()
+                )
+            wanted = set(grants)
+            principals = sorted({g.principal for g in wanted})
+            found: set[Grant] = set()
+            for principal in principals:
+                theirs = AclBindingFilter(
+                    ResourceType.ANY,
+                    None,  # type: ignore[arg-type]  # any name (the stub says str; librdkafka takes NULL)
+                    ResourcePatternType.ANY,
+                    principal,
+                    "*",
+                    AclOperation.ANY,
+                    AclPermissionType.ALLOW,
+                )
+                found.update(_grant(b) for b in await asyncio.wrap_future(admin.describe_acls(theirs)))
+            stale = sorted(found - wanted)
+            missing = sorted(wanted - found)
+            if stale:
+                await _settled(admin.delete_acls([_binding(g, AclBindingFilter) for g in stale]).values())
+            if missing:
+                await _settled(admin.create_acls([_binding(g) for g in missing]).values())
+        except KafkaException as exc:
+            raise BrokerError(f"cannot set the users and ACLs: {exc}") from exc
+        return AccessChanges(tuple(sorted(users)), tuple(missing), tuple(stale))
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
@@ -202,6 +338,7 @@ class KafkaBroker(Broker):
     def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> BrokerConsumer:
         config = {
             "bootstrap.servers": self.bootstrap,
+            **self.security,
             "group.id": group,
             "client.id": client_id or self.client_id,
             "enable.auto.commit": False,
@@ -304,6 +441,8 @@ class KafkaConsumer(BrokerConsumer):
                     continue
                 if err.fatal():
                     raise BrokerError(f"consumer failed: {err}")
+                if err.code() in _REFUSED:
+                    raise BrokerError(f"the broker refuses this consumer ({err.name()}): {err.str()}")
                 continue  # transient: librdkafka retries by itself
             out.append(_record(m))
         return out

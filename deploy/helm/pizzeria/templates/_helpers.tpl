@@ -63,10 +63,15 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
   "TOPIC_PARTITIONS" (toString .Values.kafka.topics.partitions)
   "TOPIC_REPLICATION_FACTOR" (toString .Values.kafka.topics.replicationFactor)
   "TOPIC_MIN_INSYNC_REPLICAS" (toString .Values.kafka.topics.minInsyncReplicas)
+  "KAFKA_SECURITY_PROTOCOL" .Values.kafka.securityProtocol
+  "KAFKA_SASL_MECHANISM" .Values.kafka.sasl.mechanism
   "DB_POOL_SIZE" (toString .Values.postgresql.poolSize)
   "OTEL_EXPORTER_OTLP_ENDPOINT" .Values.tracing.otlpEndpoint
   "TRACE_SAMPLE_RATIO" (ternary (toString .Values.tracing.sampleRatio) "0.0" (ne .Values.tracing.otlpEndpoint ""))
 -}}
+{{- if .Values.kafka.tls.caSecret -}}
+{{- $_ := set $data "KAFKA_SSL_CA_LOCATION" (printf "%s/%s" (include "pizzeria.kafkaCaDir" .) .Values.kafka.tls.caKey) -}}
+{{- end -}}
 {{- if not .Values.redis.existingSecret -}}
 {{- $_ := set $data "REDIS_URL" (required "redis.url or redis.existingSecret" .Values.redis.url) -}}
 {{- end -}}
@@ -125,4 +130,65 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
   value: {{ $value | toString | quote }}
 {{- end }}
 {{ include "pizzeria.storeEnv" . }}
+{{- end -}}
+
+{{/* The services on the bus, each its own Kafka user (src/pizzeria/contracts/topology.py
+     BUS_SERVICES; tests/deploy/test_helm.py keeps the two equal). */}}
+{{- define "pizzeria.busServices" -}}
+{{- list "identity" "catalog" "kitchen" "payments" "delivery" "orders" "notifications" "audit" | toJson -}}
+{{- end -}}
+
+{{- define "pizzeria.kafkaCaDir" -}}
+/etc/pizzeria/kafka-ca
+{{- end -}}
+
+{{/* One service's Kafka password: (dict "root" $ "name" "orders"). */}}
+{{- define "pizzeria.kafkaLoginEnv" -}}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .root.Values.kafka.sasl.existingSecret }}
+      key: {{ .name }}
+{{- end -}}
+
+{{/* The topics job's Kafka logins: the administrator's, and every service's password to give
+     its user. */}}
+{{- define "pizzeria.kafkaAdminEnv" -}}
+{{- $sasl := .Values.kafka.sasl -}}
+- name: KAFKA_ADMIN_USERNAME
+  value: {{ $sasl.adminUsername | quote }}
+- name: KAFKA_ADMIN_SASL_MECHANISM
+  value: {{ $sasl.adminMechanism | quote }}
+- name: KAFKA_ADMIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sasl.existingSecret }}
+      key: {{ $sasl.adminKey }}
+{{- range $name := include "pizzeria.busServices" . | fromJsonArray }}
+- name: {{ printf "%s_KAFKA_SASL_PASSWORD" (upper $name) }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sasl.existingSecret }}
+      key: {{ $name }}
+{{- end }}
+{{- end -}}
+
+{{/* The brokers' CA certificate, where KAFKA_SSL_CA_LOCATION points (volumeMounts, volumes). */}}
+{{- define "pizzeria.kafkaCaMount" -}}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: {{ include "pizzeria.kafkaCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "pizzeria.kafkaCaVolume" -}}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: {{ .Values.kafka.tls.caKey }}
+{{- end }}
 {{- end -}}

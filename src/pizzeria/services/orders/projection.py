@@ -28,6 +28,7 @@ from pizzeria.contracts.orders import (
     OrderStatusChanged,
 )
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided
+from pizzeria.contracts.topology import generation_group
 from pizzeria.kit.cache import Cache
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.logging import get_logger
@@ -272,7 +273,10 @@ class ProjectionManager:
     def _runner(self, generation: int) -> ConsumerRunner:
         projector = build_projector(generation, self.cache, self.on_change)
         return self.runtime.launch(
-            f"{BASE_GROUP}-g{generation}", projector, topics=self.topics, dead_letter_topic=dlq_topic(BASE_GROUP)
+            generation_group(BASE_GROUP, generation),
+            projector,
+            topics=self.topics,
+            dead_letter_topic=dlq_topic(BASE_GROUP),
         )
 
     async def generation(self, conn: AsyncConnection) -> int:
