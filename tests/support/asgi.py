@@ -3,6 +3,7 @@ client refuses to send most of them, a server in front of the app does not)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,3 +68,79 @@ async def raw_request(
 
     await app(scope, receive, send)
     return RawResponse(status, answer_headers, b"".join(chunks))
+
+
+@dataclass
+class HeldStream:
+    """A long-lived answer of an ASGI app, held open until `close` (the client goes away)."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: list[bytes]
+    _gone: asyncio.Event
+    _running: asyncio.Task[None]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    async def close(self) -> None:
+        self._gone.set()
+        await self._running
+
+
+async def hold_stream(
+    app: ASGIApp, path: str, headers: dict[str, str], client: tuple[str, int] = ("192.0.2.1", 40000)
+) -> HeldStream:
+    """GET `path` from `app` and return once the answer has started, the stream still open (a
+    test client that reads the whole answer first could not hold one); a short answer is read
+    whole. Time-bounded: an app that never starts its answer fails the test."""
+    target, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *((k.lower().encode(), v.encode()) for k, v in headers.items())],
+        "client": client,
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    started: asyncio.Future[tuple[int, dict[str, str]]] = asyncio.get_running_loop().create_future()
+    gone = asyncio.Event()
+    chunks: list[bytes] = []
+    asked = False
+
+    async def receive() -> Message:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answer = {k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", [])}
+            started.set_result((message["status"], answer))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    async def run() -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            if not started.done():
+                started.set_exception(AssertionError(f"GET {path} ended without an answer"))
+
+    running = asyncio.create_task(run())
+    status, answer = await asyncio.wait_for(asyncio.shield(started), 30)
+    held = HeldStream(status, answer, chunks, gone, running)
+    if status != 200:
+        await asyncio.wait_for(running, 30)
+    return held
