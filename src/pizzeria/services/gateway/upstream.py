@@ -15,7 +15,7 @@ import orjson
 from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
-from pizzeria.kit.errors import BadRequest, ServiceUnavailable
+from pizzeria.kit.errors import LOAD_SHED_HEADER, BadRequest, ServiceUnavailable
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
 
@@ -38,7 +38,7 @@ UPSTREAM_FAULTS = (
 )
 #: An answer that says the upstream is alive but sheds load (a bounded queue is full): it
 #: refused fast, as it should; its breaker does not count it and a read is not sent again.
-OVERLOADED_HEADER = "x-load-shed"
+OVERLOADED_HEADER = LOAD_SHED_HEADER.lower()
 
 
 class UpstreamUnavailable(ServiceUnavailable):
