@@ -61,9 +61,6 @@ class StreamLimits:
         if self._open[caller] <= 0:
             del self._open[caller]
 
-    def of(self, caller: str) -> int:
-        return self._open[caller]
-
 
 class RelayedStream(StreamingResponse):
     """The upstream's stream passed on as it comes; whatever ends it (the upstream, the caller
