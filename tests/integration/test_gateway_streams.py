@@ -7,24 +7,19 @@ served and its breaker stays closed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from pizzeria.cli import server_config
 from pizzeria.kit.settings import Settings
 from pizzeria.services.gateway.app import create_app
 from pizzeria.services.gateway.routes import UPSTREAMS
 from pizzeria.services.gateway.settings import GatewaySettings
 from tests.integration.gateway import Gateway, Upstream, fresh_ip
-from tests.support.asgi import HeldStream, hold_stream
-from tests.support.tcpproxy import free_port
+from tests.support.asgi import HeldStream, hold_stream, serving
 
 
 class Endless(httpx.AsyncByteStream):
@@ -130,23 +125,6 @@ def fake_orders() -> FastAPI:
         return {"id": order_id}
 
     return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
-    task = asyncio.create_task(server.serve())
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the fake orders never started"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await task
 
 
 async def test_open_streams_leave_requests_their_connections_and_the_breaker_closed(

@@ -1,14 +1,23 @@
 """Requests to an ASGI app exactly as given: header names and values of any bytes (an HTTP
-client refuses to send most of them, a server in front of the app does not)."""
+client refuses to send most of them, a server in front of the app does not); a long-lived
+answer held open (an HTTP client over ASGI reads the whole answer first); an app served on a
+port of this host."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import uvicorn
 from starlette.types import ASGIApp, Message
+
+from pizzeria.cli import server_config
+from tests.support.tcpproxy import free_port
 
 
 @dataclass(frozen=True)
@@ -21,17 +30,9 @@ class RawResponse:
         return orjson.loads(self.body)
 
 
-async def raw_request(
-    app: ASGIApp,
-    method: str,
-    path: str,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes = b"",
-    client: tuple[str, int] = ("192.0.2.1", 40000),
-) -> RawResponse:
-    """One request through `app`, its headers passed as they are; the whole answer."""
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]], client: tuple[str, int]) -> dict[str, Any]:
     target, _, query = path.partition("?")
-    scope = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -46,6 +47,18 @@ async def raw_request(
         "server": ("testserver", 80),
         "state": {},
     }
+
+
+async def raw_request(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+    client: tuple[str, int] = ("192.0.2.1", 40000),
+) -> RawResponse:
+    """One request through `app`, its headers passed as they are; the whole answer."""
+    scope = _scope(method, path, headers, client)
     sent = False
     status = 0
     answer_headers: dict[str, str] = {}
@@ -95,22 +108,7 @@ async def hold_stream(
     """GET `path` from `app` and return once the answer has started, the stream still open (a
     test client that reads the whole answer first could not hold one); a short answer is read
     whole. Time-bounded: an app that never starts its answer fails the test."""
-    target, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": target,
-        "raw_path": target.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *((k.lower().encode(), v.encode()) for k, v in headers.items())],
-        "client": client,
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = _scope("GET", path, [(k.encode(), v.encode()) for k, v in headers.items()], client)
     started: asyncio.Future[tuple[int, dict[str, str]]] = asyncio.get_running_loop().create_future()
     gone = asyncio.Event()
     chunks: list[bytes] = []
@@ -144,3 +142,21 @@ async def hold_stream(
     if status != 200:
         await asyncio.wait_for(running, 30)
     return held
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` served as `pizzeria serve` would, on a free port of 127.0.0.1: its base URL."""
+    port = free_port()
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server never started"
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        server.force_exit = True  # a test's server: no wait for streams still open
+        await task
