@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import (
+    MANY_ORDERS,
     check_invariants,
     check_outcomes,
     place_orders,
@@ -42,7 +43,7 @@ async def _restarted(system: System, service: str, old_pid: int) -> bool:
 
 async def test_payments_killed_while_orders_stream_in(stack: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     _, env = stack
-    system = await start_system(tmp_path, {**env, "PAYMENT_LATENCY_MS": "30"})
+    system = await start_system(tmp_path, {**env, **MANY_ORDERS, "PAYMENT_LATENCY_MS": "30"})
     shop = Shop(system)
     try:
         await wait_for_menu_sync(shop, await shop.menu())
@@ -62,7 +63,7 @@ async def test_payments_killed_while_orders_stream_in(stack: tuple[str, dict[str
 
 
 async def test_orders_dies_between_commit_and_publish(tmp_path: Path) -> None:
-    system = await start_system(tmp_path, {"PIZZERIA_FAILPOINTS": "orders:relay.before_publish=crash@5"})
+    system = await start_system(tmp_path, {**MANY_ORDERS, "PIZZERIA_FAILPOINTS": "orders:relay.before_publish=crash@5"})
     shop = Shop(system)
     try:
         await wait_for_menu_sync(shop, await shop.menu())

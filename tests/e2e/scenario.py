@@ -18,6 +18,10 @@ TERMINAL = {"delivered", "cancelled"}
 
 #: Orders end on their own (and fast) with the autopilots moving tickets and deliveries.
 AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "50", "DELIVERY_STAGE_MS": "50"}
+#: `place_orders`' 25 customers place hundreds of orders in a minute, far more at once than any
+#: customer would: the systems it loads let a customer have any number of unpaid orders (the
+#: limit itself is tested in test_attacks).
+MANY_ORDERS = {"ORDER_MAX_UNPAID": "100000"}
 
 
 @dataclass

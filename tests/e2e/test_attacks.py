@@ -1,9 +1,12 @@
 """The running system under a burst of each attack a client (or a bad producer) can make, and an
 ordinary customer's order afterwards: malformed headers (spaces around values, bytes that are
 not text, non-ASCII), oversized bodies and headers, made-up X-Forwarded-For on sign-in, coerced
-numbers and NUL in bodies, dates at the ends of the calendar, and poison records on the broker.
-Each is refused with a 4xx problem (or dead-lettered), no breaker opens, every service stays
-ready, and the customer's order is delivered."""
+numbers and NUL in bodies, dates at the ends of the calendar, and poison records on the broker;
+and one customer trying to starve the others: more order streams than a caller may hold, a
+burst of correct sign-ins, cards that never get an answer, a 300-pizza order and more unpaid
+orders than a customer may have. Each is refused with a 4xx problem, shed with a fast 503 (or
+dead-lettered), no breaker opens, every service stays ready, another customer's order is paid
+while the never-answering cards are still waiting, and the customer's order is delivered."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from tests.e2e.system import Shop, System
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ALICE = ("alice@pizzeria.example", "alice-pizza-1")
+BOB = ("bob@pizzeria.example", "bob-pizza-12")
 ADMIN = ("admin@pizzeria.example", "admin-pizza-1")
 
 
@@ -96,6 +100,83 @@ async def all_ready(system: System, timeout: float = 60.0) -> None:
                 await asyncio.sleep(0.2)
 
 
+async def provider_breaker(system: System) -> str:
+    """The state of payments' breaker around the card provider, from its metrics."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(f"{system.url('payments')}/metrics")).text
+    line = next(
+        ln for ln in metrics.splitlines() if ln.startswith('pizzeria_circuit_breaker_state{name="payment-provider"}')
+    )
+    return {0: "closed", 1: "half-open", 2: "open"}[int(float(line.split()[-1]))]
+
+
+async def place(
+    gateway: httpx.AsyncClient, who: dict[str, str], lines: list[dict[str, Any]], card: str
+) -> httpx.Response:
+    return await gateway.post(
+        "/api/v1/orders",
+        json={"items": lines, "delivery_address": "1 Main St", "payment": {"token": card}},
+        headers={**who, "Idempotency-Key": str(uuid.uuid4())},
+    )
+
+
+async def one_customer_cannot_starve_the_others(
+    system: System, gateway: httpx.AsyncClient, alice: dict[str, str], line: dict[str, Any]
+) -> None:
+    """Bob tries to take what everyone shares; Alice's order is paid meanwhile."""
+    bob = await sign_in(gateway, BOB)
+    # A 300-pizza order, and more unpaid orders than a customer may have: each with a card that
+    # never gets an answer, so they stay unpaid until the saga gives up on them (20 s).
+    huge = await place(gateway, bob, [{**line, "quantity": 50}] * 6, "tok_visa")
+    assert huge.status_code == 422, huge.text
+    hanging = [await place(gateway, bob, [{**line, "quantity": 1}], "tok_timeout") for _ in range(3)]
+    assert [h.status_code for h in hanging] == [202] * 3, [h.text for h in hanging]
+    refused = await place(gateway, bob, [{**line, "quantity": 1}], "tok_timeout")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/too-many-unpaid-orders")
+    unpaid = [h.json()["id"] for h in hanging]
+
+    # More live streams of one order than a caller may hold.
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(5):
+            held = await streams.enter_async_context(
+                gateway.stream("GET", f"/api/v1/orders/{unpaid[0]}/stream", headers=bob)
+            )
+            assert held.status_code == 200
+        extra = await gateway.get(f"/api/v1/orders/{unpaid[0]}/stream", headers=bob)
+        assert extra.status_code == 429, extra.text
+        assert int(extra.headers["retry-after"]) >= 1
+        assert (await gateway.get(f"/api/v1/orders/{unpaid[0]}", headers=bob)).status_code == 200
+
+    # A burst of correct sign-ins of one account: what the hashing queue cannot take is shed at
+    # once, the rest sign in.
+    answers = await asyncio.gather(
+        *(gateway.post("/api/v1/auth/login", json={"email": BOB[0], "password": BOB[1]}) for _ in range(120))
+    )
+    for answer in answers:
+        assert answer.status_code in (200, 503), answer.text
+        if answer.status_code == 503:
+            assert answer.json()["type"].endswith("/overloaded"), answer.text
+    assert (await breakers(gateway))["identity"] == "closed"
+
+    # Bob's charges fail again and again (as many times as open the provider's breaker, were
+    # they different customers'), and Alice's order is paid while Bob's still wait.
+    deadline = time.monotonic() + 60
+    while sum(p["attempts"] for p in (await gateway.get("/api/v1/payments", headers=bob)).json()["items"]) < 5:
+        assert time.monotonic() < deadline, "Bob's charges were never tried"
+        await asyncio.sleep(0.2)
+    assert await provider_breaker(system) == "closed"
+    placed = await place(gateway, alice, [{**line, "quantity": 2}], "tok_visa")
+    assert placed.status_code == 202, placed.text
+    deadline = time.monotonic() + 60
+    while (await gateway.get(f"/api/v1/orders/{placed.json()['id']}", headers=alice)).json()["status"] == "pending":
+        assert time.monotonic() < deadline, "Alice's order was never paid"
+        await asyncio.sleep(0.1)
+    bobs = [(await gateway.get(f"/api/v1/orders/{o}", headers=bob)).json()["status"] for o in unpaid]
+    assert bobs == ["pending"] * 3, "Alice's order was paid only after Bob's charges were given up"
+    assert await provider_breaker(system) == "closed"
+
+
 def problem(status: int, body: bytes, *allowed: int) -> None:
     assert status in allowed, (status, body[:300])
     assert b'"type"' in body, body[:300]
@@ -109,6 +190,8 @@ async def test_after_a_burst_of_each_attack_an_ordinary_order_goes_through_and_n
         alice = await sign_in(gateway, ALICE)  # before the sign-in spraying below throttles this address
         admin = await sign_in(gateway, ADMIN)
         menu = (await gateway.get("/api/v1/menu")).json()["items"]
+        line = {"menu_item_id": menu[0]["id"], "size": menu[0]["sizes"][0]["size"]}
+        await one_customer_cannot_starve_the_others(system, gateway, alice, line)
 
         # Sign-in spraying behind made-up forwarded addresses: the address is still throttled.
         sprayed = []
@@ -167,7 +250,6 @@ async def test_after_a_burst_of_each_attack_an_ordinary_order_goes_through_and_n
         problem(status, body, 431)
 
         # Values no service can take.
-        line = {"menu_item_id": menu[0]["id"], "size": menu[0]["sizes"][0]["size"]}
         for quantity, address in (("2", "1 Main St"), (True, "1 Main St"), (1, "1 Main\x00St")):
             refused = await gateway.post(
                 "/api/v1/orders",
@@ -231,4 +313,5 @@ async def test_after_a_burst_of_each_attack_an_ordinary_order_goes_through_and_n
             await asyncio.sleep(0.2)
         assert order["status"] == "delivered", order
         assert set((await breakers(gateway)).values()) == {"closed"}
+        assert await provider_breaker(system) == "closed"
         await all_ready(system, timeout=10)

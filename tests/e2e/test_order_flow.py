@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import (
+    MANY_ORDERS,
     assert_nothing_ran_out,
     check_invariants,
     check_outcomes,
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 async def test_two_hundred_orders_end_as_their_cards_say(stack: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     _, env = stack
-    system = await start_system(tmp_path, env)
+    system = await start_system(tmp_path, {**env, **MANY_ORDERS})
     shop = Shop(system)
     try:
         await wait_for_menu_sync(shop, await shop.menu())

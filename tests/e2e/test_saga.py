@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import (
+    MANY_ORDERS,
     check_invariants,
     check_outcomes,
     place_orders,
@@ -33,7 +34,7 @@ async def test_three_hundred_orders_each_end_as_their_story_allows(
     stack: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     _, env = stack
-    system = await start_system(tmp_path, {**env, **FAST_SAGA})
+    system = await start_system(tmp_path, {**env, **FAST_SAGA, **MANY_ORDERS})
     shop = Shop(system)
     try:
         await wait_for_menu_sync(shop, await shop.menu())

@@ -30,6 +30,14 @@ widgets = sa.Table(
 )
 
 
+@pytest.fixture(autouse=True)
+def unpaid_orders_unlimited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orders runs alone here, or beside a few services: nothing pays its orders, so every one
+    stays unpaid and a customer would reach ORDER_MAX_UNPAID after three. The tests of that
+    limit set it themselves."""
+    monkeypatch.setenv("ORDER_MAX_UNPAID", "1000000")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A service database with the messaging migrations applied and a `widgets` table."""

@@ -4,24 +4,20 @@ whose forwarded address is then the client's."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pizzeria.cli import server_config
 from pizzeria.services.gateway.routes import UPSTREAMS
 from tests.integration.gateway import Gateway, fresh_ip, problem
 from tests.integration.identity import DEMO, Identity, identity_settings, running_identity
 from tests.integration.test_service_api import assert_problem
-from tests.support.tcpproxy import free_port
+from tests.support.asgi import serving
 
 #: What a client may write into the header: addresses, lists of them, nonsense.
 CLAIMS = st.lists(st.one_of(st.ip_addresses().map(str), st.text(max_size=12)), min_size=1, max_size=3).map(", ".join)
@@ -129,17 +125,6 @@ async def test_the_server_never_takes_the_client_address_from_a_header() -> None
     async def who(request: Request) -> dict[str, str | None]:
         return {"client": request.client.host if request.client else None}
 
-    port = free_port()
-    server = uvicorn.Server(server_config(probe, "127.0.0.1", port))
-    serving = asyncio.create_task(server.serve())
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server never started"
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            answer = await client.get("/who", headers={"X-Forwarded-For": "203.0.113.99"})
-        assert answer.json() == {"client": "127.0.0.1"}
-    finally:
-        server.should_exit = True
-        await serving
+    async with serving(probe) as url, httpx.AsyncClient(base_url=url) as client:
+        answer = await client.get("/who", headers={"X-Forwarded-For": "203.0.113.99"})
+    assert answer.json() == {"client": "127.0.0.1"}

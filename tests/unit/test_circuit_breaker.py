@@ -151,3 +151,59 @@ async def test_a_non_failure_during_the_trial_keeps_it_half_open(breaker: Circui
     dep = Calls()
     assert await breaker.call(dep) == "ok"  # the next trial is allowed
     assert breaker.state is BreakerState.CLOSED
+
+
+# -- failures of one source are that source's ----------------------------------------------------
+
+
+@pytest.fixture
+def shared(clock: FakeClock) -> CircuitBreaker:
+    """A breaker that must see failures for two sources in a row before it opens."""
+    return CircuitBreaker(f"unit-{next(_names)}", failure_threshold=3, reset_timeout=10.0, min_sources=2, clock=clock)
+
+
+async def fail_for(breaker: CircuitBreaker, dep: Calls, source: str | None, n: int) -> None:
+    dep.down = True
+    for _ in range(n):
+        with pytest.raises(ConnectionError):
+            await breaker.call(dep, source=source)
+
+
+async def test_one_sources_failures_never_open_it_for_everyone(shared: CircuitBreaker) -> None:
+    dep = Calls()
+    await fail_for(shared, dep, "mallory", 50)
+    assert shared.state is BreakerState.CLOSED
+    dep.down = False
+    assert await shared.call(dep, source="alice") == "ok"
+
+
+async def test_failures_of_several_sources_in_a_row_open_it(shared: CircuitBreaker) -> None:
+    dep = Calls()
+    await fail_for(shared, dep, "mallory", 5)
+    await fail_for(shared, dep, "alice", 1)
+    assert shared.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen):
+        await shared.call(dep, source="bob")
+
+
+async def test_a_success_forgets_who_failed(shared: CircuitBreaker) -> None:
+    dep = Calls()
+    await fail_for(shared, dep, "alice", 1)
+    dep.down = False
+    await shared.call(dep, source="bob")
+    await fail_for(shared, dep, "mallory", 5)
+    assert shared.state is BreakerState.CLOSED
+
+
+async def test_a_failure_that_names_no_source_is_a_source_of_its_own(shared: CircuitBreaker) -> None:
+    await fail_for(shared, Calls(), None, 3)
+    assert shared.state is BreakerState.OPEN
+
+
+async def test_a_failed_trial_reopens_whoever_it_was_for(shared: CircuitBreaker, clock: FakeClock) -> None:
+    dep = Calls()
+    await fail_for(shared, dep, "mallory", 2)
+    await fail_for(shared, dep, "alice", 1)
+    clock.advance(10)
+    await fail_for(shared, dep, "mallory", 1)
+    assert shared.state is BreakerState.OPEN

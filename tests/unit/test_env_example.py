@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings
 from pizzeria.kit.settings import Settings
 from pizzeria.services.delivery.settings import DeliverySettings
 from pizzeria.services.gateway.settings import GatewaySettings
+from pizzeria.services.identity.settings import IdentitySettings
 from pizzeria.services.kitchen.settings import KitchenSettings
 from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.payments.settings import PaymentsSettings
@@ -35,6 +36,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     DeliverySettings,
     OrdersSettings,
     GatewaySettings,
+    IdentitySettings,
     ProviderSettings,
 )
 

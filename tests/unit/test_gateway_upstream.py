@@ -1,6 +1,8 @@
 """The gateway's call to one upstream: whatever each attempt meets, one logical request counts
 once against the breaker, and only for what says the upstream is in trouble (no connection, no
-answer in time, 502/503/504); a request the client cannot write counts nothing and is a 400."""
+answer in time, 502/503/504); a request the client cannot write counts nothing and is a 400; an
+upstream that sheds load (503 marked `X-Load-Shed`) is alive, and is neither asked again nor
+counted as failing; no free connection in the gateway's own pool is the gateway's 503."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from pizzeria.kit.errors import BadRequest
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker
-from pizzeria.services.gateway.upstream import Upstream, UpstreamUnavailable
+from pizzeria.services.gateway.upstream import GatewayBusy, Upstream, UpstreamUnavailable
 
 FAULTS = {
     "connect": httpx.ConnectError("refused"),
@@ -22,7 +24,9 @@ FAULTS = {
     "remote": httpx.RemoteProtocolError("garbled"),
 }
 TROUBLE = {502, 503, 504}
-OUTCOMES = st.sampled_from([*FAULTS, "local", 200, 201, 404, 409, 422, 500, 501, 502, 503, 504])
+OUTCOMES = st.sampled_from([*FAULTS, "local", "pool", "shed", 200, 201, 404, 409, 422, 500, 501, 502, 503, 504])
+#: Outcomes that decide a request at once and do not count as the upstream failing.
+NOT_COUNTED = ("local", "pool", "shed")
 RETRIES = 2
 
 
@@ -34,6 +38,10 @@ def build(plan: list[str | int], threshold: int = 1000) -> tuple[Upstream, list[
         outcome = plan.pop(0)
         if outcome == "local":
             raise httpx.LocalProtocolError("illegal header value")
+        if outcome == "pool":
+            raise httpx.PoolTimeout("no connection free")
+        if outcome == "shed":
+            return httpx.Response(503, headers={"x-load-shed": "password-hashing"}, json={"n": len(calls)})
         if isinstance(outcome, str):
             raise FAULTS[outcome]
         return httpx.Response(outcome, json={"n": len(calls)})
@@ -55,7 +63,7 @@ def expected(method: str, attempts: list[str | int]) -> tuple[int, str | int]:
     """How many attempts one request makes, and the outcome that decides it."""
     allowed = 1 + (RETRIES if method == "GET" else 0)
     for used, outcome in enumerate(attempts[:allowed], start=1):
-        if outcome == "local" or (isinstance(outcome, int) and outcome not in TROUBLE):
+        if outcome in NOT_COUNTED or (isinstance(outcome, int) and outcome not in TROUBLE):
             return used, outcome
     return allowed, attempts[allowed - 1]
 
@@ -80,15 +88,17 @@ async def test_one_request_counts_once_and_only_upstream_trouble_counts(
                 answer = await upstream.send(method, "/thing")
             except BadRequest:
                 assert decisive == "local"
+            except GatewayBusy:
+                assert decisive == "pool"
             except UpstreamUnavailable:
                 assert decisive in FAULTS
             else:
-                assert answer.status == decisive
+                assert answer.status == (503 if decisive == "shed" else decisive)
             assert len(calls) - before == used
             if decisive in FAULTS or decisive in TROUBLE:
                 failures += 1
-            elif decisive != "local":
-                failures = 0
+            elif decisive not in ("local", "pool"):
+                failures = 0  # an answer, a shed one too: the upstream is alive
             assert upstream.breaker.failures == failures
     finally:
         await upstream.close()
@@ -118,5 +128,19 @@ async def test_a_request_that_cannot_be_built_never_reaches_the_breaker() -> Non
                 await upstream.send("GET", "/thing", headers={"accept": "caf\u00e9"})
         assert upstream.breaker.failures == 0
         assert not calls
+    finally:
+        await upstream.close()
+
+
+@pytest.mark.parametrize("outcome", ["shed", "pool"])
+async def test_shed_load_and_a_busy_pool_never_open_the_breaker(outcome: str) -> None:
+    upstream, calls = build([outcome] * 20, threshold=2)
+    try:
+        for _ in range(10):
+            with contextlib.suppress(GatewayBusy):
+                await upstream.send("GET", "/thing")
+        assert upstream.breaker.state is BreakerState.CLOSED
+        assert upstream.breaker.failures == 0
+        assert len(calls) == 10, "asked once each: neither is worth asking again at once"
     finally:
         await upstream.close()

@@ -17,6 +17,7 @@ from pizzeria.services.orders.domain import (
     Line,
     MenuEntry,
     Order,
+    OrderLimits,
     PaymentStatus,
     RequestedLine,
     Status,
@@ -113,6 +114,31 @@ def test_quantity_bounds_are_inclusive(quantity: int) -> None:
     lines, _ = price_lines([RequestedLine(MARGHERITA.id, "small", quantity)], MENU)
     assert lines[0].quantity == quantity
     assert lines[0].total == 800 * quantity
+
+
+LIMITS = OrderLimits(max_quantity=20, max_pizzas=30)
+
+
+@pytest.mark.parametrize(
+    ("quantities", "wrong"),
+    [
+        ([50] * 6, ["items", *(f"items.{n}.quantity" for n in range(6))]),  # 300 pizzas
+        ([21], ["items.0.quantity"]),
+        ([20, 11], ["items"]),
+        ([10, 10, 10, 1], ["items"]),
+    ],
+)
+def test_an_order_over_the_size_limits_is_refused(quantities: list[int], wrong: list[str]) -> None:
+    with pytest.raises(ValidationFailed) as exc:
+        price_lines([RequestedLine(MARGHERITA.id, "small", q) for q in quantities], MENU, LIMITS)
+    assert field_errors(exc) == wrong
+    assert ("at most 30 pizzas per order" in exc.value.detail) == ("items" in wrong)
+
+
+@pytest.mark.parametrize("quantities", [[20], [20, 10], [1] * 30])
+def test_the_size_limits_are_inclusive(quantities: list[int]) -> None:
+    lines, _ = price_lines([RequestedLine(MARGHERITA.id, "small", q) for q in quantities], MENU, LIMITS)
+    assert [ln.quantity for ln in lines] == quantities
 
 
 def test_mixed_currencies_are_refused() -> None:

@@ -110,3 +110,20 @@ class ServiceUnavailable(ProblemError):
     status = 503
     type_slug = "service-unavailable"
     title = "Service unavailable"
+
+
+#: Marks a 503 that sheds load: the service is alive, at capacity, and refused at once rather
+#: than answer late. A gateway neither counts it against the service's breaker nor sends the
+#: request again; the value names what is full.
+LOAD_SHED_HEADER = "X-Load-Shed"
+
+
+class Overloaded(ServiceUnavailable):
+    """This service is at capacity for the work asked of it (a bounded queue is full): try
+    again after `Retry-After`."""
+
+    type_slug = "overloaded"
+    title = "Overloaded"
+
+    def __init__(self, detail: str, *, capacity: str, retry_after_s: int = 1, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s), LOAD_SHED_HEADER: capacity}, **extra)

@@ -2,7 +2,9 @@
 
 The breaker opens after `failure_threshold` consecutive failures and then fails fast; after
 `reset_timeout` seconds it lets one trial call through (half-open): success closes it, failure
-opens it again for another cool-down.
+opens it again for another cool-down. With `min_sources`, the failures in a row must also come
+from that many different sources (calls made for different customers, say): what fails for one
+source only is that source's trouble, not the dependency's, and must not stop everyone's calls.
 """
 
 from __future__ import annotations
@@ -44,13 +46,18 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 5,
         reset_timeout: float = 10.0,
+        min_sources: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
+        self.min_sources = min_sources
         self.clock = clock
         self.failures = 0
+        #: The sources of the failures in a row (a failure that names none is one of its own).
+        self._sources: set[str] = set()
+        self._unnamed = 0
         self.opened_at = 0.0
         self._state = BreakerState.CLOSED
         self._trial_in_flight = False
@@ -81,6 +88,8 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self._trial_in_flight = False
         self.failures = 0
+        self._sources.clear()
+        self._unnamed = 0
         if self._state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
@@ -89,18 +98,28 @@ class CircuitBreaker:
         dependency (cancelled, or refused before it was sent): neither success nor failure."""
         self._trial_in_flight = False
 
-    def record_failure(self) -> None:
+    def record_failure(self, source: str | None = None) -> None:
+        """A failed call, made for `source` (when it was made for someone in particular)."""
         self._trial_in_flight = False
         self.failures += 1
-        if self._state is BreakerState.HALF_OPEN or self.failures >= self.failure_threshold:
+        if source is None:
+            self._unnamed += 1
+        else:
+            self._sources.add(source)
+        widespread = len(self._sources) + self._unnamed >= self.min_sources
+        if self._state is BreakerState.HALF_OPEN or (self.failures >= self.failure_threshold and widespread):
             self.opened_at = self.clock()
             self._set(BreakerState.OPEN)
 
     async def call(
-        self, fn: Callable[[], Awaitable[T]], *, is_failure: Callable[[BaseException], bool] = lambda e: True
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        is_failure: Callable[[BaseException], bool] = lambda e: True,
+        source: str | None = None,
     ) -> T:
-        """Run `fn` through the breaker; exceptions for which `is_failure` is False (a declined
-        card, a 4xx) pass through without counting against the dependency."""
+        """Run `fn` through the breaker, for `source`; exceptions for which `is_failure` is False
+        (a declined card, a 4xx) pass through without counting against the dependency."""
         self.before_call()
         try:
             result = await fn()
@@ -108,7 +127,7 @@ class CircuitBreaker:
             if isinstance(exc, asyncio.CancelledError) or not is_failure(exc):
                 self.release()
                 raise
-            self.record_failure()
+            self.record_failure(source)
             raise
         self.record_success()
         return result

@@ -17,10 +17,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter
-from starlette.background import BackgroundTask
 
 from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.service import refuse_unsafe_production
@@ -38,7 +37,8 @@ from pizzeria.services.gateway.overview import Overview, overview
 from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
 from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
 from pizzeria.services.gateway.settings import GatewaySettings
-from pizzeria.services.gateway.upstream import HOP_BY_HOP, Upstream
+from pizzeria.services.gateway.streams import StreamLimits, relay_stream
+from pizzeria.services.gateway.upstream import OWN_HEADERS, Upstream
 from pizzeria.web import pages
 from pizzeria.web.site import Web
 
@@ -67,8 +67,6 @@ HEADER_RULES = {
     "idempotency-key": re.compile(r"^[\x21-\x7e]{1,255}$"),
 }
 HEADER_RULE_TEXT = {"idempotency-key": "send 1 to 255 visible ASCII characters without spaces (a UUID is best)"}
-#: Upstream response headers the gateway sets itself.
-OWN_HEADERS = frozenset({"x-request-id", "date", "server"})
 
 
 class BadHeader(BadRequest):
@@ -83,12 +81,14 @@ class MethodNotAllowed(ProblemError):
 
 
 class Gate:
-    """Who is calling, may they, and are they within their rate limits."""
+    """Who is calling, may they, and are they within their rate limits (and, for streams, their
+    limit of open streams: `streams`)."""
 
     def __init__(self, settings: Settings, own: GatewaySettings, limiter: RateLimiter) -> None:
         self.settings = settings
         self.own = own
         self.limiter = limiter
+        self.streams = StreamLimits(per_caller=own.streams_per_user, total=own.stream_connections)
 
     async def admit(self, request: Request, allowed: frozenset[str] | None) -> Principal | None:
         await self._limit(f"ip:{client_ip(request)}", self.own.rate_limit_per_ip, "ip")
@@ -169,23 +169,6 @@ def _described(value: str) -> str:
     return "holds characters it may not"
 
 
-async def _relay_stream(
-    upstream: Upstream, path: str, params: list[tuple[str, str]], headers: dict[str, str]
-) -> Response:
-    """Pass a server-sent event stream on as it comes; an error answer is passed on whole."""
-    answer = await upstream.open_stream(path, params=params, headers=headers)
-    kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in HOP_BY_HOP | OWN_HEADERS]
-    if answer.status_code != 200:
-        body = await answer.aread()
-        await answer.aclose()
-        response = Response(content=body, status_code=answer.status_code)
-    else:
-        response = StreamingResponse(answer.aiter_bytes(), status_code=200, background=BackgroundTask(answer.aclose))
-    for name, value in kept:
-        response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    return response
-
-
 def build_upstream(name: str, url: str, own: GatewaySettings, transport: httpx.AsyncBaseTransport | None) -> Upstream:
     """A service behind the gateway, with the deadline, retries and breaker the settings give."""
     return Upstream(
@@ -197,6 +180,8 @@ def build_upstream(name: str, url: str, own: GatewaySettings, transport: httpx.A
             f"upstream-{name}", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
         ),
         transport=transport,
+        connections=own.upstream_connections,
+        stream_connections=own.stream_connections,
     )
 
 
@@ -231,14 +216,15 @@ async def _forward(request: Request, upstreams: dict[str, Upstream], gate: Gate)
                 f"{request.method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(found.methods))}
             )
         raise NotFound(f"{path} does not exist")
-    await gate.admit(request, found.route.allowed)
+    principal = await gate.admit(request, found.route.allowed)
     headers = forwarded_headers(request)
     # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
     raw_path = (request.scope.get("raw_path") or path.encode()).decode("ascii", errors="replace")
     upstream = upstreams[found.route.upstream]
     params = list(request.query_params.multi_items())
     if found.route.stream:
-        return await _relay_stream(upstream, raw_path, params, headers)
+        caller = f"user:{principal.user_id}" if principal else f"ip:{client_ip(request)}"
+        return await relay_stream(upstream, raw_path, params, headers, limits=gate.streams, caller=caller)
     answer = await upstream.send(request.method, raw_path, params=params, headers=headers, body=await request.body())
     response = Response(content=answer.body, status_code=answer.status)
     for name, value in answer.headers:

@@ -1,5 +1,8 @@
 """Calls from the gateway to one service: a deadline on every call, retries for idempotent
-reads only, and a circuit breaker per upstream that fails fast while the service is down."""
+reads only, and a circuit breaker per upstream that fails fast while the service is down.
+
+Requests and streams have a pool of connections each: streams hold theirs for as long as they
+last, and must never leave a request waiting for a connection."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import orjson
 from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
-from pizzeria.kit.errors import BadRequest, ServiceUnavailable
+from pizzeria.kit.errors import LOAD_SHED_HEADER, BadRequest, ServiceUnavailable
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
 
@@ -23,13 +26,29 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 #: its breaker and a read is sent again. Any other answer, a 500 too, is the upstream's word.
 UPSTREAM_TROUBLE = frozenset({502, 503, 504})
 #: What goes wrong on the way to or from the upstream: it counts against its breaker. Not
-#: `LocalProtocolError` (the request could not be written: the caller's fault).
-UPSTREAM_FAULTS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+#: `LocalProtocolError` (the request could not be written: the caller's fault), nor
+#: `PoolTimeout` (no connection free in the gateway's own pool: the gateway is busy).
+UPSTREAM_FAULTS = (
+    httpx.ConnectTimeout,
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+#: An answer that says the upstream is alive but sheds load (a bounded queue is full): it
+#: refused fast, as it should; its breaker does not count it and a read is not sent again.
+OVERLOADED_HEADER = LOAD_SHED_HEADER.lower()
 
 
 class UpstreamUnavailable(ServiceUnavailable):
     type_slug = "upstream-unavailable"
     title = "Upstream unavailable"
+
+
+class GatewayBusy(ServiceUnavailable):
+    type_slug = "gateway-busy"
+    title = "Gateway busy"
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,8 @@ class Upstream:
         breaker: CircuitBreaker,
         transport: httpx.AsyncBaseTransport | None = None,
         backoff: float = 0.05,
+        connections: int = 200,
+        stream_connections: int = 1000,
     ) -> None:
         self.name = name
         self.backoff = backoff
@@ -62,7 +83,14 @@ class Upstream:
             base_url=base_url,
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=min(50, connections)),
+        )
+        # Streams on a pool of their own: however many are open, requests find a connection.
+        self.streams = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=stream_connections, max_keepalive_connections=0),
         )
 
     def state(self) -> str:
@@ -148,7 +176,7 @@ class Upstream:
         except BaseException:
             self.breaker.release()
             raise
-        if isinstance(outcome, Exception) or outcome.status_code in UPSTREAM_TROUBLE:
+        if isinstance(outcome, Exception) or _in_trouble(outcome):
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
@@ -160,10 +188,12 @@ class Upstream:
             outcome: httpx.Response | Exception
             try:
                 outcome = await self.client.send(request)
+            except httpx.PoolTimeout:
+                raise self._busy() from None
             except UPSTREAM_FAULTS as exc:
                 outcome = exc
             else:
-                if outcome.status_code not in UPSTREAM_TROUBLE:
+                if not _in_trouble(outcome):
                     return outcome
             if attempt == attempts or self.breaker.state is BreakerState.OPEN:
                 return outcome
@@ -182,7 +212,9 @@ class Upstream:
 
         async def exchange() -> httpx.Response | Exception:
             try:
-                return await self.client.send(request, stream=True)
+                return await self.streams.send(request, stream=True)
+            except httpx.PoolTimeout:
+                raise self._busy() from None
             except UPSTREAM_FAULTS as exc:
                 return exc
 
@@ -198,8 +230,15 @@ class Upstream:
             headers={"Retry-After": str(max(1, round(self.breaker.reset_timeout)))},
         )
 
+    def _busy(self) -> GatewayBusy:
+        """No connection to the upstream came free in time: the gateway's own congestion."""
+        return GatewayBusy(
+            f"the gateway has no connection free to {self.name}; try again shortly", headers={"Retry-After": "1"}
+        )
+
     async def close(self) -> None:
         await self.client.aclose()
+        await self.streams.aclose()
 
 
 #: Headers that describe one hop, not the message: never forwarded (RFC 9110 7.6.1).
@@ -218,6 +257,15 @@ HOP_BY_HOP = frozenset(
         "content-encoding",
     }
 )
+
+
+#: Upstream response headers the gateway sets itself, or that are meant for it alone.
+OWN_HEADERS = frozenset({"x-request-id", "date", "server", OVERLOADED_HEADER})
+
+
+def _in_trouble(response: httpx.Response) -> bool:
+    """An answer that says the upstream cannot serve now (not a refusal to shed load)."""
+    return response.status_code in UPSTREAM_TROUBLE and OVERLOADED_HEADER not in response.headers
 
 
 def refused_detail(body: bytes) -> str:

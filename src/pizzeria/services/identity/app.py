@@ -18,6 +18,7 @@ from pizzeria.services.identity import handlers, sessions
 from pizzeria.services.identity.api import auth, users
 from pizzeria.services.identity.passwords import Passwords
 from pizzeria.services.identity.sessions import Credentials
+from pizzeria.services.identity.settings import IdentitySettings
 from pizzeria.services.identity.tables import metadata
 
 NAME = "identity"
@@ -26,11 +27,12 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, own: IdentitySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    own = own or IdentitySettings()
     runtime = open_runtime(NAME, settings)
     credentials = Credentials(
-        passwords=Passwords(),
+        passwords=Passwords(queue=own.password_hash_queue, wait_s=own.password_hash_wait_s),
         tokens=TokenIssuer.from_settings(settings),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
     )

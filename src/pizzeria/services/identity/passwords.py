@@ -1,17 +1,30 @@
-"""Password hashing with argon2id, off the event loop.
+"""Password hashing with argon2id, off the event loop, within a bounded queue.
 
 A hash costs ~0.1 s of CPU and 64 MiB (argon2-cffi's RFC 9106 low-memory profile): it runs in a
 worker thread (argon2 releases the GIL) and at most one per CPU at a time, so a burst of sign-ins
-neither stalls other requests nor exhausts memory.
+neither stalls other requests nor exhausts memory. Beyond that, at most `queue` requests wait
+for their turn, each at most `wait_s`: the rest are refused at once (`Overloaded`, 503 with
+Retry-After), instead of answering after the caller (the gateway) has given up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from pizzeria.kit.errors import Overloaded
+from pizzeria.services.identity import metrics
+
+T = TypeVar("T")
+
+#: What a refusal names as full (the `X-Load-Shed` header).
+CAPACITY = "password-hashing"
 
 
 def default_hasher() -> PasswordHasher:
@@ -23,14 +36,25 @@ class Passwords:
     """Hashes and verifies passwords; verifying for an unknown user costs the same as for a known
     one, so response times do not tell which emails have accounts."""
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        hasher: PasswordHasher | None = None,
+        *,
+        slots: int | None = None,
+        queue: int = 32,
+        wait_s: float = 2.0,
+    ) -> None:
         self._hasher = hasher or default_hasher()
-        self._slots = asyncio.Semaphore(os.cpu_count() or 1)
+        self._slots = asyncio.Semaphore(slots or os.cpu_count() or 1)
+        self._queue = queue
+        self._wait_s = wait_s
+        self._waiting = 0
         self._dummy_hash: str | None = None
 
-    async def hash(self, password: str) -> str:
-        async with self._slots:
-            return await asyncio.to_thread(self._hasher.hash, password)
+    async def hash(self, password: str, *, shed: bool = True) -> str:
+        """The password's hash; `shed=False` waits however long it takes (work that must be
+        done, not a caller's request: the demo accounts)."""
+        return await self._run(self._hasher.hash, password, shed=shed)
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         """True if `password` matches; with no stored hash, spend the same effort and say False."""
@@ -48,12 +72,39 @@ class Passwords:
 
     async def dummy_hash(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await self.hash(os.urandom(16).hex())
+            self._dummy_hash = await self.hash(os.urandom(16).hex(), shed=False)
         return self._dummy_hash
 
     async def _check(self, stored_hash: str, password: str) -> bool:
-        async with self._slots:
-            try:
-                return await asyncio.to_thread(self._hasher.verify, stored_hash, password)
-            except (VerificationError, InvalidHashError):
-                return False
+        try:
+            return await self._run(self._hasher.verify, stored_hash, password, shed=True)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def _run(self, work: Callable[..., T], *args: str, shed: bool) -> T:
+        async with self._turn(shed=shed):
+            return await asyncio.to_thread(work, *args)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, *, shed: bool) -> AsyncIterator[None]:
+        """A hashing slot: at once if one is free; else after waiting in the queue, if there is
+        room in it and a slot frees up in time; else `Overloaded`."""
+        if shed and self._slots.locked() and self._waiting >= self._queue:
+            raise self._refusal(f"{self._queue} are waiting already")
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self._wait_s if shed else None):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise self._refusal(f"no turn came within {self._wait_s:g} s") from None
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _refusal(why: str) -> Overloaded:
+        metrics.hashing_refused.inc()
+        return Overloaded(f"password checks are at capacity ({why}); try again in a moment", capacity=CAPACITY)

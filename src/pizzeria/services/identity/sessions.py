@@ -8,6 +8,7 @@ stolen token), so the whole family is revoked and both must sign in again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pizzeria.contracts.identity import UserSignedOut
 from pizzeria.kit.auth import AccessToken, TokenIssuer
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
-from pizzeria.kit.errors import ProblemError, TooManyRequests, Unauthorized
+from pizzeria.kit.errors import Overloaded, ProblemError, TooManyRequests, Unauthorized
 from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging.uow import UnitOfWork
@@ -131,9 +132,12 @@ async def login(email: str, password: str, client_ip: str, uow: UnitOfWork, cred
             await uow.commit()
         metrics.logins.labels("failure").inc()
         raise InvalidCredentials("the email or the password is wrong")
-    rehashed = (
-        await credentials.passwords.hash(password) if credentials.passwords.needs_rehash(user.password_hash) else None
-    )
+    rehashed = None
+    if credentials.passwords.needs_rehash(user.password_hash):
+        # The password is right: a hashing queue that is full now only puts the rehash off to
+        # the next sign-in.
+        with contextlib.suppress(Overloaded):
+            rehashed = await credentials.passwords.hash(password)
     now = utcnow()
     async with uow:
         # Failures that concurrent attempts recorded since the check count too: a burst of

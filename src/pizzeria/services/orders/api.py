@@ -97,7 +97,8 @@ def request_hash(body: PlaceOrderBody) -> str:
     summary="Place an order (idempotent per Idempotency-Key)",
     responses={
         400: {"description": "Idempotency-Key missing"},
-        422: {"description": "invalid order, or key reused with another body"},
+        409: {"description": "the customer has as many unpaid orders as allowed (ORDER_MAX_UNPAID)"},
+        422: {"description": "invalid order (pizzas per line or per order over the limits), or key reused"},
     },
 )
 async def place_order(
@@ -121,10 +122,10 @@ async def place_order(
         phone=body.contact.phone,
     )
     try:
-        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga)
+        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga, parts.limits)
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its order.
-        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga)
+        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga, parts.limits)
     response.headers["Location"] = f"/api/v1/orders/{order.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -29,8 +29,9 @@ MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_ve
 
 def create_app(settings: Settings | None = None, own: OrdersSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    own = own or OrdersSettings()
     runtime = open_runtime(NAME, settings, shared_state=True)
-    saga = SagaEngine(place_order_saga(own or OrdersSettings()), listener=on_saga_transition)
+    saga = SagaEngine(place_order_saga(own), listener=on_saga_transition)
     cache = build_cache(
         "orders",
         redis_url=settings.redis_url,
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
 
     return service_app(
         runtime,
-        OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch),
+        OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch, limits=own.limits()),
         migrations=MIGRATIONS,
         routers=[router, ops.router],
         on_stop=cache.close,

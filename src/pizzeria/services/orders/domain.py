@@ -54,8 +54,24 @@ PAYMENT_NEXT: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.FAILED: frozenset(),
     PaymentStatus.REFUNDED: frozenset(),
 }
+#: What no order can exceed, whatever the settings say (and the API's schema tells).
 MAX_LINES = 30
 MAX_QUANTITY = 50
+
+
+@dataclass(frozen=True)
+class OrderLimits:
+    """How big an order may be, and how many of a customer's may wait for payment at once
+    (`OrdersSettings`): no one customer can reserve what the kitchen has for everyone. The
+    defaults are the ceilings above, and no limit on unpaid orders."""
+
+    max_quantity: int = MAX_QUANTITY  # of one line
+    max_pizzas: int = MAX_LINES * MAX_QUANTITY  # of all lines together
+    max_unpaid: int | None = None
+
+
+#: No limits but the ceilings.
+CEILINGS = OrderLimits()
 
 
 def is_valid_path(statuses: Sequence[str]) -> bool:
@@ -98,13 +114,19 @@ class Line:
         return self.unit_price * self.quantity
 
 
-def price_lines(requested: Sequence[RequestedLine], menu: Mapping[UUID, MenuEntry]) -> tuple[list[Line], str]:
-    """Price each line from the menu; every problem is reported at once, by line."""
+def price_lines(
+    requested: Sequence[RequestedLine], menu: Mapping[UUID, MenuEntry], limits: OrderLimits = CEILINGS
+) -> tuple[list[Line], str]:
+    """Price each line from the menu, within the limits; every problem is reported at once, by
+    line."""
     errors: list[dict[str, str]] = []
     if not requested:
         errors.append({"field": "items", "message": "an order needs at least one item"})
     if len(requested) > MAX_LINES:
         errors.append({"field": "items", "message": f"at most {MAX_LINES} lines per order"})
+    pizzas = sum(max(0, r.quantity) for r in requested)
+    if pizzas > limits.max_pizzas:
+        errors.append({"field": "items", "message": f"at most {limits.max_pizzas} pizzas per order, not {pizzas}"})
     lines: list[Line] = []
     currencies: set[str] = set()
     for i, req in enumerate(requested):
@@ -121,8 +143,8 @@ def price_lines(requested: Sequence[RequestedLine], menu: Mapping[UUID, MenuEntr
             sizes = ", ".join(sorted(entry.prices))
             errors.append({"field": f"{where}.size", "message": f"{entry.name} comes in {sizes}, not {req.size!r}"})
             continue
-        if not 1 <= req.quantity <= MAX_QUANTITY:
-            errors.append({"field": f"{where}.quantity", "message": f"quantity must be 1..{MAX_QUANTITY}"})
+        if not 1 <= req.quantity <= limits.max_quantity:
+            errors.append({"field": f"{where}.quantity", "message": f"quantity must be 1..{limits.max_quantity}"})
             continue
         currencies.add(entry.currency)
         lines.append(Line(entry.id, entry.name, req.size, req.quantity, price))

@@ -31,8 +31,10 @@ from pizzeria.messaging.saga import Change, Saga, SagaEngine, Transition
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders import metrics, repository
 from pizzeria.services.orders.domain import (
+    CEILINGS,
     MenuEntry,
     Order,
+    OrderLimits,
     PaymentStatus,
     RequestedLine,
     Status,
@@ -51,6 +53,13 @@ class IdempotencyKeyReused(ValidationFailed):
 
     type_slug = "idempotency-key-reused"
     title = "Idempotency key reused"
+
+
+class TooManyUnpaidOrders(Conflict):
+    """The customer has as many orders waiting for payment as one may have."""
+
+    type_slug = "too-many-unpaid-orders"
+    title = "Too many unpaid orders"
 
 
 class TooLateToCancel(Conflict):
@@ -86,10 +95,14 @@ def saga_data(order: Order) -> OrderSagaData:
     )
 
 
-async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga) -> tuple[Order, bool]:
+async def place_order(
+    cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga, limits: OrderLimits = CEILINGS
+) -> tuple[Order, bool]:
     """Price and record the order, its idempotency key, `OrderPlaced` and the start of its saga
     (whose first command goes out through the outbox), in one transaction. Returns the order
-    and whether it is a replay of an earlier request with the same key."""
+    and whether it is a replay of an earlier request with the same key. An order over the size
+    limits is refused (422), and so is a new one while the customer has `max_unpaid` orders
+    waiting for payment (409)."""
     async with uow:
         seen = await repository.find_key(uow.conn, cmd.customer_id, cmd.idempotency_key)
         if seen is not None:
@@ -101,7 +114,9 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga) -> tu
                 raise NotFound(f"order {order_id} does not exist")
             return existing, True
         menu = await repository.menu_entries(uow.conn, [ln.menu_item_id for ln in cmd.lines])
-        lines, currency = price_lines(cmd.lines, menu)
+        lines, currency = price_lines(cmd.lines, menu, limits)
+        if limits.max_unpaid is not None:
+            await _within_unpaid_limit(uow, cmd.customer_id, limits.max_unpaid)
         now = utcnow()
         order = Order.place(
             id=uuid7(),
@@ -120,6 +135,18 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga) -> tu
         uow.after_commit(metrics.orders_placed.inc)
         await uow.commit()
     return order, False
+
+
+async def _within_unpaid_limit(uow: UnitOfWork, customer_id: str, limit: int) -> None:
+    """Refuse a new order while the customer has `limit` unpaid ones. The customer's placements
+    take turns from here to the commit, so concurrent ones cannot all slip under the limit."""
+    await repository.lock_customer(uow.conn, customer_id)
+    unpaid = await repository.count_unpaid(uow.conn, customer_id)
+    if unpaid >= limit:
+        raise TooManyUnpaidOrders(
+            f"{unpaid} of your orders are waiting for payment, and {limit} may; "
+            "place this one once they are paid or cancelled"
+        )
 
 
 async def cancel_order(order_id: UUID, customer_id: str | None, uow: UnitOfWork, engine: OrderSaga) -> Order:

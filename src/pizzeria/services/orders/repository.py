@@ -42,6 +42,11 @@ _FIND_KEY = sa.select(idempotency_keys.c.request_hash, idempotency_keys.c.order_
     idempotency_keys.c.customer_id == sa.bindparam("customer_id"), idempotency_keys.c.key == sa.bindparam("key")
 )
 _INSERT_KEY = idempotency_keys.insert()
+_UNPAID = (
+    sa.select(sa.func.count())
+    .select_from(orders)
+    .where(orders.c.customer_id == sa.bindparam("customer_id"), orders.c.status == Status.PENDING.value)
+)
 
 
 def _order_values(order: Order) -> dict[str, Any]:
@@ -250,3 +255,16 @@ async def add_key(
         _INSERT_KEY,
         {"customer_id": customer_id, "key": key, "request_hash": request_hash, "order_id": order_id, "created_at": at},
     )
+
+
+async def lock_customer(conn: AsyncConnection, customer_id: str) -> None:
+    """Take the customer's placement lock until the transaction ends (PostgreSQL; SQLite has one
+    writer at a time anyway)."""
+    if conn.dialect.name == "postgresql":
+        key = sa.func.hashtextextended(f"orders.placement:{customer_id}", 0)
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+async def count_unpaid(conn: AsyncConnection, customer_id: str) -> int:
+    """How many of the customer's orders wait for payment (placed, not paid or cancelled yet)."""
+    return int((await conn.execute(_UNPAID, {"customer_id": customer_id})).scalar_one())

@@ -43,6 +43,14 @@ orders = sa.Table(
 )
 sa.Index("ix_orders_customer", orders.c.customer_id, orders.c.id)
 sa.Index("ix_orders_status", orders.c.status, orders.c.id)
+# Each customer's unpaid orders, counted at every placement (ORDER_MAX_UNPAID): a few rows, however
+# long the customer's history.
+sa.Index(
+    "ix_orders_unpaid",
+    orders.c.customer_id,
+    sqlite_where=orders.c.status == "pending",
+    postgresql_where=orders.c.status == "pending",
+)
 
 order_lines = sa.Table(
     "order_lines",

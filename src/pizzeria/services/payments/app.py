@@ -32,14 +32,22 @@ def create_app(settings: Settings | None = None, own: PaymentsSettings | None = 
         own.provider_url or url_for(settings, "provider"),
         timeout=own.timeout_ms / 1000,
         breaker=CircuitBreaker(
-            "payment-provider", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
+            "payment-provider",
+            failure_threshold=own.breaker_failures,
+            reset_timeout=own.breaker_reset_s,
+            min_sources=own.breaker_customers,
         ),
         # One connection per charge in flight: a charge never waits for a connection (a pool
         # timeout would count as the provider failing).
         max_connections=own.concurrency,
     )
     charger = Charger(
-        runtime, client, concurrency=own.concurrency, max_attempts=own.max_attempts, call_timeout=own.timeout_ms / 1000
+        runtime,
+        client,
+        concurrency=own.concurrency,
+        per_customer=own.concurrency_per_customer,
+        max_attempts=own.max_attempts,
+        call_timeout=own.timeout_ms / 1000,
     )
     runtime.subscribe(NAME, build_handlers(charger.wake), topics=CONSUMER_GROUPS[NAME])
     runtime.add_worker(charger.run, "charger")

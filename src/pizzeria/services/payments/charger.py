@@ -1,4 +1,8 @@
-"""The charger: settles open payments with the provider, many at a time.
+"""The charger: settles open payments with the provider, many at a time, a few per customer.
+
+At most `concurrency` provider calls are in flight, and at most `per_customer` of them for one
+customer (a bulkhead): one customer's many payments, or payments that never get an answer,
+cannot hold every place while other customers' payments wait.
 
 Payments are claimed with a lease, charged with the payment id as the idempotency key, and
 settled in a transaction that emits the outcome. A crash anywhere leaves the payment open with
@@ -9,6 +13,7 @@ answers with the original charge: no card is charged twice.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime, timedelta
 from functools import partial
 from uuid import UUID
@@ -37,13 +42,16 @@ class Charger:
         concurrency: int,
         max_attempts: int,
         call_timeout: float,
+        per_customer: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.concurrency = concurrency
+        self.per_customer = per_customer
         self.max_attempts = max_attempts
         self.lease = timedelta(seconds=call_timeout * 2 + 5)
         self._inflight: dict[UUID, asyncio.Task[None]] = {}
+        self._customers: Counter[str] = Counter()  # payments in flight, by customer
         self._loop = BackgroundLoop("charger", self._claim_and_start, interval=0.5, max_backoff=1.0)
 
     def wake(self) -> None:
@@ -72,12 +80,13 @@ class Charger:
         for payment in claimed:
             task = asyncio.create_task(self._settle(payment), name=f"charge-{payment.id}")
             self._inflight[payment.id] = task
-            task.add_done_callback(partial(self._done, payment.id))
+            self._customers[payment.customer_id] += 1
+            task.add_done_callback(partial(self._done, payment.id, payment.customer_id))
         return len(claimed) == free  # there may be more due right now
 
     async def step(self, now: datetime) -> int:
         """One pass without the loop (tests drive time): claim what is due at `now` and settle
-        it, one payment after another."""
+        it, one payment after another (nothing in flight at once: no bulkhead to keep)."""
         async with self.runtime.db.transaction() as conn:
             claimed = await repository.claim_due(conn, now=now, lease=self.lease, limit=self.concurrency, exclude=set())
         for payment in claimed:
@@ -96,13 +105,15 @@ class Charger:
                 limit=limit,
                 exclude=set(self._inflight),
                 fresh_first=fresh_first,
+                per_customer=self.per_customer,
+                busy=self._customers,
             )
 
     async def _give_up(self, payment: Payment) -> None:
         """Stop trying to charge, but only once the provider confirms it took nothing: an
         attempt whose answer was lost may have gone through."""
         try:
-            taken = await self.client.find_charge(str(payment.id))
+            taken = await self.client.find_charge(str(payment.id), customer=payment.customer_id)
         except (ProviderUnavailable, CircuitOpen):
             return  # cannot tell yet: the next attempt asks again
         if taken is None:
@@ -110,8 +121,11 @@ class Charger:
         else:
             await handlers.settle_completed(self.runtime.uow(), payment.id, taken.charge_id)
 
-    def _done(self, payment_id: UUID, _task: object = None) -> None:
+    def _done(self, payment_id: UUID, customer_id: str, _task: object = None) -> None:
         self._inflight.pop(payment_id, None)
+        self._customers[customer_id] -= 1
+        if self._customers[customer_id] <= 0:
+            del self._customers[customer_id]
         self._loop.wake()
 
     async def _settle(self, payment: Payment) -> None:
@@ -140,12 +154,13 @@ class Charger:
                     idempotency_key=f"{payment.id}:refund",
                     charge_id=payment.provider_charge_id or "",
                     amount=payment.amount,
+                    customer=payment.customer_id,
                 )
                 await handlers.settle_refunded(uow(), payment.id, refund_id)
                 return
             if payment.cancel_requested:
                 # Voiding: but an earlier attempt may have gone through without an answer.
-                taken = await self.client.find_charge(str(payment.id))
+                taken = await self.client.find_charge(str(payment.id), customer=payment.customer_id)
                 if taken is None:
                     await handlers.settle_voided(uow(), payment.id)
                 else:
@@ -158,6 +173,7 @@ class Charger:
                 currency=payment.currency,
                 source=payment.token,
                 order_id=str(payment.order_id),
+                customer=payment.customer_id,
             )
         except CardDeclined:
             await handlers.settle_failed(uow(), payment.id, "card_declined")

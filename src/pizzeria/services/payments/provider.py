@@ -1,5 +1,7 @@
 """The payment provider's HTTP API, behind a timeout and a circuit breaker.
 
+Every call is made for one customer, and says so to the breaker: failures of one customer's
+calls alone (a card that never gets an answer) do not open it for everyone (`min_sources`).
 Takes an httpx transport so tests can answer, fail or hang in the provider's place.
 """
 
@@ -47,13 +49,13 @@ class ProviderClient:
         self.client = http_client(base_url, timeout=timeout, max_connections=max_connections, transport=transport)
 
     async def charge(
-        self, *, idempotency_key: str, amount: int, currency: str, source: str, order_id: str
+        self, *, idempotency_key: str, amount: int, currency: str, source: str, order_id: str, customer: str
     ) -> ChargeResult:
         body = {"amount": amount, "currency": currency, "source": source, "metadata": {"order_id": order_id}}
-        data = await self._post("/v1/charges", body, idempotency_key)
+        data = await self._post("/v1/charges", body, idempotency_key, customer)
         return ChargeResult(charge_id=str(data["id"]))
 
-    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+    async def find_charge(self, idempotency_key: str, *, customer: str) -> ChargeResult | None:
         """The captured charge made with this key, if any (a timed-out call may have gone
         through): asked before voiding a payment that was attempted."""
 
@@ -66,17 +68,17 @@ class ProviderClient:
                 raise ProviderUnavailable(f"provider answered {response.status}")
             return response
 
-        response = await self.breaker.call(call, is_failure=lambda e: isinstance(e, ProviderUnavailable))
+        response = await self.breaker.call(call, is_failure=_unavailable, source=customer)
         for charge in response.json().get("items", []):
             if charge.get("status") == "succeeded":
                 return ChargeResult(charge_id=str(charge["id"]))
         return None
 
-    async def refund(self, *, idempotency_key: str, charge_id: str, amount: int) -> str:
-        data = await self._post("/v1/refunds", {"charge": charge_id, "amount": amount}, idempotency_key)
+    async def refund(self, *, idempotency_key: str, charge_id: str, amount: int, customer: str) -> str:
+        data = await self._post("/v1/refunds", {"charge": charge_id, "amount": amount}, idempotency_key, customer)
         return str(data["id"])
 
-    async def _post(self, path: str, body: dict[str, object], idempotency_key: str) -> dict[str, object]:
+    async def _post(self, path: str, body: dict[str, object], idempotency_key: str, customer: str) -> dict[str, object]:
         payload = orjson.dumps(body)
         headers = {"Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
 
@@ -91,7 +93,7 @@ class ProviderClient:
                 raise ProviderUnavailable(f"provider answered {response.status}")
             return response
 
-        response = await self.breaker.call(call, is_failure=lambda e: isinstance(e, ProviderUnavailable))
+        response = await self.breaker.call(call, is_failure=_unavailable, source=customer)
         if response.status == 402:
             raise CardDeclined(_message(response))
         if response.status >= 400:
@@ -101,6 +103,10 @@ class ProviderClient:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderUnavailable)
 
 
 def _message(response: HttpAnswer) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -112,26 +112,55 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
 
 
 async def claim_due(
-    conn: AsyncConnection, *, now: datetime, lease: timedelta, limit: int, exclude: set[UUID], fresh_first: bool = False
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    exclude: set[UUID],
+    fresh_first: bool = False,
+    per_customer: int | None = None,
+    busy: Mapping[str, int] | None = None,
 ) -> list[Payment]:
     """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
     hold them for `lease` (a crashed holder's lease simply runs out).
 
     `fresh_first` prefers payments the provider has not failed yet: the probe of a half-open
-    breaker should not be the one request that keeps timing out."""
-    query = (
-        sa.select(payments)
-        .where(
-            _WORK,
-            payments.c.next_attempt_at <= now,
-            sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < now),
-        )
-        .order_by(*((payments.c.attempts,) if fresh_first else ()), payments.c.next_attempt_at)
-        .limit(limit + len(exclude))
+    breaker should not be the one request that keeps timing out.
+
+    `per_customer` is a bulkhead: no customer gets more than that many payments in hand, the
+    `busy` ones (in flight already, by customer) included, so one customer's many payments (or
+    many that never get an answer) cannot take every place while others wait."""
+    busy = busy or {}
+    due = sa.and_(
+        _WORK,
+        payments.c.next_attempt_at <= now,
+        sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < now),
     )
+    order = (*((payments.c.attempts,) if fresh_first else ()), payments.c.next_attempt_at, payments.c.id)
+    query = sa.select(payments).where(due).order_by(*order).limit(limit + len(exclude) + sum(busy.values()))
+    if per_customer is not None:
+        # Each customer's first few due payments only (a window over the due ones, by customer).
+        ranked = (
+            sa.select(
+                payments.c.id,
+                sa.func.row_number().over(partition_by=payments.c.customer_id, order_by=order).label("place"),
+            )
+            .where(due)
+            .subquery()
+        )
+        query = query.where(payments.c.id.in_(sa.select(ranked.c.id).where(ranked.c.place <= per_customer)))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    rows = [r for r in (await conn.execute(query)).all() if r.id not in exclude][:limit]
+    held = dict(busy)
+    rows = []
+    for row in (await conn.execute(query)).all():
+        if row.id in exclude or (per_customer is not None and held.get(row.customer_id, 0) >= per_customer):
+            continue
+        held[row.customer_id] = held.get(row.customer_id, 0) + 1
+        rows.append(row)
+        if len(rows) == limit:
+            break
     if rows:
         await conn.execute(
             payments.update()
