@@ -113,7 +113,9 @@ class Shop:
             self.narrator.say(f"could not undo a switch: {exc}")
             return None
 
-    async def place_order(self, card: str = "tok_visa", *, retry_for: float = 60.0) -> tuple[dict[str, Any], int]:
+    async def place_order(
+        self, card: str = "tok_visa", *, retry_for: float = 60.0, every: float = 0.5
+    ) -> tuple[dict[str, Any], int]:
         """Order a pizza as the customer, trying again with the SAME idempotency key when the
         system cannot answer; the order and the attempts it took."""
         item = self.menu[0]
@@ -140,7 +142,7 @@ class Shop:
                 refusal = type(exc).__name__
             if time.monotonic() > deadline:
                 raise DemoFailed(f"the order was not accepted within {retry_for:.0f} s (last answer: {refusal})")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(every)
 
     async def order(self, order_id: str) -> dict[str, Any] | None:
         try:
@@ -237,7 +239,7 @@ async def outbox(shop: Shop) -> None:
         before = (await shop.switches())["orders"]["pid"]
         crashed = await shop.ops("POST", f"{FAULTS}/services/orders/crash")
         say(f"orders killed (process {crashed['pid']}, no cleanup); one more order comes in meanwhile")
-        order, attempts = await shop.place_order()
+        order, attempts = await shop.place_order(every=0.2)
         placed.append(order["id"])
         say(
             f"order {short(order['id'])} accepted after {attempts} attempt(s) with one idempotency key: "

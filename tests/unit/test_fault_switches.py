@@ -166,5 +166,5 @@ async def test_an_unknown_consumer_group_is_refused_and_nothing_changes(db: Data
 
 async def test_a_crash_exits_at_once_with_the_status_of_a_kill(db: Database, broker: InMemoryBroker) -> None:
     exits: list[int] = []
-    FaultSwitches(runtime(db, broker), exit_process=exits.append).crash()
+    await FaultSwitches(runtime(db, broker), exit_process=exits.append).crash()
     assert exits == [CRASH_STATUS] == [137]

@@ -118,7 +118,9 @@ class FaultSwitches:
         await self.refresh()
         return self.state()
 
-    def crash(self) -> None:
+    async def crash(self) -> None:
+        """Exit now. A coroutine, so that it runs on the event loop as soon as the answer is
+        sent, before any other request is taken in (a function would wait for a thread)."""
         log.warning("crashing on purpose (fault lab)")
         self.exit_process(CRASH_STATUS)
 
