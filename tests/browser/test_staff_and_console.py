@@ -25,8 +25,7 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from tests.browser.support import check_accessibility, eventually, new_context, screenshot, sign_in
-from tests.e2e.conftest import start_system
-from tests.e2e.scenario import wait_for_menu_sync
+from tests.e2e.conftest import serving
 from tests.e2e.system import Shop, System
 from tests.support.tokens import bearer
 
@@ -46,14 +45,8 @@ ENV = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
-    running = await start_system(Path(tmp_path_factory.mktemp("boards")), ENV)
-    shop = Shop(running)
-    try:
-        await wait_for_menu_sync(shop, await shop.menu())
+    async with serving(Path(tmp_path_factory.mktemp("boards")), ENV) as running:
         yield running
-    finally:
-        await shop.close()
-        running.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

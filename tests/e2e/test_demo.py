@@ -17,9 +17,8 @@ import pytest
 import pytest_asyncio
 
 from pizzeria.demo import SCENARIOS
-from tests.e2e.conftest import start_system
-from tests.e2e.scenario import wait_for_menu_sync
-from tests.e2e.system import Shop, System
+from tests.e2e.conftest import serving
+from tests.e2e.system import System
 from tests.support.tokens import bearer
 from tests.unit.test_patterns_doc import sections
 
@@ -32,14 +31,8 @@ TIMED_LINE = re.compile(r"^\[\s*\d+\.\d+s\] ")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
-    running = await start_system(Path(tmp_path_factory.mktemp("demo")), ENV)
-    shop = Shop(running)
-    try:
-        await wait_for_menu_sync(shop, await shop.menu())
+    async with serving(Path(tmp_path_factory.mktemp("demo")), ENV) as running:
         yield running
-    finally:
-        await shop.close()
-        running.stop()
 
 
 async def demo(system: System, scenario: str) -> tuple[int, str]:
