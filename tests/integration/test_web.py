@@ -502,3 +502,11 @@ def test_consumer_lag_is_summed_per_group_from_the_metrics() -> None:
         ]
     )
     assert consumer_lag(exposition) == {"kitchen": 7.0, "audit": 0.0}
+
+
+async def test_the_patterns_page_shows_docs_patterns_with_a_section_per_pattern(browser: Browser) -> None:
+    page = await browser.client.get("/patterns")
+    assert page.status_code == 200
+    assert "<h1>The patterns Pizzeria uses</h1>" in page.text
+    assert '<h2 id="outbox">Outbox</h2>' in page.text
+    assert "<code>src/pizzeria/messaging/relay.py::OutboxRelay.run</code>" in page.text
