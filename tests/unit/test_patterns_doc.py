@@ -106,7 +106,7 @@ def test_the_page_escapes_what_it_does_not_understand() -> None:
     html = str(
         to_html("## A <b>title</b>\n\nSome `<code>` and **bold** and [a link](/x?a=1&b=2).\n\n- one\n  more\n- two")
     )
-    assert '<h3 id="a-btitleb">A &lt;b&gt;title&lt;/b&gt;</h3>' in html
+    assert '<h2 id="a-btitleb">A &lt;b&gt;title&lt;/b&gt;</h2>' in html
     assert "<code>&lt;code&gt;</code>" in html
     assert "<strong>bold</strong>" in html
     assert '<a href="/x?a=1&amp;b=2">a link</a>' in html

@@ -50,7 +50,7 @@ def inline(text: str) -> Markup:
 
 
 def to_html(markdown: str) -> Markup:
-    """The document's Markdown as HTML (headings shifted down one level under the page's h1)."""
+    """The document's Markdown as HTML (its title is the page's h1: a heading is h2 at least)."""
     blocks: list[Markup] = []
     paragraph: list[str] = []
     items: list[str] = []
@@ -70,7 +70,7 @@ def to_html(markdown: str) -> Markup:
         item = _ITEM.match(line)
         if heading:
             flush()
-            level = min(len(heading.group(1)) + 1, 6)
+            level = max(len(heading.group(1)), 2)
             text = heading.group(2)
             blocks.append(Markup('<h{0} id="{1}">{2}</h{0}>').format(level, slug(text), inline(text)))
         elif item:
