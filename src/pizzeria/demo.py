@@ -61,6 +61,19 @@ class Narrator:
         return time.monotonic() - self.started
 
 
+@dataclass(frozen=True)
+class Placed:
+    """An order accepted, and what was answered before it was."""
+
+    order: dict[str, Any]
+    refusals: list[str]
+    took_s: float
+
+    @property
+    def id(self) -> str:
+        return str(self.order["id"])
+
+
 class Shop:
     """The system as the demo uses it: the public API through the gateway, as the demo admin
     (the fault switches, the operations views) and the demo customer (orders)."""
@@ -113,11 +126,9 @@ class Shop:
             self.narrator.say(f"could not undo a switch: {exc}")
             return None
 
-    async def place_order(
-        self, card: str = "tok_visa", *, retry_for: float = 60.0, every: float = 0.5
-    ) -> tuple[dict[str, Any], int]:
-        """Order a pizza as the customer, trying again with the SAME idempotency key when the
-        system cannot answer; the order and the attempts it took."""
+    async def place_order(self, card: str = "tok_visa", *, retry_for: float = 60.0) -> Placed:
+        """Order a pizza as the customer, trying again with the SAME idempotency key while the
+        system cannot answer (as a careful client does)."""
         item = self.menu[0]
         body = {
             "items": [{"menu_item_id": item["id"], "size": item["sizes"][0]["size"], "quantity": 1}],
@@ -125,24 +136,22 @@ class Shop:
             "payment": {"token": card},
         }
         headers = {**self.customer, "Idempotency-Key": str(uuid.uuid4())}
-        deadline = time.monotonic() + retry_for
-        attempts = 0
+        started = time.monotonic()
+        refusals: list[str] = []
         while True:
-            attempts += 1
-            refusal = ""
             try:
                 answer = await self.http.post("/api/v1/orders", json=body, headers=headers)
                 if answer.status_code == 202:
-                    order: dict[str, Any] = answer.json()
-                    return order, attempts
+                    return Placed(answer.json(), refusals, time.monotonic() - started)
                 if answer.status_code < 500 and answer.status_code != 429:
                     raise DemoFailed(f"the order was refused: {answer.status_code} {answer.text[:300]}")
-                refusal = f"{answer.status_code}"
+                detail = answer.json().get("detail", "") if answer.content else ""
+                refusals.append(f"{answer.status_code} {detail}".strip())
             except httpx.TransportError as exc:
-                refusal = type(exc).__name__
-            if time.monotonic() > deadline:
-                raise DemoFailed(f"the order was not accepted within {retry_for:.0f} s (last answer: {refusal})")
-            await asyncio.sleep(every)
+                refusals.append(type(exc).__name__)
+            if time.monotonic() - started > retry_for:
+                raise DemoFailed(f"the order was not accepted within {retry_for:.0f} s (last answer: {refusals[-1]})")
+            await asyncio.sleep(0.5)
 
     async def order(self, order_id: str) -> dict[str, Any] | None:
         try:
@@ -228,9 +237,9 @@ async def outbox(shop: Shop) -> None:
     try:
         say(f"broker paused in {sum(1 for s in paused if s['reachable'])} services: nothing is published or delivered")
         for _ in range(3):
-            order, _ = await shop.place_order()
-            placed.append(order["id"])
-            say(f"order {short(order['id'])} accepted ({order['status']}) while the broker is paused")
+            one = await shop.place_order()
+            placed.append(one.id)
+            say(f"order {short(one.id)} accepted ({one.order['status']}) while the broker is paused")
         backlog = await until(lambda: shop.backlog("orders"), "the orders outbox to be read", 10)
         say(f"the orders service's outbox holds {backlog} events it committed with those orders")
         if backlog < len(placed):
@@ -239,11 +248,12 @@ async def outbox(shop: Shop) -> None:
         before = (await shop.switches())["orders"]["pid"]
         crashed = await shop.ops("POST", f"{FAULTS}/services/orders/crash")
         say(f"orders killed (process {crashed['pid']}, no cleanup); one more order comes in meanwhile")
-        order, attempts = await shop.place_order(every=0.2)
-        placed.append(order["id"])
+        late = await shop.place_order()
+        placed.append(late.id)
+        said = "; ".join(dict.fromkeys(late.refusals)) or "nothing"
         say(
-            f"order {short(order['id'])} accepted after {attempts} attempt(s) with one idempotency key: "
-            "the customer's retries place it once"
+            f"order {short(late.id)} accepted after {len(late.refusals) + 1} attempts in {late.took_s:.1f} s, "
+            f"each with the same idempotency key, so it is placed once (refused meanwhile: {said})"
         )
 
         async def restarted() -> int | None:
@@ -279,17 +289,17 @@ async def breaker(shop: Shop) -> None:
     try:
         say("payment provider down: it answers every charge with 503")
         for _ in range(3):
-            order, _ = await shop.place_order()
-            placed.append(order["id"])
-            say(f"order {short(order['id'])} accepted; payments tries to charge it")
+            one = await shop.place_order()
+            placed.append(one.id)
+            say(f"order {short(one.id)} accepted; payments tries to charge it")
         await until(_breaker_is(shop, "open"), "payments' breaker to the provider to open", 60)
         say("payments' circuit breaker to the provider is open: it stops calling a provider that keeps failing")
     finally:
         await shop.try_ops("PUT", f"{FAULTS}/payment-provider", {"down": False})
     say("payment provider back")
-    order, _ = await shop.place_order()
-    placed.append(order["id"])
-    say(f"order {short(order['id'])} accepted: its charge is the trial call once the breaker lets one through")
+    trial = await shop.place_order()
+    placed.append(trial.id)
+    say(f"order {short(trial.id)} accepted: its charge is the trial call once the breaker lets one through")
     await until(_breaker_is(shop, "closed"), "payments' breaker to close", 60)
     say("the breaker is closed again: the trial call went through and charges flow")
     await finish(shop, placed)
@@ -309,8 +319,7 @@ async def dead_letter(shop: Shop) -> None:
     await shop.ops("PUT", f"{FAULTS}/consumers/delivery", {"failing": True})
     try:
         say("the delivery consumer now fails on every message")
-        order, _ = await shop.place_order()
-        order_id = order["id"]
+        order_id = (await shop.place_order()).id
         say(f"order {short(order_id)} accepted; it is paid and cooked, then delivery is asked to deliver it")
 
         async def its_dead_letter() -> dict[str, Any] | None:
