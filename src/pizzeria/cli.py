@@ -1,5 +1,5 @@
-"""The `pizzeria` command: run the system, one service, migrations, topics, dead letters, and the
-documents generated from the code (AsyncAPI, OpenAPI)."""
+"""The `pizzeria` command: run the system, one service, migrations, topics, dead letters, the
+documents generated from the code (AsyncAPI, OpenAPI), and demonstrations of faults survived."""
 
 from __future__ import annotations
 
@@ -350,6 +350,12 @@ def add_document(sub: Any, name: str, summary: str, func: Any) -> None:
     command.set_defaults(func=func)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pizzeria import demo
+
+    return asyncio.run(demo.run(args.scenario, args.url))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pizzeria", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,7 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
         p = dlq_sub.add_parser(action)
         p.add_argument("id")
     dlq.set_defaults(func=cmd_dlq)
+    add_demo_parser(sub)
     return parser
+
+
+def add_demo_parser(sub: Any) -> None:
+    from pizzeria.demo import DEFAULT_URL, SCENARIOS
+
+    demo = sub.add_parser(
+        "demo",
+        help="break a running system on purpose and narrate what it does about it",
+        description="Scenarios: " + "; ".join(f"{name}: {s.summary}" for name, s in SCENARIOS.items()),
+    )
+    demo.add_argument("scenario", choices=sorted(SCENARIOS))
+    demo.add_argument("--url", default=DEFAULT_URL, help=f"the gateway of the running system (default {DEFAULT_URL})")
+    demo.set_defaults(func=cmd_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,8 +1,8 @@
 """Staff, couriers and the operator in Chromium against the whole system, with no autopilot:
 the kitchen and the courier move an order on from their boards while the customer's page
-follows; the operator replays a dead letter the test made; with payments killed the shop still
-opens and the console shows the breaker open. Each board is checked with axe-core and
-photographed for the README."""
+follows; the operator replays a dead letter the test made; the fault lab pauses the broker and
+resumes it, and nothing is lost; with payments killed the shop still opens and the console shows
+the breaker open. Each board is checked with axe-core and photographed for the README."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from tests.browser.support import check_accessibility, eventually, new_context, screenshot, sign_in
-from tests.e2e.conftest import start_system
-from tests.e2e.scenario import wait_for_menu_sync
+from tests.e2e.conftest import serving
 from tests.e2e.system import Shop, System
 from tests.support.tokens import bearer
 
@@ -46,14 +45,8 @@ ENV = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
-    running = await start_system(Path(tmp_path_factory.mktemp("boards")), ENV)
-    shop = Shop(running)
-    try:
-        await wait_for_menu_sync(shop, await shop.menu())
+    async with serving(Path(tmp_path_factory.mktemp("boards")), ENV) as running:
         yield running
-    finally:
-        await shop.close()
-        running.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -280,6 +273,47 @@ async def test_the_fault_lab_takes_the_provider_down_and_brings_it_back_beside_t
     await expect(admin.get_by_role("status")).to_contain_text("declines 50% of ordinary cards")
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(f"{system.url('provider')}/v1/admin/state")).json()["failure_rate"] == 0.5
+
+
+async def test_the_fault_lab_pauses_the_broker_and_resumes_it_and_nothing_is_lost(
+    chromium: Browser, system: System, contexts: list[BrowserContext]
+) -> None:
+    admin = await person(chromium, system, contexts, "admin")
+    await admin.goto("/ops/faults")
+    await expect(admin.locator("#broker-state")).to_have_text("flowing")
+    await admin.get_by_role("button", name="Pause the broker").click()
+    await expect(admin.get_by_role("status")).to_contain_text("The broker is paused")
+    await expect(admin.locator("#broker-state")).to_have_text("paused")
+
+    # An order placed while nothing is published is accepted all the same: its events wait in
+    # the orders outbox, which the lab counts.
+    shop = Shop(system)
+    try:
+        [item] = (await shop.menu())[:1]
+        body = {
+            "items": [{"menu_item_id": item["id"], "size": item["sizes"][0]["size"], "quantity": 1}],
+            "delivery_address": "5 Pause Place",
+            "payment": {"token": "tok_visa"},
+        }
+        order = await shop.place(body, customer=f"paused-{uuid.uuid4().hex[:6]}")
+        await expect(admin.locator("#outbox-backlog")).not_to_have_text("0")
+        await screenshot(admin, "fault-lab-broker-paused")
+        await check_accessibility(admin, "the fault lab with the broker paused")
+
+        await admin.get_by_role("button", name="Resume the broker").click()
+        await expect(admin.get_by_role("status")).to_contain_text("The broker is back")
+        await expect(admin.locator("#broker-state")).to_have_text("flowing")
+        await expect(admin.locator("#outbox-backlog")).to_have_text("0", timeout=30_000)
+
+        async def paid() -> bool:
+            return (await shop.order(order["id"]))["status"] == "paid"  # no autopilot: it waits there
+
+        await eventually(paid, "the order placed while the broker was paused to be paid", timeout=60)
+    finally:
+        await shop.close()
+    await expect(admin.locator("#orders-lost")).to_have_text("0")
+    await expect(admin.locator("#charged-twice")).to_have_text("0")
+    await expect(admin.locator("#stock-conserved")).to_have_text("yes")
 
 
 async def test_with_payments_killed_the_shop_opens_and_the_console_shows_its_breaker_open(

@@ -15,9 +15,8 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.support import PHONE, check_accessibility, eventually, new_context, screenshot
-from tests.e2e.conftest import start_system
-from tests.e2e.scenario import wait_for_menu_sync
-from tests.e2e.system import Shop, System
+from tests.e2e.conftest import serving
+from tests.e2e.system import System
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -37,14 +36,8 @@ WATCH = """() => {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
-    running = await start_system(Path(tmp_path_factory.mktemp("shop")), STAGES)
-    shop = Shop(running)
-    try:
-        await wait_for_menu_sync(shop, await shop.menu())
+    async with serving(Path(tmp_path_factory.mktemp("shop")), STAGES) as running:
         yield running
-    finally:
-        await shop.close()
-        running.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

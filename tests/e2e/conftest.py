@@ -3,6 +3,7 @@ Apache Kafka, each started with `pizzeria up` as a user would."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pizzeria.registry import SERVICES
-from tests.e2e.scenario import AUTOPILOT
+from tests.e2e.scenario import AUTOPILOT, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
 from tests.support.postgres import create_database, drop_database
@@ -52,6 +53,20 @@ async def start_system(tmp_path: Path, env: dict[str, str]) -> System:
         system.stop()
         raise
     return system
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[System]:
+    """The system started, with orders knowing the menu (so the first order is accepted), and
+    stopped afterwards: what a module of tests against one running system shares."""
+    running = await start_system(tmp_path, env)
+    shop = Shop(running)
+    try:
+        await wait_for_menu_sync(shop, await shop.menu())
+        yield running
+    finally:
+        await shop.close()
+        running.stop()
 
 
 @pytest.fixture

@@ -26,9 +26,8 @@ from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import OutgoingMessage
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.registry import SERVICES
-from tests.e2e.conftest import start_system
-from tests.e2e.scenario import wait_for_menu_sync
-from tests.e2e.system import Shop, System
+from tests.e2e.conftest import serving
+from tests.e2e.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -70,14 +69,8 @@ def request(method: str, path: str, *headers: bytes, length: int | None = None) 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
     # The defaults a deployment runs with, breakers and read retries included.
-    running = await start_system(Path(tmp_path_factory.mktemp("attacks")), {"RATE_LIMIT_PER_IP": "100000"})
-    shop = Shop(running)
-    try:
-        await wait_for_menu_sync(shop, await shop.menu())
+    async with serving(Path(tmp_path_factory.mktemp("attacks")), {"RATE_LIMIT_PER_IP": "100000"}) as running:
         yield running
-    finally:
-        await shop.close()
-        running.stop()
 
 
 async def sign_in(gateway: httpx.AsyncClient, account: tuple[str, str]) -> dict[str, str]:

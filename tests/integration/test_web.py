@@ -9,8 +9,10 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import orjson
@@ -376,13 +378,111 @@ async def test_the_fault_lab_switches_the_provider_and_counts_double_charges(bro
     assert 'id="charged-twice">1<' in lab.text
 
 
+@dataclass
+class Switches:
+    """Every service's fault switches, answered and changed as the services do."""
+
+    state: dict[str, dict[str, Any]]
+    crashed: list[str] = field(default_factory=list)
+
+    @classmethod
+    def behind(cls, fakes: Fakes) -> Switches:
+        switches = cls(
+            {
+                name: {"service": name, "pid": 100 + i, "broker_paused": False, "consumers_failing": {name: False}}
+                for i, name in enumerate(UPSTREAMS)
+            }
+        )
+        for name in UPSTREAMS:
+            fakes.handlers[name, "GET", "/api/v1/ops/faults"] = partial(switches.answer, name)
+            fakes.handlers[name, "PUT", "/api/v1/ops/faults"] = partial(switches.answer, name)
+            fakes.handlers[name, "POST", "/api/v1/ops/faults/crash"] = partial(switches.crash, name)
+        return switches
+
+    def answer(self, name: str, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            change = orjson.loads(request.content)
+            if change.get("broker_paused") is not None:
+                self.state[name]["broker_paused"] = change["broker_paused"]
+            self.state[name]["consumers_failing"].update(change.get("consumers_failing") or {})
+        return httpx.Response(200, json=self.state[name])
+
+    def crash(self, name: str, _: httpx.Request) -> httpx.Response:
+        self.crashed.append(name)
+        return httpx.Response(202, json={"service": name, "pid": self.state[name]["pid"]})
+
+
+async def test_the_fault_lab_pauses_the_broker_fails_a_consumer_and_kills_a_service(browser: Browser) -> None:
+    await browser.sign_in("admin")
+    switches = Switches.behind(browser.fakes)
+    state = switches.state
+    late = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    browser.fakes.handlers["orders", "GET", "/api/v1/ops/sagas"] = lambda request: httpx.Response(
+        200,
+        json={
+            "items": [{"id": "o-lost", "deadline_at": late}] if request.url.params["state"] == "running" else [],
+            "counts": {"completed": 4, "running": 1},
+        },
+    )
+    lab = await browser.client.get("/ops/faults")
+    assert lab.status_code == 200
+    assert 'id="broker-state">flowing<' in lab.text
+    assert 'id="orders-lost">1<' in lab.text
+    assert 'href="/patterns"' in lab.text
+
+    async def post(**fields: str) -> str:
+        answer = await browser.client.post("/ops/faults", data=fields, headers={"Origin": ORIGIN})
+        assert answer.status_code == 303
+        return unquote(answer.cookies.get("pz_flash", ""))
+
+    assert "The broker is paused" in await post(switch="broker", paused="1")
+    assert all(s["broker_paused"] for s in state.values())
+    lab = await browser.client.get("/ops/faults")
+    assert 'id="broker-state">paused<' in lab.text
+    assert "Resume the broker" in lab.text
+
+    assert "delivery now fails on every message" in await post(switch="consumer", group="delivery", failing="1")
+    assert [n for n, s in state.items() if any(s["consumers_failing"].values())] == ["delivery"]
+    lab = await browser.client.get("/ops/faults")
+    assert 'id="consumers-failing">delivery<' in lab.text
+    assert "Let delivery recover" in lab.text
+
+    assert "kitchen (process" in await post(switch="kill", service="kitchen")
+    assert switches.crashed == ["kitchen"]
+
+    calls = len(browser.fakes.calls)
+    assert await post(switch="consumer", group="../../orders", failing="1") == "Nothing to change."
+    assert await post(switch="kill", service="kitchen/../orders") == "Nothing to change."
+    assert len(browser.fakes.calls) == calls, "a name that is not one reached no service"
+
+
+async def test_the_switches_refuse_what_is_not_there_clearly(browser: Browser) -> None:
+    Switches.behind(browser.fakes)
+    admin = {"Authorization": f"Bearer {browser.fakes.tokens('admin')['access_token']}"}
+    unknown = await browser.client.put("/api/v1/ops/faults/consumers/nobody", json={"failing": True}, headers=admin)
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert "no service has a consumer group 'nobody'" in unknown.json()["detail"]
+    nowhere = await browser.client.post("/api/v1/ops/faults/services/nowhere/crash", headers=admin)
+    assert nowhere.status_code == 404
+    assert "no service 'nowhere'" in nowhere.json()["detail"]
+    bad = await browser.client.put("/api/v1/ops/faults/broker", json={"paused": "maybe"}, headers=admin)
+    assert bad.status_code == 422
+    assert not [c for c in browser.fakes.calls if c.method in ("PUT", "POST")], "nothing was switched"
+
+
 async def test_the_new_operations_routes_are_for_administrators_only(browser: Browser) -> None:
     for method, path in (
         ("GET", "/api/v1/ops/services"),
         ("GET", "/api/v1/ops/faults/payment-provider"),
         ("PUT", "/api/v1/ops/faults/payment-provider"),
+        ("GET", "/api/v1/ops/faults"),
+        ("PUT", "/api/v1/ops/faults/broker"),
+        ("PUT", "/api/v1/ops/faults/consumers/delivery"),
+        ("POST", "/api/v1/ops/faults/services/kitchen/crash"),
+        ("GET", "/api/v1/ops/invariants"),
     ):
-        body = {} if method == "PUT" else None
+        body = {} if method in ("PUT", "POST") else None
         assert (await browser.client.request(method, path, json=body)).status_code == 401
         for role in ("customer", "staff", "courier"):
             token = browser.fakes.tokens(role)["access_token"]
@@ -402,3 +502,11 @@ def test_consumer_lag_is_summed_per_group_from_the_metrics() -> None:
         ]
     )
     assert consumer_lag(exposition) == {"kitchen": 7.0, "audit": 0.0}
+
+
+async def test_the_patterns_page_shows_docs_patterns_with_a_section_per_pattern(browser: Browser) -> None:
+    page = await browser.client.get("/patterns")
+    assert page.status_code == 200
+    assert "<h1>The patterns Pizzeria uses</h1>" in page.text
+    assert '<h2 id="outbox">Outbox</h2>' in page.text
+    assert "<code>src/pizzeria/messaging/relay.py::OutboxRelay.run</code>" in page.text

@@ -26,6 +26,8 @@ LAYERS = {
     "registry": 5,
     "supervisor": 5,
     "cli": 6,
+    # `pizzeria demo`: a client of a running system, run by the command line.
+    "demo": 6,
     "__main__": 7,
 }
 

@@ -66,3 +66,16 @@ def test_reconfiguring_disarms_the_old_points() -> None:
 def test_an_unknown_action_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown failpoint action"):
         failpoints.configure("a=explode@1")
+
+
+def test_a_held_point_fails_every_hit_until_it_is_released() -> None:
+    failpoints.hold("consume.kitchen", on=True)
+    try:
+        assert hits_that_fire("consume.kitchen", 4) == [1, 2, 3, 4]
+        assert hits_that_fire("consume.delivery", 4) == []
+        failpoints.configure("")  # configuring the environment's points leaves held ones alone
+        assert failpoints.held() == {"consume.kitchen"}
+    finally:
+        failpoints.hold("consume.kitchen", on=False)
+    assert hits_that_fire("consume.kitchen", 4) == []
+    assert failpoints.held() == frozenset()

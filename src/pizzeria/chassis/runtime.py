@@ -20,6 +20,7 @@ from pizzeria.messaging import inbox
 from pizzeria.messaging.broker import Broker
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, RetryPolicy
 from pizzeria.messaging.deadletters import DeadLetterStore, as_record
+from pizzeria.messaging.pausable import PausableBroker
 from pizzeria.messaging.relay import OutboxRelay
 from pizzeria.messaging.uow import UnitOfWork
 
@@ -33,11 +34,12 @@ class ServiceRuntime:
         self.service = service
         self.settings = settings
         self.db = db
-        self.broker = broker
+        # Pausable on purpose by the fault lab (chassis/faults.py); passes everything otherwise.
+        self.broker = broker if isinstance(broker, PausableBroker) else PausableBroker(broker)
         self.source = f"/pizzeria/{service}"
         self.relay = OutboxRelay(
             db,
-            broker,
+            self.broker,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval_ms / 1000,
             retention=settings.outbox_retention_s,

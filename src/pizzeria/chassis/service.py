@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from pizzeria.chassis import ops
+from pizzeria.chassis import faults, ops
 from pizzeria.chassis.access import REFRESH_INTERVAL_S, TokenEpochCache, access_handlers
 from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.runtime import ServiceRuntime
@@ -77,12 +77,15 @@ def service_app(
     if group in CONSUMER_GROUPS:
         runtime.subscribe(group, access_handlers(epochs), topics=CONSUMER_GROUPS[group])
         runtime.add_loop("token-epochs", epochs.refresh, interval=REFRESH_INTERVAL_S)
+    switches = faults.FaultSwitches(runtime)
+    runtime.add_loop("fault-switches", switches.refresh, interval=faults.REFRESH_INTERVAL_S)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
         if on_start is not None:
             await on_start()
+        await switches.refresh()  # a process restarted while a switch is on starts with it on
         await runtime.start()
         log.info("service started", url=url_for(settings, runtime.service))
         try:
@@ -108,7 +111,7 @@ def service_app(
     app = http_app(
         service=runtime.service,
         settings=settings,
-        routers=[*routers, ops.router],
+        routers=[*routers, ops.router, faults.router],
         lifespan=lifespan,
         ready_checks={
             "database": database_ready,
@@ -120,6 +123,7 @@ def service_app(
     )
     app.state.runtime = runtime
     app.state.parts = parts
+    app.state.faults = switches
     if group in CONSUMER_GROUPS:
         app.state.token_epochs = epochs
     return app

@@ -4,6 +4,9 @@ A failpoint is inert unless the environment names it. `crash@N` kills the proces
 like `kill -9`) the N-th time the point is reached; `error@N` raises `FailpointError` instead.
 A `service:` prefix arms the point in that service only. A point fires once per system run:
 firing leaves a marker file in the state directory, so a restarted process does not crash again.
+
+`hold(name, on=True)` makes a point raise `FailpointError` on every hit until it is released
+(the fault lab's switches, chassis/faults.py); a held point leaves no marker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class _Failpoint:
 
 
 _points: dict[str, _Failpoint] = {}
+_held: set[str] = set()
 _state: dict[str, Path | None] = {"dir": None}
 
 
@@ -53,8 +57,23 @@ def _marker(name: str) -> Path:
     return directory / f"{name}.fired"
 
 
+def hold(name: str, *, on: bool) -> None:
+    """Make `name` fail on every hit from now on (`on`), or no longer."""
+    if on:
+        _held.add(name)
+    else:
+        _held.discard(name)
+
+
+def held() -> frozenset[str]:
+    """The points held failing now."""
+    return frozenset(_held)
+
+
 def hit(name: str) -> None:
     """Mark that execution reached `name`; act if the failpoint is armed and due."""
+    if name in _held:
+        raise FailpointError(f"failpoint {name} is held failing")
     point = _points.get(name)
     if point is None:
         return

@@ -25,7 +25,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
-from pizzeria.kit import context, tracing
+from pizzeria.kit import context, failpoints, tracing
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging import inbox, metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
@@ -259,6 +259,9 @@ class ConsumerRunner:
         self.batch_size = batch_size
         self.client_id = client_id or group
         self._dlq_topic = dead_letter_topic or dlq_topic(group)
+        #: The failpoint the group's handling passes before each handler runs (the fault lab
+        #: holds it failing to make the group fail: chassis/faults.py).
+        self.failpoint = f"consume.{group}"
         self.consumer: BrokerConsumer | None = None
         self._stopped = False
         self.healthy = False
@@ -409,6 +412,7 @@ class ConsumerRunner:
         return True
 
     async def _run_segment(self, route: Route, items: list[Incoming], uow: UnitOfWork) -> None:
+        failpoints.hit(self.failpoint)
         if route.batch is not None:
             await route.batch(items, uow)
             return
@@ -496,6 +500,7 @@ class ConsumerRunner:
         async with self.uow_factory() as uow:
             if self.handlers.inbox and not await uow.claim(self.group, envelope.id):
                 return Outcome.DUPLICATE
+            failpoints.hit(self.failpoint)
             if route.batch is not None:
                 await route.batch([Incoming(message, envelope, self.group)], uow)
             else:

@@ -438,8 +438,12 @@ async def counts(conn: AsyncConnection) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
-async def listing(conn: AsyncConnection, *, state: str | None = None, limit: int = 50) -> list[Saga]:
-    query = sa.select(sagas).order_by(sagas.c.updated_at.desc()).limit(limit)
+async def listing(
+    conn: AsyncConnection, *, state: str | None = None, limit: int = 50, oldest_first: bool = False
+) -> list[Saga]:
+    """Sagas, most recently changed first (or, `oldest_first`, the ones left longest first)."""
+    order = sagas.c.updated_at.asc() if oldest_first else sagas.c.updated_at.desc()
+    query = sa.select(sagas).order_by(order).limit(limit)
     if state:
         query = query.where(sagas.c.state == state)
     return [_saga(r) for r in await conn.execute(query)]

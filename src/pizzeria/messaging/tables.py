@@ -1,4 +1,5 @@
-"""The messaging tables every service database carries: outbox, inbox and dead letters.
+"""The messaging tables every service database carries: outbox, inbox, dead letters, token
+epochs, sagas and fault switches.
 
 They have their own Alembic history (`pizzeria/messaging/migrations`, version table
 `alembic_version_messaging`), applied to each service's database next to the service's own.
@@ -104,6 +105,16 @@ saga_log = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("entry", sa.String(200), nullable=False),
     sa.Column("message_id", sa.String(64), nullable=True),
+)
+
+# The fault lab's switches that are on in this service (chassis/faults.py): one row per switch,
+# so that every replica, and a process that restarts, keeps them as they were set.
+fault_switches = sa.Table(
+    "fault_switches",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("set_by", sa.String(64), nullable=False),
+    sa.Column("set_at", UTCDateTime, nullable=False),
 )
 
 

@@ -1,10 +1,14 @@
-"""The fault lab (administrators): switches that make the payment provider go down, slow down or
-decline cards, next to the invariants that must hold whatever it does — every accepted order
-finishes, nobody is charged twice, stock is conserved. The invariants are polled every 3 s."""
+"""The fault lab (administrators): switches that break what the system is built to survive — the
+payment provider down, slow or declining; the broker paused; a consumer group failing; a service
+killed — next to the invariants that must hold whatever is broken: every accepted order
+finishes, nobody is charged twice, stock is conserved. The switches and the invariants are the
+gateway's (`/api/v1/ops/faults`, `/api/v1/ops/invariants`), the same ones `pizzeria demo` uses;
+the page polls them every 3 s."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,38 +21,121 @@ from pizzeria.web.site import Web, form
 
 LATENCIES = ((20, "normal (20 ms)"), (1000, "slow (1 s)"), (3000, "very slow (3 s)"), (10000, "stalling (10 s)"))
 DECLINE_RATES = ((0.0, "never"), (0.25, "a quarter of cards"), (0.5, "half of the cards"), (1.0, "every card"))
-PROVIDER = "/api/v1/ops/faults/payment-provider"
+SWITCHES = "/api/v1/ops/faults"
+#: What a service or consumer group name looks like (nothing else reaches an API path).
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+PROVIDER = f"{SWITCHES}/payment-provider"
+#: Where each switch's pattern is explained (docs/patterns.md, served at /patterns).
+PATTERNS = {
+    "provider": "/patterns#circuit-breaker",
+    "broker": "/patterns#outbox",
+    "consumer": "/patterns#retry-and-dead-letters",
+    "kill": "/patterns#outbox",
+    "invariants": "/patterns#saga-and-compensation",
+}
 
 
-def invariants(sagas: Answer, stock: Answer, provider: Answer) -> dict[str, Any]:
-    """What the lab shows beside the switches, each part None when its service did not answer."""
-    counts = sagas.json()["counts"] if sagas.ok else None
-    orders = None
-    if counts is not None:
-        finished = counts.get("completed", 0) + counts.get("compensated", 0)
-        under_way = counts.get("running", 0) + counts.get("compensating", 0)
-        orders = {"accepted": finished + under_way, "finished": finished, "under_way": under_way}
-    unbalanced = None
-    reserved = None
-    if stock.ok:
-        items = stock.json()["items"]
-        unbalanced = [i["ingredient"] for i in items if i["on_hand"] + i["reserved"] + i["consumed"] != i["received"]]
-        reserved = sum(i["reserved"] for i in items)
+def switches_view(lab: Answer, services: Answer) -> dict[str, Any]:
+    """The switches as the page shows them, each part None when nobody could answer it."""
+    found = lab.json() if lab.ok else None
+    health = {s["name"]: s for s in services.json()["services"]} if services.ok else {}
+    rows = []
+    for service in (found or {}).get("services", []):
+        probed = health.get(service["name"], {})
+        rows.append({**service, "health": probed.get("state"), "breakers": probed.get("breakers") or {}})
+    reachable = [r for r in rows if r["reachable"]]
+    paused = [r["name"] for r in reachable if r["broker_paused"]]
+    failing = sorted(g for r in reachable for g, on in (r["consumers_failing"] or {}).items() if on)
+    broker = None
+    if reachable:
+        broker = "flowing" if not paused else "paused" if len(paused) == len(reachable) else "partly paused"
     return {
-        "orders": orders,
-        "unbalanced": unbalanced,
-        "reserved": reserved,
-        "provider": provider.json() if provider.ok else None,
+        "provider": found["provider"] if found else None,
+        "services": rows if found else None,
+        "broker": broker,
+        "paused": paused,
+        "groups": sorted(g for r in reachable for g in r["consumers_failing"] or {}),
+        "failing": failing,
+        "error": None if lab.ok else lab.problem(),
     }
 
 
+def invariants_view(found: Answer, outbox: Answer) -> dict[str, Any]:
+    backlog = None
+    if outbox.ok:
+        backlog = sum(int(s.get("backlog", 0)) for s in outbox.json()["services"].values())
+    return {"invariants": found.json() if found.ok else None, "backlog": backlog}
+
+
 async def lab_state(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
-    sagas, stock, provider = await asyncio.gather(
-        web.call(request, visit, "GET", "/api/v1/ops/sagas", params={"limit": "1"}),
-        web.call(request, visit, "GET", "/api/v1/inventory"),
-        web.call(request, visit, "GET", PROVIDER),
+    lab, services, invariants, outbox = await asyncio.gather(
+        web.call(request, visit, "GET", SWITCHES),
+        web.call(request, visit, "GET", "/api/v1/ops/services"),
+        web.call(request, visit, "GET", "/api/v1/ops/invariants"),
+        web.call(request, visit, "GET", "/api/v1/ops/outbox"),
     )
-    return {"lab": invariants(sagas, stock, provider), "latencies": LATENCIES, "decline_rates": DECLINE_RATES}
+    return {
+        "lab": switches_view(lab, services),
+        **invariants_view(invariants, outbox),
+        "latencies": LATENCIES,
+        "decline_rates": DECLINE_RATES,
+        "patterns": PATTERNS,
+    }
+
+
+def provider_change(fields: dict[str, str]) -> dict[str, Any]:
+    """The provider switches a form asks for (nothing when it asks for nothing sensible)."""
+    change: dict[str, Any] = {}
+    if fields.get("down") in ("1", "0"):
+        change["down"] = fields["down"] == "1"
+    if fields.get("latency_ms", "").isdigit():
+        change["latency_ms"] = int(fields["latency_ms"])
+    try:
+        if "failure_rate" in fields:
+            change["failure_rate"] = float(fields["failure_rate"])
+    except ValueError:
+        return {}
+    return change
+
+
+def provider_said(change: dict[str, Any]) -> str:
+    said = {
+        "down": "The provider is down." if change.get("down") else "The provider is back.",
+        "latency_ms": f"The provider now answers in about {change.get('latency_ms')} ms.",
+        "failure_rate": f"The provider now declines {change.get('failure_rate', 0):.0%} of ordinary cards.",
+    }
+    return " ".join(text for key, text in said.items() if key in change)
+
+
+async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str]) -> str:
+    """Turn the switch the form names; what to tell the operator."""
+    what = fields.get("switch", "provider")
+    if what == "broker" and fields.get("paused") in ("1", "0"):
+        paused = fields["paused"] == "1"
+        answer = await web.call(request, visit, "PUT", f"{SWITCHES}/broker", json={"paused": paused})
+        if not answer.ok:
+            return f"The broker could not be switched: {answer.problem()}"
+        silent = [s["name"] for s in answer.json() if not s["reachable"]]
+        done = "The broker is paused: outboxes keep what is committed." if paused else "The broker is back."
+        return done + (f" No answer from {', '.join(silent)}." if silent else "")
+    if what == "consumer" and NAME.match(fields.get("group", "")) and fields.get("failing") in ("1", "0"):
+        failing = fields["failing"] == "1"
+        group = fields["group"]
+        answer = await web.call(request, visit, "PUT", f"{SWITCHES}/consumers/{group}", json={"failing": failing})
+        if not answer.ok:
+            return f"The consumer group could not be switched: {answer.problem()}"
+        return f"{group} now fails on every message." if failing else f"{group} handles messages again."
+    if what == "kill" and NAME.match(fields.get("service", "")):
+        service = fields["service"]
+        answer = await web.call(request, visit, "POST", f"{SWITCHES}/services/{service}/crash")
+        if not answer.ok:
+            return f"{service} could not be killed: {answer.problem()}"
+        return f"{service} (process {answer.json()['pid']}) was killed; it is started again in a moment."
+    change = provider_change(fields) if what == "provider" else {}
+    if not change:
+        return "Nothing to change."
+    answer = await web.call(request, visit, "PUT", PROVIDER, json=change)
+    return provider_said(change) if answer.ok else f"The provider could not be switched: {answer.problem()}"
 
 
 def router(web: Web) -> APIRouter:
@@ -65,31 +152,9 @@ def router(web: Web) -> APIRouter:
         return web.render.partial(request, visit, "_faults_state.html", **await lab_state(web, request, visit))
 
     @routes.post("/ops/faults")
-    async def switch(request: Request) -> Response:
+    async def change(request: Request) -> Response:
         visit = await web.visit(request, "admin")
-        fields = await form(request)
-        change: dict[str, Any] = {}
-        if fields.get("down") in ("1", "0"):
-            change["down"] = fields["down"] == "1"
-        if fields.get("latency_ms", "").isdigit():
-            change["latency_ms"] = int(fields["latency_ms"])
-        try:
-            if "failure_rate" in fields:
-                change["failure_rate"] = float(fields["failure_rate"])
-        except ValueError:
-            change = {}
-        if not change:
-            return redirect(request, visit, "/ops/faults", flash="Nothing to change.")
-        answer = await web.call(request, visit, "PUT", PROVIDER, json=change)
-        if answer.ok:
-            said = {
-                "down": "The provider is down." if change.get("down") else "The provider is back.",
-                "latency_ms": f"The provider now answers in about {change.get('latency_ms')} ms.",
-                "failure_rate": f"The provider now declines {change.get('failure_rate', 0):.0%} of ordinary cards.",
-            }
-            flash = " ".join(text for key, text in said.items() if key in change)
-        else:
-            flash = f"The provider could not be switched: {answer.problem()}"
+        flash = await switch(web, request, visit, await form(request))
         return redirect(request, visit, "/ops/faults", flash=flash)
 
     return routes

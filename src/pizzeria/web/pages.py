@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.settings import Settings
-from pizzeria.web import boards, console, faults, orders
+from pizzeria.web import boards, console, faults, orders, patterns
 from pizzeria.web.account import Accounts
 from pizzeria.web.api import PublicApi
 from pizzeria.web.render import Renderer
@@ -34,7 +34,7 @@ def install(app: FastAPI, settings: Settings, trusted_origins: Iterable[str]) ->
     router = APIRouter(include_in_schema=False, dependencies=[Depends(same_origin)])
     router.include_router(Storefront(web).router())
     router.include_router(Accounts(web).router())
-    for part in (orders, boards, console, faults):
+    for part in (orders, boards, console, faults, patterns):
         router.include_router(part.router(web))
     app.include_router(router)
 

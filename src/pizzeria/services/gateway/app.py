@@ -31,7 +31,7 @@ from pizzeria.kit.http import TRACEPARENT, add_problem_responses, http_app
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
-from pizzeria.services.gateway import faults, ops, status
+from pizzeria.services.gateway import faults, invariants, ops, status
 from pizzeria.services.gateway.openapi import OpenApiDocument
 from pizzeria.services.gateway.overview import Overview, overview
 from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
@@ -305,7 +305,8 @@ def create_app(
 
     app.include_router(ops.build_router(upstreams, gate.admit, forwarded_headers))
     app.include_router(status.build_router(upstreams, gate.admit))
-    app.include_router(faults.build_router(provider, gate.admit))
+    app.include_router(faults.build_router(provider, upstreams, gate.admit, forwarded_headers))
+    app.include_router(invariants.build_router(upstreams, provider, gate.admit, forwarded_headers))
     document = OpenApiDocument(upstreams, {})
 
     @app.get("/openapi.json", include_in_schema=False)

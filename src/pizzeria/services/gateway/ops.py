@@ -32,6 +32,43 @@ class OutboxBacklog(BaseModel):
 Admit = Callable[[Request, frozenset[Role] | None], Awaitable[Principal | None]]
 
 
+async def ask_every(
+    upstreams: dict[str, Upstream],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    params: list[tuple[str, str]] | None = None,
+    json: Any = None,
+) -> dict[str, Forwarded | None]:
+    """The same request to every service at once: each one's answer, None where it could not
+    answer; 401 when a service refuses the caller's token (revoked: nothing to merge)."""
+    body = b"" if json is None else orjson.dumps(json)
+    sent = headers if json is None else {**headers, "content-type": "application/json"}
+
+    async def one(upstream: Upstream) -> Forwarded | None:
+        try:
+            return await upstream.send(method, path, params=params, headers=sent, body=body)
+        except ProblemError:
+            return None
+
+    names = list(upstreams)
+    answers = await asyncio.gather(*(one(upstreams[n]) for n in names))
+    refused = next((a for a in answers if a is not None and a.status == 401), None)
+    if refused is not None:
+        raise InvalidToken(refused_detail(refused.body))
+    return dict(zip(names, answers, strict=True))
+
+
+def relay(answer: Forwarded) -> Response:
+    """A service's answer, passed on as it came."""
+    return Response(
+        content=answer.body,
+        status_code=answer.status,
+        media_type=dict(answer.headers).get("content-type", "application/json"),
+    )
+
+
 def build_router(
     upstreams: dict[str, Upstream], admit: Admit, headers: Callable[[Request], dict[str, str]]
 ) -> APIRouter:
@@ -42,20 +79,7 @@ def build_router(
         request: Request, path: str, params: list[tuple[str, str]] | None = None
     ) -> dict[str, Forwarded | None]:
         await admit(request, ADMIN)
-        sent = headers(request)
-
-        async def one(upstream: Upstream) -> Forwarded | None:
-            try:
-                return await upstream.send("GET", path, params=params, headers=sent)
-            except ProblemError:
-                return None
-
-        names = list(upstreams)
-        answers = await asyncio.gather(*(one(upstreams[n]) for n in names))
-        refused = next((a for a in answers if a is not None and a.status == 401), None)
-        if refused is not None:  # the caller's token was revoked: nothing to merge
-            raise InvalidToken(refused_detail(refused.body))
-        return dict(zip(names, answers, strict=True))
+        return await ask_every(upstreams, "GET", path, headers(request), params=params)
 
     @router.get("/dlq", response_model=DeadLetters, summary="Dead letters of every service, newest first")
     async def dead_letters(
@@ -83,13 +107,6 @@ def build_router(
         missing = sorted(n for n, a in answers.items() if a is None or a.status >= 500)
         suffix = f" (no answer from {', '.join(missing)})" if missing else ""
         raise NotFound(f"dead letter {dl_id} does not exist{suffix}")
-
-    def relay(answer: Forwarded) -> Response:
-        return Response(
-            content=answer.body,
-            status_code=answer.status,
-            media_type=dict(answer.headers).get("content-type", "application/json"),
-        )
 
     @router.get("/dlq/{dl_id}", summary="One dead letter, wherever it is")
     async def dead_letter(request: Request, dl_id: str) -> Response:

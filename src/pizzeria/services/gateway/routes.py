@@ -89,6 +89,8 @@ FANNED_OUT: tuple[Route, ...] = (
     Route("POST", "/api/v1/ops/dlq/{id}/replay", EVERY_SERVICE, ADMIN),
     Route("POST", "/api/v1/ops/dlq/{id}/discard", EVERY_SERVICE, ADMIN),
     Route("GET", "/api/v1/ops/outbox", EVERY_SERVICE, ADMIN),
+    # The fault lab's switches (services/gateway/faults.py); the gateway's own answer merges them.
+    Route("GET", "/api/v1/ops/faults", EVERY_SERVICE, ADMIN),
 )
 
 

@@ -1,5 +1,6 @@
 """`GET /api/v1/ops/services` (administrators): every service's readiness, the state of its
-circuit breaker at the gateway and its consumers' lag, asked of all services at once.
+circuit breaker at the gateway, its consumers' lag and its own breakers, asked of all services
+at once.
 
 The probes go straight to each service's `/ready` and `/metrics`, not through its breaker:
 looking at a service must not open or close the breaker that guards the traffic to it.
@@ -25,6 +26,8 @@ from pizzeria.services.gateway.upstream import Upstream
 
 PROBE_TIMEOUT_S = 1.5
 LAG_FAMILY = "pizzeria_consumer_lag_messages"
+BREAKER_FAMILY = "pizzeria_circuit_breaker_state"
+BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 Admit = Callable[[Request, frozenset[Role] | None], Awaitable[Principal | None]]
@@ -41,6 +44,11 @@ class ServiceStatus(BaseModel):
         description="consumer group → records between the ends of its partitions and its committed offsets; "
         "null when the service's metrics could not be read"
     )
+    breakers: dict[str, str] | None = Field(
+        None,
+        description="the service's own circuit breakers (to the payment provider, say): name → closed, "
+        "half-open or open; null when its metrics could not be read",
+    )
 
 
 class ServicesStatus(BaseModel):
@@ -48,19 +56,35 @@ class ServicesStatus(BaseModel):
     checked_at: datetime
 
 
+def _samples(exposition: str, family: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of each sample of one family in a Prometheus exposition."""
+    found = []
+    for line in exposition.splitlines():
+        if not line.startswith(family + "{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        try:
+            found.append((dict(_LABEL.findall(labels)), float(value)))
+        except ValueError:
+            continue
+    return found
+
+
 def consumer_lag(exposition: str) -> dict[str, float]:
     """Lag per consumer group, summed over topics and partitions, from a Prometheus exposition."""
     lag: dict[str, float] = {}
-    for line in exposition.splitlines():
-        if not line.startswith(LAG_FAMILY + "{"):
-            continue
-        labels, _, value = line.rpartition(" ")
-        group = dict(_LABEL.findall(labels)).get("group", "?")
-        try:
-            lag[group] = lag.get(group, 0.0) + float(value)
-        except ValueError:
-            continue
+    for labels, value in _samples(exposition, LAG_FAMILY):
+        group = labels.get("group", "?")
+        lag[group] = lag.get(group, 0.0) + value
     return lag
+
+
+def breaker_states(exposition: str) -> dict[str, str]:
+    """Each circuit breaker's state by name, from a Prometheus exposition."""
+    return {
+        labels.get("name", "?"): BREAKER_STATES.get(int(value), "unknown")
+        for labels, value in _samples(exposition, BREAKER_FAMILY)
+    }
 
 
 async def probe(upstream: Upstream) -> ServiceStatus:
@@ -81,13 +105,14 @@ async def probe(upstream: Upstream) -> ServiceStatus:
     except httpx.HTTPError:
         state, detail = "down", "cannot be reached"
     lag: dict[str, float] | None = None
+    breakers: dict[str, str] | None = None
     if state != "down":
         try:
             metrics = await upstream.client.get("/metrics", timeout=PROBE_TIMEOUT_S)
             if metrics.status_code == 200:
-                lag = consumer_lag(metrics.text)
+                lag, breakers = consumer_lag(metrics.text), breaker_states(metrics.text)
         except httpx.HTTPError:
-            lag = None
+            pass
     return ServiceStatus(
         name=upstream.name,
         url=upstream.base_url,
@@ -96,6 +121,7 @@ async def probe(upstream: Upstream) -> ServiceStatus:
         detail=detail,
         latency_ms=latency,
         lag=lag,
+        breakers=breakers,
     )
 
 

@@ -55,9 +55,10 @@ async def list_sagas(
     runtime: RuntimeDep,
     state: Annotated[SagaState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    oldest_first: Annotated[bool, Query(description="the sagas left unchanged longest first")] = False,
 ) -> SagaList:
     async with runtime.db.read() as conn:
-        found = await saga.listing(conn, state=state.value if state else None, limit=limit)
+        found = await saga.listing(conn, state=state.value if state else None, limit=limit, oldest_first=oldest_first)
         counts = await saga.counts(conn)
     return SagaList(items=[view(s) for s in found], counts=counts)
 
