@@ -226,10 +226,12 @@ async def test_after_a_burst_of_each_attack_an_ordinary_order_goes_through_and_n
 
         # Big bodies (declared and streamed) and big headers: refused before they are read.
         for _ in range(8):
+            # Only the head: the answer comes before any of the body is read, and a body left
+            # unread in the server's socket would make its close a reset that can swallow it.
             status, body = await raw_http(
                 gateway_url,
                 request("POST", "/api/v1/auth/register", b"Content-Type: application/json", length=50 * 2**20),
-                b"x" * 65536,
+                b"",
             )
             problem(status, body, 413)
 
