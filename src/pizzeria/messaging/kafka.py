@@ -450,18 +450,15 @@ class KafkaConsumer(BrokerConsumer):
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit without waiting for the broker: the records are already handled and their
         effects committed with the inbox, so a commit that does not arrive (a crash, a
-        rebalance) only means they are read again and recognised as duplicates. librdkafka is
-        thread-safe, so this needs no hop to the consumer's thread; refusals are logged by
-        `_on_commit` and the last offsets are committed synchronously on close."""
+        rebalance) only means they are read again and recognised as duplicates. The call is
+        handed to the consumer's own thread, where it runs before the next fetch: made from the
+        event loop, librdkafka's call would release and retake the GIL there, and under load the
+        loop then waits for the other threads. Refusals are logged (`_on_commit`); the last
+        offsets are committed synchronously on close."""
         if not offsets or self._consumer is None:
             return
         self._committed.update(offsets)
-        try:
-            self._consumer.commit(offsets=_partitions(offsets), asynchronous=True)
-        except KafkaException as exc:
-            if exc.args[0].code() in _FENCED:
-                return  # the partition moved to another member, who re-reads from the last commit
-            raise BrokerError(f"commit failed: {exc}") from exc
+        self._executor.submit(_commit_async, self._consumer, _partitions(offsets))
 
     async def lag(self) -> dict[TopicPartition, int]:
         if self._consumer is None:
@@ -490,6 +487,16 @@ class KafkaConsumer(BrokerConsumer):
 
 def _partitions(offsets: Mapping[TopicPartition, int]) -> list[confluent_kafka.TopicPartition]:
     return [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+
+
+def _commit_async(consumer: confluent_kafka.Consumer, offsets: list[confluent_kafka.TopicPartition]) -> None:
+    try:
+        consumer.commit(offsets=offsets, asynchronous=True)
+    except KafkaException as exc:
+        if exc.args[0].code() not in _FENCED:  # fenced: the partition's next owner re-reads
+            log.warning("offset commit refused; the records will be read again", error=str(exc))
+    except RuntimeError:  # closed meanwhile: the close committed the last offsets
+        pass
 
 
 def _on_commit(err: KafkaError | None, partitions: list[Any]) -> None:
