@@ -97,17 +97,19 @@ class BackgroundLoop:
 
 
 async def move_on(
-    in_stage: Sequence[tuple[T, datetime]], stage: timedelta, advance: Callable[[T], Awaitable[None]]
+    in_stage: Sequence[tuple[T, datetime]], stage: timedelta, advance: Callable[[T, datetime], Awaitable[None]]
 ) -> StepResult:
     """One step of an autopilot: advance every item (id, when its stage began), oldest first,
     whose stage has lasted `stage`; True if any moved (the next stage may be due at once), else
-    the seconds until the oldest one will be due, or None when nothing is under way."""
+    the seconds until the oldest one will be due, or None when nothing is under way. `advance`
+    is told when the stage it saw began, so that it moves only that stage on: another replica's
+    autopilot may have moved the item meanwhile."""
     now = utcnow()
     moved = False
     for item, began in in_stage:
         wait = (as_utc(began) + stage - now).total_seconds()
         if wait > 0:
             return True if moved else max(wait, 0.001)
-        await advance(item)
+        await advance(item, began)
         moved = True
     return True if moved else None

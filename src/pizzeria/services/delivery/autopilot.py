@@ -5,7 +5,7 @@ waiting deliveries are handed out either way."""
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
@@ -33,6 +33,6 @@ class CourierDispatcher:
             under_way = await repository.on_the_road(conn, limit=200)
         return await move_on(under_way, self.stage, self._advance)
 
-    async def _advance(self, delivery_id: UUID) -> None:
+    async def _advance(self, delivery_id: UUID, began: datetime) -> None:
         with contextlib.suppress(Conflict):
-            await handlers.advance(self.runtime.uow(), delivery_id)
+            await handlers.advance(self.runtime.uow(), delivery_id, since=began)

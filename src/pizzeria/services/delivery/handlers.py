@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -108,7 +109,7 @@ async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
             return 0
     async with uow:
         assigned = 0
-        for delivery_id in await repository.waiting(uow.conn, limit):
+        for delivery_id in await repository.waiting(uow.conn, limit, claim=True):
             if not await assign(uow, delivery_id):
                 break
             assigned += 1
@@ -116,12 +117,16 @@ async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
     return assigned
 
 
-async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
-    """A courier's action: picked up, then delivered (which frees the courier)."""
+async def advance(uow: UnitOfWork, delivery_id: UUID, *, since: datetime | None = None) -> DeliveryStatus:
+    """A courier's action: picked up, then delivered (which frees the courier). With `since`
+    (when the stage the caller saw began), only that stage is moved on: a delivery that moved
+    meanwhile (another replica's autopilot) is left as it is."""
     async with uow:
         delivery = await repository.get(uow.conn, delivery_id, for_update=True)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} does not exist")
+        if since is not None and delivery.updated_at != since:
+            return DeliveryStatus(delivery.status)
         status = next_status(DeliveryStatus(delivery.status))
         now = utcnow()
         # Part of the order's trace (the delivery keeps the trace of the command that scheduled it).

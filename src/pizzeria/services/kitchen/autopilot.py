@@ -4,7 +4,7 @@ benchmarks (`KITCHEN_AUTOPILOT=1`). Staff do the same through the API when it is
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
@@ -27,6 +27,6 @@ class KitchenAutopilot:
             cooking = await repository.cooking(conn, limit=200)
         return await move_on(cooking, self.stage, self._advance)
 
-    async def _advance(self, ticket_id: UUID) -> None:
+    async def _advance(self, ticket_id: UUID, began: datetime) -> None:
         with contextlib.suppress(Conflict):  # staff moved it meanwhile
-            await advance_ticket(self.runtime.uow(), ticket_id)
+            await advance_ticket(self.runtime.uow(), ticket_id, since=began)

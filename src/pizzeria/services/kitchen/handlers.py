@@ -4,6 +4,7 @@ through the kitchen (by staff, or by the autopilot)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -159,12 +160,16 @@ async def cancel_ticket(command: CancelTicket, uow: UnitOfWork) -> None:
     uow.emit(TicketCancelled(order_id=command.order_id))
 
 
-async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
-    """Move a ticket to its next stage. Starting to cook uses up the order's reservation."""
+async def advance_ticket(uow: UnitOfWork, ticket_id: UUID, *, since: datetime | None = None) -> TicketStatus:
+    """Move a ticket to its next stage. Starting to cook uses up the order's reservation.
+    With `since` (when the stage the caller saw began), only that stage is moved on: a ticket
+    that moved meanwhile (another replica's autopilot) is left as it is."""
     async with uow:
         found = await repository.ticket(uow.conn, ticket_id, for_update=True)
         if found is None:
             raise NotFound(f"ticket {ticket_id} does not exist")
+        if since is not None and found.updated_at != since:
+            return TicketStatus(found.status)
         ticket = repository.Ticket(found.id, found.order_id, found.status, found.traceparent)
         status = next_status(TicketStatus(ticket.status))
         now = utcnow()
