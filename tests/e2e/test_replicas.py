@@ -30,7 +30,7 @@ from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
 from tests.support.postgres import drop_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 #: Every service with a consumer group of its own (each also has its `-access` group).
 REPLICATED = ("orders", "kitchen", "payments", "delivery", "notifications", "audit")
