@@ -13,6 +13,7 @@ from typing import Any
 import uvloop
 
 from bench import gateway_bench, relay_bench, system_bench
+from pizzeria.chassis.addresses import MAX_REPLICAS
 
 STACKS = ("embedded", "postgres+kafka")
 
@@ -40,30 +41,29 @@ async def main(args: argparse.Namespace) -> None:
             for rate, figures in r["latency"].items():
                 print(f"[relay   {stack:<15}] commit → broker ack p50/p95/p99 at {rate:>5} events/s offered: {figures}")
         if "system" in args.only:
-            r = await system_bench.run(
-                stack,
-                orders=args.orders,
-                concurrency=args.concurrency,
-                steady_rate=args.steady_rate,
-                steady_seconds=args.steady_seconds,
-            )
-            results["system"].append(r)
-            print(
-                f"[system  {stack:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
-                f"{r['steady_delivered']} delivered): POST p50/p95/p99 {r['steady_place_latency']}; "
-                f"place → delivered p50/p95/p99 {r['steady_to_delivered']}"
-            )
-            print(
-                f"[system  {stack:<15}] flood {r['orders']} orders from {r['concurrency']} clients: "
-                f"accepted {r['accepted_per_s']:,.0f}/s (POST p50/p95/p99 {r['place_latency']}), "
-                f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s"
-            )
-            cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
-            total = r["cpu_ms_per_order_total"]
-            print(f"[system  {stack:<15}] CPU per order (ms, during the flood): {total} in all — {cpu}")
-            for name, counts in r["per_order"].items():
-                figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())
-                print(f"[system  {stack:<15}]   per order, {name}: {figures}")
+            by_replicas: list[dict[str, Any]] = []
+            for replicas in args.replicas:
+                tag = stack if replicas == 1 else f"{stack} x{replicas}"
+                if stack == "embedded" and replicas > 1:
+                    print(f"[system  {tag:<15}] not run: the embedded stack refuses replicas (SQLite, no Redis)")
+                    continue
+                r = await system_bench.run(
+                    stack,
+                    orders=args.orders,
+                    concurrency=args.concurrency,
+                    steady_rate=args.steady_rate,
+                    steady_seconds=args.steady_seconds,
+                    replicas=replicas,
+                )
+                results["system"].append(r)
+                by_replicas.append(r)
+                print_system(tag, r)
+            if len(by_replicas) > 1:
+                figures = "; ".join(
+                    f"{r['replicas']} → accepted {r['accepted_per_s']:,.0f}/s, completed {r['completed_per_s']:,.0f}/s"
+                    for r in by_replicas
+                )
+                print(f"[system  {stack:<15}] flood throughput by replicas of each service: {figures}")
         if "gateway" in args.only:
             r = await gateway_bench.run(
                 stack, clients=args.concurrency, menu_requests=args.menu_requests, orders=args.gateway_orders
@@ -85,6 +85,25 @@ async def main(args: argparse.Namespace) -> None:
     (out / "latest.json").write_text(json.dumps(results, indent=2))
 
 
+def print_system(tag: str, r: dict[str, Any]) -> None:
+    print(
+        f"[system  {tag:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
+        f"{r['steady_delivered']} delivered): POST p50/p95/p99 {r['steady_place_latency']}; "
+        f"place → delivered p50/p95/p99 {r['steady_to_delivered']}"
+    )
+    print(
+        f"[system  {tag:<15}] flood {r['orders']} orders from {r['concurrency']} clients: "
+        f"accepted {r['accepted_per_s']:,.0f}/s (POST p50/p95/p99 {r['place_latency']}), "
+        f"completed {r['completed_per_s']:,.0f}/s, of which delivered {r['delivered_per_s']:,.0f}/s"
+    )
+    cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
+    total = r["cpu_ms_per_order_total"]
+    print(f"[system  {tag:<15}] CPU per order (ms, during the flood): {total} in all — {cpu}")
+    for name, counts in r["per_order"].items():
+        figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())
+        print(f"[system  {tag:<15}]   per order, {name}: {figures}")
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
@@ -99,6 +118,16 @@ def cli() -> None:
     parser.add_argument("--menu-requests", type=int, default=5000)
     parser.add_argument("--gateway-orders", type=int, default=1000)
     parser.add_argument("--relay-rates", type=int, nargs="+", default=[200, 500, 1000])
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        choices=range(1, MAX_REPLICAS + 1),
+        metavar="N",
+        help="run the system benchmark with N processes of every service that may run several "
+        "(PostgreSQL + Kafka only); one run per N",
+    )
     uvloop.run(main(parser.parse_args()))  # the services run on uvloop too
 
 

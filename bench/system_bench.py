@@ -8,7 +8,9 @@ autopilots at zero delay, and stock enough for every order:
    orders delivered per second (first placed → last delivered) say what the machine can do.
 
 Every request goes through the gateway, as a user's would (its rate limits raised out of the
-way); CPU per order is summed over every process of the system during the flood.
+way); CPU per order is summed over every process of the system during the flood. With
+`replicas` above 1, every service that may run several runs that many (the gateway spreads the
+requests over them): the production stack only, the embedded one refuses replicas.
 """
 
 from __future__ import annotations
@@ -32,12 +34,16 @@ from tests.support.tokens import bearer
 from bench.loadgen import Connection
 from bench.stacks import BROKER_NOTE, stack_env
 from bench.stats import percentile, summary
+from pizzeria.chassis.addresses import replica_label
+from pizzeria.registry import SERVICES
 
 TERMINAL = {"delivered", "cancelled"}
 IN_FLIGHT = ("pending", "paid", "preparing", "baking", "ready", "out_for_delivery")
 AUTOPILOTS = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "0", "DELIVERY_STAGE_MS": "0"}
 #: One load generator is one client address: the per-address and per-user limits would refuse it;
 #: and a flood queues requests longer than the gateway's deadline: measure them, do not cut them.
+#: What runs as several processes when the benchmark asks for replicas.
+REPLICABLE = tuple(s.name for s in SERVICES if not s.single)
 NO_RATE_LIMITS = {
     "RATE_LIMIT_PER_IP": "100000000",
     "RATE_LIMIT_PER_USER": "100000000",
@@ -46,12 +52,16 @@ NO_RATE_LIMITS = {
 }
 
 
-async def run(stack: str, *, orders: int, concurrency: int, steady_rate: int, steady_seconds: int) -> dict[str, Any]:
+async def run(
+    stack: str, *, orders: int, concurrency: int, steady_rate: int, steady_seconds: int, replicas: int = 1
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pzbench-") as tmp:
         workdir = Path(tmp)
         async with stack_env(stack, workdir) as env:
             system = System(
-                workdir, {**env, **AUTOPILOTS, **NO_RATE_LIMITS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20"}
+                workdir,
+                {**env, **AUTOPILOTS, **NO_RATE_LIMITS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20"},
+                replicas=dict.fromkeys(REPLICABLE, replicas),
             )
             await system.start()
             shop = Shop(system)
@@ -62,7 +72,11 @@ async def run(stack: str, *, orders: int, concurrency: int, steady_rate: int, st
                     await shop.set_stock(item["ingredient"], 100_000_000)
                 bench = Bench(system.ports["gateway"], menu, system.env)
                 steady = await bench.steady(steady_rate, steady_seconds)
-                pids = {name: await system.pid(name) for name in system.ports}
+                pids = {
+                    replica_label(name, n): await system.pid(name, n)
+                    for name in system.ports
+                    for n in system.replica_numbers(name)
+                }
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 counted = await counters(system)
                 after: dict[str, Any] = {}
@@ -82,7 +96,7 @@ async def run(stack: str, *, orders: int, concurrency: int, steady_rate: int, st
             finally:
                 await shop.close()
                 system.stop()
-    return {"stack": stack, "broker": BROKER_NOTE[stack], **steady, **flood}
+    return {"stack": stack, "broker": BROKER_NOTE[stack], "replicas": replicas, **steady, **flood}
 
 
 class Bench:
@@ -233,17 +247,18 @@ COUNTED = {
 
 
 async def counters(system: System) -> dict[str, dict[str, float]]:
-    """service → COUNTED metric → its value now (summed over labels), from every `/metrics`."""
+    """service → COUNTED metric → its value now (summed over labels and replicas), from every
+    `/metrics`."""
     found: dict[str, dict[str, float]] = {}
     async with httpx.AsyncClient(timeout=10) as client:
         for name in system.ports:
-            text = (await client.get(f"{system.url(name)}/metrics")).text
-            values = dict.fromkeys(COUNTED, 0.0)
-            for line in text.splitlines():
-                metric = line.split("{", 1)[0].split(" ", 1)[0]
-                if metric in values and not line.startswith("#"):
-                    values[metric] += float(line.rsplit(" ", 1)[1])
-            found[name] = values
+            values = found[name] = dict.fromkeys(COUNTED, 0.0)
+            for n in system.replica_numbers(name):
+                text = (await client.get(f"{system.url(name, n)}/metrics")).text
+                for line in text.splitlines():
+                    metric = line.split("{", 1)[0].split(" ", 1)[0]
+                    if metric in values and not line.startswith("#"):
+                        values[metric] += float(line.rsplit(" ", 1)[1])
     return found
 
 

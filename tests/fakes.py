@@ -226,5 +226,13 @@ class InMemoryConsumer(BrokerConsumer):
         self.broker._wake()
 
     async def lag(self) -> dict[TopicPartition, int]:
+        owned = self.assignment()
+        return {tp: lag for tp, lag in (await self.group_lag()).items() if tp in owned}
+
+    async def group_lag(self) -> dict[TopicPartition, int]:
         committed = self.broker._committed[self.group]
-        return {tp: len(self.broker._logs[tp[0]][tp[1]]) - committed.get(tp, 0) for tp in self.assignment()}
+        return {
+            (t, p): len(log) - committed.get((t, p), 0)
+            for t in self.topics
+            for p, log in enumerate(self.broker._topic(t))
+        }

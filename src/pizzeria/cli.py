@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +29,28 @@ def refuse_exposure(settings: Settings) -> None:
         raise SystemExit("pizzeria: refusing to start: " + "; ".join(problems))
 
 
+def replicas_asked(option: str | None, environ: Mapping[str, str]) -> dict[str, int]:
+    """The replica counts `pizzeria up` runs: `<SERVICE>_REPLICAS`, then `--replicas` over them."""
+    from pizzeria.chassis.addresses import parse_replicas, replicas_from_env
+
+    try:
+        return {**replicas_from_env(environ), **(parse_replicas(option) if option is not None else {})}
+    except ValueError as exc:
+        raise SystemExit(f"pizzeria: replicas: {exc}") from None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from pizzeria.supervisor import Supervisor
+    from pizzeria.supervisor import Supervisor, replica_problems
 
     settings = get_settings()
     refuse_exposure(settings)
     services = [entry(n) for n in args.only.split(",")] if args.only else list(SERVICES)
-    return asyncio.run(Supervisor(settings, services, restart=not args.no_restart, echo_logs=args.logs).run())
+    replicas = replicas_asked(args.replicas, os.environ)
+    problems = replica_problems(settings, replicas)
+    if problems:
+        raise SystemExit("pizzeria: refusing to start: " + "; ".join(problems))
+    supervisor = Supervisor(settings, services, replicas=replicas, restart=not args.no_restart, echo_logs=args.logs)
+    return asyncio.run(supervisor.run())
 
 
 def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
@@ -61,12 +77,16 @@ def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pizzeria.chassis.addresses import port_for
+    from pizzeria.chassis.addresses import port_for, replica_number
 
     settings = get_settings()
     refuse_exposure(settings)
+    try:
+        replica = replica_number()
+    except ValueError as exc:
+        raise SystemExit(f"pizzeria: {exc}") from None
     app = entry(args.service).load().create_app(settings)
-    uvicorn.Server(server_config(app, settings.host, port_for(args.service))).run()
+    uvicorn.Server(server_config(app, settings.host, port_for(args.service, replica))).run()
     return 0
 
 
@@ -362,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run every service (embedded by default) until Ctrl-C")
     up.add_argument("--only", help="comma-separated services to run (default: all)")
+    up.add_argument(
+        "--replicas",
+        metavar="SERVICE=N,...",
+        help="run N processes of a service, as in orders=2,kitchen=2 (over <SERVICE>_REPLICAS; "
+        "needs PostgreSQL and Redis)",
+    )
     up.add_argument("--no-restart", action="store_true", help="do not restart services that exit")
     up.add_argument("--logs", action="store_true", help="print service logs here instead of var/log/")
     up.set_defaults(func=cmd_up)

@@ -18,6 +18,8 @@ class ServiceEntry:
     module: str  # has `create_app(settings)` and, when it owns a database, `MIGRATIONS`
     summary: str
     has_database: bool = True
+    #: Why only one of it may run (empty: it may run as several replicas).
+    single: str = ""
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
@@ -29,7 +31,11 @@ class ServiceEntry:
 
 SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry(
-        "provider", "pizzeria.simulators.payment_provider", "simulated payment provider (external)", has_database=False
+        "provider",
+        "pizzeria.simulators.payment_provider",
+        "simulated payment provider (external)",
+        has_database=False,
+        single="the payment provider simulator keeps its ledger in memory",
     ),
     ServiceEntry("identity", "pizzeria.services.identity.app", "accounts, sign-in, access tokens"),
     ServiceEntry("catalog", "pizzeria.services.catalog.app", "menu"),
@@ -44,6 +50,8 @@ SERVICES: tuple[ServiceEntry, ...] = (
         "pizzeria.services.gateway.app",
         "the public API: auth, roles, rate limits, breakers",
         has_database=False,
+        single="`pizzeria up` runs one gateway, the one address clients use; "
+        "run more behind a load balancer of your own",
     ),
 )
 

@@ -1,8 +1,8 @@
-"""`pizzeria up`: run the whole system as child processes, one per service.
+"""`pizzeria up`: run the whole system as child processes, one per service (or per replica).
 
 Applies every migration, creates the topics, starts the services in dependency order (each
-must answer `/ready` before the next starts), restarts a service that dies with exponential
-backoff, and on Ctrl-C or SIGTERM stops them in reverse order.
+process must answer `/ready` before the next starts), restarts a process that dies with
+exponential backoff, and on Ctrl-C or SIGTERM stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pizzeria.chassis.addresses import url_for
+from pizzeria.chassis.addresses import REPLICA_VARIABLE, replica_label, url_for
 from pizzeria.contracts.topology import BUS_SERVICES, MONITOR, all_topics, bus_grants
 from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.settings import Settings
@@ -31,7 +31,7 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
-from pizzeria.registry import SERVICES, ServiceEntry
+from pizzeria.registry import BY_NAME, SERVICES, ServiceEntry
 
 READY_TIMEOUT_S = 90.0
 STABLE_AFTER_S = 30.0  # a service up this long has its restart backoff reset
@@ -118,16 +118,45 @@ def gateway_proxies(settings: Settings) -> str:
     return "127.0.0.1,::1" if address.is_loopback or address.is_unspecified else str(address)
 
 
+def replica_problems(settings: Settings, replicas: Mapping[str, int]) -> list[str]:
+    """Why these replica counts cannot run (empty when they can). Replicas of a service share
+    its database, its consumer groups and its caches: that takes PostgreSQL, where one relay
+    per database publishes (an advisory lock) and background work is claimed with SKIP
+    LOCKED, and Redis for the caches. The broker may be Kafka or the SQL log: both share a
+    group's partitions between its members."""
+    problems = []
+    for name, count in replicas.items():
+        entry = BY_NAME[name]
+        if count == 1:
+            continue
+        if entry.single:
+            problems.append(f"{name} runs once: {entry.single}")
+        elif entry.has_database and settings.database_url_for(name).startswith("sqlite"):
+            problems.append(
+                f"replicas of {name} need its database on PostgreSQL (set {name.upper()}_DATABASE_URL or "
+                "DATABASE_URL): a SQLite file takes one writer at a time and has no lock to elect one outbox "
+                "relay among processes"
+            )
+    if any(count > 1 for count in replicas.values()) and not settings.redis_url:
+        problems.append("replicas share their caches through Redis: set REDIS_URL")
+    return problems
+
+
 @dataclass
 class Child:
     entry: ServiceEntry
     url: str
     log_path: Path
+    replica: int = 1
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = 0.5
     log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return replica_label(self.entry.name, self.replica)
 
 
 class Supervisor:
@@ -138,14 +167,22 @@ class Supervisor:
         settings: Settings,
         services: Sequence[ServiceEntry] = SERVICES,
         *,
+        replicas: Mapping[str, int] | None = None,
         restart: bool = True,
         echo_logs: bool = False,
     ) -> None:
+        """`replicas`: how many processes of a service to run (1 for those it does not name);
+        check them with `replica_problems` first."""
         self.settings = settings
+        self.replicas = dict(replicas or {})
         self.restart = restart
         self.echo_logs = echo_logs
         self.log_dir = settings.var_dir / "log"
-        self.children = [Child(e, url_for(settings, e.name), self.log_dir / f"{e.name}.log") for e in services]
+        self.children = [
+            Child(e, url_for(settings, e.name, n), self.log_dir / f"{replica_label(e.name, n)}.log", replica=n)
+            for e in services
+            for n in range(1, self.replicas.get(e.name, 1) + 1)
+        ]
         self.stopping = asyncio.Event()
 
     def _env(self, child: Child) -> dict[str, str]:
@@ -154,6 +191,10 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if k.upper() != "KAFKA_ADMIN_PASSWORD"}
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Which replica this is (its port follows), and how many of each service run (the
+        # gateway spreads requests over them).
+        env[REPLICA_VARIABLE] = str(child.replica)
+        env.update({f"{name.upper()}_REPLICAS": str(count) for name, count in self.replicas.items()})
         if child.entry.name != "gateway" and "TRUSTED_PROXIES" not in {k.upper() for k in os.environ}:
             # Behind the gateway the peer is the gateway: believe the client address it forwards
             # (identity throttles sign-ins by it), and nobody else's.
@@ -194,17 +235,17 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         say(f"pizzeria: preparing databases and topics ({self.settings.mode} mode, data in {self.settings.var_dir})")
-        await migrate_all(self.settings, [c.entry for c in self.children])
+        await migrate_all(self.settings, [c.entry for c in self.children if c.replica == 1])
         await create_topics(self.settings)
         for child in self.children:
             await self._spawn(child)
             if not await self._wait_ready(child):
                 if self.stopping.is_set():
                     break
-                say(f"pizzeria: {child.entry.name} did not become ready; see {child.log_path}")
+                say(f"pizzeria: {child.label} did not become ready; see {child.log_path}")
                 await self.shutdown()
                 return 1
-            say(f"  {child.entry.name:<14} {child.url:<28} {child.entry.summary}")
+            say(f"  {child.label:<14} {child.url:<28} {child.entry.summary}")
         if not self.stopping.is_set():
             say("")
             gateway = url_for(self.settings, "gateway")
@@ -227,13 +268,13 @@ class Supervisor:
                 return
             if time.monotonic() - child.started_at > STABLE_AFTER_S:
                 child.backoff = 0.5
-            say(f"pizzeria: {child.entry.name} exited with code {code}; restarting in {child.backoff:.1f}s")
+            say(f"pizzeria: {child.label} exited with code {code}; restarting in {child.backoff:.1f}s")
             await asyncio.sleep(child.backoff)
             child.backoff = min(child.backoff * 2, 30.0)
             child.restarts += 1
             await self._spawn(child)
             if await self._wait_ready(child):
-                say(f"pizzeria: {child.entry.name} is back (pid {child.process.pid}, restart {child.restarts})")
+                say(f"pizzeria: {child.label} is back (pid {child.process.pid}, restart {child.restarts})")
 
     async def shutdown(self, grace: float = 15.0) -> None:
         say("pizzeria: stopping...")

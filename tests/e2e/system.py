@@ -10,23 +10,32 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pizzeria.chassis.addresses import SERVICE_PORTS
-from tests.support.tcpproxy import free_port
+from pizzeria.chassis.addresses import REPLICA_PORT_STEP, SERVICE_PORTS
+from tests.support.tcpproxy import free_ports
 from tests.support.tokens import bearer
 
 
 class System:
-    """`pizzeria up` with every service on a free port."""
+    """`pizzeria up` with every service on a free port (and, with `replicas`, several processes
+    of some services, each replica on its own port)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        replicas: Mapping[str, int] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.workdir = workdir
-        self.ports = {name: free_port() for name in SERVICE_PORTS}
+        self.replicas = {name: count for name, count in (replicas or {}).items() if count > 1}
+        self.ports = {name: free_ports(self.replicas.get(name, 1), REPLICA_PORT_STEP) for name in SERVICE_PORTS}
         self.env = {
             **os.environ,
             "PIZZERIA_VAR_DIR": str(workdir / "var"),
@@ -34,15 +43,25 @@ class System:
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
             **(env or {}),
         }
+        self.args = list(args)
+        if self.replicas:
+            self.args += ["--replicas", ",".join(f"{name}={count}" for name, count in self.replicas.items())]
+        self.killed: set[tuple[str, int]] = set()
         self.process: subprocess.Popen[bytes] | None = None
         self.output = workdir / "up.log"
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+    def url(self, service: str, replica: int | None = None) -> str:
+        """A replica's address: the one asked for, else the first this test has not killed."""
+        if replica is None:
+            replica = next((n for n in self.replica_numbers(service) if (service, n) not in self.killed), 1)
+        return f"http://127.0.0.1:{self.ports[service] + REPLICA_PORT_STEP * (replica - 1)}"
+
+    def replica_numbers(self, service: str) -> range:
+        return range(1, self.replicas.get(service, 1) + 1)
 
     async def start(self, timeout: float = 180.0) -> System:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pizzeria", "up"],
+            [sys.executable, "-m", "pizzeria", "up", *self.args],
             cwd=self.workdir,
             env=self.env,
             stdout=self.output.open("wb"),
@@ -56,11 +75,12 @@ class System:
             raise RuntimeError(f"pizzeria up exited early:\n{self.output.read_text()[-3000:]}")
         async with httpx.AsyncClient(timeout=2) as client:
             for service in self.ports:
-                try:
-                    if (await client.get(f"{self.url(service)}/ready")).status_code != 200:
+                for replica in self.replica_numbers(service):
+                    try:
+                        if (await client.get(f"{self.url(service, replica)}/ready")).status_code != 200:
+                            return False
+                    except httpx.HTTPError:
                         return False
-                except httpx.HTTPError:
-                    return False
         return "pizzeria is up" in self.output.read_text()
 
     def stop(self) -> None:
@@ -73,14 +93,15 @@ class System:
             self.process.kill()
             self.process.wait(10)
 
-    async def pid(self, service: str) -> int:
+    async def pid(self, service: str, replica: int | None = None) -> int:
         async with httpx.AsyncClient(timeout=5) as client:
-            return int((await client.get(f"{self.url(service)}/health")).json()["pid"])
+            return int((await client.get(f"{self.url(service, replica)}/health")).json()["pid"])
 
-    async def kill(self, service: str) -> int:
+    async def kill(self, service: str, replica: int = 1) -> int:
         """SIGKILL a service process (no cleanup, like a power cut); returns its pid."""
-        pid = await self.pid(service)
+        pid = await self.pid(service, replica)
         os.kill(pid, signal.SIGKILL)
+        self.killed.add((service, replica))
         return pid
 
     async def wait_until(self, predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -98,14 +119,20 @@ class System:
 
 class Shop:
     """A client of the services' APIs, retrying the way a careful client does: customers place
-    and cancel their own orders; everything else is asked as an administrator."""
+    and cancel their own orders; everything else is asked as an administrator. Straight at each
+    service, or `through_gateway` (the payment provider, no part of the API, is asked directly)."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, *, through_gateway: bool = False) -> None:
         self.system = system
+        self.through_gateway = through_gateway
         self.http = httpx.AsyncClient(
             timeout=30, limits=httpx.Limits(max_connections=64), headers=bearer("shop-admin", "admin", env=system.env)
         )
         self._customers: dict[str, dict[str, str]] = {}
+
+    def at(self, service: str) -> str:
+        """Where a request for `service`'s API goes."""
+        return self.system.url("gateway" if self.through_gateway else service)
 
     def as_customer(self, customer: str) -> dict[str, str]:
         """Headers that make a request the customer's own."""
@@ -117,7 +144,7 @@ class Shop:
         await self.http.aclose()
 
     async def menu(self) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.system.url('catalog')}/api/v1/menu")
+        response = await self.http.get(f"{self.at('catalog')}/api/v1/menu")
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items
@@ -131,7 +158,7 @@ class Shop:
         while True:
             try:
                 response = await self.http.post(
-                    f"{self.system.url('orders')}/api/v1/orders",
+                    f"{self.at('orders')}/api/v1/orders",
                     json=body,
                     headers={"Idempotency-Key": key, **self.as_customer(customer)},
                 )
@@ -149,13 +176,13 @@ class Shop:
             await asyncio.sleep(0.2)
 
     async def order(self, order_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"{self.system.url('orders')}/api/v1/orders/{order_id}")
+        response = await self.http.get(f"{self.at('orders')}/api/v1/orders/{order_id}")
         response.raise_for_status()
         found: dict[str, Any] = response.json()
         return found
 
     async def payments(self, order_id: str) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.system.url('payments')}/api/v1/payments", params={"order_id": order_id})
+        response = await self.http.get(f"{self.at('payments')}/api/v1/payments", params={"order_id": order_id})
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items
@@ -166,12 +193,26 @@ class Shop:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
-    async def cancel(self, order_id: str, *, customer: str) -> int:
-        response = await self.http.post(
-            f"{self.system.url('orders')}/api/v1/orders/{order_id}/cancel", headers=self.as_customer(customer)
-        )
-        assert response.status_code in (202, 409), response.text
-        return response.status_code
+    async def cancel(self, order_id: str, *, customer: str, retry_for: float = 60.0) -> tuple[int, bool]:
+        """Ask to cancel; on a dropped connection or a 5xx, ask again (asking twice changes
+        nothing). The answer, and whether an earlier attempt's fate is unknown while the answer
+        is a 409 (the process that had it died: it may have accepted it first)."""
+        deadline = time.monotonic() + retry_for
+        unknown = False
+        while True:
+            try:
+                response = await self.http.post(
+                    f"{self.at('orders')}/api/v1/orders/{order_id}/cancel", headers=self.as_customer(customer)
+                )
+                if response.status_code < 500:
+                    assert response.status_code in (202, 409), response.text
+                    return response.status_code, unknown and response.status_code == 409
+            except httpx.TransportError:
+                pass  # the orders process may be restarting
+            unknown = True
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cancelling {order_id} was not answered within {retry_for}s")
+            await asyncio.sleep(0.2)
 
     async def refunds(self) -> list[dict[str, Any]]:
         response = await self.http.get(f"{self.system.url('provider')}/v1/refunds")
@@ -180,26 +221,50 @@ class Shop:
         return items
 
     async def inventory(self) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.system.url('kitchen')}/api/v1/inventory")
+        response = await self.http.get(f"{self.at('kitchen')}/api/v1/inventory")
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
     async def set_stock(self, ingredient: str, on_hand: int) -> None:
-        response = await self.http.put(
-            f"{self.system.url('kitchen')}/api/v1/inventory/{ingredient}", json={"on_hand": on_hand}
-        )
+        response = await self.http.put(f"{self.at('kitchen')}/api/v1/inventory/{ingredient}", json={"on_hand": on_hand})
         response.raise_for_status()
 
+    async def tickets(self) -> list[dict[str, Any]]:
+        """Every kitchen ticket, whatever its status (up to 500), oldest first."""
+        every = ["queued", "preparing", "baking", "ready", "cancelled"]
+        response = await self.http.get(
+            f"{self.at('kitchen')}/api/v1/kitchen/tickets", params={"status": every, "limit": 500}
+        )
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery, whatever its status (up to 500), oldest first."""
+        every = ["waiting", "assigned", "out_for_delivery", "delivered"]
+        response = await self.http.get(
+            f"{self.at('delivery')}/api/v1/deliveries", params={"status": every, "limit": 500}
+        )
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
     async def saga_counts(self) -> dict[str, int]:
-        response = await self.http.get(f"{self.system.url('orders')}/api/v1/ops/sagas", params={"limit": 1})
+        response = await self.http.get(f"{self.at('orders')}/api/v1/ops/sagas", params={"limit": 1})
         response.raise_for_status()
         counts: dict[str, int] = response.json()["counts"]
         return counts
 
+    async def saga_log(self, order_id: str) -> list[str]:
+        """What the order's saga did, oldest first."""
+        response = await self.http.get(f"{self.at('orders')}/api/v1/ops/sagas/{order_id}")
+        response.raise_for_status()
+        return [entry["entry"] for entry in response.json()["log"]]
+
     async def notifications(self, order_id: str) -> list[dict[str, Any]]:
         response = await self.http.get(
-            f"{self.system.url('notifications')}/api/v1/notifications", params={"order_id": order_id, "limit": 200}
+            f"{self.at('notifications')}/api/v1/notifications", params={"order_id": order_id, "limit": 200}
         )
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]

@@ -247,3 +247,42 @@ async def test_a_member_that_stops_heartbeating_loses_its_partitions(harness: Br
     got = await drain(survivor, 30, timeout=30)
     await survivor.close()
     assert sorted(orjson.loads(r.value)["n"] for r in got) == list(range(30))
+
+
+async def test_members_of_a_group_share_its_partitions_and_the_group_lag_covers_them_all(
+    harness: BrokerHarness,
+) -> None:
+    """Replicas of a service are members of its groups: each owns a share of the partitions
+    and its `lag` covers that share, while `group_lag` says how far the whole group is behind
+    (the read model's rebuild switches on it)."""
+    broker = await harness.client()
+    topic = await make_topic(broker, harness, "shared", partitions=4)
+    await broker.publish([message(topic, f"k{i}", i) for i in range(40)])
+    group = harness.group("g")
+    every = {(topic, p) for p in range(4)}
+    members = [broker.consumer(group, [topic]), broker.consumer(group, [topic])]
+    for member in members:
+        await member.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        first, second = members
+        # Kafka hands out partitions while members poll: poll (reading nothing for good) until
+        # each member holds a share and together they hold every partition.
+        while not (first.assignment() and second.assignment() and first.assignment() | second.assignment() == every):
+            assert loop.time() < deadline, f"partitions never shared: {first.assignment()} {second.assignment()}"
+            await asyncio.gather(*(m.fetch(1, timeout=0.2) for m in members))
+        assert not first.assignment() & second.assignment()
+        ends = await first.group_lag()  # nothing committed yet: each partition's end
+        assert set(ends) == every
+        assert sum(ends.values()) == 40
+        assert set(await first.lag()) == first.assignment()
+        await first.commit({tp: ends[tp] for tp in first.assignment()})
+        halfway = await second.group_lag()
+        assert {tp: halfway[tp] for tp in first.assignment()} == dict.fromkeys(first.assignment(), 0)
+        assert {tp: halfway[tp] for tp in second.assignment()} == {tp: ends[tp] for tp in second.assignment()}
+        await second.commit({tp: ends[tp] for tp in second.assignment()})
+        assert set((await first.group_lag()).values()) == {0}
+    finally:
+        for member in members:
+            await member.close()

@@ -1,5 +1,6 @@
 """A poison message goes to its group's dead-letter topic and table; `pizzeria dlq` lists,
-shows, replays and discards it, against a running service."""
+shows, replays and discards it, against a running service; with replicas, a replay happens
+once."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import subprocess
 import sys
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.messaging.broker import OutgoingMessage
+from pizzeria.kit.db import Database
+from pizzeria.kit.migrations import upgrade
+from pizzeria.messaging.broker import OutgoingMessage, Record
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.messaging.deadletters import DeadLetterStore
-from pizzeria.messaging.tables import outbox
+from pizzeria.messaging.deadletters import DeadLetterStatus, DeadLetterStore
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS, outbox
+from pizzeria.messaging.uow import UnitOfWork
 from tests.integration.services import embedded_settings, running
 
 
@@ -128,3 +133,38 @@ async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
             )
         actions = [orjson.loads(h)["ce_type"] for h in facts]
         assert actions == ["pizzeria.ops.DeadLetterReplayRequested.v1", "pizzeria.ops.DeadLetterDiscarded.v1"]
+
+
+async def test_replicas_replay_a_dead_letter_once(pg_url: str) -> None:
+    """Every replica's replayer sees the replay request; the one that takes a dead letter holds
+    it while it replays, the others pass it by, and once it is replayed nobody takes it again;
+    a replica that lets go without replaying (it died) leaves it to the next."""
+    await upgrade(pg_url, [MESSAGING_MIGRATIONS])
+    databases = [Database(pg_url, pool_size=2), Database(pg_url, pool_size=2)]
+    first, second = (DeadLetterStore(db, partial(UnitOfWork, db, source="/pizzeria/test")) for db in databases)
+    try:
+        ids = []
+        for offset in range(2):
+            record = Record(topic="t", partition=0, offset=offset, value=b"{}", key="k", headers={}, timestamp_ms=0)
+            await first.add("g", record, None, "poison", 1)
+        for row in await first.recent():
+            async with databases[0].transaction() as conn:
+                assert await first.leave_dead(conn, row["id"], DeadLetterStatus.REPLAY_REQUESTED)
+            ids.append(row["id"])
+        replayed, abandoned = ids
+
+        async with first.replaying(replayed) as mine:
+            assert mine
+            async with second.replaying(replayed) as theirs:
+                assert not theirs, "taken by the first replica: the second passes it by"
+            await first.mark_replayed(replayed)
+        async with second.replaying(replayed) as theirs:
+            assert not theirs, "replayed already"
+
+        async with first.replaying(abandoned) as mine:
+            assert mine  # ... and the replica dies before replaying it: its transaction ends
+        async with second.replaying(abandoned) as theirs:
+            assert theirs, "still waiting for its replay: the next replica takes it"
+    finally:
+        for db in databases:
+            await db.dispose()

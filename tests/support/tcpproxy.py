@@ -17,6 +17,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, step: int) -> int:
+    """A port p such that p, p + step, ... (`count` of them) are all free now."""
+    while True:
+        base = free_port()
+        if base + step * (count - 1) > 65535:
+            continue
+        with contextlib.ExitStack() as bound:
+            try:
+                for n in range(1, count):
+                    s = bound.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", base + step * n))
+            except OSError:
+                continue
+        return base
+
+
 class TcpProxy:
     """Forwards `listen_port` → `target_port` on 127.0.0.1."""
 

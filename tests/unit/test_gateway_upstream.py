@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pizzeria.kit.errors import BadRequest
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker
-from pizzeria.services.gateway.upstream import GatewayBusy, Upstream, UpstreamUnavailable
+from pizzeria.services.gateway.upstream import GatewayBusy, Replica, Upstream, UpstreamUnavailable
 
 FAULTS = {
     "connect": httpx.ConnectError("refused"),
@@ -47,16 +47,8 @@ def build(plan: list[str | int], threshold: int = 1000) -> tuple[Upstream, list[
         return httpx.Response(outcome, json={"n": len(calls)})
 
     breaker = CircuitBreaker("upstream-test", failure_threshold=threshold, reset_timeout=60)
-    upstream = Upstream(
-        "test",
-        "http://test",
-        timeout=1,
-        retries=RETRIES,
-        breaker=breaker,
-        transport=httpx.MockTransport(answer),
-        backoff=0,
-    )
-    return upstream, calls
+    replica = Replica("http://test", timeout=1, breaker=breaker, transport=httpx.MockTransport(answer))
+    return Upstream("test", [replica], retries=RETRIES, backoff=0), calls
 
 
 def expected(method: str, attempts: list[str | int]) -> tuple[int, str | int]:
@@ -99,7 +91,7 @@ async def test_one_request_counts_once_and_only_upstream_trouble_counts(
                 failures += 1
             elif decisive not in ("local", "pool"):
                 failures = 0  # an answer, a shed one too: the upstream is alive
-            assert upstream.breaker.failures == failures
+            assert upstream.replicas[0].breaker.failures == failures
     finally:
         await upstream.close()
 
@@ -111,10 +103,10 @@ async def test_the_breaker_opens_after_as_many_failed_requests_as_its_threshold_
     upstream, calls = build([fault] * 9, threshold=3)
     try:
         for n in range(3):
-            assert upstream.breaker.state is BreakerState.CLOSED, f"open after {n} requests"
+            assert upstream.replicas[0].breaker.state is BreakerState.CLOSED, f"open after {n} requests"
             with contextlib.suppress(UpstreamUnavailable):
                 await upstream.send("GET", "/thing")
-        assert upstream.breaker.state is BreakerState.OPEN
+        assert upstream.replicas[0].breaker.state is BreakerState.OPEN
         assert len(calls) == 9
     finally:
         await upstream.close()
@@ -126,7 +118,7 @@ async def test_a_request_that_cannot_be_built_never_reaches_the_breaker() -> Non
         for _ in range(10):
             with pytest.raises(BadRequest):
                 await upstream.send("GET", "/thing", headers={"accept": "caf\u00e9"})
-        assert upstream.breaker.failures == 0
+        assert upstream.replicas[0].breaker.failures == 0
         assert not calls
     finally:
         await upstream.close()
@@ -139,8 +131,8 @@ async def test_shed_load_and_a_busy_pool_never_open_the_breaker(outcome: str) ->
         for _ in range(10):
             with contextlib.suppress(GatewayBusy):
                 await upstream.send("GET", "/thing")
-        assert upstream.breaker.state is BreakerState.CLOSED
-        assert upstream.breaker.failures == 0
+        assert upstream.replicas[0].breaker.state is BreakerState.CLOSED
+        assert upstream.replicas[0].breaker.failures == 0
         assert len(calls) == 10, "asked once each: neither is worth asking again at once"
     finally:
         await upstream.close()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
-from pizzeria.chassis.addresses import SERVICE_PORTS, port_for
+from pizzeria.chassis.addresses import SERVICE_PORTS, port_for, replica_number
 from pizzeria.kit.settings import Settings
 
 #: Addresses a server listens on that a client cannot dial.
@@ -36,7 +36,7 @@ def served_service(proc: Path = Path("/proc")) -> str | None:
 
 def probe_url(service: str, path: str, settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in WILDCARD_HOSTS else settings.host
-    return f"http://{host}:{port_for(service)}/{path.lstrip('/')}"
+    return f"http://{host}:{port_for(service, replica_number())}/{path.lstrip('/')}"
 
 
 def check(url: str, timeout: float = 3.0) -> tuple[bool, str]:

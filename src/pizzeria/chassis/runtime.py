@@ -151,13 +151,17 @@ class ServiceRuntime:
             os.kill(os.getpid(), signal.SIGTERM)
 
     async def _replay_dead_letters(self) -> bool:
-        """Run the dead letters an administrator asked to replay through their consumer again."""
+        """Run the dead letters an administrator asked to replay through their consumer again,
+        each by one replica."""
         replayed = False
         for runner in [*self.runners, *self._dynamic]:
             for row in await self.dead_letters.replay_requests(runner.group):
-                log.info("replaying dead letter", dead_letter_id=row["id"], group=runner.group)
-                await runner.process(as_record(row), replay_of=row["id"])
-                replayed = True
+                async with self.dead_letters.replaying(row["id"]) as ours:
+                    if not ours:
+                        continue  # another replica replays it (or has)
+                    log.info("replaying dead letter", dead_letter_id=row["id"], group=runner.group)
+                    await runner.process(as_record(row), replay_of=row["id"])
+                    replayed = True
         return replayed
 
     async def _prune_inbox(self) -> None:

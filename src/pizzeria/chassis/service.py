@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 
 from pizzeria.chassis import faults, ops
 from pizzeria.chassis.access import REFRESH_INTERVAL_S, TokenEpochCache, access_handlers
-from pizzeria.chassis.addresses import url_for
+from pizzeria.chassis.addresses import replica_number, url_for
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.contracts.topology import CONSUMER_GROUPS, access_group
 from pizzeria.kit import failpoints
@@ -87,7 +87,8 @@ def service_app(
             await on_start()
         await switches.refresh()  # a process restarted while a switch is on starts with it on
         await runtime.start()
-        log.info("service started", url=url_for(settings, runtime.service))
+        replica = replica_number()
+        log.info("service started", url=url_for(settings, runtime.service, replica), replica=replica)
         try:
             yield
         finally:

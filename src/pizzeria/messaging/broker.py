@@ -107,6 +107,12 @@ class BrokerConsumer(abc.ABC):
         """Records behind the end of each owned partition (for the consumer-lag gauge)."""
         return {}
 
+    @abc.abstractmethod
+    async def group_lag(self) -> dict[TopicPartition, int]:
+        """Records between the end of every partition of the subscribed topics and the group's
+        committed offset, whichever member owns it: how far the group as a whole is behind
+        (its members may be replicas in other processes)."""
+
 
 class Broker(abc.ABC):
     """A connection to the broker: topic admin, publishing, and consumer factory."""

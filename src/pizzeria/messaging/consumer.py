@@ -531,10 +531,24 @@ class ConsumerRunner:
         return Outcome.DEAD_LETTERED
 
     async def _report_lag_forever(self) -> None:
-        while True:
-            await asyncio.sleep(15)
-            if self.consumer is None:
-                continue
-            with contextlib.suppress(Exception):
-                for (topic, partition), lag in (await self.consumer.lag()).items():
-                    metrics.consumer_lag.labels(self.group, topic, str(partition)).set(lag)
+        """Every 15 s, the lag of each partition this member owns; a partition that moved to
+        another member (a replica) leaves this one's report, so no replica shows a stale lag."""
+        reported: set[TopicPartition] = set()
+        try:
+            while True:
+                await asyncio.sleep(15)
+                if self.consumer is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    lags = await self.consumer.lag()
+                    for (topic, partition), lag in lags.items():
+                        metrics.consumer_lag.labels(self.group, topic, str(partition)).set(lag)
+                    self._forget_lag(reported - lags.keys())
+                    reported = set(lags)
+        finally:
+            self._forget_lag(reported)
+
+    def _forget_lag(self, partitions: set[TopicPartition]) -> None:
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(self.group, topic, str(partition))

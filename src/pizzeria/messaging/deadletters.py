@@ -4,8 +4,9 @@ outbox (for anything else that watches dead letters)."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -31,6 +32,10 @@ def storable(value: object, limit: int) -> str | None:
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text[:limit]
+
+
+#: The first key of the advisory locks that let one replica at a time replay a dead letter.
+_REPLAY_LOCK = 0x646C7172
 
 
 class DeadLetterStatus(enum.StrEnum):
@@ -157,6 +162,31 @@ class DeadLetterStore:
                 )
             ).all()
         return [_plain(r) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def replaying(self, dl_id: str) -> AsyncIterator[bool]:
+        """Hold the replay of a dead letter while the caller replays it: True if it still waits
+        for its replay and no other replica is replaying it. On PostgreSQL an advisory lock on
+        its id, held by a transaction of its own until the caller is done; a replica that dies
+        lets go of it with its connection, and the dead letter, still waiting, is replayed again
+        (the consumer's inbox absorbs a repeat). Elsewhere one process has the database."""
+        if not self.db.is_postgres:
+            async with self.db.read() as conn:
+                waiting = await _awaits_replay(conn, dl_id)
+            yield waiting
+            return
+        async with self.db.transaction() as conn:
+            held = sa.select(sa.func.pg_try_advisory_xact_lock(_REPLAY_LOCK, sa.func.hashtext(dl_id)))
+            if not (await conn.execute(held)).scalar_one():
+                yield False
+                return
+            # Asked under the lock: a replica that replayed it marked it so before letting go.
+            yield await _awaits_replay(conn, dl_id)
+
+
+async def _awaits_replay(conn: AsyncConnection, dl_id: str) -> bool:
+    found = await conn.execute(sa.select(dead_letters.c.status).where(dead_letters.c.id == dl_id))
+    return bool(found.scalar() == DeadLetterStatus.REPLAY_REQUESTED)
 
 
 def as_record(row: dict[str, Any]) -> Record:

@@ -364,6 +364,18 @@ def _take(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) 
     return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
+def _lag_of(consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """Records between each partition's end and the group's committed offset (blocking)."""
+    if not partitions:
+        return {}
+    committed = consumer.committed([confluent_kafka.TopicPartition(t, p) for t, p in partitions], timeout=5)
+    out: dict[TopicPartition, int] = {}
+    for tp in committed:
+        _, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        out[(tp.topic, tp.partition)] = max(0, high - max(tp.offset, 0))
+    return out
+
+
 class _Acks:
     """Delivery reports of one batch: counted on the producer's poll thread; the last one hands
     the errors (if any) to the event loop, once."""
@@ -463,18 +475,21 @@ class KafkaConsumer(BrokerConsumer):
     async def lag(self) -> dict[TopicPartition, int]:
         if self._consumer is None:
             return {}
+        return dict(await self._call(_lag_of, self._consumer, sorted(self._assigned)))
+
+    async def group_lag(self) -> dict[TopicPartition, int]:
+        if self._consumer is None:
+            raise BrokerError("consumer not started")
         consumer = self._consumer
 
         def measure() -> dict[TopicPartition, int]:
-            owned = [confluent_kafka.TopicPartition(t, p) for t, p in self._assigned]
-            if not owned:
-                return {}
-            committed = consumer.committed(owned, timeout=5)
-            out: dict[TopicPartition, int] = {}
-            for tp in committed:
-                _, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                out[(tp.topic, tp.partition)] = max(0, high - max(tp.offset, 0))
-            return out
+            every: list[TopicPartition] = []
+            for topic in self.topics:
+                found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+                if found is None or found.error is not None:
+                    raise BrokerError(f"cannot describe topic {topic}: {found.error if found else 'not found'}")
+                every += [(topic, p) for p in sorted(found.partitions)]
+            return _lag_of(consumer, every)
 
         return dict(await self._call(measure))
 

@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from pizzeria.kit.metrics import LATENCY_BUCKETS
 
 outbox_backlog = Gauge("pizzeria_outbox_backlog_messages", "Outbox rows committed but not yet published.")
+outbox_relay_leading = Gauge(
+    "pizzeria_outbox_relay_leading", "1 while this process's outbox relay is the one that publishes for its database."
+)
 outbox_oldest_age = Gauge("pizzeria_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row.")
 outbox_published = Counter("pizzeria_outbox_published_total", "Outbox rows published.")
 outbox_publish_latency = Histogram(

@@ -11,6 +11,9 @@
 - Marking a batch published overlaps with publishing the next one (the rows being marked are
   kept out of the next batch), so commit → broker latency is one select and one publish.
 - Published rows are pruned after the retention period.
+- Every replica, leading or not, reads the backlog gauges from the database every
+  `_GAUGES_EVERY_S`: they describe the database, so no replica reports a stale figure when
+  another one leads or while publishing fails.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pizzeria.messaging.uow import OUTBOX_CHANNEL
 log = get_logger(__name__)
 _ADVISORY_KEY = 0x70697A7A  # one relay per database publishes at a time
 _PRUNE_EVERY_S = 60.0
+_GAUGES_EVERY_S = 15.0
 _PENDING = (
     sa.select(
         outbox.c.seq, outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.payload, outbox.c.created_at
@@ -71,6 +75,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopped = False
         self._last_prune = 0.0
+        self._last_gauges = 0.0
         self._leader: Any = None  # PostgreSQL: the connection holding the lock and LISTENing
         self._leader_driver: Any = None
         self._marking: set[int] = set()
@@ -85,6 +90,7 @@ class OutboxRelay:
         backoff = 0.05
         try:
             while not self._stopped:
+                await self._gauges_due()
                 try:
                     if not await self._lead():
                         await self._sleep(self.poll_interval)
@@ -93,7 +99,6 @@ class OutboxRelay:
                     backoff = 0.05
                     if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
                         await self.prune()
-                        await self.refresh_gauges()
                     if sent >= self.batch_size:
                         continue  # more waiting: do not sleep
                 except asyncio.CancelledError:
@@ -196,14 +201,24 @@ class OutboxRelay:
         return count, max(0.0, age)
 
     async def refresh_gauges(self) -> None:
+        self._last_gauges = time.monotonic()
         count, age = await self.backlog()
         metrics.outbox_backlog.set(count)
         metrics.outbox_oldest_age.set(age)
+
+    async def _gauges_due(self) -> None:
+        if time.monotonic() - self._last_gauges < _GAUGES_EVERY_S:
+            return
+        try:
+            await self.refresh_gauges()
+        except Exception as exc:  # the database is down: the gauges keep their last values
+            log.debug("cannot read the outbox backlog", error=str(exc))
 
     async def _lead(self) -> bool:
         """On PostgreSQL, be (or become) the one relay of this database that publishes; its
         connection also LISTENs for commits from any process. Elsewhere, always lead."""
         if not self.db.is_postgres:
+            metrics.outbox_relay_leading.set(1)
             return True
         if self._leader is not None:
             if not self._leader_driver.is_closed():
@@ -224,10 +239,13 @@ class OutboxRelay:
             await conn.close()
             raise
         self._leader, self._leader_driver = conn, raw.driver_connection
+        metrics.outbox_relay_leading.set(1)
+        log.info("this outbox relay now publishes for its database")
         return True
 
     async def _resign(self) -> None:
         conn, self._leader = self._leader, None
         if conn is not None:
+            metrics.outbox_relay_leading.set(0)
             with contextlib.suppress(Exception):
                 await conn.close()  # closing the session releases the advisory lock

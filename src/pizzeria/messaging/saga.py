@@ -4,7 +4,9 @@ service and the replies that move it on, with a compensation to undo it.
 - The saga's state and the command it sends next are written in the same transaction (the
   caller's unit of work, so the outbox carries the command); replies arrive through the inbox.
 - Every step may have a deadline, stored in the saga's row and scanned by a timer: a reply that
-  never comes compensates instead of hanging.
+  never comes compensates instead of hanging. Each replica runs a timer; a saga whose deadline
+  passed is claimed by one of them (its row locked, SKIP LOCKED on PostgreSQL) and its deadline
+  checked again under the lock, so a deadline fires once.
 - Compensation runs in reverse order, one step at a time, each waiting for its acknowledgement
   (re-sent when it is late: compensations are idempotent). A compensated saga is final, so a
   saga is never compensated twice.
@@ -299,6 +301,19 @@ class SagaEngine(Generic[D]):
                 saga = uow.remember(_KIND, saga_id, _saga(row))
         return saga
 
+    async def claim(self, uow: UnitOfWork, saga_id: str) -> bool:
+        """Lock a saga for the transaction unless another transaction holds it (on PostgreSQL
+        SKIP LOCKED: another replica's timer, or a reply moving it); True if this one has it,
+        and `load` then finds it."""
+        if uow.recall(_KIND, saga_id) is not None:
+            return True
+        query = _SAGA_CLAIM if uow.conn.dialect.name == "postgresql" else _SAGA_FOR_UPDATE
+        row = (await uow.conn.execute(query, {"saga_id": saga_id})).first()
+        if row is None:
+            return False
+        uow.remember(_KIND, saga_id, _saga(row))
+        return True
+
     async def load_many(self, uow: UnitOfWork, saga_ids: Iterable[str]) -> None:
         """Load (and lock) the sagas of a batch of replies at once; `load` then finds them."""
         wanted = [i for i in set(saga_ids) if uow.recall(_KIND, i) is None]
@@ -401,6 +416,7 @@ def _saga(row: Any) -> Saga:
 _KIND = "saga"
 _SAGA = sa.select(sagas).where(sagas.c.id == sa.bindparam("saga_id"))
 _SAGA_FOR_UPDATE = _SAGA.with_for_update()
+_SAGA_CLAIM = _SAGA.with_for_update(skip_locked=True)
 _SAGAS_FOR_UPDATE = sa.select(sagas).where(sagas.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
 _UPDATE = sagas.update().where(sagas.c.id == sa.bindparam("saga_id"))
 _DUE = (
@@ -469,12 +485,16 @@ class SagaTimer:
         self.batch = batch
 
     async def tick(self) -> bool:
-        """Expire the sagas whose deadline passed; True if there may be more due right now (a
-        full batch was found), so the loop runs again at once instead of after its interval."""
+        """Expire the sagas whose deadline passed that no other replica is expiring now (the
+        deadline is checked again under the saga's lock: one that moved on is left alone); True
+        if there may be more due right now (a full batch was found), so the loop runs again at
+        once instead of after its interval."""
         async with self.db.read() as conn:
             due = await SagaEngine.due(conn, self.engine.clock(), limit=self.batch)
         for saga_id in due:
             async with self.uow_factory() as uow:
+                if not await self.engine.claim(uow, saga_id):
+                    continue  # another replica has it now: its deadline is seen to there
                 await self.engine.expire(uow, saga_id)
                 await uow.commit()
         return len(due) >= self.batch

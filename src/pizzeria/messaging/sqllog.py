@@ -536,6 +536,10 @@ class SqlLogConsumer(BrokerConsumer):
         await self.broker.retrying(op)
 
     async def lag(self) -> dict[TopicPartition, int]:
+        owned = self.assignment()
+        return {tp: lag for tp, lag in (await self.group_lag()).items() if tp in owned}
+
+    async def group_lag(self) -> dict[TopicPartition, int]:
         async with self._db.read() as conn:
             ends = {
                 (r.topic, r.partition): r.next_offset
@@ -547,7 +551,7 @@ class SqlLogConsumer(BrokerConsumer):
                 (r.topic, r.partition): r.committed
                 for r in (await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))).all()
             }
-        return {tp: ends.get(tp, 0) - done.get(tp, 0) for tp in self.assignment()}
+        return {tp: end - done.get(tp, 0) for tp, end in ends.items()}
 
     async def close(self) -> None:
         if self._closed:

@@ -110,7 +110,7 @@ async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
             return 0
     async with uow:
         assigned = 0
-        for delivery_id in await repository.waiting(uow.conn, limit):
+        for delivery_id in await repository.waiting(uow.conn, limit, claim=True):
             if not await assign(uow, delivery_id):
                 break
             assigned += 1

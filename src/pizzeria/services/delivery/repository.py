@@ -77,8 +77,11 @@ async def all_couriers(conn: AsyncConnection) -> list[Any]:
     return list(await conn.execute(sa.select(couriers).order_by(couriers.c.name)))
 
 
-async def waiting(conn: AsyncConnection, limit: int) -> list[UUID]:
-    return [r.id for r in await conn.execute(_WAITING, {"limit": limit})]
+async def waiting(conn: AsyncConnection, limit: int, *, claim: bool = False) -> list[UUID]:
+    """Deliveries waiting for a courier, oldest first; `claim`: locked for the transaction,
+    skipping those another transaction holds (PostgreSQL: another replica's dispatcher)."""
+    query = _WAITING.with_for_update(skip_locked=True) if claim and conn.dialect.name == "postgresql" else _WAITING
+    return [r.id for r in await conn.execute(query, {"limit": limit})]
 
 
 async def listing(conn: AsyncConnection, statuses: list[str], limit: int) -> list[Any]:

@@ -2,7 +2,8 @@
 
 Every request is rate limited per client IP, its token checked, its role checked against the
 route table, rate limited per user, then forwarded to the service that owns the path with a
-deadline, retries for idempotent reads and a circuit breaker per upstream.
+deadline, retries for idempotent reads and a circuit breaker per replica of the upstream,
+spread over the upstream's replicas.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter
 
-from pizzeria.chassis.addresses import url_for
+from pizzeria.chassis.addresses import replica_label, url_for, urls_for
 from pizzeria.chassis.service import refuse_unsafe_production
 from pizzeria.kit import context
 from pizzeria.kit.auth import Principal, decode_access_token
@@ -38,7 +39,7 @@ from pizzeria.services.gateway.ratelimit import RateLimiter, build_rate_limiter
 from pizzeria.services.gateway.routes import SIGNED_IN, UPSTREAMS, match
 from pizzeria.services.gateway.settings import GatewaySettings
 from pizzeria.services.gateway.streams import StreamLimits, relay_stream
-from pizzeria.services.gateway.upstream import OWN_HEADERS, Upstream
+from pizzeria.services.gateway.upstream import OWN_HEADERS, Replica, Upstream
 from pizzeria.web import pages
 from pizzeria.web.site import Web
 
@@ -169,20 +170,38 @@ def _described(value: str) -> str:
     return "holds characters it may not"
 
 
-def build_upstream(name: str, url: str, own: GatewaySettings, transport: httpx.AsyncBaseTransport | None) -> Upstream:
-    """A service behind the gateway, with the deadline, retries and breaker the settings give."""
-    return Upstream(
-        name,
-        url,
-        timeout=own.upstream_timeout_s,
-        retries=own.read_retries,
-        breaker=CircuitBreaker(
-            f"upstream-{name}", failure_threshold=own.breaker_failures, reset_timeout=own.breaker_reset_s
-        ),
-        transport=transport,
-        connections=own.upstream_connections,
-        stream_connections=own.stream_connections,
-    )
+def build_upstream(
+    name: str, urls: list[str], own: GatewaySettings, transport: httpx.AsyncBaseTransport | None
+) -> Upstream:
+    """A service behind the gateway, at each of its replicas' addresses, with the deadline,
+    retries, breakers and connection pools the settings give (breaker `upstream-orders` for
+    replica 1, `upstream-orders-2` for replica 2, as `pizzeria up` names them)."""
+    replicas = [
+        Replica(
+            url,
+            timeout=own.upstream_timeout_s,
+            breaker=CircuitBreaker(
+                f"upstream-{replica_label(name, n)}",
+                failure_threshold=own.breaker_failures,
+                reset_timeout=own.breaker_reset_s,
+            ),
+            transport=transport,
+            connections=own.upstream_connections,
+            stream_connections=own.stream_connections,
+        )
+        for n, url in enumerate(urls, start=1)
+    ]
+    return Upstream(name, replicas, retries=own.read_retries)
+
+
+def upstream_health(upstream: Upstream) -> dict[str, object]:
+    """An upstream in `/health`: its first address and the breaker state traffic sees, and
+    each replica's address and breaker."""
+    return {
+        "url": upstream.urls[0],
+        "breaker": upstream.state(),
+        "replicas": [{"url": r.url, "breaker": r.state()} for r in upstream.replicas],
+    }
 
 
 def serve_browsers(app: FastAPI, settings: Settings, own: GatewaySettings) -> Web:
@@ -258,12 +277,12 @@ def create_app(
     configure_logging(NAME, settings.log_level, settings.log_format)
 
     upstreams = {
-        name: build_upstream(name, url_for(settings, name), own, (transports or {}).get(name)) for name in UPSTREAMS
+        name: build_upstream(name, urls_for(settings, name), own, (transports or {}).get(name)) for name in UPSTREAMS
     }
     # The payment provider is no upstream of the API: the fault lab's switches reach it.
     provider = build_upstream(
         "provider",
-        own.provider_url or url_for(settings, "provider"),
+        [own.provider_url or url_for(settings, "provider")],
         own,
         (transports or {}).get("provider"),
     )
@@ -283,9 +302,7 @@ def create_app(
         service=NAME,
         settings=settings,
         lifespan=lifespan,
-        health_details=lambda: {
-            "upstreams": {name: {"url": u.base_url, "breaker": u.state()} for name, u in upstreams.items()}
-        },
+        health_details=lambda: {"upstreams": {name: upstream_health(u) for name, u in upstreams.items()}},
         openapi_url=None,
         description="Gateway: the public API, with authentication, roles, rate limits and circuit breakers.",
     )

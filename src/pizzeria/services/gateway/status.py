@@ -1,6 +1,6 @@
 """`GET /api/v1/ops/services` (administrators): every service's readiness, the state of its
 circuit breaker at the gateway, its consumers' lag and its own breakers, asked of all services
-at once.
+at once, one entry per replica of a service.
 
 The probes go straight to each service's `/ready` and `/metrics`, not through its breaker:
 looking at a service must not open or close the breaker that guards the traffic to it.
@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from pizzeria.kit.auth import Principal, Role
 from pizzeria.kit.clock import utcnow
 from pizzeria.services.gateway.routes import ADMIN
-from pizzeria.services.gateway.upstream import Upstream
+from pizzeria.services.gateway.upstream import Replica, Upstream
 
 PROBE_TIMEOUT_S = 1.5
 LAG_FAMILY = "pizzeria_consumer_lag_messages"
@@ -35,8 +35,8 @@ Admit = Callable[[Request, frozenset[Role] | None], Awaitable[Principal | None]]
 
 class ServiceStatus(BaseModel):
     name: str
-    url: str
-    breaker: str = Field(description="the gateway's circuit breaker to it: closed, open or half-open")
+    url: str = Field(description="the address of this replica of the service")
+    breaker: str = Field(description="the gateway's circuit breaker to this replica: closed, open or half-open")
     state: Literal["ready", "not-ready", "down"]
     detail: str = Field(description="why it is not ready, or how it failed to answer")
     latency_ms: float | None = Field(description="how long `/ready` took to answer")
@@ -87,11 +87,11 @@ def breaker_states(exposition: str) -> dict[str, str]:
     }
 
 
-async def probe(upstream: Upstream) -> ServiceStatus:
+async def probe(name: str, replica: Replica) -> ServiceStatus:
     started = time.perf_counter()
     latency: float | None = None
     try:
-        ready = await upstream.client.get("/ready", timeout=PROBE_TIMEOUT_S)
+        ready = await replica.client.get("/ready", timeout=PROBE_TIMEOUT_S)
         latency = round((time.perf_counter() - started) * 1000, 1)
         if ready.status_code == 200:
             state, detail = "ready", "ready"
@@ -108,15 +108,15 @@ async def probe(upstream: Upstream) -> ServiceStatus:
     breakers: dict[str, str] | None = None
     if state != "down":
         try:
-            metrics = await upstream.client.get("/metrics", timeout=PROBE_TIMEOUT_S)
+            metrics = await replica.client.get("/metrics", timeout=PROBE_TIMEOUT_S)
             if metrics.status_code == 200:
                 lag, breakers = consumer_lag(metrics.text), breaker_states(metrics.text)
         except httpx.HTTPError:
             pass
     return ServiceStatus(
-        name=upstream.name,
-        url=upstream.base_url,
-        breaker=upstream.state(),
+        name=name,
+        url=replica.url,
+        breaker=replica.state(),
         state=state,
         detail=detail,
         latency_ms=latency,
@@ -135,7 +135,7 @@ def build_router(upstreams: dict[str, Upstream], admit: Admit) -> APIRouter:
     )
     async def services(request: Request) -> ServicesStatus:
         await admit(request, ADMIN)
-        found = await asyncio.gather(*(probe(u) for u in upstreams.values()))
+        found = await asyncio.gather(*(probe(u.name, r) for u in upstreams.values() for r in u.replicas))
         return ServicesStatus(services=list(found), checked_at=utcnow())
 
     return router

@@ -152,7 +152,7 @@ async def release_deferred(uow: UnitOfWork, limit: int = 100) -> int:
         if not await repository.deferred_with_contact(conn, 1):
             return 0
     async with uow:
-        rows = await repository.deferred_with_contact(uow.conn, limit)
+        rows = await repository.deferred_with_contact(uow.conn, limit, claim=True)
         for row in rows:
             await notify(
                 uow, event_id=row.event_id, order_id=row.order_id, template=row.template, values=dict(row.values)

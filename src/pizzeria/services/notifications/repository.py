@@ -137,9 +137,14 @@ async def take_deferred(conn: AsyncConnection, order_id: UUID) -> list[Any]:
     return list(rows)
 
 
-async def deferred_with_contact(conn: AsyncConnection, limit: int) -> list[Any]:
-    """Deferred notifications whose contact has arrived since (a race between two topics)."""
-    return list((await conn.execute(_DEFERRED_WITH_CONTACT, {"limit": limit})).all())
+async def deferred_with_contact(conn: AsyncConnection, limit: int, *, claim: bool = False) -> list[Any]:
+    """Deferred notifications whose contact has arrived since (a race between two topics);
+    `claim`: locked for the transaction, skipping those another transaction holds (PostgreSQL:
+    another replica's sender)."""
+    query = _DEFERRED_WITH_CONTACT
+    if claim and conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=deferred, skip_locked=True)
+    return list((await conn.execute(query, {"limit": limit})).all())
 
 
 async def drop_deferred(conn: AsyncConnection, event_id: str, template: str) -> None:

@@ -5,11 +5,17 @@ The views live in generations. The active generation answers reads while its pro
 it current; `pizzeria projections rebuild orders` asks for a new generation, which a second
 projector fills from the first event on (a consumer group of its own), and once it has caught
 up the service switches reads to it and drops the old one.
+
+Every replica of orders runs both projectors, each a member of its generation's group, so each
+replica owns a share of the partitions. The rebuilt generation has caught up when its group as a
+whole has (its committed offsets at the end of every partition, whoever owns them), not when one
+replica's share has; one replica switches (the switch is conditional on the rebuild still being
+the one under way), the others follow at their next look, and the old generation is dropped
+only `DROP_AFTER_S` after the switch, once every replica reads the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -44,6 +50,9 @@ log = get_logger(__name__)
 
 NAME = "orders"
 BASE_GROUP = "orders-projection"
+#: How long after a switch the old generation is kept: replicas read the active generation at
+#: most once a second (`ProjectionManager.generation`), so by then none reads the old one.
+DROP_AFTER_S = 10.0
 
 _VIEW = sa.select(order_views).where(
     order_views.c.generation == sa.bindparam("g"), order_views.c.id == sa.bindparam("order_id")
@@ -269,6 +278,7 @@ class ProjectionManager:
         self.active: tuple[int, ConsumerRunner] | None = None
         self.building: tuple[int, ConsumerRunner] | None = None
         self._cache: tuple[float, int] = (0.0, 1)
+        self._dropped_before = 1  # generations below this one are known to be gone
 
     def _runner(self, generation: int) -> ConsumerRunner:
         projector = build_projector(generation, self.cache, self.on_change)
@@ -303,10 +313,16 @@ class ProjectionManager:
         if row is None:
             return
         active, building = int(row.active_generation), row.building_generation
+        if self.building is not None and self.building[0] == active:
+            await self._promote()  # another replica switched to the generation this one built too
+        elif self.building is not None and self.building[0] != building:
+            await self.runtime.halt(self.building[1])  # that rebuild is no longer under way
+            self.building = None
         if self.active is None or self.active[0] != active:
             if self.active is not None:
                 await self.runtime.halt(self.active[1])
             self.active = (active, self._runner(active))
+        await self._drop_old(active, row.switched_at)
         if building is None:
             return
         if self.building is None:
@@ -317,24 +333,41 @@ class ProjectionManager:
             await self._switch(active, building)
 
     async def _caught_up(self, runner: ConsumerRunner) -> bool:
+        """Has the rebuilding group as a whole reached the end of every partition? (This
+        replica's member owning some of them and being done with those says nothing of the
+        partitions other replicas own.)"""
         consumer = runner.consumer
         if consumer is None or not runner.healthy or not consumer.assignment():
             return False
-        return all(lag == 0 for lag in (await consumer.lag()).values())
+        return all(lag == 0 for lag in (await consumer.group_lag()).values())
 
     async def _switch(self, old: int, new: int) -> None:
         async with self.runtime.db.transaction() as conn:
-            await conn.execute(
+            switched = await conn.execute(
                 projections.update()
-                .where(projections.c.name == NAME)
+                .where(projections.c.name == NAME, projections.c.building_generation == new)
                 .values(active_generation=new, building_generation=None, switched_at=utcnow())
             )
+        if not switched.rowcount:
+            return  # another replica switched (or the rebuild was dropped): the next look follows
+        await self._promote()
+        log.info("order views switched to the rebuilt generation", generation=new, previous=old)
+
+    async def _promote(self) -> None:
+        """Reads and the projector move to the generation just built."""
         assert self.building is not None
         previous, self.active, self.building = self.active, self.building, None
-        self._cache = (0.0, new)
+        self._cache = (0.0, self.active[0])
         if previous is not None:
             await self.runtime.halt(previous[1])
-        log.info("order views switched to the rebuilt generation", generation=new)
-        with contextlib.suppress(Exception):
-            async with self.runtime.db.transaction() as conn:
-                await conn.execute(order_views.delete().where(order_views.c.generation == old))
+
+    async def _drop_old(self, active: int, switched_at: datetime | None) -> None:
+        """Drop the generations before the active one, `DROP_AFTER_S` after the switch (every
+        replica does, once: deleting what is gone already costs nothing)."""
+        if active <= self._dropped_before or switched_at is None:
+            return
+        if (utcnow() - as_utc(switched_at)).total_seconds() < DROP_AFTER_S:
+            return
+        async with self.runtime.db.transaction() as conn:
+            await conn.execute(order_views.delete().where(order_views.c.generation < active))
+        self._dropped_before = active
