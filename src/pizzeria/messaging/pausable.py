@@ -84,3 +84,6 @@ class _PausableConsumer(BrokerConsumer):
 
     async def lag(self) -> dict[TopicPartition, int]:
         return await self.inner.lag()
+
+    async def group_lag(self) -> dict[TopicPartition, int]:
+        return await self.inner.group_lag()
