@@ -29,7 +29,7 @@ from pizzeria.messaging.broker import OutgoingMessage
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.services.gateway.routes import EVERY_SERVICE, FANNED_OUT, ROUTES, Route
 from tests.e2e.conftest import start_system
-from tests.e2e.scenario import wait_for_menu_sync
+from tests.e2e.scenario import MANY_ORDERS, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -50,6 +50,8 @@ ENV = {
     "GATEWAY_UPSTREAM_TIMEOUT_S": "1",
     "RATE_LIMIT_PER_IP": "1000000",
     "RATE_LIMIT_PER_USER": "1000000",
+    # The analytics test places ten orders at once as one customer, more than may wait for payment.
+    **MANY_ORDERS,
 }
 
 
