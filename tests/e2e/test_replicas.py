@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import production_env
 from tests.e2e.scenario import (
     AUTOPILOT,
+    MANY_ORDERS,
     check_invariants,
     check_one_ticket_and_delivery_each,
     check_outcomes,
@@ -34,7 +35,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 #: Every service with a consumer group of its own (each also has its `-access` group).
 REPLICATED = ("orders", "kitchen", "payments", "delivery", "notifications", "audit")
-UNLIMITED = {"RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000"}
+#: A few simulated customers place every order: no rate limit, and many may wait for payment.
+UNLIMITED = {"RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000", **MANY_ORDERS}
 #: `tok_timeout` orders reach their payment deadline within the test (as in test_saga.py).
 FAST_SAGA = {"SAGA_PAYMENT_TIMEOUT_S": "20", "PAYMENT_TIMEOUT_MS": "500"}
 CARDS = ("tok_visa",) * 6 + ("tok_declined",) * 2 + ("tok_timeout",)
