@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -453,6 +453,23 @@ async def test_run_processes_and_commits_until_cancelled(
 # -- a partition's records in one transaction --------------------------------------------------
 
 
+@contextlib.contextmanager
+def counting_commits() -> Iterator[list[int]]:
+    """Counts the units of work committed inside the block (the one number in the list)."""
+    counted = [0]
+    original = UnitOfWork.commit
+
+    async def counting(self: UnitOfWork) -> None:
+        counted[0] += 1
+        await original(self)
+
+    UnitOfWork.commit = counting  # type: ignore[method-assign]
+    try:
+        yield counted
+    finally:
+        UnitOfWork.commit = original  # type: ignore[method-assign]
+
+
 async def same_partition(broker: InMemoryBroker, *labels: str) -> list[Record]:
     key = uuid4()  # one key: one partition, in order
     return await publish(broker, *(thing(label, thing_id=key) for label in labels))
@@ -463,20 +480,9 @@ async def test_a_batch_of_one_partition_commits_together(
 ) -> None:
     handler = Handler()
     records = await same_partition(broker, "a", "b", "c")
-    commits = 0
-    original = UnitOfWork.commit
-
-    async def counting_commit(self: UnitOfWork) -> None:
-        nonlocal commits
-        commits += 1
-        await original(self)
-
-    UnitOfWork.commit = counting_commit  # type: ignore[method-assign]
-    try:
+    with counting_commits() as commits:
         await make_runner(handler).process_batch(records)
-    finally:
-        UnitOfWork.commit = original  # type: ignore[method-assign]
-    assert commits == 1
+    assert commits == [1]
     assert await effects(db) == ["a", "b", "c"]
     assert len(await rows(db, inbox, inbox.c.group_id == GROUP)) == 3
     # Each effect is caused by its own message, even inside one transaction.
@@ -494,20 +500,9 @@ async def test_a_fetch_across_partitions_commits_together_in_each_partitions_ord
             broker, thing("a1", first), thing("b1", second), thing("a2", first), thing("b2", second)
         )
     handler = Handler()
-    commits = 0
-    original = UnitOfWork.commit
-
-    async def counting_commit(self: UnitOfWork) -> None:
-        nonlocal commits
-        commits += 1
-        await original(self)
-
-    UnitOfWork.commit = counting_commit  # type: ignore[method-assign]
-    try:
+    with counting_commits() as commits:
         offsets = await make_runner(handler).process_batch(records)
-    finally:
-        UnitOfWork.commit = original  # type: ignore[method-assign]
-    assert commits == 1
+    assert commits == [1]
     seen = [orjson.loads(e.data)["label"] for e in handler.emitted]
     assert [x for x in seen if x.startswith("a")] == ["a1", "a2"]
     assert [x for x in seen if x.startswith("b")] == ["b1", "b2"]

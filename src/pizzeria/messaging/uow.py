@@ -11,7 +11,8 @@ for however many were changed: a batch of messages costs a few statements, not a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -145,3 +146,18 @@ class UnitOfWork:
             outcome = callback()
             if outcome is not None:
                 await outcome
+
+
+async def each_in_one_transaction(
+    uow: UnitOfWork, items: Sequence[T], act: Callable[[T], Awaitable[bool]], *, skip: tuple[type[Exception], ...]
+) -> int:
+    """Act on every item inside one transaction of `uow` (opened and committed here); an item
+    whose act raises one of `skip` (a domain refusal, raised before anything is written) is
+    left. How many items the act reported as done."""
+    async with uow:
+        done = 0
+        for item in items:
+            with contextlib.suppress(*skip):
+                done += await act(item)
+        await uow.commit()
+    return done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
-from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
 
@@ -130,13 +129,11 @@ async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
 async def advance_deliveries(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]]) -> int:
     """The autopilot's move: every delivery whose stage is over, in one transaction. One no
     longer in the stage it was seen in (its courier, or another replica, moved it) is left."""
-    async with uow:
-        moved = 0
-        for delivery_id, began in due:
-            with contextlib.suppress(Conflict, NotFound):
-                moved += await move_delivery_on(uow, delivery_id, stage_began=began) is not None
-        await uow.commit()
-    return moved
+
+    async def move(item: tuple[UUID, datetime]) -> bool:
+        return await move_delivery_on(uow, item[0], stage_began=item[1]) is not None
+
+    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound))
 
 
 async def move_delivery_on(

@@ -3,7 +3,6 @@ through the kitchen (by staff, or by the autopilot)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -34,7 +33,7 @@ from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
 from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.domain import Line, TicketStatus, needs, next_status, shortages
 from pizzeria.services.kitchen.stock import OPENING_STOCK
@@ -173,13 +172,11 @@ async def advance_ticket(uow: UnitOfWork, ticket_id: UUID) -> TicketStatus:
 async def advance_tickets(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]]) -> int:
     """The autopilot's move: every ticket whose stage is over, in one transaction. A ticket
     no longer in the stage it was seen in (staff, or another replica, moved it) is left."""
-    async with uow:
-        moved = 0
-        for ticket_id, began in due:
-            with contextlib.suppress(Conflict, NotFound):
-                moved += await move_ticket_on(uow, ticket_id, stage_began=began) is not None
-        await uow.commit()
-    return moved
+
+    async def move(item: tuple[UUID, datetime]) -> bool:
+        return await move_ticket_on(uow, item[0], stage_began=item[1]) is not None
+
+    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound))
 
 
 async def move_ticket_on(
