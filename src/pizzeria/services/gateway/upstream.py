@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.errors import LOAD_SHED_HEADER, BadRequest, ServiceUnavailable
+from pizzeria.kit.http_client import AiohttpTransport
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
 
@@ -87,11 +88,12 @@ class Replica:
         self.url = url
         self.breaker = breaker
         self.in_flight = 0
+        # Requests on aiohttp's connections (httpx's own pool costs ten times the CPU per call
+        # under load: docs/performance.md); tests hand in a transport that answers in place.
         self.client = httpx.AsyncClient(
             base_url=url,
             timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=min(50, connections)),
+            transport=transport if transport is not None else AiohttpTransport(max_connections=connections),
         )
         # Streams on a pool of their own: however many are open, requests find a connection.
         self.streams = httpx.AsyncClient(
