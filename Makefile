@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit chaos lint bench clean install lock system-deps services deploy-tools
+.PHONY: run test test-unit lint bench clean install lock system-deps services deploy-tools
 
 # The exact packages of requirements.lock, checked against their hashes, then pizzeria itself
 # (editable, without resolving anything again). The ranges in pyproject.toml are for those who
@@ -45,10 +45,6 @@ deploy-tools:
 
 test: install services deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-# The chaos tests, with those not yet in `make test` (marked `pending`).
-chaos: install services
-	$(PY) -m pytest --pending tests/chaos $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -48,20 +48,7 @@ def kafka_direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClus
         cluster.stop()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--pending",
-        action="store_true",
-        help="also run the tests marked `pending`, left out of the default run until proven stable (`make chaos`)",
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--pending"):
-        pending = [item for item in items if item.get_closest_marker("pending")]
-        if pending:
-            config.hook.pytest_deselected(items=pending)
-            items[:] = [item for item in items if not item.get_closest_marker("pending")]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Fast layers first, so a broken unit fails the run in seconds.
     order = {"unit": 0, "integration": 1, "e2e": 2}
     items.sort(key=lambda item: order.get(Path(str(item.fspath)).parent.name, 3))

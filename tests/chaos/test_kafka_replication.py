@@ -41,8 +41,7 @@ from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster, running_kafka
 from tests.support.postgres import drop_database
 
-# Not yet in `make test`: `make chaos` runs it (pytest --pending).
-pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.pending]
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 REPLICATED = {"TOPIC_REPLICATION_FACTOR": "3", "TOPIC_MIN_INSYNC_REPLICAS": "2"}
 UNLIMITED = {"RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_USER": "1000000"}
