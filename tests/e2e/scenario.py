@@ -8,6 +8,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,27 +119,41 @@ async def place_orders(
     return list(await asyncio.gather(*(one(p) for p in plans)))
 
 
+async def holds_within(check: Callable[[], Awaitable[None]], timeout: float, interval: float = 0.5) -> None:
+    """Run `check` again and again until it passes (raises no AssertionError) or `timeout`
+    seconds have gone; then its last failure is the test's."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await check()
+            return
+        except AssertionError:
+            if loop.time() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
 async def wait_until_settled(shop: Shop, placed: list[Placed], timeout: float = 240.0) -> dict[str, dict[str, Any]]:
     """Poll every order until each has reached a final status."""
     final: dict[str, dict[str, Any]] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     gate = asyncio.Semaphore(20)
 
     async def look(p: Placed) -> dict[str, Any]:
         async with gate:
             return await shop.order(p.id)
 
-    while loop.time() < deadline:
+    async def all_final() -> None:
         pending = [p for p in placed if p.id not in final]
-        for order in await asyncio.gather(*(look(p) for p in pending)):
+        looked = await asyncio.gather(*(look(p) for p in pending))
+        for order in looked:
             if order["status"] in TERMINAL and not order.get("cancel_requested"):
                 final[order["id"]] = order
-        if len(final) == len(placed):
-            return final
-        await asyncio.sleep(0.5)
-    stuck = Counter(o["status"] for o in [await shop.order(p.id) for p in placed if p.id not in final])
-    raise AssertionError(f"{len(placed) - len(final)} orders never settled: {dict(stuck)}")
+        stuck = Counter(o["status"] for o in looked if o["id"] not in final)
+        assert not stuck, f"{len(placed) - len(final)} orders never settled: {dict(stuck)}"
+
+    await holds_within(all_final, timeout)
+    return final
 
 
 def allowed_endings(p: Placed) -> set[tuple[str, str | None]]:
@@ -198,17 +213,12 @@ async def check_outcomes(shop: Shop, placed: list[Placed], final: dict[str, dict
         # different processes), so the payment status may follow the status by a moment. The
         # checks are made again until they hold or a deadline passes; the order as last read is
         # what the notification check below expects from.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30.0
-        while True:
-            try:
-                await payment_check(p)
-                return
-            except AssertionError:
-                if loop.time() > deadline:
-                    raise
-            await asyncio.sleep(0.5)
+
+        async def again() -> None:
             final[p.id] = await shop.order(p.id)
+            await payment_check(p)
+
+        await holds_within(again, 30.0)
 
     async def payment_check(p: Placed) -> None:
         order = final[p.id]
@@ -235,16 +245,14 @@ async def check_outcomes(shop: Shop, placed: list[Placed], final: dict[str, dict
 
     await asyncio.gather(*(gated(payment_checks, p) for p in placed))
 
-    async def notified(p: Placed, timeout: float = 60.0) -> None:
+    async def notified(p: Placed) -> None:
         wants = expected_notifications(p, final[p.id])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+
+        async def as_expected() -> None:
             got = Counter((n["template"], n["channel"]) for n in await shop.notifications(p.id))
-            if got in wants or loop.time() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        assert got in wants, f"{p.id}: notifications {dict(got)} != {' or '.join(str(dict(w)) for w in wants)}"
+            assert got in wants, f"{p.id}: notifications {dict(got)} != {' or '.join(str(dict(w)) for w in wants)}"
+
+        await holds_within(as_expected, 60.0)
 
     await asyncio.gather(*(gated(notified, p) for p in placed))
 
