@@ -51,7 +51,7 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from tests.e2e.scenario import wait_for_menu_sync
+from tests.e2e.scenario import stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.postgres import ADMIN_DSN
 
@@ -93,8 +93,7 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             try:
                 menu = await shop.menu()
                 await wait_for_menu_sync(shop, menu)
-                for item in await shop.inventory():
-                    await shop.set_stock(item["ingredient"], 100_000_000)
+                await stock_up(shop, 100_000_000)
                 bench = PatientBench(system.ports["gateway"], menu, system.env)
                 pids = meta["pids"] = {name: await system.pid(name) for name in system.ports}
                 assert system.process is not None

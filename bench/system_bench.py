@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.e2e.scenario import order_body, wait_for_menu_sync
+from tests.e2e.scenario import order_body, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.tokens import bearer
 
@@ -68,8 +68,7 @@ async def run(
             try:
                 menu = await shop.menu()
                 await wait_for_menu_sync(shop, menu)
-                for item in await shop.inventory():
-                    await shop.set_stock(item["ingredient"], 100_000_000)
+                await stock_up(shop, 100_000_000)
                 bench = Bench(system.ports["gateway"], menu, system.env)
                 steady = await bench.steady(steady_rate, steady_seconds)
                 pids = {
