@@ -12,7 +12,7 @@ from typing import Any
 
 import uvloop
 
-from bench import gateway_bench, relay_bench, system_bench
+from bench import gateway_bench, hop_bench, relay_bench, system_bench
 from pizzeria.chassis.addresses import MAX_REPLICAS
 
 STACKS = ("embedded", "postgres+kafka")
@@ -31,9 +31,13 @@ def machine() -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[str, Any] = {"machine": machine(), "system": [], "relay": [], "gateway": []}
+    results: dict[str, Any] = {"machine": machine(), "hops": [], "system": [], "relay": [], "gateway": []}
     print(f"machine: {results['machine']}")
     for stack in args.stacks:
+        if "hops" in args.only:
+            r = await hop_bench.run(stack, batches=args.hop_batches, messages=args.hop_messages)
+            results["hops"].append(r)
+            print_hops(r)
         if "relay" in args.only:
             r = await relay_bench.run(stack, events=args.relay_events, rates=args.relay_rates)
             results["relay"].append(r)
@@ -85,6 +89,15 @@ async def main(args: argparse.Namespace) -> None:
     (out / "latest.json").write_text(json.dumps(results, indent=2))
 
 
+def print_hops(r: dict[str, Any]) -> None:
+    stack = r["stack"]
+    print(f"[hops    {stack:<15}] µs of CPU per message at each hop, in runs of N messages ({r['broker']}):")
+    print(f"[hops    {stack:<15}] {'N':>5}" + "".join(f"{hop:>9}" for hop in hop_bench.HOPS) + f"{'all':>9}")
+    for batch, figures in r["per_message_us"].items():
+        costs = [figures[hop] for hop in hop_bench.HOPS]
+        print(f"[hops    {stack:<15}] {batch:>5}" + "".join(f"{c:>9.1f}" for c in costs) + f"{sum(costs):>9.1f}")
+
+
 def print_system(tag: str, r: dict[str, Any]) -> None:
     print(
         f"[system  {tag:<15}] steady {r['steady_rate']} orders/s ({r['steady_orders']} orders, "
@@ -108,8 +121,13 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
     parser.add_argument(
-        "--only", nargs="+", default=["relay", "system", "gateway"], choices=["relay", "system", "gateway"]
+        "--only",
+        nargs="+",
+        default=["hops", "relay", "system", "gateway"],
+        choices=["hops", "relay", "system", "gateway"],
     )
+    parser.add_argument("--hop-batches", type=int, nargs="+", default=[1, 10, 100], metavar="N")
+    parser.add_argument("--hop-messages", type=int, default=3000, help="messages through each hop per run size")
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steady-rate", type=int, default=50, help="orders/s offered in the steady phase")
