@@ -278,3 +278,35 @@ async def test_relay_survives_a_broker_outage(db: Database, sqllog: SqlLogBroker
 
 async def _attempted(flaky: FlakyBroker, n: int) -> bool:
     return flaky.attempts >= n
+
+
+async def test_commits_arriving_within_the_linger_go_out_in_the_same_run(db: Database, sqllog: SqlLogBroker) -> None:
+    runs: list[int] = []
+    publish = sqllog.publish
+
+    async def counting(messages: Sequence[OutgoingMessage]) -> None:
+        runs.append(len(messages))
+        await publish(messages)
+
+    sqllog.publish = counting  # type: ignore[method-assign]
+
+    behind: list[int] = []
+
+    async def linger(_: float) -> None:  # another transaction commits while the relay lingers
+        while behind:
+            await make_widget(db, "erin", behind.pop())
+
+    relay = OutboxRelay(db, sqllog, poll_interval=3600, linger=0.01, sleep=linger)
+    task = asyncio.create_task(relay.run())
+    try:
+        # A first row, published and marked: the relay then waits for the next wake-up (it
+        # parks before the marking, which runs beside it, commits).
+        await make_widget(db, "erin", 0, relay)
+        await wait_for(lambda: _backlog_is(db, 0), timeout=10)
+        behind.append(2)
+        await make_widget(db, "erin", 1, relay)
+        await wait_for(lambda: _backlog_is(db, 0), timeout=10)
+    finally:
+        relay.stop()
+        await task
+    assert runs == [1, 2]

@@ -32,7 +32,7 @@ from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.tables import inbox, outbox
 from pizzeria.messaging.uow import UnitOfWork
-from tests.fakes import InMemoryBroker
+from tests.fakes import InMemoryBroker, InMemoryConsumer
 
 GROUP = "unittest-consumer"
 DLQ = f"{GROUP}.dlq"
@@ -468,6 +468,43 @@ def counting_commits() -> Iterator[list[int]]:
         yield counted
     finally:
         UnitOfWork.commit = original  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(("linger", "transactions"), [(0.0, 2), (0.05, 1)])
+async def test_records_arriving_within_the_linger_join_the_run(
+    make_runner: Any,
+    broker: InMemoryBroker,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    linger: float,
+    transactions: int,
+) -> None:
+    key = uuid4()
+    await publish(broker, thing("1", thing_id=key))
+    behind = [thing("2", thing_id=key), thing("3", thing_id=key)]
+    fetch = InMemoryConsumer.fetch
+
+    async def then_more_arrive(self: InMemoryConsumer, max_records: int, timeout: float) -> list[Record]:
+        got = await fetch(self, max_records, timeout)
+        if got and behind:  # two more right behind the first
+            await publish(broker, *behind)
+            behind.clear()
+        return got
+
+    monkeypatch.setattr(InMemoryConsumer, "fetch", then_more_arrive)
+    runner = make_runner(Handler())
+    runner.linger = linger
+    with counting_commits() as committed:
+        task = asyncio.create_task(runner.run())
+        deadline = asyncio.get_running_loop().time() + 10
+        while sum(broker.committed(GROUP).values()) < 3:
+            assert asyncio.get_running_loop().time() < deadline, "offsets never committed"
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await effects(db) == ["1", "2", "3"]
+    assert committed[0] == transactions
 
 
 async def same_partition(broker: InMemoryBroker, *labels: str) -> list[Record]:

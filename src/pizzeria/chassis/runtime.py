@@ -43,6 +43,7 @@ class ServiceRuntime:
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval_ms / 1000,
             retention=settings.outbox_retention_s,
+            linger=settings.outbox_linger_ms / 1000,
         )
         self.dead_letters = DeadLetterStore(db, self.uow)
         self.runners: list[ConsumerRunner] = []
@@ -109,6 +110,7 @@ class ServiceRuntime:
                 max_backoff=self.settings.consumer_backoff_max_ms / 1000,
             ),
             batch_size=self.settings.consumer_batch_size,
+            linger=self.settings.consumer_linger_ms / 1000,
             client_id=self.service,
             stuck_after=self.settings.consumer_stuck_after_s,
         )

@@ -244,6 +244,7 @@ class ConsumerRunner:
         retry: RetryPolicy | None = None,
         topics: Sequence[str] | None = None,
         batch_size: int = 200,
+        linger: float = 0.0,
         client_id: str = "",
         dead_letter_topic: str | None = None,
         stuck_after: float = 60.0,
@@ -257,6 +258,7 @@ class ConsumerRunner:
         self.retry = retry or RetryPolicy()
         self.topics = list(topics or handlers.topics())
         self.batch_size = batch_size
+        self.linger = linger
         self.client_id = client_id or group
         self._dlq_topic = dead_letter_topic or dlq_topic(group)
         #: The failpoint the group's handling passes before each handler runs (the fault lab
@@ -298,7 +300,7 @@ class ConsumerRunner:
         try:
             while not self._stopped:
                 try:
-                    records = await self.consumer.fetch(self.batch_size, timeout=0.5)
+                    records = await self._fetch_run()
                     if records:
                         await self.consumer.commit(await self.process_batch(records))
                     backoff = 0.1
@@ -319,6 +321,16 @@ class ConsumerRunner:
                 await lag_task
             with contextlib.suppress(Exception):
                 await self.consumer.close()
+
+    async def _fetch_run(self) -> list[Record]:
+        """The next run of records: what is there (waiting up to half a second for the first),
+        and, with a linger, what arrives within it after a short fetch."""
+        assert self.consumer is not None
+        records = list(await self.consumer.fetch(self.batch_size, timeout=0.5))
+        if records and self.linger and len(records) < self.batch_size:
+            await asyncio.sleep(self.linger)
+            records += await self.consumer.fetch(self.batch_size - len(records), timeout=0)
+        return records
 
     async def _rejoin(self, delay: float) -> None:
         """Re-create the group member so uncommitted records are read again."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -66,11 +67,15 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retention: float = 3600.0,
+        linger: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.db = db
         self.broker = broker
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.linger = linger
+        self._linger_sleep = sleep
         self.retention = retention
         self._wake = asyncio.Event()
         self._stopped = False
@@ -119,6 +124,8 @@ class OutboxRelay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+            if self.linger:  # woken by a commit: let the commits right behind it join the run
+                await self._linger_sleep(self.linger)
         self._wake.clear()
 
     def stop(self) -> None:
