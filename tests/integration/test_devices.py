@@ -181,6 +181,25 @@ async def test_the_twin_shows_what_a_device_runs_with_otherwise_than_staff_want(
     assert len(bus.of(DeviceWentOnline, device_id=device_id)) == 1, "online once, however many reports"
 
 
+async def test_at_once_one_registration_of_a_name_wins_and_a_device_comes_online_once(devices: Devices) -> None:
+    client, bus = devices.client, devices.bus
+    body = {"kind": "tracker", "name": "Tracker 1", "courier_id": "rider-1"}
+    answers = await asyncio.gather(*(client.post("/api/v1/devices", json=body, headers=STAFF) for _ in range(6)))
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409, 409], [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code == 409):
+        assert_problem(refused, 409, "conflict")
+    tracker = next(a.json() for a in answers if a.status_code == 201)
+    reports = await asyncio.gather(*(report(client, tracker, {"battery_pct": n}) for n in range(6)))
+    assert [r.status_code for r in reports] == [200] * 6
+    device_id = uuid.UUID(tracker["id"])
+    # A later fact of the device, on the same partition: what the reports announced came before it.
+    later = {"report_interval_s": 9}
+    assert (await client.put(f"/api/v1/devices/{device_id}/desired", json=later, headers=STAFF)).status_code == 200
+    await bus.until(lambda _: len(bus.of(DeviceConfigurationChanged, device_id=device_id)) == 2, "the later fact")
+    assert len(bus.of(DeviceRegistered)) == 1
+    assert len(bus.of(DeviceWentOnline, device_id=device_id)) == 1
+
+
 async def test_a_device_reports_only_with_its_own_key(devices: Devices) -> None:
     client = devices.client
     oven, other = await an_oven(client), await an_oven(client, "Oven 2", "oven-2")

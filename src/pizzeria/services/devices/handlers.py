@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy.exc import IntegrityError
+
 from pizzeria.contracts.devices import (
     DeviceCommand,
     DeviceCommandAcknowledged,
@@ -63,22 +65,25 @@ async def register(
             if clash.name == name:
                 raise Conflict(f"a device named {name!r} exists already")
             raise Conflict(f"courier {courier_id} carries a tracker already")
-        await repository.add(
-            uow.conn,
-            id=device_id,
-            kind=kind.value,
-            name=name,
-            station=station,
-            courier_id=courier_id,
-            secret_digest=secret_digest(secret),
-            desired=desired,
-            desired_version=1,
-            reported={},
-            reported_at=None,
-            online=False,
-            last_seen_at=None,
-            created_at=now,
-        )
+        try:
+            await repository.add(
+                uow.conn,
+                id=device_id,
+                kind=kind.value,
+                name=name,
+                station=station,
+                courier_id=courier_id,
+                secret_digest=secret_digest(secret),
+                desired=desired,
+                desired_version=1,
+                reported={},
+                reported_at=None,
+                online=False,
+                last_seen_at=None,
+                created_at=now,
+            )
+        except IntegrityError:  # a concurrent registration of that name or courier won
+            raise Conflict(f"a device named {name!r}, or a tracker of this courier, exists already") from None
         uow.emit(
             DeviceRegistered(device_id=device_id, kind=kind.value, name=name, station=station, courier_id=courier_id)
         )
