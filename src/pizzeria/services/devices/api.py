@@ -28,8 +28,7 @@ from pizzeria.services.devices.domain import (
     difference,
 )
 
-STAFF = require_roles("staff", "admin")
-StaffDep = Annotated[Principal, Depends(STAFF)]
+StaffDep = Annotated[Principal, Depends(require_roles("staff", "admin"))]
 ViewerDep = Annotated[Principal, Depends(require_roles("courier", "staff", "admin"))]
 
 #: Routes for people (staff, admins, couriers): access tokens.
@@ -205,17 +204,15 @@ async def list_devices(
     station: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ) -> DeviceList:
-    courier = caller.user_id if caller.role == "courier" else None
+    courier = None
+    if caller.role == "courier":  # their own tracker, whatever they ask for
+        if kind is DeviceKind.OVEN:
+            return DeviceList(items=[])
+        kind, courier = DeviceKind.TRACKER, caller.user_id
     async with runtime.db.read() as conn:
         rows = await repository.listing(
-            conn,
-            kind=DeviceKind.TRACKER.value if courier else (kind.value if kind else None),
-            station=station,
-            courier_id=courier,
-            limit=limit,
+            conn, kind=kind.value if kind else None, station=station, courier_id=courier, limit=limit
         )
-    if courier and kind is DeviceKind.OVEN:
-        rows = []
     return DeviceList(items=[device_view(r) for r in rows])
 
 
