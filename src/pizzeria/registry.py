@@ -42,6 +42,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("kitchen", "pizzeria.services.kitchen.app", "stock, reservations, kitchen tickets"),
     ServiceEntry("payments", "pizzeria.services.payments.app", "charges and refunds through the provider"),
     ServiceEntry("delivery", "pizzeria.services.delivery.app", "couriers and deliveries"),
+    ServiceEntry("devices", "pizzeria.services.devices.app", "ovens and trackers: twins, commands, presence"),
     ServiceEntry("orders", "pizzeria.services.orders.app", "orders and the order saga"),
     ServiceEntry("notifications", "pizzeria.services.notifications.app", "email / SMS / push to customers"),
     ServiceEntry("audit", "pizzeria.services.audit.app", "the append-only audit log of every message"),

@@ -42,7 +42,17 @@ DEMO = {
     "admin": ("admin@pizzeria.example", "admin-pizza-1"),
 }
 CALLERS = ("anonymous", "customer", "staff", "courier", "admin")
-SERVICES_WITH_DATA = ("identity", "catalog", "orders", "payments", "notifications", "kitchen", "delivery", "audit")
+SERVICES_WITH_DATA = (
+    "identity",
+    "catalog",
+    "orders",
+    "payments",
+    "notifications",
+    "kitchen",
+    "delivery",
+    "devices",
+    "audit",
+)
 ENV = {
     "GATEWAY_BREAKER_FAILURES": "3",
     "GATEWAY_BREAKER_RESET_S": "1",
@@ -98,6 +108,8 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
 
 
 def expected(route: Route, caller: str) -> str:
+    if route.device:
+        return "401"  # no caller here sends a device's key
     if route.allowed is None:
         return "through"
     if caller == "anonymous":

@@ -31,8 +31,9 @@ async def test_each_route_reaches_its_own_upstream(gateway: Gateway) -> None:
     for route in ROUTES:
         role = sorted(route.allowed)[0] if route.allowed else "customer"
         path = route.template.replace("{id}", str(uuid.uuid4())).replace("{ingredient}", "dough")
+        headers = {**gateway.token(role), **({"X-Device-Key": "a-device-key"} if route.device else {})}
         response = await gateway.client.request(
-            route.method, path, headers=gateway.token(role), json={} if route.method in ("POST", "PUT") else None
+            route.method, path, headers=headers, json={} if route.method in ("POST", "PUT") else None
         )
         assert response.status_code == 200, (route, response.text)
         assert (response.json()["upstream"], response.json()["path"]) == (route.upstream, path)
@@ -389,6 +390,18 @@ def _real_documents() -> dict[str, dict[str, Any]]:
     return {name: entry(name).load().create_app(settings).openapi() for name in UPSTREAMS}
 
 
+async def test_a_devices_call_needs_a_key_at_the_gateway_which_the_device_service_checks(gateway: Gateway) -> None:
+    devices = gateway.upstreams["devices"]
+    path = f"/api/v1/devices/{uuid.uuid4()}/reports"
+    for headers in ({}, {"X-Device-Key": " "}):
+        refused = problem(await gateway.client.post(path, json={}, headers=headers), 401, "invalid-device-key")
+        assert "X-Device-Key" in refused["detail"]
+    assert devices.calls == [], "a call without a key costs the upstream nothing"
+    passed = await gateway.client.post(path, json={}, headers={"X-Device-Key": "key-1"})
+    assert passed.json()["headers"]["x-device-key"] == "key-1"
+    assert len(devices.calls) == 1
+
+
 async def test_one_openapi_document_covers_every_public_route(gateway: Gateway) -> None:
     documents = _real_documents()
     for name, upstream in gateway.upstreams.items():
@@ -401,7 +414,9 @@ async def test_one_openapi_document_covers_every_public_route(gateway: Gateway) 
     for route in (*ROUTES, *FANNED_OUT):
         op = operations.get((route.method, _shape(route.template)))
         assert op is not None, f"{route.method} {route.template} is missing from the document"
-        assert ("security" in op) is (route.allowed is not None), route
+        assert ("security" in op) is (route.allowed is not None or route.device), route
+        if route.device:
+            assert op["security"] == [{"deviceKey": []}], route
     assert ("GET", "/api/v1/me/overview") in operations
     assert not [p for p in doc["paths"] if not p.startswith("/api/v1/")], "only the public API is documented"
     # Every reference resolves, including renamed ones.

@@ -67,7 +67,8 @@ def valid_order(item: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "service", ["identity", "catalog", "orders", "payments", "notifications", "provider", "kitchen", "delivery"]
+    "service",
+    ["identity", "catalog", "orders", "payments", "notifications", "provider", "kitchen", "delivery", "devices"],
 )
 async def test_every_service_has_health_ready_and_metrics(tmp_path: Path, service: str) -> None:
     async with running(service, embedded_settings(tmp_path)) as (_, client):

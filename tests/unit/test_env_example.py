@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from pizzeria.kit.settings import Settings
 from pizzeria.services.delivery.settings import DeliverySettings
+from pizzeria.services.devices.settings import DevicesSettings
 from pizzeria.services.gateway.settings import GatewaySettings
 from pizzeria.services.identity.settings import IdentitySettings
 from pizzeria.services.kitchen.settings import KitchenSettings
@@ -34,6 +35,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     PaymentsSettings,
     KitchenSettings,
     DeliverySettings,
+    DevicesSettings,
     OrdersSettings,
     GatewaySettings,
     IdentitySettings,

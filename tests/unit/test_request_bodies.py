@@ -54,7 +54,14 @@ VALID: dict[str, dict[str, Any]] = {
     "OutageBody": {"down": True},
     "FailureRateBody": {"rate": 0.5},
     "LatencyBody": {"ms": 200},
+    "NewDevice": {"kind": "oven", "name": "Oven 1", "station": "oven-1", "courier_id": "courier-1"},
+    "DesiredSettings": {"temperature_c": 430, "bake_profile": "neapolitan", "report_interval_s": 5},
+    "NewCommand": {"command": "set_temperature", "temperature_c": 300, "deadline_s": 10},
+    "Report": {"state": {"temperature_c": 430, "door": "closed"}},
+    "Acknowledgement": {"outcome": "done", "detail": "preheated"},
 }
+#: Free-form values a body carries on (checked where they are used, not by their body).
+FREE_FORM = {("ChargeBody", "metadata"), ("Report", "state")}
 
 
 def bodies() -> dict[str, type[RequestBody]]:
@@ -97,7 +104,7 @@ PLACES = [
     (name, path, leaf)
     for name, body in VALID.items()
     for path, leaf in leaves(body)
-    if isinstance(leaf, int | float | str) and not (name == "ChargeBody" and path[0] == "metadata")
+    if isinstance(leaf, int | float | str) and (name, path[0]) not in FREE_FORM
 ]
 
 

@@ -26,6 +26,7 @@ SERVICE_PORTS: dict[str, int] = {
     "kitchen": 5006,
     "delivery": 5007,
     "audit": 5008,
+    "devices": 5009,
     "gateway": 8000,
 }
 

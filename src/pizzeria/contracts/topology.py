@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pizzeria.contracts import catalog, delivery, identity, kitchen, notifications, ops, orders, payments
+from pizzeria.contracts import catalog, delivery, devices, identity, kitchen, notifications, ops, orders, payments
 from pizzeria.messaging import acl
 from pizzeria.messaging.acl import Grant
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.topics import commands_topic, dlq_topic, events_topic
 
 #: Every contract module, so that every message type is registered before the topics are read.
-CONTEXTS = (identity, catalog, orders, kitchen, payments, delivery, notifications, ops)
+CONTEXTS = (identity, catalog, orders, kitchen, payments, delivery, devices, notifications, ops)
 
 #: Fact topics, one per bounded context that emits events.
 EVENT_TOPICS = tuple(sorted({m.topic() for m in REGISTRY.values() if m.message_kind == "event"}))
-#: Command topics, one per context that executes saga commands.
+#: Command topics, one per context that executes commands (the saga's, and the devices').
 COMMAND_TOPICS = tuple(sorted({m.topic() for m in REGISTRY.values() if m.message_kind == "command"}))
 
 #: consumer group → the topics it reads. A group is named after the service that owns it.
@@ -43,7 +43,17 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
 
 #: Services that check access tokens against the token epochs identity announces; each has a
 #: group `<service>-access` on identity's events (chassis/access.py).
-TOKEN_CHECKERS = ("identity", "catalog", "orders", "kitchen", "payments", "delivery", "notifications", "audit")
+TOKEN_CHECKERS = (
+    "identity",
+    "catalog",
+    "orders",
+    "kitchen",
+    "payments",
+    "delivery",
+    "devices",
+    "notifications",
+    "audit",
+)
 
 
 def access_group(service: str) -> str:
@@ -77,6 +87,8 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "kitchen": (events_topic(kitchen.CONTEXT),),
     "payments": (events_topic(payments.CONTEXT),),
     "delivery": (events_topic(delivery.CONTEXT),),
+    # its facts, and the commands to the devices themselves
+    "devices": (events_topic(devices.CONTEXT), commands_topic(devices.CONTEXT)),
     "notifications": (events_topic(notifications.CONTEXT),),
     "audit": (),
 }
@@ -89,6 +101,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "kitchen": ("kitchen",),
     "payments": ("payments",),
     "delivery": ("delivery",),
+    "devices": (),
     "notifications": ("notifications",),
     "audit": ("audit", "analytics"),
 }

@@ -73,6 +73,22 @@ class InvalidToken(Unauthorized):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="pizzeria", error="invalid_token"'})
 
 
+#: The header a device sends its own key in (devices call with it, not with a user's token).
+DEVICE_KEY_HEADER = "X-Device-Key"
+
+
+class InvalidDeviceKey(Unauthorized):
+    """A device's call without its key, or with a key that is not its own."""
+
+    type_slug = "invalid-device-key"
+    title = "Invalid device key"
+    default_headers = {"WWW-Authenticate": f'DeviceKey realm="pizzeria", header="{DEVICE_KEY_HEADER}"'}
+
+
+#: What a device is told when it sent no key.
+NO_DEVICE_KEY = f"this needs the device's key: send `{DEVICE_KEY_HEADER}: <secret>`"
+
+
 class TokenIssuer:
     """Signs access tokens with the shared secret (used by identity only)."""
 

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from pizzeria.chassis.addresses import replica_label, url_for, urls_for
 from pizzeria.chassis.service import refuse_unsafe_production
 from pizzeria.kit import context
-from pizzeria.kit.auth import Principal, decode_access_token
+from pizzeria.kit.auth import DEVICE_KEY_HEADER, NO_DEVICE_KEY, InvalidDeviceKey, Principal, decode_access_token
 from pizzeria.kit.clientaddr import client_address
 from pizzeria.kit.errors import BadRequest, Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
 from pizzeria.kit.http import TRACEPARENT, add_problem_responses, http_app
@@ -58,6 +58,7 @@ FORWARDED_HEADERS = (
     "idempotency-key",
     "traceparent",
     "tracestate",
+    DEVICE_KEY_HEADER.lower(),
 )
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 #: Visible ASCII, with single spaces or tabs inside (RFC 9110 5.5 without obs-text).
@@ -91,8 +92,12 @@ class Gate:
         self.limiter = limiter
         self.streams = StreamLimits(per_caller=own.streams_per_user, total=own.stream_connections)
 
-    async def admit(self, request: Request, allowed: frozenset[str] | None) -> Principal | None:
+    async def admit(
+        self, request: Request, allowed: frozenset[str] | None, *, device: bool = False
+    ) -> Principal | None:
         await self._limit(f"ip:{client_ip(request)}", self.own.rate_limit_per_ip, "ip")
+        if device and not request.headers.get(DEVICE_KEY_HEADER, "").strip():
+            raise InvalidDeviceKey(NO_DEVICE_KEY)  # the upstream checks the key itself
         principal = self._principal(request)
         if allowed is not None:
             if principal is None:
@@ -235,7 +240,7 @@ async def _forward(request: Request, upstreams: dict[str, Upstream], gate: Gate)
                 f"{request.method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(found.methods))}
             )
         raise NotFound(f"{path} does not exist")
-    principal = await gate.admit(request, found.route.allowed)
+    principal = await gate.admit(request, found.route.allowed, device=found.route.device)
     headers = forwarded_headers(request)
     # Passed on as it came (still percent-encoded): the service decodes it once, as we did.
     raw_path = (request.scope.get("raw_path") or path.encode()).decode("ascii", errors="replace")

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from pizzeria.kit.auth import DEVICE_KEY_HEADER
 from pizzeria.kit.errors import ProblemError
 from pizzeria.services.gateway.routes import match
 from pizzeria.services.gateway.upstream import Upstream
@@ -20,6 +21,12 @@ BEARER = {
     "scheme": "bearer",
     "bearerFormat": "JWT",
     "description": "An access token from `POST /api/v1/auth/login`.",
+}
+DEVICE_KEY = {
+    "type": "apiKey",
+    "in": "header",
+    "name": DEVICE_KEY_HEADER,
+    "description": "A device's own key, issued when it was registered (`POST /api/v1/devices`).",
 }
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
@@ -65,7 +72,12 @@ def merge(own: dict[str, Any], upstream_docs: dict[str, dict[str, Any]]) -> dict
                 if found is None or found.upstream != service:
                     continue  # not part of the public API (or another service's path)
                 operation = dict(declared)
-                if found.allowed is not None:
+                operation.pop("security", None)  # the schemes are the gateway's, named as it names them
+                if found.device:
+                    operation["security"] = [{"deviceKey": []}]
+                    called_by = "\n\nCalled by devices, with their key."
+                    operation["description"] = (operation.get("description", "") + called_by).strip()
+                elif found.allowed is not None:
                     operation["security"] = [{"bearer": []}]
                     roles = ", ".join(sorted(found.allowed))
                     operation["description"] = (operation.get("description", "") + f"\n\nRoles: {roles}.").strip()
@@ -79,7 +91,10 @@ def merge(own: dict[str, Any], upstream_docs: dict[str, dict[str, Any]]) -> dict
             "description": "The public API of Pizzeria, served by the gateway.",
         },
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": {"bearer": BEARER}},
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {"bearer": BEARER, "deviceKey": DEVICE_KEY},
+        },
     }
 
 

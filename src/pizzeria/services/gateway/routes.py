@@ -28,6 +28,9 @@ class Route:
     upstream: str
     allowed: frozenset[Role] | None  # None: public
     stream: bool = False  # a long-lived answer (server-sent events), relayed as it comes
+    #: Called by devices with their own key (`X-Device-Key`), not a user's token: the gateway
+    #: lets no call without a key through, the upstream checks the key.
+    device: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/deliveries", "delivery", COURIER),
     Route("POST", "/api/v1/deliveries/{id}/advance", "delivery", COURIER),
     Route("GET", "/api/v1/couriers", "delivery", COURIER),
+    # Devices: staff and admins manage them, a courier sees their own tracker; the devices
+    # report and acknowledge commands with their own key.
+    Route("GET", "/api/v1/devices", "devices", COURIER),
+    Route("POST", "/api/v1/devices", "devices", STAFF),
+    Route("GET", "/api/v1/devices/{id}", "devices", COURIER),
+    Route("PUT", "/api/v1/devices/{id}/desired", "devices", STAFF),
+    Route("POST", "/api/v1/devices/{id}/commands", "devices", STAFF),
+    Route("GET", "/api/v1/devices/{id}/commands", "devices", STAFF),
+    Route("GET", "/api/v1/devices/{id}/commands/{command_id}", "devices", STAFF),
+    Route("POST", "/api/v1/devices/{id}/reports", "devices", PUBLIC, device=True),
+    Route("POST", "/api/v1/devices/{id}/commands/{command_id}/ack", "devices", PUBLIC, device=True),
     Route("GET", "/api/v1/ops/sagas", "orders", ADMIN),
     Route("GET", "/api/v1/ops/sagas/{id}", "orders", ADMIN),
     Route("GET", "/api/v1/ops/audit", "audit", ADMIN),

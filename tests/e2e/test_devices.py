@@ -1,0 +1,106 @@
+"""Devices end to end, the whole system running as processes, on both stacks, through the
+gateway: staff register two ovens; one reports with its key and acknowledges a command that went
+out on the broker (the audit log has it from `devices.commands`), the other never reports, so
+the command sent to it expires; the oven that fell silent goes offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import start_system
+from tests.e2e.scenario import holds_within
+from tests.support.tokens import bearer
+
+pytestmark = pytest.mark.e2e
+
+OFFLINE_AFTER_S = 3
+
+
+async def test_a_command_to_an_online_oven_is_acknowledged_and_one_to_an_offline_oven_expires(
+    stack: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = stack
+    system = await start_system(tmp_path, {**env, "DEVICE_OFFLINE_AFTER_S": str(OFFLINE_AFTER_S)})
+    api = system.url("gateway") + "/api/v1"
+    staff = bearer("e2e-chef", "staff", env=system.env)
+    admin = bearer("e2e-admin", "admin", env=system.env)
+    http = httpx.AsyncClient(timeout=30)
+    try:
+
+        async def register(name: str, station: str) -> dict[str, Any]:
+            body = {"kind": "oven", "name": name, "station": station}
+            response = await http.post(f"{api}/devices", json=body, headers=staff)
+            assert response.status_code == 201, response.text
+            device: dict[str, Any] = response.json()
+            return device
+
+        async def command(device: dict[str, Any], **body: Any) -> dict[str, Any]:
+            response = await http.post(f"{api}/devices/{device['id']}/commands", json=body, headers=staff)
+            assert response.status_code == 202, response.text
+            sent: dict[str, Any] = response.json()
+            return sent
+
+        async def status(device: dict[str, Any], sent: dict[str, Any]) -> str:
+            path = f"{api}/devices/{device['id']}/commands/{sent['id']}"
+            return str((await http.get(path, headers=staff)).json()["status"])
+
+        online, silent = await register("Oven 1", "oven-1"), await register("Oven 2", "oven-2")
+        report = await http.post(
+            f"{api}/devices/{online['id']}/reports",
+            json={"state": {"temperature_c": 430, "bake_profile": "neapolitan"}},
+            headers={"X-Device-Key": online["secret"]},
+        )
+        assert report.status_code == 200, report.text
+        assert report.json()["difference"] == []
+
+        preheat = await command(online, command="preheat", temperature_c=450, deadline_s=600)
+        reboot = await command(silent, command="reboot", deadline_s=2)
+
+        async def on_the_broker() -> None:
+            page = await http.get(
+                f"{api}/ops/audit", params={"type": "pizzeria.devices.DeviceCommand.v1"}, headers=admin
+            )
+            sent = {e["data"]["command_id"]: e["topic"] for e in page.json()["items"]}
+            assert sent.get(preheat["id"]) == "devices.commands", sent
+            assert sent.get(reboot["id"]) == "devices.commands", sent
+
+        await holds_within(on_the_broker, timeout=60)
+        ack = await http.post(
+            f"{api}/devices/{online['id']}/commands/{preheat['id']}/ack",
+            json={"outcome": "done", "detail": "at 450"},
+            headers={"X-Device-Key": online["secret"]},
+        )
+        assert ack.status_code == 200, ack.text
+        assert ack.json()["status"] == "done"
+
+        async def expired() -> None:
+            assert await status(silent, reboot) == "expired"
+
+        await holds_within(expired, timeout=30, interval=0.2)
+        late = await http.post(
+            f"{api}/devices/{silent['id']}/commands/{reboot['id']}/ack",
+            json={"outcome": "done"},
+            headers={"X-Device-Key": silent["secret"]},
+        )
+        assert late.status_code == 409, late.text
+        assert await status(online, preheat) == "done"
+
+        async def offline() -> None:
+            assert not (await http.get(f"{api}/devices/{online['id']}", headers=staff)).json()["online"]
+
+        await holds_within(offline, timeout=30, interval=0.2)
+
+        async def announced() -> None:
+            page = await http.get(
+                f"{api}/ops/audit", params={"type": "pizzeria.devices.DeviceWentOffline.v1"}, headers=admin
+            )
+            assert [e["data"]["device_id"] for e in page.json()["items"]] == [online["id"]]
+
+        await holds_within(announced, timeout=60)
+    finally:
+        await http.aclose()
+        system.stop()
