@@ -22,6 +22,7 @@ from bench.stacks import BROKER_NOTE
 from bench.stats import summary
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
+from pizzeria.kit.settings import get_settings
 from pizzeria.messaging.broker import Broker, BrokerConsumer, OutgoingMessage, TopicSpec
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.relay import OutboxRelay
@@ -112,7 +113,10 @@ async def run(stack: str, *, events: int, rates: Sequence[int]) -> dict[str, Any
                     for n in range(start, min(events, start + 500)):
                         uow.emit(BenchEvent(account=f"k{n % 100}", n=n))
                     await uow.commit()
-            relay = OutboxRelay(db, broker, batch_size=500, poll_interval=1.0)
+            # As the services run it (OUTBOX_LINGER_MS: woken by a commit, it waits for those behind).
+            relay = OutboxRelay(
+                db, broker, batch_size=500, poll_interval=1.0, linger=get_settings().outbox_linger_ms / 1000
+            )
             began = time.perf_counter()
             task = asyncio.create_task(relay.run())
             while await _backlog(db):

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     outbox_poll_interval_ms: int = Field(1000, alias="OUTBOX_POLL_INTERVAL_MS")
     # Woken by a commit, the relay waits this long for the commits right behind it, so that
     # under load it publishes runs, not single rows (a row alone costs several times more).
-    outbox_linger_ms: float = Field(0.0, alias="OUTBOX_LINGER_MS", ge=0, le=1000)
+    outbox_linger_ms: float = Field(5.0, alias="OUTBOX_LINGER_MS", ge=0, le=1000)
     outbox_retention_s: float = Field(3600.0, alias="OUTBOX_RETENTION_S")
     inbox_retention_s: float = Field(7 * 24 * 3600.0, alias="INBOX_RETENTION_S")
     consumer_max_attempts: int = Field(5, alias="CONSUMER_MAX_ATTEMPTS")
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
     # Given fewer records than a batch, a consumer waits this long for more before handling
     # them: longer runs, one transaction each (Kafka's fetch.wait.max.ms, on our side).
-    consumer_linger_ms: float = Field(0.0, alias="CONSUMER_LINGER_MS", ge=0, le=1000)
+    consumer_linger_ms: float = Field(5.0, alias="CONSUMER_LINGER_MS", ge=0, le=1000)
     # A group held up on one record this long makes /ready fail and pizzeria_consumer_stuck 1.
     consumer_stuck_after_s: float = Field(60.0, alias="CONSUMER_STUCK_AFTER_S", gt=0)
 
