@@ -16,12 +16,14 @@ from tests.chaos.checker import (
     MISSING_EFFECTS,
     MONEY,
     PHANTOM,
+    PROVIDER_UNREACHABLE,
     STOCK,
     UNDER_WAY,
     UNEXPLAINED,
     UNREFUNDED,
     WRONG_ENDING,
     Call,
+    Excuse,
     History,
     Observed,
     check,
@@ -270,3 +272,26 @@ def test_the_counts_say_how_many_of_each() -> None:
     assert (counts["acknowledged"], counts["finished"], counts[LOST]) == (3, 2, 1)
     # the lost order's effects are still read: its second charge is a duplicate
     assert counts[DUPLICATED] >= 1
+
+
+def test_a_fault_excuses_the_endings_it_allows_for_the_orders_it_overlapped() -> None:
+    history, seen = good()
+    seen.orders["o-delivered"].update(status="cancelled", cancel_reason="timeout", payment_status="failed")
+    seen.orders["o-delivered"]["history"] = [{"status": s, "at": at(n)} for n, s in enumerate(["pending", "cancelled"])]
+    seen.refunds.append({"id": "re_2", "charge": "ch_1", "amount": 2500})  # charged late, then refunded
+    seen.tickets.clear()
+    seen.deliveries.clear()
+    placed = history.records[0].place.started
+    seen.notifications = [n for n in seen.notifications if n["order_id"] != "o-delivered"]
+    view, record = seen.orders["o-delivered"], history.records[0]
+    for (template, channel), count in expected_notifications(record.as_placed(view), view)[0].items():
+        seen.notifications += [{"order_id": "o-delivered", "template": template, "channel": channel}] * count
+    seen.status_audit = [e for e in seen.status_audit if e["order_id"] != "o-delivered"]
+    seen.status_audit.append({"message_id": "m-x", "order_id": "o-delivered", "data": {"status": "cancelled"}})
+    assert check(history, seen).violations.get(WRONG_ENDING)
+    history.excuses.append(Excuse("provider down", placed - 100, placed - 50, PROVIDER_UNREACHABLE))
+    assert check(history, seen).violations.get(WRONG_ENDING), "a fault long over excuses nothing"
+    history.excuses.append(Excuse("provider down", placed + 1, placed + 20, PROVIDER_UNREACHABLE))
+    result = check(history, seen)
+    result.assert_ok()
+    assert result.excused == 1
