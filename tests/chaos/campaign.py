@@ -3,7 +3,7 @@ the gateway, a nemesis fired, the fault healed, the system left to settle, and t
 checker's verdict; for each fault, the recovery time (fault healed → an order placed after it
 delivered). `make chaos` runs every scenario on the embedded stack and prints a table:
 
-    python -m tests.chaos.campaign [--scenario NAME]... [--stack embedded|postgres+kafka]
+    python -m tests.chaos.campaign [--scenario NAME]... [--stack embedded|postgres+kafka]...
                                    [--seed N] [--rate ORDERS_PER_S] [--report docs/reliability.md]
 
 The nemeses:
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import random
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,8 +40,11 @@ from typing import Any
 
 from tests.chaos.checker import PROVIDER_UNREACHABLE, Excuse, History, Result, check_system
 from tests.chaos.load import Load
+from tests.e2e.conftest import production_env
 from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
+from tests.support.kafka import KafkaCluster
+from tests.support.postgres import drop_database
 from tests.support.tcpproxy import TcpProxy
 
 #: What every campaign system runs with: orders end on their own and fast; no customer or
@@ -73,7 +77,7 @@ class Arena:
     history: History
     rng: random.Random
     provider_proxy: TcpProxy | None = None
-    recoveries: list[float] = field(default_factory=list)
+    recoveries: list[tuple[str, float]] = field(default_factory=list)  # (fault, seconds to recover)
 
     async def flowing_since(self, since: float, timeout: float = RECOVERY_TIMEOUT_S) -> float:
         """Wait until an order placed at or after `since` (epoch seconds) is delivered; the
@@ -94,9 +98,9 @@ class Arena:
             await asyncio.sleep(0.25)
         raise AssertionError(f"no order placed after the fault was delivered within {timeout}s")
 
-    async def healed(self, at: float) -> None:
-        """The fault was healed at `at`: wait for orders to flow again, and note how long it took."""
-        self.recoveries.append(await self.flowing_since(at))
+    async def healed(self, fault: str, at: float) -> None:
+        """`fault` was healed at `at`: wait for orders to flow again, and note how long it took."""
+        self.recoveries.append((fault, await self.flowing_since(at)))
 
     async def pid(self, service: str) -> int:
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
@@ -133,7 +137,7 @@ def kill(services: Sequence[str], rounds: int = 1) -> Nemesis:
                 await arena.system.wait_until(
                     functools.partial(_restarted, arena, service, old), RECOVERY_TIMEOUT_S, f"{service} restarted"
                 )
-                await arena.healed(fired)
+                await arena.healed(f"kill -9 {service}", fired)
 
     return nemesis
 
@@ -155,7 +159,7 @@ def pause(service: str, seconds: float = SESSION_TIMEOUT_S + 4) -> Nemesis:
             await asyncio.sleep(seconds)  # the fault's length, not a wait for anything
         finally:
             os.kill(pid, signal.SIGCONT)
-        await arena.healed(time.time())
+        await arena.healed(f"SIGSTOP {service}", time.time())
 
     return nemesis
 
@@ -173,7 +177,7 @@ async def provider_down_slow_back(arena: Arena, down: float = 15.0, slow: float 
         await arena.provider(down=False, latency_ms=20)
     end = time.time()
     arena.history.excuses.append(Excuse("payment provider down, then slow", start, end, PROVIDER_UNREACHABLE))
-    await arena.healed(end)
+    await arena.healed("payment provider down, then slow", end)
 
 
 async def provider_port_cut(arena: Arena, seconds: float = 20.0) -> None:
@@ -188,7 +192,36 @@ async def provider_port_cut(arena: Arena, seconds: float = 20.0) -> None:
         proxy.mend()
     end = time.time()
     arena.history.excuses.append(Excuse("payment provider's port cut", start, end, PROVIDER_UNREACHABLE))
-    await arena.healed(end)
+    await arena.healed("payment provider's port cut", end)
+
+
+def crash_points(points: Sequence[tuple[str, str]]) -> Nemesis:
+    """Wait for each (service, failpoint) armed by the scenario's `PIZZERIA_FAILPOINTS` to
+    have crashed its process (its marker file written), and for orders to flow again after."""
+
+    async def nemesis(arena: Arena) -> None:
+        for service, point in points:
+            marker = arena.system.workdir / "var" / "failpoints" / service / f"{point}.fired"
+
+            async def fired(marker: Path = marker) -> bool:
+                return marker.exists()
+
+            await arena.system.wait_until(fired, RECOVERY_TIMEOUT_S, f"{service} crashed at {point}")
+            await arena.healed(f"{service} crashed at {point}", marker.stat().st_mtime)
+
+    return nemesis
+
+
+#: Crashes where they hurt most (kit/failpoints.py): a relay between publishing a batch and
+#: marking it published (sent again after the restart), a relay before publishing, a consumer
+#: in the middle of a batch before its transaction commits.
+CRASH_POINTS = (
+    ("payments", "relay.before_publish", 15),
+    ("orders", "relay.after_publish", 30),
+    ("kitchen", "consume.kitchen", 25),
+    ("delivery", "relay.after_publish", 15),
+    ("notifications", "consume.notifications", 40),
+)
 
 
 @dataclass(frozen=True)
@@ -197,12 +230,19 @@ class Scenario:
     name: str
     nemeses: tuple[Nemesis, ...]
     provider_proxied: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 SCENARIOS = {
     s.id: s
     for s in (
         Scenario("kill", "kill -9 each service, 2 rounds", (kill(KILLABLE, rounds=2),)),
+        Scenario(
+            "crash-points",
+            "crashes inside relays and consumers (failpoints)",
+            (crash_points([(service, point) for service, point, _ in CRASH_POINTS]),),
+            env={"PIZZERIA_FAILPOINTS": ",".join(f"{service}:{point}=crash@{n}" for service, point, n in CRASH_POINTS)},
+        ),
         Scenario("pause-payments", "SIGSTOP payments 10 s", (pause("payments"),)),
         Scenario("pause-kitchen", "SIGSTOP kitchen 10 s", (pause("kitchen"),)),
         Scenario("pause-orders", "SIGSTOP orders 10 s", (pause("orders"),)),
@@ -217,32 +257,48 @@ class Outcome:
     scenario: str
     stack: str
     result: Result
-    recoveries: list[float]
+    recoveries: list[tuple[str, float]]
     seconds: float
 
-    HEADER = ("scenario", "stack", "acknowledged", "finished", "lost", "duplicated", "other violations", "recovery s")
+    HEADER = (
+        "scenario",
+        "stack",
+        "acknowledged",
+        "unanswered",
+        "finished",
+        "lost",
+        "duplicated",
+        "other violations",
+        "excused",
+        "recovery s",
+    )
+    #: Counts shown in columns of their own (or not violations at all).
+    SHOWN = ("acknowledged", "finished", "unanswered", "excused", "lost", "duplicated")
+
+    def recovery(self) -> str:
+        """The worst recovery (and which fault it followed), with the median when there were more."""
+        if not self.recoveries:
+            return "-"
+        fault, worst = max(self.recoveries, key=lambda r: r[1])
+        if len(self.recoveries) == 1:
+            return f"{worst:.1f}"
+        median = sorted(s for _, s in self.recoveries)[len(self.recoveries) // 2]
+        return f"{worst:.1f} ({fault}); median of {len(self.recoveries)}: {median:.1f}"
 
     def row(self) -> tuple[str, ...]:
         counts = self.result.counts()
-        other = sum(
-            n
-            for kind, n in counts.items()
-            if kind not in ("acknowledged", "finished", "unanswered", "excused", "lost", "duplicated")
-        )
-        recovery = f"{max(self.recoveries):.1f}" if self.recoveries else "-"
-        if len(self.recoveries) > 1:
-            recovery += (
-                f" (worst of {len(self.recoveries)}; median {sorted(self.recoveries)[len(self.recoveries) // 2]:.1f})"
-            )
+        other = sum(n for kind, n in counts.items() if kind not in self.SHOWN)
         return (
             self.scenario,
             self.stack,
             str(counts["acknowledged"]),
+            str(counts["unanswered"]),
             str(counts["finished"]),
             str(counts["lost"]),
             str(counts["duplicated"]),
             str(other),
-            recovery,
+            str(counts["excused"]),
+            self.recovery(),
         )
 
 
@@ -269,7 +325,7 @@ async def run(
     other, keep the load on until `tail` orders placed after the last fault were answered, then
     check everything."""
     began = time.monotonic()
-    system = System(workdir, {**CHAOS_ENV, **(env or {})})
+    system = System(workdir, {**CHAOS_ENV, **scenario.env, **(env or {})})
     proxy = None
     if scenario.provider_proxied:
         proxy = TcpProxy(system.ports["provider"]).start()
@@ -314,52 +370,57 @@ def commit() -> str:
 
 async def campaign(args: argparse.Namespace) -> int:
     names = args.scenario or list(SCENARIOS)
-    unknown = set(names) - set(SCENARIOS)
-    if unknown:
-        print(f"unknown scenarios: {sorted(unknown)}; known: {list(SCENARIOS)}", file=sys.stderr)
-        return 2
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="pizzeria-chaos-") as tmp:
-        for n, name in enumerate(names):
-            env, cleanup = await _stack_env(args.stack, Path(tmp))
-            try:
-                workdir = Path(tmp) / f"scenario-{n}"
-                workdir.mkdir()
-                print(f"chaos: {SCENARIOS[name].name} ({args.stack})...", flush=True)
-                outcome = await run(
-                    SCENARIOS[name], workdir, stack=args.stack, env=env, seed=args.seed + n, rate=args.rate
-                )
-            finally:
-                await cleanup()
-            outcomes.append(outcome)
-            print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
+        for stack_name in args.stack or ["embedded"]:
+            with Stack(stack_name, Path(tmp)) as stack:
+                for n, name in enumerate(names):
+                    workdir = Path(tmp) / f"{stack_name}-{n}"
+                    workdir.mkdir()
+                    print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
+                    async with stack.env() as env:
+                        outcome = await run(
+                            SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
+                        )
+                    outcomes.append(outcome)
+                    print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
     print(table(outcomes))
     if args.report:
         _report(Path(args.report), outcomes, sys.argv[1:])
-    return 0 if all(o.result.ok for o in outcomes) else 1
+    return 0 if all(o.result.ok and not o.result.unanswered for o in outcomes) else 1
 
 
-async def _stack_env(stack: str, tmp: Path) -> tuple[dict[str, str], Callable[[], Awaitable[None]]]:
-    """The environment that selects `stack`, and what undoes it."""
-    if stack == "embedded":
+class Stack:
+    """Where the scenarios run: the embedded stack, or PostgreSQL and one Apache Kafka broker
+    (started once for the campaign, as the whole-system tests share theirs; each scenario has
+    databases of its own)."""
 
-        async def nothing() -> None:
-            return None
+    def __init__(self, name: str, tmp: Path) -> None:
+        self.name = name
+        self.tmp = tmp
+        self.kafka: KafkaCluster | None = None
 
-        return {}, nothing
-    from tests.e2e.conftest import production_env
-    from tests.support.kafka import KafkaCluster
-    from tests.support.postgres import drop_database
+    def __enter__(self) -> Stack:
+        if self.name == "postgres+kafka":
+            self.kafka = KafkaCluster(Path(tempfile.mkdtemp(dir=self.tmp, prefix="kafka-"))).start()
+        return self
 
-    kafka = KafkaCluster(Path(tempfile.mkdtemp(dir=tmp, prefix="kafka-"))).start()
-    env, databases = await production_env(kafka)
+    def __exit__(self, *exc: object) -> None:
+        if self.kafka is not None:
+            self.kafka.stop()
 
-    async def cleanup() -> None:
-        for url in databases:
-            await drop_database(url)
-        kafka.stop()
-
-    return env, cleanup
+    @contextlib.asynccontextmanager
+    async def env(self) -> AsyncIterator[dict[str, str]]:
+        """The environment that selects the stack, for one scenario."""
+        if self.kafka is None:
+            yield {}
+            return
+        env, databases = await production_env(self.kafka)
+        try:
+            yield env
+        finally:
+            for url in databases:
+                await drop_database(url)
 
 
 def _report(path: Path, outcomes: Sequence[Outcome], argv: Sequence[str]) -> None:
@@ -378,7 +439,9 @@ def _report(path: Path, outcomes: Sequence[Outcome], argv: Sequence[str]) -> Non
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.campaign", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)")
-    parser.add_argument("--stack", choices=("embedded", "postgres+kafka"), default="embedded")
+    parser.add_argument(
+        "--stack", action="append", choices=("embedded", "postgres+kafka"), help="embedded (the default), or both"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=3.0, help="orders placed per second")
     parser.add_argument("--report", help="write the table into this Markdown file (docs/reliability.md)")

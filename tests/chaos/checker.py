@@ -242,6 +242,9 @@ def check(history: History, seen: Observed) -> Result:
             result.add(WRONG_ENDING, f"{order_id} ({record.card}, cancel {cancel}) ended {ending}")
         elif ending not in allowed_endings(record.as_placed(order)):
             result.excused += 1
+        refused = record.cancel is not None and record.cancel.status == 409 and not record.cancel_uncertain
+        if refused and "preparing" not in path and order["cancel_reason"] in (None, "customer_cancelled"):
+            result.add(WRONG_ENDING, f"{order_id}: its cancel was refused while it could be cancelled: {path}")
 
     # Orders nobody asked for: any of the load's customers' orders that was never answered 2xx,
     # beyond one per request whose answer never came.
@@ -296,6 +299,10 @@ def _check_money(acknowledged: dict[str, OrderRecord], seen: Observed, result: R
                     result.add(UNREFUNDED, f"{order_id}: charge {charge['id']} kept")
         if order["cancel_reason"] == "out_of_stock" and any(c["order_id"] == order_id for c in seen.charges):
             result.add(MONEY, f"{order_id}: charged although nothing could be reserved")
+        if order["status"] == "delivered" and order["payment_status"] != "completed":
+            result.add(MONEY, f"{order_id} delivered, its payment {order['payment_status']}")
+        if order["status"] == "cancelled" and charges and order["payment_status"] != "refunded":
+            result.add(MONEY, f"{order_id} cancelled after its charge, its payment {order['payment_status']}")
         want = order["total"] if order["status"] == "delivered" else 0
         if kept[order_id] != want:
             result.add(MONEY, f"{order_id} {order['status']}: kept {kept[order_id]}, its total is {order['total']}")

@@ -23,4 +23,5 @@ async def test_nothing_lost_or_doubled_under_kills_and_a_pause(tmp_path: Path) -
     outcome.result.assert_ok()
     assert outcome.result.acknowledged >= 20, "too few orders for the check to mean anything"
     assert outcome.result.finished == outcome.result.acknowledged
+    assert outcome.result.unanswered == 0, "an order request went unanswered for three minutes"
     assert len(outcome.recoveries) == 3, outcome.recoveries

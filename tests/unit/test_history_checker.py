@@ -191,6 +191,21 @@ def undercharge(history: History, seen: Observed) -> None:
     seen.charges[0]["amount"] = 2000
 
 
+def show_a_stale_payment_status(history: History, seen: Observed) -> None:
+    seen.orders["o-refunded"]["payment_status"] = "completed"
+
+
+def refuse_a_cancel_while_cancellable(history: History, seen: Observed) -> None:
+    history.records[1].cancel = Call(0.0, 0.1, ["409"])  # o-declined, cancelled by its payment
+
+
+def refuse_a_cancel_of_a_paid_order(history: History, seen: Observed) -> None:
+    record = history.records[0]  # o-delivered
+    record.cancel = Call(0.0, 0.1, ["409"])
+    seen.orders["o-delivered"]["history"] = [{"status": s, "at": at(n)} for n, s in enumerate(DELIVERED_PATH[:2])]
+    seen.orders["o-delivered"]["history"].append({"status": "cancelled", "at": at(3)})
+
+
 def lose_stock(history: History, seen: Observed) -> None:
     seen.inventory[0]["on_hand"] -= 1
 
@@ -231,6 +246,8 @@ def deliver_without_a_ticket(history: History, seen: Observed) -> None:
         (audit_twice, f"{DUPLICATED} audit entries"),
         (pay_twice, f"{DUPLICATED} payments"),
         (undercharge, MONEY),
+        (show_a_stale_payment_status, MONEY),
+        (refuse_a_cancel_of_a_paid_order, WRONG_ENDING),
         (lose_stock, STOCK),
         (keep_a_reservation, STOCK),
         (leave_a_saga_running, UNDER_WAY),
@@ -245,6 +262,12 @@ def test_each_violation_is_caught(break_it: Callable[[History, Observed], None],
     assert result.violations.get(kind), f"{break_it.__name__} was not found: {dict(result.violations)}"
     with pytest.raises(AssertionError, match="violations"):
         result.assert_ok()
+
+
+def test_a_cancel_refused_once_payment_failed_is_no_violation() -> None:
+    history, seen = good()
+    refuse_a_cancel_while_cancellable(history, seen)
+    check(history, seen).assert_ok()
 
 
 def test_a_dead_letter_of_a_group_made_to_fail_is_explained() -> None:
@@ -276,7 +299,7 @@ def test_the_counts_say_how_many_of_each() -> None:
 
 def test_a_fault_excuses_the_endings_it_allows_for_the_orders_it_overlapped() -> None:
     history, seen = good()
-    seen.orders["o-delivered"].update(status="cancelled", cancel_reason="timeout", payment_status="failed")
+    seen.orders["o-delivered"].update(status="cancelled", cancel_reason="timeout", payment_status="refunded")
     seen.orders["o-delivered"]["history"] = [{"status": s, "at": at(n)} for n, s in enumerate(["pending", "cancelled"])]
     seen.refunds.append({"id": "re_2", "charge": "ch_1", "amount": 2500})  # charged late, then refunded
     seen.tickets.clear()
