@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pizzeria.kit.settings import Settings
 from tests.chaos.checker import PROVIDER_UNREACHABLE, Excuse, History, Result, check_system
 from tests.chaos.load import Load
 from tests.e2e.conftest import production_env
@@ -58,9 +59,11 @@ CHAOS_ENV = {
 #: The services a kill -9 goes to (the payment provider is the outside world: its ledger is
 #: in memory, and its loss would be the provider's, not ours).
 KILLABLE = ("gateway", "identity", "catalog", "orders", "payments", "kitchen", "delivery", "notifications", "audit")
-#: The consumer session timeout of both stacks (`SQLLOG_SESSION_TIMEOUT_MS`,
-#: `KAFKA_SESSION_TIMEOUT_MS`, 6 s by default): a pause longer than it costs a member its group.
-SESSION_TIMEOUT_S = 6.0
+#: The longer consumer session timeout of the two stacks (`SQLLOG_SESSION_TIMEOUT_MS`,
+#: `KAFKA_SESSION_TIMEOUT_MS`, by default): a pause longer than it costs a member its group.
+SESSION_TIMEOUT_S = (
+    max(Settings.model_fields[f].default for f in ("sqllog_session_timeout_ms", "kafka_session_timeout_ms")) / 1000
+)
 RECOVERY_TIMEOUT_S = 180.0
 
 
