@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pizzeria.kit.settings import Settings
-from tests.chaos.checker import PROVIDER_UNREACHABLE, Excuse, History, Result, check_system
+from tests.chaos.checker import FAILED, PROVIDER_UNREACHABLE, Excuse, History, Result, check_system
 from tests.chaos.load import Load
 from tests.e2e.conftest import production_env
 from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, stock_up, wait_for_menu_sync
@@ -381,10 +381,16 @@ async def campaign(args: argparse.Namespace) -> int:
                     workdir = Path(tmp) / f"{stack_name}-{n}"
                     workdir.mkdir()
                     print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
-                    async with stack.env() as env:
-                        outcome = await run(
-                            SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
-                        )
+                    began = time.monotonic()
+                    try:
+                        async with stack.env() as env:
+                            outcome = await run(
+                                SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
+                            )
+                    except Exception as error:  # the next scenarios still run; the table says it failed
+                        failed = Result()
+                        failed.add(FAILED, f"{type(error).__name__}: {error}")
+                        outcome = Outcome(SCENARIOS[name].name, stack_name, failed, [], time.monotonic() - began)
                     outcomes.append(outcome)
                     print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
     print(table(outcomes))

@@ -45,6 +45,7 @@ STOCK = "stock unbalanced"  # an ingredient not conserved, or still reserved
 UNDER_WAY = "sagas under way"
 UNEXPLAINED = "unexplained dead letters"
 MISSING_EFFECTS = "missing effects"  # a delivered order without its ticket, delivery, charge or notification
+FAILED = "run failed"  # the run itself broke off (a deadline passed, a service never answered)
 DUPLICATED = "duplicated"  # one of the DUPLICATES below
 DUPLICATES = ("charges", "refunds", "payments", "tickets", "deliveries", "notifications", "audit entries")
 
@@ -184,7 +185,7 @@ class Result:
 
     def counts(self) -> dict[str, int]:
         kinds = [LOST, DUPLICATED, PHANTOM, WRONG_ENDING, INVALID_PATH, UNREFUNDED, MONEY, STOCK]
-        kinds += [UNDER_WAY, UNEXPLAINED, MISSING_EFFECTS]
+        kinds += [UNDER_WAY, UNEXPLAINED, MISSING_EFFECTS, FAILED]
         return {
             "acknowledged": self.acknowledged,
             "finished": self.finished,
