@@ -215,12 +215,15 @@ def crash_points(points: Sequence[tuple[str, str]]) -> Nemesis:
     return nemesis
 
 
-#: Crashes where they hurt most (kit/failpoints.py): a relay between publishing a batch and
-#: marking it published (sent again after the restart), a relay before publishing, a consumer
-#: in the middle of a batch before its transaction commits.
+#: Crashes where they hurt most (kit/failpoints.py): a relay before publishing a batch, or
+#: between publishing it and marking it published (sent again after the restart); a consumer in
+#: the middle of a batch before its transaction commits, or after it commits and before its
+#: offsets do (the records come again: its inbox must drop them, or a charge is made twice).
 CRASH_POINTS = (
     ("payments", "relay.before_publish", 15),
+    ("payments", "consume.payments.committed", 25),
     ("orders", "relay.after_publish", 30),
+    ("orders", "consume.orders.committed", 60),
     ("kitchen", "consume.kitchen", 25),
     ("delivery", "relay.after_publish", 15),
     ("notifications", "consume.notifications", 40),
