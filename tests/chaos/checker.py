@@ -41,7 +41,7 @@ INVALID_PATH = "invalid paths"  # a status history the state machine does not al
 PHANTOM = "phantom orders"  # orders no request asked for
 UNREFUNDED = "unrefunded"  # cancelled after its charge, and not refunded
 MONEY = "money unbalanced"  # charges, refunds and delivered orders disagree
-STOCK = "stock unbalanced"  # an ingredient not conserved, or still reserved
+STOCK = "stock unbalanced"  # an ingredient not conserved, still reserved, or consumed beyond the orders cooked
 UNDER_WAY = "sagas under way"
 UNEXPLAINED = "unexplained dead letters"
 MISSING_EFFECTS = "missing effects"  # a delivered order without its ticket, delivery, charge or notification
@@ -155,6 +155,7 @@ class Observed:
     deliveries: list[dict[str, Any]]
     notifications: list[dict[str, Any]]
     inventory: list[dict[str, Any]]
+    menu: list[dict[str, Any]]  # every item, with its recipe
     sagas: dict[str, int]  # saga state → how many
     dead_letters: list[dict[str, Any]]
     placed_audit: list[dict[str, Any]]  # audit entries of OrderPlaced
@@ -258,12 +259,7 @@ def check(history: History, seen: Observed) -> Result:
     _check_effects(acknowledged, seen, result)
     _check_notifications(acknowledged, seen, result)
 
-    balance = stock_balance(seen.inventory)
-    for ingredient in balance.unbalanced:
-        result.add(STOCK, f"{ingredient}: on hand + reserved + consumed != received")
-    for item in seen.inventory:
-        if item["reserved"]:
-            result.add(STOCK, f"{item['ingredient']}: {item['reserved']} still reserved")
+    _check_stock(seen, result)
     for state in ("running", "compensating"):
         if seen.sagas.get(state):
             result.add(UNDER_WAY, f"{seen.sagas[state]} {state}")
@@ -307,6 +303,27 @@ def _check_money(acknowledged: dict[str, OrderRecord], seen: Observed, result: R
         want = order["total"] if order["status"] == "delivered" else 0
         if kept[order_id] != want:
             result.add(MONEY, f"{order_id} {order['status']}: kept {kept[order_id]}, its total is {order['total']}")
+
+
+def _check_stock(seen: Observed, result: Result) -> None:
+    """Stock is conserved, nothing stays reserved, and what was consumed is exactly what the
+    orders that were cooked (every order of the system that reached `preparing`) need: a
+    reservation made twice and consumed would show here."""
+    for ingredient in stock_balance(seen.inventory).unbalanced:
+        result.add(STOCK, f"{ingredient}: on hand + reserved + consumed != received")
+    recipes = {m["id"]: {r["ingredient"]: r["quantity"] for r in m["recipe"]} for m in seen.menu}
+    needed: Counter[str] = Counter()
+    for order in seen.listed:
+        if any(h["status"] == "preparing" for h in order["history"]):
+            for line in order["items"]:
+                for ingredient, amount in recipes.get(line["menu_item_id"], {}).items():
+                    needed[ingredient] += amount * line["quantity"]
+    for item in seen.inventory:
+        if item["reserved"]:
+            result.add(STOCK, f"{item['ingredient']}: {item['reserved']} still reserved")
+        need = needed[item["ingredient"]]
+        if item["consumed"] != need:
+            result.add(STOCK, f"{item['ingredient']}: {item['consumed']} consumed, the cooked orders need {need}")
 
 
 def _check_effects(acknowledged: dict[str, OrderRecord], seen: Observed, result: Result) -> None:
@@ -413,8 +430,9 @@ async def observe(shop: Shop, history: History) -> Observed:
     listed, refunds, tickets, deliveries, notifications = await asyncio.gather(
         shop.all_orders(), shop.refunds(), shop.tickets(), shop.deliveries(), shop.all_notifications()
     )
-    inventory, sagas, dead, placed, changed = await asyncio.gather(
+    inventory, menu, sagas, dead, placed, changed = await asyncio.gather(
         shop.inventory(),
+        shop.menu(include_unavailable=True),
         shop.saga_counts(),
         shop.dead_letters(),
         shop.audit(OrderPlaced.type_name()),
@@ -430,6 +448,7 @@ async def observe(shop: Shop, history: History) -> Observed:
         deliveries=deliveries,
         notifications=notifications,
         inventory=inventory,
+        menu=menu,
         sagas=sagas,
         dead_letters=dead,
         placed_audit=placed,

@@ -143,8 +143,9 @@ class Shop:
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def menu(self) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.at('catalog')}/api/v1/menu")
+    async def menu(self, *, include_unavailable: bool = False) -> list[dict[str, Any]]:
+        params = {"include_unavailable": "true"} if include_unavailable else {}
+        response = await self.http.get(f"{self.at('catalog')}/api/v1/menu", params=params)
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items

@@ -47,6 +47,7 @@ def order_view(order_id: str, customer: str, path: list[str], **fields: Any) -> 
         "payment_status": "completed",
         "total": 2500,
         "history": [{"status": s, "at": at(n)} for n, s in enumerate(path)],
+        "items": [{"menu_item_id": "m-margherita", "quantity": 2}],
         **fields,
     }
 
@@ -101,7 +102,9 @@ def good() -> tuple[History, Observed]:
         tickets=[{"order_id": "o-delivered", "status": "ready"}],
         deliveries=[{"order_id": "o-delivered", "status": "delivered"}],
         notifications=notifications,
+        # the delivered order's two pizzas, 5 units of cheese each, were cooked
         inventory=[{"ingredient": "cheese", "on_hand": 90, "reserved": 0, "consumed": 10, "received": 100}],
+        menu=[{"id": "m-margherita", "recipe": [{"ingredient": "cheese", "quantity": 5}]}],
         sagas={"completed": 1, "compensated": 2},
         dead_letters=[],
         placed_audit=[{"message_id": f"m-{i}", "order_id": i} for i in views],
@@ -210,6 +213,10 @@ def lose_stock(history: History, seen: Observed) -> None:
     seen.inventory[0]["on_hand"] -= 1
 
 
+def consume_twice(history: History, seen: Observed) -> None:
+    seen.inventory[0].update(on_hand=80, consumed=20)
+
+
 def keep_a_reservation(history: History, seen: Observed) -> None:
     seen.inventory[0].update(on_hand=89, reserved=1)
 
@@ -250,6 +257,7 @@ def deliver_without_a_ticket(history: History, seen: Observed) -> None:
         (refuse_a_cancel_of_a_paid_order, WRONG_ENDING),
         (lose_stock, STOCK),
         (keep_a_reservation, STOCK),
+        (consume_twice, STOCK),
         (leave_a_saga_running, UNDER_WAY),
         (dead_letter, UNEXPLAINED),
         (deliver_without_a_ticket, MISSING_EFFECTS),
@@ -304,6 +312,7 @@ def test_a_fault_excuses_the_endings_it_allows_for_the_orders_it_overlapped() ->
     seen.refunds.append({"id": "re_2", "charge": "ch_1", "amount": 2500})  # charged late, then refunded
     seen.tickets.clear()
     seen.deliveries.clear()
+    seen.inventory[0].update(on_hand=100, consumed=0)  # nothing was cooked
     placed = history.records[0].place.started
     seen.notifications = [n for n in seen.notifications if n["order_id"] != "o-delivered"]
     view, record = seen.orders["o-delivered"], history.records[0]
