@@ -27,6 +27,7 @@ import contextlib
 import functools
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -377,29 +378,33 @@ def commit() -> str:
 async def campaign(args: argparse.Namespace) -> int:
     names = args.scenario or list(SCENARIOS)
     outcomes: list[Outcome] = []
-    with tempfile.TemporaryDirectory(prefix="pizzeria-chaos-") as tmp:
-        for stack_name in args.stack or ["embedded"]:
-            with Stack(stack_name, Path(tmp)) as stack:
-                for n, name in enumerate(names):
-                    workdir = Path(tmp) / f"{stack_name}-{n}"
-                    workdir.mkdir()
-                    print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
-                    began = time.monotonic()
-                    try:
-                        async with stack.env() as env:
-                            outcome = await run(
-                                SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
-                            )
-                    except Exception as error:  # the next scenarios still run; the table says it failed
-                        failed = Result()
-                        failed.add(FAILED, f"{type(error).__name__}: {error}")
-                        outcome = Outcome(SCENARIOS[name].name, stack_name, failed, [], time.monotonic() - began)
-                    outcomes.append(outcome)
-                    print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
+    tmp = tempfile.mkdtemp(prefix="pizzeria-chaos-")
+    for stack_name in args.stack or ["embedded"]:
+        with Stack(stack_name, Path(tmp)) as stack:
+            for n, name in enumerate(names):
+                workdir = Path(tmp) / f"{stack_name}-{n}"
+                workdir.mkdir()
+                print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
+                began = time.monotonic()
+                try:
+                    async with stack.env() as env:
+                        outcome = await run(
+                            SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
+                        )
+                except Exception as error:  # the next scenarios still run; the table says it failed
+                    failed = Result()
+                    failed.add(FAILED, f"{type(error).__name__}: {error}")
+                    outcome = Outcome(SCENARIOS[name].name, stack_name, failed, [], time.monotonic() - began)
+                outcomes.append(outcome)
+                print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
     print(table(outcomes))
     if args.report:
         _report(Path(args.report), outcomes, sys.argv[1:])
-    return 0 if all(o.result.ok and not o.result.unanswered for o in outcomes) else 1
+    if all(o.result.ok and not o.result.unanswered for o in outcomes):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    print(f"the systems' logs and data are kept in {tmp}", file=sys.stderr)
+    return 1
 
 
 class Stack:
