@@ -397,7 +397,7 @@ async def campaign(args: argparse.Namespace) -> int:
                     outcome = Outcome(SCENARIOS[name].name, stack_name, failed, [], time.monotonic() - began)
                 outcomes.append(outcome)
                 print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
-    print(table(outcomes))
+                print(table(outcomes), "\n", flush=True)  # so far
     if args.report:
         _report(Path(args.report), outcomes, sys.argv[1:])
     if all(o.result.ok and not o.result.unanswered for o in outcomes):
