@@ -143,16 +143,24 @@ class Shop:
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def menu(self) -> list[dict[str, Any]]:
-        response = await self.http.get(f"{self.at('catalog')}/api/v1/menu")
+    async def menu(self, *, include_unavailable: bool = False) -> list[dict[str, Any]]:
+        params = {"include_unavailable": "true"} if include_unavailable else {}
+        response = await self.http.get(f"{self.at('catalog')}/api/v1/menu", params=params)
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
     async def place(
-        self, body: dict[str, Any], *, customer: str, key: str | None = None, retry_for: float = 60.0
+        self,
+        body: dict[str, Any],
+        *,
+        customer: str,
+        key: str | None = None,
+        retry_for: float = 60.0,
+        answers: list[str] | None = None,
     ) -> dict[str, Any]:
-        """POST an order; on a dropped connection or a 5xx, retry with the SAME key."""
+        """POST an order; on a dropped connection or a 5xx, retry with the SAME key. Each
+        attempt's answer (its status code, or the transport error's name) goes to `answers`."""
         key = key or str(uuid.uuid4())
         deadline = time.monotonic() + retry_for
         while True:
@@ -162,6 +170,8 @@ class Shop:
                     json=body,
                     headers={"Idempotency-Key": key, **self.as_customer(customer)},
                 )
+                if answers is not None:
+                    answers.append(str(response.status_code))
                 if response.status_code == 202:
                     order: dict[str, Any] = response.json()
                     return order
@@ -169,8 +179,10 @@ class Shop:
                     raise AssertionError(f"order refused: {response.status_code} {response.text}")
                 if response.status_code == 422 and "no menu item" not in response.text:
                     raise AssertionError(f"order refused: {response.text}")
-            except httpx.TransportError:
-                pass  # the orders process may be restarting
+            except httpx.TransportError as error:
+                if answers is not None:
+                    answers.append(type(error).__name__)
+                # the orders process may be restarting
             if time.monotonic() > deadline:
                 raise AssertionError(f"order with key {key} not accepted within {retry_for}s")
             await asyncio.sleep(0.2)
@@ -268,4 +280,54 @@ class Shop:
         )
         response.raise_for_status()
         items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def all_orders(self) -> list[dict[str, Any]]:
+        """Every order the orders API lists (newest first), page by page."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            response = await self.http.get(f"{self.at('orders')}/api/v1/orders", params=params)
+            response.raise_for_status()
+            page = response.json()
+            found += page["items"]
+            if not page["next_cursor"]:
+                return found
+            params["cursor"] = page["next_cursor"]
+
+    async def all_notifications(self) -> list[dict[str, Any]]:
+        """Every notification sent (newest first), page by page."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 200}
+        while True:
+            response = await self.http.get(f"{self.at('notifications')}/api/v1/notifications", params=params)
+            response.raise_for_status()
+            page = response.json()
+            found += page["items"]
+            if not page["next_cursor"]:
+                return found
+            params["cursor"] = page["next_cursor"]
+
+    async def audit(self, message_type: str) -> list[dict[str, Any]]:
+        """Every audit entry of one message type, in the order they were recorded."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"type": message_type, "limit": 1000}
+        while True:
+            response = await self.http.get(f"{self.at('audit')}/api/v1/ops/audit", params=params)
+            response.raise_for_status()
+            page = response.json()
+            found += page["items"]
+            if page["next_after"] is None:
+                return found
+            params["after"] = page["next_after"]
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every service's dead letters (up to 500, newest first), as the gateway merges them;
+        a service that did not answer fails the call (its dead letters would go unseen)."""
+        response = await self.http.get(f"{self.system.url('gateway')}/api/v1/ops/dlq", params={"limit": 500})
+        response.raise_for_status()
+        found = response.json()
+        if found["missing"]:
+            raise AssertionError(f"no answer about dead letters from {found['missing']}")
+        items: list[dict[str, Any]] = found["items"]
         return items

@@ -1,5 +1,6 @@
 """A TCP proxy for fault injection: sits between a client and a server on loopback and can cut
-every connection mid-stream or refuse new ones for a while. Runs its own event loop in a
+every connection mid-stream, or refuse new ones for a while (accepted and closed at once, or,
+with the port cut, refused by the kernel). Runs its own event loop in a
 thread so both sync and async tests can use it."""
 
 from __future__ import annotations
@@ -100,6 +101,22 @@ class TcpProxy:
         dropped = asyncio.run_coroutine_threadsafe(drop(), self.loop).result(10)
         self.drops += 1
         return dropped
+
+    def cut(self) -> None:
+        """Stop listening, and reset every open connection: new ones are refused, as by a port
+        that nothing listens on, until `mend`."""
+
+        async def stop_listening() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+
+        asyncio.run_coroutine_threadsafe(stop_listening(), self.loop).result(10)
+        self.drop_all()
+
+    def mend(self) -> None:
+        """Listen again after `cut`."""
+        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(10)
 
     def close(self) -> None:
         async def stop() -> None:

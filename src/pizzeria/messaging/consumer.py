@@ -264,6 +264,9 @@ class ConsumerRunner:
         #: The failpoint the group's handling passes before each handler runs (the fault lab
         #: holds it failing to make the group fail: chassis/faults.py).
         self.failpoint = f"consume.{group}"
+        #: The failpoint passed once handling committed and before the offsets are (chaos
+        #: tests crash there: the records come again, and the inbox must drop them).
+        self.committed_failpoint = f"{self.failpoint}.committed"
         self.consumer: BrokerConsumer | None = None
         self._stopped = False
         self.healthy = False
@@ -415,6 +418,7 @@ class ConsumerRunner:
         except Exception as exc:
             log.info("batch failed; handling its records one by one", group=self.group, size=len(batch), error=str(exc))
             return False
+        failpoints.hit(self.committed_failpoint)
         per_message = (time.perf_counter() - started) / len(prepared)
         for position, (item, _) in enumerate(prepared):
             outcome = outcomes.get(position, Outcome.PROCESSED)
@@ -519,6 +523,7 @@ class ConsumerRunner:
                 assert route.handler is not None
                 await route.handler(message, envelope, uow)
             await uow.commit()
+        failpoints.hit(self.committed_failpoint)
         metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(time.perf_counter() - started)
         return Outcome.PROCESSED
 

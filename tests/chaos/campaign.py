@@ -1,0 +1,469 @@
+"""The chaos campaign: the whole system started as a user starts it, a steady order load through
+the gateway, a nemesis fired, the fault healed, the system left to settle, and the history
+checker's verdict; for each fault, the recovery time (fault healed → an order placed after it
+delivered). `make chaos` runs every scenario on the embedded stack and prints a table:
+
+    python -m tests.chaos.campaign [--scenario NAME]... [--stack embedded|postgres+kafka]...
+                                   [--seed N] [--rate ORDERS_PER_S] [--report docs/reliability.md]
+
+The nemeses:
+
+- **kill -9** of each service in turn, several times, at random (seeded) moments; `pizzeria up`
+  restarts it, and the fault is healed the moment it was fired;
+- **SIGSTOP / SIGCONT** of a service for longer than the consumer session timeout (its group's
+  partitions go to no one, or to another member, and it wakes up to find it lost them);
+- **the payment provider down, then slow, then back** (the fault lab's switches, through the
+  gateway);
+- **the payment provider's port cut** for 20 s: a TCP proxy in front of it (the only way
+  payments reaches it) stops listening, so connections are refused, then listens again. No root
+  needed: the system is started with `PAYMENT_PROVIDER_URL` pointing at the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pizzeria.kit.settings import Settings
+from tests.chaos.checker import FAILED, PROVIDER_UNREACHABLE, Excuse, History, Result, check_system
+from tests.chaos.load import Load
+from tests.e2e.conftest import production_env
+from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, stock_up, wait_for_menu_sync
+from tests.e2e.system import Shop, System
+from tests.support.kafka import KafkaCluster
+from tests.support.postgres import drop_database
+from tests.support.tcpproxy import TcpProxy
+
+#: What every campaign system runs with: orders end on their own and fast; no customer or
+#: address limit stands in the way of the load or of the checker's reading everything back.
+CHAOS_ENV = {
+    **AUTOPILOT,
+    **MANY_ORDERS,
+    "RATE_LIMIT_PER_USER": "100000",
+    "RATE_LIMIT_PER_IP": "100000",
+}
+#: The services a kill -9 goes to (the payment provider is the outside world: its ledger is
+#: in memory, and its loss would be the provider's, not ours).
+KILLABLE = ("gateway", "identity", "catalog", "orders", "payments", "kitchen", "delivery", "notifications", "audit")
+#: The longer consumer session timeout of the two stacks (`SQLLOG_SESSION_TIMEOUT_MS`,
+#: `KAFKA_SESSION_TIMEOUT_MS`, by default): a pause longer than it costs a member its group.
+SESSION_TIMEOUT_S = (
+    max(Settings.model_fields[f].default for f in ("sqllog_session_timeout_ms", "kafka_session_timeout_ms")) / 1000
+)
+RECOVERY_TIMEOUT_S = 180.0
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@dataclass
+class Arena:
+    """A running system under load: what a nemesis acts on, and where it notes its faults."""
+
+    system: System
+    shop: Shop  # reads, straight at each service
+    history: History
+    rng: random.Random
+    provider_proxy: TcpProxy | None = None
+    recoveries: list[tuple[str, float]] = field(default_factory=list)  # (fault, seconds to recover)
+
+    async def flowing_since(self, since: float, timeout: float = RECOVERY_TIMEOUT_S) -> float:
+        """Wait until an order placed at or after `since` (epoch seconds) is delivered; the
+        seconds from `since` to its delivery."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            after = [r.order_id for r in self.history.acknowledged if r.order_id and r.place.started >= since][:20]
+            delivered: list[float] = []
+            for order_id in after:
+                try:
+                    order = await self.shop.order(order_id)
+                except Exception:
+                    continue  # the orders service may be down
+                if order["status"] == "delivered":
+                    delivered.append(epoch(order["history"][-1]["at"]))
+            if delivered:
+                return max(0.0, min(delivered) - since)
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"no order placed after the fault was delivered within {timeout}s")
+
+    async def healed(self, fault: str, at: float) -> None:
+        """`fault` was healed at `at`: wait for orders to flow again, and note how long it took."""
+        self.recoveries.append((fault, await self.flowing_since(at)))
+
+    async def pid(self, service: str) -> int:
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+        while True:
+            try:
+                return await self.system.pid(service)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def provider(self, **switches: Any) -> None:
+        """Set the payment provider's fault switches through the gateway's fault lab."""
+        response = await self.shop.http.put(
+            f"{self.system.url('gateway')}/api/v1/ops/faults/payment-provider", json=switches
+        )
+        response.raise_for_status()
+
+
+Nemesis = Callable[[Arena], Awaitable[None]]
+
+
+def kill(services: Sequence[str], rounds: int = 1) -> Nemesis:
+    """kill -9 each of `services` in turn (in a seeded random order each round), each at a
+    random moment, waiting for orders to flow again before the next."""
+
+    async def nemesis(arena: Arena) -> None:
+        for _ in range(rounds):
+            for service in arena.rng.sample(list(services), len(services)):
+                await asyncio.sleep(arena.rng.uniform(0.2, 3.0))  # a random moment of the load
+                old = await arena.pid(service)
+                os.kill(old, signal.SIGKILL)
+                fired = time.time()
+                await arena.system.wait_until(
+                    functools.partial(_restarted, arena, service, old), RECOVERY_TIMEOUT_S, f"{service} restarted"
+                )
+                await arena.healed(f"kill -9 {service}", fired)
+
+    return nemesis
+
+
+async def _restarted(arena: Arena, service: str, old: int) -> bool:
+    try:
+        return await arena.system.pid(service) != old
+    except Exception:
+        return False
+
+
+def pause(service: str, seconds: float = SESSION_TIMEOUT_S + 4) -> Nemesis:
+    """SIGSTOP a service for `seconds`, then SIGCONT it."""
+
+    async def nemesis(arena: Arena) -> None:
+        pid = await arena.pid(service)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)  # the fault's length, not a wait for anything
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await arena.healed(f"SIGSTOP {service}", time.time())
+
+    return nemesis
+
+
+async def provider_down_slow_back(arena: Arena, down: float = 15.0, slow: float = 15.0) -> None:
+    """The provider answers 503 to everything, then answers in 2.5 s (close to payments'
+    deadline of a call), then as usual."""
+    start = time.time()
+    await arena.provider(down=True)
+    try:
+        await asyncio.sleep(down)
+        await arena.provider(down=False, latency_ms=2500)
+        await asyncio.sleep(slow)
+    finally:
+        await arena.provider(down=False, latency_ms=20)
+    end = time.time()
+    arena.history.excuses.append(Excuse("payment provider down, then slow", start, end, PROVIDER_UNREACHABLE))
+    await arena.healed("payment provider down, then slow", end)
+
+
+async def provider_port_cut(arena: Arena, seconds: float = 20.0) -> None:
+    """Connections to the payment provider refused for `seconds`."""
+    proxy = arena.provider_proxy
+    assert proxy is not None, "the scenario must be started with the provider behind a proxy"
+    start = time.time()
+    proxy.cut()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        proxy.mend()
+    end = time.time()
+    arena.history.excuses.append(Excuse("payment provider's port cut", start, end, PROVIDER_UNREACHABLE))
+    await arena.healed("payment provider's port cut", end)
+
+
+def crash_points(points: Sequence[tuple[str, str]]) -> Nemesis:
+    """Wait for each (service, failpoint) armed by the scenario's `PIZZERIA_FAILPOINTS` to
+    have crashed its process (its marker file written), and for orders to flow again after."""
+
+    async def nemesis(arena: Arena) -> None:
+        for service, point in points:
+            marker = arena.system.workdir / "var" / "failpoints" / service / f"{point}.fired"
+
+            async def fired(marker: Path = marker) -> bool:
+                return marker.exists()
+
+            await arena.system.wait_until(fired, RECOVERY_TIMEOUT_S, f"{service} crashed at {point}")
+            await arena.healed(f"{service} crashed at {point}", marker.stat().st_mtime)
+
+    return nemesis
+
+
+#: Crashes where they hurt most (kit/failpoints.py): a relay before publishing a batch, or
+#: between publishing it and marking it published (sent again after the restart); a consumer in
+#: the middle of a batch before its transaction commits, or after it commits and before its
+#: offsets do (the records come again: its inbox must drop them, or a charge is made twice).
+CRASH_POINTS = (
+    ("payments", "relay.before_publish", 15),
+    ("payments", "consume.payments.committed", 25),
+    ("orders", "relay.after_publish", 30),
+    ("orders", "consume.orders.committed", 60),
+    ("kitchen", "consume.kitchen", 25),
+    ("delivery", "relay.after_publish", 15),
+    ("notifications", "consume.notifications", 40),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str  # how `--scenario` names it
+    name: str
+    nemeses: tuple[Nemesis, ...]
+    provider_proxied: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SCENARIOS = {
+    s.id: s
+    for s in (
+        Scenario("kill", "kill -9 each service, 2 rounds", (kill(KILLABLE, rounds=2),)),
+        Scenario(
+            "crash-points",
+            "crashes inside relays and consumers (failpoints)",
+            (crash_points([(service, point) for service, point, _ in CRASH_POINTS]),),
+            env={"PIZZERIA_FAILPOINTS": ",".join(f"{service}:{point}=crash@{n}" for service, point, n in CRASH_POINTS)},
+        ),
+        Scenario("pause-payments", "SIGSTOP payments 10 s", (pause("payments"),)),
+        Scenario("pause-kitchen", "SIGSTOP kitchen 10 s", (pause("kitchen"),)),
+        Scenario("pause-orders", "SIGSTOP orders 10 s", (pause("orders"),)),
+        Scenario("provider-outage", "provider down 15 s, slow 15 s, back", (provider_down_slow_back,)),
+        Scenario("provider-port-cut", "provider port cut 20 s", (provider_port_cut,), provider_proxied=True),
+    )
+}
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    stack: str
+    result: Result
+    recoveries: list[tuple[str, float]]
+    seconds: float
+
+    HEADER = (
+        "scenario",
+        "stack",
+        "acknowledged",
+        "unanswered",
+        "finished",
+        "lost",
+        "duplicated",
+        "other violations",
+        "excused",
+        "recovery s",
+    )
+    #: Counts shown in columns of their own (or not violations at all).
+    SHOWN = ("acknowledged", "finished", "unanswered", "excused", "lost", "duplicated")
+
+    def recovery(self) -> str:
+        """The worst recovery (and which fault it followed), with the median when there were more."""
+        if not self.recoveries:
+            return "-"
+        fault, worst = max(self.recoveries, key=lambda r: r[1])
+        if len(self.recoveries) == 1:
+            return f"{worst:.1f}"
+        median = sorted(s for _, s in self.recoveries)[len(self.recoveries) // 2]
+        return f"{worst:.1f} ({fault}); median of {len(self.recoveries)}: {median:.1f}"
+
+    def row(self) -> tuple[str, ...]:
+        counts = self.result.counts()
+        other = sum(n for kind, n in counts.items() if kind not in self.SHOWN)
+        return (
+            self.scenario,
+            self.stack,
+            str(counts["acknowledged"]),
+            str(counts["unanswered"]),
+            str(counts["finished"]),
+            str(counts["lost"]),
+            str(counts["duplicated"]),
+            str(other),
+            str(counts["excused"]),
+            self.recovery(),
+        )
+
+
+def table(outcomes: Sequence[Outcome]) -> str:
+    """A Markdown table of the outcomes."""
+    rows = [Outcome.HEADER, *(o.row() for o in outcomes)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(Outcome.HEADER))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+async def run(
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    stack: str = "embedded",
+    env: dict[str, str] | None = None,
+    seed: int = 1,
+    rate: float = 3.0,
+    tail: int = 10,
+) -> Outcome:
+    """One scenario on a system of its own: start it, load it, fire the nemeses one after the
+    other, keep the load on until `tail` orders placed after the last fault were answered, then
+    check everything."""
+    began = time.monotonic()
+    system = System(workdir, {**CHAOS_ENV, **scenario.env, **(env or {})})
+    proxy = None
+    if scenario.provider_proxied:
+        proxy = TcpProxy(system.ports["provider"]).start()
+        system.env["PAYMENT_PROVIDER_URL"] = f"http://127.0.0.1:{proxy.listen_port}"
+    shop, edge = Shop(system), Shop(system, through_gateway=True)
+    history = History()
+    arena = Arena(system, shop, history, random.Random(seed), proxy)
+    try:
+        await system.start()
+        await wait_for_menu_sync(shop, await shop.menu())
+        await stock_up(shop)
+        load = Load(edge, history, rate=rate, seed=seed)
+        await load.start()
+        try:
+            await arena.flowing_since(time.time())  # the load flows before anything breaks
+            for nemesis in scenario.nemeses:
+                await nemesis(arena)
+            last = time.time()
+            await system.wait_until(
+                lambda: _answered_since(history, last, tail), RECOVERY_TIMEOUT_S, f"{tail} orders after the faults"
+            )
+        finally:
+            await load.stop()
+        result = await check_system(shop, history)
+        return Outcome(scenario.name, stack, result, arena.recoveries, time.monotonic() - began)
+    finally:
+        await shop.close()
+        await edge.close()
+        system.stop()
+        if proxy is not None:
+            proxy.close()
+
+
+async def _answered_since(history: History, since: float, count: int) -> bool:
+    return sum(1 for r in history.acknowledged if r.place.started >= since) >= count
+
+
+def commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return found.stdout.strip() or "unknown"
+
+
+async def campaign(args: argparse.Namespace) -> int:
+    names = args.scenario or list(SCENARIOS)
+    outcomes: list[Outcome] = []
+    tmp = tempfile.mkdtemp(prefix="pizzeria-chaos-")
+    for stack_name in args.stack or ["embedded"]:
+        with Stack(stack_name, Path(tmp)) as stack:
+            for n, name in enumerate(names):
+                workdir = Path(tmp) / f"{stack_name}-{n}"
+                workdir.mkdir()
+                print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
+                began = time.monotonic()
+                try:
+                    async with stack.env() as env:
+                        outcome = await run(
+                            SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
+                        )
+                except Exception as error:  # the next scenarios still run; the table says it failed
+                    failed = Result()
+                    failed.add(FAILED, f"{type(error).__name__}: {error}")
+                    outcome = Outcome(SCENARIOS[name].name, stack_name, failed, [], time.monotonic() - began)
+                outcomes.append(outcome)
+                print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
+                print(table(outcomes), "\n", flush=True)  # so far
+    if args.report:
+        _report(Path(args.report), outcomes, sys.argv[1:])
+    if all(o.result.ok and not o.result.unanswered for o in outcomes):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    print(f"the systems' logs and data are kept in {tmp}", file=sys.stderr)
+    return 1
+
+
+class Stack:
+    """Where the scenarios run: the embedded stack, or PostgreSQL and one Apache Kafka broker
+    (started once for the campaign, as the whole-system tests share theirs; each scenario has
+    databases of its own)."""
+
+    def __init__(self, name: str, tmp: Path) -> None:
+        self.name = name
+        self.tmp = tmp
+        self.kafka: KafkaCluster | None = None
+
+    def __enter__(self) -> Stack:
+        if self.name == "postgres+kafka":
+            self.kafka = KafkaCluster(Path(tempfile.mkdtemp(dir=self.tmp, prefix="kafka-"))).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.kafka is not None:
+            self.kafka.stop()
+
+    @contextlib.asynccontextmanager
+    async def env(self) -> AsyncIterator[dict[str, str]]:
+        """The environment that selects the stack, for one scenario."""
+        if self.kafka is None:
+            yield {}
+            return
+        env, databases = await production_env(self.kafka)
+        try:
+            yield env
+        finally:
+            for url in databases:
+                await drop_database(url)
+
+
+def _report(path: Path, outcomes: Sequence[Outcome], argv: Sequence[str]) -> None:
+    """Write the table into `path`, between the markers that hold the latest one."""
+    begin, end = "<!-- chaos-table:begin -->", "<!-- chaos-table:end -->"
+    measured = (
+        f"{begin}\nMeasured at commit `{commit()}` with `python -m tests.chaos.campaign {' '.join(argv)}`"
+        f" on {datetime.now().date().isoformat()}:\n\n{table(outcomes)}\n{end}"
+    )
+    text = path.read_text() if path.exists() else f"{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{measured}{tail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.campaign", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)")
+    parser.add_argument(
+        "--stack", action="append", choices=("embedded", "postgres+kafka"), help="embedded (the default), or both"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=3.0, help="orders placed per second")
+    parser.add_argument("--report", help="write the table into this Markdown file (docs/reliability.md)")
+    return asyncio.run(campaign(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
