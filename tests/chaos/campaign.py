@@ -65,7 +65,7 @@ from tests.chaos.checker import (
 )
 from tests.chaos.load import Load
 from tests.e2e.conftest import production_env
-from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, stock_up, wait_for_menu_sync
+from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, TERMINAL, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
 from tests.support.postgres import drop_database
@@ -205,10 +205,14 @@ def pause(service: str, seconds: float = SESSION_TIMEOUT_S + 4, *, deadline: flo
             os.kill(pid, signal.SIGCONT)
         end = time.time()
         fault = f"SIGSTOP {service}"
-        if deadline is not None:
-            fault = f"{fault} past its {deadline:g} s deadline"
-            arena.history.excuses.append(deadline_passed(fault, start, end, deadline))
+        if deadline is None:
+            await arena.healed(fault, end)
+            return
+        fault = f"{fault} past its {deadline:g} s deadline"
+        excuse = deadline_passed(fault, start, end, deadline)
+        arena.history.excuses.append(excuse)
         await arena.healed(fault, end)
+        arena.notes.append(await _timed_out(arena, excuse))
 
     return nemesis
 
@@ -239,6 +243,35 @@ async def broker_down(arena: Arena, seconds: float = 30.0) -> None:
     end = time.time()
     arena.history.excuses.append(deadline_passed(fault, start, end, SAGA_STEP_DEADLINE_S))
     await arena.healed(fault, end)
+
+
+async def _timed_out(arena: Arena, excuse: Excuse, refunds_for: float = 60.0) -> str:
+    """How the orders `excuse` covers ended, once they have: how many were cancelled on the
+    deadline, and how many of those were charged late (by a service that woke up to its
+    backlog) and refunded (waiting up to `refunds_for` seconds for the refunds to be made; the
+    checker decides whether they all were)."""
+    records = [r for r in arena.history.acknowledged if r.order_id and excuse.covers(r)]
+
+    async def views() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(arena.shop.order(str(r.order_id)) for r in records)))
+
+    async def ended() -> bool:
+        return all(v["status"] in TERMINAL for v in await views())
+
+    await arena.system.wait_until(ended, RECOVERY_TIMEOUT_S, "the orders the fault overlapped ended")
+    timed_out = [v["id"] for v in await views() if (v["status"], v["cancel_reason"]) == ("cancelled", "timeout")]
+    deadline = time.monotonic() + refunds_for
+    while True:
+        charged = {c["id"] for i in timed_out for c in await arena.shop.charges(i) if c["status"] == "succeeded"}
+        refunds = [r for r in await arena.shop.refunds() if r["charge"] in charged]
+        if {r["charge"] for r in refunds} == charged or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    return (
+        f"of {len(records)} orders placed within the deadline before the fault or during it,"
+        f" {len(timed_out)} were cancelled on the deadline; {len(charged)} of those were charged late"
+        f" and got {len(refunds)} refunds"
+    )
 
 
 def _stop_kafka(kafka: KafkaCluster) -> None:
