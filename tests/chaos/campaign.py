@@ -318,6 +318,9 @@ async def provider_port_cut(arena: Arena, seconds: float = 20.0) -> None:
     await arena.healed("payment provider's port cut", end)
 
 
+DEAD_OUTBOX_ROWS = "select n_dead_tup from pg_stat_user_tables where relname = 'outbox'"
+
+
 @dataclass(frozen=True)
 class OutboxSample:
     """One look at a service's outbox: the rows not yet published and the age of the oldest one
@@ -359,14 +362,20 @@ def long_transaction(service: str = "orders", seconds: float = 60.0, around: flo
                 assert xmin is not None, "the transaction holds no snapshot"
                 try:
                     phases.append(("held", held_at, *await _watch_outbox(arena, probe, service, seconds)))
+                    kept_held = await _vacuum_outbox(probe)
                 finally:
                     await holder.rollback()
                 released = time.time()
+                kept_released = await _vacuum_outbox(probe)
                 phases.append(("after", released, *await _watch_outbox(arena, probe, service, around)))
         finally:
             await engine.dispose()
         orders = await _orders_placed(arena, began - 10, time.time())
-        arena.notes.append(_hold_report(service, seconds, phases, orders))
+        arena.notes.append(
+            f"{_hold_report(service, seconds, phases, orders)}. VACUUM of the outbox as the hold ended kept"
+            f" {kept_held} dead rows (still visible to the old snapshot); right after it was released,"
+            f" {kept_released}"
+        )
         await arena.healed(f"xmin held {seconds:g} s", released)
 
     return nemesis
@@ -387,12 +396,16 @@ async def _watch_outbox(
                 )
             )
         ).one()
-        dead = (
-            await probe.execute(sa.text("select n_dead_tup from pg_stat_user_tables where relname = 'outbox'"))
-        ).scalar()
+        dead = (await probe.execute(sa.text(DEAD_OUTBOX_ROWS))).scalar()
         samples.append(OutboxSample(int(backlog), float(age), await _gauge(arena, service), int(dead or 0)))
         await asyncio.sleep(max(0.0, min(1.0, end - time.monotonic())))  # the sampling period
     return time.time(), samples
+
+
+async def _vacuum_outbox(probe: AsyncConnection) -> int:
+    """VACUUM the outbox; the dead row versions it had to keep (a snapshot may still see them)."""
+    await probe.execute(sa.text("VACUUM outbox"))
+    return int((await probe.execute(sa.text(DEAD_OUTBOX_ROWS))).scalar() or 0)
 
 
 async def _gauge(
@@ -442,7 +455,7 @@ def _hold_report(
             f" dead rows {samples[0].dead_rows}→{samples[-1].dead_rows};"
             f" placed→delivered p50 {p50:.2f} s, p95 {p95:.2f} s; {rate:.2f} delivered/s"
         )
-    return f"xmin held {seconds:g} s on {service}'s database — " + " | ".join(parts)
+    return f"xmin held {seconds:g} s on the {service} database — " + " | ".join(parts)
 
 
 def crash_points(points: Sequence[tuple[str, str]]) -> Nemesis:
