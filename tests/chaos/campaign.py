@@ -666,6 +666,7 @@ async def campaign(args: argparse.Namespace) -> int:
         with Stack(stack_name, Path(tmp)) as stack:
             for n, name in enumerate(names):
                 if stack_name not in SCENARIOS[name].stacks:
+                    print(f"chaos: {SCENARIOS[name].name} does not apply to {stack_name}", flush=True)
                     continue
                 workdir = Path(tmp) / f"{stack_name}-{n}"
                 workdir.mkdir()
