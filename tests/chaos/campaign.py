@@ -191,14 +191,28 @@ async def _restarted(arena: Arena, service: str, old: int) -> bool:
         return False
 
 
-def pause(service: str, seconds: float = SESSION_TIMEOUT_S + 4, *, deadline: float | None = None) -> Nemesis:
+def pause(
+    service: str,
+    seconds: float = SESSION_TIMEOUT_S + 4,
+    *,
+    deadline: float | None = None,
+    charges_in_flight: bool = False,
+) -> Nemesis:
     """SIGSTOP a service for `seconds`, then SIGCONT it. With `deadline` (a saga step's, shorter
-    than the pause), the orders it overlapped may end cancelled for the timeout."""
+    than the pause), the orders it overlapped may end cancelled for the timeout. With
+    `charges_in_flight`, the payment provider answers in a second for the two seconds before the
+    stop, so that charges are under way when it comes: the provider makes them while payments is
+    stopped, and payments learns of them only after the orders were cancelled (late charges)."""
 
     async def nemesis(arena: Arena) -> None:
         pid = await arena.pid(service)
+        if charges_in_flight:
+            await arena.provider(latency_ms=1000)
+            await asyncio.sleep(2.0)  # charges pile up at the provider
         os.kill(pid, signal.SIGSTOP)
         start = time.time()
+        if charges_in_flight:
+            await arena.provider(latency_ms=20)  # those under way keep their second
         try:
             await asyncio.sleep(seconds)  # the fault's length, not a wait for anything
         finally:
@@ -522,7 +536,11 @@ SCENARIOS = {
         Scenario(
             "payment-deadline",
             f"SIGSTOP payments past its {SHORT_PAYMENT_TIMEOUT_S:g} s deadline",
-            (pause("payments", SHORT_PAYMENT_TIMEOUT_S + 10, deadline=SHORT_PAYMENT_TIMEOUT_S),),
+            (
+                pause(
+                    "payments", SHORT_PAYMENT_TIMEOUT_S + 10, deadline=SHORT_PAYMENT_TIMEOUT_S, charges_in_flight=True
+                ),
+            ),
             env={"SAGA_PAYMENT_TIMEOUT_S": str(SHORT_PAYMENT_TIMEOUT_S)},
         ),
         Scenario(
