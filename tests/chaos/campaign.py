@@ -16,7 +16,14 @@ The nemeses:
   gateway);
 - **the payment provider's port cut** for 20 s: a TCP proxy in front of it (the only way
   payments reaches it) stops listening, so connections are refused, then listens again. No root
-  needed: the system is started with `PAYMENT_PROVIDER_URL` pointing at the proxy.
+  needed: the system is started with `PAYMENT_PROVIDER_URL` pointing at the proxy;
+- **the broker stopped 30 s** and started again on the same ports and log directory (PostgreSQL +
+  Kafka); on the embedded stack, whose broker is a log in the services' shared SQLite file with
+  no process of its own to stop, the fault lab's *broker paused* switch on every service instead;
+- **a saga deadline passing while its service is down**: payments stopped longer than a short
+  `SAGA_PAYMENT_TIMEOUT_S`, so orders are cancelled and any charge made late is refunded;
+- **a long transaction holding PostgreSQL's xmin horizon** 60 s on orders' database (PostgreSQL +
+  Kafka only), with what it does to the outbox and to the orders' latency measured.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,11 +47,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
 from pizzeria.kit.settings import Settings
-from tests.chaos.checker import FAILED, PROVIDER_UNREACHABLE, Excuse, History, Result, check_system
+from pizzeria.messaging.tables import outbox
+from pizzeria.services.orders.settings import OrdersSettings
+from tests.chaos.checker import (
+    FAILED,
+    PROVIDER_UNREACHABLE,
+    Excuse,
+    History,
+    OrderRecord,
+    Result,
+    check_system,
+    deadline_passed,
+)
 from tests.chaos.load import Load
 from tests.e2e.conftest import production_env
-from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, stock_up, wait_for_menu_sync
+from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, TERMINAL, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
 from tests.support.postgres import drop_database
@@ -66,6 +88,13 @@ SESSION_TIMEOUT_S = (
     max(Settings.model_fields[f].default for f in ("sqllog_session_timeout_ms", "kafka_session_timeout_ms")) / 1000
 )
 RECOVERY_TIMEOUT_S = 180.0
+STACKS = frozenset({"embedded", "postgres+kafka"})
+#: The longest deadline of the saga's steps that wait on another service before cooking (the
+#: stock reservation's and the payment's, by default): how long before a fault an order may have
+#: been placed and still have a step whose deadline the fault outlasts.
+SAGA_STEP_DEADLINE_S = max(OrdersSettings.model_fields[f].default for f in ("reserve_timeout_s", "payment_timeout_s"))
+#: The payment step's deadline in the scenario that lets it pass while payments is stopped.
+SHORT_PAYMENT_TIMEOUT_S = 6.0
 
 
 def epoch(iso: str) -> float:
@@ -81,7 +110,9 @@ class Arena:
     history: History
     rng: random.Random
     provider_proxy: TcpProxy | None = None
+    kafka: KafkaCluster | None = None  # the broker, on PostgreSQL + Kafka
     recoveries: list[tuple[str, float]] = field(default_factory=list)  # (fault, seconds to recover)
+    notes: list[str] = field(default_factory=list)  # what a nemesis measured, for the report
 
     async def flowing_since(self, since: float, timeout: float = RECOVERY_TIMEOUT_S) -> float:
         """Wait until an order placed at or after `since` (epoch seconds) is delivered; the
@@ -123,6 +154,13 @@ class Arena:
         )
         response.raise_for_status()
 
+    async def pause_broker(self, paused: bool) -> None:
+        """Pause (or resume) the broker on every service through the gateway's fault lab."""
+        response = await self.shop.http.put(
+            f"{self.system.url('gateway')}/api/v1/ops/faults/broker", json={"paused": paused}
+        )
+        response.raise_for_status()
+
 
 Nemesis = Callable[[Arena], Awaitable[None]]
 
@@ -153,19 +191,114 @@ async def _restarted(arena: Arena, service: str, old: int) -> bool:
         return False
 
 
-def pause(service: str, seconds: float = SESSION_TIMEOUT_S + 4) -> Nemesis:
-    """SIGSTOP a service for `seconds`, then SIGCONT it."""
+def pause(
+    service: str,
+    seconds: float = SESSION_TIMEOUT_S + 4,
+    *,
+    deadline: float | None = None,
+    charges_in_flight: bool = False,
+) -> Nemesis:
+    """SIGSTOP a service for `seconds`, then SIGCONT it. With `deadline` (a saga step's, shorter
+    than the pause), the orders it overlapped may end cancelled for the timeout. With
+    `charges_in_flight`, the payment provider answers in a second for the two seconds before the
+    stop, so that charges are under way when it comes: the provider makes them while payments is
+    stopped, and payments learns of them only after the orders were cancelled (late charges)."""
 
     async def nemesis(arena: Arena) -> None:
         pid = await arena.pid(service)
+        if charges_in_flight:
+            await arena.provider(latency_ms=1000)
+            await asyncio.sleep(2.0)  # charges pile up at the provider
         os.kill(pid, signal.SIGSTOP)
+        start = time.time()
+        if charges_in_flight:
+            await arena.provider(latency_ms=20)  # those under way keep their second
         try:
             await asyncio.sleep(seconds)  # the fault's length, not a wait for anything
         finally:
             os.kill(pid, signal.SIGCONT)
-        await arena.healed(f"SIGSTOP {service}", time.time())
+        end = time.time()
+        fault = f"SIGSTOP {service}"
+        if deadline is None:
+            await arena.healed(fault, end)
+            return
+        fault = f"{fault} past its {deadline:g} s deadline"
+        excuse = deadline_passed(fault, start, end, deadline)
+        arena.history.excuses.append(excuse)
+        await arena.healed(fault, end)
+        arena.notes.append(await _timed_out(arena, excuse))
 
     return nemesis
+
+
+async def broker_down(arena: Arena, seconds: float = 30.0) -> None:
+    """The broker out for `seconds`: on PostgreSQL + Kafka, every Kafka node stopped (SIGTERM,
+    a controlled shutdown) and started again on its ports and log directory; on the embedded
+    stack the broker paused on every service (the fault lab's switch). Nothing is published or
+    delivered meanwhile, so a saga step's deadline may pass: those orders may end cancelled for
+    the timeout."""
+    start = time.time()
+    if arena.kafka is not None:
+        fault = "Kafka stopped"
+        await asyncio.to_thread(_stop_kafka, arena.kafka)
+        try:
+            await asyncio.sleep(seconds)  # the fault's length
+        finally:
+            restarting = time.time()
+            await asyncio.to_thread(_start_kafka, arena.kafka)
+        arena.notes.append(f"Kafka serving again {time.time() - restarting:.1f} s after it was started")
+    else:
+        fault = "broker paused"
+        await arena.pause_broker(True)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await arena.pause_broker(False)
+    end = time.time()
+    arena.history.excuses.append(deadline_passed(fault, start, end, SAGA_STEP_DEADLINE_S))
+    await arena.healed(fault, end)
+
+
+async def _timed_out(arena: Arena, excuse: Excuse, refunds_for: float = 60.0) -> str:
+    """How the orders `excuse` covers ended, once they have: how many were cancelled on the
+    deadline, and how many of those were charged late (by a service that woke up to its
+    backlog) and refunded (waiting up to `refunds_for` seconds for the refunds to be made; the
+    checker decides whether they all were)."""
+    records = [r for r in arena.history.acknowledged if r.order_id and excuse.covers(r)]
+
+    async def views() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(arena.shop.order(str(r.order_id)) for r in records)))
+
+    async def ended() -> bool:
+        return all(v["status"] in TERMINAL for v in await views())
+
+    await arena.system.wait_until(ended, RECOVERY_TIMEOUT_S, "the orders the fault overlapped ended")
+    timed_out = [v["id"] for v in await views() if (v["status"], v["cancel_reason"]) == ("cancelled", "timeout")]
+    deadline = time.monotonic() + refunds_for
+    while True:
+        charged = {c["id"] for i in timed_out for c in await arena.shop.charges(i) if c["status"] == "succeeded"}
+        refunds = [r for r in await arena.shop.refunds() if r["charge"] in charged]
+        if {r["charge"] for r in refunds} == charged or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    return (
+        f"of {len(records)} orders placed within the deadline before the fault or during it,"
+        f" {len(timed_out)} were cancelled on the deadline; {len(charged)} of those were charged late"
+        f" and got {len(refunds)} refunds"
+    )
+
+
+def _stop_kafka(kafka: KafkaCluster) -> None:
+    for node in kafka.nodes.values():
+        node.terminate()
+    for node in kafka.nodes.values():
+        node.wait_stopped()
+
+
+def _start_kafka(kafka: KafkaCluster) -> None:
+    for node in kafka.nodes.values():
+        node.start()
+    kafka.wait_serving(set(kafka.nodes))
 
 
 async def provider_down_slow_back(arena: Arena, down: float = 15.0, slow: float = 15.0) -> None:
@@ -197,6 +330,146 @@ async def provider_port_cut(arena: Arena, seconds: float = 20.0) -> None:
     end = time.time()
     arena.history.excuses.append(Excuse("payment provider's port cut", start, end, PROVIDER_UNREACHABLE))
     await arena.healed("payment provider's port cut", end)
+
+
+DEAD_OUTBOX_ROWS = "select n_dead_tup from pg_stat_user_tables where relname = 'outbox'"
+
+
+@dataclass(frozen=True)
+class OutboxSample:
+    """One look at a service's outbox: the rows not yet published and the age of the oldest one
+    (read from its table), the same age as its relay's gauge last set it, and the table's dead
+    row versions (those VACUUM may remove once no snapshot can see them)."""
+
+    backlog: int
+    oldest_age_s: float
+    gauge_age_s: float | None
+    dead_rows: int
+
+
+def long_transaction(service: str = "orders", seconds: float = 60.0, around: float = 20.0) -> Nemesis:
+    """A REPEATABLE READ transaction on `service`'s PostgreSQL database that reads its outbox and
+    stays open `seconds`, holding the database's xmin horizon (no row version deleted or updated
+    since can be vacuumed: the slow death of SQL-backed queues). The outbox is sampled every
+    second for `around` seconds before, during and `around` seconds after; the note says what
+    the hold did to it and to the orders' latency (placed → delivered) and deliveries a second."""
+
+    async def nemesis(arena: Arena) -> None:
+        url = arena.system.env.get(f"{service.upper()}_DATABASE_URL", "")
+        assert url.startswith("postgresql"), f"{service}'s database is not PostgreSQL: {url!r}"
+        engine = create_async_engine(url, pool_size=2)
+        try:
+            async with engine.connect() as probe, engine.connect() as holder:
+                await probe.execution_options(isolation_level="AUTOCOMMIT")
+                phases: list[tuple[str, float, float, list[OutboxSample]]] = []
+                began = time.time()
+                phases.append(("before", began, *await _watch_outbox(arena, probe, service, around)))
+                await holder.execution_options(isolation_level="REPEATABLE READ")
+                await holder.begin()
+                held_at = time.time()
+                await holder.execute(sa.select(sa.func.count()).select_from(outbox))
+                xmin = (
+                    await holder.execute(
+                        sa.text("select backend_xmin from pg_stat_activity where pid = pg_backend_pid()")
+                    )
+                ).scalar()
+                assert xmin is not None, "the transaction holds no snapshot"
+                try:
+                    phases.append(("held", held_at, *await _watch_outbox(arena, probe, service, seconds)))
+                    kept_held = await _vacuum_outbox(probe)
+                finally:
+                    await holder.rollback()
+                released = time.time()
+                kept_released = await _vacuum_outbox(probe)
+                phases.append(("after", released, *await _watch_outbox(arena, probe, service, around)))
+        finally:
+            await engine.dispose()
+        orders = await _orders_placed(arena, began - 10, time.time())
+        arena.notes.append(
+            f"{_hold_report(service, seconds, phases, orders)}. VACUUM of the outbox as the hold ended kept"
+            f" {kept_held} dead rows (still visible to the old snapshot); right after it was released,"
+            f" {kept_released}"
+        )
+        await arena.healed(f"xmin held {seconds:g} s", released)
+
+    return nemesis
+
+
+async def _watch_outbox(
+    arena: Arena, probe: AsyncConnection, service: str, seconds: float
+) -> tuple[float, list[OutboxSample]]:
+    """Sample `service`'s outbox once a second for `seconds`; (when it ended, the samples)."""
+    samples: list[OutboxSample] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        backlog, age = (
+            await probe.execute(
+                sa.text(
+                    "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)"
+                    " from outbox where published_at is null"
+                )
+            )
+        ).one()
+        dead = (await probe.execute(sa.text(DEAD_OUTBOX_ROWS))).scalar()
+        samples.append(OutboxSample(int(backlog), float(age), await _gauge(arena, service), int(dead or 0)))
+        await asyncio.sleep(max(0.0, min(1.0, end - time.monotonic())))  # the sampling period
+    return time.time(), samples
+
+
+async def _vacuum_outbox(probe: AsyncConnection) -> int:
+    """VACUUM the outbox; the dead row versions it had to keep (a snapshot may still see them)."""
+    await probe.execute(sa.text("VACUUM outbox"))
+    return int((await probe.execute(sa.text(DEAD_OUTBOX_ROWS))).scalar() or 0)
+
+
+async def _gauge(
+    arena: Arena, service: str, name: str = "pizzeria_outbox_oldest_unpublished_age_seconds"
+) -> float | None:
+    """A gauge of `service`'s /metrics, or None if it cannot be read."""
+    try:
+        response = await arena.shop.http.get(f"{arena.system.url(service)}/metrics")
+    except Exception:
+        return None
+    for line in response.text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
+
+
+async def _orders_placed(arena: Arena, since: float, until: float) -> list[tuple[OrderRecord, dict[str, Any]]]:
+    """The acknowledged orders placed between `since` and `until`, each with its view now."""
+    records = [r for r in arena.history.acknowledged if r.order_id and since <= r.place.started < until]
+    views = await asyncio.gather(*(arena.shop.order(str(r.order_id)) for r in records))
+    return list(zip(records, views, strict=True))
+
+
+def _hold_report(
+    service: str,
+    seconds: float,
+    phases: Sequence[tuple[str, float, float, Sequence[OutboxSample]]],
+    orders: Sequence[tuple[OrderRecord, dict[str, Any]]],
+) -> str:
+    """What holding the xmin horizon did, phase by phase."""
+    delivered = [
+        (record.place.started, epoch(view["history"][-1]["at"]))
+        for record, view in orders
+        if view["status"] == "delivered"
+    ]
+    parts = []
+    for name, start, end, samples in phases:
+        latencies = sorted(done - placed for placed, done in delivered if start <= placed < end)
+        p50 = statistics.median(latencies) if latencies else float("nan")
+        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else float("nan")
+        rate = sum(1 for _, done in delivered if start <= done < end) / max(end - start, 1e-9)
+        gauges = [s.gauge_age_s for s in samples if s.gauge_age_s is not None]
+        parts.append(
+            f"{name} ({end - start:.0f} s): outbox backlog max {max(s.backlog for s in samples)} rows, oldest"
+            f" unpublished max {max(s.oldest_age_s for s in samples):.2f} s (gauge max"
+            f" {max(gauges) if gauges else float('nan'):.2f} s),"
+            f" dead rows {samples[0].dead_rows}→{samples[-1].dead_rows};"
+            f" placed→delivered p50 {p50:.2f} s, p95 {p95:.2f} s; {rate:.2f} delivered/s"
+        )
+    return f"xmin held {seconds:g} s on the {service} database — " + " | ".join(parts)
 
 
 def crash_points(points: Sequence[tuple[str, str]]) -> Nemesis:
@@ -238,6 +511,7 @@ class Scenario:
     nemeses: tuple[Nemesis, ...]
     provider_proxied: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    stacks: frozenset[str] = STACKS  # where it applies
 
 
 SCENARIOS = {
@@ -255,6 +529,26 @@ SCENARIOS = {
         Scenario("pause-orders", "SIGSTOP orders 10 s", (pause("orders"),)),
         Scenario("provider-outage", "provider down 15 s, slow 15 s, back", (provider_down_slow_back,)),
         Scenario("provider-port-cut", "provider port cut 20 s", (provider_port_cut,), provider_proxied=True),
+        Scenario(
+            "broker-stop", "Kafka stopped 30 s, started again", (broker_down,), stacks=frozenset({"postgres+kafka"})
+        ),
+        Scenario("broker-pause", "broker paused 30 s (fault lab)", (broker_down,), stacks=frozenset({"embedded"})),
+        Scenario(
+            "payment-deadline",
+            f"SIGSTOP payments past its {SHORT_PAYMENT_TIMEOUT_S:g} s deadline",
+            (
+                pause(
+                    "payments", SHORT_PAYMENT_TIMEOUT_S + 10, deadline=SHORT_PAYMENT_TIMEOUT_S, charges_in_flight=True
+                ),
+            ),
+            env={"SAGA_PAYMENT_TIMEOUT_S": str(SHORT_PAYMENT_TIMEOUT_S)},
+        ),
+        Scenario(
+            "xmin-hold",
+            "transaction holding xmin 60 s (orders)",
+            (long_transaction(),),
+            stacks=frozenset({"postgres+kafka"}),
+        ),
     )
 }
 
@@ -266,6 +560,7 @@ class Outcome:
     result: Result
     recoveries: list[tuple[str, float]]
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
     HEADER = (
         "scenario",
@@ -309,6 +604,11 @@ class Outcome:
         )
 
 
+def notes(outcomes: Sequence[Outcome]) -> str:
+    """What the nemeses measured besides the table, a Markdown list."""
+    return "".join(f"- {o.scenario} ({o.stack}): {note}\n" for o in outcomes for note in o.notes)
+
+
 def table(outcomes: Sequence[Outcome]) -> str:
     """A Markdown table of the outcomes."""
     rows = [Outcome.HEADER, *(o.row() for o in outcomes)]
@@ -327,6 +627,7 @@ async def run(
     seed: int = 1,
     rate: float = 3.0,
     tail: int = 10,
+    kafka: KafkaCluster | None = None,
 ) -> Outcome:
     """One scenario on a system of its own: start it, load it, fire the nemeses one after the
     other, keep the load on until `tail` orders placed after the last fault were answered, then
@@ -339,7 +640,7 @@ async def run(
         system.env["PAYMENT_PROVIDER_URL"] = f"http://127.0.0.1:{proxy.listen_port}"
     shop, edge = Shop(system), Shop(system, through_gateway=True)
     history = History()
-    arena = Arena(system, shop, history, random.Random(seed), proxy)
+    arena = Arena(system, shop, history, random.Random(seed), proxy, kafka)
     try:
         await system.start()
         await wait_for_menu_sync(shop, await shop.menu())
@@ -357,7 +658,7 @@ async def run(
         finally:
             await load.stop()
         result = await check_system(shop, history)
-        return Outcome(scenario.name, stack, result, arena.recoveries, time.monotonic() - began)
+        return Outcome(scenario.name, stack, result, arena.recoveries, time.monotonic() - began, arena.notes)
     finally:
         await shop.close()
         await edge.close()
@@ -382,6 +683,9 @@ async def campaign(args: argparse.Namespace) -> int:
     for stack_name in args.stack or ["embedded"]:
         with Stack(stack_name, Path(tmp)) as stack:
             for n, name in enumerate(names):
+                if stack_name not in SCENARIOS[name].stacks:
+                    print(f"chaos: {SCENARIOS[name].name} does not apply to {stack_name}", flush=True)
+                    continue
                 workdir = Path(tmp) / f"{stack_name}-{n}"
                 workdir.mkdir()
                 print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
@@ -389,7 +693,13 @@ async def campaign(args: argparse.Namespace) -> int:
                 try:
                     async with stack.env() as env:
                         outcome = await run(
-                            SCENARIOS[name], workdir, stack=stack_name, env=env, seed=args.seed + n, rate=args.rate
+                            SCENARIOS[name],
+                            workdir,
+                            stack=stack_name,
+                            env=env,
+                            seed=args.seed + n,
+                            rate=args.rate,
+                            kafka=stack.kafka,
                         )
                 except Exception as error:  # the next scenarios still run; the table says it failed
                     failed = Result()
@@ -398,6 +708,7 @@ async def campaign(args: argparse.Namespace) -> int:
                 outcomes.append(outcome)
                 print(outcome.result.table(), f"\n({outcome.seconds:.0f} s)\n", flush=True)
                 print(table(outcomes), "\n", flush=True)  # so far
+                print(notes(outcomes), flush=True)
     if args.report:
         _report(Path(args.report), outcomes, sys.argv[1:])
     if all(o.result.ok and not o.result.unanswered for o in outcomes):
@@ -445,7 +756,8 @@ def _report(path: Path, outcomes: Sequence[Outcome], argv: Sequence[str]) -> Non
     begin, end = "<!-- chaos-table:begin -->", "<!-- chaos-table:end -->"
     measured = (
         f"{begin}\nMeasured at commit `{commit()}` with `python -m tests.chaos.campaign {' '.join(argv)}`"
-        f" on {datetime.now().date().isoformat()}:\n\n{table(outcomes)}\n{end}"
+        f" on {datetime.now().date().isoformat()}:\n\n{table(outcomes)}\n"
+        f"{f'{chr(10)}{notes(outcomes)}' if any(o.notes for o in outcomes) else ''}{end}"
     )
     text = path.read_text() if path.exists() else f"{begin}\n{end}\n"
     head, _, rest = text.partition(begin)

@@ -110,6 +110,17 @@ class Excuse:
 
 #: What the payment provider being unreachable may do to an order: cancelled on its deadline.
 PROVIDER_UNREACHABLE = frozenset({("cancelled", "timeout"), ("cancelled", "payment_failed")})
+#: What a saga step's deadline passing while the service (or the broker) that answers it is
+#: down may do to an order: cancelled for the timeout, nothing else — the card was not refused,
+#: so `payment_failed` is not excused; a charge made late must still be refunded exactly once.
+DEADLINE_PASSED = frozenset({("cancelled", "timeout")})
+
+
+def deadline_passed(fault: str, start: float, end: float, deadline: float) -> Excuse:
+    """The excuse of a fault from `start` to `end` that a saga step's `deadline` (seconds) may
+    outlast: only an order placed at most `deadline` seconds before the fault began can have had
+    a step whose deadline fell inside it (a step starts when its order does, or later)."""
+    return Excuse(fault, start, end, DEADLINE_PASSED, before=deadline)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from tests.chaos.checker import (
     History,
     Observed,
     check,
+    deadline_passed,
 )
 from tests.e2e.scenario import expected_notifications
 
@@ -305,21 +306,28 @@ def test_the_counts_say_how_many_of_each() -> None:
     assert counts[DUPLICATED] >= 1
 
 
-def test_a_fault_excuses_the_endings_it_allows_for_the_orders_it_overlapped() -> None:
-    history, seen = good()
-    seen.orders["o-delivered"].update(status="cancelled", cancel_reason="timeout", payment_status="refunded")
+def cancel_for_timeout(history: History, seen: Observed, reason: str = "timeout") -> None:
+    """The delivered order of `good()` cancelled on its saga's deadline instead, its card charged
+    late and refunded once: nothing cooked, no ticket or delivery, a cancelled order's
+    notifications and audit entries."""
+    seen.orders["o-delivered"].update(status="cancelled", cancel_reason=reason, payment_status="refunded")
     seen.orders["o-delivered"]["history"] = [{"status": s, "at": at(n)} for n, s in enumerate(["pending", "cancelled"])]
     seen.refunds.append({"id": "re_2", "charge": "ch_1", "amount": 2500})  # charged late, then refunded
     seen.tickets.clear()
     seen.deliveries.clear()
     seen.inventory[0].update(on_hand=100, consumed=0)  # nothing was cooked
-    placed = history.records[0].place.started
     seen.notifications = [n for n in seen.notifications if n["order_id"] != "o-delivered"]
     view, record = seen.orders["o-delivered"], history.records[0]
     for (template, channel), count in expected_notifications(record.as_placed(view), view)[0].items():
         seen.notifications += [{"order_id": "o-delivered", "template": template, "channel": channel}] * count
     seen.status_audit = [e for e in seen.status_audit if e["order_id"] != "o-delivered"]
     seen.status_audit.append({"message_id": "m-x", "order_id": "o-delivered", "data": {"status": "cancelled"}})
+
+
+def test_a_fault_excuses_the_endings_it_allows_for_the_orders_it_overlapped() -> None:
+    history, seen = good()
+    cancel_for_timeout(history, seen)
+    placed = history.records[0].place.started
     assert check(history, seen).violations.get(WRONG_ENDING)
     history.excuses.append(Excuse("provider down", placed - 100, placed - 50, PROVIDER_UNREACHABLE))
     assert check(history, seen).violations.get(WRONG_ENDING), "a fault long over excuses nothing"
@@ -327,3 +335,48 @@ def test_a_fault_excuses_the_endings_it_allows_for_the_orders_it_overlapped() ->
     result = check(history, seen)
     result.assert_ok()
     assert result.excused == 1
+
+
+def test_a_deadline_passed_during_a_fault_excuses_a_timeout_only() -> None:
+    history, seen = good()
+    cancel_for_timeout(history, seen)
+    placed = history.records[0].place.started
+    # payments stopped from 5 s after the order until 30 s after, its deadline 8 s: excused
+    history.excuses.append(deadline_passed("payments stopped", placed + 5, placed + 30, deadline=8.0))
+    result = check(history, seen)
+    result.assert_ok()
+    assert result.excused == 1
+
+
+def test_a_deadline_fault_excuses_no_order_placed_longer_than_the_deadline_before_it() -> None:
+    history, seen = good()
+    cancel_for_timeout(history, seen)
+    placed = history.records[0].place.started
+    # the fault began 9 s after the order: the order's steps had their whole 8 s with payments up
+    history.excuses.append(deadline_passed("payments stopped", placed + 9, placed + 30, deadline=8.0))
+    assert check(history, seen).violations.get(WRONG_ENDING)
+
+
+def test_a_deadline_fault_does_not_excuse_a_refused_card() -> None:
+    history, seen = good()
+    cancel_for_timeout(history, seen, reason="payment_failed")
+    placed = history.records[0].place.started
+    history.excuses.append(deadline_passed("payments stopped", placed, placed + 30, deadline=8.0))
+    assert check(history, seen).violations.get(WRONG_ENDING), "a good card was not refused by a stopped service"
+
+
+def test_a_late_charge_of_an_excused_order_is_refunded_exactly_once() -> None:
+    history, seen = good()
+    cancel_for_timeout(history, seen)
+    placed = history.records[0].place.started
+    history.excuses.append(deadline_passed("payments stopped", placed, placed + 30, deadline=8.0))
+    refunded_twice = copy.deepcopy(seen)
+    refunded_twice.refunds.append({"id": "re_3", "charge": "ch_1", "amount": 2500})
+    assert check(history, refunded_twice).count(DUPLICATED) == 1
+    kept = copy.deepcopy(seen)
+    kept.refunds = [r for r in kept.refunds if r["charge"] != "ch_1"]
+    assert check(history, kept).violations.get(UNREFUNDED)
+    charged_twice = copy.deepcopy(seen)
+    charged_twice.charges.append({"id": "ch_4", "order_id": "o-delivered", "status": "succeeded", "amount": 2500})
+    charged_twice.refunds.append({"id": "re_4", "charge": "ch_4", "amount": 2500})
+    assert check(history, charged_twice).count(DUPLICATED) >= 1, "two charges are one too many, refunded or not"
