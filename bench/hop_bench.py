@@ -36,21 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from tests.support.kafka import KafkaCluster
-from tests.support.postgres import ADMIN_DSN, create_database, drop_database
+from tests.support.postgres import ADMIN_DSN
 
-from bench.stacks import BROKER_NOTE
+from bench.stacks import BROKER_NOTE, database_and_broker
 from pizzeria.contracts.kitchen import KitchenLine, ReserveIngredients
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
-from pizzeria.kit.migrations import upgrade
 from pizzeria.messaging import inbox
 from pizzeria.messaging.broker import Broker, BrokerConsumer, OutgoingMessage, Record, TopicSpec
 from pizzeria.messaging.consumer import ConsumerRunner
 from pizzeria.messaging.deadletters import DeadLetterStore
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.relay import OutboxRelay
-from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen import handlers as kitchen_handlers
@@ -118,30 +115,16 @@ class Meter:
 
 @contextlib.asynccontextmanager
 async def environment(stack: str, workdir: Path) -> AsyncIterator[tuple[Database, Broker, Meter]]:
-    kafka: KafkaCluster | None = None
-    if stack == "embedded":
-        url = f"sqlite+aiosqlite:///{workdir}/service.db"
-        broker: Broker = SqlLogBroker(f"sqlite:///{workdir}/broker.db")
-        database = None
-    else:
-        url = await create_database("pzbench_hops")
-        database = url.rsplit("/", 1)[1].split("?", 1)[0]
-        kafka = KafkaCluster(workdir / "kafka").start()
-        broker = kafka.broker()
-    await upgrade(url, [MESSAGING_MIGRATIONS, KITCHEN_MIGRATIONS])
-    db = Database(url, pool_size=4)
-    await broker.start()
-    await broker.create_topics([TopicSpec(TOPIC, partitions=1)])
-    pids = [node.process.pid for node in kafka.nodes.values() if node.process] if kafka else []
-    try:
-        async with Meter(database, pids) as meter:
-            yield db, broker, meter
-    finally:
-        await broker.close()
-        await db.dispose()
-        if kafka is not None:
-            kafka.stop()
-            await drop_database(url)
+    async with database_and_broker(
+        stack,
+        workdir,
+        name="pzbench_hops",
+        migrations=[MESSAGING_MIGRATIONS, KITCHEN_MIGRATIONS],
+        topics=[TopicSpec(TOPIC, partitions=1)],
+    ) as parts:
+        kafka = parts.kafka.nodes.values() if parts.kafka else ()
+        async with Meter(parts.database, [node.process.pid for node in kafka if node.process]) as meter:
+            yield parts.db, parts.broker, meter
 
 
 class NoBroker(Broker):

@@ -15,18 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from tests.support.kafka import KafkaCluster
-from tests.support.postgres import create_database, drop_database
 
-from bench.stacks import BROKER_NOTE
+from bench.stacks import BROKER_NOTE, database_and_broker
 from bench.stats import summary
 from pizzeria.kit.db import Database
-from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.settings import get_settings
 from pizzeria.messaging.broker import Broker, BrokerConsumer, OutgoingMessage, TopicSpec
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.relay import OutboxRelay
-from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS, outbox
 from pizzeria.messaging.uow import UnitOfWork
 
@@ -70,26 +66,11 @@ class AckClock(Broker):
 
 @contextlib.asynccontextmanager
 async def environment(stack: str, workdir: Path) -> AsyncIterator[tuple[Database, Broker]]:
-    if stack == "embedded":
-        url = f"sqlite+aiosqlite:///{workdir}/service.db"
-        broker: Broker = SqlLogBroker(f"sqlite:///{workdir}/broker.db")
-        kafka = None
-    else:
-        url = await create_database("pzbench_relay")
-        kafka = KafkaCluster(workdir / "kafka").start()
-        broker = kafka.broker()
-    await upgrade(url, [MESSAGING_MIGRATIONS])
-    db = Database(url, pool_size=10)
-    await broker.start()
-    await broker.create_topics([TopicSpec("bench.events", partitions=3)])
-    try:
-        yield db, broker
-    finally:
-        await broker.close()
-        await db.dispose()
-        if kafka is not None:
-            kafka.stop()
-            await drop_database(url)
+    topics = [TopicSpec("bench.events", partitions=3)]
+    async with database_and_broker(
+        stack, workdir, name="pzbench_relay", migrations=[MESSAGING_MIGRATIONS], topics=topics
+    ) as parts:
+        yield parts.db, parts.broker
 
 
 async def _backlog(db: Database) -> int:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.kafka import KafkaCluster, kafka_version
 from tests.support.postgres import create_database, drop_database
 
+from pizzeria.kit.db import Database
+from pizzeria.kit.migrations import MigrationSet, upgrade
+from pizzeria.messaging.broker import Broker, TopicSpec
+from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.registry import SERVICES
 
 
@@ -40,3 +45,44 @@ BROKER_NOTE = {
     "embedded": "SQLite per service + sqllog broker (SQLite)",
     "postgres+kafka": f"PostgreSQL 15 per service + Apache Kafka {kafka_version()} (one KRaft node)",
 }
+
+
+@dataclass(frozen=True)
+class Parts:
+    """One service's database and a broker of a stack, for the benchmarks of single parts."""
+
+    db: Database
+    broker: Broker
+    #: The PostgreSQL database's name (None on SQLite) and the Kafka node (None: the sqllog).
+    database: str | None
+    kafka: KafkaCluster | None
+
+
+@contextlib.asynccontextmanager
+async def database_and_broker(
+    stack: str, workdir: Path, *, name: str, migrations: Sequence[MigrationSet], topics: Sequence[TopicSpec]
+) -> AsyncIterator[Parts]:
+    """A service database (SQLite, or PostgreSQL named `name`) brought to `migrations`, and the
+    stack's broker (the sqllog, or one Apache Kafka node) started with `topics`."""
+    kafka: KafkaCluster | None = None
+    if stack == "embedded":
+        url = f"sqlite+aiosqlite:///{workdir}/service.db"
+        broker: Broker = SqlLogBroker(f"sqlite:///{workdir}/broker.db")
+        database = None
+    else:
+        url = await create_database(name)
+        database = url.rsplit("/", 1)[1].split("?", 1)[0]
+        kafka = KafkaCluster(workdir / "kafka").start()
+        broker = kafka.broker()
+    await upgrade(url, migrations)
+    db = Database(url, pool_size=10)
+    await broker.start()
+    await broker.create_topics(topics)
+    try:
+        yield Parts(db, broker, database, kafka)
+    finally:
+        await broker.close()
+        await db.dispose()
+        if kafka is not None:
+            kafka.stop()
+            await drop_database(url)

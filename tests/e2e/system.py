@@ -284,23 +284,17 @@ class Shop:
 
     async def all_orders(self) -> list[dict[str, Any]]:
         """Every order the orders API lists (newest first), page by page."""
-        found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 100}
-        while True:
-            response = await self.http.get(f"{self.at('orders')}/api/v1/orders", params=params)
-            response.raise_for_status()
-            page = response.json()
-            found += page["items"]
-            if not page["next_cursor"]:
-                return found
-            params["cursor"] = page["next_cursor"]
+        return await self._every_page("orders", "/api/v1/orders", limit=100)
 
     async def all_notifications(self) -> list[dict[str, Any]]:
         """Every notification sent (newest first), page by page."""
+        return await self._every_page("notifications", "/api/v1/notifications", limit=200)
+
+    async def _every_page(self, service: str, path: str, *, limit: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 200}
+        params: dict[str, Any] = {"limit": limit}
         while True:
-            response = await self.http.get(f"{self.at('notifications')}/api/v1/notifications", params=params)
+            response = await self.http.get(f"{self.at(service)}{path}", params=params)
             response.raise_for_status()
             page = response.json()
             found += page["items"]
