@@ -21,6 +21,7 @@ violation, and `Result.table()` prints the counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -31,7 +32,7 @@ from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
 from pizzeria.services.gateway.faults import charged_twice
 from pizzeria.services.gateway.invariants import stock_balance
 from pizzeria.services.orders.domain import is_valid_path
-from tests.e2e.scenario import TERMINAL, Placed, allowed_endings, expected_notifications
+from tests.e2e.scenario import TERMINAL, Placed, allowed_endings, expected_notifications, holds_within
 from tests.e2e.system import Shop
 
 #: Kinds of violation, each a count of the result; any non-zero fails the check.
@@ -395,7 +396,6 @@ def _check_notifications(acknowledged: dict[str, OrderRecord], seen: Observed, r
 async def settle(shop: Shop, history: History, timeout: float) -> None:
     """Wait (polling, up to `timeout` s) until every acknowledged order is terminal; those that
     are not by then are what `check` reports lost."""
-    deadline = time.monotonic() + timeout
     done: set[str] = set()
     gate = asyncio.Semaphore(16)
 
@@ -407,13 +407,14 @@ async def settle(shop: Shop, history: History, timeout: float) -> None:
                 return False
         return order["status"] in TERMINAL and not order.get("cancel_requested")
 
-    while time.monotonic() < deadline:
+    async def every_one_final() -> None:
         pending = [r.order_id for r in history.acknowledged if r.order_id and r.order_id not in done]
-        if not pending:
-            return
         looked = await asyncio.gather(*(final(order_id) for order_id in pending))
         done.update(order_id for order_id, ok in zip(pending, looked, strict=True) if ok)
-        await asyncio.sleep(0.5)
+        assert done.issuperset(pending), "orders still under way"
+
+    with contextlib.suppress(AssertionError):  # what is still under way, `check` reports lost
+        await holds_within(every_one_final, timeout)
 
 
 async def observe(shop: Shop, history: History) -> Observed:
@@ -472,9 +473,13 @@ async def check_system(shop: Shop, history: History, *, settle_for: float = 240.
     `agree_for` seconds have gone (the read models are eventually consistent: a payment's last
     fact or a notification may follow an order's final status by a moment). The last result."""
     await settle(shop, history, settle_for)
-    deadline = time.monotonic() + agree_for
-    while True:
+    result = Result()
+
+    async def agrees() -> None:
+        nonlocal result
         result = check(history, await observe(shop, history))
-        if result.ok or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(2.0)
+        assert result.ok
+
+    with contextlib.suppress(AssertionError):  # the last result says what did not hold
+        await holds_within(agrees, agree_for, interval=2.0)
+    return result
