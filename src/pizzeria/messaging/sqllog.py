@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
+import os
 import random
-import sqlite3
+import struct
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -100,6 +102,59 @@ sa.Index("ix_log_records_ts", records_t.c.timestamp_ms)
 T = TypeVar("T")
 
 
+class TopicBells:
+    """Which topics may have new records, known across processes without asking the database:
+    a small memory-mapped file beside the SQLite log (as SQLite's own `-shm` is) holds a
+    counter per topic, which a publisher moves on once its records have committed.
+
+    A consumer compares the counters of its topics with those it saw before its last query and
+    asks the database again only when one moved. Consumer heartbeats and offset commits write
+    to the log too, but move no counter, so an idle or quiet consumer costs a memory read per
+    poll instead of a query whenever anyone else wrote anything (which `PRAGMA data_version`,
+    the file's change counter, cost before).
+
+    Counters are moved without a lock: two publishers that both read n may both write n + 1,
+    but each wrote only after its own records had committed, so whoever sees n + 1 and then
+    queries finds both. Topics share a slot when their names hash alike (an extra query, never
+    a missed one); a torn read is a spurious change. Anything else that could go stale (a
+    file replaced under a running process) is covered by consumers looking anyway every
+    `SqlLogBroker.LOOK_ANYWAY_S`."""
+
+    SLOTS = 512
+    _SIZE = SLOTS * 8
+    _COUNTER = struct.Struct("<Q")
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < self._SIZE:
+                os.ftruncate(fd, self._SIZE)  # growing only: a counter already written stays
+            self._map = mmap.mmap(fd, self._SIZE)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def beside(cls, database: str) -> TopicBells:
+        """The bells of the log in the SQLite file `database` (every process finds the same)."""
+        return cls(f"{os.path.realpath(database)}-topics")
+
+    @classmethod
+    def _offset(cls, topic: str) -> int:
+        return (zlib.crc32(topic.encode()) % cls.SLOTS) * 8
+
+    def ring(self, topics: Iterable[str]) -> None:
+        for topic in topics:
+            offset = self._offset(topic)
+            (count,) = self._COUNTER.unpack_from(self._map, offset)
+            self._COUNTER.pack_into(self._map, offset, (count + 1) & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def read(self, topics: Sequence[str]) -> tuple[int, ...]:
+        return tuple(self._COUNTER.unpack_from(self._map, self._offset(t))[0] for t in topics)
+
+    def close(self) -> None:
+        self._map.close()
+
+
 def _record(row: Any) -> Record:
     """A stored row as a Record, whatever its columns hold (another writer may have put
     anything there): what is not as it should be is named in the record's defects."""
@@ -167,6 +222,11 @@ _READ = (
     .order_by(records_t.c.offset)
     .limit(sa.bindparam("n"))
 )
+_RENEW = (
+    leases_t.update()
+    .where(leases_t.c.group_id == sa.bindparam("g"), leases_t.c.member_id == sa.bindparam("m"))
+    .values(expires_at=sa.bindparam("e"))
+)
 _HELD = sa.select(leases_t.c.topic, leases_t.c.partition).where(
     leases_t.c.group_id == sa.bindparam("g"),
     leases_t.c.member_id == sa.bindparam("m"),
@@ -178,6 +238,8 @@ class SqlLogBroker(Broker):
     """A Kafka-like broker kept in one SQL database shared by every process."""
 
     name = "sqllog"
+    #: A consumer queries at least this often whatever the bells say.
+    LOOK_ANYWAY_S = 2.0
 
     def __init__(
         self,
@@ -197,8 +259,8 @@ class SqlLogBroker(Broker):
         self.db: Database | None = None
         self._partitions: dict[str, int] = {}
         self._pruner: asyncio.Task[None] | None = None
-        self._version_conn: sqlite3.Connection | None = None
-        self._versions_seen: dict[int, tuple[int | None, float]] = {}
+        self._bells: TopicBells | None = None
+        self._rung_seen: dict[int, tuple[tuple[int, ...] | None, float]] = {}
 
     @property
     def database(self) -> Database:
@@ -212,8 +274,8 @@ class SqlLogBroker(Broker):
         self.db = Database(self.url, pool_size=4)
         await self.retrying(self._create_schema)
         path = make_url(self.url).database
-        if self.db.dialect == "sqlite" and path:
-            self._version_conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if self.db.dialect == "sqlite" and path and path != ":memory:":
+            self._bells = TopicBells.beside(path)
         self._pruner = asyncio.create_task(self._prune_forever(), name="sqllog-pruner")
 
     async def _create_schema(self) -> None:
@@ -226,9 +288,9 @@ class SqlLogBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
             self._pruner = None
-        if self._version_conn is not None:
-            self._version_conn.close()
-            self._version_conn = None
+        if self._bells is not None:
+            self._bells.close()
+            self._bells = None
         if self.db is not None:
             await self.db.dispose()
             self.db = None
@@ -253,20 +315,24 @@ class SqlLogBroker(Broker):
     async def ping(self) -> None:
         await self.database.ping()
 
-    def changed_since_last_look(self, looker: object) -> bool:
-        """Could there be anything new for `looker` since it last looked? On SQLite this asks
-        the file's change counter (`PRAGMA data_version`, microseconds, no transaction), so an
-        idle consumer costs next to nothing; elsewhere always yes. Also yes every few seconds
-        regardless, so a missed change is only ever late."""
-        if self._version_conn is None:
+    def changed_since_last_look(self, looker: object, topics: Sequence[str]) -> bool:
+        """Could there be anything new on `topics` for `looker` since it last looked? On SQLite
+        the topics' bells answer (`TopicBells`: a memory read); elsewhere always yes. Also yes
+        every `LOOK_ANYWAY_S` regardless, so a missed change is only ever late."""
+        if self._bells is None:
             return True
-        version = self._version_conn.execute("PRAGMA data_version").fetchone()[0]
+        rung = self._bells.read(topics)
         now = time.monotonic()
-        seen, at = self._versions_seen.get(id(looker), (None, 0.0))
-        if version == seen and now - at < 2.0:
+        seen, at = self._rung_seen.get(id(looker), (None, 0.0))
+        if rung == seen and now - at < self.LOOK_ANYWAY_S:
             return False
-        self._versions_seen[id(looker)] = (version, now)
+        self._rung_seen[id(looker)] = (rung, now)
         return True
+
+    def look_again(self, looker: object) -> None:
+        """`looker` has reason to query at its next look whatever the bells say (it left
+        records unread, or took over partitions)."""
+        self._rung_seen.pop(id(looker), None)
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         async def op() -> None:
@@ -323,6 +389,8 @@ class SqlLogBroker(Broker):
                 await conn.execute(_INSERT_RECORDS, rows)
 
         await self.retrying(op)
+        if self._bells is not None:
+            self._bells.ring(counts)
 
     def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> BrokerConsumer:
         return SqlLogConsumer(self, group, list(topics), client_id=client_id)
@@ -420,9 +488,16 @@ class SqlLogConsumer(BrokerConsumer):
                         )
                         .values(member_id=None, expires_at=0)
                     )
-            for tp in sorted(desired):
+            # What this member holds already (and still should: the rest was released just
+            # above) is renewed in one statement; only partitions it takes over are written one
+            # by one.
+            mine = {tp for tp, lease in leases.items() if lease.member_id == self.member_id and tp in desired}
+            if mine:
+                await conn.execute(_RENEW, {"g": self.group, "m": self.member_id, "e": now + ttl})
+                owned.update(dict.fromkeys(mine, now + ttl))
+            for tp in sorted(desired - mine):
                 current = leases.get(tp)
-                free = current is None or current.member_id in (None, self.member_id) or current.expires_at < now
+                free = current is None or current.member_id is None or current.expires_at < now
                 if not free:
                     continue
                 await _upsert(
@@ -445,6 +520,8 @@ class SqlLogConsumer(BrokerConsumer):
                 committed = {(r.topic, r.partition): r.committed for r in rows}
         for tp in fresh:
             self._position[tp] = committed.get(tp, 0)
+        if fresh:
+            self.broker.look_again(self)  # what is already waiting there rang no bell for us
         for tp in list(self._position):
             if tp not in owned:
                 del self._position[tp]
@@ -468,9 +545,10 @@ class SqlLogConsumer(BrokerConsumer):
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         deadline = time.monotonic() + timeout
         while True:
-            if self.broker.changed_since_last_look(self):
+            if self.broker.changed_since_last_look(self, self.topics):
                 records = await self.broker.retrying(lambda: self._fetch_once(max_records))
                 if records:
+                    self.broker.look_again(self)  # a partition may hold more than was taken
                     return records
             if self._closed or time.monotonic() >= deadline:
                 return []

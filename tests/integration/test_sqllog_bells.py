@@ -1,0 +1,158 @@
+"""The SQLite log's topic bells: a consumer asks the database again only when a topic of its own
+may have new records, and still finds everything (records published by another process, records
+it left unread, partitions it took over)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from pizzeria.messaging.broker import OutgoingMessage, TopicSpec
+from pizzeria.messaging.sqllog import SqlLogBroker, SqlLogConsumer, TopicBells
+
+#: Far longer than any test here: a consumer finds records only because it was told to look.
+NEVER = 3600.0
+
+
+def message(topic: str, n: int) -> OutgoingMessage:
+    return OutgoingMessage(topic=topic, key=f"k{n}", value=f"v{n}".encode(), headers=())
+
+
+def count_queries(consumer: SqlLogConsumer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the consumer asked the database for records (a list: read [0])."""
+    calls = [0]
+    query = consumer._fetch_once
+
+    async def counted(max_records: int) -> list[object]:
+        calls[0] += 1
+        return await query(max_records)
+
+    monkeypatch.setattr(consumer, "_fetch_once", counted)
+    return calls
+
+
+def test_bells_are_shared_by_every_mapping_of_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.db-topics")
+    one, other = TopicBells(path), TopicBells(path)  # as two processes map it
+    try:
+        before = other.read(["a.events", "b.events"])
+        one.ring(["a.events"])
+        after = other.read(["a.events", "b.events"])
+        assert after[0] == before[0] + 1
+        assert TopicBells(path).read(["a.events"]) == (after[0],)  # a late opener keeps the count
+    finally:
+        one.close()
+        other.close()
+
+
+async def test_a_consumer_queries_only_when_its_own_topics_rang(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    publisher, subscriber = SqlLogBroker(url), SqlLogBroker(url)  # two processes' clients
+    await publisher.start()
+    await subscriber.start()
+    try:
+        await publisher.create_topics([TopicSpec("mine.events", 3), TopicSpec("theirs.events", 3)])
+        looker = object()
+        assert subscriber.changed_since_last_look(looker, ["mine.events"])  # never looked
+        assert not subscriber.changed_since_last_look(looker, ["mine.events"])
+        await publisher.publish([message("theirs.events", 1)])
+        assert not subscriber.changed_since_last_look(looker, ["mine.events"])
+        await publisher.publish([message("mine.events", 2)])
+        assert subscriber.changed_since_last_look(looker, ["mine.events"])
+        assert not subscriber.changed_since_last_look(looker, ["mine.events"])
+        subscriber.look_again(looker)
+        assert subscriber.changed_since_last_look(looker, ["mine.events"])
+    finally:
+        await publisher.close()
+        await subscriber.close()
+
+
+async def test_an_idle_consumer_leaves_the_database_alone_while_others_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    publisher = SqlLogBroker(url, poll_interval_ms=5)
+    subscriber = SqlLogBroker(url, poll_interval_ms=5)
+    await publisher.start()
+    await subscriber.start()
+    consumer = subscriber.consumer("quiet", ["quiet.events"])
+    try:
+        await publisher.create_topics([TopicSpec("quiet.events", 3), TopicSpec("busy.events", 3)])
+        await consumer.start()
+        subscriber.LOOK_ANYWAY_S = NEVER
+        assert await consumer.fetch(100, 0.05) == []  # its first look queries
+        queries = count_queries(consumer, monkeypatch)
+        # Another topic is written to all along (and the database file changes with it):
+        # nothing for this consumer to query about, though it polls every 5 ms.
+        published = await asyncio.gather(_publish_for(publisher, "busy.events", 0.3), consumer.fetch(100, 0.3))
+        assert published[0] > 5
+        assert published[1] == []
+        assert queries[0] == 0
+        # Its own topic rings: the next look finds the record at once.
+        await publisher.publish([message("quiet.events", 7)])
+        records = await consumer.fetch(100, 1.0)
+        assert [r.value for r in records] == [b"v7"]
+    finally:
+        await consumer.close()
+        await publisher.close()
+        await subscriber.close()
+
+
+async def _publish_for(broker: SqlLogBroker, topic: str, seconds: float) -> int:
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await broker.publish([message(topic, count)])
+        count += 1
+        await asyncio.sleep(0.02)
+    return count
+
+
+async def test_records_left_unread_are_fetched_without_a_new_bell(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    broker = SqlLogBroker(url)
+    await broker.start()
+    broker.LOOK_ANYWAY_S = NEVER
+    consumer = broker.consumer("slow", ["one.events"])
+    try:
+        await broker.create_topics([TopicSpec("one.events", 1)])
+        await consumer.start()
+        await broker.publish([message("one.events", n) for n in range(5)])
+        taken: list[bytes] = []
+        deadline = time.monotonic() + 10.0
+        while len(taken) < 5 and time.monotonic() < deadline:
+            taken += [r.value for r in await consumer.fetch(2, 0.1)]  # two at a time
+        assert taken == [f"v{n}".encode() for n in range(5)]
+    finally:
+        await consumer.close()
+        await broker.close()
+
+
+async def test_partitions_taken_over_are_read_without_a_new_bell(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    broker = SqlLogBroker(url, session_timeout_ms=1000)
+    await broker.start()
+    broker.LOOK_ANYWAY_S = NEVER
+    await broker.create_topics([TopicSpec("shared.events", 4)])
+    first = broker.consumer("g", ["shared.events"], client_id="a")
+    second = broker.consumer("g", ["shared.events"], client_id="b")
+    try:
+        await first.start()
+        await second.start()
+        deadline = time.monotonic() + 10.0
+        while not (first.assignment() and second.assignment()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # until both hold their share
+        assert first.assignment()
+        assert second.assignment()
+        await broker.publish([message("shared.events", n) for n in range(20)])
+        seen = {r.value for r in await first.fetch(100, 0.2)}
+        await second.close()  # its partitions (and their unread records) pass to the first
+        deadline = time.monotonic() + 10.0
+        while len(seen) < 20 and time.monotonic() < deadline:
+            seen |= {r.value for r in await first.fetch(100, 0.1)}
+        assert seen == {f"v{n}".encode() for n in range(20)}
+    finally:
+        await first.close()
+        await broker.close()
