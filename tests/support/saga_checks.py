@@ -67,11 +67,13 @@ async def stock_is_conserved(services: Services, stories: Stories) -> None:
     levels = await rows(services, "kitchen", sa.select(ingredients))
     held = await rows(services, "kitchen", sa.select(reservations))
     for r in levels:
-        assert r.on_hand + r.reserved + r.consumed == r.received, r
-        assert min(r.on_hand, r.reserved, r.consumed) >= 0, r
+        counts = f"{r.name}: on hand {r.on_hand}, reserved {r.reserved}, consumed {r.consumed}, received {r.received}"
+        assert r.on_hand + r.reserved + r.consumed == r.received, f"stock not conserved: {counts}"
+        assert min(r.on_hand, r.reserved, r.consumed) >= 0, f"negative stock: {counts}"
         # What the counters say is held/consumed is exactly what the reservations say.
-        assert r.reserved == sum(h.quantity for h in held if h.ingredient == r.name and h.status == "held"), r
-        assert r.consumed == sum(h.quantity for h in held if h.ingredient == r.name and h.status == "consumed"), r
+        for status, counted in (("held", r.reserved), ("consumed", r.consumed)):
+            listed = sum(h.quantity for h in held if h.ingredient == r.name and h.status == status)
+            assert counted == listed, f"{counts}, but the reservations say {listed} {status}"
 
 
 async def nobody_is_charged_or_refunded_twice(services: Services, stories: Stories) -> None:
