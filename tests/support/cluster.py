@@ -230,10 +230,12 @@ class Services:
 
     # -- the world -----------------------------------------------------------------------------
 
-    async def place_order(self, card: str, lines: list[RequestedLine], idempotency_key: str) -> UUID:
+    async def place_order(
+        self, card: str, lines: list[RequestedLine], idempotency_key: str, *, customer: str = "c"
+    ) -> UUID:
         """A customer places an order through the orders service's use case."""
         command = orders.PlaceOrder(
-            customer_id="c",
+            customer_id=customer,
             idempotency_key=idempotency_key,
             request_hash="h",
             lines=lines,
