@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench chaos clean install lock system-deps services deploy-tools
+.PHONY: run test test-unit lint bench chaos chaos-replay clean install lock system-deps services deploy-tools
 
 # The exact packages of requirements.lock, checked against their hashes, then pizzeria itself
 # (editable, without resolving anything again). The ranges in pyproject.toml are for those who
@@ -62,7 +62,15 @@ bench: install services
 # CHAOS_ARGS="--scenario kill --stack postgres+kafka" narrows or moves it.
 CHAOS_ARGS ?=
 chaos: install services
+	$(PY) -m tests.chaos.replay --seeds $(CHAOS_SEEDS)
 	$(PY) -m tests.chaos.campaign --report docs/reliability.md $(CHAOS_ARGS)
+
+# Deterministic runs of the saga over the embedded broker (tests/chaos/simulation.py): `make
+# chaos` runs CHAOS_SEEDS of them first; `CHAOS_SEED=N make chaos-replay` replays one, step by step.
+CHAOS_SEEDS ?= 500
+chaos-replay: install
+	@test -n "$(CHAOS_SEED)" || { echo "which seed? CHAOS_SEED=N make chaos-replay" >&2; exit 2; }
+	$(PY) -m tests.chaos.replay --seed $(CHAOS_SEED)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -241,7 +241,9 @@ COUNTED = {
     "pizzeria_db_statements_total": "statements",
     "pizzeria_db_transactions_total": "transactions",
     "pizzeria_consumer_messages_total": "consumed",
+    "pizzeria_consumer_runs_total": "runs consumed",
     "pizzeria_outbox_published_total": "published",
+    "pizzeria_outbox_batches_total": "batches published",
 }
 
 
@@ -267,7 +269,7 @@ def per_order(
     """service → statements, transactions, messages consumed and published, per order."""
     return {
         name: {
-            label: round((after[name][metric] - before[name][metric]) / orders, 1) for metric, label in COUNTED.items()
+            label: round((after[name][metric] - before[name][metric]) / orders, 2) for metric, label in COUNTED.items()
         }
         for name in after
         if any(after[name][m] - before[name][m] for m in COUNTED)

@@ -1,5 +1,5 @@
 """Test doubles any test layer may reuse: an in-memory broker with the semantics of Kafka and
-the SQL log, and a clock the test moves by hand.
+the SQL log, and clocks the test moves by hand.
 
 `InMemoryBroker` implements the `Broker` / `BrokerConsumer` ports faithfully enough for the
 consumer runner and the outbox relay:
@@ -22,7 +22,9 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
+from pizzeria.kit.clock import Clock
 from pizzeria.messaging.broker import (
     Broker,
     BrokerConsumer,
@@ -46,6 +48,27 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class ManualClock(Clock):
+    """Wall time, UTC time and monotonic time that move together, only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._elapsed = 0.0
+
+    def now(self) -> datetime:
+        return self._now
+
+    def time(self) -> float:
+        return self._now.timestamp()
+
+    def monotonic(self) -> float:
+        return self._elapsed
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        self._elapsed += seconds
 
 
 class InMemoryBroker(Broker):

@@ -18,28 +18,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pizzeria.messaging.tables import dead_letters
-from pizzeria.services.kitchen.tables import ingredients, reservations
-from pizzeria.services.orders import handlers as orders
-from pizzeria.services.orders import projection
-from pizzeria.services.orders import repository as orders_repo
-from pizzeria.services.orders.domain import MenuEntry, RequestedLine, is_valid_path
-from pizzeria.services.payments import repository as payments_repo
-from tests.support.cluster import Cluster
+from pizzeria.services.orders.domain import RequestedLine
+from tests.support import saga_checks
+from tests.support.cluster import CALZONE, MENU, PIZZA, RECIPES, STOCK, Cluster
 
-PIZZA = uuid.UUID("00000000-0000-7000-8000-00000000000a")
-CALZONE = uuid.UUID("00000000-0000-7000-8000-00000000000b")
-MENU = [
-    MenuEntry(PIZZA, "Pizza", "EUR", {"medium": 1000}, True, 1),
-    MenuEntry(CALZONE, "Calzone", "EUR", {"medium": 1200}, True, 1),
-]
-RECIPES = {PIZZA: {"dough": 1, "cheese": 2}, CALZONE: {"dough": 1, "ham": 1}}
-STOCK = {"dough": 6, "cheese": 8, "ham": 3}  # runs out after a few orders
 CARDS = ("tok_visa", "tok_visa", "tok_declined", "tok_timeout")
 
 
@@ -50,7 +36,7 @@ class OrderSagaMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="saga-machine-"))
         self.cluster = Cluster(self.tmp)
         self.run(self.cluster.start(MENU, RECIPES, STOCK))
-        self.stories: dict[uuid.UUID, dict[str, Any]] = {}
+        self.stories: dict[uuid.UUID, saga_checks.Story] = {}
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -62,20 +48,8 @@ class OrderSagaMachine(RuleBasedStateMachine):
         lines = [RequestedLine(item, "medium", n) for item, n in ((PIZZA, pizzas), (CALZONE, calzones)) if n]
         if not lines:
             return
-        cmd = orders.PlaceOrder(
-            customer_id="c",
-            idempotency_key=str(uuid.uuid4()),
-            request_hash="h",
-            lines=lines,
-            payment_token=card,
-            delivery_address="1 St",
-            email="c@example.com",
-            phone=None,
-        )
-        order, _ = self.run(orders.place_order(cmd, self.cluster.nodes["orders"].runtime.uow(), self.cluster.engine))
-        self.cluster.order_ids.append(order.id)
-        self.stories[order.id] = {"card": card, "cancel_accepted": False}
-        self.run(self.cluster.collect())
+        order_id = self.run(self.cluster.place_order(card, lines, str(uuid.uuid4())))
+        self.stories[order_id] = saga_checks.Story(card)
 
     @precondition(lambda self: self.cluster.pending)
     @rule(data=st.data())
@@ -95,14 +69,8 @@ class OrderSagaMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def customer_cancels(self, data: st.DataObject) -> None:
         order_id = data.draw(st.sampled_from(sorted(self.stories)))
-        try:
-            self.run(
-                orders.cancel_order(order_id, None, self.cluster.nodes["orders"].runtime.uow(), self.cluster.engine)
-            )
-            self.stories[order_id]["cancel_accepted"] = True
-        except orders.TooLateToCancel:
-            pass
-        self.run(self.cluster.collect())
+        if self.run(self.cluster.cancel_order(order_id)):
+            self.stories[order_id].cancel_accepted = True
 
     @rule()
     def provider_loses_an_answer(self) -> None:
@@ -127,99 +95,34 @@ class OrderSagaMachine(RuleBasedStateMachine):
     def time_passes(self, seconds: int) -> None:
         self.run(self.cluster.pass_time(seconds))
 
-    # -- what must always hold ----------------------------------------------------------------
+    # -- what must always hold (tests/support/saga_checks.py) ----------------------------------
 
     @invariant()
     def stock_is_conserved(self) -> None:
-        rows = self.run(self._rows("kitchen", sa.select(ingredients)))
-        held = self.run(self._rows("kitchen", sa.select(reservations)))
-        for r in rows:
-            assert r.on_hand + r.reserved + r.consumed == r.received, r
-            assert min(r.on_hand, r.reserved, r.consumed) >= 0, r
-            # What the counters say is held/consumed is exactly what the reservations say.
-            assert r.reserved == sum(h.quantity for h in held if h.ingredient == r.name and h.status == "held"), r
-            assert r.consumed == sum(h.quantity for h in held if h.ingredient == r.name and h.status == "consumed")
+        self.run(saga_checks.stock_is_conserved(self.cluster, self.stories))
 
     @invariant()
     def nobody_is_charged_or_refunded_twice(self) -> None:
-        for order_id in self.stories:
-            charges = self.cluster.provider.succeeded(str(order_id))
-            assert len(charges) <= 1, f"{order_id} charged {len(charges)} times"
-            for charge in charges:
-                assert len(self.cluster.provider.refunds_of(charge["id"])) <= 1, f"{order_id} refunded twice"
+        self.run(saga_checks.nobody_is_charged_or_refunded_twice(self.cluster, self.stories))
 
     @invariant()
     def every_history_is_a_valid_path(self) -> None:
-        for order in self.run(self._orders()):
-            path = [s.value for s, _ in order.history]
-            assert is_valid_path(path), f"{order.id}: {path}"
+        self.run(saga_checks.every_history_is_a_valid_path(self.cluster, self.stories))
 
     @invariant()
     def nothing_is_dead_lettered(self) -> None:
-        for node in self.cluster.nodes:
-            found = self.run(self._rows(node, sa.select(dead_letters)))
-            assert not found, f"{node}: {[(r.message_type, r.error[:200]) for r in found]}"
+        self.run(saga_checks.nothing_is_dead_lettered(self.cluster, self.stories))
 
     # -- the end --------------------------------------------------------------------------------
 
     def teardown(self) -> None:
         try:
             self.run(self.cluster.settle_everything())
-            self.check_final_state()
+            self.run(saga_checks.check_final(self.cluster, self.stories))
         finally:
             self.run(self.cluster.close())
             self.loop.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def check_final_state(self) -> None:
-        final = {o.id: o for o in self.run(self._orders())}
-        for order_id, story in self.stories.items():
-            order = final[order_id]
-            assert order.status in ("delivered", "cancelled"), f"{order_id} stuck at {order.status}"
-            charges = self.cluster.provider.succeeded(str(order_id))
-            refunds = [r for c in charges for r in self.cluster.provider.refunds_of(c["id"])]
-            if order.status == "delivered":
-                assert story["card"] == "tok_visa", f"{order_id} delivered with {story['card']}"
-                assert (len(charges), len(refunds)) == (1, 0), order_id
-            else:
-                assert len(refunds) == len(charges), f"{order_id}: cancelled but not refunded"
-                if order.cancel_reason == "customer_cancelled":
-                    assert story["cancel_accepted"], order_id
-                if order.cancel_reason == "payment_failed":
-                    # A declined card; or a card the provider never answers, when payments gave
-                    # up on it (after its last attempt) before the saga's deadline passed.
-                    reasons = {p.failure_reason for p in self.run(self._payments(order_id))}
-                    assert (story["card"], reasons) in (
-                        ("tok_declined", {"card_declined"}),
-                        ("tok_timeout", {"provider_unavailable"}),
-                    ), f"{order_id}: {story['card']} ended payment_failed ({reasons})"
-        held = self.run(self._rows("kitchen", sa.select(reservations).where(reservations.c.status == "held")))
-        assert not held, f"reservations outlived their orders: {held}"
-        views = self.run(self._views())
-        for order_id, order in final.items():
-            assert views[order_id] == (order.status.value, order.cancel_reason), f"read model of {order_id}"
-
-    # -- reading --------------------------------------------------------------------------------
-
-    async def _rows(self, node: str, query: Any) -> list[Any]:
-        async with self.cluster.nodes[node].db.read() as conn:
-            return list((await conn.execute(query)).all())
-
-    async def _orders(self) -> list[Any]:
-        async with self.cluster.nodes["orders"].db.read() as conn:
-            return [await orders_repo.get(conn, order_id) for order_id in self.stories]
-
-    async def _payments(self, order_id: uuid.UUID) -> list[Any]:
-        async with self.cluster.nodes["payments"].db.read() as conn:
-            return await payments_repo.for_order(conn, order_id)
-
-    async def _views(self) -> dict[uuid.UUID, tuple[str, str | None]]:
-        async with self.cluster.nodes["orders"].db.read() as conn:
-            return {
-                order_id: (row.status, row.cancel_reason)
-                for order_id in self.stories
-                if (row := await projection.view_of(conn, 1, order_id)) is not None
-            }
 
 
 OrderSagaMachine.TestCase.settings = settings(

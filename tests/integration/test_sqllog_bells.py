@@ -21,6 +21,10 @@ def message(topic: str, n: int) -> OutgoingMessage:
     return OutgoingMessage(topic=topic, key=f"k{n}", value=f"v{n}".encode(), headers=())
 
 
+class Looker:
+    """Anything that looks at the log (a consumer, in the system)."""
+
+
 def count_queries(consumer: SqlLogConsumer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many times the consumer asked the database for records (a list: read [0])."""
     calls = [0]
@@ -55,7 +59,7 @@ async def test_a_consumer_queries_only_when_its_own_topics_rang(tmp_path: Path) 
     await subscriber.start()
     try:
         await publisher.create_topics([TopicSpec("mine.events", 3), TopicSpec("theirs.events", 3)])
-        looker = object()
+        looker = Looker()
         assert subscriber.changed_since_last_look(looker, ["mine.events"])  # never looked
         assert not subscriber.changed_since_last_look(looker, ["mine.events"])
         await publisher.publish([message("theirs.events", 1)])

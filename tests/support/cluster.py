@@ -4,13 +4,18 @@ it to the subscribed consumer groups through the real consumer runner (inbox inc
 any order the broker could produce — a key's messages stay in order on their topic, different
 keys and topics interleave freely — and on demand it duplicates, redelivers old messages (a
 consumer that crashed before committing its offset), and "kills the relay mid-batch" (rows
-published but not marked, so they go out again). Time is the test's to move."""
+published but not marked, so they go out again). Time is the test's to move.
+
+`Services` is the part without the bus (the nodes, the provider, the saga, the world's moves),
+shared with the deterministic simulation over the embedded broker (tests/chaos/simulation.py);
+`Cluster` adds the in-memory bus."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -23,11 +28,12 @@ from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.db import Database
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings
-from pizzeria.messaging.broker import Record
+from pizzeria.messaging.broker import Broker, Record
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, RetryPolicy
 from pizzeria.messaging.saga import SagaEngine
 from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.messaging.tables import outbox
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery import handlers as delivery
 from pizzeria.services.delivery.tables import deliveries
 from pizzeria.services.delivery.tables import metadata as delivery_metadata
@@ -38,7 +44,7 @@ from pizzeria.services.kitchen.tables import tickets
 from pizzeria.services.orders import handlers as orders
 from pizzeria.services.orders import projection
 from pizzeria.services.orders import repository as orders_repo
-from pizzeria.services.orders.domain import MenuEntry
+from pizzeria.services.orders.domain import MenuEntry, RequestedLine
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.orders.tables import metadata as orders_metadata
@@ -46,7 +52,17 @@ from pizzeria.services.payments import handlers as payments
 from pizzeria.services.payments.charger import Charger
 from pizzeria.services.payments.provider import ProviderClient
 from pizzeria.services.payments.tables import metadata as payments_metadata
-from tests.fakes import InMemoryBroker
+from tests.fakes import InMemoryBroker, ManualClock
+
+#: The shop the harnesses run: two items, and stock that runs out after a few orders.
+PIZZA = UUID("00000000-0000-7000-8000-00000000000a")
+CALZONE = UUID("00000000-0000-7000-8000-00000000000b")
+MENU = [
+    MenuEntry(PIZZA, "Pizza", "EUR", {"medium": 1000}, True, 1),
+    MenuEntry(CALZONE, "Calzone", "EUR", {"medium": 1200}, True, 1),
+]
+RECIPES = {PIZZA: {"dough": 1, "cheese": 2}, CALZONE: {"dough": 1, "ham": 1}}
+STOCK = {"dough": 6, "cheese": 8, "ham": 3}
 
 FAST_RETRIES = RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0)
 
@@ -63,13 +79,13 @@ class Node:
     def db(self) -> Database:
         return self.runtime.db
 
-    def consume(self, group: str, handlers: HandlerRegistry) -> None:
+    def consume(self, group: str, handlers: HandlerRegistry, uow_factory: Callable[[], UnitOfWork]) -> None:
         self.runners.append(
             ConsumerRunner(
                 group=group,
                 handlers=handlers,
                 broker=self.runtime.broker,
-                uow_factory=self.runtime.uow,
+                uow_factory=uow_factory,
                 dead_letters=self.runtime.dead_letters,
                 retry=FAST_RETRIES,
             )
@@ -124,31 +140,55 @@ class Provider:
         return [r for r in self.refunds.values() if r["charge"] == charge_id]
 
 
-class Cluster:
-    """orders, kitchen, payments and delivery, wired by a controllable bus."""
+class Services:
+    """orders, kitchen, payments and delivery, each on its own database, with the card provider
+    and the order saga; how messages go from one to another is the subclass's (`changed` is
+    called after each move of the world)."""
 
-    def __init__(self, root: Path, *, clock_start: datetime | None = None) -> None:
+    def __init__(self, root: Path, *, clock: ManualClock | None = None) -> None:
         self.root = root
+        self.clock = clock or ManualClock(datetime.now(UTC))
         self.settings = Settings(PIZZERIA_VAR_DIR=str(root))  # type: ignore[call-arg]
         saga_settings = OrdersSettings(
             SAGA_PAYMENT_TIMEOUT_S="20",
             SAGA_RESERVE_TIMEOUT_S="30",  # type: ignore[call-arg]
             SAGA_COMPENSATION_TIMEOUT_S="30",
         )
-        self.now = clock_start or datetime.now(UTC)
         self.provider = Provider()
         self.nodes: dict[str, Node] = {}
-        self.pending: list[Record] = []  # published, not yet delivered
-        self.delivered: list[Record] = []  # delivered at least once (redelivery candidates)
-        self._offset = 0
         self.engine = SagaEngine(
-            place_order_saga(saga_settings), listener=orders.on_saga_transition, clock=lambda: self.now
+            place_order_saga(saga_settings), listener=orders.on_saga_transition, clock=self.clock.now
         )
         self.charger: Charger | None = None
         self.order_ids: list[UUID] = []
 
-    def clock(self) -> datetime:
-        return self.now
+    @property
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def broker_for(self, service: str) -> Broker:
+        """The broker a service's runtime is given (the relay publishes to it)."""
+        return InMemoryBroker()
+
+    def unit_of_work(self, node: str) -> UnitOfWork:
+        """A unit of work of `node`'s, as its consumer groups get them."""
+        return self.nodes[node].runtime.uow()
+
+    def handlers(self) -> list[tuple[str, str, HandlerRegistry]]:
+        """(node, consumer group, handlers) of every group."""
+        return [
+            ("orders", "orders", orders.build_handlers(self.engine)),
+            ("orders", "orders-projection-g1", projection.build_projector(1)),
+            ("kitchen", "kitchen", kitchen.build_handlers()),
+            ("payments", "payments", payments.build_handlers(lambda: None)),
+            ("delivery", "delivery", delivery.build_handlers(lambda: None)),
+        ]
+
+    def provider_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker("provider-test", failure_threshold=10_000)
+
+    async def changed(self) -> None:
+        """Called after each move of the world (a subclass's bus collects the outboxes)."""
 
     async def start(self, menu: list[MenuEntry], recipes: dict[UUID, dict[str, int]], stock: dict[str, int]) -> None:
         for name, tables in (
@@ -161,18 +201,15 @@ class Cluster:
             async with db.transaction() as conn:
                 await conn.run_sync(messaging_metadata.create_all)
                 await conn.run_sync(tables.create_all)
-            runtime = ServiceRuntime(service=name, settings=self.settings, db=db, broker=InMemoryBroker())
+            runtime = ServiceRuntime(service=name, settings=self.settings, db=db, broker=self.broker_for(name))
             self.nodes[name] = Node(name, runtime)
-        self.nodes["orders"].consume("orders", orders.build_handlers(self.engine))
-        self.nodes["orders"].consume("orders-projection-g1", projection.build_projector(1))
-        self.nodes["kitchen"].consume("kitchen", kitchen.build_handlers())
-        self.nodes["payments"].consume("payments", payments.build_handlers(lambda: None))
-        self.nodes["delivery"].consume("delivery", delivery.build_handlers(lambda: None))
+        for node, group, registry in self.handlers():
+            self.nodes[node].consume(group, registry, partial(self.unit_of_work, node))
         client = ProviderClient(
             "http://provider",
             timeout=1.0,
             transport=httpx.MockTransport(self.provider.handle),
-            breaker=CircuitBreaker("provider-test", failure_threshold=10_000),
+            breaker=self.provider_breaker(),
         )
         self.charger = Charger(self.nodes["payments"].runtime, client, concurrency=8, max_attempts=3, call_timeout=1.0)
         async with self.nodes["orders"].db.transaction() as conn:
@@ -186,8 +223,99 @@ class Cluster:
         await delivery.seed_couriers(self.nodes["delivery"].runtime.uow())
 
     async def close(self) -> None:
+        if self.charger is not None:
+            await self.charger.client.close()
         for node in self.nodes.values():
             await node.db.dispose()
+
+    # -- the world -----------------------------------------------------------------------------
+
+    async def place_order(
+        self, card: str, lines: list[RequestedLine], idempotency_key: str, *, customer: str = "c"
+    ) -> UUID:
+        """A customer places an order through the orders service's use case."""
+        command = orders.PlaceOrder(
+            customer_id=customer,
+            idempotency_key=idempotency_key,
+            request_hash="h",
+            lines=lines,
+            payment_token=card,
+            delivery_address="1 St",
+            email="c@example.com",
+            phone=None,
+        )
+        order, _ = await orders.place_order(command, self.nodes["orders"].runtime.uow(), self.engine)
+        self.order_ids.append(order.id)
+        await self.changed()
+        return order.id
+
+    async def cancel_order(self, order_id: UUID) -> bool:
+        """The customer asks to cancel; False if it is too late."""
+        try:
+            await orders.cancel_order(order_id, None, self.nodes["orders"].runtime.uow(), self.engine)
+        except orders.TooLateToCancel:
+            return False
+        finally:
+            await self.changed()
+        return True
+
+    async def pass_time(self, seconds: float) -> None:
+        """Move the clock; deadlines that pass compensate or send again; payments due retry."""
+        self.clock.advance(seconds)
+        await self.expire_sagas()
+        await self.changed()
+
+    async def expire_sagas(self) -> None:
+        """Act on every saga whose deadline passed."""
+        orders_node = self.nodes["orders"]
+        async with orders_node.db.read() as conn:
+            due = await SagaEngine.due(conn, self.now)
+        for saga_id in due:
+            async with orders_node.runtime.uow() as uow:
+                await self.engine.expire(uow, saga_id)
+                await uow.commit()
+
+    async def work_payments(self, now: datetime | None = None) -> None:
+        """One pass of the charger over what is due at `now` (by default a minute from the
+        later of the harness's clock and the system's, since handlers read the latter)."""
+        assert self.charger is not None
+        await self.charger.step(now or max(self.now, datetime.now(UTC)) + timedelta(minutes=1))
+        await self.changed()
+
+    async def kitchen_step(self, order_id: UUID) -> None:
+        async with self.nodes["kitchen"].db.read() as conn:
+            ticket = (await conn.execute(sa.select(tickets).where(tickets.c.order_id == order_id))).first()
+        if ticket is not None and ticket.status in ("queued", "preparing", "baking"):
+            await kitchen.advance_ticket(self.nodes["kitchen"].runtime.uow(), ticket.id)
+            await self.changed()
+
+    async def delivery_step(self, order_id: UUID) -> None:
+        async with self.nodes["delivery"].db.read() as conn:
+            found = (await conn.execute(sa.select(deliveries).where(deliveries.c.order_id == order_id))).first()
+        if found is not None:
+            if found.status == "waiting":
+                await delivery.assign_waiting(self.nodes["delivery"].runtime.uow())
+            elif found.status in ("assigned", "out_for_delivery"):
+                await delivery.advance(self.nodes["delivery"].runtime.uow(), found.id)
+            await self.changed()
+
+    async def all_final(self) -> bool:
+        async with self.nodes["orders"].db.read() as conn:
+            rows = (await conn.execute(sa.text("SELECT state FROM sagas"))).all()
+        return all(r.state in ("completed", "compensated") for r in rows)
+
+
+class Cluster(Services):
+    """orders, kitchen, payments and delivery, wired by a controllable bus."""
+
+    def __init__(self, root: Path, *, clock: ManualClock | None = None) -> None:
+        super().__init__(root, clock=clock)
+        self.pending: list[Record] = []  # published, not yet delivered
+        self.delivered: list[Record] = []  # delivered at least once (redelivery candidates)
+        self._offset = 0
+
+    async def changed(self) -> None:
+        await self.collect()
 
     # -- the bus -------------------------------------------------------------------------------
 
@@ -249,42 +377,6 @@ class Cluster:
                 if record.topic in runner.topics:
                     await runner.process(record)
 
-    # -- the world -----------------------------------------------------------------------------
-
-    async def pass_time(self, seconds: float) -> None:
-        """Move the clock; deadlines that pass compensate or send again; payments due retry."""
-        self.now += timedelta(seconds=seconds)
-        orders_node = self.nodes["orders"]
-        async with orders_node.db.read() as conn:
-            due = await SagaEngine.due(conn, self.now)
-        for saga_id in due:
-            async with orders_node.runtime.uow() as uow:
-                await self.engine.expire(uow, saga_id)
-                await uow.commit()
-        await self.collect()
-
-    async def work_payments(self) -> None:
-        assert self.charger is not None
-        await self.charger.step(max(self.now, datetime.now(UTC)) + timedelta(minutes=1))
-        await self.collect()
-
-    async def kitchen_step(self, order_id: UUID) -> None:
-        async with self.nodes["kitchen"].db.read() as conn:
-            ticket = (await conn.execute(sa.select(tickets).where(tickets.c.order_id == order_id))).first()
-        if ticket is not None and ticket.status in ("queued", "preparing", "baking"):
-            await kitchen.advance_ticket(self.nodes["kitchen"].runtime.uow(), ticket.id)
-            await self.collect()
-
-    async def delivery_step(self, order_id: UUID) -> None:
-        async with self.nodes["delivery"].db.read() as conn:
-            found = (await conn.execute(sa.select(deliveries).where(deliveries.c.order_id == order_id))).first()
-        if found is not None:
-            if found.status == "waiting":
-                await delivery.assign_waiting(self.nodes["delivery"].runtime.uow())
-            elif found.status in ("assigned", "out_for_delivery"):
-                await delivery.advance(self.nodes["delivery"].runtime.uow(), found.id)
-            await self.collect()
-
     async def settle_everything(self, *, rounds: int = 400) -> None:
         """Run the world until nothing moves: every message delivered, every payment worked,
         every ticket and delivery moved on, every deadline passed."""
@@ -300,11 +392,3 @@ class Cluster:
                 return
             await self.pass_time(60)
         raise AssertionError("the system did not settle")
-
-    async def all_final(self) -> bool:
-        async with self.nodes["orders"].db.read() as conn:
-            rows = (await conn.execute(sa.text("SELECT state FROM sagas"))).all()
-        return all(r.state in ("completed", "compensated") for r in rows)
-
-    def uow_factory(self, node: str) -> Callable[[], Any]:
-        return self.nodes[node].runtime.uow

@@ -77,6 +77,24 @@ class Participant:
         )
         return await self.runner.process(record)
 
+    async def deliver_run(self, messages: list[Message]) -> None:
+        """Hand new messages to the group in one fetch, as records of one partition in a row
+        (the runner handles them in one transaction)."""
+        records = [
+            Record(
+                topic=message.topic(),
+                partition=0,
+                offset=offset,
+                value=envelope.data,
+                key=envelope.subject,
+                headers=envelope.headers(),
+                timestamp_ms=0,
+            )
+            for offset, message in enumerate(messages)
+            for envelope in [Envelope.wrap(message, source=SAGA_SOURCE)]
+        ]
+        await self.runner.process_batch(records)
+
     async def send(self, message: Message) -> list[Message]:
         """Deliver a new message (a fresh envelope, so a re-sent command is not an inbox
         duplicate); returns what the service emitted in answer to it."""

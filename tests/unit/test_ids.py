@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import random
 import time
 import uuid
 
-from pizzeria.kit.ids import new_id, uuid7
+from pizzeria.kit import ids
+from pizzeria.kit.ids import Uuid7Source, new_id, uuid7
 
 
 def test_version_and_variant_bits() -> None:
@@ -39,3 +41,23 @@ def test_new_id_is_the_canonical_text_of_a_uuid7() -> None:
     text = new_id()
     assert str(uuid.UUID(text)) == text
     assert uuid.UUID(text).version == 7
+
+
+def seeded_source(seed: int, now_ns: int) -> Uuid7Source:
+    return Uuid7Source(now_ns=lambda: now_ns, entropy=random.Random(seed).randbytes)
+
+
+def test_a_source_with_given_time_and_randomness_makes_the_same_ids_every_time() -> None:
+    first, again = seeded_source(7, 1_900_000_000_123_456_789), seeded_source(7, 1_900_000_000_123_456_789)
+    made = [first.next() for _ in range(5)]
+    assert made == [again.next() for _ in range(5)]
+    assert all(value.int >> 80 == 1_900_000_000_123 for value in made)
+    assert all(a < b for a, b in itertools.pairwise(made))
+    assert seeded_source(8, 1_900_000_000_123_456_789).next() != made[0]
+
+
+def test_use_puts_a_source_in_place_for_the_block_only() -> None:
+    expected = seeded_source(3, 1_900_000_000_000_000_000).next()
+    with ids.use(seeded_source(3, 1_900_000_000_000_000_000)):
+        assert uuid7() == expected
+    assert uuid7().int >> 80 != 1_900_000_000_000  # the system's clock again

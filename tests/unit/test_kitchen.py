@@ -365,6 +365,24 @@ async def test_release_leaves_other_orders_holdings_alone(kitchen: Participant) 
     assert {s for _, s in (await held(kitchen, kept)).values()} == {"held"}
 
 
+async def test_a_reserve_and_its_release_in_one_run_leave_the_reservation_released(kitchen: Participant) -> None:
+    # The kitchen was behind: the saga gave up on one order's reservation and released it,
+    # and another's, held earlier; the run holds both commands of the one and the release of
+    # the other, handled in one transaction.
+    earlier, late = uuid4(), uuid4()
+    await kitchen.send(ReserveIngredients(order_id=earlier, lines=order_lines()))
+    await kitchen.deliver_run(
+        [
+            ReleaseIngredients(order_id=earlier),
+            ReserveIngredients(order_id=late, lines=order_lines()),
+            ReleaseIngredients(order_id=late),
+        ]
+    )
+    assert await stock(kitchen) == expected_stock()
+    assert await held(kitchen, late) == {i: (q, "released") for i, q in ORDER_NEEDS.items()}
+    assert await held(kitchen, earlier) == {i: (q, "released") for i, q in ORDER_NEEDS.items()}
+
+
 async def test_a_reserve_resent_after_the_release_holds_nothing_again(kitchen: Participant) -> None:
     order_id = uuid4()
     command = ReserveIngredients(order_id=order_id, lines=order_lines())

@@ -2,46 +2,65 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 
-class _Uuid7Source:
+class Uuid7Source:
     """Issues UUIDv7s that strictly increase within this process: 48-bit Unix milliseconds,
-    then a 12-bit counter for ids made in the same millisecond, then 62 random bits."""
+    then a 12-bit counter for ids made in the same millisecond, then 62 random bits. The time
+    (`now_ns`, nanoseconds) and the random bytes (`entropy`) are the system's unless a
+    simulation gives its own, to make the same ids on every run."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, now_ns: Callable[[], int] = time.time_ns, entropy: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self._now_ns = now_ns
+        self._entropy = entropy
         self._lock = threading.Lock()
         self._last_ms = 0
         self._counter = 0
 
     def next(self) -> uuid.UUID:
         with self._lock:
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = self._now_ns() // 1_000_000
             if now_ms > self._last_ms:
                 self._last_ms = now_ms
-                self._counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # room to count up
+                self._counter = int.from_bytes(self._entropy(2), "big") & 0x3FF  # room to count up
             else:
                 self._counter += 1
                 if self._counter > 0xFFF:  # counter exhausted: borrow the next millisecond
                     self._last_ms += 1
                     self._counter = 0
             ms, counter = self._last_ms, self._counter
-        rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+            rand = int.from_bytes(self._entropy(8), "big") & ((1 << 62) - 1)
         value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
         return uuid.UUID(int=value)
 
 
-_source = _Uuid7Source()
+class _Issuing:
+    source = Uuid7Source()
 
 
 def uuid7() -> uuid.UUID:
     """A new UUIDv7."""
-    return _source.next()
+    return _Issuing.source.next()
 
 
 def new_id() -> str:
     """A new UUIDv7 as its canonical string."""
     return str(uuid7())
+
+
+@contextlib.contextmanager
+def use(source: Uuid7Source) -> Iterator[Uuid7Source]:
+    """Inside the block every id of this process comes from `source` (for simulations)."""
+    previous, _Issuing.source = _Issuing.source, source
+    try:
+        yield source
+    finally:
+        _Issuing.source = previous

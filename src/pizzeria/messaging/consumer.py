@@ -305,6 +305,7 @@ class ConsumerRunner:
                 try:
                     records = await self._fetch_run()
                     if records:
+                        metrics.consumer_runs.labels(self.group).inc()
                         await self.consumer.commit(await self.process_batch(records))
                     backoff = 0.1
                     self._failing_since = None

@@ -12,6 +12,9 @@ outbox_relay_leading = Gauge(
 )
 outbox_oldest_age = Gauge("pizzeria_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row.")
 outbox_published = Counter("pizzeria_outbox_published_total", "Outbox rows published.")
+outbox_batches = Counter(
+    "pizzeria_outbox_batches_total", "Relay batches published (rows published / batches: the mean batch)."
+)
 outbox_publish_latency = Histogram(
     "pizzeria_outbox_publish_latency_seconds",
     "From the outbox row's creation (its transaction) to the broker's acknowledgement.",
@@ -24,6 +27,11 @@ consumer_messages = Counter(
     "pizzeria_consumer_messages_total",
     "Messages consumed, by group and outcome (processed, duplicate, ignored, dead_lettered).",
     ["group", "outcome"],
+)
+consumer_runs = Counter(
+    "pizzeria_consumer_runs_total",
+    "Runs of records a consumer fetched and handled together (messages / runs: the mean run), by group.",
+    ["group"],
 )
 consumer_handler_duration = Histogram(
     "pizzeria_consumer_handler_duration_seconds",

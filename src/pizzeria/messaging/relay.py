@@ -173,6 +173,7 @@ class OutboxRelay:
         for r in rows:
             metrics.outbox_publish_latency.observe(max(0.0, (acked - as_utc(r.created_at)).total_seconds()))
         metrics.outbox_published.inc(len(rows))
+        metrics.outbox_batches.inc()
         failpoints.hit("relay.after_publish")
 
     async def _mark(self, seqs: list[int]) -> None:

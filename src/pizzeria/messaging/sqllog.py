@@ -9,6 +9,10 @@ It keeps Kafka's semantics so that code and tests behave the same on both:
   owner released it or stopped heartbeating;
 - committed offsets per group and partition; only the lease holder's commit counts.
 Records older than the retention are pruned, as Kafka's retention does.
+
+Time is read from a `Clock` (the system's unless told otherwise), and `background=False` starts
+no task of its own (no pruner, no heartbeats): a deterministic simulation then moves the clock
+and calls `prune()` and each member's `heartbeat()` itself (tests/chaos/simulation.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import mmap
 import os
 import random
 import struct
-import time
+import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -30,6 +34,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from pizzeria.kit.clock import SYSTEM, Clock
 from pizzeria.kit.db import Database, is_transient_error
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
@@ -249,6 +254,8 @@ class SqlLogBroker(Broker):
         session_timeout_ms: int = 6000,
         retention_hours: float = 168.0,
         retry_deadline_s: float = 60.0,
+        clock: Clock = SYSTEM,
+        background: bool = True,
         **_: object,
     ) -> None:
         self.url = _normalize(url)
@@ -256,11 +263,16 @@ class SqlLogBroker(Broker):
         self.session_timeout = session_timeout_ms / 1000
         self.retention_ms = int(retention_hours * 3600 * 1000)
         self.retry_deadline = retry_deadline_s
+        self.clock = clock
+        self.background = background
         self.db: Database | None = None
         self._partitions: dict[str, int] = {}
         self._pruner: asyncio.Task[None] | None = None
         self._bells: TopicBells | None = None
-        self._rung_seen: dict[int, tuple[tuple[int, ...] | None, float]] = {}
+        # Per consumer (not per id(): a new consumer may get a closed one's id).
+        self._rung_seen: weakref.WeakKeyDictionary[object, tuple[tuple[int, ...] | None, float]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def database(self) -> Database:
@@ -276,7 +288,8 @@ class SqlLogBroker(Broker):
         path = make_url(self.url).database
         if self.db.dialect == "sqlite" and path and path != ":memory:":
             self._bells = TopicBells.beside(path)
-        self._pruner = asyncio.create_task(self._prune_forever(), name="sqllog-pruner")
+        if self.background:
+            self._pruner = asyncio.create_task(self._prune_forever(), name="sqllog-pruner")
 
     async def _create_schema(self) -> None:
         async with self.database.transaction() as conn:
@@ -298,7 +311,7 @@ class SqlLogBroker(Broker):
     async def retrying(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run `op`, retrying transient database errors with backoff until the deadline, the
         way a Kafka client reconnects on its own."""
-        deadline = time.monotonic() + self.retry_deadline
+        deadline = self.clock.monotonic() + self.retry_deadline
         delay = 0.01
         while True:
             try:
@@ -306,7 +319,7 @@ class SqlLogBroker(Broker):
             except Exception as exc:
                 if not is_transient_error(exc):
                     raise
-                if time.monotonic() + delay > deadline:
+                if self.clock.monotonic() + delay > deadline:
                     raise BrokerError(f"sqllog unavailable: {exc}") from exc
                 log.debug("sqllog operation failed; retrying", error=repr(exc))
                 await asyncio.sleep(delay)
@@ -322,17 +335,17 @@ class SqlLogBroker(Broker):
         if self._bells is None:
             return True
         rung = self._bells.read(topics)
-        now = time.monotonic()
-        seen, at = self._rung_seen.get(id(looker), (None, 0.0))
+        now = self.clock.monotonic()
+        seen, at = self._rung_seen.get(looker, (None, 0.0))
         if rung == seen and now - at < self.LOOK_ANYWAY_S:
             return False
-        self._rung_seen[id(looker)] = (rung, now)
+        self._rung_seen[looker] = (rung, now)
         return True
 
     def look_again(self, looker: object) -> None:
         """`looker` has reason to query at its next look whatever the bells say (it left
         records unread, or took over partitions)."""
-        self._rung_seen.pop(id(looker), None)
+        self._rung_seen.pop(looker, None)
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         async def op() -> None:
@@ -365,7 +378,7 @@ class SqlLogBroker(Broker):
         by_partition: dict[TopicPartition, list[OutgoingMessage]] = defaultdict(list)
         for msg in messages:
             by_partition[(msg.topic, partition_for(msg.key, counts[msg.topic]))].append(msg)
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock.time() * 1000)
 
         async def op() -> None:
             async with self.database.transaction() as conn:
@@ -399,9 +412,13 @@ class SqlLogBroker(Broker):
         while True:
             await asyncio.sleep(600 * (0.5 + random.random()))
             with contextlib.suppress(Exception):
-                cutoff = int(time.time() * 1000) - self.retention_ms
-                async with self.database.transaction() as conn:
-                    await conn.execute(records_t.delete().where(records_t.c.timestamp_ms < cutoff))
+                await self.prune()
+
+    async def prune(self) -> None:
+        """Delete the records older than the retention."""
+        cutoff = int(self.clock.time() * 1000) - self.retention_ms
+        async with self.database.transaction() as conn:
+            await conn.execute(records_t.delete().where(records_t.c.timestamp_ms < cutoff))
 
 
 class SqlLogConsumer(BrokerConsumer):
@@ -426,10 +443,15 @@ class SqlLogConsumer(BrokerConsumer):
         for topic in self.topics:
             await self.broker.retrying(partial(self.broker.partitions_of, topic))
         await self.broker.retrying(self._rebalance)
-        self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name=f"sqllog-hb-{self.group}")
+        if self.broker.background:
+            self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name=f"sqllog-hb-{self.group}")
+
+    async def heartbeat(self) -> None:
+        """One heartbeat, as the background task beats (for a broker started without it)."""
+        await self.broker.retrying(self._rebalance)
 
     def assignment(self) -> set[TopicPartition]:
-        now = time.time()
+        now = self.broker.clock.time()
         return {tp for tp, exp in self._owned.items() if exp > now}
 
     async def _heartbeat_forever(self) -> None:
@@ -445,7 +467,7 @@ class SqlLogConsumer(BrokerConsumer):
 
     async def _rebalance(self) -> None:
         """Heartbeat, then release what is no longer ours and take what is (if it is free)."""
-        now = time.time()
+        now = self.broker.clock.time()
         ttl = self.broker.session_timeout
         parts = {t: await self.broker.partitions_of(t) for t in self.topics}
         async with self._db.transaction() as conn:
@@ -543,16 +565,17 @@ class SqlLogConsumer(BrokerConsumer):
         return mine
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
-        deadline = time.monotonic() + timeout
+        clock = self.broker.clock
+        deadline = clock.monotonic() + timeout
         while True:
             if self.broker.changed_since_last_look(self, self.topics):
                 records = await self.broker.retrying(lambda: self._fetch_once(max_records))
                 if records:
                     self.broker.look_again(self)  # a partition may hold more than was taken
                     return records
-            if self._closed or time.monotonic() >= deadline:
+            if self._closed or clock.monotonic() >= deadline:
                 return []
-            await asyncio.sleep(min(self.broker.poll_interval, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(self.broker.poll_interval, max(0.0, deadline - clock.monotonic())))
 
     async def _fetch_once(self, max_records: int) -> list[Record]:
         owned = sorted(self.assignment())
@@ -590,7 +613,7 @@ class SqlLogConsumer(BrokerConsumer):
             return
 
         async def op() -> None:
-            now = time.time()
+            now = self.broker.clock.time()
             async with self._db.transaction() as conn:
                 held = {
                     (r.topic, r.partition)

@@ -121,6 +121,8 @@ class Holding:
     ingredient: str
     quantity: int
     status: str  # held | released | consumed
+    #: Held in this transaction: its row is still to be inserted at commit.
+    staged: bool = False
 
 
 @dataclass
@@ -190,11 +192,23 @@ async def hold(uow: UnitOfWork, order_id: UUID, need: Mapping[str, int], at: dat
         level.on_hand -= quantity
         level.reserved += quantity
         _changed(uow, level, at)
-        holdings.append(Holding(ingredient, quantity, "held"))
-        uow.stage(
-            _insert_reservations,
-            {"order_id": order_id, "ingredient": ingredient, "quantity": quantity, "status": "held", "updated_at": at},
-        )
+        holding = Holding(ingredient, quantity, "held", staged=True)
+        holdings.append(holding)
+        _stage_insert(uow, order_id, holding, at)
+
+
+def _stage_insert(uow: UnitOfWork, order_id: UUID, holding: Holding, at: datetime) -> None:
+    uow.stage(
+        _insert_reservations,
+        {
+            "order_id": order_id,
+            "ingredient": holding.ingredient,
+            "quantity": holding.quantity,
+            "status": holding.status,
+            "updated_at": at,
+        },
+        key=(order_id, holding.ingredient),
+    )
 
 
 async def _insert_reservations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -207,6 +221,7 @@ async def _settle(uow: UnitOfWork, order_id: UUID, status: str, at: datetime) ->
     if not holdings:
         return {}
     stock = await levels(uow)
+    stored = False
     for holding in holdings:
         level = stock[holding.ingredient]
         level.reserved -= holding.quantity
@@ -216,7 +231,15 @@ async def _settle(uow: UnitOfWork, order_id: UUID, status: str, at: datetime) ->
             level.consumed += holding.quantity
         holding.status = status
         _changed(uow, level, at)
-    uow.stage(_update_reservations, {"oid": order_id, "from_status": "held", "to_status": status, "at": at})
+        if holding.staged:
+            # Held earlier in this transaction (a run with the reserve and the release of one
+            # order): its insert is staged, and may run after the update would; it takes the
+            # new status instead.
+            _stage_insert(uow, order_id, holding, at)
+        else:
+            stored = True
+    if stored:
+        uow.stage(_update_reservations, {"oid": order_id, "from_status": "held", "to_status": status, "at": at})
     return {h.ingredient: h.quantity for h in holdings}
 
 
