@@ -68,6 +68,7 @@ from tests.e2e.conftest import production_env
 from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, TERMINAL, holds_within, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
+from tests.support.pgserver import PrivateServer
 from tests.support.postgres import drop_database
 from tests.support.tcpproxy import TcpProxy
 
@@ -111,6 +112,7 @@ class Arena:
     rng: random.Random
     provider_proxy: TcpProxy | None = None
     kafka: KafkaCluster | None = None  # the broker, on PostgreSQL + Kafka
+    postgres: PrivateServer | None = None  # the scenario's own database server, if it has one
     recoveries: list[tuple[str, float]] = field(default_factory=list)  # (fault, seconds to recover)
     notes: list[str] = field(default_factory=list)  # what a nemesis measured, for the report
 
@@ -290,6 +292,19 @@ async def _timed_out(arena: Arena, excuse: Excuse, refunds_for: float = 60.0) ->
         f" {len(timed_out)} were cancelled on the deadline; {len(charged)} of those were charged late"
         f" and got {len(refunds)} refunds"
     )
+
+
+async def database_down(arena: Arena, seconds: float = 20.0) -> None:
+    """PostgreSQL stopped at once (every backend gone, as in a crash or a lost host) for
+    `seconds`, then started again: it recovers from its WAL and the services reconnect."""
+    assert arena.postgres is not None, "the scenario needs a database server of its own"
+    await asyncio.sleep(arena.rng.uniform(2.0, 6.0))
+    await asyncio.to_thread(arena.postgres.crash)
+    stopped = time.monotonic()
+    await asyncio.sleep(seconds)  # the fault's length (this is the fault, not a wait for something)
+    await asyncio.to_thread(arena.postgres.start)
+    arena.notes.append(f"PostgreSQL down {time.monotonic() - stopped:.1f} s (stopped immediately, then recovered)")
+    await arena.healed(f"PostgreSQL stopped {seconds:g} s", time.time())
 
 
 def _stop_kafka(kafka: KafkaCluster) -> None:
@@ -516,6 +531,9 @@ class Scenario:
     provider_proxied: bool = False
     env: dict[str, str] = field(default_factory=dict)
     stacks: frozenset[str] = STACKS  # where it applies
+    #: A PostgreSQL server made for the scenario, so that it may be stopped (the shared test
+    #: server never is).
+    own_database: bool = False
 
 
 SCENARIOS = {
@@ -546,6 +564,13 @@ SCENARIOS = {
                 ),
             ),
             env={"SAGA_PAYMENT_TIMEOUT_S": str(SHORT_PAYMENT_TIMEOUT_S)},
+        ),
+        Scenario(
+            "postgres-stop",
+            "PostgreSQL stopped 20 s, started again",
+            (database_down,),
+            stacks=frozenset({"postgres+kafka"}),
+            own_database=True,
         ),
         Scenario(
             "xmin-hold",
@@ -632,6 +657,7 @@ async def run(
     rate: float = 3.0,
     tail: int = 10,
     kafka: KafkaCluster | None = None,
+    postgres: PrivateServer | None = None,
 ) -> Outcome:
     """One scenario on a system of its own: start it, load it, fire the nemeses one after the
     other, keep the load on until `tail` orders placed after the last fault were answered, then
@@ -644,7 +670,7 @@ async def run(
         system.env["PAYMENT_PROVIDER_URL"] = f"http://127.0.0.1:{proxy.listen_port}"
     shop, edge = Shop(system), Shop(system, through_gateway=True)
     history = History()
-    arena = Arena(system, shop, history, random.Random(seed), proxy, kafka)
+    arena = Arena(system, shop, history, random.Random(seed), proxy, kafka, postgres)
     try:
         await system.start()
         await wait_for_menu_sync(shop, await shop.menu())
@@ -695,7 +721,7 @@ async def campaign(args: argparse.Namespace) -> int:
                 print(f"chaos: {SCENARIOS[name].name} ({stack_name})...", flush=True)
                 began = time.monotonic()
                 try:
-                    async with stack.env() as env:
+                    async with stack.env(own_database=SCENARIOS[name].own_database) as (env, postgres):
                         outcome = await run(
                             SCENARIOS[name],
                             workdir,
@@ -704,6 +730,7 @@ async def campaign(args: argparse.Namespace) -> int:
                             seed=args.seed + n,
                             rate=args.rate,
                             kafka=stack.kafka,
+                            postgres=postgres,
                         )
                 except Exception as error:  # the next scenarios still run; the table says it failed
                     failed = Result()
@@ -742,17 +769,27 @@ class Stack:
             self.kafka.stop()
 
     @contextlib.asynccontextmanager
-    async def env(self) -> AsyncIterator[dict[str, str]]:
-        """The environment that selects the stack, for one scenario."""
+    async def env(self, *, own_database: bool = False) -> AsyncIterator[tuple[dict[str, str], PrivateServer | None]]:
+        """The environment that selects the stack, for one scenario, and the PostgreSQL server
+        made for it (with `own_database`; otherwise its databases are on the shared one)."""
         if self.kafka is None:
-            yield {}
+            yield {}, None
             return
-        env, databases = await production_env(self.kafka)
+        server = (await asyncio.to_thread(PrivateServer().start)) if own_database else None
         try:
-            yield env
+            if server is not None:
+                env, _ = await production_env(self.kafka, admin_dsn=server.admin_dsn)
+                yield env, server  # its databases go with the server
+                return
+            env, databases = await production_env(self.kafka)
+            try:
+                yield env, None
+            finally:
+                for url in databases:
+                    await drop_database(url)
         finally:
-            for url in databases:
-                await drop_database(url)
+            if server is not None:
+                await asyncio.to_thread(server.stop)
 
 
 def _report(path: Path, outcomes: Sequence[Outcome], argv: Sequence[str]) -> None:

@@ -14,12 +14,13 @@ from pizzeria.registry import SERVICES
 from tests.e2e.scenario import AUTOPILOT, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import ADMIN_DSN, create_database, drop_database
 
 
-async def production_env(kafka: KafkaCluster) -> tuple[dict[str, str], list[str]]:
-    """Environment for the production stack: a fresh PostgreSQL database per service, Kafka."""
-    urls = {s.name: await create_database(f"pz_{s.name}") for s in SERVICES if s.has_database}
+async def production_env(kafka: KafkaCluster, *, admin_dsn: str = ADMIN_DSN) -> tuple[dict[str, str], list[str]]:
+    """Environment for the production stack: a fresh PostgreSQL database per service (on the
+    shared test server, or the one `admin_dsn` names), Kafka."""
+    urls = {s.name: await create_database(f"pz_{s.name}", admin_dsn=admin_dsn) for s in SERVICES if s.has_database}
     env = {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
     # Each service logs in as its own user and may do only what its ACLs allow, as in production:
     # a permission the topology forgot stops the flow that needs it.

@@ -10,25 +10,24 @@ import asyncpg
 ADMIN_DSN = os.environ.get("PIZZERIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _server_part() -> str:
-    return ADMIN_DSN.rsplit("/", 1)[0]
-
-
-async def create_database(prefix: str = "pz") -> str:
-    """Create a fresh database; returns its SQLAlchemy asyncpg URL."""
+async def create_database(prefix: str = "pz", *, admin_dsn: str = ADMIN_DSN) -> str:
+    """Create a fresh database (on the shared test server unless `admin_dsn` names another);
+    returns its SQLAlchemy asyncpg URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+    server = admin_dsn.rsplit("/", 1)[0]
     # Loopback: no TLS (the server's snakeoil certificate would cost a tenth of the services' CPU).
-    return f"{_server_part().replace('postgresql://', 'postgresql+asyncpg://')}/{name}?ssl=disable"
+    return f"{server.replace('postgresql://', 'postgresql+asyncpg://')}/{name}?ssl=disable"
 
 
 async def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1].split("?", 1)[0]
-    conn = await asyncpg.connect(ADMIN_DSN)
+    server = url.rsplit("/", 1)[0].replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(f"{server}/postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
