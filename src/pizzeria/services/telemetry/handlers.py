@@ -82,6 +82,6 @@ def build_handlers() -> HandlerRegistry:
                     ],
                 )
             else:
-                await repository.complete_deliveries(uow.conn, [{"order_id": message.order_id, "at": message.at}])
+                await repository.complete_delivery(uow.conn, message.order_id, message.at)
 
     return registry

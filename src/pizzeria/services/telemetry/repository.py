@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,13 +30,14 @@ _SET_CONFIG = (
 )
 _TRACKER_OF = sa.select(devices).where(devices.c.courier_id == sa.bindparam("courier_id"), devices.c.kind == "tracker")
 _DELIVERY = sa.select(deliveries).where(deliveries.c.order_id == sa.bindparam("order_id"))
-_SET_DELIVERY = deliveries.update().where(deliveries.c.order_id == sa.bindparam("order_id"))
+# (An update's parameters may not take a column's name.)
+_SET_DELIVERY = deliveries.update().where(deliveries.c.order_id == sa.bindparam("the_order"))
 _OUT_WITH = sa.select(deliveries).where(
     deliveries.c.courier_id == sa.bindparam("courier_id"), deliveries.c.status == "out"
 )
 _COMPLETE = (
     deliveries.update()
-    .where(deliveries.c.order_id == sa.bindparam("order_id"), deliveries.c.status == "out")
+    .where(deliveries.c.order_id == sa.bindparam("the_order"), deliveries.c.status == "out")
     .values(status="delivered", delivered_at=sa.bindparam("at"))
 )
 _READINGS = (
@@ -196,8 +198,8 @@ async def add_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> N
 
 
 async def update_delivery(conn: AsyncConnection, order_id: UUID, **values: Any) -> None:
-    await conn.execute(_SET_DELIVERY.values(**values), {"order_id": order_id})
+    await conn.execute(_SET_DELIVERY.values(**values), {"the_order": order_id})
 
 
-async def complete_deliveries(conn: AsyncConnection, done: list[dict[str, Any]]) -> None:
-    await conn.execute(_COMPLETE, done)
+async def complete_delivery(conn: AsyncConnection, order_id: UUID, at: datetime) -> None:
+    await conn.execute(_COMPLETE, {"the_order": order_id, "at": at})

@@ -35,13 +35,13 @@ class Retention:
         )
         async with self.runtime.db.read() as conn:
             device_ids = await repository.device_ids(conn)
-        deleted, more = {readings.name: 0, rollups.name: 0}, False
+        deleted, more = {"readings": 0, "rollups": 0}, False
         for device_id in device_ids:
             for table, cutoff in cutoffs:
                 async with self.runtime.db.transaction() as conn:
                     gone = await repository.delete_before(conn, table, device_id, cutoff, CHUNK)
-                deleted[table.name] += gone
-                more = more or gone > CHUNK
+                deleted[str(table.name)] += gone
+                more = more or gone >= CHUNK
         if any(deleted.values()):
             log.info("old readings deleted", **deleted)
         return more
