@@ -133,6 +133,15 @@ async def device_ids(conn: AsyncConnection) -> list[UUID]:
     return [row.id for row in await conn.execute(_DEVICE_IDS)]
 
 
+async def oldest(conn: AsyncConnection, table: sa.Table, device_id: UUID) -> int | None:
+    """The time (ms) of a device's oldest row in `table` (readings or rollups; None: none)."""
+    time_column = table.c.at_ms if table is readings else table.c.minute_ms
+    first: int | None = (
+        await conn.execute(sa.select(sa.func.min(time_column)).where(table.c.device_id == device_id))
+    ).scalar()
+    return first
+
+
 async def delete_before(conn: AsyncConnection, table: sa.Table, device_id: UUID, cutoff: int, chunk: int) -> int:
     """Delete up to about `chunk` of a device's rows older than `cutoff` (ms), the oldest first
     (a write lock is never held for a whole backlog); how many went."""

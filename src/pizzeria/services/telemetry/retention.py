@@ -33,15 +33,19 @@ class Retention:
             (readings, to_ms(now - timedelta(seconds=self.settings.retention_s))),
             (rollups, to_ms(now - timedelta(seconds=self.settings.rollup_retention_s))),
         )
-        async with self.runtime.db.read() as conn:
-            device_ids = await repository.device_ids(conn)
+        due = []
+        async with self.runtime.db.read() as conn:  # most steps find nothing: no write for that
+            for device_id in await repository.device_ids(conn):
+                for table, cutoff in cutoffs:
+                    first = await repository.oldest(conn, table, device_id)
+                    if first is not None and first < cutoff:
+                        due.append((device_id, table, cutoff))
         deleted, more = {"readings": 0, "rollups": 0}, False
-        for device_id in device_ids:
-            for table, cutoff in cutoffs:
-                async with self.runtime.db.transaction() as conn:
-                    gone = await repository.delete_before(conn, table, device_id, cutoff, CHUNK)
-                deleted[str(table.name)] += gone
-                more = more or gone >= CHUNK
+        for device_id, table, cutoff in due:
+            async with self.runtime.db.transaction() as conn:
+                gone = await repository.delete_before(conn, table, device_id, cutoff, CHUNK)
+            deleted[str(table.name)] += gone
+            more = more or gone >= CHUNK
         if any(deleted.values()):
             log.info("old readings deleted", **deleted)
         return more
