@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,14 @@ from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.auth import device_key_digest
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.settings import Settings
-from pizzeria.messaging.broker import Broker, BrokerConsumer
+from pizzeria.messaging.broker import Broker
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.services.telemetry.retention import Retention
 from pizzeria.services.telemetry.settings import TelemetrySettings
 from tests.integration.services import embedded_settings, running
+from tests.integration.test_devices import Bus as DevicesBus
 from tests.integration.test_service_api import assert_problem
 from tests.support.participant import decode
 from tests.support.postgres import create_database, drop_database
@@ -49,29 +50,20 @@ HOME = GeoPoint(lat=40.8518, lon=14.2681)
 
 
 @dataclass
-class Bus:
-    """The test's end of the broker: it publishes what devices and delivery would, and reads
-    what telemetry published."""
+class Bus(DevicesBus):
+    """The test's end of the broker: it reads what telemetry published, and publishes what
+    devices and delivery would."""
 
-    broker: Broker
-    consumer: BrokerConsumer
-    seen: list[Message] = field(default_factory=list)
+    broker: Broker | None = None
 
     async def publish(self, *messages: Message) -> None:
+        assert self.broker is not None
         await self.broker.publish([Envelope.wrap(m, source="/test").to_outgoing(m.topic()) for m in messages])
 
-    async def until(self, found: Callable[[list[Message]], bool], what: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not found(self.seen):
-            assert time.monotonic() < deadline, f"never published: {what}; published: {self.seen}"
-            await self.read()
-
     async def read(self) -> None:
+        """Take in what was published since (waiting a moment for it)."""
         for record in await self.consumer.fetch(100, timeout=0.1):
             self.seen.append(decode(Envelope.from_record(record)))
-
-    def of(self, kind: type[Message], **fields: Any) -> list[Any]:
-        return [m for m in self.seen if isinstance(m, kind) and all(getattr(m, k) == v for k, v in fields.items())]
 
 
 @dataclass
@@ -98,7 +90,7 @@ async def telemetry(
             consumer = broker.consumer("test-reader", [t for t in all_topics() if t == "telemetry.events"])
             await consumer.start()
             try:
-                yield Telemetry(app, client, Bus(broker, consumer))
+                yield Telemetry(app, client, Bus(consumer, broker=broker))
             finally:
                 await consumer.close()
                 await broker.close()

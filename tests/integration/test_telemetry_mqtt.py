@@ -43,7 +43,7 @@ async def telemetry(tmp_path: Path, mqtt: Mosquitto, monkeypatch: pytest.MonkeyP
         consumer = broker.consumer("test-reader", [t for t in all_topics() if t == "telemetry.events"])
         await consumer.start()
         try:
-            yield Telemetry(app, client, Bus(broker, consumer))
+            yield Telemetry(app, client, Bus(consumer, broker=broker))
         finally:
             await consumer.close()
             await broker.close()

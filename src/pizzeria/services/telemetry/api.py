@@ -4,6 +4,7 @@ tracker, a customer the courier bringing their order while it is on its way."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
@@ -211,22 +212,39 @@ async def list_latest(
     return LatestList(items=[latest_view(r) for r in rows])
 
 
-@router.get("/devices/{device_id}/readings", response_model=ReadingList, summary="A device's readings over a time span")
-async def device_readings(
+@dataclass(frozen=True)
+class SeriesQuery:
+    """A read of one device's series: the device (one the caller may see) and the span (ms)."""
+
+    device_id: UUID
+    since_ms: int
+    until_ms: int
+    limit: int
+
+
+async def series_query(
     device_id: UUID,
     runtime: RuntimeDep,
     caller: ViewerDep,
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> ReadingList:
+) -> SeriesQuery:
     await _visible_device(runtime, device_id, caller)
-    start, end = _span(since, until)
+    since_ms, until_ms = _span(since, until)
+    return SeriesQuery(device_id, since_ms, until_ms, limit)
+
+
+SeriesDep = Annotated[SeriesQuery, Depends(series_query)]
+
+
+@router.get("/devices/{device_id}/readings", response_model=ReadingList, summary="A device's readings over a time span")
+async def device_readings(query: SeriesDep, runtime: RuntimeDep) -> ReadingList:
     async with runtime.db.read() as conn:
-        rows = await repository.readings_between(conn, device_id, start, end, limit)
+        rows = await repository.readings_between(conn, query.device_id, query.since_ms, query.until_ms, query.limit)
     items = [
         ReadingView(
-            at=_time(r.at_ms),
+            at=from_ms(r.at_ms),
             temperature_c=r.temperature_c,
             door_open=r.door_open,
             lat=r.lat,
@@ -236,7 +254,7 @@ async def device_readings(
         )
         for r in rows
     ]
-    return ReadingList(device_id=device_id, items=items)
+    return ReadingList(device_id=query.device_id, items=items)
 
 
 @router.get(
@@ -244,21 +262,12 @@ async def device_readings(
     response_model=RollupList,
     summary="A device's per-minute lowest, highest and average values over a time span",
 )
-async def device_rollups(
-    device_id: UUID,
-    runtime: RuntimeDep,
-    caller: ViewerDep,
-    since: Since = None,
-    until: Until = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> RollupList:
-    await _visible_device(runtime, device_id, caller)
-    start, end = _span(since, until)
+async def device_rollups(query: SeriesDep, runtime: RuntimeDep) -> RollupList:
     async with runtime.db.read() as conn:
-        rows = await repository.rollups_between(conn, device_id, start, end, limit)
+        rows = await repository.rollups_between(conn, query.device_id, query.since_ms, query.until_ms, query.limit)
     items = [
         RollupView(
-            minute=_time(r.minute_ms),
+            minute=from_ms(r.minute_ms),
             metric=r.metric,
             low=r.low,
             high=r.high,
@@ -267,7 +276,7 @@ async def device_rollups(
         )
         for r in rows
     ]
-    return RollupList(device_id=device_id, items=items)
+    return RollupList(device_id=query.device_id, items=items)
 
 
 @router.get(
