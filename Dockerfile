@@ -42,8 +42,8 @@ ENV PATH=/opt/pizzeria/bin:$PATH \
     PIZZERIA_VAR_DIR=/tmp/pizzeria
 WORKDIR /tmp
 USER 10001:10001
-# gateway, the services (5001-5009) and the simulated payment provider
-EXPOSE 8000 5001-5009 5090
+# gateway, the services (5001-5010) and the simulated payment provider
+EXPOSE 8000 5001-5010 5090
 # Asks the `pizzeria serve SERVICE` process in the container for /ready on that service's port.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "pizzeria.chassis.healthcheck", "/ready"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvloop
 
-from bench import gateway_bench, hop_bench, relay_bench, system_bench
+from bench import gateway_bench, hop_bench, relay_bench, system_bench, telemetry_bench
 from pizzeria.chassis.addresses import MAX_REPLICAS
 
 STACKS = ("embedded", "postgres+kafka")
@@ -31,7 +31,14 @@ def machine() -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[str, Any] = {"machine": machine(), "hops": [], "system": [], "relay": [], "gateway": []}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "hops": [],
+        "system": [],
+        "relay": [],
+        "gateway": [],
+        "telemetry": [],
+    }
     print(f"machine: {results['machine']}")
     for stack in args.stacks:
         if "hops" in args.only:
@@ -84,6 +91,17 @@ async def main(args: argparse.Namespace) -> None:
                 f"[gateway {stack:<15}] POST /api/v1/orders from {o['clients']} clients: {o['per_s']:,.0f}/s, "
                 f"p50/p95/p99 {o['latency']}  (statuses {o['statuses']})"
             )
+        if "telemetry" in args.only:
+            r = await telemetry_bench.run(
+                stack,
+                clients=args.telemetry_clients,
+                devices=args.telemetry_devices,
+                per_batch=args.telemetry_batch,
+                batches=args.telemetry_batches,
+                reads=args.telemetry_reads,
+            )
+            results["telemetry"].append(r)
+            print_telemetry(r)
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
@@ -96,6 +114,20 @@ def print_hops(r: dict[str, Any]) -> None:
     for batch, figures in r["per_message_us"].items():
         costs = [figures[hop] for hop in hop_bench.HOPS]
         print(f"[hops    {stack:<15}] {batch:>5}" + "".join(f"{c:>9.1f}" for c in costs) + f"{sum(costs):>9.1f}")
+
+
+def print_telemetry(r: dict[str, Any]) -> None:
+    stack, ingest, position, flood = r["stack"], r["ingest"], r["position"], r["position_flood"]
+    print(
+        f"[telemetry {stack:<13}] ingest over batch HTTP: {r['readings_per_s']:,.0f} readings/s "
+        f"({r['batches']} batches of {r['per_batch']} from {ingest['clients']} clients, {r['devices']} trackers; "
+        f"batch p50/p95/p99 {ingest['latency']}; statuses {ingest['statuses']})  ({r['broker']})"
+    )
+    print(
+        f"[telemetry {stack:<13}] a courier's latest position, one reader: p50/p95/p99 {position['latency']}; "
+        f"{flood['clients']} readers: {flood['per_s']:,.0f} reads/s, p50/p95/p99 {flood['latency']}  "
+        f"(statuses {position['statuses']}, {flood['statuses']})"
+    )
 
 
 def print_system(tag: str, r: dict[str, Any]) -> None:
@@ -123,8 +155,8 @@ def cli() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["hops", "relay", "system", "gateway"],
-        choices=["hops", "relay", "system", "gateway"],
+        default=["hops", "relay", "system", "gateway", "telemetry"],
+        choices=["hops", "relay", "system", "gateway", "telemetry"],
     )
     parser.add_argument("--hop-batches", type=int, nargs="+", default=[1, 10, 100], metavar="N")
     parser.add_argument("--hop-messages", type=int, default=3000, help="messages through each hop per run size")
@@ -135,6 +167,11 @@ def cli() -> None:
     parser.add_argument("--relay-events", type=int, default=20000)
     parser.add_argument("--menu-requests", type=int, default=5000)
     parser.add_argument("--gateway-orders", type=int, default=1000)
+    parser.add_argument("--telemetry-clients", type=int, default=8, help="connections sending batches")
+    parser.add_argument("--telemetry-devices", type=int, default=20, help="trackers the batches come from")
+    parser.add_argument("--telemetry-batch", type=int, default=500, help="readings in a batch")
+    parser.add_argument("--telemetry-batches", type=int, default=400)
+    parser.add_argument("--telemetry-reads", type=int, default=5000, help="reads of a courier's latest position")
     parser.add_argument("--relay-rates", type=int, nargs="+", default=[200, 500, 1000])
     parser.add_argument(
         "--replicas",

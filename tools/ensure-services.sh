@@ -79,6 +79,13 @@ if ! command -v mvn >/dev/null 2>&1; then
   apt_install --no-install-recommends maven
 fi
 
+# The MQTT tests start a Mosquitto broker of their own (tests/support/mosquitto.py); the package's
+# own service is not needed (nor started here).
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "ensure-services: installing Mosquitto (the MQTT broker of the telemetry tests)"
+  apt_install --no-install-recommends mosquitto
+fi
+
 # promtool checks the Prometheus configuration, alert rules and their unit tests.
 if ! command -v promtool >/dev/null 2>&1; then
   echo "ensure-services: installing promtool (Debian's prometheus package)"

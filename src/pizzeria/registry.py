@@ -43,6 +43,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("payments", "pizzeria.services.payments.app", "charges and refunds through the provider"),
     ServiceEntry("delivery", "pizzeria.services.delivery.app", "couriers and deliveries"),
     ServiceEntry("devices", "pizzeria.services.devices.app", "ovens and trackers: twins, commands, presence"),
+    ServiceEntry("telemetry", "pizzeria.services.telemetry.app", "devices' readings: time series, alarms, arrivals"),
     ServiceEntry("orders", "pizzeria.services.orders.app", "orders and the order saga"),
     ServiceEntry("notifications", "pizzeria.services.notifications.app", "email / SMS / push to customers"),
     ServiceEntry("audit", "pizzeria.services.audit.app", "the append-only audit log of every message"),

@@ -19,6 +19,7 @@ TEST_SECRETS = {
     "POSTGRES_PASSWORD": "test-postgres-password",
     "REDIS_PASSWORD": "test-redis-password",
     "GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
+    "TELEMETRY_MQTT_PASSWORD": "test-mqtt-telemetry-password",
     "KAFKA_ADMIN_PASSWORD": "test-kafka-admin-password",
     **{f"{name.upper()}_KAFKA_SASL_PASSWORD": f"test-kafka-{name}-password" for name in (*BUS_SERVICES, MONITOR)},
 }

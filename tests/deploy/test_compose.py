@@ -183,7 +183,7 @@ def test_production_exposes_the_edge_and_keeps_the_tools_on_loopback(
 ) -> None:
     prod = compose_projects["prod"]["services"]
     public = {n for n, s in prod.items() for host, _, _ in published(s) if host in ("", "0.0.0.0")}
-    assert public == {"edge"}
+    assert public == {"edge", "mosquitto"}  # people's entry, and the devices' MQTT broker
     assert published(prod["edge"]) == [("", "8000", 8000)]
     for tool in ("grafana", "prometheus", "kafka-ui"):
         assert [host for host, _, _ in published(prod[tool])] == ["127.0.0.1"], tool

@@ -51,6 +51,7 @@ SERVICES_WITH_DATA = (
     "kitchen",
     "delivery",
     "devices",
+    "telemetry",
     "audit",
 )
 ENV = {

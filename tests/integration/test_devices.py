@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from pizzeria.contracts.devices import (
     DeviceWentOffline,
     DeviceWentOnline,
 )
+from pizzeria.contracts.telemetry import DeviceSeen
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.settings import Settings
@@ -323,6 +324,34 @@ async def test_a_silent_device_goes_offline_and_comes_back_when_it_reports(devic
     assert (await view(client, oven["id"]))["online"]
     await bus.until(lambda _: len(bus.of(DeviceWentOnline, device_id=device_id)) == 2, "online again")
     assert len(bus.of(DeviceWentOffline, device_id=device_id)) == 1
+
+
+async def test_a_device_heard_from_through_telemetry_is_online_until_it_falls_silent(devices: Devices) -> None:
+    client, bus = devices.client, devices.bus
+    tracker = await register(client, kind="tracker", name="Tracker 1", courier_id="courier-1")
+    device_id = uuid.UUID(tracker["id"])
+    assert (await view(client, tracker["id"]))["online"] is False
+    seen_at = utcnow()
+    runtime = devices.app.state.runtime
+
+    async def telemetry_says(at: datetime) -> None:
+        seen = DeviceSeen(device_id=device_id, at=at)
+        await runtime.broker.publish([Envelope.wrap(seen, source="/pizzeria/telemetry").to_outgoing(seen.topic())])
+
+    await telemetry_says(seen_at)
+    await bus.until(lambda _: bool(bus.of(DeviceWentOnline, device_id=device_id)), "online from its readings")
+    twin = await view(client, tracker["id"])
+    assert twin["online"] is True
+    assert twin["last_seen_at"] == seen_at.isoformat().replace("+00:00", "Z")
+    await telemetry_says(seen_at - timedelta(seconds=5))  # late and older: changes nothing
+
+    async def offline() -> bool:
+        return not (await view(client, tracker["id"]))["online"]
+
+    await holds_within(offline, "offline once telemetry stopped hearing from it")
+    assert len(bus.of(DeviceWentOnline, device_id=device_id)) == 1
+    await telemetry_says(utcnow())
+    await bus.until(lambda _: len(bus.of(DeviceWentOnline, device_id=device_id)) == 2, "online again")
 
 
 # -- who sees what -------------------------------------------------------------------------------

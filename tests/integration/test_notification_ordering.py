@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from pizzeria.contracts.orders import Contact, OrderLine, OrderPlaced, PaymentMethod
 from pizzeria.contracts.payments import PaymentCompleted
+from pizzeria.contracts.telemetry import CourierArriving
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
@@ -94,3 +95,49 @@ async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: D
     assert Counter((r.template, r.channel) for r in rows) == Counter(
         {("order_placed", "email"): 1, ("payment_receipt", "email"): 1}
     )
+
+
+@pytest.mark.parametrize("arriving_first", [False, True])
+async def test_a_courier_arriving_is_told_once_per_order_however_often_it_is_said(
+    notifications_db: Database, arriving_first: bool
+) -> None:
+    db = notifications_db
+    handlers = build_events(lambda: None)
+    order_id = uuid.uuid4()
+
+    def arriving(eta_s: int) -> CourierArriving:
+        return CourierArriving(
+            order_id=order_id,
+            delivery_id=uuid.uuid4(),
+            customer_id="c1",
+            courier_id="courier-1",
+            distance_m=420.0,
+            eta_s=eta_s,
+            at=utcnow(),
+        )
+
+    async def handle(*events: OrderPlaced | CourierArriving) -> None:
+        handler = handlers.get(type(events[0]).type_name()).batch  # type: ignore[union-attr]
+        async with UnitOfWork(db, source="/test") as uow:
+            await handler([Incoming(e, Envelope.wrap(e, source="/test"), "notifications") for e in events], uow)
+            await uow.commit()
+
+    told_twice = (arriving(230), arriving(200))  # e.g. sent again by another replica, or a redelivery
+    if arriving_first:
+        await handle(*told_twice)  # before the order's contact: deferred, then released with it
+        await handle(placed(order_id))
+    else:
+        await handle(placed(order_id))
+        await handle(*told_twice)
+    await handle(arriving(100))
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(notifications.c.channel, notifications.c.body).where(
+                    notifications.c.order_id == order_id, notifications.c.template == "courier_arriving"
+                )
+            )
+        ).all()
+    assert [(r.channel, r.body) for r in rows] == [
+        ("email", "Your pizza is about 4 minutes away: the courier is nearly at your door.")
+    ]

@@ -68,7 +68,18 @@ def valid_order(item: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "service",
-    ["identity", "catalog", "orders", "payments", "notifications", "provider", "kitchen", "delivery", "devices"],
+    [
+        "identity",
+        "catalog",
+        "orders",
+        "payments",
+        "notifications",
+        "provider",
+        "kitchen",
+        "delivery",
+        "devices",
+        "telemetry",
+    ],
 )
 async def test_every_service_has_health_ready_and_metrics(tmp_path: Path, service: str) -> None:
     async with running(service, embedded_settings(tmp_path)) as (_, client):

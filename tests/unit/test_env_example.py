@@ -15,6 +15,7 @@ from pizzeria.services.identity.settings import IdentitySettings
 from pizzeria.services.kitchen.settings import KitchenSettings
 from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.payments.settings import PaymentsSettings
+from pizzeria.services.telemetry.settings import TelemetrySettings
 from pizzeria.simulators.payment_provider import ProviderSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
@@ -36,6 +37,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     KitchenSettings,
     DeliverySettings,
     DevicesSettings,
+    TelemetrySettings,
     OrdersSettings,
     GatewaySettings,
     IdentitySettings,

@@ -59,6 +59,12 @@ VALID: dict[str, dict[str, Any]] = {
     "NewCommand": {"command": "set_temperature", "temperature_c": 300, "deadline_s": 10},
     "Report": {"state": {"temperature_c": 430, "door": "closed"}},
     "Acknowledgement": {"outcome": "done", "detail": "preheated"},
+    "ReadingBatch": {
+        "readings": [
+            {"at": "2026-11-29T12:00:00Z", "temperature_c": 430.5},
+            {"at": "2026-11-29T12:00:01Z", "lat": 40.85, "lon": 14.26, "speed_mps": 4.5, "battery_pct": 80},
+        ]
+    },
 }
 #: Free-form values a body carries on (checked where they are used, not by their body).
 FREE_FORM = {("ChargeBody", "metadata"), ("Report", "state")}

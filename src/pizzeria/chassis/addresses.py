@@ -27,6 +27,7 @@ SERVICE_PORTS: dict[str, int] = {
     "delivery": 5007,
     "audit": 5008,
     "devices": 5009,
+    "telemetry": 5010,
     "gateway": 8000,
 }
 

@@ -4,6 +4,28 @@ Services import each other's contracts, never each other's code. Importing this 
 registers every message type (the AsyncAPI document is generated from the registry).
 """
 
-from pizzeria.contracts import catalog, delivery, devices, identity, kitchen, notifications, ops, orders, payments
+from pizzeria.contracts import (
+    catalog,
+    delivery,
+    devices,
+    identity,
+    kitchen,
+    notifications,
+    ops,
+    orders,
+    payments,
+    telemetry,
+)
 
-__all__ = ["catalog", "delivery", "devices", "identity", "kitchen", "notifications", "ops", "orders", "payments"]
+__all__ = [
+    "catalog",
+    "delivery",
+    "devices",
+    "identity",
+    "kitchen",
+    "notifications",
+    "ops",
+    "orders",
+    "payments",
+    "telemetry",
+]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from pydantic import BaseModel, ConfigDict
+
 from pizzeria.messaging.message import Message
 
 CONTEXT = "delivery"
@@ -30,13 +32,26 @@ class CourierAssigned(Message, context=CONTEXT, key="order_id"):
     courier_name: str
 
 
+class GeoPoint(BaseModel):
+    """A place on Earth (WGS 84 degrees)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lat: float
+    lon: float
+
+
 class DeliveryPickedUp(Message, context=CONTEXT, key="order_id"):
-    """The courier left with the order."""
+    """The courier left with the order (for `destination`, its address's place)."""
 
     order_id: UUID
     delivery_id: UUID
     courier_id: UUID
     at: datetime
+    #: Whose order it is (None: a producer from before the field).
+    customer_id: str | None = None
+    #: Where the address is (None: a producer from before the field).
+    destination: GeoPoint | None = None
 
 
 class DeliveryCompleted(Message, context=CONTEXT, key="order_id"):

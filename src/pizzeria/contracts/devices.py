@@ -43,6 +43,11 @@ class DeviceRegistered(Message, context=CONTEXT, key="device_id"):
     station: str | None
     #: The account of the courier who carries a tracker (None for an oven).
     courier_id: str | None
+    #: The SHA-256 (hex) of the device's key, so that services the device calls with its key
+    #: (telemetry) can check it without asking devices. Safe to publish: the key is 256
+    #: random bits, so its digest neither gives the key back nor can be answered without it;
+    #: it checks a key, it is not one. (None: a producer from before the field.)
+    key_digest: str | None = None
 
 
 class DeviceConfigurationChanged(Message, context=CONTEXT, key="device_id"):

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pizzeria.contracts import catalog, delivery, devices, identity, kitchen, notifications, ops, orders, payments
+from pizzeria.contracts import (
+    catalog,
+    delivery,
+    devices,
+    identity,
+    kitchen,
+    notifications,
+    ops,
+    orders,
+    payments,
+    telemetry,
+)
 from pizzeria.messaging import acl
 from pizzeria.messaging.acl import Grant
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.topics import commands_topic, dlq_topic, events_topic
 
 #: Every contract module, so that every message type is registered before the topics are read.
-CONTEXTS = (identity, catalog, orders, kitchen, payments, delivery, devices, notifications, ops)
+CONTEXTS = (identity, catalog, orders, kitchen, payments, delivery, devices, telemetry, notifications, ops)
 
 #: Fact topics, one per bounded context that emits events.
 EVENT_TOPICS = tuple(sorted({m.topic() for m in REGISTRY.values() if m.message_kind == "event"}))
@@ -34,7 +45,12 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     "kitchen": (events_topic(catalog.CONTEXT), commands_topic(kitchen.CONTEXT)),
     "payments": (commands_topic(payments.CONTEXT),),
     "delivery": (commands_topic(delivery.CONTEXT),),
-    "notifications": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT)),
+    # devices learns that a device was heard from through telemetry's word (DeviceSeen)
+    "devices": (events_topic(telemetry.CONTEXT),),
+    # telemetry's copy of the devices (and their keys' digests) and of the deliveries under way
+    "telemetry": (events_topic(devices.CONTEXT), events_topic(delivery.CONTEXT)),
+    # every order's story, and a courier arriving (telemetry)
+    "notifications": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT), events_topic(telemetry.CONTEXT)),
     # the append-only audit log: everything
     "audit": (*EVENT_TOPICS, *COMMAND_TOPICS),
     # business analytics (a read model in the audit service): orders and payments
@@ -51,6 +67,7 @@ TOKEN_CHECKERS = (
     "payments",
     "delivery",
     "devices",
+    "telemetry",
     "notifications",
     "audit",
 )
@@ -89,6 +106,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "delivery": (events_topic(delivery.CONTEXT),),
     # its facts, and the commands to the devices themselves
     "devices": (events_topic(devices.CONTEXT), commands_topic(devices.CONTEXT)),
+    "telemetry": (events_topic(telemetry.CONTEXT),),
     "notifications": (events_topic(notifications.CONTEXT),),
     "audit": (),
 }
@@ -101,7 +119,8 @@ RUNS: dict[str, tuple[str, ...]] = {
     "kitchen": ("kitchen",),
     "payments": ("payments",),
     "delivery": ("delivery",),
-    "devices": (),
+    "devices": ("devices",),
+    "telemetry": ("telemetry",),
     "notifications": ("notifications",),
     "audit": ("audit", "analytics"),
 }

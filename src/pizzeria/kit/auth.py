@@ -7,6 +7,8 @@ none` and algorithm-confusion tokens are refused.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol, get_args
 
 import jwt
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pizzeria.kit.errors import Forbidden, Unauthorized
 from pizzeria.kit.ids import new_id
@@ -87,6 +89,19 @@ class InvalidDeviceKey(Unauthorized):
 
 #: What a device is told when it sent no key.
 NO_DEVICE_KEY = f"this needs the device's key: send `{DEVICE_KEY_HEADER}: <secret>`"
+#: What a device is told when its key is not its own (alike for a device that does not exist:
+#: a key is not a way to learn which devices do).
+NOT_ITS_KEY = "the device key is not this device's"
+
+
+def device_key_digest(key: str) -> str:
+    """What is kept of a device's key: its SHA-256 (hex). A plain hash is enough: the key is
+    256 random bits, not a password a guess could find."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def device_key_matches(key: str, digest: str) -> bool:
+    return hmac.compare_digest(device_key_digest(key), digest)
 
 
 class TokenIssuer:
@@ -202,6 +217,25 @@ async def current_principal(
 
 #: Route dependency: the authenticated caller (401 problem+json when there is none).
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+_device_key = APIKeyHeader(
+    name=DEVICE_KEY_HEADER,
+    scheme_name="deviceKey",
+    auto_error=False,
+    description="The secret issued to the device when it was registered.",
+)
+
+
+async def _presented_device_key(key: Annotated[str | None, Security(_device_key)]) -> str:
+    """The key the device sent (401 before anything else is looked at when it sent none)."""
+    if not key:
+        raise InvalidDeviceKey(NO_DEVICE_KEY)
+    return key
+
+
+#: Route dependency of the routes devices call: the key the device sent, to check against its
+#: own (a device that sent none is refused with 401 at once).
+DeviceKey = Annotated[str, Depends(_presented_device_key)]
 
 
 def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:

@@ -135,7 +135,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{/* The services on the bus, each its own Kafka user (src/pizzeria/contracts/topology.py
      BUS_SERVICES; tests/deploy/test_helm.py keeps the two equal). */}}
 {{- define "pizzeria.busServices" -}}
-{{- list "identity" "catalog" "kitchen" "payments" "delivery" "devices" "orders" "notifications" "audit" | toJson -}}
+{{- list "identity" "catalog" "kitchen" "payments" "delivery" "devices" "telemetry" "orders" "notifications" "audit" | toJson -}}
 {{- end -}}
 
 {{- define "pizzeria.kafkaCaDir" -}}

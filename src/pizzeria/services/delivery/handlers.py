@@ -22,6 +22,7 @@ from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
+from pizzeria.services.delivery.places import locate
 
 
 def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
@@ -158,7 +159,12 @@ async def move_delivery_on(
         if status is DeliveryStatus.OUT_FOR_DELIVERY:
             uow.emit(
                 DeliveryPickedUp(
-                    order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
+                    order_id=delivery.order_id,
+                    delivery_id=delivery_id,
+                    courier_id=delivery.courier_id,
+                    at=now,
+                    customer_id=delivery.customer_id,
+                    destination=locate(delivery.address),
                 )
             )
         else:

@@ -8,12 +8,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Security
-from fastapi.security import APIKeyHeader
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from pizzeria.chassis.deps import RuntimeDep
-from pizzeria.kit.auth import DEVICE_KEY_HEADER, NO_DEVICE_KEY, InvalidDeviceKey, Principal, require_roles
+from pizzeria.kit.auth import DeviceKey, Principal, require_roles
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.schemas import RequestBody
 from pizzeria.services.devices import handlers, repository
@@ -35,23 +34,6 @@ ViewerDep = Annotated[Principal, Depends(require_roles("courier", "staff", "admi
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 #: Routes for the devices: their own key.
 device_router = APIRouter(prefix="/api/v1", tags=["devices: device side"])
-
-_device_key = APIKeyHeader(
-    name=DEVICE_KEY_HEADER,
-    scheme_name="deviceKey",
-    auto_error=False,
-    description="The secret issued to the device when it was registered.",
-)
-
-
-async def _presented_key(key: Annotated[str | None, Security(_device_key)]) -> str:
-    """The key the device sent (401 before anything else is looked at when it sent none)."""
-    if not key:
-        raise InvalidDeviceKey(NO_DEVICE_KEY)
-    return key
-
-
-DeviceKey = Annotated[str, Depends(_presented_key)]
 
 Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^\S(.*\S)?$")]
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
+from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.devices.api import device_router, router
 from pizzeria.services.devices.deps import DevicesParts
+from pizzeria.services.devices.handlers import build_handlers
 from pizzeria.services.devices.settings import DevicesSettings
 from pizzeria.services.devices.tables import metadata
 from pizzeria.services.devices.watch import CommandExpiry, PresenceWatch
@@ -27,6 +29,8 @@ def create_app(settings: Settings | None = None, own: DevicesSettings | None = N
     settings = settings or get_settings()
     own = own or DevicesSettings()
     runtime = open_runtime(NAME, settings)
+    # Telemetry's word that a device's readings came in keeps its presence.
+    runtime.subscribe(NAME, build_handlers(), topics=CONSUMER_GROUPS[NAME])
     presence = PresenceWatch(runtime, timedelta(seconds=own.offline_after_s))
     runtime.add_loop("device-presence", presence.step, interval=WATCH_INTERVAL_S)
     runtime.add_loop("command-expiry", CommandExpiry(runtime).step, interval=WATCH_INTERVAL_S)

@@ -10,8 +10,6 @@ A device is online while it keeps reporting, and offline after a silence longer 
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import math
 import re
 import secrets
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pizzeria.kit.auth import device_key_digest, device_key_matches
 from pizzeria.kit.errors import Conflict, ValidationFailed
 
 Scalar = str | int | float | bool | None
@@ -217,13 +216,9 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def secret_digest(secret: str) -> str:
-    """What is stored of a secret. A plain hash is enough: the secret is random, not a password."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def secret_matches(secret: str, digest: str) -> bool:
-    return hmac.compare_digest(secret_digest(secret), digest)
+#: What is stored of a secret (kit.auth: a plain hash; the secret is random, not a password).
+secret_digest = device_key_digest
+secret_matches = device_key_matches
 
 
 # -- commands ------------------------------------------------------------------------------------

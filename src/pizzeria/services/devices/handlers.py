@@ -20,10 +20,12 @@ from pizzeria.contracts.devices import (
     DeviceWentOffline,
     DeviceWentOnline,
 )
-from pizzeria.kit.auth import InvalidDeviceKey
+from pizzeria.contracts.telemetry import DeviceSeen
+from pizzeria.kit.auth import NOT_ITS_KEY, InvalidDeviceKey
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
 from pizzeria.services.devices import repository
 from pizzeria.services.devices.domain import (
@@ -56,6 +58,7 @@ async def register(
 ) -> Registered:
     station, courier_id = placement(kind, station, courier_id)
     secret = new_secret()
+    digest = secret_digest(secret)
     device_id = uuid7()
     now = utcnow()
     desired = DEFAULT_DESIRED[kind]
@@ -73,7 +76,7 @@ async def register(
                 name=name,
                 station=station,
                 courier_id=courier_id,
-                secret_digest=secret_digest(secret),
+                secret_digest=digest,
                 desired=desired,
                 desired_version=1,
                 reported={},
@@ -85,7 +88,14 @@ async def register(
         except IntegrityError:  # a concurrent registration of that name or courier won
             raise Conflict(f"a device named {name!r}, or a tracker of this courier, exists already") from None
         uow.emit(
-            DeviceRegistered(device_id=device_id, kind=kind.value, name=name, station=station, courier_id=courier_id)
+            DeviceRegistered(
+                device_id=device_id,
+                kind=kind.value,
+                name=name,
+                station=station,
+                courier_id=courier_id,
+                key_digest=digest,
+            )
         )
         uow.emit(DeviceConfigurationChanged(device_id=device_id, desired=desired, version=1))
         await uow.commit()
@@ -118,7 +128,7 @@ async def _authenticated(uow: UnitOfWork, device_id: UUID, key: str) -> Any:
     does not exist: a key is not a way to learn which devices do)."""
     device = await repository.get(uow.conn, device_id, for_update=True)
     if device is None or not secret_matches(key, device.secret_digest):
-        raise InvalidDeviceKey("the device key is not this device's")
+        raise InvalidDeviceKey(NOT_ITS_KEY)
     return device
 
 
@@ -133,6 +143,39 @@ async def report(uow: UnitOfWork, device_id: UUID, key: str, state: Mapping[str,
         if not device.online:
             uow.emit(DeviceWentOnline(device_id=device_id, kind=device.kind, at=now))
         await uow.commit()
+
+
+def build_handlers() -> HandlerRegistry:
+    """The `devices` group: telemetry's word that readings came from a device."""
+    registry = HandlerRegistry()
+
+    @registry.on_batch(DeviceSeen)
+    async def seen(items: Sequence[Incoming], uow: UnitOfWork) -> None:
+        """Devices heard from through their readings are online from then; DeviceWentOnline
+        for each that was not. A late word older than what is known changes nothing."""
+        latest: dict[UUID, Incoming] = {}
+        for item in items:
+            known = latest.get(item.message.device_id)
+            if known is None or item.message.at > known.message.at:
+                latest[item.message.device_id] = item
+        for device_id, item in latest.items():
+            with item.handling():
+                await heard_from(uow, device_id, as_utc(item.message.at))
+
+    return registry
+
+
+async def heard_from(uow: UnitOfWork, device_id: UUID, at: datetime) -> None:
+    """The device was heard from at `at` (inside the caller's transaction)."""
+    device = await repository.get(uow.conn, device_id, for_update=True)
+    if device is None:
+        return  # not a device of ours (any more): nothing to keep
+    last_seen = as_utc(device.last_seen_at) if device.last_seen_at else None
+    if last_seen is not None and at <= last_seen:
+        return
+    await repository.update(uow.conn, device_id, last_seen_at=at, online=True)
+    if not device.online:
+        uow.emit(DeviceWentOnline(device_id=device_id, kind=device.kind, at=at))
 
 
 async def send_command(

@@ -86,6 +86,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/devices/{id}/commands/{command_id}", "devices", STAFF),
     Route("POST", "/api/v1/devices/{id}/reports", "devices", PUBLIC, device=True),
     Route("POST", "/api/v1/devices/{id}/commands/{command_id}/ack", "devices", PUBLIC, device=True),
+    # Telemetry: devices send their readings with their own key; staff and admins read every
+    # device's, a courier their own tracker's, anyone signed in the courier of an order they
+    # may see (the service narrows it: a customer's own order, while out for delivery).
+    Route("POST", "/api/v1/telemetry/devices/{id}/readings", "telemetry", PUBLIC, device=True),
+    Route("GET", "/api/v1/telemetry/devices", "telemetry", COURIER),
+    Route("GET", "/api/v1/telemetry/devices/{id}/readings", "telemetry", COURIER),
+    Route("GET", "/api/v1/telemetry/devices/{id}/rollups", "telemetry", COURIER),
+    Route("GET", "/api/v1/telemetry/couriers/{id}/position", "telemetry", COURIER),
+    Route("GET", "/api/v1/telemetry/orders/{id}/courier", "telemetry", SIGNED_IN),
     Route("GET", "/api/v1/ops/sagas", "orders", ADMIN),
     Route("GET", "/api/v1/ops/sagas/{id}", "orders", ADMIN),
     Route("GET", "/api/v1/ops/audit", "audit", ADMIN),

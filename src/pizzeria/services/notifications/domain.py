@@ -62,6 +62,12 @@ DEFAULT_TEMPLATES: list[MessageTemplate] = [
         "Pizzeria: order $order_ref is on its way.",
     ),
     *_both(
+        "courier_arriving",
+        "Order $order_ref is almost there",
+        "Your pizza is about $minutes away: the courier is nearly at your door.",
+        "Pizzeria: your pizza is about $minutes away.",
+    ),
+    *_both(
         "order_delivered",
         "Order $order_ref delivered",
         "Enjoy your meal! Order $order_ref was delivered.",
@@ -104,6 +110,12 @@ REASONS = {
 def order_ref(order_id: str) -> str:
     """The short reference customers see (the end of the id, which is the random part)."""
     return "#" + order_id.replace("-", "")[-6:].upper()
+
+
+def minutes_away(eta_s: int) -> str:
+    """An estimate as a customer is told it: whole minutes, at least one ("1 minute", "4 minutes")."""
+    minutes = max(1, round(eta_s / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def money(amount: int, currency: str) -> str:

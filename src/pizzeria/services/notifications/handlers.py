@@ -11,6 +11,7 @@ from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.contracts.notifications import NotificationSent
 from pizzeria.contracts.orders import OrderCancellationRefused, OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentRefunded
+from pizzeria.contracts.telemetry import CourierArriving
 from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
@@ -21,7 +22,14 @@ from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications import repository
 from pizzeria.services.notifications.channels import ChannelSender
-from pizzeria.services.notifications.domain import REASONS, MessageTemplate, money, order_ref, recipients
+from pizzeria.services.notifications.domain import (
+    REASONS,
+    MessageTemplate,
+    minutes_away,
+    money,
+    order_ref,
+    recipients,
+)
 from pizzeria.services.notifications.metrics import notifications_sent
 
 log = get_logger(__name__)
@@ -82,7 +90,9 @@ def build_events(wake_dispatcher: Callable[[], None]) -> HandlerRegistry:
         if await notify(uow, **kwargs):  # type: ignore[arg-type]
             uow.after_commit(wake_dispatcher)
 
-    @events.on_batch(OrderPlaced, OrderStatusChanged, PaymentRefunded, OrderCancellationRefused, PaymentCompleted)
+    @events.on_batch(
+        OrderPlaced, OrderStatusChanged, PaymentRefunded, OrderCancellationRefused, PaymentCompleted, CourierArriving
+    )
     async def on_run(items: Sequence[Incoming], uow: UnitOfWork) -> None:
         """A run of order and payment events: the contacts of every order they concern are read
         at once, the notifications written at commit in one statement."""
@@ -134,12 +144,24 @@ def build_events(wake_dispatcher: Callable[[], None]) -> HandlerRegistry:
             values={"total": money(event.amount, event.currency), "charge_ref": event.provider_charge_id},
         )
 
+    async def on_courier_arriving(event: CourierArriving, env: Envelope, uow: UnitOfWork) -> None:
+        # Keyed by the order, not by the event: a courier arriving is told once per order,
+        # however many times telemetry says so.
+        await queue(
+            uow,
+            event_id=f"courier-arriving:{event.order_id}",
+            order_id=event.order_id,
+            template="courier_arriving",
+            values={"minutes": minutes_away(event.eta_s)},
+        )
+
     ON: dict[type[Any], Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]] = {
         OrderPlaced: on_order_placed,
         OrderStatusChanged: on_status_changed,
         PaymentRefunded: on_payment_refunded,
         OrderCancellationRefused: on_cancellation_refused,
         PaymentCompleted: on_payment_completed,
+        CourierArriving: on_courier_arriving,
     }
     return events
 
