@@ -50,8 +50,8 @@ test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench locustfile.py
+	$(VENV)/bin/ruff format --check src tests bench locustfile.py
 	$(VENV)/bin/mypy
 
 bench: install services
