@@ -59,7 +59,8 @@ bench: install services
 
 # The chaos campaign: every nemesis under a steady order load, each on a system of its own,
 # checked by the history checker; prints the table and writes it into docs/reliability.md.
-# CHAOS_ARGS="--scenario kill --stack postgres+kafka" narrows or moves it.
+# CHAOS_ARGS="--scenario kill --stack postgres+kafka" narrows or moves it; the soak (nemeses at
+# random under a steady load) lasts CHAOS_SOAK_MINUTES (30 by default).
 CHAOS_ARGS ?=
 chaos: install services
 	$(PY) -m tests.chaos.campaign --report docs/reliability.md $(CHAOS_ARGS)
