@@ -50,8 +50,8 @@ test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench locustfile.py
+	$(VENV)/bin/ruff format --check src tests bench locustfile.py
 	$(VENV)/bin/mypy
 
 bench: install services
@@ -59,7 +59,8 @@ bench: install services
 
 # The chaos campaign: every nemesis under a steady order load, each on a system of its own,
 # checked by the history checker; prints the table and writes it into docs/reliability.md.
-# CHAOS_ARGS="--scenario kill --stack postgres+kafka" narrows or moves it.
+# CHAOS_ARGS="--scenario kill --stack postgres+kafka" narrows or moves it; the soak (nemeses at
+# random under a steady load) lasts CHAOS_SOAK_MINUTES (30 by default).
 CHAOS_ARGS ?=
 chaos: install services
 	$(PY) -m tests.chaos.replay --seeds $(CHAOS_SEEDS)

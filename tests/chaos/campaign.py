@@ -23,7 +23,9 @@ The nemeses:
 - **a saga deadline passing while its service is down**: payments stopped longer than a short
   `SAGA_PAYMENT_TIMEOUT_S`, so orders are cancelled and any charge made late is refunded;
 - **a long transaction holding PostgreSQL's xmin horizon** 60 s on orders' database (PostgreSQL +
-  Kafka only), with what it does to the outbox and to the orders' latency measured.
+  Kafka only), with what it does to the outbox and to the orders' latency measured;
+- **the soak**: `CHAOS_SOAK_MINUTES` (30 by default) at a steady rate with the nemeses above fired
+  at random, and the checker at the end (`--scenario soak`).
 """
 
 from __future__ import annotations
@@ -523,6 +525,51 @@ CRASH_POINTS = (
 )
 
 
+def soak_minutes() -> float:
+    """How long the soak lasts: CHAOS_SOAK_MINUTES, 30 by default."""
+    return float(os.environ.get("CHAOS_SOAK_MINUTES", "30"))
+
+
+#: The most orders a soak places: the checker reads tickets and deliveries back in one page of
+#: 500, so the soak's steady rate is what spreads them over its length (0.22 a second in 30
+#: min; the tail after the last fault adds a few dozen).
+SOAK_ORDERS = 400
+
+
+def soak(minutes: Callable[[], float] = soak_minutes) -> Nemesis:
+    """`minutes` of steady load with a nemesis fired at random every 5 to 30 s (each waiting for
+    orders to flow again before the next): kill -9 of any service, SIGSTOP of one past the
+    session timeout, the payment provider down then slow, or its port cut, the broker out, and
+    on PostgreSQL a transaction holding the xmin horizon."""
+
+    async def nemesis(arena: Arena) -> None:
+        end = time.monotonic() + 60 * minutes()
+        pausable = ("payments", "kitchen", "orders", "delivery", "notifications")
+        faults: list[tuple[str, Nemesis]] = [
+            *((f"kill -9 {s}", kill((s,))) for s in KILLABLE),
+            *((f"SIGSTOP {s}", pause(s)) for s in pausable),
+            ("provider down, slow", functools.partial(provider_down_slow_back, down=10.0, slow=10.0)),
+            ("broker out", functools.partial(broker_down, seconds=20.0)),
+        ]
+        if arena.provider_proxy is not None:
+            faults.append(("provider port cut", functools.partial(provider_port_cut, seconds=15.0)))
+        if arena.system.env.get("ORDERS_DATABASE_URL", "").startswith("postgresql"):
+            faults.append(("xmin held", long_transaction(seconds=30.0, around=5.0)))
+        fired: list[str] = []
+        while True:
+            gap = arena.rng.uniform(5.0, 30.0)  # the steady load alone, between two faults
+            if time.monotonic() + gap >= end:
+                await asyncio.sleep(max(0.0, end - time.monotonic()))
+                break
+            await asyncio.sleep(gap)
+            name, fault = arena.rng.choice(faults)
+            fired.append(name)
+            await fault(arena)
+        arena.notes.append(f"{len(fired)} faults in {minutes():g} min: {', '.join(fired) or 'none'}")
+
+    return nemesis
+
+
 @dataclass(frozen=True)
 class Scenario:
     id: str  # how `--scenario` names it
@@ -534,6 +581,8 @@ class Scenario:
     #: A PostgreSQL server made for the scenario, so that it may be stopped (the shared test
     #: server never is).
     own_database: bool = False
+    #: The most orders a second it is run with (None: the campaign's rate).
+    max_rate: Callable[[], float] | None = None
 
 
 SCENARIOS = {
@@ -571,6 +620,13 @@ SCENARIOS = {
             (database_down,),
             stacks=frozenset({"postgres+kafka"}),
             own_database=True,
+        ),
+        Scenario(
+            "soak",
+            "soak: steady load, nemeses at random (CHAOS_SOAK_MINUTES, 30 by default)",
+            (soak(),),
+            provider_proxied=True,
+            max_rate=lambda: SOAK_ORDERS / (60 * soak_minutes()),
         ),
         Scenario(
             "xmin-hold",
@@ -663,6 +719,8 @@ async def run(
     other, keep the load on until `tail` orders placed after the last fault were answered, then
     check everything."""
     began = time.monotonic()
+    if scenario.max_rate is not None:
+        rate = min(rate, scenario.max_rate())
     system = System(workdir, {**CHAOS_ENV, **scenario.env, **(env or {})})
     proxy = None
     if scenario.provider_proxied:

@@ -1,5 +1,6 @@
 """The audit log is append-only in the database itself (SQLite and PostgreSQL): an entry can be
-added, never changed or removed; and a message recorded twice is there once."""
+added, never changed or removed; a message recorded twice is there once; and data no store can
+keep (NUL in its text) is refused at once, for the dead letters, not tried again and again."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import sqlalchemy as sa
 
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
+from pizzeria.messaging.consumer import Incoming, PermanentError
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.inbox import insert_ignore
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.app import MIGRATIONS
-from pizzeria.services.audit.handlers import entry
+from pizzeria.services.audit.handlers import build_handlers, entry
 from pizzeria.services.audit.tables import audit_log
 from tests.support.postgres import create_database, drop_database
 
@@ -56,3 +59,24 @@ async def test_entries_are_added_once_and_never_changed_or_removed(audit_db: Dat
                 await conn.execute(change)
     async with audit_db.read() as conn:
         assert (await conn.execute(sa.select(audit_log.c.user_id))).scalars().all() == ["c-1"]
+
+
+async def test_data_with_nul_in_its_text_is_refused_at_once_and_an_escaped_one_kept(audit_db: Database) -> None:
+    route = build_handlers().get("pizzeria.orders.OrderPlaced.v1")
+    assert route is not None
+    assert route.batch is not None
+    batch = route.batch
+
+    async def record(message_id: str, data: bytes) -> None:
+        envelope = Envelope(id=message_id, source="/forged", type="pizzeria.orders.OrderPlaced.v1", data=data)
+        async with UnitOfWork(audit_db, source="/pizzeria/audit") as uow:
+            await batch([Incoming(None, envelope)], uow)
+            await uow.commit()
+
+    for data in (b'{"order_id": "o\\u0000"}', b'{"lines": [{"name": "\\u0000"}]}', b'{"\\u0000": 1}'):
+        with pytest.raises(PermanentError, match="NUL"):
+            await record("m-nul", data)
+    await record("m-escaped", b'{"order_id": "o\\\\u0000"}')  # a backslash, then "u0000": text like any
+    async with audit_db.read() as conn:
+        [stored] = (await conn.execute(sa.select(audit_log.c.message_id, audit_log.c.data))).all()
+    assert (stored.message_id, stored.data) == ("m-escaped", {"order_id": "o\\u0000"})

@@ -43,11 +43,25 @@ def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _data(envelope: Envelope) -> dict[str, Any]:
     try:
         loaded = orjson.loads(envelope.data)
     except orjson.JSONDecodeError as exc:
         raise PermanentError(f"the data of {envelope.id} is not JSON: {exc}") from None
+    # PostgreSQL's JSON keeps no NUL in text: such a message could never be written, and each
+    # try would hold its partition up. It goes to the dead letters, bytes and all, at once.
+    if b"\\u0000" in envelope.data and _holds_nul(loaded):
+        raise PermanentError(f"the data of {envelope.id} holds NUL (\\u0000) in its text, which the log cannot keep")
     return loaded if isinstance(loaded, dict) else {"value": loaded}
 
 
