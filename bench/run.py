@@ -128,6 +128,20 @@ def print_telemetry(r: dict[str, Any]) -> None:
         f"{flood['clients']} readers: {flood['per_s']:,.0f} reads/s, p50/p95/p99 {flood['latency']}  "
         f"(statuses {position['statuses']}, {flood['statuses']})"
     )
+    saga = r["beside_saga"]
+    for phase in ("alone", "together"):
+        o = saga[phase]
+        beside = (
+            f"beside {saga['readings_per_s']:,.0f} readings/s (aim {saga['aim_readings_per_s']:,}; batches "
+            f"p50/p95/p99 {saga['ingest']['latency']}; statuses {saga['ingest']['statuses']})"
+            if phase == "together"
+            else "alone"
+        )
+        print(
+            f"[telemetry {stack:<13}] orders at {saga['rate']}/s for {saga['seconds']} s {beside}: "
+            f"POST p50/p95/p99 {o['steady_place_latency']}; place → delivered p50/p95/p99 {o['steady_to_delivered']} "
+            f"({o['steady_delivered']} of {o['steady_orders']} delivered)"
+        )
 
 
 def print_system(tag: str, r: dict[str, Any]) -> None:

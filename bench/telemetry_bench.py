@@ -5,7 +5,10 @@
    stored per second, and each batch's latency;
 2. the latest position of a courier (`GET /api/v1/telemetry/couriers/{id}/position`): its
    latency read by one client at a time (the aim: 10 ms at p99), and how many reads a second
-   N clients get (latency then includes waiting behind each other).
+   N clients get (latency then includes waiting behind each other);
+3. beside the order saga: orders at a steady rate through the gateway for a while alone, then
+   again with readings sent at the aim's rate (20,000/s embedded, 10,000/s on PostgreSQL) all
+   along; the orders' figures of both runs side by side say whether ingest hurts the saga.
 
 The trackers are registered with devices first, and telemetry learns of them from devices'
 events before any batch is sent (as in production).
@@ -22,11 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.e2e.system import System
+from tests.e2e.scenario import stock_up, wait_for_menu_sync
+from tests.e2e.system import Shop, System
 from tests.support.tokens import bearer
 
 from bench.gateway_bench import UNLIMITED, hammer
+from bench.loadgen import Connection
 from bench.stacks import BROKER_NOTE, stack_env
+from bench.stats import summary
+from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench
+
+#: Readings a second sent beside the saga: the ingest aim of each stack.
+AIM = {"embedded": 20_000, "postgres+kafka": 10_000}
 
 
 async def _register(system: System, devices: int) -> list[dict[str, Any]]:
@@ -50,12 +60,14 @@ async def _register(system: System, devices: int) -> list[dict[str, Any]]:
             await asyncio.sleep(0.1)
 
 
-def _batches(devices: list[dict[str, Any]], per_batch: int, count: int) -> list[tuple[str, dict[str, str], Any]]:
-    """`count` batches, dealt round the devices; each device's readings 10 ms apart, ending a
-    minute ago (within the retention, not in the future)."""
+def _batches(
+    devices: list[dict[str, Any]], per_batch: int, count: int, *, skip: int = 0
+) -> list[tuple[str, dict[str, str], Any]]:
+    """`count` batches, dealt round the devices after the `skip` first; each device's readings
+    10 ms apart, from an hour ago on (within the retention, not in the future)."""
     start = datetime.now(UTC) - timedelta(hours=1)
     made = []
-    for n in range(count):
+    for n in range(skip, skip + count):
         device = devices[n % len(devices)]
         first = start + timedelta(milliseconds=10 * per_batch * (n // len(devices)))
         readings = [
@@ -73,11 +85,91 @@ def _batches(devices: list[dict[str, Any]], per_batch: int, count: int) -> list[
     return made
 
 
-async def run(stack: str, *, clients: int, devices: int, per_batch: int, batches: int, reads: int) -> dict[str, Any]:
+async def paced(port: int, work: list[tuple[str, dict[str, str], Any]], per_s: float, clients: int) -> dict[str, Any]:
+    """Send the batches of `work` at `per_s` a second (each as soon as its time comes and a
+    connection is free; `clients` connections); what was achieved, and each batch's latency."""
+    free: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(clients):
+        free.put_nowait(Connection("127.0.0.1", port))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    began = time.perf_counter()
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(max(0.0, began + i / per_s - time.perf_counter()))
+        conn = await free.get()
+        try:
+            path, headers, body = work[i]
+            started = time.perf_counter()
+            reply = await conn.request("POST", path, body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            statuses[reply.status] = statuses.get(reply.status, 0) + 1
+        finally:
+            free.put_nowait(conn)
+
+    await asyncio.gather(*(one(i) for i in range(len(work))))
+    took = time.perf_counter() - began
+    while not free.empty():
+        free.get_nowait().close()
+    return {"batches_per_s": len(work) / took, "latency": summary(latencies), "statuses": statuses}
+
+
+async def beside_saga(
+    system: System,
+    trackers: list[dict[str, Any]],
+    stack: str,
+    *,
+    sent: int,
+    per_batch: int,
+    clients: int,
+    rate: int,
+    seconds: int,
+) -> dict[str, Any]:
+    """Orders at `rate` a second for `seconds` alone, then again with readings at the stack's
+    aim all along (batches after the `sent` ones before, so none is a duplicate); both runs'
+    order figures and the ingest achieved."""
+    shop = Shop(system)
+    try:
+        menu = await shop.menu()
+        await wait_for_menu_sync(shop, menu)
+        await stock_up(shop, 100_000_000)
+    finally:
+        await shop.close()
+    bench = Bench(system.ports["gateway"], menu, system.env)
+    alone = await bench.steady(rate, seconds)
+    batches_per_s = AIM[stack] / per_batch
+    count = int(batches_per_s * seconds)
+    work = _batches(trackers, per_batch, count, skip=sent)
+    port = int(system.url("telemetry").rsplit(":", 1)[1])
+    ingest_task = asyncio.create_task(paced(port, work, batches_per_s, clients))
+    together = await bench.steady(rate, seconds)
+    ingest = await ingest_task
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "alone": alone,
+        "together": together,
+        "aim_readings_per_s": AIM[stack],
+        "readings_per_s": ingest["batches_per_s"] * per_batch,
+        "ingest": ingest,
+    }
+
+
+async def run(
+    stack: str,
+    *,
+    clients: int,
+    devices: int,
+    per_batch: int,
+    batches: int,
+    reads: int,
+    saga_rate: int = 10,
+    saga_seconds: int = 20,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pzbench-tm-") as tmp:
         workdir = Path(tmp)
         async with stack_env(stack, workdir) as env:
-            system = System(workdir, {**env, **UNLIMITED})
+            system = System(workdir, {**env, **UNLIMITED, **NO_RATE_LIMITS, **AUTOPILOTS, "PAYMENT_LATENCY_MS": "20"})
             await system.start()
             try:
                 trackers = await _register(system, devices)
@@ -90,6 +182,16 @@ async def run(stack: str, *, clients: int, devices: int, per_batch: int, batches
                 paths = [f"/api/v1/telemetry/couriers/{t['courier_id']}/position" for t in trackers]
                 position = await hammer(port, 1, reads, lambda i: ("GET", paths[i % len(paths)], None, staff))
                 flood = await hammer(port, clients, reads, lambda i: ("GET", paths[i % len(paths)], None, staff))
+                saga = await beside_saga(
+                    system,
+                    trackers,
+                    stack,
+                    sent=batches + len(trackers),
+                    per_batch=per_batch,
+                    clients=clients,
+                    rate=saga_rate,
+                    seconds=saga_seconds,
+                )
             finally:
                 system.stop()
     return {
@@ -102,4 +204,5 @@ async def run(stack: str, *, clients: int, devices: int, per_batch: int, batches
         "ingest": ingest,
         "position": position,
         "position_flood": flood,
+        "beside_saga": saga,
     }
