@@ -55,11 +55,13 @@ from pizzeria.registry import SERVICES
 from pizzeria.services.audit import analytics
 from pizzeria.services.audit import handlers as audit
 from pizzeria.services.delivery import handlers as delivery
+from pizzeria.services.devices import handlers as devices
 from pizzeria.services.kitchen import handlers as kitchen
 from pizzeria.services.notifications.handlers import build_events
 from pizzeria.services.orders import handlers as orders
 from pizzeria.services.orders.projection import build_projector
 from pizzeria.services.payments import handlers as payments
+from pizzeria.services.telemetry import handlers as telemetry
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import TERMINAL, holds_within, wait_for_menu_sync
 from tests.e2e.system import Shop, System
@@ -94,6 +96,8 @@ def registries() -> dict[str, HandlerRegistry]:
         "notifications": build_events(wake),
         "audit": audit.build_handlers(),
         "analytics": analytics.build_handlers(),
+        "devices": devices.build_handlers(),
+        "telemetry": telemetry.build_handlers(),
         **{access_group(s): access_handlers(stand_in) for s in TOKEN_CHECKERS},
     }
     assert set(found) == set(CONSUMER_GROUPS), "a consumer group this test does not know: add it"
