@@ -530,10 +530,9 @@ def soak_minutes() -> float:
     return float(os.environ.get("CHAOS_SOAK_MINUTES", "30"))
 
 
-#: The most orders a soak places: the checker reads tickets and deliveries back in one page of
-#: 500, so the soak's steady rate is what spreads them over its length (0.22 a second in 30
-#: min; the tail after the last fault adds a few dozen).
-SOAK_ORDERS = 400
+#: The soak's steady rate (orders a second): about 1,800 orders in its 30 minutes, every one read
+#: back and checked at the end.
+SOAK_RATE = 1.0
 
 
 def soak(minutes: Callable[[], float] = soak_minutes) -> Nemesis:
@@ -626,7 +625,7 @@ SCENARIOS = {
             "soak: steady load, nemeses at random (CHAOS_SOAK_MINUTES, 30 by default)",
             (soak(),),
             provider_proxied=True,
-            max_rate=lambda: SOAK_ORDERS / (60 * soak_minutes()),
+            max_rate=lambda: SOAK_RATE,
         ),
         Scenario(
             "xmin-hold",

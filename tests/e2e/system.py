@@ -243,24 +243,14 @@ class Shop:
         response.raise_for_status()
 
     async def tickets(self) -> list[dict[str, Any]]:
-        """Every kitchen ticket, whatever its status (up to 500), oldest first."""
+        """Every kitchen ticket, whatever its status, oldest first, page by page."""
         every = ["queued", "preparing", "baking", "ready", "cancelled"]
-        response = await self.http.get(
-            f"{self.at('kitchen')}/api/v1/kitchen/tickets", params={"status": every, "limit": 500}
-        )
-        response.raise_for_status()
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
+        return await self._every_page("kitchen", "/api/v1/kitchen/tickets", limit=500, status=every)
 
     async def deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery, whatever its status (up to 500), oldest first."""
+        """Every delivery, whatever its status, oldest first, page by page."""
         every = ["waiting", "assigned", "out_for_delivery", "delivered"]
-        response = await self.http.get(
-            f"{self.at('delivery')}/api/v1/deliveries", params={"status": every, "limit": 500}
-        )
-        response.raise_for_status()
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
+        return await self._every_page("delivery", "/api/v1/deliveries", limit=500, status=every)
 
     async def saga_counts(self) -> dict[str, int]:
         response = await self.http.get(f"{self.at('orders')}/api/v1/ops/sagas", params={"limit": 1})
@@ -290,9 +280,9 @@ class Shop:
         """Every notification sent (newest first), page by page."""
         return await self._every_page("notifications", "/api/v1/notifications", limit=200)
 
-    async def _every_page(self, service: str, path: str, *, limit: int) -> list[dict[str, Any]]:
+    async def _every_page(self, service: str, path: str, *, limit: int, **query: Any) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {"limit": limit, **query}
         while True:
             response = await self.http.get(f"{self.at(service)}{path}", params=params)
             response.raise_for_status()

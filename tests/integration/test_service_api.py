@@ -13,6 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database
+from pizzeria.kit.ids import uuid7
+from pizzeria.services.delivery.tables import deliveries
+from pizzeria.services.kitchen.tables import tickets as kitchen_tickets
 from tests.integration.services import embedded_settings, running
 from tests.support.tokens import bearer
 
@@ -215,3 +220,38 @@ async def test_payments_and_notifications_refuse_bad_queries(tmp_path: Path) -> 
         assert (await payments.get("/api/v1/payments", params={"order_id": str(uuid.uuid4())})).json() == {"items": []}
         assert_problem(await notes.get("/api/v1/notifications", params={"limit": 1000}), 422)
         assert_problem(await notes.get("/api/v1/notifications", params={"order_id": "x"}), 422)
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "status"),
+    [("kitchen", "/api/v1/kitchen/tickets", "queued"), ("delivery", "/api/v1/deliveries", "waiting")],
+)
+async def test_staff_lists_page_through_everything_oldest_first(
+    tmp_path: Path, service: str, path: str, status: str
+) -> None:
+    """The kitchen's tickets and the couriers' deliveries, more of them than one page holds:
+    every one comes once, oldest first, and the last page says there is no next."""
+    settings = embedded_settings(tmp_path)
+    async with running(service, settings, headers=bearer("chef", "staff")) as (_, client):
+        database = Database(settings.database_url_for(service))
+        now = utcnow()
+        ids = [uuid7() for _ in range(7)]
+        rows = [
+            {"id": i, "order_id": uuid7(), "status": status, "created_at": now, "updated_at": now}
+            | ({"lines": []} if service == "kitchen" else {"customer_id": "c", "address": "1 Main St"})
+            for i in ids
+        ]
+        async with database.transaction() as conn:
+            await conn.execute((kitchen_tickets if service == "kitchen" else deliveries).insert(), rows)
+        await database.dispose()
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            page = (await client.get(path, params={"limit": 3, **({"cursor": cursor} if cursor else {})})).json()
+            seen += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [str(i) for i in ids]
+        bad = await client.get(path, params={"cursor": "not-an-id"})
+        assert_problem(bad, 422)

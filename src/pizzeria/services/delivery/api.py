@@ -33,6 +33,8 @@ class DeliveryView(BaseModel):
 
 class DeliveryList(BaseModel):
     items: list[DeliveryView]
+    #: Pass as `cursor` for the next page; null on the last one.
+    next_cursor: UUID | None = None
 
 
 class CourierView(BaseModel):
@@ -63,11 +65,12 @@ async def list_deliveries(
     runtime: RuntimeDep,
     status: Annotated[list[DeliveryStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[UUID | None, Query(description="the `next_cursor` of the page before")] = None,
 ) -> DeliveryList:
     wanted = [s.value for s in status] if status else ["waiting", "assigned", "out_for_delivery"]
     async with runtime.db.read() as conn:
-        rows = await repository.listing(conn, wanted, limit)
-    return DeliveryList(items=[view(r) for r in rows])
+        rows = await repository.listing(conn, wanted, limit, after=cursor)
+    return DeliveryList(items=[view(r) for r in rows], next_cursor=rows[-1].id if len(rows) == limit else None)
 
 
 @router.post(

@@ -84,10 +84,11 @@ async def waiting(conn: AsyncConnection, limit: int, *, claim: bool = False) -> 
     return [r.id for r in await conn.execute(query, {"limit": limit})]
 
 
-async def listing(conn: AsyncConnection, statuses: list[str], limit: int) -> list[Any]:
-    query = (
-        sa.select(deliveries).where(deliveries.c.status.in_(statuses)).order_by(deliveries.c.created_at).limit(limit)
-    )
+async def listing(conn: AsyncConnection, statuses: list[str], limit: int, *, after: UUID | None = None) -> list[Any]:
+    """Deliveries in `statuses`, oldest first (ids are time-ordered), after the delivery `after`."""
+    query = sa.select(deliveries).where(deliveries.c.status.in_(statuses)).order_by(deliveries.c.id).limit(limit)
+    if after is not None:
+        query = query.where(deliveries.c.id > after)
     return list(await conn.execute(query))
 
 

@@ -30,6 +30,8 @@ class TicketView(BaseModel):
 
 class TicketList(BaseModel):
     items: list[TicketView]
+    #: Pass as `cursor` for the next page; null on the last one.
+    next_cursor: UUID | None = None
 
 
 class IngredientView(BaseModel):
@@ -66,11 +68,12 @@ async def list_tickets(
     runtime: RuntimeDep,
     status: Annotated[list[TicketStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[UUID | None, Query(description="the `next_cursor` of the page before")] = None,
 ) -> TicketList:
     wanted = [s.value for s in status] if status else ["queued", "preparing", "baking", "ready"]
     async with runtime.db.read() as conn:
-        rows = await repository.tickets_by_status(conn, wanted, limit)
-    return TicketList(items=[ticket_view(r) for r in rows])
+        rows = await repository.tickets_by_status(conn, wanted, limit, after=cursor)
+    return TicketList(items=[ticket_view(r) for r in rows], next_cursor=rows[-1].id if len(rows) == limit else None)
 
 
 @router.post(

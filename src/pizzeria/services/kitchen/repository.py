@@ -324,8 +324,13 @@ async def _update_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
     await conn.execute(_SET_TICKET, rows)
 
 
-async def tickets_by_status(conn: AsyncConnection, statuses: Iterable[str], limit: int) -> list[Any]:
-    query = sa.select(tickets).where(tickets.c.status.in_(list(statuses))).order_by(tickets.c.created_at).limit(limit)
+async def tickets_by_status(
+    conn: AsyncConnection, statuses: Iterable[str], limit: int, *, after: UUID | None = None
+) -> list[Any]:
+    """Tickets in `statuses`, oldest first (ids are time-ordered), after the ticket `after`."""
+    query = sa.select(tickets).where(tickets.c.status.in_(list(statuses))).order_by(tickets.c.id).limit(limit)
+    if after is not None:
+        query = query.where(tickets.c.id > after)
     return list(await conn.execute(query))
 
 
