@@ -153,7 +153,7 @@ async def test_the_kitchen_board_shows_the_oven_heating_and_the_console_the_devi
 
     async def rate() -> bool:
         text = await page.locator("#ingest-rate").inner_text()
-        return text not in ("–", "0.0")
+        return text not in ("\u2013", "0.0")  # an en dash: no figure
 
     await eventually(rate, "a positive ingest rate on the console", timeout=30)
     await check_accessibility(page, "the console with its devices")
