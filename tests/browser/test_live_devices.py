@@ -149,6 +149,9 @@ async def test_the_kitchen_board_shows_the_oven_heating_and_the_console_the_devi
     await sign_in(page, "admin")
     await page.goto("/ops#devices")
     await expect(page.locator("#ops-devices tr[data-device='Oven 1']")).to_contain_text("online")
+    tracker = page.locator("#ops-devices tr[data-device='Tracker Ana']")
+    await expect(tracker).to_contain_text("online")
+    await expect(tracker).to_contain_text("in sync")  # it runs with the report interval its twin wants
     await expect(page.locator("#devices-online")).to_contain_text(re.compile(r"[1-9]\d* of \d+"))
 
     async def rate() -> bool:

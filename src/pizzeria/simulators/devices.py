@@ -19,7 +19,8 @@ see nothing of any service's tables:
   it asks telemetry where the order goes (as staff may) and rides the street route there in
   `SIM_TRIP_S` seconds (longer where that would go above 90 m/s), then back to the pizzeria
   once the order is delivered; it sends its position, speed and battery every tick while
-  moving, and every `SIM_IDLE_EVERY` ticks standing (so that it stays online).
+  moving, and standing every `report_interval_s` its twin wants (it reports to devices every
+  few ticks and takes up a new one from the answer; `SIM_IDLE_EVERY` seconds until told).
 
 `GET /v1/devices` tells what each simulated device does now.
 """
@@ -57,6 +58,8 @@ log = get_logger(__name__)
 HOME: Point = (PIZZERIA.lat, PIZZERIA.lon)
 #: How often an oven reports to devices (ticks); its door opens about once in this many ticks.
 REPORT_EVERY = 2
+#: How often (ticks) a tracker reports to devices.
+TRACKER_REPORT_EVERY = 10
 DOOR_ODDS = 40
 DOOR_OPEN_TICKS = 3
 
@@ -129,6 +132,10 @@ class SimTracker:
     order_id: str | None = None
     trip: Trip | None = None
     quiet_ticks: int = 0
+    ticks: int = 0
+    #: How often (s) it sends a reading standing: its desired `report_interval_s`, once told.
+    interval_s: int = 10
+    desired_version: int = 0
 
 
 class Fleet:
@@ -202,7 +209,7 @@ class Fleet:
             body = {"kind": "tracker", "name": f"Tracker {courier['name']}", "courier_id": courier["id"]}
             tracker = await self._device(existing, body)
             if tracker is not None:
-                self.trackers.append(SimTracker(tracker, courier_id=courier["id"]))
+                self.trackers.append(SimTracker(tracker, courier_id=courier["id"], interval_s=self.own.idle_every))
         self.ready = True
         log.info("simulated devices running", ovens=len(self.ovens), trackers=len(self.trackers))
 
@@ -331,8 +338,12 @@ class Fleet:
                 tracker.trip = None  # home
                 tracker.battery.swap_if_low()
         battery = tracker.battery.drain(dt, moving=moving)
+        if tracker.ticks % TRACKER_REPORT_EVERY == 0:
+            await self._report_tracker(tracker)
+        tracker.ticks += 1
         tracker.quiet_ticks += 1
-        if not moving and tracker.quiet_ticks < self.own.idle_every and tracker.speed_mps == 0:
+        standing_for = tracker.quiet_ticks * self.own.tick_s
+        if not moving and standing_for < tracker.interval_s and tracker.speed_mps == 0:
             return
         tracker.quiet_ticks = 0
         reading = {
@@ -343,6 +354,21 @@ class Fleet:
             "battery_pct": round(battery, 1),
         }
         await self.send_readings(tracker.device, [reading])
+
+    async def _report_tracker(self, tracker: SimTracker) -> None:
+        """Tell devices the report interval it runs with; take up a new desired one."""
+        device = tracker.device
+        state = {"report_interval_s": tracker.interval_s}
+        answer = await self.http.post(
+            f"/api/v1/devices/{device.id}/reports", json={"state": state}, headers=device.headers
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"report of {device.name} refused: {answer.status_code} {answer.text[:200]}")
+        told = answer.json()
+        wanted = told["desired"].get("report_interval_s")
+        if told["desired_version"] != tracker.desired_version and isinstance(wanted, int):
+            tracker.desired_version, tracker.interval_s = told["desired_version"], wanted
+            await self._report_tracker(tracker)  # running with it now
 
     def state(self) -> dict[str, Any]:
         return {
