@@ -278,7 +278,9 @@ class Fleet:
                 model.setpoint_c = float(desired["temperature_c"])
             if isinstance(desired.get("bake_profile"), str):
                 model.bake_profile = desired["bake_profile"]
-        for command in told.get("commands", []):
+        waiting = told.get("commands", [])
+        oven.acknowledged &= {c["id"] for c in waiting}  # ones no longer listed are settled: forget them
+        for command in waiting:
             if command["id"] not in oven.acknowledged:
                 await self._carry_out(oven, command)
 
