@@ -30,9 +30,12 @@ lock:
 	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet "$$(grep -m1 '^uv==' $(LOCK) | cut -d' ' -f1)"
 	$(PY) tools/lock.py $(LOCK_ARGS)
 
-# The demo runs itself: the kitchen and the couriers move orders on without staff.
+# The demo runs itself: the kitchen and the couriers move orders on without staff, and simulated
+# ovens and trackers send their readings (a courier is out 20 s; their tracker's trip takes 18 s, longer to far addresses).
 run: install
-	KITCHEN_AUTOPILOT=$${KITCHEN_AUTOPILOT:-1} DELIVERY_AUTOPILOT=$${DELIVERY_AUTOPILOT:-1} $(PY) -m pizzeria up
+	KITCHEN_AUTOPILOT=$${KITCHEN_AUTOPILOT:-1} DELIVERY_AUTOPILOT=$${DELIVERY_AUTOPILOT:-1} \
+	DEVICE_SIMULATORS=$${DEVICE_SIMULATORS:-1} DELIVERY_STAGE_MS=$${DELIVERY_STAGE_MS:-20000} \
+	SIM_TRIP_S=$${SIM_TRIP_S:-18} $(PY) -m pizzeria up
 
 # Installs Debian packages the tests need (when missing) and starts PostgreSQL and Redis.
 services:

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvloop
 
-from bench import gateway_bench, hop_bench, relay_bench, system_bench, telemetry_bench
+from bench import courier_bench, gateway_bench, hop_bench, relay_bench, system_bench, telemetry_bench
 from pizzeria.chassis.addresses import MAX_REPLICAS
 
 STACKS = ("embedded", "postgres+kafka")
@@ -38,6 +38,7 @@ async def main(args: argparse.Namespace) -> None:
         "relay": [],
         "gateway": [],
         "telemetry": [],
+        "courier": [],
     }
     print(f"machine: {results['machine']}")
     for stack in args.stacks:
@@ -102,6 +103,13 @@ async def main(args: argparse.Namespace) -> None:
             )
             results["telemetry"].append(r)
             print_telemetry(r)
+        if "courier" in args.only:
+            r = await courier_bench.run(stack, samples=args.courier_samples)
+            results["courier"].append(r)
+            print(
+                f"[courier   {stack:<13}] a tracker's reading → the order page's map (its SSE event): "
+                f"p50/p95/p99 {r['lag']} over {r['samples']} readings (aim: p99 ≤ 1 s)  ({r['broker']})"
+            )
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
@@ -169,8 +177,8 @@ def cli() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["hops", "relay", "system", "gateway", "telemetry"],
-        choices=["hops", "relay", "system", "gateway", "telemetry"],
+        default=["hops", "relay", "system", "gateway", "telemetry", "courier"],
+        choices=["hops", "relay", "system", "gateway", "telemetry", "courier"],
     )
     parser.add_argument("--hop-batches", type=int, nargs="+", default=[1, 10, 100], metavar="N")
     parser.add_argument("--hop-messages", type=int, default=3000, help="messages through each hop per run size")
@@ -186,6 +194,7 @@ def cli() -> None:
     parser.add_argument("--telemetry-batch", type=int, default=500, help="readings in a batch")
     parser.add_argument("--telemetry-batches", type=int, default=400)
     parser.add_argument("--telemetry-reads", type=int, default=5000, help="reads of a courier's latest position")
+    parser.add_argument("--courier-samples", type=int, default=300, help="readings followed to the order page")
     parser.add_argument("--relay-rates", type=int, nargs="+", default=[200, 500, 1000])
     parser.add_argument(
         "--replicas",

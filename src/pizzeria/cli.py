@@ -16,7 +16,7 @@ import orjson
 
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.deadletters import DeadLetterStatus
-from pizzeria.registry import BY_NAME, SERVICES, entry
+from pizzeria.registry import BY_NAME, SERVICES, SIMULATORS, entry
 
 if TYPE_CHECKING:
     import uvicorn
@@ -39,12 +39,21 @@ def replicas_asked(option: str | None, environ: Mapping[str, str]) -> dict[str, 
         raise SystemExit(f"pizzeria: replicas: {exc}") from None
 
 
+def simulators_asked() -> bool:
+    """Whether `pizzeria up` also runs the simulated devices (`DEVICE_SIMULATORS`)."""
+    from pizzeria.simulators.devices import FleetSettings
+
+    return FleetSettings().enabled
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from pizzeria.supervisor import Supervisor, replica_problems
 
     settings = get_settings()
     refuse_exposure(settings)
     services = [entry(n) for n in args.only.split(",")] if args.only else list(SERVICES)
+    if not args.only and simulators_asked():
+        services += SIMULATORS  # last: they are clients of the running system
     replicas = replicas_asked(args.replicas, os.environ)
     problems = replica_problems(settings, replicas)
     if problems:

@@ -57,7 +57,19 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ),
 )
 
-BY_NAME = {s.name: s for s in SERVICES}
+#: Processes that play devices of the outside world, started by `pizzeria up` only when asked
+#: (`DEVICE_SIMULATORS=1`): they are no part of the system, and no deployment runs them.
+SIMULATORS: tuple[ServiceEntry, ...] = (
+    ServiceEntry(
+        "devicesim",
+        "pizzeria.simulators.devices",
+        "simulated ovens and couriers' trackers (clients of the API)",
+        has_database=False,
+        single="the simulated devices keep their state in memory",
+    ),
+)
+
+BY_NAME = {s.name: s for s in (*SERVICES, *SIMULATORS)}
 
 
 def entry(name: str) -> ServiceEntry:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from pizzeria.chassis.addresses import REPLICA_PORT_STEP, SERVICE_PORTS
+from pizzeria.chassis.addresses import REPLICA_PORT_STEP, SERVICE_PORTS, SIMULATOR_PORTS
 from tests.support.tcpproxy import free_ports
 from tests.support.tokens import bearer
 
@@ -35,7 +35,9 @@ class System:
     ) -> None:
         self.workdir = workdir
         self.replicas = {name: count for name, count in (replicas or {}).items() if count > 1}
-        self.ports = {name: free_ports(self.replicas.get(name, 1), REPLICA_PORT_STEP) for name in SERVICE_PORTS}
+        # The simulated devices run (and are waited for) when the environment asks for them.
+        processes = [*SERVICE_PORTS, *(SIMULATOR_PORTS if (env or {}).get("DEVICE_SIMULATORS") == "1" else ())]
+        self.ports = {name: free_ports(self.replicas.get(name, 1), REPLICA_PORT_STEP) for name in processes}
         self.env = {
             **os.environ,
             "PIZZERIA_VAR_DIR": str(workdir / "var"),

@@ -104,3 +104,76 @@ async def test_a_command_to_an_online_oven_is_acknowledged_and_one_to_an_offline
     finally:
         await http.aclose()
         system.stop()
+
+
+async def test_the_simulated_oven_follows_its_command_and_settings_and_an_oven_without_one_lets_its_expire(
+    tmp_path: Path,
+) -> None:
+    """On the embedded stack with the simulated devices running: the simulated oven learns a
+    preheat from the answer to its report, carries it out and acknowledges it with its key; it
+    takes up new desired settings (the twin comes in sync); a command to an oven that no
+    simulator plays is never acknowledged and expires."""
+    system = await start_system(tmp_path, {"DEVICE_SIMULATORS": "1", "SIM_OVENS": "1"})
+    api = system.url("gateway") + "/api/v1"
+    staff = bearer("e2e-chef", "staff", env=system.env)
+    http = httpx.AsyncClient(timeout=30)
+    try:
+        found: dict[str, Any] = {}
+
+        async def simulated() -> None:
+            listed = await http.get(f"{api}/devices", params={"kind": "oven"}, headers=staff)
+            ovens = [d for d in listed.json()["items"] if d["name"] == "Oven 1"]
+            assert ovens, "the simulator has not registered its oven yet"
+            assert ovens[0]["online"], ovens
+            found.update(ovens[0])
+
+        await holds_within(simulated, timeout=60, interval=0.2)
+        oven = dict(found)
+        sent = await http.post(
+            f"{api}/devices/{oven['id']}/commands",
+            json={"command": "preheat", "temperature_c": 455, "deadline_s": 60},
+            headers=staff,
+        )
+        assert sent.status_code == 202, sent.text
+
+        async def acknowledged() -> None:
+            path = f"{api}/devices/{oven['id']}/commands/{sent.json()['id']}"
+            command = (await http.get(path, headers=staff)).json()
+            assert command["status"] == "done", command
+            assert "455" in command["detail"], command
+
+        await holds_within(acknowledged, timeout=30, interval=0.2)
+        state = (await http.get(system.url("devicesim") + "/v1/devices")).json()
+        assert [o["setpoint_c"] for o in state["ovens"]] == [455], "the simulator carried it out"
+
+        changed = await http.put(
+            f"{api}/devices/{oven['id']}/desired", json={"temperature_c": 300, "bake_profile": "roman"}, headers=staff
+        )
+        assert changed.status_code == 200, changed.text
+        assert not changed.json()["in_sync"]
+
+        async def in_sync() -> None:
+            twin = (await http.get(f"{api}/devices/{oven['id']}", headers=staff)).json()
+            assert twin["in_sync"], twin
+            assert twin["reported"]["temperature_c"] == 300, twin
+
+        await holds_within(in_sync, timeout=30, interval=0.2)
+
+        lone = await http.post(
+            f"{api}/devices", json={"kind": "oven", "name": "Oven 9", "station": "oven-9"}, headers=staff
+        )
+        assert lone.status_code == 201, lone.text
+        reboot = await http.post(
+            f"{api}/devices/{lone.json()['id']}/commands", json={"command": "reboot", "deadline_s": 2}, headers=staff
+        )
+        assert reboot.status_code == 202, reboot.text
+
+        async def expired() -> None:
+            path = f"{api}/devices/{lone.json()['id']}/commands/{reboot.json()['id']}"
+            assert (await http.get(path, headers=staff)).json()["status"] == "expired"
+
+        await holds_within(expired, timeout=30, interval=0.2)
+        assert not (await http.get(f"{api}/devices/{lone.json()['id']}", headers=staff)).json()["online"]
+    finally:
+        await http.aclose()
+        system.stop()

@@ -170,6 +170,7 @@ async def test_the_twin_shows_what_a_device_runs_with_otherwise_than_staff_want(
         "desired": {"temperature_c": 300, "bake_profile": "roman"},
         "desired_version": 2,
         "difference": [],
+        "commands": [],
     }
     twin = await view(client, oven["id"])
     assert twin["in_sync"]
@@ -246,6 +247,10 @@ async def test_a_command_goes_out_on_the_broker_and_is_acknowledged_once(devices
         {"temperature_c": 430},
     )
     assert on_the_wire.deadline.isoformat().startswith(command["deadline"][:19])
+    waiting = (await report(client, oven, {"door_open": False})).json()["commands"]
+    assert [(c["id"], c["command"], c["parameters"]) for c in waiting] == [
+        (command["id"], "preheat", {"temperature_c": 430})
+    ], "a device learns its pending commands from the answer to its report"
 
     done = await ack(client, oven, command["id"], outcome="done", detail="at 430")
     assert done.status_code == 200, done.text
@@ -259,6 +264,7 @@ async def test_a_command_goes_out_on_the_broker_and_is_acknowledged_once(devices
     assert (await ack(client, oven, rejected["id"], outcome="rejected", detail="door open")).json()["status"] == (
         "rejected"
     )
+    assert (await report(client, oven, {})).json()["commands"] == [], "nothing waits once acknowledged"
     listed = await client.get(f"/api/v1/devices/{oven['id']}/commands", headers=STAFF)
     assert [c["status"] for c in listed.json()["items"]] == ["rejected", "done"], "newest first"
     await bus.until(lambda _: len(bus.of(DeviceCommandAcknowledged)) == 2, "both acknowledgements")

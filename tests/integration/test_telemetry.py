@@ -184,6 +184,25 @@ async def test_a_batch_is_stored_once_in_time_order_whatever_order_and_however_o
     assert mine["temperature_c"] == 403, "the newest by the device's clock, not the last to come"
 
 
+async def test_the_ingest_rate_counts_the_readings_of_the_last_window_by_the_devices_clocks(
+    telemetry: Telemetry,
+) -> None:
+    oven, other = await known(telemetry, "oven"), await known(telemetry, "oven")
+    recent = [{"at": at(-s), "temperature_c": 400} for s in range(1, 31)]
+    assert (await send(telemetry, oven, recent)).status_code == 200
+    assert (await send(telemetry, other, [{"at": at(-s), "temperature_c": 400} for s in (2, 4)])).status_code == 200
+    old = [{"at": at(-600 - s), "temperature_c": 400} for s in range(5)]
+    assert (await send(telemetry, other, old)).status_code == 200, "older than the window: not counted"
+
+    rate = await telemetry.client.get("/api/v1/telemetry/ingest", params={"window_s": 60}, headers=STAFF)
+    assert rate.status_code == 200, rate.text
+    assert rate.json() == {"window_s": 60, "readings": 32, "per_second": round(32 / 60, 2), "devices": 2}
+    courier = bearer("rider", "courier")
+    assert (await telemetry.client.get("/api/v1/telemetry/ingest", headers=courier)).status_code == 403
+    too_wide = await telemetry.client.get("/api/v1/telemetry/ingest", params={"window_s": 0}, headers=STAFF)
+    assert too_wide.status_code == 422
+
+
 async def test_a_batch_with_bad_readings_is_refused_whole_naming_each(telemetry: Telemetry) -> None:
     tracker = await known(telemetry, "tracker", courier_id="courier-bad")
     base = utcnow() - timedelta(minutes=1)

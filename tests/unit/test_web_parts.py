@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pizzeria.web import cart, charts, words
+from pizzeria.web.maps import HEIGHT, HOME, MARGIN, WIDTH, courier_map, eta_words
 from pizzeria.web.render import duration, money
 from pizzeria.web.session import local_path
 
@@ -125,3 +126,29 @@ def test_charts_are_svg_with_a_title_and_a_summary_or_say_there_is_nothing() -> 
 )
 def test_a_sign_in_only_ever_sends_the_browser_to_this_site(target: str | None, expected: str) -> None:
     assert local_path(target) == expected
+
+
+def test_the_courier_map_keeps_every_point_inside_with_north_up() -> None:
+    north_east = (HOME[0] + 0.02, HOME[1] + 0.01)
+    halfway = (HOME[0] + 0.01, HOME[1] + 0.005)
+    drawn = courier_map(north_east, halfway)
+    corners = [tuple(map(float, p.split(","))) for p in drawn.route.split()]
+    placed = [(drawn.pizzeria.x, drawn.pizzeria.y), (drawn.address.x, drawn.address.y), *corners]
+    assert drawn.courier is not None
+    placed.append((drawn.courier.x, drawn.courier.y))
+    assert all(
+        MARGIN - 0.5 <= x <= WIDTH - MARGIN + 0.5 and MARGIN - 0.5 <= y <= HEIGHT - MARGIN + 0.5 for x, y in placed
+    )
+    assert drawn.address.y < drawn.courier.y < drawn.pizzeria.y, "north is up"
+    assert drawn.pizzeria.x < drawn.address.x, "east is right"
+    assert (corners[0], corners[-1]) == (placed[0], placed[1]), "the route runs from the pizzeria to the address"
+    assert courier_map(north_east, None).courier is None
+
+
+def test_an_eta_is_said_in_words() -> None:
+    assert [eta_words(s) for s in (None, 20, 60, 600)] == [
+        "Estimating arrival…",
+        "Arriving now",
+        "About a minute away",
+        "About 10 minutes away",
+    ]

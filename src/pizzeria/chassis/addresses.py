@@ -31,6 +31,9 @@ SERVICE_PORTS: dict[str, int] = {
     "gateway": 8000,
 }
 
+#: Processes that play the outside world's devices, started only when asked for (not services).
+SIMULATOR_PORTS: dict[str, int] = {"devicesim": 5091}
+
 #: Each replica of a service listens this many ports above the one before it.
 REPLICA_PORT_STEP = 100
 #: More replicas than this on one host add contention, not capacity.
@@ -46,7 +49,8 @@ def replica_number(environ: Mapping[str, str] = os.environ) -> int:
 
 def port_for(service: str, replica: int = 1) -> int:
     """The port replica `replica` of `service` listens on."""
-    base = int(os.environ.get(f"{service.upper()}_PORT", SERVICE_PORTS[service]))
+    known = SERVICE_PORTS.get(service) or SIMULATOR_PORTS[service]
+    base = int(os.environ.get(f"{service.upper()}_PORT", known))
     return base + REPLICA_PORT_STEP * (replica - 1)
 
 

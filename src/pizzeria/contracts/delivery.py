@@ -41,6 +41,10 @@ class GeoPoint(BaseModel):
     lon: float
 
 
+#: Where the pizzeria stands (the demo town's centre): where couriers leave from.
+PIZZERIA = GeoPoint(lat=40.8518, lon=14.2681)
+
+
 class DeliveryPickedUp(Message, context=CONTEXT, key="order_id"):
     """The courier left with the order (for `destination`, its address's place)."""
 

@@ -1,4 +1,4 @@
-"""The kitchen board (tickets by state, the inventory) and the courier board (deliveries).
+"""The kitchen board (tickets by state, the ovens, the inventory) and the courier board (deliveries).
 
 Both refresh by htmx polling every few seconds: tickets and deliveries have no stream in the
 API, a poll of one server-rendered fragment costs a single API call, survives a service restart
@@ -21,6 +21,28 @@ from pizzeria.web.site import Web, as_int, as_uuid, form
 
 KITCHEN = ("staff", "admin")
 COURIERS = ("courier", "staff", "admin")
+#: An oven against its range (telemetry's word) → how the board says it, and whether it alarms.
+OVEN_STATES = {
+    "settling": ("heating up", False),
+    "in_range": ("at temperature", False),
+    "high": ("too hot", True),
+    "low": ("too cold", True),
+}
+
+
+async def ovens(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
+    """Each oven: its twin (name, station, online, desired temperature) and newest reading."""
+    twins = await web.call(request, visit, "GET", "/api/v1/devices", params={"kind": "oven"})
+    readings = await web.call(request, visit, "GET", "/api/v1/telemetry/devices", params={"kind": "oven"})
+    if not twins.ok:
+        return {"ovens": None, "ovens_error": twins.problem()}
+    newest = {r["device_id"]: r for r in readings.json()["items"]} if readings.ok else {}
+    found = []
+    for twin in twins.json()["items"]:
+        reading = newest.get(twin["id"], {})
+        state, alarm = OVEN_STATES.get(reading.get("oven_state") or "", ("no reading yet", False))
+        found.append({**twin, "reading": reading, "state": state, "alarm": alarm})
+    return {"ovens": found, "ovens_error": None if readings.ok else readings.problem()}
 
 
 def router(web: Web) -> APIRouter:
@@ -53,7 +75,13 @@ def router(web: Web) -> APIRouter:
             error=None if tickets.ok else tickets.problem(),
             inventory=stock.json()["items"] if stock.ok else None,
             inventory_error=None if stock.ok else stock.problem(),
+            **await ovens(web, request, visit),
         )
+
+    @routes.get("/kitchen/ovens")
+    async def ovens_fragment(request: Request) -> Response:
+        visit = await web.visit(request, *KITCHEN)
+        return web.render.partial(request, visit, "_ovens.html", **await ovens(web, request, visit))
 
     @routes.get("/kitchen/tickets")
     async def tickets(request: Request) -> Response:

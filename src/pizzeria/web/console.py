@@ -1,6 +1,7 @@
 """The operations console (administrators): every service's health and breaker, outbox backlog,
 consumer lag, dead letters (replay, discard), sagas with the stuck ones first, the latest events
-of the audit log, charts of the business figures, and the whole story of one order.
+of the audit log, the devices online and offline with the rate their readings come in, charts of
+the business figures, and the whole story of one order.
 
 Each section is a fragment that htmx polls (events every 2 s, the rest every 5 s): the console
 shows the state of services that may be down, and a poll that fails just shows that.
@@ -26,6 +27,8 @@ EVENTS_SHOWN = 40
 #: A saga that has not moved for this long, or is past its deadline, is listed as stuck.
 STUCK_AFTER_S = 60.0
 SAGA_STATES = ("running", "compensating", "completed", "compensated")
+#: The devices' ingest rate is the readings of this many seconds, per second.
+INGEST_WINDOW_S = 30
 
 
 def _json(answer: Answer) -> Any:
@@ -140,6 +143,21 @@ async def events(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
     }
 
 
+async def devices(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
+    found, rate = await asyncio.gather(
+        get(web, request, visit, "/api/v1/devices", limit="500"),
+        get(web, request, visit, "/api/v1/telemetry/ingest", window_s=str(INGEST_WINDOW_S)),
+    )
+    items = found.json()["items"] if found.ok else None
+    return {
+        "devices": items,
+        "devices_online": sum(1 for d in items or [] if d["online"]),
+        "devices_error": None if found.ok else found.problem(),
+        "ingest": rate.json() if rate.ok else None,
+        "ingest_error": None if rate.ok else rate.problem(),
+    }
+
+
 async def figures(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
     answer = await get(web, request, visit, "/api/v1/ops/analytics", bucket="hour")
     return {"charts": charts_view(_json(answer)), "charts_error": None if answer.ok else answer.problem()}
@@ -156,6 +174,7 @@ def router(web: Web) -> APIRouter:
             dead_letters(web, request, visit),
             sagas(web, request, visit),
             events(web, request, visit),
+            devices(web, request, visit),
             figures(web, request, visit),
         )
         context: dict[str, Any] = {}
@@ -168,6 +187,7 @@ def router(web: Web) -> APIRouter:
         "dead-letters": (dead_letters, "_ops_dead_letters.html"),
         "sagas": (sagas, "_ops_sagas.html"),
         "events": (events, "_ops_events.html"),
+        "devices": (devices, "_ops_devices.html"),
         "charts": (figures, "_ops_charts.html"),
     }
 

@@ -1,8 +1,11 @@
 """A customer's orders: the live order page (its timeline follows the order over server-sent
-events), cancelling, the order history and the notifications."""
+events, and while it is out for delivery a map shows the courier coming), cancelling, the order
+history and the notifications."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,10 +14,18 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from pizzeria.web.api import server_sent_events
+from pizzeria.web.maps import courier_map, eta_words
 from pizzeria.web.render import redirect, short
+from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, as_uuid
 
 READERS = ("customer", "staff", "admin")
+#: How often the map asks where the courier is while the order is out, and before it leaves
+#: (the API has no stream of positions; one read of the newest costs a few milliseconds).
+COURIER_POLL_S = 0.25
+WAITING_POLL_S = 1.0
+#: A page left open stops following after this long.
+FOLLOW_FOR_S = 3 * 3600.0
 
 
 def sse(event: str, html: str) -> bytes:
@@ -43,6 +54,45 @@ async def order_panels(
                 return
             else:  # the API's keep-alive: passed on, so that a reader who left is noticed
                 yield b": keepalive\n\n"
+
+
+def courier_panel(web: Web, found: dict[str, Any] | None, *, delivered: bool = False) -> str:
+    """The map and the estimate of a courier on the way (`found`: the API's answer)."""
+    drawn = eta = None
+    if found is not None and found["destination"] is not None:
+        destination = (found["destination"]["lat"], found["destination"]["lon"])
+        position = found["position"]
+        at = (position["lat"], position["lon"]) if position and position["lat"] is not None else None
+        drawn = courier_map(destination, at)
+        eta = eta_words(found["eta_s"])
+    return web.render.fragment("_courier.html", found=found, drawn=drawn, eta=eta, delivered=delivered)
+
+
+async def courier_panels(web: Web, request: Request, visit: Visit, order_id: str) -> AsyncIterator[bytes]:
+    """The courier's panel each time the courier is heard from, while the order is out; the
+    last one when it is delivered."""
+    shown: tuple[Any, ...] | None = None
+    out = False
+    until = time.monotonic() + FOLLOW_FOR_S
+    while time.monotonic() < until and not await request.is_disconnected():
+        answer = await web.call(request, visit, "GET", f"/api/v1/telemetry/orders/{order_id}/courier")
+        if answer.ok:
+            found: dict[str, Any] = answer.json()
+            out = True
+            position = found["position"] or {}
+            now = (found["status"], position.get("at"), found["destination"] is None)
+            if now != shown:
+                shown = now
+                yield sse("courier", courier_panel(web, found, delivered=found["status"] != "out"))
+            if found["status"] != "out":
+                break
+        elif answer.status == 404 and out:  # delivered: a customer follows a courier only while out
+            yield sse("courier", courier_panel(web, None, delivered=True))
+            break
+        else:
+            yield b": keepalive\n\n"
+        await asyncio.sleep(COURIER_POLL_S if out else WAITING_POLL_S)
+    yield sse("end", "end")
 
 
 def router(web: Web) -> APIRouter:
@@ -97,6 +147,22 @@ def router(web: Web) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         visit.apply(request, response)  # an access token refreshed on the way
+        return response
+
+    @routes.get("/orders/{order_id}/courier/live")
+    async def courier_live(request: Request, order_id: str) -> Response:
+        """The map of the courier bringing the order, as HTML, again whenever they are heard
+        from (for htmx's SSE extension)."""
+        visit = await web.visit(request)
+        found = as_uuid(order_id)
+        if not visit.signed_in or found is None:
+            return Response("sign in to follow this order", status_code=401)
+        response = StreamingResponse(
+            courier_panels(web, request, visit, found),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        visit.apply(request, response)
         return response
 
     @routes.post("/orders/{order_id}/cancel")

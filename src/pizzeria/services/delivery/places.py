@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 
-from pizzeria.contracts.delivery import GeoPoint
+from pizzeria.contracts.delivery import PIZZERIA, GeoPoint
 
-#: Where the pizzeria stands (the demo town's centre).
-PIZZERIA = GeoPoint(lat=40.8518, lon=14.2681)
 NEAREST_M = 500.0
 FARTHEST_M = 4000.0
 EARTH_RADIUS_M = 6_371_000.0

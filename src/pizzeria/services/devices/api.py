@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import DeviceKey, Principal, require_roles
+from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.schemas import RequestBody
 from pizzeria.services.devices import handlers, repository
@@ -267,25 +268,40 @@ async def get_command(device_id: UUID, command_id: UUID, runtime: RuntimeDep, _:
 # -- the devices' routes -------------------------------------------------------------------------
 
 
+#: The most pending commands one report's answer lists (the oldest; the rest come in later answers).
+PENDING_SHOWN = 20
+
+
 class ReportAnswer(BaseModel):
     """What the device should run with, to catch up when its report differs."""
 
     desired: dict[str, Scalar]
     desired_version: int
     difference: list[DifferenceView]
+    commands: list[CommandView] = Field(
+        description="commands waiting for the device's acknowledgement (deadline not passed), oldest first; "
+        f"at most {PENDING_SHOWN}"
+    )
 
 
 @device_router.post(
     "/devices/{device_id}/reports",
     response_model=ReportAnswer,
-    summary="A device reports what it runs with (the device's key); the answer: what it should",
+    summary="A device reports what it runs with (the device's key); the answer: what it should, and the commands "
+    "waiting for it",
 )
 async def report(device_id: UUID, body: Report, runtime: RuntimeDep, key: DeviceKey) -> ReportAnswer:
     await handlers.report(runtime.uow(), device_id, key, body.state)
     async with runtime.db.read() as conn:
         row = await repository.get(conn, device_id)
+        pending = await repository.pending_of(conn, device_id, utcnow(), PENDING_SHOWN)
     view = device_view(row)
-    return ReportAnswer(desired=view.desired, desired_version=view.desired_version, difference=view.difference)
+    return ReportAnswer(
+        desired=view.desired,
+        desired_version=view.desired_version,
+        difference=view.difference,
+        commands=[command_view(c) for c in pending],
+    )
 
 
 @device_router.post(

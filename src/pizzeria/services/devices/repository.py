@@ -98,6 +98,21 @@ async def settle_command(conn: AsyncConnection, command_id: UUID, **values: Any)
     await conn.execute(_SET_COMMAND.values(**values), {"command_id": command_id})
 
 
+async def pending_of(conn: AsyncConnection, device_id: UUID, now: datetime, limit: int) -> list[Any]:
+    """A device's commands still waiting for its acknowledgement (deadline not passed), oldest first."""
+    query = (
+        sa.select(device_commands)
+        .where(
+            device_commands.c.device_id == device_id,
+            device_commands.c.status == "pending",
+            device_commands.c.deadline > now,
+        )
+        .order_by(device_commands.c.issued_at)
+        .limit(limit)
+    )
+    return list(await conn.execute(query))
+
+
 async def pending_by_deadline(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
     """Commands waiting for their acknowledgement, the nearest deadline first: (id, deadline)."""
     return [(r.id, r.deadline) for r in await conn.execute(_PENDING, {"limit": limit})]

@@ -91,6 +91,7 @@ ROUTES: tuple[Route, ...] = (
     # may see (the service narrows it: a customer's own order, while out for delivery).
     Route("POST", "/api/v1/telemetry/devices/{id}/readings", "telemetry", PUBLIC, device=True),
     Route("GET", "/api/v1/telemetry/devices", "telemetry", COURIER),
+    Route("GET", "/api/v1/telemetry/ingest", "telemetry", STAFF),
     Route("GET", "/api/v1/telemetry/devices/{id}/readings", "telemetry", COURIER),
     Route("GET", "/api/v1/telemetry/devices/{id}/rollups", "telemetry", COURIER),
     Route("GET", "/api/v1/telemetry/couriers/{id}/position", "telemetry", COURIER),

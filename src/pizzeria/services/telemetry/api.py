@@ -279,6 +279,25 @@ async def device_rollups(query: SeriesDep, runtime: RuntimeDep) -> RollupList:
     return RollupList(device_id=query.device_id, items=items)
 
 
+class IngestRate(BaseModel):
+    window_s: int
+    readings: int = Field(description="readings taken in the window, by the devices' clocks")
+    per_second: float
+    devices: int = Field(description="devices that sent some")
+
+
+StaffDep = Annotated[Principal, Depends(require_roles("staff", "admin"))]
+
+
+@router.get("/ingest", response_model=IngestRate, summary="How many readings came in lately (staff and admins)")
+async def ingest_rate(
+    runtime: RuntimeDep, _: StaffDep, window_s: Annotated[int, Query(ge=1, le=3600)] = 60
+) -> IngestRate:
+    async with runtime.db.read() as conn:
+        count, heard = await repository.readings_since(conn, to_ms(utcnow()) - window_s * 1000)
+    return IngestRate(window_s=window_s, readings=count, per_second=round(count / window_s, 2), devices=heard)
+
+
 @router.get(
     "/couriers/{courier_id}/position",
     response_model=LatestView,

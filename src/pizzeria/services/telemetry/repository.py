@@ -171,6 +171,21 @@ async def devices_listing(conn: AsyncConnection, kind: str | None, limit: int) -
     return list(await conn.execute(query))
 
 
+async def readings_since(conn: AsyncConnection, since_ms: int) -> tuple[int, int]:
+    """Readings taken at `since_ms` or later (by the devices' clocks), and how many devices sent
+    them: one range of the (device, time) key per device, no scan of the series."""
+    ids = [r.id for r in await conn.execute(sa.select(devices.c.id))]
+    if not ids:
+        return 0, 0
+    query = (
+        sa.select(readings.c.device_id, sa.func.count())
+        .where(readings.c.device_id.in_(ids), readings.c.at_ms >= since_ms)
+        .group_by(readings.c.device_id)
+    )
+    counts = [row[1] for row in await conn.execute(query)]
+    return sum(counts), len(counts)
+
+
 async def tracker_of(conn: AsyncConnection, courier_id: str) -> Any:
     return (await conn.execute(_TRACKER_OF, {"courier_id": courier_id})).first()
 
