@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 
 from pizzeria.chassis.addresses import REPLICA_PORT_STEP, SERVICE_PORTS, SIMULATOR_PORTS
+from pizzeria.kit.auth import Role
+from pizzeria.kit.settings import Settings
 from tests.support.tcpproxy import free_ports
 from tests.support.tokens import bearer
 
@@ -127,20 +129,34 @@ class Shop:
     def __init__(self, system: System, *, through_gateway: bool = False) -> None:
         self.system = system
         self.through_gateway = through_gateway
+        # Access tokens expire (ACCESS_TOKEN_TTL_S): a shop used longer than that (a soak) asks
+        # with a new one once its token is half way to expiry.
+        ttl = float(system.env.get("ACCESS_TOKEN_TTL_S", Settings.model_fields["access_token_ttl_s"].default))
+        self._renew_after = ttl / 2
+        self._tokens: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self.http = httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=64), headers=bearer("shop-admin", "admin", env=system.env)
+            timeout=30, limits=httpx.Limits(max_connections=64), event_hooks={"request": [self._as_admin]}
         )
-        self._customers: dict[str, dict[str, str]] = {}
 
     def at(self, service: str) -> str:
         """Where a request for `service`'s API goes."""
         return self.system.url("gateway" if self.through_gateway else service)
 
+    def _token(self, user: str, role: Role) -> dict[str, str]:
+        minted, header = self._tokens.get((user, role), (0.0, {}))
+        if time.monotonic() - minted > self._renew_after:
+            minted, header = time.monotonic(), bearer(user, role, env=self.system.env)
+            self._tokens[(user, role)] = (minted, header)
+        return header
+
+    async def _as_admin(self, request: httpx.Request) -> None:
+        """A request that does not speak for a customer is the administrator's."""
+        if "authorization" not in request.headers:
+            request.headers.update(self._token("shop-admin", "admin"))
+
     def as_customer(self, customer: str) -> dict[str, str]:
         """Headers that make a request the customer's own."""
-        if customer not in self._customers:
-            self._customers[customer] = bearer(customer, env=self.system.env)
-        return self._customers[customer]
+        return self._token(customer, "customer")
 
     async def close(self) -> None:
         await self.http.aclose()
