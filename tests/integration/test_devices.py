@@ -30,18 +30,14 @@ from pizzeria.contracts.devices import (
     DeviceWentOnline,
 )
 from pizzeria.contracts.telemetry import DeviceSeen
-from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import BrokerConsumer
-from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.topics import commands_topic
-from tests.integration.services import embedded_settings, running
+from tests.integration.services import running_on
 from tests.integration.test_service_api import assert_problem
 from tests.support.participant import decode
-from tests.support.postgres import create_database, drop_database
 from tests.support.tokens import bearer
 
 STAFF = bearer("chef", "staff")
@@ -80,25 +76,9 @@ async def devices(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Devices]:
     monkeypatch.setenv("DEVICE_OFFLINE_AFTER_S", str(OFFLINE_AFTER_S))
-    url = None
-    if request.param == "postgres":
-        url = await create_database("pz_devices")
-        monkeypatch.setenv("DEVICES_DATABASE_URL", url)
-    settings: Settings = embedded_settings(tmp_path)
-    try:
-        async with running("devices", settings) as (app, client):
-            broker = broker_from_settings(settings, client_id="test-reader")
-            await broker.start()
-            consumer = broker.consumer("test-reader", [t for t in all_topics() if t.startswith("devices.")])
-            await consumer.start()
-            try:
-                yield Devices(app, client, Bus(consumer))
-            finally:
-                await consumer.close()
-                await broker.close()
-    finally:
-        if url is not None:
-            await drop_database(url)
+    on = running_on(request.param, "devices", tmp_path, monkeypatch, lambda topic: topic.startswith("devices."))
+    async with on as (app, client, _, reader):
+        yield Devices(app, client, Bus(reader))
 
 
 async def register(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:

@@ -28,21 +28,17 @@ from pizzeria.contracts.telemetry import (
     OvenTemperatureAlarm,
     OvenTemperatureRecovered,
 )
-from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.auth import device_key_digest
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import Broker
-from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.services.telemetry.retention import Retention
 from pizzeria.services.telemetry.settings import TelemetrySettings
-from tests.integration.services import embedded_settings, running
+from tests.integration.services import running_on
 from tests.integration.test_devices import Bus as DevicesBus
 from tests.integration.test_service_api import assert_problem
 from tests.support.participant import decode
-from tests.support.postgres import create_database, drop_database
 from tests.support.tokens import bearer
 
 STAFF = bearer("chef", "staff")
@@ -78,25 +74,9 @@ async def telemetry(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Telemetry]:
     monkeypatch.setenv("TELEMETRY_SEEN_EVERY_S", "3600")  # one DeviceSeen per device in a test
-    url = None
-    if request.param == "postgres":
-        url = await create_database("pz_telemetry")
-        monkeypatch.setenv("TELEMETRY_DATABASE_URL", url)
-    settings: Settings = embedded_settings(tmp_path)
-    try:
-        async with running("telemetry", settings) as (app, client):
-            broker = broker_from_settings(settings, client_id="test-reader")
-            await broker.start()
-            consumer = broker.consumer("test-reader", [t for t in all_topics() if t == "telemetry.events"])
-            await consumer.start()
-            try:
-                yield Telemetry(app, client, Bus(consumer, broker=broker))
-            finally:
-                await consumer.close()
-                await broker.close()
-    finally:
-        if url is not None:
-            await drop_database(url)
+    on = running_on(request.param, "telemetry", tmp_path, monkeypatch, lambda topic: topic == "telemetry.events")
+    async with on as (app, client, broker, reader):
+        yield Telemetry(app, client, Bus(reader, broker=broker))
 
 
 @dataclass(frozen=True)
