@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -206,6 +207,24 @@ async def test_a_batch_with_bad_readings_is_refused_whole_naming_each(telemetry:
     for body in ({"readings": []}, {"readings": "x"}, {"readings": [{"at": "yesterday", "lat": 1, "lon": 1}]}, {}):
         answer = await telemetry.client.post(tracker.path, json=body, headers=tracker.headers)
         assert_problem(answer, 422, "validation-failed")
+    # The batch is parsed from its bytes by pydantic (kit.http.JsonBody): what is not JSON, or
+    # not said to be, is the same 422 as any bad body, naming what is wrong.
+    good = orjson.dumps({"readings": [batch[0]]})
+    for content, media, field in (
+        (b'{"readings": [', "application/json", "body"),
+        (b"", "application/json", "body"),
+        (good, "text/plain", "body"),
+        (
+            b'{"readings": [{"at": "%s", "lat": "40.0", "lon": 14.0}]}' % at(0, base).encode(),
+            "application/json",
+            "readings.0.lat",
+        ),
+        (b'{"readings": [{"at": "%s", "lat": true, "lon": 14.0}]}' % at(0, base).encode(), None, "readings.0.lat"),
+    ):
+        headers = {**tracker.headers, **({"content-type": media} if media else {})}
+        answer = await telemetry.client.post(tracker.path, content=content, headers=headers)
+        refused = assert_problem(answer, 422, "validation-failed")
+        assert any(e["field"].startswith(field) for e in refused["errors"]), (content, refused)
     too_many = [{"at": at(-n / 1000), "lat": 1.0, "lon": 1.0} for n in range(1001)]
     refused = assert_problem(await send(telemetry, tracker, too_many), 422, "validation-failed")
     assert "at most 1000" in refused["detail"]

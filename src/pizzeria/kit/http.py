@@ -9,13 +9,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -207,6 +209,64 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 _PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
+Body = TypeVar("Body", bound=BaseModel)
+SCHEMAS = "#/components/schemas/"
+
+
+class JsonBody(Generic[Body]):
+    """A dependency: the request's JSON body validated by pydantic straight from its bytes (one
+    pass of its compiled parser, instead of FastAPI's `json.loads` and a second pass over the
+    Python objects it built). For bodies of hundreds of items on a hot path (a device's batch
+    of readings); elsewhere FastAPI's own body parameters read better. A bad body is the same
+    422 as FastAPI's own; the route documents the body with `openapi_extra=body.openapi`, and
+    `http_app` adds the model's schemas to the document."""
+
+    #: Each body by the reference the documents make to its schema.
+    documented: dict[str, JsonBody[Any]] = {}
+
+    def __init__(self, model: type[Body]) -> None:
+        self.model = model
+        self.ref = f"{SCHEMAS}{model.__name__}"
+        JsonBody.documented[self.ref] = self
+
+    async def __call__(self, request: Request) -> Body:
+        media = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        if not (media == "application/json" or (media.startswith("application/") and media.endswith("+json"))):
+            raise RequestValidationError(
+                [{"loc": ("body",), "msg": "must be JSON (Content-Type: application/json)", "type": "content_type"}]
+            )
+        try:
+            return self.model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+    @property
+    def openapi(self) -> dict[str, Any]:
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": self.ref}}}}}
+
+
+def add_json_body_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schemas of the bodies `JsonBody` reads (FastAPI does not see them as bodies): those
+    the document's operations refer to."""
+    wanted = {
+        body.model
+        for path_item in schema.get("paths", {}).values()
+        for operation in path_item.values()
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+        if (body := JsonBody.documented.get(media.get("schema", {}).get("$ref", ""))) is not None
+    }
+    if wanted:
+        _, found = models_json_schema(
+            [(model, "validation") for model in sorted(wanted, key=lambda m: m.__name__)],
+            ref_template=f"{SCHEMAS}{{model}}",
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in found.get("$defs", {}).items():
+            schemas.setdefault(name, definition)
+    return schema
+
+
 def add_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
     """Document errors as they are answered: every 4xx/5xx is `application/problem+json`, and
     every operation may answer one (FastAPI's own 422 shape is never sent)."""
@@ -324,7 +384,7 @@ def http_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_problem_responses(generate())
+            app.openapi_schema = add_problem_responses(add_json_body_schemas(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

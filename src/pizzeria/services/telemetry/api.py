@@ -10,12 +10,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import PRIVILEGED, DeviceKey, Principal, require_roles
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound, ValidationFailed
+from pizzeria.kit.http import JsonBody
 from pizzeria.kit.schemas import FilterTime, RequestBody
 from pizzeria.services.telemetry import repository
 from pizzeria.services.telemetry.deps import TelemetryDep
@@ -42,6 +43,19 @@ class ReadingBatch(RequestBody):
 
     readings: list[Reading] = Field(min_length=1, max_length=MAX_BATCH)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # A reading is numbers, flags and a time (strict types: text in their place is refused
+        # already): no text for the NUL rule to look into, and walking hundreds of readings
+        # for none would cost more than checking them.
+        return value
+
+
+#: A batch is read by pydantic straight from the request's bytes: a batch of 500 readings is
+#: the one body on a hot path (docs/performance.md, "Telemetry").
+read_batch = JsonBody(ReadingBatch)
+
 
 class BatchAnswer(BaseModel):
     stored: int = Field(description="readings stored now")
@@ -53,9 +67,14 @@ class BatchAnswer(BaseModel):
     response_model=BatchAnswer,
     summary="A device sends a batch of its readings (the device's key)",
     responses={422: {"description": "a bad reading: nothing of the batch was stored; `errors` names each"}},
+    openapi_extra=read_batch.openapi,
 )
 async def send_readings(
-    device_id: UUID, body: ReadingBatch, runtime: RuntimeDep, parts: TelemetryDep, key: DeviceKey
+    device_id: UUID,
+    body: Annotated[ReadingBatch, Depends(read_batch)],
+    runtime: RuntimeDep,
+    parts: TelemetryDep,
+    key: DeviceKey,
 ) -> BatchAnswer:
     if len(body.readings) > parts.settings.max_batch:
         readings_rejected.labels("http", "invalid").inc(len(body.readings))

@@ -1,8 +1,8 @@
 """Loading and saving readings, rollups, and telemetry's copies of devices and deliveries.
 
-Statements are built once and run with parameters. A batch of readings is one multi-row insert
-(a reading sent again is left out by the key, and the insert answers which went in), and its
-rollups one more.
+Statements are built once and run with parameters. A batch of readings is one insert (a
+reading sent again is left out by the key, and the insert answers which went in: on PostgreSQL
+one array per column, on SQLite a multi-row insert), and its rollups one more.
 """
 
 from __future__ import annotations
@@ -72,11 +72,35 @@ def _insert_readings(dialect: str) -> sa.Insert:
     return insert(readings).on_conflict_do_nothing().returning(readings.c.at_ms)
 
 
+#: The readings' values, as PostgreSQL takes them in one array each.
+_COLUMNS = (
+    ("at_ms", "bigint"),
+    ("temperature_c", "float8"),
+    ("door_open", "boolean"),
+    ("lat", "float8"),
+    ("lon", "float8"),
+    ("speed_mps", "float8"),
+    ("battery_pct", "float8"),
+)
+# On PostgreSQL a batch goes in as one array per column, unnested into rows: one statement
+# with eight parameters however many readings it carries (a multi-row VALUES list has one
+# parameter per value, each bound and rendered by the client: twice the client's CPU).
+_ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COLUMNS)
+_INSERT_UNNESTED = sa.text(
+    f"INSERT INTO readings (device_id, {', '.join(name for name, _ in _COLUMNS)}) "
+    f"SELECT CAST(:device_id AS uuid), * FROM unnest({_ARRAYS}) ON CONFLICT DO NOTHING RETURNING at_ms"
+)
+
+
 async def add_readings(conn: AsyncConnection, device_id: UUID, rows: list[dict[str, Any]]) -> set[int]:
     """Store the rows (one statement); the times (ms) of those that were not stored before."""
-    for row in rows:
-        row["device_id"] = device_id
-    result = await conn.execute(_insert_readings(conn.dialect.name), rows)
+    if conn.dialect.name == "postgresql":
+        columns = {name: [row[name] for row in rows] for name, _ in _COLUMNS}
+        result = await conn.execute(_INSERT_UNNESTED, {"device_id": device_id, **columns})
+    else:
+        for row in rows:
+            row["device_id"] = device_id
+        result = await conn.execute(_insert_readings(conn.dialect.name), rows)
     return {at_ms for (at_ms,) in result}
 
 
