@@ -87,20 +87,26 @@ def _batches(
 
 async def paced(port: int, work: list[tuple[str, dict[str, str], Any]], per_s: float, clients: int) -> dict[str, Any]:
     """Send the batches of `work` at `per_s` a second (each as soon as its time comes and a
-    connection is free; `clients` connections); what was achieved, and each batch's latency."""
+    connection is free; `clients` connections); what was achieved (batches over the time from
+    the first sent to the last answered: a little under `per_s` even when every batch kept its
+    time), each batch's latency, and how late each went (the service keeps up with `per_s`
+    while no batch waits long for a connection)."""
     free: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(clients):
         free.put_nowait(Connection("127.0.0.1", port))
     latencies: list[float] = []
+    late: list[float] = []  # how long after its time each batch went (no connection free)
     statuses: dict[int, int] = {}
     began = time.perf_counter()
 
     async def one(i: int) -> None:
-        await asyncio.sleep(max(0.0, began + i / per_s - time.perf_counter()))
+        due = began + i / per_s
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
         conn = await free.get()
         try:
             path, headers, body = work[i]
             started = time.perf_counter()
+            late.append(max(0.0, started - due))
             reply = await conn.request("POST", path, body, headers=headers)
             latencies.append(time.perf_counter() - started)
             statuses[reply.status] = statuses.get(reply.status, 0) + 1
@@ -111,7 +117,12 @@ async def paced(port: int, work: list[tuple[str, dict[str, str], Any]], per_s: f
     took = time.perf_counter() - began
     while not free.empty():
         free.get_nowait().close()
-    return {"batches_per_s": len(work) / took, "latency": summary(latencies), "statuses": statuses}
+    return {
+        "batches_per_s": len(work) / took,
+        "latency": summary(latencies),
+        "late": summary(late),
+        "statuses": statuses,
+    }
 
 
 async def beside_saga(
