@@ -121,12 +121,16 @@ def deadline_passed(fault: str, start: float, end: float, deadline: float) -> Ex
 @dataclass
 class History:
     """What the load did and what it was answered; also which consumer groups a nemesis made
-    fail on purpose (their dead letters are explained) and the endings faults excuse."""
+    fail on purpose (their dead letters are explained), the dead letters there were before, and
+    the endings faults excuse."""
 
     records: list[OrderRecord] = field(default_factory=list)
     customers: set[str] = field(default_factory=set)
     failing_groups: set[str] = field(default_factory=set)
     excuses: list[Excuse] = field(default_factory=list)
+    #: Dead letters the system already had when the load began (a run on a system in use):
+    #: none of this run's doing.
+    earlier_dead_letters: set[str] = field(default_factory=set)
 
     def allowed_endings(self, record: OrderRecord, order: dict[str, Any]) -> set[tuple[str, str | None]]:
         """(status, cancel reason) pairs the order may end with: its story's, and those the
@@ -270,7 +274,7 @@ def check(history: History, seen: Observed) -> Result:
         if seen.sagas.get(state):
             result.add(UNDER_WAY, f"{seen.sagas[state]} {state}")
     for letter in seen.dead_letters:
-        if letter["group_id"] not in history.failing_groups:
+        if letter["group_id"] not in history.failing_groups and letter.get("id") not in history.earlier_dead_letters:
             result.add(UNEXPLAINED, f"{letter['service']}/{letter['group_id']}: {letter['error'][:120]}")
     return result
 

@@ -143,20 +143,11 @@ async def observe(shop: ReadBack, history: History) -> Observed:
     )
 
 
-async def check_system(
-    shop: ReadBack,
-    history: History,
-    *,
-    settle_for: float = 240.0,
-    agree_for: float = 60.0,
-    interval: float = 2.0,
-    progress: Callable[[int, int], None] | None = None,
-) -> Result:
-    """Wait for the orders to settle, then read back and check until the check passes or
-    `agree_for` seconds have gone (the read models are eventually consistent: a payment's last
-    fact or a notification may follow an order's final status by a moment). The last result;
-    a read-back that kept failing is a `run failed` violation of it."""
-    await settle(shop, history, settle_for, progress=progress)
+async def agree(shop: ReadBack, history: History, agree_for: float, *, interval: float = 2.0) -> Result:
+    """Read back and check until the check passes or `agree_for` seconds have gone (the read
+    models are eventually consistent: a payment's last fact or a notification may follow an
+    order's final status by a moment). The last result; a read-back that kept failing is a
+    `run failed` violation of it."""
     deadline = time.monotonic() + agree_for
     result: Result | None = None
     failure = ""
@@ -173,3 +164,11 @@ async def check_system(
         result.unanswered = sum(1 for r in history.records if not r.acknowledged)
         result.add(FAILED, failure)
     return result
+
+
+async def check_system(
+    shop: ReadBack, history: History, *, settle_for: float = 240.0, agree_for: float = 60.0
+) -> Result:
+    """Wait for the orders to settle (`settle`), then read back and check (`agree`)."""
+    await settle(shop, history, settle_for)
+    return await agree(shop, history, agree_for)
