@@ -99,6 +99,13 @@ class Load:
                 await self._pacer
         await asyncio.gather(*self._orders)
 
+    async def abandon(self) -> None:
+        """Stop at once: the orders under way are given up without waiting for their answers."""
+        tasks = [t for t in (self._pacer, *self._orders) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def progress(self) -> Progress:
         records = self.history.records
         acknowledged = sum(1 for r in records if r.acknowledged)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from pizzeria.chaos.checker import DEADLINE_PASSED, PROVIDER_UNREACHABLE, Excuse, History, Result
+from pizzeria.chaos.checker import DEADLINE_PASSED, LOST, PROVIDER_UNREACHABLE, Excuse, History, Result
 from pizzeria.chaos.gateway import GatewayShop, ReadFailed, Unusable
 from pizzeria.chaos.load import CUSTOMERS, Load, Orderer, Progress
 from pizzeria.chaos.readback import ReadBack, agree, settle
@@ -176,5 +176,7 @@ async def run(
     if not result.acknowledged:
         write("pizzeria check: no order was accepted; the system cannot be used")
         return 2
+    if result.count(LOST):
+        write("orders still under way are counted lost: are the kitchen and delivery autopilots on (`make run`)?")
     write("everything held" if result.ok else "VIOLATIONS: see above")
     return 0 if result.ok else 1

@@ -97,9 +97,9 @@ class CheckedLab:
         self.fault("provider", faulty)
 
     async def close(self) -> None:
-        """Stop whatever is under way (the process is shutting down)."""
+        """Stop whatever is under way at once (the process is shutting down)."""
         if self.run is not None and self.run.phase == Phase.RUNNING:
-            await self.run.load.stop()
+            await self.run.load.abandon()
         if self._check is not None:
             self._check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
