@@ -51,6 +51,7 @@ async def test_pizzeria_check_loads_the_system_and_finds_everything_held(system:
     )
     output, _ = await asyncio.wait_for(process.communicate(), 400)
     told = output.decode()
+    print(told)
     assert process.returncode == 0, told
     counts = {m["kind"]: int(m["n"]) for m in COUNT.finditer(told)}
     assert counts["acknowledged"] > 0, told
