@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -385,6 +385,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo.run(args.scenario, args.url))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from pizzeria.chaos import run
+
+    return asyncio.run(run.run(args.url, args.seconds, args.rate))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pizzeria", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -456,7 +462,42 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id")
     dlq.set_defaults(func=cmd_dlq)
     add_demo_parser(sub)
+    add_check_parser(sub)
     return parser
+
+
+def between(low: float, high: float) -> Callable[[str], float]:
+    """An argument type: a number from `low` to `high`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def add_check_parser(sub: Any) -> None:
+    from pizzeria.chaos.run import DEFAULT_URL
+
+    check = sub.add_parser(
+        "check",
+        help="load a running system through its gateway, then check everything it did (the history checker)",
+        description=(
+            "Places orders at a steady rate for a while (some declined, some cancelled), waits for them to end, "
+            "reads everything back through the gateway and checks it: nothing lost, nothing duplicated, money and "
+            "stock conserved. Prints the counts; exit status 0 when everything held, 1 on any violation, 2 when "
+            "the system cannot be used."
+        ),
+    )
+    check.add_argument("--url", default=DEFAULT_URL, help=f"the gateway of the running system (default {DEFAULT_URL})")
+    check.add_argument("--seconds", type=between(1, 86_400), default=60.0, help="how long to load it (default 60)")
+    check.add_argument("--rate", type=between(0.1, 50), default=3.0, help="orders a second (default 3)")
+    check.set_defaults(func=cmd_check)
 
 
 def add_demo_parser(sub: Any) -> None:

@@ -52,20 +52,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from pizzeria.kit.settings import Settings
-from pizzeria.messaging.tables import outbox
-from pizzeria.services.orders.settings import OrdersSettings
-from tests.chaos.checker import (
+from pizzeria.chaos.checker import (
     FAILED,
     PROVIDER_UNREACHABLE,
     Excuse,
     History,
     OrderRecord,
     Result,
-    check_system,
     deadline_passed,
 )
-from tests.chaos.load import Load
+from pizzeria.chaos.load import Load
+from pizzeria.chaos.readback import check_system
+from pizzeria.kit.settings import Settings
+from pizzeria.messaging.tables import outbox
+from pizzeria.services.orders.settings import OrdersSettings
 from tests.e2e.conftest import production_env
 from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, TERMINAL, holds_within, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System

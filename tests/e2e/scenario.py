@@ -9,13 +9,11 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from pizzeria.services.orders.domain import is_valid_path
+from pizzeria.chaos.stories import TERMINAL, Placed, allowed_endings, expected_notifications, order_body
+from pizzeria.contracts.orders import is_valid_path
 from tests.e2e.system import Shop
-
-TERMINAL = {"delivered", "cancelled"}
 
 #: Orders end on their own (and fast) with the autopilots moving tickets and deliveries.
 AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE_MS": "50", "DELIVERY_STAGE_MS": "50"}
@@ -23,49 +21,6 @@ AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE
 #: customer would: the systems it loads let a customer have any number of unpaid orders (the
 #: limit itself is tested in test_attacks).
 MANY_ORDERS = {"ORDER_MAX_UNPAID": "100000"}
-
-
-@dataclass
-class Placed:
-    key: str
-    card: str
-    email: str | None
-    phone: str | None
-    order: dict[str, Any]
-    cancel: int | None = None  # HTTP status of the customer's cancel request, if they made one
-    #: The cancel was answered 409 after an attempt whose fate is unknown (its connection died
-    #: with the process that had it): it may have been accepted before.
-    cancel_uncertain: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return str(self.order["id"])
-
-    @property
-    def channels(self) -> set[str]:
-        return {c for c, v in (("email", self.email), ("sms", self.phone)) if v}
-
-    @property
-    def cancel_may_have_been_accepted(self) -> bool:
-        return self.cancel == 202 or self.cancel_uncertain
-
-
-def order_body(
-    menu: list[dict[str, Any]], card: str, email: str | None, phone: str | None, rng: random.Random
-) -> dict[str, Any]:
-    items = []
-    for item in rng.sample(menu, k=rng.randint(1, 3)):
-        items.append(
-            {"menu_item_id": item["id"], "size": rng.choice(item["sizes"])["size"], "quantity": rng.randint(1, 3)}
-        )
-    contact = {k: v for k, v in (("email", email), ("phone", phone)) if v}
-    return {
-        "items": items,
-        "delivery_address": f"{rng.randint(1, 99)} Test Street",
-        "payment": {"token": card},
-        "contact": contact,
-    }
 
 
 async def wait_for_menu_sync(shop: Shop, menu: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,41 +109,6 @@ async def wait_until_settled(shop: Shop, placed: list[Placed], timeout: float = 
 
     await holds_within(all_final, timeout)
     return final
-
-
-def allowed_endings(p: Placed) -> set[tuple[str, str | None]]:
-    """(final status, cancel reason) pairs this order's story allows. Ingredients are reserved
-    before the charge, so any order may run out of stock first."""
-    endings: set[tuple[str, str | None]] = {("cancelled", "out_of_stock")}
-    if p.card == "tok_declined":
-        endings.add(("cancelled", "payment_failed"))
-    elif p.card == "tok_timeout":
-        endings.add(("cancelled", "timeout"))
-    else:
-        endings.add(("delivered", None))
-        if p.cancel_may_have_been_accepted:  # cancelled, unless the kitchen started first (refused)
-            endings.add(("cancelled", "customer_cancelled"))
-    if p.cancel_may_have_been_accepted and p.card != "tok_visa":
-        endings.add(("cancelled", "customer_cancelled"))  # cancelled before its payment failed
-    return endings
-
-
-def expected_notifications(p: Placed, order: dict[str, Any]) -> list[Counter[tuple[str, str]]]:
-    """One notification per status the order went through, on each of the customer's channels,
-    plus the receipt, the refund and a refused cancellation where they happened (the ways it
-    may have gone: a cancel whose fate is unknown may or may not have been refused)."""
-    templates = [f"order_{h['status'].replace('pending', 'placed')}" for h in order["history"]]
-    want = Counter((t, c) for t in templates for c in p.channels)
-    if order["payment_status"] in ("completed", "refunded") and p.email:
-        want[("payment_receipt", "email")] += 1
-    if order["payment_status"] == "refunded":
-        want.update(("payment_refunded", c) for c in p.channels)
-    refused = want + Counter(("order_cancellation_refused", c) for c in p.channels)
-    if p.cancel == 202 and order["status"] == "delivered":
-        return [refused]
-    if p.cancel_uncertain and order["status"] == "delivered":
-        return [want, refused]
-    return [want]
 
 
 async def check_outcomes(shop: Shop, placed: list[Placed], final: dict[str, dict[str, Any]]) -> None:

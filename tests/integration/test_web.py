@@ -456,6 +456,37 @@ async def test_the_fault_lab_pauses_the_broker_fails_a_consumer_and_kills_a_serv
     assert len(browser.fakes.calls) == calls, "a name that is not one reached no service"
 
 
+async def test_the_providers_charges_and_refunds_are_read_through_the_gateway(browser: Browser) -> None:
+    charge = {"id": "ch_1", "amount": 2500, "currency": "EUR", "status": "succeeded", "order_id": "o-1"}
+    refund = {"id": "re_1", "charge": "ch_1", "amount": 2500, "status": "succeeded"}
+    asked: list[httpx.Request] = []
+
+    def charges(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, json={"items": [charge]})
+
+    browser.fakes.handlers["provider", "GET", "/v1/charges"] = charges
+    browser.fakes.handlers["provider", "GET", "/v1/refunds"] = lambda _: httpx.Response(200, json={"items": [refund]})
+    admin = {"Authorization": f"Bearer {browser.fakes.tokens('admin')['access_token']}"}
+    every = await browser.client.get("/api/v1/ops/faults/payment-provider/charges", headers=admin)
+    assert every.status_code == 200
+    assert every.json() == {"items": [charge]}
+    assert "order_id" not in asked[-1].url.params
+    one = await browser.client.get("/api/v1/ops/faults/payment-provider/charges?order_id=o-1", headers=admin)
+    assert one.status_code == 200
+    assert asked[-1].url.params["order_id"] == "o-1"
+    refunds = await browser.client.get("/api/v1/ops/faults/payment-provider/refunds", headers=admin)
+    assert refunds.json() == {"items": [refund]}
+    charges_of = "/api/v1/ops/faults/payment-provider/charges?order_id="
+    too_long = await browser.client.get(charges_of + "x" * 65, headers=admin)
+    assert too_long.status_code == 422
+    assert too_long.headers["content-type"] == "application/problem+json"
+    browser.fakes.down.add("provider")
+    silent = await browser.client.get("/api/v1/ops/faults/payment-provider/refunds", headers=admin)
+    assert silent.status_code == 503
+    assert silent.headers["content-type"] == "application/problem+json"
+
+
 async def test_the_switches_refuse_what_is_not_there_clearly(browser: Browser) -> None:
     Switches.behind(browser.fakes)
     admin = {"Authorization": f"Bearer {browser.fakes.tokens('admin')['access_token']}"}
@@ -476,6 +507,8 @@ async def test_the_new_operations_routes_are_for_administrators_only(browser: Br
         ("GET", "/api/v1/ops/services"),
         ("GET", "/api/v1/ops/faults/payment-provider"),
         ("PUT", "/api/v1/ops/faults/payment-provider"),
+        ("GET", "/api/v1/ops/faults/payment-provider/charges"),
+        ("GET", "/api/v1/ops/faults/payment-provider/refunds"),
         ("GET", "/api/v1/ops/faults"),
         ("PUT", "/api/v1/ops/faults/broker"),
         ("PUT", "/api/v1/ops/faults/consumers/delivery"),

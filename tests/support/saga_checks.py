@@ -13,11 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pizzeria.contracts.orders import is_valid_path
 from pizzeria.messaging.tables import dead_letters
 from pizzeria.services.kitchen.tables import ingredients, reservations
 from pizzeria.services.orders import projection
 from pizzeria.services.orders import repository as orders_repo
-from pizzeria.services.orders.domain import is_valid_path
 from pizzeria.services.payments import repository as payments_repo
 from tests.support.cluster import Services
 

@@ -23,6 +23,10 @@ LAYERS = {
     # The web UI: the gateway serves it (so it sits beside the services), and it is a client of
     # the public API only: it imports no service (a test below checks).
     "web": 4,
+    # The history checker, its load and its read-back (`pizzeria check`, the fault lab's checked
+    # load): a client of a running system's public API, beside the web UI that uses it; it
+    # imports no service (a test below checks).
+    "chaos": 4,
     "registry": 5,
     "supervisor": 5,
     "cli": 6,
@@ -96,15 +100,16 @@ def test_a_service_imports_no_other_service() -> None:
     assert not crossing, "services must talk through contracts only:\n" + "\n".join(crossing)
 
 
-def test_the_web_ui_imports_no_service() -> None:
+@pytest.mark.parametrize("client", ["pizzeria.web", "pizzeria.chaos"])
+def test_the_clients_of_the_public_api_import_no_service(client: str) -> None:
     reaching = [
         f"{module} → {dep}"
         for module, deps in GRAPH.items()
-        if module.startswith("pizzeria.web")
+        if module.startswith(client)
         for dep in deps
         if dep.startswith("pizzeria.services")
     ]
-    assert not reaching, "the web UI talks to services through the public API only:\n" + "\n".join(reaching)
+    assert not reaching, f"{client} talks to services through the public API only:\n" + "\n".join(reaching)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

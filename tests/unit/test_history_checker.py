@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.checker import (
+from pizzeria.chaos.checker import (
     DUPLICATED,
     INVALID_PATH,
     LOST,
@@ -29,7 +29,7 @@ from tests.chaos.checker import (
     check,
     deadline_passed,
 )
-from tests.e2e.scenario import expected_notifications
+from pizzeria.chaos.stories import expected_notifications
 
 DELIVERED_PATH = ["pending", "paid", "preparing", "baking", "ready", "out_for_delivery", "delivered"]
 

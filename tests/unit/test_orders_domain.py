@@ -8,12 +8,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from pizzeria.contracts.orders import TRANSITIONS, is_valid_path
 from pizzeria.kit.errors import Conflict, ValidationFailed
 from pizzeria.services.orders.domain import (
     MAX_LINES,
     MAX_QUANTITY,
     TERMINAL,
-    TRANSITIONS,
     Line,
     MenuEntry,
     Order,
@@ -21,7 +21,6 @@ from pizzeria.services.orders.domain import (
     PaymentStatus,
     RequestedLine,
     Status,
-    is_valid_path,
     price_lines,
 )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -24,6 +26,28 @@ class OrderStatus(enum.StrEnum):
     OUT_FOR_DELIVERY = "out_for_delivery"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
+
+
+#: The order's state machine, part of the contract: status → the statuses it may move to (every
+#: `OrderStatusChanged` is one of these moves; a reader may hold a history against it).
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.CANCELLED}),
+    OrderStatus.PAID: frozenset({OrderStatus.PREPARING, OrderStatus.CANCELLED}),
+    OrderStatus.PREPARING: frozenset({OrderStatus.BAKING}),
+    OrderStatus.BAKING: frozenset({OrderStatus.READY}),
+    OrderStatus.READY: frozenset({OrderStatus.OUT_FOR_DELIVERY}),
+    OrderStatus.OUT_FOR_DELIVERY: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+
+def is_valid_path(statuses: Sequence[str]) -> bool:
+    """True if `statuses` is a walk of the state machine starting at `pending`."""
+    known = {s.value for s in OrderStatus}
+    if not statuses or statuses[0] != OrderStatus.PENDING or not set(statuses) <= known:
+        return False
+    return all(OrderStatus(b) in TRANSITIONS[OrderStatus(a)] for a, b in itertools.pairwise(statuses))
 
 
 class OrderLine(BaseModel):

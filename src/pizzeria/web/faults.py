@@ -3,7 +3,8 @@ payment provider down, slow or declining; the broker paused; a consumer group fa
 killed — next to the invariants that must hold whatever is broken: every accepted order
 finishes, nobody is charged twice, stock is conserved. The switches and the invariants are the
 gateway's (`/api/v1/ops/faults`, `/api/v1/ops/invariants`), the same ones `pizzeria demo` uses;
-the page polls them every 3 s."""
+the page polls them every 3 s. Beside them, a checked load (web/checked.py): orders placed at a
+steady rate while the switches are turned, then checked by the history checker."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from pizzeria.web.api import Answer
+from pizzeria.web.checked import RATES, as_rate
 from pizzeria.web.render import redirect
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, form
@@ -68,6 +70,7 @@ def invariants_view(found: Answer, outbox: Answer) -> dict[str, Any]:
 
 
 async def lab_state(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
+    web.checked.seen(visit.access)
     lab, services, invariants, outbox = await asyncio.gather(
         web.call(request, visit, "GET", SWITCHES),
         web.call(request, visit, "GET", "/api/v1/ops/services"),
@@ -80,6 +83,9 @@ async def lab_state(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
         "latencies": LATENCIES,
         "decline_rates": DECLINE_RATES,
         "patterns": PATTERNS,
+        "checked": web.checked.view(),
+        "checked_busy": web.checked.busy,
+        "rates": RATES,
     }
 
 
@@ -107,14 +113,31 @@ def provider_said(change: dict[str, Any]) -> str:
     return " ".join(text for key, text in said.items() if key in change)
 
 
+async def checked_load(web: Web, visit: Visit, fields: dict[str, str]) -> str:
+    """Start or stop the checked load as the form asks; what to tell the operator."""
+    web.checked.seen(visit.access)
+    if fields.get("action") == "start":
+        rate = as_rate(fields.get("rate"))
+        if rate is None:
+            return f"The rate must be a whole number of orders a second from {RATES[0]} to {RATES[-1]}."
+        return await web.checked.start(rate)
+    if fields.get("action") == "stop":
+        return await web.checked.stop()
+    return "Nothing to change."
+
+
 async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str]) -> str:
-    """Turn the switch the form names; what to tell the operator."""
+    """Turn the switch the form names (and tell the checked load, if one runs); what to tell
+    the operator."""
     what = fields.get("switch", "provider")
+    if what == "checked":
+        return await checked_load(web, visit, fields)
     if what == "broker" and fields.get("paused") in ("1", "0"):
         paused = fields["paused"] == "1"
         answer = await web.call(request, visit, "PUT", f"{SWITCHES}/broker", json={"paused": paused})
         if not answer.ok:
             return f"The broker could not be switched: {answer.problem()}"
+        web.checked.fault("broker", paused)
         silent = [s["name"] for s in answer.json() if not s["reachable"]]
         done = "The broker is paused: outboxes keep what is committed." if paused else "The broker is back."
         return done + (f" No answer from {', '.join(silent)}." if silent else "")
@@ -124,18 +147,23 @@ async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str
         answer = await web.call(request, visit, "PUT", f"{SWITCHES}/consumers/{group}", json={"failing": failing})
         if not answer.ok:
             return f"The consumer group could not be switched: {answer.problem()}"
+        web.checked.fault(f"consumer:{group}", failing)
         return f"{group} now fails on every message." if failing else f"{group} handles messages again."
     if what == "kill" and NAME.match(fields.get("service", "")):
         service = fields["service"]
         answer = await web.call(request, visit, "POST", f"{SWITCHES}/services/{service}/crash")
         if not answer.ok:
             return f"{service} could not be killed: {answer.problem()}"
+        web.checked.fault(f"kill:{service}", True)
         return f"{service} (process {answer.json()['pid']}) was killed; it is started again in a moment."
     change = provider_change(fields) if what == "provider" else {}
     if not change:
         return "Nothing to change."
     answer = await web.call(request, visit, "PUT", PROVIDER, json=change)
-    return provider_said(change) if answer.ok else f"The provider could not be switched: {answer.problem()}"
+    if not answer.ok:
+        return f"The provider could not be switched: {answer.problem()}"
+    web.checked.provider_switched(answer.json())
+    return provider_said(change)
 
 
 def router(web: Web) -> APIRouter:

@@ -14,6 +14,7 @@ from pizzeria.kit.settings import Settings
 from pizzeria.web import boards, console, faults, orders, patterns
 from pizzeria.web.account import Accounts
 from pizzeria.web.api import PublicApi
+from pizzeria.web.checked import CheckedLab
 from pizzeria.web.render import Renderer
 from pizzeria.web.session import Sessions
 from pizzeria.web.site import Denied, Web
@@ -26,6 +27,7 @@ def install(app: FastAPI, settings: Settings, trusted_origins: Iterable[str]) ->
         api=PublicApi(app),
         sessions=Sessions(PublicApi(app), settings, frozenset(o.rstrip("/") for o in trusted_origins)),
         render=Renderer(),
+        checked=CheckedLab(app),
     )
 
     async def same_origin(request: Request) -> None:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pizzeria.web.api import Answer, Params, PublicApi
+from pizzeria.web.checked import CheckedLab
 from pizzeria.web.render import Renderer, redirect
 from pizzeria.web.session import Sessions, Visit
 
@@ -31,6 +32,7 @@ class Web:
     api: PublicApi
     sessions: Sessions
     render: Renderer
+    checked: CheckedLab  # the fault lab's checked load, one per process
 
     async def visit(self, request: Request, *roles: str) -> Visit:
         """The visitor; with `roles`, one who is signed in with one of them (else `Denied`)."""

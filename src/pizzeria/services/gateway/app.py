@@ -299,6 +299,7 @@ def create_app(
         try:
             yield
         finally:
+            await web.checked.close()  # a checked load of the fault lab, if one is under way
             for upstream in (*upstreams.values(), provider):
                 await upstream.close()
             await limiter.close()

@@ -1,7 +1,7 @@
 """`/api/v1/ops/faults` (administrators): the fault lab's switches, one implementation for the
 fault lab page and `pizzeria demo`.
 
-- the simulated payment provider: down, slow, declining, and what it charged. Only the
+- the simulated payment provider: down, slow, declining, and what it charged and refunded. Only the
   simulator has these switches (`PAYMENT_PROVIDER_URL`, as payments reads it, else the simulator
   on this host); a real provider answers them with an error, shown as such;
 - every service's own switches (chassis/faults.py): the broker paused (on every service at
@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pizzeria.kit.auth import Principal, Role
@@ -50,6 +50,31 @@ class ProviderState(BaseModel):
     latency_ms: int | None = None
     charges: int | None = Field(None, description="charges the provider made")
     orders_charged_twice: int | None = Field(None, description="orders with more than one successful charge")
+
+
+class ProviderCharge(BaseModel):
+    id: str
+    amount: int = Field(description="in the currency's minor unit")
+    currency: str
+    status: str = Field(description="succeeded or declined")
+    order_id: str | None
+    created_at: str
+    refunded: int = Field(0, description="how much of it was refunded")
+
+
+class ProviderCharges(BaseModel):
+    items: list[ProviderCharge] = Field(description="every charge (of the order asked for), oldest first")
+
+
+class ProviderRefund(BaseModel):
+    id: str
+    charge: str = Field(description="the charge refunded")
+    amount: int
+    status: str
+
+
+class ProviderRefunds(BaseModel):
+    items: list[ProviderRefund] = Field(description="every refund, oldest first")
 
 
 class ServiceSwitches(BaseModel):
@@ -140,6 +165,28 @@ def build_router(
         for path, sent in changes:
             await provider.send("PUT", path, headers={"content-type": "application/json"}, body=orjson.dumps(sent))
         return await state()
+
+    @router.get(
+        "/payment-provider/charges",
+        response_model=ProviderCharges,
+        summary="Every charge the simulated payment provider made (all of them; or one order's)",
+        responses={503: {"description": "the provider did not answer"}},
+    )
+    async def provider_charges(
+        order_id: Annotated[str | None, Query(max_length=64, description="only this order's charges")] = None,
+    ) -> Response:
+        # What the history checker (`pizzeria check`, the fault lab's checked load) reads back
+        # through the gateway: nobody charged twice, every cancelled charge refunded.
+        return relay(await provider.send("GET", "/v1/charges", params=[("order_id", order_id)] if order_id else None))
+
+    @router.get(
+        "/payment-provider/refunds",
+        response_model=ProviderRefunds,
+        summary="Every refund the simulated payment provider made",
+        responses={503: {"description": "the provider did not answer"}},
+    )
+    async def provider_refunds() -> Response:
+        return relay(await provider.send("GET", "/v1/refunds"))
 
     async def services(request: Request, method: str = "GET", json: Any = None) -> list[ServiceSwitches]:
         answers = await ask_every(upstreams, method, SWITCHES, headers(request), json=json)

@@ -4,13 +4,13 @@ that decides, changes the order and records the event it is (`Order.events`)."""
 from __future__ import annotations
 
 import enum
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
 from pizzeria.contracts.orders import (
+    TRANSITIONS,
     Contact,
     OrderCancellationRefused,
     OrderCancellationRequested,
@@ -34,17 +34,6 @@ class PaymentStatus(enum.StrEnum):
     REFUNDED = "refunded"
 
 
-#: status → the statuses it may move to.
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.PAID, Status.CANCELLED}),
-    Status.PAID: frozenset({Status.PREPARING, Status.CANCELLED}),
-    Status.PREPARING: frozenset({Status.BAKING}),
-    Status.BAKING: frozenset({Status.READY}),
-    Status.READY: frozenset({Status.OUT_FOR_DELIVERY}),
-    Status.OUT_FOR_DELIVERY: frozenset({Status.DELIVERED}),
-    Status.DELIVERED: frozenset(),
-    Status.CANCELLED: frozenset(),
-}
 TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
 CANCELLABLE = frozenset({Status.PENDING, Status.PAID})
 PAYMENT_NEXT: dict[PaymentStatus, frozenset[PaymentStatus]] = {
@@ -72,14 +61,6 @@ class OrderLimits:
 
 #: No limits but the ceilings.
 CEILINGS = OrderLimits()
-
-
-def is_valid_path(statuses: Sequence[str]) -> bool:
-    """True if `statuses` is a walk of the state machine starting at `pending`."""
-    known = {s.value for s in Status}
-    if not statuses or statuses[0] != Status.PENDING or not set(statuses) <= known:
-        return False
-    return all(Status(b) in TRANSITIONS[Status(a)] for a, b in itertools.pairwise(statuses))
 
 
 @dataclass(frozen=True)
