@@ -2,16 +2,18 @@
 batch with its key and telemetry stores it as it would over HTTP; a batch with a wrong key, one
 that is not a batch and one with a bad reading are refused (logged and counted, nothing kept)
 and the ones after them still come in; after the broker went away and came back, telemetry is
-subscribed again."""
+subscribed again; a batch received by a process that dies before taking it in is sent again."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import orjson
@@ -21,7 +23,7 @@ from prometheus_client import REGISTRY
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.clock import utcnow
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.services.telemetry.mqtt import topic_of
+from pizzeria.services.telemetry.mqtt import MqttIngest, topic_of
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
 from tests.support.mosquitto import Mosquitto
@@ -115,3 +117,66 @@ async def test_telemetry_subscribes_again_when_the_broker_comes_back(telemetry: 
     again = [{"at": at(0, base), "lat": 40.0, "lon": 14.0}, {"at": at(1, base), "lat": 40.1, "lon": 14.1}]
     items = await published_until_stored(telemetry, mqtt, tracker, again)
     assert [i["lat"] for i in items] == [40.0, 40.1]
+
+
+class Taking:
+    """Stands in for telemetry's ingest behind the MQTT client: records each batch it is
+    handed; while `dies` it never returns (the process dies before its transaction commits)."""
+
+    def __init__(self, *, dies: bool) -> None:
+        self.dies = dies
+        self.batches: list[tuple[uuid.UUID, str]] = []
+        self.settings = type("Settings", (), {"max_batch": 1000})()
+
+    async def __call__(self, uow: Any, device_id: uuid.UUID, key: str, batch: Any, *, source: str) -> None:
+        self.batches.append((device_id, key))
+        if self.dies:
+            await asyncio.Event().wait()
+
+
+async def until(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def subscribed(mqtt: Mosquitto, ingest: Taking) -> AsyncIterator[None]:
+    """A telemetry MQTT client (the same session each time) running until the block ends, as a
+    process ends when it is killed: whatever it was doing is abandoned."""
+    client = MqttIngest(cast(Any, None), cast(Any, ingest), mqtt.url)
+    client.runtime = cast(Any, type("Runtime", (), {"uow": lambda self: None})())
+    task = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.subscribed.wait(), 30)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_batch_received_by_a_process_that_dies_before_taking_it_in_is_sent_again(mqtt: Mosquitto) -> None:
+    device = uuid.uuid4()
+    batch = {"readings": [{"at": at(0), "lat": 40.0, "lon": 14.0}]}
+
+    async def send(key: str) -> None:
+        async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
+            await client.publish(topic_of(device), orjson.dumps({"key": key, **batch}), qos=1)
+
+    dying = Taking(dies=True)
+    async with subscribed(mqtt, dying):
+        await send("first")
+        await until(lambda: dying.batches, "the first batch never reached telemetry")
+    # Received, never taken in: the broker still holds it for the session, and sends it again.
+    taking = Taking(dies=False)
+    async with subscribed(mqtt, taking):
+        await until(lambda: taking.batches, "the batch received before the crash was not sent again")
+        assert taking.batches[0] == (device, "first")
+    # Taken in, so acknowledged: the next process of the session gets only what comes after.
+    after = Taking(dies=False)
+    async with subscribed(mqtt, after):
+        await send("second")
+        await until(lambda: after.batches, "the second batch never reached telemetry")
+        assert after.batches[0] == (device, "second"), "a batch taken in was sent again"

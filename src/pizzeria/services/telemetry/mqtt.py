@@ -97,7 +97,7 @@ class MqttIngest:
         self.subscribed = asyncio.Event()
 
     def client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.hostname,
             self.port,
             username=self.username,
@@ -108,6 +108,13 @@ class MqttIngest:
             clean_session=False,
             tls_context=self.tls,
         )
+        # A batch is acknowledged to the broker only once it is taken in (stored, or refused
+        # for good): one received by a process that dies before it commits is sent again to
+        # the session when it connects again (and is a duplicate, ignored, if it had been
+        # stored). aiomqtt has no option for it yet, so paho's own switch, set before it
+        # connects (a persistent session's queued batches come right after the connection).
+        client._client.manual_ack_set(True)
+        return client
 
     async def run(self) -> None:
         backoff = 0.5
@@ -120,6 +127,7 @@ class MqttIngest:
                     backoff = 0.5
                     async for message in client.messages:
                         await self.take(message.topic.value, bytes(message.payload or b""))
+                        client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 log.warning("MQTT broker unreachable; connecting again", error=str(exc), backoff_s=backoff)
