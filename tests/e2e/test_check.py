@@ -80,7 +80,7 @@ async def test_the_fault_lab_runs_a_checked_load_and_shows_its_verdict(system: S
         assert 'id="checked-stop"' in lab.text
 
         async def state() -> str:
-            polled = await page.get("/ops/faults/state", headers={"HX-Request": "true"})
+            polled = await page.get("/ops/faults/checked", headers={"HX-Request": "true"})
             assert polled.status_code == 200
             return polled.text
 
@@ -97,7 +97,7 @@ async def test_the_fault_lab_runs_a_checked_load_and_shows_its_verdict(system: S
             assert time.monotonic() < deadline, running
             await asyncio.sleep(0.5)
             running = await state()
-        assert "Stop and check" not in running  # the polled state, the form is the page's
+        assert "Stop and check" in running  # the panel, polled on its own while the run is under way
 
         assert "left to end" in await post(switch="checked", action="stop")
         verdict = await until('id="checked-verdict"', 400)
@@ -106,5 +106,6 @@ async def test_the_fault_lab_runs_a_checked_load_and_shows_its_verdict(system: S
         assert counts["lost"] == counts["duplicated"] == 0, verdict
         assert "Everything held." in verdict, verdict
         assert 'data-phase="done"' in verdict
+        assert 'id="checked-start"' in verdict  # the polled panel itself offers another run
         again = await page.get("/ops/faults")
         assert 'id="checked-start"' in again.text  # another may be started

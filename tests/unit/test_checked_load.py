@@ -16,8 +16,7 @@ import pytest
 from pizzeria.chaos.checker import DUPLICATED
 from pizzeria.chaos.load import Refused
 from pizzeria.chaos.run import CheckedLoad, Phase, run
-from pizzeria.web.checked import CheckedLab, as_rate
-from pizzeria.web.faults import PATTERNS
+from pizzeria.web.checked import RATES, CheckedLab, as_rate
 from pizzeria.web.render import Renderer
 
 MENU = [{"id": "m-margherita", "sizes": [{"size": "m"}], "recipe": [{"ingredient": "dough", "quantity": 1}]}]
@@ -192,10 +191,13 @@ async def test_the_fault_lab_panel_shows_the_violation() -> None:
         await asyncio.sleep(0.05)
     running = render(lab)
     assert 'id="checked-phase">running<' in running
-    assert "Stop and check" not in running  # the form is the page's; the polled part shows the state
+    assert "Stop and check" in running
+    assert 'hx-get="/ops/faults/checked"' in running
     await lab.run.stop_and_check(settle_for=5, agree_for=1)
     assert lab.run.phase == Phase.DONE
     shown = render(lab)
+    assert 'id="checked-start"' in shown
+    assert "hx-get" not in shown
     assert "Violations found." in shown
     assert '<tr data-count="duplicated"><td>duplicated</td><td>1</td></tr>' in shown
     assert "duplicated charges" in shown
@@ -203,10 +205,7 @@ async def test_the_fault_lab_panel_shows_the_violation() -> None:
 
 
 def render(lab: CheckedLab) -> str:
-    lab_view = {"provider": None, "services": None, "broker": None, "failing": [], "paused": [], "groups": []}
-    return Renderer().fragment(
-        "_faults_state.html", lab=lab_view, invariants=None, backlog=None, patterns=PATTERNS, checked=lab.view()
-    )
+    return Renderer().fragment("_checked_load.html", checked=lab.view(), checked_busy=lab.busy, rates=RATES)
 
 
 @pytest.mark.parametrize(("text", "rate"), [("3", 3), ("10", 10), ("0", None), ("11", None), ("2.5", None), ("", None)])

@@ -26,11 +26,15 @@ class Gateway:
         self.order_answers: list[httpx.Response] = []
         self.keys: list[str] = []
         self.tokens_seen: list[str] = []
+        self.busy = 0  # sign-ups and sign-ins answered 429 before they are taken
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         self.calls[f"{request.method} {path}"] += 1
         body: dict[str, Any] = json.loads(request.content) if request.content else {}
+        if path in ("/api/v1/auth/register", "/api/v1/auth/login") and self.busy:
+            self.busy -= 1
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "slow down"})
         if path == "/api/v1/auth/register":
             return httpx.Response(201, json={"id": f"user-{body['email']}"})
         if path == "/api/v1/auth/login":
@@ -114,3 +118,14 @@ def test_the_switches_turned_during_a_run_explain_and_excuse_what_they_cause() -
     run.fault("provider", False)
     assert [(e.fault, e.endings) for e in run.history.excuses][-1] == ("provider", PROVIDER_UNREACHABLE)
     assert len(run.faults) == 6
+
+
+async def test_a_customer_is_signed_up_even_when_sign_ups_are_rate_limited() -> None:
+    """A load's first customers are signed up all at once: a 429 is waited out, not taken for
+    a customer who cannot be signed up (an order the load would silently not place)."""
+    gateway = Gateway()
+    shop = shop_at(gateway)
+    gateway.busy = 3
+    assert await shop.customer("chaos-1") == "user-check-" + shop.run + "-chaos-1@pizzeria.example"
+    assert gateway.calls["POST /api/v1/auth/register"] + gateway.calls["POST /api/v1/auth/login"] == 5
+    await shop.close()

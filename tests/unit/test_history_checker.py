@@ -179,6 +179,19 @@ def notify_twice(history: History, seen: Observed) -> None:
     seen.notifications.append({"order_id": "o-delivered", "template": "order_baking", "channel": "sms"})
 
 
+def arriving(order_id: str, channel: str = "sms") -> dict[str, str]:
+    return {"order_id": order_id, "template": "courier_arriving", "channel": channel}
+
+
+def announce_arrival_twice(history: History, seen: Observed) -> None:
+    seen.notifications += [arriving("o-delivered"), arriving("o-delivered")]
+
+
+def announce_arrival_of_an_order_never_out(history: History, seen: Observed) -> None:
+    cancelled = next(o for o in seen.orders.values() if o["status"] == "cancelled")
+    seen.notifications.append(arriving(cancelled["id"]))
+
+
 def forget_a_notification(history: History, seen: Observed) -> None:
     seen.notifications.remove({"order_id": "o-delivered", "template": "order_baking", "channel": "sms"})
 
@@ -250,6 +263,8 @@ def deliver_without_a_ticket(history: History, seen: Observed) -> None:
         (ticket_twice, f"{DUPLICATED} tickets"),
         (deliver_twice, f"{DUPLICATED} deliveries"),
         (notify_twice, f"{DUPLICATED} notifications"),
+        (announce_arrival_twice, f"{DUPLICATED} notifications"),
+        (announce_arrival_of_an_order_never_out, f"{DUPLICATED} notifications"),
         (forget_a_notification, MISSING_EFFECTS),
         (audit_twice, f"{DUPLICATED} audit entries"),
         (pay_twice, f"{DUPLICATED} payments"),
@@ -380,3 +395,17 @@ def test_a_late_charge_of_an_excused_order_is_refunded_exactly_once() -> None:
     charged_twice.charges.append({"id": "ch_4", "order_id": "o-delivered", "status": "succeeded", "amount": 2500})
     charged_twice.refunds.append({"id": "re_4", "charge": "ch_4", "amount": 2500})
     assert check(history, charged_twice).count(DUPLICATED) >= 1, "two charges are one too many, refunded or not"
+
+
+def test_a_courier_arriving_may_be_announced_once_per_channel_or_not_at_all() -> None:
+    """ "About N minutes away" goes out when the courier's tracker reports them near (never
+    without trackers): once per channel is as expected as none."""
+    history, seen = copy.deepcopy(good())
+    assert check(history, seen).ok
+    seen.notifications.append(arriving("o-delivered"))
+    assert check(history, seen).ok
+    seen.notifications.append(arriving("o-delivered"))
+    result = check(history, seen)
+    assert result.violations[f"{DUPLICATED} notifications"] == [
+        "o-delivered: courier_arriving/sms sent 2, expected at most 1"
+    ]

@@ -101,8 +101,15 @@ class GatewayShop:
 
     # Accounts -------------------------------------------------------------------------------
 
-    async def _sign_in(self, email: str, password: str, user_id: str = "") -> Account:
-        answer = await self.http.post("/api/v1/auth/login", json={"email": email, "password": password})
+    async def _sign_in(self, email: str, password: str, user_id: str = "", *, within: float = 60.0) -> Account:
+        deadline = time.monotonic() + within
+        attempt = 0
+        while True:  # asked again while the answer says to (sign-ins are rate limited too)
+            answer = await self.http.post("/api/v1/auth/login", json={"email": email, "password": password})
+            if answer.status_code not in AGAIN or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(_backoff(answer, attempt))
+            attempt += 1
         if answer.status_code != 200:
             raise Unusable(f"cannot sign in as {email} ({answer.status_code}): {answer.text[:200]}")
         tokens = answer.json()
@@ -138,9 +145,7 @@ class GatewayShop:
             if name not in self._customers:
                 email, password = f"check-{self.run}-{name}@pizzeria.example", secrets.token_urlsafe(18)
                 try:
-                    created = await self.http.post(
-                        "/api/v1/auth/register", json={"email": email, "password": password, "name": "Load customer"}
-                    )
+                    created = await self._register(email, password)
                     if created.status_code != 201:
                         raise Refused(f"customer {name} not registered: {created.status_code} {created.text[:200]}")
                     account = await self._sign_in(email, password, str(created.json()["id"]))
@@ -149,6 +154,19 @@ class GatewayShop:
                 self._customers[name] = account
                 self._by_id[account.id] = account
         return self._customers[name].id
+
+    async def _register(self, email: str, password: str, *, within: float = 60.0) -> httpx.Response:
+        """Register an account, asking again while the answer says to (sign-ups are rate
+        limited per address: a load's first customers come all at once)."""
+        body = {"email": email, "password": password, "name": "Load customer"}
+        deadline = time.monotonic() + within
+        attempt = 0
+        while True:
+            answer = await self.http.post("/api/v1/auth/register", json=body)
+            if answer.status_code not in AGAIN or time.monotonic() > deadline:
+                return answer
+            await asyncio.sleep(_backoff(answer, attempt))
+            attempt += 1
 
     async def _as_customer(self, customer: str) -> dict[str, str]:
         try:

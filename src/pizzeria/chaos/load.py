@@ -54,12 +54,14 @@ class Orderer(Protocol):
 @dataclass(frozen=True)
 class Progress:
     """How far a load has come: orders asked for, answered 2xx, given up on (refused or never
-    answered), and still being asked."""
+    answered), still being asked, and not asked for at all (their customer could not be
+    signed up: the system is not checked for them, but the load fell short by as many)."""
 
     placed: int
     acknowledged: int
     unanswered: int
     in_flight: int
+    not_placed: int = 0
 
 
 class Load:
@@ -83,6 +85,7 @@ class Load:
         self.cancel_share = cancel_share
         self.retry_for = retry_for
         self.customers = customers
+        self.not_placed = 0  # orders not asked for: their customer could not be signed up
         self.menu: list[dict[str, Any]] = []
         self._pacer: asyncio.Task[None] | None = None
         self._orders: set[asyncio.Task[None]] = set()
@@ -110,7 +113,8 @@ class Load:
         records = self.history.records
         acknowledged = sum(1 for r in records if r.acknowledged)
         given_up = sum(1 for r in records if not r.acknowledged and r.place.ended is not None)
-        return Progress(len(records), acknowledged, given_up, len(records) - acknowledged - given_up)
+        in_flight = len(records) - acknowledged - given_up
+        return Progress(len(records), acknowledged, given_up, in_flight, self.not_placed)
 
     async def _pace(self) -> None:
         n = 0
@@ -135,6 +139,7 @@ class Load:
         try:
             customer = await self.shop.customer(name)
         except Refused:  # the customer could not be signed up: no order was asked for
+            self.not_placed += 1
             return
         record = self.history.begin(key, customer, card, email, phone)
         try:

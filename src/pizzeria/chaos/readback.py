@@ -79,25 +79,33 @@ async def settle(
     history: History,
     timeout: float,
     *,
+    stalled_for: float | None = None,
     interval: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Wait (polling, up to `timeout` s) until every acknowledged order has ended; those that
-    have not by then are what `check` reports lost. How many had not; `progress(ended, all)`
-    is told after each look."""
+    """Wait (polling, up to `timeout` s; with `stalled_for`, only while some order ended in the
+    last `stalled_for` s) until every acknowledged order has ended; those that have not by then
+    are what `check` reports lost. How many had not; `progress(ended, all)` is told after each
+    look. (A system that works through a backlog slowly — a few couriers for many orders — is
+    waited for as long as it moves; one that stopped moving is not waited for in vain.)"""
     ids = [r.order_id for r in history.acknowledged if r.order_id]
     ended: set[str] = set()
     deadline = time.monotonic() + timeout
+    moved = time.monotonic()
     while True:
         pending = [i for i in ids if i not in ended]
         try:
             now = await _orders(shop, pending, await shop.all_orders())
         except Exception:
             now = {}
+        before = len(ended)
         ended.update(i for i, order in now.items() if _ended(order))
+        if len(ended) > before:
+            moved = time.monotonic()
         if progress is not None:
             progress(len(ended), len(ids))
-        if len(ended) == len(ids) or time.monotonic() > deadline:
+        stalled = stalled_for is not None and time.monotonic() - moved > stalled_for
+        if len(ended) == len(ids) or time.monotonic() > deadline or stalled:
             return len(ids) - len(ended)
         await asyncio.sleep(interval)
 

@@ -23,14 +23,31 @@ from pizzeria.chaos.load import CUSTOMERS, Load, Orderer, Progress
 from pizzeria.chaos.readback import ReadBack, agree, settle
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-#: How long the orders may take to end once the load stopped, and the read models to agree.
-SETTLE_S = 180.0
+#: How long the orders may take to end once the load stopped: as long as some order ended in
+#: the last STALLED_S (a system working through a backlog, e.g. `make run`'s few couriers
+#: after a fast load), up to SETTLE_S in all. Then how long the read models may take to agree.
+SETTLE_S = 900.0
+STALLED_S = 120.0
 AGREE_S = 60.0
 #: How long each order (and each cancel) is asked again before it is given up.
 RETRY_FOR_S = 60.0
 #: What a paused broker may make legitimate: a saga step's deadline passing while it is held up,
 #: for an order placed up to this long before the pause (longer than any step's deadline).
 PAUSE_REACH_S = 300.0
+
+
+def said(what: str, on: bool) -> str:
+    """A switch turned, as the operator would say it."""
+    kind, _, name = what.partition(":")
+    if kind == "provider":
+        return "the payment provider broken (down, slow or declining)" if on else "the payment provider back"
+    if kind == "broker":
+        return "the broker paused" if on else "the broker back"
+    if kind == "consumer":
+        return f"the {name} consumer group failing" if on else f"the {name} consumer group back"
+    if kind == "kill":
+        return f"{name} killed"
+    return f"{what} {'on' if on else 'off'}"
 
 
 class Shop(Orderer, ReadBack, Protocol):
@@ -94,7 +111,7 @@ class CheckedLoad:
         declining: an order it held up may be cancelled for it), `broker` (paused: a saga step's
         deadline may pass), or `consumer:<group>` (failing: its dead letters are explained)."""
         now = time.time()
-        self.faults.append(f"{time.monotonic() - self.began:.0f} s: {what} {'on' if on else 'off'}")
+        self.faults.append(f"{time.monotonic() - self.began:.0f} s: {said(what, on)}")
         if what.startswith("consumer:"):
             if on:
                 self.history.failing_groups.add(what.removeprefix("consumer:"))
@@ -113,7 +130,12 @@ class CheckedLoad:
         self.history.excuses.append(Excuse(what, start, end, endings, before))
 
     async def stop_and_check(
-        self, *, settle_for: float = SETTLE_S, agree_for: float = AGREE_S, write: Callable[[str], None] | None = None
+        self,
+        *,
+        settle_for: float = SETTLE_S,
+        stalled_for: float = STALLED_S,
+        agree_for: float = AGREE_S,
+        write: Callable[[str], None] | None = None,
     ) -> Result:
         """Stop the load, wait for the orders to end, read back and check: the verdict."""
         try:
@@ -124,12 +146,15 @@ class CheckedLoad:
                 self._close(what, time.time())
             self.phase = Phase.SETTLING
             if write is not None:
-                write(f"stopped; waiting up to {settle_for:.0f} s for {len(self.history.acknowledged)} orders to end")
+                write(
+                    f"stopped; waiting for {len(self.history.acknowledged)} orders to end (while they do, "
+                    f"up to {settle_for:.0f} s; giving up after {stalled_for:.0f} s without one ending)"
+                )
 
             def ended(done: int, of: int) -> None:
                 self.settled = (done, of)
 
-            await settle(self.shop, self.history, settle_for, progress=ended)
+            await settle(self.shop, self.history, settle_for, stalled_for=stalled_for, progress=ended)
             self.phase = Phase.CHECKING
             if write is not None:
                 write("reading everything back and checking it")

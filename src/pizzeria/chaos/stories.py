@@ -10,6 +10,10 @@ from typing import Any
 
 #: The statuses an order ends in.
 TERMINAL = frozenset({"delivered", "cancelled"})
+#: Notifications an order may or may not be sent, at most once per channel: "your pizza is
+#: about N minutes away" goes out when its courier's tracker reports them near the address
+#: (never without trackers, and not when the courier reached it between two readings).
+AT_MOST_ONCE = frozenset({"courier_arriving"})
 
 
 @dataclass

@@ -122,6 +122,7 @@ class CheckedLab:
             "acknowledged": now.acknowledged,
             "unanswered": now.unanswered,
             "in_flight": now.in_flight,
+            "not_placed": now.not_placed,
             "settled": run.settled,
             "faults": run.faults,
             "error": run.error,

@@ -83,10 +83,14 @@ async def lab_state(web: Web, request: Request, visit: Visit) -> dict[str, Any]:
         "latencies": LATENCIES,
         "decline_rates": DECLINE_RATES,
         "patterns": PATTERNS,
-        "checked": web.checked.view(),
-        "checked_busy": web.checked.busy,
-        "rates": RATES,
+        **checked_state(web, visit),
     }
+
+
+def checked_state(web: Web, visit: Visit) -> dict[str, Any]:
+    """The checked load's panel: the run (if any) and what may be done."""
+    web.checked.seen(visit.access)
+    return {"checked": web.checked.view(), "checked_busy": web.checked.busy, "rates": RATES}
 
 
 def provider_change(fields: dict[str, str]) -> dict[str, Any]:
@@ -178,6 +182,11 @@ def router(web: Web) -> APIRouter:
     async def state(request: Request) -> Response:
         visit = await web.visit(request, "admin")
         return web.render.partial(request, visit, "_faults_state.html", **await lab_state(web, request, visit))
+
+    @routes.get("/ops/faults/checked")
+    async def checked(request: Request) -> Response:
+        visit = await web.visit(request, "admin")
+        return web.render.partial(request, visit, "_checked_load.html", **checked_state(web, visit))
 
     @routes.post("/ops/faults")
     async def change(request: Request) -> Response:
