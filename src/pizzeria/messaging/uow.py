@@ -149,12 +149,20 @@ class UnitOfWork:
 
 
 async def each_in_one_transaction(
-    uow: UnitOfWork, items: Sequence[T], act: Callable[[T], Awaitable[bool]], *, skip: tuple[type[Exception], ...]
+    uow: UnitOfWork,
+    items: Sequence[T],
+    act: Callable[[T], Awaitable[bool]],
+    *,
+    skip: tuple[type[Exception], ...],
+    first: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
-    """Act on every item inside one transaction of `uow` (opened and committed here); an item
-    whose act raises one of `skip` (a domain refusal, raised before anything is written) is
-    left. How many items the act reported as done."""
+    """Act on every item inside one transaction of `uow` (opened and committed here), after
+    `first` (e.g. taking the items' locks in a set order); an item whose act raises one of
+    `skip` (a domain refusal, raised before anything is written) is left. How many items the
+    act reported as done."""
     async with uow:
+        if first is not None:
+            await first()
         done = 0
         for item in items:
             with contextlib.suppress(*skip):

@@ -176,7 +176,10 @@ async def advance_tickets(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]])
     async def move(item: tuple[UUID, datetime]) -> bool:
         return await move_ticket_on(uow, item[0], stage_began=item[1]) is not None
 
-    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound))
+    async def lock_them() -> None:  # every ticket first, in key order, as commands lock them
+        await repository.lock_tickets(uow.conn, [ticket_id for ticket_id, _ in due])
+
+    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound), first=lock_them)
 
 
 async def move_ticket_on(

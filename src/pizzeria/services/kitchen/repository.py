@@ -23,13 +23,34 @@ _STOCK = (
 )
 _ALL_STOCK = sa.select(ingredients).order_by(ingredients.c.name)
 _SET_LEVEL = ingredients.update().where(ingredients.c.name == sa.bindparam("n"))
-_RESERVATIONS_OF = sa.select(reservations).where(reservations.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+_RESERVATIONS_OF = (
+    sa.select(reservations)
+    .where(reservations.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(reservations.c.order_id, reservations.c.ingredient)
+    .with_for_update()
+)
 _SET_RESERVATIONS = (
     reservations.update()
     .where(reservations.c.order_id == sa.bindparam("oid"), reservations.c.status == sa.bindparam("from_status"))
     .values(status=sa.bindparam("to_status"), updated_at=sa.bindparam("at"))
 )
-_TICKETS_OF = sa.select(tickets).where(tickets.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+# A run's orders' tickets and holdings are read locked (on PostgreSQL; SQLite has one writer at
+# a time): a command decides on what it read (a queued ticket may be cancelled, a held
+# reservation released), and the autopilot moving the same ticket on at the same moment must
+# wait for that decision, or be waited for — not be overwritten by it. Tickets are locked
+# before holdings, each in key order, as the autopilot takes them (no deadlock between them).
+_TICKETS_OF = (
+    sa.select(tickets)
+    .where(tickets.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(tickets.c.id)
+    .with_for_update()
+)
+_LOCK_TICKETS = (
+    sa.select(tickets.c.id)
+    .where(tickets.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(tickets.c.id)
+    .with_for_update()
+)
 _TICKET = sa.select(tickets).where(tickets.c.id == sa.bindparam("ticket_id"))
 _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
 
@@ -167,12 +188,12 @@ async def load_orders(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
     wanted = [i for i in set(order_ids) if uow.recall("held", i) is None]
     if not wanted:
         return
-    holdings: dict[UUID, list[Holding]] = {i: [] for i in wanted}
-    for r in await uow.conn.execute(_RESERVATIONS_OF, {"ids": wanted}):
-        holdings[r.order_id].append(Holding(r.ingredient, r.quantity, r.status))
     tickets_of: dict[UUID, Ticket | None] = dict.fromkeys(wanted)
     for r in await uow.conn.execute(_TICKETS_OF, {"ids": wanted}):
         tickets_of[r.order_id] = Ticket(r.id, r.order_id, r.status, r.traceparent)
+    holdings: dict[UUID, list[Holding]] = {i: [] for i in wanted}
+    for r in await uow.conn.execute(_RESERVATIONS_OF, {"ids": wanted}):
+        holdings[r.order_id].append(Holding(r.ingredient, r.quantity, r.status))
     for order_id in wanted:
         uow.remember("held", order_id, holdings[order_id])
         uow.remember("ticket", order_id, tickets_of[order_id] or _NO_TICKET)
@@ -297,6 +318,13 @@ async def ticket_for_order(uow: UnitOfWork, order_id: UUID) -> Ticket | None:
     await load_orders(uow, [order_id])
     found: Ticket = uow.recall("ticket", order_id)
     return None if found is _NO_TICKET else found
+
+
+async def lock_tickets(conn: AsyncConnection, ticket_ids: Iterable[UUID]) -> None:
+    """Lock the tickets, in key order (before anything else the transaction locks)."""
+    ids = sorted(set(ticket_ids))
+    if ids:
+        await conn.execute(_LOCK_TICKETS, {"ids": ids})
 
 
 async def ticket(conn: AsyncConnection, ticket_id: UUID, *, for_update: bool = False) -> Any:
