@@ -121,15 +121,19 @@ async def test_telemetry_subscribes_again_when_the_broker_comes_back(telemetry: 
 
 class Taking:
     """Stands in for telemetry's ingest behind the MQTT client: records each batch it is
-    handed; while `dies` it never returns (the process dies before its transaction commits)."""
+    handed; while `dies` it never returns (the process dies before its transaction commits);
+    a batch whose key is `fails` raises as a bug would."""
 
-    def __init__(self, *, dies: bool) -> None:
+    def __init__(self, *, dies: bool, fails: str = "") -> None:
         self.dies = dies
+        self.fails = fails
         self.batches: list[tuple[uuid.UUID, str]] = []
         self.settings = type("Settings", (), {"max_batch": 1000})()
 
     async def __call__(self, uow: Any, device_id: uuid.UUID, key: str, batch: Any, *, source: str) -> None:
         self.batches.append((device_id, key))
+        if key == self.fails:
+            raise ValueError("a bug")
         if self.dies:
             await asyncio.Event().wait()
 
@@ -180,3 +184,28 @@ async def test_a_batch_received_by_a_process_that_dies_before_taking_it_in_is_se
         await send("second")
         await until(lambda: after.batches, "the second batch never reached telemetry")
         assert after.batches[0] == (device, "second"), "a batch taken in was sent again"
+
+
+async def test_a_batch_that_cannot_be_taken_in_is_dropped_not_held_forever(mqtt: Mosquitto) -> None:
+    """A batch that fails for a reason that will not pass is acknowledged (logged and counted):
+    held, it would come back first after every restart and stop every batch behind it."""
+    device = uuid.uuid4()
+    batch = {"readings": [{"at": at(0), "lat": 40.0, "lon": 14.0}]}
+
+    async def send(key: str) -> None:
+        async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
+            await client.publish(topic_of(device), orjson.dumps({"key": key, **batch}), qos=1)
+
+    before = rejected("error")
+    failing = Taking(dies=False, fails="poison")
+    async with subscribed(mqtt, failing):
+        await send("poison")
+        await send("good")
+        await until(lambda: len(failing.batches) == 2, "the batch behind the failing one never came")
+    assert [key for _, key in failing.batches] == ["poison", "good"]
+    assert rejected("error") == before + 1
+    after = Taking(dies=False)
+    async with subscribed(mqtt, after):
+        await send("next")
+        await until(lambda: after.batches, "the next batch never reached telemetry")
+        assert after.batches[0] == (device, "next"), "the failing batch came back"

@@ -27,6 +27,8 @@ class Gateway:
         self.keys: list[str] = []
         self.tokens_seen: list[str] = []
         self.busy = 0  # sign-ups and sign-ins answered 429 before they are taken
+        self.lose_sign_up = False  # the first sign-up is taken, and its answer lost (a 502)
+        self.accounts: set[str] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -36,7 +38,16 @@ class Gateway:
             self.busy -= 1
             return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "slow down"})
         if path == "/api/v1/auth/register":
+            if body["email"] in self.accounts:
+                return httpx.Response(409, json={"detail": "that email is taken"})
+            self.accounts.add(body["email"])
+            if self.lose_sign_up:
+                self.lose_sign_up = False
+                return httpx.Response(502, json={"detail": "identity did not answer"})
             return httpx.Response(201, json={"id": f"user-{body['email']}"})
+        if path == "/api/v1/users/me":
+            n = self.calls["POST /api/v1/auth/login"]
+            return httpx.Response(200, json={"id": f"user-of-token-t{n}"})
         if path == "/api/v1/auth/login":
             if body["email"].startswith("admin") and not self.admin_ok:
                 return httpx.Response(401, json={"detail": "wrong email or password"})
@@ -128,4 +139,17 @@ async def test_a_customer_is_signed_up_even_when_sign_ups_are_rate_limited() -> 
     gateway.busy = 3
     assert await shop.customer("chaos-1") == "user-check-" + shop.run + "-chaos-1@pizzeria.example"
     assert gateway.calls["POST /api/v1/auth/register"] + gateway.calls["POST /api/v1/auth/login"] == 5
+    await shop.close()
+
+
+async def test_a_sign_up_whose_answer_was_lost_is_signed_in_to() -> None:
+    """Identity took the sign-up but its answer was lost (a 502): asked again, the email is
+    taken (409), and the load signs in with the same credentials rather than losing the
+    customer for the whole run."""
+    gateway = Gateway()
+    gateway.lose_sign_up = True
+    shop = shop_at(gateway)
+    customer = await shop.customer("chaos-2")
+    assert customer.startswith("user-of-token-")
+    assert gateway.calls["POST /api/v1/auth/register"] == 2
     await shop.close()

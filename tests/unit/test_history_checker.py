@@ -192,6 +192,10 @@ def announce_arrival_of_an_order_never_out(history: History, seen: Observed) -> 
     seen.notifications.append(arriving(cancelled["id"]))
 
 
+def announce_arrival_on_a_channel_the_customer_lacks(history: History, seen: Observed) -> None:
+    seen.notifications.append(arriving("o-delivered", channel="push"))
+
+
 def forget_a_notification(history: History, seen: Observed) -> None:
     seen.notifications.remove({"order_id": "o-delivered", "template": "order_baking", "channel": "sms"})
 
@@ -265,6 +269,7 @@ def deliver_without_a_ticket(history: History, seen: Observed) -> None:
         (notify_twice, f"{DUPLICATED} notifications"),
         (announce_arrival_twice, f"{DUPLICATED} notifications"),
         (announce_arrival_of_an_order_never_out, f"{DUPLICATED} notifications"),
+        (announce_arrival_on_a_channel_the_customer_lacks, f"{DUPLICATED} notifications"),
         (forget_a_notification, MISSING_EFFECTS),
         (audit_twice, f"{DUPLICATED} audit entries"),
         (pay_twice, f"{DUPLICATED} payments"),

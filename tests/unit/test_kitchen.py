@@ -383,6 +383,33 @@ async def test_a_reserve_and_its_release_in_one_run_leave_the_reservation_releas
     assert await held(kitchen, earlier) == {i: (q, "released") for i, q in ORDER_NEEDS.items()}
 
 
+async def test_a_run_mixing_the_menus_events_and_commands_is_handled_whole(kitchen: Participant) -> None:
+    # A menu event between two commands of one fetch: one handler takes the whole run (on
+    # PostgreSQL its orders' tickets are then locked before the stock, as the autopilot locks).
+    first, second = uuid4(), uuid4()
+    event = MenuItemUpdated(
+        menu_item_id=MARGHERITA,
+        name="Margherita",
+        description="",
+        category="pizza",
+        currency="EUR",
+        sizes=[MenuSize(size="medium", price=900)],
+        recipe=[RecipeLine(ingredient="dough", quantity=1)],
+        available=True,
+        version=2,
+    )
+    await kitchen.deliver_run(
+        [
+            ReserveIngredients(order_id=first, lines=order_lines(margheritas=1, pepperonis=0)),
+            event,
+            ReserveIngredients(order_id=second, lines=order_lines(margheritas=1, pepperonis=0)),
+        ]
+    )
+    first_recipe = {"dough": (1, "held"), "tomato_sauce": (80, "held"), "mozzarella": (100, "held")}
+    assert await held(kitchen, first) == first_recipe
+    assert await held(kitchen, second) == {"dough": (1, "held")}  # the recipe of version 2
+
+
 async def test_a_reserve_resent_after_the_release_holds_nothing_again(kitchen: Participant) -> None:
     order_id = uuid4()
     command = ReserveIngredients(order_id=order_id, lines=order_lines())

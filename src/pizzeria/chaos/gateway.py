@@ -83,6 +83,7 @@ class GatewayShop:
         self._customers: dict[str, Account] = {}  # by the load's name for them
         self._by_id: dict[str, Account] = {}
         self._signing_up: dict[str, asyncio.Lock] = {}
+        self._passwords: dict[str, str] = {}  # the load's customers' passwords, by name
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -143,12 +144,19 @@ class GatewayShop:
         lock = self._signing_up.setdefault(name, asyncio.Lock())
         async with lock:
             if name not in self._customers:
-                email, password = f"check-{self.run}-{name}@pizzeria.example", secrets.token_urlsafe(18)
+                # The same credentials each try: a sign-up whose answer was lost (a 502 after
+                # identity committed) is then signed in to, not taken for someone else's email.
+                email = f"check-{self.run}-{name}@pizzeria.example"
+                password = self._passwords.setdefault(name, secrets.token_urlsafe(18))
                 try:
                     created = await self._register(email, password)
-                    if created.status_code != 201:
+                    if created.status_code == 409:
+                        account = await self._sign_in(email, password)
+                        account.id = await self._own_id(account)
+                    elif created.status_code != 201:
                         raise Refused(f"customer {name} not registered: {created.status_code} {created.text[:200]}")
-                    account = await self._sign_in(email, password, str(created.json()["id"]))
+                    else:
+                        account = await self._sign_in(email, password, str(created.json()["id"]))
                 except (httpx.TransportError, Unusable) as exc:
                     raise Refused(f"customer {name} could not be signed up: {exc}") from exc
                 self._customers[name] = account
@@ -167,6 +175,13 @@ class GatewayShop:
                 return answer
             await asyncio.sleep(_backoff(answer, attempt))
             attempt += 1
+
+    async def _own_id(self, account: Account) -> str:
+        """The id of the account signed in (`GET /api/v1/users/me`)."""
+        answer = await self.http.get("/api/v1/users/me", headers=account.header)
+        if answer.status_code != 200:
+            raise Unusable(f"{account.email} cannot read its own account ({answer.status_code})")
+        return str(answer.json()["id"])
 
     async def _as_customer(self, customer: str) -> dict[str, str]:
         try:

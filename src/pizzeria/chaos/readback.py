@@ -96,8 +96,8 @@ async def settle(
         pending = [i for i in ids if i not in ended]
         try:
             now = await _orders(shop, pending, await shop.all_orders())
-        except Exception:
-            now = {}
+        except Exception:  # not an answer: no sign that the orders stopped moving
+            now, moved = {}, time.monotonic()
         before = len(ended)
         ended.update(i for i, order in now.items() if _ended(order))
         if len(ended) > before:

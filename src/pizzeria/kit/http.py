@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pizzeria.kit import context, tracing
@@ -236,7 +237,11 @@ class JsonBody(Generic[Body]):
                 [{"loc": ("body",), "msg": "must be JSON (Content-Type: application/json)", "type": "content_type"}]
             )
         try:
-            return self.model.model_validate_json(await request.body())
+            body = await request.body()
+        except ClientDisconnect:  # gone before its body came: nobody to answer
+            raise StarletteHTTPException(400, "the client went away before its body came") from None
+        try:
+            return self.model.model_validate_json(body)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None

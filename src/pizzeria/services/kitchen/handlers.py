@@ -32,7 +32,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
-from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
 from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.domain import Line, TicketStatus, needs, next_status, shortages
@@ -53,28 +53,43 @@ def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerR
         QueueTicket: lambda command, uow: queue_ticket(command, uow, wake_autopilot),
     }
 
-    @registry.on(MenuItemCreated)
-    @registry.on(MenuItemUpdated)
-    async def on_menu_item(event: MenuItemCreated, _: Envelope, uow: UnitOfWork) -> None:
+    async def on_menu_item(event: MenuItemCreated | MenuItemUpdated, uow: UnitOfWork) -> None:
         recipe = {r.ingredient: r.quantity for r in event.recipe}
         await repository.apply_recipe(uow.conn, event.menu_item_id, event.name, recipe, event.version)
+        uow.forget("recipe", event.menu_item_id)  # a command later in the run reads it again
 
-    @registry.on(MenuItemRemoved)
-    async def on_menu_item_removed(event: MenuItemRemoved, _: Envelope, uow: UnitOfWork) -> None:
+    async def on_menu_item_removed(event: MenuItemRemoved, uow: UnitOfWork) -> None:
         await repository.mark_recipe_removed(uow.conn, event.menu_item_id, event.version)
+        uow.forget("recipe", event.menu_item_id)
 
-    @registry.on_batch(*commands)
+    menu: dict[type[Message], Callable[[Any, UnitOfWork], Awaitable[None]]] = {
+        MenuItemCreated: on_menu_item,
+        MenuItemUpdated: on_menu_item,
+        MenuItemRemoved: on_menu_item_removed,
+    }
+
+    # The menu's events ride in the same handler as the commands: a fetch mixing the two is one
+    # run, whose orders' tickets and holdings are locked before the stock (see repository's
+    # lock order); a menu event between two commands would otherwise split it in two, the
+    # second locking tickets after the first took the stock.
+    @registry.on_batch(*commands, *menu)
     async def on_commands(items: Sequence[Incoming], uow: UnitOfWork) -> None:
-        """A run of the saga's commands: the holdings and tickets of every order they concern,
-        the recipes they need and the stock are read once; each command then acts in memory,
-        and the writes are made at commit, one statement per table."""
-        await repository.load_orders(uow, {item.message.order_id for item in items})
+        """A run of the saga's commands (and the menu's events): the holdings and tickets of
+        every order they concern, the recipes they need and the stock are read once; each
+        command then acts in memory, and the writes are made at commit, one statement per
+        table."""
+        orders = [item for item in items if type(item.message) in commands]
+        await repository.load_orders(uow, {item.message.order_id for item in orders})
         await repository.load_recipes(
-            uow, {ln.menu_item_id for item in items for ln in getattr(item.message, "lines", ())}
+            uow, {ln.menu_item_id for item in orders for ln in getattr(item.message, "lines", ())}
         )
         for item in items:
             with item.handling():
-                await commands[type(item.message)](item.message, uow)
+                kind = type(item.message)
+                if kind in menu:
+                    await menu[kind](item.message, uow)
+                else:
+                    await commands[kind](item.message, uow)
 
     return registry
 

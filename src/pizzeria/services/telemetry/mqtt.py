@@ -19,9 +19,13 @@ publish, only the `telemetry` user subscribes), the same trust as in the HTTPS p
 key is seen by the proxies that end TLS. A bad batch has no one to answer: it is logged and
 counted (`pizzeria_telemetry_readings_rejected_total{source="mqtt"}`).
 
-Delivery: at least once from the device to the broker; a batch telemetry had received but not
-yet committed when it stopped is lost (the client acknowledges on receipt). Devices that need
-every reading kept resend over HTTP, which answers only after the commit.
+Delivery: at least once, end to end. Telemetry acknowledges a batch to the broker only once it
+is taken in — stored, or refused for good — so one received by a process that dies before it
+commits is sent again to its session (a duplicate, ignored, if it had been stored). A batch
+that fails for a reason that will not pass (a bug, data the database refuses) is logged,
+counted (`reason="error"`) and acknowledged: held, it would come back first after every
+restart and stop the batches behind it for good. While the database is briefly away the batch
+waits and the broker queues the ones behind it (deploy/compose/mosquitto: `max_queued_messages`).
 """
 
 from __future__ import annotations
@@ -161,7 +165,9 @@ class MqttIngest:
                 return
             except Exception as exc:
                 if not is_transient_error(exc):
-                    raise
+                    readings_rejected.labels("mqtt", "error").inc(len(batch.readings))
+                    log.exception("MQTT batch could not be taken in: dropped", device_id=str(device_id))
+                    return
                 # The database is briefly away: hold the batch (and the ones behind it) and retry.
                 log.warning("MQTT batch waits for the database", device_id=str(device_id), error=str(exc))
                 await asyncio.sleep(delay)
