@@ -238,6 +238,10 @@ async def test_only_the_devices_own_key_lets_its_readings_in(telemetry: Telemetr
         answer = await telemetry.client.post(oven.path, json={"readings": reading}, headers=headers)
         problem = assert_problem(answer, 401, "invalid-device-key")
         assert "X-Device-Key" in answer.headers["www-authenticate"], problem
+    # No key is refused before the body is read: a caller without one learns nothing of it.
+    for body in ({}, {"readings": "x"}):
+        answer = await telemetry.client.post(oven.path, json=body)
+        assert_problem(answer, 401, "invalid-device-key")
     unknown = Device(uuid.uuid4(), oven.key)
     assert_problem(await send(telemetry, unknown, reading), 401, "invalid-device-key")
     assert (await send(telemetry, oven, reading)).json()["stored"] == 1

@@ -71,10 +71,10 @@ class BatchAnswer(BaseModel):
 )
 async def send_readings(
     device_id: UUID,
-    body: Annotated[ReadingBatch, Depends(read_batch)],
+    key: DeviceKey,  # first: a device that sent no key is refused (401) before its body is read
     runtime: RuntimeDep,
     parts: TelemetryDep,
-    key: DeviceKey,
+    body: Annotated[ReadingBatch, Depends(read_batch)],
 ) -> BatchAnswer:
     if len(body.readings) > parts.settings.max_batch:
         readings_rejected.labels("http", "invalid").inc(len(body.readings))
