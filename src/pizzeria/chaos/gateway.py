@@ -102,15 +102,21 @@ class GatewayShop:
 
     # Accounts -------------------------------------------------------------------------------
 
-    async def _sign_in(self, email: str, password: str, user_id: str = "", *, within: float = 60.0) -> Account:
+    async def _post_until_answered(self, path: str, body: dict[str, Any], *, within: float = 60.0) -> httpx.Response:
+        """POST, again while the answer says to (429 with its Retry-After, or the gateway's
+        503/502/504) for up to `within` s: sign-ups and sign-ins are rate limited per address,
+        and a load's first customers come all at once."""
         deadline = time.monotonic() + within
         attempt = 0
-        while True:  # asked again while the answer says to (sign-ins are rate limited too)
-            answer = await self.http.post("/api/v1/auth/login", json={"email": email, "password": password})
+        while True:
+            answer = await self.http.post(path, json=body)
             if answer.status_code not in AGAIN or time.monotonic() > deadline:
-                break
+                return answer
             await asyncio.sleep(_backoff(answer, attempt))
             attempt += 1
+
+    async def _sign_in(self, email: str, password: str, user_id: str = "") -> Account:
+        answer = await self._post_until_answered("/api/v1/auth/login", {"email": email, "password": password})
         if answer.status_code != 200:
             raise Unusable(f"cannot sign in as {email} ({answer.status_code}): {answer.text[:200]}")
         tokens = answer.json()
@@ -149,7 +155,9 @@ class GatewayShop:
                 email = f"check-{self.run}-{name}@pizzeria.example"
                 password = self._passwords.setdefault(name, secrets.token_urlsafe(18))
                 try:
-                    created = await self._register(email, password)
+                    created = await self._post_until_answered(
+                        "/api/v1/auth/register", {"email": email, "password": password, "name": "Load customer"}
+                    )
                     if created.status_code == 409:
                         account = await self._sign_in(email, password)
                         account.id = await self._own_id(account)
@@ -162,19 +170,6 @@ class GatewayShop:
                 self._customers[name] = account
                 self._by_id[account.id] = account
         return self._customers[name].id
-
-    async def _register(self, email: str, password: str, *, within: float = 60.0) -> httpx.Response:
-        """Register an account, asking again while the answer says to (sign-ups are rate
-        limited per address: a load's first customers come all at once)."""
-        body = {"email": email, "password": password, "name": "Load customer"}
-        deadline = time.monotonic() + within
-        attempt = 0
-        while True:
-            answer = await self.http.post("/api/v1/auth/register", json=body)
-            if answer.status_code not in AGAIN or time.monotonic() > deadline:
-                return answer
-            await asyncio.sleep(_backoff(answer, attempt))
-            attempt += 1
 
     async def _own_id(self, account: Account) -> str:
         """The id of the account signed in (`GET /api/v1/users/me`)."""
