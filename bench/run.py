@@ -13,9 +13,11 @@ from typing import Any
 import uvloop
 
 from bench import courier_bench, gateway_bench, hop_bench, relay_bench, system_bench, telemetry_bench
+from bench.stacks import STACKS
 from pizzeria.chassis.addresses import MAX_REPLICAS
 
-STACKS = ("embedded", "postgres+kafka")
+#: What `make bench` runs on (`--stacks postgres+sqllog` adds the sqllog on PostgreSQL).
+DEFAULT_STACKS = ("embedded", "postgres+kafka")
 
 
 def machine() -> str:
@@ -175,7 +177,7 @@ def print_system(tag: str, r: dict[str, Any]) -> None:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
+    parser.add_argument("--stacks", nargs="+", default=list(DEFAULT_STACKS), choices=STACKS)
     parser.add_argument(
         "--only",
         nargs="+",

@@ -1,5 +1,10 @@
-"""The two ways to run, as environments for `pizzeria up`: embedded, and PostgreSQL + Kafka
-(one Apache Kafka node in KRaft mode, started from its Maven artifacts like the tests' broker)."""
+"""The ways to run, as environments for `pizzeria up`: embedded; PostgreSQL + Kafka (one Apache
+Kafka node in KRaft mode, started from its Maven artifacts like the tests' broker); and
+PostgreSQL + sqllog, the embedded broker's log kept in a PostgreSQL database of its own.
+
+Production mode insists on Kafka, so PostgreSQL + sqllog runs in embedded mode, with the same
+PostgreSQL databases, Redis and signing secret as PostgreSQL + Kafka: only the broker and the
+mode's refusals differ."""
 
 from __future__ import annotations
 
@@ -18,32 +23,39 @@ from pizzeria.messaging.broker import Broker, TopicSpec
 from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.registry import SERVICES
 
+STACKS = ("embedded", "postgres+kafka", "postgres+sqllog")
+
 
 @contextlib.asynccontextmanager
 async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
     if name == "embedded":
         yield {}
         return
-    kafka = KafkaCluster(workdir / "kafka").start()
+    kafka = KafkaCluster(workdir / "kafka").start() if name == "postgres+kafka" else None
     urls: dict[str, str] = {}
     try:
         urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
         env = {f"{n.upper()}_DATABASE_URL": u for n, u in urls.items()}
-        # Each service logs in as its own user, allowed what its ACLs allow, as in production.
-        env.update({"PIZZERIA_MODE": "production", **kafka.environment()})
-        # Production mode refuses the public development signing secret.
-        env["JWT_SECRET"] = secrets.token_urlsafe(48)
+        env["JWT_SECRET"] = secrets.token_urlsafe(48)  # production mode refuses the public one
         env.update({"REDIS_URL": "redis://127.0.0.1:6379/13", "REDIS_KEY_PREFIX": f"pzbench-{secrets.token_hex(6)}"})
+        if kafka is not None:
+            # Each service logs in as its own user, allowed what its ACLs allow, as in production.
+            env.update({"PIZZERIA_MODE": "production", **kafka.environment()})
+        else:
+            urls["sqllog"] = await create_database("pzbench_sqllog")
+            env["BROKER_URL"] = f"sqllog+{urls['sqllog']}"
         yield env
     finally:
         for url in urls.values():
             await drop_database(url)
-        kafka.stop()
+        if kafka is not None:
+            kafka.stop()
 
 
 BROKER_NOTE = {
     "embedded": "SQLite per service + sqllog broker (SQLite)",
     "postgres+kafka": f"PostgreSQL 15 per service + Apache Kafka {kafka_version()} (one KRaft node)",
+    "postgres+sqllog": "PostgreSQL 15 per service + sqllog broker (its own PostgreSQL database; embedded mode)",
 }
 
 
@@ -63,17 +75,24 @@ async def database_and_broker(
     stack: str, workdir: Path, *, name: str, migrations: Sequence[MigrationSet], topics: Sequence[TopicSpec]
 ) -> AsyncIterator[Parts]:
     """A service database (SQLite, or PostgreSQL named `name`) brought to `migrations`, and the
-    stack's broker (the sqllog, or one Apache Kafka node) started with `topics`."""
+    stack's broker (the sqllog on SQLite or on a PostgreSQL database of its own, or one Apache
+    Kafka node) started with `topics`."""
     kafka: KafkaCluster | None = None
+    dropped: list[str] = []  # the PostgreSQL databases made here
     if stack == "embedded":
         url = f"sqlite+aiosqlite:///{workdir}/service.db"
         broker: Broker = SqlLogBroker(f"sqlite:///{workdir}/broker.db")
         database = None
     else:
         url = await create_database(name)
+        dropped.append(url)
         database = url.rsplit("/", 1)[1].split("?", 1)[0]
-        kafka = KafkaCluster(workdir / "kafka").start()
-        broker = kafka.broker()
+        if stack == "postgres+kafka":
+            kafka = KafkaCluster(workdir / "kafka").start()
+            broker = kafka.broker()
+        else:
+            dropped.append(await create_database(f"{name}_sqllog"))
+            broker = SqlLogBroker(dropped[-1])
     await upgrade(url, migrations)
     db = Database(url, pool_size=10)
     await broker.start()
@@ -85,4 +104,5 @@ async def database_and_broker(
         await db.dispose()
         if kafka is not None:
             kafka.stop()
-            await drop_database(url)
+        for created in dropped:
+            await drop_database(created)

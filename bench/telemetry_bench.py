@@ -35,8 +35,8 @@ from bench.stacks import BROKER_NOTE, stack_env
 from bench.stats import summary
 from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench
 
-#: Readings a second sent beside the saga: the ingest aim of each stack.
-AIM = {"embedded": 20_000, "postgres+kafka": 10_000}
+#: Readings a second sent beside the saga: the ingest aim of each stack (PostgreSQL's, on either broker).
+AIM = {"embedded": 20_000, "postgres+kafka": 10_000, "postgres+sqllog": 10_000}
 
 
 async def _register(system: System, devices: int) -> list[dict[str, Any]]:

@@ -3,8 +3,15 @@ the gateway, a nemesis fired, the fault healed, the system left to settle, and t
 checker's verdict; for each fault, the recovery time (fault healed → an order placed after it
 delivered). `make chaos` runs every scenario on the embedded stack and prints a table:
 
-    python -m tests.chaos.campaign [--scenario NAME]... [--stack embedded|postgres+kafka]...
+    python -m tests.chaos.campaign [--scenario NAME]...
+                                   [--stack embedded|postgres+kafka|postgres+sqllog]...
                                    [--seed N] [--rate ORDERS_PER_S] [--report docs/reliability.md]
+
+The stacks: *embedded* (SQLite per service, the sqllog broker in a SQLite file), *postgres+kafka*
+(PostgreSQL per service, one Apache Kafka node; production mode), and *postgres+sqllog*
+(PostgreSQL per service, the sqllog broker in a PostgreSQL database of its own). Production mode
+insists on Kafka, so postgres+sqllog runs in embedded mode, with the databases, Redis and
+signing secret of postgres+kafka: only the broker and the mode's refusals differ.
 
 The nemeses:
 
@@ -18,18 +25,21 @@ The nemeses:
   payments reaches it) stops listening, so connections are refused, then listens again. No root
   needed: the system is started with `PAYMENT_PROVIDER_URL` pointing at the proxy;
 - **the broker stopped 30 s** and started again on the same ports and log directory (PostgreSQL +
-  Kafka); on the embedded stack, whose broker is a log in the services' shared SQLite file with
-  no process of its own to stop, the fault lab's *broker paused* switch on every service instead;
+  Kafka); on the sqllog stacks, whose broker is a log in a database every service writes and
+  reads in-process, with no process of its own to stop, the fault lab's *broker paused* switch on
+  every service instead;
 - **a saga deadline passing while its service is down**: payments stopped longer than a short
   `SAGA_PAYMENT_TIMEOUT_S`, so orders are cancelled and any charge made late is refunded;
-- **a long transaction holding PostgreSQL's xmin horizon** 60 s on orders' database (PostgreSQL +
-  Kafka only), with what it does to the outbox and to the orders' latency measured;
+- **a long transaction holding PostgreSQL's xmin horizon** 60 s, on the sqllog's database when the
+  log is on PostgreSQL (its dead row versions, consumer lag and fetch statements' time), else on
+  orders' database (its outbox), with what it does to the orders' latency measured;
 - **the soak**: `CHAOS_SOAK_MINUTES` (30 by default) at a steady rate with the nemeses above fired
   at random, and the checker at the end (`--scenario soak`).
 """
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import contextlib
@@ -43,13 +53,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from pizzeria.chaos.checker import (
@@ -64,14 +75,15 @@ from pizzeria.chaos.checker import (
 from pizzeria.chaos.load import Load
 from pizzeria.chaos.readback import check_system
 from pizzeria.kit.settings import Settings
+from pizzeria.messaging.sqllog import leases_t, members_t, offsets_t, partitions_t, records_t
 from pizzeria.messaging.tables import outbox
 from pizzeria.services.orders.settings import OrdersSettings
-from tests.e2e.conftest import production_env
+from tests.e2e.conftest import production_env, sqllog_postgres_env
 from tests.e2e.scenario import AUTOPILOT, MANY_ORDERS, TERMINAL, holds_within, stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.kafka import KafkaCluster
 from tests.support.pgserver import PrivateServer
-from tests.support.postgres import drop_database
+from tests.support.postgres import ADMIN_DSN, drop_database
 from tests.support.tcpproxy import TcpProxy
 
 #: What every campaign system runs with: orders end on their own and fast; no customer or
@@ -91,7 +103,9 @@ SESSION_TIMEOUT_S = (
     max(Settings.model_fields[f].default for f in ("sqllog_session_timeout_ms", "kafka_session_timeout_ms")) / 1000
 )
 RECOVERY_TIMEOUT_S = 180.0
-STACKS = frozenset({"embedded", "postgres+kafka"})
+STACKS = frozenset({"embedded", "postgres+kafka", "postgres+sqllog"})
+#: The stacks whose broker is the sqllog (its *broker paused* switch stands in for a stopped broker).
+SQLLOG_STACKS = frozenset({"embedded", "postgres+sqllog"})
 #: The longest deadline of the saga's steps that wait on another service before cooking (the
 #: stock reservation's and the payment's, by default): how long before a fault an order may have
 #: been placed and still have a step whose deadline the fault outlasts.
@@ -353,7 +367,50 @@ async def provider_port_cut(arena: Arena, seconds: float = 20.0) -> None:
     await arena.healed("payment provider's port cut", end)
 
 
-DEAD_OUTBOX_ROWS = "select n_dead_tup from pg_stat_user_tables where relname = 'outbox'"
+S = TypeVar("S")  # one look of a probe at its database
+
+
+class HorizonProbe(abc.ABC, Generic[S]):
+    """A database a transaction holds the xmin horizon of (`long_transaction`), and what is
+    watched there meanwhile. The horizon is per database: a hold on one database keeps dead
+    row versions in it alone."""
+
+    #: The tables vacuumed as the hold ends and right after its release, and their name in the note.
+    tables: ClassVar[tuple[str, ...]]
+    vacuumed: ClassVar[str]
+    #: The table the holding transaction reads to take its snapshot.
+    held: ClassVar[sa.Table]
+
+    @property
+    @abc.abstractmethod
+    def database(self) -> str:
+        """The database, as the note names it."""
+
+    @abc.abstractmethod
+    def url(self, env: Mapping[str, str]) -> str:
+        """The database's SQLAlchemy (asyncpg) URL, in the system's environment `env`."""
+
+    @abc.abstractmethod
+    async def sample(self, arena: Arena, conn: AsyncConnection) -> S:
+        """One look at the database (`conn` is in autocommit: one snapshot a statement)."""
+
+    @abc.abstractmethod
+    def summary(self, samples: Sequence[S]) -> str:
+        """What the samples of one phase say."""
+
+
+async def _table_stats(conn: AsyncConnection, tables: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """table → (live, dead) row versions, as PostgreSQL's statistics count them, in the order of `tables`."""
+    rows = await conn.execute(
+        sa.text("select relname, n_live_tup, n_dead_tup from pg_stat_user_tables where relname = any(:tables)"),
+        {"tables": list(tables)},
+    )
+    found = {name: (int(live), int(dead)) for name, live, dead in rows}
+    return {table: found.get(table, (0, 0)) for table in tables}
+
+
+def _dead(stats: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    return {table: dead for table, (_, dead) in stats.items()}
 
 
 @dataclass(frozen=True)
@@ -368,27 +425,176 @@ class OutboxSample:
     dead_rows: int
 
 
-def long_transaction(service: str = "orders", seconds: float = 60.0, around: float = 20.0) -> Nemesis:
-    """A REPEATABLE READ transaction on `service`'s PostgreSQL database that reads its outbox and
-    stays open `seconds`, holding the database's xmin horizon (no row version deleted or updated
-    since can be vacuumed: the slow death of SQL-backed queues). The outbox is sampled every
-    second for `around` seconds before, during and `around` seconds after; the note says what
-    the hold did to it and to the orders' latency (placed → delivered) and deliveries a second."""
+@dataclass(frozen=True)
+class OutboxProbe(HorizonProbe[OutboxSample]):
+    """A service's database, watched through its outbox."""
+
+    service: str = "orders"
+    tables: ClassVar[tuple[str, ...]] = ("outbox",)
+    vacuumed: ClassVar[str] = "the outbox"
+    held: ClassVar[sa.Table] = outbox
+
+    @property
+    def database(self) -> str:
+        return f"the {self.service} database"
+
+    def url(self, env: Mapping[str, str]) -> str:
+        url = env.get(f"{self.service.upper()}_DATABASE_URL", "")
+        assert url.startswith("postgresql"), f"{self.service}'s database is not PostgreSQL: {url!r}"
+        return url
+
+    async def sample(self, arena: Arena, conn: AsyncConnection) -> OutboxSample:
+        backlog, age = (
+            await conn.execute(
+                sa.text(
+                    "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)"
+                    " from outbox where published_at is null"
+                )
+            )
+        ).one()
+        dead = _dead(await _table_stats(conn, self.tables)).get("outbox", 0)
+        return OutboxSample(int(backlog), float(age), await _gauge(arena, self.service), dead)
+
+    def summary(self, samples: Sequence[OutboxSample]) -> str:
+        gauges = [s.gauge_age_s for s in samples if s.gauge_age_s is not None]
+        return (
+            f"outbox backlog max {max(s.backlog for s in samples)} rows, oldest"
+            f" unpublished max {max(s.oldest_age_s for s in samples):.2f} s (gauge max"
+            f" {max(gauges) if gauges else float('nan'):.2f} s),"
+            f" dead rows {samples[0].dead_rows}→{samples[-1].dead_rows}"
+        )
+
+
+#: How many records one read of a partition asks for (a consumer's batch, `CONSUMER_BATCH_SIZE`).
+LOG_READ_LIMIT = Settings.model_fields["consumer_batch_size"].default
+#: Each consumer group's lag: the records of the topics it reads (those its live members
+#: subscribe to, or it has committed offsets on) past its committed offsets.
+LOG_LAG = """
+with subscribed as (
+    select distinct group_id, jsonb_array_elements_text(topics::jsonb) as topic from log_members
+    union select distinct group_id, topic from log_offsets
+)
+select s.group_id, sum(p.next_offset - coalesce(o.committed, 0)) as lag
+from subscribed s
+join log_partitions p on p.topic = s.topic
+left join log_offsets o on o.group_id = s.group_id and o.topic = p.topic and o.partition = p.partition
+group by s.group_id
+"""
+
+
+@dataclass(frozen=True)
+class LogSample:
+    """One look at the sqllog on PostgreSQL: its records (live row versions), the dead row
+    versions of each of its tables, the consumer groups' lag (summed, and the worst group's),
+    and how long the statements of a consumer's fetch take: the end offsets of every
+    partition, and a read of the next records at each group's committed offset (the mean of
+    those reads)."""
+
+    records: int
+    dead: dict[str, int]
+    lag: int
+    worst_lag: tuple[str, int]
+    ends_ms: float
+    read_ms: float
+    reads: int
+
+
+class SqlLogProbe(HorizonProbe[LogSample]):
+    """The embedded broker's database, when it is PostgreSQL (`BROKER_URL=sqllog+postgresql://...`).
+    Its records are only ever inserted (and deleted past the retention); its bookkeeping is
+    updated in place all the time: a partition's end offset at every publish, a group's
+    committed offset at every commit, members and leases at every heartbeat."""
+
+    tables: ClassVar[tuple[str, ...]] = tuple(t.name for t in (records_t, partitions_t, offsets_t, leases_t, members_t))
+    vacuumed: ClassVar[str] = "the log's tables"
+    held: ClassVar[sa.Table] = records_t
+
+    @property
+    def database(self) -> str:
+        return "the sqllog's database"
+
+    def url(self, env: Mapping[str, str]) -> str:
+        url = env.get("BROKER_URL", "").removeprefix("sqllog+")
+        assert url.startswith("postgresql"), f"the broker is not the sqllog on PostgreSQL: {env.get('BROKER_URL')!r}"
+        return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+    async def sample(self, arena: Arena, conn: AsyncConnection) -> LogSample:
+        stats = await _table_stats(conn, self.tables)
+        lags = {group: int(lag) for group, lag in await conn.execute(sa.text(LOG_LAG))}
+        began = time.perf_counter()
+        await conn.execute(sa.select(partitions_t))
+        ends_ms = 1000 * (time.perf_counter() - began)
+        committed = (await conn.execute(sa.select(offsets_t))).all()
+        began = time.perf_counter()
+        for row in committed:
+            await conn.execute(
+                sa.select(records_t)
+                .where(
+                    records_t.c.topic == row.topic,
+                    records_t.c.partition == row.partition,
+                    records_t.c.offset >= row.committed,
+                )
+                .order_by(records_t.c.offset)
+                .limit(LOG_READ_LIMIT)
+            )
+        read_ms = 1000 * (time.perf_counter() - began) / max(1, len(committed))
+        return LogSample(
+            records=stats.get(records_t.name, (0, 0))[0],
+            dead=_dead(stats),
+            lag=sum(lags.values()),
+            worst_lag=max(lags.items(), key=lambda g: g[1], default=("-", 0)),
+            ends_ms=ends_ms,
+            read_ms=read_ms,
+            reads=len(committed),
+        )
+
+    def summary(self, samples: Sequence[LogSample]) -> str:
+        first, last = samples[0], samples[-1]
+        worst = max(samples, key=lambda s: s.lag)
+        dead = ", ".join(f"{t} {first.dead.get(t, 0)}→{last.dead.get(t, 0)}" for t in self.tables)
+        ends = [s.ends_ms for s in samples]
+        reads = [s.read_ms for s in samples]
+        return (
+            f"log records {first.records}→{last.records}; dead rows {dead};"
+            f" consumer lag max {worst.lag} records over all groups (worst group {worst.worst_lag[0]}"
+            f" {worst.worst_lag[1]}); end offsets query p50 {statistics.median(ends):.2f} ms, max {max(ends):.2f} ms;"
+            f" read at a group's committed offset p50 {statistics.median(reads):.2f} ms, max {max(reads):.2f} ms"
+            f" ({last.reads} partitions read)"
+        )
+
+
+def held_database(env: Mapping[str, str]) -> HorizonProbe[Any] | None:
+    """Where a long transaction hurts a stack most: the sqllog's database when the log is on
+    PostgreSQL, else orders' database when it is PostgreSQL (None on the embedded stack)."""
+    if env.get("BROKER_URL", "").startswith("sqllog+postgresql"):
+        return SqlLogProbe()
+    if env.get("ORDERS_DATABASE_URL", "").startswith("postgresql"):
+        return OutboxProbe("orders")
+    return None
+
+
+def long_transaction(probe: HorizonProbe[Any] | None = None, seconds: float = 60.0, around: float = 20.0) -> Nemesis:
+    """A REPEATABLE READ transaction on `probe`'s PostgreSQL database (by default the stack's
+    `held_database`) that reads a table and stays open `seconds`, holding the database's xmin
+    horizon (no row version deleted or updated since can be vacuumed: the slow death of
+    SQL-backed queues). The probe samples the database every second for `around` seconds
+    before, during and `around` seconds after; the note says what the hold did to it and to the
+    orders' latency (placed → delivered) and deliveries a second."""
 
     async def nemesis(arena: Arena) -> None:
-        url = arena.system.env.get(f"{service.upper()}_DATABASE_URL", "")
-        assert url.startswith("postgresql"), f"{service}'s database is not PostgreSQL: {url!r}"
-        engine = create_async_engine(url, pool_size=2)
+        watched = probe or held_database(arena.system.env)
+        assert watched is not None, "no database of this stack is PostgreSQL"
+        engine = create_async_engine(watched.url(arena.system.env), pool_size=2)
         try:
-            async with engine.connect() as probe, engine.connect() as holder:
-                await probe.execution_options(isolation_level="AUTOCOMMIT")
-                phases: list[tuple[str, float, float, list[OutboxSample]]] = []
+            async with engine.connect() as conn, engine.connect() as holder:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                phases: list[tuple[str, float, float, list[Any]]] = []
                 began = time.time()
-                phases.append(("before", began, *await _watch_outbox(arena, probe, service, around)))
+                phases.append(("before", began, *await _watch(arena, conn, watched, around)))
                 await holder.execution_options(isolation_level="REPEATABLE READ")
                 await holder.begin()
                 held_at = time.time()
-                await holder.execute(sa.select(sa.func.count()).select_from(outbox))
+                await holder.execute(sa.select(sa.func.count()).select_from(watched.held))
                 xmin = (
                     await holder.execute(
                         sa.text("select backend_xmin from pg_stat_activity where pid = pg_backend_pid()")
@@ -396,51 +602,47 @@ def long_transaction(service: str = "orders", seconds: float = 60.0, around: flo
                 ).scalar()
                 assert xmin is not None, "the transaction holds no snapshot"
                 try:
-                    phases.append(("held", held_at, *await _watch_outbox(arena, probe, service, seconds)))
-                    kept_held = await _vacuum_outbox(probe)
+                    phases.append(("held", held_at, *await _watch(arena, conn, watched, seconds)))
+                    kept_held = await _vacuum(conn, watched.tables)
                 finally:
                     await holder.rollback()
                 released = time.time()
-                kept_released = await _vacuum_outbox(probe)
-                phases.append(("after", released, *await _watch_outbox(arena, probe, service, around)))
+                kept_released = await _vacuum(conn, watched.tables)
+                phases.append(("after", released, *await _watch(arena, conn, watched, around)))
         finally:
             await engine.dispose()
         orders = await _orders_placed(arena, began - 10, time.time())
         arena.notes.append(
-            f"{_hold_report(service, seconds, phases, orders)}. VACUUM of the outbox as the hold ended kept"
-            f" {kept_held} dead rows (still visible to the old snapshot); right after it was released,"
-            f" {kept_released}"
+            f"{_hold_report(watched, seconds, phases, orders)}. VACUUM of {watched.vacuumed} as the hold ended"
+            f" kept {_kept(kept_held)} dead rows (still visible to the old snapshot); right after it was"
+            f" released, {_kept(kept_released)}"
         )
         await arena.healed(f"xmin held {seconds:g} s", released)
 
     return nemesis
 
 
-async def _watch_outbox(
-    arena: Arena, probe: AsyncConnection, service: str, seconds: float
-) -> tuple[float, list[OutboxSample]]:
-    """Sample `service`'s outbox once a second for `seconds`; (when it ended, the samples)."""
-    samples: list[OutboxSample] = []
+async def _watch(arena: Arena, conn: AsyncConnection, probe: HorizonProbe[S], seconds: float) -> tuple[float, list[S]]:
+    """Sample with `probe` once a second for `seconds`; (when it ended, the samples)."""
+    samples: list[S] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        backlog, age = (
-            await probe.execute(
-                sa.text(
-                    "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)"
-                    " from outbox where published_at is null"
-                )
-            )
-        ).one()
-        dead = (await probe.execute(sa.text(DEAD_OUTBOX_ROWS))).scalar()
-        samples.append(OutboxSample(int(backlog), float(age), await _gauge(arena, service), int(dead or 0)))
+        samples.append(await probe.sample(arena, conn))
         await asyncio.sleep(max(0.0, min(1.0, end - time.monotonic())))  # the sampling period
     return time.time(), samples
 
 
-async def _vacuum_outbox(probe: AsyncConnection) -> int:
-    """VACUUM the outbox; the dead row versions it had to keep (a snapshot may still see them)."""
-    await probe.execute(sa.text("VACUUM outbox"))
-    return int((await probe.execute(sa.text(DEAD_OUTBOX_ROWS))).scalar() or 0)
+async def _vacuum(conn: AsyncConnection, tables: Sequence[str]) -> dict[str, int]:
+    """VACUUM `tables`; the dead row versions it had to keep in each (a snapshot may still see them)."""
+    await conn.execute(sa.text(f"VACUUM {', '.join(tables)}"))
+    return _dead(await _table_stats(conn, tables))
+
+
+def _kept(dead: Mapping[str, int]) -> str:
+    """Dead row versions kept, in all and (for several tables) in each."""
+    if len(dead) == 1:
+        return str(sum(dead.values()))
+    return f"{sum(dead.values())} ({', '.join(f'{table} {n}' for table, n in dead.items())})"
 
 
 async def _gauge(
@@ -465,9 +667,9 @@ async def _orders_placed(arena: Arena, since: float, until: float) -> list[tuple
 
 
 def _hold_report(
-    service: str,
+    probe: HorizonProbe[S],
     seconds: float,
-    phases: Sequence[tuple[str, float, float, Sequence[OutboxSample]]],
+    phases: Sequence[tuple[str, float, float, Sequence[S]]],
     orders: Sequence[tuple[OrderRecord, dict[str, Any]]],
 ) -> str:
     """What holding the xmin horizon did, phase by phase."""
@@ -482,15 +684,11 @@ def _hold_report(
         p50 = statistics.median(latencies) if latencies else float("nan")
         p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else float("nan")
         rate = sum(1 for _, done in delivered if start <= done < end) / max(end - start, 1e-9)
-        gauges = [s.gauge_age_s for s in samples if s.gauge_age_s is not None]
         parts.append(
-            f"{name} ({end - start:.0f} s): outbox backlog max {max(s.backlog for s in samples)} rows, oldest"
-            f" unpublished max {max(s.oldest_age_s for s in samples):.2f} s (gauge max"
-            f" {max(gauges) if gauges else float('nan'):.2f} s),"
-            f" dead rows {samples[0].dead_rows}→{samples[-1].dead_rows};"
+            f"{name} ({end - start:.0f} s): {probe.summary(samples)};"
             f" placed→delivered p50 {p50:.2f} s, p95 {p95:.2f} s; {rate:.2f} delivered/s"
         )
-    return f"xmin held {seconds:g} s on the {service} database — " + " | ".join(parts)
+    return f"xmin held {seconds:g} s on {probe.database} — " + " | ".join(parts)
 
 
 def crash_points(points: Sequence[tuple[str, str]]) -> Nemesis:
@@ -552,7 +750,7 @@ def soak(minutes: Callable[[], float] = soak_minutes) -> Nemesis:
         ]
         if arena.provider_proxy is not None:
             faults.append(("provider port cut", functools.partial(provider_port_cut, seconds=15.0)))
-        if arena.system.env.get("ORDERS_DATABASE_URL", "").startswith("postgresql"):
+        if held_database(arena.system.env) is not None:
             faults.append(("xmin held", long_transaction(seconds=30.0, around=5.0)))
         fired: list[str] = []
         while True:
@@ -602,7 +800,7 @@ SCENARIOS = {
         Scenario(
             "broker-stop", "Kafka stopped 30 s, started again", (broker_down,), stacks=frozenset({"postgres+kafka"})
         ),
-        Scenario("broker-pause", "broker paused 30 s (fault lab)", (broker_down,), stacks=frozenset({"embedded"})),
+        Scenario("broker-pause", "broker paused 30 s (fault lab)", (broker_down,), stacks=SQLLOG_STACKS),
         Scenario(
             "payment-deadline",
             f"SIGSTOP payments past its {SHORT_PAYMENT_TIMEOUT_S:g} s deadline",
@@ -629,9 +827,9 @@ SCENARIOS = {
         ),
         Scenario(
             "xmin-hold",
-            "transaction holding xmin 60 s (orders)",
+            "transaction holding xmin 60 s (the sqllog's database, else orders')",
             (long_transaction(),),
-            stacks=frozenset({"postgres+kafka"}),
+            stacks=STACKS - {"embedded"},
         ),
     )
 }
@@ -807,9 +1005,9 @@ async def campaign(args: argparse.Namespace) -> int:
 
 
 class Stack:
-    """Where the scenarios run: the embedded stack, or PostgreSQL and one Apache Kafka broker
-    (started once for the campaign, as the whole-system tests share theirs; each scenario has
-    databases of its own)."""
+    """Where the scenarios run: the embedded stack; PostgreSQL and one Apache Kafka broker
+    (started once for the campaign, as the whole-system tests share theirs); or PostgreSQL with
+    the sqllog in a database of its own. On PostgreSQL each scenario has databases of its own."""
 
     def __init__(self, name: str, tmp: Path) -> None:
         self.name = name
@@ -825,20 +1023,25 @@ class Stack:
         if self.kafka is not None:
             self.kafka.stop()
 
+    async def _databases(self, admin_dsn: str) -> tuple[dict[str, str], list[str]]:
+        if self.kafka is not None:
+            return await production_env(self.kafka, admin_dsn=admin_dsn)
+        return await sqllog_postgres_env(admin_dsn=admin_dsn)
+
     @contextlib.asynccontextmanager
     async def env(self, *, own_database: bool = False) -> AsyncIterator[tuple[dict[str, str], PrivateServer | None]]:
         """The environment that selects the stack, for one scenario, and the PostgreSQL server
         made for it (with `own_database`; otherwise its databases are on the shared one)."""
-        if self.kafka is None:
+        if self.name == "embedded":
             yield {}, None
             return
         server = (await asyncio.to_thread(PrivateServer().start)) if own_database else None
         try:
             if server is not None:
-                env, _ = await production_env(self.kafka, admin_dsn=server.admin_dsn)
+                env, _ = await self._databases(server.admin_dsn)
                 yield env, server  # its databases go with the server
                 return
-            env, databases = await production_env(self.kafka)
+            env, databases = await self._databases(ADMIN_DSN)
             try:
                 yield env, None
             finally:
@@ -867,7 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.campaign", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)")
     parser.add_argument(
-        "--stack", action="append", choices=("embedded", "postgres+kafka"), help="embedded (the default), or both"
+        "--stack", action="append", choices=sorted(STACKS), help="embedded (the default), or others (repeatable)"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=3.0, help="orders placed per second")

@@ -20,14 +20,33 @@ from tests.support.postgres import ADMIN_DSN, create_database, drop_database
 async def production_env(kafka: KafkaCluster, *, admin_dsn: str = ADMIN_DSN) -> tuple[dict[str, str], list[str]]:
     """Environment for the production stack: a fresh PostgreSQL database per service (on the
     shared test server, or the one `admin_dsn` names), Kafka."""
-    urls = {s.name: await create_database(f"pz_{s.name}", admin_dsn=admin_dsn) for s in SERVICES if s.has_database}
-    env = {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
+    env, databases = await _service_databases(admin_dsn)
     # Each service logs in as its own user and may do only what its ACLs allow, as in production:
     # a permission the topology forgot stops the flow that needs it.
     env.update({"PIZZERIA_MODE": "production", **kafka.environment()})
+    return env, databases
+
+
+async def sqllog_postgres_env(*, admin_dsn: str = ADMIN_DSN) -> tuple[dict[str, str], list[str]]:
+    """Environment for PostgreSQL per service with the embedded broker, the sqllog, kept in a
+    PostgreSQL database of its own (`BROKER_URL=sqllog+postgresql://...`). Production mode
+    insists on Kafka, so this runs in embedded mode; the databases, caches, rate limits and
+    signing secret are those of the production stack: only the broker and the mode's refusals
+    differ."""
+    env, databases = await _service_databases(admin_dsn)
+    log = await create_database("pz_sqllog", admin_dsn=admin_dsn)
+    env["BROKER_URL"] = f"sqllog+{log}"
+    return env, [*databases, log]
+
+
+async def _service_databases(admin_dsn: str) -> tuple[dict[str, str], list[str]]:
+    """What both PostgreSQL stacks share: a fresh PostgreSQL database per service, a signing
+    secret of their own, caches and rate limits in Redis (under keys no other system under test
+    uses); the environment, and the databases made."""
+    urls = {s.name: await create_database(f"pz_{s.name}", admin_dsn=admin_dsn) for s in SERVICES if s.has_database}
+    env = {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
     # Production mode refuses the public development signing secret.
     env["JWT_SECRET"] = secrets.token_urlsafe(48)
-    # Caches and rate limits in Redis, under keys no other system under test uses.
     env.update({"REDIS_URL": "redis://127.0.0.1:6379/14", "REDIS_KEY_PREFIX": f"pz-{secrets.token_hex(6)}"})
     return env, list(urls.values())
 
