@@ -75,7 +75,7 @@ from pizzeria.chaos.checker import (
 from pizzeria.chaos.load import Load
 from pizzeria.chaos.readback import check_system
 from pizzeria.kit.settings import Settings
-from pizzeria.messaging.sqllog import leases_t, members_t, offsets_t, partitions_t, records_t
+from pizzeria.messaging.sqllog import leases_t, members_t, offsets_t, partitions_t, records_t, topics_t
 from pizzeria.messaging.tables import outbox
 from pizzeria.services.orders.settings import OrdersSettings
 from tests.e2e.conftest import production_env, sqllog_postgres_env
@@ -485,16 +485,20 @@ group by s.group_id
 @dataclass(frozen=True)
 class LogSample:
     """One look at the sqllog on PostgreSQL: its records (live row versions), the dead row
-    versions of each of its tables, the consumer groups' lag (summed, and the worst group's),
-    and how long the statements of a consumer's fetch take: the end offsets of every
-    partition, and a read of the next records at each group's committed offset (the mean of
-    those reads)."""
+    versions of each of its tables, the size of its bookkeeping (the tables other than the
+    records, with their indexes), the consumer groups' lag (summed, and the worst group's), and
+    the statements of a consumer's fetch: the end offsets of the partitions (its time as a
+    consumer waits for it, and as the server spent it, with the pages it touched) and a read of
+    the next records at each group's committed offset (the mean time of those reads)."""
 
     records: int
     dead: dict[str, int]
+    bookkeeping_kb: int
     lag: int
     worst_lag: tuple[str, int]
     ends_ms: float
+    ends_server_ms: float
+    ends_pages: int
     read_ms: float
     reads: int
 
@@ -519,11 +523,25 @@ class SqlLogProbe(HorizonProbe[LogSample]):
         return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
     async def sample(self, arena: Arena, conn: AsyncConnection) -> LogSample:
+        return await self.look(conn)
+
+    async def look(self, conn: AsyncConnection) -> LogSample:
+        """One look at the log (it needs nothing of the running system but its database)."""
         stats = await _table_stats(conn, self.tables)
+        bookkeeping = [t for t in self.tables if t != records_t.name]
+        size = (
+            await conn.execute(
+                sa.text("select sum(pg_total_relation_size(t::regclass)) from unnest(cast(:tables as text[])) t"),
+                {"tables": bookkeeping},
+            )
+        ).scalar()
         lags = {group: int(lag) for group, lag in await conn.execute(sa.text(LOG_LAG))}
+        topics = list((await conn.execute(sa.select(topics_t.c.name))).scalars())
+        ends = sa.select(partitions_t).where(partitions_t.c.topic.in_(topics))  # as a consumer of every topic asks
         began = time.perf_counter()
-        await conn.execute(sa.select(partitions_t))
+        await conn.execute(ends)
         ends_ms = 1000 * (time.perf_counter() - began)
+        ends_server_ms, ends_pages = await _explained(conn, ends)
         committed = (await conn.execute(sa.select(offsets_t))).all()
         began = time.perf_counter()
         for row in committed:
@@ -539,11 +557,14 @@ class SqlLogProbe(HorizonProbe[LogSample]):
             )
         read_ms = 1000 * (time.perf_counter() - began) / max(1, len(committed))
         return LogSample(
-            records=stats.get(records_t.name, (0, 0))[0],
+            records=stats[records_t.name][0],
             dead=_dead(stats),
+            bookkeeping_kb=int(size or 0) // 1024,
             lag=sum(lags.values()),
             worst_lag=max(lags.items(), key=lambda g: g[1], default=("-", 0)),
             ends_ms=ends_ms,
+            ends_server_ms=ends_server_ms,
+            ends_pages=ends_pages,
             read_ms=read_ms,
             reads=len(committed),
         )
@@ -552,15 +573,28 @@ class SqlLogProbe(HorizonProbe[LogSample]):
         first, last = samples[0], samples[-1]
         worst = max(samples, key=lambda s: s.lag)
         dead = ", ".join(f"{t} {first.dead.get(t, 0)}→{last.dead.get(t, 0)}" for t in self.tables)
-        ends = [s.ends_ms for s in samples]
-        reads = [s.read_ms for s in samples]
+
+        def spread(values: Sequence[float]) -> str:
+            return f"p50 {statistics.median(values):.2f} ms, max {max(values):.2f} ms"
+
         return (
             f"log records {first.records}→{last.records}; dead rows {dead};"
+            f" bookkeeping {first.bookkeeping_kb}→{last.bookkeeping_kb} kB;"
             f" consumer lag max {worst.lag} records over all groups (worst group {worst.worst_lag[0]}"
-            f" {worst.worst_lag[1]}); end offsets query p50 {statistics.median(ends):.2f} ms, max {max(ends):.2f} ms;"
-            f" read at a group's committed offset p50 {statistics.median(reads):.2f} ms, max {max(reads):.2f} ms"
+            f" {worst.worst_lag[1]}); end offsets query {spread([s.ends_ms for s in samples])}"
+            f" (server {spread([s.ends_server_ms for s in samples])},"
+            f" pages {first.ends_pages}→{last.ends_pages});"
+            f" read at a group's committed offset {spread([s.read_ms for s in samples])}"
             f" ({last.reads} partitions read)"
         )
+
+
+async def _explained(conn: AsyncConnection, statement: sa.Select[Any]) -> tuple[float, int]:
+    """Run `statement` under EXPLAIN ANALYZE: the server's time (ms) and the pages it touched."""
+    sql = statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    (plan,) = (await conn.execute(sa.text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"))).scalar_one()
+    top = plan["Plan"]
+    return float(plan["Execution Time"]), int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
 
 
 def held_database(env: Mapping[str, str]) -> HorizonProbe[Any] | None:
@@ -614,8 +648,8 @@ def long_transaction(probe: HorizonProbe[Any] | None = None, seconds: float = 60
         orders = await _orders_placed(arena, began - 10, time.time())
         arena.notes.append(
             f"{_hold_report(watched, seconds, phases, orders)}. VACUUM of {watched.vacuumed} as the hold ended"
-            f" kept {_kept(kept_held)} dead rows (still visible to the old snapshot); right after it was"
-            f" released, {_kept(kept_released)}"
+            f" kept {_kept(kept_held)}, still visible to the old snapshot; right after it was released,"
+            f" {_kept(kept_released)}"
         )
         await arena.healed(f"xmin held {seconds:g} s", released)
 
@@ -640,9 +674,8 @@ async def _vacuum(conn: AsyncConnection, tables: Sequence[str]) -> dict[str, int
 
 def _kept(dead: Mapping[str, int]) -> str:
     """Dead row versions kept, in all and (for several tables) in each."""
-    if len(dead) == 1:
-        return str(sum(dead.values()))
-    return f"{sum(dead.values())} ({', '.join(f'{table} {n}' for table, n in dead.items())})"
+    kept = f"{sum(dead.values())} dead rows"
+    return kept if len(dead) == 1 else f"{kept} ({', '.join(f'{table} {n}' for table, n in dead.items())})"
 
 
 async def _gauge(
