@@ -3,8 +3,9 @@ token epoch identity announced for each account (`UserSignedOut`, `UserUpdated`,
 in its own `token_epochs` table, through its `<service>-access` consumer group, and refuses access
 tokens of an older epoch (kit.auth.current_principal).
 
-Every replica reads the table into memory twice a second, so a replica that is not the one
-consuming learns of a change as fast as the one that is.
+Every replica reads the table into memory twice a second (chassis/runtime.py:
+`CONTROL_INTERVAL_S`), so a replica that is not the one consuming learns of a change as fast as
+the one that is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.contracts.identity import UserDeleted, UserSignedOut, UserUpdated
 from pizzeria.kit.clock import utcnow
@@ -22,8 +24,8 @@ from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.tables import token_epochs
 from pizzeria.messaging.uow import UnitOfWork
 
-#: How often each replica looks at the table (seconds).
-REFRESH_INTERVAL_S = 0.5
+_EPOCHS = sa.select(token_epochs.c.user_id, token_epochs.c.epoch)
+_CHANGED_SINCE = _EPOCHS.where(token_epochs.c.updated_at >= sa.bindparam("since"))
 #: Rows written by another replica may carry a slightly earlier time than this replica's last
 #: look: each look goes back this far.
 CLOCK_OVERLAP = timedelta(seconds=10)
@@ -46,13 +48,17 @@ class TokenEpochCache:
 
     async def refresh(self) -> None:
         """Take in the rows written since the last look (by any replica's consumer)."""
-        started = utcnow()
-        query = sa.select(token_epochs.c.user_id, token_epochs.c.epoch)
-        if self._since is not None:
-            query = query.where(token_epochs.c.updated_at >= self._since - CLOCK_OVERLAP)
         async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        for user_id, epoch in rows:
+            await self.look(conn)
+
+    async def look(self, conn: AsyncConnection) -> None:
+        """`refresh` inside a read already open (every replica, with its runtime's other looks)."""
+        started = utcnow()
+        if self._since is None:
+            rows = await conn.execute(_EPOCHS)
+        else:
+            rows = await conn.execute(_CHANGED_SINCE, {"since": self._since - CLOCK_OVERLAP})
+        for user_id, epoch in rows.all():
             self.learn(user_id, int(epoch))
         self._since = started
 

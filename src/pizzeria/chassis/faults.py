@@ -9,7 +9,8 @@ service (`/api/v1/ops/faults/...`); the fault lab page and `pizzeria demo` use t
   it (`pizzeria up`, Kubernetes) starts it again.
 
 A switch that is on is a row of the service's `fault_switches` table: every replica reads the
-table twice a second, and a process that restarts comes back with the switches as they were.
+table twice a second (chassis/runtime.py: `CONTROL_INTERVAL_S`), and a process that restarts
+comes back with the switches as they were.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit import failpoints
@@ -33,10 +35,10 @@ from pizzeria.messaging.tables import fault_switches
 
 log = get_logger(__name__)
 
+_SWITCHES = sa.select(fault_switches.c.name)
+
 #: The switch that pauses the broker in this service.
 BROKER_PAUSED = "broker.paused"
-#: How often each replica reads the switches (seconds).
-REFRESH_INTERVAL_S = 0.5
 #: The exit status of a crash on purpose (as after SIGKILL).
 CRASH_STATUS = 137
 
@@ -83,10 +85,13 @@ class FaultSwitches:
         )
 
     async def refresh(self) -> None:
-        """Read the switches and act on them (the loop every replica runs)."""
+        """Read the switches and act on them."""
         async with self.runtime.db.read() as conn:
-            names = frozenset((await conn.execute(sa.select(fault_switches.c.name))).scalars())
-        self._apply(names)
+            await self.look(conn)
+
+    async def look(self, conn: AsyncConnection) -> None:
+        """Read the switches and act on them (every replica, with its runtime's other looks)."""
+        self._apply(frozenset((await conn.execute(_SWITCHES)).scalars()))
 
     def _apply(self, on: frozenset[str]) -> None:
         self.on = on

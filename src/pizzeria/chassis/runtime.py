@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
@@ -25,6 +27,15 @@ from pizzeria.messaging.relay import OutboxRelay
 from pizzeria.messaging.uow import UnitOfWork
 
 log = get_logger(__name__)
+
+#: How often each replica looks at its control tables (fault switches, token epochs, dead letters
+#: an administrator asked to replay): what another replica or the ops API wrote there takes
+#: effect within this many seconds.
+CONTROL_INTERVAL_S = 0.5
+
+#: A look at one control table inside the shared read (see `ServiceRuntime.add_look`): it reads
+#: what it needs and answers what to do with it once the read is over (None: nothing).
+Look = Callable[[AsyncConnection], Awaitable[Callable[[], Awaitable[object]] | None]]
 
 
 class ServiceRuntime:
@@ -51,7 +62,8 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._dynamic: dict[ConsumerRunner, list[asyncio.Task[None]]] = {}
         self.loops: list[BackgroundLoop] = []
-        self.add_loop("dead-letter-replay", self._replay_dead_letters, interval=1.0, initial_delay=1.0)
+        self._looks: list[Look] = [self._replay_requests]
+        self.add_loop("control", self._look_around, interval=CONTROL_INTERVAL_S)
         self.add_loop("inbox-pruner", self._prune_inbox, interval=600.0, initial_delay=600.0)
 
     def uow(self) -> UnitOfWork:
@@ -127,6 +139,21 @@ class ServiceRuntime:
         self.add_worker(loop.run, name)
         return loop
 
+    def add_look(self, look: Look) -> None:
+        """Have `look` read its control table every `CONTROL_INTERVAL_S`, in one read
+        transaction with every other look of the service (one short transaction twice a second,
+        instead of one per table and per consumer group)."""
+        self._looks.append(look)
+
+    async def _look_around(self) -> bool:
+        async with self.db.read() as conn:
+            then = [await look(conn) for look in self._looks]
+        more = False
+        for act in then:
+            if act is not None:
+                more = bool(await act()) or more
+        return more
+
     async def start(self) -> None:
         await self.broker.start()
         self._spawn(self.relay.run, "outbox-relay")
@@ -152,19 +179,26 @@ class ServiceRuntime:
             log.exception("background worker crashed", worker=name)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    async def _replay_dead_letters(self) -> bool:
-        """Run the dead letters an administrator asked to replay through their consumer again,
-        each by one replica."""
-        replayed = False
-        for runner in [*self.runners, *self._dynamic]:
-            for row in await self.dead_letters.replay_requests(runner.group):
+    async def _replay_requests(self, conn: AsyncConnection) -> Callable[[], Awaitable[bool]] | None:
+        """The dead letters an administrator asked to replay, if any: run each through its
+        consumer again, each by one replica."""
+        runners = {runner.group: runner for runner in [*self.runners, *self._dynamic]}
+        rows = await self.dead_letters.replay_requests(conn, list(runners))
+        if not rows:
+            return None
+
+        async def replay() -> bool:
+            replayed = False
+            for row in rows:
                 async with self.dead_letters.replaying(row["id"]) as ours:
                     if not ours:
                         continue  # another replica replays it (or has)
-                    log.info("replaying dead letter", dead_letter_id=row["id"], group=runner.group)
-                    await runner.process(as_record(row), replay_of=row["id"])
+                    log.info("replaying dead letter", dead_letter_id=row["id"], group=row["group_id"])
+                    await runners[row["group_id"]].process(as_record(row), replay_of=row["id"])
                     replayed = True
-        return replayed
+            return replayed  # more may be waiting past the first hundred
+
+        return replay
 
     async def _prune_inbox(self) -> None:
         """Forget processed message ids older than the retention (no redelivery comes that late)."""

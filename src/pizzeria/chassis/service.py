@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from pizzeria.chassis import faults, ops
-from pizzeria.chassis.access import REFRESH_INTERVAL_S, TokenEpochCache, access_handlers
+from pizzeria.chassis.access import TokenEpochCache, access_handlers
 from pizzeria.chassis.addresses import replica_number, url_for
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.contracts.topology import CONSUMER_GROUPS, access_group
@@ -76,9 +76,9 @@ def service_app(
     group = access_group(runtime.service)
     if group in CONSUMER_GROUPS:
         runtime.subscribe(group, access_handlers(epochs), topics=CONSUMER_GROUPS[group])
-        runtime.add_loop("token-epochs", epochs.refresh, interval=REFRESH_INTERVAL_S)
+        runtime.add_look(epochs.look)
     switches = faults.FaultSwitches(runtime)
-    runtime.add_loop("fault-switches", switches.refresh, interval=faults.REFRESH_INTERVAL_S)
+    runtime.add_look(switches.look)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -45,6 +45,17 @@ class DeadLetterStatus(enum.StrEnum):
     REPLAY_REQUESTED = "replay_requested"
     REPLAYED = "replayed"
     DISCARDED = "discarded"
+
+
+_REPLAY_REQUESTS = (
+    sa.select(dead_letters)
+    .where(
+        dead_letters.c.group_id.in_(sa.bindparam("groups", expanding=True)),
+        dead_letters.c.status == DeadLetterStatus.REPLAY_REQUESTED,
+    )
+    .order_by(dead_letters.c.created_at)
+    .limit(100)
+)
 
 
 class DeadLetterStore:
@@ -151,16 +162,12 @@ class DeadLetterStore:
             row = (await conn.execute(sa.select(dead_letters).where(dead_letters.c.id == dl_id))).first()
         return _plain(row) if row else None
 
-    async def replay_requests(self, group: str) -> list[dict[str, Any]]:
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(dead_letters)
-                    .where(dead_letters.c.group_id == group, dead_letters.c.status == DeadLetterStatus.REPLAY_REQUESTED)
-                    .order_by(dead_letters.c.created_at)
-                    .limit(100)
-                )
-            ).all()
+    @staticmethod
+    async def replay_requests(conn: AsyncConnection, groups: Sequence[str]) -> list[dict[str, Any]]:
+        """The dead letters of `groups` waiting for their replay, oldest first (at most 100)."""
+        if not groups:
+            return []
+        rows = (await conn.execute(_REPLAY_REQUESTS, {"groups": list(groups)})).all()
         return [_plain(r) for r in rows]
 
     @contextlib.asynccontextmanager
