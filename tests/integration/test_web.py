@@ -6,6 +6,7 @@ service status."""
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -500,6 +501,28 @@ async def test_the_switches_refuse_what_is_not_there_clearly(browser: Browser) -
     bad = await browser.client.put("/api/v1/ops/faults/broker", json={"paused": "maybe"}, headers=admin)
     assert bad.status_code == 422
     assert not [c for c in browser.fakes.calls if c.method in ("PUT", "POST")], "nothing was switched"
+
+
+async def test_a_notice_of_what_was_not_done_is_an_alert_and_a_confirmation_is_not(browser: Browser) -> None:
+    Switches.behind(browser.fakes)
+    await browser.sign_in("admin")
+
+    async def notice_after(**fields: str) -> str:
+        answer = await browser.client.post("/ops/faults", data=fields, headers={"Origin": ORIGIN})
+        assert answer.status_code == 303
+        page = await browser.client.get(answer.headers["location"])
+        assert page.status_code == 200
+        shown = re.findall(r'<p class="flash[^"]*" role="[a-z]+">[^<]*</p>', page.text)
+        assert len(shown) == 1, shown
+        return shown[0]
+
+    refused = await notice_after(switch="checked", action="start", rate="eleven")
+    assert 'class="flash flash-alert" role="alert">The rate must be a whole number' in refused
+    done = await notice_after(switch="broker", paused="1")
+    assert 'class="flash" role="status">The broker is paused' in done
+    # Shown once: the next page has no notice at all.
+    again = await browser.client.get("/ops/faults")
+    assert 'class="flash' not in again.text
 
 
 async def test_the_new_operations_routes_are_for_administrators_only(browser: Browser) -> None:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from pizzeria.web import words
 from pizzeria.web.api import Answer
-from pizzeria.web.render import redirect
+from pizzeria.web.render import Alert, redirect
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, as_int, as_uuid, form
 
@@ -103,7 +103,9 @@ def router(web: Web) -> APIRouter:
         fields = await form(request)
         on_hand = as_int(fields.get("on_hand"), -1)
         if not ingredient.replace("_", "").isalnum() or not ingredient.isascii() or on_hand < 0:
-            return redirect(request, visit, "/kitchen#inventory", flash="Enter the units on hand as a whole number.")
+            return redirect(
+                request, visit, "/kitchen#inventory", flash=Alert("Enter the units on hand as a whole number.")
+            )
         answer = await web.call(request, visit, "PUT", f"/api/v1/inventory/{ingredient}", json={"on_hand": on_hand})
         flash = (
             f"{ingredient.replace('_', ' ').capitalize()}: {on_hand} on hand."
@@ -161,9 +163,9 @@ def by_status(answer: Answer, columns: tuple[tuple[str, str], ...]) -> dict[str,
     return found
 
 
-def _why(answer: Answer | None, what: str) -> str:
+def _why(answer: Answer | None, what: str) -> Alert:
     if answer is None:
-        return f"Could not {what}: no such item."
+        return Alert(f"Could not {what}: no such item.")
     if answer.status >= 500:
-        return f"Could not {what}: the service is unavailable right now."
-    return f"Could not {what}: {answer.problem()}"
+        return Alert(f"Could not {what}: the service is unavailable right now.")
+    return Alert(f"Could not {what}: {answer.problem()}")

@@ -18,6 +18,7 @@ from pizzeria.chaos.gateway import GatewayShop, ReadFailed, Unusable
 from pizzeria.chaos.load import Refused
 from pizzeria.chaos.run import CheckedLoad, Phase
 from pizzeria.kit.logging import get_logger
+from pizzeria.web.render import Alert
 
 log = get_logger(__name__)
 
@@ -56,7 +57,7 @@ class CheckedLab:
     async def start(self, rate: int) -> str:
         """Start a load of `rate` orders a second; what to tell the operator."""
         if self.busy:
-            return "A checked load is already under way: stop it (and let it be checked) first."
+            return Alert("A checked load is already under way: stop it (and let it be checked) first.")
         shop = GatewayShop(
             "http://gateway", admin_token=lambda: self.token, transport=httpx.ASGITransport(app=self.app)
         )
@@ -66,7 +67,7 @@ class CheckedLab:
             await run.start()
         except (Unusable, ReadFailed, Refused) as exc:
             await shop.close()
-            return f"The checked load could not start: {exc}"
+            return Alert(f"The checked load could not start: {exc}")
         self.run = run
         return f"A checked load places {rate} orders a second. Turn the switches, then stop it to have it checked."
 
@@ -74,7 +75,7 @@ class CheckedLab:
         """Stop the load and have it settled and checked in the background."""
         run = self.run
         if run is None or run.phase != Phase.RUNNING:
-            return "No checked load is running."
+            return Alert("No checked load is running.")
         self._check = asyncio.create_task(self._stop_and_check(run))
         return "The load is stopped: the orders it placed are left to end, then everything is read back and checked."
 

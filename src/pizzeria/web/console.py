@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from pizzeria.web import charts
 from pizzeria.web.api import Answer
-from pizzeria.web.render import duration, parse_time, redirect, short
+from pizzeria.web.render import Alert, duration, parse_time, redirect, short
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, as_uuid
 
@@ -210,7 +210,7 @@ def router(web: Web) -> APIRouter:
             done = "sent back to its consumer" if action == "replay" else "discarded"
             notice = f"Dead letter {short(found)} {done}."
         else:
-            notice = f"Could not {action} dead letter {short(found)}: {answer.problem()}"
+            notice = Alert(f"Could not {action} dead letter {short(found)}: {answer.problem()}")
         if request.headers.get("hx-request") == "true":
             return web.render.partial(
                 request, visit, "_ops_dead_letters.html", notice=notice, **await dead_letters(web, request, visit)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from pizzeria.web.api import Answer
 from pizzeria.web.checked import RATES, as_rate
-from pizzeria.web.render import redirect
+from pizzeria.web.render import Alert, redirect
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, form
 
@@ -123,7 +123,7 @@ async def checked_load(web: Web, visit: Visit, fields: dict[str, str]) -> str:
     if fields.get("action") == "start":
         rate = as_rate(fields.get("rate"))
         if rate is None:
-            return f"The rate must be a whole number of orders a second from {RATES[0]} to {RATES[-1]}."
+            return Alert(f"The rate must be a whole number of orders a second from {RATES[0]} to {RATES[-1]}.")
         return await web.checked.start(rate)
     if fields.get("action") == "stop":
         return await web.checked.stop()
@@ -140,7 +140,7 @@ async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str
         paused = fields["paused"] == "1"
         answer = await web.call(request, visit, "PUT", f"{SWITCHES}/broker", json={"paused": paused})
         if not answer.ok:
-            return f"The broker could not be switched: {answer.problem()}"
+            return Alert(f"The broker could not be switched: {answer.problem()}")
         web.checked.fault("broker", paused)
         silent = [s["name"] for s in answer.json() if not s["reachable"]]
         done = "The broker is paused: outboxes keep what is committed." if paused else "The broker is back."
@@ -150,14 +150,14 @@ async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str
         group = fields["group"]
         answer = await web.call(request, visit, "PUT", f"{SWITCHES}/consumers/{group}", json={"failing": failing})
         if not answer.ok:
-            return f"The consumer group could not be switched: {answer.problem()}"
+            return Alert(f"The consumer group could not be switched: {answer.problem()}")
         web.checked.fault(f"consumer:{group}", failing)
         return f"{group} now fails on every message." if failing else f"{group} handles messages again."
     if what == "kill" and NAME.match(fields.get("service", "")):
         service = fields["service"]
         answer = await web.call(request, visit, "POST", f"{SWITCHES}/services/{service}/crash")
         if not answer.ok:
-            return f"{service} could not be killed: {answer.problem()}"
+            return Alert(f"{service} could not be killed: {answer.problem()}")
         web.checked.fault(f"kill:{service}", True)
         return f"{service} (process {answer.json()['pid']}) was killed; it is started again in a moment."
     change = provider_change(fields) if what == "provider" else {}
@@ -165,7 +165,7 @@ async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str
         return "Nothing to change."
     answer = await web.call(request, visit, "PUT", PROVIDER, json=change)
     if not answer.ok:
-        return f"The provider could not be switched: {answer.problem()}"
+        return Alert(f"The provider could not be switched: {answer.problem()}")
     web.checked.provider_switched(answer.json())
     return provider_said(change)
 

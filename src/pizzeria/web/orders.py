@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from pizzeria.web.api import server_sent_events
 from pizzeria.web.maps import courier_map, eta_words
-from pizzeria.web.render import redirect, short
+from pizzeria.web.render import Alert, redirect, short
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, as_uuid
 
@@ -175,11 +175,11 @@ def router(web: Web) -> APIRouter:
         if answer.status == 202:
             flash = "Cancellation requested: we are stopping your order and refunding any payment."
         elif answer.status == 409:
-            flash = "Too late to cancel: the kitchen has already started on this order."
+            flash = Alert("Too late to cancel: the kitchen has already started on this order.")
         elif answer.status == 404:
-            flash = "We cannot find that order."
+            flash = Alert("We cannot find that order.")
         else:
-            flash = "Cancelling is unavailable right now; please try again in a moment."
+            flash = Alert("Cancelling is unavailable right now; please try again in a moment.")
         return redirect(request, visit, f"/orders/{found}", flash=flash)
 
     @routes.get("/notifications")

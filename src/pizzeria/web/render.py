@@ -17,6 +17,8 @@ from pizzeria.web.session import Visit
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FLASH_COOKIE = "pz_flash"
+#: How the flash cookie marks an alert (the rest of its value is the text).
+_ALERT_MARK = "!"
 CURRENCIES = {"EUR": "€", "USD": "$", "GBP": "£"}
 #: What stands for a value nobody knows yet.
 NONE = "\u2013"
@@ -105,6 +107,21 @@ def short(value: Any, keep: int = 8) -> str:
     return text[-keep:]
 
 
+class Alert(str):
+    """A notice that something was not done (refused, failed, or not understood): shown as an
+    alert, in the colour of trouble, not as a confirmation."""
+
+    __slots__ = ()
+
+
+def flash_of(request: Request) -> str:
+    """The one-time notice the last redirect left (an `Alert` if it was one), or ""."""
+    value = unquote(request.cookies.get(FLASH_COOKIE, ""))[: 300 + len(_ALERT_MARK)]
+    if value.startswith(_ALERT_MARK):
+        return Alert(value.removeprefix(_ALERT_MARK))
+    return value[:300]
+
+
 class Renderer:
     """Renders templates into pages (with the visitor, the cart and a one-time notice) and
     fragments (for htmx swaps and server-sent events)."""
@@ -127,12 +144,13 @@ class Renderer:
             short=short,
         )
         self.env.globals.update(words=words)
+        self.env.tests["alert"] = lambda value: isinstance(value, Alert)
 
     def fragment(self, template: str, **context: Any) -> str:
         return self.env.get_template(template).render(**context)
 
     def page(self, request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-        flash = unquote(request.cookies.get(FLASH_COOKIE, ""))[:300]
+        flash = flash_of(request)
         html = self.fragment(
             template,
             request=request,
@@ -164,6 +182,7 @@ def redirect(request: Request, visit: Visit, to: str, *, flash: str | None = Non
     else:
         response = RedirectResponse(to, status_code=303)
     if flash:
-        response.set_cookie(FLASH_COOKIE, quote(flash[:300]), max_age=60, path="/", httponly=True, samesite="lax")
+        value = (_ALERT_MARK if isinstance(flash, Alert) else "") + flash[:300]
+        response.set_cookie(FLASH_COOKIE, quote(value), max_age=60, path="/", httponly=True, samesite="lax")
     visit.apply(request, response)
     return response

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from pizzeria.web import cart, words
-from pizzeria.web.render import redirect
+from pizzeria.web.render import Alert, redirect
 from pizzeria.web.session import Visit
 from pizzeria.web.site import Web, as_int, as_uuid, form
 
@@ -61,7 +61,7 @@ class Storefront:
         items, _ = await self.menu_of(request, visit)
         found = next((i for i in items or [] if str(i["id"]) == item), None)
         if found is None or not any(s["size"] == size for s in found["sizes"]):
-            return redirect(request, visit, "/", flash="That pizza or size is not on the menu any more.")
+            return redirect(request, visit, "/", flash=Alert("That pizza or size is not on the menu any more."))
         lines = cart.add(cart.parse(request.cookies.get(cart.CART_COOKIE)), found["id"], size, quantity)
         response = redirect(
             request,
