@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -279,6 +280,44 @@ async def test_a_redelivered_dead_letter_is_stored_once(
 
 
 # -- poison messages go at once --------------------------------------------------------------
+
+
+def database_outage() -> sa.exc.OperationalError:
+    """What the driver raises while the database cannot be reached (kit.db.is_transient_error)."""
+    return sa.exc.OperationalError("INSERT ...", {}, ConnectionRefusedError("connection refused"))
+
+
+async def test_a_database_outage_is_waited_out_past_the_attempts_not_dead_lettered(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=FAST.max_attempts + 3, error=database_outage())
+    [record] = await publish(broker, thing("after the outage"))
+    patient = dataclasses.replace(FAST, transient_patience=60.0)
+    assert await make_runner(handler, patient).process(record) is Outcome.PROCESSED
+    assert handler.calls == FAST.max_attempts + 4
+    assert await effects(db) == ["after the outage"]
+    assert await store.recent() == []
+
+
+async def test_an_outage_longer_than_the_patience_ends_as_a_dead_letter(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=100, error=database_outage())
+    [record] = await publish(broker, thing("outage for good"))
+    impatient = dataclasses.replace(FAST, transient_patience=0.0)
+    assert await make_runner(handler, impatient).process(record) is Outcome.DEAD_LETTERED
+    assert handler.calls == FAST.max_attempts
+    [dead] = await store.recent()
+    assert dead["error"].startswith("OperationalError:")
+
+
+def test_only_a_transient_failure_is_retried_past_the_attempts() -> None:
+    policy = RetryPolicy(max_attempts=3, transient_patience=30.0)
+    assert not policy.gives_up(2, RuntimeError("boom"), 0.0)
+    assert policy.gives_up(3, RuntimeError("boom"), 0.0)
+    assert not policy.gives_up(3, database_outage(), 29.0)
+    assert policy.gives_up(3, database_outage(), 30.0)
+    assert not policy.gives_up(2, database_outage(), 99.0), "never before the attempts are spent"
 
 
 async def test_a_record_that_is_not_a_cloudevent_is_dead_lettered_at_once(

@@ -120,6 +120,7 @@ class ServiceRuntime:
                 max_attempts=self.settings.consumer_max_attempts,
                 initial_backoff=self.settings.consumer_backoff_initial_ms / 1000,
                 max_backoff=self.settings.consumer_backoff_max_ms / 1000,
+                transient_patience=self.settings.consumer_transient_patience_s,
             ),
             batch_size=self.settings.consumer_batch_size,
             linger=self.settings.consumer_linger_ms / 1000,

@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = Field(5, alias="CONSUMER_MAX_ATTEMPTS")
     consumer_backoff_initial_ms: int = Field(100, alias="CONSUMER_BACKOFF_INITIAL_MS")
     consumer_backoff_max_ms: int = Field(5000, alias="CONSUMER_BACKOFF_MAX_MS")
+    consumer_transient_patience_s: float = Field(30.0, alias="CONSUMER_TRANSIENT_PATIENCE_S", ge=0)
     consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
     # Given fewer records than a batch, a consumer waits this long for more before handling
     # them: longer runs, one transaction each (Kafka's fetch.wait.max.ms, on our side).

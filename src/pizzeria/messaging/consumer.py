@@ -1,9 +1,12 @@
 """The consumer runner: the one path every consumed message takes.
 
 fetch → decode the envelope → find the handler → in one transaction: inbox claim, handler,
-commit → commit the broker offset. Transient failures are retried with exponential backoff and
-jitter; after the last attempt, or at once for a message that can never succeed (not a
-CloudEvent, data that fails its schema, `PermanentError`), the message goes to the group's
+commit → commit the broker offset. Failures are retried with exponential backoff and jitter; a
+failure of the database or the network (a dropped connection, a lock not released in time, a
+restarting server) for as long as `RetryPolicy.transient_patience`, so that a short outage is
+waited out instead of turning good messages into dead letters. After the last attempt, or at
+once for a message that can never succeed (not a CloudEvent, data that fails its schema,
+`PermanentError`), the message goes to the group's
 dead-letter topic with the error, the attempt count and its original headers, and the consumer
 carries on. Partitions are processed concurrently, each strictly in order. An offset is
 committed only once every record before it is processed or dead-lettered: nothing is skipped.
@@ -26,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from pizzeria.kit import context, failpoints, tracing
+from pizzeria.kit.db import is_transient_error
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging import inbox, metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
@@ -138,6 +142,16 @@ class RetryPolicy:
     max_attempts: int = 5
     initial_backoff: float = 0.1
     max_backoff: float = 5.0
+    #: How long a failure the database or the network may get past (`kit.db.is_transient_error`)
+    #: is retried before the message is dead-lettered, however many attempts that takes.
+    transient_patience: float = 30.0
+
+    def gives_up(self, attempt: int, error: BaseException, failing_for: float) -> bool:
+        """Whether a message whose handling failed `attempt` times, the last with `error`,
+        failing for `failing_for` seconds since its first failure, goes to the dead letters."""
+        if attempt < self.max_attempts:
+            return False
+        return not (is_transient_error(error) and failing_for < self.transient_patience)
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff before attempt `attempt + 1`."""
@@ -484,6 +498,7 @@ class ConsumerRunner:
 
         with _message_context(envelope, self.group):
             attempt = 0
+            first_failure: float | None = None
             while True:
                 attempt += 1
                 try:
@@ -497,7 +512,8 @@ class ConsumerRunner:
                 except PermanentError as exc:
                     return await self._dead_letter(record, envelope, f"permanent: {exc}", attempt, replay_of)
                 except Exception as exc:
-                    if attempt >= self.retry.max_attempts:
+                    first_failure = first_failure if first_failure is not None else time.monotonic()
+                    if self.retry.gives_up(attempt, exc, time.monotonic() - first_failure):
                         return await self._dead_letter(
                             record, envelope, f"{type(exc).__name__}: {exc}", attempt, replay_of
                         )
