@@ -84,9 +84,8 @@ def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from pizzeria.chassis.addresses import port_for, replica_number
+    from pizzeria.kit import heap
 
     settings = get_settings()
     refuse_exposure(settings)
@@ -94,8 +93,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replica = replica_number()
     except ValueError as exc:
         raise SystemExit(f"pizzeria: {exc}") from None
+    heap.tune()
     app = entry(args.service).load().create_app(settings)
-    uvicorn.Server(server_config(app, settings.host, port_for(args.service, replica))).run()
+    heap.Server(server_config(app, settings.host, port_for(args.service, replica))).run()
     return 0
 
 

@@ -1,0 +1,67 @@
+"""The collector's settings for a server process (kit/heap.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from pizzeria.kit import heap
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The collector as the test found it, afterwards."""
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def server(*, fails: bool = False) -> heap.Server:
+    @contextlib.asynccontextmanager
+    async def starting(_: Starlette) -> AsyncIterator[None]:
+        if fails:
+            raise RuntimeError("no database")
+        yield
+
+    app = Starlette(lifespan=starting)
+    return heap.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+
+
+def test_a_server_collects_its_youngest_objects_less_often(collector: None) -> None:
+    heap.tune()
+    assert gc.get_threshold() == heap.THRESHOLDS
+    assert heap.THRESHOLDS[0] > 700, "less often than CPython's default"
+
+
+async def test_once_started_what_the_process_built_is_out_of_the_collectors_sight(collector: None) -> None:
+    running = server()
+    serving = asyncio.create_task(running.serve())
+    try:
+        deadline = time.monotonic() + 10
+        while not running.started:
+            assert time.monotonic() < deadline, "the server never started"
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0
+    finally:
+        running.should_exit = True
+        await serving
+
+
+async def test_a_startup_that_failed_freezes_nothing(collector: None) -> None:
+    failing = server(fails=True)
+    with pytest.raises(SystemExit):  # uvicorn ends the process
+        await failing.serve()
+    assert not failing.started
+    assert gc.get_freeze_count() == 0
