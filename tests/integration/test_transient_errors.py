@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pizzeria.kit.db import is_transient_error
+from pizzeria.kit.db import is_outage, is_transient_error
 
 pytestmark = pytest.mark.postgres
 
@@ -33,3 +33,24 @@ async def test_a_database_error_is_transient_by_its_sqlstate(pg_url: str, sqlsta
     finally:
         await engine.dispose()
     assert is_transient_error(raised.value) is transient
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "outage"),
+    [
+        ("57P03", True),  # cannot connect now: waiting gets past it
+        ("40P01", True),  # deadlock detected: the other transaction ends
+        ("57014", False),  # cancelled by its statement timeout: it would time out again
+        ("23505", False),  # unique violation
+    ],
+)
+async def test_an_outage_worth_waiting_out_is_told_by_its_sqlstate(pg_url: str, sqlstate: str, outage: bool) -> None:
+    engine = create_async_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as raised:
+                raise_it = f"RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = 'raised by the test'"
+                await conn.execute(sa.text(f"DO $$ BEGIN {raise_it}; END $$"))
+    finally:
+        await engine.dispose()
+    assert is_outage(raised.value) is outage

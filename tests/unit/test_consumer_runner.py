@@ -436,6 +436,33 @@ async def test_replay_after_the_handler_is_fixed_marks_the_dead_letter_replayed(
     assert len(await store.recent()) == 1
 
 
+async def test_a_replay_of_a_type_the_group_no_longer_takes_is_dead_again_not_left_waiting(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=FAST.max_attempts)
+    [record] = await publish(broker, thing("handler gone"))
+    assert await make_runner(handler).process(record) is Outcome.DEAD_LETTERED
+    [dead] = await store.recent()
+    await act_on_dead_letter(store, store.uow_factory, "unit", dead["id"], "replay", actor="tester")
+
+    # A new version of the service no longer handles the type (a handler removed).
+    without = ConsumerRunner(
+        group=GROUP,
+        handlers=HandlerRegistry(),
+        broker=broker,
+        uow_factory=store.uow_factory,
+        dead_letters=store,
+        retry=FAST,
+    )
+    assert await without.process(record) is Outcome.IGNORED  # as a record, as ever
+    assert await without.process(as_record(dead), replay_of=dead["id"]) is Outcome.DEAD_LETTERED
+    after = await store.get(dead["id"])
+    assert after is not None
+    assert after["status"] == "dead", "else every look would replay it again, for ever"
+    assert "no longer takes" in after["error"]
+    assert await effects(db) == []
+
+
 async def test_a_replay_that_fails_again_returns_to_dead_with_attempts_added(
     make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
 ) -> None:

@@ -6,13 +6,17 @@ a crash exits the process as a SIGKILL would."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
 
 from pizzeria.chassis.faults import CRASH_STATUS, FaultChange, FaultSwitches
+from pizzeria.chassis.ops import act_on_dead_letter
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit import failpoints
 from pizzeria.kit.db import Database
@@ -168,3 +172,59 @@ async def test_a_crash_exits_at_once_with_the_status_of_a_kill(db: Database, bro
     exits: list[int] = []
     await FaultSwitches(runtime(db, broker), exit_process=exits.append).crash()
     assert exits == [CRASH_STATUS] == [137]
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_slow_replay_does_not_hold_up_the_switches(db: Database, broker: InMemoryBroker) -> None:
+    """The control loop reads the switches and the replay requests together, but a replay runs
+    apart: while one waits out an outage of its database, a switch turned by another replica
+    still takes effect."""
+    settings = Settings.model_validate(
+        {"CONSUMER_MAX_ATTEMPTS": "2", "CONSUMER_BACKOFF_INITIAL_MS": "1", "CONSUMER_BACKOFF_MAX_MS": "20"}
+    )
+    service = ServiceRuntime(service="bakery", settings=settings, db=db, broker=broker)
+    registry = HandlerRegistry()
+    attempts: list[float] = []
+    outage_over = asyncio.Event()
+
+    @registry.on(PieBaked)
+    async def on_pie(_: PieBaked, __: Envelope, ___: UnitOfWork) -> None:
+        attempts.append(time.monotonic())
+        if not outage_over.is_set():
+            raise sa.exc.OperationalError("INSERT ...", {}, ConnectionRefusedError("connection refused"))
+
+    runner = service.subscribe(GROUP, registry)
+    switches = FaultSwitches(service)
+    service.add_look(switches.look)
+    await broker.publish([Envelope.wrap(PieBaked(pie_id=uuid4()), source="/t").to_outgoing(TOPIC)])
+    [record] = broker.records(TOPIC)
+    failpoints.hold(runner.failpoint, on=True)
+    assert await runner.process(record) is Outcome.DEAD_LETTERED
+    failpoints.hold(runner.failpoint, on=False)
+    [letter] = await service.dead_letters.recent()
+    await act_on_dead_letter(service.dead_letters, service.uow, "bakery", letter["id"], "replay", "admin-1")
+
+    tasks = [asyncio.create_task(loop.run()) for loop in service.loops]
+    try:
+        await until(lambda: len(attempts) >= 3, "the replay is waiting out the outage")
+        await FaultSwitches(runtime(db, InMemoryBroker())).change(FaultChange(broker_paused=True), actor="admin-2")
+        await until(lambda: service.broker.paused, "the switch turned elsewhere took effect here")
+        assert not outage_over.is_set()
+        outage_over.set()
+        deadline = time.monotonic() + 10
+        while (await service.dead_letters.get(letter["id"]) or {})["status"] != "replayed":
+            assert time.monotonic() < deadline, "the replay never ended"
+            await asyncio.sleep(0.02)
+    finally:
+        for loop in service.loops:
+            loop.stop()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

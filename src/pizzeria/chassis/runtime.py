@@ -34,8 +34,8 @@ log = get_logger(__name__)
 CONTROL_INTERVAL_S = 0.5
 
 #: A look at one control table inside the shared read (see `ServiceRuntime.add_look`): it reads
-#: what it needs and answers what to do with it once the read is over (None: nothing).
-Look = Callable[[AsyncConnection], Awaitable[Callable[[], Awaitable[object]] | None]]
+#: what it needs and acts on it at once, in memory (anything slower is handed to a loop of its own).
+Look = Callable[[AsyncConnection], Awaitable[None]]
 
 
 class ServiceRuntime:
@@ -64,6 +64,10 @@ class ServiceRuntime:
         self.loops: list[BackgroundLoop] = []
         self._looks: list[Look] = [self._replay_requests]
         self.add_loop("control", self._look_around, interval=CONTROL_INTERVAL_S)
+        # Replays run apart from the looks: one can take as long as its consumer's retries, and
+        # the switches and token epochs must not wait for it.
+        self._replays: list[dict[str, Any]] = []
+        self._replayer = self.add_loop("dead-letter-replay", self._replay, interval=CONTROL_INTERVAL_S)
         self.add_loop("inbox-pruner", self._prune_inbox, interval=600.0, initial_delay=600.0)
 
     def uow(self) -> UnitOfWork:
@@ -146,14 +150,10 @@ class ServiceRuntime:
         instead of one per table and per consumer group)."""
         self._looks.append(look)
 
-    async def _look_around(self) -> bool:
+    async def _look_around(self) -> None:
         async with self.db.read() as conn:
-            then = [await look(conn) for look in self._looks]
-        more = False
-        for act in then:
-            if act is not None:
-                more = bool(await act()) or more
-        return more
+            for look in self._looks:
+                await look(conn)
 
     async def start(self) -> None:
         await self.broker.start()
@@ -180,26 +180,31 @@ class ServiceRuntime:
             log.exception("background worker crashed", worker=name)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    async def _replay_requests(self, conn: AsyncConnection) -> Callable[[], Awaitable[bool]] | None:
-        """The dead letters an administrator asked to replay, if any: run each through its
-        consumer again, each by one replica."""
-        runners = {runner.group: runner for runner in [*self.runners, *self._dynamic]}
-        rows = await self.dead_letters.replay_requests(conn, list(runners))
-        if not rows:
-            return None
+    async def _replay_requests(self, conn: AsyncConnection) -> None:
+        """The dead letters an administrator asked to replay: handed to the replayer (unless it
+        still has some to go through)."""
+        if self._replays:
+            return
+        groups = [runner.group for runner in [*self.runners, *self._dynamic]]
+        self._replays = await self.dead_letters.replay_requests(conn, groups)
+        if self._replays:
+            self._replayer.wake()
 
-        async def replay() -> bool:
-            replayed = False
-            for row in rows:
+    async def _replay(self) -> None:
+        """Run each dead letter handed over through its consumer again, each by one replica."""
+        runners = {runner.group: runner for runner in [*self.runners, *self._dynamic]}
+        try:
+            for row in self._replays:
+                runner = runners.get(row["group_id"])
+                if runner is None:
+                    continue  # its group was stopped since
                 async with self.dead_letters.replaying(row["id"]) as ours:
                     if not ours:
                         continue  # another replica replays it (or has)
                     log.info("replaying dead letter", dead_letter_id=row["id"], group=row["group_id"])
-                    await runners[row["group_id"]].process(as_record(row), replay_of=row["id"])
-                    replayed = True
-            return replayed  # more may be waiting past the first hundred
-
-        return replay
+                    await runner.process(as_record(row), replay_of=row["id"])
+        finally:
+            self._replays = []  # the next look hands over what still waits
 
     async def _prune_inbox(self) -> None:
         """Forget processed message ids older than the retention (no redelivery comes that late)."""

@@ -65,6 +65,27 @@ def is_transient_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
 
 
+#: SQLSTATEs of the transient classes that waiting does not fix: a statement cancelled by its
+#: own timeout (57014) would time out again.
+_NOT_WORTH_WAITING_SQLSTATES = frozenset({"57014"})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for failures that waiting gets past: the database or the network unreachable or
+    restarting, a lock or a serialization conflict that clears. Narrower than
+    `is_transient_error`, which also retries at once what may be a defect: on SQLite every
+    `OperationalError` (a missing table too) is only an outage when the database is locked or
+    busy; a statement cancelled by its timeout, a missing file, a refused permission are not."""
+    if not is_transient_error(exc):
+        return False
+    if isinstance(exc, sa.exc.DBAPIError):
+        if isinstance(exc.orig, sqlite3.Error):
+            return exc.connection_invalidated or _is_locked(exc) or "busy" in str(exc.orig).lower()
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+        return sqlstate not in _NOT_WORTH_WAITING_SQLSTATES
+    return not isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError)
+
+
 #: JSON stored as JSONB on PostgreSQL, as text on SQLite.
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 

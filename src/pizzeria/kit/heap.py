@@ -8,9 +8,12 @@ statements, pydantic's validators, OpenTelemetry's and FastAPI's objects), 84 ms
 during which nothing else in the process ran (docs/performance.md, "The garbage collector").
 
 So a server collects its youngest objects less often, and once it has started it moves what
-it built out of the collector's sight for good (`gc.freeze`): those objects live as long as the
-process and no collection needs to walk them again. What is made afterwards is collected as
-before; only the rhythm changes.
+it built out of the collector's sight for good (`gc.freeze`): nearly all of it lives as long as the
+process, and no collection needs to walk it again. What is made afterwards is collected as
+before; only the rhythm changes. The price: an object that was alive at the freeze and later
+becomes part of an unreachable cycle (a pool connection replaced after a database restart, a
+consumer client replaced after a rejoin) is never collected — at most once each, a bounded cost.
+(From Python 3.14 the collector is incremental and the second and third thresholds mean less.)
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from pizzeria.kit import context, failpoints, tracing
-from pizzeria.kit.db import is_transient_error
+from pizzeria.kit.db import is_outage
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging import inbox, metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
@@ -142,8 +142,8 @@ class RetryPolicy:
     max_attempts: int = 5
     initial_backoff: float = 0.1
     max_backoff: float = 5.0
-    #: How long a failure the database or the network may get past (`kit.db.is_transient_error`)
-    #: is retried before the message is dead-lettered, however many attempts that takes.
+    #: How long an outage of the database or the network (`kit.db.is_outage`) is waited out
+    #: before the message is dead-lettered, however many attempts that takes.
     transient_patience: float = 30.0
 
     def gives_up(self, attempt: int, error: BaseException, failing_for: float) -> bool:
@@ -151,7 +151,7 @@ class RetryPolicy:
         failing for `failing_for` seconds since its first failure, goes to the dead letters."""
         if attempt < self.max_attempts:
             return False
-        return not (is_transient_error(error) and failing_for < self.transient_patience)
+        return not (is_outage(error) and failing_for < self.transient_patience)
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff before attempt `attempt + 1`."""
@@ -487,6 +487,9 @@ class ConsumerRunner:
             if known:
                 reason = f"unknown schema version: {envelope.type}; this group reads {', '.join(known)}"
                 return await self._dead_letter(record, envelope, reason, 1, replay_of)
+            if replay_of is not None:  # asked for by name: it must not wait for its replay forever
+                reason = f"no handler: this group no longer takes {envelope.type}"
+                return await self._dead_letter(record, envelope, reason, 1, replay_of)
             metrics.consumer_messages.labels(self.group, Outcome.IGNORED.value).inc()
             return Outcome.IGNORED
         try:
@@ -512,8 +515,8 @@ class ConsumerRunner:
                 except PermanentError as exc:
                     return await self._dead_letter(record, envelope, f"permanent: {exc}", attempt, replay_of)
                 except Exception as exc:
-                    first_failure = first_failure if first_failure is not None else time.monotonic()
-                    if self.retry.gives_up(attempt, exc, time.monotonic() - first_failure):
+                    first_failure = first_failure if first_failure is not None else self._clock()
+                    if self.retry.gives_up(attempt, exc, self._clock() - first_failure):
                         return await self._dead_letter(
                             record, envelope, f"{type(exc).__name__}: {exc}", attempt, replay_of
                         )

@@ -127,7 +127,7 @@ async def checked_load(web: Web, visit: Visit, fields: dict[str, str]) -> str:
         return await web.checked.start(rate)
     if fields.get("action") == "stop":
         return await web.checked.stop()
-    return "Nothing to change."
+    return Alert("Nothing to change.")
 
 
 async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str]) -> str:
@@ -144,7 +144,7 @@ async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str
         web.checked.fault("broker", paused)
         silent = [s["name"] for s in answer.json() if not s["reachable"]]
         done = "The broker is paused: outboxes keep what is committed." if paused else "The broker is back."
-        return done + (f" No answer from {', '.join(silent)}." if silent else "")
+        return Alert(f"{done} No answer from {', '.join(silent)}.") if silent else done
     if what == "consumer" and NAME.match(fields.get("group", "")) and fields.get("failing") in ("1", "0"):
         failing = fields["failing"] == "1"
         group = fields["group"]
@@ -162,7 +162,7 @@ async def switch(web: Web, request: Request, visit: Visit, fields: dict[str, str
         return f"{service} (process {answer.json()['pid']}) was killed; it is started again in a moment."
     change = provider_change(fields) if what == "provider" else {}
     if not change:
-        return "Nothing to change."
+        return Alert("Nothing to change: the form named no switch this lab has, or no value it takes.")
     answer = await web.call(request, visit, "PUT", PROVIDER, json=change)
     if not answer.ok:
         return Alert(f"The provider could not be switched: {answer.problem()}")
