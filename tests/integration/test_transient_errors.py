@@ -12,6 +12,19 @@ from pizzeria.kit.db import is_outage, is_transient_error
 pytestmark = pytest.mark.postgres
 
 
+async def raised_by_postgres(pg_url: str, sqlstate: str) -> sa.exc.DBAPIError:
+    """The error the driver raises when the server fails a statement with `sqlstate`."""
+    engine = create_async_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as raised:
+                raise_it = f"RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = 'raised by the test'"
+                await conn.execute(sa.text(f"DO $$ BEGIN {raise_it}; END $$"))
+    finally:
+        await engine.dispose()
+    return raised.value
+
+
 @pytest.mark.parametrize(
     ("sqlstate", "transient"),
     [
@@ -24,15 +37,7 @@ pytestmark = pytest.mark.postgres
     ],
 )
 async def test_a_database_error_is_transient_by_its_sqlstate(pg_url: str, sqlstate: str, transient: bool) -> None:
-    engine = create_async_engine(pg_url)
-    try:
-        async with engine.connect() as conn:
-            with pytest.raises(sa.exc.DBAPIError) as raised:
-                raise_it = f"RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = 'raised by the test'"
-                await conn.execute(sa.text(f"DO $$ BEGIN {raise_it}; END $$"))
-    finally:
-        await engine.dispose()
-    assert is_transient_error(raised.value) is transient
+    assert is_transient_error(await raised_by_postgres(pg_url, sqlstate)) is transient
 
 
 @pytest.mark.parametrize(
@@ -45,12 +50,4 @@ async def test_a_database_error_is_transient_by_its_sqlstate(pg_url: str, sqlsta
     ],
 )
 async def test_an_outage_worth_waiting_out_is_told_by_its_sqlstate(pg_url: str, sqlstate: str, outage: bool) -> None:
-    engine = create_async_engine(pg_url)
-    try:
-        async with engine.connect() as conn:
-            with pytest.raises(sa.exc.DBAPIError) as raised:
-                raise_it = f"RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = 'raised by the test'"
-                await conn.execute(sa.text(f"DO $$ BEGIN {raise_it}; END $$"))
-    finally:
-        await engine.dispose()
-    assert is_outage(raised.value) is outage
+    assert is_outage(await raised_by_postgres(pg_url, sqlstate)) is outage
