@@ -46,13 +46,9 @@ class TokenEpochCache:
         if epoch > self._epochs.get(user_id, 0):
             self._epochs[user_id] = epoch
 
-    async def refresh(self) -> None:
-        """Take in the rows written since the last look (by any replica's consumer)."""
-        async with self.db.read() as conn:
-            await self.look(conn)
-
     async def look(self, conn: AsyncConnection) -> None:
-        """`refresh` inside a read already open (every replica, with its runtime's other looks)."""
+        """Take in the rows written since the last look, by any replica's consumer (every
+        replica, in its runtime's control read)."""
         started = utcnow()
         if self._since is None:
             rows = await conn.execute(_EPOCHS)

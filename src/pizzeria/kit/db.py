@@ -51,16 +51,20 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
 
 
+def _sqlstate(exc: sa.exc.DBAPIError) -> str:
+    """The SQLSTATE the driver's error carries (asyncpg: `sqlstate`, psycopg: `pgcode`), or ""."""
+    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+
+
 def is_transient_error(exc: BaseException) -> bool:
     """True for failures a retry can fix: a dropped or refused connection, a restarting or
     overloaded server, a lock that did not clear in time. Not for constraint violations or bad
     SQL."""
     if isinstance(exc, sa.exc.DBAPIError):
-        sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
         return (
             exc.connection_invalidated
             or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-            or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+            or _sqlstate(exc)[:2] in _TRANSIENT_SQLSTATE_CLASSES
         )
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
 
@@ -81,8 +85,7 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError):
         if isinstance(exc.orig, sqlite3.Error):
             return exc.connection_invalidated or _is_locked(exc) or "busy" in str(exc.orig).lower()
-        sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
-        return sqlstate not in _NOT_WORTH_WAITING_SQLSTATES
+        return _sqlstate(exc) not in _NOT_WORTH_WAITING_SQLSTATES
     return not isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError)
 
 

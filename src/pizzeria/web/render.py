@@ -116,9 +116,9 @@ class Alert(str):
 
 def flash_of(request: Request) -> str:
     """The one-time notice the last redirect left (an `Alert` if it was one), or ""."""
-    value = unquote(request.cookies.get(FLASH_COOKIE, ""))[: 300 + len(_ALERT_MARK)]
+    value = unquote(request.cookies.get(FLASH_COOKIE, ""))
     if value.startswith(_ALERT_MARK):
-        return Alert(value.removeprefix(_ALERT_MARK))
+        return Alert(value.removeprefix(_ALERT_MARK)[:300])
     return value[:300]
 
 
