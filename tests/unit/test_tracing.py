@@ -80,3 +80,49 @@ def test_without_a_configured_provider_the_callers_trace_passes_through() -> Non
             assert context.traceparent.get() == CALLER
     finally:
         context.traceparent.reset(token)
+
+
+def test_a_failure_inside_a_span_marks_it_and_goes_on(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError, match="no dough"), tracing.span("kitchen bake", parent=CALLER):
+        raise ValueError("no dough")
+    [failed] = finished(spans)
+    assert failed["status"] == "error"
+    [event] = spans.get_finished_spans()[0].events
+    assert event.name == "exception"
+    assert context.traceparent.get() is None
+
+
+def test_a_cancellation_is_not_an_error(spans: InMemorySpanExporter) -> None:
+    import asyncio
+
+    with pytest.raises(asyncio.CancelledError), tracing.span("waiting", parent=CALLER):
+        raise asyncio.CancelledError
+    [cancelled] = finished(spans)
+    assert cancelled["status"] == "unset"
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # upper case
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # no trace id
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # no span id
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # another version
+        CALLER + "\n",
+        CALLER[:-1],
+        "not a traceparent",
+    ],
+)
+def test_a_parent_that_is_not_a_traceparent_starts_a_new_trace(spans: InMemorySpanExporter, parent: str) -> None:
+    with tracing.span("work", parent=parent):
+        pass
+    [work] = finished(spans)
+    assert work["parent_id"] is None
+    assert work["trace_id"] != "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_an_unsampled_caller_is_followed(spans: InMemorySpanExporter) -> None:
+    with tracing.span("GET /x", parent=CALLER[:-2] + "00") as server:
+        assert not server.is_recording()
+        assert context.traceparent.get() == f"00-{CALLER[3:35]}-{server.get_span_context().span_id:016x}-00"
+    assert finished(spans) == []

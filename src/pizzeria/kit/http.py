@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -67,7 +66,7 @@ class RequestContextMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
         request_id = _acceptable_id(headers.get("x-request-id")) or new_id()
         traceparent = headers.get("traceparent")
-        traceparent = traceparent if traceparent and TRACEPARENT.match(traceparent) else None
+        traceparent = traceparent if traceparent and tracing.TRACEPARENT.match(traceparent) else None
         tokens = (
             context.correlation_id.set(_acceptable_id(headers.get("x-correlation-id")) or request_id),
             context.causation_id.set(None),
@@ -120,7 +119,6 @@ class RequestContextMiddleware:
 
 
 #: W3C Trace Context `traceparent` (version 00); anything else starts a new trace.
-TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def _acceptable_id(value: str | None) -> str | None:

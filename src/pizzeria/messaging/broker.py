@@ -71,6 +71,17 @@ def as_text(raw: object, what: str, defects: list[str]) -> str:
     return repr(raw)[:200]
 
 
+def header_text(name: str, raw: object, defects: list[str]) -> str:
+    """A header's value as text, as `as_text` makes it, with the header named in any defect.
+    ASCII (every header this system writes) is taken as it is, without the checks and the
+    description a defect would need."""
+    if type(raw) is str and raw.isascii():
+        return raw
+    if type(raw) is bytes and raw.isascii():
+        return raw.decode("ascii")
+    return as_text(raw, f"the header {name[:64]!r}", defects)
+
+
 TopicPartition = tuple[str, int]
 
 

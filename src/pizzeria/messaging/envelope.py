@@ -11,6 +11,7 @@ from datetime import datetime
 from pizzeria.kit import context
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.ids import new_id
+from pizzeria.kit.tracing import TRACEPARENT
 from pizzeria.messaging.broker import OutgoingMessage, Record
 from pizzeria.messaging.message import Message
 
@@ -28,7 +29,6 @@ _LIMITS = {
     "causationid": 64,
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class MalformedMessage(ValueError):
@@ -106,7 +106,7 @@ class Envelope:
             correlationid=attributes["correlationid"],
             causationid=attributes["causationid"],
             # W3C Trace Context: a traceparent that is not one starts a new trace.
-            traceparent=traceparent if isinstance(traceparent, str) and _TRACEPARENT.match(traceparent) else None,
+            traceparent=traceparent if isinstance(traceparent, str) and TRACEPARENT.match(traceparent) else None,
         )
 
     @classmethod

@@ -48,6 +48,7 @@ from pizzeria.messaging.broker import (
     TopicPartition,
     TopicSpec,
     as_text,
+    header_text,
 )
 
 log = get_logger(__name__)
@@ -141,7 +142,7 @@ def _record(m: Any) -> Record:
         pairs = []
     for raw_name, raw_value in pairs:
         name = as_text(raw_name, "a header name", defects)
-        value = "" if raw_value is None else as_text(raw_value, f"the header {name[:64]!r}", defects)
+        value = "" if raw_value is None else header_text(name, raw_value, defects)
         if name in headers and name.startswith("ce_"):
             defects.append(f"the header {name[:64]!r} appears more than once")
         headers[name] = value

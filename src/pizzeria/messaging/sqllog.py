@@ -48,6 +48,7 @@ from pizzeria.messaging.broker import (
     TopicPartition,
     TopicSpec,
     as_text,
+    header_text,
 )
 
 log = get_logger(__name__)
@@ -175,7 +176,7 @@ def _record(row: Any) -> Record:
         defects.append(f"the headers are not an object but {type(stored).__name__}")
         stored = {}
     for name, value in stored.items():
-        headers[name] = as_text(value, f"the header {name[:64]!r}", defects)
+        headers[name] = header_text(name, value, defects)
     value = row.value
     if not isinstance(value, bytes):
         value = as_text(value, "the value", defects).encode()

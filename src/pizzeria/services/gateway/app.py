@@ -28,10 +28,11 @@ from pizzeria.kit import context
 from pizzeria.kit.auth import DEVICE_KEY_HEADER, NO_DEVICE_KEY, InvalidDeviceKey, Principal, decode_access_token
 from pizzeria.kit.clientaddr import client_address
 from pizzeria.kit.errors import BadRequest, Forbidden, NotFound, ProblemError, TooManyRequests, Unauthorized
-from pizzeria.kit.http import TRACEPARENT, add_problem_responses, http_app
+from pizzeria.kit.http import add_problem_responses, http_app
 from pizzeria.kit.logging import configure_logging
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
+from pizzeria.kit.tracing import TRACEPARENT
 from pizzeria.services.gateway import faults, invariants, ops, status
 from pizzeria.services.gateway.openapi import OpenApiDocument
 from pizzeria.services.gateway.overview import Overview, overview
