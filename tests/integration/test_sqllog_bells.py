@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,85 @@ async def test_partitions_taken_over_are_read_without_a_new_bell(tmp_path: Path)
     finally:
         await first.close()
         await broker.close()
+
+
+async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumers of one process wait on one timer: while their topics are quiet none of
+    them is woken to look, however often the timer ticks; a bell wakes its own consumer only."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    broker = SqlLogBroker(url, poll_interval_ms=5)
+    await broker.start()
+    broker.LOOK_ANYWAY_S = NEVER
+    topics = [f"t{n}.events" for n in range(4)]
+    await broker.create_topics([TopicSpec(t, 2) for t in topics])
+    consumers = [broker.consumer(f"g{n}", [t]) for n, t in enumerate(topics)]
+    looks: dict[object, int] = {}
+    look = broker.changed_since_last_look
+
+    def counted(looker: object, of: Sequence[str]) -> bool:
+        looks[looker] = looks.get(looker, 0) + 1
+        return look(looker, of)
+
+    try:
+        for consumer in consumers:
+            await consumer.start()
+            assert await consumer.fetch(100, 0) == []  # the first look of each
+        monkeypatch.setattr(broker, "changed_since_last_look", counted)
+        waits = [asyncio.create_task(c.fetch(100, NEVER)) for c in consumers]
+        await _until(lambda: len(broker._waiting) == 4)
+        looks.clear()  # each fetch looked once before it began to wait
+        assert [t.get_name() for t in asyncio.all_tasks()].count("sqllog-bells") == 1
+        # Fifty ticks of a quiet log: the timer read the bells for everyone; nobody looked.
+        ticks = [0]
+        news_for = broker._news_for
+
+        def tick(looker: object, of: Sequence[str], now: float) -> bool:
+            ticks[0] += 1
+            return news_for(looker, of, now)
+
+        monkeypatch.setattr(broker, "_news_for", tick)
+        await _until(lambda: ticks[0] >= 4 * 50)
+        assert looks == {}
+        assert not any(w.done() for w in waits)
+        await broker.publish([message(topics[2], 1)])
+        records = await asyncio.wait_for(waits[2], timeout=10)
+        assert [r.value for r in records] == [b"v1"]
+        assert looks == {consumers[2]: 1}
+        assert not any(w.done() for n, w in enumerate(waits) if n != 2)
+        # A closing consumer stops waiting at once.
+        await consumers[0].close()
+        assert await asyncio.wait_for(waits[0], timeout=10) == []
+        for w in waits[1:]:
+            w.cancel()
+    finally:
+        for consumer in consumers:
+            await consumer.close()
+        await broker.close()
+    assert broker._watcher is None
+
+
+async def test_a_wait_ends_at_its_timeout_when_nothing_rang(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    broker = SqlLogBroker(url, poll_interval_ms=5)
+    await broker.start()
+    broker.LOOK_ANYWAY_S = NEVER
+    await broker.create_topics([TopicSpec("calm.events", 1)])
+    consumer = broker.consumer("calm", ["calm.events"])
+    try:
+        await consumer.start()
+        started = time.monotonic()
+        assert await asyncio.wait_for(consumer.fetch(100, 0.1), timeout=10) == []
+        assert time.monotonic() - started >= 0.1
+        assert broker._waiting == {}
+    finally:
+        await consumer.close()
+        await broker.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.005)

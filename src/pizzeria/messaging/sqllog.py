@@ -27,6 +27,7 @@ import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -240,6 +241,13 @@ _HELD = sa.select(leases_t.c.topic, leases_t.c.partition).where(
 )
 
 
+@dataclass(slots=True)
+class _Waiter:
+    topics: Sequence[str]
+    until: float  # on the broker's monotonic clock
+    woken: asyncio.Future[None]
+
+
 class SqlLogBroker(Broker):
     """A Kafka-like broker kept in one SQL database shared by every process."""
 
@@ -274,6 +282,9 @@ class SqlLogBroker(Broker):
         self._rung_seen: weakref.WeakKeyDictionary[object, tuple[tuple[int, ...] | None, float]] = (
             weakref.WeakKeyDictionary()
         )
+        # Consumers of this process waiting for news, and the one timer that looks for all of them.
+        self._waiting: dict[object, _Waiter] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def database(self) -> Database:
@@ -297,6 +308,13 @@ class SqlLogBroker(Broker):
             await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
+        for looker in list(self._waiting):
+            self.stop_waiting(looker)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._pruner:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -347,6 +365,46 @@ class SqlLogBroker(Broker):
         """`looker` has reason to query at its next look whatever the bells say (it left
         records unread, or took over partitions)."""
         self._rung_seen.pop(looker, None)
+
+    async def wait_for_news(self, looker: object, topics: Sequence[str], timeout: float) -> None:
+        """Return once `looker`'s topics may hold something new (`changed_since_last_look`
+        would say so), it stops waiting (`stop_waiting`), or `timeout` has passed.
+
+        Every consumer of this process waits on one timer, which looks at the bells of every
+        waiting consumer each poll interval and wakes only those whose topics moved: a process
+        with several consumer groups wakes as often as one with a single group."""
+        if timeout <= 0:
+            return
+        waiter = _Waiter(topics, self.clock.monotonic() + timeout, asyncio.get_running_loop().create_future())
+        self._waiting[looker] = waiter
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name="sqllog-bells")
+        try:
+            await waiter.woken
+        finally:
+            if self._waiting.get(looker) is waiter:
+                del self._waiting[looker]
+
+    def stop_waiting(self, looker: object) -> None:
+        """End `looker`'s wait now (it is closing)."""
+        waiter = self._waiting.get(looker)
+        if waiter is not None and not waiter.woken.done():
+            waiter.woken.set_result(None)
+
+    async def _watch(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self.poll_interval)
+            now = self.clock.monotonic()
+            for looker, waiter in list(self._waiting.items()):
+                if not waiter.woken.done() and (now >= waiter.until or self._news_for(looker, waiter.topics, now)):
+                    waiter.woken.set_result(None)
+
+    def _news_for(self, looker: object, topics: Sequence[str], now: float) -> bool:
+        """What `changed_since_last_look` would answer, without counting it as a look."""
+        if self._bells is None:
+            return True
+        seen, at = self._rung_seen.get(looker, (None, 0.0))
+        return now - at >= self.LOOK_ANYWAY_S or self._bells.read(topics) != seen
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         async def op() -> None:
@@ -576,7 +634,7 @@ class SqlLogConsumer(BrokerConsumer):
                     return records
             if self._closed or clock.monotonic() >= deadline:
                 return []
-            await asyncio.sleep(min(self.broker.poll_interval, max(0.0, deadline - clock.monotonic())))
+            await self.broker.wait_for_news(self, self.topics, deadline - clock.monotonic())
 
     async def _fetch_once(self, max_records: int) -> list[Record]:
         owned = sorted(self.assignment())
@@ -659,6 +717,7 @@ class SqlLogConsumer(BrokerConsumer):
         if self._closed:
             return
         self._closed = True
+        self.broker.stop_waiting(self)
         if self._heartbeat:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
