@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.upsert import insert_ignore
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
 from pizzeria.services.payments.tables import payments
 
@@ -37,6 +38,13 @@ _FIELDS = (
 
 _PAYMENT = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
 _PAYMENT_FOR_UPDATE = _PAYMENT.with_for_update()
+# Locked in id order: two transactions locking sets of payments never wait for each other.
+_PAYMENTS_FOR_UPDATE = (
+    sa.select(payments)
+    .where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(payments.c.id)
+    .with_for_update()
+)
 _UPDATE = payments.update().where(payments.c.id == sa.bindparam("payment_id"))
 # Work for the charger: open payments to charge or void, completed ones waiting for a refund.
 _WORK = sa.or_(
@@ -80,12 +88,32 @@ async def get(conn: AsyncConnection, payment_id: UUID, *, for_update: bool = Fal
     return _to_payment(row) if row else None
 
 
+async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dict[UUID, Payment]:
+    """The payments with these ids (those that exist), locked until the transaction ends."""
+    rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
+    return {row.id: _to_payment(row) for row in rows}
+
+
 async def save(conn: AsyncConnection, payment: Payment, *, unlock: bool = True) -> None:
+    await conn.execute(_UPDATE, _saved(payment, unlock=unlock))
+
+
+def settle_at_commit(uow: UnitOfWork, payment: Payment) -> None:
+    """Write the payment's state as it is at commit, and release its lease: in one statement
+    with every other payment settled in the transaction."""
+    uow.stage(_write_settled, payment, key=payment.id)
+
+
+async def _write_settled(conn: AsyncConnection, settled: list[Payment]) -> None:
+    await conn.execute(_UPDATE, [_saved(p, unlock=True) for p in settled])
+
+
+def _saved(payment: Payment, *, unlock: bool) -> dict[str, Any]:
     values = _values(payment)
     values["payment_id"] = values.pop("id")
     if unlock:
         values["locked_until"] = None
-    await conn.execute(_UPDATE, values)
+    return values
 
 
 async def of_order_for_update(conn: AsyncConnection, order_id: UUID) -> Payment | None:
