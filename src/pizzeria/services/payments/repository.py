@@ -90,7 +90,11 @@ async def get(conn: AsyncConnection, payment_id: UUID, *, for_update: bool = Fal
 
 async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dict[UUID, Payment]:
     """The payments with these ids (those that exist), locked until the transaction ends."""
-    rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
+    if len(payment_ids) == 1:  # spares rendering an IN list of one (a set of one is common)
+        [payment_id] = payment_ids
+        rows = (await conn.execute(_PAYMENT_FOR_UPDATE, {"payment_id": payment_id})).all()
+    else:
+        rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
     return {row.id: _to_payment(row) for row in rows}
 
 
