@@ -13,15 +13,17 @@ from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import REGISTRY as METRICS
 
 from pizzeria.contracts.payments import ChargePayment, PaymentCompleted, PaymentFailed
-from pizzeria.kit import failpoints
+from pizzeria.kit import context, failpoints
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.messaging.message import Message
+from pizzeria.messaging.tables import outbox
 from pizzeria.services.payments import handlers, repository
 from pizzeria.services.payments.charger import Charger
 from pizzeria.services.payments.domain import Payment, Status
@@ -250,3 +252,25 @@ async def test_a_set_that_fails_before_its_commit_leaves_every_payment_to_be_cha
         assert (await state_of(payments, payment.id))["provider_charge_id"] == charge.charge_id
         [completed] = await told(payments, payment.id)
         assert isinstance(completed, PaymentCompleted)
+
+
+async def test_each_outcomes_events_carry_the_trace_and_correlation_of_the_call_that_settled_it(
+    payments: Participant, settler: Settler
+) -> None:
+    taken = await claimed(payments, 2)
+    traces = {p.id: f"00-{p.id.hex}-{'0' * 15}{n + 1}-01" for n, p in enumerate(taken)}
+
+    async def settle_within_its_trace(payment: Payment) -> bool:
+        context.traceparent.set(traces[payment.id])
+        context.correlation_id.set(f"order-{payment.order_id}")
+        return await handlers.settle_completed(settler, payment.id, f"ch_{payment.id}")
+
+    before = commits()
+    assert await asyncio.gather(*(settle_within_its_trace(p) for p in taken)) == [True, True]
+    assert commits() - before == 1  # in one set, yet each event in its own trace
+    rows = await payments.rows(outbox)
+    headers = {orjson.loads(r["headers"])["ce_subject"]: orjson.loads(r["headers"]) for r in rows}
+    for payment in taken:
+        sent = headers[str(payment.order_id)]
+        assert sent["ce_type"] == PaymentCompleted.type_name()
+        assert (sent["ce_traceparent"], sent["ce_correlationid"]) == (traces[payment.id], f"order-{payment.order_id}")
