@@ -287,11 +287,12 @@ async def test_the_probe_of_a_recovering_provider_is_a_charge_that_has_not_faile
             .where(payments_table.c.order_id == stuck)
             .values(next_attempt_at=utcnow() - timedelta(minutes=5))
         )
-    later = utcnow() + timedelta(minutes=1)
-    async with payments.db.read() as conn:
-        [oldest_due] = await repository.claim_due(conn, now=later, lease=timedelta(seconds=5), limit=1, exclude=set())
+    later, lease = utcnow() + timedelta(minutes=1), timedelta(seconds=5)
+    async with payments.db.transaction() as conn:
+        [oldest_due] = await repository.claim_due(conn, now=later, lease=lease, limit=1, exclude=set())
+    async with payments.db.transaction() as conn:  # once that lease has run out: both due again
         [probe] = await repository.claim_due(
-            conn, now=later, lease=timedelta(seconds=5), limit=1, exclude=set(), fresh_first=True
+            conn, now=later + 2 * lease, lease=lease, limit=1, exclude=set(), fresh_first=True
         )
     assert oldest_due.order_id == stuck  # in normal running, the one due longest goes first
     assert (probe.order_id, probe.attempts) == (fresh, 0)

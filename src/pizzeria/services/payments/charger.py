@@ -5,9 +5,10 @@ customer (a bulkhead): one customer's many payments, or payments that never get 
 cannot hold every place while other customers' payments wait.
 
 Payments are claimed with a lease, charged with the payment id as the idempotency key, and
-settled in a transaction that emits the outcome. A crash anywhere leaves the payment open with
-a lease that runs out; the next claim charges again with the same key, and the provider
-answers with the original charge: no card is charged twice.
+settled in a transaction that emits the outcome, with the other outcomes that came in meanwhile
+(settling.Settler). A crash anywhere leaves the payment open with a lease that runs out; the
+next claim charges again with the same key, and the provider answers with the original charge:
+no card is charged twice.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pizzeria.kit.resilience import BreakerState, CircuitOpen
 from pizzeria.services.payments import handlers, repository
 from pizzeria.services.payments.domain import Payment
 from pizzeria.services.payments.provider import CardDeclined, ProviderClient, ProviderRejected, ProviderUnavailable
+from pizzeria.services.payments.settling import Settler
 
 log = get_logger(__name__)
 
@@ -52,6 +54,7 @@ class Charger:
         self.lease = timedelta(seconds=call_timeout * 2 + 5)
         self._inflight: dict[UUID, asyncio.Task[None]] = {}
         self._customers: Counter[str] = Counter()  # payments in flight, by customer
+        self.settler = Settler(runtime.uow)
         self._loop = BackgroundLoop("charger", self._claim_and_start, interval=0.5, max_backoff=1.0)
 
     def wake(self) -> None:
@@ -63,6 +66,7 @@ class Charger:
         finally:
             for task in list(self._inflight.values()):
                 task.cancel()
+            await self.settler.close()
             await self.client.close()
 
     async def _claim_and_start(self) -> StepResult:
@@ -117,9 +121,9 @@ class Charger:
         except (ProviderUnavailable, CircuitOpen):
             return  # cannot tell yet: the next attempt asks again
         if taken is None:
-            await handlers.settle_failed(self.runtime.uow(), payment.id, "provider_unavailable")
+            await handlers.settle_failed(self.settler, payment.id, "provider_unavailable")
         else:
-            await handlers.settle_completed(self.runtime.uow(), payment.id, taken.charge_id)
+            await handlers.settle_completed(self.settler, payment.id, taken.charge_id)
 
     def _done(self, payment_id: UUID, customer_id: str, _task: object = None) -> None:
         self._inflight.pop(payment_id, None)
@@ -147,7 +151,7 @@ class Charger:
             log.exception("settling a payment failed", payment_id=str(payment.id))
 
     async def _charge(self, payment: Payment) -> None:
-        uow = self.runtime.uow
+        settler = self.settler
         try:
             if payment.needs_refund:
                 refund_id = await self.client.refund(
@@ -156,15 +160,15 @@ class Charger:
                     amount=payment.amount,
                     customer=payment.customer_id,
                 )
-                await handlers.settle_refunded(uow(), payment.id, refund_id)
+                await handlers.settle_refunded(settler, payment.id, refund_id)
                 return
             if payment.cancel_requested:
                 # Voiding: but an earlier attempt may have gone through without an answer.
                 taken = await self.client.find_charge(str(payment.id), customer=payment.customer_id)
                 if taken is None:
-                    await handlers.settle_voided(uow(), payment.id)
+                    await handlers.settle_voided(settler, payment.id)
                 else:
-                    await handlers.settle_completed(uow(), payment.id, taken.charge_id)  # then refunded
+                    await handlers.settle_completed(settler, payment.id, taken.charge_id)  # then refunded
                     self.wake()
                 return
             result = await self.client.charge(
@@ -176,17 +180,17 @@ class Charger:
                 customer=payment.customer_id,
             )
         except CardDeclined:
-            await handlers.settle_failed(uow(), payment.id, "card_declined")
+            await handlers.settle_failed(settler, payment.id, "card_declined")
         except ProviderRejected as exc:
             log.error("provider rejected a request", payment_id=str(payment.id), error=str(exc))
             if payment.needs_refund:
-                await handlers.schedule_retry(uow(), payment.id, count_attempt=True)
+                await handlers.schedule_retry(settler, payment.id, count_attempt=True)
             else:
-                await handlers.settle_failed(uow(), payment.id, "provider_rejected")
+                await handlers.settle_failed(settler, payment.id, "provider_rejected")
         except CircuitOpen:
-            await handlers.schedule_retry(uow(), payment.id, count_attempt=False)
+            await handlers.schedule_retry(settler, payment.id, count_attempt=False)
         except ProviderUnavailable as exc:
-            attempts = await handlers.schedule_retry(uow(), payment.id, count_attempt=True)
+            attempts = await handlers.schedule_retry(settler, payment.id, count_attempt=True)
             log.warning(
                 "provider unavailable; will retry", payment_id=str(payment.id), attempts=attempts, error=str(exc)
             )
@@ -194,5 +198,5 @@ class Charger:
             if attempts >= self.max_attempts and not payment.needs_refund and not payment.cancel_requested:
                 await self._give_up(payment)
         else:
-            await handlers.settle_completed(uow(), payment.id, result.charge_id)
+            await handlers.settle_completed(settler, payment.id, result.charge_id)
             self.wake()  # if it was cancelled meanwhile, its refund is due now

@@ -23,8 +23,9 @@ from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork
-from pizzeria.services.payments import metrics, repository
+from pizzeria.services.payments import repository
 from pizzeria.services.payments.domain import Payment, Status, backoff_for
+from pizzeria.services.payments.settling import Settler
 
 
 def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
@@ -106,27 +107,12 @@ def _refunded(payment: Payment, at: datetime) -> PaymentRefunded:
     )
 
 
-async def _settle(uow: UnitOfWork, payment_id: UUID, apply: Callable[[Payment, datetime], list[Message]]) -> bool:
-    """Load the payment, change it through `apply` (which returns the events to emit), save
-    and emit in one transaction. False if there was nothing to do any more (a previous holder
-    whose lease ran out got there first)."""
-    async with uow:
-        payment = await repository.get(uow.conn, payment_id, for_update=True)
-        if payment is None:
-            return False
-        try:
-            events = apply(payment, utcnow())
-        except Conflict:
-            return False
-        await repository.save(uow.conn, payment)
-        for event in events:
-            uow.emit(event)
-        uow.after_commit(lambda: metrics.settled(events))
-        await uow.commit()
-    return True
+# The outcomes of the charger's provider calls. Each is applied with others that finish close
+# together, in one transaction (settling.Settler); each returns False if there was nothing to do
+# any more (a previous holder whose lease ran out got there first).
 
 
-async def settle_completed(uow: UnitOfWork, payment_id: UUID, charge_id: str) -> bool:
+async def settle_completed(settler: Settler, payment_id: UUID, charge_id: str) -> bool:
     """The provider captured the charge: record it and tell the world (if the saga has given
     up on it meanwhile, the payment now waits for its refund)."""
 
@@ -143,10 +129,10 @@ async def settle_completed(uow: UnitOfWork, payment_id: UUID, charge_id: str) ->
             )
         ]
 
-    return await _settle(uow, payment_id, complete)
+    return await settler.settle(payment_id, complete) is not None
 
 
-async def settle_failed(uow: UnitOfWork, payment_id: UUID, reason: str) -> bool:
+async def settle_failed(settler: Settler, payment_id: UUID, reason: str) -> bool:
     """The charge cannot succeed: record why and tell the world."""
 
     def fail(payment: Payment, now: datetime) -> list[Message]:
@@ -166,43 +152,44 @@ async def settle_failed(uow: UnitOfWork, payment_id: UUID, reason: str) -> bool:
             failed.append(PaymentVoided(payment_id=payment.id, order_id=payment.order_id, at=now))
         return failed
 
-    return await _settle(uow, payment_id, fail)
+    return await settler.settle(payment_id, fail) is not None
 
 
-async def settle_voided(uow: UnitOfWork, payment_id: UUID) -> bool:
+async def settle_voided(settler: Settler, payment_id: UUID) -> bool:
     """Stopped before the provider took anything."""
 
     def void(payment: Payment, now: datetime) -> list[Message]:
         payment.void(at=now)
         return [PaymentVoided(payment_id=payment.id, order_id=payment.order_id, at=now)]
 
-    return await _settle(uow, payment_id, void)
+    return await settler.settle(payment_id, void) is not None
 
 
-async def settle_refunded(uow: UnitOfWork, payment_id: UUID, refund_id: str) -> bool:
+async def settle_refunded(settler: Settler, payment_id: UUID, refund_id: str) -> bool:
     def refunded(payment: Payment, now: datetime) -> list[Message]:
         payment.refunded(refund_id, at=now)
         return [_refunded(payment, now)]
 
-    return await _settle(uow, payment_id, refunded)
+    return await settler.settle(payment_id, refunded) is not None
 
 
-async def schedule_retry(uow: UnitOfWork, payment_id: UUID, *, count_attempt: bool) -> int:
+async def schedule_retry(settler: Settler, payment_id: UUID, *, count_attempt: bool) -> int:
     """Release the payment for a later attempt; returns the attempts made so far."""
-    async with uow:
-        payment = await repository.get(uow.conn, payment_id, for_update=True)
-        if payment is None or not (payment.is_open or payment.needs_refund):
-            return 0
+
+    def retry(payment: Payment, now: datetime) -> list[Message]:
+        if not (payment.is_open or payment.needs_refund):
+            raise Conflict(f"payment {payment.id} is {payment.status}: nothing to retry")
         if count_attempt:
             payment.attempts += 1
         backoff = backoff_for(max(1, payment.attempts))
         if payment.needs_refund:
-            payment.retry_refund_later(at=utcnow(), backoff=backoff)
+            payment.retry_refund_later(at=now, backoff=backoff)
         else:
-            payment.retry_later(at=utcnow(), backoff=backoff)
-        await repository.save(uow.conn, payment)
-        await uow.commit()
-        return payment.attempts
+            payment.retry_later(at=now, backoff=backoff)
+        return []
+
+    payment = await settler.settle(payment_id, retry)
+    return 0 if payment is None else payment.attempts
 
 
 async def request_refund(uow: UnitOfWork, payment_id: UUID, actor: str) -> Payment:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.upsert import insert_ignore
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
 from pizzeria.services.payments.tables import payments
 
@@ -37,6 +38,13 @@ _FIELDS = (
 
 _PAYMENT = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
 _PAYMENT_FOR_UPDATE = _PAYMENT.with_for_update()
+# Locked in id order: two transactions locking sets of payments never wait for each other.
+_PAYMENTS_FOR_UPDATE = (
+    sa.select(payments)
+    .where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(payments.c.id)
+    .with_for_update()
+)
 _UPDATE = payments.update().where(payments.c.id == sa.bindparam("payment_id"))
 # Work for the charger: open payments to charge or void, completed ones waiting for a refund.
 _WORK = sa.or_(
@@ -80,12 +88,36 @@ async def get(conn: AsyncConnection, payment_id: UUID, *, for_update: bool = Fal
     return _to_payment(row) if row else None
 
 
+async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dict[UUID, Payment]:
+    """The payments with these ids (those that exist), locked until the transaction ends."""
+    if len(payment_ids) == 1:  # spares rendering an IN list of one (a set of one is common)
+        [payment_id] = payment_ids
+        rows = (await conn.execute(_PAYMENT_FOR_UPDATE, {"payment_id": payment_id})).all()
+    else:
+        rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
+    return {row.id: _to_payment(row) for row in rows}
+
+
 async def save(conn: AsyncConnection, payment: Payment, *, unlock: bool = True) -> None:
+    await conn.execute(_UPDATE, _saved(payment, unlock=unlock))
+
+
+def settle_at_commit(uow: UnitOfWork, payment: Payment) -> None:
+    """Write the payment's state as it is at commit, and release its lease: in one statement
+    with every other payment settled in the transaction."""
+    uow.stage(_write_settled, payment, key=payment.id)
+
+
+async def _write_settled(conn: AsyncConnection, settled: list[Payment]) -> None:
+    await conn.execute(_UPDATE, [_saved(p, unlock=True) for p in settled])
+
+
+def _saved(payment: Payment, *, unlock: bool) -> dict[str, Any]:
     values = _values(payment)
     values["payment_id"] = values.pop("id")
     if unlock:
         values["locked_until"] = None
-    await conn.execute(_UPDATE, values)
+    return values
 
 
 async def of_order_for_update(conn: AsyncConnection, order_id: UUID) -> Payment | None:
@@ -111,6 +143,49 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
     return (await conn.execute(_DUE, {"now": now})).first() is not None
 
 
+def _claiming(*, fresh_first: bool, per_customer: bool) -> sa.Select[Any]:
+    """The due payments a claim looks at, oldest first (those the provider has not failed yet
+    first if `fresh_first`), at most `:limit`, and (`per_customer`) each customer's first
+    `:per_customer` only; locked, skipping those another claim holds (PostgreSQL: SQLite has
+    one writer at a time and renders no lock)."""
+    due = sa.and_(
+        _WORK,
+        payments.c.next_attempt_at <= sa.bindparam("now"),
+        sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < sa.bindparam("now")),
+    )
+    order = (*((payments.c.attempts,) if fresh_first else ()), payments.c.next_attempt_at, payments.c.id)
+    query = sa.select(payments).where(due).order_by(*order).limit(sa.bindparam("limit"))
+    if per_customer:
+        # Each customer's first few due payments only (a window over the due ones, by customer).
+        ranked = (
+            sa.select(
+                payments.c.id,
+                sa.func.row_number().over(partition_by=payments.c.customer_id, order_by=order).label("place"),
+            )
+            .where(due)
+            .subquery()
+        )
+        first_few = sa.select(ranked.c.id).where(ranked.c.place <= sa.bindparam("per_customer"))
+        query = query.where(payments.c.id.in_(first_few))
+    return query.with_for_update(skip_locked=True)
+
+
+#: The claim's queries, by (fresh_first, per customer), built once.
+_CLAIMING = {
+    (fresh_first, per_customer): _claiming(fresh_first=fresh_first, per_customer=per_customer)
+    for fresh_first in (False, True)
+    for per_customer in (False, True)
+}
+_HOLD = (
+    payments.update()
+    .where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(
+        locked_until=sa.bindparam("until"),
+        status=sa.case((payments.c.status == Status.PENDING.value, Status.PROCESSING.value), else_=payments.c.status),
+    )
+)
+
+
 async def claim_due(
     conn: AsyncConnection,
     *,
@@ -132,29 +207,13 @@ async def claim_due(
     `busy` ones (in flight already, by customer) included, so one customer's many payments (or
     many that never get an answer) cannot take every place while others wait."""
     busy = busy or {}
-    due = sa.and_(
-        _WORK,
-        payments.c.next_attempt_at <= now,
-        sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < now),
-    )
-    order = (*((payments.c.attempts,) if fresh_first else ()), payments.c.next_attempt_at, payments.c.id)
-    query = sa.select(payments).where(due).order_by(*order).limit(limit + len(exclude) + sum(busy.values()))
+    query = _CLAIMING[fresh_first, per_customer is not None]
+    params: dict[str, Any] = {"now": now, "limit": limit + len(exclude) + sum(busy.values())}
     if per_customer is not None:
-        # Each customer's first few due payments only (a window over the due ones, by customer).
-        ranked = (
-            sa.select(
-                payments.c.id,
-                sa.func.row_number().over(partition_by=payments.c.customer_id, order_by=order).label("place"),
-            )
-            .where(due)
-            .subquery()
-        )
-        query = query.where(payments.c.id.in_(sa.select(ranked.c.id).where(ranked.c.place <= per_customer)))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+        params["per_customer"] = per_customer
     held = dict(busy)
     rows = []
-    for row in (await conn.execute(query)).all():
+    for row in (await conn.execute(query, params)).all():
         if row.id in exclude or (per_customer is not None and held.get(row.customer_id, 0) >= per_customer):
             continue
         held[row.customer_id] = held.get(row.customer_id, 0) + 1
@@ -162,14 +221,5 @@ async def claim_due(
         if len(rows) == limit:
             break
     if rows:
-        await conn.execute(
-            payments.update()
-            .where(payments.c.id.in_([r.id for r in rows]))
-            .values(
-                locked_until=now + lease,
-                status=sa.case(
-                    (payments.c.status == Status.PENDING.value, Status.PROCESSING.value), else_=payments.c.status
-                ),
-            )
-        )
+        await conn.execute(_HOLD, {"ids": [r.id for r in rows], "until": now + lease})
     return [_to_payment(r) for r in rows]
