@@ -35,6 +35,10 @@ def statements() -> float:
     return METRICS.get_sample_value("pizzeria_db_statements_total") or 0.0
 
 
+def transactions() -> float:
+    return METRICS.get_sample_value("pizzeria_db_transactions_total") or 0.0
+
+
 async def counted(act: Callable[[], Awaitable[int]]) -> tuple[int, float]:
     """What `act` returned, and how many statements it sent."""
     before = statements()
@@ -84,6 +88,25 @@ async def test_a_set_of_deliveries_costs_the_statements_of_a_set_of_one(delivery
     emitted = await delivery.emitted()
     kinds = (CourierAssigned, DeliveryPickedUp, DeliveryCompleted)
     assert [sum(isinstance(m, kind) for m in emitted) for kind in kinds] == [7, 7, 7]
+
+
+async def test_with_every_courier_out_a_waiting_delivery_costs_no_write_transaction(delivery: Participant) -> None:
+    await hire(delivery, "Ana")
+    await scheduled(delivery, uuid4())  # Ana takes it
+
+    async def cost_of_assigning() -> tuple[float, float]:
+        """Statements and transactions an `assign_waiting` that hands out nothing costs."""
+        before = statements(), transactions()
+        uow = delivery.uow()
+        assert await assign_waiting(uow) == 0
+        assert uow.emitted == []
+        return statements() - before[0], transactions() - before[1]
+
+    nothing_waits = await cost_of_assigning()
+    order_id = uuid4()
+    await scheduled(delivery, order_id)  # this one waits
+    assert await cost_of_assigning() == nothing_waits
+    assert (await delivery_of(delivery, order_id))["status"] == "waiting"
 
 
 async def test_of_deliveries_waiting_for_one_free_courier_the_oldest_gets_it(delivery: Participant) -> None:

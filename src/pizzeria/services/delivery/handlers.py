@@ -97,18 +97,19 @@ def assign(uow: UnitOfWork, delivery: repository.Delivery, courier: Any) -> None
 
 async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
     """Hand out waiting deliveries, the oldest first, while couriers are free (the most senior
-    first): the waiting deliveries are claimed in one query, as many free couriers taken in
-    another, and both written at commit, one statement each."""
-    async with uow.db.read() as conn:  # usually none wait: no write transaction for that
-        if not await repository.waiting(conn, 1):
+    first): up to `limit` free couriers are taken in one query, as many waiting deliveries
+    claimed in another, and both written at commit, one statement each."""
+    # Usually none wait, or every courier is out: no write transaction for that.
+    async with uow.db.read() as conn:
+        if not await repository.can_assign(conn):
             return 0
     async with uow:
-        waiting = await repository.claim_waiting(uow, limit)
-        free = await repository.free_couriers(uow.conn, len(waiting)) if waiting else []
+        free = await repository.free_couriers(uow.conn, limit)
+        waiting = await repository.claim_waiting(uow, len(free)) if free else []
         for delivery, courier in zip(waiting, free, strict=False):
             assign(uow, delivery, courier)
         await uow.commit()
-    return min(len(waiting), len(free))
+    return len(waiting)
 
 
 async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:

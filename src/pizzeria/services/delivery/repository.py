@@ -47,6 +47,11 @@ _WAITING = (
 )
 # PostgreSQL: skipping those another transaction holds (another replica's dispatcher).
 _WAITING_CLAIMED = _WAITING.with_for_update(skip_locked=True)
+# Is there anything to hand out: a delivery waiting, and a courier free to take it.
+_CAN_ASSIGN = sa.select(
+    sa.exists().where(deliveries.c.status == DeliveryStatus.WAITING.value)
+    & sa.exists().where(couriers.c.delivery_id.is_(None))
+)
 _TAKE_COURIER = (
     couriers.update().where(couriers.c.id == sa.bindparam("courier_id")).values(delivery_id=sa.bindparam("delivery_id"))
 )
@@ -118,9 +123,9 @@ async def claim_waiting(uow: UnitOfWork, limit: int) -> list[Delivery]:
     return [_loaded(uow, row) for row in await uow.conn.execute(query, {"limit": limit})]
 
 
-async def waiting(conn: AsyncConnection, limit: int) -> list[UUID]:
-    """Deliveries waiting for a courier, oldest first."""
-    return [r.id for r in await conn.execute(_WAITING, {"limit": limit})]
+async def can_assign(conn: AsyncConnection) -> bool:
+    """Whether a delivery waits while a courier is free."""
+    return bool((await conn.execute(_CAN_ASSIGN)).scalar())
 
 
 def save(uow: UnitOfWork, delivery: Delivery) -> None:
