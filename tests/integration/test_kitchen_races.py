@@ -21,7 +21,7 @@ from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.handlers import advance_tickets, build_handlers
 from pizzeria.services.kitchen.tables import metadata
-from tests.support.participant import Participant, decode
+from tests.support.participant import HeldCommit, Participant, decode
 from tests.support.postgres import ADMIN_DSN, create_database, drop_database
 from tests.unit.test_kitchen import OPENING, RECIPES, queued_ticket, ticket_of
 
@@ -69,26 +69,16 @@ async def test_a_cancel_that_comes_while_the_autopilot_starts_the_ticket_is_refu
 
     # The autopilot starts cooking the ticket, and has not committed yet when the cancel comes.
     autopilot = kitchen.uow()
-    started = asyncio.Event()
-    release = asyncio.Event()
+    held = HeldCommit(autopilot)  # its transaction stays open between its move and its commit
 
     async def autopilot_moves() -> int:
         return await advance_tickets(autopilot, [(ticket_id, queued["updated_at"])])
 
-    # Hold the autopilot's transaction open between its move and its commit.
-    original_commit = autopilot.commit
-
-    async def commit_later() -> None:
-        started.set()
-        await release.wait()
-        await original_commit()
-
-    autopilot.commit = commit_later  # type: ignore[method-assign]
     moving = asyncio.create_task(autopilot_moves())
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(held.reached.wait(), 10)
     cancelling = asyncio.create_task(kitchen.send(CancelTicket(order_id=order_id)))
     await waiting_for_a_lock(database)  # the cancel waits for the autopilot's decision
-    release.set()
+    held.release.set()
     assert await moving == 1
     replies = await cancelling
 

@@ -255,3 +255,34 @@ async def test_staff_lists_page_through_everything_oldest_first(
         assert seen == [str(i) for i in ids]
         bad = await client.get(path, params={"cursor": "not-an-id"})
         assert_problem(bad, 422)
+
+
+async def test_a_courier_takes_a_delivery_out_and_home_through_the_api(tmp_path: Path) -> None:
+    """The dispatcher hands a waiting delivery to a free courier; the courier's two actions take
+    it out and home (freeing the courier); a third, or one on an unknown delivery, is refused."""
+    settings = embedded_settings(tmp_path)
+    async with running("delivery", settings, headers=bearer("rider-1", "courier")) as (_, client):
+        database = Database(settings.database_url_for("delivery"))
+        now = utcnow()
+        delivery_id = uuid7()
+        row = {"id": delivery_id, "order_id": uuid7(), "customer_id": "c", "address": "1 Main St"}
+        async with database.transaction() as conn:
+            await conn.execute(deliveries.insert(), [row | {"status": "waiting", "created_at": now, "updated_at": now}])
+        await database.dispose()
+        deadline = time.monotonic() + 30
+        while (listed := (await client.get("/api/v1/deliveries")).json()["items"])[0]["status"] == "waiting":
+            assert time.monotonic() < deadline, "the dispatcher gave the delivery to no courier"
+            await asyncio.sleep(0.05)
+        courier_id = listed[0]["courier_id"]
+        path = f"/api/v1/deliveries/{delivery_id}/advance"
+
+        out = await client.post(path)
+        assert out.status_code == 200, out.text
+        assert (out.json()["status"], out.json()["courier_id"]) == ("out_for_delivery", courier_id)
+        home = await client.post(path)
+        assert home.json()["status"] == "delivered"
+        carrying = {c["id"]: c["delivery_id"] for c in (await client.get("/api/v1/couriers")).json()["items"]}
+        assert carrying[courier_id] is None, "the courier is free again"
+
+        assert_problem(await client.post(path), 409, "conflict")
+        assert_problem(await client.post(f"/api/v1/deliveries/{uuid7()}/advance"), 404, "not-found")

@@ -4,6 +4,7 @@ runner (inbox, handler, commit). What the service answered is read back from its
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
@@ -119,3 +120,20 @@ class Participant:
         async with self.db.read() as conn:
             result = await conn.execute(sa.select(table).where(*where))
             return [dict(r._mapping) for r in result.all()]
+
+
+class HeldCommit:
+    """Holds a unit of work's commit until `release` is set: what its transaction decided stays
+    undecided (and its rows locked) meanwhile; `reached` is set when it would have committed."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        commit = uow.commit
+
+        async def held() -> None:
+            self.reached.set()
+            await self.release.wait()
+            await commit()
+
+        uow.commit = held  # type: ignore[method-assign]

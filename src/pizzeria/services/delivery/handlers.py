@@ -34,7 +34,7 @@ def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
         are read once; each new delivery goes to a free courier if there is one (else it
         waits), and the deliveries and couriers are written once each."""
         scheduled = await repository.by_orders(uow.conn, {item.message.order_id for item in items})
-        free = await repository.free_couriers(uow.conn)
+        free = await repository.free_couriers(uow.conn, len(items))
         now = utcnow()
         new: list[dict[str, Any]] = []
         taken: list[dict[str, Any]] = []
@@ -78,44 +78,38 @@ def build_handlers(wake: Callable[[], None]) -> HandlerRegistry:
     return registry
 
 
-async def assign(uow: UnitOfWork, delivery_id: UUID) -> bool:
-    """Give a waiting delivery to a free courier, inside the caller's transaction."""
-    delivery = await repository.get(uow.conn, delivery_id, for_update=True)
-    if delivery is None or delivery.status != DeliveryStatus.WAITING:
-        return False
-    courier = await repository.free_courier(uow.conn)
-    if courier is None:
-        return False
-    await repository.set_courier(uow.conn, courier.id, delivery_id)
-    await repository.set_status(
-        uow.conn, delivery_id, utcnow(), status=DeliveryStatus.ASSIGNED.value, courier_id=courier.id
-    )
+def assign(uow: UnitOfWork, delivery: repository.Delivery, courier: Any) -> None:
+    """Give a waiting delivery (loaded in `uow`) to a free courier (locked in `uow`)."""
+    delivery.status, delivery.courier_id, delivery.updated_at = DeliveryStatus.ASSIGNED, courier.id, utcnow()
+    repository.set_courier(uow, courier.id, delivery.id)
+    repository.save(uow, delivery)
     with tracing.span(
         "delivery assign courier",
         parent=delivery.traceparent,
-        attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)},
+        attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery.id)},
     ):
         uow.emit(
             CourierAssigned(
-                order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier.id, courier_name=courier.name
+                order_id=delivery.order_id, delivery_id=delivery.id, courier_id=courier.id, courier_name=courier.name
             )
         )
-    return True
 
 
 async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
-    """Hand out waiting deliveries while couriers are free."""
-    async with uow.db.read() as conn:  # usually none wait: no write transaction for that
-        if not await repository.waiting(conn, 1):
+    """Hand out waiting deliveries, the oldest first, while couriers are free (the most senior
+    first): up to `limit` free couriers are taken in one query, as many waiting deliveries
+    claimed in another, and both written at commit, one statement each."""
+    # Usually none wait, or every courier is out: no write transaction for that.
+    async with uow.db.read() as conn:
+        if not await repository.can_assign(conn):
             return 0
     async with uow:
-        assigned = 0
-        for delivery_id in await repository.waiting(uow.conn, limit, claim=True):
-            if not await assign(uow, delivery_id):
-                break
-            assigned += 1
+        free = await repository.free_couriers(uow.conn, limit)
+        waiting = await repository.claim_waiting(uow, len(free)) if free else []
+        for delivery, courier in zip(waiting, free, strict=False):
+            assign(uow, delivery, courier)
         await uow.commit()
-    return assigned
+    return len(waiting)
 
 
 async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
@@ -128,26 +122,32 @@ async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
 
 
 async def advance_deliveries(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]]) -> int:
-    """The autopilot's move: every delivery whose stage is over, in one transaction. One no
-    longer in the stage it was seen in (its courier, or another replica, moved it) is left."""
+    """The autopilot's move: every delivery whose stage is over, in one transaction (loaded in
+    one query, written in one statement per table). One no longer in the stage it was seen in
+    (its courier, or another replica, moved it) is left."""
 
     async def move(item: tuple[UUID, datetime]) -> bool:
         return await move_delivery_on(uow, item[0], stage_began=item[1]) is not None
 
-    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound))
+    async def load_them() -> None:  # every delivery first, locked in key order
+        await repository.load_many(uow, [delivery_id for delivery_id, _ in due])
+
+    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound), first=load_them)
 
 
 async def move_delivery_on(
     uow: UnitOfWork, delivery_id: UUID, *, stage_began: datetime | None = None
 ) -> DeliveryStatus | None:
-    """Move a delivery to its next stage inside `uow`. With `stage_began`, only if its current
-    stage began then (else None)."""
-    delivery = await repository.get(uow.conn, delivery_id, for_update=True)
+    """Move a delivery to its next stage inside `uow` (written at commit). With `stage_began`,
+    only if its current stage began then (else None)."""
+    delivery = await repository.load(uow, delivery_id)
     if delivery is None:
         raise NotFound(f"delivery {delivery_id} does not exist")
     if stage_began is not None and as_utc(delivery.updated_at) != as_utc(stage_began):
         return None
-    status = next_status(DeliveryStatus(delivery.status))
+    status = next_status(delivery.status)
+    courier_id = delivery.courier_id
+    assert courier_id is not None  # a delivery past waiting has its courier
     now = utcnow()
     # Part of the order's trace (the delivery keeps the trace of the command that scheduled it).
     with tracing.span(
@@ -155,24 +155,23 @@ async def move_delivery_on(
         parent=delivery.traceparent,
         attributes={"order.id": str(delivery.order_id), "delivery.id": str(delivery_id)},
     ):
-        await repository.set_status(uow.conn, delivery_id, now, status=status.value)
+        delivery.status, delivery.updated_at = status, now
+        repository.save(uow, delivery)
         if status is DeliveryStatus.OUT_FOR_DELIVERY:
             uow.emit(
                 DeliveryPickedUp(
                     order_id=delivery.order_id,
                     delivery_id=delivery_id,
-                    courier_id=delivery.courier_id,
+                    courier_id=courier_id,
                     at=now,
                     customer_id=delivery.customer_id,
                     destination=locate(delivery.address),
                 )
             )
         else:
-            await repository.set_courier(uow.conn, delivery.courier_id, None)
+            repository.set_courier(uow, courier_id, None)
             uow.emit(
-                DeliveryCompleted(
-                    order_id=delivery.order_id, delivery_id=delivery_id, courier_id=delivery.courier_id, at=now
-                )
+                DeliveryCompleted(order_id=delivery.order_id, delivery_id=delivery_id, courier_id=courier_id, at=now)
             )
     return status
 

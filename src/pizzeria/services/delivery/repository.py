@@ -1,8 +1,12 @@
-"""Loading and saving couriers and deliveries."""
+"""Loading and saving couriers and deliveries. Statements are built once.
+
+What a transaction changes is loaded once (every delivery of a set in one query, locked),
+changed in memory and written at commit, one statement per table for the whole set."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -11,23 +15,80 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.upsert import insert_ignore
+from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.delivery.domain import DeliveryStatus
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
 
 _BY_ORDERS = sa.select(deliveries.c.id, deliveries.c.order_id).where(
     deliveries.c.order_id.in_(sa.bindparam("ids", expanding=True))
 )
 _DELIVERY = sa.select(deliveries).where(deliveries.c.id == sa.bindparam("delivery_id"))
+# A set's deliveries, locked in key order (every transaction that locks several does so in it).
+_DELIVERIES_FOR_UPDATE = (
+    sa.select(deliveries)
+    .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(deliveries.c.id)
+    .with_for_update()
+)
 _SET_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id"))
-_FREE_COURIERS = sa.select(couriers).where(couriers.c.delivery_id.is_(None)).order_by(couriers.c.created_at)
-_FREE_COURIER = _FREE_COURIERS.limit(1)
+_FREE_COURIERS = (
+    sa.select(couriers)
+    .where(couriers.c.delivery_id.is_(None))
+    .order_by(couriers.c.created_at)
+    .limit(sa.bindparam("limit"))
+)
+# PostgreSQL: skipping the couriers another transaction is assigning (SQLite has one writer).
+_FREE_COURIERS_LOCKED = _FREE_COURIERS.with_for_update(skip_locked=True)
 _WAITING = (
-    sa.select(deliveries.c.id)
-    .where(deliveries.c.status == "waiting")
+    sa.select(deliveries)
+    .where(deliveries.c.status == DeliveryStatus.WAITING.value)
     .order_by(deliveries.c.created_at)
     .limit(sa.bindparam("limit"))
 )
-_SET_COURIER = couriers.update().where(couriers.c.id == sa.bindparam("courier_id"))
-_TAKE_COURIER = _SET_COURIER.values(delivery_id=sa.bindparam("delivery_id"))
+# PostgreSQL: skipping those another transaction holds (another replica's dispatcher).
+_WAITING_CLAIMED = _WAITING.with_for_update(skip_locked=True)
+# Is there anything to hand out: a delivery waiting, and a courier free to take it.
+_CAN_ASSIGN = sa.select(
+    sa.exists().where(deliveries.c.status == DeliveryStatus.WAITING.value)
+    & sa.exists().where(couriers.c.delivery_id.is_(None))
+)
+_TAKE_COURIER = (
+    couriers.update().where(couriers.c.id == sa.bindparam("courier_id")).values(delivery_id=sa.bindparam("delivery_id"))
+)
+
+
+@dataclass
+class Delivery:
+    """A delivery as a transaction changes it (its row is locked since it was loaded)."""
+
+    id: UUID
+    order_id: UUID
+    customer_id: str
+    address: str
+    courier_id: UUID | None
+    status: DeliveryStatus
+    updated_at: datetime
+    traceparent: str | None
+
+
+_KIND = "delivery"
+
+
+def _loaded(uow: UnitOfWork, row: Any) -> Delivery:
+    return uow.remember(
+        _KIND,
+        row.id,
+        Delivery(
+            row.id,
+            row.order_id,
+            row.customer_id,
+            row.address,
+            row.courier_id,
+            DeliveryStatus(row.status),
+            row.updated_at,
+            row.traceparent,
+        ),
+    )
 
 
 async def by_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, UUID]:
@@ -35,9 +96,64 @@ async def by_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UU
     return {r.order_id: r.id for r in await conn.execute(_BY_ORDERS, {"ids": list(order_ids)})}
 
 
-async def get(conn: AsyncConnection, delivery_id: UUID, *, for_update: bool = False) -> Any:
-    query = _DELIVERY.with_for_update() if for_update else _DELIVERY
-    return (await conn.execute(query, {"delivery_id": delivery_id})).first()
+async def get(conn: AsyncConnection, delivery_id: UUID) -> Any:
+    """A delivery's row as it is now (to show it)."""
+    return (await conn.execute(_DELIVERY, {"delivery_id": delivery_id})).first()
+
+
+async def load_many(uow: UnitOfWork, delivery_ids: Iterable[UUID]) -> None:
+    """Load (and lock) every delivery of a set at once; `load` then finds them without a query."""
+    wanted = [i for i in set(delivery_ids) if uow.recall(_KIND, i) is None]
+    if wanted:
+        for row in await uow.conn.execute(_DELIVERIES_FOR_UPDATE, {"ids": wanted}):
+            _loaded(uow, row)
+
+
+async def load(uow: UnitOfWork, delivery_id: UUID) -> Delivery | None:
+    """The delivery, locked for the transaction (None: there is none)."""
+    await load_many(uow, [delivery_id])
+    found: Delivery | None = uow.recall(_KIND, delivery_id)
+    return found
+
+
+async def claim_waiting(uow: UnitOfWork, limit: int) -> list[Delivery]:
+    """Deliveries waiting for a courier, oldest first, locked for the transaction (PostgreSQL
+    skips those another transaction holds)."""
+    query = _WAITING_CLAIMED if uow.db.is_postgres else _WAITING
+    return [_loaded(uow, row) for row in await uow.conn.execute(query, {"limit": limit})]
+
+
+async def can_assign(conn: AsyncConnection) -> bool:
+    """Whether a delivery waits while a courier is free."""
+    return bool((await conn.execute(_CAN_ASSIGN)).scalar())
+
+
+def save(uow: UnitOfWork, delivery: Delivery) -> None:
+    """Write the delivery's new state at commit, with every other delivery changed in the
+    transaction, in one statement."""
+    uow.stage(
+        _write_deliveries,
+        {
+            "delivery_id": delivery.id,
+            "status": delivery.status.value,
+            "courier_id": delivery.courier_id,
+            "updated_at": delivery.updated_at,
+        },
+        key=delivery.id,
+    )
+
+
+async def _write_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_SET_DELIVERY, rows)
+
+
+def set_courier(uow: UnitOfWork, courier_id: UUID, delivery_id: UUID | None) -> None:
+    """What the courier carries (None: free), written at commit with every other courier's."""
+    uow.stage(_write_couriers, {"courier_id": courier_id, "delivery_id": delivery_id}, key=courier_id)
+
+
+async def _write_couriers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_TAKE_COURIER, rows)
 
 
 async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[dict[str, Any]]) -> None:
@@ -48,25 +164,11 @@ async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[
         await conn.execute(_TAKE_COURIER, taken)
 
 
-async def set_status(conn: AsyncConnection, delivery_id: UUID, at: datetime, **values: Any) -> None:
-    await conn.execute(_SET_DELIVERY.values(updated_at=at, **values), {"delivery_id": delivery_id})
-
-
-async def free_couriers(conn: AsyncConnection) -> list[Any]:
-    """Every available courier, first free first, locked (PostgreSQL skips ones another
+async def free_couriers(conn: AsyncConnection, limit: int) -> list[Any]:
+    """Up to `limit` available couriers, first free first, locked (PostgreSQL skips ones another
     transaction is assigning)."""
-    query = _FREE_COURIERS.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else _FREE_COURIERS
-    return list(await conn.execute(query))
-
-
-async def free_courier(conn: AsyncConnection) -> Any:
-    """An available courier, locked (PostgreSQL skips ones another transaction is assigning)."""
-    query = _FREE_COURIER.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else _FREE_COURIER
-    return (await conn.execute(query)).first()
-
-
-async def set_courier(conn: AsyncConnection, courier_id: UUID, delivery_id: UUID | None) -> None:
-    await conn.execute(_SET_COURIER.values(delivery_id=delivery_id), {"courier_id": courier_id})
+    query = _FREE_COURIERS_LOCKED if conn.dialect.name == "postgresql" else _FREE_COURIERS
+    return list(await conn.execute(query, {"limit": limit}))
 
 
 async def courier(conn: AsyncConnection, courier_id: UUID) -> Any:
@@ -75,13 +177,6 @@ async def courier(conn: AsyncConnection, courier_id: UUID) -> Any:
 
 async def all_couriers(conn: AsyncConnection) -> list[Any]:
     return list(await conn.execute(sa.select(couriers).order_by(couriers.c.name)))
-
-
-async def waiting(conn: AsyncConnection, limit: int, *, claim: bool = False) -> list[UUID]:
-    """Deliveries waiting for a courier, oldest first; `claim`: locked for the transaction,
-    skipping those another transaction holds (PostgreSQL: another replica's dispatcher)."""
-    query = _WAITING.with_for_update(skip_locked=True) if claim and conn.dialect.name == "postgresql" else _WAITING
-    return [r.id for r in await conn.execute(query, {"limit": limit})]
 
 
 async def listing(conn: AsyncConnection, statuses: list[str], limit: int, *, after: UUID | None = None) -> list[Any]:
