@@ -16,12 +16,11 @@ from prometheus_client import REGISTRY as METRICS
 
 from pizzeria.contracts.delivery import CourierAssigned, DeliveryCompleted, DeliveryPickedUp
 from pizzeria.kit.db import Database
-from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.handlers import advance_deliveries, assign_waiting, build_handlers
 from pizzeria.services.delivery.tables import couriers, deliveries, metadata
 from tests.support.participant import HeldCommit, Participant, decode
-from tests.support.postgres import create_database, drop_database
+from tests.support.participant import on_postgres as participant_on_postgres
 from tests.unit.test_delivery import carrying, delivery_of, hire, schedule, scheduled, step
 
 
@@ -162,15 +161,8 @@ async def test_deliveries_moved_on_meanwhile_are_left_as_they_are_in_a_set(deliv
 
 @pytest.fixture
 async def on_postgres() -> AsyncIterator[Participant]:
-    url = await create_database("delivery_sets")
-    db = Database(url)
-    try:
-        async with db.transaction() as conn:
-            await conn.run_sync(messaging_metadata.create_all)
-        yield await Participant.create(db, metadata, build_handlers(lambda: None), service="delivery")
-    finally:
-        await db.dispose()
-        await drop_database(url)
+    async with participant_on_postgres(metadata, build_handlers(lambda: None), service="delivery") as delivery:
+        yield delivery
 
 
 @pytest.mark.postgres

@@ -16,13 +16,11 @@ import pytest
 
 from pizzeria.contracts.kitchen import CancelTicket, TicketCancelRefused, TicketStarted
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.db import Database
-from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.handlers import advance_tickets, build_handlers
 from pizzeria.services.kitchen.tables import metadata
-from tests.support.participant import HeldCommit, Participant, decode
-from tests.support.postgres import ADMIN_DSN, create_database, drop_database
+from tests.support.participant import HeldCommit, Participant, decode, on_postgres
+from tests.support.postgres import ADMIN_DSN
 from tests.unit.test_kitchen import OPENING, RECIPES, queued_ticket, ticket_of
 
 pytestmark = pytest.mark.postgres
@@ -30,21 +28,13 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 async def kitchen() -> AsyncIterator[Participant]:
-    url = await create_database("kitchen_race")
-    db = Database(url)
-    try:
-        async with db.transaction() as conn:
-            await conn.run_sync(messaging_metadata.create_all)
-        participant = await Participant.create(db, metadata, build_handlers(lambda: None), service="kitchen")
-        async with db.transaction() as conn:
+    async with on_postgres(metadata, build_handlers(lambda: None), service="kitchen") as participant:
+        async with participant.db.transaction() as conn:
             for item_id, recipe in RECIPES.items():
                 await repository.apply_recipe(conn, item_id, "pizza", recipe, 1)
             for name, amount in OPENING.items():
                 await repository.set_on_hand(conn, name, amount, utcnow())
         yield participant
-    finally:
-        await db.dispose()
-        await drop_database(url)
 
 
 async def waiting_for_a_lock(database: str, timeout: float = 10) -> None:

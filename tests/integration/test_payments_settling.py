@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -33,7 +33,7 @@ from pizzeria.services.payments.settling import BEFORE_COMMIT, Change, Settler
 from pizzeria.services.payments.tables import metadata
 from pizzeria.services.payments.tables import payments as payments_table
 from tests.support.cluster import Provider
-from tests.support.participant import Participant
+from tests.support.participant import Participant, on_postgres
 
 LEASE = timedelta(minutes=1)
 
@@ -274,3 +274,38 @@ async def test_each_outcomes_events_carry_the_trace_and_correlation_of_the_call_
         sent = headers[str(payment.order_id)]
         assert sent["ce_type"] == PaymentCompleted.type_name()
         assert (sent["ce_traceparent"], sent["ce_correlationid"]) == (traces[payment.id], f"order-{payment.order_id}")
+
+
+@pytest.fixture
+async def payments_on_postgres() -> AsyncIterator[Participant]:
+    async with on_postgres(metadata, build_handlers(lambda: None), service="payments") as payments:
+        yield payments
+
+
+@pytest.mark.postgres
+async def test_a_set_takes_what_nobody_holds_and_settles_the_rest_once_it_is_let_go(
+    payments_on_postgres: Participant,
+) -> None:
+    """A consumer's run locks its payments in the order its messages came (here B, then A); a
+    set that waited for B while holding A would close a cycle. It takes A, and B is settled
+    alone once the run lets it go: the run gets A without a deadlock. (PostgreSQL: SQLite has
+    one writer at a time, and no row another transaction holds.)"""
+    payments = payments_on_postgres
+    settler = Settler(payments.runtime.uow)
+    a, b = sorted(await claimed(payments, 2), key=lambda p: p.id)
+    uow = payments.runtime.uow()
+    async with uow:
+        await repository.of_order_for_update(uow.conn, b.order_id)  # the run's first refund
+        settling = asyncio.gather(
+            handlers.settle_completed(settler, a.id, "ch_a"), handlers.settle_completed(settler, b.id, "ch_b")
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await state_of(payments, a.id))["status"] != Status.COMPLETED.value:
+            assert asyncio.get_running_loop().time() < deadline, "A was not settled while B was held"
+            await asyncio.sleep(0.01)
+        assert (await state_of(payments, b.id))["status"] == Status.PROCESSING.value
+        await repository.of_order_for_update(uow.conn, a.order_id)  # the run's second refund: no cycle
+    assert await asyncio.wait_for(settling, timeout=10) == [True, True]
+    assert (await state_of(payments, b.id))["status"] == Status.COMPLETED.value
+    assert [type(m) for m in await told(payments, b.id)] == [PaymentCompleted]
+    await settler.close()

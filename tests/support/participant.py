@@ -5,7 +5,9 @@ runner (inbox, handler, commit). What the service answered is read back from its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,9 +20,11 @@ from pizzeria.messaging.broker import Record
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Outcome, RetryPolicy
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import REGISTRY, Message
+from pizzeria.messaging.tables import metadata as messaging_metadata
 from pizzeria.messaging.tables import outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.fakes import InMemoryBroker
+from tests.support.postgres import create_database, drop_database
 
 #: A failing handler is dead-lettered at once: tests see the failure without waiting for retries.
 ONE_ATTEMPT = RetryPolicy(max_attempts=1, initial_backoff=0.0, max_backoff=0.0)
@@ -137,3 +141,18 @@ class HeldCommit:
             await commit()
 
         uow.commit = held  # type: ignore[method-assign]
+
+
+@contextlib.asynccontextmanager
+async def on_postgres(metadata: sa.MetaData, handlers: HandlerRegistry, *, service: str) -> AsyncIterator[Participant]:
+    """A participant on a PostgreSQL database of its own (for what only PostgreSQL has: row
+    locks that several transactions of one service wait for), dropped afterwards."""
+    url = await create_database(service)
+    db = Database(url)
+    try:
+        async with db.transaction() as conn:
+            await conn.run_sync(messaging_metadata.create_all)
+        yield await Participant.create(db, metadata, handlers, service=service)
+    finally:
+        await db.dispose()
+        await drop_database(url)

@@ -38,13 +38,17 @@ _FIELDS = (
 
 _PAYMENT = sa.select(payments).where(payments.c.id == sa.bindparam("payment_id"))
 _PAYMENT_FOR_UPDATE = _PAYMENT.with_for_update()
-# Locked in id order: two transactions locking sets of payments never wait for each other.
+# A set takes the payments nobody holds and leaves the others (PostgreSQL; SQLite has one
+# writer at a time): a set that waited for a row could wait in a cycle with a consumer's run
+# (which locks its payments in the order its messages came), and would hold up every outcome
+# queued behind it.
 _PAYMENTS_FOR_UPDATE = (
     sa.select(payments)
     .where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(payments.c.id)
-    .with_for_update()
+    .with_for_update(skip_locked=True)
 )
+_EXISTING = sa.select(payments.c.id).where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
 _UPDATE = payments.update().where(payments.c.id == sa.bindparam("payment_id"))
 # Work for the charger: open payments to charge or void, completed ones waiting for a refund.
 _WORK = sa.or_(
@@ -89,13 +93,20 @@ async def get(conn: AsyncConnection, payment_id: UUID, *, for_update: bool = Fal
 
 
 async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dict[UUID, Payment]:
-    """The payments with these ids (those that exist), locked until the transaction ends."""
+    """The payments with these ids that exist and that no other transaction holds, locked
+    until the transaction ends. One payment alone is waited for if another transaction holds
+    it (waiting for one row cannot close a cycle)."""
     if len(payment_ids) == 1:  # spares rendering an IN list of one (a set of one is common)
         [payment_id] = payment_ids
         rows = (await conn.execute(_PAYMENT_FOR_UPDATE, {"payment_id": payment_id})).all()
     else:
         rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
     return {row.id: _to_payment(row) for row in rows}
+
+
+async def existing(conn: AsyncConnection, payment_ids: Collection[UUID]) -> set[UUID]:
+    """Which of these payments exist (without locking them)."""
+    return set((await conn.execute(_EXISTING, {"ids": list(payment_ids)})).scalars())
 
 
 async def save(conn: AsyncConnection, payment: Payment, *, unlock: bool = True) -> None:

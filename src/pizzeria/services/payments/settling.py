@@ -49,6 +49,8 @@ class _Outcome:
     #: The caller's context (its trace, correlation and causation), which the events carry.
     context: contextvars.Context
     done: asyncio.Future[Payment | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    #: Settled alone, by a task of its own (its payment was held when its set was written).
+    handed_on: bool = False
 
 
 class Settler:
@@ -58,6 +60,7 @@ class Settler:
         self._uow = uow
         self._queue: list[_Outcome] = []
         self._writer: asyncio.Task[None] | None = None
+        self._alone: set[asyncio.Task[None]] = set()  # outcomes whose payment a set found held
 
     async def settle(self, payment_id: UUID, change: Change) -> Payment | None:
         """Apply `change` to the payment and commit it with the events it returns; the payment
@@ -72,10 +75,11 @@ class Settler:
 
     async def close(self) -> None:
         """Stop writing (what is not written yet is left to its lease)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        for task in [self._writer, *self._alone]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for outcome in self._queue:
             outcome.done.cancel()
         self._queue.clear()
@@ -87,32 +91,52 @@ class Settler:
                 await self._write(batch)
             finally:
                 for outcome in batch:  # cancelled mid-set: nobody waits for ever
-                    if not outcome.done.done():
+                    if not outcome.done.done() and not outcome.handed_on:
                         outcome.done.cancel()
 
     async def _write(self, batch: list[_Outcome]) -> None:
         try:
-            settled = await self._in_one_transaction(batch)
+            settled, held = await self._in_one_transaction(batch)
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
                 return
             log.warning("settling a set of payments failed; settling each alone", size=len(batch), error=repr(exc))
             for outcome in batch:
-                try:
-                    [alone] = await self._in_one_transaction([outcome])
-                except Exception as alone_exc:
-                    _fail(outcome, alone_exc)
-                else:
-                    _resolve(outcome, alone)
+                await self._settle_alone(outcome)
             return
         for outcome, payment in zip(batch, settled, strict=True):
-            _resolve(outcome, payment)
+            if outcome.payment_id in held:
+                # Another transaction holds it (a consumer's run): settled alone, waiting for
+                # it, beside the sets that go on meanwhile.
+                outcome.handed_on = True
+                task = asyncio.create_task(self._settle_alone(outcome), name="payments-settle-alone")
+                self._alone.add(task)
+                task.add_done_callback(self._alone.discard)
+            else:
+                _resolve(outcome, payment)
 
-    async def _in_one_transaction(self, batch: list[_Outcome]) -> list[Payment | None]:
+    async def _settle_alone(self, outcome: _Outcome) -> None:
+        try:
+            [alone], _ = await self._in_one_transaction([outcome])  # one payment alone is waited for
+        except Exception as exc:
+            _fail(outcome, exc)
+        else:
+            _resolve(outcome, alone)
+        finally:
+            if not outcome.done.done():  # cancelled: nobody waits for ever
+                outcome.done.cancel()
+
+    async def _in_one_transaction(self, batch: list[_Outcome]) -> tuple[list[Payment | None], set[UUID]]:
+        """Each outcome's payment as committed (None where there was nothing to do), and the
+        payments of the set that another transaction holds, which it left alone (a set of
+        more than one does not wait for them)."""
         uow = self._uow()
         async with uow:
-            loaded = await repository.load_many(uow.conn, {o.payment_id for o in batch})
+            ids = {o.payment_id for o in batch}
+            loaded = await repository.load_many(uow.conn, ids)
+            missing = ids - loaded.keys()
+            held = await repository.existing(uow.conn, missing) if missing and len(ids) > 1 else set()
             now = utcnow()
             settled: list[Payment | None] = []
             emitted: list[Message] = []
@@ -132,7 +156,7 @@ class Settler:
             failpoints.hit(BEFORE_COMMIT)
             uow.after_commit(partial(metrics.settled, emitted))
             await uow.commit()
-        return settled
+        return settled, held
 
 
 def _resolve(outcome: _Outcome, payment: Payment | None) -> None:
