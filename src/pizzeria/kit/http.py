@@ -118,9 +118,6 @@ class RequestContextMiddleware:
             context.request_id.reset(tokens[3])
 
 
-#: W3C Trace Context `traceparent` (version 00); anything else starts a new trace.
-
-
 def _acceptable_id(value: str | None) -> str | None:
     return value if value and REQUEST_ID.match(value) else None
 
