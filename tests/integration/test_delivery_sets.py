@@ -191,3 +191,26 @@ async def test_a_dispatcher_does_not_wait_for_the_courier_another_is_assigning(o
     assert await carrying(delivery) == {ana: older_id}
     assert (await delivery_of(delivery, newer))["status"] == "waiting"
     assert (await delivery_of(delivery, newer))["id"] == newer_id
+
+
+@pytest.mark.postgres
+async def test_a_dispatcher_holds_only_as_many_couriers_as_deliveries_wait(on_postgres: Participant) -> None:
+    """One delivery waits and three couriers are free: while the dispatcher hands it out, the
+    two couriers it does not need stay free for whatever else is scheduled in that moment."""
+    delivery = on_postgres
+    order = uuid4()
+    waiting_id = await scheduled(delivery, order)
+    ana, bea, cai = await hire(delivery, "Ana", "Bea", "Cai")
+
+    dispatcher = delivery.uow()
+    held = HeldCommit(dispatcher)
+    assigning = asyncio.create_task(assign_waiting(dispatcher))
+    await asyncio.wait_for(held.reached.wait(), 10)
+    async with delivery.db.transaction() as conn:  # as a delivery scheduled right now would look
+        free = {c.id for c in await repository.free_couriers(conn, 50)}
+    assert free == {bea, cai}
+
+    held.release.set()
+    assert await asyncio.wait_for(assigning, 10) == 1
+    assert await carrying(delivery) == {ana: waiting_id, bea: None, cai: None}
+    assert (await delivery_of(delivery, order))["status"] == "assigned"

@@ -97,14 +97,17 @@ def assign(uow: UnitOfWork, delivery: repository.Delivery, courier: Any) -> None
 
 async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
     """Hand out waiting deliveries, the oldest first, while couriers are free (the most senior
-    first): up to `limit` free couriers are taken in one query, as many waiting deliveries
-    claimed in another, and both written at commit, one statement each."""
+    first): as many free couriers as deliveries wait (up to `limit`) are taken in one query, as
+    many waiting deliveries claimed in another, and both written at commit, one statement each.
+    A courier no delivery waits for is not held meanwhile (on PostgreSQL a delivery scheduled
+    in that moment takes it at once)."""
     # Usually none wait, or every courier is out: no write transaction for that.
     async with uow.db.read() as conn:
-        if not await repository.can_assign(conn):
-            return 0
+        to_hand_out = await repository.assignable(conn, limit)
+    if not to_hand_out:
+        return 0
     async with uow:
-        free = await repository.free_couriers(uow.conn, limit)
+        free = await repository.free_couriers(uow.conn, to_hand_out)
         waiting = await repository.claim_waiting(uow, len(free)) if free else []
         for delivery, courier in zip(waiting, free, strict=False):
             assign(uow, delivery, courier)

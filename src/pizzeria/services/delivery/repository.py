@@ -47,10 +47,17 @@ _WAITING = (
 )
 # PostgreSQL: skipping those another transaction holds (another replica's dispatcher).
 _WAITING_CLAIMED = _WAITING.with_for_update(skip_locked=True)
-# Is there anything to hand out: a delivery waiting, and a courier free to take it.
-_CAN_ASSIGN = sa.select(
-    sa.exists().where(deliveries.c.status == DeliveryStatus.WAITING.value)
-    & sa.exists().where(couriers.c.delivery_id.is_(None))
+# How many deliveries there are to hand out (up to a limit): as many as wait, if a courier is free.
+_ASSIGNABLE = sa.select(
+    sa.case(
+        (
+            sa.exists().where(couriers.c.delivery_id.is_(None)),
+            sa.select(sa.func.count())
+            .select_from(_WAITING.with_only_columns(deliveries.c.id).subquery())
+            .scalar_subquery(),
+        ),
+        else_=0,
+    )
 )
 _TAKE_COURIER = (
     couriers.update().where(couriers.c.id == sa.bindparam("courier_id")).values(delivery_id=sa.bindparam("delivery_id"))
@@ -123,9 +130,9 @@ async def claim_waiting(uow: UnitOfWork, limit: int) -> list[Delivery]:
     return [_loaded(uow, row) for row in await uow.conn.execute(query, {"limit": limit})]
 
 
-async def can_assign(conn: AsyncConnection) -> bool:
-    """Whether a delivery waits while a courier is free."""
-    return bool((await conn.execute(_CAN_ASSIGN)).scalar())
+async def assignable(conn: AsyncConnection, limit: int) -> int:
+    """How many deliveries wait, up to `limit`, while a courier is free (0 when none is)."""
+    return int((await conn.execute(_ASSIGNABLE, {"limit": limit})).scalar() or 0)
 
 
 def save(uow: UnitOfWork, delivery: Delivery) -> None:
