@@ -128,17 +128,7 @@ async def test_a_payment_that_fails_in_a_set_holds_up_none_of_the_others(
             if fails_once[payment_id] < failures:
                 fails_once[payment_id] += 1
                 raise RuntimeError(f"cannot settle {payment_id}")
-            payment.complete(f"ch_{payment_id}", at=now)
-            return [
-                PaymentCompleted(
-                    payment_id=payment.id,
-                    order_id=payment.order_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    provider_charge_id=f"ch_{payment_id}",
-                    at=now,
-                )
-            ]
+            return handlers.completing(f"ch_{payment_id}")(payment, now)
 
         return complete
 

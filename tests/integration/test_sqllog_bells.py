@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,15 @@ def count_queries(consumer: SqlLogConsumer, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(consumer, "_fetch_once", counted)
     return calls
+
+
+async def log_in(tmp_path: Path, **options: Any) -> SqlLogBroker:
+    """A started broker on a log in `tmp_path` whose consumers look only when a bell rang (or
+    they have reason to), never merely because time passed."""
+    broker = SqlLogBroker(f"sqlite:///{tmp_path / 'log.db'}", **options)
+    await broker.start()
+    broker.LOOK_ANYWAY_S = NEVER
+    return broker
 
 
 def test_bells_are_shared_by_every_mapping_of_the_file(tmp_path: Path) -> None:
@@ -116,10 +126,7 @@ async def _publish_for(broker: SqlLogBroker, topic: str, seconds: float) -> int:
 
 
 async def test_records_left_unread_are_fetched_without_a_new_bell(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'log.db'}"
-    broker = SqlLogBroker(url)
-    await broker.start()
-    broker.LOOK_ANYWAY_S = NEVER
+    broker = await log_in(tmp_path)
     consumer = broker.consumer("slow", ["one.events"])
     try:
         await broker.create_topics([TopicSpec("one.events", 1)])
@@ -136,10 +143,7 @@ async def test_records_left_unread_are_fetched_without_a_new_bell(tmp_path: Path
 
 
 async def test_partitions_taken_over_are_read_without_a_new_bell(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'log.db'}"
-    broker = SqlLogBroker(url, session_timeout_ms=1000)
-    await broker.start()
-    broker.LOOK_ANYWAY_S = NEVER
+    broker = await log_in(tmp_path, session_timeout_ms=1000)
     await broker.create_topics([TopicSpec("shared.events", 4)])
     first = broker.consumer("g", ["shared.events"], client_id="a")
     second = broker.consumer("g", ["shared.events"], client_id="b")
@@ -168,10 +172,7 @@ async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
 ) -> None:
     """The consumers of one process wait on one timer: while their topics are quiet none of
     them is woken to look, however often the timer ticks; a bell wakes its own consumer only."""
-    url = f"sqlite:///{tmp_path / 'log.db'}"
-    broker = SqlLogBroker(url, poll_interval_ms=5)
-    await broker.start()
-    broker.LOOK_ANYWAY_S = NEVER
+    broker = await log_in(tmp_path, poll_interval_ms=5)
     topics = [f"t{n}.events" for n in range(4)]
     await broker.create_topics([TopicSpec(t, 2) for t in topics])
     consumers = [broker.consumer(f"g{n}", [t]) for n, t in enumerate(topics)]
@@ -221,10 +222,7 @@ async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
 
 
 async def test_a_wait_ends_at_its_timeout_when_nothing_rang(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'log.db'}"
-    broker = SqlLogBroker(url, poll_interval_ms=5)
-    await broker.start()
-    broker.LOOK_ANYWAY_S = NEVER
+    broker = await log_in(tmp_path, poll_interval_ms=5)
     await broker.create_topics([TopicSpec("calm.events", 1)])
     consumer = broker.consumer("calm", ["calm.events"])
     try:

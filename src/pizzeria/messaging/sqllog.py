@@ -355,11 +355,16 @@ class SqlLogBroker(Broker):
             return True
         rung = self._bells.read(topics)
         now = self.clock.monotonic()
-        seen, at = self._rung_seen.get(looker, (None, 0.0))
-        if rung == seen and now - at < self.LOOK_ANYWAY_S:
+        if not self._moved(looker, rung, now):
             return False
         self._rung_seen[looker] = (rung, now)
         return True
+
+    def _moved(self, looker: object, rung: tuple[int, ...], now: float) -> bool:
+        """Whether the bells `rung` differ from what `looker` saw at its last look, or it is
+        time to look anyway."""
+        seen, at = self._rung_seen.get(looker, (None, 0.0))
+        return rung != seen or now - at >= self.LOOK_ANYWAY_S
 
     def look_again(self, looker: object) -> None:
         """`looker` has reason to query at its next look whatever the bells say (it left
@@ -401,10 +406,7 @@ class SqlLogBroker(Broker):
 
     def _news_for(self, looker: object, topics: Sequence[str], now: float) -> bool:
         """What `changed_since_last_look` would answer, without counting it as a look."""
-        if self._bells is None:
-            return True
-        seen, at = self._rung_seen.get(looker, (None, 0.0))
-        return now - at >= self.LOOK_ANYWAY_S or self._bells.read(topics) != seen
+        return self._bells is None or self._moved(looker, self._bells.read(topics), now)
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         async def op() -> None:

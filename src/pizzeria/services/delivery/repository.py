@@ -31,21 +31,22 @@ _DELIVERIES_FOR_UPDATE = (
     .with_for_update()
 )
 _SET_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id"))
+# Skipping the couriers another transaction is assigning (PostgreSQL; SQLite, one writer at a
+# time, renders no lock).
 _FREE_COURIERS = (
     sa.select(couriers)
     .where(couriers.c.delivery_id.is_(None))
     .order_by(couriers.c.created_at)
     .limit(sa.bindparam("limit"))
+    .with_for_update(skip_locked=True)
 )
-# PostgreSQL: skipping the couriers another transaction is assigning (SQLite has one writer).
-_FREE_COURIERS_LOCKED = _FREE_COURIERS.with_for_update(skip_locked=True)
 _WAITING = (
     sa.select(deliveries)
     .where(deliveries.c.status == DeliveryStatus.WAITING.value)
     .order_by(deliveries.c.created_at)
     .limit(sa.bindparam("limit"))
 )
-# PostgreSQL: skipping those another transaction holds (another replica's dispatcher).
+# Skipping those another transaction holds (another replica's dispatcher; PostgreSQL only).
 _WAITING_CLAIMED = _WAITING.with_for_update(skip_locked=True)
 # How many deliveries there are to hand out (up to a limit): as many as wait, if a courier is free.
 _ASSIGNABLE = sa.select(
@@ -126,8 +127,7 @@ async def load(uow: UnitOfWork, delivery_id: UUID) -> Delivery | None:
 async def claim_waiting(uow: UnitOfWork, limit: int) -> list[Delivery]:
     """Deliveries waiting for a courier, oldest first, locked for the transaction (PostgreSQL
     skips those another transaction holds)."""
-    query = _WAITING_CLAIMED if uow.db.is_postgres else _WAITING
-    return [_loaded(uow, row) for row in await uow.conn.execute(query, {"limit": limit})]
+    return [_loaded(uow, row) for row in await uow.conn.execute(_WAITING_CLAIMED, {"limit": limit})]
 
 
 async def assignable(conn: AsyncConnection, limit: int) -> int:
@@ -174,8 +174,7 @@ async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[
 async def free_couriers(conn: AsyncConnection, limit: int) -> list[Any]:
     """Up to `limit` available couriers, first free first, locked (PostgreSQL skips ones another
     transaction is assigning)."""
-    query = _FREE_COURIERS_LOCKED if conn.dialect.name == "postgresql" else _FREE_COURIERS
-    return list(await conn.execute(query, {"limit": limit}))
+    return list(await conn.execute(_FREE_COURIERS, {"limit": limit}))
 
 
 async def courier(conn: AsyncConnection, courier_id: UUID) -> Any:

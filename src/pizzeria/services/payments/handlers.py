@@ -25,7 +25,7 @@ from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments import repository
 from pizzeria.services.payments.domain import Payment, Status, backoff_for
-from pizzeria.services.payments.settling import Settler
+from pizzeria.services.payments.settling import Change, Settler
 
 
 def build_handlers(wake_charger: Callable[[], None]) -> HandlerRegistry:
@@ -112,9 +112,8 @@ def _refunded(payment: Payment, at: datetime) -> PaymentRefunded:
 # any more (a previous holder whose lease ran out got there first).
 
 
-async def settle_completed(settler: Settler, payment_id: UUID, charge_id: str) -> bool:
-    """The provider captured the charge: record it and tell the world (if the saga has given
-    up on it meanwhile, the payment now waits for its refund)."""
+def completing(charge_id: str) -> Change:
+    """The change of a payment the provider captured as `charge_id`, and what it tells."""
 
     def complete(payment: Payment, now: datetime) -> list[Message]:
         payment.complete(charge_id, at=now)
@@ -129,7 +128,13 @@ async def settle_completed(settler: Settler, payment_id: UUID, charge_id: str) -
             )
         ]
 
-    return await settler.settle(payment_id, complete) is not None
+    return complete
+
+
+async def settle_completed(settler: Settler, payment_id: UUID, charge_id: str) -> bool:
+    """The provider captured the charge: record it and tell the world (if the saga has given
+    up on it meanwhile, the payment now waits for its refund)."""
+    return await settler.settle(payment_id, completing(charge_id)) is not None
 
 
 async def settle_failed(settler: Settler, payment_id: UUID, reason: str) -> bool:

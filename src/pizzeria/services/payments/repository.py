@@ -48,7 +48,6 @@ _PAYMENTS_FOR_UPDATE = (
     .order_by(payments.c.id)
     .with_for_update(skip_locked=True)
 )
-_EXISTING = sa.select(payments.c.id).where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
 _UPDATE = payments.update().where(payments.c.id == sa.bindparam("payment_id"))
 # Work for the charger: open payments to charge or void, completed ones waiting for a refund.
 _WORK = sa.or_(
@@ -102,11 +101,6 @@ async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dic
     else:
         rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
     return {row.id: _to_payment(row) for row in rows}
-
-
-async def existing(conn: AsyncConnection, payment_ids: Collection[UUID]) -> set[UUID]:
-    """Which of these payments exist (without locking them)."""
-    return set((await conn.execute(_EXISTING, {"ids": list(payment_ids)})).scalars())
 
 
 async def save(conn: AsyncConnection, payment: Payment, *, unlock: bool = True) -> None:

@@ -129,14 +129,15 @@ class Settler:
 
     async def _in_one_transaction(self, batch: list[_Outcome]) -> tuple[list[Payment | None], set[UUID]]:
         """Each outcome's payment as committed (None where there was nothing to do), and the
-        payments of the set that another transaction holds, which it left alone (a set of
-        more than one does not wait for them)."""
+        payments a set of more than one could not take (another transaction holds them, or
+        they are gone), which it left to be settled alone."""
         uow = self._uow()
         async with uow:
             ids = {o.payment_id for o in batch}
             loaded = await repository.load_many(uow.conn, ids)
-            missing = ids - loaded.keys()
-            held = await repository.existing(uow.conn, missing) if missing and len(ids) > 1 else set()
+            # A set did not wait for what it could not take: those are settled alone (which finds
+            # a payment that is gone, too). One payment alone was waited for.
+            held = ids - loaded.keys() if len(ids) > 1 else set()
             now = utcnow()
             settled: list[Payment | None] = []
             emitted: list[Message] = []
