@@ -13,6 +13,7 @@ from typing import Any
 
 from pizzeria.chaos.stories import TERMINAL, Placed, allowed_endings, expected_notifications, order_body
 from pizzeria.contracts.orders import is_valid_path
+from pizzeria.services.orders.domain import MAX_LINES
 from tests.e2e.system import Shop
 
 #: Orders end on their own (and fast) with the autopilots moving tickets and deliveries.
@@ -23,10 +24,19 @@ AUTOPILOT = {"KITCHEN_AUTOPILOT": "1", "DELIVERY_AUTOPILOT": "1", "KITCHEN_STAGE
 MANY_ORDERS = {"ORDER_MAX_UNPAID": "100000"}
 
 
-async def wait_for_menu_sync(shop: Shop, menu: list[dict[str, Any]]) -> dict[str, Any]:
-    """Orders learns the menu from catalog events: the first order is accepted once it has."""
-    body = order_body(menu, "tok_visa", "first@example.com", None, random.Random(1))
-    return await shop.place(body, customer="warmup", retry_for=120)
+async def wait_for_menu_sync(shop: Shop, menu: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Orders learns the menu from catalog events: wait until it knows every item of `menu`, by
+    placing warm-up orders that name each item once (an order naming an item orders has not
+    heard of yet is refused, and placed again until it is accepted)."""
+    placed = []
+    for start in range(0, len(menu), MAX_LINES):
+        body = order_body(menu, "tok_visa", "first@example.com", None, random.Random(1))
+        body["items"] = [
+            {"menu_item_id": item["id"], "size": item["sizes"][0]["size"], "quantity": 1}
+            for item in menu[start : start + MAX_LINES]
+        ]
+        placed.append(await shop.place(body, customer=f"warmup{start}", retry_for=120))
+    return placed
 
 
 async def place_orders(

@@ -236,8 +236,8 @@ async def running(
     system = await start_system(tmp_path, {**env, "RATE_LIMIT_PER_IP": "100000", "RATE_LIMIT_PER_USER": "100000"})
     shop = Shop(system)
     try:
-        first = await wait_for_menu_sync(shop, await shop.menu())
-        await delivered(shop, first["id"])  # so that nothing moves on its own any more
+        for warmup in await wait_for_menu_sync(shop, await shop.menu()):
+            await delivered(shop, warmup["id"])  # so that nothing moves on its own any more
         if name == "embedded":
             broker = broker_from_settings(Settings(PIZZERIA_VAR_DIR=str(system.workdir / "var")))  # type: ignore[call-arg]
         else:
