@@ -80,7 +80,7 @@ async def database_and_broker(
     kafka: KafkaCluster | None = None
     dropped: list[str] = []  # the PostgreSQL databases made here
     if stack == "embedded":
-        url = f"sqlite+aiosqlite:///{workdir}/service.db"
+        url = f"sqlite:///{workdir}/service.db"
         broker: Broker = SqlLogBroker(f"sqlite:///{workdir}/broker.db")
         database = None
     else:

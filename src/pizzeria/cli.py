@@ -121,7 +121,7 @@ def cmd_revision(args: argparse.Namespace) -> int:
 
     migrations = MESSAGING_MIGRATIONS if args.service == "messaging" else entry(args.service).migrations()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{tmp}/scratch.db"
+        url = f"sqlite:///{tmp}/scratch.db"
         upgrade_sync(url, [migrations])
         command.revision(alembic_config(migrations, url), message=args.message, autogenerate=True, rev_id=args.rev_id)
     return 0
@@ -157,7 +157,7 @@ def openapi_documents(var_dir: Path) -> dict[str, dict[str, Any]]:
         {
             "PIZZERIA_MODE": "embedded",
             "PIZZERIA_VAR_DIR": str(var_dir),
-            "DATABASE_URL": "sqlite+aiosqlite:///{var}/{service}.db",
+            "DATABASE_URL": "sqlite:///{var}/{service}.db",
             "BROKER_URL": "sqllog+sqlite:///{var}/broker.db",
             "REDIS_URL": "",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",

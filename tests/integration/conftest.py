@@ -42,7 +42,7 @@ def unpaid_orders_unlimited(monkeypatch: pytest.MonkeyPatch) -> None:
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A service database with the messaging migrations applied and a `widgets` table."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/service.db"
+        url = f"sqlite:///{tmp_path}/service.db"
     else:
         url = await create_database()
     await upgrade(url, [MESSAGING_MIGRATIONS])

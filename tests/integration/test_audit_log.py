@@ -24,7 +24,7 @@ from tests.support.postgres import create_database, drop_database
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def audit_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/audit.db" if request.param == "sqlite" else await create_database()
+    url = f"sqlite:///{tmp_path}/audit.db" if request.param == "sqlite" else await create_database()
     await upgrade(url, [MIGRATIONS])
     database = Database(url, pool_size=2)
     try:

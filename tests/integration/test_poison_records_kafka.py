@@ -79,7 +79,7 @@ class Group:
 
 @pytest.fixture
 async def group(kafka: KafkaCluster, tmp_path: Path) -> AsyncIterator[Group]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/svc.db")
+    db = Database(f"sqlite:///{tmp_path}/svc.db")
     async with db.transaction() as conn:
         await conn.run_sync(metadata.create_all)
     broker = kafka.broker()

@@ -197,7 +197,7 @@ class Services:
             ("payments", payments_metadata),
             ("delivery", delivery_metadata),
         ):
-            db = Database(f"sqlite+aiosqlite:///{self.root}/{name}.db", pool_size=2)
+            db = Database(f"sqlite:///{self.root}/{name}.db", pool_size=2)
             async with db.transaction() as conn:
                 await conn.run_sync(messaging_metadata.create_all)
                 await conn.run_sync(tables.create_all)

@@ -23,7 +23,7 @@ async def broker() -> AsyncIterator[InMemoryBroker]:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     """A service database with the messaging tables (outbox, inbox, dead letters)."""
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/svc.db")
+    database = Database(f"sqlite:///{tmp_path}/svc.db")
     async with database.transaction() as conn:
         await conn.run_sync(metadata.create_all)
     yield database

@@ -16,7 +16,7 @@ async def test_on_sqlite_only_a_locked_database_is_an_outage(tmp_path: Path) -> 
     """SQLite reports a missing table as an OperationalError, as it does a locked database:
     only the second is worth waiting for."""
     path = tmp_path / "x.db"
-    db = Database(f"sqlite+aiosqlite:///{path}")
+    db = Database(f"sqlite:///{path}")
     try:
         async with db.transaction() as conn:
             await conn.execute(sa.text("create table t (x int)"))

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.metrics import db_statements, db_transactions
-from pizzeria.kit.sqlite_driver import inline_connector
+from pizzeria.kit.sqlite_driver import DRIVER, InlineAsyncEngine, inline_connector
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -133,16 +133,18 @@ def _sqlite_engine(url: str, *, pool_size: int, busy_timeout_ms: int) -> AsyncEn
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
-    return create_async_engine(
-        url,
-        async_creator=inline_connector(path, setup=setup),
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_timeout=120,
-        # The connection comes back rolled back already (or committed): no reset round trip.
-        pool_reset_on_return=None,
-        json_serializer=_json_text,
-        json_deserializer=orjson.loads,
+    return InlineAsyncEngine(
+        create_async_engine(
+            make_url(url).set(drivername=DRIVER),
+            creator=inline_connector(path, setup=setup),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=120,
+            # The connection comes back rolled back already (or committed): no reset round trip.
+            pool_reset_on_return=None,
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
+        ).sync_engine
     )
 
 
@@ -223,9 +225,10 @@ class Database:
         while True:
             conn = await self.writer.connect()
             try:
-                await conn.begin()
                 if self.dialect == "sqlite":  # take the write lock now: no lock upgrade deadlocks
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")  # (and SQLAlchemy's transaction)
+                else:
+                    await conn.begin()
                 return conn
             except BaseException as exc:
                 await conn.close()
@@ -253,10 +256,18 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """Reads that never block writers: on SQLite one snapshot for the block, on PostgreSQL
         (read committed) one per statement."""
-        async with self.reader.connect() as conn, conn.begin():
-            if self.dialect == "sqlite":  # one snapshot for every statement of the read
-                await conn.exec_driver_sql("BEGIN")
-            yield conn
+        if self.dialect != "sqlite":
+            async with self.reader.connect() as conn, conn.begin():
+                yield conn
+            return
+        async with self.reader.connect() as conn:
+            await conn.exec_driver_sql("BEGIN")  # one snapshot for every statement of the read
+            try:
+                yield conn
+            except BaseException:
+                await conn.rollback()
+                raise
+            await conn.commit()
 
     async def ping(self) -> None:
         async with self.read() as conn:

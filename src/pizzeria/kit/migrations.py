@@ -50,7 +50,7 @@ async def upgrade(url: str, sets: Sequence[MigrationSet]) -> None:
 
 
 def run_env() -> None:
-    """The body of every `env.py`: run the configured history over an async engine."""
+    """The body of every `env.py`: run the configured history (on PostgreSQL over an async engine)."""
     from alembic import context
 
     config = context.config
@@ -69,6 +69,15 @@ def run_env() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+
+    if make_url(url).get_backend_name() == "sqlite":  # sqlite3 itself: Alembic is synchronous
+        engine = sa.create_engine(make_url(url).set(drivername="sqlite"), poolclass=NullPool)
+        try:
+            with engine.begin() as connection:
+                run(connection)
+        finally:
+            engine.dispose()
+        return
 
     async def main() -> None:
         engine = create_async_engine(url, poolclass=NullPool)

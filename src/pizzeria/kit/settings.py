@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     var_dir: Path = Field(Path("var"), alias="PIZZERIA_VAR_DIR")
     # `{service}` is replaced by the service name, so one template serves every process;
     # `<SERVICE>_DATABASE_URL` overrides it for one service.
-    database_url: str = Field("sqlite+aiosqlite:///{var}/{service}.db", alias="DATABASE_URL")
+    database_url: str = Field("sqlite:///{var}/{service}.db", alias="DATABASE_URL")
     broker_url: str = Field("sqllog+sqlite:///{var}/broker.db", alias="BROKER_URL")
     host: str = Field("127.0.0.1", alias="PIZZERIA_HOST")
     db_pool_size: int = Field(10, alias="DB_POOL_SIZE")

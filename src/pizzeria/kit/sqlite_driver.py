@@ -1,10 +1,20 @@
-"""SQLite for asyncio without a thread hop per call.
+"""SQLite for asyncio without a thread hop, and without a greenlet hop, per call.
 
 aiosqlite runs every call on a worker thread; SQLAlchemy makes four such calls per statement
 (open cursor, execute, fetch, close). On virtual machines, where waking another thread costs
 hundreds of microseconds, that turns a 20 µs statement into milliseconds. SQLite answers from
-local memory and disk in microseconds, so this adapter runs it inline on the event loop's
-thread, behind the same async interface SQLAlchemy's aiosqlite dialect drives.
+local memory and disk in microseconds, so this dialect runs it inline on the event loop's
+thread.
+
+It is SQLAlchemy's own `sqlite3` dialect, declared asynchronous so that the asyncio extension
+(`AsyncEngine`, `AsyncConnection`) drives it, and its connections run statements, commits and
+rollbacks directly: the extension runs each call in a greenlet and switches out of it and back
+to await each call of an asynchronous driver (an empty write transaction made about twenty such
+switches, half its CPU on this machine), where a driver that never waits needs none of them.
+Taking a connection from the pool runs in a greenlet only when none is idle in it.
+
+Rows are fetched when a statement runs, as the asynchronous drivers do, so a result read after
+the next statement of its transaction still holds what its own statement found.
 
 The one thing that may never block the loop is waiting for another process's write lock, so
 connections use `busy_timeout=0`: `BEGIN IMMEDIATE` fails at once with "database is locked" and
@@ -17,133 +27,148 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import pool
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import URL, CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.util.concurrency import greenlet_spawn
+
 from pizzeria.kit.metrics import db_statements, db_transactions
+
+#: The driver name of the dialect in a database URL (`sqlite+inline:///path`).
+DRIVER = "sqlite+inline"
 
 _count_statement = db_statements.inc
 _count_transaction = db_transactions.inc
 
 
-class InlineCursor:
-    """aiosqlite's cursor interface over a plain sqlite3 cursor."""
-
-    __slots__ = ("_cursor",)
+class BufferedCursor(sqlite3.Cursor):
+    """A cursor that reads every row of its statement when the statement runs."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
-        self._cursor = connection.cursor()
+        super().__init__(connection)
+        self._rows: list[Any] = []
+        self._at = 0
 
-    async def __aenter__(self) -> InlineCursor:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._cursor.close()
-
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
-        self._cursor.execute(sql, parameters or ())
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = (), /) -> BufferedCursor:  # type: ignore[override]
+        super().execute(sql, parameters)
         _count_statement()
+        self._rows = super().fetchall() if self.description else []
+        self._at = 0
         return self
 
-    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> InlineCursor:
-        self._cursor.executemany(sql, parameters)
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> BufferedCursor:  # type: ignore[override]
+        super().executemany(sql, parameters)
         _count_statement()
+        self._rows = super().fetchall() if self.description else []
+        self._at = 0
         return self
 
-    async def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
+    def fetchone(self) -> Any:
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
 
-    async def fetchone(self) -> Any:
-        return self._cursor.fetchone()
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        end = self._at + (size if size is not None else self.arraysize)
+        rows = self._rows[self._at : end]
+        self._at += len(rows)
+        return rows
 
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._cursor.fetchmany(size if size is not None else self._cursor.arraysize)
-
-    async def close(self) -> None:
-        self._cursor.close()
-
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
-
-    @property
-    def arraysize(self) -> int:
-        return self._cursor.arraysize
-
-    @arraysize.setter
-    def arraysize(self, value: int) -> None:
-        self._cursor.arraysize = value
+    def fetchall(self) -> list[Any]:
+        rows = self._rows[self._at :] if self._at else self._rows
+        self._at = len(self._rows)
+        return rows
 
 
-class _InlineQueue:
-    """Stands in for aiosqlite's request queue, which SQLAlchemy uses to set the isolation level."""
+class InlineConnection(sqlite3.Connection):
+    """A `sqlite3` connection whose cursors read their rows at once and whose commits are
+    counted (the benchmark reports statements and transactions per order from them)."""
 
-    def __init__(self) -> None:
-        pass
+    def cursor(self, factory: Any = BufferedCursor) -> Any:
+        return super().cursor(factory)
 
-    @staticmethod
-    def put_nowait(item: tuple[Any, Callable[[], Any]]) -> None:
-        future, function = item
-        try:
-            result = function()
-        except Exception as exc:
-            future.set_exception(exc)
+    def commit(self) -> None:
+        if self.in_transaction:
+            _count_transaction()
+        super().commit()
+
+
+class InlineSQLiteDialect(SQLiteDialect_pysqlite):
+    """SQLAlchemy's `sqlite3` dialect, for the asyncio extension (see the module's text)."""
+
+    driver = "inline"
+    is_async = True
+    supports_statement_cache = True
+
+    @classmethod
+    def get_pool_class(cls, url: URL) -> type[pool.Pool]:
+        return pool.AsyncAdaptedQueuePool if cls._is_url_file_db(url) else pool.StaticPool
+
+
+class InlineAsyncConnection(AsyncConnection):
+    """An `AsyncConnection` that runs statements, commits, rollbacks and its return to the pool
+    on its driver directly (the driver never waits), and takes its connection from the pool
+    directly when one is idle in it. A connection that was invalidated takes the usual way, in a
+    greenlet: running again reconnects, which takes a connection from the pool."""
+
+    async def start(self, is_ctxmanager: bool = False) -> InlineAsyncConnection:
+        pool = self.sync_engine.pool
+        if self.sync_connection or not isinstance(pool, QueuePool) or not _takes_without_waiting(pool):
+            await super().start(is_ctxmanager)
         else:
-            future.set_result(result)
+            self.sync_connection = self._assign_proxied(self.sync_engine.connect())
+        return self
 
+    async def execute(self, statement: Any, parameters: Any = None, *, execution_options: Any = None) -> Any:
+        conn = self._proxied
+        if conn.invalidated:
+            return await greenlet_spawn(conn.execute, statement, parameters, execution_options=execution_options)
+        return conn.execute(statement, parameters, execution_options=execution_options)
 
-class InlineConnection:
-    """aiosqlite's connection interface over a plain sqlite3 connection."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._conn = connection
-        self._connection: sqlite3.Connection | None = connection
-        self._tx = _InlineQueue()
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._conn.isolation_level
-
-    def cursor(self) -> InlineCursor:
-        return InlineCursor(self._conn)
-
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
-        cursor = InlineCursor(self._conn)
-        return await cursor.execute(sql, parameters)
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None, execution_options: Any = None
+    ) -> CursorResult[Any]:
+        conn = self._proxied
+        if conn.invalidated:
+            return await greenlet_spawn(conn.exec_driver_sql, statement, parameters, execution_options)
+        return conn.exec_driver_sql(statement, parameters, execution_options)
 
     async def commit(self) -> None:
-        if self._conn.in_transaction:
-            _count_transaction()
-        self._conn.commit()
+        self._proxied.commit()
 
     async def rollback(self) -> None:
-        self._conn.rollback()
-
-    async def create_function(self, *args: Any, **kwargs: Any) -> None:
-        self._conn.create_function(*args, **kwargs)
+        self._proxied.rollback()
 
     async def close(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
-
-    def stop(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
+        self._proxied.close()  # back to the pool, which never waits to take one back
 
 
-def inline_connector(path: str, *, setup: Callable[[sqlite3.Connection], None]) -> Callable[[], Any]:
-    """An `async_creator` for `create_async_engine`: opens `path` and runs `setup` on it."""
+def _takes_without_waiting(pool: QueuePool) -> bool:
+    """True if a connection is idle in `pool`: taking it then neither waits nor opens one (whose
+    first opening takes an asyncio lock), and nothing else runs on the loop between this look
+    and the taking."""
+    return pool.checkedin() > 0
 
-    async def connect() -> InlineConnection:
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+class InlineAsyncEngine(AsyncEngine):
+    """An `AsyncEngine` whose connections are `InlineAsyncConnection`s."""
+
+    _connection_cls = InlineAsyncConnection
+
+
+registry.register("sqlite.inline", __name__, "InlineSQLiteDialect")
+
+
+def inline_connector(path: str, *, setup: Callable[[sqlite3.Connection], None]) -> Callable[[], InlineConnection]:
+    """A `creator` for `create_async_engine`: opens `path` and runs `setup` on it."""
+
+    def connect() -> InlineConnection:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=InlineConnection)
         setup(connection)
-        return InlineConnection(connection)
+        return connection
 
     return connect

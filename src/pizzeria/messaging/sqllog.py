@@ -202,7 +202,7 @@ def partition_for(key: str | None, partitions: int) -> int:
 
 def _normalize(url: str) -> str:
     parsed = make_url(url)
-    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}.get(parsed.drivername)
+    driver = {"postgresql": "postgresql+asyncpg"}.get(parsed.drivername)
     return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
 
 
