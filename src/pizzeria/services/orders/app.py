@@ -3,20 +3,21 @@ the read model's projections."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.cache import build_cache
+from pizzeria.kit.cache import Cache, build_cache
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.saga import SagaEngine, SagaTimer
 from pizzeria.services.orders import ops
 from pizzeria.services.orders.api import router
 from pizzeria.services.orders.deps import OrdersParts
-from pizzeria.services.orders.handlers import build_handlers, on_saga_transition
+from pizzeria.services.orders.handlers import Placer, build_handlers, on_saga_transition
 from pizzeria.services.orders.projection import BASE_GROUP, ProjectionManager
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
@@ -25,6 +26,11 @@ from pizzeria.services.orders.watch import OrderWatch
 
 NAME = "orders"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
+
+
+async def stop(placer: Placer, cache: Cache) -> None:
+    await placer.close()
+    await cache.close()
 
 
 def create_app(settings: Settings | None = None, own: OrdersSettings | None = None) -> FastAPI:
@@ -40,6 +46,7 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
         key_prefix=settings.redis_key_prefix,
     )
     watch = OrderWatch()
+    placer = Placer(runtime.uow, saga, own.limits())
     projections = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache, watch.changed)
 
     runtime.subscribe(NAME, build_handlers(saga), topics=CONSUMER_GROUPS[NAME])
@@ -49,9 +56,9 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
 
     return service_app(
         runtime,
-        OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch, limits=own.limits()),
+        OrdersParts(placer=placer, saga=saga, projections=projections, cache=cache, watch=watch),
         migrations=MIGRATIONS,
         routers=[router, ops.router],
-        on_stop=cache.close,
+        on_stop=partial(stop, placer, cache),
         description="Orders: placement, the order saga, cancellation, and the order read model.",
     )
