@@ -4,7 +4,8 @@ writes nothing and holds up none of the others; two placements of one customer i
 each other against the unpaid limit; two with one idempotency key make one order; a set whose
 commit fails is placed again one by one (nothing lost, nothing doubled); each placement's
 messages carry its own caller's trace; and on PostgreSQL a set that races a placement with the
-same key answers with the order that won."""
+same key answers with the order that won, and a set takes its customers' placement locks in one
+order, whatever the order its requests came in."""
 
 from __future__ import annotations
 
@@ -306,3 +307,33 @@ async def test_a_set_racing_a_placement_with_the_same_key_answers_with_the_order
     found = await written(shop)
     assert found["orders"] == Counter({"alice": 1, "bob": 1})
     assert found["keys"] == {("alice", "k"): won.id, ("bob", neighbour.idempotency_key): bobs.id}
+
+
+@pytest.mark.postgres
+async def test_a_set_takes_its_customers_locks_in_one_order_whatever_the_order_they_came_in(
+    shop_on_postgres: Participant, engine: handlers.OrderSaga
+) -> None:
+    """Two sets (two replicas') that took their customers' locks in the order their requests
+    came could each hold one the other waits for. Every transaction takes them in the
+    customers' order: a set of bob's then alice's placement, waiting for bob's lock, holds
+    alice's already (and no one can hold alice's while waiting for bob's)."""
+    shop = shop_on_postgres
+    placer = Placer(shop.runtime.uow, engine, OrderLimits(max_unpaid=MAX_UNPAID))
+    holder = shop.runtime.uow()
+    try:
+        async with holder:
+            await repository.lock_customers(holder.conn, ["bob"])  # another replica's set, placing bob's
+            placing = asyncio.gather(placer.place(placement("bob")), placer.place(placement("alice")))
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await waiting_for_a_lock(shop.db):
+                assert asyncio.get_running_loop().time() < deadline, "the set never waited for bob's lock"
+                await asyncio.sleep(0.01)
+            async with shop.db.read() as conn:
+                alices = sa.func.hashtextextended("orders.placement:alice", 0)
+                taken = (await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(alices)))).scalar_one()
+            assert taken is False  # the set holds alice's
+        answers = await asyncio.wait_for(placing, timeout=10)
+    finally:
+        await placer.close()
+    assert [placed(a).customer_id for a in answers] == ["bob", "alice"]
+    assert (await written(shop))["orders"] == Counter({"bob": 1, "alice": 1})

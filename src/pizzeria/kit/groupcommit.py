@@ -61,7 +61,7 @@ class Member(Generic[T]):
 
 
 #: Does a set in one transaction; answers each member, in the set's order.
-WriteSet = Callable[[Sequence[Member[T]]], Awaitable[Sequence["R | Exception | Alone"]]]
+WriteSet = Callable[[Sequence[Member[T]]], Awaitable[Sequence[R | Exception | Alone]]]
 
 
 class GroupCommit(Generic[T, R]):

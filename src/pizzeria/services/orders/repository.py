@@ -290,8 +290,8 @@ async def lock_customers(conn: AsyncConnection, customer_ids: Iterable[str]) -> 
     """Take the customers' placement locks until the transaction ends, in one order (every
     transaction that takes several takes them in it, so none waits for another in a cycle).
     PostgreSQL; SQLite has one writer at a time anyway."""
-    if conn.dialect.name == "postgresql":
-        names = [f"orders.placement:{c}" for c in sorted(set(customer_ids))]
+    names = [f"orders.placement:{c}" for c in sorted(set(customer_ids))]
+    if names and conn.dialect.name == "postgresql":
         await conn.execute(_LOCK_CUSTOMERS, {"names": names})
 
 
