@@ -4,12 +4,13 @@ writes nothing and holds up none of the others; two placements of one customer i
 each other against the unpaid limit; two with one idempotency key make one order; a set whose
 commit fails is placed again one by one (nothing lost, nothing doubled); each placement's
 messages carry its own caller's trace; and on PostgreSQL a set that races a placement with the
-same key answers with the order that won, and a set takes its customers' placement locks in one
-order, whatever the order its requests came in."""
+same key answers with the order that won (a replay, not a 409, when the unpaid limit is on), and
+a set takes its customers' placement locks in one order, whatever the order its requests came in."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +30,7 @@ from pizzeria.kit.errors import ValidationFailed
 from pizzeria.messaging.saga import SagaEngine
 from pizzeria.messaging.tables import outbox, sagas
 from pizzeria.services.orders import handlers, repository
-from pizzeria.services.orders.domain import MenuEntry, Order, OrderLimits, RequestedLine
+from pizzeria.services.orders.domain import CEILINGS, MenuEntry, Order, OrderLimits, RequestedLine
 from pizzeria.services.orders.handlers import (
     BEFORE_COMMIT,
     IdempotencyKeyReused,
@@ -267,17 +268,12 @@ async def waiting_for_a_lock(db: Database) -> bool:
         return bool((await conn.execute(sa.text(query))).scalar_one())
 
 
-@pytest.mark.postgres
-async def test_a_set_racing_a_placement_with_the_same_key_answers_with_the_order_that_won(
-    shop_on_postgres: Participant, engine: handlers.OrderSaga
-) -> None:
-    """A placement alone has written its key and not committed yet; a set with the same key
-    (it did not see it) waits on the key's row, then fails when the placement commits. Each of
-    the set's placements is then placed alone: the retry is answered with the order that won,
-    its neighbour is placed. (PostgreSQL: on SQLite one transaction writes at a time.)"""
-    shop = shop_on_postgres
-    placer = Placer(shop.runtime.uow, engine)  # no unpaid limit: no customer's lock to wait for
-    retried, neighbour = placement("alice", key="k"), placement("bob")
+@contextlib.asynccontextmanager
+async def placed_and_held(
+    shop: Participant, engine: handlers.OrderSaga, cmd: PlaceOrder, limits: OrderLimits = CEILINGS
+) -> AsyncIterator[tuple[asyncio.Task[handlers.Placed], asyncio.Event]]:
+    """Another replica placing `cmd` alone: its rows are written (its key's too), its commit
+    held until the event is set (on leaving, at the latest)."""
     flushed, release = asyncio.Event(), asyncio.Event()
     first = shop.runtime.uow()
     commit = first.commit
@@ -289,24 +285,75 @@ async def test_a_set_racing_a_placement_with_the_same_key_answers_with_the_order
         await commit()
 
     first.commit = flushed_then_held  # type: ignore[method-assign]
+    winning = asyncio.create_task(handlers.place_order(cmd, first, engine, limits))
     try:
-        winning = asyncio.create_task(handlers.place_order(retried, first, engine))
         await asyncio.wait_for(flushed.wait(), timeout=10)
-        racing = asyncio.gather(placer.place(retried), placer.place(neighbour))
-        deadline = asyncio.get_running_loop().time() + 10
-        while not await waiting_for_a_lock(shop.db):
-            assert asyncio.get_running_loop().time() < deadline, "the set never waited for the key"
-            await asyncio.sleep(0.01)
-        release.set()
-        won, _ = await asyncio.wait_for(winning, timeout=10)
-        (again, replayed), (bobs, _) = await asyncio.wait_for(racing, timeout=10)
+        yield winning, release
     finally:
         release.set()
+        await asyncio.wait_for(asyncio.gather(winning, return_exceptions=True), timeout=10)
+
+
+async def until_waiting_for_a_lock(db: Database, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await waiting_for_a_lock(db):
+        assert asyncio.get_running_loop().time() < deadline, f"the set never waited for {what}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.postgres
+async def test_a_set_racing_a_placement_with_the_same_key_answers_with_the_order_that_won(
+    shop_on_postgres: Participant, engine: handlers.OrderSaga
+) -> None:
+    """A placement alone has written its key and not committed yet; a set with the same key
+    (it did not see it) waits on the key's row, then fails when the placement commits. Each of
+    the set's placements is then placed alone: the retry is answered with the order that won,
+    its neighbour is placed. (PostgreSQL: on SQLite one transaction writes at a time.)"""
+    shop = shop_on_postgres
+    placer = Placer(shop.runtime.uow, engine)  # no unpaid limit: no customer's lock to wait for
+    retried, neighbour = placement("alice", key="k"), placement("bob")
+    try:
+        async with placed_and_held(shop, engine, retried) as (winning, release):
+            racing = asyncio.gather(placer.place(retried), placer.place(neighbour))
+            await until_waiting_for_a_lock(shop.db, "the key")
+            release.set()
+            won, _ = await asyncio.wait_for(winning, timeout=10)
+            (again, replayed), (bobs, _) = await asyncio.wait_for(racing, timeout=10)
+    finally:
         await placer.close()
     assert (again.id, replayed) == (won.id, True)
     found = await written(shop)
     assert found["orders"] == Counter({"alice": 1, "bob": 1})
     assert found["keys"] == {("alice", "k"): won.id, ("bob", neighbour.idempotency_key): bobs.id}
+
+
+@pytest.mark.postgres
+async def test_with_the_unpaid_limit_a_retry_racing_its_first_try_is_a_replay_not_a_409(
+    shop_on_postgres: Participant, engine: handlers.OrderSaga
+) -> None:
+    """With the unpaid limit, a placement takes its customer's lock before it reads the keys:
+    a set with the retry of an order another replica is placing waits for that placement's
+    commit, then finds its key (the retry is the order that won, though it is the customer's
+    last unpaid one) instead of counting it as one more unpaid order (409)."""
+    shop = shop_on_postgres
+    limits = OrderLimits(max_unpaid=MAX_UNPAID)
+    placer = Placer(shop.runtime.uow, engine, limits)
+    for _ in range(MAX_UNPAID - 1):
+        placed(await placer.place(placement("alice")))
+    retried, neighbour = placement("alice", key="k"), placement("bob")
+    try:
+        async with placed_and_held(shop, engine, retried, limits) as (winning, release):
+            racing = asyncio.gather(placer.place(retried), placer.place(neighbour), return_exceptions=True)
+            await until_waiting_for_a_lock(shop.db, "alice's lock")
+            release.set()
+            won, _ = await asyncio.wait_for(winning, timeout=10)
+            again, bobs = await asyncio.wait_for(racing, timeout=10)
+    finally:
+        await placer.close()
+    assert isinstance(again, tuple), again
+    assert (again[0].id, again[1]) == (won.id, True)
+    assert placed(bobs).customer_id == "bob"
+    assert (await written(shop))["orders"] == Counter({"alice": MAX_UNPAID, "bob": 1})
 
 
 @pytest.mark.postgres
@@ -324,10 +371,7 @@ async def test_a_set_takes_its_customers_locks_in_one_order_whatever_the_order_t
         async with holder:
             await repository.lock_customers(holder.conn, ["bob"])  # another replica's set, placing bob's
             placing = asyncio.gather(placer.place(placement("bob")), placer.place(placement("alice")))
-            deadline = asyncio.get_running_loop().time() + 10
-            while not await waiting_for_a_lock(shop.db):
-                assert asyncio.get_running_loop().time() < deadline, "the set never waited for bob's lock"
-                await asyncio.sleep(0.01)
+            await until_waiting_for_a_lock(shop.db, "bob's lock")
             async with shop.db.read() as conn:
                 alices = sa.func.hashtextextended("orders.placement:alice", 0)
                 taken = (await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(alices)))).scalar_one()

@@ -152,15 +152,22 @@ async def place_orders(
     in the set (409)."""
     async with uow:
         conn = uow.conn
+        if limits.max_unpaid is not None:
+            # The customers' placements take turns from here to the commit (in one order of
+            # customers), so concurrent sets cannot all slip under the limit. Taken before the
+            # keys are read: a key is written only under its customer's lock, so the keys read
+            # next are all that were committed, and a retry racing its first try (on another
+            # replica) is answered with that order, not counted as a new one over the limit.
+            # Every customer of the set is locked, a replay's too: which are replays is not
+            # known yet. (Without a limit nothing is locked: a set racing its key's first try
+            # waits on the key's unique entry, fails, and is placed again alone, finding it.)
+            await repository.lock_customers(conn, [p.item.customer_id for p in placements])
         known = await repository.find_keys(conn, [(p.item.customer_id, p.item.idempotency_key) for p in placements])
         replayed = await repository.get_many(conn, [order_id for _, order_id in known.values()])
         menu = await repository.menu_entries(conn, [ln.menu_item_id for p in placements for ln in p.item.lines])
         unpaid: dict[str, int] = {}
         if limits.max_unpaid is not None:
-            # The customers' placements take turns from here to the commit (in one order of
-            # customers), so concurrent sets cannot all slip under the limit.
             new = [p.item.customer_id for p in placements if (p.item.customer_id, p.item.idempotency_key) not in known]
-            await repository.lock_customers(conn, new)
             unpaid = await repository.count_unpaid(conn, new)
         now = utcnow()
         placed: dict[tuple[str, str], tuple[str, Order]] = {}  # by key: the request, the order
