@@ -16,6 +16,8 @@ import pytest
 from pizzeria.kit.groupcommit import ALONE, Alone, GroupCommit, Member
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+#: A value of the service's, set where the group commit is built (as `service` for its logs).
+SERVICE: contextvars.ContextVar[str] = contextvars.ContextVar("service", default="none")
 
 
 class Refused(Exception):
@@ -30,11 +32,13 @@ class Writer:
         self.sets: list[list[int]] = []
         self.alone: list[tuple[int, str]] = []
         self.seen_in: list[tuple[int, str]] = []  # each member's caller, as the set saw it
+        self.written_in: list[tuple[str, str]] = []  # the writer's own context: service, caller
         self.failing = False
         self.on_write: asyncio.Event | None = None
 
     async def write_set(self, members: Sequence[Member[int]]) -> list[int | Exception | Alone]:
         self.sets.append([m.item for m in members])
+        self.written_in.append((SERVICE.get(), WHO.get()))
         self.seen_in += [(m.item, m.run(WHO.get)) for m in members]
         if self.on_write is not None:
             await self.on_write.wait()
@@ -76,6 +80,15 @@ async def test_what_is_handed_in_together_is_one_set_each_answered_in_its_caller
     assert writer.sets == [[1, -2, 3, 13]]
     assert writer.seen_in == [(n, f"caller {n}") for n in (1, -2, 3, 13)]
     assert writer.alone == [(13, "caller 13")]  # done alone by its caller, in its own task
+
+
+async def test_the_writer_runs_in_the_context_the_group_commit_was_built_in(writer: Writer) -> None:
+    SERVICE.set("orders")
+    sets = GroupCommit(writer.write_set, writer.write_alone, name="test")
+    SERVICE.set("changed later")
+    await asyncio.gather(submitted_as(sets, 1, "caller 1"), submitted_as(sets, 2, "caller 2"))
+    assert writer.written_in == [("orders", "nobody")]  # the service's values, no caller's
+    assert writer.seen_in == [(1, "caller 1"), (2, "caller 2")]
 
 
 async def test_what_comes_in_while_a_set_is_written_makes_the_next(sets: GroupCommit[int, int], writer: Writer) -> None:

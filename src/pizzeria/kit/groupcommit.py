@@ -14,7 +14,9 @@ was alone already).
 
 Each member keeps its caller's context (`contextvars`: the trace, correlation and causation of
 the request), so what the set does for it, such as emitting its events, runs in that context:
-`member.run(fn, *args)`.
+`member.run(fn, *args)`. The writer itself runs in a copy of the context the group commit was
+built in, which is the service's (built at its composition, not in a request: what it logs
+carries the service, and no one caller's values).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class GroupCommit(Generic[T, R]):
         self.name = name
         self._queue: list[tuple[Member[T], asyncio.Future[R | Alone]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._context = contextvars.copy_context()  # the service's, for the writer
 
     async def submit(self, item: T) -> R:
         """Have `item` written with whatever else is handed in meanwhile; its own result, or
@@ -80,8 +83,9 @@ class GroupCommit(Generic[T, R]):
         done: asyncio.Future[R | Alone] = asyncio.get_running_loop().create_future()
         self._queue.append((Member(item), done))
         if self._writer is None or self._writer.done():
-            # In a context of its own: a set is no one caller's (each member's is its own).
-            self._writer = asyncio.create_task(self._write_sets(), name=self.name, context=contextvars.Context())
+            # In the service's context, not this caller's: a set is no one caller's (each
+            # member's is its own).
+            self._writer = asyncio.create_task(self._write_sets(), name=self.name, context=self._context.copy())
         answer = await done
         if isinstance(answer, Alone):
             return await self._write_alone(item)
