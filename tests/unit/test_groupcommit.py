@@ -63,6 +63,14 @@ def sets(writer: Writer) -> GroupCommit[int, int]:
     return GroupCommit(writer.write_set, writer.write_alone, name="test")
 
 
+async def writing(writer: Writer) -> None:
+    """Until the writer has begun a set (it waits in `on_write`)."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while not writer.sets:
+        assert asyncio.get_running_loop().time() < deadline, "no set was begun"
+        await asyncio.sleep(0)
+
+
 async def submitted_as(sets: GroupCommit[int, int], item: int, who: str) -> int:
     WHO.set(who)
     return await sets.submit(item)
@@ -94,8 +102,7 @@ async def test_the_writer_runs_in_the_context_the_group_commit_was_built_in(writ
 async def test_what_comes_in_while_a_set_is_written_makes_the_next(sets: GroupCommit[int, int], writer: Writer) -> None:
     writer.on_write = asyncio.Event()
     first = asyncio.create_task(sets.submit(1))
-    while not writer.sets:
-        await asyncio.sleep(0)
+    await writing(writer)
     later = asyncio.gather(sets.submit(2), sets.submit(3))
     writer.on_write.set()
     assert (await first, await later) == (2, [4, 6])
@@ -122,8 +129,7 @@ async def test_a_failed_set_of_one_fails_its_caller(sets: GroupCommit[int, int],
 async def test_a_caller_that_stopped_waiting_is_left_out(sets: GroupCommit[int, int], writer: Writer) -> None:
     writer.on_write = asyncio.Event()
     first = asyncio.create_task(sets.submit(1))
-    while not writer.sets:
-        await asyncio.sleep(0)
+    await writing(writer)
     gone = asyncio.create_task(sets.submit(2))
     stays = asyncio.create_task(sets.submit(3))
     await asyncio.sleep(0)
@@ -137,7 +143,6 @@ async def test_a_caller_that_stopped_waiting_is_left_out(sets: GroupCommit[int, 
 async def test_closing_cancels_whoever_waits(sets: GroupCommit[int, int], writer: Writer) -> None:
     writer.on_write = asyncio.Event()
     waiting = asyncio.gather(sets.submit(1), sets.submit(2), return_exceptions=True)
-    while not writer.sets:
-        await asyncio.sleep(0)
+    await writing(writer)
     await sets.close()
     assert all(isinstance(a, asyncio.CancelledError) for a in await waiting)
