@@ -2,8 +2,10 @@
 tests/integration/test_payments_settling.py and test_orders_placing.py): what is handed in
 together makes one set and what comes in meanwhile the next; each caller gets its own answer or
 its own exception; a failed set, and a member the set answers ALONE, is done alone by its
-caller, in the caller's context; a caller that stopped waiting is left out of the next set; and
-closing cancels whoever still waits."""
+caller, in the caller's context; the writer runs in the context the group commit was built in;
+a caller that stopped waiting is left out of the next set; a set holds at most `max_set` items; a
+set that cannot be answered fails its callers with why, and the sets after it go on; and closing
+cancels whoever still waits."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ class Refused(Exception):
 
 class Writer:
     """Doubles each number in a set; refuses negative ones; answers ALONE for 13; the whole set
-    fails while `failing` is set (a set with 99 in it fails too)."""
+    fails while `failing` is set (a set with 99 in it fails too); a set with 7 in it is answered
+    one answer short (a bug)."""
 
     def __init__(self) -> None:
         self.sets: list[list[int]] = []
@@ -44,7 +47,8 @@ class Writer:
             await self.on_write.wait()
         if self.failing or 99 in (m.item for m in members):
             raise RuntimeError("the set's transaction failed")
-        return [ALONE if m.item == 13 else Refused(m.item) if m.item < 0 else m.item * 2 for m in members]
+        answers = [ALONE if m.item == 13 else Refused(m.item) if m.item < 0 else m.item * 2 for m in members]
+        return answers[:-1] if 7 in (m.item for m in members) else answers
 
     async def write_alone(self, item: int) -> int:
         self.alone.append((item, WHO.get()))
@@ -138,6 +142,27 @@ async def test_a_caller_that_stopped_waiting_is_left_out(sets: GroupCommit[int, 
     assert (await first, await stays) == (2, 6)
     assert gone.cancelled()
     assert writer.sets == [[1], [3]]
+
+
+async def test_a_set_holds_at_most_max_set_items_the_rest_make_the_next(writer: Writer) -> None:
+    sets = GroupCommit(writer.write_set, writer.write_alone, name="test", max_set=2)
+    assert await asyncio.gather(*(sets.submit(n) for n in range(1, 6))) == [2, 4, 6, 8, 10]
+    assert writer.sets == [[1, 2], [3, 4], [5]]
+
+
+async def test_a_set_that_cannot_be_answered_fails_its_callers_with_why_and_the_next_sets_go_on(
+    sets: GroupCommit[int, int], writer: Writer
+) -> None:
+    writer.on_write = asyncio.Event()
+    short = asyncio.gather(sets.submit(1), sets.submit(7), return_exceptions=True)
+    await writing(writer)
+    later = asyncio.create_task(sets.submit(3))
+    writer.on_write.set()
+    answered, unanswered = await asyncio.wait_for(short, timeout=5)
+    assert answered == 2
+    assert isinstance(unanswered, ValueError)  # the short answer's own error, not a cancellation
+    assert await asyncio.wait_for(later, timeout=5) == 6
+    assert writer.sets == [[1, 7], [3]]
 
 
 async def test_closing_cancels_whoever_waits(sets: GroupCommit[int, int], writer: Writer) -> None:

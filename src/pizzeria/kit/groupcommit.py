@@ -2,15 +2,17 @@
 
 A transaction has a fixed price whatever it holds (the write lock, the commit's round trip, its
 write to the log), so what callers hand in together is written together. Each caller's item is
-queued and the caller waits; a writer takes whatever has queued by the time it gets to it and
-hands that set to `write_set` (one transaction), then takes what queued meanwhile, and so on.
+queued and the caller waits; a writer takes whatever has queued by the time it gets to it (up
+to `max_set` items; the rest wait for the next set) and hands that set to `write_set` (one
+transaction), then takes what queued meanwhile, and so on.
 
 `write_set` answers each member of its set: its result; the exception it alone gets (raised to
 its caller, not to its neighbours); or `ALONE`, when the set could not do it (a row another
 transaction holds) and its caller does it alone with `write_alone`, in the caller's own task.
 If `write_set` raises, every member of the set does its item alone the same way: one bad item
 cannot fail, roll back or lose its neighbours. A set of one that raises fails its caller (it
-was alone already).
+was alone already). Should answering a set fail (a bug: fewer answers than members), the
+members not answered get that exception, and the sets after it are written as usual.
 
 Each member keeps its caller's context (`contextvars`: the trace, correlation and causation of
 the request), so what the set does for it, such as emitting its events, runs in that context:
@@ -66,13 +68,28 @@ class Member(Generic[T]):
 WriteSet = Callable[[Sequence[Member[T]]], Awaitable[Sequence[R | Exception | Alone]]]
 
 
-class GroupCommit(Generic[T, R]):
-    """Queues items and writes them in sets, one set at a time."""
+#: The most items in one set: what a set's statements bind per item (two parameters a key, say)
+#: stays well under the databases' limit of parameters in one statement (some 32,000).
+MAX_SET: Final = 256
 
-    def __init__(self, write_set: WriteSet[T, R], write_alone: Callable[[T], Awaitable[R]], *, name: str) -> None:
+
+class GroupCommit(Generic[T, R]):
+    """Queues items and writes them in sets of at most `max_set`, one set at a time."""
+
+    def __init__(
+        self,
+        write_set: WriteSet[T, R],
+        write_alone: Callable[[T], Awaitable[R]],
+        *,
+        name: str,
+        max_set: int = MAX_SET,
+    ) -> None:
+        if max_set < 1:
+            raise ValueError("a set holds at least one item")
         self._write_set = write_set
         self._write_alone = write_alone
         self.name = name
+        self.max_set = max_set
         self._queue: list[tuple[Member[T], asyncio.Future[R | Alone]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._context = contextvars.copy_context()  # the service's, for the writer
@@ -92,7 +109,9 @@ class GroupCommit(Generic[T, R]):
         return answer
 
     async def close(self) -> None:
-        """Stop writing; whoever still waits is cancelled."""
+        """Stop writing: the set being written is cancelled (its transaction rolls back) and
+        whoever still waits gets `CancelledError`. For the service's stop, once nothing submits
+        any more: an item submitted after it starts a writer again and is written as usual."""
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -104,12 +123,17 @@ class GroupCommit(Generic[T, R]):
     async def _write_sets(self) -> None:
         while self._queue:
             # A caller that stopped waiting (cancelled) has nothing written for it.
-            batch = [(member, done) for member, done in self._queue if not done.done()]
-            self._queue = []
+            waiting = [(member, done) for member, done in self._queue if not done.done()]
+            batch, self._queue = waiting[: self.max_set], waiting[self.max_set :]
             if not batch:
                 continue
             try:
                 await self._write(batch)
+            except Exception as exc:  # a bug answering the set: its callers get it, not the next sets
+                log.exception("a set could not be answered", set=self.name, size=len(batch))
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
             finally:
                 for _, done in batch:  # cancelled mid-set: nobody waits for ever
                     if not done.done():
