@@ -79,7 +79,10 @@ def _order_values(order: Order) -> dict[str, Any]:
 
 def add(uow: UnitOfWork, order: Order) -> None:
     """Send the events of a new order's making (now, in the current context) and store it at
-    commit, with every other order added in the transaction (one statement per table)."""
+    commit, with every other order added in the transaction (one statement per table). The
+    order is inserted as it is at commit: changed again in the transaction (`save`), it is
+    inserted in its last state, with all its history, and not updated (the transaction's
+    updates of other orders may be made before its insert: `UnitOfWork.stage`)."""
     _send_events(uow, order)
     uow.stage(_insert_orders, order, key=order.id)
     uow.remember(_KIND, order.id, order)
@@ -129,9 +132,11 @@ async def load_many(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
 def save(uow: UnitOfWork, order: Order) -> None:
     """Send the events of the order's changes now (caused by what is being handled) and write
     its new state at commit, in one statement with every other order changed in the transaction
-    (the order is locked since it was loaded, so nobody else changed it)."""
+    (the order is locked since it was loaded, so nobody else changed it). An order added in
+    this transaction and not written yet is left to its insert, which writes its last state."""
     _send_events(uow, order)
-    uow.stage(_write_orders, order, key=order.id)
+    if not uow.is_staged(_insert_orders, order.id):
+        uow.stage(_write_orders, order, key=order.id)
 
 
 def _send_events(uow: UnitOfWork, order: Order) -> None:
