@@ -42,7 +42,7 @@ from pizzeria.services.orders.handlers import (
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.orders.tables import idempotency_keys, metadata, orders
-from tests.support.participant import Participant, on_postgres
+from tests.support.participant import HeldCommit, Participant, on_postgres
 
 PIZZA = MenuEntry(uuid.UUID("00000000-0000-7000-8000-00000000000a"), "Pizza", "EUR", {"medium": 1000}, True, 1)
 NOT_ON_THE_MENU = uuid.UUID("00000000-0000-7000-8000-0000000000ff")
@@ -274,23 +274,14 @@ async def placed_and_held(
 ) -> AsyncIterator[tuple[asyncio.Task[handlers.Placed], asyncio.Event]]:
     """Another replica placing `cmd` alone: its rows are written (its key's too), its commit
     held until the event is set (on leaving, at the latest)."""
-    flushed, release = asyncio.Event(), asyncio.Event()
     first = shop.runtime.uow()
-    commit = first.commit
-
-    async def flushed_then_held() -> None:
-        await first.flush()
-        flushed.set()
-        await release.wait()
-        await commit()
-
-    first.commit = flushed_then_held  # type: ignore[method-assign]
+    held = HeldCommit(first, flushed=True)
     winning = asyncio.create_task(handlers.place_order(cmd, first, engine, limits))
     try:
-        await asyncio.wait_for(flushed.wait(), timeout=10)
-        yield winning, release
+        await asyncio.wait_for(held.reached.wait(), timeout=10)
+        yield winning, held.release
     finally:
-        release.set()
+        held.release.set()
         await asyncio.wait_for(asyncio.gather(winning, return_exceptions=True), timeout=10)
 
 
