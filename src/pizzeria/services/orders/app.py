@@ -3,14 +3,13 @@ the read model's projections."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.cache import Cache, build_cache
+from pizzeria.kit.cache import build_cache
 from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.saga import SagaEngine, SagaTimer
@@ -26,11 +25,6 @@ from pizzeria.services.orders.watch import OrderWatch
 
 NAME = "orders"
 MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
-
-
-async def stop(placer: Placer, cache: Cache) -> None:
-    await placer.close()
-    await cache.close()
 
 
 def create_app(settings: Settings | None = None, own: OrdersSettings | None = None) -> FastAPI:
@@ -54,11 +48,15 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
     runtime.add_loop("saga-timer", timer.tick, interval=timer.interval, initial_delay=timer.interval)
     runtime.add_worker(projections.run, "projections")
 
+    async def stop() -> None:
+        await placer.close()
+        await cache.close()
+
     return service_app(
         runtime,
         OrdersParts(placer=placer, saga=saga, projections=projections, cache=cache, watch=watch),
         migrations=MIGRATIONS,
         routers=[router, ops.router],
-        on_stop=partial(stop, placer, cache),
+        on_stop=stop,
         description="Orders: placement, the order saga, cancellation, and the order read model.",
     )

@@ -121,6 +121,8 @@ class Placer:
         return await self._sets.submit(cmd)
 
     async def close(self) -> None:
+        """Stop placing (the service stops): a set being placed rolls back, and whoever still
+        waits gets `CancelledError` (a request cut short; its client may retry with its key)."""
         await self._sets.close()
 
     async def _place_set(self, placements: Sequence[Member[PlaceOrder]]) -> list[Placed | ProblemError]:

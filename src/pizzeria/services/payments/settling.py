@@ -2,14 +2,16 @@
 written in one transaction (a group commit).
 
 An outcome is queued and its caller waits; a writer (kit/groupcommit.GroupCommit) takes whatever
-has queued by the time it gets to it, loads (and locks) every payment of that set in one query, applies each outcome's
-change in memory (the rules stay in the domain), writes the changed payments back in one
-statement, emits every event and commits once. Outcomes that arrive meanwhile make the next set.
+has queued by the time it gets to it, loads (and locks) every payment of that set that nobody
+holds in one query, applies each outcome's change in memory (the rules stay in the domain),
+writes the changed payments back in one statement, emits every event and commits once. Outcomes
+that arrive meanwhile make the next set; those whose payment another transaction holds are
+settled alone by their callers.
 
 If a set's transaction fails, each of its outcomes is tried again alone, by its caller: one bad
-payment cannot hold up, roll back or lose its neighbours. One that still fails is left to its lease, which runs
-out: the next claim charges again with the same idempotency key, and the provider answers with
-the charge it made (no card is charged twice).
+payment cannot hold up, roll back or lose its neighbours. One that still fails is left to its
+lease, which runs out: the next claim charges again with the same idempotency key, and the
+provider answers with the charge it made (no card is charged twice).
 """
 
 from __future__ import annotations
