@@ -1,8 +1,9 @@
 """One customer's cards that never get an answer do not hold up anyone else's payment: the
 charger, running as in the service, on SQLite and PostgreSQL, keeps at most
 PAYMENT_CONCURRENCY_PER_CUSTOMER of one customer's charges in flight, so another customer's
-charge is made while all of those are still waiting for the provider; and what fails for that
-one customer alone does not open the provider's breaker for everyone."""
+charge is made while all of those are still waiting for the provider; what fails for that one
+customer alone does not open the provider's breaker for everyone; and a charger that stops has
+ended the charges it had in flight."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ CONCURRENCY, PER_CUSTOMER = 4, 2
 
 class SilentCards:
     """The card provider, except that `tok_timeout` charges get no answer until `answer` is
-    set; counts the charges in flight for each customer (the order id tells whose)."""
+    set (and, cancelled, take `ending_turns` to end); counts the charges in flight for each
+    customer (the order id tells whose)."""
 
     def __init__(self, owners: dict[str, str]) -> None:
         self.provider = Provider()
@@ -43,6 +45,7 @@ class SilentCards:
         self.in_flight: Counter[str] = Counter()
         self.most: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
+        self.ending_turns = 0  # turns of the event loop a cancelled call takes to end
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
@@ -52,7 +55,12 @@ class SilentCards:
         self.most[customer] = max(self.most[customer], self.in_flight[customer])
         try:
             if orjson.loads(request.content)["source"] == "tok_timeout":
-                await self.answer.wait()
+                try:
+                    await self.answer.wait()
+                except asyncio.CancelledError:
+                    for _ in range(self.ending_turns):  # a call given up takes a while to end
+                        await asyncio.sleep(0)
+                    raise
                 raise httpx.ReadTimeout("no answer", request=request)
             return self.provider.handle(request)
         finally:
@@ -80,12 +88,11 @@ async def status_of(payments: Participant, order_id: UUID) -> Status:
     return payment.status
 
 
-@contextlib.asynccontextmanager
-async def charging(payments: Participant, cards: SilentCards, breaker: CircuitBreaker) -> AsyncIterator[Charger]:
+def charger_of(payments: Participant, cards: SilentCards, breaker: CircuitBreaker) -> Charger:
     client = ProviderClient(
         "http://provider", timeout=120, transport=httpx.MockTransport(cards.handle), breaker=breaker
     )
-    charger = Charger(
+    return Charger(
         payments.runtime,
         client,
         concurrency=CONCURRENCY,
@@ -93,6 +100,11 @@ async def charging(payments: Participant, cards: SilentCards, breaker: CircuitBr
         max_attempts=3,
         call_timeout=120,
     )
+
+
+@contextlib.asynccontextmanager
+async def charging(payments: Participant, cards: SilentCards, breaker: CircuitBreaker) -> AsyncIterator[Charger]:
+    charger = charger_of(payments, cards, breaker)
     running = asyncio.create_task(charger.run())
     try:
         yield charger
@@ -143,3 +155,24 @@ async def test_one_customers_failing_charges_leave_the_breaker_closed_for_the_ot
             assert time.monotonic() < charger_deadline, "Alice's payment was never made"
             await asyncio.sleep(0.05)
         assert breaker.state is BreakerState.CLOSED
+
+
+async def test_a_charger_that_stops_has_ended_its_charges_in_flight(payments: Participant) -> None:
+    """Stopping cancels the charges waiting for the provider and waits for them to end, so
+    none is left to settle (or roll back) once the database is closed."""
+    owners: dict[str, str] = {}
+    cards = SilentCards(owners)
+    cards.ending_turns = 100
+    for _ in range(PER_CUSTOMER):
+        await place(payments, owners, "mallory", "tok_timeout")
+    charger = charger_of(payments, cards, CircuitBreaker("provider-stop", failure_threshold=2, min_sources=2))
+    running = asyncio.create_task(charger.run())
+    deadline = time.monotonic() + 60
+    while cards.in_flight["mallory"] < PER_CUSTOMER:
+        assert time.monotonic() < deadline, f"only {cards.in_flight['mallory']} charges in flight"
+        await asyncio.sleep(0.05)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert cards.in_flight["mallory"] == 0  # each ended before the charger stopped
+    assert cards.answered["mallory"] == PER_CUSTOMER

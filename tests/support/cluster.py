@@ -244,6 +244,8 @@ class Services:
             email="c@example.com",
             phone=None,
         )
+        # Alone (a set of one), not through the group commit: the cluster takes one step at a
+        # time, so no two placements would ever share a set.
         order, _ = await orders.place_order(command, self.nodes["orders"].runtime.uow(), self.engine)
         self.order_ids.append(order.id)
         await self.changed()

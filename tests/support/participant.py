@@ -128,14 +128,17 @@ class Participant:
 
 class HeldCommit:
     """Holds a unit of work's commit until `release` is set: what its transaction decided stays
-    undecided (and its rows locked) meanwhile; `reached` is set when it would have committed."""
+    undecided (and its rows locked) meanwhile; `reached` is set when it would have committed
+    (`flushed`: once its staged writes are made, so others wait on the rows they wrote)."""
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: UnitOfWork, *, flushed: bool = False) -> None:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         commit = uow.commit
 
         async def held() -> None:
+            if flushed:
+                await uow.flush()
             self.reached.set()
             await self.release.wait()
             await commit()

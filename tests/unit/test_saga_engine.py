@@ -172,7 +172,7 @@ class Harness:
 
     async def start(self, saga_id: str = "s1") -> None:
         async with self.uow() as uow:
-            await self.engine.start(uow, saga_id, ToyData(id=saga_id))
+            self.engine.start(uow, saga_id, ToyData(id=saga_id))
             await uow.commit()
 
     async def reply(self, message: Message, saga_id: str = "s1") -> Transition:

@@ -25,3 +25,9 @@ db_statements = Counter(
     "SQL statements sent to the database (an executemany of many rows counts once).",
 )
 db_transactions = Counter("pizzeria_db_transactions_total", "Database transactions committed.")
+group_commit_set_size = Histogram(
+    "pizzeria_group_commit_set_size",
+    "Items written per set (one transaction) by a group commit, by what it writes.",
+    ["set"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)

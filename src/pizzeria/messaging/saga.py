@@ -187,7 +187,9 @@ class SagaEngine(Generic[D]):
 
     # -- entry points --------------------------------------------------------------------------
 
-    async def start(self, uow: UnitOfWork, saga_id: str, data: D) -> Saga:
+    def start(self, uow: UnitOfWork, saga_id: str, data: D) -> Saga:
+        """Start a saga: its first command is emitted now (in the current context), and the saga
+        is written at commit, with every other saga started in the transaction."""
         now = self.clock()
         saga = Saga(
             id=saga_id,
@@ -198,9 +200,9 @@ class SagaEngine(Generic[D]):
             created_at=now,
             updated_at=now,
         )
-        await self._begin(uow, saga, 0)
-        await uow.conn.execute(_INSERT, _row(saga))
-        await self._log(uow, saga, "started")
+        self._begin(uow, saga, 0)
+        uow.stage(_insert_sagas, saga, key=saga_id)
+        self._log(uow, saga, "started")
         return uow.remember(_KIND, saga_id, saga)
 
     async def on_reply(
@@ -215,29 +217,29 @@ class SagaEngine(Generic[D]):
         transitions: list[Transition] = []
         if saga.state is SagaState.RUNNING:
             if kind in step.success:
-                await self._log(uow, saga, f"{step.name} succeeded ({kind.__name__})", message_id)
-                transitions += await self._advance(uow, saga)
+                self._log(uow, saga, f"{step.name} succeeded ({kind.__name__})", message_id)
+                transitions += self._advance(uow, saga)
             elif kind in step.failure:
                 reason = self.definition.reasons[kind]
-                await self._log(uow, saga, f"{step.name} failed ({kind.__name__}): {reason}", message_id)
-                transitions += await self._compensate(uow, saga, saga.step - 1, reason)
+                self._log(uow, saga, f"{step.name} failed ({kind.__name__}): {reason}", message_id)
+                transitions += self._compensate(uow, saga, saga.step - 1, reason)
         elif kind in step.compensated_by:
-            await self._log(uow, saga, f"{step.name} compensated ({kind.__name__})", message_id)
+            self._log(uow, saga, f"{step.name} compensated ({kind.__name__})", message_id)
             transitions.append(Transition(Change.STEP_COMPENSATED, step.name, saga.reason))
-            transitions += await self._compensate(uow, saga, saga.step - 1, saga.reason or "")
+            transitions += self._compensate(uow, saga, saga.step - 1, saga.reason or "")
         elif step.pivot and (kind in step.refused_by or kind in step.success):
             # Compensating the pivot in flight came too late: it went through, so go on.
-            await self._log(uow, saga, f"{step.name} went through ({kind.__name__}): compensation stopped", message_id)
+            self._log(uow, saga, f"{step.name} went through ({kind.__name__}): compensation stopped", message_id)
             refused_reason, saga.reason = saga.reason, None
             saga.state = SagaState.RUNNING
             saga.deadline_at = None
             transitions.append(Transition(Change.RESUMED, step.name, refused_reason))
             if kind in step.success:
-                transitions += await self._advance(uow, saga)
+                transitions += self._advance(uow, saga)
         if not transitions:
-            await self._log(uow, saga, f"ignored {kind.__name__} ({saga.state} at {step.name})", message_id)
+            self._log(uow, saga, f"ignored {kind.__name__} ({saga.state} at {step.name})", message_id)
             return Transition(Change.IGNORED)
-        await self._save(uow, saga)
+        self._save(uow, saga)
         await self._tell(uow, saga, transitions)
         return transitions[-1]
 
@@ -249,10 +251,10 @@ class SagaEngine(Generic[D]):
             return None
         if saga.step == self.definition.pivot_index and self.definition.steps[saga.step].compensation is None:
             return None
-        await self._log(uow, saga, f"abort requested at {self.definition.steps[saga.step].name}: {reason}")
+        self._log(uow, saga, f"abort requested at {self.definition.steps[saga.step].name}: {reason}")
         # The step in flight may or may not have taken effect: undo it too.
-        transitions = await self._compensate(uow, saga, saga.step, reason)
-        await self._save(uow, saga)
+        transitions = self._compensate(uow, saga, saga.step, reason)
+        self._save(uow, saga)
         await self._tell(uow, saga, transitions)
         return transitions[-1]
 
@@ -267,22 +269,22 @@ class SagaEngine(Generic[D]):
         if saga.state is SagaState.COMPENSATING:
             assert step.compensation is not None
             saga.resends += 1
-            await self._log(uow, saga, f"no acknowledgement for undoing {step.name}: sent again")
+            self._log(uow, saga, f"no acknowledgement for undoing {step.name}: sent again")
             uow.emit(step.compensation(self.data_of(saga)))
             saga.deadline_at = now + self.definition.compensation_timeout
             transitions = [Transition(Change.RESENT, step.name)]
         elif step.timeout is not None:
-            await self._log(uow, saga, f"{step.name} timed out after {int(step.timeout.total_seconds())}s")
-            transitions = await self._compensate(uow, saga, saga.step, "timeout")
+            self._log(uow, saga, f"{step.name} timed out after {int(step.timeout.total_seconds())}s")
+            transitions = self._compensate(uow, saga, saga.step, "timeout")
         else:
             assert step.command is not None
             assert step.resend_after is not None
             saga.resends += 1
-            await self._log(uow, saga, f"no reply to {step.name}: sent again")
+            self._log(uow, saga, f"no reply to {step.name}: sent again")
             uow.emit(step.command(self.data_of(saga)))
             saga.deadline_at = now + step.resend_after
             transitions = [Transition(Change.RESENT, step.name)]
-        await self._save(uow, saga)
+        self._save(uow, saga)
         await self._tell(uow, saga, transitions)
         return transitions[-1]
 
@@ -329,7 +331,7 @@ class SagaEngine(Generic[D]):
 
     # -- moves ---------------------------------------------------------------------------------
 
-    async def _begin(self, uow: UnitOfWork, saga: Saga, index: int) -> None:
+    def _begin(self, uow: UnitOfWork, saga: Saga, index: int) -> None:
         step = self.definition.steps[index]
         saga.step, saga.resends = index, 0
         if step.command is not None:
@@ -337,18 +339,18 @@ class SagaEngine(Generic[D]):
         wait = step.timeout or step.resend_after
         saga.deadline_at = self.clock() + wait if wait is not None else None
 
-    async def _advance(self, uow: UnitOfWork, saga: Saga) -> list[Transition]:
+    def _advance(self, uow: UnitOfWork, saga: Saga) -> list[Transition]:
         done = self.definition.steps[saga.step]
         transitions = [Transition(Change.STEP_SUCCEEDED, done.name)]
         if saga.step + 1 >= len(self.definition.steps):
             saga.state, saga.deadline_at = SagaState.COMPLETED, None
-            await self._log(uow, saga, "completed")
+            self._log(uow, saga, "completed")
             transitions.append(Transition(Change.COMPLETED))
         else:
-            await self._begin(uow, saga, saga.step + 1)
+            self._begin(uow, saga, saga.step + 1)
         return transitions
 
-    async def _compensate(self, uow: UnitOfWork, saga: Saga, start: int, reason: str) -> list[Transition]:
+    def _compensate(self, uow: UnitOfWork, saga: Saga, start: int, reason: str) -> list[Transition]:
         """Undo steps `start`, `start - 1`, ... 0: send the first compensation found and wait for
         its acknowledgement; with none left, the saga is compensated."""
         transitions: list[Transition] = []
@@ -361,20 +363,20 @@ class SagaEngine(Generic[D]):
                 saga.step, saga.resends = index, 0
                 uow.emit(step.compensation(self.data_of(saga)))
                 saga.deadline_at = self.clock() + self.definition.compensation_timeout
-                await self._log(uow, saga, f"undoing {step.name}")
+                self._log(uow, saga, f"undoing {step.name}")
                 return transitions
         saga.state, saga.deadline_at = SagaState.COMPENSATED, None
-        await self._log(uow, saga, f"compensated: {saga.reason}")
+        self._log(uow, saga, f"compensated: {saga.reason}")
         transitions.append(Transition(Change.COMPENSATED, reason=saga.reason))
         return transitions
 
     # -- persistence ---------------------------------------------------------------------------
 
-    async def _save(self, uow: UnitOfWork, saga: Saga) -> None:
+    def _save(self, uow: UnitOfWork, saga: Saga) -> None:
         saga.updated_at = self.clock()
         uow.stage(_write_sagas, {**_row(saga), "saga_id": saga.id}, key=saga.id)
 
-    async def _log(self, uow: UnitOfWork, saga: Saga, entry: str, message_id: str | None = None) -> None:
+    def _log(self, uow: UnitOfWork, saga: Saga, entry: str, message_id: str | None = None) -> None:
         uow.stage(_write_log, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200], "message_id": message_id})
 
     async def _tell(self, uow: UnitOfWork, saga: Saga, transitions: Sequence[Transition]) -> None:
@@ -427,6 +429,10 @@ _DUE = (
 )
 _LOG = saga_log.insert()
 _INSERT = sagas.insert()
+
+
+async def _insert_sagas(conn: AsyncConnection, started: list[Saga]) -> None:
+    await conn.execute(_INSERT, [_row(saga) for saga in started])
 
 
 async def _write_sagas(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

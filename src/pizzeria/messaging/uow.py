@@ -99,9 +99,21 @@ class UnitOfWork:
     def stage(self, writer: Writer, row: Any, *, key: Any = None) -> None:
         """Have `writer` write `row` at commit, with every other row staged for it. Rows with a
         key replace an earlier row with that key (the last state of an aggregate wins); rows
-        without one are all written (appends)."""
+        without one are all written (appends).
+
+        At flush each writer is called once, in the order writers were first staged in the
+        transaction (staging to a writer again does not move it), whatever was staged to
+        others in between. So a writer is not told apart as an insert or an update: where one
+        writer's rows need another's (the update of a row an insert of this transaction makes,
+        a child of a new row), the repository either stages them in that order or folds the
+        later change into the row still staged (`is_staged`), as orders' `save` does for an
+        order added in the same transaction."""
         rows = self._staged.setdefault(writer, {})
         rows[key if key is not None else ("append", len(rows))] = row
+
+    def is_staged(self, writer: Writer, key: Any) -> bool:
+        """Whether the row of this key waits to be written by `writer` (not flushed yet)."""
+        return key in self._staged.get(writer, {})
 
     async def flush(self) -> None:
         """Make the staged writes now (commit does; call it before reading them back in SQL)."""

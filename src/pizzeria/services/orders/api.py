@@ -103,7 +103,6 @@ def request_hash(body: PlaceOrderBody) -> str:
 )
 async def place_order(
     body: PlaceOrderBody,
-    runtime: RuntimeDep,
     parts: OrdersDep,
     response: Response,
     customer: Customer,
@@ -122,10 +121,10 @@ async def place_order(
         phone=body.contact.phone,
     )
     try:
-        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga, parts.limits)
+        order, replayed = await parts.placer.place(cmd)
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its order.
-        order, replayed = await handlers.place_order(cmd, runtime.uow(), parts.saga, parts.limits)
+        order, replayed = await parts.placer.place(cmd)
     response.headers["Location"] = f"/api/v1/orders/{order.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

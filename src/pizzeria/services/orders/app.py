@@ -16,7 +16,7 @@ from pizzeria.messaging.saga import SagaEngine, SagaTimer
 from pizzeria.services.orders import ops
 from pizzeria.services.orders.api import router
 from pizzeria.services.orders.deps import OrdersParts
-from pizzeria.services.orders.handlers import build_handlers, on_saga_transition
+from pizzeria.services.orders.handlers import Placer, build_handlers, on_saga_transition
 from pizzeria.services.orders.projection import BASE_GROUP, ProjectionManager
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
         key_prefix=settings.redis_key_prefix,
     )
     watch = OrderWatch()
+    placer = Placer(runtime.uow, saga, own.limits())
     projections = ProjectionManager(runtime, CONSUMER_GROUPS[BASE_GROUP], cache, watch.changed)
 
     runtime.subscribe(NAME, build_handlers(saga), topics=CONSUMER_GROUPS[NAME])
@@ -47,11 +48,15 @@ def create_app(settings: Settings | None = None, own: OrdersSettings | None = No
     runtime.add_loop("saga-timer", timer.tick, interval=timer.interval, initial_delay=timer.interval)
     runtime.add_worker(projections.run, "projections")
 
+    async def stop() -> None:
+        await placer.close()
+        await cache.close()
+
     return service_app(
         runtime,
-        OrdersParts(saga=saga, projections=projections, cache=cache, watch=watch, limits=own.limits()),
+        OrdersParts(placer=placer, saga=saga, projections=projections, cache=cache, watch=watch),
         migrations=MIGRATIONS,
         routers=[router, ops.router],
-        on_stop=cache.close,
+        on_stop=stop,
         description="Orders: placement, the order saga, cancellation, and the order read model.",
     )

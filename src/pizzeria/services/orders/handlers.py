@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from uuid import UUID
 
 from pizzeria.contracts.catalog import MenuItemCreated, MenuItemRemoved, MenuItemUpdated
@@ -20,8 +21,10 @@ from pizzeria.contracts.kitchen import (
     TicketStarted,
 )
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentVoided
+from pizzeria.kit import failpoints
 from pizzeria.kit.clock import as_utc, utcnow
-from pizzeria.kit.errors import Conflict, NotFound, ValidationFailed
+from pizzeria.kit.errors import Conflict, NotFound, ProblemError, ValidationFailed
+from pizzeria.kit.groupcommit import GroupCommit, Member
 from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
@@ -95,53 +98,138 @@ def saga_data(order: Order) -> OrderSagaData:
     )
 
 
-async def place_order(
-    cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga, limits: OrderLimits = CEILINGS
-) -> tuple[Order, bool]:
-    """Price and record the order, its idempotency key, `OrderPlaced` and the start of its saga
-    (whose first command goes out through the outbox), in one transaction. Returns the order
-    and whether it is a replay of an earlier request with the same key. An order over the size
-    limits is refused (422), and so is a new one while the customer has `max_unpaid` orders
-    waiting for payment (409)."""
+#: Passed by every set of placements (and every placement alone) just before its commit.
+BEFORE_COMMIT = "orders.place.before_commit"
+
+#: A placement's answer: the order, and whether it is a replay of an earlier request.
+Placed = tuple[Order, bool]
+
+
+class Placer:
+    """Places the orders that come in together in one transaction (a group commit: one begin,
+    one read of the keys, the menu and the unpaid counts, one insert per table, one commit).
+    Each caller gets what it would have got alone: its order, or its own refusal."""
+
+    def __init__(self, uow: Callable[[], UnitOfWork], engine: OrderSaga, limits: OrderLimits = CEILINGS) -> None:
+        self._uow = uow
+        self._engine = engine
+        self._limits = limits
+        self._sets = GroupCommit(self._place_set, self._place_alone, name="orders.place")
+
+    async def place(self, cmd: PlaceOrder) -> Placed:
+        """`place_order`, with whatever other placements come in meanwhile."""
+        return await self._sets.submit(cmd)
+
+    async def close(self) -> None:
+        """Stop placing (the service stops): a set being placed rolls back, and whoever still
+        waits gets `CancelledError` (a request cut short; its client may retry with its key)."""
+        await self._sets.close()
+
+    async def _place_set(self, placements: Sequence[Member[PlaceOrder]]) -> list[Placed | ProblemError]:
+        return await place_orders(placements, self._uow(), self._engine, self._limits)
+
+    async def _place_alone(self, cmd: PlaceOrder) -> Placed:
+        return await place_order(cmd, self._uow(), self._engine, self._limits)
+
+
+async def place_order(cmd: PlaceOrder, uow: UnitOfWork, engine: OrderSaga, limits: OrderLimits = CEILINGS) -> Placed:
+    """Place one order alone (`place_orders` with a set of one): the order and whether it is a
+    replay; raises its refusal."""
+    [answer] = await place_orders([Member(cmd)], uow, engine, limits)
+    if isinstance(answer, ProblemError):
+        raise answer
+    return answer
+
+
+async def place_orders(
+    placements: Sequence[Member[PlaceOrder]], uow: UnitOfWork, engine: OrderSaga, limits: OrderLimits = CEILINGS
+) -> list[Placed | ProblemError]:
+    """Price and record a set of orders in one transaction: each with its idempotency key,
+    `OrderPlaced` and the start of its saga (whose first command goes out through the outbox),
+    emitted in its caller's context. Answers each placement, in order: its order and whether it
+    is a replay of an earlier request with the same key (earlier in the set, too), or its own
+    refusal, which writes nothing of it and holds up none of the others: an order over the
+    size limits (422), a key used before with a different request (422), or a new order while
+    the customer has `max_unpaid` orders waiting for payment, counting those placed before it
+    in the set (409)."""
     async with uow:
-        seen = await repository.find_key(uow.conn, cmd.customer_id, cmd.idempotency_key)
-        if seen is not None:
-            request_hash, order_id = seen
-            if request_hash != cmd.request_hash:
-                raise IdempotencyKeyReused("this Idempotency-Key was already used for a different order; use a new key")
-            existing = await repository.get(uow.conn, order_id)
-            if existing is None:  # pragma: no cover - written in the same transaction as the key
-                raise NotFound(f"order {order_id} does not exist")
-            return existing, True
-        menu = await repository.menu_entries(uow.conn, [ln.menu_item_id for ln in cmd.lines])
-        lines, currency = price_lines(cmd.lines, menu, limits)
+        conn = uow.conn
         if limits.max_unpaid is not None:
-            await _within_unpaid_limit(uow, cmd.customer_id, limits.max_unpaid)
+            # The customers' placements take turns from here to the commit (in one order of
+            # customers), so concurrent sets cannot all slip under the limit. Taken before the
+            # keys are read: a key is written only under its customer's lock, so the keys read
+            # next are all that were committed, and a retry racing its first try (on another
+            # replica) is answered with that order, not counted as a new one over the limit.
+            # Every customer of the set is locked, a replay's too: which are replays is not
+            # known yet. (Without a limit nothing is locked: a set racing its key's first try
+            # waits on the key's unique entry, fails, and is placed again alone, finding it.)
+            await repository.lock_customers(conn, [p.item.customer_id for p in placements])
+        known = await repository.find_keys(conn, [(p.item.customer_id, p.item.idempotency_key) for p in placements])
+        replayed = await repository.get_many(conn, [order_id for _, order_id in known.values()])
+        menu = await repository.menu_entries(conn, [ln.menu_item_id for p in placements for ln in p.item.lines])
+        unpaid: dict[str, int] = {}
+        if limits.max_unpaid is not None:
+            new = [p.item.customer_id for p in placements if (p.item.customer_id, p.item.idempotency_key) not in known]
+            unpaid = await repository.count_unpaid(conn, new)
         now = utcnow()
-        order = Order.place(
-            id=uuid7(),
-            customer_id=cmd.customer_id,
-            lines=lines,
-            currency=currency,
-            payment_token=cmd.payment_token,
-            delivery_address=cmd.delivery_address,
-            email=cmd.email,
-            phone=cmd.phone,
-            at=now,
-        )
-        await repository.add(uow, order)
-        await repository.add_key(uow.conn, cmd.customer_id, cmd.idempotency_key, cmd.request_hash, order.id, now)
-        await engine.start(uow, str(order.id), saga_data(order))
-        uow.after_commit(metrics.orders_placed.inc)
-        await uow.commit()
-    return order, False
+        placed: dict[tuple[str, str], tuple[str, Order]] = {}  # by key: the request, the order
+        answers: list[Placed | ProblemError] = []
+        for placement in placements:
+            cmd = placement.item
+            key = (cmd.customer_id, cmd.idempotency_key)
+            try:
+                if key in known:
+                    request_hash, order_id = known[key]
+                    answers.append(_replay(cmd, request_hash, replayed.get(order_id)))
+                elif key in placed:
+                    answers.append(_replay(cmd, *placed[key]))
+                else:
+                    lines, currency = price_lines(cmd.lines, menu, limits)
+                    if limits.max_unpaid is not None:
+                        _within_unpaid_limit(unpaid[cmd.customer_id], limits.max_unpaid)
+                    order = Order.place(
+                        id=uuid7(),
+                        customer_id=cmd.customer_id,
+                        lines=lines,
+                        currency=currency,
+                        payment_token=cmd.payment_token,
+                        delivery_address=cmd.delivery_address,
+                        email=cmd.email,
+                        phone=cmd.phone,
+                        at=now,
+                    )
+                    placement.run(_record, uow, engine, cmd, order)
+                    if limits.max_unpaid is not None:
+                        unpaid[cmd.customer_id] += 1
+                    placed[key] = (cmd.request_hash, order)
+                    answers.append((order, False))
+            except ProblemError as refused:  # raised before anything of it was recorded
+                answers.append(refused)
+        if placed:
+            failpoints.hit(BEFORE_COMMIT)
+            uow.after_commit(partial(metrics.orders_placed.inc, len(placed)))
+            await uow.commit()
+    return answers
 
 
-async def _within_unpaid_limit(uow: UnitOfWork, customer_id: str, limit: int) -> None:
-    """Refuse a new order while the customer has `limit` unpaid ones. The customer's placements
-    take turns from here to the commit, so concurrent ones cannot all slip under the limit."""
-    await repository.lock_customer(uow.conn, customer_id)
-    unpaid = await repository.count_unpaid(uow.conn, customer_id)
+def _record(uow: UnitOfWork, engine: OrderSaga, cmd: PlaceOrder, order: Order) -> None:
+    """A new order's rows, key and saga, written at commit; its events and its saga's first
+    command emitted now (in the current context: its caller's)."""
+    repository.add(uow, order)
+    repository.add_key(uow, cmd.customer_id, cmd.idempotency_key, cmd.request_hash, order.id, order.created_at)
+    engine.start(uow, str(order.id), saga_data(order))
+
+
+def _replay(cmd: PlaceOrder, request_hash: str, order: Order | None) -> Placed:
+    if request_hash != cmd.request_hash:
+        raise IdempotencyKeyReused("this Idempotency-Key was already used for a different order; use a new key")
+    if order is None:  # pragma: no cover - written in the same transaction as the key
+        raise NotFound("the order of this Idempotency-Key does not exist")
+    return order, True
+
+
+def _within_unpaid_limit(unpaid: int, limit: int) -> None:
+    """Refuse a new order while the customer has `limit` unpaid ones."""
     if unpaid >= limit:
         raise TooManyUnpaidOrders(
             f"{unpaid} of your orders are waiting for payment, and {limit} may; "

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.upsert import upsert
@@ -25,7 +27,8 @@ _INSERT_HISTORY = order_history.insert()
 _UPDATE_ORDER = orders.update().where(orders.c.id == sa.bindparam("order_id"))
 _ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("order_id"))
 _ORDER_FOR_UPDATE = _ORDER.with_for_update()
-_ORDERS_FOR_UPDATE = sa.select(orders).where(orders.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
+_ORDERS = sa.select(orders).where(orders.c.id.in_(sa.bindparam("ids", expanding=True)))
+_ORDERS_FOR_UPDATE = _ORDERS.with_for_update()
 _KIND = "order"
 _LINES = (
     sa.select(order_lines)
@@ -38,14 +41,18 @@ _HISTORY = (
     .order_by(order_history.c.seq)
 )
 _MENU = sa.select(menu_copy).where(menu_copy.c.id.in_(sa.bindparam("ids", expanding=True)))
-_FIND_KEY = sa.select(idempotency_keys.c.request_hash, idempotency_keys.c.order_id).where(
-    idempotency_keys.c.customer_id == sa.bindparam("customer_id"), idempotency_keys.c.key == sa.bindparam("key")
-)
 _INSERT_KEY = idempotency_keys.insert()
+_FIND_KEYS = sa.select(
+    idempotency_keys.c.customer_id, idempotency_keys.c.key, idempotency_keys.c.request_hash, idempotency_keys.c.order_id
+).where(sa.tuple_(idempotency_keys.c.customer_id, idempotency_keys.c.key).in_(sa.bindparam("keys", expanding=True)))
 _UNPAID = (
-    sa.select(sa.func.count())
-    .select_from(orders)
-    .where(orders.c.customer_id == sa.bindparam("customer_id"), orders.c.status == Status.PENDING.value)
+    sa.select(orders.c.customer_id, sa.func.count().label("unpaid"))
+    .where(orders.c.customer_id.in_(sa.bindparam("ids", expanding=True)), orders.c.status == Status.PENDING.value)
+    .group_by(orders.c.customer_id)
+)
+# Each name's lock in the array's order (PostgreSQL: a function scan of an array yields it in order).
+_LOCK_CUSTOMERS = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.column("name"), 0))).select_from(
+    sa.func.unnest(sa.bindparam("names", type_=ARRAY(sa.Text))).alias("name")
 )
 
 
@@ -70,10 +77,19 @@ def _order_values(order: Order) -> dict[str, Any]:
     }
 
 
-async def add(uow: UnitOfWork, order: Order) -> None:
-    """Store a new order and send the events of its making."""
-    conn = uow.conn
-    await conn.execute(_INSERT_ORDER, _order_values(order))
+def add(uow: UnitOfWork, order: Order) -> None:
+    """Send the events of a new order's making (now, in the current context) and store it at
+    commit, with every other order added in the transaction (one statement per table). The
+    order is inserted as it is at commit: changed again in the transaction (`save`), it is
+    inserted in its last state, with all its history, and not updated (the transaction's
+    updates of other orders may be made before its insert: `UnitOfWork.stage`)."""
+    _send_events(uow, order)
+    uow.stage(_insert_orders, order, key=order.id)
+    uow.remember(_KIND, order.id, order)
+
+
+async def _insert_orders(conn: AsyncConnection, added: list[Order]) -> None:
+    await conn.execute(_INSERT_ORDER, [_order_values(order) for order in added])
     await conn.execute(
         _INSERT_LINES,
         [
@@ -86,12 +102,11 @@ async def add(uow: UnitOfWork, order: Order) -> None:
                 "quantity": ln.quantity,
                 "unit_price": ln.unit_price,
             }
+            for order in added
             for i, ln in enumerate(order.lines)
         ],
     )
-    await _write_history(conn, [order])
-    _send_events(uow, order)
-    uow.remember(_KIND, order.id, order)
+    await _write_history(conn, added)
 
 
 async def load(uow: UnitOfWork, order_id: UUID) -> Order | None:
@@ -117,9 +132,11 @@ async def load_many(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
 def save(uow: UnitOfWork, order: Order) -> None:
     """Send the events of the order's changes now (caused by what is being handled) and write
     its new state at commit, in one statement with every other order changed in the transaction
-    (the order is locked since it was loaded, so nobody else changed it)."""
+    (the order is locked since it was loaded, so nobody else changed it). An order added in
+    this transaction and not written yet is left to its insert, which writes its last state."""
     _send_events(uow, order)
-    uow.stage(_write_orders, order, key=order.id)
+    if not uow.is_staged(_insert_orders, order.id):
+        uow.stage(_write_orders, order, key=order.id)
 
 
 def _send_events(uow: UnitOfWork, order: Order) -> None:
@@ -200,6 +217,15 @@ async def get(conn: AsyncConnection, order_id: UUID, *, for_update: bool = False
     return found[0] if found else None
 
 
+async def get_many(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, Order]:
+    """The orders of these ids that exist, read (not locked)."""
+    wanted = list(set(order_ids))
+    if not wanted:
+        return {}
+    rows = (await conn.execute(_ORDERS, {"ids": wanted})).all()
+    return {order.id: order for order in await _hydrate(conn, rows)}
+
+
 # -- the menu copy ------------------------------------------------------------------------------
 
 
@@ -240,31 +266,44 @@ async def menu_entries(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID,
     }
 
 
-# -- idempotency keys ---------------------------------------------------------------------------
+# -- idempotency keys and the unpaid limit ----------------------------------------------------
 
 
-async def find_key(conn: AsyncConnection, customer_id: str, key: str) -> tuple[str, UUID] | None:
-    row = (await conn.execute(_FIND_KEY, {"customer_id": customer_id, "key": key})).first()
-    return (row.request_hash, row.order_id) if row else None
+async def find_keys(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, UUID]]:
+    """Of these (customer, idempotency key) pairs, those used before: the request hash each was
+    used with, and the order it placed."""
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    rows = (await conn.execute(_FIND_KEYS, {"keys": wanted})).all()
+    return {(r.customer_id, r.key): (r.request_hash, r.order_id) for r in rows}
 
 
-async def add_key(
-    conn: AsyncConnection, customer_id: str, key: str, request_hash: str, order_id: UUID, at: Any
-) -> None:
-    await conn.execute(
-        _INSERT_KEY,
-        {"customer_id": customer_id, "key": key, "request_hash": request_hash, "order_id": order_id, "created_at": at},
-    )
+def add_key(uow: UnitOfWork, customer_id: str, key: str, request_hash: str, order_id: UUID, at: datetime) -> None:
+    """Keep the key an order was placed with, written at commit with the transaction's others."""
+    row = {"customer_id": customer_id, "key": key, "request_hash": request_hash, "order_id": order_id, "created_at": at}
+    uow.stage(_insert_keys, row, key=(customer_id, key))
 
 
-async def lock_customer(conn: AsyncConnection, customer_id: str) -> None:
-    """Take the customer's placement lock until the transaction ends (PostgreSQL; SQLite has one
-    writer at a time anyway)."""
-    if conn.dialect.name == "postgresql":
-        key = sa.func.hashtextextended(f"orders.placement:{customer_id}", 0)
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+async def _insert_keys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    # In key order: two transactions inserting some of the same keys (a retry racing its first
+    # try) wait for each other in one order, never in a cycle (PostgreSQL).
+    await conn.execute(_INSERT_KEY, sorted(rows, key=lambda r: (r["customer_id"], r["key"])))
 
 
-async def count_unpaid(conn: AsyncConnection, customer_id: str) -> int:
-    """How many of the customer's orders wait for payment (placed, not paid or cancelled yet)."""
-    return int((await conn.execute(_UNPAID, {"customer_id": customer_id})).scalar_one())
+async def lock_customers(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
+    """Take the customers' placement locks until the transaction ends, in one order (every
+    transaction that takes several takes them in it, so none waits for another in a cycle).
+    PostgreSQL; SQLite has one writer at a time anyway."""
+    names = [f"orders.placement:{c}" for c in sorted(set(customer_ids))]
+    if names and conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK_CUSTOMERS, {"names": names})
+
+
+async def count_unpaid(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, int]:
+    """How many of each customer's orders wait for payment (placed, not paid or cancelled yet)."""
+    wanted = list(set(customer_ids))
+    counts = dict.fromkeys(wanted, 0)
+    if wanted:
+        counts.update({r.customer_id: r.unpaid for r in await conn.execute(_UNPAID, {"ids": wanted})})
+    return counts

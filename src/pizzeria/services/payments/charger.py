@@ -64,8 +64,12 @@ class Charger:
         try:
             await self._loop.run()
         finally:
-            for task in list(self._inflight.values()):
+            inflight = list(self._inflight.values())
+            for task in inflight:
                 task.cancel()
+            # Ended before the settler and the database go: a settlement cancelled mid-way
+            # rolls back while its connection is still there (its lease runs out as ever).
+            await asyncio.gather(*inflight, return_exceptions=True)
             await self.settler.close()
             await self.client.close()
 
