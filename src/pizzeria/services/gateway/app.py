@@ -331,6 +331,14 @@ def create_app(
     app.include_router(status.build_router(upstreams, gate.admit))
     app.include_router(faults.build_router(provider, upstreams, gate.admit, forwarded_headers))
     app.include_router(invariants.build_router(upstreams, provider, gate.admit, forwarded_headers))
+
+    # Every other API path goes on to its service. Registered after the gateway's own API routes
+    # (they win) and before the browsers' (none is under /api/v1/), which the router would
+    # otherwise try one by one for every forwarded request.
+    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def forward(request: Request) -> Response:
+        return await _forward(request, upstreams, gate)
+
     document = OpenApiDocument(upstreams, {})
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -341,10 +349,6 @@ def create_app(
         return JSONResponse(await document.get())
 
     web = serve_browsers(app, settings, own)
-
-    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-    async def forward(request: Request) -> Response:
-        return await _forward(request, upstreams, gate)
 
     pages.serve_not_found(app, web)  # last: it answers every path nothing above took
     return app
