@@ -1,7 +1,8 @@
 """The gateway's wire to a replica on a real socket (aiohttp): the request and the answer pass as
 they are, and each fault is told apart as the breakers and retries need it: a closed port never
 sent the request, a silent server timed out, a server that broke off is the upstream's fault,
-a full pool is the gateway's own; a stream has no deadline once connected."""
+a full pool is the gateway's own; a stream has no deadline once connected. Each request is sent
+once: whether to send it again is the upstream's choice (reads only), never the wire's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pizzeria.services.gateway.wire import AiohttpWire, NotSent, PoolBusy, TimedOut, Unsendable, UpstreamFault
+from tests.support.hangup import hanging_up
 from tests.support.tcpproxy import free_port
 
 
@@ -146,6 +148,32 @@ async def test_an_upstream_that_breaks_off_is_its_fault_not_a_request_never_sent
     finally:
         await to.close()
     assert not isinstance(raised.value, NotSent | TimedOut)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "PUT", "DELETE"])
+async def test_a_write_that_was_sent_is_sent_once(method: str) -> None:
+    # The replica read the whole request, then died: the write may have been applied, so it must
+    # not be written again on another connection, nor be taken for one never sent.
+    async with hanging_up() as (upstream, url):
+        to = wire(url)
+        try:
+            with pytest.raises(UpstreamFault) as raised:
+                await to.send(method, "/api/v1/inventory/flour", [("Content-Type", "application/json")], b'{"add":5}')
+        finally:
+            await to.close()
+    assert not isinstance(raised.value, NotSent)
+    assert len(upstream.requests) == 1, f"{method} reached the upstream {len(upstream.requests)} times"
+
+
+async def test_a_read_reaches_the_upstream_once_per_attempt() -> None:
+    async with hanging_up() as (upstream, url):
+        to = wire(url)
+        try:
+            with pytest.raises(UpstreamFault):
+                await to.send("GET", "/api/v1/menu", [], b"")
+        finally:
+            await to.close()
+    assert len(upstream.requests) == 1, f"one attempt reached the upstream {len(upstream.requests)} times"
 
 
 async def test_a_header_that_cannot_be_written_is_unsendable(server: tuple[Server, str]) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pizzeria.kit.http_client import HttpError, HttpTimeout, http_client
+from tests.support.hangup import hanging_up
 from tests.support.tcpproxy import free_port
 
 
@@ -71,3 +72,16 @@ async def test_a_closed_port_is_unreachable_not_a_timeout() -> None:
     finally:
         await client.close()
     assert not isinstance(raised.value, HttpTimeout)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
+async def test_a_request_the_server_read_is_sent_once(method: str) -> None:
+    # The server read the whole request, then died: whether to send it again is the caller's choice.
+    async with hanging_up() as (server, url):
+        client = http_client(url, timeout=2)
+        try:
+            with pytest.raises(HttpError):
+                await client.request(method, "/v1/charges/c-1", body=b"{}")
+        finally:
+            await client.close()
+    assert len(server.requests) == 1, f"{method} reached the server {len(server.requests)} times"

@@ -86,6 +86,21 @@ def _faults_of(base_url: str, timeout: type[BaseException], unreachable: type[Ba
         raise HttpError(f"cannot reach {base_url}: {exc}") from exc
 
 
+def aiohttp_session(**options: Any) -> aiohttp.ClientSession:
+    """An aiohttp session that sends each request once.
+
+    aiohttp (3.14) sends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE a second time when its
+    connection breaks before an answer, even once the request was written: a PUT or DELETE that
+    a server applied before it died would be applied twice, and a read would reach the server
+    twice for each attempt its caller counts. No option of the session turns that off; the
+    attribute its own test server sets does. tests/unit/test_kit_http_session.py fails if an
+    aiohttp no longer has it, and tests/integration/test_http_client.py counts what reaches a
+    server that hangs up."""
+    session = aiohttp.ClientSession(**options)
+    session._retry_connection = False
+    return session
+
+
 class AiohttpClient:
     """The running system's client: a keep-alive pool, a deadline per request."""
 
@@ -99,7 +114,7 @@ class AiohttpClient:
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running event loop (aiohttp binds its session to it).
         if self._session is None:
-            self._session = aiohttp.ClientSession(
+            self._session = aiohttp_session(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),

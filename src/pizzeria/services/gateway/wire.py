@@ -26,6 +26,8 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from pizzeria.kit.http_client import aiohttp_session
+
 Headers = Sequence[tuple[str, str]]
 
 
@@ -140,7 +142,7 @@ class AiohttpWire:
 
     @staticmethod
     def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
+        return aiohttp_session(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no caller's cookies
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
