@@ -390,6 +390,17 @@ async def test_operations_ask_every_service_and_merge_the_answers(gateway: Gatew
     problem(await gateway.client.get("/api/v1/ops/dlq"), 401)
 
 
+@pytest.mark.parametrize("dl_id", ["%2E%2E", ".%2e", "%2e"])
+async def test_a_dead_letter_id_that_is_a_dot_segment_is_refused_not_sent(gateway: Gateway, dl_id: str) -> None:
+    # The id goes into the path sent on: ".." there would make it another path (the listing's).
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = _dead_letters(name, f"{name}-1")
+    admin = gateway.token("admin")
+    problem(await gateway.client.get(f"/api/v1/ops/dlq/{dl_id}", headers=admin), 400)
+    problem(await gateway.client.post(f"/api/v1/ops/dlq/{dl_id}/replay", headers=admin), 400)
+    assert not [call for upstream in gateway.upstreams.values() for call in upstream.calls]
+
+
 # -- CORS and the API document ------------------------------------------------------------------------
 
 

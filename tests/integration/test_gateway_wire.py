@@ -10,12 +10,22 @@ import asyncio
 import gzip
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pizzeria.services.gateway.wire import AiohttpWire, NotSent, PoolBusy, TimedOut, Unsendable, UpstreamFault
+from pizzeria.services.gateway.upstream import outgoing
+from pizzeria.services.gateway.wire import (
+    AiohttpWire,
+    NotSent,
+    PoolBusy,
+    TimedOut,
+    TransportWire,
+    Unsendable,
+    UpstreamFault,
+)
 from tests.support.hangup import hanging_up
 from tests.support.tcpproxy import free_port
 
@@ -106,6 +116,36 @@ async def test_the_request_and_the_answer_pass_as_they_are(server: tuple[Server,
     assert not {"Content-Type", "User-Agent"} & set(echo["headers"])
     assert [v for k, v in answer.headers if k == "X-Many"] == ["one", "two"]
     assert answer.header("content-type") == "application/json; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/echo/b%25%10%2A%C3%8B", [("dry", "1"), ("q", "a b/c")]),
+        ("/echo/.../..a/%2E%2E%2E/a b#c?d/caf\u00e9%zz", None),
+    ],
+)
+async def test_the_test_wire_sends_the_target_the_real_wire_sends(
+    server: tuple[Server, str], path: str, params: list[tuple[str, str]] | None
+) -> None:
+    # What the tests on `TransportWire` see is what a replica is sent (no dot segment reaches
+    # either: `outgoing` refuses them, and one HTTP client would resolve them, the other not).
+    _, url = server
+    request = outgoing("GET", path, params, {})
+    seen: list[str] = []
+
+    def answer(sent: httpx.Request) -> httpx.Response:
+        seen.append(sent.url.raw_path.decode())
+        return httpx.Response(200)
+
+    real, fake = wire(url), TransportWire(url, httpx.MockTransport(answer))
+    try:
+        echo = orjson.loads((await real.send("GET", request.target, [], b"")).body)
+        await fake.send("GET", request.target, [], b"")
+    finally:
+        await real.close()
+        await fake.close()
+    assert seen == [echo["target"]] == [request.target]
 
 
 async def test_a_compressed_answer_comes_back_decoded(server: tuple[Server, str]) -> None:

@@ -147,6 +147,7 @@ async def test_shed_load_and_a_busy_pool_never_open_the_breaker(outcome: str) ->
         ("/api/v1/menu/caf\u00e9%zz", None, "/api/v1/menu/caf%C3%A9%25zz"),
         ("/api/v1/orders", [("dry", "1"), ("dry", "2")], "/api/v1/orders?dry=1&dry=2"),
         ("/api/v1/orders", [("q", "a b/c&d=é")], "/api/v1/orders?q=a%20b%2Fc%26d%3D%C3%A9"),
+        ("/api/v1/menu/.../..a/.b./%2E%2E%2E", None, "/api/v1/menu/.../..a/.b./%2E%2E%2E"),  # dots, no dot segment
     ],
 )
 def test_the_path_goes_on_as_it_came_and_the_query_encoded(
@@ -159,6 +160,24 @@ def test_the_path_goes_on_as_it_came_and_the_query_encoded(
 def test_a_path_that_could_leave_the_upstream_is_refused(path: str) -> None:
     with pytest.raises(BadRequest):
         outgoing("GET", path, None, {})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/ops/dlq/../replay",
+        "/api/v1/ops/dlq/..",
+        "/api/v1/./menu",
+        "/api/v1/menu/.",
+        "/api/v1/ops/dlq/%2E%2E/replay",
+        "/api/v1/ops/dlq/.%2e",
+        "/api/v1/%2e/menu",
+    ],
+)
+def test_a_path_with_a_dot_segment_is_refused(path: str) -> None:
+    # Whether the segment before goes with it is the receiver's choice: never left to it.
+    with pytest.raises(BadRequest):
+        outgoing("POST", path, None, {})
 
 
 @pytest.mark.parametrize(

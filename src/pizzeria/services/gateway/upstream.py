@@ -56,6 +56,9 @@ BREAKER_STATES = ("closed", "half-open", "open")
 _PLAIN_PATH = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _PATH_SAFE = "/%-._~!$&'()*+,;=:@"
+#: A "." or ".." segment, as it came or escaped ("%2E"): what it means is the receiver's to say
+#: (one HTTP client removes it with the segment before, another sends it as it is).
+_DOT_SEGMENT = re.compile(r"/(?:\.|%2[Ee]){1,2}(?=/|$)")
 #: A header's name (an RFC 9110 token) and value (visible ASCII, spaces and tabs).
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
@@ -95,9 +98,13 @@ def outgoing(
     method: str, path: str, params: Sequence[tuple[str, str]] | None, headers: Mapping[str, str], body: bytes = b""
 ) -> Outgoing:
     """The request to send; BadRequest if it cannot be sent (the caller's fault). A path is
-    passed on as it came, its percent-escapes kept; what may not stand in a path is escaped."""
+    passed on as it came, its percent-escapes kept; what may not stand in a path is escaped.
+    A path with a "." or ".." segment is refused: the upstream is sent the path it is meant to
+    get, never one a dot segment turns into another (say an id of ".." in a path built from it)."""
     if not path.startswith("/") or path.startswith("//"):  # "//elsewhere/..." must never leave the upstream
         raise BadRequest(f"the path {path[:200]!r} is not a valid URL path")
+    if _DOT_SEGMENT.search(path):
+        raise BadRequest(f"the path {path[:200]!r} holds a '.' or '..' segment")
     if not _PLAIN_PATH.fullmatch(path):
         path = quote(_LONE_PERCENT.sub("%25", path), safe=_PATH_SAFE)
     target = f"{path}?{urlencode(params, quote_via=quote)}" if params else path
