@@ -390,6 +390,17 @@ async def test_operations_ask_every_service_and_merge_the_answers(gateway: Gatew
     problem(await gateway.client.get("/api/v1/ops/dlq"), 401)
 
 
+async def test_a_dead_letter_comes_back_with_the_content_type_its_service_gave(gateway: Gateway) -> None:
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = _dead_letters(name)
+    gateway.upstreams["orders"].answer = lambda request: httpx.Response(
+        200, content=b'{"id": "orders-1"}', headers={"Content-Type": "application/vnd.pizzeria.dead-letter+json"}
+    )
+    found = await gateway.client.get("/api/v1/ops/dlq/orders-1", headers=gateway.token("admin"))
+    assert found.status_code == 200
+    assert found.headers["content-type"] == "application/vnd.pizzeria.dead-letter+json"
+
+
 @pytest.mark.parametrize("dl_id", ["%2E%2E", ".%2e", "%2e"])
 async def test_a_dead_letter_id_that_is_a_dot_segment_is_refused_not_sent(gateway: Gateway, dl_id: str) -> None:
     # The id goes into the path sent on: ".." there would make it another path (the listing's).

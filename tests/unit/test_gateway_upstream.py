@@ -138,6 +138,23 @@ async def test_shed_load_and_a_busy_pool_never_open_the_breaker(outcome: str) ->
         await upstream.close()
 
 
+async def test_an_answers_header_names_come_in_lower_case_without_the_hop_by_hop_ones() -> None:
+    def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers=[("Content-Type", "text/plain"), ("X-Many", "1"), ("x-MANY", "2"), ("Connection", "close")]
+        )
+
+    breaker = CircuitBreaker("upstream-test", failure_threshold=5, reset_timeout=60)
+    upstream = Upstream(
+        "test", [Replica("http://test", timeout=1, breaker=breaker, transport=httpx.MockTransport(answer))], retries=0
+    )
+    try:
+        forwarded = await upstream.send("GET", "/thing")
+    finally:
+        await upstream.close()
+    assert forwarded.headers == [("content-type", "text/plain"), ("x-many", "1"), ("x-many", "2")]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "target"),
     [

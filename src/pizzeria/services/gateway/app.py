@@ -252,9 +252,9 @@ async def _forward(request: Request, upstreams: dict[str, Upstream], gate: Gate)
         return await relay_stream(upstream, raw_path, params, headers, limits=gate.streams, caller=caller)
     answer = await upstream.send(request.method, raw_path, params=params, headers=headers, body=await request.body())
     response = Response(content=answer.body, status_code=answer.status)
-    for name, value in answer.headers:
-        if name.lower() not in OWN_HEADERS:
-            response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    for name, value in answer.headers:  # names in lower case already, as ASGI has them
+        if name not in OWN_HEADERS:
+            response.raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
     return response
 
 

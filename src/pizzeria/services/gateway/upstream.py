@@ -79,6 +79,8 @@ class GatewayBusy(ServiceUnavailable):
 
 @dataclass(frozen=True)
 class Forwarded:
+    """An upstream's answer to pass on: its headers without the hop-by-hop ones, names in lower case."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
@@ -352,5 +354,5 @@ def refused_detail(body: bytes) -> str:
 
 
 def _forwarded(answer: Answer) -> Forwarded:
-    headers = [(k, v) for k, v in answer.headers if k.lower() not in HOP_BY_HOP]
-    return Forwarded(answer.status, headers, answer.body)
+    named = ((k.lower(), v) for k, v in answer.headers)
+    return Forwarded(answer.status, [(k, v) for k, v in named if k not in HOP_BY_HOP], answer.body)
