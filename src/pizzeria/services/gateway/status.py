@@ -23,7 +23,7 @@ from pizzeria.kit.auth import Principal, Role
 from pizzeria.kit.clock import utcnow
 from pizzeria.services.gateway.routes import ADMIN
 from pizzeria.services.gateway.upstream import Replica, Upstream
-from pizzeria.services.gateway.wire import TimedOut, WireError
+from pizzeria.services.gateway.wire import PoolBusy, TimedOut, WireError
 
 PROBE_TIMEOUT_S = 1.5
 LAG_FAMILY = "pizzeria_consumer_lag_messages"
@@ -98,12 +98,14 @@ async def probe(name: str, replica: Replica) -> ServiceStatus:
             state, detail = "ready", "ready"
         else:
             state = "not-ready"
-            json = (ready.header("content-type") or "").endswith("json")
-            checks = orjson.loads(ready.body).get("checks", {}) if json else {}
-            failing = [f"{name}: {outcome}" for name, outcome in checks.items() if outcome != "ok"]
+            in_json = (ready.header("content-type") or "").endswith("json")
+            checks = orjson.loads(ready.body).get("checks", {}) if in_json else {}
+            failing = [f"{check}: {outcome}" for check, outcome in checks.items() if outcome != "ok"]
             detail = "; ".join(failing) or f"/ready answered {ready.status}"
     except TimedOut:
         state, detail = "down", f"no answer within {PROBE_TIMEOUT_S} s"
+    except PoolBusy:  # the gateway's own congestion: the replica may well be up
+        state, detail = "down", "not asked: the gateway's connections to it are all in use"
     except WireError:
         state, detail = "down", "cannot be reached"
     lag: dict[str, float] | None = None
