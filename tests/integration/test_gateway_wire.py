@@ -112,10 +112,22 @@ async def test_the_request_and_the_answer_pass_as_they_are(server: tuple[Server,
     echo = orjson.loads(answer.body)
     assert (echo["method"], echo["target"], echo["body"]) == ("POST", target, '{"x":1}')
     assert (echo["headers"]["Idempotency-Key"], echo["headers"]["X-Request-ID"]) == ("k-1", "r-1")
-    # Nothing the caller did not send is made up on the way.
-    assert not {"Content-Type", "User-Agent"} & set(echo["headers"])
+    # Nothing the caller did not send is made up on the way (no Accept, User-Agent or Content-Type
+    # of the client library's): only what HTTP/1.1 needs to carry the request.
+    assert set(echo["headers"]) == {"Host", "Content-Length", "Idempotency-Key", "X-Request-ID"}
     assert [v for k, v in answer.headers if k == "X-Many"] == ["one", "two"]
     assert answer.header("content-type") == "application/json; charset=utf-8"
+
+
+async def test_the_callers_own_accept_passes(server: tuple[Server, str]) -> None:
+    _, url = server
+    to = wire(url)
+    try:
+        answer = await to.send("GET", "/echo/x", [("Accept", "text/csv"), ("User-Agent", "till/2")], b"")
+    finally:
+        await to.close()
+    echo = orjson.loads(answer.body)
+    assert (echo["headers"]["Accept"], echo["headers"]["User-Agent"]) == ("text/csv", "till/2")
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,8 @@ class AiohttpWire:
         return aiohttp_session(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no caller's cookies
-            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
+            # The caller's headers as they came: none of aiohttp's own made up for them.
+            skip_auto_headers=("User-Agent", "Accept", "Content-Type", "Accept-Encoding"),
         )
 
     def _for_requests(self) -> aiohttp.ClientSession:
