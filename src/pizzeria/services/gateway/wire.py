@@ -92,7 +92,10 @@ class Wire(Protocol):
     async def send(
         self, method: str, target: str, headers: Headers, body: bytes, *, timeout: float | None = None
     ) -> Answer:
-        """One request, its answer read whole; `timeout` replaces the wire's deadline."""
+        """One request, its answer read whole. The wire's deadline bounds each step on its own
+        (a place in the pool, connecting, each wait for more of the answer); `timeout`, given,
+        is instead one deadline for the whole exchange once it has a place in the pool, which
+        it waits for as long at most."""
         ...
 
     async def open(self, target: str, headers: Headers) -> Stream:
@@ -132,13 +135,14 @@ class AiohttpWire:
         self._base = url.rstrip("/")
         self._timeout = timeout
         self._timeouts = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        # No deadline on waiting for a free stream connection (aiohttp's `connect`, unset): the
+        # gateway's `StreamLimits` admit no more streams in all than one replica's stream pool
+        # holds, so a stream only waits for one while another's is being given back.
         self._stream_timeouts = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=None)
         self._slots = asyncio.Semaphore(connections)
         self._stream_connections = stream_connections
         self._requests: aiohttp.ClientSession | None = None
         self._streams: aiohttp.ClientSession | None = None
-        #: Requests holding a place in the pool now.
-        self.in_flight = 0
 
     @staticmethod
     def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
@@ -174,7 +178,6 @@ class AiohttpWire:
         self, method: str, target: str, headers: Headers, body: bytes, *, timeout: float | None = None
     ) -> Answer:
         await self._take_slot(self._timeout if timeout is None else timeout)
-        self.in_flight += 1
         try:
             with _aiohttp_faults():
                 async with self._for_requests().request(
@@ -187,7 +190,6 @@ class AiohttpWire:
                 ) as response:
                     return Answer(response.status, _latin1(response.raw_headers), await response.read())
         finally:
-            self.in_flight -= 1
             self._slots.release()
 
     async def open(self, target: str, headers: Headers) -> Stream:
