@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ import jwt
 import orjson
 import pytest
 import redis.asyncio as redis
+from starlette.routing import BaseRoute
 
 from pizzeria.kit.auth import ALGORITHM, AUDIENCE, ISSUER
 from pizzeria.kit.settings import DEVELOPMENT_JWT_SECRET, Settings
@@ -90,6 +91,26 @@ async def test_a_path_with_any_bytes_is_passed_on_as_it_came(gateway: Gateway) -
     assert echo["upstream"] == "catalog"
     staff = gateway.token("staff")
     assert (await gateway.client.put("/api/v1/inventory/%C2%BA%C3%AD%05", json={}, headers=staff)).status_code == 200
+
+
+def _in_order(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Routes in the order the app tries them, those of included routers in place."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from _in_order(included.routes) if included is not None else (route,)
+
+
+async def test_forwarding_is_tried_before_the_browsers_routes_and_none_of_them_is_an_api_path(
+    gateway: Gateway,
+) -> None:
+    # The forwarding route is matched before the browsers' pages (cheaper per request); that
+    # changes no answer as long as none of them lies under /api/ (the catch-all last answers
+    # the paths nothing else took).
+    paths = [getattr(route, "path", "") for route in _in_order(gateway.app.routes)]
+    after = paths[paths.index("/api/v1/{path:path}") + 1 :]
+    assert after[-1] == "/{path:path}"
+    assert len(after) > 10, "the browsers' pages come after forwarding"
+    assert not [path for path in after[:-1] if path.startswith("/api")]
 
 
 # -- tokens and roles -----------------------------------------------------------------------------
@@ -367,6 +388,28 @@ async def test_operations_ask_every_service_and_merge_the_answers(gateway: Gatew
     assert sorted(outbox["services"]) == sorted(set(UPSTREAMS) - {"delivery"})
     problem(await gateway.client.get("/api/v1/ops/outbox", headers=gateway.token("staff")), 403)
     problem(await gateway.client.get("/api/v1/ops/dlq"), 401)
+
+
+async def test_a_dead_letter_comes_back_with_the_content_type_its_service_gave(gateway: Gateway) -> None:
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = _dead_letters(name)
+    gateway.upstreams["orders"].answer = lambda request: httpx.Response(
+        200, content=b'{"id": "orders-1"}', headers={"Content-Type": "application/vnd.pizzeria.dead-letter+json"}
+    )
+    found = await gateway.client.get("/api/v1/ops/dlq/orders-1", headers=gateway.token("admin"))
+    assert found.status_code == 200
+    assert found.headers["content-type"] == "application/vnd.pizzeria.dead-letter+json"
+
+
+@pytest.mark.parametrize("dl_id", ["%2E%2E", ".%2e", "%2e"])
+async def test_a_dead_letter_id_that_is_a_dot_segment_is_refused_not_sent(gateway: Gateway, dl_id: str) -> None:
+    # The id goes into the path sent on: ".." there would make it another path (the listing's).
+    for name, upstream in gateway.upstreams.items():
+        upstream.answer = _dead_letters(name, f"{name}-1")
+    admin = gateway.token("admin")
+    problem(await gateway.client.get(f"/api/v1/ops/dlq/{dl_id}", headers=admin), 400)
+    problem(await gateway.client.post(f"/api/v1/ops/dlq/{dl_id}/replay", headers=admin), 400)
+    assert not [call for upstream in gateway.upstreams.values() for call in upstream.calls]
 
 
 # -- CORS and the API document ------------------------------------------------------------------------

@@ -4,16 +4,14 @@ closed port reported as unreachable (what the breakers in front of it count)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gzip
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pizzeria.kit.http_client import AiohttpTransport, HttpError, HttpTimeout, http_client
+from pizzeria.kit.http_client import HttpError, HttpTimeout, http_client
+from tests.support.hangup import hanging_up
 from tests.support.tcpproxy import free_port
 
 
@@ -76,58 +74,14 @@ async def test_a_closed_port_is_unreachable_not_a_timeout() -> None:
     assert not isinstance(raised.value, HttpTimeout)
 
 
-# -- httpx on aiohttp (the gateway's forwarding) -------------------------------------------------
-
-
-def on_aiohttp(base_url: str, *, timeout: float, connections: int = 10) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base_url, timeout=timeout, transport=AiohttpTransport(max_connections=connections)
-    )
-
-
-async def gzipped(_: web.Request) -> web.Response:
-    body = gzip.compress(b'{"zipped": true}')
-    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
-
-
-async def test_httpx_on_aiohttp_passes_the_request_and_the_answer_as_they_are(server: TestServer) -> None:
-    async with on_aiohttp(str(server.make_url("")), timeout=2) as client:
-        answer = await client.post("/v1/echo", params={"a": "1"}, headers={"Idempotency-Key": "k-2"}, content=b"{}")
-    assert answer.status_code == 201
-    assert answer.headers["content-type"].startswith("application/json")
-    assert answer.json() == {"method": "POST", "path": "/v1/echo", "query": "a=1", "body": "{}", "key": "k-2"}
-
-
-async def test_httpx_on_aiohttp_decodes_a_compressed_answer_as_httpx_does() -> None:
-    app = web.Application()
-    app.router.add_get("/zipped", gzipped)
-    async with TestServer(app, host="127.0.0.1") as running, on_aiohttp(str(running.make_url("")), timeout=2) as client:
-        answer = await client.get("/zipped")
-    assert answer.json() == {"zipped": True}
-
-
-async def test_httpx_on_aiohttp_faults_are_httpx_faults(server: TestServer) -> None:
-    async with on_aiohttp(str(server.make_url("")), timeout=0.2) as client:
-        with pytest.raises(httpx.ReadTimeout):
-            await client.get("/v1/slow")
-    async with on_aiohttp(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
-        with pytest.raises(httpx.ConnectError):
-            await client.get("/v1/echo")
-
-
-async def test_httpx_on_aiohttp_refuses_at_once_past_its_connections(server: TestServer) -> None:
-    transport = AiohttpTransport(max_connections=1)
-    timeout = httpx.Timeout(5, pool=0.1)
-    async with httpx.AsyncClient(base_url=str(server.make_url("")), timeout=timeout, transport=transport) as client:
-        hanging = asyncio.create_task(client.get("/v1/slow"))
-        deadline = asyncio.get_running_loop().time() + 5
-        while transport.in_flight < 1:  # the first request holds the only place
-            assert asyncio.get_running_loop().time() < deadline, "the first request never went out"
-            await asyncio.sleep(0.01)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
+async def test_a_request_the_server_read_is_sent_once(method: str) -> None:
+    # The server read the whole request, then died: whether to send it again is the caller's choice.
+    async with hanging_up() as (server, url):
+        client = http_client(url, timeout=2)
         try:
-            with pytest.raises(httpx.PoolTimeout):
-                await client.get("/v1/echo")
+            with pytest.raises(HttpError):
+                await client.request(method, "/v1/charges/c-1", body=b"{}")
         finally:
-            hanging.cancel()
-            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
-                await hanging
+            await client.close()
+    assert len(server.requests) == 1, f"{method} reached the server {len(server.requests)} times"

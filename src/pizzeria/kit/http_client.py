@@ -6,14 +6,12 @@ httpx spent 1.6 to 2.1 ms of CPU per request (its pool rescans every connection 
 aiohttp 0.1 ms. Payments calls the provider for every order, so that difference is a real share
 of what an order costs.
 
-The gateway forwards with httpx's client (its request building checks what a caller sent, and its
-tests answer through httpx transports) on `AiohttpTransport`: aiohttp's connections underneath,
-without httpcore's pool.
+The gateway forwards on aiohttp too, through a wire of its own (`services/gateway/wire.py`): it
+tells the faults its breakers and retries need apart, and relays streams.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +86,21 @@ def _faults_of(base_url: str, timeout: type[BaseException], unreachable: type[Ba
         raise HttpError(f"cannot reach {base_url}: {exc}") from exc
 
 
+def aiohttp_session(**options: Any) -> aiohttp.ClientSession:
+    """An aiohttp session that sends each request once.
+
+    aiohttp (3.14) sends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE a second time when its
+    connection breaks before an answer, even once the request was written: a PUT or DELETE that
+    a server applied before it died would be applied twice, and a read would reach the server
+    twice for each attempt its caller counts. No option of the session turns that off; the
+    attribute its own test server sets does. tests/unit/test_kit_http_session.py fails if an
+    aiohttp no longer has it, and tests/integration/test_http_client.py counts what reaches a
+    server that hangs up."""
+    session = aiohttp.ClientSession(**options)
+    session._retry_connection = False
+    return session
+
+
 class AiohttpClient:
     """The running system's client: a keep-alive pool, a deadline per request."""
 
@@ -101,7 +114,7 @@ class AiohttpClient:
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use, inside the running event loop (aiohttp binds its session to it).
         if self._session is None:
-            self._session = aiohttp.ClientSession(
+            self._session = aiohttp_session(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -161,68 +174,3 @@ class TransportClient:
 
     async def close(self) -> None:
         await self._client.aclose()
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport on aiohttp: httpx builds and checks the request, aiohttp's keep-alive
-    pool carries it. Its faults are httpx's (so callers tell "could not connect", "no answer in
-    time" and "no connection free" apart as with httpx's own transport); at most
-    `max_connections` requests are in flight, and one that waits longer than its pool timeout
-    for a place is `httpx.PoolTimeout`. The answer is read whole (no streaming)."""
-
-    def __init__(self, *, max_connections: int) -> None:
-        self._slots = asyncio.Semaphore(max_connections)
-        self._session: aiohttp.ClientSession | None = None
-        #: Requests holding a place now.
-        self.in_flight = 0
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the running event loop (aiohttp binds its session to it).
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),  # the semaphore limits
-                auto_decompress=False,  # httpx decodes, as with its own transport
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            )
-        return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection free in time", request=request) from None
-        self.in_flight += 1
-        try:
-            timeout = aiohttp.ClientTimeout(sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read"))
-            async with self._client().request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
-                data=request.content or None,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                content = await response.read()
-                return httpx.Response(
-                    response.status, headers=list(response.raw_headers), content=content, request=request
-                )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc), request=request) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "no answer in time", request=request) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc), request=request) from exc
-        finally:
-            self.in_flight -= 1
-            self._slots.release()
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None

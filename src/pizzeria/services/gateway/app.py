@@ -252,9 +252,9 @@ async def _forward(request: Request, upstreams: dict[str, Upstream], gate: Gate)
         return await relay_stream(upstream, raw_path, params, headers, limits=gate.streams, caller=caller)
     answer = await upstream.send(request.method, raw_path, params=params, headers=headers, body=await request.body())
     response = Response(content=answer.body, status_code=answer.status)
-    for name, value in answer.headers:
-        if name.lower() not in OWN_HEADERS:
-            response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    for name, value in answer.headers:  # names in lower case already, as ASGI has them
+        if name not in OWN_HEADERS:
+            response.raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
     return response
 
 
@@ -331,6 +331,14 @@ def create_app(
     app.include_router(status.build_router(upstreams, gate.admit))
     app.include_router(faults.build_router(provider, upstreams, gate.admit, forwarded_headers))
     app.include_router(invariants.build_router(upstreams, provider, gate.admit, forwarded_headers))
+
+    # Every other API path goes on to its service. Registered after the gateway's own API routes
+    # (they win) and before the browsers' (none is under /api/v1/), which the router would
+    # otherwise try one by one for every forwarded request.
+    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def forward(request: Request) -> Response:
+        return await _forward(request, upstreams, gate)
+
     document = OpenApiDocument(upstreams, {})
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -341,10 +349,6 @@ def create_app(
         return JSONResponse(await document.get())
 
     web = serve_browsers(app, settings, own)
-
-    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-    async def forward(request: Request) -> Response:
-        return await _forward(request, upstreams, gate)
 
     pages.serve_not_found(app, web)  # last: it answers every path nothing above took
     return app

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pizzeria.kit.auth import InvalidToken, Principal, Role
-from pizzeria.kit.errors import NotFound, ProblemError
+from pizzeria.kit.errors import NotFound, ServiceUnavailable
 from pizzeria.messaging.deadletters import DeadLetterStatus
 from pizzeria.services.gateway.routes import ADMIN
 from pizzeria.services.gateway.upstream import Forwarded, Upstream, refused_detail
@@ -42,14 +42,15 @@ async def ask_every(
     json: Any = None,
 ) -> dict[str, Forwarded | None]:
     """The same request to every service at once: each one's answer, None where it could not
-    answer; 401 when a service refuses the caller's token (revoked: nothing to merge)."""
+    answer; 401 when a service refuses the caller's token (revoked: nothing to merge). A request
+    that cannot be sent (the caller's fault, the same for every service) is a 400."""
     body = b"" if json is None else orjson.dumps(json)
     sent = headers if json is None else {**headers, "content-type": "application/json"}
 
     async def one(upstream: Upstream) -> Forwarded | None:
         try:
             return await upstream.send(method, path, params=params, headers=sent, body=body)
-        except ProblemError:
+        except ServiceUnavailable:
             return None
 
     names = list(upstreams)

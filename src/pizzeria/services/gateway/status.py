@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Literal
 
-import httpx
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
@@ -23,6 +23,7 @@ from pizzeria.kit.auth import Principal, Role
 from pizzeria.kit.clock import utcnow
 from pizzeria.services.gateway.routes import ADMIN
 from pizzeria.services.gateway.upstream import Replica, Upstream
+from pizzeria.services.gateway.wire import PoolBusy, TimedOut, WireError
 
 PROBE_TIMEOUT_S = 1.5
 LAG_FAMILY = "pizzeria_consumer_lag_messages"
@@ -91,27 +92,31 @@ async def probe(name: str, replica: Replica) -> ServiceStatus:
     started = time.perf_counter()
     latency: float | None = None
     try:
-        ready = await replica.client.get("/ready", timeout=PROBE_TIMEOUT_S)
+        ready = await replica.wire.send("GET", "/ready", [], b"", timeout=PROBE_TIMEOUT_S)
         latency = round((time.perf_counter() - started) * 1000, 1)
-        if ready.status_code == 200:
+        if ready.status == 200:
             state, detail = "ready", "ready"
         else:
             state = "not-ready"
-            checks = ready.json().get("checks", {}) if ready.headers.get("content-type", "").endswith("json") else {}
-            failing = [f"{name}: {outcome}" for name, outcome in checks.items() if outcome != "ok"]
-            detail = "; ".join(failing) or f"/ready answered {ready.status_code}"
-    except httpx.TimeoutException:
+            in_json = (ready.header("content-type") or "").endswith("json")
+            checks = orjson.loads(ready.body).get("checks", {}) if in_json else {}
+            failing = [f"{check}: {outcome}" for check, outcome in checks.items() if outcome != "ok"]
+            detail = "; ".join(failing) or f"/ready answered {ready.status}"
+    except TimedOut:
         state, detail = "down", f"no answer within {PROBE_TIMEOUT_S} s"
-    except httpx.HTTPError:
+    except PoolBusy:  # the gateway's own congestion: the replica may well be up
+        state, detail = "down", "not asked: the gateway's connections to it are all in use"
+    except WireError:
         state, detail = "down", "cannot be reached"
     lag: dict[str, float] | None = None
     breakers: dict[str, str] | None = None
     if state != "down":
         try:
-            metrics = await replica.client.get("/metrics", timeout=PROBE_TIMEOUT_S)
-            if metrics.status_code == 200:
-                lag, breakers = consumer_lag(metrics.text), breaker_states(metrics.text)
-        except httpx.HTTPError:
+            metrics = await replica.wire.send("GET", "/metrics", [], b"", timeout=PROBE_TIMEOUT_S)
+            if metrics.status == 200:
+                text = metrics.body.decode("utf-8", "replace")
+                lag, breakers = consumer_lag(text), breaker_states(text)
+        except WireError:
             pass
     return ServiceStatus(
         name=name,

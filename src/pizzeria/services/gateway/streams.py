@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-import httpx
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from pizzeria.kit.errors import ServiceUnavailable, TooManyRequests
 from pizzeria.services.gateway.upstream import HOP_BY_HOP, OWN_HEADERS, Upstream
+from pizzeria.services.gateway.wire import Stream
 
 #: When a refused caller may try again (seconds): streams end when their order does, so there
 #: is no better answer than a short while.
@@ -66,8 +66,8 @@ class RelayedStream(StreamingResponse):
     """The upstream's stream passed on as it comes; whatever ends it (the upstream, the caller
     going away, an error), the upstream's answer is closed and `release` called, once."""
 
-    def __init__(self, answer: httpx.Response, release: Callable[[], None]) -> None:
-        super().__init__(answer.aiter_bytes(), status_code=200)
+    def __init__(self, answer: Stream, release: Callable[[], None]) -> None:
+        super().__init__(answer.chunks, status_code=200)
         self._answer = answer
         self._release = release
 
@@ -76,7 +76,7 @@ class RelayedStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             try:
-                await self._answer.aclose()
+                await self._answer.close()
             finally:
                 self._release()
 
@@ -98,17 +98,17 @@ async def relay_stream(
     except BaseException:
         limits.close(caller)
         raise
-    kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in HOP_BY_HOP | OWN_HEADERS]
+    kept = [(k, v) for k, v in answer.headers if k.lower() not in HOP_BY_HOP | OWN_HEADERS]
     response: Response
-    if answer.status_code == 200:
+    if answer.status == 200:
         response = RelayedStream(answer, lambda: limits.close(caller))
     else:
         try:
-            body = await answer.aread()
+            body = await answer.read()
         finally:
-            await answer.aclose()
+            await answer.close()
             limits.close(caller)
-        response = Response(content=body, status_code=answer.status_code)
+        response = Response(content=body, status_code=answer.status)
     for name, value in kept:
         response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     return response

@@ -14,8 +14,11 @@ for as long as they last, and must never leave a request waiting for a connectio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
@@ -23,9 +26,20 @@ from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.errors import LOAD_SHED_HEADER, BadRequest, ServiceUnavailable
-from pizzeria.kit.http_client import AiohttpTransport
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
+from pizzeria.services.gateway.wire import (
+    AiohttpWire,
+    Answer,
+    NotSent,
+    PoolBusy,
+    Stream,
+    TimedOut,
+    TransportWire,
+    Unsendable,
+    UpstreamFault,
+    Wire,
+)
 
 log = get_logger(__name__)
 
@@ -33,26 +47,24 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Answers that mean the upstream itself is in trouble (not the request): they count against
 #: its breaker and a read is sent again. Any other answer, a 500 too, is the upstream's word.
 UPSTREAM_TROUBLE = frozenset({502, 503, 504})
-#: What goes wrong on the way to or from the upstream: it counts against its breaker. Not
-#: `LocalProtocolError` (the request could not be written: the caller's fault), nor
-#: `PoolTimeout` (no connection free in the gateway's own pool: the gateway is busy).
-UPSTREAM_FAULTS = (
-    httpx.ConnectTimeout,
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.NetworkError,
-    httpx.RemoteProtocolError,
-    httpx.ProxyError,
-)
 #: An answer that says the upstream is alive but sheds load (a bounded queue is full): it
 #: refused fast, as it should; its breaker does not count it and a read is not sent again.
 OVERLOADED_HEADER = LOAD_SHED_HEADER.lower()
-#: Faults that mean the request never left: no connection was made. Any request, a write too,
-#: may then go to another replica.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
-Outcome = httpx.Response | Exception
 BREAKER_STATES = ("closed", "half-open", "open")
+#: A path as it may go on the request line: RFC 3986 path characters, percent-escapes whole.
+_PLAIN_PATH = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PATH_SAFE = "/%-._~!$&'()*+,;=:@"
+#: A "." or ".." segment, as it came or escaped ("%2E"): what it means is the receiver's to say
+#: (one HTTP client removes it with the segment before, another sends it as it is).
+_DOT_SEGMENT = re.compile(r"/(?:\.|%2[Ee]){1,2}(?=/|$)")
+#: A header's name (an RFC 9110 token) and value (visible ASCII, spaces and tabs).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+
+Answered = TypeVar("Answered", Answer, Stream)
+Outcome = Answer | Stream | UpstreamFault
 
 
 class UpstreamUnavailable(ServiceUnavailable):
@@ -67,13 +79,45 @@ class GatewayBusy(ServiceUnavailable):
 
 @dataclass(frozen=True)
 class Forwarded:
+    """An upstream's answer to pass on: its headers without the hop-by-hop ones, names in lower case."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request as every replica is sent it: checked and encoded once."""
+
+    method: str
+    target: str  # the path and query, as they go on the request line
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+def outgoing(
+    method: str, path: str, params: Sequence[tuple[str, str]] | None, headers: Mapping[str, str], body: bytes = b""
+) -> Outgoing:
+    """The request to send; BadRequest if it cannot be sent (the caller's fault). A path is
+    passed on as it came, its percent-escapes kept; what may not stand in a path is escaped.
+    A path with a "." or ".." segment is refused: the upstream is sent the path it is meant to
+    get, never one a dot segment turns into another (say an id of ".." in a path built from it)."""
+    if not path.startswith("/") or path.startswith("//"):  # "//elsewhere/..." must never leave the upstream
+        raise BadRequest(f"the path {path[:200]!r} is not a valid URL path")
+    if _DOT_SEGMENT.search(path):
+        raise BadRequest(f"the path {path[:200]!r} holds a '.' or '..' segment")
+    if not _PLAIN_PATH.fullmatch(path):
+        path = quote(_LONE_PERCENT.sub("%25", path), safe=_PATH_SAFE)
+    target = f"{path}?{urlencode(params, quote_via=quote)}" if params else path
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            raise BadRequest(f"the request cannot be passed on: the header {name[:100]!r} holds characters it may not")
+    return Outgoing(method, target, list(headers.items()), body)
+
+
 class Replica:
-    """One address of a service: its connections, its breaker, the requests in flight to it."""
+    """One address of a service: its wire, its breaker, the requests in flight to it."""
 
     def __init__(
         self,
@@ -88,75 +132,35 @@ class Replica:
         self.url = url
         self.breaker = breaker
         self.in_flight = 0
-        # Requests on aiohttp's connections (httpx's own pool costs ten times the CPU per call
-        # under load: docs/performance.md); tests hand in a transport that answers in place.
-        self.client = httpx.AsyncClient(
-            base_url=url,
-            timeout=timeout,
-            transport=transport if transport is not None else AiohttpTransport(max_connections=connections),
-        )
-        # Streams on a pool of their own: however many are open, requests find a connection.
-        self.streams = httpx.AsyncClient(
-            base_url=url,
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=stream_connections, max_keepalive_connections=0),
+        # aiohttp's connections, without an HTTP client library's request and URL building on
+        # top (bench/forward_bench.py measures the difference); tests hand in a transport that
+        # answers in place.
+        self.wire: Wire = (
+            TransportWire(url, transport)
+            if transport is not None
+            else AiohttpWire(url, timeout=timeout, connections=connections, stream_connections=stream_connections)
         )
 
     def state(self) -> str:
         return self.breaker.state.name.lower().replace("_", "-")
 
-    def build(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: list[tuple[str, str]] | None,
-        headers: dict[str, str] | None,
-        body: bytes = b"",
-        timeout: httpx.Timeout | None = None,
-    ) -> httpx.Request:
-        """The request for this replica; BadRequest if it cannot be built (the caller's fault)."""
-        base = self.client.base_url
-        try:
-            url = base.join(path)
-        except httpx.InvalidURL:
-            raise BadRequest(f"the path {path[:200]!r} is not a valid URL path") from None
-        if (url.host, url.port) != (base.host, base.port):  # "//elsewhere/..." must never leave the upstream
-            raise BadRequest(f"the path {path[:200]!r} is not a valid URL path")
-        try:
-            return self.client.build_request(
-                method,
-                path,
-                params=tuple(params or ()),
-                headers=headers,
-                content=body,
-                timeout=timeout if timeout is not None else self.client.timeout,
-            )
-        except (httpx.InvalidURL, UnicodeError, ValueError, TypeError) as exc:
-            raise BadRequest(f"the request cannot be passed on: {str(exc)[:200]}") from None
-
-    async def exchange(self, request: httpx.Request, *, stream: bool = False) -> Outcome:
+    async def exchange(self, call: Callable[[Wire], Awaitable[Answered]]) -> Answered | UpstreamFault:
         """Send one attempt; the answer, or the upstream fault it met. No connection free in
         the gateway's own pool is `GatewayBusy`: the gateway's congestion, not the upstream's."""
         self.in_flight += 1
         try:
-            return await (self.streams if stream else self.client).send(request, stream=stream)
-        except httpx.PoolTimeout:
+            return await call(self.wire)
+        except PoolBusy:
             raise GatewayBusy(
                 f"the gateway has no connection free to {self.url}; try again shortly", headers={"Retry-After": "1"}
             ) from None
-        except UPSTREAM_FAULTS as exc:
+        except UpstreamFault as exc:
             return exc
         finally:
             self.in_flight -= 1
 
     async def close(self) -> None:
-        await self.client.aclose()
-        await self.streams.aclose()
-
-
-Build = Callable[[Replica], httpx.Request]
+        await self.wire.close()
 
 
 class Upstream:
@@ -204,45 +208,43 @@ class Upstream:
     async def _send(
         self, method: str, path: str, *, params: list[tuple[str, str]] | None, headers: dict[str, str], body: bytes
     ) -> Forwarded:
-        def build(replica: Replica) -> httpx.Request:
-            return replica.build(method, path, params=params, headers=headers, body=body)
+        # Checked before any breaker is asked: a request that cannot be sent is the caller's fault.
+        request = outgoing(method, path, params, headers, body)
 
-        # Built before any breaker is asked: a request that cannot be built is the caller's fault.
-        build(self.replicas[0])
-        idempotent = method in IDEMPOTENT
-        outcome = await self._guarded(build, attempts=1 + (self.retries if idempotent else 0))
-        if isinstance(outcome, httpx.Response):
+        def send(wire: Wire) -> Awaitable[Answer]:
+            return wire.send(request.method, request.target, request.headers, request.body)
+
+        outcome = await self._guarded(send, attempts=1 + (self.retries if method in IDEMPOTENT else 0))
+        if isinstance(outcome, Answer):
             return _forwarded(outcome)
-        kind = "did not answer in time" if isinstance(outcome, httpx.TimeoutException) else "cannot be reached"
+        kind = "did not answer in time" if isinstance(outcome, TimedOut) else "cannot be reached"
         log.warning("upstream call failed", upstream=self.name, path=path, error=repr(outcome))
         raise UpstreamUnavailable(f"{self.name} {kind}") from None
 
     async def open_stream(
         self, path: str, *, params: list[tuple[str, str]] | None = None, headers: dict[str, str] | None = None
-    ) -> httpx.Response:
-        """GET a long-lived answer: the deadline covers connecting and the first bytes of the
-        answer, not the stream, which lasts as long as the upstream keeps it open. The caller
-        closes the response."""
+    ) -> Stream:
+        """GET a long-lived answer: the deadline covers connecting, not the stream, which lasts
+        as long as the upstream keeps it open. The caller closes it."""
+        request = outgoing("GET", path, params, headers or {})
 
-        def build(replica: Replica) -> httpx.Request:
-            timeout = httpx.Timeout(replica.client.timeout.connect, read=None)
-            return replica.build("GET", path, params=params, headers=headers, timeout=timeout)
+        def open_(wire: Wire) -> Awaitable[Stream]:
+            return wire.open(request.target, request.headers)
 
-        build(self.replicas[0])
-        outcome = await self._guarded(build, attempts=1, stream=True)
-        if isinstance(outcome, Exception):
+        outcome = await self._guarded(open_, attempts=1)
+        if isinstance(outcome, UpstreamFault):
             raise UpstreamUnavailable(f"{self.name} cannot be reached") from None
         return outcome
 
-    async def _guarded(self, build: Build, *, attempts: int, stream: bool = False) -> Outcome:
+    async def _guarded(self, call: Callable[[Wire], Awaitable[Answered]], *, attempts: int) -> Answered | UpstreamFault:
         """Run one logical request over the replicas, through their breakers: it counts once
         against each replica it reached, as a failure if its last outcome there was an
         upstream fault or a 502/503/504, else as a success."""
         reached: dict[Replica, Outcome | None] = {}
         try:
-            outcome = await self._attempts(build, attempts, reached, stream=stream)
-        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
-            # The client refused to write the request: nothing reached the upstream.
+            outcome = await self._attempts(call, attempts, reached)
+        except Unsendable as exc:
+            # The request could not be written: nothing reached the upstream.
             for replica in reached:
                 replica.breaker.release()
             raise BadRequest(f"the request cannot be passed on: {str(exc)[:200]}") from None
@@ -253,19 +255,19 @@ class Upstream:
         for replica, last in reached.items():
             if last is None:
                 replica.breaker.release()
-            elif isinstance(last, Exception) or _in_trouble(last):
+            elif isinstance(last, UpstreamFault) or _in_trouble(last):
                 replica.breaker.record_failure()
             else:
                 replica.breaker.record_success()
         return outcome
 
     async def _attempts(
-        self, build: Build, attempts: int, reached: dict[Replica, Outcome | None], *, stream: bool
-    ) -> Outcome:
+        self, call: Callable[[Wire], Awaitable[Answered]], attempts: int, reached: dict[Replica, Outcome | None]
+    ) -> Answered | UpstreamFault:
         """Up to `attempts` attempts (reads may be retried), each on the least busy replica that
         takes calls, one not tried yet first. Once they are used up, a request that could not
         connect (nothing was sent) still goes to each replica not tried yet, whatever its method."""
-        outcome: Outcome | None = None
+        outcome: Answered | UpstreamFault | None = None
         used = 0
         while True:
             replica = self._next(reached, fresh_only=used >= attempts)
@@ -276,12 +278,12 @@ class Upstream:
             if replica in reached:  # the same replica again: give it a moment
                 await asyncio.sleep(self.backoff * 2 ** (used - 1))
             reached[replica] = None
-            outcome = await replica.exchange(build(replica), stream=stream)
+            outcome = await replica.exchange(call)
             reached[replica] = outcome
             used += 1
-            if isinstance(outcome, httpx.Response) and not _in_trouble(outcome):
+            if not isinstance(outcome, UpstreamFault) and not _in_trouble(outcome):
                 return outcome
-            if used >= attempts and not isinstance(outcome, NOT_SENT):
+            if used >= attempts and not isinstance(outcome, NotSent):
                 return outcome
 
     def _next(self, reached: dict[Replica, Outcome | None], *, fresh_only: bool) -> Replica | None:
@@ -338,9 +340,9 @@ HOP_BY_HOP = frozenset(
 OWN_HEADERS = frozenset({"x-request-id", "date", "server", OVERLOADED_HEADER})
 
 
-def _in_trouble(response: httpx.Response) -> bool:
+def _in_trouble(answer: Answer | Stream) -> bool:
     """An answer that says the upstream cannot serve now (not a refusal to shed load)."""
-    return response.status_code in UPSTREAM_TROUBLE and OVERLOADED_HEADER not in response.headers
+    return answer.status in UPSTREAM_TROUBLE and not any(k.lower() == OVERLOADED_HEADER for k, _ in answer.headers)
 
 
 def refused_detail(body: bytes) -> str:
@@ -351,6 +353,6 @@ def refused_detail(body: bytes) -> str:
         return "the access token was refused"
 
 
-def _forwarded(response: httpx.Response) -> Forwarded:
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-    return Forwarded(response.status_code, headers, response.content)
+def _forwarded(answer: Answer) -> Forwarded:
+    named = ((k.lower(), v) for k, v in answer.headers)
+    return Forwarded(answer.status, [(k, v) for k, v in named if k not in HOP_BY_HOP], answer.body)
