@@ -98,7 +98,7 @@ async def main() -> None:
     args = parser.parse_args()
     for callers in args.callers:
         with tempfile.TemporaryDirectory() as tmp:
-            url = args.url or f"sqlite+aiosqlite:///{tmp}/orders.db"
+            url = args.url or f"sqlite:///{tmp}/orders.db"
             per_order, per_commit = await measure(url, callers, args.orders, alone=args.alone)
         print(f"callers {callers:3}: {per_order:7.1f} µs CPU per placement, {per_commit:5.1f} placements per commit")
 

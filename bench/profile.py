@@ -344,7 +344,7 @@ FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 LOOP = "event loop's C code (no Python frame sampled)"
 AWAIT = re.compile(r"\bawait\b")
 GREEN = "sqlalchemy async+greenlet"
-SQLITE = "sqlite3 (kit/sqlite.py + SQLite C)"
+SQLITE = "sqlite3 (kit/sqlite_driver.py + SQLite C)"
 GROUPS = [  # (file prefix, group); the first that matches wins
     ("sqlalchemy/sql/", "sqlalchemy compile/constructs"),
     ("sqlalchemy/engine/", "sqlalchemy execute/result"),
