@@ -3,10 +3,13 @@ look again."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
+import pytest
+
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.loops import move_on
+from pizzeria.kit.loops import BackgroundLoop, move_on, wait_for_event
 
 STAGE = timedelta(seconds=10)
 
@@ -50,3 +53,40 @@ async def test_nothing_due_waits_for_the_first_and_nothing_under_way_waits_for_a
     assert isinstance(wait, float)
     assert 0 < wait <= 8
     assert await move_on([], STAGE, advance) is None
+
+
+async def test_a_wait_cancelled_while_its_event_is_set_ends_cancelled() -> None:
+    """The stop of a loop that is being woken at that moment (`asyncio.wait_for` before Python
+    3.12 returned as if woken, and the task went on as if never stopped)."""
+    event = asyncio.Event()
+    waiting = asyncio.create_task(wait_for_event(event, 30))
+    await asyncio.sleep(0)  # it waits
+    event.set()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_background_loop_stopped_while_it_is_woken_stops() -> None:
+    steps = 0
+
+    async def step() -> None:
+        nonlocal steps
+        steps += 1
+
+    loop = BackgroundLoop("test", step, interval=30)
+    running = asyncio.create_task(loop.run())
+    while steps == 0:  # its first step has run; now it waits for the interval or a wake-up
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    loop.wake()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 5)
+
+
+async def test_a_wait_for_an_event_says_whether_it_came() -> None:
+    event = asyncio.Event()
+    assert await wait_for_event(event, 0.01) is False
+    event.set()
+    assert await wait_for_event(event, 30) is True

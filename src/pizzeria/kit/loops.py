@@ -92,8 +92,18 @@ class BackgroundLoop:
             await self._pause(wait)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await wait_for_event(self._wake, seconds)
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` have passed; True if it is set. Not
+    `asyncio.wait_for`: before Python 3.12 it swallows a cancellation that comes while the
+    event is being set (the waiting task goes on as if never cancelled, and whoever stops it
+    waits for ever)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
 
 
 async def move_on(

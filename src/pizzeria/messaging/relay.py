@@ -32,6 +32,7 @@ from pizzeria.kit import failpoints
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.loops import wait_for_event
 from pizzeria.messaging import metrics
 from pizzeria.messaging.broker import Broker, OutgoingMessage
 from pizzeria.messaging.tables import outbox
@@ -122,10 +123,9 @@ class OutboxRelay:
             await self._resign()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-            if self.linger:  # woken by a commit: let the commits right behind it join the run
-                await self._linger_sleep(self.linger)
+        if await wait_for_event(self._wake, seconds) and self.linger:
+            # woken by a commit: let the commits right behind it join the run
+            await self._linger_sleep(self.linger)
         self._wake.clear()
 
     def stop(self) -> None:

@@ -5,9 +5,10 @@ few seconds, for changes made by another process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from uuid import UUID
+
+from pizzeria.kit.loops import wait_for_event
 
 
 class OrderWatch:
@@ -23,9 +24,7 @@ class OrderWatch:
         event = asyncio.Event()
         self._waiting[order_id].add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
-            return event.is_set()
+            return await wait_for_event(event, timeout)
         finally:
             self._waiting[order_id].discard(event)
             if not self._waiting[order_id]:
