@@ -112,8 +112,8 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
 class InlineAsyncConnection(AsyncConnection):
     """An `AsyncConnection` that runs statements, commits, rollbacks and its return to the pool
     on its driver directly (the driver never waits), and takes its connection from the pool
-    directly when one is idle in it. A connection that was invalidated takes the usual way, in a
-    greenlet: running again reconnects, which takes a connection from the pool."""
+    directly when one is idle in it. A statement on a connection that was invalidated takes the
+    usual way, in a greenlet: it reconnects first, which takes a connection from the pool."""
 
     async def start(self, is_ctxmanager: bool = False) -> InlineAsyncConnection:
         pool = self.sync_engine.pool
