@@ -42,3 +42,16 @@ async def test_a_replica_not_ready_names_its_failing_checks() -> None:
 
     found = await probe("kitchen", replica(httpx.MockTransport(answer)))
     assert (found.state, found.detail, found.lag) == ("not-ready", "kafka: unreachable", {"kitchen": 3.0})
+
+
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"[1, 2]", b'{"checks": "all bad"}'], ids=["broken", "a-list", "checks-not-an-object"]
+)
+async def test_a_replica_whose_readiness_answer_is_not_ours_is_not_ready_by_its_status(body: bytes) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text="")
+        return httpx.Response(503, content=body, headers={"Content-Type": "application/json"})
+
+    found = await probe("kitchen", replica(httpx.MockTransport(answer)))
+    assert (found.state, found.detail) == ("not-ready", "/ready answered 503")

@@ -88,6 +88,16 @@ def breaker_states(exposition: str) -> dict[str, str]:
     }
 
 
+def _checks(body: bytes) -> dict[str, object]:
+    """The checks a `/ready` answer names, or none when its body is not what ours send (a
+    half-broken replica must not take the status of every other one down with it)."""
+    try:
+        checks = orjson.loads(body).get("checks", {})
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+    return checks if isinstance(checks, dict) else {}
+
+
 async def probe(name: str, replica: Replica) -> ServiceStatus:
     started = time.perf_counter()
     latency: float | None = None
@@ -98,8 +108,7 @@ async def probe(name: str, replica: Replica) -> ServiceStatus:
             state, detail = "ready", "ready"
         else:
             state = "not-ready"
-            in_json = (ready.header("content-type") or "").endswith("json")
-            checks = orjson.loads(ready.body).get("checks", {}) if in_json else {}
+            checks = _checks(ready.body) if (ready.header("content-type") or "").endswith("json") else {}
             failing = [f"{check}: {outcome}" for check, outcome in checks.items() if outcome != "ok"]
             detail = "; ".join(failing) or f"/ready answered {ready.status}"
     except TimedOut:
