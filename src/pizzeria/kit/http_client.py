@@ -40,6 +40,11 @@ class HttpAnswer:
     def json(self) -> Any:
         return orjson.loads(self.body)
 
+    def header(self, name: str) -> str | None:
+        """The first value of the header `name` (any case), if the answer has it."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")

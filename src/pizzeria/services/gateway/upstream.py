@@ -26,11 +26,11 @@ from opentelemetry.trace import SpanKind
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.errors import LOAD_SHED_HEADER, BadRequest, ServiceUnavailable
+from pizzeria.kit.http_client import HttpAnswer
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker, CircuitOpen
 from pizzeria.services.gateway.wire import (
     AiohttpWire,
-    Answer,
     NotSent,
     PoolBusy,
     Stream,
@@ -63,8 +63,8 @@ _DOT_SEGMENT = re.compile(r"/(?:\.|%2[Ee]){1,2}(?=/|$)")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 
-Answered = TypeVar("Answered", Answer, Stream)
-Outcome = Answer | Stream | UpstreamFault
+Answered = TypeVar("Answered", HttpAnswer, Stream)
+Outcome = HttpAnswer | Stream | UpstreamFault
 
 
 class UpstreamUnavailable(ServiceUnavailable):
@@ -211,11 +211,11 @@ class Upstream:
         # Checked before any breaker is asked: a request that cannot be sent is the caller's fault.
         request = outgoing(method, path, params, headers, body)
 
-        def send(wire: Wire) -> Awaitable[Answer]:
+        def send(wire: Wire) -> Awaitable[HttpAnswer]:
             return wire.send(request.method, request.target, request.headers, request.body)
 
         outcome = await self._guarded(send, attempts=1 + (self.retries if method in IDEMPOTENT else 0))
-        if isinstance(outcome, Answer):
+        if isinstance(outcome, HttpAnswer):
             return _forwarded(outcome)
         kind = "did not answer in time" if isinstance(outcome, TimedOut) else "cannot be reached"
         log.warning("upstream call failed", upstream=self.name, path=path, error=repr(outcome))
@@ -340,7 +340,7 @@ HOP_BY_HOP = frozenset(
 OWN_HEADERS = frozenset({"x-request-id", "date", "server", OVERLOADED_HEADER})
 
 
-def _in_trouble(answer: Answer | Stream) -> bool:
+def _in_trouble(answer: HttpAnswer | Stream) -> bool:
     """An answer that says the upstream cannot serve now (not a refusal to shed load)."""
     return answer.status in UPSTREAM_TROUBLE and not any(k.lower() == OVERLOADED_HEADER for k, _ in answer.headers)
 
@@ -353,6 +353,6 @@ def refused_detail(body: bytes) -> str:
         return "the access token was refused"
 
 
-def _forwarded(answer: Answer) -> Forwarded:
+def _forwarded(answer: HttpAnswer) -> Forwarded:
     named = ((k.lower(), v) for k, v in answer.headers)
     return Forwarded(answer.status, [(k, v) for k, v in named if k not in HOP_BY_HOP], answer.body)

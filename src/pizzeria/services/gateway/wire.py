@@ -26,7 +26,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from pizzeria.kit.http_client import aiohttp_session
+from pizzeria.kit.http_client import HttpAnswer, aiohttp_session
 
 Headers = Sequence[tuple[str, str]]
 
@@ -60,20 +60,6 @@ class Unsendable(WireError):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    """A whole answer; header names and values as they came (latin-1, as on the wire)."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The first value of the header `name` (any case), if the answer has it."""
-        name = name.lower()
-        return next((v for k, v in self.headers if k.lower() == name), None)
-
-
-@dataclass(frozen=True, slots=True)
 class Stream:
     """An answer whose body comes as the upstream sends it; `close` ends it (once read or not)."""
 
@@ -91,7 +77,7 @@ class Wire(Protocol):
 
     async def send(
         self, method: str, target: str, headers: Headers, body: bytes, *, timeout: float | None = None
-    ) -> Answer:
+    ) -> HttpAnswer:
         """One request, its answer read whole. The wire's deadline bounds each step on its own
         (a place in the pool, connecting, each wait for more of the answer); `timeout`, given,
         is instead one deadline for the whole exchange once it has a place in the pool, which
@@ -176,7 +162,7 @@ class AiohttpWire:
 
     async def send(
         self, method: str, target: str, headers: Headers, body: bytes, *, timeout: float | None = None
-    ) -> Answer:
+    ) -> HttpAnswer:
         await self._take_slot(self._timeout if timeout is None else timeout)
         try:
             with _aiohttp_faults():
@@ -188,7 +174,7 @@ class AiohttpWire:
                     timeout=self._timeouts if timeout is None else aiohttp.ClientTimeout(total=timeout),
                     allow_redirects=False,
                 ) as response:
-                    return Answer(response.status, _latin1(response.raw_headers), await response.read())
+                    return HttpAnswer(response.status, _latin1(response.raw_headers), await response.read())
         finally:
             self._slots.release()
 
@@ -253,14 +239,14 @@ class TransportWire:
 
     async def send(
         self, method: str, target: str, headers: Headers, body: bytes, *, timeout: float | None = None
-    ) -> Answer:
+    ) -> HttpAnswer:
         response = await self._exchange(method, target, headers, body)
         try:
             with _httpx_faults():
                 content = await response.aread()
         finally:
             await response.aclose()
-        return Answer(response.status_code, _latin1(response.headers.raw), content)
+        return HttpAnswer(response.status_code, _latin1(response.headers.raw), content)
 
     async def open(self, target: str, headers: Headers) -> Stream:
         response = await self._exchange("GET", target, headers, b"")
