@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pizzeria.contracts.orders import Contact, OrderLine, OrderPlaced, PaymentMethod
 from pizzeria.contracts.payments import PaymentFailed
 from pizzeria.kit import context
 from pizzeria.messaging.broker import Record
-from pizzeria.messaging.envelope import CONTENT_TYPE, Envelope, MalformedMessage
+from pizzeria.messaging.envelope import _LIMITS, CONTENT_TYPE, Envelope, MalformedMessage
 
 ORDER_ID = UUID("0190a5c4-7e2b-7c3d-8f1e-2a3b4c5d6e7f")
 AT = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -198,3 +200,40 @@ def test_a_missing_time_means_now() -> None:
 
 def test_malformed_message_is_a_value_error() -> None:
     assert issubclass(MalformedMessage, ValueError)
+
+
+_HEADER_VALUES = st.one_of(
+    st.none(),
+    st.just(""),
+    st.sampled_from(["1.0", "0.3", "x" * 64, "x" * 65, "é", "a\x7fb", "a\nb", "\u2028", " "]),
+    st.text(max_size=80),
+    st.integers(),
+    st.binary(max_size=8),
+)
+_TIMES = st.one_of(st.none(), st.just(AT.isoformat()), st.text(max_size=40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.fixed_dictionaries(
+        {f"ce_{name}": _HEADER_VALUES for name in _LIMITS},
+        optional={"ce_traceparent": st.one_of(st.just("00-" + "a" * 32 + "-" + "b" * 16 + "-01"), st.text())},
+    ),
+    time=_TIMES,
+    usual=st.booleans(),
+)
+def test_the_quick_reading_of_headers_agrees_with_the_careful_one(
+    values: dict[str, object], time: str | None, usual: bool
+) -> None:
+    """`from_headers` takes a short path for the usual record and `_from_headers_checked` reads
+    every other: whatever the headers, both give the same envelope or the same refusal."""
+    headers = dict(values, ce_time=time or AT.isoformat())
+    if usual:  # most drawn headers are refused at once; these mostly are not
+        headers.update(ce_id="id-1", ce_source=SOURCE, ce_type="orders.OrderPlaced.v1", ce_specversion="1.0")
+    outcomes = []
+    for read in (Envelope.from_headers, Envelope._from_headers_checked):
+        try:
+            outcomes.append(read(headers, b"{}"))
+        except MalformedMessage as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]

@@ -56,4 +56,7 @@ def use(clock: Clock) -> Iterator[Clock]:
 
 def as_utc(value: datetime) -> datetime:
     """Treat a naive datetime (as SQLite returns them) as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if tz is None else value.astimezone(UTC)

@@ -63,7 +63,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 def _sqlite_time_text(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is not None:
+    tz = value.tzinfo
+    if tz is UTC:  # the usual: "+00:00" is all there is to take off
+        return value.isoformat(" ", "microseconds")[:-6]
+    if tz is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
 

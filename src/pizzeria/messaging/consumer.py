@@ -19,7 +19,7 @@ import contextlib
 import enum
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -291,6 +291,22 @@ class ConsumerRunner:
         #: Since when the loop has failed without a successful fetch and commit in between.
         self._failing_since: float | None = None
         metrics.consumer_stuck.labels(group).set_function(lambda: 1.0 if self.stuck() else 0.0)
+        #: The group's series of the per-message metrics, looked up once (a lookup by labels
+        #: costs more than the count).
+        self._counted: dict[Outcome, Any] = {}
+        self._timed: dict[str, Any] = {}
+
+    def _count(self, outcome: Outcome, amount: int = 1) -> None:
+        series = self._counted.get(outcome)
+        if series is None:
+            series = self._counted[outcome] = metrics.consumer_messages.labels(self.group, outcome.value)
+        series.inc(amount)
+
+    def _took(self, type_name: str, seconds: float) -> None:
+        series = self._timed.get(type_name)
+        if series is None:
+            series = self._timed[type_name] = metrics.consumer_handler_duration.labels(self.group, type_name)
+        series.observe(seconds)
 
     @property
     def dlq_topic(self) -> str:
@@ -436,10 +452,12 @@ class ConsumerRunner:
         failpoints.hit(self.committed_failpoint)
         per_message = (time.perf_counter() - started) / len(prepared)
         for position, (item, _) in enumerate(prepared):
-            outcome = outcomes.get(position, Outcome.PROCESSED)
-            metrics.consumer_messages.labels(self.group, outcome.value).inc()
-            if outcome is Outcome.PROCESSED:
-                metrics.consumer_handler_duration.labels(self.group, item.envelope.type).observe(per_message)
+            if position not in outcomes:
+                self._took(item.envelope.type, per_message)
+        for outcome, count in Counter(outcomes.values()).items():
+            self._count(outcome, count)
+        if len(prepared) > len(outcomes):
+            self._count(Outcome.PROCESSED, len(prepared) - len(outcomes))
         return True
 
     async def _run_segment(self, route: Route, items: list[Incoming], uow: UnitOfWork) -> None:
@@ -490,7 +508,7 @@ class ConsumerRunner:
             if replay_of is not None:  # asked for by name: it must not wait for its replay forever
                 reason = f"no handler: this group no longer takes {envelope.type}"
                 return await self._dead_letter(record, envelope, reason, 1, replay_of)
-            metrics.consumer_messages.labels(self.group, Outcome.IGNORED.value).inc()
+            self._count(Outcome.IGNORED)
             return Outcome.IGNORED
         try:
             message = route.decode(envelope)
@@ -506,7 +524,7 @@ class ConsumerRunner:
                 attempt += 1
                 try:
                     outcome = await self._handle_once(message, envelope, route)
-                    metrics.consumer_messages.labels(self.group, outcome.value).inc()
+                    self._count(outcome)
                     if replay_of is not None:
                         await self.dead_letters.mark_replayed(replay_of)
                     return outcome
@@ -544,7 +562,7 @@ class ConsumerRunner:
                 await route.handler(message, envelope, uow)
             await uow.commit()
         failpoints.hit(self.committed_failpoint)
-        metrics.consumer_handler_duration.labels(self.group, envelope.type).observe(time.perf_counter() - started)
+        self._took(envelope.type, time.perf_counter() - started)
         return Outcome.PROCESSED
 
     async def _dead_letter(
@@ -564,7 +582,7 @@ class ConsumerRunner:
         else:
             await self.dead_letters.add(self.group, record, envelope, error, attempts, topic=self.dlq_topic)
         metrics.consumer_dead_letters.labels(self.group).inc()
-        metrics.consumer_messages.labels(self.group, Outcome.DEAD_LETTERED.value).inc()
+        self._count(Outcome.DEAD_LETTERED)
         return Outcome.DEAD_LETTERED
 
     async def _report_lag_forever(self) -> None:

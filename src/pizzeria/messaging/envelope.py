@@ -28,6 +28,8 @@ _LIMITS = {
     "correlationid": 64,
     "causationid": 64,
 }
+#: (header, limit) of each attribute, in the order `from_headers` unpacks them.
+_FAST = tuple((f"ce_{name}", limit) for name, limit in _LIMITS.items())
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -89,6 +91,38 @@ class Envelope:
         """The envelope of a record's headers; `MalformedMessage` (never anything else) when
         they are not a CloudEvent this system can keep: an attribute missing, not text, too
         long for the columns it is kept in, or holding control characters."""
+        # Every consumer reads every record's envelope: the usual record (its attributes
+        # printable ASCII within their limits) takes one cheap look per attribute; any other
+        # is read by `_from_headers_checked`, which says what is wrong with it.
+        get = headers.get
+        found: list[str | None] = []
+        for key, limit in _FAST:
+            attribute = get(key)
+            if attribute is None or attribute == "":
+                found.append(None)
+            elif type(attribute) is str and len(attribute) <= limit and attribute.isascii() and attribute.isprintable():
+                found.append(attribute)
+            else:
+                return cls._from_headers_checked(headers, value)
+        id_, source, type_, specversion, subject, correlationid, causationid = found
+        if not (id_ and source and type_ and specversion == "1.0"):
+            return cls._from_headers_checked(headers, value)
+        traceparent = get("ce_traceparent")
+        return cls(
+            id_,
+            source,
+            type_,
+            value,
+            subject,
+            _time(get("ce_time")),
+            correlationid,
+            causationid,
+            # W3C Trace Context: a traceparent that is not one starts a new trace.
+            traceparent if type(traceparent) is str and TRACEPARENT.match(traceparent) else None,
+        )
+
+    @classmethod
+    def _from_headers_checked(cls, headers: Mapping[str, object], value: bytes) -> Envelope:
         missing = [a for a in _REQUIRED if not headers.get(f"ce_{a}")]
         if missing:
             raise MalformedMessage(f"not a CloudEvent: missing {', '.join('ce_' + m for m in missing)}")
