@@ -169,7 +169,10 @@ def print_system(tag: str, r: dict[str, Any]) -> None:
     )
     cpu = ", ".join(f"{name} {ms}" for name, ms in r["cpu_ms_per_order"].items())
     total = r["cpu_ms_per_order_total"]
-    print(f"[system  {tag:<15}] CPU per order (ms, during the flood): {total} in all — {cpu}")
+    print(
+        f"[system  {tag:<15}] CPU per order (ms, during the flood; traces sampled at "
+        f"{r['trace_sample_ratio']}): {total} in all — {cpu}"
+    )
     for name, counts in r["per_order"].items():
         figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())
         print(f"[system  {tag:<15}]   per order, {name}: {figures}")

@@ -9,6 +9,7 @@ mode's refusals differ."""
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -25,11 +26,22 @@ from pizzeria.registry import SERVICES
 
 STACKS = ("embedded", "postgres+kafka", "postgres+sqllog")
 
+#: The share of new traces each stack samples unless `TRACE_SAMPLE_RATIO` is set: the default of
+#: the way it is deployed. Embedded runs are `make run`'s, which keeps every trace (the code's
+#: default, 1.0); the production stack samples as the Helm chart does with a collector (its
+#: `tracing.sampleRatio`, 0.1). docs/performance.md gives the cost of both on each stack.
+TRACE_SAMPLING = {"embedded": "1.0", "postgres+kafka": "0.1", "postgres+sqllog": "1.0"}
+
+
+def trace_sampling(stack: str) -> str:
+    """The `TRACE_SAMPLE_RATIO` a run of `stack` uses (the environment's, if it sets one)."""
+    return os.environ.get("TRACE_SAMPLE_RATIO") or TRACE_SAMPLING[stack]
+
 
 @contextlib.asynccontextmanager
 async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
     if name == "embedded":
-        yield {}
+        yield {"TRACE_SAMPLE_RATIO": trace_sampling(name)}
         return
     kafka = KafkaCluster(workdir / "kafka").start() if name == "postgres+kafka" else None
     urls: dict[str, str] = {}
@@ -37,6 +49,7 @@ async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
         urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
         env = {f"{n.upper()}_DATABASE_URL": u for n, u in urls.items()}
         env["JWT_SECRET"] = secrets.token_urlsafe(48)  # production mode refuses the public one
+        env["TRACE_SAMPLE_RATIO"] = trace_sampling(name)
         env.update({"REDIS_URL": "redis://127.0.0.1:6379/13", "REDIS_KEY_PREFIX": f"pzbench-{secrets.token_hex(6)}"})
         if kafka is not None:
             # Each service logs in as its own user, allowed what its ACLs allow, as in production.

@@ -95,7 +95,14 @@ async def run(
             finally:
                 await shop.close()
                 system.stop()
-    return {"stack": stack, "broker": BROKER_NOTE[stack], "replicas": replicas, **steady, **flood}
+    return {
+        "stack": stack,
+        "broker": BROKER_NOTE[stack],
+        "replicas": replicas,
+        "trace_sample_ratio": env["TRACE_SAMPLE_RATIO"],
+        **steady,
+        **flood,
+    }
 
 
 class Bench:
