@@ -40,7 +40,6 @@ reservations = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # held | released | consumed
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
-sa.Index("ix_reservations_status", reservations.c.status)
 
 tickets = sa.Table(
     "tickets",
