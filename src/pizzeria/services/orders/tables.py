@@ -42,7 +42,6 @@ orders = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 sa.Index("ix_orders_customer", orders.c.customer_id, orders.c.id)
-sa.Index("ix_orders_status", orders.c.status, orders.c.id)
 # Each customer's unpaid orders, counted at every placement (ORDER_MAX_UNPAID): a few rows, however
 # long the customer's history.
 sa.Index(
