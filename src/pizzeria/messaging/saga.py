@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.upsert import insert_rows
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.tables import saga_log, sagas
 from pizzeria.messaging.uow import UnitOfWork
@@ -427,12 +428,10 @@ _DUE = (
     .order_by(sagas.c.deadline_at)
     .limit(sa.bindparam("limit"))
 )
-_LOG = saga_log.insert()
-_INSERT = sagas.insert()
 
 
 async def _insert_sagas(conn: AsyncConnection, started: list[Saga]) -> None:
-    await conn.execute(_INSERT, [_row(saga) for saga in started])
+    await insert_rows(conn, sagas, [_row(saga) for saga in started])
 
 
 async def _write_sagas(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -440,7 +439,7 @@ async def _write_sagas(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Non
 
 
 async def _write_log(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_LOG, rows)
+    await insert_rows(conn, saga_log, rows)
 
 
 async def history(conn: AsyncConnection, saga_id: str) -> list[dict[str, Any]]:

@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
+from pizzeria.kit.upsert import insert_rows
 from pizzeria.messaging import inbox
 from pizzeria.messaging.broker import OutgoingMessage
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.tables import outbox
 
-_INSERT_OUTBOX = outbox.insert()
 _NOTIFY = sa.text("NOTIFY pizzeria_outbox")
 
 #: PostgreSQL channel a committing transaction notifies so relays in other processes wake up.
@@ -150,7 +150,7 @@ class UnitOfWork:
         conn = self.conn
         await self.flush()
         if self._pending:
-            await conn.execute(_INSERT_OUTBOX, self._pending)
+            await insert_rows(conn, outbox, self._pending)
             if self.db.is_postgres:
                 await conn.execute(_NOTIFY)
         await conn.commit()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from pizzeria.kit import context
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.upsert import insert_rows
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming, PermanentError
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import REGISTRY
@@ -73,8 +73,8 @@ def build_handlers() -> HandlerRegistry:
     async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
         """A run of messages in one statement, kept as they were sent (never decoded into
         their schemas: the log keeps what came, even what a newer schema would refuse)."""
-        await uow.conn.execute(
-            insert_ignore(uow.conn, audit_log), [entry(item.envelope, _data(item.envelope)) for item in items]
+        await insert_rows(
+            uow.conn, audit_log, [entry(item.envelope, _data(item.envelope)) for item in items], ignore=True
         )
 
     return registry

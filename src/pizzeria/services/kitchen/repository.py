@@ -11,7 +11,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.kit.upsert import insert_ignore, upsert
+from pizzeria.kit.upsert import insert_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
 
@@ -233,7 +233,7 @@ def _stage_insert(uow: UnitOfWork, order_id: UUID, holding: Holding, at: datetim
 
 
 async def _insert_reservations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert_ignore(conn, reservations), rows)
+    await insert_rows(conn, reservations, rows, ignore=True)
 
 
 async def _settle(uow: UnitOfWork, order_id: UUID, status: str, at: datetime) -> dict[str, int]:
@@ -340,7 +340,7 @@ def add_ticket(uow: UnitOfWork, values: dict[str, Any]) -> Ticket:
 
 
 async def _insert_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert_ignore(conn, tickets), rows)
+    await insert_rows(conn, tickets, rows, ignore=True)
 
 
 async def set_ticket_status(uow: UnitOfWork, current: Ticket, status: str, at: datetime) -> None:

@@ -15,7 +15,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.upsert import insert_ignore, insert_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications.domain import MessageTemplate
 from pizzeria.services.notifications.tables import contacts, deferred, notifications, templates
@@ -74,7 +74,7 @@ def add_contact(
 
 
 async def _insert_contacts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert_ignore(conn, contacts), rows)
+    await insert_rows(conn, contacts, rows, ignore=True)
 
 
 async def load_contacts(uow: UnitOfWork, order_ids: set[UUID]) -> None:
@@ -116,7 +116,7 @@ def add_notification(uow: UnitOfWork, values: dict[str, Any]) -> None:
 
 
 async def _insert_notifications(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert_ignore(conn, notifications), rows)
+    await insert_rows(conn, notifications, rows, ignore=True)
 
 
 def defer(uow: UnitOfWork, event_id: str, template: str, order_id: UUID, values: dict[str, str], at: datetime) -> None:
@@ -127,7 +127,7 @@ def defer(uow: UnitOfWork, event_id: str, template: str, order_id: UUID, values:
 
 
 async def _insert_deferred(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert_ignore(conn, deferred), rows)
+    await insert_rows(conn, deferred, rows, ignore=True)
 
 
 async def take_deferred(conn: AsyncConnection, order_id: UUID) -> list[Any]:

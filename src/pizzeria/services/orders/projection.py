@@ -39,6 +39,7 @@ from pizzeria.kit.cache import Cache
 from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import BackgroundLoop
+from pizzeria.kit.upsert import insert_rows
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Incoming
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.topics import dlq_topic
@@ -65,7 +66,6 @@ _VIEWS_FOR_UPDATE = (
     )
     .with_for_update()
 )
-_INSERT = order_views.insert()
 _UPDATE = order_views.update().where(
     order_views.c.generation == sa.bindparam("g"), order_views.c.id == sa.bindparam("order_id")
 )
@@ -176,7 +176,7 @@ def build_projector(
         new = [{"generation": generation, "id": i, **v} for i, v in views.items() if i not in found]
         changed = [{"g": generation, "order_id": i, **v} for i, v in views.items() if i in found]
         if new:
-            await uow.conn.execute(_INSERT, new)
+            await insert_rows(uow.conn, order_views, new)
         if changed:
             await uow.conn.execute(_UPDATE, changed)
         if on_change is not None:

@@ -16,14 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.kit.upsert import upsert
+from pizzeria.kit.upsert import insert_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
 from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_history, order_lines, orders
 
-_INSERT_ORDER = orders.insert()
-_INSERT_LINES = order_lines.insert()
-_INSERT_HISTORY = order_history.insert()
 _UPDATE_ORDER = orders.update().where(orders.c.id == sa.bindparam("order_id"))
 _ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("order_id"))
 _ORDER_FOR_UPDATE = _ORDER.with_for_update()
@@ -41,7 +38,6 @@ _HISTORY = (
     .order_by(order_history.c.seq)
 )
 _MENU = sa.select(menu_copy).where(menu_copy.c.id.in_(sa.bindparam("ids", expanding=True)))
-_INSERT_KEY = idempotency_keys.insert()
 _FIND_KEYS = sa.select(
     idempotency_keys.c.customer_id, idempotency_keys.c.key, idempotency_keys.c.request_hash, idempotency_keys.c.order_id
 ).where(sa.tuple_(idempotency_keys.c.customer_id, idempotency_keys.c.key).in_(sa.bindparam("keys", expanding=True)))
@@ -89,9 +85,10 @@ def add(uow: UnitOfWork, order: Order) -> None:
 
 
 async def _insert_orders(conn: AsyncConnection, added: list[Order]) -> None:
-    await conn.execute(_INSERT_ORDER, [_order_values(order) for order in added])
-    await conn.execute(
-        _INSERT_LINES,
+    await insert_rows(conn, orders, [_order_values(order) for order in added])
+    await insert_rows(
+        conn,
+        order_lines,
         [
             {
                 "order_id": order.id,
@@ -171,7 +168,7 @@ async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
         ]
         order.stored_history = len(order.history)
     if rows:
-        await conn.execute(_INSERT_HISTORY, rows)
+        await insert_rows(conn, order_history, rows)
 
 
 def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
@@ -288,7 +285,7 @@ def add_key(uow: UnitOfWork, customer_id: str, key: str, request_hash: str, orde
 async def _insert_keys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     # In key order: two transactions inserting some of the same keys (a retry racing its first
     # try) wait for each other in one order, never in a cycle (PostgreSQL).
-    await conn.execute(_INSERT_KEY, sorted(rows, key=lambda r: (r["customer_id"], r["key"])))
+    await insert_rows(conn, idempotency_keys, sorted(rows, key=lambda r: (r["customer_id"], r["key"])))
 
 
 async def lock_customers(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:

@@ -1,0 +1,157 @@
+"""`insert_rows` writes what SQLAlchemy's own insert writes: the same rows, read back alike,
+and the same refusal; on SQLite it hands the rows to the driver itself, elsewhere
+it is SQLAlchemy's insert."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pizzeria.kit.db import Database, JSONType, UTCDateTime
+from pizzeria.kit.upsert import insert_ignore, insert_rows
+from tests.support.postgres import create_database, drop_database
+
+metadata = sa.MetaData()
+things = sa.Table(
+    "things",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("name", sa.String(40), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("flag", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("data", JSONType, nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("plain_at", sa.DateTime, nullable=True),
+)
+with_python_default = sa.Table(
+    "defaulted",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("label", sa.String(20), nullable=False, default="made here"),
+)
+
+_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
+_times = st.datetimes(
+    min_value=datetime(1970, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5))]),
+)
+# Documents, as the services keep (SQLite gives a column declared JSON numeric affinity, so a
+# bare number would come back as one, whichever way it went in).
+_json = st.dictionaries(
+    _text,
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _text,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+        max_leaves=8,
+    ),
+    max_size=3,
+)
+_row = st.fixed_dictionaries(
+    {
+        "id": st.uuids(),
+        "name": _text,
+        "note": st.none() | _text,
+        "count": st.integers(-(2**63), 2**63 - 1),
+        "flag": st.booleans(),
+        "body": st.none() | st.binary(max_size=20),
+        "data": _json,
+        "at": _times,
+        "plain_at": st.none() | st.datetimes(min_value=datetime(1970, 1, 2)),
+    }
+)
+
+
+async def _fresh(url: str) -> Database:
+    database = Database(url)
+    async with database.transaction() as conn:
+        await conn.run_sync(metadata.create_all)
+    return database
+
+
+async def _read(database: Database, table: sa.Table) -> list[Any]:
+    async with database.transaction() as conn:
+        return [tuple(r) for r in await conn.execute(sa.select(table).order_by(*table.primary_key.columns))]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
+    ours, theirs = await _fresh(f"sqlite:///{tmp_path}/ours.db"), await _fresh(f"sqlite:///{tmp_path}/theirs.db")
+    try:
+        yield ours, theirs
+    finally:
+        await ours.dispose()
+        await theirs.dispose()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_row, min_size=1, max_size=6, unique_by=lambda r: r["id"]), again=st.integers(0, 5))
+async def test_the_rows_are_those_sqlalchemy_writes(
+    pair: tuple[Database, Database], rows: list[dict[str, Any]], again: int
+) -> None:
+    ours, theirs = pair
+    for database in pair:
+        async with database.transaction() as conn:
+            await conn.execute(things.delete())
+    # Some rows come twice: the second time they are ignored, by both.
+    twice = rows + rows[: again % (len(rows) + 1)]
+    async with ours.transaction() as conn:
+        await insert_rows(conn, things, twice, ignore=True)
+    async with theirs.transaction() as conn:
+        await conn.execute(insert_ignore(conn, things), twice)
+    assert await _read(ours, things) == await _read(theirs, things)
+
+
+async def test_a_refused_row_is_refused_as_sqlalchemy_refuses_it(pair: tuple[Database, Database]) -> None:
+    ours, _ = pair
+    row = {"id": uuid.uuid4(), "name": None, "count": 1, "at": datetime.now(UTC)}
+    with pytest.raises(sa.exc.IntegrityError, match="NOT NULL"):
+        async with ours.transaction() as conn:
+            await insert_rows(conn, things, [row])
+    assert await _read(ours, things) == []
+
+
+async def test_a_duplicate_is_not_ignored_unless_asked(pair: tuple[Database, Database]) -> None:
+    ours, _ = pair
+    row = {"id": uuid.uuid4(), "name": "a", "count": 1, "at": datetime.now(UTC)}
+    async with ours.transaction() as conn:
+        await insert_rows(conn, things, [row])
+    with pytest.raises(sa.exc.IntegrityError, match="UNIQUE"):
+        async with ours.transaction() as conn:
+            await insert_rows(conn, things, [row])
+    assert len(await _read(ours, things)) == 1
+
+
+async def test_a_default_made_in_python_is_made(pair: tuple[Database, Database]) -> None:
+    ours, _ = pair
+    async with ours.transaction() as conn:
+        await insert_rows(conn, with_python_default, [{"id": 1}, {"id": 2}])
+    assert await _read(ours, with_python_default) == [(1, "made here"), (2, "made here")]
+
+
+async def test_on_postgresql_it_is_sqlalchemys_insert() -> None:
+    url = await create_database()
+    database = await _fresh(url)
+    try:
+        rows = [
+            {"id": uuid.uuid4(), "name": f"n{i}", "count": i, "data": {"i": i}, "at": datetime.now(UTC)}
+            for i in range(3)
+        ]
+        async with database.transaction() as conn:
+            await insert_rows(conn, things, rows + rows[:1], ignore=True)
+        found = await _read(database, things)
+        assert [(r[1], r[2], r[7]) for r in found] == [(r["id"], r["name"], r["data"]) for r in rows]
+    finally:
+        await database.dispose()
+        await drop_database(url)
