@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import mmap
 import os
 import random
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from pizzeria.kit.clock import SYSTEM, Clock
@@ -162,33 +164,38 @@ class TopicBells:
         self._map.close()
 
 
-def _record(row: Any) -> Record:
-    """A stored row as a Record, whatever its columns hold (another writer may have put
-    anything there): what is not as it should be is named in the record's defects."""
+def _record(topic: str, partition: int, offset: int, key: Any, value: Any, headers: Any, timestamp_ms: int) -> Record:
+    """A stored row (its columns in the table's order) as a Record, whatever its columns hold
+    (another writer may have put anything there): what is not as it should be is named in the
+    record's defects."""
     defects: list[str] = []
-    key = None if row.key is None else as_text(row.key, "the key", defects)
-    headers: dict[str, str] = {}
+    if key is not None:
+        key = as_text(key, "the key", defects)
     try:
-        stored = orjson.loads(row.headers)
+        stored = orjson.loads(headers)
     except (orjson.JSONDecodeError, TypeError) as exc:
         defects.append(f"the headers are not JSON: {exc}")
         stored = {}
     if not isinstance(stored, dict):
         defects.append(f"the headers are not an object but {type(stored).__name__}")
         stored = {}
-    for name, value in stored.items():
-        headers[name] = header_text(name, value, defects)
-    value = row.value
-    if not isinstance(value, bytes):
+    # Text from JSON is always valid Unicode (orjson refuses lone surrogates), so headers that
+    # are all text (what every publisher here writes) are taken as they are; anything else is
+    # made text, its defects named.
+    for header in stored.values():
+        if type(header) is not str:
+            stored = {name: header_text(name, header, defects) for name, header in stored.items()}
+            break
+    if type(value) is not bytes:
         value = as_text(value, "the value", defects).encode()
     return Record(
-        topic=row.topic,
-        partition=row.partition,
-        offset=row.offset,
+        topic=topic,
+        partition=partition,
+        offset=offset,
         value=value,
         key=key,
-        headers=headers,
-        timestamp_ms=row.timestamp_ms,
+        headers=stored,
+        timestamp_ms=timestamp_ms,
         defects=tuple(defects),
     )
 
@@ -218,26 +225,64 @@ _TAKE_OFFSETS = (
     .returning(partitions_t.c.next_offset)
 )
 _INSERT_RECORDS = records_t.insert()
-_ENDS = sa.select(partitions_t).where(partitions_t.c.topic.in_(sa.bindparam("topics", expanding=True)))
-_READ = (
-    sa.select(records_t)
-    .where(
-        records_t.c.topic == sa.bindparam("t"),
-        records_t.c.partition == sa.bindparam("p"),
-        records_t.c.offset >= sa.bindparam("o"),
+
+
+@functools.cache
+def _ends(topics: int) -> sa.Select[Any]:
+    """The next offset of every partition of `topics` topics (named `t0`, `t1`, …)."""
+    return sa.select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset).where(
+        partitions_t.c.topic.in_([sa.bindparam(f"t{i}") for i in range(topics)])
     )
-    .order_by(records_t.c.offset)
-    .limit(sa.bindparam("n"))
-)
+
+
+def _from(i: int) -> sa.Select[Any]:
+    """Up to `n{i}` records of partition (`t{i}`, `p{i}`) from offset `o{i}` on, in order."""
+    return (
+        sa.select(records_t)
+        .where(
+            records_t.c.topic == sa.bindparam(f"t{i}"),
+            records_t.c.partition == sa.bindparam(f"p{i}"),
+            records_t.c.offset >= sa.bindparam(f"o{i}"),
+        )
+        .order_by(records_t.c.offset)
+        .limit(sa.bindparam(f"n{i}"))
+    )
+
+
+@functools.cache
+def _read(partitions: int) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """What a fetch reads from `partitions` partitions, in one statement: each one's records
+    (`_from`), ordered by partition and offset."""
+    if partitions == 1:
+        return _from(0)
+    runs = [sa.select(_from(i).subquery()) for i in range(partitions)]
+    return sa.union_all(*runs).order_by(sa.column("topic"), sa.column("partition"), sa.column("offset"))
+
+
+@functools.cache
+def _commit_offsets(dialect: str) -> sa.Insert:
+    """A group member's committed offset of a partition, stored only while the member holds the
+    partition's lease (one statement: the lease is checked by the write itself)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    held = sa.select(
+        leases_t.c.group_id, leases_t.c.topic, leases_t.c.partition, sa.bindparam("c", type_=sa.BigInteger)
+    ).where(
+        leases_t.c.group_id == sa.bindparam("g"),
+        leases_t.c.topic == sa.bindparam("t"),
+        leases_t.c.partition == sa.bindparam("p"),
+        leases_t.c.member_id == sa.bindparam("m"),
+        leases_t.c.expires_at > sa.bindparam("now"),
+    )
+    stmt = insert(offsets_t).from_select(["group_id", "topic", "partition", "committed"], held)
+    return stmt.on_conflict_do_update(
+        index_elements=["group_id", "topic", "partition"], set_={"committed": stmt.excluded.committed}
+    )
+
+
 _RENEW = (
     leases_t.update()
     .where(leases_t.c.group_id == sa.bindparam("g"), leases_t.c.member_id == sa.bindparam("m"))
     .values(expires_at=sa.bindparam("e"))
-)
-_HELD = sa.select(leases_t.c.topic, leases_t.c.partition).where(
-    leases_t.c.group_id == sa.bindparam("g"),
-    leases_t.c.member_id == sa.bindparam("m"),
-    leases_t.c.expires_at > sa.bindparam("now"),
 )
 
 
@@ -492,6 +537,7 @@ class SqlLogConsumer(BrokerConsumer):
         self.member_id = f"{client_id or 'consumer'}-{new_id()}"
         self._owned: dict[TopicPartition, float] = {}  # partition → local lease expiry
         self._position: dict[TopicPartition, int] = {}
+        self._topic_names = {f"t{i}": topic for i, topic in enumerate(topics)}
         self._heartbeat: asyncio.Task[None] | None = None
         self._complete = False  # does this member hold every partition it should?
         self._closed = False
@@ -645,23 +691,23 @@ class SqlLogConsumer(BrokerConsumer):
         start = {tp: self._position.get(tp, 0) for tp in owned}
         advanced: dict[TopicPartition, int] = {}
         out: list[Record] = []
-        async with self._db.read() as conn:
-            ends = {
-                (r.topic, r.partition): r.next_offset
-                for r in (await conn.execute(_ENDS, {"topics": self.topics})).all()
-            }
+        # Two statements, no snapshot around them: a partition's records up to its end were
+        # committed with (or before) the end was, so they are there when the second one reads.
+        async with self._db.read(snapshot=False) as conn:
+            ends = {(t, p): end for t, p, end in (await conn.execute(_ends(len(self.topics)), self._topic_names))}
             ready = [tp for tp in owned if start[tp] < ends.get(tp, 0)]
             if not ready:
                 return []
             share = max(1, max_records // len(ready))
-            for tp in ready:
-                rows = (await conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": start[tp], "n": share})).all()
-                out.extend(_record(r) for r in rows)
-                if rows:
-                    advanced[tp] = rows[-1].offset + 1
-        # Only now that every read succeeded does the position move (a failed read must not
-        # skip the records an earlier query of the same fetch returned), and only where no
-        # rebalance reset it meanwhile.
+            wanted: dict[str, Any] = {}
+            for i, (topic, partition) in enumerate(ready):
+                wanted.update({f"t{i}": topic, f"p{i}": partition, f"o{i}": start[(topic, partition)], f"n{i}": share})
+            rows = (await conn.execute(_read(len(ready)), wanted)).all()
+        for row in rows:
+            out.append(record := _record(*row))
+            advanced[(record.topic, record.partition)] = record.offset + 1
+        # Only now that the read succeeded does the position move, and only where no rebalance
+        # reset it meanwhile.
         for tp, position in advanced.items():
             if self._position.get(tp) == start[tp]:
                 self._position[tp] = position
@@ -675,25 +721,14 @@ class SqlLogConsumer(BrokerConsumer):
 
         async def op() -> None:
             now = self.broker.clock.time()
+            values = [
+                {"g": self.group, "m": self.member_id, "now": now, "t": topic, "p": partition, "c": offset}
+                for (topic, partition), offset in offsets.items()
+            ]
             async with self._db.transaction() as conn:
-                held = {
-                    (r.topic, r.partition)
-                    for r in (await conn.execute(_HELD, {"g": self.group, "m": self.member_id, "now": now})).all()
-                }
-                for (topic, partition), offset in offsets.items():
-                    if (topic, partition) not in held:
-                        continue  # fenced: the partition moved on; its new owner re-reads
-                    await _upsert(
-                        conn,
-                        offsets_t,
-                        {
-                            "group_id": self.group,
-                            "topic": topic,
-                            "partition": partition,
-                            "committed": offset,
-                        },
-                        ["group_id", "topic", "partition"],
-                    )
+                # Only where this member holds the lease: elsewhere the partition moved on, and
+                # its new owner re-reads from the offset committed before.
+                await conn.execute(_commit_offsets(conn.dialect.name), values)
 
         await self.broker.retrying(op)
 
