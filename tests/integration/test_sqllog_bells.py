@@ -196,9 +196,9 @@ async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
         ticks = [0]
         news_for = broker._news_for
 
-        def tick(looker: object, of: Sequence[str], now: float) -> bool:
+        def tick(waiter: Any, now: float) -> bool:
             ticks[0] += 1
-            return news_for(looker, of, now)
+            return news_for(waiter, now)
 
         monkeypatch.setattr(broker, "_news_for", tick)
         await _until(lambda: ticks[0] >= 4 * 50)

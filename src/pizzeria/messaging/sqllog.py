@@ -157,8 +157,17 @@ class TopicBells:
             (count,) = self._COUNTER.unpack_from(self._map, offset)
             self._COUNTER.pack_into(self._map, offset, (count + 1) & 0xFFFF_FFFF_FFFF_FFFF)
 
+    @classmethod
+    def slots(cls, topics: Sequence[str]) -> tuple[int, ...]:
+        """Where the bells of `topics` are (for `read_slots`: worked out once per waiter)."""
+        return tuple(cls._offset(t) for t in topics)
+
     def read(self, topics: Sequence[str]) -> tuple[int, ...]:
-        return tuple(self._COUNTER.unpack_from(self._map, self._offset(t))[0] for t in topics)
+        return self.read_slots(self.slots(topics))
+
+    def read_slots(self, slots: Sequence[int]) -> tuple[int, ...]:
+        unpack, at = self._COUNTER.unpack_from, self._map
+        return tuple(unpack(at, slot)[0] for slot in slots)
 
     def close(self) -> None:
         self._map.close()
@@ -288,8 +297,11 @@ _RENEW = (
 
 @dataclass(slots=True)
 class _Waiter:
-    topics: Sequence[str]
-    until: float  # on the broker's monotonic clock
+    """A consumer waiting for news, as the timer that looks for it needs it."""
+
+    slots: tuple[int, ...]  # where its topics' bells are
+    seen: tuple[int, ...] | None  # the bells at its last look (None: it is to look again)
+    until: float  # its timeout, or its time to look anyway, on the broker's monotonic clock
     woken: asyncio.Future[None]
 
 
@@ -415,6 +427,9 @@ class SqlLogBroker(Broker):
         """`looker` has reason to query at its next look whatever the bells say (it left
         records unread, or took over partitions)."""
         self._rung_seen.pop(looker, None)
+        waiter = self._waiting.get(looker)
+        if waiter is not None:
+            waiter.seen = None
 
     async def wait_for_news(self, looker: object, topics: Sequence[str], timeout: float) -> None:
         """Return once `looker`'s topics may hold something new (`changed_since_last_look`
@@ -425,7 +440,14 @@ class SqlLogBroker(Broker):
         with several consumer groups wakes as often as one with a single group."""
         if timeout <= 0:
             return
-        waiter = _Waiter(topics, self.clock.monotonic() + timeout, asyncio.get_running_loop().create_future())
+        now = self.clock.monotonic()
+        seen, at = self._rung_seen.get(looker, (None, 0.0))
+        waiter = _Waiter(
+            TopicBells.slots(topics) if self._bells is not None else (),
+            seen if self._bells is not None else None,
+            min(now + timeout, at + self.LOOK_ANYWAY_S),
+            asyncio.get_running_loop().create_future(),
+        )
         self._waiting[looker] = waiter
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name="sqllog-bells")
@@ -445,13 +467,16 @@ class SqlLogBroker(Broker):
         while self._waiting:
             await asyncio.sleep(self.poll_interval)
             now = self.clock.monotonic()
-            for looker, waiter in list(self._waiting.items()):
-                if not waiter.woken.done() and (now >= waiter.until or self._news_for(looker, waiter.topics, now)):
+            for waiter in list(self._waiting.values()):
+                if not waiter.woken.done() and self._news_for(waiter, now):
                     waiter.woken.set_result(None)
 
-    def _news_for(self, looker: object, topics: Sequence[str], now: float) -> bool:
-        """What `changed_since_last_look` would answer, without counting it as a look."""
-        return self._bells is None or self._moved(looker, self._bells.read(topics), now)
+    def _news_for(self, waiter: _Waiter, now: float) -> bool:
+        """What `changed_since_last_look` would answer `waiter`'s consumer, without counting
+        it as a look (or its wait is over)."""
+        if now >= waiter.until or waiter.seen is None or self._bells is None:
+            return True
+        return self._bells.read_slots(waiter.slots) != waiter.seen
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         async def op() -> None:
