@@ -288,6 +288,30 @@ def _commit_offsets(dialect: str) -> sa.Insert:
     )
 
 
+_MEMBERS = (
+    sa.select(members_t.c.member_id, members_t.c.topics, members_t.c.heartbeat_at)
+    .where(members_t.c.group_id == sa.bindparam("g"))
+    .order_by(members_t.c.member_id)
+)
+_EXPIRE_MEMBERS = members_t.delete().where(
+    members_t.c.group_id == sa.bindparam("g"), members_t.c.heartbeat_at < sa.bindparam("before")
+)
+_LEASES = sa.select(leases_t.c.topic, leases_t.c.partition, leases_t.c.member_id, leases_t.c.expires_at).where(
+    leases_t.c.group_id == sa.bindparam("g")
+)
+_RELEASE = (
+    leases_t.update()
+    .where(
+        leases_t.c.group_id == sa.bindparam("g"),
+        leases_t.c.topic == sa.bindparam("t"),
+        leases_t.c.partition == sa.bindparam("p"),
+        leases_t.c.member_id == sa.bindparam("m"),
+    )
+    .values(member_id=None, expires_at=0)
+)
+_COMMITTED = sa.select(offsets_t.c.topic, offsets_t.c.partition, offsets_t.c.committed).where(
+    offsets_t.c.group_id == sa.bindparam("g")
+)
 _RENEW = (
     leases_t.update()
     .where(leases_t.c.group_id == sa.bindparam("g"), leases_t.c.member_id == sa.bindparam("m"))
@@ -614,34 +638,17 @@ class SqlLogConsumer(BrokerConsumer):
                 },
                 ["group_id", "member_id"],
             )
-            await conn.execute(
-                members_t.delete().where(members_t.c.group_id == self.group, members_t.c.heartbeat_at < now - ttl)
-            )
-            live = (
-                await conn.execute(
-                    sa.select(members_t.c.member_id, members_t.c.topics)
-                    .where(members_t.c.group_id == self.group)
-                    .order_by(members_t.c.member_id)
-                )
-            ).all()
+            # The group's members, those whose heartbeats stopped deleted (when there are any).
+            members = (await conn.execute(_MEMBERS, {"g": self.group})).all()
+            live = [m for m in members if m.heartbeat_at >= now - ttl]
+            if len(live) < len(members):
+                await conn.execute(_EXPIRE_MEMBERS, {"g": self.group, "before": now - ttl})
             desired = self._assign(live, parts)
-            leases = {
-                (r.topic, r.partition): r
-                for r in (await conn.execute(sa.select(leases_t).where(leases_t.c.group_id == self.group))).all()
-            }
+            leases = {(r.topic, r.partition): r for r in (await conn.execute(_LEASES, {"g": self.group})).all()}
             owned: dict[TopicPartition, float] = {}
             for tp, lease in leases.items():
                 if lease.member_id == self.member_id and tp not in desired:
-                    await conn.execute(
-                        leases_t.update()
-                        .where(
-                            leases_t.c.group_id == self.group,
-                            leases_t.c.topic == tp[0],
-                            leases_t.c.partition == tp[1],
-                            leases_t.c.member_id == self.member_id,
-                        )
-                        .values(member_id=None, expires_at=0)
-                    )
+                    await conn.execute(_RELEASE, {"g": self.group, "t": tp[0], "p": tp[1], "m": self.member_id})
             # What this member holds already (and still should: the rest was released just
             # above) is renewed in one statement; only partitions it takes over are written one
             # by one.
@@ -670,8 +677,7 @@ class SqlLogConsumer(BrokerConsumer):
             fresh = [tp for tp in owned if tp not in self._owned or self._owned[tp] <= now]
             committed: dict[TopicPartition, int] = {}
             if fresh:
-                rows = (await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))).all()
-                committed = {(r.topic, r.partition): r.committed for r in rows}
+                committed = {(t, p): c for t, p, c in await conn.execute(_COMMITTED, {"g": self.group})}
         for tp in fresh:
             self._position[tp] = committed.get(tp, 0)
         if fresh:
