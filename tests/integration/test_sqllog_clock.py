@@ -51,14 +51,7 @@ async def test_a_member_whose_lease_ran_out_commits_nothing_and_one_commit_store
     await broker.start()
     try:
         await broker.create_topics([TopicSpec("a", partitions=2), TopicSpec("b", partitions=1)])
-        keys = {partition_for(f"k{n}", 2): f"k{n}" for n in range(20)}
-        await broker.publish(
-            [
-                OutgoingMessage(t, f"{t}{p}-{i}".encode(), key=keys[p])
-                for t, p in (("a", 0), ("a", 1), ("b", 0))
-                for i in range(3)
-            ]
-        )
+        await _fill(broker, 2, [("a", 0), ("a", 1), ("b", 0)], 3)
         first = broker.consumer("g", ["a", "b"])
         await first.start()
         records = await first.fetch(100, timeout=0)
@@ -84,15 +77,7 @@ async def test_a_fetch_shares_its_records_among_the_partitions_that_have_some_ea
     await broker.start()
     try:
         await broker.create_topics([TopicSpec("a", partitions=3), TopicSpec("b", partitions=3)])
-        keys = {partition_for(f"k{n}", 3): f"k{n}" for n in range(50)}
-        # Partitions a/0, a/2 and b/1 have records; the others none.
-        await broker.publish(
-            [
-                OutgoingMessage(t, f"{t}{p}-{i}".encode(), key=keys[p])
-                for t, p in (("a", 0), ("a", 2), ("b", 1))
-                for i in range(5)
-            ]
-        )
+        await _fill(broker, 3, [("a", 0), ("a", 2), ("b", 1)], 5)  # the other partitions stay empty
         consumer = broker.consumer("g", ["a", "b"])
         await consumer.start()
         first = await consumer.fetch(6, timeout=0)
@@ -105,3 +90,11 @@ async def test_a_fetch_shares_its_records_among_the_partitions_that_have_some_ea
         assert await consumer.fetch(100, timeout=0) == []
     finally:
         await broker.close()
+
+
+async def _fill(broker: SqlLogBroker, partitions: int, places: list[tuple[str, int]], count: int) -> None:
+    """Publish `count` records to each of `places` (topic, partition), valued `<topic><partition>-<n>`."""
+    keys = {partition_for(f"k{n}", partitions): f"k{n}" for n in range(20 * partitions)}
+    await broker.publish(
+        [OutgoingMessage(t, f"{t}{p}-{i}".encode(), key=keys[p]) for t, p in places for i in range(count)]
+    )
