@@ -107,6 +107,22 @@ async def test_statements_and_commits_are_counted(database: Database) -> None:
     assert transactions == 2  # the read's snapshot ends with a commit too
 
 
+async def test_a_read_without_a_snapshot_runs_only_its_statements_each_seeing_the_latest_commit(
+    database: Database,
+) -> None:
+    before = _counted()
+    async with database.read(snapshot=False) as conn:
+        first = (await conn.execute(sa.select(items.c.name).where(items.c.id == 1))).scalar_one()
+        await _rename(database, 1, "renamed")  # another connection commits between the two
+        second = (await conn.execute(sa.select(items.c.name).where(items.c.id == 1))).scalar_one()
+    assert (first, second) == ("item 1", "renamed")
+    statements, transactions = (after - b for after, b in zip(_counted(), before, strict=True))
+    assert statements == 2 + 2  # the two selects; BEGIN IMMEDIATE and the update of the rename
+    assert transactions == 1  # the rename's; the read began and committed nothing
+    async with database.read() as conn:  # and the connection went back to the pool reusable
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(items))).scalar_one() == 5
+
+
 async def _rename(database: Database, item: int, name: str) -> None:
     async with database.transaction() as conn:
         await conn.execute(items.update().where(items.c.id == item).values(name=name))

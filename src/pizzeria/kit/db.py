@@ -256,14 +256,18 @@ class Database:
             await conn.close()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self, *, snapshot: bool = True) -> AsyncIterator[AsyncConnection]:
         """Reads that never block writers: on SQLite one snapshot for the block, on PostgreSQL
-        (read committed) one per statement."""
+        (read committed) one per statement. With `snapshot=False`, one per statement on SQLite
+        too (no BEGIN and COMMIT around them), for reads that need none."""
         if self.dialect != "sqlite":
             async with self.reader.connect() as conn, conn.begin():
                 yield conn
             return
         async with self.reader.connect() as conn:
+            if not snapshot:
+                yield conn
+                return
             await conn.exec_driver_sql("BEGIN")  # one snapshot for every statement of the read
             try:
                 yield conn

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import mmap
 import os
 import random
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from pizzeria.kit.clock import SYSTEM, Clock
@@ -155,40 +157,54 @@ class TopicBells:
             (count,) = self._COUNTER.unpack_from(self._map, offset)
             self._COUNTER.pack_into(self._map, offset, (count + 1) & 0xFFFF_FFFF_FFFF_FFFF)
 
+    @classmethod
+    def slots(cls, topics: Sequence[str]) -> tuple[int, ...]:
+        """Where the bells of `topics` are (for `read_slots`: worked out once per waiter)."""
+        return tuple(cls._offset(t) for t in topics)
+
     def read(self, topics: Sequence[str]) -> tuple[int, ...]:
-        return tuple(self._COUNTER.unpack_from(self._map, self._offset(t))[0] for t in topics)
+        return self.read_slots(self.slots(topics))
+
+    def read_slots(self, slots: Sequence[int]) -> tuple[int, ...]:
+        unpack, at = self._COUNTER.unpack_from, self._map
+        return tuple(unpack(at, slot)[0] for slot in slots)
 
     def close(self) -> None:
         self._map.close()
 
 
-def _record(row: Any) -> Record:
-    """A stored row as a Record, whatever its columns hold (another writer may have put
-    anything there): what is not as it should be is named in the record's defects."""
+def _record(topic: str, partition: int, offset: int, key: Any, value: Any, headers: Any, timestamp_ms: int) -> Record:
+    """A stored row (its columns in the table's order) as a Record, whatever its columns hold
+    (another writer may have put anything there): what is not as it should be is named in the
+    record's defects."""
     defects: list[str] = []
-    key = None if row.key is None else as_text(row.key, "the key", defects)
-    headers: dict[str, str] = {}
+    if key is not None:
+        key = as_text(key, "the key", defects)
     try:
-        stored = orjson.loads(row.headers)
+        stored = orjson.loads(headers)
     except (orjson.JSONDecodeError, TypeError) as exc:
         defects.append(f"the headers are not JSON: {exc}")
         stored = {}
     if not isinstance(stored, dict):
         defects.append(f"the headers are not an object but {type(stored).__name__}")
         stored = {}
-    for name, value in stored.items():
-        headers[name] = header_text(name, value, defects)
-    value = row.value
-    if not isinstance(value, bytes):
+    # Text from JSON is always valid Unicode (orjson refuses lone surrogates), so headers that
+    # are all text (what every publisher here writes) are taken as they are; anything else is
+    # made text, its defects named.
+    for header in stored.values():
+        if type(header) is not str:
+            stored = {name: header_text(name, header, defects) for name, header in stored.items()}
+            break
+    if type(value) is not bytes:
         value = as_text(value, "the value", defects).encode()
     return Record(
-        topic=row.topic,
-        partition=row.partition,
-        offset=row.offset,
+        topic=topic,
+        partition=partition,
+        offset=offset,
         value=value,
         key=key,
-        headers=headers,
-        timestamp_ms=row.timestamp_ms,
+        headers=stored,
+        timestamp_ms=timestamp_ms,
         defects=tuple(defects),
     )
 
@@ -218,33 +234,98 @@ _TAKE_OFFSETS = (
     .returning(partitions_t.c.next_offset)
 )
 _INSERT_RECORDS = records_t.insert()
-_ENDS = sa.select(partitions_t).where(partitions_t.c.topic.in_(sa.bindparam("topics", expanding=True)))
-_READ = (
-    sa.select(records_t)
-    .where(
-        records_t.c.topic == sa.bindparam("t"),
-        records_t.c.partition == sa.bindparam("p"),
-        records_t.c.offset >= sa.bindparam("o"),
+
+
+@functools.cache
+def _ends(topics: int) -> sa.Select[Any]:
+    """The next offset of every partition of `topics` topics (named `t0`, `t1`, …)."""
+    return sa.select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset).where(
+        partitions_t.c.topic.in_([sa.bindparam(f"t{i}") for i in range(topics)])
     )
-    .order_by(records_t.c.offset)
-    .limit(sa.bindparam("n"))
+
+
+def _from(i: int) -> sa.Select[Any]:
+    """Up to `n{i}` records of partition (`t{i}`, `p{i}`) from offset `o{i}` on, in order."""
+    return (
+        sa.select(records_t)
+        .where(
+            records_t.c.topic == sa.bindparam(f"t{i}"),
+            records_t.c.partition == sa.bindparam(f"p{i}"),
+            records_t.c.offset >= sa.bindparam(f"o{i}"),
+        )
+        .order_by(records_t.c.offset)
+        .limit(sa.bindparam(f"n{i}"))
+    )
+
+
+@functools.cache
+def _read(partitions: int) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """What a fetch reads from `partitions` partitions, in one statement: each one's records
+    (`_from`), ordered by partition and offset."""
+    if partitions == 1:
+        return _from(0)
+    runs = [sa.select(_from(i).subquery()) for i in range(partitions)]
+    return sa.union_all(*runs).order_by(sa.column("topic"), sa.column("partition"), sa.column("offset"))
+
+
+@functools.cache
+def _commit_offsets(dialect: str) -> sa.Insert:
+    """A group member's committed offset of a partition, stored only while the member holds the
+    partition's lease (one statement: the lease is checked by the write itself)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    held = sa.select(
+        leases_t.c.group_id, leases_t.c.topic, leases_t.c.partition, sa.bindparam("c", type_=sa.BigInteger)
+    ).where(
+        leases_t.c.group_id == sa.bindparam("g"),
+        leases_t.c.topic == sa.bindparam("t"),
+        leases_t.c.partition == sa.bindparam("p"),
+        leases_t.c.member_id == sa.bindparam("m"),
+        leases_t.c.expires_at > sa.bindparam("now"),
+    )
+    stmt = insert(offsets_t).from_select(["group_id", "topic", "partition", "committed"], held)
+    return stmt.on_conflict_do_update(
+        index_elements=["group_id", "topic", "partition"], set_={"committed": stmt.excluded.committed}
+    )
+
+
+_MEMBERS = (
+    sa.select(members_t.c.member_id, members_t.c.topics, members_t.c.heartbeat_at)
+    .where(members_t.c.group_id == sa.bindparam("g"))
+    .order_by(members_t.c.member_id)
+)
+_EXPIRE_MEMBERS = members_t.delete().where(
+    members_t.c.group_id == sa.bindparam("g"), members_t.c.heartbeat_at < sa.bindparam("before")
+)
+_LEASES = sa.select(leases_t.c.topic, leases_t.c.partition, leases_t.c.member_id, leases_t.c.expires_at).where(
+    leases_t.c.group_id == sa.bindparam("g")
+)
+_RELEASE = (
+    leases_t.update()
+    .where(
+        leases_t.c.group_id == sa.bindparam("g"),
+        leases_t.c.topic == sa.bindparam("t"),
+        leases_t.c.partition == sa.bindparam("p"),
+        leases_t.c.member_id == sa.bindparam("m"),
+    )
+    .values(member_id=None, expires_at=0)
+)
+_COMMITTED = sa.select(offsets_t.c.topic, offsets_t.c.partition, offsets_t.c.committed).where(
+    offsets_t.c.group_id == sa.bindparam("g")
 )
 _RENEW = (
     leases_t.update()
     .where(leases_t.c.group_id == sa.bindparam("g"), leases_t.c.member_id == sa.bindparam("m"))
     .values(expires_at=sa.bindparam("e"))
 )
-_HELD = sa.select(leases_t.c.topic, leases_t.c.partition).where(
-    leases_t.c.group_id == sa.bindparam("g"),
-    leases_t.c.member_id == sa.bindparam("m"),
-    leases_t.c.expires_at > sa.bindparam("now"),
-)
 
 
 @dataclass(slots=True)
 class _Waiter:
-    topics: Sequence[str]
-    until: float  # on the broker's monotonic clock
+    """A consumer waiting for news, as the timer that looks for it needs it."""
+
+    slots: tuple[int, ...]  # where its topics' bells are
+    seen: tuple[int, ...] | None  # the bells at its last look (None: it is to look again)
+    until: float  # its timeout, or its time to look anyway, on the broker's monotonic clock
     woken: asyncio.Future[None]
 
 
@@ -254,12 +335,16 @@ class SqlLogBroker(Broker):
     name = "sqllog"
     #: A consumer queries at least this often whatever the bells say.
     LOOK_ANYWAY_S = 2.0
+    #: After this long with nothing fetched or published by this process, its bells' timer
+    #: ticks every `quiet_poll_interval` instead of every `poll_interval`.
+    QUIET_AFTER_S = 2.0
 
     def __init__(
         self,
         url: str,
         *,
         poll_interval_ms: int = 20,
+        quiet_poll_interval_ms: int = 60,
         session_timeout_ms: int = 6000,
         retention_hours: float = 168.0,
         retry_deadline_s: float = 60.0,
@@ -269,6 +354,7 @@ class SqlLogBroker(Broker):
     ) -> None:
         self.url = _normalize(url)
         self.poll_interval = poll_interval_ms / 1000
+        self.quiet_poll_interval = max(quiet_poll_interval_ms, poll_interval_ms) / 1000
         self.session_timeout = session_timeout_ms / 1000
         self.retention_ms = int(retention_hours * 3600 * 1000)
         self.retry_deadline = retry_deadline_s
@@ -285,6 +371,7 @@ class SqlLogBroker(Broker):
         # Consumers of this process waiting for news, and the one timer that looks for all of them.
         self._waiting: dict[object, _Waiter] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._busy_at = float("-inf")  # when this process last fetched or published records
 
     @property
     def database(self) -> Database:
@@ -370,6 +457,9 @@ class SqlLogBroker(Broker):
         """`looker` has reason to query at its next look whatever the bells say (it left
         records unread, or took over partitions)."""
         self._rung_seen.pop(looker, None)
+        waiter = self._waiting.get(looker)
+        if waiter is not None:
+            waiter.seen = None
 
     async def wait_for_news(self, looker: object, topics: Sequence[str], timeout: float) -> None:
         """Return once `looker`'s topics may hold something new (`changed_since_last_look`
@@ -380,7 +470,14 @@ class SqlLogBroker(Broker):
         with several consumer groups wakes as often as one with a single group."""
         if timeout <= 0:
             return
-        waiter = _Waiter(topics, self.clock.monotonic() + timeout, asyncio.get_running_loop().create_future())
+        now = self.clock.monotonic()
+        seen, at = self._rung_seen.get(looker, (None, 0.0))
+        waiter = _Waiter(
+            TopicBells.slots(topics) if self._bells is not None else (),
+            seen if self._bells is not None else None,
+            min(now + timeout, at + self.LOOK_ANYWAY_S),
+            asyncio.get_running_loop().create_future(),
+        )
         self._waiting[looker] = waiter
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name="sqllog-bells")
@@ -396,17 +493,28 @@ class SqlLogBroker(Broker):
         if waiter is not None and not waiter.woken.done():
             waiter.woken.set_result(None)
 
+    def busy(self) -> None:
+        """Records were fetched or published here just now: more are likely, so the bells'
+        timer ticks at its full rate (a process quiet for `QUIET_AFTER_S` ticks less often:
+        an idle system's wakes are most of what it costs, and only the first record after a
+        quiet spell waits for the longer tick)."""
+        self._busy_at = self.clock.monotonic()
+
     async def _watch(self) -> None:
         while self._waiting:
-            await asyncio.sleep(self.poll_interval)
+            quiet = self.clock.monotonic() - self._busy_at >= self.QUIET_AFTER_S
+            await asyncio.sleep(self.quiet_poll_interval if quiet else self.poll_interval)
             now = self.clock.monotonic()
-            for looker, waiter in list(self._waiting.items()):
-                if not waiter.woken.done() and (now >= waiter.until or self._news_for(looker, waiter.topics, now)):
+            for waiter in list(self._waiting.values()):
+                if not waiter.woken.done() and self._news_for(waiter, now):
                     waiter.woken.set_result(None)
 
-    def _news_for(self, looker: object, topics: Sequence[str], now: float) -> bool:
-        """What `changed_since_last_look` would answer, without counting it as a look."""
-        return self._bells is None or self._moved(looker, self._bells.read(topics), now)
+    def _news_for(self, waiter: _Waiter, now: float) -> bool:
+        """What `changed_since_last_look` would answer `waiter`'s consumer, without counting
+        it as a look (or its wait is over)."""
+        if now >= waiter.until or waiter.seen is None or self._bells is None:
+            return True
+        return self._bells.read_slots(waiter.slots) != waiter.seen
 
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         async def op() -> None:
@@ -465,6 +573,7 @@ class SqlLogBroker(Broker):
         await self.retrying(op)
         if self._bells is not None:
             self._bells.ring(counts)
+        self.busy()
 
     def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> BrokerConsumer:
         return SqlLogConsumer(self, group, list(topics), client_id=client_id)
@@ -492,6 +601,7 @@ class SqlLogConsumer(BrokerConsumer):
         self.member_id = f"{client_id or 'consumer'}-{new_id()}"
         self._owned: dict[TopicPartition, float] = {}  # partition → local lease expiry
         self._position: dict[TopicPartition, int] = {}
+        self._topic_names = {f"t{i}": topic for i, topic in enumerate(topics)}
         self._heartbeat: asyncio.Task[None] | None = None
         self._complete = False  # does this member hold every partition it should?
         self._closed = False
@@ -543,34 +653,17 @@ class SqlLogConsumer(BrokerConsumer):
                 },
                 ["group_id", "member_id"],
             )
-            await conn.execute(
-                members_t.delete().where(members_t.c.group_id == self.group, members_t.c.heartbeat_at < now - ttl)
-            )
-            live = (
-                await conn.execute(
-                    sa.select(members_t.c.member_id, members_t.c.topics)
-                    .where(members_t.c.group_id == self.group)
-                    .order_by(members_t.c.member_id)
-                )
-            ).all()
+            # The group's members, those whose heartbeats stopped deleted (when there are any).
+            members = (await conn.execute(_MEMBERS, {"g": self.group})).all()
+            live = [m for m in members if m.heartbeat_at >= now - ttl]
+            if len(live) < len(members):
+                await conn.execute(_EXPIRE_MEMBERS, {"g": self.group, "before": now - ttl})
             desired = self._assign(live, parts)
-            leases = {
-                (r.topic, r.partition): r
-                for r in (await conn.execute(sa.select(leases_t).where(leases_t.c.group_id == self.group))).all()
-            }
+            leases = {(r.topic, r.partition): r for r in (await conn.execute(_LEASES, {"g": self.group})).all()}
             owned: dict[TopicPartition, float] = {}
             for tp, lease in leases.items():
                 if lease.member_id == self.member_id and tp not in desired:
-                    await conn.execute(
-                        leases_t.update()
-                        .where(
-                            leases_t.c.group_id == self.group,
-                            leases_t.c.topic == tp[0],
-                            leases_t.c.partition == tp[1],
-                            leases_t.c.member_id == self.member_id,
-                        )
-                        .values(member_id=None, expires_at=0)
-                    )
+                    await conn.execute(_RELEASE, {"g": self.group, "t": tp[0], "p": tp[1], "m": self.member_id})
             # What this member holds already (and still should: the rest was released just
             # above) is renewed in one statement; only partitions it takes over are written one
             # by one.
@@ -599,8 +692,7 @@ class SqlLogConsumer(BrokerConsumer):
             fresh = [tp for tp in owned if tp not in self._owned or self._owned[tp] <= now]
             committed: dict[TopicPartition, int] = {}
             if fresh:
-                rows = (await conn.execute(sa.select(offsets_t).where(offsets_t.c.group_id == self.group))).all()
-                committed = {(r.topic, r.partition): r.committed for r in rows}
+                committed = {(t, p): c for t, p, c in await conn.execute(_COMMITTED, {"g": self.group})}
         for tp in fresh:
             self._position[tp] = committed.get(tp, 0)
         if fresh:
@@ -633,6 +725,7 @@ class SqlLogConsumer(BrokerConsumer):
                 records = await self.broker.retrying(lambda: self._fetch_once(max_records))
                 if records:
                     self.broker.look_again(self)  # a partition may hold more than was taken
+                    self.broker.busy()
                     return records
             if self._closed or clock.monotonic() >= deadline:
                 return []
@@ -645,23 +738,23 @@ class SqlLogConsumer(BrokerConsumer):
         start = {tp: self._position.get(tp, 0) for tp in owned}
         advanced: dict[TopicPartition, int] = {}
         out: list[Record] = []
-        async with self._db.read() as conn:
-            ends = {
-                (r.topic, r.partition): r.next_offset
-                for r in (await conn.execute(_ENDS, {"topics": self.topics})).all()
-            }
+        # Two statements, no snapshot around them: a partition's records up to its end were
+        # committed with (or before) the end was, so they are there when the second one reads.
+        async with self._db.read(snapshot=False) as conn:
+            ends = {(t, p): end for t, p, end in (await conn.execute(_ends(len(self.topics)), self._topic_names))}
             ready = [tp for tp in owned if start[tp] < ends.get(tp, 0)]
             if not ready:
                 return []
             share = max(1, max_records // len(ready))
-            for tp in ready:
-                rows = (await conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": start[tp], "n": share})).all()
-                out.extend(_record(r) for r in rows)
-                if rows:
-                    advanced[tp] = rows[-1].offset + 1
-        # Only now that every read succeeded does the position move (a failed read must not
-        # skip the records an earlier query of the same fetch returned), and only where no
-        # rebalance reset it meanwhile.
+            wanted: dict[str, Any] = {}
+            for i, (topic, partition) in enumerate(ready):
+                wanted.update({f"t{i}": topic, f"p{i}": partition, f"o{i}": start[(topic, partition)], f"n{i}": share})
+            rows = (await conn.execute(_read(len(ready)), wanted)).all()
+        for row in rows:
+            out.append(record := _record(*row))
+            advanced[(record.topic, record.partition)] = record.offset + 1
+        # Only now that the read succeeded does the position move, and only where no rebalance
+        # reset it meanwhile.
         for tp, position in advanced.items():
             if self._position.get(tp) == start[tp]:
                 self._position[tp] = position
@@ -675,25 +768,14 @@ class SqlLogConsumer(BrokerConsumer):
 
         async def op() -> None:
             now = self.broker.clock.time()
+            values = [
+                {"g": self.group, "m": self.member_id, "now": now, "t": topic, "p": partition, "c": offset}
+                for (topic, partition), offset in offsets.items()
+            ]
             async with self._db.transaction() as conn:
-                held = {
-                    (r.topic, r.partition)
-                    for r in (await conn.execute(_HELD, {"g": self.group, "m": self.member_id, "now": now})).all()
-                }
-                for (topic, partition), offset in offsets.items():
-                    if (topic, partition) not in held:
-                        continue  # fenced: the partition moved on; its new owner re-reads
-                    await _upsert(
-                        conn,
-                        offsets_t,
-                        {
-                            "group_id": self.group,
-                            "topic": topic,
-                            "partition": partition,
-                            "committed": offset,
-                        },
-                        ["group_id", "topic", "partition"],
-                    )
+                # Only where this member holds the lease: elsewhere the partition moved on, and
+                # its new owner re-reads from the offset committed before.
+                await conn.execute(_commit_offsets(conn.dialect.name), values)
 
         await self.broker.retrying(op)
 
