@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 
 from pizzeria.messaging.broker import OutgoingMessage, TopicSpec
 from pizzeria.messaging.sqllog import SqlLogBroker, SqlLogConsumer, TopicBells
-from tests.fakes import ManualClock
 
 #: Far longer than any test here: a consumer finds records only because it was told to look.
 NEVER = 3600.0
@@ -44,9 +42,7 @@ def count_queries(consumer: SqlLogConsumer, monkeypatch: pytest.MonkeyPatch) -> 
 
 async def log_in(tmp_path: Path, **options: Any) -> SqlLogBroker:
     """A started broker on a log in `tmp_path` whose consumers look only when a bell rang (or
-    they have reason to), never merely because time passed (and whose timer ticks as often
-    when the process is quiet, unless told otherwise)."""
-    options.setdefault("quiet_poll_interval_ms", options.get("poll_interval_ms", 20))
+    they have reason to), never merely because time passed."""
     broker = SqlLogBroker(f"sqlite:///{tmp_path / 'log.db'}", **options)
     await broker.start()
     broker.LOOK_ANYWAY_S = NEVER
@@ -235,43 +231,6 @@ async def test_a_wait_ends_at_its_timeout_when_nothing_rang(tmp_path: Path) -> N
         assert await asyncio.wait_for(consumer.fetch(100, 0.1), timeout=10) == []
         assert time.monotonic() - started >= 0.1
         assert broker._waiting == {}
-    finally:
-        await consumer.close()
-        await broker.close()
-
-
-async def test_the_timer_ticks_at_its_full_rate_only_while_the_process_fetches_or_publishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
-    broker = await log_in(tmp_path, poll_interval_ms=5, quiet_poll_interval_ms=40, clock=clock)
-    await broker.create_topics([TopicSpec("calm.events", 1)])
-    consumer = broker.consumer("calm", ["calm.events"])
-    ticks: list[float] = []
-    sleep = asyncio.sleep
-
-    async def noted(delay: float, *args: Any) -> Any:
-        if asyncio.current_task() is broker._watcher:
-            ticks.append(delay)
-        return await sleep(delay, *args)
-
-    try:
-        await consumer.start()
-        monkeypatch.setattr(asyncio, "sleep", noted)
-        waiting = asyncio.create_task(consumer.fetch(100, NEVER))
-        await _until(lambda: len(ticks) >= 3)
-        assert set(ticks) == {0.04}, "a process that never fetched nor published ticks slowly"
-        await broker.publish([message("calm.events", 1)])
-        assert [r.value for r in await asyncio.wait_for(waiting, timeout=10)] == [b"v1"]
-        ticks.clear()
-        waiting = asyncio.create_task(consumer.fetch(100, NEVER))
-        await _until(lambda: len(ticks) >= 3)
-        assert set(ticks) == {0.005}, "it fetched just now"
-        clock.advance(SqlLogBroker.QUIET_AFTER_S)
-        ticks.clear()
-        await _until(lambda: len(ticks) >= 3)
-        assert set(ticks[1:]) == {0.04}, "quiet again"
-        waiting.cancel()
     finally:
         await consumer.close()
         await broker.close()

@@ -89,8 +89,6 @@ class Settings(BaseSettings):
     kafka_admin_password: SecretStr = Field("", alias="KAFKA_ADMIN_PASSWORD", validate_default=True)
     kafka_admin_sasl_mechanism: KafkaSaslMechanism = Field("PLAIN", alias="KAFKA_ADMIN_SASL_MECHANISM")
     sqllog_poll_interval_ms: int = Field(20, alias="SQLLOG_POLL_INTERVAL_MS")
-    # How often a process that has fetched and published nothing for two seconds looks.
-    sqllog_quiet_poll_interval_ms: int = Field(60, alias="SQLLOG_QUIET_POLL_INTERVAL_MS", ge=1)
     sqllog_session_timeout_ms: int = Field(6000, alias="SQLLOG_SESSION_TIMEOUT_MS")
     sqllog_retention_hours: float = Field(168.0, alias="SQLLOG_RETENTION_HOURS")
 

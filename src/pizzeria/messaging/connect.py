@@ -26,7 +26,6 @@ def broker_from_settings(settings: Settings, client_id: str = "pizzeria", *, adm
         settings.broker_url_resolved(),
         login=settings.kafka_admin_login() if admin else settings.kafka_login(client_id),
         poll_interval_ms=settings.sqllog_poll_interval_ms,
-        quiet_poll_interval_ms=settings.sqllog_quiet_poll_interval_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms if kafka else settings.sqllog_session_timeout_ms,
         retention_hours=settings.sqllog_retention_hours,
         fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms,

@@ -335,16 +335,12 @@ class SqlLogBroker(Broker):
     name = "sqllog"
     #: A consumer queries at least this often whatever the bells say.
     LOOK_ANYWAY_S = 2.0
-    #: After this long with nothing fetched or published by this process, its bells' timer
-    #: ticks every `quiet_poll_interval` instead of every `poll_interval`.
-    QUIET_AFTER_S = 2.0
 
     def __init__(
         self,
         url: str,
         *,
         poll_interval_ms: int = 20,
-        quiet_poll_interval_ms: int = 60,
         session_timeout_ms: int = 6000,
         retention_hours: float = 168.0,
         retry_deadline_s: float = 60.0,
@@ -354,7 +350,6 @@ class SqlLogBroker(Broker):
     ) -> None:
         self.url = _normalize(url)
         self.poll_interval = poll_interval_ms / 1000
-        self.quiet_poll_interval = max(quiet_poll_interval_ms, poll_interval_ms) / 1000
         self.session_timeout = session_timeout_ms / 1000
         self.retention_ms = int(retention_hours * 3600 * 1000)
         self.retry_deadline = retry_deadline_s
@@ -371,7 +366,6 @@ class SqlLogBroker(Broker):
         # Consumers of this process waiting for news, and the one timer that looks for all of them.
         self._waiting: dict[object, _Waiter] = {}
         self._watcher: asyncio.Task[None] | None = None
-        self._busy_at = float("-inf")  # when this process last fetched or published records
 
     @property
     def database(self) -> Database:
@@ -493,17 +487,9 @@ class SqlLogBroker(Broker):
         if waiter is not None and not waiter.woken.done():
             waiter.woken.set_result(None)
 
-    def busy(self) -> None:
-        """Records were fetched or published here just now: more are likely, so the bells'
-        timer ticks at its full rate (a process quiet for `QUIET_AFTER_S` ticks less often:
-        an idle system's wakes are most of what it costs, and only the first record after a
-        quiet spell waits for the longer tick)."""
-        self._busy_at = self.clock.monotonic()
-
     async def _watch(self) -> None:
         while self._waiting:
-            quiet = self.clock.monotonic() - self._busy_at >= self.QUIET_AFTER_S
-            await asyncio.sleep(self.quiet_poll_interval if quiet else self.poll_interval)
+            await asyncio.sleep(self.poll_interval)
             now = self.clock.monotonic()
             for waiter in list(self._waiting.values()):
                 if not waiter.woken.done() and self._news_for(waiter, now):
@@ -573,7 +559,6 @@ class SqlLogBroker(Broker):
         await self.retrying(op)
         if self._bells is not None:
             self._bells.ring(counts)
-        self.busy()
 
     def consumer(self, group: str, topics: Sequence[str], *, client_id: str = "") -> BrokerConsumer:
         return SqlLogConsumer(self, group, list(topics), client_id=client_id)
@@ -725,7 +710,6 @@ class SqlLogConsumer(BrokerConsumer):
                 records = await self.broker.retrying(lambda: self._fetch_once(max_records))
                 if records:
                     self.broker.look_again(self)  # a partition may hold more than was taken
-                    self.broker.busy()
                     return records
             if self._closed or clock.monotonic() >= deadline:
                 return []
