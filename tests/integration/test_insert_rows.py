@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from pizzeria.kit.db import Database, JSONType, UTCDateTime
 from pizzeria.kit.upsert import insert_ignore, insert_rows
@@ -155,3 +156,42 @@ async def test_on_postgresql_it_is_sqlalchemys_insert() -> None:
     finally:
         await database.dispose()
         await drop_database(url)
+
+
+async def test_each_insert_is_counted_as_a_statement(pair: tuple[Database, Database]) -> None:
+    """The bench's statements per order come from this count: a many-row insert is one."""
+    ours, _ = pair
+    rows = [{"id": uuid.uuid4(), "name": "a", "count": i, "at": datetime.now(UTC)} for i in range(3)]
+    async with ours.transaction() as conn:
+        before = _statements()
+        await insert_rows(conn, things, rows)
+        assert _statements() - before == 1
+
+
+async def test_a_value_its_column_cannot_take_is_refused_as_sqlalchemy_refuses_it(
+    pair: tuple[Database, Database],
+) -> None:
+    ours, theirs = pair
+    row = {"id": "not a uuid", "name": "a", "count": 1, "at": datetime.now(UTC)}
+    for database, insert in ((ours, insert_rows), (theirs, _sqlalchemys)):
+        with pytest.raises(sa.exc.StatementError):
+            async with database.transaction() as conn:
+                await insert(conn, things, [row])
+    assert await _read(ours, things) == []
+
+
+async def test_keys_that_are_not_columns_are_left_as_sqlalchemy_leaves_them(pair: tuple[Database, Database]) -> None:
+    ours, theirs = pair
+    row = {"id": uuid.uuid4(), "name": "a", "count": 1, "at": datetime.now(UTC), "not_a_column": 1}
+    for database, insert in ((ours, insert_rows), (theirs, _sqlalchemys)):
+        async with database.transaction() as conn:
+            await insert(conn, things, [row])
+    assert await _read(ours, things) == await _read(theirs, things) != []
+
+
+def _statements() -> float:
+    return REGISTRY.get_sample_value("pizzeria_db_statements_total") or 0.0
+
+
+async def _sqlalchemys(conn: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(table.insert(), rows)

@@ -98,3 +98,21 @@ async def _fill(broker: SqlLogBroker, partitions: int, places: list[tuple[str, i
     await broker.publish(
         [OutgoingMessage(t, f"{t}{p}-{i}".encode(), key=keys[p]) for t, p in places for i in range(count)]
     )
+
+
+async def test_a_member_holding_more_partitions_than_one_statement_may_name_reads_them_all(tmp_path: Path) -> None:
+    """SQLite takes at most 500 terms in a compound SELECT: a fetch over more ready partitions
+    than that reads them in several statements, and misses none."""
+    clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+    broker = SqlLogBroker(f"sqlite:///{tmp_path}/log.db", clock=clock, background=False)
+    await broker.start()
+    try:
+        await broker.create_topics([TopicSpec("wide", partitions=510)])
+        await _fill(broker, 510, [("wide", p) for p in range(510)], 1)
+        consumer = broker.consumer("g", ["wide"])
+        await consumer.start()
+        fetched = await consumer.fetch(1000, timeout=0)
+        assert sorted(r.partition for r in fetched) == list(range(510))
+        assert await consumer.fetch(1000, timeout=0) == []
+    finally:
+        await broker.close()

@@ -78,15 +78,19 @@ async def insert_rows(
         return
     assert sync is not None
     sql, columns, processors = plan
-    values = [
-        tuple(p(row[c]) if p is not None else row[c] for c, p in zip(columns, processors, strict=True)) for row in rows
-    ]
     driver = sync.connection.driver_connection
     assert driver is not None
+    values: list[tuple[Any, ...]] = []
     try:
-        driver.executemany(sql, values)
+        values = [
+            tuple(p(row[c]) if p is not None else row[c] for c, p in zip(columns, processors, strict=True))
+            for row in rows
+        ]
+        driver.cursor().executemany(sql, values)  # its cursor counts the statement (kit.sqlite_driver)
     except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, OperationalError...)
         raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+    except Exception as exc:  # a value its column cannot take, or a row without a column
+        raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
 
 
 @functools.cache
@@ -95,6 +99,7 @@ def _driver_plan(
 ) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]] | None:
     """The SQL and each column's conversion of an insert straight to SQLite's driver; None when
     a column left out has a default SQLAlchemy computes in Python (SQLAlchemy must insert)."""
+    columns = tuple(c for c in columns if c in table.c)  # as SQLAlchemy, other keys are not looked at
     named = set(columns)
     if any(c.default is not None and c.name not in named for c in table.c):
         return None

@@ -118,7 +118,7 @@ class Envelope:
             correlationid,
             causationid,
             # W3C Trace Context: a traceparent that is not one starts a new trace.
-            traceparent if type(traceparent) is str and TRACEPARENT.match(traceparent) else None,
+            traceparent if isinstance(traceparent, str) and TRACEPARENT.match(traceparent) else None,
         )
 
     @classmethod

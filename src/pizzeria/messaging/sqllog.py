@@ -258,6 +258,10 @@ def _from(i: int) -> sa.Select[Any]:
     )
 
 
+#: The most partitions one fetch statement reads (see `_fetch_once`).
+_PARTITIONS_PER_READ = 100
+
+
 @functools.cache
 def _read(partitions: int) -> sa.Select[Any] | sa.CompoundSelect[Any]:
     """What a fetch reads from `partitions` partitions, in one statement: each one's records
@@ -730,10 +734,17 @@ class SqlLogConsumer(BrokerConsumer):
             if not ready:
                 return []
             share = max(1, max_records // len(ready))
-            wanted: dict[str, Any] = {}
-            for i, (topic, partition) in enumerate(ready):
-                wanted.update({f"t{i}": topic, f"p{i}": partition, f"o{i}": start[(topic, partition)], f"n{i}": share})
-            rows = (await conn.execute(_read(len(ready)), wanted)).all()
+            rows: list[Any] = []
+            # SQLite takes at most 500 terms in a compound SELECT: a member holding more ready
+            # partitions than a statement may name reads them in several.
+            for first in range(0, len(ready), _PARTITIONS_PER_READ):
+                chunk = ready[first : first + _PARTITIONS_PER_READ]
+                wanted: dict[str, Any] = {}
+                for i, (topic, partition) in enumerate(chunk):
+                    wanted.update(
+                        {f"t{i}": topic, f"p{i}": partition, f"o{i}": start[(topic, partition)], f"n{i}": share}
+                    )
+                rows += (await conn.execute(_read(len(chunk)), wanted)).all()
         for row in rows:
             out.append(record := _record(*row))
             advanced[(record.topic, record.partition)] = record.offset + 1
