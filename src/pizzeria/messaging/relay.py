@@ -91,6 +91,13 @@ class OutboxRelay:
         """Called after a commit that wrote outbox rows."""
         self._wake.set()
 
+    def leading(self) -> bool:
+        """Whether this relay publishes for its database (on PostgreSQL: holds the lock on a
+        live session). A commit of this process that finds it leading wakes it directly and
+        tells no other process: should it lose the lead before it publishes, the relay that
+        takes the lead next publishes every row waiting, starting with its first cycle."""
+        return self._leader is not None and not self._leader_driver.is_closed()
+
     async def run(self) -> None:
         """Publish forever; survives broker and database outages by backing off."""
         backoff = 0.05
