@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from pizzeria.kit import failpoints
 from pizzeria.kit.clock import as_utc, utcnow
-from pizzeria.kit.db import Database
+from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
 from pizzeria.messaging import metrics
@@ -50,11 +50,7 @@ _PENDING = (
     .order_by(outbox.c.seq)
     .limit(sa.bindparam("n"))
 )
-_MARK = (
-    outbox.update()
-    .where(outbox.c.seq.in_(sa.bindparam("seqs", expanding=True)))
-    .values(published_at=sa.bindparam("at"))
-)
+_MARK = outbox.update().where(one_of(outbox.c.seq, "seqs")).values(published_at=sa.bindparam("at"))
 
 
 class OutboxRelay:

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from pizzeria.kit.clock import SYSTEM, Clock
-from pizzeria.kit.db import Database, is_transient_error
+from pizzeria.kit.db import Database, is_transient_error, one_of
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.upsert import upsert
@@ -218,7 +218,7 @@ _TAKE_OFFSETS = (
     .returning(partitions_t.c.next_offset)
 )
 _INSERT_RECORDS = records_t.insert()
-_ENDS = sa.select(partitions_t).where(partitions_t.c.topic.in_(sa.bindparam("topics", expanding=True)))
+_ENDS = sa.select(partitions_t).where(one_of(partitions_t.c.topic, "topics"))
 _READ = (
     sa.select(records_t)
     .where(
