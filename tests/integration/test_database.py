@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from prometheus_client import REGISTRY as METRICS
 
-from pizzeria.kit.db import Database
+from pizzeria.kit.db import Database, one_of
 from tests.integration.conftest import widgets
 
 
@@ -38,3 +38,28 @@ async def test_a_read_sees_what_was_committed_before_each_statement(db: Database
     # PostgreSQL reads are read committed (a snapshot per statement); SQLite keeps one snapshot
     # for the whole read.
     assert seen == (1 if db.is_postgres else 0)
+
+
+_OWNED_BY = sa.select(widgets.c.id).where(one_of(widgets.c.owner, "owners")).order_by(widgets.c.id)
+
+
+async def test_one_of_takes_any_number_of_values_in_one_statement_text(db: Database) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(widgets.insert(), [{"id": f"w{n}", "owner": f"o{n % 3}", "n": n} for n in range(6)])
+    texts: set[str] = set()
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        texts.add(statement)
+
+    sa.event.listen(db.writer.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with db.read() as conn:
+            found = {
+                str(owners): [r.id for r in await conn.execute(_OWNED_BY, {"owners": owners})]
+                for owners in (["o1"], ("o0", "o2"), {"o0", "o1", "o2", "nobody"}, [])
+            }
+    finally:
+        sa.event.remove(db.writer.sync_engine, "before_cursor_execute", seen)
+    assert list(found.values()) == [["w1", "w4"], ["w0", "w2", "w3", "w5"], [f"w{n}" for n in range(6)], []]
+    if db.is_postgres:  # one text, prepared once, whatever the number of values
+        assert len(texts) == 1

@@ -72,7 +72,7 @@ class ServiceRuntime:
 
     def uow(self) -> UnitOfWork:
         """A new unit of work whose commit wakes the relay."""
-        return UnitOfWork(self.db, source=self.source, on_commit=self.relay.wake)
+        return UnitOfWork(self.db, source=self.source, on_commit=self.relay.wake, heard_here=self.relay.leading)
 
     def subscribe(
         self,

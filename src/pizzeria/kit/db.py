@@ -20,9 +20,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.metrics import db_statements, db_transactions
@@ -124,6 +126,39 @@ def is_outage(exc: BaseException) -> bool:
 
 #: JSON stored as JSONB on PostgreSQL, as text on SQLite.
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+class _OneOf(sa.sql.expression.ColumnElement[bool]):
+    """See `one_of`."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    _is_implicitly_boolean = True  # a condition as it is (not `= 1` where booleans are integers)
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement), ("name", InternalTraversal.dp_string)]
+
+    def __init__(self, column: sa.ColumnElement[Any], name: str) -> None:
+        self.column = column
+        self.name = name
+
+
+def one_of(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+    """`column IN (...)` the values of the parameter `name` (any collection). On PostgreSQL
+    `column = ANY(:name)` with the values as one array: the statement's text is the same
+    whatever their number, so it is compiled, prepared (a round trip, and a parse and plan in
+    the server) and cached once, not once per number of values as an expanding IN is — whose
+    text is also built again, and renumbered, for every execution. Elsewhere an expanding IN."""
+    return _OneOf(column, name)
+
+
+@compiles(_OneOf)
+def _one_of_in(element: _OneOf, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(sa.bindparam(element.name, expanding=True)), **kw))
+
+
+@compiles(_OneOf, "postgresql")
+def _one_of_any(element: _OneOf, compiler: Any, **kw: Any) -> str:
+    values = sa.bindparam(element.name, type_=ARRAY(element.column.type))
+    return str(compiler.process(element.column == sa.any_(values), **kw))
 
 
 def _sqlite_engine(url: str, *, pool_size: int, busy_timeout_ms: int) -> AsyncEngine:

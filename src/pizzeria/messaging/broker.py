@@ -8,6 +8,7 @@ least once; the inbox makes effects exactly once.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -99,6 +100,15 @@ class BrokerConsumer(abc.ABC):
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         """Up to `max_records` records from the assigned partitions, waiting up to `timeout`
         seconds for the first; in partition order per partition."""
+
+    async def fetch_run(self, max_records: int, timeout: float, linger: float) -> list[Record]:
+        """A run of records: `fetch`, and once the first record is there, with a `linger`,
+        what else arrives within it (up to `max_records` in all)."""
+        records = list(await self.fetch(max_records, timeout))
+        if records and linger and len(records) < max_records:
+            await asyncio.sleep(linger)
+            records += await self.fetch(max_records - len(records), 0)
+        return records
 
     @abc.abstractmethod
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

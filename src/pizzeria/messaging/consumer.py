@@ -360,11 +360,7 @@ class ConsumerRunner:
         """The next run of records: what is there (waiting up to half a second for the first),
         and, with a linger, what arrives within it after a short fetch."""
         assert self.consumer is not None
-        records = list(await self.consumer.fetch(self.batch_size, timeout=0.5))
-        if records and self.linger and len(records) < self.batch_size:
-            await asyncio.sleep(self.linger)
-            records += await self.consumer.fetch(self.batch_size - len(records), timeout=0)
-        return records
+        return await self.consumer.fetch_run(self.batch_size, 0.5, self.linger)
 
     async def _rejoin(self, delay: float) -> None:
         """Re-create the group member so uncommitted records are read again."""

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.db import Database
+from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.broker import OutgoingMessage, Record
@@ -50,7 +50,7 @@ class DeadLetterStatus(enum.StrEnum):
 _REPLAY_REQUESTS = (
     sa.select(dead_letters)
     .where(
-        dead_letters.c.group_id.in_(sa.bindparam("groups", expanding=True)),
+        one_of(dead_letters.c.group_id, "groups"),
         dead_letters.c.status == DeadLetterStatus.REPLAY_REQUESTED,
     )
     .order_by(dead_letters.c.created_at)

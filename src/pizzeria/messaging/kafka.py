@@ -356,13 +356,23 @@ class KafkaBroker(Broker):
         return KafkaConsumer(config, list(topics))
 
 
-def _take(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) -> list[Any]:
-    """Wait for the first message only, then take whatever else is already fetched: `consume`
-    alone would hold a partial batch until the timeout, adding that wait to every hop."""
+def _take(
+    consumer: confluent_kafka.Consumer,
+    max_records: int,
+    timeout: float,
+    linger: float,
+    offsets: list[confluent_kafka.TopicPartition],
+) -> list[Any]:
+    """Commit `offsets` (asynchronously: see `KafkaConsumer.commit`), wait for the first message
+    only, then take whatever else is already fetched, or with a `linger` what arrives within it:
+    `consume` alone would hold a partial batch until the timeout, adding that wait to every hop.
+    One hand-over to the consumer's thread and back for a whole run."""
+    if offsets:
+        _commit_async(consumer, offsets)
     first = consumer.poll(timeout)
     if first is None:
         return []
-    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+    return [first, *consumer.consume(max_records - 1, linger)] if max_records > 1 else [first]
 
 
 def _lag_of(consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -415,6 +425,8 @@ class KafkaConsumer(BrokerConsumer):
         self._consumer: confluent_kafka.Consumer | None = None
         self._assigned: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = {}
+        #: Offsets handed to `commit` and not yet to the consumer's thread (see there).
+        self._unsent: dict[TopicPartition, int] = {}
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -443,9 +455,13 @@ class KafkaConsumer(BrokerConsumer):
         return set(self._assigned)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        return await self.fetch_run(max_records, timeout, 0.0)
+
+    async def fetch_run(self, max_records: int, timeout: float, linger: float) -> list[Record]:
         if self._consumer is None:
             raise BrokerError("consumer not started")
-        messages = await self._call(_take, self._consumer, max_records, timeout)
+        offsets, self._unsent = _partitions(self._unsent), {}
+        messages = await self._call(_take, self._consumer, max_records, timeout, linger, offsets)
         out: list[Record] = []
         for m in messages:
             err = m.error()
@@ -463,15 +479,24 @@ class KafkaConsumer(BrokerConsumer):
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit without waiting for the broker: the records are already handled and their
         effects committed with the inbox, so a commit that does not arrive (a crash, a
-        rebalance) only means they are read again and recognised as duplicates. The call is
-        handed to the consumer's own thread, where it runs before the next fetch: made from the
-        event loop, librdkafka's call would release and retake the GIL there, and under load the
-        loop then waits for the other threads. Refusals are logged (`_on_commit`); the last
-        offsets are committed synchronously on close."""
+        rebalance) only means they are read again and recognised as duplicates. The offsets go
+        to librdkafka on the consumer's own thread, before its next poll: made from the event
+        loop, librdkafka's call would release and retake the GIL there. A fetch asked for in the
+        same turn of the loop (the runner's, right after it commits) takes them along; otherwise
+        they are handed to the thread on their own at the loop's next turn. Refusals are logged
+        (`_on_commit`); the last offsets are committed synchronously on close."""
         if not offsets or self._consumer is None:
             return
         self._committed.update(offsets)
-        self._executor.submit(_commit_async, self._consumer, _partitions(offsets))
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._send_unsent)
+        self._unsent.update(offsets)
+
+    def _send_unsent(self) -> None:
+        """Hand the offsets no fetch took along to the consumer's thread."""
+        if self._unsent and self._consumer is not None:
+            offsets, self._unsent = _partitions(self._unsent), {}
+            self._executor.submit(_commit_async, self._consumer, offsets)
 
     async def lag(self) -> dict[TopicPartition, int]:
         if self._consumer is None:

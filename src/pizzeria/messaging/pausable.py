@@ -73,6 +73,12 @@ class _PausableConsumer(BrokerConsumer):
             return []
         return await self.inner.fetch(max_records, timeout)
 
+    async def fetch_run(self, max_records: int, timeout: float, linger: float) -> list[Record]:
+        if self.broker.paused:
+            await asyncio.sleep(timeout)
+            return []
+        return await self.inner.fetch_run(max_records, timeout, linger)
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         await self.inner.commit(offsets)
 

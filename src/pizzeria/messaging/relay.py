@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from pizzeria.kit import failpoints
 from pizzeria.kit.clock import as_utc, utcnow
-from pizzeria.kit.db import Database
+from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
 from pizzeria.messaging import metrics
@@ -50,11 +50,7 @@ _PENDING = (
     .order_by(outbox.c.seq)
     .limit(sa.bindparam("n"))
 )
-_MARK = (
-    outbox.update()
-    .where(outbox.c.seq.in_(sa.bindparam("seqs", expanding=True)))
-    .values(published_at=sa.bindparam("at"))
-)
+_MARK = outbox.update().where(one_of(outbox.c.seq, "seqs")).values(published_at=sa.bindparam("at"))
 
 
 class OutboxRelay:
@@ -90,6 +86,13 @@ class OutboxRelay:
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows."""
         self._wake.set()
+
+    def leading(self) -> bool:
+        """Whether this relay publishes for its database (on PostgreSQL: holds the lock on a
+        live session). A commit of this process that finds it leading wakes it directly and
+        tells no other process: should it lose the lead before it publishes, the relay that
+        takes the lead next publishes every row waiting, starting with its first cycle."""
+        return self._leader is not None and not self._leader_driver.is_closed()
 
     async def run(self) -> None:
         """Publish forever; survives broker and database outages by backing off."""

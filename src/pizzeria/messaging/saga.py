@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.db import Database
+from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.upsert import insert_rows
 from pizzeria.messaging.message import Message
@@ -420,7 +420,7 @@ _KIND = "saga"
 _SAGA = sa.select(sagas).where(sagas.c.id == sa.bindparam("saga_id"))
 _SAGA_FOR_UPDATE = _SAGA.with_for_update()
 _SAGA_CLAIM = _SAGA.with_for_update(skip_locked=True)
-_SAGAS_FOR_UPDATE = sa.select(sagas).where(sagas.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update()
+_SAGAS_FOR_UPDATE = sa.select(sagas).where(one_of(sagas.c.id, "ids")).with_for_update()
 _UPDATE = sagas.update().where(sagas.c.id == sa.bindparam("saga_id"))
 _DUE = (
     sa.select(sagas.c.id)

@@ -43,10 +43,22 @@ Writer = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
 class UnitOfWork:
     """`async with uow:` opens the transaction; `await uow.commit()` ends it."""
 
-    def __init__(self, db: Database, *, source: str, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        source: str,
+        on_commit: Callable[[], None] | None = None,
+        heard_here: Callable[[], bool] | None = None,
+    ) -> None:
         self.db = db
         self.source = source
         self._on_commit = on_commit
+        #: On PostgreSQL, whether the relay that publishes for the database runs in this process
+        #: (`OutboxRelay.leading`): `on_commit` wakes it, so no NOTIFY is sent for other
+        #: processes' relays, which do not publish (a round trip, and a lock every notifying
+        #: commit takes in turn). None: always NOTIFY.
+        self._heard_here = heard_here
         self._conn: AsyncConnection | None = None
         self._pending: list[dict[str, Any]] = []
         self.emitted: list[Envelope] = []
@@ -151,7 +163,7 @@ class UnitOfWork:
         await self.flush()
         if self._pending:
             await insert_rows(conn, outbox, self._pending)
-            if self.db.is_postgres:
+            if self.db.is_postgres and not (self._heard_here is not None and self._heard_here()):
                 await conn.execute(_NOTIFY)
         await conn.commit()
         self.committed = True

@@ -14,21 +14,17 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.db import one_of
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery.domain import DeliveryStatus
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
 
-_BY_ORDERS = sa.select(deliveries.c.id, deliveries.c.order_id).where(
-    deliveries.c.order_id.in_(sa.bindparam("ids", expanding=True))
-)
+_BY_ORDERS = sa.select(deliveries.c.id, deliveries.c.order_id).where(one_of(deliveries.c.order_id, "ids"))
 _DELIVERY = sa.select(deliveries).where(deliveries.c.id == sa.bindparam("delivery_id"))
 # A set's deliveries, locked in key order (every transaction that locks several does so in it).
 _DELIVERIES_FOR_UPDATE = (
-    sa.select(deliveries)
-    .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(deliveries.c.id)
-    .with_for_update()
+    sa.select(deliveries).where(one_of(deliveries.c.id, "ids")).order_by(deliveries.c.id).with_for_update()
 )
 _SET_DELIVERY = deliveries.update().where(deliveries.c.id == sa.bindparam("delivery_id"))
 # Skipping the couriers another transaction is assigning (PostgreSQL; SQLite, one writer at a

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.auth import Role
+from pizzeria.kit.db import one_of
 from pizzeria.kit.errors import Conflict
 from pizzeria.services.identity.domain import RefreshToken, User
 from pizzeria.services.identity.tables import identity_meta, login_failures, refresh_tokens, users
@@ -51,7 +52,7 @@ _REVOKE_USER_TOKENS = (
 )
 _PRUNE_TOKENS = refresh_tokens.delete().where(refresh_tokens.c.expires_at < sa.bindparam("before"))
 
-_FAILURES = sa.select(login_failures).where(login_failures.c.key.in_(sa.bindparam("keys", expanding=True)))
+_FAILURES = sa.select(login_failures).where(one_of(login_failures.c.key, "keys"))
 _CLEAR_FAILURES = login_failures.delete().where(login_failures.c.key == sa.bindparam("key"))
 _PRUNE_FAILURES = login_failures.delete().where(login_failures.c.last_failure_at < sa.bindparam("before"))
 

@@ -11,21 +11,18 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.db import one_of
 from pizzeria.kit.upsert import insert_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
 
-_RECIPES = sa.select(recipes).where(recipes.c.menu_item_id.in_(sa.bindparam("ids", expanding=True)))
-_STOCK = (
-    sa.select(ingredients)
-    .where(ingredients.c.name.in_(sa.bindparam("names", expanding=True)))
-    .order_by(ingredients.c.name)
-)
+_RECIPES = sa.select(recipes).where(one_of(recipes.c.menu_item_id, "ids"))
+_STOCK = sa.select(ingredients).where(one_of(ingredients.c.name, "names")).order_by(ingredients.c.name)
 _ALL_STOCK = sa.select(ingredients).order_by(ingredients.c.name)
 _SET_LEVEL = ingredients.update().where(ingredients.c.name == sa.bindparam("n"))
 _RESERVATIONS_OF = (
     sa.select(reservations)
-    .where(reservations.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .where(one_of(reservations.c.order_id, "ids"))
     .order_by(reservations.c.order_id, reservations.c.ingredient)
     .with_for_update()
 )
@@ -39,18 +36,8 @@ _SET_RESERVATIONS = (
 # reservation released), and the autopilot moving the same ticket on at the same moment must
 # wait for that decision, or be waited for — not be overwritten by it. Tickets are locked
 # before holdings, each in key order, as the autopilot takes them (no deadlock between them).
-_TICKETS_OF = (
-    sa.select(tickets)
-    .where(tickets.c.order_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(tickets.c.id)
-    .with_for_update()
-)
-_LOCK_TICKETS = (
-    sa.select(tickets.c.id)
-    .where(tickets.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(tickets.c.id)
-    .with_for_update()
-)
+_TICKETS_OF = sa.select(tickets).where(one_of(tickets.c.order_id, "ids")).order_by(tickets.c.id).with_for_update()
+_LOCK_TICKETS = sa.select(tickets.c.id).where(one_of(tickets.c.id, "ids")).order_by(tickets.c.id).with_for_update()
 _TICKET = sa.select(tickets).where(tickets.c.id == sa.bindparam("ticket_id"))
 _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
 

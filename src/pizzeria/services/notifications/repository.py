@@ -15,12 +15,13 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.db import one_of
 from pizzeria.kit.upsert import insert_ignore, insert_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications.domain import MessageTemplate
 from pizzeria.services.notifications.tables import contacts, deferred, notifications, templates
 
-_CONTACTS = sa.select(contacts).where(contacts.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+_CONTACTS = sa.select(contacts).where(one_of(contacts.c.order_id, "ids"))
 _TEMPLATES = sa.select(templates)
 _DEFERRED_FOR_ORDER = (
     sa.select(deferred).where(deferred.c.order_id == sa.bindparam("order_id")).order_by(deferred.c.created_at)
@@ -42,7 +43,7 @@ _QUEUED = (
     .order_by(notifications.c.id)
     .limit(sa.bindparam("limit"))
 )
-_MARK = notifications.update().where(notifications.c.id.in_(sa.bindparam("ids", expanding=True)))
+_MARK = notifications.update().where(one_of(notifications.c.id, "ids"))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed, Payment
 from pizzeria.contracts.topology import generation_group
 from pizzeria.kit.cache import Cache
 from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.db import one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import BackgroundLoop
 from pizzeria.kit.upsert import insert_rows
@@ -62,7 +63,7 @@ _VIEWS_FOR_UPDATE = (
     sa.select(order_views)
     .where(
         order_views.c.generation == sa.bindparam("g"),
-        order_views.c.id.in_(sa.bindparam("ids", expanding=True)),
+        one_of(order_views.c.id, "ids"),
     )
     .with_for_update()
 )

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.db import one_of
 from pizzeria.kit.upsert import insert_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
@@ -24,26 +25,18 @@ from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_h
 _UPDATE_ORDER = orders.update().where(orders.c.id == sa.bindparam("order_id"))
 _ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("order_id"))
 _ORDER_FOR_UPDATE = _ORDER.with_for_update()
-_ORDERS = sa.select(orders).where(orders.c.id.in_(sa.bindparam("ids", expanding=True)))
+_ORDERS = sa.select(orders).where(one_of(orders.c.id, "ids"))
 _ORDERS_FOR_UPDATE = _ORDERS.with_for_update()
 _KIND = "order"
-_LINES = (
-    sa.select(order_lines)
-    .where(order_lines.c.order_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(order_lines.c.line_no)
-)
-_HISTORY = (
-    sa.select(order_history)
-    .where(order_history.c.order_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(order_history.c.seq)
-)
-_MENU = sa.select(menu_copy).where(menu_copy.c.id.in_(sa.bindparam("ids", expanding=True)))
+_LINES = sa.select(order_lines).where(one_of(order_lines.c.order_id, "ids")).order_by(order_lines.c.line_no)
+_HISTORY = sa.select(order_history).where(one_of(order_history.c.order_id, "ids")).order_by(order_history.c.seq)
+_MENU = sa.select(menu_copy).where(one_of(menu_copy.c.id, "ids"))
 _FIND_KEYS = sa.select(
     idempotency_keys.c.customer_id, idempotency_keys.c.key, idempotency_keys.c.request_hash, idempotency_keys.c.order_id
 ).where(sa.tuple_(idempotency_keys.c.customer_id, idempotency_keys.c.key).in_(sa.bindparam("keys", expanding=True)))
 _UNPAID = (
     sa.select(orders.c.customer_id, sa.func.count().label("unpaid"))
-    .where(orders.c.customer_id.in_(sa.bindparam("ids", expanding=True)), orders.c.status == Status.PENDING.value)
+    .where(one_of(orders.c.customer_id, "ids"), orders.c.status == Status.PENDING.value)
     .group_by(orders.c.customer_id)
 )
 # Each name's lock in the array's order (PostgreSQL: a function scan of an array yields it in order).

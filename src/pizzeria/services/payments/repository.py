@@ -10,6 +10,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.db import one_of
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
@@ -43,10 +44,7 @@ _PAYMENT_FOR_UPDATE = _PAYMENT.with_for_update()
 # (which locks its payments in the order its messages came), and would hold up every outcome
 # queued behind it.
 _PAYMENTS_FOR_UPDATE = (
-    sa.select(payments)
-    .where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(payments.c.id)
-    .with_for_update(skip_locked=True)
+    sa.select(payments).where(one_of(payments.c.id, "ids")).order_by(payments.c.id).with_for_update(skip_locked=True)
 )
 _UPDATE = payments.update().where(payments.c.id == sa.bindparam("payment_id"))
 # Work for the charger: open payments to charge or void, completed ones waiting for a refund.
@@ -183,7 +181,7 @@ _CLAIMING = {
 }
 _HOLD = (
     payments.update()
-    .where(payments.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(one_of(payments.c.id, "ids"))
     .values(
         locked_until=sa.bindparam("until"),
         status=sa.case((payments.c.status == Status.PENDING.value, Status.PROCESSING.value), else_=payments.c.status),
