@@ -63,3 +63,13 @@ async def test_one_of_takes_any_number_of_values_in_one_statement_text(db: Datab
     assert list(found.values()) == [["w1", "w4"], ["w0", "w2", "w3", "w5"], [f"w{n}" for n in range(6)], []]
     if db.is_postgres:  # one text, prepared once, whatever the number of values
         assert len(texts) == 1
+
+
+async def test_a_table_named_only_by_one_of_is_in_from(db: Database) -> None:
+    """As with `IN`, the column's table is what the statement reads, even when nothing else
+    names it."""
+    async with db.transaction() as conn:
+        await conn.execute(widgets.insert(), [{"id": f"w{n}", "owner": f"o{n % 3}", "n": n} for n in range(6)])
+    counted = sa.select(sa.func.count()).where(one_of(widgets.c.owner, "owners"))
+    async with db.read() as conn:
+        assert (await conn.execute(counted, {"owners": ["o0", "o1"]})).scalar_one() == 4

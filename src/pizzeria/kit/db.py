@@ -140,6 +140,10 @@ class _OneOf(sa.sql.expression.ColumnElement[bool]):
         self.column = column
         self.name = name
 
+    @property
+    def _from_objects(self) -> list[Any]:  # the column's table is in FROM, as with IN
+        return self.column._from_objects
+
 
 def one_of(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
     """`column IN (...)` the values of the parameter `name` (any collection). On PostgreSQL

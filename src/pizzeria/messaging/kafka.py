@@ -450,6 +450,7 @@ class KafkaConsumer(BrokerConsumer):
         self._assigned -= gone
         for tp in gone:  # the next owner commits these from now on
             self._committed.pop(tp, None)
+            self._unsent.pop(tp, None)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
@@ -461,7 +462,14 @@ class KafkaConsumer(BrokerConsumer):
         if self._consumer is None:
             raise BrokerError("consumer not started")
         offsets, self._unsent = _partitions(self._unsent), {}
-        messages = await self._call(_take, self._consumer, max_records, timeout, linger, offsets)
+        try:
+            messages = await self._call(_take, self._consumer, max_records, timeout, linger, offsets)
+        except asyncio.CancelledError:
+            # The fetch may never have reached the thread: its offsets go on their own (the
+            # same offsets committed twice change nothing).
+            if offsets:
+                self._executor.submit(_commit_async, self._consumer, offsets)
+            raise
         out: list[Record] = []
         for m in messages:
             err = m.error()
@@ -485,6 +493,8 @@ class KafkaConsumer(BrokerConsumer):
         same turn of the loop (the runner's, right after it commits) takes them along; otherwise
         they are handed to the thread on their own at the loop's next turn. Refusals are logged
         (`_on_commit`); the last offsets are committed synchronously on close."""
+        # A partition revoked while its records were handled is the next owner's to commit.
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in self._assigned}
         if not offsets or self._consumer is None:
             return
         self._committed.update(offsets)
