@@ -10,6 +10,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.clock import as_utc
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
@@ -54,15 +55,16 @@ _WORK = sa.or_(
     payments.c.status.in_([s.value for s in OPEN]),
     sa.and_(payments.c.status == Status.COMPLETED.value, payments.c.refund_requested.is_(True)),
 )
-_DUE = (
-    sa.select(payments.c.id)
-    .where(
-        _WORK,
-        payments.c.next_attempt_at <= sa.bindparam("now"),
-        sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < sa.bindparam("now")),
+# When the first piece of work can be claimed: its next attempt, or when its lease runs out if
+# that is later (a holder that crashed). The work is few rows (open payments), found by index.
+_NEXT_DUE = sa.select(
+    sa.func.min(
+        sa.case(
+            (payments.c.locked_until > payments.c.next_attempt_at, payments.c.locked_until),
+            else_=payments.c.next_attempt_at,
+        )
     )
-    .limit(1)
-)
+).where(_WORK)
 _BY_ORDER_FOR_UPDATE = sa.select(payments).where(payments.c.order_id == sa.bindparam("order_id")).with_for_update()
 
 
@@ -143,9 +145,11 @@ async def recent(conn: AsyncConnection, *, customer_id: str | None, limit: int) 
     return [_to_payment(r) for r in (await conn.execute(query)).all()]
 
 
-async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
-    """Is any open payment due for an attempt (a read, before taking a write lock)?"""
-    return (await conn.execute(_DUE, {"now": now})).first() is not None
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    """When the first piece of work can be claimed (in the past: now), None if there is no
+    work at all: a read, before taking a write lock, that also says how long to sleep."""
+    due = (await conn.execute(_NEXT_DUE)).scalar()
+    return None if due is None else as_utc(due)
 
 
 def _claiming(*, fresh_first: bool, per_customer: bool) -> sa.Select[Any]:
@@ -203,7 +207,34 @@ async def claim_due(
     busy: Mapping[str, int] | None = None,
 ) -> list[Payment]:
     """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
-    hold them for `lease` (a crashed holder's lease simply runs out).
+    hold them for `lease` (a crashed holder's lease simply runs out): see `claim`."""
+    claimed, _ = await claim(
+        conn,
+        now=now,
+        lease=lease,
+        limit=limit,
+        exclude=exclude,
+        fresh_first=fresh_first,
+        per_customer=per_customer,
+        busy=busy,
+    )
+    return claimed
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    exclude: set[UUID],
+    fresh_first: bool = False,
+    per_customer: int | None = None,
+    busy: Mapping[str, int] | None = None,
+) -> tuple[list[Payment], bool]:
+    """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
+    hold them for `lease` (a crashed holder's lease simply runs out); and whether one more
+    could have been taken (more is due: the next claim need not look first).
 
     `fresh_first` prefers payments the provider has not failed yet: the probe of a half-open
     breaker should not be the one request that keeps timing out.
@@ -213,18 +244,21 @@ async def claim_due(
     many that never get an answer) cannot take every place while others wait."""
     busy = busy or {}
     query = _CLAIMING[fresh_first, per_customer is not None]
-    params: dict[str, Any] = {"now": now, "limit": limit + len(exclude) + sum(busy.values())}
+    # One row more than it may take: whether more is due.
+    params: dict[str, Any] = {"now": now, "limit": limit + 1 + len(exclude) + sum(busy.values())}
     if per_customer is not None:
         params["per_customer"] = per_customer
     held = dict(busy)
     rows = []
+    more = False
     for row in (await conn.execute(query, params)).all():
         if row.id in exclude or (per_customer is not None and held.get(row.customer_id, 0) >= per_customer):
             continue
+        if len(rows) == limit:
+            more = True
+            break
         held[row.customer_id] = held.get(row.customer_id, 0) + 1
         rows.append(row)
-        if len(rows) == limit:
-            break
     if rows:
         await conn.execute(_HOLD, {"ids": [r.id for r in rows], "until": now + lease})
-    return [_to_payment(r) for r in rows]
+    return [_to_payment(r) for r in rows], more
