@@ -249,7 +249,7 @@ async def claim(
     if per_customer is not None:
         params["per_customer"] = per_customer
     held = dict(busy)
-    rows = []
+    rows: list[Any] = []
     more = False
     for row in (await conn.execute(query, params)).all():
         if row.id in exclude or (per_customer is not None and held.get(row.customer_id, 0) >= per_customer):
