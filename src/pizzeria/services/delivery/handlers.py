@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -107,12 +108,36 @@ async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
     if not to_hand_out:
         return 0
     async with uow:
-        free = await repository.free_couriers(uow.conn, to_hand_out)
-        waiting = await repository.claim_waiting(uow, len(free)) if free else []
-        for delivery, courier in zip(waiting, free, strict=False):
-            assign(uow, delivery, courier)
+        handed_out = await hand_out(uow, to_hand_out)
         await uow.commit()
+    return handed_out
+
+
+async def hand_out(uow: UnitOfWork, count: int) -> int:
+    """Inside `uow`: hand up to `count` waiting deliveries, the oldest first, to as many free
+    couriers (the most senior first), written at commit; how many were handed out."""
+    free = await repository.free_couriers(uow.conn, count)
+    waiting = await repository.claim_waiting(uow, len(free)) if free else []
+    for delivery, courier in zip(waiting, free, strict=False):
+        assign(uow, delivery, courier)
     return len(waiting)
+
+
+async def dispatch(uow: UnitOfWork, *, to_hand_out: int, due: Sequence[tuple[UUID, datetime]]) -> tuple[int, int]:
+    """The dispatcher's work inside `uow` (written at its commit): hand out up to `to_hand_out`
+    waiting deliveries (as `assign_waiting`) and move on the `due` ones (as
+    `advance_deliveries`); how many were handed out, and how many moved on. The couriers and
+    waiting deliveries it hands out are taken first, skipping those others hold (PostgreSQL);
+    the deliveries it moves on are locked next, in key order, as every transaction that locks
+    several does."""
+    handed_out = await hand_out(uow, to_hand_out) if to_hand_out else 0
+    moved = 0
+    if due:
+        await repository.load_many(uow, [delivery_id for delivery_id, _ in due])
+        for delivery_id, began in due:
+            with contextlib.suppress(Conflict, NotFound):
+                moved += await move_delivery_on(uow, delivery_id, stage_began=began) is not None
+    return handed_out, moved
 
 
 async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
