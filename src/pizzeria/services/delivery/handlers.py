@@ -20,7 +20,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
-from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
 from pizzeria.services.delivery.places import locate
@@ -153,14 +153,10 @@ async def advance_deliveries(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime
     """The autopilot's move: every delivery whose stage is over, in one transaction (loaded in
     one query, written in one statement per table). One no longer in the stage it was seen in
     (its courier, or another replica, moved it) is left."""
-
-    async def move(item: tuple[UUID, datetime]) -> bool:
-        return await move_delivery_on(uow, item[0], stage_began=item[1]) is not None
-
-    async def load_them() -> None:  # every delivery first, locked in key order
-        await repository.load_many(uow, [delivery_id for delivery_id, _ in due])
-
-    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound), first=load_them)
+    async with uow:
+        _, moved = await dispatch(uow, to_hand_out=0, due=due)
+        await uow.commit()
+    return moved
 
 
 async def move_delivery_on(
