@@ -130,7 +130,7 @@ class Charger:
                 self._left_due = False
                 return [], wait
         async with self.runtime.db.transaction() as conn:
-            claimed, self._more_due = await repository.claim(
+            claimed = await repository.claim_due(
                 conn,
                 now=utcnow(),
                 lease=self.lease,
@@ -140,6 +140,7 @@ class Charger:
                 per_customer=self.per_customer,
                 busy=self._customers,
             )
+            self._more_due = claimed.more
             if self._more_due:
                 self._left_due = True
                 return claimed, None  # every place taken: a call that ends wakes the loop

@@ -195,6 +195,13 @@ _HOLD = (
 )
 
 
+class Claimed(list[Payment]):
+    """The payments a claim took; `more`: one more could have been taken (more is due, so the
+    next claim need not look first)."""
+
+    more = False
+
+
 async def claim_due(
     conn: AsyncConnection,
     *,
@@ -205,36 +212,9 @@ async def claim_due(
     fresh_first: bool = False,
     per_customer: int | None = None,
     busy: Mapping[str, int] | None = None,
-) -> list[Payment]:
+) -> Claimed:
     """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
-    hold them for `lease` (a crashed holder's lease simply runs out): see `claim`."""
-    claimed, _ = await claim(
-        conn,
-        now=now,
-        lease=lease,
-        limit=limit,
-        exclude=exclude,
-        fresh_first=fresh_first,
-        per_customer=per_customer,
-        busy=busy,
-    )
-    return claimed
-
-
-async def claim(
-    conn: AsyncConnection,
-    *,
-    now: datetime,
-    lease: timedelta,
-    limit: int,
-    exclude: set[UUID],
-    fresh_first: bool = False,
-    per_customer: int | None = None,
-    busy: Mapping[str, int] | None = None,
-) -> tuple[list[Payment], bool]:
-    """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
-    hold them for `lease` (a crashed holder's lease simply runs out); and whether one more
-    could have been taken (more is due: the next claim need not look first).
+    hold them for `lease` (a crashed holder's lease simply runs out); see `Claimed`.
 
     `fresh_first` prefers payments the provider has not failed yet: the probe of a half-open
     breaker should not be the one request that keeps timing out.
@@ -261,4 +241,6 @@ async def claim(
         rows.append(row)
     if rows:
         await conn.execute(_HOLD, {"ids": [r.id for r in rows], "until": now + lease})
-    return [_to_payment(r) for r in rows], more
+    claimed = Claimed(_to_payment(r) for r in rows)
+    claimed.more = more
+    return claimed
