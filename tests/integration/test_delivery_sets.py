@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY as METRICS
 from pizzeria.contracts.delivery import CourierAssigned, DeliveryCompleted, DeliveryPickedUp
 from pizzeria.kit.db import Database
 from pizzeria.services.delivery import repository
+from pizzeria.services.delivery.autopilot import CourierDispatcher
 from pizzeria.services.delivery.handlers import advance_deliveries, assign_waiting, build_handlers
 from pizzeria.services.delivery.tables import couriers, deliveries, metadata
 from tests.support.participant import HeldCommit, Participant, decode
@@ -106,6 +107,25 @@ async def test_with_every_courier_out_a_waiting_delivery_costs_no_write_transact
     await scheduled(delivery, order_id)  # this one waits
     assert await cost_of_assigning() == nothing_waits
     assert (await delivery_of(delivery, order_id))["status"] == "waiting"
+
+
+async def test_a_dispatcher_step_hands_out_and_moves_on_in_one_transaction(delivery: Participant) -> None:
+    await hire(delivery, "Ana")
+    under_way, waiting = await scheduled(delivery, uuid4()), uuid4()
+    await scheduled(delivery, waiting)  # Ana is out: this one waits
+    await hire(delivery, "Bo")
+    dispatcher = CourierDispatcher(delivery.runtime, drive=True, stage=timedelta(0))
+    before = transactions()
+    assert await dispatcher.step() is True  # one read, then one write
+    assert transactions() - before == 2
+    assert (await delivery_of(delivery, waiting))["status"] == "assigned"
+    [moved] = await delivery.rows(deliveries, deliveries.c.id == under_way)
+    assert moved["status"] == "out_for_delivery"
+    before = transactions()
+    await dispatcher.step()  # it had work: it looks inside its write transaction, no read first
+    assert transactions() - before == 1
+    statuses = {r["status"] for r in await delivery.rows(deliveries)}
+    assert statuses == {"delivered", "out_for_delivery"}, "both moved on, each one stage"
 
 
 async def test_of_deliveries_waiting_for_one_free_courier_the_oldest_gets_it(delivery: Participant) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 import httpx
@@ -19,6 +20,7 @@ import orjson
 import pytest
 
 from pizzeria.contracts.payments import ChargePayment
+from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker
 from pizzeria.services.payments import repository
@@ -133,6 +135,20 @@ async def test_another_customers_charge_is_made_while_one_customers_charges_hang
         assert cards.answered["mallory"] == 0
         assert cards.in_flight["mallory"] == PER_CUSTOMER
         assert cards.most["mallory"] == PER_CUSTOMER
+
+
+async def test_a_claim_reaches_past_one_customers_many_due_payments(payments: Participant) -> None:
+    # More of Mallory's payments are due, oldest, than a claim's first look reads: it still
+    # takes only her first few, and Alice's.
+    owners: dict[str, str] = {}
+    mallory = [await place(payments, owners, "mallory", "tok_visa") for _ in range(10 * CONCURRENCY)]
+    alice = await place(payments, owners, "alice", "tok_visa")
+    async with payments.db.transaction() as conn:
+        taken = await repository.claim_due(
+            conn, now=utcnow(), lease=timedelta(minutes=1), limit=3, exclude=set(), per_customer=PER_CUSTOMER
+        )
+    assert [p.order_id for p in taken] == [*mallory[:PER_CUSTOMER], alice]
+    assert not taken.more, "nothing else may be taken: Mallory has her places"
 
 
 async def test_one_customers_failing_charges_leave_the_breaker_closed_for_the_others(payments: Participant) -> None:

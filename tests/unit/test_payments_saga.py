@@ -272,6 +272,31 @@ async def test_a_payment_backing_off_is_not_retried_before_it_is_due(payments: P
     assert (await payment_of(payments, order_id)).attempts == 2
 
 
+async def test_the_charger_knows_when_the_first_piece_of_work_will_be_due(
+    payments: Participant, charger: Charger
+) -> None:
+    # It sleeps until then rather than polling: a retry when its backoff ends, a payment whose
+    # holder crashed when the lease runs out; with no open payment, only new work wakes it.
+    async def next_due() -> object:
+        async with payments.db.read() as conn:
+            return await repository.next_due(conn)
+
+    await charged(payments, charger, uuid4())
+    assert await next_due() is None, "a completed payment is no work"
+    order_id = uuid4()
+    await payments.send(charge(order_id, "tok_timeout"))
+    assert await next_due() == (await payment_of(payments, order_id)).next_attempt_at  # due at once
+    await work(charger)  # no answer: it backs off
+    backing_off = await payment_of(payments, order_id)
+    assert backing_off.next_attempt_at > utcnow()
+    assert await next_due() == backing_off.next_attempt_at
+    lease = timedelta(minutes=10)
+    async with payments.db.transaction() as conn:  # claimed when due, by a holder that then crashes
+        [held] = await repository.claim_due(conn, now=backing_off.next_attempt_at, lease=lease, limit=1, exclude=set())
+    assert held.id == backing_off.id
+    assert await next_due() == backing_off.next_attempt_at + lease
+
+
 async def test_the_probe_of_a_recovering_provider_is_a_charge_that_has_not_failed_yet(
     payments: Participant, charger: Charger
 ) -> None:

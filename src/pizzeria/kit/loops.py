@@ -113,9 +113,18 @@ async def move_on(
 ) -> StepResult:
     """One step of an autopilot: of the items under way (id, when its stage began), oldest
     first, hand every one whose stage has lasted `stage` to `advance` at once (one transaction
-    for all of them); then say when to look again — at once if every item listed was due (more
-    may be), else when the next one will be due (or a moved one's next stage ends), or None
-    when nothing is under way."""
+    for all of them); then say when to look again (see `due_now`)."""
+    due, look_again = due_now(in_stage, stage)
+    if due:
+        await advance(due)
+    return look_again
+
+
+def due_now(in_stage: Sequence[tuple[T, datetime]], stage: timedelta) -> tuple[list[tuple[T, datetime]], StepResult]:
+    """Of the items under way (id, when its stage began), oldest first, those whose stage has
+    lasted `stage`; and, once they are moved on, when to look again — at once if every item
+    listed was due (more may be), else when the next one will be due (or a moved one's next
+    stage ends), or None when nothing is under way."""
     now = utcnow()
     due: list[tuple[T, datetime]] = []
     wait: float | None = None
@@ -126,8 +135,7 @@ async def move_on(
             break
         due.append((item, began))
     if due:
-        await advance(due)
         if wait is None:
-            return True
+            return due, True
         wait = min(wait, stage.total_seconds())
-    return None if wait is None else max(wait, 0.001)
+    return due, None if wait is None else max(wait, 0.001)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
-from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
+from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery import repository
 from pizzeria.services.delivery.domain import DEMO_COURIERS, DeliveryStatus, next_status
 from pizzeria.services.delivery.places import locate
@@ -107,12 +108,36 @@ async def assign_waiting(uow: UnitOfWork, limit: int = 50) -> int:
     if not to_hand_out:
         return 0
     async with uow:
-        free = await repository.free_couriers(uow.conn, to_hand_out)
-        waiting = await repository.claim_waiting(uow, len(free)) if free else []
-        for delivery, courier in zip(waiting, free, strict=False):
-            assign(uow, delivery, courier)
+        handed_out = await hand_out(uow, to_hand_out)
         await uow.commit()
+    return handed_out
+
+
+async def hand_out(uow: UnitOfWork, count: int) -> int:
+    """Inside `uow`: hand up to `count` waiting deliveries, the oldest first, to as many free
+    couriers (the most senior first), written at commit; how many were handed out."""
+    free = await repository.free_couriers(uow.conn, count)
+    waiting = await repository.claim_waiting(uow, len(free)) if free else []
+    for delivery, courier in zip(waiting, free, strict=False):
+        assign(uow, delivery, courier)
     return len(waiting)
+
+
+async def dispatch(uow: UnitOfWork, *, to_hand_out: int, due: Sequence[tuple[UUID, datetime]]) -> tuple[int, int]:
+    """The dispatcher's work inside `uow` (written at its commit): hand out up to `to_hand_out`
+    waiting deliveries (as `assign_waiting`) and move on the `due` ones (as
+    `advance_deliveries`); how many were handed out, and how many moved on. The couriers and
+    waiting deliveries it hands out are taken first, skipping those others hold (PostgreSQL);
+    the deliveries it moves on are locked next, in key order, as every transaction that locks
+    several does."""
+    handed_out = await hand_out(uow, to_hand_out) if to_hand_out else 0
+    moved = 0
+    if due:
+        await repository.load_many(uow, [delivery_id for delivery_id, _ in due])
+        for delivery_id, began in due:
+            with contextlib.suppress(Conflict, NotFound):
+                moved += await move_delivery_on(uow, delivery_id, stage_began=began) is not None
+    return handed_out, moved
 
 
 async def advance(uow: UnitOfWork, delivery_id: UUID) -> DeliveryStatus:
@@ -128,14 +153,10 @@ async def advance_deliveries(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime
     """The autopilot's move: every delivery whose stage is over, in one transaction (loaded in
     one query, written in one statement per table). One no longer in the stage it was seen in
     (its courier, or another replica, moved it) is left."""
-
-    async def move(item: tuple[UUID, datetime]) -> bool:
-        return await move_delivery_on(uow, item[0], stage_began=item[1]) is not None
-
-    async def load_them() -> None:  # every delivery first, locked in key order
-        await repository.load_many(uow, [delivery_id for delivery_id, _ in due])
-
-    return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound), first=load_them)
+    async with uow:
+        _, moved = await dispatch(uow, to_hand_out=0, due=due)
+        await uow.commit()
+    return moved
 
 
 async def move_delivery_on(

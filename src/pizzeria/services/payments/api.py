@@ -11,6 +11,7 @@ from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.kit.auth import Admin, CustomerOrAdmin, owner_scope
 from pizzeria.kit.errors import NotFound
 from pizzeria.services.payments import handlers, repository
+from pizzeria.services.payments.deps import PaymentsDep
 from pizzeria.services.payments.domain import Payment
 from pizzeria.services.payments.schemas import PaymentList, PaymentView
 
@@ -64,5 +65,7 @@ async def list_payments(
     status_code=202,
     summary="Refund a completed payment (administrators)",
 )
-async def refund_payment(payment_id: UUID, admin: Admin, runtime: RuntimeDep) -> PaymentView:
-    return view(await handlers.request_refund(runtime.uow(), payment_id, actor=admin.user_id))
+async def refund_payment(payment_id: UUID, admin: Admin, runtime: RuntimeDep, parts: PaymentsDep) -> PaymentView:
+    payment = await handlers.request_refund(runtime.uow(), payment_id, actor=admin.user_id)
+    parts.wake_charger()  # the refund is due now
+    return view(payment)

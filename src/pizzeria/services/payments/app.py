@@ -15,6 +15,7 @@ from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.payments.api import router
 from pizzeria.services.payments.charger import Charger
+from pizzeria.services.payments.deps import PaymentsParts
 from pizzeria.services.payments.handlers import build_handlers
 from pizzeria.services.payments.provider import ProviderClient
 from pizzeria.services.payments.settings import PaymentsSettings
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None, own: PaymentsSettings | None = 
     runtime.add_worker(charger.run, "charger")
     return service_app(
         runtime,
-        None,
+        PaymentsParts(wake_charger=charger.wake),
         migrations=MIGRATIONS,
         routers=[router],
         description="Payments: charges orders through the provider, reports the outcome.",

@@ -32,6 +32,16 @@ from pizzeria.services.payments.settling import Settler
 
 log = get_logger(__name__)
 
+#: With nothing due, the charger sleeps until the first piece of work will be (a retry, a lease
+#: that runs out) or it is woken (a charge or refund committed here, a call that ended); it looks
+#: anyway this often, for work nothing here woke it for (another replica's, say).
+LOOK_AGAIN_S = 5.0
+
+
+def _until(due: datetime | None) -> float | None:
+    """Seconds until `due` (0 if it has come), None for never."""
+    return None if due is None else max((due - utcnow()).total_seconds(), 0.0)
+
 
 class Charger:
     """Background worker of the payments service."""
@@ -55,7 +65,13 @@ class Charger:
         self._inflight: dict[UUID, asyncio.Task[None]] = {}
         self._customers: Counter[str] = Counter()  # payments in flight, by customer
         self.settler = Settler(runtime.uow)
-        self._loop = BackgroundLoop("charger", self._claim_and_start, interval=0.5, max_backoff=1.0)
+        # The last claim left more due than it could take: the next one need not look first.
+        self._more_due = False
+        # The last look left work due that it could not take (places full, or in flight here):
+        # a call that ends wakes the loop to take it. Else only new work does (a charge or
+        # refund committed, a retry scheduled) or the time the first piece of work will be due.
+        self._left_due = False
+        self._loop = BackgroundLoop("charger", self._claim_and_start, interval=LOOK_AGAIN_S, max_backoff=1.0)
 
     def wake(self) -> None:
         self._loop.wake()
@@ -83,14 +99,15 @@ class Charger:
         if probing:
             free = 0 if self._inflight else 1  # one probe at a time, a fresh charge first
         if free <= 0:
+            self._left_due = True  # whatever woke it waits for a place: a call that ends looks
             return None
-        claimed = await self._claim(free, fresh_first=probing)
+        claimed, look_again = await self._claim(free, fresh_first=probing)
         for payment in claimed:
             task = asyncio.create_task(self._settle(payment), name=f"charge-{payment.id}")
             self._inflight[payment.id] = task
             self._customers[payment.customer_id] += 1
             task.add_done_callback(partial(self._done, payment.id, payment.customer_id))
-        return len(claimed) == free  # there may be more due right now
+        return look_again
 
     async def step(self, now: datetime) -> int:
         """One pass without the loop (tests drive time): claim what is due at `now` and settle
@@ -101,12 +118,19 @@ class Charger:
             await self._settle(payment)
         return len(claimed)
 
-    async def _claim(self, limit: int, *, fresh_first: bool = False) -> list[Payment]:
-        async with self.runtime.db.read() as conn:  # usually nothing is due: no write lock for that
-            if not await repository.any_due(conn, now=utcnow()):
-                return []
+    async def _claim(self, limit: int, *, fresh_first: bool = False) -> tuple[list[Payment], StepResult]:
+        """The payments claimed, and when to look again: None when only a wake-up can bring
+        more (no work, or the places are full), else in how many seconds the first piece of
+        work left will be due."""
+        if not self._more_due:
+            # Usually nothing is due: no write lock for that.
+            async with self.runtime.db.read() as conn:
+                wait = _until(await repository.next_due(conn))
+            if wait is None or wait > 0:
+                self._left_due = False
+                return [], wait
         async with self.runtime.db.transaction() as conn:
-            return await repository.claim_due(
+            claimed = await repository.claim_due(
                 conn,
                 now=utcnow(),
                 lease=self.lease,
@@ -116,6 +140,16 @@ class Charger:
                 per_customer=self.per_customer,
                 busy=self._customers,
             )
+            self._more_due = claimed.more
+            if self._more_due:
+                self._left_due = True
+                return claimed, None  # every place taken: a call that ends wakes the loop
+            # All it could take is claimed: when the rest will be due (a retry, a lease that runs
+            # out). What is due already and was left (in flight here, or its customer's places
+            # full) waits for a call here to end.
+            wait = _until(await repository.next_due(conn))
+        self._left_due = wait == 0
+        return claimed, wait or None
 
     async def _give_up(self, payment: Payment) -> None:
         """Stop trying to charge, but only once the provider confirms it took nothing: an
@@ -127,14 +161,15 @@ class Charger:
         if taken is None:
             await handlers.settle_failed(self.settler, payment.id, "provider_unavailable")
         else:
-            await handlers.settle_completed(self.settler, payment.id, taken.charge_id)
+            await self._complete(payment, taken.charge_id)
 
     def _done(self, payment_id: UUID, customer_id: str, _task: object = None) -> None:
         self._inflight.pop(payment_id, None)
         self._customers[customer_id] -= 1
         if self._customers[customer_id] <= 0:
             del self._customers[customer_id]
-        self._loop.wake()
+        if self._left_due:  # its place can take what was left
+            self._loop.wake()
 
     async def _settle(self, payment: Payment) -> None:
         try:
@@ -172,8 +207,7 @@ class Charger:
                 if taken is None:
                     await handlers.settle_voided(settler, payment.id)
                 else:
-                    await handlers.settle_completed(settler, payment.id, taken.charge_id)  # then refunded
-                    self.wake()
+                    await self._complete(payment, taken.charge_id)  # then refunded
                 return
             result = await self.client.charge(
                 idempotency_key=str(payment.id),
@@ -189,12 +223,15 @@ class Charger:
             log.error("provider rejected a request", payment_id=str(payment.id), error=str(exc))
             if payment.needs_refund:
                 await handlers.schedule_retry(settler, payment.id, count_attempt=True)
+                self.wake()
             else:
                 await handlers.settle_failed(settler, payment.id, "provider_rejected")
         except CircuitOpen:
             await handlers.schedule_retry(settler, payment.id, count_attempt=False)
+            self.wake()  # to sleep until its retry is due
         except ProviderUnavailable as exc:
             attempts = await handlers.schedule_retry(settler, payment.id, count_attempt=True)
+            self.wake()
             log.warning(
                 "provider unavailable; will retry", payment_id=str(payment.id), attempts=attempts, error=str(exc)
             )
@@ -202,5 +239,11 @@ class Charger:
             if attempts >= self.max_attempts and not payment.needs_refund and not payment.cancel_requested:
                 await self._give_up(payment)
         else:
-            await handlers.settle_completed(settler, payment.id, result.charge_id)
-            self.wake()  # if it was cancelled meanwhile, its refund is due now
+            await self._complete(payment, result.charge_id)
+
+    async def _complete(self, payment: Payment, charge_id: str) -> None:
+        """The provider took the charge: settle it; if it was cancelled meanwhile, its refund
+        is due now."""
+        settled = await self.settler.settle(payment.id, handlers.completing(charge_id))
+        if settled is not None and settled.needs_refund:
+            self.wake()

@@ -10,6 +10,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.clock import as_utc
 from pizzeria.kit.db import one_of
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.uow import UnitOfWork
@@ -52,15 +53,16 @@ _WORK = sa.or_(
     payments.c.status.in_([s.value for s in OPEN]),
     sa.and_(payments.c.status == Status.COMPLETED.value, payments.c.refund_requested.is_(True)),
 )
-_DUE = (
-    sa.select(payments.c.id)
-    .where(
-        _WORK,
-        payments.c.next_attempt_at <= sa.bindparam("now"),
-        sa.or_(payments.c.locked_until.is_(None), payments.c.locked_until < sa.bindparam("now")),
+# When the first piece of work can be claimed: its next attempt, or when its lease runs out if
+# that is later (a holder that crashed). The work is few rows (open payments), found by index.
+_NEXT_DUE = sa.select(
+    sa.func.min(
+        sa.case(
+            (payments.c.locked_until > payments.c.next_attempt_at, payments.c.locked_until),
+            else_=payments.c.next_attempt_at,
+        )
     )
-    .limit(1)
-)
+).where(_WORK)
 _BY_ORDER_FOR_UPDATE = sa.select(payments).where(payments.c.order_id == sa.bindparam("order_id")).with_for_update()
 
 
@@ -141,9 +143,11 @@ async def recent(conn: AsyncConnection, *, customer_id: str | None, limit: int) 
     return [_to_payment(r) for r in (await conn.execute(query)).all()]
 
 
-async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
-    """Is any open payment due for an attempt (a read, before taking a write lock)?"""
-    return (await conn.execute(_DUE, {"now": now})).first() is not None
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    """When the first piece of work can be claimed (in the past: now), None if there is no
+    work at all: a read, before taking a write lock, that also says how long to sleep."""
+    due = (await conn.execute(_NEXT_DUE)).scalar()
+    return None if due is None else as_utc(due)
 
 
 def _claiming(*, fresh_first: bool, per_customer: bool) -> sa.Select[Any]:
@@ -189,6 +193,13 @@ _HOLD = (
 )
 
 
+class Claimed(list[Payment]):
+    """The payments a claim took; `more`: one more could have been taken (more is due, so the
+    next claim need not look first)."""
+
+    more = False
+
+
 async def claim_due(
     conn: AsyncConnection,
     *,
@@ -199,9 +210,9 @@ async def claim_due(
     fresh_first: bool = False,
     per_customer: int | None = None,
     busy: Mapping[str, int] | None = None,
-) -> list[Payment]:
+) -> Claimed:
     """Take up to `limit` open payments whose next attempt is due and that nobody holds, and
-    hold them for `lease` (a crashed holder's lease simply runs out).
+    hold them for `lease` (a crashed holder's lease simply runs out); see `Claimed`.
 
     `fresh_first` prefers payments the provider has not failed yet: the probe of a half-open
     breaker should not be the one request that keeps timing out.
@@ -210,19 +221,52 @@ async def claim_due(
     `busy` ones (in flight already, by customer) included, so one customer's many payments (or
     many that never get an answer) cannot take every place while others wait."""
     busy = busy or {}
-    query = _CLAIMING[fresh_first, per_customer is not None]
-    params: dict[str, Any] = {"now": now, "limit": limit + len(exclude) + sum(busy.values())}
-    if per_customer is not None:
-        params["per_customer"] = per_customer
-    held = dict(busy)
-    rows = []
-    for row in (await conn.execute(query, params)).all():
-        if row.id in exclude or (per_customer is not None and held.get(row.customer_id, 0) >= per_customer):
-            continue
-        held[row.customer_id] = held.get(row.customer_id, 0) + 1
-        rows.append(row)
-        if len(rows) == limit:
-            break
+    params: dict[str, Any] = {"now": now}
+    # Usually the due payments at the head of the line are of many customers: a page of them in
+    # order (an index scan and a short sort) holds what the claim takes. Only a page that one
+    # customer's many payments fill takes the window over every due payment, by customer.
+    page = _PAGE * (limit + 1) + len(exclude) + sum(busy.values())
+    rows, more, seen = _take(
+        (await conn.execute(_CLAIMING[fresh_first, False], {**params, "limit": page})).all(),
+        limit=limit,
+        exclude=exclude,
+        per_customer=per_customer,
+        busy=busy,
+    )
+    if per_customer is not None and not more and seen == page:
+        # One row more than it may take: whether more is due.
+        params.update(limit=limit + 1 + len(exclude) + sum(busy.values()), per_customer=per_customer)
+        rows, more, _ = _take(
+            (await conn.execute(_CLAIMING[fresh_first, True], params)).all(),
+            limit=limit,
+            exclude=exclude,
+            per_customer=per_customer,
+            busy=busy,
+        )
     if rows:
         await conn.execute(_HOLD, {"ids": [r.id for r in rows], "until": now + lease})
-    return [_to_payment(r) for r in rows]
+    claimed = Claimed(_to_payment(r) for r in rows)
+    claimed.more = more
+    return claimed
+
+
+#: A claim's first look reads this many due payments for each it may take.
+_PAGE = 4
+
+
+def _take(
+    due: Sequence[Any], *, limit: int, exclude: set[UUID], per_customer: int | None, busy: Mapping[str, int]
+) -> tuple[list[Any], bool, int]:
+    """Of the due rows, in order, the first `limit` a claim may take (not in `exclude`, and no
+    customer past `per_customer` with its `busy` ones); whether one more could have been taken;
+    and how many rows there were."""
+    held = dict(busy)
+    rows: list[Any] = []
+    for row in due:
+        if row.id in exclude or (per_customer is not None and held.get(row.customer_id, 0) >= per_customer):
+            continue
+        if len(rows) == limit:
+            return rows, True, len(due)
+        held[row.customer_id] = held.get(row.customer_id, 0) + 1
+        rows.append(row)
+    return rows, False, len(due)

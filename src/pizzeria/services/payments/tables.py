@@ -32,3 +32,6 @@ payments = sa.Table(
     sa.Column("traceparent", sa.String(55), nullable=True),
 )
 sa.Index("ix_payments_due", payments.c.status, payments.c.next_attempt_at)
+# The charger's work includes completed payments waiting for a refund: found without reading
+# every completed payment.
+sa.Index("ix_payments_refunds_due", payments.c.status, payments.c.refund_requested, payments.c.next_attempt_at)
