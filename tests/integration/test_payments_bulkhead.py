@@ -18,17 +18,19 @@ from uuid import UUID, uuid4
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from pizzeria.contracts.payments import ChargePayment
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.resilience import BreakerState, CircuitBreaker
 from pizzeria.services.payments import repository
-from pizzeria.services.payments.charger import Charger
+from pizzeria.services.payments.charger import SOON_S, Charger
 from pizzeria.services.payments.domain import Status
 from pizzeria.services.payments.handlers import build_handlers
 from pizzeria.services.payments.provider import ProviderClient
 from pizzeria.services.payments.tables import metadata
+from pizzeria.services.payments.tables import payments as payments_table
 from tests.support.cluster import Provider
 from tests.support.participant import Participant
 
@@ -192,3 +194,22 @@ async def test_a_charger_that_stops_has_ended_its_charges_in_flight(payments: Pa
         await running
     assert cards.in_flight["mallory"] == 0  # each ended before the charger stopped
     assert cards.answered["mallory"] == PER_CUSTOMER
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)  # SQLite has no row locks to skip
+async def test_a_charger_that_finds_what_is_due_held_elsewhere_looks_again_soon(payments: Participant) -> None:
+    """Another replica's claim holds a due payment for a moment: this charger, with nothing in
+    flight that would wake it when it ends, looks again soon rather than at its fallback look."""
+    owners: dict[str, str] = {}
+    await place(payments, owners, "alice", "tok_visa")
+    charger = charger_of(payments, SilentCards(owners), CircuitBreaker("provider-held", failure_threshold=5))
+    other = await payments.db.begin_write()
+    try:
+        await other.execute(sa.select(payments_table.c.id).with_for_update())  # the other replica's page
+        look_again = await charger._claim_and_start()
+    finally:
+        await other.rollback()
+        await other.close()
+    assert look_again == SOON_S
+    await charger.settler.close()
+    await charger.client.close()

@@ -36,6 +36,9 @@ log = get_logger(__name__)
 #: that runs out) or it is woken (a charge or refund committed here, a call that ended); it looks
 #: anyway this often, for work nothing here woke it for (another replica's, say).
 LOOK_AGAIN_S = 5.0
+#: How soon it looks again when work is due that it could not take and no call of its own will
+#: end to wake it (another replica's claim holds the rows for a moment).
+SOON_S = 0.1
 
 
 def _until(due: datetime | None) -> float | None:
@@ -143,12 +146,16 @@ class Charger:
             self._more_due = claimed.more
             if self._more_due:
                 self._left_due = True
-                return claimed, None  # every place taken: a call that ends wakes the loop
+                # Every place taken: a call that ends wakes the loop. With none taken here (what
+                # is due is locked by another replica's claim), no call will: look again soon.
+                return claimed, None if claimed or self._inflight else SOON_S
             # All it could take is claimed: when the rest will be due (a retry, a lease that runs
             # out). What is due already and was left (in flight here, or its customer's places
             # full) waits for a call here to end.
             wait = _until(await repository.next_due(conn))
         self._left_due = wait == 0
+        if wait == 0 and not claimed and not self._inflight:
+            return claimed, SOON_S  # due, not taken (locked elsewhere, or due since the claim read)
         return claimed, wait or None
 
     async def _give_up(self, payment: Payment) -> None:
