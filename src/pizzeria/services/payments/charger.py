@@ -144,18 +144,15 @@ class Charger:
                 busy=self._customers,
             )
             self._more_due = claimed.more
-            if self._more_due:
-                self._left_due = True
-                # Every place taken: a call that ends wakes the loop. With none taken here (what
-                # is due is locked by another replica's claim), no call will: look again soon.
-                return claimed, None if claimed or self._inflight else SOON_S
-            # All it could take is claimed: when the rest will be due (a retry, a lease that runs
-            # out). What is due already and was left (in flight here, or its customer's places
-            # full) waits for a call here to end.
-            wait = _until(await repository.next_due(conn))
+            # More due than it could take, or when the rest will be due (a retry, a lease that
+            # runs out).
+            wait = 0.0 if claimed.more else _until(await repository.next_due(conn))
+        # What is due and was left waits for a call here to end, which wakes the loop. With none
+        # here to end (what is due is locked by another replica's claim, or came due since the
+        # claim read), look again soon.
         self._left_due = wait == 0
-        if wait == 0 and not claimed and not self._inflight:
-            return claimed, SOON_S  # due, not taken (locked elsewhere, or due since the claim read)
+        if self._left_due and not claimed and not self._inflight:
+            return claimed, SOON_S
         return claimed, wait or None
 
     async def _give_up(self, payment: Payment) -> None:
