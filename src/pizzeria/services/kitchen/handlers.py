@@ -191,8 +191,16 @@ async def advance_tickets(uow: UnitOfWork, due: Sequence[tuple[UUID, datetime]])
     async def move(item: tuple[UUID, datetime]) -> bool:
         return await move_ticket_on(uow, item[0], stage_began=item[1]) is not None
 
-    async def lock_them() -> None:  # every ticket first, in key order, as commands lock them
-        await repository.lock_tickets(uow.conn, [ticket_id for ticket_id, _ in due])
+    async def lock_them() -> None:
+        # Every ticket first, in key order, as commands lock them; then what the orders of
+        # those about to start cooking hold, all at once (starting uses it up).
+        await repository.lock_tickets(uow, [ticket_id for ticket_id, _ in due])
+        starting = []
+        for ticket_id, stage_began in due:
+            row = await repository.locked_ticket(uow, ticket_id)
+            if row is not None and row.status == TicketStatus.QUEUED and as_utc(row.updated_at) == as_utc(stage_began):
+                starting.append(row.order_id)
+        await repository.load_orders(uow, starting)
 
     return await each_in_one_transaction(uow, due, move, skip=(Conflict, NotFound), first=lock_them)
 
@@ -202,7 +210,7 @@ async def move_ticket_on(
 ) -> TicketStatus | None:
     """Move a ticket to its next stage inside `uow`; starting to cook uses up the order's
     reservation. With `stage_began`, only if its current stage began then (else None)."""
-    found = await repository.ticket(uow.conn, ticket_id, for_update=True)
+    found = await repository.locked_ticket(uow, ticket_id)
     if found is None:
         raise NotFound(f"ticket {ticket_id} does not exist")
     if stage_began is not None and as_utc(found.updated_at) != as_utc(stage_began):

@@ -37,8 +37,9 @@ _SET_RESERVATIONS = (
 # wait for that decision, or be waited for — not be overwritten by it. Tickets are locked
 # before holdings, each in key order, as the autopilot takes them (no deadlock between them).
 _TICKETS_OF = sa.select(tickets).where(one_of(tickets.c.order_id, "ids")).order_by(tickets.c.id).with_for_update()
-_LOCK_TICKETS = sa.select(tickets.c.id).where(one_of(tickets.c.id, "ids")).order_by(tickets.c.id).with_for_update()
+_TICKETS = sa.select(tickets).where(one_of(tickets.c.id, "ids")).order_by(tickets.c.id).with_for_update()
 _TICKET = sa.select(tickets).where(tickets.c.id == sa.bindparam("ticket_id"))
+_TICKET_FOR_UPDATE = _TICKET.with_for_update()
 _SET_TICKET = tickets.update().where(tickets.c.id == sa.bindparam("ticket_id"))
 
 
@@ -307,16 +308,30 @@ async def ticket_for_order(uow: UnitOfWork, order_id: UUID) -> Ticket | None:
     return None if found is _NO_TICKET else found
 
 
-async def lock_tickets(conn: AsyncConnection, ticket_ids: Iterable[UUID]) -> None:
-    """Lock the tickets, in key order (before anything else the transaction locks)."""
+async def lock_tickets(uow: UnitOfWork, ticket_ids: Iterable[UUID]) -> None:
+    """Lock the tickets, in key order (before anything else the transaction locks), and keep
+    their rows for `locked_ticket` to find without another query."""
     ids = sorted(set(ticket_ids))
-    if ids:
-        await conn.execute(_LOCK_TICKETS, {"ids": ids})
+    if not ids:
+        return
+    found = {r.id: r for r in await uow.conn.execute(_TICKETS, {"ids": ids})}
+    for ticket_id in ids:
+        uow.remember("ticket_row", ticket_id, found.get(ticket_id, _NO_ROW))
 
 
-async def ticket(conn: AsyncConnection, ticket_id: UUID, *, for_update: bool = False) -> Any:
-    query = _TICKET.with_for_update() if for_update else _TICKET
-    return (await conn.execute(query, {"ticket_id": ticket_id})).first()
+_NO_ROW = object()  # remembered: looked up, not there
+
+
+async def locked_ticket(uow: UnitOfWork, ticket_id: UUID) -> Any:
+    """A ticket's row, locked for the transaction (read now unless `lock_tickets` read it)."""
+    found = uow.recall("ticket_row", ticket_id)
+    if found is None:
+        found = (await uow.conn.execute(_TICKET_FOR_UPDATE, {"ticket_id": ticket_id})).first()
+    return None if found is _NO_ROW else found
+
+
+async def ticket(conn: AsyncConnection, ticket_id: UUID) -> Any:
+    return (await conn.execute(_TICKET, {"ticket_id": ticket_id})).first()
 
 
 def add_ticket(uow: UnitOfWork, values: dict[str, Any]) -> Ticket:
