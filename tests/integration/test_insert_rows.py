@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import REGISTRY
 
 from pizzeria.kit.db import Database, JSONType, UTCDateTime
 from pizzeria.kit.upsert import insert_ignore, insert_rows
 from tests.support.postgres import create_database, drop_database
+from tests.support.sqlvalues import documents, fresh, statements, text, times, two_sqlite
 
 metadata = sa.MetaData()
 things = sa.Table(
@@ -42,43 +42,19 @@ with_python_default = sa.Table(
     sa.Column("label", sa.String(20), nullable=False, default="made here"),
 )
 
-_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
-_times = st.datetimes(
-    min_value=datetime(1970, 1, 2),
-    max_value=datetime(9999, 12, 30),
-    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5))]),
-)
-# Documents, as the services keep (SQLite gives a column declared JSON numeric affinity, so a
-# bare number would come back as one, whichever way it went in).
-_json = st.dictionaries(
-    _text,
-    st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _text,
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
-        max_leaves=8,
-    ),
-    max_size=3,
-)
 _row = st.fixed_dictionaries(
     {
         "id": st.uuids(),
-        "name": _text,
-        "note": st.none() | _text,
+        "name": text,
+        "note": st.none() | text,
         "count": st.integers(-(2**63), 2**63 - 1),
         "flag": st.booleans(),
         "body": st.none() | st.binary(max_size=20),
-        "data": _json,
-        "at": _times,
+        "data": documents,
+        "at": times,
         "plain_at": st.none() | st.datetimes(min_value=datetime(1970, 1, 2)),
     }
 )
-
-
-async def _fresh(url: str) -> Database:
-    database = Database(url)
-    async with database.transaction() as conn:
-        await conn.run_sync(metadata.create_all)
-    return database
 
 
 async def _read(database: Database, table: sa.Table) -> list[Any]:
@@ -88,12 +64,8 @@ async def _read(database: Database, table: sa.Table) -> list[Any]:
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
-    ours, theirs = await _fresh(f"sqlite:///{tmp_path}/ours.db"), await _fresh(f"sqlite:///{tmp_path}/theirs.db")
-    try:
-        yield ours, theirs
-    finally:
-        await ours.dispose()
-        await theirs.dispose()
+    async with two_sqlite(tmp_path, metadata) as databases:
+        yield databases
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -143,7 +115,7 @@ async def test_a_default_made_in_python_is_made(pair: tuple[Database, Database])
 
 async def test_on_postgresql_it_is_sqlalchemys_insert() -> None:
     url = await create_database()
-    database = await _fresh(url)
+    database = await fresh(url, metadata)
     try:
         rows = [
             {"id": uuid.uuid4(), "name": f"n{i}", "count": i, "data": {"i": i}, "at": datetime.now(UTC)}
@@ -163,9 +135,9 @@ async def test_each_insert_is_counted_as_a_statement(pair: tuple[Database, Datab
     ours, _ = pair
     rows = [{"id": uuid.uuid4(), "name": "a", "count": i, "at": datetime.now(UTC)} for i in range(3)]
     async with ours.transaction() as conn:
-        before = _statements()
+        before = statements()
         await insert_rows(conn, things, rows)
-        assert _statements() - before == 1
+        assert statements() - before == 1
 
 
 async def test_a_value_its_column_cannot_take_is_refused_as_sqlalchemy_refuses_it(
@@ -187,10 +159,6 @@ async def test_keys_that_are_not_columns_are_left_as_sqlalchemy_leaves_them(pair
         async with database.transaction() as conn:
             await insert(conn, things, [row])
     assert await _read(ours, things) == await _read(theirs, things) != []
-
-
-def _statements() -> float:
-    return REGISTRY.get_sample_value("pizzeria_db_statements_total") or 0.0
 
 
 async def _sqlalchemys(conn: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:

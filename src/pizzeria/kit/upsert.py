@@ -1,6 +1,6 @@
 """Inserts: many rows at once (`insert_rows`), and inserts that meet an existing row (`ON
 CONFLICT DO NOTHING` and `ON CONFLICT DO UPDATE`), in the dialect of the connection (SQLite and
-PostgreSQL spell them alike but are built apart).
+PostgreSQL spell them alike but are built apart); updates of many rows at once (`update_rows`).
 
 Statements are built once per dialect and table and run with the values as parameters:
 building a SQLAlchemy statement costs more than the database takes to run it.
@@ -67,46 +67,107 @@ async def insert_rows(
     indexes. Elsewhere, or for a table with defaults computed in Python, it is SQLAlchemy's."""
     if not rows:
         return
-    sync = conn.sync_connection
-    plan = (
-        _driver_plan(conn.dialect, table, tuple(rows[0]), ignore)
-        if conn.dialect.driver == "inline" and sync is not None and not sync.invalidated and sync.in_transaction()
-        else None
-    )
-    if plan is None:
+    driver = _driver(conn)
+    plan = _insert_plan(conn.dialect, table, tuple(rows[0]), ignore) if driver is not None else None
+    if driver is None or plan is None:
         await conn.execute(insert_ignore(conn, table) if ignore else table.insert(), rows)
-        return
-    assert sync is not None
-    sql, columns, processors = plan
-    driver = sync.connection.driver_connection
-    assert driver is not None
+    else:
+        _executemany(driver, plan, rows)
+
+
+async def update_rows(conn: AsyncConnection, stmt: sa.Update, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Run the UPDATE `stmt` once for every row of `rows` (each naming the same parameters: the
+    columns to set, by name, and the statement's own bind parameters); returns the rowcount
+    SQLAlchemy's result would give (on SQLite the rows changed in all; asyncpg does not count
+    an executemany's: -1).
+
+    As `insert_rows`: on SQLite the statement is compiled once and the rows go to the driver,
+    each value through its bind parameter's type (the column's, for `WHERE id = :order_id`).
+    Elsewhere, or for a statement SQLAlchemy must run itself (a column's `onupdate` computed
+    in Python, a value given in the statement, a parameter the first row lacks, an expanding
+    IN), it is SQLAlchemy's executemany."""
+    if not rows:
+        return 0
+    driver = _driver(conn)
+    plan = _update_plan(conn.dialect, stmt, tuple(rows[0])) if driver is not None else None
+    if driver is None or plan is None:
+        return (await conn.execute(stmt, list(rows))).rowcount
+    return _executemany(driver, plan, rows)
+
+
+#: A statement to run on SQLite's driver: its SQL, the key of each `?` in a row, and the
+#: conversion of each (None: the value as it is).
+_Plan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
+
+
+def _driver(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The `sqlite3` connection of the transaction on the inline driver, while SQLAlchemy's
+    connection is sound and in a transaction (what runs on it is part of that transaction)."""
+    if conn.dialect.driver != "inline":
+        return None
+    sync = conn.sync_connection
+    if sync is None or sync.invalidated or not sync.in_transaction():
+        return None
+    driver: sqlite3.Connection | None = sync.connection.driver_connection
+    return driver
+
+
+def _executemany(driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Run the plan for every row on the driver; refusals are SQLAlchemy's exceptions."""
+    sql, keys, processors = plan
     values: list[tuple[Any, ...]] = []
     try:
         values = [
-            tuple(p(row[c]) if p is not None else row[c] for c, p in zip(columns, processors, strict=True))
-            for row in rows
+            tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True)) for row in rows
         ]
-        driver.cursor().executemany(sql, values)  # its cursor counts the statement (kit.sqlite_driver)
+        cursor = driver.cursor()
+        cursor.executemany(sql, values)  # its cursor counts the statement (kit.sqlite_driver)
+        return cursor.rowcount
     except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, OperationalError...)
         raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
-    except Exception as exc:  # a value its column cannot take, or a row without a column
+    except Exception as exc:  # a value its column cannot take, or a row without a key
         raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
 
 
+def _processor(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy does to a value of this type before handing it to the driver."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
 @functools.cache
-def _driver_plan(
-    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ignore: bool
-) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]] | None:
-    """The SQL and each column's conversion of an insert straight to SQLite's driver; None when
-    a column left out has a default SQLAlchemy computes in Python (SQLAlchemy must insert)."""
+def _insert_plan(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ignore: bool) -> _Plan | None:
+    """An insert straight to SQLite's driver; None when a column left out has a default
+    SQLAlchemy computes in Python (SQLAlchemy must insert)."""
     columns = tuple(c for c in columns if c in table.c)  # as SQLAlchemy, other keys are not looked at
     named = set(columns)
     if any(c.default is not None and c.name not in named for c in table.c):
         return None
-    processors = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
     quote = dialect.identifier_preparer.quote
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join('?' for _ in columns)}){' ON CONFLICT DO NOTHING' if ignore else ''}"
     )
-    return sql, columns, processors
+    return sql, columns, tuple(_processor(table.c[c].type, dialect) for c in columns)
+
+
+@functools.cache
+def _update_plan(dialect: Dialect, stmt: sa.Update, keys: tuple[str, ...]) -> _Plan | None:
+    """`stmt` compiled as SQLAlchemy compiles it for rows with these keys, to run straight on
+    SQLite's driver; None when SQLAlchemy must run it (it would compute or supply a value no
+    row gives, or render the statement anew for each run)."""
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+    binds = {name: bind for bind, name in compiled.bind_names.items()}
+    order = compiled.positiontup
+    if (
+        dialect.paramstyle != "qmark"
+        or order is None
+        or compiled.update_prefetch
+        or compiled.insert_prefetch
+        or compiled.effective_returning
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or compiled.escaped_bind_names
+        or any(name not in keys or binds[name].key != name for name in order)
+    ):
+        return None
+    return compiled.string, tuple(order), tuple(_processor(binds[name].type, dialect) for name in order)

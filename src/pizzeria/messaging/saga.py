@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.logging import get_logger
-from pizzeria.kit.upsert import insert_rows
+from pizzeria.kit.upsert import insert_rows, update_rows
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.tables import saga_log, sagas
 from pizzeria.messaging.uow import UnitOfWork
@@ -435,7 +435,7 @@ async def _insert_sagas(conn: AsyncConnection, started: list[Saga]) -> None:
 
 
 async def _write_sagas(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_UPDATE, rows)
+    await update_rows(conn, _UPDATE, rows)
 
 
 async def _write_log(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.upsert import insert_ignore, update_rows
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.tables import analytics_orders
@@ -73,7 +73,7 @@ def build_handlers() -> HandlerRegistry:
                     {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}}
                 )
         for columns, params in by_columns.items():
-            await uow.conn.execute(_update(columns), params)
+            await update_rows(uow.conn, _update(columns), params)
 
     return registry
 

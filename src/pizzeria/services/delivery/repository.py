@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.upsert import insert_ignore, update_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery.domain import DeliveryStatus
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
@@ -147,7 +147,7 @@ def save(uow: UnitOfWork, delivery: Delivery) -> None:
 
 
 async def _write_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_SET_DELIVERY, rows)
+    await update_rows(conn, _SET_DELIVERY, rows)
 
 
 def set_courier(uow: UnitOfWork, courier_id: UUID, delivery_id: UUID | None) -> None:
@@ -156,7 +156,7 @@ def set_courier(uow: UnitOfWork, courier_id: UUID, delivery_id: UUID | None) -> 
 
 
 async def _write_couriers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_TAKE_COURIER, rows)
+    await update_rows(conn, _TAKE_COURIER, rows)
 
 
 async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[dict[str, Any]]) -> None:
@@ -164,7 +164,7 @@ async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[
     if new:
         await conn.execute(insert_ignore(conn, deliveries), new)
     if taken:
-        await conn.execute(_TAKE_COURIER, taken)
+        await update_rows(conn, _TAKE_COURIER, taken)
 
 
 async def free_couriers(conn: AsyncConnection, limit: int) -> list[Any]:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
-from pizzeria.kit.upsert import insert_rows, upsert
+from pizzeria.kit.upsert import insert_rows, update_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
 
@@ -167,7 +167,7 @@ def _changed(uow: UnitOfWork, level: Level, at: datetime) -> None:
 
 
 async def _write_levels(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_SET_LEVEL, rows)
+    await update_rows(conn, _SET_LEVEL, rows)
 
 
 async def load_orders(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
@@ -253,7 +253,7 @@ async def _settle(uow: UnitOfWork, order_id: UUID, status: str, at: datetime) ->
 
 
 async def _update_reservations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_SET_RESERVATIONS, rows)
+    await update_rows(conn, _SET_RESERVATIONS, rows)
 
 
 async def release(uow: UnitOfWork, order_id: UUID, at: datetime) -> dict[str, int]:
@@ -351,7 +351,7 @@ async def set_ticket_status(uow: UnitOfWork, current: Ticket, status: str, at: d
 
 
 async def _update_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_SET_TICKET, rows)
+    await update_rows(conn, _SET_TICKET, rows)
 
 
 async def tickets_by_status(

@@ -40,7 +40,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.db import one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import BackgroundLoop
-from pizzeria.kit.upsert import insert_rows
+from pizzeria.kit.upsert import insert_rows, update_rows
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Incoming
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.topics import dlq_topic
@@ -179,7 +179,7 @@ def build_projector(
         if new:
             await insert_rows(uow.conn, order_views, new)
         if changed:
-            await uow.conn.execute(_UPDATE, changed)
+            await update_rows(uow.conn, _UPDATE, changed)
         if on_change is not None:
             uow.after_commit(lambda: _announce_all(on_change, order_ids))
 

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
-from pizzeria.kit.upsert import insert_rows, upsert
+from pizzeria.kit.upsert import insert_rows, update_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
 from pizzeria.services.orders.tables import idempotency_keys, menu_copy, order_history, order_lines, orders
@@ -142,7 +142,7 @@ async def _write_orders(conn: AsyncConnection, changed: list[Order]) -> None:
         del values["id"]
         order.version += 1
         params.append({**values, "version": order.version, "order_id": order.id})
-    await conn.execute(_UPDATE_ORDER, params)
+    await update_rows(conn, _UPDATE_ORDER, params)
     await _write_history(conn, changed)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.db import one_of
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.upsert import insert_ignore, update_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
 from pizzeria.services.payments.tables import payments
@@ -104,7 +104,7 @@ async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dic
 
 
 async def save(conn: AsyncConnection, payment: Payment, *, unlock: bool = True) -> None:
-    await conn.execute(_UPDATE, _saved(payment, unlock=unlock))
+    await update_rows(conn, _UPDATE, [_saved(payment, unlock=unlock)])
 
 
 def settle_at_commit(uow: UnitOfWork, payment: Payment) -> None:
@@ -114,7 +114,7 @@ def settle_at_commit(uow: UnitOfWork, payment: Payment) -> None:
 
 
 async def _write_settled(conn: AsyncConnection, settled: list[Payment]) -> None:
-    await conn.execute(_UPDATE, [_saved(p, unlock=True) for p in settled])
+    await update_rows(conn, _UPDATE, [_saved(p, unlock=True) for p in settled])
 
 
 def _saved(payment: Payment, *, unlock: bool) -> dict[str, Any]:
