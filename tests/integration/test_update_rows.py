@@ -246,14 +246,21 @@ async def test_a_value_it_cannot_take_is_refused_as_sqlalchemy_refuses_it(
 
 
 async def test_what_sqlalchemy_computes_it_lets_sqlalchemy_run(pair: tuple[Database, Database]) -> None:
-    """A column's `onupdate` made in Python, a value written into the statement: SQLAlchemy's
-    executemany, with what it computes."""
+    """A column's `onupdate` made in Python, a value written into the statement, one name for
+    two parameters (the one in the WHERE of no type: SQLAlchemy converts the value by the
+    other's): SQLAlchemy's executemany, with what it computes."""
     ours, theirs = pair
     await _start(pair, stamped, [{"id": 1, "label": "a"}, {"id": 2, "label": "b"}])
     await _start(pair, things, [thing := _thing()])
     for stmt, rows in (
         (stamped.update().where(stamped.c.id == sa.bindparam("n")), [{"n": 1, "label": "x"}, {"n": 2, "label": "y"}]),
         (things.update().where(things.c.id == sa.bindparam("tid")).values(state="fixed"), [{"tid": thing["id"]}]),
+        (
+            things.update()
+            .where(things.c.id == sa.bindparam("tid"), sa.func.coalesce(sa.bindparam("w"), None).is_not(None))
+            .values(at=sa.bindparam("w")),
+            [{"tid": thing["id"], "w": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)}],
+        ),
     ):
         async with ours.transaction() as conn:
             with _sqlalchemy_runs(ours) as ran:

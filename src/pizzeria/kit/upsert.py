@@ -85,11 +85,14 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update, rows: Sequence[Map
     each value through its bind parameter's type (the column's, for `WHERE id = :order_id`).
     Elsewhere, or for a statement SQLAlchemy must run itself (a column's `onupdate` computed
     in Python, a value given in the statement, a parameter the first row lacks, an expanding
-    IN), it is SQLAlchemy's executemany."""
+    IN, two bind parameters of one name), it is SQLAlchemy's executemany.
+
+    Plans are kept by the statement object: pass one built once (a module's constant, or one
+    from a cached builder), not one built for each call."""
     if not rows:
         return 0
     driver = _driver(conn)
-    plan = _update_plan(conn.dialect, stmt, tuple(rows[0])) if driver is not None else None
+    plan = _update_plan(conn.dialect, stmt, tuple(sorted(rows[0]))) if driver is not None else None
     if driver is None or plan is None:
         return (await conn.execute(stmt, list(rows))).rowcount
     return _executemany(driver, plan, rows)
@@ -159,7 +162,8 @@ def _update_plan(dialect: Dialect, stmt: sa.Update, keys: tuple[str, ...]) -> _P
     binds = {name: bind for bind, name in compiled.bind_names.items()}
     order = compiled.positiontup
     if (
-        dialect.paramstyle != "qmark"
+        len(binds) != len(compiled.bind_names)  # one name, several parameters (maybe of other types)
+        or dialect.paramstyle != "qmark"
         or order is None
         or compiled.update_prefetch
         or compiled.insert_prefetch
