@@ -601,8 +601,12 @@ class SqlLogBroker(Broker):
 
     async def _watch(self) -> None:
         # With doorbells, a first look at once: what rang before a waiter's doorbells were
-        # watched moved their counters before that, and this look finds it.
+        # watched moved their counters before that, and this look finds it. Then a look when a
+        # doorbell rings or a wait ends, but never sooner than a poll interval after the last
+        # one: under load the looks (and the fetches they lead to) gather what rang meanwhile, as
+        # the timer's did, while a record that comes after a quiet spell is found at once.
         first = self._doorbells is not None
+        looked = 0.0
         while self._waiting:
             doorbells = self._doorbells
             if first:
@@ -613,7 +617,10 @@ class SqlLogBroker(Broker):
                 # (A waiter already woken leaves `_waiting` as soon as its task runs.)
                 ends = [w.until for w in self._waiting.values() if not w.woken.done()]
                 await doorbells.rung(max(0.0, min(ends) - self.clock.monotonic()) if ends else self.poll_interval)
-            now = self.clock.monotonic()
+                soonest = looked + self.poll_interval - self.clock.monotonic()
+                if soonest > 0:
+                    await asyncio.sleep(soonest)
+            now = looked = self.clock.monotonic()
             for waiter in list(self._waiting.values()):
                 if not waiter.woken.done() and self._news_for(waiter, now):
                     waiter.woken.set_result(None)
