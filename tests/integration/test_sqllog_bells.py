@@ -170,9 +170,10 @@ async def test_partitions_taken_over_are_read_without_a_new_bell(tmp_path: Path)
 async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The consumers of one process wait on one timer: while their topics are quiet none of
-    them is woken to look, however often the timer ticks; a bell wakes its own consumer only."""
-    broker = await log_in(tmp_path, poll_interval_ms=5)
+    """The consumers of one process wait on one timer (here without doorbells: the bells read
+    every poll interval): while their topics are quiet none of them is woken to look, however
+    often the timer ticks; a bell wakes its own consumer only."""
+    broker = await log_in(tmp_path, poll_interval_ms=5, doorbells=False)
     topics = [f"t{n}.events" for n in range(4)]
     await broker.create_topics([TopicSpec(t, 2) for t in topics])
     consumers = [broker.consumer(f"g{n}", [t]) for n, t in enumerate(topics)]
@@ -219,6 +220,52 @@ async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
             await consumer.close()
         await broker.close()
     assert broker._watcher is None
+
+
+async def test_with_doorbells_a_quiet_log_wakes_no_watcher_and_a_publish_wakes_its_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With doorbells (inotify) the watcher reads the bells only when a doorbell of a waiting
+    consumer's topics rang: other topics' records and quiet time wake it for nothing, and a
+    record of its own topic, published by another process's client, reaches it at once."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    publisher, subscriber = SqlLogBroker(url), SqlLogBroker(url)
+    await publisher.start()
+    await subscriber.start()
+    if subscriber._doorbells is None:
+        await publisher.close()
+        await subscriber.close()
+        pytest.skip("no inotify on this system")
+    assert TopicBells.slots(["mine.events"]) != TopicBells.slots(["theirs.events"])
+    consumer = subscriber.consumer("g", ["mine.events"])
+    try:
+        await publisher.create_topics([TopicSpec("mine.events", 2), TopicSpec("theirs.events", 2)])
+        await consumer.start()
+        subscriber.LOOK_ANYWAY_S = NEVER
+        assert await consumer.fetch(100, 0) == []  # its first look
+        looks = [0]
+        news_for = subscriber._news_for
+
+        def counted(waiter: Any, now: float) -> bool:
+            looks[0] += 1
+            return news_for(waiter, now)
+
+        monkeypatch.setattr(subscriber, "_news_for", counted)
+        wait = asyncio.create_task(consumer.fetch(100, NEVER))
+        await _until(lambda: looks[0] >= 1)  # the watcher's first look, as the wait began
+        looks[0] = 0
+        published = await _publish_for(publisher, "theirs.events", 0.3)
+        assert published > 5
+        await asyncio.sleep(0)
+        assert looks[0] == 0
+        assert not wait.done()
+        await publisher.publish([message("mine.events", 3)])
+        records = await asyncio.wait_for(wait, timeout=10)
+        assert [r.value for r in records] == [b"v3"]
+    finally:
+        await consumer.close()
+        await publisher.close()
+        await subscriber.close()
 
 
 async def test_a_wait_ends_at_its_timeout_when_nothing_rang(tmp_path: Path) -> None:

@@ -65,3 +65,24 @@ async def test_a_startup_that_failed_freezes_nothing(collector: None) -> None:
         await failing.serve()
     assert not failing.started
     assert gc.get_freeze_count() == 0
+
+
+async def test_the_servers_tick_wakes_as_soon_as_it_is_told_to_stop() -> None:
+    """The tick runs once a second, but a stop (a signal sets `should_exit`) does not wait for
+    it: the tick's wait ends when `should_exit` is set."""
+    running = server()
+    serving = asyncio.create_task(running.serve())
+    try:
+        deadline = time.monotonic() + 10
+        while not (running.started and running._exiting is not None):
+            assert time.monotonic() < deadline, "the server never started"
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+        assert not running._exiting.is_set()
+        running.should_exit = True
+        while not running._exiting.is_set():
+            assert time.monotonic() < deadline, "the tick was not woken"
+            await asyncio.sleep(0.01)
+    finally:
+        running.should_exit = True
+        await serving

@@ -33,6 +33,9 @@ log = get_logger(__name__)
 #: effect within this many seconds.
 CONTROL_INTERVAL_S = 0.5
 
+#: How often the dead-letter replayer runs when nothing woke it (see `ServiceRuntime.__init__`).
+REPLAYER_BACKSTOP_S = 60.0
+
 #: A look at one control table inside the shared read (see `ServiceRuntime.add_look`): it reads
 #: what it needs and acts on it at once, in memory (anything slower is handed to a loop of its own).
 Look = Callable[[AsyncConnection], Awaitable[None]]
@@ -67,7 +70,9 @@ class ServiceRuntime:
         # Replays run apart from the looks: one can take as long as its consumer's retries, and
         # the switches and token epochs must not wait for it.
         self._replays: list[dict[str, Any]] = []
-        self._replayer = self.add_loop("dead-letter-replay", self._replay, interval=CONTROL_INTERVAL_S)
+        # It has work only when the control look hands some over, and then the look wakes it:
+        # its timer is a backstop, not a poll (a quiet process need not wake for it).
+        self._replayer = self.add_loop("dead-letter-replay", self._replay, interval=REPLAYER_BACKSTOP_S)
         self.add_loop("inbox-pruner", self._prune_inbox, interval=600.0, initial_delay=600.0)
 
     def uow(self) -> UnitOfWork:

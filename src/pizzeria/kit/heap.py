@@ -18,10 +18,13 @@ consumer client replaced after a rejoin) is never collected — at most once eac
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 
 import uvicorn
+
+from pizzeria.kit.loops import wait_for_event
 
 #: The youngest generation is collected after this many more container objects were made than
 #: dropped (CPython's default: 700); each older one after 20 collections of the one below (10).
@@ -40,11 +43,43 @@ def freeze_startup() -> None:
     gc.freeze()
 
 
+#: How often the server's own tick runs (uvicorn's: every 0.1 s, its date header renewed every
+#: tenth). Being told to stop (a signal, or `should_exit` set) wakes it at once, so a longer tick
+#: delays nothing; a process that waits for nothing else then wakes once a second, not ten times.
+TICK_S = 1.0
+
+
 class Server(uvicorn.Server):
     """uvicorn's server; once the app's startup is done, what it built leaves the collector's
-    sight (`freeze_startup`)."""
+    sight (`freeze_startup`); its tick runs every `TICK_S`, and `should_exit` wakes it."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _exiting: asyncio.Event | None = None
+    _should_exit = False
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        # Set from a signal handler, between any two steps of the loop: it only asks the loop to
+        # wake its tick.
+        if value and self._loop is not None and self._exiting is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._exiting.set)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # a startup that fails ends the process
         if not self.should_exit:  # a signal came while starting
             freeze_startup()
+
+    async def main_loop(self) -> None:
+        self._loop, self._exiting = asyncio.get_running_loop(), asyncio.Event()
+        ticks = round(TICK_S / 0.1)  # uvicorn counts ticks of 0.1 s (its date header: every 10th)
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + ticks) % 864000
+            await wait_for_event(self._exiting, TICK_S)
+            should_exit = await self.on_tick(counter)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import mmap
 import os
 import random
 import struct
+import sys
 import weakref
 import zlib
 from collections import defaultdict
@@ -41,6 +43,7 @@ from pizzeria.kit.clock import SYSTEM, Clock
 from pizzeria.kit.db import Database, is_transient_error
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.loops import wait_for_event
 from pizzeria.kit.upsert import upsert
 from pizzeria.messaging.broker import (
     Broker,
@@ -127,7 +130,12 @@ class TopicBells:
     queries finds both. Topics share a slot when their names hash alike (an extra query, never
     a missed one); a torn read is a spurious change. Anything else that could go stale (a
     file replaced under a running process) is covered by consumers looking anyway every
-    `SqlLogBroker.LOOK_ANYWAY_S`."""
+    `SqlLogBroker.LOOK_ANYWAY_S`.
+
+    Each slot also has a doorbell: a one-byte file in the directory `<bells>.d`, written once
+    its counter has moved. A process whose consumers wait watches the doorbells of their slots
+    (`Doorbells`, inotify) and so learns of news when it comes, instead of reading the counters
+    on a timer."""
 
     SLOTS = 512
     _SIZE = SLOTS * 8
@@ -141,6 +149,9 @@ class TopicBells:
             self._map = mmap.mmap(fd, self._SIZE)
         finally:
             os.close(fd)
+        self.doors = f"{path}.d"
+        os.makedirs(self.doors, exist_ok=True)
+        self._doors: dict[int, int] = {}  # slot → the open doorbell file
 
     @classmethod
     def beside(cls, database: str) -> TopicBells:
@@ -156,6 +167,15 @@ class TopicBells:
             offset = self._offset(topic)
             (count,) = self._COUNTER.unpack_from(self._map, offset)
             self._COUNTER.pack_into(self._map, offset, (count + 1) & 0xFFFF_FFFF_FFFF_FFFF)
+            # After the counter: whoever the doorbell wakes finds the counter moved.
+            door = self._doors.get(offset)
+            if door is None:
+                door = self._doors[offset] = os.open(self.door(offset), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.pwrite(door, b"\x01", 0)
+
+    def door(self, slot: int) -> str:
+        """The doorbell file of `slot` (as `slots` names it)."""
+        return os.path.join(self.doors, str(slot // 8))
 
     @classmethod
     def slots(cls, topics: Sequence[str]) -> tuple[int, ...]:
@@ -170,7 +190,74 @@ class TopicBells:
         return tuple(unpack(at, slot)[0] for slot in slots)
 
     def close(self) -> None:
+        for door in self._doors.values():
+            os.close(door)
+        self._doors.clear()
         self._map.close()
+
+
+_IN_MODIFY = 0x00000002
+
+
+class Doorbells:
+    """Linux's inotify on the doorbells of `TopicBells`: `rung` returns once a watched slot's
+    doorbell was written (or its timeout passed), so a process waiting for news wakes when news
+    comes, not fifty times a second to look for it. `open` answers None where inotify is not to
+    be had (another system, or the user's inotify instances used up): the broker then reads the
+    bells on a timer as before."""
+
+    def __init__(self, fd: int, libc: Any) -> None:
+        self._fd = fd
+        self._libc = libc
+        self._armed: set[int] = set()
+        self._rang = asyncio.Event()
+        asyncio.get_running_loop().add_reader(fd, self._drain)
+
+    @classmethod
+    def open(cls) -> Doorbells | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        if fd < 0:
+            log.warning("no inotify: the log's bells are read on a timer", error=os.strerror(ctypes.get_errno()))
+            return None
+        return cls(fd, libc)
+
+    def arm(self, bells: TopicBells, slots: Iterable[int]) -> bool:
+        """Watch the doorbells of `slots` (from now on: call before reading their counters).
+        False if one cannot be watched (then nothing tells of its news but a timer)."""
+        for slot in slots:
+            if slot in self._armed:
+                continue
+            path = bells.door(slot)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            if self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY) < 0:
+                return False
+            self._armed.add(slot)
+        return True
+
+    def poke(self) -> None:
+        """End the current `rung` now (a waiter came or must look at once)."""
+        self._rang.set()
+
+    async def rung(self, timeout: float) -> None:
+        await wait_for_event(self._rang, timeout)
+        self._rang.clear()
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self._fd, 65536):
+                pass
+        self._rang.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._fd)
+        os.close(self._fd)
 
 
 def _record(topic: str, partition: int, offset: int, key: Any, value: Any, headers: Any, timestamp_ms: int) -> Record:
@@ -350,10 +437,12 @@ class SqlLogBroker(Broker):
         retry_deadline_s: float = 60.0,
         clock: Clock = SYSTEM,
         background: bool = True,
+        doorbells: bool = True,
         **_: object,
     ) -> None:
         self.url = _normalize(url)
         self.poll_interval = poll_interval_ms / 1000
+        self.use_doorbells = doorbells
         self.session_timeout = session_timeout_ms / 1000
         self.retention_ms = int(retention_hours * 3600 * 1000)
         self.retry_deadline = retry_deadline_s
@@ -363,6 +452,7 @@ class SqlLogBroker(Broker):
         self._partitions: dict[str, int] = {}
         self._pruner: asyncio.Task[None] | None = None
         self._bells: TopicBells | None = None
+        self._doorbells: Doorbells | None = None
         # Per consumer (not per id(): a new consumer may get a closed one's id).
         self._rung_seen: weakref.WeakKeyDictionary[object, tuple[tuple[int, ...] | None, float]] = (
             weakref.WeakKeyDictionary()
@@ -385,6 +475,10 @@ class SqlLogBroker(Broker):
         path = make_url(self.url).database
         if self.db.dialect == "sqlite" and path and path != ":memory:":
             self._bells = TopicBells.beside(path)
+            if self.use_doorbells and self.background:
+                # (Waits for a doorbell run on the event loop's time: a broker on a clock of its
+                # own — a simulation's, without background tasks — reads the bells on its timer.)
+                self._doorbells = Doorbells.open()
         if self.background:
             self._pruner = asyncio.create_task(self._prune_forever(), name="sqllog-pruner")
 
@@ -405,6 +499,9 @@ class SqlLogBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
             self._pruner = None
+        if self._doorbells is not None:
+            self._doorbells.close()
+            self._doorbells = None
         if self._bells is not None:
             self._bells.close()
             self._bells = None
@@ -458,20 +555,29 @@ class SqlLogBroker(Broker):
         waiter = self._waiting.get(looker)
         if waiter is not None:
             waiter.seen = None
+            if self._doorbells is not None:
+                self._doorbells.poke()
 
     async def wait_for_news(self, looker: object, topics: Sequence[str], timeout: float) -> None:
         """Return once `looker`'s topics may hold something new (`changed_since_last_look`
         would say so), it stops waiting (`stop_waiting`), or `timeout` has passed.
 
-        Every consumer of this process waits on one timer, which looks at the bells of every
-        waiting consumer each poll interval and wakes only those whose topics moved: a process
-        with several consumer groups wakes as often as one with a single group."""
+        Every consumer of this process waits on one watcher, which looks at the bells of every
+        waiting consumer and wakes only those whose topics moved: a process with several
+        consumer groups wakes as often as one with a single group. The watcher looks when a
+        doorbell of a waiting consumer's topics rings (`Doorbells`) or a wait runs out; without
+        doorbells, every poll interval."""
         if timeout <= 0:
             return
         now = self.clock.monotonic()
         seen, at = self._rung_seen.get(looker, (None, 0.0))
+        slots = TopicBells.slots(topics) if self._bells is not None else ()
+        if self._doorbells is not None and self._bells is not None and not self._doorbells.arm(self._bells, slots):
+            log.warning("cannot watch the log's doorbells: its bells are read on a timer")
+            self._doorbells.close()
+            self._doorbells = None
         waiter = _Waiter(
-            TopicBells.slots(topics) if self._bells is not None else (),
+            slots,
             seen if self._bells is not None else None,
             min(now + timeout, at + self.LOOK_ANYWAY_S),
             asyncio.get_running_loop().create_future(),
@@ -479,6 +585,8 @@ class SqlLogBroker(Broker):
         self._waiting[looker] = waiter
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name="sqllog-bells")
+        elif self._doorbells is not None:
+            self._doorbells.poke()  # the watcher may be waiting past this waiter's time
         try:
             await waiter.woken
         finally:
@@ -492,9 +600,27 @@ class SqlLogBroker(Broker):
             waiter.woken.set_result(None)
 
     async def _watch(self) -> None:
+        # With doorbells, a first look at once: what rang before a waiter's doorbells were
+        # watched moved their counters before that, and this look finds it. Then a look when a
+        # doorbell rings or a wait ends, but never sooner than a poll interval after the last
+        # one: under load the looks (and the fetches they lead to) gather what rang meanwhile, as
+        # the timer's did, while a record that comes after a quiet spell is found at once.
+        first = self._doorbells is not None
+        looked = 0.0
         while self._waiting:
-            await asyncio.sleep(self.poll_interval)
-            now = self.clock.monotonic()
+            doorbells = self._doorbells
+            if first:
+                first = False
+            elif doorbells is None:
+                await asyncio.sleep(self.poll_interval)
+            else:
+                # (A waiter already woken leaves `_waiting` as soon as its task runs.)
+                ends = [w.until for w in self._waiting.values() if not w.woken.done()]
+                await doorbells.rung(max(0.0, min(ends) - self.clock.monotonic()) if ends else self.poll_interval)
+                soonest = looked + self.poll_interval - self.clock.monotonic()
+                if soonest > 0:
+                    await asyncio.sleep(soonest)
+            now = looked = self.clock.monotonic()
             for waiter in list(self._waiting.values()):
                 if not waiter.woken.done() and self._news_for(waiter, now):
                     waiter.woken.set_result(None)
