@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import orjson
@@ -54,7 +54,7 @@ class JsonLinesSpanExporter(SpanExporter):
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = b"".join(orjson.dumps(as_dict(s)) + b"\n" for s in spans)
+        lines = b"".join([orjson.dumps(as_dict(s), option=orjson.OPT_APPEND_NEWLINE) for s in spans])
         with self._lock, self.path.open("ab") as out:
             out.write(lines)
         return SpanExportResult.SUCCESS
@@ -63,21 +63,29 @@ class JsonLinesSpanExporter(SpanExporter):
         return None
 
 
+#: Kinds and status codes as they are written (`SpanKind.SERVER` is "server"), looked up once.
+_KINDS = {kind: kind.name.lower() for kind in SpanKind}
+_STATUSES = {code: code.name.lower() for code in StatusCode}
+
+
 def as_dict(span: ReadableSpan) -> dict[str, Any]:
     """A finished span as plain data: ids in hex, as `traceparent` writes them."""
     ctx = span.get_span_context()
     assert ctx is not None
+    parent = span.parent
+    attributes = span.attributes or {}
     return {
         "trace_id": f"{ctx.trace_id:032x}",
         "span_id": f"{ctx.span_id:016x}",
-        "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "parent_id": f"{parent.span_id:016x}" if parent else None,
         "name": span.name,
-        "kind": span.kind.name.lower(),
+        "kind": _KINDS[span.kind],
         "service": span.resource.attributes.get("service.name"),
         "start_ns": span.start_time,
         "end_ns": span.end_time,
-        "status": span.status.status_code.name.lower(),
-        "attributes": dict(span.attributes or {}),
+        "status": _STATUSES[span.status.status_code],
+        # the SDK's attributes copy their own dict at once (`dict(...)` reads them key by key)
+        "attributes": attributes.copy() if isinstance(attributes, MappingProxyType | dict) else dict(attributes),
     }
 
 
