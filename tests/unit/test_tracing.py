@@ -4,11 +4,13 @@ caller's header or the message's envelope, and what is sent while it lasts carri
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
 from pizzeria.kit import context, tracing
 from pizzeria.kit.settings import Settings
@@ -125,4 +127,73 @@ def test_an_unsampled_caller_is_followed(spans: InMemorySpanExporter) -> None:
     with tracing.span("GET /x", parent=CALLER[:-2] + "00") as server:
         assert not server.is_recording()
         assert context.traceparent.get() == f"00-{CALLER[3:35]}-{server.get_span_context().span_id:016x}-00"
+    assert finished(spans) == []
+
+
+def test_a_span_holds_exactly_what_it_was_given(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    given = {"messaging.consumer.group.name": "orders", "messaging.message.id": "m-1", "retry": 2, "ok": True}
+    with (
+        pytest.raises(ValueError, match="burnt"),
+        tracing.span("orders process x", kind=SpanKind.CONSUMER, parent=CALLER, attributes=given) as outer,
+        tracing.span("inner"),
+    ):
+        raise ValueError("burnt")
+    tracing.shutdown_tracing()
+    inner, failed = spans.get_finished_spans()
+    assert (failed.name, failed.kind, dict(failed.attributes or {})) == ("orders process x", SpanKind.CONSUMER, given)
+    assert failed.parent == SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True, trace_flags=TraceFlags(1)
+    )
+    assert failed.context is not None
+    assert failed.context.trace_flags.sampled
+    assert not failed.context.is_remote
+    assert (failed.status.status_code, failed.status.description) == (StatusCode.ERROR, "ValueError: burnt")
+    [event] = failed.events
+    assert event.name == "exception"
+    assert dict(event.attributes or {}) | {"exception.stacktrace": None} == {
+        "exception.type": "ValueError",
+        "exception.message": "burnt",
+        "exception.escaped": "False",
+        "exception.stacktrace": None,
+    }
+    assert 'raise ValueError("burnt")' in str((event.attributes or {})["exception.stacktrace"])
+    # the inner span is a child of the outer one, read back from its `traceparent`, as a remote parent
+    assert inner.parent is not None
+    assert inner.parent.is_remote
+    assert tracing.traceparent_of(outer) == f"00-{CALLER[3:35]}-{inner.parent.span_id:016x}-01"
+    assert (inner.status.status_code, inner.kind, dict(inner.attributes or {})) == (
+        StatusCode.ERROR,
+        SpanKind.INTERNAL,
+        {},
+    )
+    assert failed.start_time is not None
+    assert failed.end_time is not None
+    assert failed.start_time <= failed.end_time
+    # the JSON line: these keys, in this order, with these values
+    tracing.JsonLinesSpanExporter(tmp_path / "x.jsonl").export([failed])
+    [line] = (tmp_path / "x.jsonl").read_bytes().splitlines()
+    assert orjson.loads(line) == {
+        "trace_id": CALLER[3:35],
+        "span_id": f"{failed.context.span_id:016x}",
+        "parent_id": CALLER[36:52],
+        "name": "orders process x",
+        "kind": "consumer",
+        "service": "unit",
+        "start_ns": failed.start_time,
+        "end_ns": failed.end_time,
+        "status": "error",
+        "attributes": given,
+    }
+    assert list(orjson.loads(line)) == list(tracing.as_dict(failed))
+    assert line == orjson.dumps(tracing.as_dict(failed))
+
+
+def test_an_unsampled_span_is_current_and_its_children_follow_it(spans: InMemorySpanExporter) -> None:
+    unsampled = CALLER[:-2] + "00"
+    with tracing.span("GET /x", parent=unsampled, attributes={"a": 1}) as server, tracing.span("child") as child:
+        assert not child.is_recording()
+        assert child.get_span_context().trace_id == server.get_span_context().trace_id
+        assert context.traceparent.get() == tracing.traceparent_of(child)
+        assert context.traceparent.get() == f"00-{CALLER[3:35]}-{child.get_span_context().span_id:016x}-00"
+    assert context.traceparent.get() is None
     assert finished(spans) == []
