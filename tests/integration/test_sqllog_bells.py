@@ -5,6 +5,9 @@ it left unread, partitions it took over)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -235,6 +238,7 @@ async def test_with_doorbells_a_quiet_log_wakes_no_watcher_and_a_publish_wakes_i
     if subscriber._doorbells is None:
         await publisher.close()
         await subscriber.close()
+        assert not sys.platform.startswith("linux"), "Linux has inotify: the doorbells should be watched"
         pytest.skip("no inotify on this system")
     assert TopicBells.slots(["mine.events"]) != TopicBells.slots(["theirs.events"])
     consumer = subscriber.consumer("g", ["mine.events"])
@@ -266,6 +270,68 @@ async def test_with_doorbells_a_quiet_log_wakes_no_watcher_and_a_publish_wakes_i
         await consumer.close()
         await publisher.close()
         await subscriber.close()
+
+
+async def test_a_doorbell_that_cannot_be_rung_publishes_once_and_the_record_is_still_found(tmp_path: Path) -> None:
+    """The records are committed before the doorbell rings: a doorbell that cannot be written
+    (here a directory stands where its file should be) must not fail the publish, which would
+    have the outbox send them again; its consumers find the record by reading the counters."""
+    broker = SqlLogBroker(f"sqlite:///{tmp_path / 'log.db'}")
+    await broker.start()
+    consumer = broker.consumer("g", ["stuck.events"])
+    try:
+        await broker.create_topics([TopicSpec("stuck.events", 1)])
+        assert broker._bells is not None
+        os.mkdir(broker._bells.door(TopicBells.slots(["stuck.events"])[0]))
+        await consumer.start()
+        assert await consumer.fetch(100, 0) == []
+        await broker.publish([message("stuck.events", 1)])
+        records = await consumer.fetch(100, 10)
+        assert [r.value for r in records] == [b"v1"]
+    finally:
+        await consumer.close()
+        await broker.close()
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        assert db.execute("SELECT count(*) FROM log_records").fetchone() == (1,)
+
+
+class _NoWatches:
+    """inotify with its watches used up: every new watch is refused."""
+
+    def inotify_add_watch(self, *_: object) -> int:
+        return -1
+
+
+async def test_when_a_doorbell_cannot_be_watched_the_waiting_consumers_go_on_with_the_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer whose doorbells cannot be watched turns the process back to reading the bells
+    on the timer, and a consumer already waiting on the doorbells is not left waiting for them."""
+    broker = await log_in(tmp_path)
+    if broker._doorbells is None:
+        await broker.close()
+        assert not sys.platform.startswith("linux"), "Linux has inotify: the doorbells should be watched"
+        pytest.skip("no inotify on this system")
+    first, second = broker.consumer("one", ["one.events"]), broker.consumer("two", ["two.events"])
+    try:
+        await broker.create_topics([TopicSpec("one.events", 1), TopicSpec("two.events", 1)])
+        await first.start()
+        await second.start()
+        assert await first.fetch(100, 0) == []
+        assert await second.fetch(100, 0) == []
+        waiting = asyncio.create_task(first.fetch(100, NEVER))
+        await _until(lambda: broker._watcher is not None and bool(broker._waiting))
+        monkeypatch.setattr(broker._doorbells, "_libc", _NoWatches())
+        other = asyncio.create_task(second.fetch(100, NEVER))
+        await _until(lambda: broker._doorbells is None)
+        await broker.publish([message("one.events", 1)])
+        assert [r.value for r in await asyncio.wait_for(waiting, timeout=10)] == [b"v1"]
+        await broker.publish([message("two.events", 2)])
+        assert [r.value for r in await asyncio.wait_for(other, timeout=10)] == [b"v2"]
+    finally:
+        await first.close()
+        await second.close()
+        await broker.close()
 
 
 async def test_a_wait_ends_at_its_timeout_when_nothing_rang(tmp_path: Path) -> None:

@@ -150,8 +150,10 @@ class TopicBells:
         finally:
             os.close(fd)
         self.doors = f"{path}.d"
-        os.makedirs(self.doors, exist_ok=True)
+        with contextlib.suppress(OSError):  # without it, no doorbell rings (see `_ring_door`)
+            os.makedirs(self.doors, exist_ok=True)
         self._doors: dict[int, int] = {}  # slot → the open doorbell file
+        self._door_failed = False
 
     @classmethod
     def beside(cls, database: str) -> TopicBells:
@@ -168,10 +170,22 @@ class TopicBells:
             (count,) = self._COUNTER.unpack_from(self._map, offset)
             self._COUNTER.pack_into(self._map, offset, (count + 1) & 0xFFFF_FFFF_FFFF_FFFF)
             # After the counter: whoever the doorbell wakes finds the counter moved.
+            self._ring_door(offset)
+
+    def _ring_door(self, offset: int) -> None:
+        """Best effort: the records are committed by now (failing here would have them sent
+        again), and a doorbell that cannot be written (another user's file, no file handles
+        left) only leaves its watchers to read the counters, as they do every
+        `SqlLogBroker.LOOK_ANYWAY_S` anyway."""
+        try:
             door = self._doors.get(offset)
             if door is None:
                 door = self._doors[offset] = os.open(self.door(offset), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             os.pwrite(door, b"\x01", 0)
+        except OSError as exc:
+            if not self._door_failed:
+                self._door_failed = True
+                log.warning("cannot ring a doorbell of the log: its consumers learn of news later", error=str(exc))
 
     def door(self, slot: int) -> str:
         """The doorbell file of `slot` (as `slots` names it)."""
@@ -234,7 +248,10 @@ class Doorbells:
             if slot in self._armed:
                 continue
             path = bells.door(slot)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            try:  # (made if need be: a watch needs the file)
+                os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            except OSError:
+                return False
             if self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY) < 0:
                 return False
             self._armed.add(slot)
@@ -574,6 +591,7 @@ class SqlLogBroker(Broker):
         slots = TopicBells.slots(topics) if self._bells is not None else ()
         if self._doorbells is not None and self._bells is not None and not self._doorbells.arm(self._bells, slots):
             log.warning("cannot watch the log's doorbells: its bells are read on a timer")
+            self._doorbells.poke()  # the watcher may be waiting on them: it goes on with the timer
             self._doorbells.close()
             self._doorbells = None
         waiter = _Waiter(
