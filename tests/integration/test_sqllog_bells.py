@@ -43,6 +43,30 @@ def count_queries(consumer: SqlLogConsumer, monkeypatch: pytest.MonkeyPatch) -> 
     return calls
 
 
+def count_watcher_looks(broker: SqlLogBroker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the process's watcher read a waiting consumer's bells (a list: read [0])."""
+    looks = [0]
+    news_for = broker._news_for
+
+    def counted(waiter: Any, now: float) -> bool:
+        looks[0] += 1
+        return news_for(waiter, now)
+
+    monkeypatch.setattr(broker, "_news_for", counted)
+    return looks
+
+
+async def doorbells_or_skip(watching: SqlLogBroker, *others: SqlLogBroker) -> None:
+    """Doorbells are Linux's inotify: there `watching` must have them; elsewhere the log reads
+    its bells on the timer (the tests above), and a test of doorbells has nothing to check."""
+    if watching._doorbells is not None:
+        return
+    for broker in (watching, *others):
+        await broker.close()
+    assert not sys.platform.startswith("linux"), "Linux has inotify: the doorbells should be watched"
+    pytest.skip("doorbells need Linux's inotify; on this system the log's bells are read on the timer")
+
+
 async def log_in(tmp_path: Path, **options: Any) -> SqlLogBroker:
     """A started broker on a log in `tmp_path` whose consumers look only when a bell rang (or
     they have reason to), never merely because time passed."""
@@ -197,14 +221,7 @@ async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
         looks.clear()  # each fetch looked once before it began to wait
         assert [t.get_name() for t in asyncio.all_tasks()].count("sqllog-bells") == 1
         # Fifty ticks of a quiet log: the timer read the bells for everyone; nobody looked.
-        ticks = [0]
-        news_for = broker._news_for
-
-        def tick(waiter: Any, now: float) -> bool:
-            ticks[0] += 1
-            return news_for(waiter, now)
-
-        monkeypatch.setattr(broker, "_news_for", tick)
+        ticks = count_watcher_looks(broker, monkeypatch)
         await _until(lambda: ticks[0] >= 4 * 50)
         assert looks == {}
         assert not any(w.done() for w in waits)
@@ -235,11 +252,7 @@ async def test_with_doorbells_a_quiet_log_wakes_no_watcher_and_a_publish_wakes_i
     publisher, subscriber = SqlLogBroker(url), SqlLogBroker(url)
     await publisher.start()
     await subscriber.start()
-    if subscriber._doorbells is None:
-        await publisher.close()
-        await subscriber.close()
-        assert not sys.platform.startswith("linux"), "Linux has inotify: the doorbells should be watched"
-        pytest.skip("no inotify on this system")
+    await doorbells_or_skip(subscriber, publisher)
     assert TopicBells.slots(["mine.events"]) != TopicBells.slots(["theirs.events"])
     consumer = subscriber.consumer("g", ["mine.events"])
     try:
@@ -247,14 +260,7 @@ async def test_with_doorbells_a_quiet_log_wakes_no_watcher_and_a_publish_wakes_i
         await consumer.start()
         subscriber.LOOK_ANYWAY_S = NEVER
         assert await consumer.fetch(100, 0) == []  # its first look
-        looks = [0]
-        news_for = subscriber._news_for
-
-        def counted(waiter: Any, now: float) -> bool:
-            looks[0] += 1
-            return news_for(waiter, now)
-
-        monkeypatch.setattr(subscriber, "_news_for", counted)
+        looks = count_watcher_looks(subscriber, monkeypatch)
         wait = asyncio.create_task(consumer.fetch(100, NEVER))
         await _until(lambda: looks[0] >= 1)  # the watcher's first look, as the wait began
         looks[0] = 0
@@ -308,10 +314,7 @@ async def test_when_a_doorbell_cannot_be_watched_the_waiting_consumers_go_on_wit
     """A consumer whose doorbells cannot be watched turns the process back to reading the bells
     on the timer, and a consumer already waiting on the doorbells is not left waiting for them."""
     broker = await log_in(tmp_path)
-    if broker._doorbells is None:
-        await broker.close()
-        assert not sys.platform.startswith("linux"), "Linux has inotify: the doorbells should be watched"
-        pytest.skip("no inotify on this system")
+    await doorbells_or_skip(broker)
     first, second = broker.consumer("one", ["one.events"]), broker.consumer("two", ["two.events"])
     try:
         await broker.create_topics([TopicSpec("one.events", 1), TopicSpec("two.events", 1)])
