@@ -78,6 +78,24 @@ _UNION = sa.union_all(
     sa.select(sa.select(things.c.seq, things.c.name).where(things.c.flag.is_(True)).limit(2).subquery()),
     sa.select(sa.select(things.c.seq, things.c.name).where(things.c.flag.is_(False)).limit(2).subquery()),
 ).order_by(sa.column("seq"))
+# One parameter under two names' worth of places, one of no type (SQLAlchemy converts the value
+# as it chose for the name), values the statement carries (an IN of a list, a CASE), as the
+# payments' claim has them.
+_DUE = (
+    sa.select(things.c.id, things.c.kind)
+    .where(
+        sa.or_(things.c.state.in_([State.OPEN.value, "held"]), things.c.flag.is_(True)),
+        things.c.at <= sa.bindparam("now"),
+        sa.or_(things.c.plain_at.is_(None), sa.func.coalesce(sa.bindparam("now"), None).is_not(None)),
+    )
+    .order_by(things.c.seq)
+    .limit(sa.bindparam("n"))
+)
+_HOLD = (
+    things.update()
+    .where(one_of(things.c.id, "ids"))
+    .values(state=sa.case((things.c.state == State.OPEN.value, State.SHUT.value), else_=things.c.state))
+)
 _RENAME = things.update().where(one_of(things.c.id, "ids")).values(name=sa.bindparam("to"))
 _BUMP = (
     things.update()
@@ -189,6 +207,7 @@ async def test_rows_are_those_sqlalchemy_gives(
     )
     await _reads_alike(database, _OWNED, {"owners": owners})
     await _reads_alike(database, _UNION, {})
+    await _reads_alike(database, _DUE, {"now": data.draw(times), "n": data.draw(st.integers(0, 7))})
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -211,11 +230,13 @@ async def test_writes_change_and_return_what_sqlalchemys_do(
             with _sqlalchemy_runs(ours) as ran:
                 changed = await execute(conn, _RENAME, {"ids": ids, "to": to})
                 bumped = await fetch_rows(conn, _BUMP, bump)
+                held = await execute(conn, _HOLD, {"ids": ids[:2]})
         async with theirs.transaction() as conn:
             theirs_changed = (await conn.execute(_RENAME, {"ids": ids, "to": to})).rowcount
             theirs_bumped = (await conn.execute(_BUMP, bump)).all()
+            theirs_held = (await conn.execute(_HOLD, {"ids": ids[:2]})).rowcount
         assert ran == []
-        assert changed == theirs_changed
+        assert (changed, held) == (theirs_changed, theirs_held)
         _same(bumped, theirs_bumped, [things.c.count])
         async with ours.read() as a, theirs.read() as b:
             assert (await a.execute(sa.select(things))).all() == (await b.execute(sa.select(things))).all()

@@ -100,22 +100,31 @@ def _plan(dialect: Dialect, stmt: Readable, params: Mapping[str, Any], *, rows: 
     if not isinstance(plan, tuple):
         return plan
     try:
-        counts = tuple(len(params[name]) for name in plan)
-    except (KeyError, TypeError):
+        counts = tuple(len(params[name]) if name in params else given for name, given in plan)
+    except TypeError:
         return None  # SQLAlchemy says what is wrong with it
+    if any(count < 0 for count in counts):
+        return None
     return _expanded(dialect, stmt, keys, rows, counts)
 
 
 @functools.cache
-def _base(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: bool) -> _Plan | tuple[str, ...] | None:
-    """The plan of `stmt` for parameters of these names; the names of its expanding parameters
-    when its text depends on their numbers of values (`_expanded`); None when SQLAlchemy must
-    run it."""
+def _base(
+    dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: bool
+) -> _Plan | tuple[tuple[str, int], ...] | None:
+    """The plan of `stmt` for parameters of these names; when its text depends on the numbers
+    of values of its expanding parameters (`_expanded`), their names, each with the number of
+    the values the statement carries for it (-1: none, or computed when it runs); None when
+    SQLAlchemy must run it."""
     compiled = _compiled(dialect, stmt, keys, rows)
     if compiled is None:
         return None
     if compiled.post_compile_params:
-        return tuple(sorted(compiled.bind_names[b] for b in compiled.post_compile_params))
+        given = _given(compiled)
+        return tuple(
+            (name, len(given[name]) if isinstance(given.get(name), list | tuple) else -1)
+            for name in sorted(compiled.bind_names[b] for b in compiled.post_compile_params)
+        )
     processors = cast(Mapping[str, Callable[[Any], Any]], compiled._bind_processors)
     return _Plan(
         compiled.string,
@@ -136,7 +145,7 @@ def _compiled(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: boo
     if (
         dialect.paramstyle != "qmark"
         or compiled.positiontup is None
-        or len(set(binds.values())) != len(binds)  # one name, several parameters
+        or not _one_value_a_name(binds)
         or compiled.insert_prefetch
         or compiled.update_prefetch
         or compiled.literal_execute_params
@@ -150,7 +159,19 @@ def _compiled(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: boo
     return compiled
 
 
-@functools.lru_cache(maxsize=512)
+def _one_value_a_name(binds: Mapping[BindParameter[Any], str]) -> bool:
+    """Whether each name is one value: a name of several parameters is one given by the run
+    (converted as SQLAlchemy converts it, by the type it took for the name), none of them
+    carrying a value of its own."""
+    if len(set(binds.values())) == len(binds):
+        return True
+    seen: dict[str, int] = {}
+    for name in binds.values():
+        seen[name] = seen.get(name, 0) + 1
+    return all(bind.required for bind, name in binds.items() if seen[name] > 1)
+
+
+@functools.lru_cache(maxsize=4096)
 def _expanded(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: bool, counts: tuple[int, ...]) -> _Plan:
     """The plan for these numbers of values of the expanding parameters (in name order): the
     text SQLAlchemy renders for them."""
