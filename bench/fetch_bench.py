@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,10 @@ from pizzeria.messaging.inbox import _NEW
 from pizzeria.messaging.relay import _MARK, _PENDING
 from pizzeria.messaging.tables import inbox, outbox
 from pizzeria.messaging.tables import metadata as messaging
+from pizzeria.services.orders import repository as orders_repository
+from pizzeria.services.orders.tables import order_history, order_lines, orders
+
+_ORDER_IDS = [uuid.UUID(int=i + 1) for i in range(5)]
 
 _TOPICS = ["orders.events", "orders.commands", "payments.events"]
 _HEADERS = orjson.dumps({f"ce_{k}": "x" * 20 for k in ("id", "type", "source", "time", "traceparent")}).decode()
@@ -104,7 +109,20 @@ def _sites() -> list[Site]:
             lambda c: fetch_rows(c, _PENDING, {"n": 505}),
         ),
         Site("relay mark 5", True, lambda c: c.execute(_MARK, mark), lambda c: execute(c, _MARK, mark)),
+        Site("orders load 5", True, _load_orders, _load_orders_direct),
     ]
+
+
+_LOADS = (orders_repository._ORDERS_FOR_UPDATE, orders_repository._LINES, orders_repository._HISTORY)
+
+
+async def _load_orders(conn: AsyncConnection) -> Any:
+    """An order run's load: the orders, their lines and their history (`load_many`)."""
+    return [(await conn.execute(stmt, {"ids": _ORDER_IDS})).all() for stmt in _LOADS]
+
+
+async def _load_orders_direct(conn: AsyncConnection) -> Any:
+    return [await fetch_rows(conn, stmt, {"ids": _ORDER_IDS}) for stmt in _LOADS]
 
 
 async def _all(conn: AsyncConnection, stmt: Any, params: Any) -> Any:
@@ -150,6 +168,52 @@ async def _setup(database: Database) -> None:
                 group_id="kitchen", topic="orders.events", partition=1, member_id="member", expires_at=1e12
             )
         )
+        await conn.run_sync(orders.metadata.create_all)
+        await insert_rows(
+            conn,
+            orders,
+            [
+                {
+                    "id": i,
+                    "customer_id": "customer",
+                    "status": "paid",
+                    "payment_status": "completed",
+                    "payment_id": uuid.uuid4(),
+                    "currency": "EUR",
+                    "total": 2200,
+                    "payment_token": "tok_visa",
+                    "delivery_address": "1 Main Street",
+                    "email": "a@example.com",
+                    "phone": None,
+                    "cancel_reason": None,
+                    "cancel_requested": False,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 3,
+                }
+                for i in _ORDER_IDS
+            ],
+        )
+        lines = [
+            {
+                "order_id": i,
+                "line_no": n,
+                "menu_item_id": uuid.uuid4(),
+                "name": "Margherita",
+                "size": "m",
+                "quantity": 1,
+            }
+            | {"unit_price": 1100}
+            for i in _ORDER_IDS
+            for n in range(2)
+        ]
+        await insert_rows(conn, order_lines, lines)
+        steps = [
+            {"order_id": i, "seq": n, "status": s, "at": now, "reason": None}
+            for i in _ORDER_IDS
+            for n, s in enumerate(("pending", "paid"))
+        ]
+        await insert_rows(conn, order_history, steps)
         await insert_rows(
             conn,
             outbox,
