@@ -5,10 +5,8 @@ elsewhere, and where SQLAlchemy must, it is SQLAlchemy's."""
 
 from __future__ import annotations
 
-import enum
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -23,13 +21,7 @@ from pizzeria.kit.db import Database, JSONType, UTCDateTime, one_of
 from pizzeria.kit.statements import execute, fetch_rows, scalar_one
 from pizzeria.kit.upsert import insert_returning, insert_rows
 from tests.support.postgres import create_database, drop_database
-from tests.support.sqlvalues import documents, fresh, statements, text, times
-
-
-class State(enum.StrEnum):
-    OPEN = "open"
-    SHUT = "shut"
-
+from tests.support.sqlvalues import State, documents, fresh, sqlalchemy_runs, statements, text, times
 
 metadata = sa.MetaData()
 things = sa.Table(
@@ -133,24 +125,6 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         await database.dispose()
 
 
-@contextmanager
-def _sqlalchemy_runs(database: Database) -> Iterator[list[str]]:
-    """The statements SQLAlchemy hands to a driver (either engine) while in the block."""
-    ran: list[str] = []
-
-    def heard(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        ran.append(statement)
-
-    engines = {database.writer.sync_engine, database.reader.sync_engine}
-    for engine in engines:
-        sa.event.listen(engine, "before_cursor_execute", heard)
-    try:
-        yield ran
-    finally:
-        for engine in engines:
-            sa.event.remove(engine, "before_cursor_execute", heard)
-
-
 def _same(ours: Sequence[Any], theirs: Sequence[Any], columns: Sequence[Any]) -> None:
     """Rows alike in every way a caller reads them."""
     assert ours == theirs
@@ -167,7 +141,7 @@ def _same(ours: Sequence[Any], theirs: Sequence[Any], columns: Sequence[Any]) ->
 async def _reads_alike(database: Database, stmt: Any, params: dict[str, Any], columns: Sequence[Any] = ()) -> None:
     for snapshot in (True, False):
         async with database.read(snapshot=snapshot) as conn:
-            with _sqlalchemy_runs(database) as ran:
+            with sqlalchemy_runs(database) as ran:
                 ours = await fetch_rows(conn, stmt, params)
             theirs = (await conn.execute(stmt, params)).all()
         assert ran == []
@@ -227,7 +201,7 @@ async def test_writes_change_and_return_what_sqlalchemys_do(
             "by": data.draw(st.integers(-5, 5)),
         }
         async with ours.transaction() as conn:
-            with _sqlalchemy_runs(ours) as ran:
+            with sqlalchemy_runs(ours) as ran:
                 changed = await execute(conn, _RENAME, {"ids": ids, "to": to})
                 bumped = await fetch_rows(conn, _BUMP, bump)
                 held = await execute(conn, _HOLD, {"ids": ids[:2]})
@@ -261,7 +235,7 @@ async def test_an_insert_returns_the_rows_sqlalchemy_returns(
         for ids in (first, second):
             rows = [{"group_id": "g", "message_id": m, "at": at} for m in ids]
             async with ours.transaction() as conn:
-                with _sqlalchemy_runs(ours) as ran:
+                with sqlalchemy_runs(ours) as ran:
                     got = await insert_returning(conn, claims, rows, ("message_id", "at"), ignore=True)
             async with theirs.transaction() as conn:
                 theirs_got = (await conn.execute(stmt, rows)).all() if rows else []
@@ -349,7 +323,7 @@ async def test_what_sqlalchemy_must_run_it_lets_sqlalchemy_run(database: Databas
     optioned = sa.select(things.c.name).execution_options(yield_per=10)
     async with database.read() as conn:
         for stmt in (sa.select(textual.subquery()), optioned):
-            with _sqlalchemy_runs(database) as ran:
+            with sqlalchemy_runs(database) as ran:
                 ours = await fetch_rows(conn, stmt, {})
             assert ran != [] or stmt is not optioned
             assert ours == (await conn.execute(stmt)).all()
@@ -368,7 +342,7 @@ async def test_on_postgresql_it_is_sqlalchemys() -> None:
         async with database.transaction() as conn:
             await insert_rows(conn, things, rows)
         async with database.transaction() as conn:
-            with _sqlalchemy_runs(database) as ran:
+            with sqlalchemy_runs(database) as ran:
                 found = await fetch_rows(conn, _ONE_OF, {"ids": [r["id"] for r in rows[:2]], "flag": False})
                 changed = await execute(conn, _RENAME, {"ids": [rows[0]["id"]], "to": "z"})
                 new = await insert_returning(
