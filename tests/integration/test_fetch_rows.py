@@ -5,6 +5,7 @@ elsewhere, and where SQLAlchemy must, it is SQLAlchemy's."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pizzeria.kit.db import Database, JSONType, UTCDateTime, one_of
+from pizzeria.kit import statements as statements_module
+from pizzeria.kit.db import Database, JSONType, UTCDateTime, is_transient_error, one_of
 from pizzeria.kit.statements import execute, fetch_rows, scalar_one
 from pizzeria.kit.upsert import insert_returning, insert_rows
 from tests.support.postgres import create_database, drop_database
@@ -362,3 +364,118 @@ async def test_on_postgresql_it_is_sqlalchemys() -> None:
     finally:
         await database.dispose()
         await drop_database(url)
+
+
+_NOT_ONE_OF = sa.select(things.c.seq).where(~one_of(things.c.id, "ids")).order_by(things.c.seq)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [set, frozenset, lambda ids: dict.fromkeys(ids).keys(), dict.fromkeys, tuple],
+    ids=["set", "frozenset", "keys", "dict", "tuple"],
+)
+async def test_an_in_takes_any_collection_as_sqlalchemy_does(database: Database, make: Any) -> None:
+    """`one_of` takes any collection (a set, a dict's keys): the driver runs it as SQLAlchemy."""
+    rows = [_thing(flag=True) for _ in range(3)]
+    await _fill(database, rows)
+    ids = [r["id"] for r in rows[:2]] + [uuid.uuid4()]
+    await _reads_alike(database, _ONE_OF, {"ids": make(ids), "flag": True}, [things.c.id])
+    await _reads_alike(database, _NOT_ONE_OF, {"ids": make(ids)})
+    async with database.transaction() as conn:
+        with sqlalchemy_runs(database) as ran:
+            assert await execute(conn, _RENAME, {"ids": make(ids), "to": "b"}) == 2
+    assert ran == []
+
+
+async def test_any_number_of_values_of_an_in_is_one_of_a_few_plans(database: Database) -> None:
+    """An IN's plan serves every number of values up to its own (the values padded with the
+    last, which changes neither IN nor NOT IN): not a compilation and a plan kept for each
+    number; none for the statement SQLAlchemy runs beyond the most."""
+    rows = [_thing(flag=i % 2 == 0) for i in range(40)]
+    await _fill(database, rows)
+    ids = [r["id"] for r in rows]
+    before = statements_module._expanded.cache_info().currsize
+    for count in range(41):
+        some = ids[40 - count :]  # the last the one padded with
+        await _reads_alike(database, _ONE_OF, {"ids": some, "flag": True}, [things.c.id])
+        await _reads_alike(database, _NOT_ONE_OF, {"ids": some})
+    # 0 to 8 values, 16, 32, 64; for each statement
+    assert statements_module._expanded.cache_info().currsize - before <= 2 * 12
+    many = [*ids, *(uuid.uuid4() for _ in range(2000))]
+    async with database.read() as conn:
+        with sqlalchemy_runs(database) as ran:
+            found = await fetch_rows(conn, _ONE_OF, {"ids": many, "flag": False})
+    assert len(ran) == 1
+    assert len(found) == 20
+
+
+_ON_DRIVER: list[Any] = [
+    lambda conn: fetch_rows(conn, _ONE_OF, {"ids": [uuid.uuid4()], "flag": True}),
+    lambda conn: execute(conn, _RENAME, {"ids": [uuid.uuid4()], "to": "c"}),
+    lambda conn: insert_rows(conn, things, [_thing()]),
+    lambda conn: insert_returning(
+        conn, claims, [{"group_id": "g", "message_id": "m", "at": datetime.now(UTC)}], ("at",)
+    ),
+]
+
+
+@pytest.mark.parametrize("run", _ON_DRIVER, ids=["fetch_rows", "execute", "insert_rows", "insert_returning"])
+async def test_a_closed_connection_is_invalidated_as_sqlalchemy_does(database: Database, run: Any) -> None:
+    """The driver's 'closed database': SQLAlchemy's connection is invalidated (a transient
+    error), not handed back to the pool to fail again; the next checkout connects anew."""
+    await _fill(database, [_thing(flag=True)])
+    if run is _ON_DRIVER[0]:  # a read outside a transaction, its connection closed in the pool
+        await database.reader.dispose()
+        conn = await database.reader.connect()
+        conn.sync_connection.connection.driver_connection.close()  # type: ignore[union-attr]
+        await conn.close()
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            async with database.read(snapshot=False) as conn:
+                await run(conn)
+    else:
+        conn = await database.writer.connect()
+        try:
+            await conn.begin()
+            conn.sync_connection.connection.driver_connection.close()  # type: ignore[union-attr]
+            with pytest.raises(sa.exc.DBAPIError) as caught:
+                await run(conn)
+            assert conn.invalidated
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):  # (its rollback, on a connection not invalidated)
+                await conn.close()
+    assert caught.value.connection_invalidated
+    assert is_transient_error(caught.value)
+    async with database.read(snapshot=False) as conn:
+        assert len(await fetch_rows(conn, _ONE_OF, {"ids": [uuid.uuid4()], "flag": True})) == 0
+    async with database.transaction() as conn:
+        assert await execute(conn, _RENAME, {"ids": [uuid.uuid4()], "to": "c"}) == 0
+
+
+async def test_a_connection_of_execution_options_sqlalchemy_applies_is_sqlalchemys(
+    database: Database, tmp_path: Path
+) -> None:
+    """A `schema_translate_map` (another schema's table) is SQLAlchemy's to apply; the readers'
+    AUTOCOMMIT changes nothing that runs, and the driver runs their statements."""
+    await _fill(database, [_thing(name="main")])
+    async with database.read(snapshot=False) as conn:
+        await conn.exec_driver_sql(f"ATTACH DATABASE '{tmp_path}/aux.db' AS aux")
+        await conn.exec_driver_sql("CREATE TABLE aux.claims (group_id, message_id, at)")
+        await conn.exec_driver_sql("INSERT INTO aux.claims VALUES ('aux', 'm', '2026-01-01 00:00:00.000000')")
+        translated = await conn.execution_options(schema_translate_map={None: "aux"})  # (conn's own)
+        stmt = sa.select(claims.c.group_id)
+        assert await fetch_rows(translated, stmt) == (await translated.execute(stmt)).all() == [("aux",)]
+    async with database.read(snapshot=False) as conn:
+        with sqlalchemy_runs(database) as ran:
+            assert [r.name for r in await fetch_rows(conn, sa.select(things.c.name))] == ["main"]
+        assert ran == []
+
+
+async def test_a_key_no_column_has_is_sqlalchemys_refusal(database: Database) -> None:
+    await _fill(database, [_thing()])
+    async with database.read() as conn:
+        ours = (await fetch_rows(conn, sa.select(things)))[0]
+        theirs = (await conn.execute(sa.select(things))).all()[0]
+    for row in (ours, theirs):
+        for key in ("missing", claims.c.at):
+            with pytest.raises(sa.exc.NoSuchColumnError):
+                row._mapping[key]

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from pizzeria.kit.statements import AnyRow, Rows, driver_of, on_driver, row_maker
+from pizzeria.kit.statements import AnyRow, Rows, driver_of, on_driver, refused, row_maker
 
 
 @functools.cache
@@ -75,7 +75,7 @@ async def insert_rows(
     if driver is None or plan is None:
         await conn.execute(insert_ignore(conn, table) if ignore else table.insert(), rows)
     else:
-        _executemany(driver, plan, rows)
+        _executemany(conn, driver, plan, rows)
 
 
 async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -99,7 +99,7 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: 
     plan = _update_plan(conn.dialect, stmt, tuple(sorted(rows[0]))) if driver is not None else None
     if driver is None or plan is None:
         return (await conn.execute(stmt, list(rows))).rowcount
-    return _executemany(driver, plan, rows)
+    return _executemany(conn, driver, plan, rows)
 
 
 async def insert_returning(
@@ -141,7 +141,7 @@ async def insert_returning(
                 values.extend(_converted(row, columns, processors))
         except Exception as exc:  # a value its column cannot take, or a row without a key
             raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
-        found += [make(converts, raw) for raw in on_driver(driver, sql, values).fetchall()]
+        found += [make(converts, raw) for raw in on_driver(conn, driver, sql, values).fetchall()]
     return found
 
 
@@ -210,10 +210,14 @@ def _driver(conn: AsyncConnection) -> sqlite3.Connection | None:
     return driver_of(conn, write=True)
 
 
-def _executemany(driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Run the plan for every row on the driver; refusals are SQLAlchemy's exceptions."""
+def _executemany(
+    conn: AsyncConnection, driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Run the plan for every row on `driver`, the driver connection of `conn`; refusals are
+    SQLAlchemy's exceptions (`kit.statements.refused`)."""
     sql, keys, processors = plan
     values: list[tuple[Any, ...]] = []
+    cursor: sqlite3.Cursor | None = None
     try:
         values = [
             tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True)) for row in rows
@@ -222,7 +226,7 @@ def _executemany(driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping
         cursor.executemany(sql, values)  # its cursor counts the statement (kit.sqlite_driver)
         return cursor.rowcount
     except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, OperationalError...)
-        raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        refused(conn, exc, sql, values, cursor)
     except Exception as exc:  # a value its column cannot take, or a row without a key
         raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
 
