@@ -4,10 +4,8 @@ to the driver itself (SQLAlchemy runs nothing), elsewhere it is SQLAlchemy's."""
 
 from __future__ import annotations
 
-import enum
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from hypothesis import strategies as st
 from pizzeria.kit.db import Database, JSONType, UTCDateTime
 from pizzeria.kit.upsert import insert_rows, update_rows
 from tests.support.postgres import create_database, drop_database
-from tests.support.sqlvalues import documents, fresh, statements, text, times, two_sqlite
+from tests.support.sqlvalues import State, documents, fresh, sqlalchemy_runs, statements, text, times, two_sqlite
 
 metadata = sa.MetaData()
 things = sa.Table(
@@ -47,11 +45,6 @@ stamped = sa.Table(
     sa.Column("label", sa.String(20), nullable=False),
     sa.Column("stamp", sa.String(20), nullable=True, onupdate="stamped here"),
 )
-
-
-class State(enum.StrEnum):
-    OPEN = "open"
-    SHUT = "shut"
 
 
 # The shapes the services use: columns set by their names, the row found by its key (and a
@@ -95,22 +88,6 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
         yield databases
 
 
-@contextmanager
-def _sqlalchemy_runs(database: Database) -> Iterator[list[str]]:
-    """The statements SQLAlchemy hands to the driver while in the block."""
-    ran: list[str] = []
-
-    def heard(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        ran.append(statement)
-
-    engine = database.writer.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", heard)
-    try:
-        yield ran
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", heard)
-
-
 async def _both(
     pair: tuple[Database, Database], stmt: sa.Update, rows: list[dict[str, Any]]
 ) -> tuple[int, int, list[str]]:
@@ -118,7 +95,7 @@ async def _both(
     and what SQLAlchemy ran on ours."""
     ours, theirs = pair
     async with ours.transaction() as conn:
-        with _sqlalchemy_runs(ours) as ran:
+        with sqlalchemy_runs(ours) as ran:
             changed = await update_rows(conn, stmt, rows)
     async with theirs.transaction() as conn:
         theirs_changed = (await conn.execute(stmt, rows)).rowcount
@@ -202,7 +179,7 @@ async def test_each_update_is_counted_as_a_statement(pair: tuple[Database, Datab
     rows = [_thing(count=i) for i in range(3)]
     await _start(pair, things, rows)
     async with ours.transaction() as conn:
-        with _sqlalchemy_runs(ours) as ran:
+        with sqlalchemy_runs(ours) as ran:
             before = statements()
             changed = await update_rows(conn, _BY_ID, [{"g": 1, "thing_id": r["id"], "count": 7} for r in rows])
             assert statements() - before == 1
@@ -263,7 +240,7 @@ async def test_what_sqlalchemy_computes_it_lets_sqlalchemy_run(pair: tuple[Datab
         ),
     ):
         async with ours.transaction() as conn:
-            with _sqlalchemy_runs(ours) as ran:
+            with sqlalchemy_runs(ours) as ran:
                 changed = await update_rows(conn, stmt, rows)
         assert ran != []
         assert changed == len(rows)
@@ -282,7 +259,7 @@ async def test_on_postgresql_it_is_sqlalchemys_update() -> None:
         async with database.transaction() as conn:
             await insert_rows(conn, things, rows)
         async with database.transaction() as conn:
-            with _sqlalchemy_runs(database) as ran:
+            with sqlalchemy_runs(database) as ran:
                 shut = [{"g": 1, "thing_id": r["id"], "data": {"j": 1}, "state": State.SHUT} for r in rows[:2]]
                 changed = await update_rows(conn, _BY_ID, shut)
         assert ran != []

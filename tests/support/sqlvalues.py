@@ -3,16 +3,26 @@ values of every kind the services store, and two fresh SQLite databases to compa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import enum
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from pizzeria.kit.db import Database
+
+
+class State(enum.StrEnum):
+    """A state as the services keep one (a string column written from an enum)."""
+
+    OPEN = "open"
+    SHUT = "shut"
+
 
 text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
 times = st.datetimes(
@@ -56,3 +66,21 @@ async def two_sqlite(tmp_path: Path, metadata: sa.MetaData) -> AsyncIterator[tup
 def statements() -> float:
     """The statements counted so far (the bench's statements per order come from this count)."""
     return REGISTRY.get_sample_value("pizzeria_db_statements_total") or 0.0
+
+
+@contextmanager
+def sqlalchemy_runs(database: Database) -> Iterator[list[str]]:
+    """The statements SQLAlchemy hands to a driver (of either engine) while in the block."""
+    ran: list[str] = []
+
+    def heard(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        ran.append(statement)
+
+    engines = {database.writer.sync_engine, database.reader.sync_engine}
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", heard)
+    try:
+        yield ran
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", heard)

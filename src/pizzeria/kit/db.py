@@ -29,6 +29,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.metrics import db_statements, db_transactions
 from pizzeria.kit.sqlite_driver import DRIVER, InlineAsyncEngine, inline_connector
+from pizzeria.kit.statements import begin
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -268,7 +269,7 @@ class Database:
             conn = await self.writer.connect()
             try:
                 if self.dialect == "sqlite":  # take the write lock now: no lock upgrade deadlocks
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")  # (and SQLAlchemy's transaction)
+                    await begin(conn, "BEGIN IMMEDIATE")  # (and SQLAlchemy's transaction)
                 else:
                     await conn.begin()
                 return conn
@@ -307,7 +308,7 @@ class Database:
             if not snapshot:
                 yield conn
                 return
-            await conn.exec_driver_sql("BEGIN")  # one snapshot for every statement of the read
+            await begin(conn)  # one snapshot for every statement of the read
             try:
                 yield conn
             except BaseException:

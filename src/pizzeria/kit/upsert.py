@@ -17,6 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from pizzeria.kit.statements import AnyRow, Rows, driver_of, on_driver, refused, row_maker
 
 
 @functools.cache
@@ -72,11 +75,12 @@ async def insert_rows(
     if driver is None or plan is None:
         await conn.execute(insert_ignore(conn, table) if ignore else table.insert(), rows)
     else:
-        _executemany(driver, plan, rows)
+        _executemany(conn, driver, plan, rows)
 
 
-async def update_rows(conn: AsyncConnection, stmt: sa.Update, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Run the UPDATE `stmt` once for every row of `rows` (each naming the same parameters: the
+async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Run the UPDATE `stmt` (or an INSERT of its own parameters, as `INSERT .. SELECT`) once
+    for every row of `rows` (each naming the same parameters: the
     columns to set, by name, and the statement's own bind parameters); returns the rowcount
     SQLAlchemy's result would give (on SQLite the rows changed in all; asyncpg does not count
     an executemany's: -1).
@@ -95,7 +99,104 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update, rows: Sequence[Map
     plan = _update_plan(conn.dialect, stmt, tuple(sorted(rows[0]))) if driver is not None else None
     if driver is None or plan is None:
         return (await conn.execute(stmt, list(rows))).rowcount
-    return _executemany(driver, plan, rows)
+    return _executemany(conn, driver, plan, rows)
+
+
+async def insert_returning(
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    returning: Sequence[str],
+    *,
+    ignore: bool = False,
+) -> Sequence[AnyRow]:
+    """Insert `rows` (each naming the same columns), `ON CONFLICT DO NOTHING` with `ignore`;
+    the `returning` columns of the rows that went in, in no set order (SQLAlchemy's
+    `insert(...).returning(...)` run for every row).
+
+    SQLite's driver returns no rows from an executemany, so SQLAlchemy writes several rows'
+    VALUES into one statement (its "insertmanyvalues"), renumbering its parameters for every
+    run. On SQLite (the inline driver) the statement for each number of rows is built once
+    and the rows go to the driver directly, as `insert_rows`'s do."""
+    if not rows:
+        return []
+    driver = _driver(conn)
+    plan = (
+        _returning_plan(conn.dialect, table, tuple(rows[0]), tuple(returning), ignore) if driver is not None else None
+    )
+    if driver is None or plan is None:
+        stmt = _insert_returning(conn.dialect.name, table, tuple(returning), ignore)
+        return (await conn.execute(stmt, list(rows))).all()
+    single, columns, processors, (make, converts) = plan
+    # As many rows in a statement as SQLAlchemy writes in one (as many statements counted).
+    dialect = conn.dialect
+    per = max(1, min(dialect.insertmanyvalues_page_size, dialect.insertmanyvalues_max_parameters // len(columns)))
+    found: list[AnyRow] = []
+    for first in range(0, len(rows), per):
+        page = rows[first : first + per]
+        sql = _many_values(single, len(page))
+        values: list[Any] = []
+        try:
+            for row in page:
+                values.extend(_converted(row, columns, processors))
+        except Exception as exc:  # a value its column cannot take, or a row without a key
+            raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
+        found += [make(converts, raw) for raw in on_driver(conn, driver, sql, values).fetchall()]
+    return found
+
+
+#: An insert with RETURNING: its text for one row and the VALUES of that row, the key of each
+#: `?` of a row and the conversion of each, and how a returned row is made.
+_ReturningPlan = tuple[tuple[str, str], tuple[str, ...], tuple[Callable[[Any], Any] | None, ...], Rows]
+
+
+@functools.cache
+def _insert_returning(dialect: str, table: sa.Table, returning: tuple[str, ...], ignore: bool) -> sa.Insert:
+    insert = _insert_ignore(dialect, table) if ignore else table.insert()
+    return insert.returning(*(table.c[c] for c in returning))
+
+
+@functools.cache
+def _returning_plan(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], returning: tuple[str, ...], ignore: bool
+) -> _ReturningPlan | None:
+    """As `_insert_plan`, with RETURNING; None when SQLAlchemy must insert."""
+    columns = tuple(c for c in columns if c in table.c)
+    named = set(columns)
+    if any(c.default is not None and c.name not in named for c in table.c) or not columns:
+        return None
+    stmt = _insert_returning(dialect.name, table, returning, ignore)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
+    assert isinstance(compiled, SQLCompiler)
+    many = compiled._insertmanyvalues
+    make = row_maker(dialect, compiled)
+    values = f"({many.single_values_expr})" if many is not None else ""
+    if (
+        many is None
+        or make is None
+        or many.is_default_expr
+        or many.has_upsert_bound_parameters
+        or many.embed_values_counter
+        or compiled.positiontup != list(columns)
+        or compiled.insert_prefetch
+        or compiled.string.count(values) != 1
+    ):
+        return None
+    processors = tuple(_processor(table.c[c].type, dialect) for c in columns)
+    return (compiled.string, values), columns, processors, make
+
+
+@functools.lru_cache(maxsize=512)
+def _many_values(single: tuple[str, str], count: int) -> str:
+    """The insert of `single` for `count` rows: its VALUES once for each."""
+    sql, values = single
+    return sql.replace(values, ", ".join([values] * count), 1)
+
+
+def _converted(
+    row: Mapping[str, Any], keys: tuple[str, ...], processors: tuple[Callable[[Any], Any] | None, ...]
+) -> tuple[Any, ...]:
+    return tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True))
 
 
 #: A statement to run on SQLite's driver: its SQL, the key of each `?` in a row, and the
@@ -106,19 +207,17 @@ _Plan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
 def _driver(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The `sqlite3` connection of the transaction on the inline driver, while SQLAlchemy's
     connection is sound and in a transaction (what runs on it is part of that transaction)."""
-    if conn.dialect.driver != "inline":
-        return None
-    sync = conn.sync_connection
-    if sync is None or sync.invalidated or not sync.in_transaction():
-        return None
-    driver: sqlite3.Connection | None = sync.connection.driver_connection
-    return driver
+    return driver_of(conn, write=True)
 
 
-def _executemany(driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Run the plan for every row on the driver; refusals are SQLAlchemy's exceptions."""
+def _executemany(
+    conn: AsyncConnection, driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Run the plan for every row on `driver`, the driver connection of `conn`; refusals are
+    SQLAlchemy's exceptions (`kit.statements.refused`)."""
     sql, keys, processors = plan
     values: list[tuple[Any, ...]] = []
+    cursor: sqlite3.Cursor | None = None
     try:
         values = [
             tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True)) for row in rows
@@ -127,7 +226,7 @@ def _executemany(driver: sqlite3.Connection, plan: _Plan, rows: Sequence[Mapping
         cursor.executemany(sql, values)  # its cursor counts the statement (kit.sqlite_driver)
         return cursor.rowcount
     except sqlite3.Error as exc:  # as SQLAlchemy would raise it (IntegrityError, OperationalError...)
-        raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        refused(conn, exc, sql, values, cursor)
     except Exception as exc:  # a value its column cannot take, or a row without a key
         raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
 
@@ -154,7 +253,7 @@ def _insert_plan(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ig
 
 
 @functools.cache
-def _update_plan(dialect: Dialect, stmt: sa.Update, keys: tuple[str, ...]) -> _Plan | None:
+def _update_plan(dialect: Dialect, stmt: sa.Update | sa.Insert, keys: tuple[str, ...]) -> _Plan | None:
     """`stmt` compiled as SQLAlchemy compiles it for rows with these keys, to run straight on
     SQLite's driver; None when SQLAlchemy must run it (it would compute or supply a value no
     row gives, or render the statement anew for each run)."""

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.upsert import insert_ignore, insert_returning
 from pizzeria.messaging.tables import inbox
 
 
@@ -32,20 +31,11 @@ async def claim_many(conn: AsyncConnection, group: str, message_ids: Sequence[st
     if not message_ids:
         return set()
     now = utcnow()
-    result = await conn.execute(
-        _claim_returning(conn), [{"group_id": group, "message_id": m, "processed_at": now} for m in set(message_ids)]
-    )
-    return {row[0] for row in result}
+    rows = [{"group_id": group, "message_id": m, "processed_at": now} for m in set(message_ids)]
+    return {row[0] for row in await insert_returning(conn, inbox, rows, _NEW, ignore=True)}
 
 
-_RETURNING: dict[str, sa.Insert] = {}
-
-
-def _claim_returning(conn: AsyncConnection) -> sa.Insert:
-    dialect = conn.dialect.name
-    if dialect not in _RETURNING:
-        _RETURNING[dialect] = insert_ignore(conn, inbox).returning(inbox.c.message_id)
-    return _RETURNING[dialect]
+_NEW = ("message_id",)
 
 
 async def prune(conn: AsyncConnection, older_than: datetime) -> int:

@@ -33,6 +33,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
+from pizzeria.kit.statements import execute, fetch_rows
 from pizzeria.messaging import metrics
 from pizzeria.messaging.broker import Broker, OutgoingMessage
 from pizzeria.messaging.tables import outbox
@@ -163,8 +164,8 @@ class OutboxRelay:
         # Taken before the query: a marking that finishes while the query runs may or may not
         # be visible to it, but its rows are in this snapshot either way, so never re-sent.
         marking = set(self._marking)
-        found = await conn.execute(_PENDING, {"n": self.batch_size + len(marking)})
-        rows = [r for r in found.all() if r.seq not in marking]
+        found = await fetch_rows(conn, _PENDING, {"n": self.batch_size + len(marking)})
+        rows = [r for r in found if r.seq not in marking]
         return rows[: self.batch_size]
 
     async def _publish(self, rows: list[Any]) -> None:
@@ -182,7 +183,7 @@ class OutboxRelay:
     async def _mark(self, seqs: list[int]) -> None:
         try:
             async with self.db.transaction() as conn:
-                await conn.execute(_MARK, {"seqs": seqs, "at": utcnow()})
+                await execute(conn, _MARK, {"seqs": seqs, "at": utcnow()})
         except Exception as exc:
             # Published but not marked: they go out again (at least once), never lost.
             log.warning("cannot mark outbox rows published; they will be sent again", error=str(exc))

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import insert_rows, update_rows
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.tables import saga_log, sagas
@@ -321,7 +322,7 @@ class SagaEngine(Generic[D]):
         """Load (and lock) the sagas of a batch of replies at once; `load` then finds them."""
         wanted = [i for i in set(saga_ids) if uow.recall(_KIND, i) is None]
         if wanted:
-            for row in await uow.conn.execute(_SAGAS_FOR_UPDATE, {"ids": wanted}):
+            for row in await fetch_rows(uow.conn, _SAGAS_FOR_UPDATE, {"ids": wanted}):
                 uow.remember(_KIND, row.id, _saga(row))
 
     @staticmethod

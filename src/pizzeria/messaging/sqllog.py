@@ -44,7 +44,8 @@ from pizzeria.kit.db import Database, is_transient_error
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
-from pizzeria.kit.upsert import upsert
+from pizzeria.kit.statements import fetch_rows, scalar_one
+from pizzeria.kit.upsert import insert_rows, update_rows, upsert
 from pizzeria.messaging.broker import (
     Broker,
     BrokerConsumer,
@@ -337,7 +338,6 @@ _TAKE_OFFSETS = (
     .values(next_offset=partitions_t.c.next_offset + sa.bindparam("n"))
     .returning(partitions_t.c.next_offset)
 )
-_INSERT_RECORDS = records_t.insert()
 
 
 @functools.cache
@@ -688,7 +688,9 @@ class SqlLogBroker(Broker):
                 rows: list[dict[str, Any]] = []
                 # Lock partitions in a fixed order so concurrent publishers cannot deadlock.
                 for (topic, partition), msgs in sorted(by_partition.items()):
-                    end = (await conn.execute(_TAKE_OFFSETS, {"t": topic, "p": partition, "n": len(msgs)})).scalar_one()
+                    end = scalar_one(
+                        await fetch_rows(conn, _TAKE_OFFSETS, {"t": topic, "p": partition, "n": len(msgs)})
+                    )
                     first = end - len(msgs)
                     rows.extend(
                         {
@@ -702,7 +704,7 @@ class SqlLogBroker(Broker):
                         }
                         for i, m in enumerate(msgs)
                     )
-                await conn.execute(_INSERT_RECORDS, rows)
+                await insert_rows(conn, records_t, rows)
 
         await self.retrying(op)
         if self._bells is not None:
@@ -873,7 +875,7 @@ class SqlLogConsumer(BrokerConsumer):
         # Two statements, no snapshot around them: a partition's records up to its end were
         # committed with (or before) the end was, so they are there when the second one reads.
         async with self._db.read(snapshot=False) as conn:
-            ends = {(t, p): end for t, p, end in (await conn.execute(_ends(len(self.topics)), self._topic_names))}
+            ends = {(t, p): end for t, p, end in await fetch_rows(conn, _ends(len(self.topics)), self._topic_names)}
             ready = [tp for tp in owned if start[tp] < ends.get(tp, 0)]
             if not ready:
                 return []
@@ -888,7 +890,7 @@ class SqlLogConsumer(BrokerConsumer):
                     wanted.update(
                         {f"t{i}": topic, f"p{i}": partition, f"o{i}": start[(topic, partition)], f"n{i}": share}
                     )
-                rows += (await conn.execute(_read(len(chunk)), wanted)).all()
+                rows += await fetch_rows(conn, _read(len(chunk)), wanted)
         for row in rows:
             out.append(record := _record(*row))
             advanced[(record.topic, record.partition)] = record.offset + 1
@@ -914,7 +916,7 @@ class SqlLogConsumer(BrokerConsumer):
             async with self._db.transaction() as conn:
                 # Only where this member holds the lease: elsewhere the partition moved on, and
                 # its new owner re-reads from the offset committed before.
-                await conn.execute(_commit_offsets(conn.dialect.name), values)
+                await update_rows(conn, _commit_offsets(conn.dialect.name), values)
 
         await self.broker.retrying(op)
 

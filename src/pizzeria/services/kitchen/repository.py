@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import insert_rows, update_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes, reservations, tickets
@@ -177,10 +178,10 @@ async def load_orders(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
     if not wanted:
         return
     tickets_of: dict[UUID, Ticket | None] = dict.fromkeys(wanted)
-    for r in await uow.conn.execute(_TICKETS_OF, {"ids": wanted}):
+    for r in await fetch_rows(uow.conn, _TICKETS_OF, {"ids": wanted}):
         tickets_of[r.order_id] = Ticket(r.id, r.order_id, r.status, r.traceparent)
     holdings: dict[UUID, list[Holding]] = {i: [] for i in wanted}
-    for r in await uow.conn.execute(_RESERVATIONS_OF, {"ids": wanted}):
+    for r in await fetch_rows(uow.conn, _RESERVATIONS_OF, {"ids": wanted}):
         holdings[r.order_id].append(Holding(r.ingredient, r.quantity, r.status))
     for order_id in wanted:
         uow.remember("held", order_id, holdings[order_id])

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
+from pizzeria.kit.statements import execute, fetch_rows
 from pizzeria.kit.upsert import insert_ignore, insert_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications.domain import MessageTemplate
@@ -83,7 +84,7 @@ async def load_contacts(uow: UnitOfWork, order_ids: set[UUID]) -> None:
     wanted = [i for i in order_ids if uow.recall("contact", i) is None]
     if not wanted:
         return
-    for row in await uow.conn.execute(_CONTACTS, {"ids": wanted}):
+    for row in await fetch_rows(uow.conn, _CONTACTS, {"ids": wanted}):
         uow.remember("contact", row.order_id, Contact(row.order_id, row.customer_id, row.email, row.phone))
     for order_id in wanted:
         if uow.recall("contact", order_id) is None:
@@ -132,9 +133,9 @@ async def _insert_deferred(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
 
 
 async def take_deferred(conn: AsyncConnection, order_id: UUID) -> list[Any]:
-    rows = (await conn.execute(_DEFERRED_FOR_ORDER, {"order_id": order_id})).all()
+    rows = await fetch_rows(conn, _DEFERRED_FOR_ORDER, {"order_id": order_id})
     if rows:
-        await conn.execute(_DROP_DEFERRED_FOR_ORDER, {"order_id": order_id})
+        await execute(conn, _DROP_DEFERRED_FOR_ORDER, {"order_id": order_id})
     return list(rows)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import insert_rows, update_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.orders.domain import Line, MenuEntry, Order, PaymentStatus, Status
@@ -114,7 +115,7 @@ async def load_many(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
     """Load (and lock) every order of a batch at once; `load` then finds them without a query."""
     wanted = [i for i in set(order_ids) if uow.recall(_KIND, i) is None]
     if wanted:
-        rows = (await uow.conn.execute(_ORDERS_FOR_UPDATE, {"ids": wanted})).all()
+        rows = await fetch_rows(uow.conn, _ORDERS_FOR_UPDATE, {"ids": wanted})
         for order in await _hydrate(uow.conn, rows):
             uow.remember(_KIND, order.id, order)
 
@@ -193,17 +194,17 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Order]:
         return []
     ids = [r.id for r in rows]
     lines: dict[UUID, list[Any]] = defaultdict(list)
-    for ln in (await conn.execute(_LINES, {"ids": ids})).all():
+    for ln in await fetch_rows(conn, _LINES, {"ids": ids}):
         lines[ln.order_id].append(ln)
     history: dict[UUID, list[Any]] = defaultdict(list)
-    for h in (await conn.execute(_HISTORY, {"ids": ids})).all():
+    for h in await fetch_rows(conn, _HISTORY, {"ids": ids}):
         history[h.order_id].append(h)
     return [_to_order(r, lines[r.id], history[r.id]) for r in rows]
 
 
 async def get(conn: AsyncConnection, order_id: UUID, *, for_update: bool = False) -> Order | None:
-    row = (await conn.execute(_ORDER_FOR_UPDATE if for_update else _ORDER, {"order_id": order_id})).first()
-    found = await _hydrate(conn, [row] if row else [])
+    rows = await fetch_rows(conn, _ORDER_FOR_UPDATE if for_update else _ORDER, {"order_id": order_id})
+    found = await _hydrate(conn, rows[:1])
     return found[0] if found else None
 
 
@@ -212,7 +213,7 @@ async def get_many(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUI
     wanted = list(set(order_ids))
     if not wanted:
         return {}
-    rows = (await conn.execute(_ORDERS, {"ids": wanted})).all()
+    rows = await fetch_rows(conn, _ORDERS, {"ids": wanted})
     return {order.id: order for order in await _hydrate(conn, rows)}
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.db import one_of
+from pizzeria.kit.statements import execute, fetch_rows
 from pizzeria.kit.upsert import insert_ignore, update_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
@@ -227,7 +228,7 @@ async def claim_due(
     # customer's many payments fill takes the window over every due payment, by customer.
     page = _PAGE * (limit + 1) + len(exclude) + sum(busy.values())
     rows, more, seen = _take(
-        (await conn.execute(_CLAIMING[fresh_first, False], {**params, "limit": page})).all(),
+        await fetch_rows(conn, _CLAIMING[fresh_first, False], {**params, "limit": page}),
         limit=limit,
         exclude=exclude,
         per_customer=per_customer,
@@ -237,14 +238,14 @@ async def claim_due(
         # One row more than it may take: whether more is due.
         params.update(limit=limit + 1 + len(exclude) + sum(busy.values()), per_customer=per_customer)
         rows, more, _ = _take(
-            (await conn.execute(_CLAIMING[fresh_first, True], params)).all(),
+            await fetch_rows(conn, _CLAIMING[fresh_first, True], params),
             limit=limit,
             exclude=exclude,
             per_customer=per_customer,
             busy=busy,
         )
     if rows:
-        await conn.execute(_HOLD, {"ids": [r.id for r in rows], "until": now + lease})
+        await execute(conn, _HOLD, {"ids": [r.id for r in rows], "until": now + lease})
     claimed = Claimed(_to_payment(r) for r in rows)
     claimed.more = more
     return claimed
