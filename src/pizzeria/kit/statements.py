@@ -6,8 +6,9 @@ context, its parameters checked and converted one by one, a cursor result with i
 rows made from it. Here a statement is compiled once (for each of a few numbers of values of
 an expanding IN: `_sized`), and each run hands the values to the driver through their bind
 parameters' conversions and makes SQLAlchemy's own `Row`s of what comes back, each value
-through its column's result conversion: the rows are those SQLAlchemy would give (attributes, indexes, `_mapping` by name
-or by column). Refusals are SQLAlchemy's exceptions; the driver's cursor counts the statement.
+through its column's result conversion: the rows are those SQLAlchemy would give
+(attributes, indexes, `_mapping` by name or by column). Refusals are SQLAlchemy's
+exceptions; the driver's cursor counts the statement.
 
 Elsewhere (PostgreSQL), or for a statement SQLAlchemy must run itself (a value it computes in
 Python, a parameter it renders into the text, result columns it matches by name), it is
