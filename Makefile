@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench chaos chaos-replay clean install lock system-deps services deploy-tools
+.PHONY: run test test-unit lint bench chaos chaos-replay clean install lock system-deps services deploy-tools bytecode
 
 # The exact packages of requirements.lock, checked against their hashes, then pizzeria itself
 # (editable, without resolving anything again). The ranges in pyproject.toml are for those who
@@ -21,6 +21,12 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 
 install: $(VENV)/.installed
 
+# Every process of a system imports pizzeria's own modules: compiled once here, they are not
+# compiled again by each (where PYTHONDONTWRITEBYTECODE is set, Python reads bytecode but never
+# writes it, and a system starts a dozen processes). Only what changed is compiled again.
+bytecode: install
+	@$(PY) -m compileall -q src
+
 # Resolves requirements.lock again after pyproject.toml's dependencies changed, keeping every
 # pin that still fits (with uv, as pinned in the lock; installed into .venv if missing).
 # LOCK_ARGS="--upgrade-package NAME" moves one pin to the newest version its range allows.
@@ -32,7 +38,7 @@ lock:
 
 # The demo runs itself: the kitchen and the couriers move orders on without staff, and simulated
 # ovens and trackers send their readings (a courier is out 20 s; their tracker's trip takes 18 s, longer to far addresses).
-run: install
+run: bytecode
 	KITCHEN_AUTOPILOT=$${KITCHEN_AUTOPILOT:-1} DELIVERY_AUTOPILOT=$${DELIVERY_AUTOPILOT:-1} \
 	DEVICE_SIMULATORS=$${DEVICE_SIMULATORS:-1} DELIVERY_STAGE_MS=$${DELIVERY_STAGE_MS:-20000} \
 	SIM_TRIP_S=$${SIM_TRIP_S:-18} $(PY) -m pizzeria up
@@ -46,7 +52,7 @@ services:
 deploy-tools:
 	@tools/ensure-deploy-tools.sh
 
-test: install services deploy-tools
+test: bytecode services deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
@@ -57,7 +63,7 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests bench locustfile.py
 	$(VENV)/bin/mypy
 
-bench: install services
+bench: bytecode services
 	$(PY) -m bench.run
 
 # The chaos campaign: every nemesis under a steady order load, each on a system of its own,
@@ -65,7 +71,7 @@ bench: install services
 # CHAOS_ARGS="--scenario kill --stack postgres+kafka" narrows or moves it; the soak (nemeses at
 # random under a steady load) lasts CHAOS_SOAK_MINUTES (30 by default).
 CHAOS_ARGS ?=
-chaos: install services
+chaos: bytecode services
 	$(PY) -m tests.chaos.replay --seeds $(CHAOS_SEEDS)
 	$(PY) -m tests.chaos.campaign --report docs/reliability.md $(CHAOS_ARGS)
 
