@@ -1,4 +1,4 @@
-"""Every process of the system, in start order, and where its app and migrations live.
+"""Every process of the system, in the order `pizzeria up` reports them, and where its app and migrations live.
 
 Entries are dotted paths so that naming a service does not import it (and its dependencies).
 """
@@ -20,6 +20,8 @@ class ServiceEntry:
     has_database: bool = True
     #: Why only one of it may run (empty: it may run as several replicas).
     single: str = ""
+    #: A client of the running system: `pizzeria up` starts it once every service is ready.
+    client: bool = False
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
@@ -66,6 +68,7 @@ SIMULATORS: tuple[ServiceEntry, ...] = (
         "simulated ovens and couriers' trackers (clients of the API)",
         has_database=False,
         single="the simulated devices keep their state in memory",
+        client=True,
     ),
 )
 

@@ -1,8 +1,10 @@
 """`pizzeria up`: run the whole system as child processes, one per service (or per replica).
 
-Applies every migration, creates the topics, starts the services in dependency order (each
-process must answer `/ready` before the next starts), restarts a process that dies with
-exponential backoff, and on Ctrl-C or SIGTERM stops them in reverse order.
+Applies every migration, creates the topics, starts every service at once (none needs another
+to be ready to start: they meet through the broker, and call each other with retries and
+breakers) and reports each as ready in the registry's order, then starts the processes that are
+clients of the running system; restarts a process that dies with exponential backoff, and on
+Ctrl-C or SIGTERM stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -219,7 +221,8 @@ class Supervisor:
         child.started_at = time.monotonic()
 
     async def _wait_ready(self, child: Child, timeout: float = READY_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout
+        """Whether the child answers `/ready` within `timeout` seconds of its start."""
+        deadline = child.started_at + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 if child.process is not None and child.process.returncode is not None:
@@ -237,15 +240,11 @@ class Supervisor:
         say(f"pizzeria: preparing databases and topics ({self.settings.mode} mode, data in {self.settings.var_dir})")
         await migrate_all(self.settings, [c.entry for c in self.children if c.replica == 1])
         await create_topics(self.settings)
-        for child in self.children:
-            await self._spawn(child)
-            if not await self._wait_ready(child):
-                if self.stopping.is_set():
-                    break
-                say(f"pizzeria: {child.label} did not become ready; see {child.log_path}")
-                await self.shutdown()
-                return 1
-            say(f"  {child.label:<14} {child.url:<28} {child.entry.summary}")
+        failed = await self._start_all()
+        if failed is not None:
+            say(f"pizzeria: {failed.label} did not become ready; see {failed.log_path}")
+            await self.shutdown()
+            return 1
         if not self.stopping.is_set():
             say("")
             gateway = url_for(self.settings, "gateway")
@@ -258,6 +257,50 @@ class Supervisor:
             task.cancel()
         await self.shutdown()
         return 0
+
+    def _waves(self) -> list[list[Child]]:
+        """The children in the order they start: every service together, then the clients of
+        the running system (each wave in the registry's order)."""
+        services = [c for c in self.children if not c.entry.client]
+        clients = [c for c in self.children if c.entry.client]
+        return [wave for wave in (services, clients) if wave]
+
+    async def _start_all(self) -> Child | None:
+        """Start the waves in turn: the child that did not become ready, None when every one
+        is ready or a stop was asked for."""
+        for wave in self._waves():
+            failed = await self._start(wave)
+            if self.stopping.is_set():
+                return None
+            if failed is not None:
+                return failed
+        return None
+
+    async def _start(self, wave: Sequence[Child]) -> Child | None:
+        """Start every child of the wave at once, and say each is up once it and those before
+        it in the wave are ready; the first child found not to become ready (or to have been
+        waited for when a stop was asked), None when every one is ready."""
+        for child in wave:
+            await self._spawn(child)
+        waits = {asyncio.create_task(self._wait_ready(child)): n for n, child in enumerate(wave)}
+        ready = [False] * len(wave)
+        told = 0
+        try:
+            pending = set(waits)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.result():
+                        return wave[waits[task]]
+                    ready[waits[task]] = True
+                while told < len(wave) and ready[told]:
+                    child = wave[told]
+                    say(f"  {child.label:<14} {child.url:<28} {child.entry.summary}")
+                    told += 1
+        finally:
+            for task in waits:
+                task.cancel()
+        return None
 
     async def _watch(self, child: Child) -> None:
         """Restart the child whenever it exits, with backoff."""
