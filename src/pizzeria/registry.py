@@ -15,7 +15,9 @@ from pizzeria.kit.migrations import MigrationSet
 @dataclass(frozen=True)
 class ServiceEntry:
     name: str
-    module: str  # has `create_app(settings)` and, when it owns a database, `MIGRATIONS`
+    #: Has `create_app(settings)`; when the service owns a database, the `tables` module beside it
+    #: has its `MIGRATIONS` (applying them imports the tables, not the whole service).
+    module: str
     summary: str
     has_database: bool = True
     #: Why only one of it may run (empty: it may run as several replicas).
@@ -27,7 +29,8 @@ class ServiceEntry:
         return importlib.import_module(self.module)
 
     def migrations(self) -> MigrationSet:
-        migrations: MigrationSet = self.load().MIGRATIONS
+        tables = importlib.import_module(f"{self.module.rpartition('.')[0]}.tables")
+        migrations: MigrationSet = tables.MIGRATIONS
         return migrations
 
 
