@@ -30,7 +30,6 @@ from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import BrokerError
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
 from pizzeria.registry import BY_NAME, SERVICES, ServiceEntry
@@ -90,6 +89,8 @@ async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
                 )
             )
             if secured:
+                from pizzeria.messaging.kafka import KafkaBroker
+
                 assert isinstance(broker, KafkaBroker)
                 changes = await broker.apply_access(
                     users, bus_grants(bus_user(settings)), mechanism=settings.kafka_sasl_mechanism

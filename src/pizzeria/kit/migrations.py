@@ -1,6 +1,7 @@
 """Alembic, driven from code: every service database carries two migration histories, the
 messaging tables' (`alembic_version_messaging`) and the service's own (`alembic_version`).
-Services apply both at start; `pizzeria migrate` applies them ahead of time."""
+Services apply both at start; `pizzeria migrate` applies them ahead of time. Alembic is imported
+only to apply them (a process that never migrates never loads it)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _LOCK_KEY = 0x6D696772  # serialises concurrent migrators of one PostgreSQL database
 
@@ -29,6 +32,8 @@ class MigrationSet:
 
 
 def alembic_config(migrations: MigrationSet, url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", migrations.script_location)
     config.attributes["url"] = url
@@ -37,6 +42,8 @@ def alembic_config(migrations: MigrationSet, url: str) -> Config:
 
 
 def upgrade_sync(url: str, sets: Sequence[MigrationSet]) -> None:
+    from alembic import command
+
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
