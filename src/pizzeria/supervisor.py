@@ -26,7 +26,7 @@ import httpx
 
 from pizzeria.chassis.addresses import REPLICA_VARIABLE, replica_label, url_for
 from pizzeria.contracts.topology import BUS_SERVICES, MONITOR, all_topics, bus_grants
-from pizzeria.kit.migrations import upgrade
+from pizzeria.kit.migrations import APPLIED_VARIABLE, upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import BrokerError
 from pizzeria.messaging.connect import broker_from_settings
@@ -191,7 +191,10 @@ class Supervisor:
     def _env(self, child: Child) -> dict[str, str]:
         # The administrator's Kafka password is the supervisor's, to create topics, users and
         # ACLs: no service gets it (each logs in as itself).
-        env = {k: v for k, v in os.environ.items() if k.upper() != "KAFKA_ADMIN_PASSWORD"}
+        env = {k: v for k, v in os.environ.items() if k.upper() not in ("KAFKA_ADMIN_PASSWORD", APPLIED_VARIABLE)}
+        if child.restarts == 0:
+            # `run` applied its migrations a moment ago; a restart applies whatever its code has.
+            env[APPLIED_VARIABLE] = "1"
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Which replica this is (its port follows), and how many of each service run (the

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pizzeria.kit.migrations import APPLIED_VARIABLE
 from pizzeria.kit.settings import Settings
 from pizzeria.registry import SERVICES, SIMULATORS
 from pizzeria.supervisor import Child, Supervisor
@@ -92,3 +93,14 @@ async def test_a_service_that_does_not_become_ready_is_named_and_nothing_after_i
     assert failed is not None
     assert failed.label == "catalog"
     assert [line.split()[0] for line in said] == ["provider", "identity"]
+
+
+def test_a_process_is_told_its_migrations_are_applied_on_its_first_start_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(APPLIED_VARIABLE, "1")  # inherited from whoever ran `pizzeria up`: not believed
+    supervisor = Scripted(tmp_path)
+    orders = next(c for c in supervisor.children if c.label == "orders")
+    assert supervisor._env(orders)[APPLIED_VARIABLE] == "1"
+    orders.restarts = 1  # its code may have changed since `run` applied the migrations
+    assert APPLIED_VARIABLE not in supervisor._env(orders)

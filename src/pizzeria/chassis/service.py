@@ -9,6 +9,7 @@ Routes reach the parts through `chassis.deps.parts_dependency`: one typed seam p
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,7 @@ from pizzeria.kit.db import Database
 from pizzeria.kit.http import http_app
 from pizzeria.kit.logging import configure_logging, get_logger
 from pizzeria.kit.metrics import db_pool_connections
-from pizzeria.kit.migrations import MigrationSet, upgrade
+from pizzeria.kit.migrations import APPLIED_VARIABLE, MigrationSet, upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
@@ -68,8 +69,9 @@ def service_app(
     on_stop: Hook | None = None,
     description: str = "",
 ) -> FastAPI:
-    """The service's HTTP app. Its lifespan migrates, runs `on_start` (seed data), starts the
-    runtime, and on the way down runs `on_stop`, stops the runtime and closes the database."""
+    """The service's HTTP app. Its lifespan migrates (unless `pizzeria up` just did), runs
+    `on_start` (seed data), starts the runtime, and on the way down runs `on_stop`, stops the
+    runtime and closes the database."""
     db = runtime.db
     settings = runtime.settings
     epochs = TokenEpochCache(db)
@@ -82,7 +84,8 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
+        if os.environ.get(APPLIED_VARIABLE) != "1":
+            await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
         if on_start is not None:
             await on_start()
         await switches.refresh()  # a process restarted while a switch is on starts with it on

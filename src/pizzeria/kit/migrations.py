@@ -19,6 +19,10 @@ from sqlalchemy.pool import NullPool
 if TYPE_CHECKING:
     from alembic.config import Config
 
+#: Set to 1 by `pizzeria up` for a process it starts right after applying that process's
+#: migrations itself (its first start only, not a restart): the process need not apply them again.
+APPLIED_VARIABLE = "PIZZERIA_MIGRATIONS_APPLIED"
+
 _LOCK_KEY = 0x6D696772  # serialises concurrent migrators of one PostgreSQL database
 
 
