@@ -12,7 +12,7 @@ import pytest
 from pizzeria.kit.migrations import APPLIED_VARIABLE
 from pizzeria.kit.settings import Settings
 from pizzeria.registry import SERVICES, SIMULATORS
-from pizzeria.supervisor import Child, Supervisor
+from pizzeria.supervisor import Child, Supervisor, listening
 
 
 class Scripted(Supervisor):
@@ -104,3 +104,12 @@ def test_a_process_is_told_its_migrations_are_applied_on_its_first_start_only(
     assert supervisor._env(orders)[APPLIED_VARIABLE] == "1"
     orders.restarts = 1  # its code may have changed since `run` applied the migrations
     assert APPLIED_VARIABLE not in supervisor._env(orders)
+
+
+async def test_a_port_is_found_listening_only_while_something_accepts_on_it() -> None:
+    server = await asyncio.start_server(lambda _reader, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    assert await listening(f"http://127.0.0.1:{port}")
+    server.close()
+    await server.wait_closed()
+    assert not await listening(f"http://127.0.0.1:{port}")
