@@ -209,7 +209,7 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if k.upper() not in ("KAFKA_ADMIN_PASSWORD", APPLIED_VARIABLE)}
         if child.restarts == 0:
             # `run` applied its migrations a moment ago; a restart applies whatever its code has.
-            env[APPLIED_VARIABLE] = "1"
+            env[APPLIED_VARIABLE] = str(os.getpid())
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Which replica this is (its port follows), and how many of each service run (the

@@ -5,11 +5,12 @@ only after every service is ready, and a process that does not become ready stop
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
-from pizzeria.kit.migrations import APPLIED_VARIABLE
+from pizzeria.kit.migrations import APPLIED_VARIABLE, applied_by_parent
 from pizzeria.kit.settings import Settings
 from pizzeria.registry import SERVICES, SIMULATORS
 from pizzeria.supervisor import Child, Supervisor, listening
@@ -101,9 +102,19 @@ def test_a_process_is_told_its_migrations_are_applied_on_its_first_start_only(
     monkeypatch.setenv(APPLIED_VARIABLE, "1")  # inherited from whoever ran `pizzeria up`: not believed
     supervisor = Scripted(tmp_path)
     orders = next(c for c in supervisor.children if c.label == "orders")
-    assert supervisor._env(orders)[APPLIED_VARIABLE] == "1"
+    assert supervisor._env(orders)[APPLIED_VARIABLE] == str(os.getpid())
     orders.restarts = 1  # its code may have changed since `run` applied the migrations
     assert APPLIED_VARIABLE not in supervisor._env(orders)
+
+
+def test_only_the_parent_that_applied_the_migrations_is_believed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(APPLIED_VARIABLE, str(os.getppid()))
+    assert applied_by_parent()
+    for leaked in ("1", str(os.getpid()), ""):  # a value left in a shell's environment, say
+        monkeypatch.setenv(APPLIED_VARIABLE, leaked)
+        assert not applied_by_parent()
+    monkeypatch.delenv(APPLIED_VARIABLE)
+    assert not applied_by_parent()
 
 
 async def test_a_port_is_found_listening_only_while_something_accepts_on_it() -> None:

@@ -9,7 +9,6 @@ Routes reach the parts through `chassis.deps.parts_dependency`: one typed seam p
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -25,7 +24,7 @@ from pizzeria.kit.db import Database
 from pizzeria.kit.http import http_app
 from pizzeria.kit.logging import configure_logging, get_logger
 from pizzeria.kit.metrics import db_pool_connections
-from pizzeria.kit.migrations import APPLIED_VARIABLE, MigrationSet, upgrade
+from pizzeria.kit.migrations import MigrationSet, applied_by_parent, upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
@@ -84,7 +83,7 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if os.environ.get(APPLIED_VARIABLE) != "1":
+        if not applied_by_parent():
             await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
         if on_start is not None:
             await on_start()

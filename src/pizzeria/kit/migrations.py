@@ -6,6 +6,7 @@ only to apply them (a process that never migrates never loads it)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,16 @@ from sqlalchemy.pool import NullPool
 if TYPE_CHECKING:
     from alembic.config import Config
 
-#: Set to 1 by `pizzeria up` for a process it starts right after applying that process's
-#: migrations itself (its first start only, not a restart): the process need not apply them again.
+#: Set by `pizzeria up`, to its own process id, for a process it starts right after applying
+#: that process's migrations itself (its first start only, not a restart): the process need not
+#: apply them again. A value from anyone else (an environment that leaked it) is not believed.
 APPLIED_VARIABLE = "PIZZERIA_MIGRATIONS_APPLIED"
+
+
+def applied_by_parent() -> bool:
+    """Whether the process that started this one applied its migrations a moment ago."""
+    return os.environ.get(APPLIED_VARIABLE) == str(os.getppid())
+
 
 _LOCK_KEY = 0x6D696772  # serialises concurrent migrators of one PostgreSQL database
 
