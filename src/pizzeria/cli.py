@@ -41,7 +41,7 @@ def replicas_asked(option: str | None, environ: Mapping[str, str]) -> dict[str, 
 
 def simulators_asked() -> bool:
     """Whether `pizzeria up` also runs the simulated devices (`DEVICE_SIMULATORS`)."""
-    from pizzeria.simulators.devices import FleetSettings
+    from pizzeria.simulators.fleet import FleetSettings
 
     return FleetSettings().enabled
 

@@ -1,4 +1,4 @@
-"""Every process of the system, in start order, and where its app and migrations live.
+"""Every process of the system, in the order `pizzeria up` reports them, and where its app and migrations live.
 
 Entries are dotted paths so that naming a service does not import it (and its dependencies).
 """
@@ -15,17 +15,22 @@ from pizzeria.kit.migrations import MigrationSet
 @dataclass(frozen=True)
 class ServiceEntry:
     name: str
-    module: str  # has `create_app(settings)` and, when it owns a database, `MIGRATIONS`
+    #: Has `create_app(settings)`; when the service owns a database, the `tables` module beside it
+    #: has its `MIGRATIONS` (applying them imports the tables, not the whole service).
+    module: str
     summary: str
     has_database: bool = True
     #: Why only one of it may run (empty: it may run as several replicas).
     single: str = ""
+    #: A client of the running system: `pizzeria up` starts it once every service is ready.
+    client: bool = False
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
 
     def migrations(self) -> MigrationSet:
-        migrations: MigrationSet = self.load().MIGRATIONS
+        tables = importlib.import_module(f"{self.module.rpartition('.')[0]}.tables")
+        migrations: MigrationSet = tables.MIGRATIONS
         return migrations
 
 
@@ -66,6 +71,7 @@ SIMULATORS: tuple[ServiceEntry, ...] = (
         "simulated ovens and couriers' trackers (clients of the API)",
         has_database=False,
         single="the simulated devices keep their state in memory",
+        client=True,
     ),
 )
 

@@ -1,8 +1,10 @@
 """`pizzeria up`: run the whole system as child processes, one per service (or per replica).
 
-Applies every migration, creates the topics, starts the services in dependency order (each
-process must answer `/ready` before the next starts), restarts a process that dies with
-exponential backoff, and on Ctrl-C or SIGTERM stops them in reverse order.
+Applies every migration, creates the topics, starts every service at once (none needs another
+to be ready to start: they meet through the broker, and call each other with retries and
+breakers) and reports each as ready in the registry's order, then starts the processes that are
+clients of the running system; restarts a process that dies with exponential backoff, and on
+Ctrl-C or SIGTERM stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ import httpx
 
 from pizzeria.chassis.addresses import REPLICA_VARIABLE, replica_label, url_for
 from pizzeria.contracts.topology import BUS_SERVICES, MONITOR, all_topics, bus_grants
-from pizzeria.kit.migrations import upgrade
+from pizzeria.kit.migrations import APPLIED_VARIABLE, upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import BrokerError
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.messaging.kafka import KafkaBroker
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
 from pizzeria.registry import BY_NAME, SERVICES, ServiceEntry
@@ -88,6 +89,8 @@ async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
                 )
             )
             if secured:
+                from pizzeria.messaging.kafka import KafkaBroker
+
                 assert isinstance(broker, KafkaBroker)
                 changes = await broker.apply_access(
                     users, bus_grants(bus_user(settings)), mechanism=settings.kafka_sasl_mechanism
@@ -142,6 +145,20 @@ def replica_problems(settings: Settings, replicas: Mapping[str, int]) -> list[st
     return problems
 
 
+async def listening(url: str) -> bool:
+    """Whether something accepts connections at the URL's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.open_connection(parts.hostname, port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 @dataclass
 class Child:
     entry: ServiceEntry
@@ -184,11 +201,15 @@ class Supervisor:
             for n in range(1, self.replicas.get(e.name, 1) + 1)
         ]
         self.stopping = asyncio.Event()
+        self._http: httpx.AsyncClient | None = None
 
     def _env(self, child: Child) -> dict[str, str]:
         # The administrator's Kafka password is the supervisor's, to create topics, users and
         # ACLs: no service gets it (each logs in as itself).
-        env = {k: v for k, v in os.environ.items() if k.upper() != "KAFKA_ADMIN_PASSWORD"}
+        env = {k: v for k, v in os.environ.items() if k.upper() not in ("KAFKA_ADMIN_PASSWORD", APPLIED_VARIABLE)}
+        if child.restarts == 0:
+            # `run` applied its migrations a moment ago; a restart applies whatever its code has.
+            env[APPLIED_VARIABLE] = str(os.getpid())
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Which replica this is (its port follows), and how many of each service run (the
@@ -219,15 +240,21 @@ class Supervisor:
         child.started_at = time.monotonic()
 
     async def _wait_ready(self, child: Child, timeout: float = READY_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while time.monotonic() < deadline and not self.stopping.is_set():
-                if child.process is not None and child.process.returncode is not None:
-                    return False
+        """Whether the child answers `/ready` within `timeout` seconds of its start."""
+        deadline = child.started_at + timeout
+        if self._http is None:
+            # One client for every wait (making one costs more than many requests); no
+            # connection kept, so a restarted child is never asked on its predecessor's.
+            self._http = httpx.AsyncClient(timeout=2.0, limits=httpx.Limits(max_keepalive_connections=0))
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if child.process is not None and child.process.returncode is not None:
+                return False
+            # Until the child listens, a bare connect says so for a tenth of an HTTP request's CPU.
+            if await listening(child.url):
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{child.url}/ready")).status_code == 200:
+                    if (await self._http.get(f"{child.url}/ready")).status_code == 200:
                         return True
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)
         return False
 
     async def run(self) -> int:
@@ -237,15 +264,11 @@ class Supervisor:
         say(f"pizzeria: preparing databases and topics ({self.settings.mode} mode, data in {self.settings.var_dir})")
         await migrate_all(self.settings, [c.entry for c in self.children if c.replica == 1])
         await create_topics(self.settings)
-        for child in self.children:
-            await self._spawn(child)
-            if not await self._wait_ready(child):
-                if self.stopping.is_set():
-                    break
-                say(f"pizzeria: {child.label} did not become ready; see {child.log_path}")
-                await self.shutdown()
-                return 1
-            say(f"  {child.label:<14} {child.url:<28} {child.entry.summary}")
+        failed = await self._start_all()
+        if failed is not None:
+            say(f"pizzeria: {failed.label} did not become ready; see {failed.log_path}")
+            await self.shutdown()
+            return 1
         if not self.stopping.is_set():
             say("")
             gateway = url_for(self.settings, "gateway")
@@ -258,6 +281,50 @@ class Supervisor:
             task.cancel()
         await self.shutdown()
         return 0
+
+    def _waves(self) -> list[list[Child]]:
+        """The children in the order they start: every service together, then the clients of
+        the running system (each wave in the registry's order)."""
+        services = [c for c in self.children if not c.entry.client]
+        clients = [c for c in self.children if c.entry.client]
+        return [wave for wave in (services, clients) if wave]
+
+    async def _start_all(self) -> Child | None:
+        """Start the waves in turn: the child that did not become ready, None when every one
+        is ready or a stop was asked for."""
+        for wave in self._waves():
+            failed = await self._start(wave)
+            if self.stopping.is_set():
+                return None
+            if failed is not None:
+                return failed
+        return None
+
+    async def _start(self, wave: Sequence[Child]) -> Child | None:
+        """Start every child of the wave at once, and say each is up once it and those before
+        it in the wave are ready; the first child found not to become ready (or to have been
+        waited for when a stop was asked), None when every one is ready."""
+        for child in wave:
+            await self._spawn(child)
+        waits = {asyncio.create_task(self._wait_ready(child)): n for n, child in enumerate(wave)}
+        ready = [False] * len(wave)
+        told = 0
+        try:
+            pending = set(waits)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.result():
+                        return wave[waits[task]]
+                    ready[waits[task]] = True
+                while told < len(wave) and ready[told]:
+                    child = wave[told]
+                    say(f"  {child.label:<14} {child.url:<28} {child.entry.summary}")
+                    told += 1
+        finally:
+            for task in waits:
+                task.cancel()
+        return None
 
     async def _watch(self, child: Child) -> None:
         """Restart the child whenever it exits, with backoff."""
@@ -294,4 +361,7 @@ class Supervisor:
             if child.log_file is not None:
                 child.log_file.close()
                 child.log_file = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         say("pizzeria: stopped.")

@@ -16,6 +16,8 @@ from argon2 import PasswordHasher
 
 from pizzeria.kit.auth import Principal, decode_access_token, issue_access_token
 from pizzeria.kit.settings import Settings
+from pizzeria.services.identity.demo_accounts import DEMO_ACCOUNTS
+from pizzeria.services.identity.passwords import DUMMY_HASH, default_hasher
 from pizzeria.services.identity.tables import users
 from tests.integration.identity import DEMO, Identity, identity_settings, running_identity
 from tests.integration.test_service_api import assert_problem
@@ -384,3 +386,14 @@ async def test_sign_in_rehashes_a_password_hashed_with_older_parameters(identity
         stored = (await conn.execute(query)).scalar()
     assert not stronger.check_needs_rehash(stored), "the stored hash now has today's parameters"
     assert (await identity.login("carol@example.com", "correct-horse-pizza")).status_code == 200
+
+
+# -- hashes made ahead --------------------------------------------------------------------------
+
+
+def test_the_hashes_made_ahead_are_of_their_passwords_with_the_default_parameters() -> None:
+    hasher = default_hasher()  # argon2 at its production cost: what a new embedded identity uses
+    for account in DEMO_ACCOUNTS:
+        assert not hasher.check_needs_rehash(account.password_hash), account.email
+        assert hasher.verify(account.password_hash, account.password), account.email
+    assert not hasher.check_needs_rehash(DUMMY_HASH)

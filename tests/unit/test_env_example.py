@@ -16,7 +16,7 @@ from pizzeria.services.kitchen.settings import KitchenSettings
 from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.payments.settings import PaymentsSettings
 from pizzeria.services.telemetry.settings import TelemetrySettings
-from pizzeria.simulators.devices import FleetSettings
+from pizzeria.simulators.fleet import FleetSettings
 from pizzeria.simulators.payment_provider import ProviderSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"

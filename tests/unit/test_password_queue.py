@@ -11,9 +11,10 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from argon2 import PasswordHasher
 
 from pizzeria.kit.errors import LOAD_SHED_HEADER, Overloaded
-from pizzeria.services.identity.passwords import Passwords
+from pizzeria.services.identity.passwords import DUMMY_HASH, Passwords
 
 
 class GatedHasher:
@@ -109,3 +110,18 @@ async def test_work_that_must_be_done_waits_its_turn_however_full_the_queue(hash
         await passwords.hash("b")
     hasher.gate.set()
     assert (await running, await seeding) == ("h:a", "h:demo")
+
+
+async def test_a_hash_made_ahead_is_used_only_with_the_hasher_it_was_made_for() -> None:
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    made = cheap.hash("pizza")
+    assert await Passwords(cheap).made_ahead(made, "pizza") == made
+    # Another hasher's parameters: a new hash, with its own parameters, of the same password.
+    other = PasswordHasher(time_cost=2, memory_cost=1024, parallelism=1)
+    fresh = await Passwords(other).made_ahead(made, "pizza")
+    assert fresh != made
+    assert not other.check_needs_rehash(fresh)
+    assert other.verify(fresh, "pizza")
+    dummy = await Passwords(other).dummy_hash()
+    assert dummy != DUMMY_HASH
+    assert not other.check_needs_rehash(dummy)

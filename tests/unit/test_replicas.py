@@ -140,7 +140,7 @@ def test_the_supervisor_runs_each_replica_on_its_port_with_its_own_log(tmp_path:
     assert children["orders-2"].url == "http://127.0.0.1:5102"
     assert children["kitchen-3"].log_path == tmp_path / "log" / "kitchen-3.log"
     assert len(supervisor.children) == len(SERVICES) + 3
-    # Replicas start right after their first: every orders replica before notifications.
+    # Replicas are listed right after their first: every orders replica before notifications.
     order = [c.label for c in supervisor.children]
     assert order.index("orders-2") == order.index("orders") + 1
     env = supervisor._env(children["kitchen-2"])

@@ -24,7 +24,7 @@ from pizzeria.kit.db import Database
 from pizzeria.kit.http import http_app
 from pizzeria.kit.logging import configure_logging, get_logger
 from pizzeria.kit.metrics import db_pool_connections
-from pizzeria.kit.migrations import MigrationSet, upgrade
+from pizzeria.kit.migrations import MigrationSet, applied_by_parent, upgrade
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
@@ -68,8 +68,9 @@ def service_app(
     on_stop: Hook | None = None,
     description: str = "",
 ) -> FastAPI:
-    """The service's HTTP app. Its lifespan migrates, runs `on_start` (seed data), starts the
-    runtime, and on the way down runs `on_stop`, stops the runtime and closes the database."""
+    """The service's HTTP app. Its lifespan migrates (unless `pizzeria up` just did), runs
+    `on_start` (seed data), starts the runtime, and on the way down runs `on_stop`, stops the
+    runtime and closes the database."""
     db = runtime.db
     settings = runtime.settings
     epochs = TokenEpochCache(db)
@@ -82,7 +83,8 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
+        if not applied_by_parent():
+            await upgrade(db.url, [MESSAGING_MIGRATIONS, migrations])
         if on_start is not None:
             await on_start()
         await switches.refresh()  # a process restarted while a switch is on starts with it on

@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio as redis
 from prometheus_client import Counter
 
 from pizzeria.kit.logging import get_logger
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 log = get_logger(__name__)
 
@@ -107,11 +109,16 @@ class InProcessCache:
 
 
 class RedisCache:
-    """Keys in Redis under `prefix`, shared by every process of the service."""
+    """Keys in Redis under `prefix`, shared by every process of the service (Redis's client is
+    imported only here: the embedded stack never loads it)."""
 
     def __init__(self, name: str, url: str, *, ttl_s: float, tombstone_s: float, prefix: str) -> None:
+        import redis.asyncio as redis
+
         self.name = name
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.client: redis.Redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        #: What a call that could not reach Redis raises.
+        self.unavailable: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self.ttl_ms = int(ttl_s * 1000)
         self.tombstone_ms = int(tombstone_s * 1000)
         self.prefix = prefix
@@ -119,7 +126,7 @@ class RedisCache:
     async def get(self, key: str) -> bytes | None:
         try:
             value = await self.client.get(f"{self.prefix}:{key}")
-        except (redis.RedisError, OSError) as exc:
+        except self.unavailable as exc:
             self._failed("get", exc)
             return None
         hit = isinstance(value, bytes) and value != TOMBSTONE
@@ -129,7 +136,7 @@ class RedisCache:
     async def fill(self, key: str, value: bytes) -> None:
         try:
             await self.client.set(f"{self.prefix}:{key}", value, px=self.ttl_ms, nx=True)
-        except (redis.RedisError, OSError) as exc:
+        except self.unavailable as exc:
             self._failed("fill", exc)
 
     async def invalidate(self, *keys: str) -> None:
@@ -140,7 +147,7 @@ class RedisCache:
                 for key in keys:
                     pipe.set(f"{self.prefix}:{key}", TOMBSTONE, px=self.tombstone_ms)
                 await pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except self.unavailable as exc:
             # The write itself stands; what was cached may be served until its TTL runs out.
             self._failed("invalidate", exc)
 

@@ -1,20 +1,35 @@
 """Alembic, driven from code: every service database carries two migration histories, the
 messaging tables' (`alembic_version_messaging`) and the service's own (`alembic_version`).
-Services apply both at start; `pizzeria migrate` applies them ahead of time."""
+Services apply both at start; `pizzeria migrate` applies them ahead of time. Alembic is imported
+only to apply them (a process that never migrates never loads it)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+#: Set by `pizzeria up`, to its own process id, for a process it starts right after applying
+#: that process's migrations itself (its first start only, not a restart): the process need not
+#: apply them again. A value from anyone else (an environment that leaked it) is not believed.
+APPLIED_VARIABLE = "PIZZERIA_MIGRATIONS_APPLIED"
+
+
+def applied_by_parent() -> bool:
+    """Whether the process that started this one applied its migrations a moment ago."""
+    return os.environ.get(APPLIED_VARIABLE) == str(os.getppid())
+
 
 _LOCK_KEY = 0x6D696772  # serialises concurrent migrators of one PostgreSQL database
 
@@ -29,6 +44,8 @@ class MigrationSet:
 
 
 def alembic_config(migrations: MigrationSet, url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", migrations.script_location)
     config.attributes["url"] = url
@@ -37,6 +54,8 @@ def alembic_config(migrations: MigrationSet, url: str) -> Config:
 
 
 def upgrade_sync(url: str, sets: Sequence[MigrationSet]) -> None:
+    from alembic import command
+
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,22 @@
-"""Opens the broker adapter a URL names (kept apart from the port so the port imports no adapter)."""
+"""Opens the broker adapter a URL names (kept apart from the port so the port imports no adapter;
+each adapter is imported when a URL names it, so a process loads only the client it uses)."""
 
 from __future__ import annotations
 
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.broker import Broker
-from pizzeria.messaging.kafka import KafkaBroker
-from pizzeria.messaging.sqllog import SqlLogBroker
 
 
 def create_broker(url: str, **options: object) -> Broker:
     """Build the adapter a URL names: `sqllog+sqlite:///...`, `sqllog+postgresql://...`,
     `kafka://host:9092[,host2:9092]`."""
     if url.startswith("sqllog+"):
+        from pizzeria.messaging.sqllog import SqlLogBroker
+
         return SqlLogBroker(url.removeprefix("sqllog+"), **options)  # type: ignore[arg-type]
     if url.startswith("kafka://"):
+        from pizzeria.messaging.kafka import KafkaBroker
+
         return KafkaBroker(url.removeprefix("kafka://"), **options)  # type: ignore[arg-type]
     raise ValueError(f"unsupported broker URL {url!r}")
 

@@ -3,22 +3,18 @@ feeding the analytics read model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.audit import analytics
 from pizzeria.services.audit.api import router
 from pizzeria.services.audit.handlers import build_handlers
-from pizzeria.services.audit.tables import metadata
+from pizzeria.services.audit.tables import MIGRATIONS
 
 NAME = "audit"
 ANALYTICS = "analytics"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from pizzeria.kit.db import JSONType, UTCDateTime
+from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
@@ -48,3 +51,7 @@ analytics_orders = sa.Table(
     sa.Column("payment_outcome", sa.String(16), nullable=True),  # completed | failed
 )
 sa.Index("ix_analytics_placed", analytics_orders.c.placed_at)
+
+#: The history that makes these tables (version table `alembic_version`; the messaging tables
+#: beside them have their own).
+MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)

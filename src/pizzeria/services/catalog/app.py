@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.kit.cache import build_cache
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.catalog import handlers
 from pizzeria.services.catalog.api import router
 from pizzeria.services.catalog.deps import CatalogParts
-from pizzeria.services.catalog.tables import metadata
+from pizzeria.services.catalog.tables import MIGRATIONS
 
 NAME = "catalog"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -4,23 +4,20 @@ deliveries to free couriers (and drives them when the autopilot is on)."""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.delivery import handlers
 from pizzeria.services.delivery.api import router
 from pizzeria.services.delivery.autopilot import CourierDispatcher
 from pizzeria.services.delivery.deps import DeliveryParts
 from pizzeria.services.delivery.settings import DeliverySettings
-from pizzeria.services.delivery.tables import metadata
+from pizzeria.services.delivery.tables import MIGRATIONS
 
 NAME = "delivery"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None, own: DeliverySettings | None = None) -> FastAPI:

@@ -4,23 +4,20 @@ them, and the watches that take silent devices offline and expire unanswered com
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.devices.api import device_router, router
 from pizzeria.services.devices.deps import DevicesParts
 from pizzeria.services.devices.handlers import build_handlers
 from pizzeria.services.devices.settings import DevicesSettings
-from pizzeria.services.devices.tables import metadata
+from pizzeria.services.devices.tables import MIGRATIONS
 from pizzeria.services.devices.watch import CommandExpiry, PresenceWatch
 
 NAME = "devices"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 #: The longest a watch sleeps: what another replica changed is seen within it.
 WATCH_INTERVAL_S = 1.0
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from pizzeria.kit.db import JSONType, UTCDateTime
+from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
@@ -47,3 +50,7 @@ device_commands = sa.Table(
 # The expiry watch reads pending commands by deadline; a device's commands are listed newest first.
 sa.Index("ix_device_commands_status", device_commands.c.status, device_commands.c.deadline)
 sa.Index("ix_device_commands_device", device_commands.c.device_id, device_commands.c.issued_at)
+
+#: The history that makes these tables (version table `alembic_version`; the messaging tables
+#: beside them have their own).
+MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)

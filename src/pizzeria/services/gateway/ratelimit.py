@@ -11,11 +11,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
-
-import redis.asyncio as redis
+from typing import TYPE_CHECKING, Protocol
 
 from pizzeria.kit.logging import get_logger
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 log = get_logger(__name__)
 
@@ -62,12 +63,17 @@ class InProcessRateLimiter:
 
 class RedisRateLimiter:
     """Counters in Redis, shared by every gateway process: INCR on a key named after the window,
-    which expires when the window is over."""
+    which expires when the window is over (Redis's client is imported only here: the embedded
+    stack never loads it)."""
 
     def __init__(
         self, url: str, window_s: int, clock: Callable[[], float] = time.time, prefix: str = "pizzeria:ratelimit"
     ) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        import redis.asyncio as redis
+
+        self.client: redis.Redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        #: What a call that could not reach Redis raises.
+        self.unavailable: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self.window_s = window_s
         self.clock = clock
         self.prefix = prefix
@@ -81,7 +87,7 @@ class RedisRateLimiter:
                 pipe.incr(name)
                 pipe.expire(name, self.window_s + 1)
                 count, _ = await pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except self.unavailable as exc:
             # Fail open: an unreachable limiter must not take the whole API down with it.
             log.warning("rate limiter unavailable; letting the request through", error=str(exc))
             return Decision(allowed=True, limit=limit, remaining=limit, retry_after_s=0)

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.kit.auth import TokenIssuer
 from pizzeria.kit.logging import get_logger
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.identity import handlers, sessions
 from pizzeria.services.identity.api import auth, users
 from pizzeria.services.identity.passwords import Passwords
 from pizzeria.services.identity.sessions import Credentials
 from pizzeria.services.identity.settings import IdentitySettings
-from pizzeria.services.identity.tables import metadata
+from pizzeria.services.identity.tables import MIGRATIONS
 
 NAME = "identity"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 log = get_logger(__name__)
 

@@ -104,7 +104,7 @@ async def seed_demo_accounts(uow: UnitOfWork, passwords: Passwords) -> bool:
     async with uow.db.read() as conn:
         if await repository.get_flag(conn, DEMO_SEEDED_FLAG):
             return False  # checked before hashing: restarts should not pay for five hashes
-    hashes = await asyncio.gather(*(passwords.hash(a.password, shed=False) for a in DEMO_ACCOUNTS))
+    hashes = await asyncio.gather(*(passwords.made_ahead(a.password_hash, a.password) for a in DEMO_ACCOUNTS))
     now = utcnow()
     async with uow:
         if await repository.get_flag(uow.conn, DEMO_SEEDED_FLAG):

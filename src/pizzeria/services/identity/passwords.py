@@ -26,6 +26,10 @@ T = TypeVar("T")
 #: What a refusal names as full (the `X-Load-Shed` header).
 CAPACITY = "password-hashing"
 
+#: A hash of random bytes nobody kept, with the default parameters: what a sign-in for an unknown
+#: email is checked against (a new one is made when the hasher's parameters differ).
+DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$nh/8xE73FfHJCyiqZbyk1Q$nsrGWhZQIdV2ko21AkfZKH6PhT6FUqQhJlejfOYIZso"
+
 
 def default_hasher() -> PasswordHasher:
     """argon2id with the RFC 9106 low-memory parameters (t=3, m=64 MiB, p=4)."""
@@ -72,8 +76,13 @@ class Passwords:
 
     async def dummy_hash(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await self.hash(os.urandom(16).hex(), shed=False)
+            self._dummy_hash = await self.made_ahead(DUMMY_HASH, os.urandom(16).hex())
         return self._dummy_hash
+
+    async def made_ahead(self, made: str, password: str) -> str:
+        """`made`, a hash of `password` made ahead of time, when it has this hasher's
+        parameters; else a new hash of `password`."""
+        return await self.hash(password, shed=False) if self.needs_rehash(made) else made
 
     async def _check(self, stored_hash: str, password: str) -> bool:
         try:

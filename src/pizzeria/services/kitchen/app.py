@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.kitchen import handlers
 from pizzeria.services.kitchen.api import router
 from pizzeria.services.kitchen.autopilot import KitchenAutopilot
 from pizzeria.services.kitchen.settings import KitchenSettings
-from pizzeria.services.kitchen.tables import metadata
+from pizzeria.services.kitchen.tables import MIGRATIONS
 
 NAME = "kitchen"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None, own: KitchenSettings | None = None) -> FastAPI:

@@ -3,23 +3,19 @@ the sender that sends them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.notifications import repository
 from pizzeria.services.notifications.api import router
 from pizzeria.services.notifications.channels import LogSender
 from pizzeria.services.notifications.domain import DEFAULT_TEMPLATES
 from pizzeria.services.notifications.handlers import NotificationSender, build_events
-from pizzeria.services.notifications.tables import metadata
+from pizzeria.services.notifications.tables import MIGRATIONS
 
 NAME = "notifications"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -3,14 +3,11 @@ the read model's projections."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
 from pizzeria.kit.cache import build_cache
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.messaging.saga import SagaEngine, SagaTimer
 from pizzeria.services.orders import ops
@@ -20,11 +17,10 @@ from pizzeria.services.orders.handlers import Placer, build_handlers, on_saga_tr
 from pizzeria.services.orders.projection import BASE_GROUP, ProjectionManager
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
-from pizzeria.services.orders.tables import metadata
+from pizzeria.services.orders.tables import MIGRATIONS
 from pizzeria.services.orders.watch import OrderWatch
 
 NAME = "orders"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None, own: OrdersSettings | None = None) -> FastAPI:

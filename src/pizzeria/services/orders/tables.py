@@ -3,9 +3,12 @@ copy of the menu kept from catalog events."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from pizzeria.kit.db import JSONType, UTCDateTime
+from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
@@ -120,3 +123,7 @@ projections = sa.Table(
     sa.Column("requested_at", UTCDateTime, nullable=True),
     sa.Column("switched_at", UTCDateTime, nullable=True),
 )
+
+#: The history that makes these tables (version table `alembic_version`; the messaging tables
+#: beside them have their own).
+MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)

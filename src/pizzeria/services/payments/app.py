@@ -3,14 +3,11 @@ payments with it, and the consumer of payment commands."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from pizzeria.chassis.addresses import url_for
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.resilience import CircuitBreaker
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.payments.api import router
@@ -19,10 +16,9 @@ from pizzeria.services.payments.deps import PaymentsParts
 from pizzeria.services.payments.handlers import build_handlers
 from pizzeria.services.payments.provider import ProviderClient
 from pizzeria.services.payments.settings import PaymentsSettings
-from pizzeria.services.payments.tables import metadata
+from pizzeria.services.payments.tables import MIGRATIONS
 
 NAME = "payments"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None, own: PaymentsSettings | None = None) -> FastAPI:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from pizzeria.kit.db import UTCDateTime
+from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
@@ -35,3 +38,7 @@ sa.Index("ix_payments_due", payments.c.status, payments.c.next_attempt_at)
 # The charger's work includes completed payments waiting for a refund: found without reading
 # every completed payment.
 sa.Index("ix_payments_refunds_due", payments.c.status, payments.c.refund_requested, payments.c.next_attempt_at)
+
+#: The history that makes these tables (version table `alembic_version`; the messaging tables
+#: beside them have their own).
+MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)

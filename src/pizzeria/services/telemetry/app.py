@@ -4,13 +4,10 @@ retention loop."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.migrations import MigrationSet
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.telemetry.api import device_router, router
 from pizzeria.services.telemetry.deps import TelemetryParts
@@ -19,10 +16,9 @@ from pizzeria.services.telemetry.ingest import Ingest
 from pizzeria.services.telemetry.mqtt import MqttIngest
 from pizzeria.services.telemetry.retention import Retention
 from pizzeria.services.telemetry.settings import TelemetrySettings
-from pizzeria.services.telemetry.tables import metadata
+from pizzeria.services.telemetry.tables import MIGRATIONS
 
 NAME = "telemetry"
-MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
 
 
 def create_app(settings: Settings | None = None, own: TelemetrySettings | None = None) -> FastAPI:

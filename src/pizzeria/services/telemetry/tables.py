@@ -3,9 +3,12 @@ keeps of the devices and the deliveries under way, copied from their owners' eve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from pizzeria.kit.db import UTCDateTime
+from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
@@ -97,3 +100,7 @@ deliveries = sa.Table(
 )
 # A courier's order out for delivery is found by the courier.
 sa.Index("ix_deliveries_courier", deliveries.c.courier_id, deliveries.c.status)
+
+#: The history that makes these tables (version table `alembic_version`; the messaging tables
+#: beside them have their own).
+MIGRATIONS = MigrationSet(str(Path(__file__).parent / "migrations"), "alembic_version", metadata)
