@@ -166,6 +166,22 @@ def _one_of_any(element: _OneOf, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(element.column == sa.any_(values), **kw))
 
 
+#: The first key of every lock `hold_lock` takes ("lock"): PostgreSQL keeps two-key advisory
+#: locks apart from one-key ones (the migrations' lock is one of those).
+_NAMED_LOCKS = 0x6C6F636B
+
+
+async def hold_lock(conn: AsyncConnection, name: str) -> None:
+    """Take the lock called `name` for the rest of `conn`'s write transaction: what checks and
+    then writes (seeding a new database once, from whichever replica starts first) takes it
+    before it looks, so that a second one waits and then sees what the first did. On SQLite a
+    write transaction holds the database's one write lock from its BEGIN IMMEDIATE already."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"), {"space": _NAMED_LOCKS, "name": name}
+        )
+
+
 def _sqlite_engine(url: str, *, pool_size: int, busy_timeout_ms: int) -> AsyncEngine:
     path = make_url(url).database or ""
 

@@ -13,6 +13,7 @@ from pizzeria.contracts.catalog import (
     RecipeLine,
 )
 from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import hold_lock
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.uow import UnitOfWork
@@ -85,6 +86,7 @@ async def remove_item(item_id: UUID, uow: UnitOfWork) -> None:
 async def seed_demo_menu(uow: UnitOfWork) -> bool:
     """Put the demo menu on a brand-new catalog, once; False if it was seeded before."""
     async with uow:
+        await hold_lock(uow.conn, "catalog seed")  # replicas starting together seed once
         if await repository.get_flag(uow.conn, "demo_menu_seeded"):
             return False
         now = utcnow()

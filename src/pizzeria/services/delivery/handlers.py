@@ -17,6 +17,7 @@ from pizzeria.contracts.delivery import (
 )
 from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.db import hold_lock
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
@@ -202,6 +203,7 @@ async def move_delivery_on(
 
 async def seed_couriers(uow: UnitOfWork) -> bool:
     async with uow:
+        await hold_lock(uow.conn, "delivery seed")  # replicas starting together seed once
         if await repository.get_flag(uow.conn, "couriers"):
             return False
         now = utcnow()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from pizzeria.contracts.identity import UserDeleted, UserRegistered, UserUpdated
 from pizzeria.kit.auth import Role
 from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import hold_lock
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.kit.logging import get_logger
@@ -107,6 +108,7 @@ async def seed_demo_accounts(uow: UnitOfWork, passwords: Passwords) -> bool:
     hashes = await asyncio.gather(*(passwords.made_ahead(a.password_hash, a.password) for a in DEMO_ACCOUNTS))
     now = utcnow()
     async with uow:
+        await hold_lock(uow.conn, "identity seed")  # replicas starting together seed once
         if await repository.get_flag(uow.conn, DEMO_SEEDED_FLAG):
             return False
         for account, password_hash in zip(DEMO_ACCOUNTS, hashes, strict=True):

@@ -29,6 +29,7 @@ from pizzeria.contracts.kitchen import (
 )
 from pizzeria.kit import context, tracing
 from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.db import hold_lock
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
@@ -247,6 +248,7 @@ async def set_stock(uow: UnitOfWork, ingredient: str, on_hand: int) -> int:
 async def seed_opening_stock(uow: UnitOfWork) -> bool:
     """A new kitchen starts with the demo stock, once."""
     async with uow:
+        await hold_lock(uow.conn, "kitchen seed")  # replicas starting together seed once
         if await repository.get_flag(uow.conn, "opening_stock"):
             return False
         now = utcnow()
