@@ -27,6 +27,8 @@ from pizzeria.services.identity.passwords import Passwords
 from pizzeria.services.kitchen import tables as kitchen_tables
 from pizzeria.services.kitchen.handlers import seed_opening_stock
 from pizzeria.services.kitchen.stock import OPENING_STOCK
+from pizzeria.services.orders import projection
+from pizzeria.services.orders import tables as orders_tables
 from tests.support.postgres import create_database, drop_database
 
 pytestmark = pytest.mark.postgres
@@ -87,3 +89,22 @@ async def test_two_identities_starting_together_open_the_demo_accounts_once(
     passwords = Passwords()
     await seeded_by_both(two_replicas, identity_tables.metadata, lambda uow: seed_demo_accounts(uow, passwords))
     assert await count(two_replicas[0], identity_tables.users) == len(DEMO_ACCOUNTS)
+
+
+async def test_two_orders_starting_together_write_the_views_state_once(two_replicas: tuple[Database, Database]) -> None:
+    async with two_replicas[0].transaction() as conn:
+        await conn.run_sync(orders_tables.metadata.create_all)
+    for db in two_replicas:  # both processes connected already, as at a start
+        await count(db, orders_tables.projections)
+
+    async def starts(db: Database) -> None:
+        async with db.transaction() as conn:
+            await projection.ensure_state(conn)
+
+    for _ in range(5):  # a new database each time
+        async with two_replicas[0].transaction() as conn:
+            await conn.execute(orders_tables.projections.delete())
+        await asyncio.gather(*(starts(db) for db in two_replicas))
+        assert await count(two_replicas[0], orders_tables.projections) == 1
+    async with two_replicas[1].transaction() as conn:
+        assert await projection.request_rebuild(conn) == 2  # the row stands, generation 1

@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from pizzeria.kit.clock import SYSTEM, Clock
-from pizzeria.kit.db import Database, is_transient_error
+from pizzeria.kit.db import Database, hold_lock, is_transient_error
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
@@ -777,6 +777,9 @@ class SqlLogConsumer(BrokerConsumer):
         ttl = self.broker.session_timeout
         parts = {t: await self.broker.partitions_of(t) for t in self.topics}
         async with self._db.transaction() as conn:
+            # One member of the group at a time (on PostgreSQL; SQLite's writers are already):
+            # two joining at once would each see only itself and take every partition.
+            await hold_lock(conn, f"sqllog group {self.group}")
             await _upsert(
                 conn,
                 members_t,

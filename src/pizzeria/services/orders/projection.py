@@ -40,7 +40,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.db import one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import BackgroundLoop
-from pizzeria.kit.upsert import insert_rows, update_rows
+from pizzeria.kit.upsert import insert_ignore, insert_rows, update_rows
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Incoming
 from pizzeria.messaging.message import Message
 from pizzeria.messaging.topics import dlq_topic
@@ -228,15 +228,17 @@ async def views(
     return list(await conn.execute(query))
 
 
+async def ensure_state(conn: AsyncConnection) -> None:
+    """The views' row of a new database: generation 1 (whoever writes it first, of the replicas
+    that start together or a rebuild asked for meanwhile; the others leave it as it is)."""
+    await conn.execute(insert_ignore(conn, projections).values(name=NAME, active_generation=1))
+
+
 async def request_rebuild(conn: AsyncConnection) -> int | None:
     """Ask the orders service to rebuild the views; the generation it will build, or None if
     a rebuild is already under way."""
-    row = (await conn.execute(_STATE.with_for_update(), {"name": NAME})).first()
-    if row is None:
-        await conn.execute(
-            projections.insert().values(name=NAME, active_generation=1, building_generation=2, requested_at=utcnow())
-        )
-        return 2
+    await ensure_state(conn)
+    row = (await conn.execute(_STATE.with_for_update(), {"name": NAME})).one()
     if row.building_generation is not None:
         return None
     building = int(row.active_generation) + 1
@@ -300,8 +302,7 @@ class ProjectionManager:
 
     async def run(self) -> None:
         async with self.runtime.db.transaction() as conn:
-            if (await conn.execute(_STATE, {"name": NAME})).first() is None:
-                await conn.execute(projections.insert().values(name=NAME, active_generation=1))
+            await ensure_state(conn)
         try:
             await BackgroundLoop("projections", self._tend, interval=1.0).run()
         finally:
