@@ -70,7 +70,7 @@ async def insert_rows(
     indexes. Elsewhere, or for a table with defaults computed in Python, it is SQLAlchemy's."""
     if not rows:
         return
-    driver = _driver(conn)
+    driver = driver_of(conn, write=True)  # in its transaction
     plan = _insert_plan(conn.dialect, table, tuple(rows[0]), ignore) if driver is not None else None
     if driver is None or plan is None:
         await conn.execute(insert_ignore(conn, table) if ignore else table.insert(), rows)
@@ -95,7 +95,7 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: 
     from a cached builder), not one built for each call."""
     if not rows:
         return 0
-    driver = _driver(conn)
+    driver = driver_of(conn, write=True)  # in its transaction
     plan = _update_plan(conn.dialect, stmt, tuple(sorted(rows[0]))) if driver is not None else None
     if driver is None or plan is None:
         return (await conn.execute(stmt, list(rows))).rowcount
@@ -120,7 +120,7 @@ async def insert_returning(
     and the rows go to the driver directly, as `insert_rows`'s do."""
     if not rows:
         return []
-    driver = _driver(conn)
+    driver = driver_of(conn, write=True)  # in its transaction
     plan = (
         _returning_plan(conn.dialect, table, tuple(rows[0]), tuple(returning), ignore) if driver is not None else None
     )
@@ -202,12 +202,6 @@ def _converted(
 #: A statement to run on SQLite's driver: its SQL, the key of each `?` in a row, and the
 #: conversion of each (None: the value as it is).
 _Plan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
-
-
-def _driver(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """The `sqlite3` connection of the transaction on the inline driver, while SQLAlchemy's
-    connection is sound and in a transaction (what runs on it is part of that transaction)."""
-    return driver_of(conn, write=True)
 
 
 def _executemany(
