@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import orjson
 import pytest
 import sqlalchemy as sa
+import structlog
 from prometheus_client import REGISTRY as METRICS
 
 from pizzeria.chassis.ops import act_on_dead_letter
@@ -53,6 +54,12 @@ class CountThing(Message, context="unittest_consumer", kind="command", key="thin
 
     thing_id: UUID
     label: str
+
+
+class OrderThingHappened(Message, context="unittest_consumer", key="order_id"):
+    """A message about an order: log lines written while it is handled name the order."""
+
+    order_id: UUID
 
 
 class NobodyListens(Message, context="unittest_consumer"):
@@ -494,6 +501,18 @@ async def test_handlers_run_in_the_message_context_and_emit_within_its_conversat
     assert (emitted.correlationid, emitted.causationid) == (consumed.correlationid, consumed.id)
     assert context.correlation_id.get() is None
     assert context.causation_id.get() is None
+
+
+def test_log_lines_while_a_message_about_an_order_is_handled_name_the_order_and_then_no_longer() -> None:
+    about_order = Envelope.wrap(OrderThingHappened(order_id=uuid4()), source=SOURCE)
+    bound = structlog.contextvars.get_contextvars
+    with structlog.contextvars.bound_contextvars(order_id="the request's"):
+        with Incoming(None, about_order, GROUP).handling():
+            assert bound()["order_id"] == about_order.subject
+        assert bound()["order_id"] == "the request's"
+    assert "order_id" not in bound()
+    with Incoming(None, Envelope.wrap(thing(), source=SOURCE), GROUP).handling():
+        assert "order_id" not in bound()  # a message about something else names no order
 
 
 async def test_run_processes_and_commits_until_cancelled(

@@ -20,7 +20,7 @@ import enum
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,17 +80,22 @@ class PermanentError(Exception):
 
 
 @contextlib.contextmanager
-def _caused_by(envelope: Envelope) -> Iterator[None]:
+def _caused_by(envelope: Envelope, logged: Mapping[str, str] | None = None) -> Iterator[None]:
     """While a message is acted on, what is emitted is correlated with it, caused by it and part
-    of its trace (a batch handler wraps its work on each message in this)."""
+    of its trace (a batch handler wraps its work on each message in this); `logged`: what the
+    log lines written meanwhile carry besides (put back as it was afterwards, token by token:
+    structlog's `bound_contextvars` reads every variable of the context twice a message)."""
     tokens = (
         context.correlation_id.set(envelope.correlationid or envelope.id),
         context.causation_id.set(envelope.id),
         context.traceparent.set(envelope.traceparent),
     )
+    bound = structlog.contextvars.bind_contextvars(**logged) if logged else None
     try:
         yield
     finally:
+        if bound is not None:
+            structlog.contextvars.reset_contextvars(**bound)
         context.correlation_id.reset(tokens[0])
         context.causation_id.reset(tokens[1])
         context.traceparent.reset(tokens[2])
@@ -113,17 +118,16 @@ def _message_context(envelope: Envelope, group: str) -> Iterator[None]:
     about = (
         {"order_id": envelope.subject}
         if declared is not None and declared.key_field == "order_id" and envelope.subject
-        else {}
+        else None
     )
     with (
-        _caused_by(envelope),
+        _caused_by(envelope, about),
         tracing.span(
             f"{group} process {envelope.type}",
             kind=SpanKind.CONSUMER,
             parent=envelope.traceparent or "",
             attributes=attributes,
         ),
-        structlog.contextvars.bound_contextvars(**about),
     ):
         yield
 
