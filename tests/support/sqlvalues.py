@@ -1,5 +1,6 @@
 """For the tests that hold a write path to what SQLAlchemy writes (`insert_rows`, `update_rows`):
-values of every kind the services store, and two fresh SQLite databases to compare."""
+values of every kind the services store, and two fresh databases to compare (SQLite, or
+PostgreSQL on the test server)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from pizzeria.kit.db import Database
+from tests.support.postgres import create_database, drop_database
+
+#: The databases the driver paths run on, for tests parametrized over both.
+BACKENDS = ["sqlite", "postgresql"]
 
 
 class State(enum.StrEnum):
@@ -61,6 +66,26 @@ async def two_sqlite(tmp_path: Path, metadata: sa.MetaData) -> AsyncIterator[tup
     finally:
         await ours.dispose()
         await theirs.dispose()
+
+
+@asynccontextmanager
+async def databases(
+    backend: str, tmp_path: Path, metadata: sa.MetaData, count: int = 2
+) -> AsyncIterator[tuple[Database, ...]]:
+    """`count` fresh databases with the tables of `metadata`, on SQLite (files in `tmp_path`) or
+    on PostgreSQL (dropped afterwards)."""
+    urls = [f"sqlite:///{tmp_path}/db{i}.db" if backend == "sqlite" else await create_database() for i in range(count)]
+    made: list[Database] = []
+    try:
+        for url in urls:
+            made.append(await fresh(url, metadata))
+        yield tuple(made)
+    finally:
+        for database in made:
+            await database.dispose()
+        if backend != "sqlite":
+            for url in urls:
+                await drop_database(url)
 
 
 def statements() -> float:

@@ -29,7 +29,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.metrics import db_statements, db_transactions
 from pizzeria.kit.sqlite_driver import DRIVER, InlineAsyncEngine, inline_connector
-from pizzeria.kit.statements import begin
+from pizzeria.kit.statements import begin, commit
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -284,10 +284,9 @@ class Database:
         while True:
             conn = await self.writer.connect()
             try:
-                if self.dialect == "sqlite":  # take the write lock now: no lock upgrade deadlocks
-                    await begin(conn, "BEGIN IMMEDIATE")  # (and SQLAlchemy's transaction)
-                else:
-                    await conn.begin()
+                # SQLite: take the write lock now, no lock upgrade deadlocks (and SQLAlchemy's
+                # transaction). PostgreSQL: BEGIN goes with the first statement.
+                await begin(conn, "BEGIN IMMEDIATE")
                 return conn
             except BaseException as exc:
                 await conn.close()
@@ -302,7 +301,7 @@ class Database:
         conn = await self.begin_write()
         try:
             yield conn
-            await conn.commit()
+            await commit(conn)
         except BaseException:
             if conn.in_transaction():
                 with contextlib.suppress(Exception):
@@ -316,21 +315,19 @@ class Database:
         """Reads that never block writers: on SQLite one snapshot for the block, on PostgreSQL
         (read committed) one per statement. With `snapshot=False`, one per statement on SQLite
         too (no BEGIN and COMMIT around them), for reads that need none."""
-        if self.dialect != "sqlite":
-            async with self.reader.connect() as conn, conn.begin():
-                yield conn
-            return
         async with self.reader.connect() as conn:
-            if not snapshot:
+            if not snapshot and self.dialect == "sqlite":
                 yield conn
                 return
-            await begin(conn)  # one snapshot for every statement of the read
+            # SQLite: one snapshot for every statement of the read. PostgreSQL: SQLAlchemy's
+            # transaction, in which no BEGIN is sent (AUTOCOMMIT).
+            await begin(conn)
             try:
                 yield conn
             except BaseException:
                 await conn.rollback()
                 raise
-            await conn.commit()
+            await commit(conn)
 
     async def ping(self) -> None:
         async with self.read() as conn:

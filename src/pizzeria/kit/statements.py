@@ -1,5 +1,5 @@
-"""Statements run on SQLite's driver directly: `fetch_rows` (a SELECT, or a write with
-RETURNING) and `execute` (a write, for the rows it changed).
+"""Statements run on the driver directly, SQLite's or asyncpg's: `fetch_rows` (a SELECT, or a
+write with RETURNING) and `execute` (a write, for the rows it changed); `begin` and `commit`.
 
 SQLAlchemy spends more Python on a small statement than SQLite spends running it: an execution
 context, its parameters checked and converted one by one, a cursor result with its metadata,
@@ -10,9 +10,13 @@ through its column's result conversion: the rows are those SQLAlchemy would give
 (attributes, indexes, `_mapping` by name or by column). Refusals are SQLAlchemy's
 exceptions; the driver's cursor counts the statement.
 
-Elsewhere (PostgreSQL), or for a statement SQLAlchemy must run itself (a value it computes in
-Python, a parameter it renders into the text, result columns it matches by name), it is
-SQLAlchemy's `execute`.
+On PostgreSQL (asyncpg) the statement is awaited on asyncpg under SQLAlchemy's adapter, in
+SQLAlchemy's transaction, without its greenlet (`kit.asyncpg_driver`); a row's conversions are
+those for the types asyncpg says its columns have, as SQLAlchemy chooses them.
+
+Elsewhere, or for a statement SQLAlchemy must run itself (a value it computes in Python, a
+parameter it renders into the text, result columns it matches by name), it is SQLAlchemy's
+`execute`.
 
 Plans are kept by the statement object: pass one built once (a module's constant, or one from a
 cached builder), not one built for each call.
@@ -33,6 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 
+from pizzeria.kit import asyncpg_driver
+from pizzeria.kit.asyncpg_driver import Adapter
+
 #: Statements whose rows `fetch_rows` reads.
 Readable = sa.Select[Any] | sa.CompoundSelect[Any] | sa.Insert | sa.Update | sa.Delete
 #: Statements `execute` runs.
@@ -52,9 +59,13 @@ async def fetch_rows(conn: AsyncConnection, stmt: Readable, params: Mapping[str,
     if driver is None or planned is None:
         return (await conn.execute(stmt, dict(params))).all()
     plan, values = planned
-    cursor = _run(conn, driver, plan, values)
-    make, processors = plan.rows
-    return [make(processors, raw) for raw in cursor.fetchall()]
+    if isinstance(driver, sqlite3.Connection):
+        raws = on_driver(conn, driver, plan.sql, _values(plan, values)).fetchall()
+        make, processors = cast(Rows, plan.rows)
+    else:
+        raws, columns, _ = await asyncpg_driver.fetch(conn, driver, plan.sql, _values(plan, values))
+        make, processors = cast(TypedRows, plan.rows).rows(columns)
+    return [make(processors, raw) for raw in raws]
 
 
 async def execute(conn: AsyncConnection, stmt: Writable, params: Mapping[str, Any] = _EMPTY) -> int:
@@ -65,24 +76,45 @@ async def execute(conn: AsyncConnection, stmt: Writable, params: Mapping[str, An
     if driver is None or planned is None:
         return (await conn.execute(stmt, dict(params))).rowcount
     plan, values = planned
-    return _run(conn, driver, plan, values).rowcount
+    if isinstance(driver, sqlite3.Connection):
+        return on_driver(conn, driver, plan.sql, _values(plan, values)).rowcount
+    return (await asyncpg_driver.fetch(conn, driver, plan.sql, _values(plan, values)))[2]
 
 
-def driver_of(conn: AsyncConnection, *, write: bool) -> sqlite3.Connection | None:
-    """The `sqlite3` connection under `conn` on the inline driver, while SQLAlchemy's connection
-    is sound and carries no execution option that changes what runs (a `schema_translate_map`);
-    for a write, only inside its transaction (what runs is part of it). A read needs none: on
-    this driver a statement outside one is its own, as SQLAlchemy runs it."""
-    if conn.dialect.driver != "inline":
+def driver_of(conn: AsyncConnection, *, write: bool) -> sqlite3.Connection | Adapter | None:
+    """The driver under `conn` while SQLAlchemy's connection is sound and carries no execution
+    option that changes what runs (a `schema_translate_map`): the `sqlite3` connection of the
+    inline driver, for a write only inside its transaction (what runs is part of it; on this
+    driver a read outside one is its own, as SQLAlchemy runs it); SQLAlchemy's asyncpg adapter,
+    only inside its transaction, active, without a savepoint or a context manager's check
+    (SQLAlchemy begins one at its first statement, and refuses one a failed commit left)."""
+    name = conn.dialect.driver
+    if name not in PARAMSTYLES:
         return None
     sync = conn.sync_connection
-    if sync is None or sync.closed or sync.invalidated or (write and not sync.in_transaction()):
+    if sync is None or sync.closed or sync.invalidated:
         return None
     options = sync._execution_options
     if options and not _NEUTRAL_OPTIONS.issuperset(options):
         return None
-    driver: sqlite3.Connection | None = sync.connection.driver_connection
-    return driver
+    if name == "inline":
+        if write and not sync.in_transaction():
+            return None
+        driver: sqlite3.Connection | None = sync.connection.driver_connection
+        return driver
+    transaction = sync._transaction
+    if (
+        transaction is None
+        or not transaction.is_active
+        or sync._nested_transaction is not None
+        or sync._trans_context_manager is not None
+    ):
+        return None
+    return cast(Adapter, sync.connection.dbapi_connection)
+
+
+#: The drivers run directly, with the parameter style of the text SQLAlchemy compiles for them.
+PARAMSTYLES = {"inline": "qmark", "asyncpg": "numeric_dollar"}
 
 
 #: Execution options of a connection that leave what a statement runs and gives as it is: the
@@ -91,7 +123,7 @@ def driver_of(conn: AsyncConnection, *, write: bool) -> sqlite3.Connection | Non
 #: to apply.
 _NEUTRAL_OPTIONS = frozenset({"isolation_level", "logging_token"})
 
-#: Where the value of each `?` comes from: the parameter's name, the index of the value in it
+#: Where the value of each parameter (`?`, `$n`) comes from: the parameter's name, the index of the value in it
 #: for an expanding IN (-1: the value itself), and its conversion (None: as it is).
 _Bind = tuple[str, int, Callable[[Any], Any] | None]
 #: How a row is made of what the driver gives: SQLAlchemy's `Row` of the result's metadata, and
@@ -99,12 +131,42 @@ _Bind = tuple[str, int, Callable[[Any], Any] | None]
 Rows = tuple[Callable[[Any, Any], AnyRow], Sequence[Callable[[Any], Any] | None] | None]
 
 
+class TypedRows:
+    """How a row is made, for each set of types the driver gives the columns (asyncpg: a column's
+    conversion may depend on its type in the server, as a numeric's does, and SQLAlchemy
+    chooses it by the type the driver describes)."""
+
+    __slots__ = ("_compiled", "_dialect", "_made")
+
+    def __init__(self, dialect: Dialect, compiled: SQLCompiler) -> None:
+        self._dialect = dialect
+        self._compiled = compiled
+        self._made: dict[tuple[int, ...], Rows] = {}
+
+    def rows(self, columns: Sequence[Any]) -> Rows:
+        """For asyncpg's attributes of the result (each with its type's oid)."""
+        types = tuple([column.type.oid for column in columns])
+        made = self._made.get(types)
+        if made is None:
+            made = row_maker(self._dialect, self._compiled, types)
+            assert made is not None  # (a plan is made only of a statement whose rows it can make)
+            self._made[types] = made
+        return made
+
+
+def rows_of(dialect: Dialect, compiled: SQLCompiler) -> Rows | TypedRows:
+    """How the driver's rows of `compiled` are made (`row_maker`; on asyncpg, `TypedRows`)."""
+    if dialect.driver == "asyncpg":
+        return TypedRows(dialect, compiled)
+    return row_maker(dialect, compiled) or _NO_ROWS
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
     binds: tuple[_Bind, ...]
     given: Mapping[str, Any]  # values the statement carries (a LIMIT's OFFSET 0), by name
-    rows: Rows
+    rows: Rows | TypedRows
 
 
 def _plan(
@@ -187,7 +249,7 @@ def _base(
         compiled.string,
         tuple((name, -1, processors.get(name)) for name in compiled.positiontup or ()),
         _given(compiled),
-        (row_maker(dialect, compiled) or _NO_ROWS) if rows else _NO_ROWS,
+        rows_of(dialect, compiled) if rows else _NO_ROWS,
     )
 
 
@@ -200,7 +262,7 @@ def _compiled(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: boo
     assert isinstance(compiled, SQLCompiler)
     binds = compiled.bind_names
     if (
-        dialect.paramstyle != "qmark"
+        dialect.paramstyle != PARAMSTYLES.get(dialect.driver)
         or compiled.positiontup is None
         or not _one_value_a_name(binds)
         or compiled.insert_prefetch
@@ -210,7 +272,7 @@ def _compiled(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: boo
         or any(not b.expanding or b.type._is_tuple_type for b in compiled.post_compile_params)
         or (isinstance(stmt, sa.Insert) and not rows)  # (SQLAlchemy reads the key it inserted)
         or bool(compiled.effective_returning) != (rows and isinstance(stmt, sa.Insert | sa.Update | sa.Delete))
-        or (rows and row_maker(dialect, compiled) is None)
+        or (rows and row_metadata(compiled) is None)
     ):
         return None
     return compiled
@@ -243,9 +305,7 @@ def _expanded(dialect: Dialect, stmt: Readable, keys: tuple[str, ...], rows: boo
     }
     processors = cast(dict[str, Callable[[Any], Any]], {**compiled._bind_processors, **state.processors})
     binds = tuple((*where.get(name, (name, -1)), processors.get(name)) for name in state.positiontup or ())
-    return _Plan(
-        state.statement, binds, _given(compiled), (row_maker(dialect, compiled) or _NO_ROWS) if rows else _NO_ROWS
-    )
+    return _Plan(state.statement, binds, _given(compiled), rows_of(dialect, compiled) if rows else _NO_ROWS)
 
 
 def _given(compiled: SQLCompiler) -> Mapping[str, Any]:
@@ -268,10 +328,31 @@ class _Call:
 _NO_ROWS: Rows = (lambda processors, raw: raw, None)
 
 
-def row_maker(dialect: Dialect, compiled: SQLCompiler) -> Rows | None:
+def row_maker(dialect: Dialect, compiled: SQLCompiler, types: Sequence[Any] | None = None) -> Rows | None:
     """How SQLAlchemy makes a row of each result row of `compiled` (its columns matched by
-    their place, each through its type's result conversion); None when it matches them by
-    name instead, or when a name means two columns."""
+    their place, each through its type's result conversion, for the type the driver gives the
+    column in `types` if it says); None when it matches them by name instead, or when a name
+    means two columns (`row_metadata`)."""
+    metadata = row_metadata(compiled)
+    if metadata is None:
+        return None
+    key_to_index = metadata._key_to_index
+    columns = compiled._result_columns
+    assert types is None or len(types) == len(columns)
+    processors = [
+        type_._cached_result_processor(dialect, types[i] if types is not None else None)
+        for i, (*_, type_) in enumerate(columns)
+    ]
+
+    def make(processors: Any, raw: Any) -> AnyRow:
+        return Row(metadata, processors, key_to_index, raw)
+
+    return make, processors if any(p is not None for p in processors) else None
+
+
+def row_metadata(compiled: SQLCompiler) -> SimpleResultMetaData | None:
+    """The metadata of SQLAlchemy's rows of `compiled`, when it matches their columns by their
+    place; None when it matches them by name instead, or when a name means two columns."""
     columns = compiled._result_columns
     if not columns or not compiled._ordered_columns or compiled._textual_ordered_columns:
         return None
@@ -282,14 +363,7 @@ def row_maker(dialect: Dialect, compiled: SQLCompiler) -> Rows | None:
     every = [key for key, more in zip(keys, extra, strict=True) for key in (key, *more)]
     if len(set(every)) != len(every):  # (SQLAlchemy would refuse the ambiguous name)
         return None
-    metadata = _Metadata(keys, extra)
-    key_to_index = metadata._key_to_index
-    processors = [type_._cached_result_processor(dialect, None) for *_, type_ in columns]
-
-    def make(processors: Any, raw: Any) -> AnyRow:
-        return Row(metadata, processors, key_to_index, raw)
-
-    return make, processors if any(p is not None for p in processors) else None
+    return _Metadata(keys, extra)
 
 
 class _Metadata(SimpleResultMetaData):
@@ -313,8 +387,9 @@ def _more_keys(keyname: str, keys: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(more)
 
 
-def _run(conn: AsyncConnection, driver: sqlite3.Connection, plan: _Plan, params: Mapping[str, Any]) -> sqlite3.Cursor:
-    """Run the plan once on the driver; refusals are SQLAlchemy's exceptions."""
+def _values(plan: _Plan, params: Mapping[str, Any]) -> list[Any]:
+    """The values to run the plan with, each through its conversion; refused as SQLAlchemy
+    refuses them."""
     values: list[Any] = []
     try:
         for name, index, convert in plan.binds:
@@ -324,20 +399,40 @@ def _run(conn: AsyncConnection, driver: sqlite3.Connection, plan: _Plan, params:
             values.append(convert(value) if convert is not None else value)
     except Exception as exc:  # a value its parameter cannot take, or a parameter left out
         raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", plan.sql, values, exc) from exc
-    return on_driver(conn, driver, plan.sql, values)
+    return values
 
 
 async def begin(conn: AsyncConnection, sql: str = "BEGIN") -> None:
     """Open SQLite's transaction with `sql` (`BEGIN`, `BEGIN IMMEDIATE`) on `conn` and begin
     SQLAlchemy's with it, as `conn.exec_driver_sql(sql)` does (SQLAlchemy's own BEGIN sends
-    nothing on this driver), without an execution context and a result for it."""
-    driver = driver_of(conn, write=False)
+    nothing on this driver), without an execution context and a result for it.
+
+    On PostgreSQL (asyncpg) SQLAlchemy's transaction, as `await conn.begin()` begins it but
+    without a greenlet: it sends nothing (`sql` is SQLite's), the adapter sends BEGIN, with the
+    connection's isolation level, before the first statement."""
     sync = conn.sync_connection
-    if driver is None or sync is None or sync.in_transaction():
+    if conn.dialect.driver == "asyncpg":
+        if sync is None or sync.closed or sync.invalidated or sync.in_transaction():
+            await conn.begin()
+        else:
+            sync.begin()
+        return
+    driver = driver_of(conn, write=False)
+    if driver is None or sync is None or sync.in_transaction() or not isinstance(driver, sqlite3.Connection):
         await conn.exec_driver_sql(sql)
         return
     sync.begin()
     on_driver(conn, driver, sql, ())
+
+
+async def commit(conn: AsyncConnection) -> None:
+    """`await conn.commit()`; on PostgreSQL (asyncpg), with the COMMIT awaited on the driver
+    (`kit.asyncpg_driver.commit`) where the statements would run on it."""
+    driver = driver_of(conn, write=True)
+    if driver is None or isinstance(driver, sqlite3.Connection):
+        await conn.commit()
+    else:
+        await asyncpg_driver.commit(conn, driver)
 
 
 def on_driver(conn: AsyncConnection, driver: sqlite3.Connection, sql: str, values: Sequence[Any]) -> sqlite3.Cursor:

@@ -9,9 +9,10 @@ building a SQLAlchemy statement costs more than the database takes to run it.
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +20,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from pizzeria.kit.statements import AnyRow, Rows, driver_of, on_driver, refused, row_maker
+from pizzeria.kit import asyncpg_driver
+from pizzeria.kit.statements import (
+    PARAMSTYLES,
+    AnyRow,
+    Rows,
+    TypedRows,
+    driver_of,
+    on_driver,
+    refused,
+    row_metadata,
+    rows_of,
+)
 
 
 @functools.cache
@@ -67,15 +79,19 @@ async def insert_rows(
     On SQLite (the inline driver, `kit.sqlite_driver`) the rows go to the driver directly, each
     value through its column type's own conversion: SQLAlchemy's executemany spends about as
     much per row on its parameters (6 to 11 µs here) as SQLite spends writing the row and its
-    indexes. Elsewhere, or for a table with defaults computed in Python, it is SQLAlchemy's."""
+    indexes. On PostgreSQL (asyncpg) they go to asyncpg's executemany, as SQLAlchemy's would
+    (`kit.asyncpg_driver`; one row too, where SQLAlchemy asks for the new row's key back).
+    Elsewhere, or for a table with defaults computed in Python, it is SQLAlchemy's."""
     if not rows:
         return
     driver = driver_of(conn, write=True)  # in its transaction
     plan = _insert_plan(conn.dialect, table, tuple(rows[0]), ignore) if driver is not None else None
     if driver is None or plan is None:
         await conn.execute(insert_ignore(conn, table) if ignore else table.insert(), rows)
-    else:
+    elif isinstance(driver, sqlite3.Connection):
         _executemany(conn, driver, plan, rows)
+    else:
+        await asyncpg_driver.fetch_many(conn, driver, plan[0], _values(plan, rows))
 
 
 async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -83,10 +99,11 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: 
     for every row of `rows` (each naming the same parameters: the
     columns to set, by name, and the statement's own bind parameters); returns the rowcount
     SQLAlchemy's result would give (on SQLite the rows changed in all; asyncpg does not count
-    an executemany's: -1).
+    an executemany's: -1, but one row's statement's).
 
-    As `insert_rows`: on SQLite the statement is compiled once and the rows go to the driver,
-    each value through its bind parameter's type (the column's, for `WHERE id = :order_id`).
+    As `insert_rows`: on SQLite and PostgreSQL (asyncpg) the statement is compiled once and the
+    rows go to the driver, each value through its bind parameter's type (the column's, for
+    `WHERE id = :order_id`).
     Elsewhere, or for a statement SQLAlchemy must run itself (a column's `onupdate` computed
     in Python, a value given in the statement, a parameter the first row lacks, an expanding
     IN, two bind parameters of one name), it is SQLAlchemy's executemany.
@@ -99,7 +116,13 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: 
     plan = _update_plan(conn.dialect, stmt, tuple(sorted(rows[0]))) if driver is not None else None
     if driver is None or plan is None:
         return (await conn.execute(stmt, list(rows))).rowcount
-    return _executemany(conn, driver, plan, rows)
+    if isinstance(driver, sqlite3.Connection):
+        return _executemany(conn, driver, plan, rows)
+    values = _values(plan, rows)
+    if len(values) == 1:  # (SQLAlchemy runs one row as a statement of its own, and counts it)
+        return (await asyncpg_driver.fetch(conn, driver, plan[0], values[0]))[2]
+    await asyncpg_driver.fetch_many(conn, driver, plan[0], values)
+    return -1
 
 
 async def insert_returning(
@@ -116,8 +139,9 @@ async def insert_returning(
 
     SQLite's driver returns no rows from an executemany, so SQLAlchemy writes several rows'
     VALUES into one statement (its "insertmanyvalues"), renumbering its parameters for every
-    run. On SQLite (the inline driver) the statement for each number of rows is built once
-    and the rows go to the driver directly, as `insert_rows`'s do."""
+    run; so does asyncpg's. On SQLite (the inline driver) and PostgreSQL (asyncpg) the
+    statement for each number of rows is built once and the rows go to the driver directly, as
+    `insert_rows`'s do."""
     if not rows:
         return []
     driver = driver_of(conn, write=True)  # in its transaction
@@ -127,27 +151,33 @@ async def insert_returning(
     if driver is None or plan is None:
         stmt = _insert_returning(conn.dialect.name, table, tuple(returning), ignore)
         return (await conn.execute(stmt, list(rows))).all()
-    single, columns, processors, (make, converts) = plan
+    single, columns, processors, made = plan
     # As many rows in a statement as SQLAlchemy writes in one (as many statements counted).
     dialect = conn.dialect
     per = max(1, min(dialect.insertmanyvalues_page_size, dialect.insertmanyvalues_max_parameters // len(columns)))
     found: list[AnyRow] = []
     for first in range(0, len(rows), per):
         page = rows[first : first + per]
-        sql = _many_values(single, len(page))
+        sql = _many_values(single, len(page), dialect.paramstyle)
         values: list[Any] = []
         try:
             for row in page:
                 values.extend(_converted(row, columns, processors))
         except Exception as exc:  # a value its column cannot take, or a row without a key
             raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
-        found += [make(converts, raw) for raw in on_driver(conn, driver, sql, values).fetchall()]
+        if isinstance(driver, sqlite3.Connection):
+            make, converts = cast(Rows, made)
+            found += [make(converts, raw) for raw in on_driver(conn, driver, sql, values).fetchall()]
+        else:
+            raws, result, _ = await asyncpg_driver.fetch(conn, driver, sql, values)
+            make, converts = cast(TypedRows, made).rows(result)
+            found += [make(converts, raw) for raw in raws]
     return found
 
 
 #: An insert with RETURNING: its text for one row and the VALUES of that row, the key of each
 #: `?` of a row and the conversion of each, and how a returned row is made.
-_ReturningPlan = tuple[tuple[str, str], tuple[str, ...], tuple[Callable[[Any], Any] | None, ...], Rows]
+_ReturningPlan = tuple[tuple[str, str], tuple[str, ...], tuple[Callable[[Any], Any] | None, ...], Rows | TypedRows]
 
 
 @functools.cache
@@ -169,11 +199,11 @@ def _returning_plan(
     compiled = stmt.compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
     assert isinstance(compiled, SQLCompiler)
     many = compiled._insertmanyvalues
-    make = row_maker(dialect, compiled)
+    by_place = row_metadata(compiled) is not None
     values = f"({many.single_values_expr})" if many is not None else ""
     if (
         many is None
-        or make is None
+        or not by_place
         or many.is_default_expr
         or many.has_upsert_bound_parameters
         or many.embed_values_counter
@@ -183,14 +213,25 @@ def _returning_plan(
     ):
         return None
     processors = tuple(_processor(table.c[c].type, dialect) for c in columns)
-    return (compiled.string, values), columns, processors, make
+    return (compiled.string, values), columns, processors, rows_of(dialect, compiled)
 
 
 @functools.lru_cache(maxsize=512)
-def _many_values(single: tuple[str, str], count: int) -> str:
-    """The insert of `single` for `count` rows: its VALUES once for each."""
+def _many_values(single: tuple[str, str], count: int, paramstyle: str) -> str:
+    """The insert of `single` for `count` rows: its VALUES once for each, their `$n` numbered on
+    (as SQLAlchemy numbers them: the row's parameters are all the statement's)."""
     sql, values = single
-    return sql.replace(values, ", ".join([values] * count), 1)
+    if paramstyle != "numeric_dollar":
+        return sql.replace(values, ", ".join([values] * count), 1)
+    width = len(_NUMBERED.findall(values))
+    return sql.replace(values, ", ".join(_NUMBERED.sub(_after(k * width), values) for k in range(count)), 1)
+
+
+def _after(offset: int) -> Callable[[re.Match[str]], str]:
+    return lambda number: f"${int(number[0][1:]) + offset}"
+
+
+_NUMBERED = re.compile(r"\$\d+")
 
 
 def _converted(
@@ -202,6 +243,17 @@ def _converted(
 #: A statement to run on SQLite's driver: its SQL, the key of each `?` in a row, and the
 #: conversion of each (None: the value as it is).
 _Plan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
+
+
+def _values(plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """The values of each row to run the plan with; refused as SQLAlchemy refuses them."""
+    sql, keys, processors = plan
+    try:
+        return [
+            tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True)) for row in rows
+        ]
+    except Exception as exc:  # a value its column cannot take, or a row without a key
+        raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, [], exc) from exc
 
 
 def _executemany(
@@ -232,9 +284,13 @@ def _processor(type_: sa.types.TypeEngine[Any], dialect: Dialect) -> Callable[[A
 
 @functools.cache
 def _insert_plan(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ignore: bool) -> _Plan | None:
-    """An insert straight to SQLite's driver; None when a column left out has a default
-    SQLAlchemy computes in Python (SQLAlchemy must insert)."""
+    """An insert straight to the driver (on asyncpg, SQLAlchemy's text for it, with the casts it
+    writes); None when a column left out has a default SQLAlchemy computes in Python
+    (SQLAlchemy must insert)."""
     columns = tuple(c for c in columns if c in table.c)  # as SQLAlchemy, other keys are not looked at
+    if dialect.driver == "asyncpg":
+        insert = _insert_ignore(dialect.name, table) if ignore else table.insert()
+        return _update_plan(dialect, insert, tuple(sorted(columns)))
     named = set(columns)
     if any(c.default is not None and c.name not in named for c in table.c):
         return None
@@ -249,14 +305,14 @@ def _insert_plan(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ig
 @functools.cache
 def _update_plan(dialect: Dialect, stmt: sa.Update | sa.Insert, keys: tuple[str, ...]) -> _Plan | None:
     """`stmt` compiled as SQLAlchemy compiles it for rows with these keys, to run straight on
-    SQLite's driver; None when SQLAlchemy must run it (it would compute or supply a value no
+    the driver; None when SQLAlchemy must run it (it would compute or supply a value no
     row gives, or render the statement anew for each run)."""
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
     binds = {name: bind for bind, name in compiled.bind_names.items()}
     order = compiled.positiontup
     if (
         len(binds) != len(compiled.bind_names)  # one name, several parameters (maybe of other types)
-        or dialect.paramstyle != "qmark"
+        or dialect.paramstyle != PARAMSTYLES.get(dialect.driver)
         or order is None
         or compiled.update_prefetch
         or compiled.insert_prefetch

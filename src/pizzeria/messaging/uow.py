@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
+from pizzeria.kit.statements import commit
 from pizzeria.kit.upsert import insert_rows
 from pizzeria.messaging import inbox
 from pizzeria.messaging.broker import OutgoingMessage
@@ -165,7 +166,7 @@ class UnitOfWork:
             await insert_rows(conn, outbox, self._pending)
             if self.db.is_postgres and not (self._heard_here is not None and self._heard_here()):
                 await conn.execute(_NOTIFY)
-        await conn.commit()
+        await commit(conn)
         self.committed = True
         had_messages, self._pending = bool(self._pending), []
         if had_messages and self._on_commit is not None:
