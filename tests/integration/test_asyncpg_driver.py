@@ -221,6 +221,34 @@ async def test_a_statement_cancelled_midway_invalidates_its_connection(database:
         assert await _backend(conn) != pid
 
 
+@pytest.mark.parametrize("way", ["driver", "sqlalchemy"])
+async def test_a_statement_cancelled_midway_is_cancelled_in_the_server(database: Database, way: str) -> None:
+    """As SQLAlchemy's invalidation of the connection does (a graceful close, with asyncpg's
+    cancel request): the server's session ends with the task, not when the statement does,
+    holding its transaction's locks and a connection until then."""
+    conn = await database.begin_write()
+    async with database.read() as other:
+        try:
+            pid = await _backend(conn)
+            running = asyncio.ensure_future(
+                fetch_rows(conn, _SLEEP, {"seconds": 60}) if way == "driver" else conn.execute(_SLEEP, {"seconds": 60})
+            )
+            sleeping = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND query LIKE '%pg_sleep%'")
+            deadline = time.monotonic() + 10
+            while not (await other.execute(sleeping, {"pid": pid})).scalar() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        finally:
+            await conn.close()
+        alive = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        deadline = time.monotonic() + 10
+        while (await other.execute(alive, {"pid": pid})).scalar() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not (await other.execute(alive, {"pid": pid})).scalar()
+
+
 def _transactions() -> float:
     return REGISTRY.get_sample_value("pizzeria_db_transactions_total") or 0.0
 
