@@ -17,7 +17,7 @@ SQLAlchemy internals relied on (SQLAlchemy's version is pinned), all here:
 `AsyncAdapt_asyncpg_connection._execute_mutex`, `._transaction`, `._start_transaction`,
 `._prepare`, `._check_type_cache_invalidation`, `._handle_exception`, `._call_and_discard`,
 `._connection`; `PGDialect_asyncpg._invalidate_schema_cache_asof`; `Connection.
-_handle_dbapi_exception`.
+_handle_dbapi_exception` (run in SQLAlchemy's greenlet, `greenlet_spawn`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TypeAlias, cast
 
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import greenlet_spawn
 
 from pizzeria.kit.metrics import db_statements
 
@@ -52,7 +54,7 @@ async def fetch(conn: AsyncConnection, adapter: Adapter, sql: str, values: Seque
             found = _ROWCOUNT.match(prepared.get_statusmsg() or "")
             return records, attributes, int(found.group(1)) if found else -1
     except BaseException as exc:
-        refused(conn, adapter, exc, sql, values)
+        await refused(conn, adapter, exc, sql, values)
 
 
 #: The adapter's reading of a statement's rowcount from its status ("UPDATE 3").
@@ -72,7 +74,7 @@ async def fetch_many(conn: AsyncConnection, adapter: Adapter, sql: str, rows: Se
                 await its._start_transaction()
             await its._connection.executemany(sql, rows)
     except BaseException as exc:
-        refused(conn, adapter, exc, sql, rows)
+        await refused(conn, adapter, exc, sql, rows)
 
 
 async def commit(conn: AsyncConnection, adapter: Adapter) -> None:
@@ -102,10 +104,13 @@ class _Failed:
         raise self.error
 
 
-def refused(conn: AsyncConnection, adapter: Adapter, exc: BaseException, sql: str, values: Any) -> NoReturn:
+async def refused(conn: AsyncConnection, adapter: Adapter, exc: BaseException, sql: str, values: Any) -> NoReturn:
     """Raise `exc` as SQLAlchemy raises it, translated by the adapter (`IntegrityError`...), and do
     what SQLAlchemy does with the connection (invalidated when the driver says it is closed, or
-    when the task was cancelled mid-statement)."""
+    when the task was cancelled mid-statement), in its greenlet as it does: there the adapter
+    closes an invalidated connection gracefully, so that a statement cancelled midway is
+    cancelled in the server too (asyncpg's cancel request), not left running there with its
+    transaction's locks until it ends (outside one the adapter drops the socket at once)."""
     error: BaseException = exc
     if isinstance(exc, Exception):
         try:
@@ -118,4 +123,14 @@ def refused(conn: AsyncConnection, adapter: Adapter, exc: BaseException, sql: st
     dbapi: Any = conn.dialect.loaded_dbapi
     if isinstance(error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError):
         cast(Any, conn.dialect)._invalidate_schema_cache()  # (its execution context's handling)
-    sync._handle_dbapi_exception(error, sql, values, None, None)
+    await greenlet_spawn(_handle, sync, error, sql, values)
+    raise error  # (never: SQLAlchemy raised)
+
+
+def _handle(sync: Connection, error: BaseException, sql: str, values: Any) -> NoReturn:
+    """SQLAlchemy's handling of `error`, raised where it meets it (it reads the exception being
+    handled)."""
+    try:
+        raise error
+    except BaseException as raised:
+        sync._handle_dbapi_exception(raised, sql, values, None, None)
