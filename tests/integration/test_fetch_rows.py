@@ -487,3 +487,17 @@ async def test_a_key_no_column_has_is_sqlalchemys_refusal(database: Database) ->
         for key in ("missing", claims.c.at):
             with pytest.raises(sa.exc.NoSuchColumnError):
                 row._mapping[key]
+
+
+async def test_a_literal_column_of_several_columns_gives_the_rows_sqlalchemy_gives(database: Database) -> None:
+    """A literal column may stand for several (`things.*`): SQLAlchemy then matches the result's
+    columns by name, not by place, and so must what runs on the driver (or let SQLAlchemy run
+    it), not fail on rows of more columns than the statement names."""
+    await _fill(database, [_thing(name="a")])
+    every = sa.literal_column("things.*")
+    for stmt in (sa.select(every).select_from(things), sa.select((things.c.seq * 10).label("tenfold"), every)):
+        async with database.read() as conn:
+            theirs = (await conn.execute(stmt)).all()
+            ours = await fetch_rows(conn, stmt)
+        assert len(theirs[0]) in (len(things.c), 1 + len(things.c))
+        _same(ours, theirs, [])
