@@ -352,12 +352,15 @@ def row_maker(dialect: Dialect, compiled: SQLCompiler, types: Sequence[Any] | No
 
 def row_metadata(compiled: SQLCompiler) -> SimpleResultMetaData | None:
     """The metadata of SQLAlchemy's rows of `compiled`, when it matches their columns by their
-    place; None when it matches them by name instead, or when a name means two columns."""
+    place; None when it matches them by name instead (or may: a literal column), or when a name
+    means two columns."""
     columns = compiled._result_columns
     if not columns or not compiled._ordered_columns or compiled._textual_ordered_columns:
         return None
     if compiled._loose_column_name_matching:
         return None
+    if any(getattr(o, "is_literal", False) for _, _, objects, _ in columns for o in objects):
+        return None  # (a literal column may stand for several, `t.*`: SQLAlchemy then matches by name)
     keys = [keyname for keyname, *_ in columns]
     extra = [_more_keys(keyname, (name, *objects)) for keyname, name, objects, _ in columns]
     every = [key for key, more in zip(keys, extra, strict=True) for key in (key, *more)]
