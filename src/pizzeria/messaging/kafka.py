@@ -141,7 +141,8 @@ def _record(m: Any) -> Record:
         defects.append(f"the headers cannot be read: {exc}")
         pairs = []
     for raw_name, raw_value in pairs:
-        name = as_text(raw_name, "a header name", defects)
+        # (an ASCII name, every one this system writes, is text as it is: no checks for defects)
+        name = raw_name if type(raw_name) is str and raw_name.isascii() else as_text(raw_name, "a header name", defects)
         value = "" if raw_value is None else header_text(name, raw_value, defects)
         if name in headers and name.startswith("ce_"):
             defects.append(f"the header {name[:64]!r} appears more than once")
