@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.kit.cache import Cache, InProcessCache, RedisCache
+from pizzeria.kit.cache import TOMBSTONE, Cache, InProcessCache, RedisCache
 from pizzeria.services.orders import projection
 from tests.integration.services import embedded_settings, running
 from tests.support.tokens import bearer
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
+UNREACHABLE_URL = "redis://127.0.0.1:1/15"  # nothing listens on port 1
 
 
 def looked_up(cache: str, result: str) -> float:
@@ -165,3 +167,50 @@ async def test_order_reads_are_cached_and_follow_the_events_that_change_them(
         # Another customer's read of a cached order is still refused.
         stranger = await orders.get(f"/api/v1/orders/{order_id}", headers=bearer("bob"))
         assert stranger.status_code == 404
+
+
+@pytest.mark.parametrize("count", [0, 1, 40])
+async def test_invalidation_tombstones_every_key_it_is_given(cache: Cache, count: int) -> None:
+    keys = [f"k{n}" for n in range(count)]
+    for key in [*keys, "untouched"]:
+        await cache.fill(key, b"v")
+    await cache.invalidate(*keys)
+    assert [await cache.get(key) for key in keys] == [None] * count
+    assert await cache.get("untouched") == b"v"
+    for key in keys:  # a reader's late fill does not undo the invalidation
+        await cache.fill(key, b"stale")
+    assert [await cache.get(key) for key in keys] == [None] * count
+
+
+async def test_redis_tombstones_expire_after_their_own_time_and_survive_a_script_flush() -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    prefix = f"pizzeria:test:{name}"
+    cache = RedisCache(name, REDIS_URL, ttl_s=30, tombstone_s=20, prefix=prefix)
+    admin = redis.Redis.from_url(REDIS_URL)
+    try:
+        await cache.fill("a", b"v")
+        await cache.invalidate("a", "b")
+        for key in ("a", "b"):
+            assert await admin.get(f"{prefix}:{key}") == TOMBSTONE
+            assert 0 < await admin.pttl(f"{prefix}:{key}") <= 20_000
+        # A server that forgot the script (restarted, flushed) is sent it again.
+        await admin.script_flush()
+        await cache.fill("c", b"v")
+        await cache.invalidate("c")
+        assert await cache.get("c") is None
+        assert 0 < await admin.pttl(f"{prefix}:c") <= 20_000
+    finally:
+        await cache.close()
+        await admin.aclose()
+
+
+async def test_an_unreachable_redis_is_a_miss_and_never_an_error() -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    cache = RedisCache(name, UNREACHABLE_URL, ttl_s=30, tombstone_s=1, prefix=f"pizzeria:test:{name}")
+    try:
+        assert await cache.get("k") is None
+        await cache.fill("k", b"v")
+        await cache.invalidate("k", "l")
+        assert REGISTRY.get_sample_value("pizzeria_cache_errors_total", {"cache": name}) == 3
+    finally:
+        await cache.close()
