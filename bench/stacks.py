@@ -20,6 +20,7 @@ from tests.support.postgres import create_database, drop_database
 
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import MigrationSet, upgrade
+from pizzeria.kit.settings import get_settings
 from pizzeria.messaging.broker import Broker, TopicSpec
 from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.registry import SERVICES
@@ -102,7 +103,8 @@ async def database_and_broker(
         database = url.rsplit("/", 1)[1].split("?", 1)[0]
         if stack == "postgres+kafka":
             kafka = KafkaCluster(workdir / "kafka").start()
-            broker = kafka.broker()
+            # the producer's linger as the services have it (KAFKA_LINGER_MS)
+            broker = kafka.broker(linger_ms=get_settings().kafka_linger_ms)
         else:
             dropped.append(await create_database(f"{name}_sqllog"))
             broker = SqlLogBroker(dropped[-1])

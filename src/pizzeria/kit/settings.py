@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     # fetch wait only bounds idle polling: a long one costs no latency and saves requests.
     kafka_session_timeout_ms: int = Field(6000, alias="KAFKA_SESSION_TIMEOUT_MS")
     kafka_fetch_wait_max_ms: int = Field(500, alias="KAFKA_FETCH_WAIT_MAX_MS")
-    kafka_linger_ms: int = Field(0, alias="KAFKA_LINGER_MS")
+    # The producer gathers a relay's batch for 2 ms into fewer, larger requests: fewer requests
+    # and acknowledgements for librdkafka's threads, the broker and the consumers' fetches
+    # (CPU per order 8-14% lower on the Kafka stack, performance.md), for 2 ms a hop.
+    kafka_linger_ms: int = Field(2, alias="KAFKA_LINGER_MS", ge=0, le=1000)
     # Who may write what on the bus: production logs in to Kafka (SASL), each service as its
     # own user, whose ACLs let it write only its own topics (`pizzeria kafka-acls`). SASL_SSL
     # also encrypts; KAFKA_SSL_CA_LOCATION names the PEM file of the brokers' CA (empty: the
