@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
+from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.consumer import Incoming, PermanentError
 from pizzeria.messaging.envelope import Envelope
-from pizzeria.messaging.inbox import insert_ignore
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.app import MIGRATIONS
 from pizzeria.services.audit.handlers import build_handlers, entry

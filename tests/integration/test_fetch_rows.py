@@ -255,6 +255,25 @@ async def test_an_insert_returns_the_rows_sqlalchemy_returns(
         _same(sorted(got), sorted(theirs_got), [claims.c.at])
 
 
+async def test_an_insert_of_rows_keyed_in_another_order_than_the_tables_runs_on_the_driver(
+    pair: tuple[Database, Database],
+) -> None:
+    """Each value is taken by its key: rows naming their columns in any order insert the same."""
+    ours, theirs = pair
+    at = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    rows = [{"at": at, "message_id": m, "group_id": "g"} for m in ("a", "b")]
+    async with ours.transaction() as conn:
+        with sqlalchemy_runs(ours) as ran:
+            got = await insert_returning(conn, claims, rows, ("group_id", "message_id", "at"))
+    async with theirs.transaction() as conn:
+        theirs_got = (
+            await conn.execute(claims.insert().returning(claims.c.group_id, claims.c.message_id, claims.c.at), rows)
+        ).all()
+    assert ran == []
+    _same(sorted(got), sorted(theirs_got), [claims.c.at])
+    assert sorted(got) == [("g", "a", at), ("g", "b", at)]
+
+
 def _thing(**values: Any) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.contracts.identity import UserDeleted, UserSignedOut, UserUpdated
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import upsert
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.tables import token_epochs
@@ -51,10 +52,10 @@ class TokenEpochCache:
         replica, in its runtime's control read)."""
         started = utcnow()
         if self._since is None:
-            rows = await conn.execute(_EPOCHS)
+            rows = await fetch_rows(conn, _EPOCHS)
         else:
-            rows = await conn.execute(_CHANGED_SINCE, {"since": self._since - CLOCK_OVERLAP})
-        for user_id, epoch in rows.all():
+            rows = await fetch_rows(conn, _CHANGED_SINCE, {"since": self._since - CLOCK_OVERLAP})
+        for user_id, epoch in rows:
             self.learn(user_id, int(epoch))
         self._since = started
 

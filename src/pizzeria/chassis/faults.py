@@ -30,6 +30,7 @@ from pizzeria.kit.auth import Admin, require_roles
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import NotFound
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.tables import fault_switches
 
@@ -91,7 +92,7 @@ class FaultSwitches:
 
     async def look(self, conn: AsyncConnection) -> None:
         """Read the switches and act on them (every replica, with its runtime's other looks)."""
-        self._apply(frozenset((await conn.execute(_SWITCHES)).scalars()))
+        self._apply(frozenset(row[0] for row in await fetch_rows(conn, _SWITCHES)))
 
     def _apply(self, on: frozenset[str]) -> None:
         self.on = on

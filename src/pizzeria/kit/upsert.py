@@ -190,8 +190,11 @@ def _insert_returning(dialect: str, table: sa.Table, returning: tuple[str, ...],
 def _returning_plan(
     dialect: Dialect, table: sa.Table, columns: tuple[str, ...], returning: tuple[str, ...], ignore: bool
 ) -> _ReturningPlan | None:
-    """As `_insert_plan`, with RETURNING; None when SQLAlchemy must insert."""
-    columns = tuple(c for c in columns if c in table.c)
+    """As `_insert_plan`, with RETURNING; None when SQLAlchemy must insert. The columns are taken
+    in the table's order, as SQLAlchemy orders the parameters, whatever the order of a row's keys
+    (each value is taken by its key)."""
+    given = set(columns)
+    columns = tuple(c.key for c in table.c if c.key in given)
     named = set(columns)
     if any(c.default is not None and c.name not in named for c in table.c) or not columns:
         return None

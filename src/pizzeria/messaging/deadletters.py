@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database, one_of
 from pizzeria.kit.ids import new_id
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.broker import OutgoingMessage, Record
 from pizzeria.messaging.envelope import Envelope
@@ -167,7 +168,7 @@ class DeadLetterStore:
         """The dead letters of `groups` waiting for their replay, oldest first (at most 100)."""
         if not groups:
             return []
-        rows = (await conn.execute(_REPLAY_REQUESTS, {"groups": list(groups)})).all()
+        rows = await fetch_rows(conn, _REPLAY_REQUESTS, {"groups": list(groups)})
         return [_plain(r) for r in rows]
 
     @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.upsert import insert_ignore, insert_returning
+from pizzeria.kit.upsert import insert_returning
 from pizzeria.messaging.tables import inbox
 
 
@@ -19,10 +19,8 @@ async def claim(conn: AsyncConnection, group: str, message_id: str) -> bool:
     On PostgreSQL a concurrent claim of the same id waits for the first transaction, then sees
     the conflict, so two deliveries racing each other still have one effect.
     """
-    result = await conn.execute(
-        insert_ignore(conn, inbox), {"group_id": group, "message_id": message_id, "processed_at": utcnow()}
-    )
-    return result.rowcount == 1
+    row = {"group_id": group, "message_id": message_id, "processed_at": utcnow()}
+    return bool(await insert_returning(conn, inbox, [row], _NEW, ignore=True))
 
 
 async def claim_many(conn: AsyncConnection, group: str, message_ids: Sequence[str]) -> set[str]:

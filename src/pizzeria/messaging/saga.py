@@ -328,7 +328,7 @@ class SagaEngine(Generic[D]):
     @staticmethod
     async def due(conn: AsyncConnection, now: datetime, limit: int = 100) -> list[str]:
         """Sagas whose deadline has passed."""
-        rows = await conn.execute(_DUE, {"now": now, "limit": limit})
+        rows = await fetch_rows(conn, _DUE, {"now": now, "limit": limit})
         return [r.id for r in rows]
 
     # -- moves ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed
-from pizzeria.kit.upsert import insert_ignore, update_rows
+from pizzeria.kit.upsert import insert_rows, update_rows
 from pizzeria.messaging.consumer import HandlerRegistry, Incoming
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit.tables import analytics_orders
@@ -65,7 +65,7 @@ def build_handlers() -> HandlerRegistry:
         changes: dict[str, dict[str, Any]] = {}
         for item in items:
             changes.setdefault(str(item.message.order_id), {}).update(_values(item.message))
-        await uow.conn.execute(insert_ignore(uow.conn, analytics_orders), [{"order_id": o} for o in changes])
+        await insert_rows(uow.conn, analytics_orders, [{"order_id": o} for o in changes], ignore=True)
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for order_id, values in changes.items():
             if values:

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
-from pizzeria.kit.upsert import insert_ignore, update_rows
+from pizzeria.kit.statements import fetch_rows
+from pizzeria.kit.upsert import insert_rows, update_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.delivery.domain import DeliveryStatus
 from pizzeria.services.delivery.tables import couriers, deliveries, delivery_meta
@@ -97,19 +98,20 @@ def _loaded(uow: UnitOfWork, row: Any) -> Delivery:
 
 async def by_orders(conn: AsyncConnection, order_ids: Iterable[UUID]) -> dict[UUID, UUID]:
     """order id → its delivery's id, for those of these orders that have one."""
-    return {r.order_id: r.id for r in await conn.execute(_BY_ORDERS, {"ids": list(order_ids)})}
+    return {r.order_id: r.id for r in await fetch_rows(conn, _BY_ORDERS, {"ids": list(order_ids)})}
 
 
 async def get(conn: AsyncConnection, delivery_id: UUID) -> Any:
     """A delivery's row as it is now (to show it)."""
-    return (await conn.execute(_DELIVERY, {"delivery_id": delivery_id})).first()
+    rows = await fetch_rows(conn, _DELIVERY, {"delivery_id": delivery_id})
+    return rows[0] if rows else None
 
 
 async def load_many(uow: UnitOfWork, delivery_ids: Iterable[UUID]) -> None:
     """Load (and lock) every delivery of a set at once; `load` then finds them without a query."""
     wanted = [i for i in set(delivery_ids) if uow.recall(_KIND, i) is None]
     if wanted:
-        for row in await uow.conn.execute(_DELIVERIES_FOR_UPDATE, {"ids": wanted}):
+        for row in await fetch_rows(uow.conn, _DELIVERIES_FOR_UPDATE, {"ids": wanted}):
             _loaded(uow, row)
 
 
@@ -123,12 +125,13 @@ async def load(uow: UnitOfWork, delivery_id: UUID) -> Delivery | None:
 async def claim_waiting(uow: UnitOfWork, limit: int) -> list[Delivery]:
     """Deliveries waiting for a courier, oldest first, locked for the transaction (PostgreSQL
     skips those another transaction holds)."""
-    return [_loaded(uow, row) for row in await uow.conn.execute(_WAITING_CLAIMED, {"limit": limit})]
+    return [_loaded(uow, row) for row in await fetch_rows(uow.conn, _WAITING_CLAIMED, {"limit": limit})]
 
 
 async def assignable(conn: AsyncConnection, limit: int) -> int:
     """How many deliveries wait, up to `limit`, while a courier is free (0 when none is)."""
-    return int((await conn.execute(_ASSIGNABLE, {"limit": limit})).scalar() or 0)
+    rows = await fetch_rows(conn, _ASSIGNABLE, {"limit": limit})
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def save(uow: UnitOfWork, delivery: Delivery) -> None:
@@ -162,7 +165,7 @@ async def _write_couriers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
 async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[dict[str, Any]]) -> None:
     """New deliveries, and the couriers they were given, one statement each."""
     if new:
-        await conn.execute(insert_ignore(conn, deliveries), new)
+        await insert_rows(conn, deliveries, new, ignore=True)
     if taken:
         await update_rows(conn, _TAKE_COURIER, taken)
 
@@ -170,7 +173,7 @@ async def add_all(conn: AsyncConnection, new: list[dict[str, Any]], taken: list[
 async def free_couriers(conn: AsyncConnection, limit: int) -> list[Any]:
     """Up to `limit` available couriers, first free first, locked (PostgreSQL skips ones another
     transaction is assigning)."""
-    return list(await conn.execute(_FREE_COURIERS, {"limit": limit}))
+    return list(await fetch_rows(conn, _FREE_COURIERS, {"limit": limit}))
 
 
 async def courier(conn: AsyncConnection, courier_id: UUID) -> Any:
@@ -199,7 +202,7 @@ _ON_THE_ROAD = (
 
 async def on_the_road(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
     """Deliveries under way, the longest in their stage first: (id, when the stage began)."""
-    return [(r.id, r.updated_at) for r in await conn.execute(_ON_THE_ROAD, {"limit": limit})]
+    return [(r.id, r.updated_at) for r in await fetch_rows(conn, _ON_THE_ROAD, {"limit": limit})]
 
 
 async def add_courier(conn: AsyncConnection, courier_id: UUID, name: str, at: datetime) -> None:

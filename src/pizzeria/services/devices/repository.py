@@ -9,6 +9,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.services.devices.tables import device_commands, devices
 
 _DEVICE = sa.select(devices).where(devices.c.id == sa.bindparam("device_id"))
@@ -67,7 +68,7 @@ async def update(conn: AsyncConnection, device_id: UUID, **values: Any) -> None:
 
 async def online_by_silence(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
     """Online devices, the longest silent first: (id, when it was last heard from)."""
-    return [(r.id, r.last_seen_at) for r in await conn.execute(_ONLINE, {"limit": limit})]
+    return [(r.id, r.last_seen_at) for r in await fetch_rows(conn, _ONLINE, {"limit": limit})]
 
 
 async def command(conn: AsyncConnection, device_id: UUID, command_id: UUID, *, for_update: bool = False) -> Any:
@@ -115,4 +116,4 @@ async def pending_of(conn: AsyncConnection, device_id: UUID, now: datetime, limi
 
 async def pending_by_deadline(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
     """Commands waiting for their acknowledgement, the nearest deadline first: (id, deadline)."""
-    return [(r.id, r.deadline) for r in await conn.execute(_PENDING, {"limit": limit})]
+    return [(r.id, r.deadline) for r in await fetch_rows(conn, _PENDING, {"limit": limit})]

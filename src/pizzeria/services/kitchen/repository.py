@@ -20,6 +20,7 @@ from pizzeria.services.kitchen.tables import ingredients, kitchen_meta, recipes,
 _RECIPES = sa.select(recipes).where(one_of(recipes.c.menu_item_id, "ids"))
 _STOCK = sa.select(ingredients).where(one_of(ingredients.c.name, "names")).order_by(ingredients.c.name)
 _ALL_STOCK = sa.select(ingredients).order_by(ingredients.c.name)
+_ALL_STOCK_FOR_UPDATE = _ALL_STOCK.with_for_update()
 _SET_LEVEL = ingredients.update().where(ingredients.c.name == sa.bindparam("n"))
 _RESERVATIONS_OF = (
     sa.select(reservations)
@@ -79,7 +80,7 @@ async def mark_recipe_removed(conn: AsyncConnection, menu_item_id: UUID, version
 
 async def recipes_for(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID, dict[str, int]]:
     """Recipes of these items; a removed item still has its recipe (orders placed before)."""
-    rows = await conn.execute(_RECIPES, {"ids": list(set(ids))})
+    rows = await fetch_rows(conn, _RECIPES, {"ids": list(set(ids))})
     return {r.menu_item_id: dict(r.ingredients) for r in rows}
 
 
@@ -148,7 +149,7 @@ async def levels(uow: UnitOfWork) -> dict[str, Level]:
     concurrent transactions never deadlock); loaded once per transaction."""
     found: dict[str, Level] | None = uow.recall("levels", None)
     if found is None:
-        rows = await uow.conn.execute(_ALL_STOCK.with_for_update())
+        rows = await fetch_rows(uow.conn, _ALL_STOCK_FOR_UPDATE)
         found = uow.remember("levels", None, {r.name: Level(r.name, r.on_hand, r.reserved, r.consumed) for r in rows})
     return found
 
@@ -315,7 +316,7 @@ async def lock_tickets(uow: UnitOfWork, ticket_ids: Iterable[UUID]) -> None:
     ids = sorted(set(ticket_ids))
     if not ids:
         return
-    found = {r.id: r for r in await uow.conn.execute(_TICKETS, {"ids": ids})}
+    found = {r.id: r for r in await fetch_rows(uow.conn, _TICKETS, {"ids": ids})}
     for ticket_id in ids:
         uow.remember("ticket_row", ticket_id, found.get(ticket_id, _NO_ROW))
 
@@ -327,7 +328,8 @@ async def locked_ticket(uow: UnitOfWork, ticket_id: UUID) -> Any:
     """A ticket's row, locked for the transaction (read now unless `lock_tickets` read it)."""
     found = uow.recall("ticket_row", ticket_id)
     if found is None:
-        found = (await uow.conn.execute(_TICKET_FOR_UPDATE, {"ticket_id": ticket_id})).first()
+        rows = await fetch_rows(uow.conn, _TICKET_FOR_UPDATE, {"ticket_id": ticket_id})
+        found = rows[0] if rows else None
     return None if found is _NO_ROW else found
 
 
@@ -375,7 +377,7 @@ _COOKING = (
 
 async def cooking(conn: AsyncConnection, limit: int) -> list[tuple[UUID, datetime]]:
     """Tickets still cooking, the longest in their stage first: (id, when the stage began)."""
-    return [(r.id, r.updated_at) for r in await conn.execute(_COOKING, {"limit": limit})]
+    return [(r.id, r.updated_at) for r in await fetch_rows(conn, _COOKING, {"limit": limit})]
 
 
 async def get_flag(conn: AsyncConnection, key: str) -> str | None:

@@ -44,7 +44,10 @@ _QUEUED = (
     .order_by(notifications.c.id)
     .limit(sa.bindparam("limit"))
 )
-_MARK = notifications.update().where(one_of(notifications.c.id, "ids"))
+# PostgreSQL's claims: locked for the transaction, skipping those another transaction holds.
+_DEFERRED_WITH_CONTACT_CLAIM = _DEFERRED_WITH_CONTACT.with_for_update(of=deferred, skip_locked=True)
+_QUEUED_CLAIM = _QUEUED.with_for_update(skip_locked=True)
+_MARK = notifications.update().where(one_of(notifications.c.id, "ids")).values(status=sa.bindparam("status"))
 
 
 @dataclass(frozen=True)
@@ -143,10 +146,8 @@ async def deferred_with_contact(conn: AsyncConnection, limit: int, *, claim: boo
     """Deferred notifications whose contact has arrived since (a race between two topics);
     `claim`: locked for the transaction, skipping those another transaction holds (PostgreSQL:
     another replica's sender)."""
-    query = _DEFERRED_WITH_CONTACT
-    if claim and conn.dialect.name == "postgresql":
-        query = query.with_for_update(of=deferred, skip_locked=True)
-    return list((await conn.execute(query, {"limit": limit})).all())
+    query = _DEFERRED_WITH_CONTACT_CLAIM if claim and conn.dialect.name == "postgresql" else _DEFERRED_WITH_CONTACT
+    return list(await fetch_rows(conn, query, {"limit": limit}))
 
 
 async def drop_deferred(conn: AsyncConnection, event_id: str, template: str) -> None:
@@ -154,16 +155,16 @@ async def drop_deferred(conn: AsyncConnection, event_id: str, template: str) -> 
 
 
 async def any_queued(conn: AsyncConnection) -> bool:
-    return (await conn.execute(_QUEUED, {"limit": 1})).first() is not None
+    return bool(await fetch_rows(conn, _QUEUED, {"limit": 1}))
 
 
 async def claim_queued(conn: AsyncConnection, limit: int) -> list[Any]:
-    query = _QUEUED.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else _QUEUED
-    return list((await conn.execute(query, {"limit": limit})).all())
+    query = _QUEUED_CLAIM if conn.dialect.name == "postgresql" else _QUEUED
+    return list(await fetch_rows(conn, query, {"limit": limit}))
 
 
 async def mark(conn: AsyncConnection, ids: list[UUID], status: str) -> None:
-    await conn.execute(_MARK.values(status=status), {"ids": ids})
+    await execute(conn, _MARK, {"ids": ids, "status": status})
 
 
 async def history(

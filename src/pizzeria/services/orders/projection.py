@@ -40,6 +40,7 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.db import one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import BackgroundLoop
+from pizzeria.kit.statements import fetch_rows
 from pizzeria.kit.upsert import insert_ignore, insert_rows, update_rows
 from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Incoming
 from pizzeria.messaging.message import Message
@@ -160,7 +161,7 @@ def build_projector(
         if cache is not None:  # before the change (covering it) and once it has committed
             await cache.invalidate(*keys)
             uow.after_commit(lambda: cache.invalidate(*keys))
-        rows = await uow.conn.execute(_VIEWS_FOR_UPDATE, {"g": generation, "ids": list(order_ids)})
+        rows = await fetch_rows(uow.conn, _VIEWS_FOR_UPDATE, {"g": generation, "ids": list(order_ids)})
         found = {row.id: {c: getattr(row, c) for c in _COLUMNS} for row in rows}
         views: dict[UUID, dict[str, Any]] = {}
         for item in items:
@@ -195,8 +196,8 @@ def _announce_all(on_change: Callable[[UUID], None], order_ids: set[UUID]) -> No
 
 
 async def active_generation(conn: AsyncConnection) -> int:
-    row = (await conn.execute(_STATE, {"name": NAME})).first()
-    return int(row.active_generation) if row is not None else 1
+    rows = await fetch_rows(conn, _STATE, {"name": NAME})
+    return int(rows[0].active_generation) if rows else 1
 
 
 async def view_of(conn: AsyncConnection, generation: int, order_id: UUID) -> Any:
@@ -311,9 +312,10 @@ class ProjectionManager:
 
     async def _tend(self) -> None:
         async with self.runtime.db.read() as conn:
-            row = (await conn.execute(_STATE, {"name": NAME})).first()
-        if row is None:
+            rows = await fetch_rows(conn, _STATE, {"name": NAME})
+        if not rows:
             return
+        row = rows[0]
         active, building = int(row.active_generation), row.building_generation
         if self.building is not None and self.building[0] == active:
             await self._promote()  # another replica switched to the generation this one built too

@@ -243,7 +243,7 @@ async def remove_menu_entry(conn: AsyncConnection, item_id: UUID, version: int) 
 
 
 async def menu_entries(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID, MenuEntry]:
-    rows = (await conn.execute(_MENU, {"ids": list(set(ids))})).all()
+    rows = await fetch_rows(conn, _MENU, {"ids": list(set(ids))})
     return {
         r.id: MenuEntry(
             id=r.id,
@@ -288,7 +288,7 @@ async def lock_customers(conn: AsyncConnection, customer_ids: Iterable[str]) -> 
     PostgreSQL; SQLite has one writer at a time anyway."""
     names = [f"orders.placement:{c}" for c in sorted(set(customer_ids))]
     if names and conn.dialect.name == "postgresql":
-        await conn.execute(_LOCK_CUSTOMERS, {"names": names})
+        await fetch_rows(conn, _LOCK_CUSTOMERS, {"names": names})
 
 
 async def count_unpaid(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, int]:
@@ -296,5 +296,5 @@ async def count_unpaid(conn: AsyncConnection, customer_ids: Iterable[str]) -> di
     wanted = list(set(customer_ids))
     counts = dict.fromkeys(wanted, 0)
     if wanted:
-        counts.update({r.customer_id: r.unpaid for r in await conn.execute(_UNPAID, {"ids": wanted})})
+        counts.update({r.customer_id: r.unpaid for r in await fetch_rows(conn, _UNPAID, {"ids": wanted})})
     return counts

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.db import one_of
 from pizzeria.kit.statements import execute, fetch_rows
-from pizzeria.kit.upsert import insert_ignore, update_rows
+from pizzeria.kit.upsert import insert_returning, update_rows
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.payments.domain import OPEN, Payment, Status
 from pizzeria.services.payments.tables import payments
@@ -83,13 +83,12 @@ async def add_if_new(conn: AsyncConnection, new: Sequence[Payment]) -> int:
     """Insert each payment unless its order already has one, in one statement; how many went in."""
     if not new:
         return 0
-    result = await conn.execute(insert_ignore(conn, payments).returning(payments.c.id), [_values(p) for p in new])
-    return len(result.all())
+    return len(await insert_returning(conn, payments, [_values(p) for p in new], ["id"], ignore=True))
 
 
 async def get(conn: AsyncConnection, payment_id: UUID, *, for_update: bool = False) -> Payment | None:
-    row = (await conn.execute(_PAYMENT_FOR_UPDATE if for_update else _PAYMENT, {"payment_id": payment_id})).first()
-    return _to_payment(row) if row else None
+    rows = await fetch_rows(conn, _PAYMENT_FOR_UPDATE if for_update else _PAYMENT, {"payment_id": payment_id})
+    return _to_payment(rows[0]) if rows else None
 
 
 async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dict[UUID, Payment]:
@@ -98,9 +97,9 @@ async def load_many(conn: AsyncConnection, payment_ids: Collection[UUID]) -> dic
     it (waiting for one row cannot close a cycle)."""
     if len(payment_ids) == 1:  # spares rendering an IN list of one (a set of one is common)
         [payment_id] = payment_ids
-        rows = (await conn.execute(_PAYMENT_FOR_UPDATE, {"payment_id": payment_id})).all()
+        rows = await fetch_rows(conn, _PAYMENT_FOR_UPDATE, {"payment_id": payment_id})
     else:
-        rows = (await conn.execute(_PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})).all()
+        rows = await fetch_rows(conn, _PAYMENTS_FOR_UPDATE, {"ids": list(payment_ids)})
     return {row.id: _to_payment(row) for row in rows}
 
 
@@ -127,8 +126,8 @@ def _saved(payment: Payment, *, unlock: bool) -> dict[str, Any]:
 
 
 async def of_order_for_update(conn: AsyncConnection, order_id: UUID) -> Payment | None:
-    row = (await conn.execute(_BY_ORDER_FOR_UPDATE, {"order_id": order_id})).first()
-    return _to_payment(row) if row else None
+    rows = await fetch_rows(conn, _BY_ORDER_FOR_UPDATE, {"order_id": order_id})
+    return _to_payment(rows[0]) if rows else None
 
 
 async def for_order(conn: AsyncConnection, order_id: UUID) -> list[Payment]:
@@ -147,7 +146,8 @@ async def recent(conn: AsyncConnection, *, customer_id: str | None, limit: int) 
 async def next_due(conn: AsyncConnection) -> datetime | None:
     """When the first piece of work can be claimed (in the past: now), None if there is no
     work at all: a read, before taking a write lock, that also says how long to sleep."""
-    due = (await conn.execute(_NEXT_DUE)).scalar()
+    rows = await fetch_rows(conn, _NEXT_DUE)
+    due = rows[0][0] if rows else None
     return None if due is None else as_utc(due)
 
 

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pizzeria.kit.upsert import insert_ignore
+from pizzeria.kit.statements import execute
+from pizzeria.kit.upsert import insert_ignore, insert_rows
 from pizzeria.services.telemetry.domain import Aggregate
 from pizzeria.services.telemetry.tables import deliveries, devices, readings, rollups
 
@@ -242,7 +243,7 @@ async def out_with(conn: AsyncConnection, courier_id: str) -> list[Any]:
 
 
 async def add_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert_ignore(conn, deliveries), rows)
+    await insert_rows(conn, deliveries, rows, ignore=True)
 
 
 async def update_delivery(conn: AsyncConnection, order_id: UUID, **values: Any) -> None:
@@ -250,4 +251,4 @@ async def update_delivery(conn: AsyncConnection, order_id: UUID, **values: Any) 
 
 
 async def complete_delivery(conn: AsyncConnection, order_id: UUID, at: datetime) -> None:
-    await conn.execute(_COMPLETE, {"the_order": order_id, "at": at})
+    await execute(conn, _COMPLETE, {"the_order": order_id, "at": at})
