@@ -202,6 +202,16 @@ async def test_a_lost_connection_is_invalidated_as_sqlalchemy_does(database: Dat
         assert (await fetch_rows(conn, _COUNT))[0][0] == 0
 
 
+_SLEEPING = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND query LIKE '%pg_sleep%'")
+
+
+async def _until_sleeping(other: AsyncConnection, pid: int) -> None:
+    """Wait (10 s at most) until the server's session `pid` runs its `pg_sleep`."""
+    deadline = time.monotonic() + 10
+    while not (await other.execute(_SLEEPING, {"pid": pid})).scalar() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def test_a_statement_cancelled_midway_invalidates_its_connection(database: Database) -> None:
     """As SQLAlchemy does with a task cancelled in its statement: the connection, its protocol
     midway, is not handed back to the pool."""
@@ -210,10 +220,7 @@ async def test_a_statement_cancelled_midway_invalidates_its_connection(database:
         pid = await _backend(conn)
         task = asyncio.ensure_future(fetch_rows(conn, _SLEEP, {"seconds": 30}))
         async with database.read() as other:
-            sleeping = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND query LIKE '%pg_sleep%'")
-            deadline = time.monotonic() + 10
-            while not (await other.execute(sleeping, {"pid": pid})).scalar() and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            await _until_sleeping(other, pid)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -236,10 +243,7 @@ async def test_a_statement_cancelled_midway_is_cancelled_in_the_server(database:
             running = asyncio.ensure_future(
                 fetch_rows(conn, _SLEEP, {"seconds": 60}) if way == "driver" else conn.execute(_SLEEP, {"seconds": 60})
             )
-            sleeping = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND query LIKE '%pg_sleep%'")
-            deadline = time.monotonic() + 10
-            while not (await other.execute(sleeping, {"pid": pid})).scalar() and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            await _until_sleeping(other, pid)
             running.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await running
