@@ -9,6 +9,7 @@ building a SQLAlchemy statement costs more than the database takes to run it.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -151,10 +152,10 @@ async def insert_returning(
     if driver is None or plan is None:
         stmt = _insert_returning(conn.dialect.name, table, tuple(returning), ignore)
         return (await conn.execute(stmt, list(rows))).all()
-    single, columns, processors, made = plan
+    single, width, take, made = plan
     # As many rows in a statement as SQLAlchemy writes in one (as many statements counted).
     dialect = conn.dialect
-    per = max(1, min(dialect.insertmanyvalues_page_size, dialect.insertmanyvalues_max_parameters // len(columns)))
+    per = max(1, min(dialect.insertmanyvalues_page_size, dialect.insertmanyvalues_max_parameters // width))
     found: list[AnyRow] = []
     for first in range(0, len(rows), per):
         page = rows[first : first + per]
@@ -162,7 +163,7 @@ async def insert_returning(
         values: list[Any] = []
         try:
             for row in page:
-                values.extend(_converted(row, columns, processors))
+                values.extend(take(row))
         except Exception as exc:  # a value its column cannot take, or a row without a key
             raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, values, exc) from exc
         if isinstance(driver, sqlite3.Connection):
@@ -175,9 +176,38 @@ async def insert_returning(
     return found
 
 
-#: An insert with RETURNING: its text for one row and the VALUES of that row, the key of each
-#: `?` of a row and the conversion of each, and how a returned row is made.
-_ReturningPlan = tuple[tuple[str, str], tuple[str, ...], tuple[Callable[[Any], Any] | None, ...], Rows | TypedRows]
+#: A row's values for a statement's parameters, in their order, each through its conversion.
+RowValues = Callable[[Mapping[str, Any]], tuple[Any, ...]]
+
+
+def row_values(keys: tuple[str, ...], processors: tuple[Callable[[Any], Any] | None, ...]) -> RowValues:
+    """What takes a row's value of each key in `keys`, in order, each through the conversion
+    beside it (None: the value as it is): made once a plan, as it runs for every row written.
+    A missing key is a KeyError, as a row's own lookup would be."""
+    if not keys:
+        return lambda _: ()
+    take: RowValues
+    if len(keys) == 1:
+        key = keys[0]
+        take = lambda row: (row[key],)  # noqa: E731  (itemgetter of one key gives the value alone)
+    else:
+        take = cast(RowValues, operator.itemgetter(*keys))
+    converted = tuple((place, p) for place, p in enumerate(processors) if p is not None)
+    if not converted:
+        return take
+
+    def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+        found = list(take(row))
+        for place, convert in converted:
+            found[place] = convert(found[place])
+        return tuple(found)
+
+    return values
+
+
+#: An insert with RETURNING: its text for one row and the VALUES of that row, the number of
+#: parameters a row has, what takes a row's values for them, and how a returned row is made.
+_ReturningPlan = tuple[tuple[str, str], int, RowValues, Rows | TypedRows]
 
 
 @functools.cache
@@ -216,7 +246,7 @@ def _returning_plan(
     ):
         return None
     processors = tuple(_processor(table.c[c].type, dialect) for c in columns)
-    return (compiled.string, values), columns, processors, rows_of(dialect, compiled)
+    return (compiled.string, values), len(columns), row_values(columns, processors), rows_of(dialect, compiled)
 
 
 @functools.lru_cache(maxsize=512)
@@ -237,24 +267,15 @@ def _after(offset: int) -> Callable[[re.Match[str]], str]:
 _NUMBERED = re.compile(r"\$\d+")
 
 
-def _converted(
-    row: Mapping[str, Any], keys: tuple[str, ...], processors: tuple[Callable[[Any], Any] | None, ...]
-) -> tuple[Any, ...]:
-    return tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True))
-
-
-#: A statement to run on SQLite's driver: its SQL, the key of each `?` in a row, and the
-#: conversion of each (None: the value as it is).
-_Plan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
+#: A statement to run on the driver: its SQL, and what takes a row's values for its parameters.
+_Plan = tuple[str, RowValues]
 
 
 def _values(plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """The values of each row to run the plan with; refused as SQLAlchemy refuses them."""
-    sql, keys, processors = plan
+    sql, values = plan
     try:
-        return [
-            tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True)) for row in rows
-        ]
+        return [values(row) for row in rows]
     except Exception as exc:  # a value its column cannot take, or a row without a key
         raise sa.exc.StatementError(f"({type(exc).__name__}) {exc}", sql, [], exc) from exc
 
@@ -264,13 +285,11 @@ def _executemany(
 ) -> int:
     """Run the plan for every row on `driver`, the driver connection of `conn`; refusals are
     SQLAlchemy's exceptions (`kit.statements.refused`)."""
-    sql, keys, processors = plan
+    sql, take = plan
     values: list[tuple[Any, ...]] = []
     cursor: sqlite3.Cursor | None = None
     try:
-        values = [
-            tuple(p(row[k]) if p is not None else row[k] for k, p in zip(keys, processors, strict=True)) for row in rows
-        ]
+        values = [take(row) for row in rows]
         cursor = driver.cursor()
         cursor.executemany(sql, values)  # its cursor counts the statement (kit.sqlite_driver)
         return cursor.rowcount
@@ -302,7 +321,7 @@ def _insert_plan(dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ig
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join('?' for _ in columns)}){' ON CONFLICT DO NOTHING' if ignore else ''}"
     )
-    return sql, columns, tuple(_processor(table.c[c].type, dialect) for c in columns)
+    return sql, row_values(columns, tuple(_processor(table.c[c].type, dialect) for c in columns))
 
 
 @functools.cache
@@ -326,4 +345,4 @@ def _update_plan(dialect: Dialect, stmt: sa.Update | sa.Insert, keys: tuple[str,
         or any(name not in keys or binds[name].key != name for name in order)
     ):
         return None
-    return compiled.string, tuple(order), tuple(_processor(binds[name].type, dialect) for name in order)
+    return compiled.string, row_values(tuple(order), tuple(_processor(binds[name].type, dialect) for name in order))
