@@ -12,8 +12,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
+from pizzeria.contracts.kitchen import TicketReady
 from pizzeria.kit import context, tracing
 from pizzeria.kit.settings import Settings
+from pizzeria.messaging.envelope import Envelope
 
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -57,19 +59,21 @@ def test_an_empty_parent_starts_a_new_trace(spans: InMemorySpanExporter) -> None
     assert work["trace_id"] != "0af7651916cd43dd8448eb211c80319c"
 
 
-def test_messages_emitted_in_a_span_carry_it(spans: InMemorySpanExporter) -> None:
-    from pizzeria.contracts.kitchen import TicketReady
-    from pizzeria.messaging.envelope import Envelope
+def emitted() -> Envelope:
+    """A message emitted now, as a service emits one (it carries the current traceparent)."""
+    return Envelope.wrap(
+        TicketReady(
+            order_id="01a20000-0000-7000-8000-000000000001",
+            ticket_id="01a20000-0000-7000-8000-000000000002",
+            at="2026-11-22T10:00:00Z",
+        ),
+        source="/pizzeria/kitchen",
+    )
 
+
+def test_messages_emitted_in_a_span_carry_it(spans: InMemorySpanExporter) -> None:
     with tracing.span("kitchen ticket ready", parent=CALLER) as work:
-        envelope = Envelope.wrap(
-            TicketReady(
-                order_id="01a20000-0000-7000-8000-000000000001",
-                ticket_id="01a20000-0000-7000-8000-000000000002",
-                at="2026-11-22T10:00:00Z",
-            ),
-            source="/pizzeria/kitchen",
-        )
+        envelope = emitted()
     assert envelope.traceparent == tracing.traceparent_of(work)
 
 
@@ -197,3 +201,79 @@ def test_an_unsampled_span_is_current_and_its_children_follow_it(spans: InMemory
         assert context.traceparent.get() == f"00-{CALLER[3:35]}-{child.get_span_context().span_id:016x}-00"
     assert context.traceparent.get() is None
     assert finished(spans) == []
+
+
+@pytest.mark.parametrize("flags", [f"{f:02x}" for f in range(0, 256, 2)])
+def test_the_child_of_an_unsampled_parent_is_what_the_sdk_would_make_of_it(
+    spans: InMemorySpanExporter, flags: str
+) -> None:
+    """Built without the SDK's sampler, the span is the one the SDK makes for such a parent:
+    the parent's trace, a span id of its own, the same flags (not sampled; random-trace-id as
+    the parent's), not recorded."""
+    parent = CALLER[:-2] + flags
+    provider = tracing._Current.provider
+    assert provider is not None
+    by_the_sdk = provider.get_tracer("check").start_span("x", context=tracing._parent_context(parent))
+    with tracing.span("x", parent=parent) as fast:
+        current = context.traceparent.get()
+    assert not fast.is_recording()
+    assert not by_the_sdk.is_recording()
+    ours, theirs = fast.get_span_context(), by_the_sdk.get_span_context()
+    assert (ours.trace_id, ours.trace_flags, ours.is_remote) == (theirs.trace_id, theirs.trace_flags, theirs.is_remote)
+    assert ours.span_id not in (0, theirs.span_id, int(CALLER[36:52], 16))
+    expected = "02" if int(flags, 16) & 2 else "00"
+    assert current == tracing.traceparent_of(fast) == f"{CALLER[:36]}{ours.span_id:016x}-{expected}"
+    assert tracing.traceparent_of(by_the_sdk) == f"{CALLER[:36]}{theirs.span_id:016x}-{expected}"
+    assert finished(spans) == []
+
+
+def test_an_unsampled_trace_is_carried_through_children_and_messages(spans: InMemorySpanExporter) -> None:
+    """Nine in ten at 0.1: nothing exported, and everything sent meanwhile carries the trace id
+    and the not-sampled flag, so the next service does not sample it either."""
+    unsampled = CALLER[:-2] + "00"
+    with (
+        tracing.span("GET /x", kind=SpanKind.SERVER, parent=unsampled, attributes={"a": 1}) as server,
+        tracing.span("GET orders", kind=SpanKind.CLIENT) as client,
+    ):
+        client.set_attribute("http.response.status_code", 200)
+        client.update_name("GET orders /x")
+        envelope = emitted()
+    assert envelope.traceparent == tracing.traceparent_of(client)
+    assert envelope.traceparent is not None
+    assert tracing.TRACEPARENT.fullmatch(envelope.traceparent)
+    assert envelope.traceparent[3:35] == CALLER[3:35]
+    assert envelope.traceparent.endswith("-00")
+    assert client.get_span_context().span_id != server.get_span_context().span_id
+    # the next hop: the message's consumer span follows it, unsampled, in the same trace
+    with tracing.span("orders process x", kind=SpanKind.CONSUMER, parent=envelope.traceparent) as consumer:
+        assert not consumer.is_recording()
+        assert consumer.get_span_context().trace_id == int(CALLER[3:35], 16)
+    assert context.traceparent.get() is None
+    assert finished(spans) == []
+
+
+def test_a_failure_in_an_unsampled_span_goes_on_and_puts_the_current_trace_back(
+    spans: InMemorySpanExporter,
+) -> None:
+    token = context.traceparent.set(CALLER[:-2] + "00")
+    try:
+        with pytest.raises(ValueError, match="no dough"), tracing.span("kitchen bake"):
+            assert context.traceparent.get() != CALLER[:-2] + "00"
+            raise ValueError("no dough")
+        assert context.traceparent.get() == CALLER[:-2] + "00"
+    finally:
+        context.traceparent.reset(token)
+    assert finished(spans) == []
+
+
+def test_attributes_are_wanted_only_for_a_span_that_may_be_recorded(spans: InMemorySpanExporter) -> None:
+    assert tracing.may_record(CALLER)
+    assert tracing.may_record("")
+    assert tracing.may_record(None)
+    assert tracing.may_record("not a traceparent")
+    assert not tracing.may_record(CALLER[:-2] + "00")
+    assert not tracing.may_record(CALLER[:-2] + "02")
+    assert tracing.may_record(CALLER[:-2] + "03")
+    tracing._Current.provider = None
+    tracing._Current.tracer = trace.NoOpTracer()
+    assert not tracing.may_record(CALLER)

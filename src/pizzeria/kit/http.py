@@ -82,7 +82,9 @@ class RequestContextMiddleware:
                 f"{scope['method']} {path}",
                 kind=SpanKind.SERVER,
                 parent=traceparent or "",
-                attributes={"http.request.method": scope["method"], "url.path": path},
+                attributes={"http.request.method": scope["method"], "url.path": path}
+                if tracing.may_record(traceparent)
+                else None,
             )
             if path not in UNTRACED
             else contextlib.nullcontext(None)
@@ -101,7 +103,7 @@ class RequestContextMiddleware:
                 try:
                     await self.app(scope, receive, send_with_id)
                 finally:
-                    if current is not None:
+                    if current is not None and current.is_recording():
                         route = getattr(scope.get("route"), "path", None)
                         current.update_name(f"{scope['method']} {route or path}")
                         current.set_attribute("http.route", route or "unmatched")

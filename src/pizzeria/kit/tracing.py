@@ -13,6 +13,7 @@ line in `var/traces/<service>.jsonl`; tests may pass their own exporter (in memo
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -152,6 +153,8 @@ class _Scope:
 
     __slots__ = ("_attributes", "_current", "_kind", "_name", "_parent", "_token")
 
+    _current: Span
+
     def __init__(self, name: str, kind: SpanKind, parent: str | None, attributes: Mapping[str, Any] | None) -> None:
         self._name = name
         self._kind = kind
@@ -161,11 +164,17 @@ class _Scope:
 
     def __enter__(self) -> Span:
         parent = self._parent
+        if parent is None:
+            parent = context.traceparent.get()
+        if parent and _Current.provider is not None and (flags := _unsampled_flags(parent)) is not None:
+            # The parent was not sampled: the provider's sampler (parent-based) would drop this
+            # span too and hand back a span that only carries its context on; that is built
+            # here directly, without a sampler, a context or attributes.
+            unsampled = self._current = _UnsampledSpan(parent, flags)
+            self._token = context.traceparent.set(unsampled.traceparent)
+            return unsampled
         current = self._current = _tracer().start_span(
-            self._name,
-            context=_parent_context(parent if parent is not None else context.traceparent.get()),
-            kind=self._kind,
-            attributes=self._attributes,
+            self._name, context=_parent_context(parent), kind=self._kind, attributes=self._attributes
         )
         traceparent = traceparent_of(current)
         if traceparent:
@@ -183,6 +192,60 @@ class _Scope:
             if self._token is not None:
                 context.traceparent.reset(self._token)
             current.end()
+
+
+def may_record(parent: str | None) -> bool:
+    """Whether a span, the child of `parent` (a `traceparent`), may be recorded: not when no
+    provider is configured or the parent was not sampled (a caller can then leave out what it
+    would only compute for the span's attributes)."""
+    return _Current.provider is not None and not (parent and _unsampled_flags(parent) is not None)
+
+
+def _unsampled_flags(traceparent: str) -> str | None:
+    """The flags of the child of `traceparent` when that is a traceparent whose sampled flag is
+    not set, as the SDK writes them for the span it drops: not sampled, and the random-trace-id
+    flag as the parent's (W3C Trace Context level 2). None otherwise."""
+    if len(traceparent) != 55 or traceparent[54] not in "02468ace":
+        return None
+    last = _Checked.last
+    if last[0] is not traceparent:  # a consumer asks twice a message (`may_record`, the span)
+        last = _Checked.last = (traceparent, TRACEPARENT.fullmatch(traceparent) is not None)
+    if not last[1]:
+        return None
+    return "02" if traceparent[54] in "2367abef" else "00"
+
+
+class _Checked:
+    """The last traceparent checked against `TRACEPARENT`, and whether it is one."""
+
+    last: tuple[str | None, bool] = (None, False)
+
+
+class _UnsampledSpan(NonRecordingSpan):
+    """The child of a parent that was not sampled: a new span id in the parent's trace, not
+    recorded; its `SpanContext` is only made when asked for (nothing in the services asks)."""
+
+    def __init__(self, parent: str, flags: str) -> None:
+        span_id = random.getrandbits(64)
+        while not span_id:
+            span_id = random.getrandbits(64)
+        # printf-style: cheaper than an f-string with a format spec
+        self.traceparent = "%s%016x-%s" % (parent[:36], span_id, flags)  # noqa: UP031
+
+    def get_span_context(self) -> SpanContext:
+        found: SpanContext | None = self.__dict__.get("_context")
+        if found is None:
+            traceparent = self.traceparent
+            found = self._context = SpanContext(
+                int(traceparent[3:35], 16),
+                int(traceparent[36:52], 16),
+                is_remote=False,
+                trace_flags=TraceFlags(int(traceparent[53:], 16)),
+            )
+        return found
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
 
 
 def _parent_context(traceparent: str | None) -> Context | None:
