@@ -422,6 +422,31 @@ async def test_process_batch_returns_the_next_offset_of_every_partition(
     assert len(await effects(db)) == 12
 
 
+async def test_a_run_handled_together_times_each_handled_message_of_each_type(
+    make_runner: Any, broker: InMemoryBroker, db: Database
+) -> None:
+    def timed(type_name: str) -> tuple[float, float]:
+        labels = {"group": GROUP, "type": type_name}
+        count = METRICS.get_sample_value("pizzeria_consumer_handler_duration_seconds_count", labels) or 0.0
+        total = METRICS.get_sample_value("pizzeria_consumer_handler_duration_seconds_sum", labels) or 0.0
+        return count, total
+
+    handled, ignored = ThingHappened.type_name(), NobodyListens.type_name()
+    before, ignored_before = timed(handled), timed(ignored)
+    processed_before = METRICS.get_sample_value(
+        "pizzeria_consumer_messages_total", {"group": GROUP, "outcome": "processed"}
+    )
+    records = await publish(broker, *(thing(str(n)) for n in range(7)), NobodyListens(n=1))
+    await make_runner(Handler()).process_batch(records)
+    after = timed(handled)
+    assert after[0] - before[0] == 7, "one observation per handled message"
+    assert after[1] > before[1]
+    assert timed(ignored) == ignored_before, "a message no handler takes is not timed"
+    processed = METRICS.get_sample_value("pizzeria_consumer_messages_total", {"group": GROUP, "outcome": "processed"})
+    assert (processed or 0.0) - (processed_before or 0.0) == 7
+    assert len(await effects(db)) == 7
+
+
 # -- replay ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ registry is the service's registry. Names follow Prometheus conventions (unit su
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,3 +33,23 @@ group_commit_set_size = Histogram(
     ["set"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+
+
+def observe_many(series: Any, value: float, count: int) -> None:
+    """`count` observations of the same `value` in one histogram series (a child, labels
+    chosen): the same sum, count and buckets as `count` calls of `observe(value)`, for two
+    updates instead of two a call (a consumer's run of messages shares its handling time).
+    Falls back to one call each if the client's histogram is not laid out as expected."""
+    try:
+        bounds, buckets, total = series._upper_bounds, series._buckets, series._sum
+    except AttributeError:
+        for _ in range(count):
+            series.observe(value)
+        return
+    if count <= 0:
+        return
+    total.inc(value * count)
+    for i, bound in enumerate(bounds):
+        if value <= bound:
+            buckets[i].inc(count)
+            break

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from pizzeria.kit import context, failpoints, tracing
 from pizzeria.kit.db import is_outage
 from pizzeria.kit.logging import get_logger
+from pizzeria.kit.metrics import observe_many
 from pizzeria.messaging import inbox, metrics
 from pizzeria.messaging.broker import Broker, BrokerConsumer, Record, TopicPartition
 from pizzeria.messaging.deadletters import DeadLetterStore
@@ -322,11 +323,15 @@ class ConsumerRunner:
             series = self._counted[outcome] = metrics.consumer_messages.labels(self.group, outcome.value)
         series.inc(amount)
 
-    def _took(self, type_name: str, seconds: float) -> None:
+    def _took(self, type_name: str, seconds: float, count: int = 1) -> None:
+        """`count` messages of a type handled, in `seconds` each."""
         series = self._timed.get(type_name)
         if series is None:
             series = self._timed[type_name] = metrics.consumer_handler_duration.labels(self.group, type_name)
-        series.observe(seconds)
+        if count == 1:
+            series.observe(seconds)
+        else:
+            observe_many(series, seconds, count)
 
     @property
     def dlq_topic(self) -> str:
@@ -467,9 +472,10 @@ class ConsumerRunner:
             return False
         failpoints.hit(self.committed_failpoint)
         per_message = (time.perf_counter() - started) / len(prepared)
-        for position, (item, _) in enumerate(prepared):
-            if position not in outcomes:
-                self._took(item.envelope.type, per_message)
+        # one update of each type's series for the run, not one a message
+        handled = Counter(item.envelope.type for position, (item, _) in enumerate(prepared) if position not in outcomes)
+        for type_name, count in handled.items():
+            self._took(type_name, per_message, count)
         for outcome, count in Counter(outcomes.values()).items():
             self._count(outcome, count)
         if len(prepared) > len(outcomes):
