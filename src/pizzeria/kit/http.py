@@ -50,6 +50,11 @@ def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> Pr
 UNTRACED = frozenset({"/health", "/ready", "/metrics"})
 
 
+#: The request-duration series by method, route template and status, looked up once each (a
+#: lookup by labels costs more than the observation); as many as the histogram's own.
+_request_series: dict[tuple[str, str, int], Any] = {}
+
+
 class RequestContextMiddleware:
     """Request id in and out (`X-Request-ID`), correlation id and traceparent bound for logs and
     outgoing messages, and the request-duration histogram by route template."""
@@ -113,7 +118,11 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            http_request_duration.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
+            key = (scope["method"], template, status)
+            series = _request_series.get(key)
+            if series is None:
+                series = _request_series[key] = http_request_duration.labels(scope["method"], template, str(status))
+            series.observe(time.perf_counter() - started)
             context.correlation_id.reset(tokens[0])
             context.causation_id.reset(tokens[1])
             context.traceparent.reset(tokens[2])
