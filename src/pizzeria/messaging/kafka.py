@@ -129,6 +129,24 @@ async def _settled(futures: Iterable[Future[Any]]) -> list[Any]:
     return [await asyncio.wrap_future(f) for f in futures]
 
 
+def records_of(messages: Iterable[Any]) -> list[Record]:
+    """The records of a run of consumed messages; the end of a partition and transient errors
+    are skipped, a fatal error or a refusal raises."""
+    out: list[Record] = []
+    for m in messages:
+        err = m.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            if err.fatal():
+                raise BrokerError(f"consumer failed: {err}")
+            if err.code() in _REFUSED:
+                raise BrokerError(f"the broker refuses this consumer ({err.name()}): {err.str()}")
+            continue  # transient: librdkafka retries by itself
+        out.append(_record(m))
+    return out
+
+
 def _record(m: Any) -> Record:
     """A consumed message as a Record, whatever bytes its key and headers hold."""
     defects: list[str] = []
@@ -471,19 +489,7 @@ class KafkaConsumer(BrokerConsumer):
             if offsets:
                 self._executor.submit(_commit_async, self._consumer, offsets)
             raise
-        out: list[Record] = []
-        for m in messages:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal():
-                    raise BrokerError(f"consumer failed: {err}")
-                if err.code() in _REFUSED:
-                    raise BrokerError(f"the broker refuses this consumer ({err.name()}): {err.str()}")
-                continue  # transient: librdkafka retries by itself
-            out.append(_record(m))
-        return out
+        return records_of(messages)
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit without waiting for the broker: the records are already handled and their

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +52,11 @@ _PENDING = (
     .limit(sa.bindparam("n"))
 )
 _MARK = outbox.update().where(one_of(outbox.c.seq, "seqs")).values(published_at=sa.bindparam("at"))
+
+
+def outgoing(rows: Sequence[Any]) -> list[OutgoingMessage]:
+    """The records of outbox rows, as the broker publishes them."""
+    return [OutgoingMessage(topic=r.topic, key=r.key, value=r.payload, headers=orjson.loads(r.headers)) for r in rows]
 
 
 class OutboxRelay:
@@ -170,9 +175,7 @@ class OutboxRelay:
 
     async def _publish(self, rows: list[Any]) -> None:
         failpoints.hit("relay.before_publish")
-        await self.broker.publish(
-            [OutgoingMessage(topic=r.topic, key=r.key, value=r.payload, headers=orjson.loads(r.headers)) for r in rows]
-        )
+        await self.broker.publish(outgoing(rows))
         acked = utcnow()
         for r in rows:
             metrics.outbox_publish_latency.observe(max(0.0, (acked - as_utc(r.created_at)).total_seconds()))
