@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pizzeria.kit.frozen import quick_init
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
@@ -23,6 +25,7 @@ class TopicSpec:
     min_insync_replicas: int = 1
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """A message to publish. `key` picks the partition; headers are text."""
@@ -33,6 +36,7 @@ class OutgoingMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Record:
     """A message as consumed, with its place in the log.

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from pizzeria.kit import context, failpoints, tracing
 from pizzeria.kit.db import is_outage
+from pizzeria.kit.frozen import quick_init
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.metrics import observe_many
 from pizzeria.messaging import inbox, metrics
@@ -46,6 +47,7 @@ log = get_logger(__name__)
 Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """A consumed message, decoded, as a batch handler gets it. The handler acts on each inside

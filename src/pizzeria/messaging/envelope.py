@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pizzeria.kit import context
 from pizzeria.kit.clock import as_utc, utcnow
+from pizzeria.kit.frozen import quick_init
 from pizzeria.kit.ids import new_id
 from pizzeria.kit.tracing import TRACEPARENT
 from pizzeria.messaging.broker import OutgoingMessage, Record
@@ -37,6 +38,7 @@ class MalformedMessage(ValueError):
     """A record that is not a valid CloudEvent: it can never be processed."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """A message with its CloudEvents attributes and our tracing extensions."""
