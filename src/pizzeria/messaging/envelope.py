@@ -79,10 +79,15 @@ class Envelope:
             "ce_time": self.time.isoformat(),
             "content-type": CONTENT_TYPE,
         }
-        for name in ("subject", "correlationid", "causationid", "traceparent"):
-            value = getattr(self, name)
-            if value:
-                headers[f"ce_{name}"] = value
+        # the optional attributes, when there, in this order
+        if self.subject:
+            headers["ce_subject"] = self.subject
+        if self.correlationid:
+            headers["ce_correlationid"] = self.correlationid
+        if self.causationid:
+            headers["ce_causationid"] = self.causationid
+        if self.traceparent:
+            headers["ce_traceparent"] = self.traceparent
         return headers
 
     def to_outgoing(self, topic: str) -> OutgoingMessage:

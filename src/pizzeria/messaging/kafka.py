@@ -151,13 +151,29 @@ def _record(m: Any) -> Record:
     """A consumed message as a Record, whatever bytes its key and headers hold."""
     defects: list[str] = []
     raw_key = m.key()
-    key = None if raw_key is None else as_text(raw_key, "the key", defects)
-    headers: dict[str, str] = {}
+    if raw_key is None:
+        key = None
+    elif type(raw_key) is bytes and raw_key.isascii():  # every key this system writes
+        key = raw_key.decode("ascii")
+    else:
+        key = as_text(raw_key, "the key", defects)
     try:
         pairs = m.headers() or []
     except Exception as exc:  # names librdkafka cannot hand over as text
         defects.append(f"the headers cannot be read: {exc}")
         pairs = []
+    # Every record this system writes: names and values ASCII, no name twice. Read at once;
+    # anything else (a value not bytes, or not ASCII, a name twice) header by header below.
+    try:
+        headers = {name: value.decode("ascii") for name, value in pairs}
+        usual = len(headers) == len(pairs) and "".join(headers).isascii()
+    except (AttributeError, TypeError, UnicodeDecodeError):
+        usual = False
+    if usual:
+        return Record(
+            m.topic(), m.partition(), m.offset(), m.value() or b"", key, headers, m.timestamp()[1], tuple(defects)
+        )
+    headers = {}
     for raw_name, raw_value in pairs:
         # (an ASCII name, every one this system writes, is text as it is: no checks for defects)
         name = raw_name if type(raw_name) is str and raw_name.isascii() else as_text(raw_name, "a header name", defects)
@@ -335,15 +351,17 @@ class KafkaBroker(Broker):
         # One wake-up of the event loop for the whole batch: the delivery reports (on the poll
         # thread) are counted there, and the last one settles the batch's future.
         acks = _Acks(asyncio.get_running_loop(), len(messages))
+        produce, report = self._producer.produce, acks.report
         for msg in messages:
             while True:
                 try:
-                    self._producer.produce(
+                    # (librdkafka takes the headers as a dict too, in its order, as it takes a list)
+                    produce(
                         msg.topic,
                         value=msg.value,
                         key=msg.key.encode() if msg.key is not None else None,
-                        headers=list(msg.headers.items()),
-                        on_delivery=acks.report,
+                        headers=msg.headers if type(msg.headers) is dict else list(msg.headers.items()),
+                        on_delivery=report,
                     )
                     break
                 except BufferError:  # local queue full: let delivery reports drain it

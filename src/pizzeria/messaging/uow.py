@@ -148,7 +148,9 @@ class UnitOfWork:
                 "id": message_id,
                 "topic": message.topic,
                 "key": message.key,
-                "headers": orjson.dumps(dict(message.headers)).decode(),
+                "headers": orjson.dumps(
+                    headers if type(headers := message.headers) is dict else dict(headers)
+                ).decode(),
                 "payload": message.value,
                 "created_at": utcnow(),
             }
