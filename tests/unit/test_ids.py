@@ -61,3 +61,10 @@ def test_use_puts_a_source_in_place_for_the_block_only() -> None:
     with ids.use(seeded_source(3, 1_900_000_000_000_000_000)):
         assert uuid7() == expected
     assert uuid7().int >> 80 != 1_900_000_000_000  # the system's clock again
+
+
+def test_new_id_is_the_text_of_the_uuid7_the_source_would_make() -> None:
+    source = seeded_source(5, 1_900_000_000_000_000_000)
+    expected = [str(source.next()) for _ in range(20)]
+    with ids.use(seeded_source(5, 1_900_000_000_000_000_000)):
+        assert [new_id() for _ in range(20)] == expected

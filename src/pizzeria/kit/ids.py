@@ -26,6 +26,10 @@ class Uuid7Source:
         self._counter = 0
 
     def next(self) -> uuid.UUID:
+        return uuid.UUID(int=self.next_int())
+
+    def next_int(self) -> int:
+        """The next UUIDv7's 128 bits."""
         with self._lock:
             now_ms = self._now_ns() // 1_000_000
             if now_ms > self._last_ms:
@@ -38,8 +42,7 @@ class Uuid7Source:
                     self._counter = 0
             ms, counter = self._last_ms, self._counter
             rand = int.from_bytes(self._entropy(8), "big") & ((1 << 62) - 1)
-        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-        return uuid.UUID(int=value)
+        return (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
 
 
 class _Issuing:
@@ -52,8 +55,9 @@ def uuid7() -> uuid.UUID:
 
 
 def new_id() -> str:
-    """A new UUIDv7 as its canonical string."""
-    return str(uuid7())
+    """A new UUIDv7 as its canonical string (`str(uuid7())`, without making the UUID)."""
+    digits = f"{_Issuing.source.next_int():032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 @contextlib.contextmanager
