@@ -91,7 +91,7 @@ class Envelope:
         return headers
 
     def to_outgoing(self, topic: str) -> OutgoingMessage:
-        return OutgoingMessage(topic=topic, key=self.subject, value=self.data, headers=self.headers())
+        return OutgoingMessage(topic, self.data, self.subject, self.headers())  # (topic, value, key, headers)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, object], value: bytes) -> Envelope:

@@ -56,7 +56,8 @@ _MARK = outbox.update().where(one_of(outbox.c.seq, "seqs")).values(published_at=
 
 def outgoing(rows: Sequence[Any]) -> list[OutgoingMessage]:
     """The records of outbox rows, as the broker publishes them."""
-    return [OutgoingMessage(topic=r.topic, key=r.key, value=r.payload, headers=orjson.loads(r.headers)) for r in rows]
+    loads = orjson.loads
+    return [OutgoingMessage(r.topic, r.payload, r.key, loads(r.headers)) for r in rows]  # (topic, value, key, headers)
 
 
 class OutboxRelay:
