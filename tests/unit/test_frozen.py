@@ -95,3 +95,13 @@ def test_refuses_what_it_cannot_make_alike() -> None:
     for cls in (Thawed, Checked, Keywords):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_a_class_with_an_init_var_is_refused() -> None:
+    with pytest.raises(TypeError, match="InitVar"):
+
+        @quick_init
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class WithInitVar:
+            x: int
+            y: dataclasses.InitVar[int] = 0

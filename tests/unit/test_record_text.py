@@ -6,7 +6,7 @@ import confluent_kafka
 import pytest
 
 from pizzeria.messaging.broker import Record, as_text, header_text
-from pizzeria.messaging.kafka import records_of
+from pizzeria.messaging.kafka import _record, records_of
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,29 @@ def test_a_kafka_record_with_anything_else_is_read_header_by_header(
     (record,) = records_of([_message(key, headers)])
     assert record.headers == expected
     assert list(record.defects) == defects
+
+
+def test_headers_handed_over_as_an_iterator_are_all_read() -> None:
+    class Handed:
+        def key(self) -> bytes:
+            return b"k"
+
+        def headers(self) -> object:
+            return iter([("a", b"1"), ("b", b"2")])
+
+        def topic(self) -> str:
+            return "t"
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 1
+
+        def value(self) -> bytes:
+            return b"{}"
+
+        def timestamp(self) -> tuple[int, int]:
+            return (1, 5)
+
+    assert _record(Handed()).headers == {"a": "1", "b": "2"}

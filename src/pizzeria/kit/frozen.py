@@ -11,6 +11,7 @@ pickling are unchanged."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -33,6 +34,10 @@ def quick_init(cls: type[T]) -> type[T]:
         raise TypeError(f"{cls.__name__} is not a frozen, slotted dataclass")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has a __post_init__, which the quicker __init__ would not call")
+    # (an InitVar is no field, so `fields` leaves it out; annotations may still be text here)
+    annotations = [kind for klass in cls.__mro__ for kind in inspect.get_annotations(klass).values()]
+    if any("InitVar" in str(kind) for kind in annotations):
+        raise TypeError(f"{cls.__name__} has an InitVar, which the quicker __init__ would not take")
     namespace: dict[str, Any] = {"_MISSING": _MISSING}
     arguments: list[str] = []
     body: list[str] = []

@@ -37,7 +37,8 @@ group_commit_set_size = Histogram(
 
 def observe_many(series: Any, value: float, count: int) -> None:
     """`count` observations of the same `value` in one histogram series (a child, labels
-    chosen): the same sum, count and buckets as `count` calls of `observe(value)`, for two
+    chosen): the same count and buckets as `count` calls of `observe(value)`, and their sum (as
+    one product, so it may differ from a running sum in the last bits), for two
     updates instead of two a call (a consumer's run of messages shares its handling time).
     Falls back to one call each if the client's histogram is not laid out as expected."""
     try:

@@ -158,7 +158,7 @@ def _record(m: Any) -> Record:
     else:
         key = as_text(raw_key, "the key", defects)
     try:
-        pairs = m.headers() or []
+        pairs = list(m.headers() or ())
     except Exception as exc:  # names librdkafka cannot hand over as text
         defects.append(f"the headers cannot be read: {exc}")
         pairs = []
