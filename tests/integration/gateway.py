@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 
 from pizzeria.kit.auth import Principal, TokenIssuer
 from pizzeria.kit.settings import Settings
+from pizzeria.services.gateway import app as gateway_app
 from pizzeria.services.gateway.app import create_app
 from pizzeria.services.gateway.routes import UPSTREAMS
 from pizzeria.services.gateway.settings import GatewaySettings
@@ -93,8 +95,25 @@ def gateway_env() -> dict[str, str]:
     return {}
 
 
+def hold_rate_limit_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate-limit windows follow the clock (an hour's begins at hh:00:00), so a test counting one
+    window's hits would see the count start again if it ran across a window's end (one did, at
+    13:00:00.02). The gateways made from here on read the time this was called instead; windows
+    ending are `test_ratelimit.py`'s, with a clock of its own."""
+    started = time.time()
+    build = gateway_app.build_rate_limiter
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        limiter = build(*args, **kwargs)
+        limiter.clock = lambda: started
+        return limiter
+
+    monkeypatch.setattr(gateway_app, "build_rate_limiter", held)
+
+
 @pytest.fixture
-async def gateway(gateway_env: dict[str, str]) -> AsyncIterator[Gateway]:
+async def gateway(gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
+    hold_rate_limit_window(monkeypatch)
     env = {
         "GATEWAY_BREAKER_FAILURES": "3",
         "GATEWAY_BREAKER_RESET_S": "0.3",

@@ -23,7 +23,7 @@ from pizzeria.registry import entry
 from pizzeria.services.gateway.app import create_app
 from pizzeria.services.gateway.routes import FANNED_OUT, ROUTES, UPSTREAMS
 from pizzeria.services.gateway.settings import GatewaySettings
-from tests.integration.gateway import REDIS_URL, Gateway, Upstream, fresh_ip, problem
+from tests.integration.gateway import REDIS_URL, Gateway, Upstream, fresh_ip, hold_rate_limit_window, problem
 
 # -- routing and what is passed on ---------------------------------------------------------------
 
@@ -178,7 +178,7 @@ async def test_tampered_expired_wrong_algorithm_and_unsigned_tokens_are_refused(
 
 @pytest.fixture(params=["in-process", "redis"])
 def store(request: pytest.FixtureRequest, gateway_env: dict[str, str]) -> str:
-    # An hour-long window: the count never resets in the middle of a test.
+    # An hour-long window, held for the test (`hold_rate_limit_window`): the count never resets midway.
     gateway_env.update({"RATE_LIMIT_WINDOW_S": "3600", "RATE_LIMIT_PER_IP": "5", "RATE_LIMIT_PER_USER": "2"})
     if request.param == "redis":  # keys of this test only: counts never carry over from another run
         gateway_env.update({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": f"pz-test-{uuid.uuid4().hex}"})
@@ -207,7 +207,10 @@ async def test_rate_limit_per_user_follows_the_user_not_the_address(store: str, 
     assert (await gateway.client.get("/api/v1/orders", headers=bob)).status_code == 200
 
 
-async def test_redis_rate_limits_are_shared_by_every_gateway_process(gateway_env: dict[str, str]) -> None:
+async def test_redis_rate_limits_are_shared_by_every_gateway_process(
+    gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold_rate_limit_window(monkeypatch)
     prefix = f"pz-test-{uuid.uuid4().hex}"
     settings = Settings(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix)  # type: ignore[call-arg]
     own = GatewaySettings(RATE_LIMIT_PER_IP="4", RATE_LIMIT_WINDOW_S="3600")  # type: ignore[call-arg]
