@@ -25,7 +25,7 @@ from pizzeria.kit import metrics as kit_metrics
 from pizzeria.kit import tracing
 from pizzeria.kit.http import RequestContextMiddleware
 from pizzeria.kit.settings import Settings
-from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Outcome, _message_context
+from pizzeria.messaging.consumer import ConsumerRunner, HandlerRegistry, Outcome, _MessageContext
 from pizzeria.messaging.envelope import Envelope
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -67,7 +67,7 @@ def message_span(traceparent: str) -> Callable[[], None]:
     item = envelope(traceparent)
 
     def op() -> None:
-        with _message_context(item, "orders"):
+        with _MessageContext(item, "orders"):
             pass
 
     return op

@@ -205,20 +205,9 @@ def _unsampled_flags(traceparent: str) -> str | None:
     """The flags of the child of `traceparent` when that is a traceparent whose sampled flag is
     not set, as the SDK writes them for the span it drops: not sampled, and the random-trace-id
     flag as the parent's (W3C Trace Context level 2). None otherwise."""
-    if len(traceparent) != 55 or traceparent[54] not in "02468ace":
-        return None
-    last = _Checked.last
-    if last[0] is not traceparent:  # a consumer asks twice a message (`may_record`, the span)
-        last = _Checked.last = (traceparent, TRACEPARENT.fullmatch(traceparent) is not None)
-    if not last[1]:
+    if len(traceparent) != 55 or traceparent[54] not in "02468ace" or TRACEPARENT.fullmatch(traceparent) is None:
         return None
     return "02" if traceparent[54] in "2367abef" else "00"
-
-
-class _Checked:
-    """The last traceparent checked against `TRACEPARENT`, and whether it is one."""
-
-    last: tuple[str | None, bool] = (None, False)
 
 
 class _UnsampledSpan(NonRecordingSpan):

@@ -58,7 +58,7 @@ class Incoming:
     group: str = ""
 
     def handling(self) -> contextlib.AbstractContextManager[None]:
-        return _message_context(self.envelope, self.group)
+        return _MessageContext(self.envelope, self.group)
 
 
 #: Takes a run of messages (one partition's, in order) and acts on all of them in the caller's
@@ -145,10 +145,6 @@ class _MessageContext:
         context.correlation_id.reset(tokens[0])
         context.causation_id.reset(tokens[1])
         context.traceparent.reset(tokens[2])
-
-
-def _message_context(envelope: Envelope, group: str) -> _MessageContext:
-    return _MessageContext(envelope, group)
 
 
 class Outcome(enum.Enum):
@@ -491,7 +487,7 @@ class ConsumerRunner:
             return
         assert route.handler is not None
         for item in items:
-            with _message_context(item.envelope, self.group):
+            with _MessageContext(item.envelope, self.group):
                 await route.handler(item.message, item.envelope, uow)
 
     async def process_until_settled(self, record: Record) -> Outcome:
@@ -541,7 +537,7 @@ class ConsumerRunner:
         except Exception as exc:  # e.g. data nested too deep to parse
             return await self._dead_letter(record, envelope, f"schema: {type(exc).__name__}: {exc}", 1, replay_of)
 
-        with _message_context(envelope, self.group):
+        with _MessageContext(envelope, self.group):
             attempt = 0
             first_failure: float | None = None
             while True:
