@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.clock import utcnow
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.services.telemetry.mqtt import MqttIngest, topic_of
+from pizzeria.services.telemetry.mqtt import MqttIngest, client_identifier, topic_of
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
 from tests.support.mosquitto import Mosquitto
@@ -146,15 +146,16 @@ async def until(condition: Any, what: str, timeout: float = 30) -> None:
 
 
 @contextlib.asynccontextmanager
-async def subscribed(mqtt: Mosquitto, ingest: Taking) -> AsyncIterator[None]:
-    """A telemetry MQTT client (the same session each time) running until the block ends, as a
-    process ends when it is killed: whatever it was doing is abandoned."""
-    client = MqttIngest(cast(Any, None), cast(Any, ingest), mqtt.url)
+async def subscribed(mqtt: Mosquitto, ingest: Taking, identifier: str | None = None) -> AsyncIterator[MqttIngest]:
+    """A telemetry MQTT client (the same session each time, unless `identifier` names another)
+    running until the block ends, as a process ends when it is killed: whatever it was doing is
+    abandoned."""
+    client = MqttIngest(cast(Any, None), cast(Any, ingest), mqtt.url, identifier=identifier)
     client.runtime = cast(Any, type("Runtime", (), {"uow": lambda self: None})())
     task = asyncio.create_task(client.run())
     try:
         await asyncio.wait_for(client.subscribed.wait(), 30)
-        yield
+        yield client
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -209,3 +210,45 @@ async def test_a_batch_that_cannot_be_taken_in_is_dropped_not_held_forever(mqtt:
         await send("next")
         await until(lambda: after.batches, "the next batch never reached telemetry")
         assert after.batches[0] == (device, "next"), "the failing batch came back"
+
+
+async def test_replicas_without_a_number_share_the_batches_without_pushing_each_other_off(mqtt: Mosquitto) -> None:
+    """Two replicas as Compose or a Kubernetes Deployment runs them: the same environment (no
+    `PIZZERIA_REPLICA`), hosts of their own. Each keeps its connection and session, and each
+    batch reaches one of them. (With one client id the broker would drop each in turn as the
+    other connected, and batches would wait on whichever was away.)"""
+    device = uuid.uuid4()
+    first, second = Taking(dies=False), Taking(dies=False)
+    names = client_identifier({}, "telemetry-7d9f-abc12"), client_identifier({}, "telemetry-7d9f-xyz34")
+    async with subscribed(mqtt, first, names[0]) as a, subscribed(mqtt, second, names[1]) as b:
+        async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
+            for n in range(20):
+                batch = {"key": f"batch-{n}", "readings": [{"at": at(n), "lat": 40.0, "lon": 14.0}]}
+                await client.publish(topic_of(device), orjson.dumps(batch), qos=1)
+        await until(lambda: len(first.batches) + len(second.batches) >= 20, "not every batch reached a replica")
+        keys = sorted(key for _, key in first.batches + second.batches)
+        assert keys == sorted(f"batch-{n}" for n in range(20)), "a batch was lost or taken twice"
+        assert first.batches, "the replicas did not share the subscription"
+        assert second.batches, "the replicas did not share the subscription"
+        assert (a.subscriptions, b.subscriptions) == (1, 1), "a replica was pushed off and connected again"
+        assert a.subscribed.is_set()
+        assert b.subscribed.is_set()
+
+
+async def test_a_replica_that_stops_leaves_the_subscription_so_no_batch_waits_for_it(mqtt: Mosquitto) -> None:
+    """A replica stopped for good (replaced by a container of another name) leaves the shared
+    subscription as it stops: every batch published afterwards reaches the replica that stays.
+    (Its session kept subscribed, the broker would queue every other batch there, for a client
+    that never comes back.)"""
+    device = uuid.uuid4()
+    leaving, staying = Taking(dies=False), Taking(dies=False)
+    async with subscribed(mqtt, staying, client_identifier({}, "telemetry-1-staying")):
+        async with subscribed(mqtt, leaving, client_identifier({}, "telemetry-1-leaving")):
+            pass
+        async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
+            for n in range(10):
+                batch = {"key": f"batch-{n}", "readings": [{"at": at(n), "lat": 40.0, "lon": 14.0}]}
+                await client.publish(topic_of(device), orjson.dumps(batch), qos=1)
+        await until(lambda: len(staying.batches) == 10, "batches published after a replica left did not all come")
+    assert [key for _, key in staying.batches] == [f"batch-{n}" for n in range(10)]
+    assert leaving.batches == []

@@ -31,14 +31,18 @@ waits and the broker queues the ones behind it (deploy/compose/mosquitto: `max_q
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import ssl
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pizzeria.chassis.addresses import replica_number
+from pizzeria.chassis.addresses import REPLICA_VARIABLE, replica_number
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.auth import InvalidDeviceKey
 from pizzeria.kit.db import is_transient_error
@@ -55,6 +59,11 @@ TOPIC = "pizzeria/devices/+/telemetry"
 #: Replicas of telemetry share one subscription: a batch reaches one of them.
 SUBSCRIPTION = f"$share/telemetry/{TOPIC}"
 MAX_BACKOFF_S = 10.0
+#: How long a stopping replica gives itself to leave the subscription and take in what it was
+#: sent (the supervisor and Kubernetes wait longer before they kill), and how long a quiet
+#: connection means nothing more is coming.
+LEAVE_S = 5.0
+LEAVE_QUIET_S = 0.3
 
 
 class MqttBatch(BaseModel):
@@ -82,12 +91,26 @@ def topic_of(device_id: UUID) -> str:
     return f"pizzeria/devices/{device_id}/telemetry"
 
 
+def client_identifier(environ: Mapping[str, str] = os.environ, host: str | None = None) -> str:
+    """This process's MQTT client id, which names its persistent session at the broker: the
+    same after a restart (the session, with the batches queued for it, is taken up again) and
+    different for each replica running at once, since a broker drops a client when another
+    connects with its id (two replicas with one id would push each other off for good).
+    The supervisor numbers its replicas (`PIZZERIA_REPLICA`); replicas without a number
+    (Compose's `deploy.replicas`, a Kubernetes Deployment) are told apart by their host name,
+    which each container has to itself and keeps when it restarts."""
+    if REPLICA_VARIABLE in environ:
+        return f"pizzeria-telemetry-{replica_number(environ)}"
+    return f"pizzeria-telemetry-{host if host is not None else socket.gethostname()}"
+
+
 class MqttIngest:
     """Subscribes to the devices' telemetry topics and takes each batch in; connects again
     (with a growing pause) whenever the broker goes away."""
 
-    def __init__(self, runtime: ServiceRuntime, ingest: Ingest, url: str) -> None:
+    def __init__(self, runtime: ServiceRuntime, ingest: Ingest, url: str, *, identifier: str | None = None) -> None:
         self.runtime = runtime
+        self.identifier = identifier or client_identifier()
         self.ingest = ingest
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -99,6 +122,8 @@ class MqttIngest:
         self.tls = ssl.create_default_context() if parts.scheme == "mqtts" else None
         #: True while subscribed (for tests and logs).
         self.subscribed = asyncio.Event()
+        #: How many times it has subscribed: once, unless the connection was lost.
+        self.subscriptions = 0
 
     def client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -106,7 +131,7 @@ class MqttIngest:
             self.port,
             username=self.username,
             password=self.password,
-            identifier=f"pizzeria-telemetry-{replica_number()}",
+            identifier=self.identifier,
             # The broker keeps the subscription and queues QoS 1 batches while this replica
             # restarts.
             clean_session=False,
@@ -126,17 +151,52 @@ class MqttIngest:
             try:
                 async with self.client() as client:
                     await client.subscribe(SUBSCRIPTION, qos=1)
+                    self.subscriptions += 1
                     self.subscribed.set()
-                    log.info("subscribed to the devices' telemetry", broker=f"{self.hostname}:{self.port}")
+                    log.info(
+                        "subscribed to the devices' telemetry",
+                        broker=f"{self.hostname}:{self.port}",
+                        client_id=self.identifier,
+                    )
                     backoff = 0.5
-                    async for message in client.messages:
-                        await self.take(message.topic.value, bytes(message.payload or b""))
-                        client._client.ack(message.mid, message.qos)
+                    try:
+                        async for message in client.messages:
+                            await self.taken(client, message)
+                    except asyncio.CancelledError:
+                        await self.leave(client)
+                        raise
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 log.warning("MQTT broker unreachable; connecting again", error=str(exc), backoff_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def taken(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Take a batch in, then acknowledge it to the broker."""
+        await self.take(message.topic.value, bytes(message.payload or b""))
+        client._client.ack(message.mid, message.qos)
+
+    async def leave(self, client: aiomqtt.Client) -> None:
+        """On the way out (the process stops): leave the shared subscription, so that the broker
+        sends every batch from then on to the replicas that stay, and take in what it had sent
+        here already. A replica that comes back under another name (a new container) does not
+        find its session again: what the broker had queued for it would wait there for good.
+        A batch whose taking in was interrupted stays unacknowledged in the session (as in a
+        crash); bounded by `LEAVE_S` and by whatever stops the process."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(LEAVE_S):
+                await client.unsubscribe(SUBSCRIPTION)
+                self.subscribed.clear()
+                # Everything sent before the unsubscription was acknowledged has arrived by now;
+                # what the broker held back (too many unacknowledged) follows the acks.
+                while True:
+                    try:
+                        async with asyncio.timeout(LEAVE_QUIET_S):
+                            message = await anext(client.messages)
+                    except TimeoutError:
+                        return
+                    await self.taken(client, message)
+        log.warning("MQTT: left before every batch sent here was taken in", client_id=self.identifier)
 
     async def take(self, topic: str, payload: bytes) -> None:
         """Take one published batch in; a bad one is logged and counted, never raised."""
