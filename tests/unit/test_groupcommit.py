@@ -171,3 +171,32 @@ async def test_closing_cancels_whoever_waits(sets: GroupCommit[int, int], writer
     await writing(writer)
     await sets.close()
     assert all(isinstance(a, asyncio.CancelledError) for a in await waiting)
+
+
+async def test_a_stop_that_is_itself_cancelled_while_the_set_rolls_back_stays_cancelled(
+    sets: GroupCommit[int, int], writer: Writer
+) -> None:
+    """The set being written takes its time to roll back; whoever closes and is cancelled
+    meanwhile (a stop given up on) is cancelled, not told that the close went through."""
+    rolling_back, rolled_back = asyncio.Event(), asyncio.Event()
+
+    async def slow_rollback(members: Sequence[Member[int]]) -> list[int | Exception | Alone]:
+        writer.sets.append([m.item for m in members])
+        try:
+            await asyncio.Event().wait()
+        finally:
+            rolling_back.set()
+            await rolled_back.wait()
+        raise AssertionError("never written")
+
+    slow = GroupCommit(slow_rollback, writer.write_alone, name="slow")
+    waiting = asyncio.ensure_future(slow.submit(1))
+    await writing(writer)
+    closing = asyncio.ensure_future(slow.close())
+    await asyncio.wait_for(rolling_back.wait(), timeout=5)
+    closing.cancel()
+    await asyncio.wait([closing], timeout=5)
+    assert closing.cancelled(), "the close swallowed its own cancellation"
+    rolled_back.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, timeout=5)

@@ -24,7 +24,6 @@ carries the service, and no one caller's values).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -114,8 +113,9 @@ class GroupCommit(Generic[T, R]):
         any more: an item submitted after it starts a writer again and is written as usual."""
         if self._writer is not None:
             self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            # Waits for the writer without taking on its end: a cancellation of this close
+            # itself still comes through.
+            await asyncio.wait([self._writer])
         for _, done in self._queue:
             done.cancel()
         self._queue.clear()
