@@ -178,13 +178,26 @@ async def test_two_outcomes_for_one_payment_in_a_set_settle_it_once(payments: Pa
 async def test_a_retry_and_an_outcome_for_payments_of_one_set(payments: Participant, settler: Settler) -> None:
     retried, completed = await claimed(payments, 2)
     attempts, done = await asyncio.gather(
-        handlers.schedule_retry(settler, retried.id, count_attempt=True),
+        handlers.schedule_retry(settler, retried.id, attempt=retried.attempts + 1),
         handlers.settle_completed(settler, completed.id, "ch_1"),
     )
     assert (attempts, done) == (1, True)
     row = await state_of(payments, retried.id)
     assert (row["status"], row["attempts"], row["locked_until"]) == ("processing", 1, None)
     assert await told(payments, retried.id) == []
+
+
+async def test_an_attempt_written_twice_counts_once(payments: Participant, settler: Settler) -> None:
+    """A commit can raise after it went through (the connection lost on the way back); the
+    outcome is then written again, alone. The failed attempt it reports still counts once, or
+    a charge would give up before its attempts were spent."""
+    [payment] = await claimed(payments, 1)
+    first = payment.attempts + 1
+    assert await handlers.schedule_retry(settler, payment.id, attempt=first) == first
+    assert await handlers.schedule_retry(settler, payment.id, attempt=first) == first
+    assert (await state_of(payments, payment.id))["attempts"] == first
+    assert await handlers.schedule_retry(settler, payment.id, attempt=None) == first  # no call made
+    assert await handlers.schedule_retry(settler, payment.id, attempt=first + 1) == first + 1
 
 
 @pytest.mark.usefixtures("settle_failing")

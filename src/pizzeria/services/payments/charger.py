@@ -226,15 +226,15 @@ class Charger:
         except ProviderRejected as exc:
             log.error("provider rejected a request", payment_id=str(payment.id), error=str(exc))
             if payment.needs_refund:
-                await handlers.schedule_retry(settler, payment.id, count_attempt=True)
+                await handlers.schedule_retry(settler, payment.id, attempt=payment.attempts + 1)
                 self.wake()
             else:
                 await handlers.settle_failed(settler, payment.id, "provider_rejected")
         except CircuitOpen:
-            await handlers.schedule_retry(settler, payment.id, count_attempt=False)
+            await handlers.schedule_retry(settler, payment.id, attempt=None)
             self.wake()  # to sleep until its retry is due
         except ProviderUnavailable as exc:
-            attempts = await handlers.schedule_retry(settler, payment.id, count_attempt=True)
+            attempts = await handlers.schedule_retry(settler, payment.id, attempt=payment.attempts + 1)
             self.wake()
             log.warning(
                 "provider unavailable; will retry", payment_id=str(payment.id), attempts=attempts, error=str(exc)

@@ -178,14 +178,18 @@ async def settle_refunded(settler: Settler, payment_id: UUID, refund_id: str) ->
     return await settler.settle(payment_id, refunded) is not None
 
 
-async def schedule_retry(settler: Settler, payment_id: UUID, *, count_attempt: bool) -> int:
-    """Release the payment for a later attempt; returns the attempts made so far."""
+async def schedule_retry(settler: Settler, payment_id: UUID, *, attempt: int | None) -> int:
+    """Release the payment for a later attempt; returns the attempts made so far. `attempt` is
+    the number of the attempt that just failed (the attempts the payment had when it was
+    claimed, plus one), or None when no call was made (the breaker was open). Counted as a
+    number, not an increment: written twice (a commit that raised after it went through, then
+    tried again alone), the attempt still counts once."""
 
     def retry(payment: Payment, now: datetime) -> list[Message]:
         if not (payment.is_open or payment.needs_refund):
             raise Conflict(f"payment {payment.id} is {payment.status}: nothing to retry")
-        if count_attempt:
-            payment.attempts += 1
+        if attempt is not None:
+            payment.attempts = max(payment.attempts, attempt)
         backoff = backoff_for(max(1, payment.attempts))
         if payment.needs_refund:
             payment.retry_refund_later(at=now, backoff=backoff)
