@@ -51,12 +51,11 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from tests.e2e.scenario import stock_up, wait_for_menu_sync
 from tests.e2e.system import Shop, System
 from tests.support.postgres import ADMIN_DSN
 
 from bench.stacks import stack_env
-from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench, cpu_seconds
+from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench, cpu_seconds, ready_to_order
 
 SQLCOUNT = Path(__file__).parent / "sqlcount"  # a sitecustomize that counts SQLite statements
 ROOTS = [
@@ -91,9 +90,7 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             await system.start()
             shop = Shop(system)
             try:
-                menu = await shop.menu()
-                await wait_for_menu_sync(shop, menu)
-                await stock_up(shop, 100_000_000)
+                menu = await ready_to_order(shop)
                 bench = PatientBench(system.ports["gateway"], menu, system.env)
                 pids = meta["pids"] = {name: await system.pid(name) for name in system.ports}
                 assert system.process is not None

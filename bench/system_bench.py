@@ -66,9 +66,7 @@ async def run(
             await system.start()
             shop = Shop(system)
             try:
-                menu = await shop.menu()
-                await wait_for_menu_sync(shop, menu)
-                await stock_up(shop, 100_000_000)
+                menu = await ready_to_order(shop)
                 bench = Bench(system.ports["gateway"], menu, system.env)
                 steady = await bench.steady(steady_rate, steady_seconds)
                 pids = {
@@ -103,6 +101,14 @@ async def run(
         **steady,
         **flood,
     }
+
+
+async def ready_to_order(shop: Shop) -> list[dict[str, Any]]:
+    """The menu, once orders has its copy of it, with the kitchen stocked without end."""
+    menu = await shop.menu()
+    await wait_for_menu_sync(shop, menu)
+    await stock_up(shop, 100_000_000)
+    return menu
 
 
 class Bench:
