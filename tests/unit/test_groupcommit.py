@@ -192,11 +192,15 @@ async def test_a_stop_that_is_itself_cancelled_while_the_set_rolls_back_stays_ca
     slow = GroupCommit(slow_rollback, writer.write_alone, name="slow")
     waiting = asyncio.ensure_future(slow.submit(1))
     await writing(writer)
+    queued = asyncio.ensure_future(slow.submit(2))  # after the set was taken: the next one's
+    await asyncio.sleep(0)
     closing = asyncio.ensure_future(slow.close())
     await asyncio.wait_for(rolling_back.wait(), timeout=5)
     closing.cancel()
     await asyncio.wait([closing], timeout=5)
     assert closing.cancelled(), "the close swallowed its own cancellation"
+    with pytest.raises(asyncio.CancelledError):  # not left waiting for a writer that is gone
+        await asyncio.wait_for(queued, timeout=5)
     rolled_back.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, timeout=5)

@@ -111,14 +111,16 @@ class GroupCommit(Generic[T, R]):
         """Stop writing: the set being written is cancelled (its transaction rolls back) and
         whoever still waits gets `CancelledError`. For the service's stop, once nothing submits
         any more: an item submitted after it starts a writer again and is written as usual."""
-        if self._writer is not None:
-            self._writer.cancel()
-            # Waits for the writer without taking on its end: a cancellation of this close
-            # itself still comes through.
-            await asyncio.wait([self._writer])
-        for _, done in self._queue:
-            done.cancel()
-        self._queue.clear()
+        try:
+            if self._writer is not None:
+                self._writer.cancel()
+                # Waits for the writer without taking on its end: a cancellation of this close
+                # itself still comes through.
+                await asyncio.wait([self._writer])
+        finally:  # cancelled or not, nobody is left waiting for a writer that is gone
+            for _, done in self._queue:
+                done.cancel()
+            self._queue.clear()
 
     async def _write_sets(self) -> None:
         while self._queue:
