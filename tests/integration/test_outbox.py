@@ -276,6 +276,31 @@ async def test_relay_survives_a_broker_outage(db: Database, sqllog: SqlLogBroker
             await task
 
 
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_a_relay_that_gives_up_the_lead_after_a_failed_batch_lets_another_process_lead(
+    db: Database, sqllog: SqlLogBroker
+) -> None:
+    """Giving up the lead ends the lock's session: closed as usual, the connection would go back
+    to its pool with the lock, and no other process could ever lead."""
+    await make_widget(db, "gina", 1)
+    flaky = FlakyBroker(sqllog, failures=1_000_000)
+    failing = OutboxRelay(db, flaky, poll_interval=0.01)
+    other_process = Database(db.url)
+    other = OutboxRelay(other_process, sqllog, poll_interval=0.01)
+    tasks = [asyncio.create_task(failing.run())]
+    try:
+        await wait_for(lambda: _attempted(flaky, 1))
+        tasks.append(asyncio.create_task(other.run()))
+        await wait_for(lambda: _backlog_is(db, 0), timeout=30)
+    finally:
+        failing.stop()
+        other.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await other_process.dispose()
+
+
 async def _attempted(flaky: FlakyBroker, n: int) -> bool:
     return flaky.attempts >= n
 

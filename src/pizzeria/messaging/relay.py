@@ -264,4 +264,8 @@ class OutboxRelay:
         if conn is not None:
             metrics.outbox_relay_leading.set(0)
             with contextlib.suppress(Exception):
-                await conn.close()  # closing the session releases the advisory lock
+                # The session must end to let the lock go: a connection closed as usual goes
+                # back to the pool, its session (and the lock) alive.
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
