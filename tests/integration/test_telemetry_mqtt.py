@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiomqtt
+import asyncpg
 import orjson
 import pytest
 from prometheus_client import REGISTRY
 
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.clock import utcnow
+from pizzeria.kit.db import Database, SessionLock
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.services.telemetry.mqtt import MqttIngest, client_identifier, topic_of
+from pizzeria.services.telemetry.mqtt import HOLDER_IDENTIFIER, LOCK_NAME, MqttIngest, topic_of
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
 from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import create_database, drop_database
 
 
 @pytest.fixture
@@ -146,16 +149,15 @@ async def until(condition: Any, what: str, timeout: float = 30) -> None:
 
 
 @contextlib.asynccontextmanager
-async def subscribed(mqtt: Mosquitto, ingest: Taking, identifier: str | None = None) -> AsyncIterator[MqttIngest]:
-    """A telemetry MQTT client (the same session each time, unless `identifier` names another)
-    running until the block ends, as a process ends when it is killed: whatever it was doing is
-    abandoned."""
-    client = MqttIngest(cast(Any, None), cast(Any, ingest), mqtt.url, identifier=identifier)
+async def subscribed(mqtt: Mosquitto, ingest: Taking) -> AsyncIterator[None]:
+    """A telemetry MQTT client (the same session each time) running until the block ends, as a
+    process ends when it is killed: whatever it was doing is abandoned."""
+    client = MqttIngest(cast(Any, None), cast(Any, ingest), mqtt.url)
     client.runtime = cast(Any, type("Runtime", (), {"uow": lambda self: None})())
     task = asyncio.create_task(client.run())
     try:
         await asyncio.wait_for(client.subscribed.wait(), 30)
-        yield client
+        yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -212,43 +214,134 @@ async def test_a_batch_that_cannot_be_taken_in_is_dropped_not_held_forever(mqtt:
         assert after.batches[0] == (device, "next"), "the failing batch came back"
 
 
-async def test_replicas_without_a_number_share_the_batches_without_pushing_each_other_off(mqtt: Mosquitto) -> None:
-    """Two replicas as Compose or a Kubernetes Deployment runs them: the same environment (no
-    `PIZZERIA_REPLICA`), hosts of their own. Each keeps its connection and session, and each
-    batch reaches one of them. (With one client id the broker would drop each in turn as the
-    other connected, and batches would wait on whichever was away.)"""
-    device = uuid.uuid4()
-    first, second = Taking(dies=False), Taking(dies=False)
-    names = client_identifier({}, "telemetry-7d9f-abc12"), client_identifier({}, "telemetry-7d9f-xyz34")
-    async with subscribed(mqtt, first, names[0]) as a, subscribed(mqtt, second, names[1]) as b:
-        async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
-            for n in range(20):
-                batch = {"key": f"batch-{n}", "readings": [{"at": at(n), "lat": 40.0, "lon": 14.0}]}
-                await client.publish(topic_of(device), orjson.dumps(batch), qos=1)
-        await until(lambda: len(first.batches) + len(second.batches) >= 20, "not every batch reached a replica")
-        keys = sorted(key for _, key in first.batches + second.batches)
-        assert keys == sorted(f"batch-{n}" for n in range(20)), "a batch was lost or taken twice"
-        assert first.batches, "the replicas did not share the subscription"
-        assert second.batches, "the replicas did not share the subscription"
-        assert (a.subscriptions, b.subscriptions) == (1, 1), "a replica was pushed off and connected again"
-        assert a.subscribed.is_set()
-        assert b.subscribed.is_set()
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    url = await create_database("pzmqtt")
+    try:
+        yield url
+    finally:
+        await drop_database(url)
 
 
-async def test_a_replica_that_stops_leaves_the_subscription_so_no_batch_waits_for_it(mqtt: Mosquitto) -> None:
-    """A replica stopped for good (replaced by a container of another name) leaves the shared
-    subscription as it stops: every batch published afterwards reaches the replica that stays.
-    (Its session kept subscribed, the broker would queue every other batch there, for a client
-    that never comes back.)"""
+class Replica:
+    """A telemetry replica on PostgreSQL, a process of its own (its own engine): `start`, and
+    `stop` as a process ends (whatever it was doing abandoned)."""
+
+    def __init__(self, mqtt: Mosquitto, url: str) -> None:
+        self.taking = Taking(dies=False)
+        self.db = Database(url)
+        self.client = MqttIngest(
+            cast(Any, type("Runtime", (), {"uow": lambda self: None})()),
+            cast(Any, self.taking),
+            mqtt.url,
+            lock=SessionLock(self.db, LOCK_NAME),
+            lock_retry_s=0.05,
+            lock_check_s=0.05,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> Replica:
+        self.task = asyncio.create_task(self.client.run())
+        return self
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.db.dispose()
+
+    def keys(self) -> list[str]:
+        return [key for _, key in self.taking.batches]
+
+
+async def publish_batches(mqtt: Mosquitto, device: uuid.UUID, numbers: range) -> None:
+    async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
+        for n in numbers:
+            batch = {"key": f"batch-{n}", "readings": [{"at": at(n), "lat": 40.0, "lon": 14.0}]}
+            await client.publish(topic_of(device), orjson.dumps(batch), qos=1)
+
+
+async def test_on_postgresql_one_replica_takes_the_readings_and_the_next_takes_its_session_over(
+    mqtt: Mosquitto, pg_url: str
+) -> None:
+    """Replicas started alike (Compose's, a Kubernetes Deployment's) take turns: the holder of
+    the lock takes every batch as the one broker session; when it stops, another takes that
+    session over, batches queued meanwhile included. (Each with a session of its own, a session
+    whose replica never came back would keep its share for good; with one id and no turns, the
+    broker would drop each replica as the other connected.)"""
     device = uuid.uuid4()
-    leaving, staying = Taking(dies=False), Taking(dies=False)
-    async with subscribed(mqtt, staying, client_identifier({}, "telemetry-1-staying")):
-        async with subscribed(mqtt, leaving, client_identifier({}, "telemetry-1-leaving")):
-            pass
-        async with aiomqtt.Client("127.0.0.1", mqtt.port) as client:
-            for n in range(10):
-                batch = {"key": f"batch-{n}", "readings": [{"at": at(n), "lat": 40.0, "lon": 14.0}]}
-                await client.publish(topic_of(device), orjson.dumps(batch), qos=1)
-        await until(lambda: len(staying.batches) == 10, "batches published after a replica left did not all come")
-    assert [key for _, key in staying.batches] == [f"batch-{n}" for n in range(10)]
-    assert leaving.batches == []
+    first = Replica(mqtt, pg_url).start()
+    await until(first.client.subscribed.is_set, "no replica took the readings")
+    second = Replica(mqtt, pg_url).start()
+    try:
+        assert first.client.identifier == HOLDER_IDENTIFIER
+        await publish_batches(mqtt, device, range(5))
+        await until(lambda: len(first.keys()) == 5, "the holder did not take every batch")
+        assert second.keys() == []
+        assert second.client.subscriptions == 0, "a second replica connected beside the holder"
+        await first.stop()
+        await publish_batches(mqtt, device, range(5, 10))  # the session's, whoever comes for it
+        await until(lambda: len(second.keys()) == 5, "the next replica did not take the session over")
+        assert second.keys() == [f"batch-{n}" for n in range(5, 10)]
+        assert first.keys() == [f"batch-{n}" for n in range(5)]
+        assert second.client.subscriptions == 1
+    finally:
+        if not first.task or not first.task.done():
+            await first.stop()
+        await second.stop()
+
+
+async def test_a_replica_whose_lock_went_with_its_database_session_lets_the_readings_go(
+    mqtt: Mosquitto, pg_url: str
+) -> None:
+    """The lock lives as long as the holder's database session: ended (the server restarted,
+    the connection broke), another replica may hold it already, so the holder gives its broker
+    connection up at once, and takes the readings again only once it holds the lock again."""
+    device = uuid.uuid4()
+    holder = Replica(mqtt, pg_url).start()
+    try:
+        await until(holder.client.subscribed.is_set, "the replica did not take the readings")
+        admin = await asyncpg.connect(pg_url.replace("+asyncpg", "").split("?", 1)[0])
+        try:
+            ended = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        finally:
+            await admin.close()
+        assert ended == 1
+        await until(lambda: holder.client.subscriptions == 2, "the replica kept its connection without the lock")
+        await publish_batches(mqtt, device, range(3))
+        await until(lambda: len(holder.keys()) == 3, "the readings did not come back with the lock")
+    finally:
+        await holder.stop()
+
+
+async def test_a_stop_ends_the_ingest_even_when_the_client_fails_on_its_way_out(
+    mqtt: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's exit can raise its own error (the connection broke while it closed) in place
+    of the stop's cancellation: taken for a lost broker, the ingest would connect again, and the
+    process would never stop."""
+    leave = aiomqtt.Client.__aexit__
+
+    async def failing_exit(self: aiomqtt.Client, exc_type: Any, *exc: Any) -> None:
+        await leave(self, exc_type, *exc)
+        if exc_type is asyncio.CancelledError:
+            raise aiomqtt.MqttError("the connection broke while it closed")
+
+    monkeypatch.setattr(aiomqtt.Client, "__aexit__", failing_exit)  # (read as the client connects)
+    client = MqttIngest(cast(Any, None), cast(Any, Taking(dies=False)), mqtt.url)
+    task = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.subscribed.wait(), 30)
+    try:
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=10)
+        assert done, "the ingest went on connecting after it was stopped"
+        assert task.cancelled()
+    finally:
+        monkeypatch.undo()  # (its next connection closes as usual, and ends)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=30)

@@ -4,7 +4,6 @@ each replica listens, how the gateway finds them, and which stacks refuse them (
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from pizzeria.chassis.addresses import (
 from pizzeria.cli import build_parser, replicas_asked
 from pizzeria.kit.settings import Settings
 from pizzeria.registry import SERVICES
-from pizzeria.services.telemetry.mqtt import client_identifier
 from pizzeria.supervisor import Supervisor, replica_problems
 
 PG = "postgresql+asyncpg://pizzeria@db/{service}"
@@ -149,14 +147,3 @@ def test_the_supervisor_runs_each_replica_on_its_port_with_its_own_log(tmp_path:
     assert env["PIZZERIA_REPLICA"] == "2"
     assert (env["ORDERS_REPLICAS"], env["KITCHEN_REPLICAS"]) == ("2", "3")
     assert supervisor._env(children["gateway"])["PIZZERIA_REPLICA"] == "1"
-
-
-def test_each_replica_of_telemetry_has_an_mqtt_client_id_of_its_own_and_keeps_it() -> None:
-    # The supervisor numbers its replicas.
-    assert client_identifier({"PIZZERIA_REPLICA": "1"}, "box") == "pizzeria-telemetry-1"
-    assert client_identifier({"PIZZERIA_REPLICA": "2"}, "box") == "pizzeria-telemetry-2"
-    # Compose and Kubernetes start replicas with one environment and a host name each.
-    a, b = client_identifier({}, "telemetry-5c7b9-abcde"), client_identifier({}, "telemetry-5c7b9-fghij")
-    assert a != b
-    assert client_identifier({}, "telemetry-5c7b9-abcde") == a, "a restarted replica would lose its session"
-    assert client_identifier({}, None) == f"pizzeria-telemetry-{socket.gethostname()}"

@@ -345,3 +345,69 @@ class Database:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+
+
+class SessionLock:
+    """A PostgreSQL advisory lock named `name`, held by a database session of its own for as long
+    as that session lives: for what one process of a service at a time may do. `acquire` takes
+    it if it is free; `holds` asks the server, in a round trip, whether the session (and so the
+    lock) is still there; `release` ends the session. A session that died (the server restarted,
+    the connection broke) has let the lock go: another process may hold it already."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        if not db.is_postgres:
+            raise ValueError("a session lock is PostgreSQL's")
+        self.db = db
+        self.name = name
+        self._conn: AsyncConnection | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process took the lock (and has not seen its session end since)."""
+        return self._conn is not None
+
+    async def acquire(self) -> bool:
+        if self._conn is not None:
+            return True
+        conn = await self.db.writer.connect()
+        try:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = (
+                await conn.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:space, hashtext(:name))"),
+                    {"space": _NAMED_LOCKS, "name": self.name},
+                )
+            ).scalar_one()
+        except BaseException:
+            await end_session(conn)
+            raise
+        if not got:
+            await conn.close()  # it holds nothing: back to the pool
+            return False
+        self._conn = conn
+        return True
+
+    async def holds(self, timeout: float = 5.0) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.execute(sa.text("SELECT 1"))
+        except Exception:  # the session is gone, or out of reach (and soon gone): so is the lock
+            await self.release()
+            return False
+        return True
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await end_session(conn)
+
+
+async def end_session(conn: AsyncConnection) -> None:
+    """Close `conn` and end its session: one closed as usual goes back to the pool, its session
+    (and any session-level lock) alive."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from pizzeria.kit import failpoints
 from pizzeria.kit.clock import as_utc, utcnow
-from pizzeria.kit.db import Database, one_of
+from pizzeria.kit.db import Database, end_session, one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
 from pizzeria.kit.statements import execute, fetch_rows
@@ -263,9 +263,4 @@ class OutboxRelay:
         conn, self._leader = self._leader, None
         if conn is not None:
             metrics.outbox_relay_leading.set(0)
-            with contextlib.suppress(Exception):
-                # The session must end to let the lock go: a connection closed as usual goes
-                # back to the pool, its session (and the lock) alive.
-                await conn.invalidate()
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await end_session(conn)  # and with it the lock

@@ -6,8 +6,15 @@ body of the HTTP route plus the device's key:
     {"key": "<the device's key>", "readings": [{"at": "2026-11-29T12:00:00.250Z", "temperature_c": 431.5}]}
 
 and telemetry takes it in exactly as a batch sent over HTTP (the same checks, idempotent by
-device and time). Replicas share the subscription (`$share/telemetry/...`): each batch goes to
-one of them.
+device and time).
+
+One broker session for the service: an MQTT broker drops a client when another connects with
+its client id, and a session nobody connects to again keeps its share of the batches for good.
+On PostgreSQL the replica that holds a lock of the database (`SessionLock`, "telemetry-mqtt")
+takes the batches, as `pizzeria-telemetry-1`; the others wait for the lock and take the same
+session over when it is let go (the replica stopped, died, or lost its database), with what the
+broker queued for it meanwhile. On SQLite, where the supervisor numbers its replicas, each is
+`pizzeria-telemetry-<n>`, and they share the subscription (`$share/telemetry/...`).
 
 Why the key rides in the payload: an MQTT subscriber learns the topic and payload of a message,
 never who published it, so credentials given to the broker at connect time (username and
@@ -31,21 +38,17 @@ waits and the broker queues the ones behind it (deploy/compose/mosquitto: `max_q
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import ssl
-from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pizzeria.chassis.addresses import REPLICA_VARIABLE, replica_number
+from pizzeria.chassis.addresses import replica_number
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.auth import InvalidDeviceKey
-from pizzeria.kit.db import is_transient_error
+from pizzeria.kit.db import SessionLock, is_transient_error
 from pizzeria.kit.errors import ValidationFailed
 from pizzeria.kit.logging import get_logger
 from pizzeria.services.telemetry.domain import Reading
@@ -59,11 +62,13 @@ TOPIC = "pizzeria/devices/+/telemetry"
 #: Replicas of telemetry share one subscription: a batch reaches one of them.
 SUBSCRIPTION = f"$share/telemetry/{TOPIC}"
 MAX_BACKOFF_S = 10.0
-#: How long a stopping replica gives itself to leave the subscription and take in what it was
-#: sent (the supervisor and Kubernetes wait longer before they kill), and how long a quiet
-#: connection means nothing more is coming.
-LEAVE_S = 5.0
-LEAVE_QUIET_S = 0.3
+#: The client id of the lock's holder on PostgreSQL: the one id every telemetry had before
+#: replicas took turns, so that a broker's session from then is the one taken up.
+HOLDER_IDENTIFIER = "pizzeria-telemetry-1"
+LOCK_NAME = "telemetry-mqtt"
+#: How often a replica without the lock tries for it, and the holder checks it still holds it.
+LOCK_RETRY_S = 2.0
+LOCK_CHECK_S = 5.0
 
 
 class MqttBatch(BaseModel):
@@ -91,27 +96,26 @@ def topic_of(device_id: UUID) -> str:
     return f"pizzeria/devices/{device_id}/telemetry"
 
 
-def client_identifier(environ: Mapping[str, str] = os.environ, host: str | None = None) -> str:
-    """This process's MQTT client id, which names its persistent session at the broker: the
-    same after a restart (the session, with the batches queued for it, is taken up again) and
-    different for each replica running at once, since a broker drops a client when another
-    connects with its id (two replicas with one id would push each other off for good).
-    The supervisor numbers its replicas (`PIZZERIA_REPLICA`); replicas without a number
-    (Compose's `deploy.replicas`, a Kubernetes Deployment) are told apart by their host name,
-    which each container has to itself and keeps when it restarts."""
-    if REPLICA_VARIABLE in environ:
-        return f"pizzeria-telemetry-{replica_number(environ)}"
-    return f"pizzeria-telemetry-{host if host is not None else socket.gethostname()}"
-
-
 class MqttIngest:
     """Subscribes to the devices' telemetry topics and takes each batch in; connects again
     (with a growing pause) whenever the broker goes away."""
 
-    def __init__(self, runtime: ServiceRuntime, ingest: Ingest, url: str, *, identifier: str | None = None) -> None:
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        ingest: Ingest,
+        url: str,
+        *,
+        lock: SessionLock | None = None,
+        lock_retry_s: float = LOCK_RETRY_S,
+        lock_check_s: float = LOCK_CHECK_S,
+    ) -> None:
         self.runtime = runtime
-        self.identifier = identifier or client_identifier()
         self.ingest = ingest
+        self.lock = lock
+        self.lock_retry_s = lock_retry_s
+        self.lock_check_s = lock_check_s
+        self.identifier = HOLDER_IDENTIFIER if lock is not None else f"pizzeria-telemetry-{replica_number()}"
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise SystemExit(f"MQTT_URL must be mqtt://[user:password@]host[:port] (or mqtts://), not {url!r}")
@@ -122,7 +126,7 @@ class MqttIngest:
         self.tls = ssl.create_default_context() if parts.scheme == "mqtts" else None
         #: True while subscribed (for tests and logs).
         self.subscribed = asyncio.Event()
-        #: How many times it has subscribed: once, unless the connection was lost.
+        #: How many times it has subscribed.
         self.subscriptions = 0
 
     def client(self) -> aiomqtt.Client:
@@ -146,6 +150,46 @@ class MqttIngest:
         return client
 
     async def run(self) -> None:
+        if self.lock is None:
+            await self.subscribed_forever()
+            return
+        while True:
+            try:
+                got = await self.lock.acquire()
+            except Exception as exc:  # the database is away: try again, as for a lock taken
+                log.warning("cannot ask for the MQTT lock", error=str(exc))
+                got = False
+            if not got:
+                await asyncio.sleep(self.lock_retry_s)
+                continue
+            log.info("this replica takes the devices' readings over MQTT", client_id=self.identifier)
+            try:
+                await self._while_held()
+            finally:
+                await self.lock.release()
+
+    async def _while_held(self) -> None:
+        """Subscribed while the lock is held; the connection (not the session) given up as soon
+        as the lock may be another replica's, which then connects as this one did."""
+        assert self.lock is not None
+        session = asyncio.create_task(self.subscribed_forever())
+        try:
+            while True:
+                done, _ = await asyncio.wait([session], timeout=self.lock_check_s)
+                if done:
+                    session.result()  # it ends only by raising
+                    return
+                if not await self.lock.holds():
+                    log.warning("lost the MQTT lock: another replica takes the readings")
+                    return
+        finally:
+            session.cancel()
+            await asyncio.wait([session])  # (a cancellation of this task still comes through)
+            if not session.cancelled():
+                session.exception()  # retrieved: what ended it was raised above, or it was cancelled
+            self.subscribed.clear()
+
+    async def subscribed_forever(self) -> None:
         backoff = 0.5
         while True:
             try:
@@ -159,44 +203,17 @@ class MqttIngest:
                         client_id=self.identifier,
                     )
                     backoff = 0.5
-                    try:
-                        async for message in client.messages:
-                            await self.taken(client, message)
-                    except asyncio.CancelledError:
-                        await self.leave(client)
-                        raise
+                    async for message in client.messages:
+                        await self.take(message.topic.value, bytes(message.payload or b""))
+                        client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # the client's exit failed on the way out
+                    raise asyncio.CancelledError from exc
                 log.warning("MQTT broker unreachable; connecting again", error=str(exc), backoff_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-
-    async def taken(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        """Take a batch in, then acknowledge it to the broker."""
-        await self.take(message.topic.value, bytes(message.payload or b""))
-        client._client.ack(message.mid, message.qos)
-
-    async def leave(self, client: aiomqtt.Client) -> None:
-        """On the way out (the process stops): leave the shared subscription, so that the broker
-        sends every batch from then on to the replicas that stay, and take in what it had sent
-        here already. A replica that comes back under another name (a new container) does not
-        find its session again: what the broker had queued for it would wait there for good.
-        A batch whose taking in was interrupted stays unacknowledged in the session (as in a
-        crash); bounded by `LEAVE_S` and by whatever stops the process."""
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(LEAVE_S):
-                await client.unsubscribe(SUBSCRIPTION)
-                self.subscribed.clear()
-                # Everything sent before the unsubscription was acknowledged has arrived by now;
-                # what the broker held back (too many unacknowledged) follows the acks.
-                while True:
-                    try:
-                        async with asyncio.timeout(LEAVE_QUIET_S):
-                            message = await anext(client.messages)
-                    except TimeoutError:
-                        return
-                    await self.taken(client, message)
-        log.warning("MQTT: left before every batch sent here was taken in", client_id=self.identifier)
 
     async def take(self, topic: str, payload: bytes) -> None:
         """Take one published batch in; a bad one is logged and counted, never raised."""
