@@ -29,7 +29,7 @@ from pizzeria.services.kitchen.handlers import seed_opening_stock
 from pizzeria.services.kitchen.stock import OPENING_STOCK
 from pizzeria.services.orders import projection
 from pizzeria.services.orders import tables as orders_tables
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import two_processes
 
 pytestmark = pytest.mark.postgres
 
@@ -39,14 +39,8 @@ Seed = Callable[[UnitOfWork], Awaitable[bool]]
 @pytest.fixture
 async def two_replicas() -> AsyncIterator[tuple[Database, Database]]:
     """Two processes' connections to one new PostgreSQL database."""
-    url = await create_database("seed")
-    first, second = Database(url), Database(url)
-    try:
-        yield first, second
-    finally:
-        await first.dispose()
-        await second.dispose()
-        await drop_database(url)
+    async with two_processes("seed") as dbs:
+        yield dbs
 
 
 async def seeded_by_both(dbs: tuple[Database, Database], metadata: sa.MetaData, seed: Seed) -> list[bool]:

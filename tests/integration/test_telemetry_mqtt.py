@@ -28,7 +28,7 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.services.telemetry.mqtt import HOLDER_IDENTIFIER, LOCK_NAME, MqttIngest, topic_of
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.postgres import create_database, drop_database
 
 
@@ -227,16 +227,17 @@ class Replica:
     """A telemetry replica on PostgreSQL, a process of its own (its own engine): `start`, and
     `stop` as a process ends (whatever it was doing abandoned)."""
 
-    def __init__(self, mqtt: Mosquitto, url: str) -> None:
+    def __init__(self, mqtt: Mosquitto | str, url: str) -> None:
         self.taking = Taking(dies=False)
         self.db = Database(url)
         self.client = MqttIngest(
             cast(Any, type("Runtime", (), {"uow": lambda self: None})()),
             cast(Any, self.taking),
-            mqtt.url,
-            lock=SessionLock(self.db, LOCK_NAME),
+            mqtt if isinstance(mqtt, str) else mqtt.url,
+            lock=SessionLock(self.db, LOCK_NAME, idle_timeout_s=5),
             lock_retry_s=0.05,
             lock_check_s=0.05,
+            broker_patience_s=0.5,
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -345,3 +346,23 @@ async def test_a_stop_ends_the_ingest_even_when_the_client_fails_on_its_way_out(
         if not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=30)
+
+
+async def test_a_replica_that_cannot_reach_the_broker_lets_another_take_the_readings(
+    mqtt: Mosquitto, pg_url: str
+) -> None:
+    """The holder of the lock tries to reach the broker for a while, then steps aside: a replica
+    that can reach it (another node, another network) takes the readings."""
+    device = uuid.uuid4()
+    cut_off = Replica(f"mqtt://127.0.0.1:{free_port()}", pg_url).start()  # nothing listens there
+    try:
+        await until(lambda: cut_off.client.lock is not None and cut_off.client.lock.held, "it never took the lock")
+        reaching = Replica(mqtt, pg_url).start()
+        try:
+            await until(reaching.client.subscribed.is_set, "the replica that reaches the broker never took over")
+            await publish_batches(mqtt, device, range(3))
+            await until(lambda: len(reaching.keys()) == 3, "the readings did not come")
+        finally:
+            await reaching.stop()
+    finally:
+        await cut_off.stop()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+
+from pizzeria.kit.db import Database
 
 ADMIN_DSN = os.environ.get("PIZZERIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -32,3 +36,17 @@ async def drop_database(url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def two_processes(prefix: str) -> AsyncIterator[tuple[Database, Database]]:
+    """A new database and two `Database`s on it, an engine and a pool each as two processes
+    (two replicas) have; disposed and dropped at the end."""
+    url = await create_database(prefix)
+    first, second = Database(url), Database(url)
+    try:
+        yield first, second
+    finally:
+        await first.dispose()
+        await second.dispose()
+        await drop_database(url)

@@ -177,11 +177,14 @@ async def test_a_stop_that_is_itself_cancelled_while_the_set_rolls_back_stays_ca
     sets: GroupCommit[int, int], writer: Writer
 ) -> None:
     """The set being written takes its time to roll back; whoever closes and is cancelled
-    meanwhile (a stop given up on) is cancelled, not told that the close went through."""
+    meanwhile (a stop given up on) is cancelled, not told that the close went through; whoever
+    was queued is cancelled too, and what is submitted after it is written as usual."""
     rolling_back, rolled_back = asyncio.Event(), asyncio.Event()
 
     async def slow_rollback(members: Sequence[Member[int]]) -> list[int | Exception | Alone]:
         writer.sets.append([m.item for m in members])
+        if writer.sets[1:]:  # the sets after the first are written at once
+            return [m.item * 2 for m in members]
         try:
             await asyncio.Event().wait()
         finally:
@@ -201,6 +204,8 @@ async def test_a_stop_that_is_itself_cancelled_while_the_set_rolls_back_stays_ca
     assert closing.cancelled(), "the close swallowed its own cancellation"
     with pytest.raises(asyncio.CancelledError):  # not left waiting for a writer that is gone
         await asyncio.wait_for(queued, timeout=5)
+    # Submitted while the cancelled set still rolls back: a writer of its own, answered.
+    assert await asyncio.wait_for(slow.submit(3), timeout=5) == 6
     rolled_back.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, timeout=5)

@@ -27,9 +27,12 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from pizzeria.kit.clock import as_utc
+from pizzeria.kit.logging import get_logger
 from pizzeria.kit.metrics import db_statements, db_transactions
 from pizzeria.kit.sqlite_driver import DRIVER, InlineAsyncEngine, inline_connector
 from pizzeria.kit.statements import begin, commit
+
+log = get_logger(__name__)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -354,11 +357,17 @@ class SessionLock:
     lock) is still there; `release` ends the session. A session that died (the server restarted,
     the connection broke) has let the lock go: another process may hold it already."""
 
-    def __init__(self, db: Database, name: str) -> None:
+    def __init__(self, db: Database, name: str, *, idle_timeout_s: float | None = None) -> None:
+        """With `idle_timeout_s`, the server ends the lock's session (and lets the lock go) once
+        it has waited that long for its next statement: a holder that vanished without closing
+        its connection (its host died, the network between them went) does not keep the lock
+        for as long as the server's TCP keepalive takes to notice (two hours by default). The
+        holder must then call `holds` more often than that."""
         if not db.is_postgres:
             raise ValueError("a session lock is PostgreSQL's")
         self.db = db
         self.name = name
+        self.idle_timeout_s = idle_timeout_s
         self._conn: AsyncConnection | None = None
 
     @property
@@ -385,6 +394,15 @@ class SessionLock:
             await conn.close()  # it holds nothing: back to the pool
             return False
         self._conn = conn
+        if self.idle_timeout_s is not None:
+            try:
+                ms = max(1, round(self.idle_timeout_s * 1000))
+                await conn.execute(sa.text(f"SET idle_session_timeout = {ms}"))
+            except asyncio.CancelledError:
+                await self.release()
+                raise
+            except Exception as exc:  # before PostgreSQL 14: no such bound
+                log.warning("the session lock's session has no idle bound", lock=self.name, error=str(exc))
         return True
 
     async def holds(self, timeout: float = 5.0) -> bool:

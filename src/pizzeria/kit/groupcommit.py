@@ -98,9 +98,10 @@ class GroupCommit(Generic[T, R]):
         its own exception."""
         done: asyncio.Future[R | Alone] = asyncio.get_running_loop().create_future()
         self._queue.append((Member(item), done))
-        if self._writer is None or self._writer.done():
-            # In the service's context, not this caller's: a set is no one caller's (each
-            # member's is its own).
+        if self._writer is None or self._writer.done() or self._writer.cancelling():
+            # (A writer cancelled by a close may still be rolling its set back: it takes
+            # nothing more.) In the service's context, not this caller's: a set is no one
+            # caller's (each member's is its own).
             self._writer = asyncio.create_task(self._write_sets(), name=self.name, context=self._context.copy())
         answer = await done
         if isinstance(answer, Alone):

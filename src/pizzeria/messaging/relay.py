@@ -252,7 +252,7 @@ class OutboxRelay:
             await raw.driver_connection.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
             raw.driver_connection.add_termination_listener(lambda *_: self._wake.set())
         except BaseException:
-            await conn.close()
+            await end_session(conn)  # it may hold the lock already
             raise
         self._leader, self._leader_driver = conn, raw.driver_connection
         metrics.outbox_relay_leading.set(1)

@@ -14,7 +14,7 @@ from pizzeria.services.telemetry.api import device_router, router
 from pizzeria.services.telemetry.deps import TelemetryParts
 from pizzeria.services.telemetry.handlers import build_handlers
 from pizzeria.services.telemetry.ingest import Ingest
-from pizzeria.services.telemetry.mqtt import LOCK_NAME, MqttIngest
+from pizzeria.services.telemetry.mqtt import LOCK_IDLE_S, LOCK_NAME, MqttIngest
 from pizzeria.services.telemetry.retention import Retention
 from pizzeria.services.telemetry.settings import TelemetrySettings
 from pizzeria.services.telemetry.tables import MIGRATIONS
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, own: TelemetrySettings | None =
     runtime.add_loop("retention", retention.step, interval=own.retention_interval_s)
     if own.mqtt_url:
         # One replica at a time on PostgreSQL (see mqtt.py): the lock names the broker session.
-        lock = SessionLock(runtime.db, LOCK_NAME) if runtime.db.is_postgres else None
+        lock = SessionLock(runtime.db, LOCK_NAME, idle_timeout_s=LOCK_IDLE_S) if runtime.db.is_postgres else None
         runtime.add_worker(MqttIngest(runtime, ingest, own.mqtt_url, lock=lock).run, "mqtt-ingest")
     return service_app(
         runtime,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
@@ -53,7 +54,7 @@ from pizzeria.kit.errors import ValidationFailed
 from pizzeria.kit.logging import get_logger
 from pizzeria.services.telemetry.domain import Reading
 from pizzeria.services.telemetry.ingest import Ingest
-from pizzeria.services.telemetry.metrics import readings_rejected
+from pizzeria.services.telemetry.metrics import mqtt_subscribed, readings_rejected
 from pizzeria.services.telemetry.settings import MAX_BATCH
 
 log = get_logger(__name__)
@@ -69,6 +70,12 @@ LOCK_NAME = "telemetry-mqtt"
 #: How often a replica without the lock tries for it, and the holder checks it still holds it.
 LOCK_RETRY_S = 2.0
 LOCK_CHECK_S = 5.0
+#: How long the server waits for the holder's next check before it ends the lock's session:
+#: above a check's interval and timeout (5 s) and the close after it, so that a holder cut off
+#: from its database gives its broker connection up before another replica can take the lock.
+LOCK_IDLE_S = 30.0
+#: How long the holder tries to reach the broker before it lets another replica try.
+BROKER_PATIENCE_S = 30.0
 
 
 class MqttBatch(BaseModel):
@@ -109,12 +116,16 @@ class MqttIngest:
         lock: SessionLock | None = None,
         lock_retry_s: float = LOCK_RETRY_S,
         lock_check_s: float = LOCK_CHECK_S,
+        broker_patience_s: float = BROKER_PATIENCE_S,
     ) -> None:
         self.runtime = runtime
         self.ingest = ingest
         self.lock = lock
         self.lock_retry_s = lock_retry_s
         self.lock_check_s = lock_check_s
+        self.broker_patience_s = broker_patience_s
+        #: Since when the broker could not be reached (None while it can).
+        self.unreachable_since: float | None = None
         self.identifier = HOLDER_IDENTIFIER if lock is not None else f"pizzeria-telemetry-{replica_number()}"
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -164,30 +175,40 @@ class MqttIngest:
                 continue
             log.info("this replica takes the devices' readings over MQTT", client_id=self.identifier)
             try:
-                await self._while_held()
+                stepped_aside = await self._while_held()
             finally:
                 await self.lock.release()
+            if stepped_aside:  # the others ask every `lock_retry_s`: one of them first
+                await asyncio.sleep(2 * self.lock_retry_s)
 
-    async def _while_held(self) -> None:
+    async def _while_held(self) -> bool:
         """Subscribed while the lock is held; the connection (not the session) given up as soon
-        as the lock may be another replica's, which then connects as this one did."""
+        as the lock may be another replica's, which then connects as this one did. True if it
+        stepped aside because the broker stayed out of its reach (another replica may reach
+        it)."""
         assert self.lock is not None
+        self.unreachable_since = None
         session = asyncio.create_task(self.subscribed_forever())
         try:
             while True:
                 done, _ = await asyncio.wait([session], timeout=self.lock_check_s)
                 if done:
                     session.result()  # it ends only by raising
-                    return
+                    return False
                 if not await self.lock.holds():
                     log.warning("lost the MQTT lock: another replica takes the readings")
-                    return
+                    return False
+                since = self.unreachable_since
+                if since is not None and time.monotonic() - since > self.broker_patience_s:
+                    log.warning("the MQTT broker is out of this replica's reach: another replica may try")
+                    return True
         finally:
             session.cancel()
             await asyncio.wait([session])  # (a cancellation of this task still comes through)
             if not session.cancelled():
                 session.exception()  # retrieved: what ended it was raised above, or it was cancelled
             self.subscribed.clear()
+            mqtt_subscribed.set(0)
 
     async def subscribed_forever(self) -> None:
         backoff = 0.5
@@ -196,7 +217,9 @@ class MqttIngest:
                 async with self.client() as client:
                     await client.subscribe(SUBSCRIPTION, qos=1)
                     self.subscriptions += 1
+                    self.unreachable_since = None
                     self.subscribed.set()
+                    mqtt_subscribed.set(1)
                     log.info(
                         "subscribed to the devices' telemetry",
                         broker=f"{self.hostname}:{self.port}",
@@ -208,6 +231,9 @@ class MqttIngest:
                         client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
+                mqtt_subscribed.set(0)
+                if self.unreachable_since is None:
+                    self.unreachable_since = time.monotonic()
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():  # the client's exit failed on the way out
                     raise asyncio.CancelledError from exc
