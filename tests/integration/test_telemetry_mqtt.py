@@ -23,13 +23,16 @@ from prometheus_client import REGISTRY
 
 from pizzeria.contracts.topology import all_topics
 from pizzeria.kit.clock import utcnow
-from pizzeria.kit.db import Database, SessionLock
+from pizzeria.kit.db import Database
 from pizzeria.messaging.connect import broker_from_settings
-from pizzeria.services.telemetry.mqtt import HOLDER_IDENTIFIER, LOCK_NAME, MqttIngest, topic_of
+from pizzeria.services.telemetry.mqtt import HOLDER_IDENTIFIER, MqttIngest, topic_of, turns_lock
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.postgres import create_database, drop_database
+
+#: Stands in for the service's runtime: the ingests here (`Taking`) use no unit of work.
+NO_RUNTIME = cast(Any, type("Runtime", (), {"uow": lambda self: None})())
 
 
 @pytest.fixture
@@ -152,8 +155,7 @@ async def until(condition: Any, what: str, timeout: float = 30) -> None:
 async def subscribed(mqtt: Mosquitto, ingest: Taking) -> AsyncIterator[None]:
     """A telemetry MQTT client (the same session each time) running until the block ends, as a
     process ends when it is killed: whatever it was doing is abandoned."""
-    client = MqttIngest(cast(Any, None), cast(Any, ingest), mqtt.url)
-    client.runtime = cast(Any, type("Runtime", (), {"uow": lambda self: None})())
+    client = MqttIngest(NO_RUNTIME, cast(Any, ingest), mqtt.url)
     task = asyncio.create_task(client.run())
     try:
         await asyncio.wait_for(client.subscribed.wait(), 30)
@@ -231,10 +233,10 @@ class Replica:
         self.taking = Taking(dies=False)
         self.db = Database(url)
         self.client = MqttIngest(
-            cast(Any, type("Runtime", (), {"uow": lambda self: None})()),
+            NO_RUNTIME,
             cast(Any, self.taking),
             mqtt if isinstance(mqtt, str) else mqtt.url,
-            lock=SessionLock(self.db, LOCK_NAME, idle_timeout_s=5),
+            lock=turns_lock(self.db),
             lock_retry_s=0.05,
             lock_check_s=0.05,
             broker_patience_s=0.5,
@@ -333,7 +335,7 @@ async def test_a_stop_ends_the_ingest_even_when_the_client_fails_on_its_way_out(
             raise aiomqtt.MqttError("the connection broke while it closed")
 
     monkeypatch.setattr(aiomqtt.Client, "__aexit__", failing_exit)  # (read as the client connects)
-    client = MqttIngest(cast(Any, None), cast(Any, Taking(dies=False)), mqtt.url)
+    client = MqttIngest(NO_RUNTIME, cast(Any, Taking(dies=False)), mqtt.url)
     task = asyncio.create_task(client.run())
     await asyncio.wait_for(client.subscribed.wait(), 30)
     try:

@@ -8,13 +8,12 @@ from fastapi import FastAPI
 
 from pizzeria.chassis.service import open_runtime, service_app
 from pizzeria.contracts.topology import CONSUMER_GROUPS
-from pizzeria.kit.db import SessionLock
 from pizzeria.kit.settings import Settings, get_settings
 from pizzeria.services.telemetry.api import device_router, router
 from pizzeria.services.telemetry.deps import TelemetryParts
 from pizzeria.services.telemetry.handlers import build_handlers
 from pizzeria.services.telemetry.ingest import Ingest
-from pizzeria.services.telemetry.mqtt import LOCK_IDLE_S, LOCK_NAME, MqttIngest
+from pizzeria.services.telemetry.mqtt import MqttIngest, turns_lock
 from pizzeria.services.telemetry.retention import Retention
 from pizzeria.services.telemetry.settings import TelemetrySettings
 from pizzeria.services.telemetry.tables import MIGRATIONS
@@ -31,9 +30,9 @@ def create_app(settings: Settings | None = None, own: TelemetrySettings | None =
     retention = Retention(runtime, own)
     runtime.add_loop("retention", retention.step, interval=own.retention_interval_s)
     if own.mqtt_url:
-        # One replica at a time on PostgreSQL (see mqtt.py): the lock names the broker session.
-        lock = SessionLock(runtime.db, LOCK_NAME, idle_timeout_s=LOCK_IDLE_S) if runtime.db.is_postgres else None
-        runtime.add_worker(MqttIngest(runtime, ingest, own.mqtt_url, lock=lock).run, "mqtt-ingest")
+        # One replica at a time on PostgreSQL (see mqtt.py).
+        mqtt = MqttIngest(runtime, ingest, own.mqtt_url, lock=turns_lock(runtime.db))
+        runtime.add_worker(mqtt.run, "mqtt-ingest")
     return service_app(
         runtime,
         TelemetryParts(settings=own, ingest=ingest),

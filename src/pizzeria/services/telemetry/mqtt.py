@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pizzeria.chassis.addresses import replica_number
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.kit.auth import InvalidDeviceKey
-from pizzeria.kit.db import SessionLock, is_transient_error
+from pizzeria.kit.db import Database, SessionLock, is_transient_error
 from pizzeria.kit.errors import ValidationFailed
 from pizzeria.kit.logging import get_logger
 from pizzeria.services.telemetry.domain import Reading
@@ -76,6 +76,12 @@ LOCK_CHECK_S = 5.0
 LOCK_IDLE_S = 30.0
 #: How long the holder tries to reach the broker before it lets another replica try.
 BROKER_PATIENCE_S = 30.0
+
+
+def turns_lock(db: Database) -> SessionLock | None:
+    """The lock telemetry's replicas take turns by on PostgreSQL; None on SQLite (numbered
+    replicas, a session each)."""
+    return SessionLock(db, LOCK_NAME, idle_timeout_s=LOCK_IDLE_S) if db.is_postgres else None
 
 
 class MqttBatch(BaseModel):
