@@ -23,6 +23,7 @@ from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.messaging.tables import outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.integration.conftest import widgets
+from tests.support.postgres import VANISHED_PEER_BOUNDS, peer_bounds
 
 
 class WidgetMade(Message, context="test", key="owner"):
@@ -299,6 +300,23 @@ async def test_a_relay_that_gives_up_the_lead_after_a_failed_batch_lets_another_
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await other_process.dispose()
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_the_leading_relays_session_bounds_how_long_the_server_waits_on_a_vanished_host(
+    db: Database, sqllog: SqlLogBroker
+) -> None:
+    """The lead is a session-level lock: a leader whose host died would keep it, and every
+    replica's outbox unpublished, until the server's operating system gave up on the connection
+    (two hours of silence before its first keepalive probe by default)."""
+    relay = OutboxRelay(db, sqllog, poll_interval=0.01)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_for(lambda: _listening(relay))
+        assert await peer_bounds(relay._leader) == VANISHED_PEER_BOUNDS
+    finally:
+        relay.stop()
+        await task
 
 
 async def _attempted(flaky: FlakyBroker, n: int) -> bool:

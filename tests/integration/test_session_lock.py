@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from pizzeria.kit.db import Database, SessionLock
-from tests.support.postgres import two_processes
+from tests.support.postgres import VANISHED_PEER_BOUNDS, peer_bounds, two_processes
 
 
 @pytest.fixture
@@ -63,3 +63,19 @@ async def test_a_holder_that_checks_within_its_bound_keeps_the_lock(processes: t
         assert not await other.acquire()
         await asyncio.sleep(0.2)
     await holder.release()
+
+
+async def test_the_lock_session_bounds_how_long_the_server_waits_on_a_vanished_holder(
+    processes: tuple[Database, Database],
+) -> None:
+    """A holder whose host died answers nothing: without bounds of its own the server would wait
+    for its operating system's TCP keepalive (two hours by default) before letting the lock go.
+    (The host's death itself cannot be staged on loopback without a packet filter; the bounds
+    are the server's to apply, so the test reads them from the session.)"""
+    holder = SessionLock(processes[0], "the-lock")
+    assert await holder.acquire()
+    try:
+        assert holder._conn is not None
+        assert await peer_bounds(holder._conn) == VANISHED_PEER_BOUNDS
+    finally:
+        await holder.release()

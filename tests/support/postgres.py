@@ -8,6 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import Database
 
@@ -50,3 +52,19 @@ async def two_processes(prefix: str) -> AsyncIterator[tuple[Database, Database]]
         await first.dispose()
         await second.dispose()
         await drop_database(url)
+
+
+#: What `kit.db.notice_vanished_peer` sets: the server ends a lock's session ~25 s after its
+#: client's host goes silent, 30 s after data it sent goes unacknowledged.
+VANISHED_PEER_BOUNDS = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+async def peer_bounds(conn: AsyncConnection) -> dict[str, str]:
+    """How soon the server would notice that this session's client vanished (over TCP; on a
+    Unix socket each reads 0)."""
+    return {name: (await conn.execute(sa.text(f"SHOW {name}"))).scalar_one() for name in VANISHED_PEER_BOUNDS}

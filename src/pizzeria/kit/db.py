@@ -358,11 +358,11 @@ class SessionLock:
     the connection broke) has let the lock go: another process may hold it already."""
 
     def __init__(self, db: Database, name: str, *, idle_timeout_s: float | None = None) -> None:
-        """With `idle_timeout_s`, the server ends the lock's session (and lets the lock go) once
-        it has waited that long for its next statement: a holder that vanished without closing
-        its connection (its host died, the network between them went) does not keep the lock
-        for as long as the server's TCP keepalive takes to notice (two hours by default). The
-        holder must then call `holds` more often than that."""
+        """The server ends the lock's session about half a minute after its holder's host went
+        silent (`notice_vanished_peer`). With `idle_timeout_s` it also ends it once it has waited
+        that long for the next statement: a holder whose process hangs (its operating system still
+        answering the probes) lets the lock go too. The holder must
+        then call `holds` more often than that."""
         if not db.is_postgres:
             raise ValueError("a session lock is PostgreSQL's")
         self.db = db
@@ -394,15 +394,16 @@ class SessionLock:
             await conn.close()  # it holds nothing: back to the pool
             return False
         self._conn = conn
-        if self.idle_timeout_s is not None:
-            try:
+        try:
+            await notice_vanished_peer(conn)
+            if self.idle_timeout_s is not None:
                 ms = max(1, round(self.idle_timeout_s * 1000))
                 await conn.execute(sa.text(f"SET idle_session_timeout = {ms}"))
-            except asyncio.CancelledError:
-                await self.release()
-                raise
-            except Exception as exc:  # before PostgreSQL 14: no such bound
-                log.warning("the session lock's session has no idle bound", lock=self.name, error=str(exc))
+        except asyncio.CancelledError:
+            await self.release()
+            raise
+        except Exception as exc:  # before PostgreSQL 14: no such bound
+            log.warning("the session lock's session has no bound on a vanished holder", lock=self.name, error=str(exc))
         return True
 
     async def holds(self, timeout: float = 5.0) -> bool:
@@ -420,6 +421,27 @@ class SessionLock:
         conn, self._conn = self._conn, None
         if conn is not None:
             await end_session(conn)
+
+
+#: How soon the server notices that the client of a lock's session vanished (its host died, the
+#: network between them went) when nothing said so: TCP keepalive probes after 10 s of silence,
+#: every 5 s, three unanswered end the session (~25 s); data it sent (a NOTIFY) that goes
+#: unacknowledged for 30 s ends it too. Without them the server's operating system decides:
+#: two hours of silence by default before the first probe, ~15 minutes of retransmissions.
+_PEER_SETTINGS = (
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+)
+
+
+async def notice_vanished_peer(conn: AsyncConnection) -> None:
+    """Have the server end this session (and let its session-level locks go) within about half a
+    minute of its client vanishing, for a session that holds a lock other processes wait for. On
+    a Unix socket the server ignores these (the kernel reports a closed peer at once)."""
+    for name, value in _PEER_SETTINGS:
+        await conn.execute(sa.text(f"SET {name} = {value}"))
 
 
 async def end_session(conn: AsyncConnection) -> None:

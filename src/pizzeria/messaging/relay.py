@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from pizzeria.kit import failpoints
 from pizzeria.kit.clock import as_utc, utcnow
-from pizzeria.kit.db import Database, end_session, one_of
+from pizzeria.kit.db import Database, end_session, notice_vanished_peer, one_of
 from pizzeria.kit.logging import get_logger
 from pizzeria.kit.loops import wait_for_event
 from pizzeria.kit.statements import execute, fetch_rows
@@ -247,6 +247,7 @@ class OutboxRelay:
             if not got:
                 await conn.close()
                 return False
+            await notice_vanished_peer(conn)
             raw = await conn.get_raw_connection()
             assert raw.driver_connection is not None
             await raw.driver_connection.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
