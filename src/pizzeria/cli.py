@@ -99,6 +99,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zygote(args: argparse.Namespace) -> int:
+    from pizzeria import zygote
+
+    zygote.main(args.reply_fd, run=main)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from pizzeria.supervisor import migrate_all
 
@@ -391,6 +398,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(run.run(args.url, args.seconds, args.rate))
 
 
+def add_process_commands(sub: Any) -> None:
+    """The commands a process of the system runs as: one service, and (not for people) the
+    process `up` forks the others from."""
+    serve = sub.add_parser("serve", help="run one service in this process")
+    serve.add_argument("service", choices=sorted(BY_NAME))
+    serve.set_defaults(func=cmd_serve)
+    zygote = sub.add_parser("zygote", help="(internal) the process `up` forks the others from")
+    zygote.add_argument("reply_fd", type=int)
+    zygote.set_defaults(func=cmd_zygote)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pizzeria", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,9 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--logs", action="store_true", help="print service logs here instead of var/log/")
     up.set_defaults(func=cmd_up)
 
-    serve = sub.add_parser("serve", help="run one service in this process")
-    serve.add_argument("service", choices=sorted(BY_NAME))
-    serve.set_defaults(func=cmd_serve)
+    add_process_commands(sub)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("services", nargs="*", help="default: every service")

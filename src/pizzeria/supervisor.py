@@ -33,6 +33,7 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
 from pizzeria.registry import BY_NAME, SERVICES, ServiceEntry
+from pizzeria.zygote import ForkedProcess, Zygote, ZygoteGone
 
 READY_TIMEOUT_S = 90.0
 STABLE_AFTER_S = 30.0  # a service up this long has its restart backoff reset
@@ -165,7 +166,7 @@ class Child:
     url: str
     log_path: Path
     replica: int = 1
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = 0.5
@@ -202,14 +203,21 @@ class Supervisor:
         ]
         self.stopping = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
+        self._zygote: Zygote | None = None
 
-    def _env(self, child: Child) -> dict[str, str]:
+    @staticmethod
+    def _base_env() -> dict[str, str]:
         # The administrator's Kafka password is the supervisor's, to create topics, users and
         # ACLs: no service gets it (each logs in as itself).
-        env = {k: v for k, v in os.environ.items() if k.upper() not in ("KAFKA_ADMIN_PASSWORD", APPLIED_VARIABLE)}
+        return {k: v for k, v in os.environ.items() if k.upper() not in ("KAFKA_ADMIN_PASSWORD", APPLIED_VARIABLE)}
+
+    def _env(self, child: Child, parent: int) -> dict[str, str]:
+        """The child's environment; `parent` is the process that starts it (this one, or the
+        zygote)."""
+        env = self._base_env()
         if child.restarts == 0:
             # `run` applied its migrations a moment ago; a restart applies whatever its code has.
-            env[APPLIED_VARIABLE] = str(os.getpid())
+            env[APPLIED_VARIABLE] = str(parent)
         env["PIZZERIA_VAR_DIR"] = str(self.settings.var_dir.resolve())
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Which replica this is (its port follows), and how many of each service run (the
@@ -224,6 +232,18 @@ class Supervisor:
 
     async def _spawn(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self._zygote is not None and self._zygote.alive:
+            try:
+                child.process = await self._zygote.spawn(
+                    ["serve", child.entry.name],
+                    self._env(child, self._zygote.process.pid),
+                    None if self.echo_logs else child.log_path,
+                )
+            except ZygoteGone:
+                say("pizzeria: the zygote is gone; starting processes afresh")
+            else:
+                child.started_at = time.monotonic()
+                return
         if child.log_file is None:
             child.log_file = child.log_path.open("ab")
         child.process = await asyncio.create_subprocess_exec(
@@ -232,7 +252,7 @@ class Supervisor:
             "pizzeria",
             "serve",
             child.entry.name,
-            env=self._env(child),
+            env=self._env(child, os.getpid()),
             stdout=child.log_file if not self.echo_logs else None,
             stderr=child.log_file if not self.echo_logs else None,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
@@ -262,8 +282,16 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         say(f"pizzeria: preparing databases and topics ({self.settings.mode} mode, data in {self.settings.var_dir})")
-        await migrate_all(self.settings, [c.entry for c in self.children if c.replica == 1])
-        await create_topics(self.settings)
+        # The zygote imports the services' code while the databases and topics are prepared.
+        zygote = asyncio.create_task(Zygote.start(self._base_env()))
+        try:
+            await migrate_all(self.settings, [c.entry for c in self.children if c.replica == 1])
+            await create_topics(self.settings)
+        except BaseException:
+            if (started := await zygote) is not None:
+                await started.close()
+            raise
+        self._zygote = await zygote
         failed = await self._start_all()
         if failed is not None:
             say(f"pizzeria: {failed.label} did not become ready; see {failed.log_path}")
@@ -361,6 +389,9 @@ class Supervisor:
             if child.log_file is not None:
                 child.log_file.close()
                 child.log_file = None
+        if self._zygote is not None:
+            await self._zygote.close()
+            self._zygote = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -29,6 +29,8 @@ LAYERS = {
     "chaos": 4,
     "registry": 5,
     "supervisor": 5,
+    # forks the supervisor's processes (the `pizzeria` command runs it, and in each child)
+    "zygote": 5,
     "cli": 6,
     # `pizzeria demo`: a client of a running system, run by the command line.
     "demo": 6,

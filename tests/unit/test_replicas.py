@@ -143,7 +143,7 @@ def test_the_supervisor_runs_each_replica_on_its_port_with_its_own_log(tmp_path:
     # Replicas are listed right after their first: every orders replica before notifications.
     order = [c.label for c in supervisor.children]
     assert order.index("orders-2") == order.index("orders") + 1
-    env = supervisor._env(children["kitchen-2"])
+    env = supervisor._env(children["kitchen-2"], parent=1234)
     assert env["PIZZERIA_REPLICA"] == "2"
     assert (env["ORDERS_REPLICAS"], env["KITCHEN_REPLICAS"]) == ("2", "3")
-    assert supervisor._env(children["gateway"])["PIZZERIA_REPLICA"] == "1"
+    assert supervisor._env(children["gateway"], parent=1234)["PIZZERIA_REPLICA"] == "1"
