@@ -4,7 +4,9 @@ Applies every migration, creates the topics, starts every service at once (none 
 to be ready to start: they meet through the broker, and call each other with retries and
 breakers) and reports each as ready in the registry's order, then starts the processes that are
 clients of the running system; restarts a process that dies with exponential backoff, and on
-Ctrl-C or SIGTERM stops them in reverse order.
+Ctrl-C or SIGTERM stops them in reverse order. On Linux the processes are forked from a zygote
+that imported their code while the databases and topics were prepared (`zygote.py`); a restart
+after the code on disk changed starts afresh.
 """
 
 from __future__ import annotations
@@ -232,7 +234,7 @@ class Supervisor:
 
     async def _spawn(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if self._zygote is not None and self._zygote.alive:
+        if self._zygote is not None and self._zygote.alive and not (child.restarts and self._zygote.outdated()):
             try:
                 child.process = await self._zygote.spawn(
                     ["serve", child.entry.name],

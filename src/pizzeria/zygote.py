@@ -33,6 +33,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -125,7 +126,7 @@ class ForkedProcess:
 class Zygote:
     """The supervisor's side: start the zygote, have it fork children, learn how they end."""
 
-    def __init__(self, process: asyncio.subprocess.Process, replies: asyncio.StreamReader) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, replies: asyncio.StreamReader, imported_at: float) -> None:
         self.process = process
         self._replies = replies
         self._asked: dict[int, asyncio.Future[int]] = {}
@@ -133,7 +134,17 @@ class Zygote:
         self._early: dict[int, int] = {}  # exit statuses of children not yet handed out
         self._next = 0
         self._reader: asyncio.Task[None] | None = None
+        self._imported_at = imported_at  # when it began to import: an edit after it may be missed
         self.alive = True
+
+    def outdated(self) -> bool:
+        """Whether the code on disk changed since the zygote imported it: a process started then
+        runs the code on disk, as one started afresh would (a restart after an edit, say)."""
+        package = Path(__file__).resolve().parent
+        try:
+            return any(path.stat().st_mtime > self._imported_at for path in package.rglob("*.py"))
+        except OSError:  # a file moved while looked at: changed
+            return True
 
     @classmethod
     async def start(cls, env: Mapping[str, str], timeout: float = START_TIMEOUT_S) -> Zygote | None:
@@ -141,6 +152,7 @@ class Zygote:
         if not available(env):
             return None
         read_end, write_end = os.pipe()
+        began = time.time()
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -173,7 +185,7 @@ class Zygote:
             await process.wait()
             log.warning("the zygote did not start: processes start afresh")
             return None
-        zygote = cls(process, replies)
+        zygote = cls(process, replies, began)
         zygote._reader = asyncio.create_task(zygote._read())
         return zygote
 

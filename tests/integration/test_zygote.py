@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pizzeria.zygote import UNKNOWN_EXIT, Zygote, ZygoteGone, available
+from pizzeria.zygote import UNKNOWN_EXIT, ForkedProcess, Zygote, ZygoteGone, available
 from tests.support.tcpproxy import free_port
 
 pytestmark = pytest.mark.skipif(not available({}), reason="the zygote is Linux's")
@@ -54,6 +54,20 @@ def provider_env(tmp_path: Path, port: int) -> dict[str, str]:
     return {**os.environ, "PIZZERIA_VAR_DIR": str(tmp_path / "var"), "PROVIDER_PORT": str(port)}
 
 
+async def provider(zygote: Zygote, tmp_path: Path) -> tuple[ForkedProcess, int]:
+    """The payment provider simulator forked and answering, and its port."""
+    port = free_port()
+    child = await zygote.spawn(["serve", "provider"], provider_env(tmp_path, port), tmp_path / f"{port}.log")
+    await health(port)
+    return child, port
+
+
+async def killed(child: ForkedProcess) -> int:
+    child.kill()
+    async with asyncio.timeout(30):
+        return await child.wait()
+
+
 async def test_a_forked_service_has_its_own_environment_log_and_session_and_stops_cleanly(
     zygote: Zygote, tmp_path: Path
 ) -> None:
@@ -78,12 +92,8 @@ async def test_a_forked_service_has_its_own_environment_log_and_session_and_stop
 async def test_a_killed_child_reports_its_signal_and_a_failing_one_its_status_and_words(
     zygote: Zygote, tmp_path: Path
 ) -> None:
-    port = free_port()
-    child = await zygote.spawn(["serve", "provider"], provider_env(tmp_path, port), tmp_path / "a.log")
-    await health(port)
-    child.kill()
-    async with asyncio.timeout(30):
-        assert await child.wait() == -signal.SIGKILL
+    child, port = await provider(zygote, tmp_path)
+    assert await killed(child) == -signal.SIGKILL
     child.kill()  # after its end: nothing, and no other process's pid is signalled
 
     log = tmp_path / "b.log"
@@ -96,9 +106,7 @@ async def test_a_killed_child_reports_its_signal_and_a_failing_one_its_status_an
 async def test_a_childs_end_is_seen_when_the_zygote_is_gone_and_a_new_start_is_refused(
     zygote: Zygote, tmp_path: Path
 ) -> None:
-    port = free_port()
-    child = await zygote.spawn(["serve", "provider"], provider_env(tmp_path, port), tmp_path / "c.log")
-    await health(port)
+    child, port = await provider(zygote, tmp_path)
     zygote.process.kill()
     await zygote.process.wait()
     deadline = time.monotonic() + 10
@@ -106,11 +114,15 @@ async def test_a_childs_end_is_seen_when_the_zygote_is_gone_and_a_new_start_is_r
         assert time.monotonic() < deadline, "the supervisor never noticed the zygote's end"
         await asyncio.sleep(0.02)
     assert (await health(port))["pid"] == child.pid, "a child outlives the zygote"
-    child.kill()
-    async with asyncio.timeout(30):
-        assert await child.wait() == UNKNOWN_EXIT
+    assert await killed(child) == UNKNOWN_EXIT
     with pytest.raises(ZygoteGone):
         await zygote.spawn(["serve", "provider"], provider_env(tmp_path, port), tmp_path / "d.log")
+
+
+async def test_it_knows_when_the_code_on_disk_is_newer_than_what_it_imported(zygote: Zygote) -> None:
+    assert not zygote.outdated()
+    zygote._imported_at = 0.0  # as if it had imported before every file was last written
+    assert zygote.outdated(), "a restart would run code older than the files"
 
 
 def test_it_can_be_turned_off() -> None:
