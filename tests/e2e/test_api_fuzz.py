@@ -11,6 +11,7 @@ import asyncio
 import random
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,9 @@ def on_the_menu(body: Any, menu: list[dict[str, Any]]) -> None:
             body["payment"]["token"] = "tok_visa"
 
 
-def order_flow(gateway: str, token: str, menu: list[dict[str, Any]], placed: dict[str, str]) -> type[Any]:
+def order_flow(
+    gateway: str, token: str, menu: list[dict[str, Any]], placed: dict[str, str], answers: Counter[int]
+) -> type[Any]:
     """Schemathesis' state machine over the order flow of the gateway's document (the links it
     infers: an order placed, then read, listed, cancelled), as the customer `token` signs in."""
     schema = schemathesis.openapi.from_url(f"{gateway}/openapi.json").include(path_regex=ORDER_FLOW)
@@ -133,6 +136,9 @@ def order_flow(gateway: str, token: str, menu: list[dict[str, Any]], placed: dic
 
     class OrderFlow(machine):  # type: ignore[misc, valid-type]
         def before_call(self, case: schemathesis.Case) -> None:
+            # Every step as the customer: a generated header set would otherwise stand in for the
+            # call's own, token and all (requests without one: tests/e2e/test_gateway.py).
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
             if (case.method, case.path) == ("POST", "/api/v1/orders"):
                 on_the_menu(case.body, menu)
                 if not (case.headers or {}).get("Idempotency-Key"):  # a missing key: test_bad_input
@@ -143,8 +149,10 @@ def order_flow(gateway: str, token: str, menu: list[dict[str, Any]], placed: dic
 
         def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
             super().after_call(response, case)
-            if (case.method, case.path, response.status_code) == ("POST", "/api/v1/orders", 202):
-                placed[response.json()["id"]] = response.json()["status"]
+            if (case.method, case.path) == ("POST", "/api/v1/orders"):
+                answers[response.status_code] += 1
+                if response.status_code == 202:
+                    placed[response.json()["id"]] = response.json()["status"]
 
         def validate_response(
             self, response: schemathesis.Response, case: schemathesis.Case, *args: Any, **kwargs: Any
@@ -175,17 +183,24 @@ async def test_sequences_of_the_order_flow_never_get_a_5xx_and_leave_only_accept
         gateway = system.url("gateway")
         token = await sign_in(gateway, "customer")
         placed: dict[str, str] = {}
-        machine = order_flow(gateway, token, await shop.menu(), placed)
+        answers: Counter[int] = Counter()  # the placements' answers, by status, to say why if too few
+        machine = order_flow(gateway, token, await shop.menu(), placed, answers)
         settings = hypothesis.settings(
-            max_examples=25,
+            max_examples=50,
             stateful_step_count=6,
             deadline=None,
             derandomize=True,
             database=None,
             suppress_health_check=list(hypothesis.HealthCheck),
         )
+        # Schemathesis draws parts of its requests from the global random generator as well as
+        # through Hypothesis: seeded, those draws do not depend on what ran before in this
+        # process. The sequences still follow the answers (an order read or cancelled before or
+        # after it was paid), so they vary with the system's pace: 50 of them place 20 to 26
+        # orders in runs here; 25 placed as few as 2.
+        random.seed(20261122)
         await asyncio.to_thread(machine.run, settings=settings)
-        assert len(placed) >= 5, f"too few orders accepted for the run to mean anything: {len(placed)}"
+        assert len(placed) >= 5, f"too few orders accepted for the run to mean anything: {dict(answers)}"
 
         # Nothing but the orders answered 202 exists for the customer; each ends; the next is delivered.
         headers = {"Authorization": f"Bearer {token}"}

@@ -28,8 +28,9 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.services.telemetry.mqtt import HOLDER_IDENTIFIER, MqttIngest, topic_of, turns_lock
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
-from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import create_database, drop_database
+from tests.support.tcpproxy import free_port
 
 #: Stands in for the service's runtime: the ingests here (`Taking`) use no unit of work.
 NO_RUNTIME = cast(Any, type("Runtime", (), {"uow": lambda self: None})())

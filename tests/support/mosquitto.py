@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.tcpproxy import free_port
+
 CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
 
 
@@ -19,13 +21,6 @@ def mosquitto_binary() -> str:
         if found:
             return found
     raise RuntimeError("Mosquitto is not installed: run `make services` (tools/ensure-services.sh installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Mosquitto:

@@ -12,10 +12,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.support.tcpproxy import free_port
 
 
 def _bin_dir() -> Path:
@@ -23,12 +24,6 @@ def _bin_dir() -> Path:
     if not found:
         raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql (make services installs them)")
     return Path(found[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateServer:
@@ -40,7 +35,7 @@ class PrivateServer:
     def __init__(self, *, max_connections: int = 400) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="pizzeria-pg-"))
         self.data = self.directory / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.max_connections = max_connections
         self._bin = _bin_dir()
         self._owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None

@@ -7,26 +7,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 import time
+from pathlib import Path
+
+#: Where test servers' ports are picked from: below the range the kernel takes the local ports
+#: of outgoing connections from (a port picked there, free when picked, may be a connection's by
+#: the time its server binds it: "address already in use").
+LOWEST_PORT = 10_000
+_pick = random.Random()  # its own: picking ports leaves the global generator's sequence alone
+
+
+def _outgoing_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, 1)
 
 
 def free_ports(count: int, step: int) -> int:
-    """A port p such that p, p + step, ... (`count` of them) are all free now."""
+    """A port p such that p, p + step, ... (`count` of them) are all free now, each below the
+    ports outgoing connections are given."""
+    highest = _outgoing_ports_start() - 1 - step * (count - 1)
     while True:
-        base = free_port()
-        if base + step * (count - 1) > 65535:
-            continue
+        if highest > LOWEST_PORT:
+            base = _pick.randint(LOWEST_PORT, highest)
+        else:  # an unusual range: whatever the kernel gives
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                base = int(s.getsockname()[1])
+            if base + step * (count - 1) > 65535:
+                continue
         with contextlib.ExitStack() as bound:
             try:
-                for n in range(1, count):
+                for n in range(count):
                     s = bound.enter_context(socket.socket())
                     s.bind(("127.0.0.1", base + step * n))
             except OSError:
