@@ -5,7 +5,7 @@ to be ready to start: they meet through the broker, and call each other with ret
 breakers) and reports each as ready in the registry's order, then starts the processes that are
 clients of the running system; restarts a process that dies with exponential backoff, and on
 Ctrl-C or SIGTERM stops them in reverse order. On Linux the processes are forked from a zygote
-that imported their code while the databases and topics were prepared (`zygote.py`); a restart
+that imported their libraries while the databases and topics were prepared (`zygote.py`); a restart
 after the code on disk changed starts afresh.
 """
 

@@ -1,9 +1,11 @@
-"""Service processes forked from one that has imported their code already.
+"""Service processes forked from one that has imported their libraries already.
 
 Before a service process does anything of its own it spends more than a second of CPU importing
-FastAPI, SQLAlchemy, pydantic and its own modules, and `pizzeria up` starts thirteen of them on
-what may be two cores. The zygote imports all of that once, and the supervisor has it fork each
-service process: a start, and a restart after a crash, then costs only the service's own setup.
+FastAPI, SQLAlchemy, pydantic, OpenTelemetry and the rest, and `pizzeria up` starts thirteen of
+them on what may be two cores. The zygote imports the libraries once, and the supervisor has it
+fork each service process: a start, and a restart after a crash, then costs the service's own
+modules (about a tenth of a second) and its setup. A child imports nothing another service
+would not (`_preload`): it has the modules, metrics and state of one started afresh.
 
 The zygote is a child of the supervisor with one thread and no event loop. It reads requests as
 JSON lines on its stdin (`{"id", "argv", "env", "log"}`) and answers on a pipe of its own: the
