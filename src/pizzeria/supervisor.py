@@ -284,7 +284,7 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         say(f"pizzeria: preparing databases and topics ({self.settings.mode} mode, data in {self.settings.var_dir})")
-        # The zygote imports the services' code while the databases and topics are prepared.
+        # The zygote imports the services' libraries while the databases and topics are prepared.
         zygote = asyncio.create_task(Zygote.start(self._base_env()))
         try:
             await migrate_all(self.settings, [c.entry for c in self.children if c.replica == 1])
