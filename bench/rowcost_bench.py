@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from bench.stats import process_cpu_s
 from pizzeria.services.audit.tables import audit_log
 
 COLUMNS = [c.name for c in audit_log.c if c.name != "seq"]
@@ -98,11 +99,6 @@ def sqlite_round(pragmas: list[str], total: int, run: int, prefill: int) -> floa
     return took / total * 1e6
 
 
-def backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def postgres_rounds(total: int, run: int, rounds: int, prefill: int) -> None:
     dsn = os.environ.get("PIZZERIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     conn = await asyncpg.connect(dsn)
@@ -128,7 +124,7 @@ async def postgres_rounds(total: int, run: int, rounds: int, prefill: int) -> No
         for n in range(rounds):
             for way in ("executemany", "unnest"):
                 work = rows.take(total)
-                server, client = backend_cpu(pid), time.process_time()
+                server, client = process_cpu_s(pid), time.process_time()
                 for i in range(0, total, run):
                     part = work[i : i + run]
                     async with conn.transaction():
@@ -136,7 +132,7 @@ async def postgres_rounds(total: int, run: int, rounds: int, prefill: int) -> No
                             await conn.executemany(one, part)
                         else:
                             await conn.execute(unnest, *(list(column) for column in zip(*part, strict=True)))
-                server, client = backend_cpu(pid) - server, time.process_time() - client
+                server, client = process_cpu_s(pid) - server, time.process_time() - client
                 print(
                     f"PostgreSQL  {way:12s} round {n + 1}: server {server / total * 1e6:6.1f} µs a row, "
                     f"this process {client / total * 1e6:6.1f}",

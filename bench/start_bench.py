@@ -20,16 +20,9 @@ from pathlib import Path
 import httpx
 from tests.e2e.system import System
 
+from bench.stats import proc_stat, process_cpu_s
+
 MODES = {"zygote": {}, "afresh": {"PIZZERIA_ZYGOTE": "0"}}
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _cpu_s(pid: int) -> float:
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(root: int) -> list[int]:
@@ -38,7 +31,7 @@ def _descendants(root: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+                parents[int(entry.name)] = int(proc_stat(int(entry.name))[1])
             except (OSError, ValueError):
                 continue
     found = [root]
@@ -64,7 +57,7 @@ async def one(mode: str) -> dict[str, float]:
         try:
             assert system.process is not None
             tree = _descendants(system.process.pid)
-            cpu = sum(_cpu_s(pid) for pid in tree)
+            cpu = sum(process_cpu_s(pid) for pid in tree)
             pss = sum(_pss_mb(pid) for pid in tree)
             os.kill(await system.pid("kitchen"), signal.SIGKILL)
             killed = time.monotonic()

@@ -1,9 +1,22 @@
-"""Percentiles and formatting for benchmark figures."""
+"""Percentiles and formatting for benchmark figures, and a process's CPU as /proc counts it."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of `/proc/<pid>/stat` after the command's name (the state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu_s(pid: int) -> float:
+    """Seconds of CPU the process has used so far, user and system."""
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], p: float) -> float:

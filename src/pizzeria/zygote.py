@@ -130,9 +130,6 @@ class ForkedProcess:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
     def forget(self) -> None:
         """Stop watching (the supervisor is done with it)."""
         self._close_pidfd()

@@ -20,7 +20,9 @@ import pytest
 from pizzeria.zygote import UNKNOWN_EXIT, ForkedProcess, Zygote, ZygoteGone, available
 from tests.support.tcpproxy import free_port
 
-pytestmark = pytest.mark.skipif(not available({}), reason="the zygote is Linux's")
+pytestmark = pytest.mark.skipif(
+    not available({}), reason="the zygote needs Linux (fork after import, pidfds); elsewhere processes start afresh"
+)
 
 
 @pytest.fixture
