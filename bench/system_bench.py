@@ -215,6 +215,17 @@ class Bench:
             "delivered_per_s": delivered / window,
         }
 
+    async def _finished(self, watcher: Connection, wanted: set[str]) -> dict[str, dict[str, Any]]:
+        """The orders of `wanted` that have ended, as the API shows them."""
+        final: dict[str, dict[str, Any]] = {}
+        cursor = ""
+        while True:
+            page: Any = (await watcher.request("GET", f"/api/v1/orders?limit=100{cursor}", headers=self.admin)).json()
+            final.update({o["id"]: o for o in page["items"] if o["id"] in wanted and o["status"] in TERMINAL})
+            if not page["next_cursor"]:
+                return final
+            cursor = f"&cursor={page['next_cursor']}"
+
     async def _any_in_flight(self, watcher: Connection) -> bool:
         for status in IN_FLIGHT:
             reply = await watcher.request("GET", f"/api/v1/orders?status={status}&limit=1", headers=self.admin)
@@ -234,15 +245,10 @@ class Bench:
             await asyncio.sleep(1.0)
         if self.on_settled is not None:
             await self.on_settled()
-        wanted = set(ids)
-        final: dict[str, dict[str, Any]] = {}
-        cursor = ""
-        while True:
-            page: Any = (await watcher.request("GET", f"/api/v1/orders?limit=100{cursor}", headers=self.admin)).json()
-            final.update({o["id"]: o for o in page["items"] if o["id"] in wanted and o["status"] in TERMINAL})
-            if not page["next_cursor"]:
-                break
-            cursor = f"&cursor={page['next_cursor']}"
+        # The read model may not know the last orders yet (their placement still on its way to
+        # it), so "none in flight" can come before them: read until every one is there.
+        while len(final := await self._finished(watcher, set(ids))) < len(ids) and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
         watcher.close()
         if len(final) < len(ids):
             raise RuntimeError(f"{len(ids) - len(final)} orders did not finish")
