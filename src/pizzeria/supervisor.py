@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -179,6 +179,18 @@ class Child:
         return replica_label(self.entry.name, self.replica)
 
 
+def _answered_by(child: Child, ready: Any) -> bool:
+    """Whether a `/ready` answer from the child's port is the child's own, not another process's
+    that holds the port (the child then fails to bind it and ends). It names its pid to an
+    operations caller (the supervisor is one, on loopback, unless OPS_NETWORKS leaves loopback
+    out), else only its service."""
+    if not isinstance(ready, dict):
+        return False
+    if "pid" in ready:
+        return child.process is not None and ready["pid"] == child.process.pid
+    return bool(ready.get("service") == child.entry.name)
+
+
 class Supervisor:
     """Starts, watches, restarts and stops the service processes."""
 
@@ -273,8 +285,9 @@ class Supervisor:
                 return False
             # Until the child listens, a bare connect says so for a tenth of an HTTP request's CPU.
             if await listening(child.url):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await self._http.get(f"{child.url}/ready")).status_code == 200:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = await self._http.get(f"{child.url}/ready")
+                    if answer.status_code == 200 and _answered_by(child, answer.json()):
                         return True
             await asyncio.sleep(0.1)
         return False

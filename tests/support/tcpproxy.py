@@ -18,6 +18,10 @@ from pathlib import Path
 #: the time its server binds it: "address already in use").
 LOWEST_PORT = 10_000
 _pick = random.Random()  # its own: picking ports leaves the global generator's sequence alone
+#: Every port this process has handed out. A port is free when picked and taken only when its
+#: server binds it, so two picks in a row (the services of one system, a broker and its
+#: controller) could name the same port: one is never handed out twice.
+_handed_out: set[int] = set()
 
 
 def _outgoing_ports_start() -> int:
@@ -32,9 +36,11 @@ def free_port() -> int:
 
 
 def free_ports(count: int, step: int) -> int:
-    """A port p such that p, p + step, ... (`count` of them) are all free now, each below the
-    ports outgoing connections are given."""
+    """A port p such that p, p + step, ... (`count` of them) are all free now and were never
+    handed out before by this process, each below the ports outgoing connections are given."""
     highest = _outgoing_ports_start() - 1 - step * (count - 1)
+    if len(_handed_out) > (highest - LOWEST_PORT) // 2:  # the earliest are long released
+        _handed_out.clear()
     while True:
         if highest > LOWEST_PORT:
             base = _pick.randint(LOWEST_PORT, highest)
@@ -44,13 +50,17 @@ def free_ports(count: int, step: int) -> int:
                 base = int(s.getsockname()[1])
             if base + step * (count - 1) > 65535:
                 continue
+        ports = {base + step * n for n in range(count)}
+        if ports & _handed_out:
+            continue
         with contextlib.ExitStack() as bound:
             try:
-                for n in range(count):
+                for port in ports:
                     s = bound.enter_context(socket.socket())
-                    s.bind(("127.0.0.1", base + step * n))
+                    s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        _handed_out.update(ports)
         return base
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -125,3 +127,45 @@ async def test_a_port_is_found_listening_only_while_something_accepts_on_it() ->
     server.close()
     await server.wait_closed()
     assert not await listening(f"http://127.0.0.1:{port}")
+
+
+async def _answering_ready(body: bytes) -> asyncio.Server:
+    """An HTTP server on a free port that answers every request `200 body`."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "ready"),
+    [
+        (b'{"status": "ready", "service": "kitchen", "pid": 424242}', True),
+        (b'{"status": "ready", "service": "kitchen", "pid": 7}', False),  # another process on the port
+        (b'{"status": "ready", "service": "kitchen"}', True),  # loopback not an operations network
+        (b'{"status": "ready", "service": "catalog"}', False),
+        (b'["ready"]', False),
+    ],
+)
+async def test_a_ready_answer_counts_only_from_the_child_itself(tmp_path: Path, answer: bytes, ready: bool) -> None:
+    """Another process holding a child's port (the child then fails to bind it) must not make
+    `pizzeria up` report the child ready: the answer names the child's pid, or its service."""
+    server = await _answering_ready(answer)
+    port = server.sockets[0].getsockname()[1]
+    supervisor = Supervisor(Settings.model_validate({"PIZZERIA_VAR_DIR": str(tmp_path)}), SERVICES)
+    child = next(c for c in supervisor.children if c.entry.name == "kitchen")
+    child.url = f"http://127.0.0.1:{port}"
+    child.process = SimpleNamespace(pid=424242, returncode=None)  # type: ignore[assignment]
+    child.started_at = time.monotonic()
+    try:
+        assert await supervisor._wait_ready(child, timeout=1.0) is ready
+    finally:
+        server.close()
+        await server.wait_closed()
+        if supervisor._http is not None:
+            await supervisor._http.aclose()

@@ -372,10 +372,14 @@ def http_app(
             except Exception as exc:
                 ok = False
                 results[name] = f"failing: {exc}"
-        if not is_ops_caller(request):  # what failed and why is for operators
+        operator = is_ops_caller(request)
+        if not operator:  # what failed and why is for operators
             results = {name: "ok" if outcome == "ok" else "failing" for name, outcome in results.items()}
         if ok:
-            return JSONResponse({"status": "ready", "service": service, "checks": results})
+            # The pid tells the supervisor that the process it started answered, not whatever
+            # else listens on the port.
+            who = {"pid": os.getpid()} if operator else {}
+            return JSONResponse({"status": "ready", "service": service, **who, "checks": results})
         return problem(503, "not-ready", "Not ready", "a dependency is not ready", service=service, checks=results)
 
     @app.get(
