@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tests.e2e.system import System
 
-from bench.profile import PgWatch
-from bench.stacks import STACKS, stack_env
-from bench.system_bench import AUTOPILOTS, cpu_seconds
+from bench.stacks import STACKS, PgWatch, stack_env
+from bench.stats import process_cpu_s as cpu_seconds
+from bench.system_bench import AUTOPILOTS
 
 #: How long the system runs before the quiet stretch is measured (startup work settles).
 SETTLE_S = 10.0

@@ -49,13 +49,12 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import uvloop
 from tests.e2e.system import Shop, System
-from tests.support.postgres import ADMIN_DSN
 
-from bench.stacks import stack_env
-from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench, cpu_seconds, ready_to_order
+from bench.stacks import PgWatch, stack_env
+from bench.stats import process_cpu_s as cpu_seconds
+from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, Bench, ready_to_order
 
 SQLCOUNT = Path(__file__).parent / "sqlcount"  # a sitecustomize that counts SQLite statements
 ROOTS = [
@@ -287,57 +286,6 @@ def system_seconds(pid: int) -> float:
 def rusage_self() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-class PgWatch:
-    """Per service database: transactions and rows (pg_stat_database), and the CPU of its backends."""
-
-    FIELDS = (
-        "xact_commit",
-        "xact_rollback",
-        "tup_returned",
-        "tup_fetched",
-        "tup_inserted",
-        "tup_updated",
-        "tup_deleted",
-    )
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.dbs = {
-            k.removesuffix("_DATABASE_URL").lower(): v.rsplit("/", 1)[1].split("?", 1)[0]
-            for k, v in env.items()
-            if k.endswith("_DATABASE_URL")
-        }
-
-    async def snapshot(self) -> dict[str, Any]:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            names = list(self.dbs.values())
-            stats = {
-                r["datname"]: {f: r[f] for f in self.FIELDS}
-                for r in await conn.fetch(
-                    f"SELECT datname, {', '.join(self.FIELDS)} FROM pg_stat_database WHERE datname = ANY($1)", names
-                )
-            }
-            backends = await conn.fetch("SELECT pid, datname FROM pg_stat_activity WHERE datname = ANY($1)", names)
-        finally:
-            await conn.close()
-        cpu: dict[str, dict[int, float]] = {}
-        for r in backends:
-            with contextlib.suppress(OSError):  # a backend that just ended
-                cpu.setdefault(r["datname"], {})[r["pid"]] = cpu_seconds(r["pid"])
-        return {"stats": stats, "cpu": cpu}
-
-    def delta(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for svc, db in self.dbs.items():
-            s0, s1 = a["stats"].get(db, {}), b["stats"].get(db, {})
-            c0, c1 = a["cpu"].get(db, {}), b["cpu"].get(db, {})
-            out[svc] = {
-                **{f: s1.get(f, 0) - s0.get(f, 0) for f in self.FIELDS},
-                "backend_cpu_s": sum(v - c0.get(pid, 0.0) for pid, v in c1.items()),
-            }
-        return out
 
 
 # ---------------------------------------------------------------- reading the stacks

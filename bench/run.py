@@ -173,6 +173,14 @@ def print_system(tag: str, r: dict[str, Any]) -> None:
         f"[system  {tag:<15}] CPU per order (ms, during the flood; traces sampled at "
         f"{r['trace_sample_ratio']}): {total} in all — {cpu}"
     )
+    infra = r["infra_cpu_ms_per_order"]
+    everything = total + sum(infra.values())
+    print(
+        f"[system  {tag:<15}] beside the services, per order (ms): "
+        + ", ".join(f"{name} {ms}" for name, ms in infra.items())
+        + f"; all processes {everything:.1f} ms an order, so {r['cores']} cores finish at most "
+        f"{r['cores'] * 1000 / everything:,.0f} orders/s"
+    )
     for name, counts in r["per_order"].items():
         figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())
         print(f"[system  {tag:<15}]   per order, {name}: {figures}")

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 from tests.support.kafka import KafkaCluster, kafka_version
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import ADMIN_DSN, create_database, drop_database
 
+from bench.stats import process_cpu_s
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import MigrationSet, upgrade
 from pizzeria.kit.settings import get_settings
@@ -121,3 +124,102 @@ async def database_and_broker(
             kafka.stop()
         for created in dropped:
             await drop_database(created)
+
+
+class PgWatch:
+    """Per service database: transactions and rows (pg_stat_database), and the CPU of its backends."""
+
+    FIELDS = (
+        "xact_commit",
+        "xact_rollback",
+        "tup_returned",
+        "tup_fetched",
+        "tup_inserted",
+        "tup_updated",
+        "tup_deleted",
+    )
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.dbs = {
+            k.removesuffix("_DATABASE_URL").lower(): v.rsplit("/", 1)[1].split("?", 1)[0]
+            for k, v in env.items()
+            if k.endswith("_DATABASE_URL")
+        }
+
+    async def snapshot(self) -> dict[str, Any]:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            names = list(self.dbs.values())
+            stats = {
+                r["datname"]: {f: r[f] for f in self.FIELDS}
+                for r in await conn.fetch(
+                    f"SELECT datname, {', '.join(self.FIELDS)} FROM pg_stat_database WHERE datname = ANY($1)", names
+                )
+            }
+            backends = await conn.fetch("SELECT pid, datname FROM pg_stat_activity WHERE datname = ANY($1)", names)
+        finally:
+            await conn.close()
+        cpu: dict[str, dict[int, float]] = {}
+        for r in backends:
+            with contextlib.suppress(OSError):  # a backend that just ended
+                cpu.setdefault(r["datname"], {})[r["pid"]] = process_cpu_s(r["pid"])
+        return {"stats": stats, "cpu": cpu}
+
+    def delta(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for svc, db in self.dbs.items():
+            s0, s1 = a["stats"].get(db, {}), b["stats"].get(db, {})
+            c0, c1 = a["cpu"].get(db, {}), b["cpu"].get(db, {})
+            out[svc] = {
+                **{f: s1.get(f, 0) - s0.get(f, 0) for f in self.FIELDS},
+                "backend_cpu_s": sum(v - c0.get(pid, 0.0) for pid, v in c1.items()),
+            }
+        return out
+
+
+def _pids(wanted: Callable[[list[str]], bool]) -> list[int]:
+    """The processes whose command line (its arguments) `wanted` accepts."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                if wanted([a.decode(errors="replace") for a in args if a]):
+                    found.append(int(entry.name))
+    return found
+
+
+class InfraWatch:
+    """The CPU of what a stack runs beside the services, which the aims of the cost issue do not
+    count and the machine's cores still pay: PostgreSQL's backends of the stack's databases, the
+    Kafka node the bench started, Redis, and the load generator (this process)."""
+
+    def __init__(self, stack: str, workdir: Path, env: dict[str, str]) -> None:
+        self.pg = PgWatch(env) if stack != "embedded" else None
+        self.procs: dict[str, list[int]] = {"load generator": [os.getpid()]}
+        if stack == "postgres+kafka":
+            self.procs["Kafka"] = _pids(lambda a: bool(a) and a[0].endswith("java") and str(workdir) in " ".join(a))
+        if stack != "embedded":
+            self.procs["Redis"] = _pids(lambda a: bool(a) and Path(a[0].split()[0]).name == "redis-server")
+
+    async def snapshot(self) -> dict[str, Any]:
+        return {
+            "pg": await self.pg.snapshot() if self.pg else None,
+            "procs": {name: sum(_cpu_or_zero(p) for p in pids) for name, pids in self.procs.items()},
+        }
+
+    def per_order(self, before: dict[str, Any], after: dict[str, Any], orders: int) -> dict[str, float]:
+        """ms of CPU an order, by part, between two snapshots."""
+        used: dict[str, float] = {}
+        if self.pg is not None:
+            used["PostgreSQL"] = sum(d["backend_cpu_s"] for d in self.pg.delta(before["pg"], after["pg"]).values())
+        for name in self.procs:
+            used[name] = after["procs"][name] - before["procs"][name]
+        return {name: round(seconds / orders * 1000, 2) for name, seconds in used.items()}
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return process_cpu_s(pid)
+    except OSError:  # gone
+        return 0.0

@@ -32,8 +32,9 @@ from tests.e2e.system import Shop, System
 from tests.support.tokens import bearer
 
 from bench.loadgen import Connection
-from bench.stacks import BROKER_NOTE, stack_env
+from bench.stacks import BROKER_NOTE, InfraWatch, stack_env
 from bench.stats import percentile, summary
+from bench.stats import process_cpu_s as cpu_seconds
 from pizzeria.chassis.addresses import replica_label
 from pizzeria.registry import SERVICES
 
@@ -74,12 +75,15 @@ async def run(
                     for name in system.ports
                     for n in system.replica_numbers(name)
                 }
+                infra = InfraWatch(stack, workdir, env)
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 counted = await counters(system)
+                infra_before = await infra.snapshot()
                 after: dict[str, Any] = {}
 
                 async def measure() -> None:  # every order finished; before reading them back
                     after["cpu"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    after["infra"] = await infra.snapshot()
                     after["counted"] = await counters(system)
 
                 bench.on_settled = measure
@@ -90,6 +94,8 @@ async def run(
                 }
                 flood["per_order"] = per_order(counted, after["counted"], flood["orders"])
                 flood["cpu_ms_per_order_total"] = round(sum(flood["cpu_ms_per_order"].values()), 1)
+                flood["infra_cpu_ms_per_order"] = infra.per_order(infra_before, after["infra"], flood["orders"])
+                flood["cores"] = os.cpu_count() or 1
             finally:
                 await shop.close()
                 system.stop()
@@ -293,12 +299,6 @@ def per_order(
         for name in after
         if any(after[name][m] - before[name][m] for m in COUNTED)
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _seconds(start: str, end: str) -> float:
