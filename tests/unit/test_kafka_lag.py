@@ -48,7 +48,7 @@ class RecordingConsumer:
 def test_the_ends_of_fetched_partitions_cost_no_request() -> None:
     partitions = [("t", p) for p in range(42)]
     consumer = RecordingConsumer({tp: 100 + tp[1] for tp in partitions}, {("t", 0): 90, ("t", 1): 101})
-    lag = _lag_of(consumer, partitions)  # type: ignore[arg-type]
+    lag = _lag_of(consumer, partitions, set(partitions))  # type: ignore[arg-type]
     assert lag[("t", 0)] == 10
     assert lag[("t", 1)] == 0
     assert lag[("t", 2)] == 102  # nothing committed: the whole partition
@@ -58,13 +58,24 @@ def test_the_ends_of_fetched_partitions_cost_no_request() -> None:
 
 
 def test_unknown_ends_are_asked_for_in_one_request() -> None:
-    partitions = [("t", p) for p in (0, 1, 62, 63)]  # 62 not fetched yet; 63 not this member's
+    partitions = [("t", p) for p in (0, 1, 62, 63)]  # 62 not fetched yet; 63 unknown to librdkafka
     consumer = RecordingConsumer({("t", 0): 100, ("t", 1): 101}, {("t", 62): 150})
-    lag = _lag_of(consumer, partitions)  # type: ignore[arg-type]
+    lag = _lag_of(consumer, partitions, set(partitions))  # type: ignore[arg-type]
     assert lag == {("t", 0): 100, ("t", 1): 101, ("t", 62): 12, ("t", 63): 163}
     asked = [call for call in consumer.calls if call[0] != "watermarks"]
     assert asked == [("committed", 4), ("offsets_for_times", [(62, -1), (63, -1)])]
     assert ("watermarks", False) not in consumer.calls
+
+
+def test_the_cached_end_of_a_partition_this_member_does_not_fetch_is_not_trusted() -> None:
+    """A partition that moved to another member (or came back a moment ago) keeps, in this
+    member's cache, the end its last fetch saw: its end is asked for."""
+    partitions = [("t", 0), ("t", 1)]
+    consumer = RecordingConsumer({("t", 0): 5, ("t", 1): 101}, {("t", 0): 5})  # t[0]'s end has moved on to 100
+    lag = _lag_of(consumer, partitions, {("t", 1)})  # type: ignore[arg-type]
+    assert lag == {("t", 0): 95, ("t", 1): 101}
+    asked = [call for call in consumer.calls if call[0] != "watermarks"]
+    assert asked == [("committed", 2), ("offsets_for_times", [(0, -1)])]
 
 
 def test_an_end_the_broker_cannot_give_is_an_error_not_a_lag_of_zero() -> None:
@@ -76,4 +87,4 @@ def test_an_end_the_broker_cannot_give_is_an_error_not_a_lag_of_zero() -> None:
 
     consumer.offsets_for_times = refuse  # type: ignore[method-assign]
     with pytest.raises(BrokerError, match=r"t\[5\]"):
-        _lag_of(consumer, [("t", 5)])  # type: ignore[arg-type]
+        _lag_of(consumer, [("t", 5)], {("t", 5)})  # type: ignore[arg-type]

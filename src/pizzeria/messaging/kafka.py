@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -412,27 +413,36 @@ def _take(
     return [first, *consumer.consume(max_records - 1, linger)] if max_records > 1 else [first]
 
 
-def _lag_of(consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+#: How long after its assignment a partition's cached end is trusted: until this member's first
+#: fetch response for it, the cache holds whatever its last ownership left there (a fetch's
+#: wait, `fetch.wait.max.ms`, is at most 500 ms by default; twice that, to be sure).
+TRUST_CACHED_END_AFTER_S = 1.0
+
+
+def _lag_of(
+    consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition], fetched: Collection[TopicPartition] = ()
+) -> dict[TopicPartition, int]:
     """Records between each partition's end and the group's committed offset (blocking, on the
     consumer's thread, between two fetches).
 
     The committed offsets are one request to the group's coordinator. The ends of the
-    partitions this member fetches are the high watermarks of their last fetch responses, kept
-    by librdkafka (at most a fetch's wait old); only the others (another member's, or one not
-    fetched yet) are asked for, in one request per broker. Asked for one at a time, each
-    request queued behind the fetch that the broker holds for up to `fetch.wait.max.ms` on the
-    same connection: a member of 42 idle partitions spent 21 s in it, every 15 s, and handed
-    out no record meanwhile."""
+    partitions this member fetches (`fetched`: owned, and long enough for a fetch response to
+    have come) are the high watermarks of their last fetch responses, kept by librdkafka (at
+    most a fetch's wait old). Only the others are asked for, in one request per broker: a
+    partition another member owns keeps, in this member's cache, the end its last fetch saw
+    before the partition moved. Asked for one at a time, each request queued behind the fetch
+    that the broker holds for up to `fetch.wait.max.ms` on the same connection: a member of 42
+    idle partitions spent 21 s in it, every 15 s, and handed out no record meanwhile."""
     if not partitions:
         return {}
     committed = consumer.committed([confluent_kafka.TopicPartition(t, p) for t, p in partitions], timeout=5)
     ends: dict[TopicPartition, int] = {}
     unknown: list[confluent_kafka.TopicPartition] = []
     for topic, partition in partitions:
-        try:
-            _, high = consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, partition), cached=True)
-        except KafkaException:
-            high = -1
+        high = -1
+        if (topic, partition) in fetched:
+            with contextlib.suppress(KafkaException):
+                _, high = consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, partition), cached=True)
         if high >= 0:
             ends[(topic, partition)] = high
         else:  # a timestamp of -1 asks for the end (Kafka's ListOffsets "latest")
@@ -482,6 +492,8 @@ class KafkaConsumer(BrokerConsumer):
         )
         self._consumer: confluent_kafka.Consumer | None = None
         self._assigned: set[TopicPartition] = set()
+        #: When each owned partition was assigned (monotonic): see `_lag_of`.
+        self._assigned_at: dict[TopicPartition, float] = {}
         self._committed: dict[TopicPartition, int] = {}
         #: Offsets handed to `commit` and not yet to the consumer's thread (see there).
         self._unsent: dict[TopicPartition, int] = {}
@@ -501,11 +513,16 @@ class KafkaConsumer(BrokerConsumer):
         self._consumer = await self._call(build)
 
     def _on_assign(self, _: Any, partitions: list[Any]) -> None:
-        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        now = time.monotonic()
+        for p in partitions:
+            self._assigned.add((p.topic, p.partition))
+            self._assigned_at[(p.topic, p.partition)] = now
 
     def _on_revoke(self, _: Any, partitions: list[Any]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}
         self._assigned -= gone
+        for tp in gone:
+            self._assigned_at.pop(tp, None)
         for tp in gone:  # the next owner commits these from now on
             self._committed.pop(tp, None)
             self._unsent.pop(tp, None)
@@ -557,7 +574,17 @@ class KafkaConsumer(BrokerConsumer):
     async def lag(self) -> dict[TopicPartition, int]:
         if self._consumer is None:
             return {}
-        return dict(await self._call(_lag_of, self._consumer, sorted(self._assigned)))
+        consumer = self._consumer
+
+        def measure() -> dict[TopicPartition, int]:  # on the consumer's thread, where assignments change
+            return _lag_of(consumer, sorted(self._assigned), self._fetched())
+
+        return dict(await self._call(measure))
+
+    def _fetched(self) -> set[TopicPartition]:
+        """The owned partitions whose cached ends are this ownership's (see `_lag_of`)."""
+        before = time.monotonic() - TRUST_CACHED_END_AFTER_S
+        return {tp for tp, at in self._assigned_at.items() if at <= before}
 
     async def group_lag(self) -> dict[TopicPartition, int]:
         if self._consumer is None:
@@ -571,7 +598,7 @@ class KafkaConsumer(BrokerConsumer):
                 if found is None or found.error is not None:
                     raise BrokerError(f"cannot describe topic {topic}: {found.error if found else 'not found'}")
                 every += [(topic, p) for p in sorted(found.partitions)]
-            return _lag_of(consumer, every)
+            return _lag_of(consumer, every, self._fetched())
 
         return dict(await self._call(measure))
 
