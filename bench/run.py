@@ -178,8 +178,8 @@ def print_system(tag: str, r: dict[str, Any]) -> None:
     print(
         f"[system  {tag:<15}] beside the services, per order (ms): "
         + ", ".join(f"{name} {ms}" for name, ms in infra.items())
-        + f"; all processes {everything:.1f} ms an order, so {r['cores']} cores finish at most "
-        f"{r['cores'] * 1000 / everything:,.0f} orders/s"
+        + f"; all these processes {everything:.1f} ms an order, so {r['cores']} cores finish at most "
+        f"{r['cores'] * 1000 / everything:,.0f} orders/s (a ceiling: the database's background work is not counted)"
     )
     for name, counts in r["per_order"].items():
         figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())

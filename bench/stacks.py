@@ -191,16 +191,18 @@ def _pids(wanted: Callable[[list[str]], bool]) -> list[int]:
 
 class InfraWatch:
     """The CPU of what a stack runs beside the services, which the aims of the cost issue do not
-    count and the machine's cores still pay: PostgreSQL's backends of the stack's databases, the
-    Kafka node the bench started, Redis, and the load generator (this process)."""
+    count and the machine's cores still pay: PostgreSQL's backends of the stack's databases (not
+    its background processes: a floor), the Kafka node the bench started, the Redis it uses
+    (shared with whatever else uses it meanwhile), and the load generator (this process)."""
 
     def __init__(self, stack: str, workdir: Path, env: dict[str, str]) -> None:
         self.pg = PgWatch(env) if stack != "embedded" else None
         self.procs: dict[str, list[int]] = {"load generator": [os.getpid()]}
         if stack == "postgres+kafka":
             self.procs["Kafka"] = _pids(lambda a: bool(a) and a[0].endswith("java") and str(workdir) in " ".join(a))
-        if stack != "embedded":
-            self.procs["Redis"] = _pids(lambda a: bool(a) and Path(a[0].split()[0]).name == "redis-server")
+        if stack != "embedded":  # the Redis the stack's URL names (its title is "redis-server HOST:PORT")
+            where = env["REDIS_URL"].split("://", 1)[1].split("/", 1)[0]
+            self.procs["Redis"] = _pids(lambda a: bool(a) and a[0].split()[:2] == ["redis-server", where])
 
     async def snapshot(self) -> dict[str, Any]:
         return {
