@@ -39,7 +39,7 @@ def free_ports(count: int, step: int) -> int:
     """A port p such that p, p + step, ... (`count` of them) are all free now and were never
     handed out before by this process, each below the ports outgoing connections are given."""
     highest = _outgoing_ports_start() - 1 - step * (count - 1)
-    if len(_handed_out) > (highest - LOWEST_PORT) // 2:  # the earliest are long released
+    if len(_handed_out) > max((highest - LOWEST_PORT) // 2, 1_000):  # the earliest are long released
         _handed_out.clear()
     while True:
         if highest > LOWEST_PORT:
