@@ -20,7 +20,7 @@ import asyncpg
 from tests.support.kafka import KafkaCluster, kafka_version
 from tests.support.postgres import ADMIN_DSN, create_database, drop_database
 
-from bench.stats import process_cpu_s
+from bench.stats import pids, process_cpu_s
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import MigrationSet, upgrade
 from pizzeria.kit.settings import get_settings
@@ -180,12 +180,11 @@ class PgWatch:
 def _pids(wanted: Callable[[list[str]], bool]) -> list[int]:
     """The processes whose command line (its arguments) `wanted` accepts."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-                if wanted([a.decode(errors="replace") for a in args if a]):
-                    found.append(int(entry.name))
+    for pid in pids():
+        with contextlib.suppress(OSError):  # gone meanwhile
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if wanted([a.decode(errors="replace") for a in args if a]):
+                found.append(pid)
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 from tests.e2e.system import System
 
-from bench.stats import proc_stat, process_cpu_s
+from bench.stats import pids, proc_stat, process_cpu_s
 
 MODES = {"zygote": {}, "afresh": {"PIZZERIA_ZYGOTE": "0"}}
 
@@ -28,12 +29,9 @@ MODES = {"zygote": {}, "afresh": {"PIZZERIA_ZYGOTE": "0"}}
 def _descendants(root: int) -> list[int]:
     """`root` and every process below it (the zygote and what it forked, or the children)."""
     parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(proc_stat(int(entry.name))[1])
-            except (OSError, ValueError):
-                continue
+    for pid in pids():
+        with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+            parents[pid] = int(proc_stat(pid)[1])
     found = [root]
     for pid in found:
         found += [child for child, parent in parents.items() if parent == pid]
@@ -62,13 +60,15 @@ async def one(mode: str) -> dict[str, float]:
             os.kill(await system.pid("kitchen"), signal.SIGKILL)
             killed = time.monotonic()
             async with httpx.AsyncClient(timeout=1) as client:
-                while True:
+                while time.monotonic() - killed < 60:
                     try:
                         if (await client.get(f"{system.url('kitchen')}/ready")).status_code == 200:
                             break
                     except httpx.HTTPError:
                         pass
                     await asyncio.sleep(0.02)
+                else:
+                    raise RuntimeError("the killed kitchen was not back within 60 s")
             back = time.monotonic() - killed
         finally:
             system.stop()

@@ -8,6 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def pids() -> list[int]:
+    """Every process's id, as /proc lists them now."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
 def proc_stat(pid: int) -> list[str]:
     """The fields of `/proc/<pid>/stat` after the command's name (the state first)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -491,9 +491,8 @@ class KafkaConsumer(BrokerConsumer):
             max_workers=1, thread_name_prefix=f"kafka-{config['group.id']}-{new_id()[-6:]}"
         )
         self._consumer: confluent_kafka.Consumer | None = None
-        self._assigned: set[TopicPartition] = set()
-        #: When each owned partition was assigned (monotonic): see `_lag_of`.
-        self._assigned_at: dict[TopicPartition, float] = {}
+        #: Each owned partition, and when it was assigned (monotonic: see `_lag_of`).
+        self._assigned: dict[TopicPartition, float] = {}
         self._committed: dict[TopicPartition, int] = {}
         #: Offsets handed to `commit` and not yet to the consumer's thread (see there).
         self._unsent: dict[TopicPartition, int] = {}
@@ -515,15 +514,12 @@ class KafkaConsumer(BrokerConsumer):
     def _on_assign(self, _: Any, partitions: list[Any]) -> None:
         now = time.monotonic()
         for p in partitions:
-            self._assigned.add((p.topic, p.partition))
-            self._assigned_at[(p.topic, p.partition)] = now
+            self._assigned[(p.topic, p.partition)] = now
 
     def _on_revoke(self, _: Any, partitions: list[Any]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}
-        self._assigned -= gone
-        for tp in gone:
-            self._assigned_at.pop(tp, None)
         for tp in gone:  # the next owner commits these from now on
+            self._assigned.pop(tp, None)
             self._committed.pop(tp, None)
             self._unsent.pop(tp, None)
 
@@ -584,7 +580,7 @@ class KafkaConsumer(BrokerConsumer):
     def _fetched(self) -> set[TopicPartition]:
         """The owned partitions whose cached ends are this ownership's (see `_lag_of`)."""
         before = time.monotonic() - TRUST_CACHED_END_AFTER_S
-        return {tp for tp, at in self._assigned_at.items() if at <= before}
+        return {tp for tp, at in self._assigned.items() if at <= before}
 
     async def group_lag(self) -> dict[TopicPartition, int]:
         if self._consumer is None:
