@@ -1,6 +1,7 @@
 """Events of one order reach notifications on two topics and may be handled at the same time:
 a payment receipt handled while the order's contact is still being added is deferred, and
-released once the contact is there; it is never lost and never sent twice."""
+released once the contact is there; it is never lost and never sent twice. What a customer is
+not told of is neither sent nor kept waiting for a contact."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from pizzeria.contracts.orders import Contact, OrderLine, OrderPlaced, PaymentMethod
+from pizzeria.contracts.orders import Contact, OrderLine, OrderPlaced, OrderStatus, OrderStatusChanged, PaymentMethod
 from pizzeria.contracts.payments import PaymentCompleted
 from pizzeria.contracts.telemetry import CourierArriving
 from pizzeria.kit.clock import utcnow
@@ -25,7 +26,7 @@ from pizzeria.services.notifications import repository
 from pizzeria.services.notifications.app import MIGRATIONS
 from pizzeria.services.notifications.domain import DEFAULT_TEMPLATES
 from pizzeria.services.notifications.handlers import build_events, release_deferred
-from pizzeria.services.notifications.tables import notifications
+from pizzeria.services.notifications.tables import deferred, notifications
 
 
 @pytest.fixture
@@ -92,9 +93,7 @@ async def test_receipt_is_sent_whichever_event_commits_first(notifications_db: D
                 sa.select(notifications.c.template, notifications.c.channel).where(notifications.c.order_id == order_id)
             )
         ).all()
-    assert Counter((r.template, r.channel) for r in rows) == Counter(
-        {("order_placed", "email"): 1, ("payment_receipt", "email"): 1}
-    )
+    assert Counter((r.template, r.channel) for r in rows) == Counter({("payment_receipt", "email"): 1})
 
 
 @pytest.mark.parametrize("arriving_first", [False, True])
@@ -141,3 +140,49 @@ async def test_a_courier_arriving_is_told_once_per_order_however_often_it_is_sai
     assert [(r.channel, r.body) for r in rows] == [
         ("email", "Your pizza is about 4 minutes away: the courier is nearly at your door.")
     ]
+
+
+async def test_the_kitchen_steps_are_not_told_nor_kept_waiting_while_the_delivery_is_told(
+    notifications_db: Database,
+) -> None:
+    db = notifications_db
+    handlers = build_events(lambda: None)
+    order_id = uuid.uuid4()
+    steps = [
+        OrderStatus.PAID,
+        OrderStatus.PREPARING,
+        OrderStatus.BAKING,
+        OrderStatus.READY,
+        OrderStatus.OUT_FOR_DELIVERY,
+    ]
+
+    def changed(previous: OrderStatus, status: OrderStatus) -> OrderStatusChanged:
+        return OrderStatusChanged(
+            order_id=order_id, customer_id="c1", status=status, previous_status=previous, at=utcnow()
+        )
+
+    async def handle(*events: OrderPlaced | OrderStatusChanged) -> None:
+        handler = handlers.get(type(events[0]).type_name()).batch  # type: ignore[union-attr]
+        async with UnitOfWork(db, source="/test") as uow:
+            await handler([Incoming(e, Envelope.wrap(e, source="/test"), "notifications") for e in events], uow)
+            await uow.commit()
+
+    # the status changes before the order's contact is known: only the told ones wait for it
+    await handle(*(changed(a, b) for a, b in zip([OrderStatus.PENDING, *steps], steps, strict=False)))
+    async with db.read() as conn:
+        waiting = (await conn.execute(sa.select(deferred.c.template))).scalars().all()
+    assert sorted(waiting) == ["order_out_for_delivery", "order_paid"]
+    await handle(placed(order_id))
+    await handle(changed(OrderStatus.OUT_FOR_DELIVERY, OrderStatus.DELIVERED))
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(notifications.c.template, notifications.c.channel).where(notifications.c.order_id == order_id)
+            )
+        ).all()
+        waiting = (await conn.execute(sa.select(deferred.c.template))).scalars().all()
+    assert sorted((r.template, r.channel) for r in rows) == [
+        ("order_delivered", "email"),
+        ("order_out_for_delivery", "email"),
+    ]
+    assert waiting == []

@@ -16,6 +16,7 @@ import pytest
 from pizzeria.chaos.checker import DUPLICATED
 from pizzeria.chaos.load import Refused
 from pizzeria.chaos.run import CheckedLoad, Phase, run
+from pizzeria.contracts.notifications import told
 from pizzeria.web.checked import RATES, CheckedLab, as_rate
 from pizzeria.web.render import Renderer
 
@@ -91,9 +92,9 @@ class FakeSystem:
         contact = body["contact"]
         channels = [c for c, field in (("email", "email"), ("sms", "phone")) if contact.get(field)]
         templates = [f"order_{s.replace('pending', 'placed')}" for s in path]
-        templates += ["payment_receipt"] if good and contact.get("email") else []
+        templates += ["payment_receipt"] if good else []
         for template in templates:
-            for channel in ["email"] if template == "payment_receipt" else channels:
+            for channel in told(template, channels):
                 self.notified.append({"order_id": order_id, "template": template, "channel": channel})
         self.placed_audit.append({"message_id": str(uuid.uuid4()), "order_id": order_id})
         for status in path[1:]:

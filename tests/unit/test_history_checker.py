@@ -176,7 +176,11 @@ def deliver_twice(history: History, seen: Observed) -> None:
 
 
 def notify_twice(history: History, seen: Observed) -> None:
-    seen.notifications.append({"order_id": "o-delivered", "template": "order_baking", "channel": "sms"})
+    seen.notifications.append({"order_id": "o-delivered", "template": "order_delivered", "channel": "sms"})
+
+
+def tell_what_is_not_told(history: History, seen: Observed) -> None:
+    seen.notifications.append({"order_id": "o-delivered", "template": "order_baking", "channel": "email"})
 
 
 def arriving(order_id: str, channel: str = "sms") -> dict[str, str]:
@@ -197,7 +201,7 @@ def announce_arrival_on_a_channel_the_customer_lacks(history: History, seen: Obs
 
 
 def forget_a_notification(history: History, seen: Observed) -> None:
-    seen.notifications.remove({"order_id": "o-delivered", "template": "order_baking", "channel": "sms"})
+    seen.notifications.remove({"order_id": "o-delivered", "template": "order_delivered", "channel": "sms"})
 
 
 def audit_twice(history: History, seen: Observed) -> None:
@@ -267,6 +271,7 @@ def deliver_without_a_ticket(history: History, seen: Observed) -> None:
         (ticket_twice, f"{DUPLICATED} tickets"),
         (deliver_twice, f"{DUPLICATED} deliveries"),
         (notify_twice, f"{DUPLICATED} notifications"),
+        (tell_what_is_not_told, f"{DUPLICATED} notifications"),
         (announce_arrival_twice, f"{DUPLICATED} notifications"),
         (announce_arrival_of_an_order_never_out, f"{DUPLICATED} notifications"),
         (announce_arrival_on_a_channel_the_customer_lacks, f"{DUPLICATED} notifications"),

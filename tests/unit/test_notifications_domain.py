@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pizzeria.contracts.notifications import TOLD, told
 from pizzeria.contracts.orders import OrderStatus
 from pizzeria.services.notifications.domain import (
     CHANNELS,
@@ -36,14 +37,28 @@ def test_render_does_not_trip_on_a_stray_dollar() -> None:
     assert template.render({"order_ref": "#1"}) == ("$", "pay $ 5 for #1")
 
 
-def test_every_status_after_pending_has_an_email_and_an_sms_template() -> None:
-    have = {(t.name, t.channel) for t in DEFAULT_TEMPLATES}
-    names = ["order_placed", *(f"order_{s}" for s in OrderStatus if s != "pending")]
-    for name in names:
-        for channel in ("email", "sms"):
-            assert (name, channel) in have
+def test_there_is_a_template_for_each_moment_told_on_each_of_its_channels_and_for_nothing_else() -> None:
+    have = [(t.name, t.channel) for t in DEFAULT_TEMPLATES]
+    assert len(have) == len(set(have))  # no template defined twice
+    assert set(have) == {(name, channel) for name, channels in TOLD.items() for channel in channels}
     assert {t.channel for t in DEFAULT_TEMPLATES} <= set(CHANNELS)
-    assert len(have) == len(DEFAULT_TEMPLATES)  # no template defined twice
+
+
+def test_a_customer_hears_of_payment_delivery_and_cancellation_but_not_of_each_kitchen_step() -> None:
+    """Every status an order ends or waits on is told on both channels; the kitchen's steps
+    are on the order's page only; a payment is one message a channel (the receipt by email)."""
+    both = ["email", "sms"]
+    for status in OrderStatus:
+        name = f"order_{status}".replace("order_pending", "order_placed")
+        if status in ("pending", "preparing", "baking", "ready"):
+            assert told(name, both) == [], name
+        elif status == "paid":
+            assert told(name, both) == ["sms"]
+        else:
+            assert told(name, both) == both, name
+    assert told("payment_receipt", both) == ["email"]
+    assert told("payment_receipt", ["sms"]) == []
+    assert told("no_such_template", both) == []
 
 
 def test_the_cancel_template_explains_the_reason() -> None:

@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pizzeria.contracts.notifications import told
+
 #: The statuses an order ends in.
 TERMINAL = frozenset({"delivered", "cancelled"})
 #: Notifications an order may or may not be sent, at most once per channel: "your pizza is
@@ -78,16 +80,17 @@ def allowed_endings(p: Placed) -> set[tuple[str, str | None]]:
 
 
 def expected_notifications(p: Placed, order: dict[str, Any]) -> list[Counter[tuple[str, str]]]:
-    """One notification per status the order went through, on each of the customer's channels,
-    plus the receipt, the refund and a refused cancellation where they happened (the ways it
-    may have gone: a cancel whose fate is unknown may or may not have been refused)."""
+    """One notification for each status the order went through that a customer is told of
+    (`TOLD`), on each of the customer's channels it goes to, plus the receipt, the refund and a
+    refused cancellation where they happened (the ways it may have gone: a cancel whose fate is
+    unknown may or may not have been refused)."""
     templates = [f"order_{h['status'].replace('pending', 'placed')}" for h in order["history"]]
-    want = Counter((t, c) for t in templates for c in p.channels)
-    if order["payment_status"] in ("completed", "refunded") and p.email:
-        want[("payment_receipt", "email")] += 1
+    if order["payment_status"] in ("completed", "refunded"):
+        templates.append("payment_receipt")
     if order["payment_status"] == "refunded":
-        want.update(("payment_refunded", c) for c in p.channels)
-    refused = want + Counter(("order_cancellation_refused", c) for c in p.channels)
+        templates.append("payment_refunded")
+    want = Counter((t, c) for t in templates for c in told(t, p.channels))
+    refused = want + Counter(("order_cancellation_refused", c) for c in told("order_cancellation_refused", p.channels))
     if p.cancel == 202 and order["status"] == "delivered":
         return [refused]
     if p.cancel_uncertain and order["status"] == "delivered":

@@ -24,36 +24,11 @@ def _both(name: str, subject: str, body: str, sms: str) -> list[MessageTemplate]
     return [MessageTemplate(name, "email", subject, body), MessageTemplate(name, "sms", subject, sms)]
 
 
+#: A template for each moment a customer is told of, on each channel it goes to
+#: (`contracts.notifications.TOLD`).
 DEFAULT_TEMPLATES: list[MessageTemplate] = [
-    *_both(
-        "order_placed",
-        "We got your order $order_ref",
-        "Thanks! Order $order_ref ($total) is placed and waiting for payment.",
-        "Pizzeria: order $order_ref placed, $total.",
-    ),
-    *_both(
-        "order_paid",
-        "Order $order_ref is paid",
-        "Payment received for order $order_ref. The kitchen is next.",
-        "Pizzeria: order $order_ref paid.",
-    ),
-    *_both(
-        "order_preparing",
-        "Order $order_ref is being prepared",
-        "The kitchen started on order $order_ref.",
-        "Pizzeria: order $order_ref is being prepared.",
-    ),
-    *_both(
-        "order_baking",
-        "Order $order_ref is in the oven",
-        "Order $order_ref is baking.",
-        "Pizzeria: order $order_ref is in the oven.",
-    ),
-    *_both(
-        "order_ready",
-        "Order $order_ref is ready",
-        "Order $order_ref is ready and waits for a courier.",
-        "Pizzeria: order $order_ref is ready.",
+    MessageTemplate(
+        "order_paid", "sms", "Order $order_ref is paid", "Pizzeria: order $order_ref paid, the kitchen is next."
     ),
     *_both(
         "order_out_for_delivery",

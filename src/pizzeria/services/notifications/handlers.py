@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from pizzeria.chassis.runtime import ServiceRuntime
-from pizzeria.contracts.notifications import NotificationSent
+from pizzeria.contracts.notifications import TOLD, NotificationSent, told
 from pizzeria.contracts.orders import OrderCancellationRefused, OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentRefunded
 from pizzeria.contracts.telemetry import CourierArriving
@@ -47,8 +47,11 @@ async def templates_named(uow: UnitOfWork, name: str) -> dict[str, MessageTempla
 
 
 async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: str, values: dict[str, str]) -> int:
-    """Queue one notification per channel the customer can be reached on; returns how many.
-    Without the order's contact yet, the notification waits for it."""
+    """Queue one notification per channel the customer can be reached on and is told
+    `template` on (`TOLD`); returns how many. Without the order's contact yet, the notification
+    waits for it."""
+    if template not in TOLD:
+        return 0
     now = utcnow()
     contact = await repository.contact(uow, order_id)
     if contact is None:
@@ -57,10 +60,12 @@ async def notify(uow: UnitOfWork, *, event_id: str, order_id: UUID, template: st
     queued = 0
     found = await templates_named(uow, template)
     values = {"order_ref": order_ref(str(order_id)), **values}
-    for channel, address in recipients(contact.email, contact.phone).items():
+    reachable = recipients(contact.email, contact.phone)
+    for channel in told(template, reachable):
         tmpl = found.get(channel)
         if tmpl is None:
             continue
+        address = reachable[channel]
         subject, body = tmpl.render(values)
         queued += 1
         repository.add_notification(
