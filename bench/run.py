@@ -181,6 +181,13 @@ def print_system(tag: str, r: dict[str, Any]) -> None:
         + f"; all these processes {everything:.1f} ms an order, so {r['cores']} cores finish at most "
         f"{r['cores'] * 1000 / everything:,.0f} orders/s (a ceiling: the database's background work is not counted)"
     )
+    idle = r["idle"]
+    idle_share = sum(idle.values()) * r["flood_seconds"] / r["orders"]
+    print(
+        f"[system  {tag:<15}] idle, nobody ordering (ms of CPU a second): "
+        + ", ".join(f"{name} {ms}" for name, ms in idle.items())
+        + f"; at that rate for the flood's {r['flood_seconds']:.0f} s, {idle_share:.1f} ms of each order's"
+    )
     for name, counts in r["per_order"].items():
         figures = ", ".join(f"{label} {value:g}" for label, value in counts.items())
         print(f"[system  {tag:<15}]   per order, {name}: {figures}")

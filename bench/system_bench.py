@@ -76,17 +76,20 @@ async def run(
                     for n in system.replica_numbers(name)
                 }
                 infra = InfraWatch(stack, workdir, env)
+                idle = await idle_cost(pids, infra, IDLE_SECONDS)
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 counted = await counters(system)
                 infra_before = await infra.snapshot()
                 after: dict[str, Any] = {}
 
                 async def measure() -> None:  # every order finished; before reading them back
+                    after["seconds"] = time.monotonic()
                     after["cpu"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     after["infra"] = await infra.snapshot()
                     after["counted"] = await counters(system)
 
                 bench.on_settled = measure
+                began_flood = time.monotonic()
                 flood = await bench.flood(orders, concurrency)
                 bench.on_settled = None
                 flood["cpu_ms_per_order"] = {
@@ -96,6 +99,8 @@ async def run(
                 flood["cpu_ms_per_order_total"] = round(sum(flood["cpu_ms_per_order"].values()), 1)
                 flood["infra_cpu_ms_per_order"] = infra.per_order(infra_before, after["infra"], flood["orders"])
                 flood["cores"] = len(os.sched_getaffinity(0))
+                flood["flood_seconds"] = after["seconds"] - began_flood
+                flood["idle"] = idle
             finally:
                 await shop.close()
                 system.stop()
@@ -106,6 +111,26 @@ async def run(
         "trace_sample_ratio": env["TRACE_SAMPLE_RATIO"],
         **steady,
         **flood,
+    }
+
+
+#: How long the system is watched with nobody ordering, between the steady phase and the flood.
+IDLE_SECONDS = 10.0
+
+
+async def idle_cost(pids: dict[str, int], infra: InfraWatch, seconds: float) -> dict[str, float]:
+    """ms of CPU a second that every process spends with nobody ordering (its loops, its
+    consumers' fetches, the broker's and the database's own work for them): the services'
+    together, then each part beside them."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    infra_before = await infra.snapshot()
+    began = time.monotonic()
+    await asyncio.sleep(seconds)  # the quiet being measured: nothing to wait for
+    elapsed = time.monotonic() - began
+    services = sum(cpu_seconds(pid) - before[name] for name, pid in pids.items())
+    beside = infra.per_order(infra_before, await infra.snapshot(), 1)  # ms over the whole window
+    return {"services": round(services / elapsed * 1000, 1)} | {
+        name: round(ms / elapsed, 1) for name, ms in beside.items() if name != "load generator"
     }
 
 
