@@ -114,14 +114,18 @@ async def run(
     }
 
 
-#: How long the system is watched with nobody ordering, between the steady phase and the flood.
+#: How long the system is watched with nobody ordering, between the steady phase and the flood,
+#: once the steady phase's last work (notifications, the audit) has had time to end.
+IDLE_SETTLE_S = 5.0
 IDLE_SECONDS = 10.0
 
 
 async def idle_cost(pids: dict[str, int], infra: InfraWatch, seconds: float) -> dict[str, float]:
     """ms of CPU a second that every process spends with nobody ordering (its loops, its
     consumers' fetches, the broker's and the database's own work for them): the services'
-    together, then each part beside them."""
+    together (the payment provider's simulator among them, as in the CPU per order), then each
+    part beside them. `python -m bench.idle` looks at each service for longer."""
+    await asyncio.sleep(IDLE_SETTLE_S)  # the steady phase's last work ends: nothing to wait for
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     infra_before = await infra.snapshot()
     began = time.monotonic()

@@ -4,7 +4,7 @@
 - orders dies between committing orders and publishing their events (a failpoint kills it
   inside the outbox relay, after the rows are read and before the broker sees them).
 `pizzeria up` restarts each; every accepted order must still end as its card says, with one
-payment, one provider charge, and one notification per status change and channel.
+payment, one provider charge, and one notification per status told and channel.
 """
 
 from __future__ import annotations

@@ -123,8 +123,8 @@ async def wait_until_settled(shop: Shop, placed: list[Placed], timeout: float = 
 
 async def check_outcomes(shop: Shop, placed: list[Placed], final: dict[str, dict[str, Any]]) -> None:
     """Every order ended as its story allows; nobody was charged or refunded twice; every
-    cancelled paid order was refunded; every status change was notified exactly once per
-    channel."""
+    cancelled paid order was refunded; every status a customer is told of was notified
+    exactly once per channel."""
     assert len({p.id for p in placed}) == len(placed), "two requests created the same order"
     for p in placed:
         order = final[p.id]

@@ -26,7 +26,7 @@ from pizzeria.services.notifications import repository
 from pizzeria.services.notifications.app import MIGRATIONS
 from pizzeria.services.notifications.domain import DEFAULT_TEMPLATES
 from pizzeria.services.notifications.handlers import build_events, release_deferred
-from pizzeria.services.notifications.tables import deferred, notifications
+from pizzeria.services.notifications.tables import deferred, notifications, templates
 
 
 @pytest.fixture
@@ -186,3 +186,22 @@ async def test_the_kitchen_steps_are_not_told_nor_kept_waiting_while_the_deliver
         ("order_out_for_delivery", "email"),
     ]
     assert waiting == []
+
+
+async def test_a_release_brings_its_own_words_for_a_template_seeded_before(notifications_db: Database) -> None:
+    db = notifications_db
+    [paid] = [t for t in DEFAULT_TEMPLATES if (t.name, t.channel) == ("order_paid", "sms")]
+    async with db.transaction() as conn:  # as an earlier release left it
+        await conn.execute(
+            templates.update()
+            .where(templates.c.name == "order_paid", templates.c.channel == "sms")
+            .values(body="Pizzeria: order $order_ref paid.")
+        )
+    async with db.transaction() as conn:  # this release starts
+        await repository.seed_templates(conn, DEFAULT_TEMPLATES)
+    async with db.read() as conn:
+        found = await repository.all_templates(conn)
+    assert found["order_paid"]["sms"].body == paid.body
+    assert {(name, channel) for name, by in found.items() for channel in by} == {
+        (t.name, t.channel) for t in DEFAULT_TEMPLATES
+    }

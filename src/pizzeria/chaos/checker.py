@@ -368,8 +368,8 @@ def _check_effects(acknowledged: dict[str, OrderRecord], seen: Observed, result:
 
 
 def _check_notifications(acknowledged: dict[str, OrderRecord], seen: Observed, result: Result) -> None:
-    """One notification per status and channel (plus receipts and refunds), as the scenarios
-    expect: more is a duplicate, fewer a missing effect."""
+    """One notification per status a customer is told of and channel (plus receipts and
+    refunds), as `expected_notifications` says: more is a duplicate, fewer a missing effect."""
     got: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     for n in seen.notifications:
         if n["order_id"] is not None:

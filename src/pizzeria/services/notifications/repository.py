@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.kit.db import one_of
 from pizzeria.kit.statements import execute, fetch_rows
-from pizzeria.kit.upsert import insert_ignore, insert_rows
+from pizzeria.kit.upsert import insert_rows, upsert
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.notifications.domain import MessageTemplate
 from pizzeria.services.notifications.tables import contacts, deferred, notifications, templates
@@ -101,8 +101,10 @@ async def contact(uow: UnitOfWork, order_id: UUID) -> Contact | None:
 
 
 async def seed_templates(conn: AsyncConnection, defaults: list[MessageTemplate]) -> None:
+    """The release's templates, their words as this release has them (a template this release
+    no longer has stays, and is not sent: `contracts.notifications.TOLD` says what is)."""
     await conn.execute(
-        insert_ignore(conn, templates),
+        upsert(conn, templates, ["name", "channel"]),
         [{"name": t.name, "channel": t.channel, "subject": t.subject, "body": t.body} for t in defaults],
     )
 
