@@ -16,8 +16,7 @@ from pathlib import Path
 from tests.e2e.system import System
 
 from bench.stacks import STACKS, PgWatch, stack_env
-from bench.stats import process_cpu_s as cpu_seconds
-from bench.system_bench import AUTOPILOTS
+from bench.system_bench import AUTOPILOTS, cpu_of
 
 #: How long the system runs before the quiet stretch is measured (startup work settles).
 SETTLE_S = 10.0
@@ -32,10 +31,10 @@ async def measure(stack: str, seconds: float) -> None:
             try:
                 await asyncio.sleep(SETTLE_S)  # the measured stretch begins once startup is over
                 pids = {name: await system.pid(name) for name in system.ports if name != "provider"}
-                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                before = cpu_of(pids)
                 pg_before = await postgres.snapshot() if postgres else None
                 await asyncio.sleep(seconds)  # the quiet stretch itself is what is measured
-                after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                after = cpu_of(pids)
                 pg_after = await postgres.snapshot() if postgres else None
             finally:
                 system.stop()

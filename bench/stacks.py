@@ -209,14 +209,18 @@ class InfraWatch:
             "procs": {name: sum(_cpu_or_zero(p) for p in pids) for name, pids in self.procs.items()},
         }
 
-    def per_order(self, before: dict[str, Any], after: dict[str, Any], orders: int) -> dict[str, float]:
-        """ms of CPU an order, by part, between two snapshots."""
+    def used_s(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        """Seconds of CPU by part between two snapshots."""
         used: dict[str, float] = {}
         if self.pg is not None:
             used["PostgreSQL"] = sum(d["backend_cpu_s"] for d in self.pg.delta(before["pg"], after["pg"]).values())
         for name in self.procs:
             used[name] = after["procs"][name] - before["procs"][name]
-        return {name: round(seconds / orders * 1000, 2) for name, seconds in used.items()}
+        return used
+
+    def per_order(self, before: dict[str, Any], after: dict[str, Any], orders: int) -> dict[str, float]:
+        """ms of CPU an order, by part, between two snapshots."""
+        return {name: round(seconds / orders * 1000, 2) for name, seconds in self.used_s(before, after).items()}
 
 
 def _cpu_or_zero(pid: int) -> float:

@@ -77,14 +77,14 @@ async def run(
                 }
                 infra = InfraWatch(stack, workdir, env)
                 idle = await idle_cost(pids, infra, IDLE_SECONDS)
-                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                before = cpu_of(pids)
                 counted = await counters(system)
                 infra_before = await infra.snapshot()
                 after: dict[str, Any] = {}
 
                 async def measure() -> None:  # every order finished; before reading them back
                     after["seconds"] = time.monotonic()
-                    after["cpu"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    after["cpu"] = cpu_of(pids)
                     after["infra"] = await infra.snapshot()
                     after["counted"] = await counters(system)
 
@@ -126,16 +126,19 @@ async def idle_cost(pids: dict[str, int], infra: InfraWatch, seconds: float) -> 
     together (the payment provider's simulator among them, as in the CPU per order), then each
     part beside them. `python -m bench.idle` looks at each service for longer."""
     await asyncio.sleep(IDLE_SETTLE_S)  # the steady phase's last work ends: nothing to wait for
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    infra_before = await infra.snapshot()
+    before, infra_before = cpu_of(pids), await infra.snapshot()
     began = time.monotonic()
     await asyncio.sleep(seconds)  # the quiet being measured: nothing to wait for
     elapsed = time.monotonic() - began
-    services = sum(cpu_seconds(pid) - before[name] for name, pid in pids.items())
-    beside = infra.per_order(infra_before, await infra.snapshot(), 1)  # ms over the whole window
-    return {"services": round(services / elapsed * 1000, 1)} | {
-        name: round(ms / elapsed, 1) for name, ms in beside.items() if name != "load generator"
-    }
+    after, beside = cpu_of(pids), infra.used_s(infra_before, await infra.snapshot())
+    used = {"services": sum(after[name] - before[name] for name in pids)} | beside
+    del used["load generator"]  # this process, which sleeps
+    return {name: round(cpu / elapsed * 1000, 1) for name, cpu in used.items()}
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """Seconds of CPU each process has used so far."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
 async def ready_to_order(shop: Shop) -> list[dict[str, Any]]:

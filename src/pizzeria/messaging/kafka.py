@@ -420,7 +420,7 @@ TRUST_CACHED_END_AFTER_S = 1.0
 
 
 def _lag_of(
-    consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition], fetched: Collection[TopicPartition] = ()
+    consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition], fetched: Collection[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """Records between each partition's end and the group's committed offset (blocking, on the
     consumer's thread, between two fetches).
