@@ -56,3 +56,46 @@ async def test_an_order_added_and_changed_after_another_was_changed_is_stored_in
         loaded = await repository.get(conn, earlier.id)
         assert loaded is not None
         assert (loaded.payment_status, loaded.version) == (PaymentStatus.PROCESSING, earlier.version + 1)
+
+
+async def test_an_order_moved_on_without_its_lines_and_history_keeps_them_whole(db: Database) -> None:
+    """The saga's replies load orders without their lines and past history (`load_many`): what
+    they append follows what was stored, in order, and the lines and the total stay as placed."""
+    engine = SagaEngine(place_order_saga(OrdersSettings()), listener=handlers.on_saga_transition)
+    shop = await Participant.create(db, metadata, handlers.build_handlers(engine), service="orders")
+    order = new_order("carol")
+    order.lines.append(Line(uuid.uuid4(), "Diavola", "large", 2, 1450))
+    order.total = sum(line.total for line in order.lines)
+    async with shop.runtime.uow() as uow:
+        repository.add(uow, order)
+        await uow.commit()
+
+    for status in (Status.PAID, Status.PREPARING, Status.BAKING):  # one transaction each
+        async with shop.runtime.uow() as uow:
+            await repository.load_many(uow, [order.id])
+            loaded = await repository.load(uow, order.id)
+            assert loaded is not None
+            assert loaded.partial
+            assert (loaded.lines, loaded.history, loaded.total) == ([], [], 3900)
+            assert await handlers.move(uow, order.id, status)
+            await uow.commit()
+    async with shop.runtime.uow() as uow:  # two moves in one transaction
+        await repository.load_many(uow, [order.id])
+        assert await handlers.move(uow, order.id, Status.READY)
+        assert await handlers.move(uow, order.id, Status.OUT_FOR_DELIVERY)
+        await uow.commit()
+
+    async with db.read() as conn:
+        stored = await repository.get(conn, order.id)
+    assert stored is not None
+    assert not stored.partial
+    assert [status for status, _ in stored.history] == [
+        Status.PENDING,
+        Status.PAID,
+        Status.PREPARING,
+        Status.BAKING,
+        Status.READY,
+        Status.OUT_FOR_DELIVERY,
+    ]
+    assert [at for _, at in stored.history] == sorted(at for _, at in stored.history)
+    assert (stored.lines, stored.total, stored.status) == (order.lines, 3900, Status.OUT_FOR_DELIVERY)

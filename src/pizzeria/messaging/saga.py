@@ -376,7 +376,7 @@ class SagaEngine(Generic[D]):
 
     def _save(self, uow: UnitOfWork, saga: Saga) -> None:
         saga.updated_at = self.clock()
-        uow.stage(_write_sagas, {**_row(saga), "saga_id": saga.id}, key=saga.id)
+        uow.stage(_write_sagas, _moved(saga), key=saga.id)
 
     def _log(self, uow: UnitOfWork, saga: Saga, entry: str, message_id: str | None = None) -> None:
         uow.stage(_write_log, {"saga_id": saga.id, "at": self.clock(), "entry": entry[:200], "message_id": message_id})
@@ -398,6 +398,19 @@ def _row(saga: Saga) -> dict[str, Any]:
         "deadline_at": saga.deadline_at,
         "resends": saga.resends,
         "created_at": saga.created_at,
+        "updated_at": saga.updated_at,
+    }
+
+
+def _moved(saga: Saga) -> dict[str, Any]:
+    """What a move changes of a stored saga (its type, data and start never change)."""
+    return {
+        "saga_id": saga.id,
+        "state": saga.state.value,
+        "step": saga.step,
+        "reason": saga.reason,
+        "deadline_at": saga.deadline_at,
+        "resends": saga.resends,
         "updated_at": saga.updated_at,
     }
 

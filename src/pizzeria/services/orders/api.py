@@ -43,6 +43,7 @@ class BadCursor(BadRequest):
 
 
 def view(order: Order) -> OrderView:
+    assert not order.partial, "an order loaded without its lines and history is not shown"
     return OrderView(
         id=order.id,
         customer_id=order.customer_id,

@@ -143,6 +143,7 @@ class Order:
     id: UUID
     customer_id: str
     lines: list[Line]
+    total: int  # of the lines, priced when it was placed
     currency: str
     payment_token: str
     delivery_address: str
@@ -161,6 +162,11 @@ class Order:
     events: list[Message] = field(default_factory=list, compare=False, repr=False)
     #: How many `history` entries are stored (the rest are new: the repository appends them).
     stored_history: int = field(default=0, compare=False, repr=False)
+    #: Loaded to be moved on, without its lines and the history stored before (`history` holds
+    #: only what happened since, after `earlier_history` stored entries): what the saga's
+    #: replies and the kitchen's and couriers' facts need, never what is shown.
+    partial: bool = field(default=False, compare=False, repr=False)
+    earlier_history: int = field(default=0, compare=False, repr=False)
 
     @classmethod
     def place(
@@ -184,6 +190,7 @@ class Order:
             id=id,
             customer_id=customer_id,
             lines=lines,
+            total=sum(line.total for line in lines),
             currency=currency,
             payment_token=payment_token,
             delivery_address=delivery_address.strip(),
@@ -216,10 +223,6 @@ class Order:
             )
         )
         return order
-
-    @property
-    def total(self) -> int:
-        return sum(line.total for line in self.lines)
 
     def can_move_to(self, status: Status) -> bool:
         return status in TRANSITIONS[self.status]

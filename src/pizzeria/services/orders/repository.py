@@ -31,6 +31,11 @@ _ORDERS_FOR_UPDATE = _ORDERS.with_for_update()
 _KIND = "order"
 _LINES = sa.select(order_lines).where(one_of(order_lines.c.order_id, "ids")).order_by(order_lines.c.line_no)
 _HISTORY = sa.select(order_history).where(one_of(order_history.c.order_id, "ids")).order_by(order_history.c.seq)
+_HISTORY_LENGTHS = (
+    sa.select(order_history.c.order_id, sa.func.max(order_history.c.seq).label("last"))
+    .where(one_of(order_history.c.order_id, "ids"))
+    .group_by(order_history.c.order_id)
+)
 _MENU = sa.select(menu_copy).where(one_of(menu_copy.c.id, "ids"))
 _FIND_KEYS = sa.select(
     idempotency_keys.c.customer_id, idempotency_keys.c.key, idempotency_keys.c.request_hash, idempotency_keys.c.order_id
@@ -112,11 +117,19 @@ async def load(uow: UnitOfWork, order_id: UUID) -> Order | None:
 
 
 async def load_many(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
-    """Load (and lock) every order of a batch at once; `load` then finds them without a query."""
+    """Load (and lock) every order of a batch at once, to be moved on; `load` then finds them
+    without a query. They come without their lines and past history (`Order.partial`): the
+    saga's replies and the facts only change an order's status and payment, and append to its
+    history, so one row each is read and not the whole order."""
     wanted = [i for i in set(order_ids) if uow.recall(_KIND, i) is None]
     if wanted:
         rows = await fetch_rows(uow.conn, _ORDERS_FOR_UPDATE, {"ids": wanted})
-        for order in await _hydrate(uow.conn, rows):
+        if not rows:
+            return
+        lengths = {r.order_id: r.last + 1 for r in await fetch_rows(uow.conn, _HISTORY_LENGTHS, {"ids": wanted})}
+        for row in rows:
+            order = _to_order(row, (), ())
+            order.partial, order.earlier_history = True, lengths.get(row.id, 0)
             uow.remember(_KIND, order.id, order)
 
 
@@ -137,12 +150,22 @@ def _send_events(uow: UnitOfWork, order: Order) -> None:
 
 
 async def _write_orders(conn: AsyncConnection, changed: list[Order]) -> None:
+    """What an order's moves change (its customer, lines, total, address and contact never do)."""
     params = []
     for order in changed:
-        values = _order_values(order)
-        del values["id"]
         order.version += 1
-        params.append({**values, "version": order.version, "order_id": order.id})
+        params.append(
+            {
+                "order_id": order.id,
+                "status": order.status.value,
+                "payment_status": order.payment_status.value,
+                "payment_id": order.payment_id,
+                "cancel_reason": order.cancel_reason,
+                "cancel_requested": order.cancel_requested,
+                "updated_at": order.updated_at or order.created_at,
+                "version": order.version,
+            }
+        )
     await update_rows(conn, _UPDATE_ORDER, params)
     await _write_history(conn, changed)
 
@@ -153,7 +176,7 @@ async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
         rows += [
             {
                 "order_id": order.id,
-                "seq": order.stored_history + i,
+                "seq": order.earlier_history + order.stored_history + i,
                 "status": status.value,
                 "at": at,
                 "reason": order.cancel_reason if status is Status.CANCELLED else None,
@@ -171,6 +194,7 @@ def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
         id=row.id,
         customer_id=row.customer_id,
         lines=[Line(r.menu_item_id, r.name, r.size, r.quantity, r.unit_price) for r in lines],
+        total=row.total,
         currency=row.currency,
         payment_token=row.payment_token,
         delivery_address=row.delivery_address,
