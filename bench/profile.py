@@ -112,13 +112,13 @@ async def record(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 say(f"flood A: {args.orders} orders from {args.concurrency} clients, not profiled")
                 pause.unlink()
                 await asyncio.sleep(1)
-                meta["phases"]["flood"] = await watch.phase(bench.flood(args.orders, args.concurrency))
+                meta["phases"]["flood"] = await watch.phase(bench.flood(args.orders, args.concurrency), bench=bench)
                 say(f"flood B: {args.orders} orders from {args.concurrency} clients, profiled")
                 pause.touch()
                 await asyncio.sleep(1)
                 with Spies(pids, out, "flood", args.rate) as spies:
                     meta["phases"]["flood-profiled"] = await watch.phase(
-                        bench.flood(args.orders, args.concurrency), spies
+                        bench.flood(args.orders, args.concurrency), spies, bench=bench
                     )
                 now = {n: await system.pid(n) for n in pids}
                 restarted = sorted(n for n, p in pids.items() if p != now[n])
@@ -188,6 +188,7 @@ class Spies:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, p.pid, -10)
         time.sleep(1.5)  # they attach
+        self.stopped = False
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs.values() if p.poll() is None)
@@ -196,6 +197,13 @@ class Spies:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop recording (again: nothing); each file is written."""
+        if self.stopped:
+            return
+        self.stopped = True
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
@@ -215,23 +223,50 @@ class Watch:
     def __init__(self, pids: dict[str, int], others: dict[str, int], sql_dir: Path, pg: PgWatch | None) -> None:
         self.pids, self.others, self.sql_dir, self.pg = pids, others, sql_dir, pg
 
-    async def phase(self, work: Awaitable[Any], spies: Spies | None = None) -> dict[str, Any]:
+    async def phase(
+        self, work: Awaitable[Any], spies: Spies | None = None, bench: Bench | None = None
+    ) -> dict[str, Any]:
+        """What the processes spent while `work` ran. With `bench` (whose flood `work` is), the
+        phase ends once every order has finished, before the bench reads them all back (a
+        page of views after another: the bench's work, not the orders'), as the system bench
+        measures; the profilers stop there too."""
         procs = {**self.pids, **self.others}
         cpu0, sched0 = {n: cpu_seconds(p) for n, p in procs.items()}, {n: schedstat(p) for n, p in self.pids.items()}
         kernel0 = {n: system_seconds(p) for n, p in procs.items()}
         sql0, pg0 = self.sql(), await self.pg.snapshot() if self.pg else None
         spy0 = spies.cpu() if spies else 0.0
         began, self0 = time.monotonic(), rusage_self()
-        result = await work
-        seconds, loadgen = time.monotonic() - began, rusage_self() - self0
-        cpu = {n: cpu_seconds(p) - cpu0[n] for n, p in procs.items()}
-        cpu["load generator"] = loadgen
-        kernel = {n: system_seconds(p) - kernel0[n] for n, p in procs.items()}
-        sched = {n: schedstat(p, sched0[n]) for n, p in self.pids.items()}
-        spy_cpu = spies.cpu() - spy0 if spies else 0.0
+        end: dict[str, Any] = {}
+
+        async def settled() -> None:
+            if end:
+                return  # the first time every order had finished
+            end["seconds"], end["loadgen"] = time.monotonic() - began, rusage_self() - self0
+            end["cpu"] = {n: cpu_seconds(p) - cpu0[n] for n, p in procs.items()}
+            end["kernel"] = {n: system_seconds(p) - kernel0[n] for n, p in procs.items()}
+            end["sched"] = {n: schedstat(p, sched0[n]) for n, p in self.pids.items()}
+            end["spy_cpu"] = spies.cpu() - spy0 if spies else 0.0
+            end["pg"] = await self.pg.snapshot() if self.pg else None
+            if spies is not None:
+                spies.stop()
+
+        if bench is not None:
+            bench.on_settled = settled
+        try:
+            result = await work
+        finally:
+            if bench is not None:
+                bench.on_settled = None
+        await settled()  # (no bench, or it never said: the phase ends with the work)
+        seconds, cpu = end["seconds"], end["cpu"]
+        cpu["load generator"] = end["loadgen"]
+        kernel, sched, spy_cpu = end["kernel"], end["sched"], end["spy_cpu"]
         await asyncio.sleep(1.2)  # the SQL counts are written every 0.5 s, PostgreSQL's statistics every 1 s
+        # (statements and rows as counted by then: a few reads of the bench's among thousands)
         sql = {s: dict(Counter(v) - Counter(sql0.get(s, {}))) for s, v in self.sql().items()}
-        pg = self.pg.delta(pg0, await self.pg.snapshot()) if self.pg and pg0 else None
+        pg = None
+        if self.pg and pg0 and end["pg"]:  # the backends' CPU when it ended, their counts since
+            pg = self.pg.delta(pg0, {**end["pg"], "stats": (await self.pg.snapshot())["stats"]})
         return {
             "seconds": seconds,
             "cpu_s": cpu,
