@@ -62,3 +62,22 @@ def test_a_time_goes_in_and_comes_out_of_a_sqlite_table_ordered(tmp_path: Path) 
     assert all(t.tzinfo is UTC for t in back)
     assert later == [TIMES[2], TIMES[0]]
     engine.dispose()
+
+
+def test_a_columns_times_in_turn_each_get_their_own_text() -> None:
+    """A column's bind processor remembers the last time it made text (rows of a statement
+    often share one): the same object again, another equal or not, None, all in turn."""
+    dialect = sqlite.dialect()
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    other_column = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    assert other_column is not None
+    theirs = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert theirs is not None
+    first, second = TIMES[1], TIMES[2]
+    equal = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    sequence = [first, first, second, None, second, first, equal, TIMES[3], TIMES[3], None, None, TIMES[0]]
+    for when in sequence:
+        expected = None if when is None else theirs(when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when)
+        assert process(when) == expected
+        assert other_column(second) == theirs(second.astimezone(UTC).replace(tzinfo=None))

@@ -58,7 +58,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def bind_processor(self, dialect: Any) -> Callable[[datetime | None], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        return _sqlite_time_text
+        return _sqlite_time_texts()
 
     def result_processor(self, dialect: Any, coltype: Any) -> Callable[[Any], datetime | None] | None:
         if dialect.name != "sqlite":
@@ -75,6 +75,24 @@ def _sqlite_time_text(value: datetime | None) -> str | None:
     if tz is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
+
+
+def _sqlite_time_texts() -> Callable[[datetime | None], str | None]:
+    """`_sqlite_time_text` for one column of one statement, which remembers the last time it
+    made text: a statement's rows often share one time (a run's inbox claims, a transaction's
+    outbox rows, a run's audit entries), then formatted once. Holding the datetime keeps it
+    alive, so no other one can be the same object; the pair is replaced whole."""
+    last: list[tuple[datetime | None, str | None]] = [(None, None)]
+
+    def text(value: datetime | None) -> str | None:
+        seen = last[0]
+        if value is seen[0]:
+            return seen[1]
+        made = _sqlite_time_text(value)
+        last[0] = (value, made)
+        return made
+
+    return text
 
 
 def _sqlite_time(value: Any) -> datetime | None:

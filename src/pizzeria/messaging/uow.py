@@ -152,7 +152,6 @@ class UnitOfWork:
                     headers if type(headers := message.headers) is dict else dict(headers)
                 ).decode(),
                 "payload": message.value,
-                "created_at": utcnow(),
             }
         )
 
@@ -165,6 +164,11 @@ class UnitOfWork:
         conn = self.conn
         await self.flush()
         if self._pending:
+            # Written now, just before the commit: the relay's latency counts from here (one
+            # time for the transaction's rows, made text once on SQLite).
+            now = utcnow()
+            for row in self._pending:
+                row["created_at"] = now
             await insert_rows(conn, outbox, self._pending)
             if self.db.is_postgres and not (self._heard_here is not None and self._heard_here()):
                 await conn.execute(_NOTIFY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,8 +23,9 @@ def _text(value: Any) -> str | None:
     return str(value)[:64] if value not in (None, "") else None
 
 
-def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
-    """The audit row of a message: what it is, whom it concerns, who did it, what caused it."""
+def entry(envelope: Envelope, data: dict[str, Any], recorded_at: datetime | None = None) -> dict[str, Any]:
+    """The audit row of a message: what it is, whom it concerns, who did it, what caused it
+    (recorded `recorded_at`, by default now)."""
     declared = REGISTRY.get(envelope.type)
     return {
         "message_id": envelope.id,
@@ -38,7 +40,7 @@ def entry(envelope: Envelope, data: dict[str, Any]) -> dict[str, Any]:
         "causation_id": envelope.causationid,
         "trace_id": context.trace_id_of(envelope.traceparent),
         "occurred_at": envelope.time,
-        "recorded_at": utcnow(),
+        "recorded_at": recorded_at or utcnow(),
         "data": data,
     }
 
@@ -73,8 +75,9 @@ def build_handlers() -> HandlerRegistry:
     async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
         """A run of messages in one statement, kept as they were sent (never decoded into
         their schemas: the log keeps what came, even what a newer schema would refuse)."""
+        now = utcnow()  # one run, one time it was recorded
         await insert_rows(
-            uow.conn, audit_log, [entry(item.envelope, _data(item.envelope)) for item in items], ignore=True
+            uow.conn, audit_log, [entry(item.envelope, _data(item.envelope), now) for item in items], ignore=True
         )
 
     return registry
