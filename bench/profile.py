@@ -190,6 +190,16 @@ class Spies:
         time.sleep(1.5)  # they attach
         self.stopped = False
 
+    def stop(self) -> None:
+        """Stop sampling now (again: nothing); the files are written, and waited for, on exit.
+        Only a signal: this runs on the bench's event loop, between its reads."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+
     def cpu(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs.values() if p.poll() is None)
 
@@ -198,15 +208,6 @@ class Spies:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def stop(self) -> None:
-        """Stop recording (again: nothing); each file is written."""
-        if self.stopped:
-            return
-        self.stopped = True
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
         for svc, p in self.procs.items():
             try:
                 _, err = p.communicate(timeout=60)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import sqlalchemy as sa
+
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.ids import uuid7
@@ -13,7 +15,7 @@ from pizzeria.services.orders import handlers, repository
 from pizzeria.services.orders.domain import Line, Order, PaymentStatus, Status
 from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
-from pizzeria.services.orders.tables import metadata
+from pizzeria.services.orders.tables import metadata, order_history
 from tests.support.participant import Participant
 
 
@@ -99,3 +101,36 @@ async def test_an_order_moved_on_without_its_lines_and_history_keeps_them_whole(
     ]
     assert [at for _, at in stored.history] == sorted(at for _, at in stored.history)
     assert (stored.lines, stored.total, stored.status) == (order.lines, 3900, Status.OUT_FOR_DELIVERY)
+
+
+async def test_an_order_whose_history_has_a_gap_is_moved_on_after_its_last_entry(db: Database) -> None:
+    """A history with a gap (an entry deleted by hand): whether the order is loaded whole or
+    to be moved on, a new entry follows the last one stored, and nothing collides."""
+    engine = SagaEngine(place_order_saga(OrdersSettings()), listener=handlers.on_saga_transition)
+    shop = await Participant.create(db, metadata, handlers.build_handlers(engine), service="orders")
+    order = new_order("dave")
+    async with shop.runtime.uow() as uow:
+        repository.add(uow, order)
+        assert await handlers.move(uow, order.id, Status.PAID)
+        assert await handlers.move(uow, order.id, Status.PREPARING)
+        await uow.commit()
+    async with db.transaction() as conn:  # seq 0, 2 are left
+        await conn.execute(order_history.delete().where(order_history.c.order_id == order.id, order_history.c.seq == 1))
+
+    async with shop.runtime.uow() as uow:  # loaded whole
+        assert await handlers.move(uow, order.id, Status.BAKING)
+        await uow.commit()
+    async with shop.runtime.uow() as uow:  # loaded to be moved on
+        await repository.load_many(uow, [order.id])
+        assert await handlers.move(uow, order.id, Status.READY)
+        await uow.commit()
+
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(order_history.c.seq, order_history.c.status)
+                .where(order_history.c.order_id == order.id)
+                .order_by(order_history.c.seq)
+            )
+        ).all()
+    assert [(r.seq, r.status) for r in rows] == [(0, "pending"), (2, "preparing"), (3, "baking"), (4, "ready")]

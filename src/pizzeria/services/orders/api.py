@@ -43,7 +43,8 @@ class BadCursor(BadRequest):
 
 
 def view(order: Order) -> OrderView:
-    assert not order.partial, "an order loaded without its lines and history is not shown"
+    if order.partial:
+        raise RuntimeError(f"order {order.id} was loaded without its lines and history: it is not shown")
     return OrderView(
         id=order.id,
         customer_id=order.customer_id,

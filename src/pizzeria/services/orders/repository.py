@@ -188,8 +188,10 @@ async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
         await insert_rows(conn, order_history, rows)
 
 
-def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
+def _to_order(row: Any, lines: Iterable[Any], history: Sequence[Any]) -> Order:
     steps = [(Status(h.status), h.at) for h in history]
+    # New entries follow the last one stored, whatever gaps there are (as `load_many` numbers them).
+    earlier = history[-1].seq + 1 - len(steps) if history else 0
     return Order(
         id=row.id,
         customer_id=row.customer_id,
@@ -210,6 +212,7 @@ def _to_order(row: Any, lines: Iterable[Any], history: Iterable[Any]) -> Order:
         cancel_requested=row.cancel_requested,
         version=row.version,
         stored_history=len(steps),
+        earlier_history=earlier,
     )
 
 
