@@ -81,8 +81,8 @@ def _sqlite_time_texts() -> Callable[[datetime | None], str | None]:
     """`_sqlite_time_text` for one column (SQLAlchemy keeps one per column type, the driver's
     paths one per statement plan), which remembers the last time it made text: a statement's
     rows often share one time (a run's inbox claims, a transaction's outbox rows, a run's audit
-    entries), then formatted once. Holding the datetime keeps it
-    alive, so no other one can be the same object; the pair is replaced whole."""
+    entries), then formatted once. Holding the datetime keeps it alive, so no other one can be
+    the same object; the pair is replaced whole."""
     last: list[tuple[datetime | None, str | None]] = [(None, None)]
 
     def text(value: datetime | None) -> str | None:

@@ -162,10 +162,12 @@ class Order:
     events: list[Message] = field(default_factory=list, compare=False, repr=False)
     #: How many `history` entries are stored (the rest are new: the repository appends them).
     stored_history: int = field(default=0, compare=False, repr=False)
-    #: Loaded to be moved on, without its lines and the history stored before (`history` holds
-    #: only what happened since, after `earlier_history` stored entries): what the saga's
-    #: replies and the kitchen's and couriers' facts need, never what is shown.
+    #: Loaded to be moved on, without its lines and the history stored before (`history` then
+    #: holds only what happened since): what the saga's replies and the kitchen's and couriers'
+    #: facts need, never what is shown.
     partial: bool = field(default=False, compare=False, repr=False)
+    #: Added to `stored_history` where new entries are numbered from (the last stored `seq` + 1):
+    #: the entries not loaded, or the gaps in those loaded.
     earlier_history: int = field(default=0, compare=False, repr=False)
 
     @classmethod
