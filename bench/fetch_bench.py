@@ -144,11 +144,11 @@ def _postgres_sites() -> list[Site]:
     ]
 
 
-_LOADS = (orders_repository._ORDERS_FOR_UPDATE, orders_repository._HISTORY_LENGTHS)
+_LOADS = (orders_repository._ORDERS_FOR_UPDATE, orders_repository._HISTORY_LAST)
 
 
 async def _load_orders(conn: AsyncConnection) -> Any:
-    """An order run's load: the orders and how many history entries each has (`load_many`)."""
+    """An order run's load: the orders and the number of the last history entry of each (`load_many`)."""
     return [(await conn.execute(stmt, {"ids": _ORDER_IDS})).all() for stmt in _LOADS]
 
 

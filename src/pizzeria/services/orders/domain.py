@@ -166,9 +166,8 @@ class Order:
     #: holds only what happened since): what the saga's replies and the kitchen's and couriers'
     #: facts need, never what is shown.
     partial: bool = field(default=False, compare=False, repr=False)
-    #: Added to `stored_history` where new entries are numbered from (the last stored `seq` + 1):
-    #: the entries not loaded, or the gaps in those loaded.
-    earlier_history: int = field(default=0, compare=False, repr=False)
+    #: The number the next stored history entry takes (the last stored one's + 1).
+    next_history_seq: int = field(default=0, compare=False, repr=False)
 
     @classmethod
     def place(

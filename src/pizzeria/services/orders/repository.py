@@ -31,7 +31,7 @@ _ORDERS_FOR_UPDATE = _ORDERS.with_for_update()
 _KIND = "order"
 _LINES = sa.select(order_lines).where(one_of(order_lines.c.order_id, "ids")).order_by(order_lines.c.line_no)
 _HISTORY = sa.select(order_history).where(one_of(order_history.c.order_id, "ids")).order_by(order_history.c.seq)
-_HISTORY_LENGTHS = (
+_HISTORY_LAST = (
     sa.select(order_history.c.order_id, sa.func.max(order_history.c.seq).label("last"))
     .where(one_of(order_history.c.order_id, "ids"))
     .group_by(order_history.c.order_id)
@@ -126,10 +126,10 @@ async def load_many(uow: UnitOfWork, order_ids: Iterable[UUID]) -> None:
         rows = await fetch_rows(uow.conn, _ORDERS_FOR_UPDATE, {"ids": wanted})
         if not rows:
             return
-        lengths = {r.order_id: r.last + 1 for r in await fetch_rows(uow.conn, _HISTORY_LENGTHS, {"ids": wanted})}
+        last = {r.order_id: r.last for r in await fetch_rows(uow.conn, _HISTORY_LAST, {"ids": wanted})}
         for row in rows:
-            order = _to_order(row, (), ())
-            order.partial, order.earlier_history = True, lengths.get(row.id, 0)
+            order = _to_order(row, (), (), last_seq=last.get(row.id))
+            order.partial = True
             uow.remember(_KIND, order.id, order)
 
 
@@ -176,22 +176,25 @@ async def _write_history(conn: AsyncConnection, changed: list[Order]) -> None:
         rows += [
             {
                 "order_id": order.id,
-                "seq": order.earlier_history + order.stored_history + i,
+                "seq": i,
                 "status": status.value,
                 "at": at,
                 "reason": order.cancel_reason if status is Status.CANCELLED else None,
             }
-            for i, (status, at) in enumerate(order.history[order.stored_history :])
+            for i, (status, at) in enumerate(order.history[order.stored_history :], start=order.next_history_seq)
         ]
+        order.next_history_seq += len(order.history) - order.stored_history
         order.stored_history = len(order.history)
     if rows:
         await insert_rows(conn, order_history, rows)
 
 
-def _to_order(row: Any, lines: Iterable[Any], history: Sequence[Any]) -> Order:
+def _to_order(row: Any, lines: Iterable[Any], history: Sequence[Any], last_seq: int | None = None) -> Order:
+    """The order of its rows; `last_seq`: the last history entry's (default: of `history`). New
+    entries follow the last one stored, whatever gaps there are."""
     steps = [(Status(h.status), h.at) for h in history]
-    # New entries follow the last one stored, whatever gaps there are (as `load_many` numbers them).
-    earlier = history[-1].seq + 1 - len(steps) if history else 0
+    if history:
+        last_seq = history[-1].seq
     return Order(
         id=row.id,
         customer_id=row.customer_id,
@@ -212,7 +215,7 @@ def _to_order(row: Any, lines: Iterable[Any], history: Sequence[Any]) -> Order:
         cancel_requested=row.cancel_requested,
         version=row.version,
         stored_history=len(steps),
-        earlier_history=earlier,
+        next_history_seq=0 if last_seq is None else last_seq + 1,
     )
 
 
