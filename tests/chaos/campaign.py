@@ -172,6 +172,12 @@ class Arena:
         )
         response.raise_for_status()
 
+    async def charges_in_flight(self) -> bool:
+        """Whether the payment provider is answering a charge now (through the gateway's fault lab)."""
+        response = await self.shop.http.get(f"{self.system.url('gateway')}/api/v1/ops/faults/payment-provider")
+        response.raise_for_status()
+        return bool(response.json().get("charges_in_flight"))
+
     async def pause_broker(self, paused: bool) -> None:
         """Pause (or resume) the broker on every service through the gateway's fault lab."""
         response = await self.shop.http.put(
@@ -226,7 +232,8 @@ def pause(
         pid = await arena.pid(service)
         if charges_in_flight:
             await arena.provider(latency_ms=1000)
-            await asyncio.sleep(2.0)  # the fault's first phase: two seconds of slow charges, then the stop
+            # the fault's first phase: slow charges, until one is under way; then the stop
+            await arena.system.wait_until(arena.charges_in_flight, 30, "a charge under way at the slow provider")
         os.kill(pid, signal.SIGSTOP)
         start = time.time()
         if charges_in_flight:

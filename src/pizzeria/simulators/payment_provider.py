@@ -3,7 +3,8 @@
 It behaves the way a real provider does where it matters to us: it answers after a latency
 (`PAYMENT_LATENCY_MS`, `PUT /v1/admin/latency`), declines a share of ordinary cards at random
 (`PAYMENT_FAILURE_RATE`, `PUT /v1/admin/failure-rate`), can be switched off
-(`PUT /v1/admin/outage`; `GET /v1/admin/state` tells how it is set), and honours idempotency
+(`PUT /v1/admin/outage`; `GET /v1/admin/state` tells how it is set, and how many charges it is
+answering), and honours idempotency
 keys: the same key gives the same answer and never a second charge. Test cards: `tok_visa` always succeeds,
 `tok_declined` always declines, `tok_timeout` never answers. Its ledger lives in memory.
 """
@@ -92,6 +93,7 @@ class Ledger:
         self.latency = settings.latency_ms / 1000
         self.failure_rate = settings.failure_rate
         self.down = False
+        self.in_flight = 0  # charges taken and not answered yet
         self.charges: dict[str, Charge] = {}
         self.by_key: dict[str, Charge] = {}  # idempotency key → the charge it made
         self.requests: dict[str, str] = {}  # idempotency key → body fingerprint
@@ -107,6 +109,34 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+async def _charge(ledger: Ledger, body: ChargeBody, key: str, fingerprint: str) -> Any:
+    """A charge taken: answered after the provider's latency, made once per idempotency key."""
+    if body.source == "tok_timeout":
+        await asyncio.sleep(3600)  # never answers in any useful time
+    await ledger.wait()
+    existing = ledger.by_key.get(key)
+    if existing is None:
+        declined = body.source == "tok_declined" or (
+            body.source not in DETERMINISTIC and ledger.rng.random() < ledger.failure_rate
+        )
+        existing = Charge(
+            id=f"ch_{new_id().replace('-', '')}",
+            idempotency_key=key,
+            amount=body.amount,
+            currency=body.currency,
+            source=body.source,
+            status="declined" if declined else "succeeded",
+            order_id=body.metadata.get("order_id"),
+            created_at=utcnow().isoformat(),
+        )
+        ledger.charges[existing.id] = existing
+        ledger.by_key[key] = existing
+        ledger.requests[key] = fingerprint
+    if existing.status == "declined":
+        return _error(402, "card_declined", "the card was declined")
+    return JSONResponse(asdict(existing), status_code=201)
+
+
 def build_router(ledger: Ledger) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["provider"])
 
@@ -117,30 +147,11 @@ def build_router(ledger: Ledger) -> APIRouter:
         fingerprint = body.model_dump_json()
         if key in ledger.requests and ledger.requests[key] != fingerprint:
             return _error(409, "idempotency_mismatch", "key reused with different parameters")
-        if body.source == "tok_timeout":
-            await asyncio.sleep(3600)  # never answers in any useful time
-        await ledger.wait()
-        existing = ledger.by_key.get(key)
-        if existing is None:
-            declined = body.source == "tok_declined" or (
-                body.source not in DETERMINISTIC and ledger.rng.random() < ledger.failure_rate
-            )
-            existing = Charge(
-                id=f"ch_{new_id().replace('-', '')}",
-                idempotency_key=key,
-                amount=body.amount,
-                currency=body.currency,
-                source=body.source,
-                status="declined" if declined else "succeeded",
-                order_id=body.metadata.get("order_id"),
-                created_at=utcnow().isoformat(),
-            )
-            ledger.charges[existing.id] = existing
-            ledger.by_key[key] = existing
-            ledger.requests[key] = fingerprint
-        if existing.status == "declined":
-            return _error(402, "card_declined", "the card was declined")
-        return JSONResponse(asdict(existing), status_code=201)
+        ledger.in_flight += 1
+        try:
+            return await _charge(ledger, body, key, fingerprint)
+        finally:
+            ledger.in_flight -= 1
 
     @router.post("/refunds")
     async def refund(body: RefundBody, key: Annotated[str, Header(alias="Idempotency-Key", min_length=1)]) -> Any:
@@ -197,7 +208,12 @@ def build_router(ledger: Ledger) -> APIRouter:
     @router.get("/admin/state")
     async def state() -> dict[str, Any]:
         """How the provider behaves now (what the switches above have set)."""
-        return {"down": ledger.down, "failure_rate": ledger.failure_rate, "latency_ms": round(ledger.latency * 1000)}
+        return {
+            "down": ledger.down,
+            "failure_rate": ledger.failure_rate,
+            "latency_ms": round(ledger.latency * 1000),
+            "charges_in_flight": ledger.in_flight,
+        }
 
     return router
 

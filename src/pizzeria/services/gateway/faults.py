@@ -49,6 +49,7 @@ class ProviderState(BaseModel):
     failure_rate: float | None = None
     latency_ms: int | None = None
     charges: int | None = Field(None, description="charges the provider made")
+    charges_in_flight: int | None = Field(None, description="charges the provider is answering now")
     orders_charged_twice: int | None = Field(None, description="orders with more than one successful charge")
 
 
@@ -142,6 +143,7 @@ def build_router(
             failure_rate=found.get("failure_rate"),
             latency_ms=found.get("latency_ms"),
             charges=len(made) if made is not None else None,
+            charges_in_flight=found.get("charges_in_flight"),
             orders_charged_twice=charged_twice(made) if made is not None else None,
         )
 
