@@ -1,7 +1,7 @@
 """How long `pizzeria up` takes to start the whole system (embedded), and a killed service to be
 back: each process forked from the zygote (the default on Linux) against each started afresh
 (`PIZZERIA_ZYGOTE=0`), alternated; with the CPU the start cost and the memory the system then
-holds (`pizzeria up` and every process below it).
+holds (`pizzeria up` and every process below it), and how long it takes to stop on SIGINT.
 
     .venv/bin/python -m bench.start_bench [--rounds 5]
 """
@@ -71,8 +71,10 @@ async def one(mode: str) -> dict[str, float]:
                     raise RuntimeError("the killed kitchen was not back within 60 s")
             back = time.monotonic() - killed
         finally:
+            stopping = time.monotonic()
             system.stop()
-    return {"up_s": up, "cpu_s": cpu, "pss_mb": pss, "back_s": back}
+            down = time.monotonic() - stopping
+    return {"up_s": up, "cpu_s": cpu, "pss_mb": pss, "back_s": back, "down_s": down}
 
 
 async def main(rounds: int) -> None:
@@ -89,6 +91,7 @@ async def main(rounds: int) -> None:
             ("cpu_s", "CPU to start", "s"),
             ("pss_mb", "memory (PSS)", "MB"),
             ("back_s", "a killed kitchen back in", "s"),
+            ("down_s", "Ctrl-C to stopped", "s"),
         ):
             values = sorted(r[key] for r in runs)
             parts.append(f"{label} {values[0]:.1f} / {statistics.median(values):.1f} / {values[-1]:.1f} {unit}")

@@ -77,6 +77,11 @@ SIMULATORS: tuple[ServiceEntry, ...] = (
 
 BY_NAME = {s.name: s for s in (*SERVICES, *SIMULATORS)}
 
+#: The service the clients call (`pizzeria up` stops it before the services behind it), and the
+#: one that plays the outside world the services call (stopped after them).
+EDGE = "gateway"
+OUTSIDE = "provider"
+
 
 def entry(name: str) -> ServiceEntry:
     try:

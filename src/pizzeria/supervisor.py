@@ -4,7 +4,7 @@ Applies every migration, creates the topics, starts every service at once (none 
 to be ready to start: they meet through the broker, and call each other with retries and
 breakers) and reports each as ready in the registry's order, then starts the processes that are
 clients of the running system; restarts a process that dies with exponential backoff, and on
-Ctrl-C or SIGTERM stops them in reverse order. On Linux the processes are forked from a zygote
+Ctrl-C or SIGTERM stops them in waves (`Supervisor._stop_waves`). On Linux the processes are forked from a zygote
 that imported their libraries while the databases and topics were prepared (`zygote.py`); a restart
 after the code on disk changed starts afresh.
 """
@@ -34,7 +34,7 @@ from pizzeria.messaging.broker import BrokerError
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.topics import topic_specs
-from pizzeria.registry import BY_NAME, SERVICES, ServiceEntry
+from pizzeria.registry import BY_NAME, EDGE, OUTSIDE, SERVICES, ServiceEntry
 from pizzeria.zygote import ForkedProcess, Zygote, ZygoteGone
 
 READY_TIMEOUT_S = 90.0
@@ -177,6 +177,21 @@ class Child:
     @property
     def label(self) -> str:
         return replica_label(self.entry.name, self.replica)
+
+
+async def _stop(child: Child, grace: float) -> None:
+    """SIGTERM, and SIGKILL if it is still there `grace` seconds later."""
+    proc = child.process
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def _answered_by(child: Child, ready: Any) -> bool:
@@ -332,6 +347,18 @@ class Supervisor:
         clients = [c for c in self.children if c.entry.client]
         return [wave for wave in (services, clients) if wave]
 
+    def _stop_waves(self) -> list[list[Child]]:
+        """The children in the order they stop, each wave at once: the clients of the system,
+        then the gateway (so that no request from outside reaches a service that is stopping),
+        then every other service, then the payment provider (what payments may be calling until
+        it stops)."""
+        first, last = [BY_NAME[EDGE]], [BY_NAME[OUTSIDE]]
+        clients = [c for c in self.children if c.entry.client]
+        edge = [c for c in self.children if c.entry in first]
+        outside = [c for c in self.children if c.entry in last]
+        others = [c for c in self.children if not c.entry.client and c.entry not in (*first, *last)]
+        return [wave for wave in (clients, edge, others, outside) if wave]
+
     async def _start_all(self) -> Child | None:
         """Start the waves in turn: the child that did not become ready, None when every one
         is ready or a stop was asked for."""
@@ -388,18 +415,8 @@ class Supervisor:
 
     async def shutdown(self, grace: float = 15.0) -> None:
         say("pizzeria: stopping...")
-        for child in reversed(self.children):
-            proc = child.process
-            if proc is None or proc.returncode is not None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        for wave in self._stop_waves():
+            await asyncio.gather(*(_stop(child, grace) for child in wave))
         for child in self.children:
             if child.log_file is not None:
                 child.log_file.close()

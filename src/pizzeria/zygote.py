@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import contextlib
 import gc
+import hashlib
 import importlib
 import io
 import json
@@ -51,6 +52,8 @@ log = get_logger(__name__)
 SWITCH = "PIZZERIA_ZYGOTE"
 #: How long the zygote may take to import everything before the supervisor does without it.
 START_TIMEOUT_S = 60.0
+#: How long a list of libraries for another state of the code is kept (`_names_file`).
+_NAMES_KEPT_S = 86400.0
 #: A child's exit status when the zygote that forked it is gone and could not say.
 UNKNOWN_EXIT = 255
 
@@ -286,7 +289,28 @@ def _preload() -> None:
     imports. A scout, forked first, imports every process's code and names what that brought in
     besides the system's own modules; the zygote imports those. A child then imports only its
     own modules (about a tenth of a second), and so has the modules, the metrics and the state a
-    process started afresh has, no other service's."""
+    process started afresh has, no other service's.
+
+    The scout's names are kept (`_names_file`) for as long as the code and the installed
+    libraries stay as they were: the next zygote imports them at once, without a scout (whose
+    imports cost more than a second of a start). A stale list would cost only time: a library
+    missing from it is imported by the children that use it, one no longer there is passed over."""
+    kept = _names_file()
+    names = _read_names(kept)
+    if names is None:
+        names = _scout()
+        _keep_names(kept, names)
+    for name in names:
+        if name not in sys.modules:
+            with contextlib.suppress(Exception):  # one a library loads only as a part of another
+                importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # what was imported stays shared between the children, out of the collector's sight
+
+
+def _scout() -> list[str]:
+    """The libraries (and their modules, in the order they came) that every process's code
+    imports, as a forked child that imported all of it finds them."""
     read_end, write_end = os.pipe()
     scout = os.fork()
     if scout == 0:
@@ -303,12 +327,58 @@ def _preload() -> None:
     with os.fdopen(read_end) as found:
         names = found.read().split()
     os.waitpid(scout, 0)
-    for name in names:
-        if name not in sys.modules:
-            with contextlib.suppress(Exception):  # one a library loads only as a part of another
-                importlib.import_module(name)
-    gc.collect()
-    gc.freeze()  # what was imported stays shared between the children, out of the collector's sight
+    return names
+
+
+def _names_file(package: Path | None = None) -> Path | None:
+    """Where the scout's names are kept for this Python, these installed libraries and this
+    code: a file named by a digest of the interpreter, of each site-packages directory (an
+    install or removal changes its time) and of the system's own modules (`package`'s: path,
+    size, time), under `$XDG_CACHE_HOME/pizzeria/zygote` (`~/.cache` without it); None if there
+    is no home."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{sys.executable}\0{sys.version}".encode())
+    try:
+        for place in site.getsitepackages():
+            with contextlib.suppress(FileNotFoundError):
+                digest.update(f"\0{place}:{os.stat(place).st_mtime_ns}".encode())
+        package = package or Path(__file__).resolve().parent
+        for folder, subfolders, files in os.walk(package):
+            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+            for file in sorted(f for f in files if f.endswith(".py")):
+                found = os.stat(os.path.join(folder, file))
+                digest.update(f"\0{folder}/{file}:{found.st_size}:{found.st_mtime_ns}".encode())
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except (OSError, RuntimeError):  # no home to keep it in, or a file gone while looked at
+        return None
+    return base / "pizzeria" / "zygote" / f"libraries-{digest.hexdigest()}.txt"
+
+
+def _read_names(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _keep_names(path: Path | None, names: Sequence[str]) -> None:
+    """Write the list whole or not at all (another zygote may be reading or writing it)."""
+    if path is None or not names:
+        return
+    partial = path.with_name(f"{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("\n".join(names))
+        os.replace(partial, path)
+        stale = time.time() - _NAMES_KEPT_S
+        for other in path.parent.glob("libraries-*"):
+            if other != path and other.stat().st_mtime < stale:
+                other.unlink()
+    except OSError:  # nowhere to keep it: the next start sends a scout again
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def _say(reply: Any, what: dict[str, Any]) -> None:
