@@ -162,6 +162,26 @@ async def test_nobody_gets_in_without_a_user_of_the_cluster(
     await kafka.broker(login).ping()
 
 
+async def test_a_started_client_is_pinged_over_its_own_connections_and_a_cut_cluster_fails_the_ping(
+    kafka: KafkaCluster, secured: Settings, clients: list[KafkaBroker | BrokerConsumer]
+) -> None:
+    broker = await started(kafka, secured.kafka_login("orders"), clients)
+    await broker.ping()
+    [proxy] = kafka.proxies.values()
+    opened = proxy.connections
+    for _ in range(5):
+        await broker.ping()  # what a readiness probe asks every few seconds
+    assert proxy.connections == opened, "each ping opened a connection (and logged in) again"
+
+    proxy.cut()
+    try:
+        with pytest.raises(BrokerError):
+            await broker.ping()
+    finally:
+        proxy.mend()
+    await broker.ping()
+
+
 async def test_applying_the_acls_again_removes_what_the_topology_does_not_allow(
     kafka: KafkaCluster, secured: Settings, clients: list[KafkaBroker | BrokerConsumer]
 ) -> None:
