@@ -12,6 +12,17 @@ from tests.support.kafka import KafkaCluster
 from tests.support.postgres import create_database, drop_database
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cache directory of the run's own (`XDG_CACHE_HOME`, which every system under test
+    inherits): the zygotes' list of libraries is found afresh by the run's first zygote and
+    kept for the others, whatever the machine's own cache holds."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for topic and group names, so tests never share broker state."""

@@ -4,9 +4,9 @@ Applies every migration, creates the topics, starts every service at once (none 
 to be ready to start: they meet through the broker, and call each other with retries and
 breakers) and reports each as ready in the registry's order, then starts the processes that are
 clients of the running system; restarts a process that dies with exponential backoff, and on
-Ctrl-C or SIGTERM stops them in waves (`Supervisor._stop_waves`). On Linux the processes are forked from a zygote
-that imported their libraries while the databases and topics were prepared (`zygote.py`); a restart
-after the code on disk changed starts afresh.
+Ctrl-C or SIGTERM stops them in waves (`Supervisor._stop_waves`). On Linux the processes are
+forked from a zygote that imported their libraries while the databases and topics were prepared
+(`zygote.py`); a restart after the code on disk changed starts afresh.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class Supervisor:
         # gateway spreads requests over them).
         env[REPLICA_VARIABLE] = str(child.replica)
         env.update({f"{name.upper()}_REPLICAS": str(count) for name, count in self.replicas.items()})
-        if child.entry.name != "gateway" and "TRUSTED_PROXIES" not in {k.upper() for k in os.environ}:
+        if child.entry.name != EDGE and "TRUSTED_PROXIES" not in {k.upper() for k in os.environ}:
             # Behind the gateway the peer is the gateway: believe the client address it forwards
             # (identity throttles sign-ins by it), and nobody else's.
             env["TRUSTED_PROXIES"] = gateway_proxies(self.settings)
@@ -352,11 +352,10 @@ class Supervisor:
         then the gateway (so that no request from outside reaches a service that is stopping),
         then every other service, then the payment provider (what payments may be calling until
         it stops)."""
-        first, last = [BY_NAME[EDGE]], [BY_NAME[OUTSIDE]]
         clients = [c for c in self.children if c.entry.client]
-        edge = [c for c in self.children if c.entry in first]
-        outside = [c for c in self.children if c.entry in last]
-        others = [c for c in self.children if not c.entry.client and c.entry not in (*first, *last)]
+        edge = [c for c in self.children if c.entry.name == EDGE]
+        outside = [c for c in self.children if c.entry.name == OUTSIDE]
+        others = [c for c in self.children if not c.entry.client and c.entry.name not in (EDGE, OUTSIDE)]
         return [wave for wave in (clients, edge, others, outside) if wave]
 
     async def _start_all(self) -> Child | None:
@@ -416,7 +415,10 @@ class Supervisor:
     async def shutdown(self, grace: float = 15.0) -> None:
         say("pizzeria: stopping...")
         for wave in self._stop_waves():
-            await asyncio.gather(*(_stop(child, grace) for child in wave))
+            ended = await asyncio.gather(*(_stop(child, grace) for child in wave), return_exceptions=True)
+            for child, outcome in zip(wave, ended, strict=True):
+                if isinstance(outcome, BaseException):  # the next waves are stopped all the same
+                    say(f"pizzeria: stopping {child.label} failed: {outcome!r}")
         for child in self.children:
             if child.log_file is not None:
                 child.log_file.close()

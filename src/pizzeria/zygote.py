@@ -334,8 +334,8 @@ def _names_file(package: Path | None = None) -> Path | None:
     """Where the scout's names are kept for this Python, these installed libraries and this
     code: a file named by a digest of the interpreter, of each site-packages directory (an
     install or removal changes its time) and of the system's own modules (`package`'s: path,
-    size, time), under `$XDG_CACHE_HOME/pizzeria/zygote` (`~/.cache` without it); None if there
-    is no home."""
+    size, time), under `$XDG_CACHE_HOME/pizzeria/zygote` (`~/.cache` without it, or with a
+    relative one); None if there is no home."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{sys.executable}\0{sys.version}".encode())
     try:
@@ -348,37 +348,48 @@ def _names_file(package: Path | None = None) -> Path | None:
             for file in sorted(f for f in files if f.endswith(".py")):
                 found = os.stat(os.path.join(folder, file))
                 digest.update(f"\0{folder}/{file}:{found.st_size}:{found.st_mtime_ns}".encode())
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        chosen = Path(os.environ.get("XDG_CACHE_HOME") or "")
+        base = chosen if chosen.is_absolute() else Path.home() / ".cache"  # a relative one is ignored
     except (OSError, RuntimeError):  # no home to keep it in, or a file gone while looked at
         return None
     return base / "pizzeria" / "zygote" / f"libraries-{digest.hexdigest()}.txt"
 
 
 def _read_names(path: Path | None) -> list[str] | None:
+    """The kept list (its time refreshed: a list in use is not pruned), or None if there is
+    none, or it is empty."""
     if path is None:
         return None
     try:
-        return path.read_text().split()
+        names = path.read_text(encoding="utf-8").split()
+        os.utime(path)
     except (OSError, UnicodeDecodeError):
         return None
+    return names or None
 
 
 def _keep_names(path: Path | None, names: Sequence[str]) -> None:
-    """Write the list whole or not at all (another zygote may be reading or writing it)."""
+    """Write the list whole or not at all (another zygote may be reading or writing it), and
+    prune the lists of other states of the code that nobody read for `_NAMES_KEPT_S`."""
     if path is None or not names:
         return
     partial = path.with_name(f"{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text("\n".join(names))
+        with partial.open("w", encoding="utf-8") as out:
+            out.write("\n".join(names))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(partial, path)
-        stale = time.time() - _NAMES_KEPT_S
-        for other in path.parent.glob("libraries-*"):
-            if other != path and other.stat().st_mtime < stale:
-                other.unlink()
     except OSError:  # nowhere to keep it: the next start sends a scout again
         with contextlib.suppress(OSError):
             partial.unlink()
+        return
+    stale = time.time() - _NAMES_KEPT_S
+    for other in path.parent.glob("libraries-*"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if other != path and other.stat().st_mtime < stale:
+                other.unlink()
 
 
 def _say(reply: Any, what: dict[str, Any]) -> None:

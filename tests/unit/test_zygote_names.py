@@ -82,3 +82,63 @@ def test_a_zygote_with_a_kept_list_imports_it_without_a_scout(package: Path, mon
     finally:
         gc.unfreeze()
     assert wanted in sys.modules, "the kept list was not imported"
+
+
+def test_an_empty_list_is_no_list(package: Path) -> None:
+    path = zygote._names_file(package)
+    assert path is not None
+    path.parent.mkdir(parents=True)
+    path.write_text("\n")
+    assert zygote._read_names(path) is None, "an empty list would have the zygote import nothing"
+
+
+def test_without_a_list_the_scout_goes_once_and_its_list_serves_the_next_zygote(
+    package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = "colorsys"
+    monkeypatch.delitem(sys.modules, wanted, raising=False)
+    scouted: list[int] = []
+
+    def scout() -> list[str]:
+        scouted.append(1)
+        return [wanted]
+
+    monkeypatch.setattr(zygote, "_scout", scout)
+    try:
+        zygote._preload()
+        assert scouted == [1]
+        assert zygote._read_names(zygote._names_file()) == [wanted], "the scout's list was not kept"
+        zygote._preload()
+    finally:
+        gc.unfreeze()
+    assert scouted == [1], "the second zygote sent a scout although the list was kept"
+    assert wanted in sys.modules
+
+
+def test_with_nowhere_to_keep_the_list_the_zygote_still_starts_and_scouts_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # under a file: cannot be made
+    scouted: list[int] = []
+
+    def scout() -> list[str]:
+        scouted.append(1)
+        return ["json"]
+
+    monkeypatch.setattr(zygote, "_scout", scout)
+    try:
+        zygote._preload()
+        zygote._preload()
+    finally:
+        gc.unfreeze()
+    assert scouted == [1, 1]
+    assert not list(tmp_path.glob("**/libraries-*")), "a list was left somewhere"
+
+
+def test_a_relative_cache_home_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    path = zygote._names_file()
+    assert path is not None
+    assert path.parent == Path.home() / ".cache" / "pizzeria" / "zygote"

@@ -268,8 +268,9 @@ class KafkaBroker(Broker):
         """Ask the cluster for its topics: over the producer's own connections once started (a
         readiness probe every few seconds then neither opens a connection nor logs in again: a
         new client and its SCRAM login cost the service 60 to 100 ms of CPU, and the brokers a
-        login), over a new admin client before."""
-        client = self._producer or self.admin()
+        login), over a new admin client before. So a started client's ping does not log in
+        again: a password changed since is found out when the producer next reconnects."""
+        client = self._producer if self._producer is not None else self.admin()
         try:
             await asyncio.to_thread(client.list_topics, timeout=5)
         except KafkaException as exc:
