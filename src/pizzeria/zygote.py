@@ -52,7 +52,7 @@ log = get_logger(__name__)
 SWITCH = "PIZZERIA_ZYGOTE"
 #: How long the zygote may take to import everything before the supervisor does without it.
 START_TIMEOUT_S = 60.0
-#: How long a list of libraries for another state of the code is kept (`_names_file`).
+#: How long a list of libraries nobody reads (another state of the code's) is kept (`_names_file`).
 _NAMES_KEPT_S = 86400.0
 #: A child's exit status when the zygote that forked it is gone and could not say.
 UNKNOWN_EXIT = 255
@@ -362,9 +362,10 @@ def _read_names(path: Path | None) -> list[str] | None:
         return None
     try:
         names = path.read_text(encoding="utf-8").split()
-        os.utime(path)
     except (OSError, UnicodeDecodeError):
         return None
+    with contextlib.suppress(OSError):  # a list that cannot be touched is used all the same
+        os.utime(path)
     return names or None
 
 
