@@ -157,10 +157,8 @@ class Zygote:
         or the libraries (installing or removing a package changes the site-packages directory).
         A process started then runs the code on disk, as one started afresh would (a restart
         after an edit or an upgrade, say)."""
-        package = Path(__file__).resolve().parent
-        places = [Path(entry) for entry in site.getsitepackages() if Path(entry).is_dir()]
         try:
-            return any(path.stat().st_mtime > self._imported_at for path in (*package.rglob("*.py"), *places))
+            return any(path.stat().st_mtime > self._imported_at for path in _code_paths())
         except OSError:  # a file moved while looked at: changed
             return True
 
@@ -339,20 +337,22 @@ def _names_file(package: Path | None = None) -> Path | None:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{sys.executable}\0{sys.version}".encode())
     try:
-        for place in site.getsitepackages():
-            with contextlib.suppress(FileNotFoundError):
-                digest.update(f"\0{place}:{os.stat(place).st_mtime_ns}".encode())
-        package = package or Path(__file__).resolve().parent
-        for folder, subfolders, files in os.walk(package):
-            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
-            for file in sorted(f for f in files if f.endswith(".py")):
-                found = os.stat(os.path.join(folder, file))
-                digest.update(f"\0{folder}/{file}:{found.st_size}:{found.st_mtime_ns}".encode())
+        for path in _code_paths(package):
+            found = path.stat()
+            digest.update(f"\0{path}:{found.st_size}:{found.st_mtime_ns}".encode())
         chosen = Path(os.environ.get("XDG_CACHE_HOME") or "")
         base = chosen if chosen.is_absolute() else Path.home() / ".cache"  # a relative one is ignored
     except (OSError, RuntimeError):  # no home to keep it in, or a file gone while looked at
         return None
     return base / "pizzeria" / "zygote" / f"libraries-{digest.hexdigest()}.txt"
+
+
+def _code_paths(package: Path | None = None) -> list[Path]:
+    """What decides the code a process runs: each site-packages directory (installing or
+    removing a package changes its time) and the system's own modules (`package`'s)."""
+    package = package or Path(__file__).resolve().parent
+    places = [Path(entry) for entry in site.getsitepackages() if Path(entry).is_dir()]
+    return [*places, *sorted(package.rglob("*.py"))]
 
 
 def _read_names(path: Path | None) -> list[str] | None:

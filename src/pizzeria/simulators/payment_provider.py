@@ -4,9 +4,9 @@ It behaves the way a real provider does where it matters to us: it answers after
 (`PAYMENT_LATENCY_MS`, `PUT /v1/admin/latency`), declines a share of ordinary cards at random
 (`PAYMENT_FAILURE_RATE`, `PUT /v1/admin/failure-rate`), can be switched off
 (`PUT /v1/admin/outage`; `GET /v1/admin/state` tells how it is set, and how many charges it is
-answering), and honours idempotency
-keys: the same key gives the same answer and never a second charge. Test cards: `tok_visa` always succeeds,
-`tok_declined` always declines, `tok_timeout` never answers. Its ledger lives in memory.
+answering), and honours idempotency keys: the same key gives the same answer and never a second
+charge. Test cards: `tok_visa` always succeeds, `tok_declined` always declines, `tok_timeout`
+never answers. Its ledger lives in memory.
 """
 
 from __future__ import annotations
