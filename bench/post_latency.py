@@ -23,23 +23,25 @@ from typing import Any
 import orjson
 from tests.e2e.system import Shop, System
 
+from bench.stacks import STACKS, stack_env
 from bench.stats import percentile
 from bench.system_bench import AUTOPILOTS, NO_RATE_LIMITS, REPLICABLE, Bench, ready_to_order
 
 PARTS = ("whole", "gateway, before", "to orders", "in orders", "back to the gateway", "gateway, after")
 
 
-async def steady(workdir: Path, rate: int, seconds: int) -> dict[str, Any]:
-    env = {"TRACE_SAMPLE_RATIO": "1.0", **AUTOPILOTS, **NO_RATE_LIMITS, "LOG_LEVEL": "WARNING"}
-    system = System(workdir, {**env, "PAYMENT_LATENCY_MS": "20"}, replicas=dict.fromkeys(REPLICABLE, 1))
-    await system.start()
-    shop = Shop(system)
-    try:
-        menu = await ready_to_order(shop)
-        return await Bench(system.ports["gateway"], menu, system.env).steady(rate, seconds)
-    finally:
-        await shop.close()
-        system.stop()
+async def steady(workdir: Path, stack: str, rate: int, seconds: int) -> dict[str, Any]:
+    async with stack_env(stack, workdir) as stack_vars:
+        env = {**stack_vars, "TRACE_SAMPLE_RATIO": "1.0", **AUTOPILOTS, **NO_RATE_LIMITS, "LOG_LEVEL": "WARNING"}
+        system = System(workdir, {**env, "PAYMENT_LATENCY_MS": "20"}, replicas=dict.fromkeys(REPLICABLE, 1))
+        await system.start()
+        shop = Shop(system)
+        try:
+            menu = await ready_to_order(shop)
+            return await Bench(system.ports["gateway"], menu, system.env).steady(rate, seconds)
+        finally:
+            await shop.close()
+            system.stop()
 
 
 def spans(traces: Path) -> dict[str, dict[str, Any]]:
@@ -77,12 +79,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=50, help="orders/s offered")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--stack", choices=STACKS, default="embedded")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pz-post-latency-") as tmp:
-        result = asyncio.run(steady(Path(tmp), args.rate, args.seconds))
+        result = asyncio.run(steady(Path(tmp), args.stack, args.rate, args.seconds))
         measured = parts(spans(Path(tmp) / "var" / "traces"))
     seen = result["steady_place_latency"]
-    print(f"steady {args.rate} orders/s, embedded, traces 1.0: POST p50 / p95 / p99 as the client saw it {seen}")
+    print(f"steady {args.rate} orders/s, {args.stack}, traces 1.0: POST p50 / p95 / p99 as the client saw it {seen}")
     print(f"placements traced: {len(measured['whole'])}")
     for part, values in measured.items():
         if values:

@@ -23,8 +23,9 @@ _handle_dbapi_exception` (run in SQLAlchemy's greenlet, `greenlet_spawn`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any, NoReturn, TypeAlias, cast
+from collections.abc import Awaitable, Sequence
+from contextvars import ContextVar
+from typing import Any, NoReturn, Protocol, TypeAlias, cast
 
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import Connection
@@ -39,9 +40,33 @@ Adapter: TypeAlias = AsyncAdapt_asyncpg_connection
 _count_statement = db_statements.inc
 
 
+class Held(Protocol):
+    """Writes held back on one connection to go to the server later, together
+    (`kit.upsert.inserts_together`): whatever else runs on that connection first sends them."""
+
+    conn: AsyncConnection
+    parts: list[Any]
+
+    def release(self) -> Awaitable[None]: ...
+
+
+#: The writes held back in this context, if any.
+holding: ContextVar[Held | None] = ContextVar("pizzeria_held_writes", default=None)
+
+
+async def release_held(conn: AsyncConnection) -> None:
+    """Send the writes held back on `conn` now (before a statement that does not go through
+    this module: SQLAlchemy's own `execute`)."""
+    if (held := holding.get()) is not None and held.parts and held.conn is conn:
+        await held.release()
+
+
 async def fetch(conn: AsyncConnection, adapter: Adapter, sql: str, values: Sequence[Any]) -> tuple[Any, Any, int]:
     """Run `sql` once with `values` on `adapter`, the asyncpg adapter of `conn`: its records, their
-    attributes (name and type of each column), and its rowcount as the adapter reads it."""
+    attributes (name and type of each column), and its rowcount as the adapter reads it. Writes
+    held back on `conn` go first."""
+    if (held := holding.get()) is not None and held.parts and held.conn is conn:
+        await held.release()
     _count_statement()
     its: Any = adapter  # (untyped)
     try:
@@ -63,7 +88,9 @@ _ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 
 async def fetch_many(conn: AsyncConnection, adapter: Adapter, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """Run `sql` once for each of `rows` on `adapter` (asyncpg's executemany: one statement,
-    counted once, as SQLAlchemy counts it; no rowcount)."""
+    counted once, as SQLAlchemy counts it; no rowcount). Writes held back on `conn` go first."""
+    if (held := holding.get()) is not None and held.parts and held.conn is conn:
+        await held.release()
     _count_statement()
     its: Any = adapter  # (untyped)
     try:
@@ -80,7 +107,10 @@ async def fetch_many(conn: AsyncConnection, adapter: Adapter, sql: str, rows: Se
 async def commit(conn: AsyncConnection, adapter: Adapter) -> None:
     """`conn.commit()`: the server's COMMIT awaited on asyncpg, then SQLAlchemy's commit, which
     ends its transaction as after its own (counted as one; the adapter has nothing left to send).
-    A failed COMMIT is handed to SQLAlchemy's own commit to meet (`_Failed`), as if it had sent it."""
+    A failed COMMIT is handed to SQLAlchemy's own commit to meet (`_Failed`), as if it had sent it.
+    Writes held back on `conn` go first."""
+    if (held := holding.get()) is not None and held.parts and held.conn is conn:
+        await held.release()
     transaction = adapter._transaction
     if transaction is not None:
         try:

@@ -57,6 +57,7 @@ async def fetch_rows(conn: AsyncConnection, stmt: Readable, params: Mapping[str,
     driver = driver_of(conn, write=not isinstance(stmt, sa.Select | sa.CompoundSelect))
     planned = _plan(conn.dialect, stmt, params, rows=True) if driver is not None else None
     if driver is None or planned is None:
+        await asyncpg_driver.release_held(conn)
         return (await conn.execute(stmt, dict(params))).all()
     plan, values = planned
     if isinstance(driver, sqlite3.Connection):
@@ -74,6 +75,7 @@ async def execute(conn: AsyncConnection, stmt: Writable, params: Mapping[str, An
     driver = driver_of(conn, write=True)
     planned = _plan(conn.dialect, stmt, params, rows=False) if driver is not None else None
     if driver is None or planned is None:
+        await asyncpg_driver.release_held(conn)
         return (await conn.execute(stmt, dict(params))).rowcount
     plan, values = planned
     if isinstance(driver, sqlite3.Connection):

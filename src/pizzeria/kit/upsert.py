@@ -8,11 +8,13 @@ building a SQLAlchemy statement costs more than the database takes to run it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -88,11 +90,109 @@ async def insert_rows(
     driver = driver_of(conn, write=True)  # in its transaction
     plan = _insert_plan(conn.dialect, table, tuple(rows[0]), ignore) if driver is not None else None
     if driver is None or plan is None:
+        await asyncpg_driver.release_held(conn)
         await conn.execute(insert_ignore(conn, table) if ignore else table.insert(), rows)
     elif isinstance(driver, sqlite3.Connection):
         _executemany(conn, driver, plan, rows)
     else:
-        await asyncpg_driver.fetch_many(conn, driver, plan[0], _values(plan, rows))
+        values = _values(plan, rows)
+        held = asyncpg_driver.holding.get()
+        part = _part(conn.dialect, table, tuple(rows[0]), ignore) if held is not None and held.conn is conn else None
+        if held is not None and part is not None:
+            held.parts.append((part, plan[0], values))
+        else:
+            await asyncpg_driver.fetch_many(conn, driver, plan[0], values)
+
+
+@contextlib.asynccontextmanager
+async def inserts_together(conn: AsyncConnection) -> AsyncIterator[None]:
+    """On PostgreSQL, hold back the inserts `insert_rows` makes on `conn` in the block and send
+    them at its end as one statement (each table's rows as one array a column, unnested, in a
+    `WITH` of inserts): one round trip for however many tables, where each insert would wait for
+    the server and then for the event loop on its own. Any other statement on `conn` in the
+    block (through `kit.statements`, `kit.upsert`, or the COMMIT) sends what is held first, so
+    statements run in the order they were made; inside the block, statements on `conn` go
+    through those modules, not SQLAlchemy's `execute`.
+
+    One statement sees the database as it was before it: an insert held must not need to read
+    another held insert's rows (a foreign key to them is checked at the statement's end, so a
+    child may be held with its parent). Leaving the block by an exception sends nothing (the
+    transaction is rolled back). Elsewhere (SQLite, where a statement has no round trip) each
+    insert runs at once."""
+    driver = driver_of(conn, write=True)
+    if driver is None or isinstance(driver, sqlite3.Connection) or asyncpg_driver.holding.get() is not None:
+        yield
+        return
+    held = _Held(conn, driver)
+    token = asyncpg_driver.holding.set(held)
+    try:
+        yield
+    finally:
+        asyncpg_driver.holding.reset(token)
+    await held.release()
+
+
+@dataclass(frozen=True, eq=False)
+class _Part:
+    """One table's insert in a statement of several: its text before the arrays (`INSERT INTO t
+    (a, b) SELECT * FROM unnest(`), the type of each array, in the order of the plan's
+    parameters, and its text after them."""
+
+    head: str
+    arrays: tuple[str, ...]
+    tail: str
+
+
+@functools.cache
+def _part(dialect: Dialect, table: sa.Table, keys: tuple[str, ...], ignore: bool) -> _Part | None:
+    """The insert `_insert_plan` plans for rows of these keys, as a part of a statement of
+    several (its arrays in the order of the plan's parameters), or None where a row's values
+    cannot go as arrays (a column that is an array itself: unnest would flatten it)."""
+    named = sorted(c for c in keys if c in table.c)
+    compiled = table.insert().compile(dialect=dialect, column_keys=named, for_executemany=True)
+    columns = [table.c[name] for name in compiled.positiontup or ()]
+    if not columns or any(isinstance(c.type, sa.ARRAY) for c in columns):
+        return None
+    quote = dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) SELECT * FROM unnest("
+    arrays = tuple(f"{dialect.type_compiler_instance.process(c.type)}[]" for c in columns)
+    return _Part(head, arrays, ") ON CONFLICT DO NOTHING" if ignore else ")")
+
+
+@functools.lru_cache(maxsize=256)
+def _together(parts: tuple[_Part, ...]) -> str:
+    """The statement of several inserts: all but the last in a `WITH`, their arrays numbered on."""
+    texts: list[str] = []
+    number = 0
+    for part in parts:
+        arrays = []
+        for array in part.arrays:
+            number += 1
+            arrays.append(f"${number}::{array}")
+        texts.append(f"{part.head}{', '.join(arrays)}{part.tail}")
+    *first, last = texts
+    return f"WITH {', '.join(f'held_{k} AS ({text})' for k, text in enumerate(first))} {last}"
+
+
+class _Held:
+    """The inserts held back on one connection (`inserts_together`): each its part, its plan's
+    text and its rows' values."""
+
+    __slots__ = ("conn", "driver", "parts")
+
+    def __init__(self, conn: AsyncConnection, driver: asyncpg_driver.Adapter) -> None:
+        self.conn = conn
+        self.driver = driver
+        self.parts: list[tuple[_Part, str, list[tuple[Any, ...]]]] = []
+
+    async def release(self) -> None:
+        held, self.parts = self.parts, []
+        if len(held) == 1:  # alone, as it would have gone
+            _, sql, values = held[0]
+            await asyncpg_driver.fetch_many(self.conn, self.driver, sql, values)
+        elif held:
+            arrays = [list(column) for _, _, values in held for column in zip(*values, strict=True)]
+            await asyncpg_driver.fetch(self.conn, self.driver, _together(tuple(part for part, _, _ in held)), arrays)
 
 
 async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -116,6 +216,7 @@ async def update_rows(conn: AsyncConnection, stmt: sa.Update | sa.Insert, rows: 
     driver = driver_of(conn, write=True)  # in its transaction
     plan = _update_plan(conn.dialect, stmt, tuple(sorted(rows[0]))) if driver is not None else None
     if driver is None or plan is None:
+        await asyncpg_driver.release_held(conn)
         return (await conn.execute(stmt, list(rows))).rowcount
     if isinstance(driver, sqlite3.Connection):
         return _executemany(conn, driver, plan, rows)
@@ -150,6 +251,7 @@ async def insert_returning(
         _returning_plan(conn.dialect, table, tuple(rows[0]), tuple(returning), ignore) if driver is not None else None
     )
     if driver is None or plan is None:
+        await asyncpg_driver.release_held(conn)
         stmt = _insert_returning(conn.dialect.name, table, tuple(returning), ignore)
         return (await conn.execute(stmt, list(rows))).all()
     single, width, take, made = plan

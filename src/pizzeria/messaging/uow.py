@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.statements import commit
-from pizzeria.kit.upsert import insert_rows
+from pizzeria.kit.upsert import insert_rows, inserts_together
 from pizzeria.messaging import inbox
 from pizzeria.messaging.broker import OutgoingMessage
 from pizzeria.messaging.envelope import Envelope
@@ -162,16 +162,17 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         conn = self.conn
-        await self.flush()
-        if self._pending:
-            # Written now, just before the commit: the relay's latency counts from here (one
-            # time for the transaction's rows, made text once on SQLite).
-            now = utcnow()
-            for row in self._pending:
-                row["created_at"] = now
-            await insert_rows(conn, outbox, self._pending)
-            if self.db.is_postgres and not (self._heard_here is not None and self._heard_here()):
-                await conn.execute(_NOTIFY)
+        async with inserts_together(conn):  # on PostgreSQL the inserts go as one statement
+            await self.flush()
+            if self._pending:
+                # Written now, just before the commit: the relay's latency counts from here (one
+                # time for the transaction's rows, made text once on SQLite).
+                now = utcnow()
+                for row in self._pending:
+                    row["created_at"] = now
+                await insert_rows(conn, outbox, self._pending)
+        if self._pending and self.db.is_postgres and not (self._heard_here is not None and self._heard_here()):
+            await conn.execute(_NOTIFY)
         await commit(conn)
         self.committed = True
         had_messages, self._pending = bool(self._pending), []
