@@ -207,6 +207,20 @@ async def test_rate_limit_per_user_follows_the_user_not_the_address(store: str, 
     assert (await gateway.client.get("/api/v1/orders", headers=bob)).status_code == 200
 
 
+async def test_the_address_is_counted_first_and_a_refused_caller_not_against_their_own_limit(
+    store: str, gateway: Gateway
+) -> None:
+    """Both limits are one hit on the limiter, counted as they were one by one: a request the
+    caller may not make (403) counts against the address, not the caller; a request over the
+    address's limit is 429 whatever else is wrong with it (a bad token)."""
+    ann = gateway.token("customer")
+    assert [(await gateway.client.get("/api/v1/users", headers=ann)).status_code for _ in range(3)] == [403] * 3
+    assert [(await gateway.client.get("/api/v1/orders", headers=ann)).status_code for _ in range(2)] == [200] * 2
+    bad = await gateway.client.get("/api/v1/orders", headers={"Authorization": "Bearer not-a-token"})
+    assert "ip" in problem(bad, 429)["detail"]
+    assert not gateway.upstreams["identity"].calls
+
+
 async def test_redis_rate_limits_are_shared_by_every_gateway_process(
     gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

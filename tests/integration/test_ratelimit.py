@@ -80,3 +80,23 @@ async def test_an_unreachable_redis_lets_every_request_through() -> None:
     finally:
         await down.close()
     assert decisions == [Decision(allowed=True, limit=1, remaining=1, retry_after_s=0)] * 3
+
+
+async def test_the_hits_of_a_request_are_one_command(limiter: RedisRateLimiter, admin: redis.Redis) -> None:
+    """Several keys (a request's address and user) are counted in one script call, each as a hit
+    of its own would count it."""
+    local = InProcessRateLimiter(WINDOW_S, clock=lambda: NOW)
+    checks = [("ip:both", 3), ("user:both", 2)]
+
+    async def scripts_run() -> int:
+        return int((await admin.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+
+    await limiter.hit("ip:warm", 1)  # the script is known to the server from here on
+    before = await scripts_run()
+    shared = [await limiter.hit_all(checks) for _ in range(3)]
+    assert await scripts_run() - before == 3
+    assert shared == [await local.hit_all(checks) for _ in range(3)]
+    assert [[d.allowed for d in ds] for ds in shared] == [[True, True], [True, True], [True, False]]
+    for key, _ in checks:
+        assert int(await admin.get(key_of(limiter, key))) == 3
+        assert WINDOW_S - 1 <= await admin.ttl(key_of(limiter, key)) <= WINDOW_S + 1

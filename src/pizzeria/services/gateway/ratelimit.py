@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +32,10 @@ class Decision:
 class RateLimiter(Protocol):
     async def hit(self, key: str, limit: int) -> Decision: ...
 
+    async def hit_all(self, checks: Sequence[tuple[str, int]]) -> list[Decision]:
+        """A hit on each key of `checks` (a key and its limit) at once: their decisions, in order."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -50,32 +54,41 @@ class InProcessRateLimiter:
         self._counts: dict[str, int] = {}
 
     async def hit(self, key: str, limit: int) -> Decision:
+        return (await self.hit_all([(key, limit)]))[0]
+
+    async def hit_all(self, checks: Sequence[tuple[str, int]]) -> list[Decision]:
         now = self.clock()
         window = int(now // self.window_s)
         if window != self._window:  # a new window: every count starts again
             self._window, self._counts = window, {}
-        count = self._counts[key] = self._counts.get(key, 0) + 1
-        return _decision(count, limit, now, self.window_s)
+        decisions = []
+        for key, limit in checks:
+            count = self._counts[key] = self._counts.get(key, 0) + 1
+            decisions.append(_decision(count, limit, now, self.window_s))
+        return decisions
 
     async def close(self) -> None:
         return None
 
 
-#: One hit: the count goes up and the key expires `ARGV[1]` seconds later, in one command (the
-#: script is atomic: no key is ever left without an expiry). Sent by its digest (EVALSHA); a
-#: server that does not know it yet is sent the script once.
+#: A hit on each key: its count goes up and it expires `ARGV[1]` seconds later, in one command
+#: (the script is atomic: no key is ever left without an expiry); the counts, in the keys' order.
+#: Sent by its digest (EVALSHA); a server that does not know it yet is sent the script once.
 _HIT = """
-local count = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return count
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return counts
 """
 
 
 class RedisRateLimiter:
     """Counters in Redis, shared by every gateway process: INCR on a key named after the window,
     which expires when the window is over (Redis's client is imported only here: the embedded
-    stack never loads it). A hit is one round trip of one command: a script, which costs the
-    client less than a MULTI/EXEC pipeline of two."""
+    stack never loads it). The hits of a request (its address's and its user's) are one round
+    trip of one command: a script, which costs the client less than a MULTI/EXEC pipeline."""
 
     def __init__(
         self, url: str, window_s: int, clock: Callable[[], float] = time.time, prefix: str = "pizzeria:ratelimit"
@@ -91,16 +104,20 @@ class RedisRateLimiter:
         self._hit = self.client.register_script(_HIT)
 
     async def hit(self, key: str, limit: int) -> Decision:
+        return (await self.hit_all([(key, limit)]))[0]
+
+    async def hit_all(self, checks: Sequence[tuple[str, int]]) -> list[Decision]:
         now = self.clock()
         window = int(now // self.window_s)
-        name = f"{self.prefix}:{key}:{window}"
+        names = [f"{self.prefix}:{key}:{window}" for key, _ in checks]
         try:
-            count = await self._hit(keys=[name], args=[self.window_s + 1])
+            counts = await self._hit(keys=names, args=[self.window_s + 1])
         except self.unavailable as exc:
             # Fail open: an unreachable limiter must not take the whole API down with it.
             log.warning("rate limiter unavailable; letting the request through", error=str(exc))
-            return Decision(allowed=True, limit=limit, remaining=limit, retry_after_s=0)
-        return _decision(int(count), limit, now, self.window_s)
+            return [Decision(allowed=True, limit=limit, remaining=limit, retry_after_s=0) for _, limit in checks]
+        limits = [limit for _, limit in checks]
+        return [_decision(int(count), limit, now, self.window_s) for count, limit in zip(counts, limits, strict=True)]
 
     async def close(self) -> None:
         await self.client.aclose()
