@@ -164,13 +164,15 @@ async def place_orders(
             # known yet. (Without a limit nothing is locked: a set racing its key's first try
             # waits on the key's unique entry, fails, and is placed again alone, finding it.)
             await repository.lock_customers(conn, [p.item.customer_id for p in placements])
-        known = await repository.find_keys(conn, [(p.item.customer_id, p.item.idempotency_key) for p in placements])
+        # The customers' unpaid orders are counted with the keys (a replay's customer's too:
+        # which are replays is not known before), in one round trip.
+        known, unpaid = await repository.find_keys(
+            conn,
+            [(p.item.customer_id, p.item.idempotency_key) for p in placements],
+            count_unpaid=limits.max_unpaid is not None,
+        )
         replayed = await repository.get_many(conn, [order_id for _, order_id in known.values()])
         menu = await repository.menu_entries(conn, [ln.menu_item_id for p in placements for ln in p.item.lines])
-        unpaid: dict[str, int] = {}
-        if limits.max_unpaid is not None:
-            new = [p.item.customer_id for p in placements if (p.item.customer_id, p.item.idempotency_key) not in known]
-            unpaid = await repository.count_unpaid(conn, new)
         now = utcnow()
         placed: dict[tuple[str, str], tuple[str, Order]] = {}  # by key: the request, the order
         answers: list[Placed | ProblemError] = []

@@ -37,13 +37,28 @@ _HISTORY_LAST = (
     .group_by(order_history.c.order_id)
 )
 _MENU = sa.select(menu_copy).where(one_of(menu_copy.c.id, "ids"))
-_FIND_KEYS = sa.select(
-    idempotency_keys.c.customer_id, idempotency_keys.c.key, idempotency_keys.c.request_hash, idempotency_keys.c.order_id
-).where(sa.tuple_(idempotency_keys.c.customer_id, idempotency_keys.c.key).in_(sa.bindparam("keys", expanding=True)))
-_UNPAID = (
-    sa.select(orders.c.customer_id, sa.func.count().label("unpaid"))
-    .where(one_of(orders.c.customer_id, "ids"), orders.c.status == Status.PENDING.value)
-    .group_by(orders.c.customer_id)
+# The keys used before of a set's (customer, key) pairs (every key of those customers named in
+# the set: the pairs are picked out in Python), each with 0 unpaid; and, where the unpaid orders
+# are counted too, a row of each customer with pending orders: no key, and their number. One
+# statement, so one round trip for both.
+_KEYS = sa.select(
+    idempotency_keys.c.customer_id,
+    idempotency_keys.c.key,
+    idempotency_keys.c.request_hash,
+    idempotency_keys.c.order_id,
+    sa.literal(0, sa.Integer).label("unpaid"),
+).where(one_of(idempotency_keys.c.customer_id, "customers"), one_of(idempotency_keys.c.key, "keys"))
+_KEYS_AND_UNPAID = sa.union_all(
+    _KEYS,
+    sa.select(
+        orders.c.customer_id,
+        sa.null().cast(idempotency_keys.c.key.type),
+        sa.null().cast(idempotency_keys.c.request_hash.type),
+        sa.null().cast(idempotency_keys.c.order_id.type),
+        sa.func.count().label("unpaid"),
+    )
+    .where(one_of(orders.c.customer_id, "unpaid_of"), orders.c.status == Status.PENDING.value)
+    .group_by(orders.c.customer_id),
 )
 # Each name's lock in the array's order (PostgreSQL: a function scan of an array yields it in order).
 _LOCK_CUSTOMERS = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.column("name"), 0))).select_from(
@@ -290,14 +305,27 @@ async def menu_entries(conn: AsyncConnection, ids: Iterable[UUID]) -> dict[UUID,
 # -- idempotency keys and the unpaid limit ----------------------------------------------------
 
 
-async def find_keys(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, UUID]]:
+async def find_keys(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]], *, count_unpaid: bool = False
+) -> tuple[dict[tuple[str, str], tuple[str, UUID]], dict[str, int]]:
     """Of these (customer, idempotency key) pairs, those used before: the request hash each was
-    used with, and the order it placed."""
-    wanted = list(set(keys))
+    used with, and the order it placed; and with `count_unpaid`, how many of each customer's
+    orders wait for payment (placed, not paid or cancelled yet), in the same round trip."""
+    wanted = set(keys)
+    customers = sorted({customer for customer, _ in wanted})
+    unpaid = dict.fromkeys(customers, 0) if count_unpaid else {}
     if not wanted:
-        return {}
-    rows = (await conn.execute(_FIND_KEYS, {"keys": wanted})).all()
-    return {(r.customer_id, r.key): (r.request_hash, r.order_id) for r in rows}
+        return {}, unpaid
+    params: dict[str, Any] = {"customers": customers, "keys": sorted({key for _, key in wanted})}
+    if count_unpaid:
+        params["unpaid_of"] = customers
+    known: dict[tuple[str, str], tuple[str, UUID]] = {}
+    for r in await fetch_rows(conn, _KEYS_AND_UNPAID if count_unpaid else _KEYS, params):
+        if r.key is None:
+            unpaid[r.customer_id] = r.unpaid
+        elif (r.customer_id, r.key) in wanted:
+            known[(r.customer_id, r.key)] = (r.request_hash, r.order_id)
+    return known, unpaid
 
 
 def add_key(uow: UnitOfWork, customer_id: str, key: str, request_hash: str, order_id: UUID, at: datetime) -> None:
@@ -319,12 +347,3 @@ async def lock_customers(conn: AsyncConnection, customer_ids: Iterable[str]) -> 
     names = [f"orders.placement:{c}" for c in sorted(set(customer_ids))]
     if names and conn.dialect.name == "postgresql":
         await fetch_rows(conn, _LOCK_CUSTOMERS, {"names": names})
-
-
-async def count_unpaid(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, int]:
-    """How many of each customer's orders wait for payment (placed, not paid or cancelled yet)."""
-    wanted = list(set(customer_ids))
-    counts = dict.fromkeys(wanted, 0)
-    if wanted:
-        counts.update({r.customer_id: r.unpaid for r in await fetch_rows(conn, _UNPAID, {"ids": wanted})})
-    return counts
