@@ -67,6 +67,7 @@ async def main(args: argparse.Namespace) -> None:
                     concurrency=args.concurrency,
                     steady_rate=args.steady_rate,
                     steady_seconds=args.steady_seconds,
+                    warmup_seconds=args.warmup_seconds,
                     replicas=replicas,
                 )
                 results["system"].append(r)
@@ -208,6 +209,12 @@ def cli() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steady-rate", type=int, default=50, help="orders/s offered in the steady phase")
     parser.add_argument("--steady-seconds", type=int, default=60)
+    parser.add_argument(
+        "--warmup-seconds",
+        type=int,
+        default=20,
+        help="orders offered at the steady rate before anything is measured, untimed (0: none)",
+    )
     parser.add_argument("--relay-events", type=int, default=20000)
     parser.add_argument("--menu-requests", type=int, default=5000)
     parser.add_argument("--gateway-orders", type=int, default=1000)

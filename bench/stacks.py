@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from tests.support.kafka import KafkaCluster, kafka_version
+from tests.support.kafka import JVM_OPTIONS, LONG_RUNNING_JVM_OPTIONS, KafkaCluster, kafka_version
 from tests.support.postgres import ADMIN_DSN, create_database, drop_database
 
 from bench.stats import pids, process_cpu_s
@@ -43,11 +43,16 @@ def trace_sampling(stack: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def stack_env(name: str, workdir: Path) -> AsyncIterator[dict[str, str]]:
+async def stack_env(name: str, workdir: Path, *, long_running: bool = False) -> AsyncIterator[dict[str, str]]:
+    """The environment of a system of stack `name`, its parts started. With `long_running`, for
+    a run that takes orders a while before it measures (the system bench's warm-up), the Kafka
+    broker compiles as a deployed one does; otherwise as the tests' quick ones
+    (tests/support/kafka.py): a short run would time the optimizing compiler at work."""
     if name == "embedded":
         yield {"TRACE_SAMPLE_RATIO": trace_sampling(name)}
         return
-    kafka = KafkaCluster(workdir / "kafka").start() if name == "postgres+kafka" else None
+    jvm_options = LONG_RUNNING_JVM_OPTIONS if long_running else JVM_OPTIONS
+    kafka = KafkaCluster(workdir / "kafka", jvm_options=jvm_options).start() if name == "postgres+kafka" else None
     urls: dict[str, str] = {}
     try:
         urls = {s.name: await create_database(f"pzbench_{s.name}") for s in SERVICES if s.has_database}
@@ -105,6 +110,7 @@ async def database_and_broker(
         dropped.append(url)
         database = url.rsplit("/", 1)[1].split("?", 1)[0]
         if stack == "postgres+kafka":
+            # The quick compiler (see `stack_env`): a benchmark of one part runs for seconds.
             kafka = KafkaCluster(workdir / "kafka").start()
             # the producer's linger as the services have it (KAFKA_LINGER_MS)
             broker = kafka.broker(linger_ms=get_settings().kafka_linger_ms)

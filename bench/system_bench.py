@@ -54,11 +54,18 @@ NO_RATE_LIMITS = {
 
 
 async def run(
-    stack: str, *, orders: int, concurrency: int, steady_rate: int, steady_seconds: int, replicas: int = 1
+    stack: str,
+    *,
+    orders: int,
+    concurrency: int,
+    steady_rate: int,
+    steady_seconds: int,
+    replicas: int = 1,
+    warmup_seconds: int = 0,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pzbench-") as tmp:
         workdir = Path(tmp)
-        async with stack_env(stack, workdir) as env:
+        async with stack_env(stack, workdir, long_running=warmup_seconds > 0) as env:
             system = System(
                 workdir,
                 {**env, **AUTOPILOTS, **NO_RATE_LIMITS, "LOG_LEVEL": "WARNING", "PAYMENT_LATENCY_MS": "20"},
@@ -69,6 +76,10 @@ async def run(
             try:
                 menu = await ready_to_order(shop)
                 bench = Bench(system.ports["gateway"], menu, system.env)
+                if warmup_seconds:
+                    # What a system that has been taking orders costs, not one just started: the
+                    # broker's JVM compiled, the databases' caches and the pools filled. Untimed.
+                    await bench.steady(steady_rate, warmup_seconds)
                 steady = await bench.steady(steady_rate, steady_seconds)
                 pids = {
                     replica_label(name, n): await system.pid(name, n)
