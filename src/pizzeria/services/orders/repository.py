@@ -57,7 +57,7 @@ _KEYS_AND_UNPAID = sa.union_all(
         sa.null().cast(idempotency_keys.c.order_id.type),
         sa.func.count().label("unpaid"),
     )
-    .where(one_of(orders.c.customer_id, "unpaid_of"), orders.c.status == Status.PENDING.value)
+    .where(one_of(orders.c.customer_id, "customers"), orders.c.status == Status.PENDING.value)
     .group_by(orders.c.customer_id),
 )
 # Each name's lock in the array's order (PostgreSQL: a function scan of an array yields it in order).
@@ -316,9 +316,7 @@ async def find_keys(
     unpaid = dict.fromkeys(customers, 0) if count_unpaid else {}
     if not wanted:
         return {}, unpaid
-    params: dict[str, Any] = {"customers": customers, "keys": sorted({key for _, key in wanted})}
-    if count_unpaid:
-        params["unpaid_of"] = customers
+    params = {"customers": customers, "keys": sorted({key for _, key in wanted})}
     known: dict[tuple[str, str], tuple[str, UUID]] = {}
     for r in await fetch_rows(conn, _KEYS_AND_UNPAID if count_unpaid else _KEYS, params):
         if r.key is None:
