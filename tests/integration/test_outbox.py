@@ -353,3 +353,41 @@ async def test_commits_arriving_within_the_linger_go_out_in_the_same_run(db: Dat
         relay.stop()
         await task
     assert runs == [1, 2]
+
+
+async def _age(db: Database, seqs: Sequence[int], hours: float) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            outbox.update().where(outbox.c.seq.in_(seqs)).values(published_at=utcnow() - timedelta(hours=hours))
+        )
+
+
+async def _seqs(db: Database) -> list[int]:
+    async with db.read() as conn:
+        return list((await conn.execute(sa.select(outbox.c.seq).order_by(outbox.c.seq))).scalars().all())
+
+
+async def test_pruning_stops_at_the_first_row_still_pending_or_published_lately(
+    db: Database, sqllog: SqlLogBroker
+) -> None:
+    """Pruning walks the rows in `seq` order and deletes those before the first one it must
+    keep, so a row published lately (here, one an operator has sent again) holds back the old
+    ones after it until it is old itself, and a pending row holds back everything after it."""
+    for n in range(8):
+        await make_widget(db, "gus", n)
+    relay = OutboxRelay(db, sqllog, retention=60)
+    await relay.publish_pending()
+    seqs = await _seqs(db)
+    await _age(db, seqs[:2] + seqs[3:], hours=2)  # the third row was published lately
+    assert await relay.prune() == 2
+    assert await _seqs(db) == seqs[2:]
+    await _age(db, seqs[2:3], hours=2)  # now it is old too
+    async with db.transaction() as conn:  # and the sixth is to be sent again
+        await conn.execute(outbox.update().where(outbox.c.seq == seqs[5]).values(published_at=None))
+    assert await relay.prune() == 3
+    assert await _seqs(db) == seqs[5:]
+    assert await relay.prune() == 0
+    await relay.publish_pending()
+    await _age(db, seqs[5:6], hours=2)
+    assert await relay.prune() == 3
+    assert await _seqs(db) == []

@@ -52,6 +52,17 @@ _PENDING = (
     .limit(sa.bindparam("n"))
 )
 _MARK = outbox.update().where(one_of(outbox.c.seq, "seqs")).values(published_at=sa.bindparam("at"))
+_FIRST_KEPT = (
+    sa.select(outbox.c.seq)
+    .where(sa.or_(outbox.c.published_at.is_(None), outbox.c.published_at >= sa.bindparam("cutoff")))
+    .order_by(outbox.c.seq)
+    .limit(1)
+    .scalar_subquery()
+)
+_PRUNE = outbox.delete().where(
+    outbox.c.seq < sa.func.coalesce(_FIRST_KEPT, 2**63 - 1),  # no row kept: every row before the end
+    outbox.c.published_at < sa.bindparam("cutoff"),
+)
 
 
 def outgoing(rows: Sequence[Any]) -> list[OutgoingMessage]:
@@ -195,13 +206,14 @@ class OutboxRelay:
             self._marking.difference_update(seqs)
 
     async def prune(self) -> int:
-        """Delete rows published longer ago than the retention."""
+        """Delete rows published longer ago than the retention: every row before the first, in
+        `seq` order, that is pending or was published since (rows are published in `seq` order,
+        so that one is found by reading the key from its start, through the rows deleted). A row
+        published within the retention, or pending, holds back the rows after it until it is
+        old enough itself: nothing is deleted that an operator could still send again."""
         self._last_prune = time.monotonic()
-        cutoff = utcnow() - timedelta(seconds=self.retention)
         async with self.db.transaction() as conn:
-            result = await conn.execute(
-                outbox.delete().where(outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)
-            )
+            result = await conn.execute(_PRUNE, {"cutoff": utcnow() - timedelta(seconds=self.retention)})
         return result.rowcount or 0
 
     async def backlog(self) -> tuple[int, float]:
