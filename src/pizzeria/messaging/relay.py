@@ -61,6 +61,8 @@ _FIRST_KEPT = (
 )
 _PRUNE = outbox.delete().where(
     outbox.c.seq < sa.func.coalesce(_FIRST_KEPT, 2**63 - 1),  # no row kept: every row before the end
+    # Already true of every row before the first kept one; asked again of a row an operator
+    # marks pending while this runs (PostgreSQL checks a row changed meanwhile against it).
     outbox.c.published_at < sa.bindparam("cutoff"),
 )
 

@@ -16,9 +16,6 @@ from pizzeria.kit.migrations import MigrationSet
 
 metadata = sa.MetaData()
 
-#: The share of each outbox page filled by inserts on PostgreSQL (the rest takes the rows' marks).
-OUTBOX_FILLFACTOR = 50
-
 # BIGINT identity on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 _Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -39,7 +36,7 @@ outbox = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("published_at", UTCDateTime, nullable=True),
-    postgresql_with={"fillfactor": OUTBOX_FILLFACTOR},
+    postgresql_with={"fillfactor": 50},
 )
 sa.Index(
     "ix_outbox_pending",
