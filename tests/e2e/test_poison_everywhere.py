@@ -91,6 +91,7 @@ def registries() -> dict[str, HandlerRegistry]:
         "orders": orders.build_handlers(stand_in),
         "orders-projection": build_projector(1),
         "kitchen": kitchen.build_handlers(),
+        "kitchen-menu": kitchen.build_menu_handlers(),
         "payments": payments.build_handlers(wake),
         "delivery": delivery.build_handlers(wake),
         "notifications": build_events(wake),

@@ -45,11 +45,12 @@ def decode(envelope: Envelope) -> Message:
 class Participant:
     """A service's database, runtime and consumer group, driven by the test."""
 
-    def __init__(self, db: Database, handlers: HandlerRegistry, *, service: str) -> None:
+    def __init__(self, db: Database, handlers: HandlerRegistry, *, service: str, group: str | None = None) -> None:
+        """`group`: the consumer group's name, when it is not the service's."""
         self.db = db
         self.runtime = ServiceRuntime(service=service, settings=_settings(), db=db, broker=InMemoryBroker())
         self.runner = ConsumerRunner(
-            group=service,
+            group=group or service,
             handlers=handlers,
             broker=self.runtime.broker,
             uow_factory=self.runtime.uow,

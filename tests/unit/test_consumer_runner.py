@@ -28,6 +28,7 @@ from pizzeria.messaging.consumer import (
     ConsumerRunner,
     HandlerRegistry,
     Incoming,
+    NotYet,
     Outcome,
     PermanentError,
     RetryPolicy,
@@ -328,6 +329,25 @@ def test_only_a_transient_failure_is_retried_past_the_attempts() -> None:
     assert not policy.gives_up(3, database_outage(), 29.0)
     assert policy.gives_up(3, database_outage(), 30.0)
     assert not policy.gives_up(2, database_outage(), 99.0), "never before the attempts are spent"
+    assert not policy.gives_up(3, NotYet("no recipe yet"), 29.0), "what a message needs may be on its way"
+    assert policy.gives_up(3, NotYet("no recipe yet"), 30.0)
+
+
+def test_the_backoff_stays_a_number_however_many_attempts_a_long_patience_takes() -> None:
+    policy = RetryPolicy(initial_backoff=0.001, max_backoff=0.01)
+    assert 0.005 <= policy.delay(5_000) <= 0.01
+
+
+async def test_a_message_that_came_before_what_it_needs_waits_for_it(
+    make_runner: Any, broker: InMemoryBroker, db: Database, store: DeadLetterStore
+) -> None:
+    handler = Handler(fail_times=FAST.max_attempts + 2, error=NotYet("the recipe is on its way"))
+    [record] = await publish(broker, thing("once it came"))
+    patient = dataclasses.replace(FAST, transient_patience=60.0)
+    assert await make_runner(handler, patient).process(record) is Outcome.PROCESSED
+    assert handler.calls == FAST.max_attempts + 3
+    assert await effects(db) == ["once it came"]
+    assert await store.recent() == []
 
 
 async def test_a_record_that_is_not_a_cloudevent_is_dead_lettered_at_once(

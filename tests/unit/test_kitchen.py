@@ -5,10 +5,13 @@ what an order needs, all-or-nothing reservations, releasing them, tickets throug
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from prometheus_client import REGISTRY as METRICS
 
 from pizzeria.chassis.ops import act_on_dead_letter
 from pizzeria.contracts.catalog import MenuItemCreated, MenuItemRemoved, MenuItemUpdated, MenuSize, RecipeLine
@@ -34,7 +37,7 @@ from pizzeria.contracts.kitchen import (
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.db import Database
 from pizzeria.kit.errors import Conflict, NotFound
-from pizzeria.messaging.consumer import Outcome
+from pizzeria.messaging.consumer import Outcome, RetryPolicy
 from pizzeria.messaging.deadletters import as_record
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.services.kitchen import repository
@@ -43,12 +46,13 @@ from pizzeria.services.kitchen.handlers import (
     advance_ticket,
     advance_tickets,
     build_handlers,
+    build_menu_handlers,
     seed_opening_stock,
     set_stock,
 )
 from pizzeria.services.kitchen.stock import OPENING_STOCK
 from pizzeria.services.kitchen.tables import ingredients, metadata, recipes, reservations, tickets
-from tests.support.participant import Participant, decode
+from tests.support.participant import ONE_ATTEMPT, Participant, decode
 
 MARGHERITA = UUID("00000000-0000-7000-8000-000000000001")
 PEPPERONI = UUID("00000000-0000-7000-8000-000000000002")
@@ -72,12 +76,21 @@ async def kitchen(db: Database, wakes: list[str]) -> Participant:
     participant = await Participant.create(
         db, metadata, build_handlers(lambda: wakes.append("autopilot")), service="kitchen"
     )
+    # A reservation whose recipe is unknown is dead-lettered at once, not waited on (a test
+    # below gives the runner the patience a recipe on its way gets).
+    participant.runner.retry = dataclasses.replace(ONE_ATTEMPT, transient_patience=0.0)
     async with db.transaction() as conn:
         for item_id, recipe in RECIPES.items():
             await repository.apply_recipe(conn, item_id, "pizza", recipe, 1)
         for name, amount in OPENING.items():
             await repository.set_on_hand(conn, name, amount, utcnow())
     return participant
+
+
+@pytest.fixture
+def menu(db: Database, kitchen: Participant) -> Participant:
+    """The kitchen's other group on the same database: the one that learns the recipes."""
+    return Participant(db, build_menu_handlers(), service="kitchen", group="kitchen-menu")
 
 
 def order_lines(margheritas: int = 2, pepperonis: int = 1) -> list[KitchenLine]:
@@ -206,11 +219,11 @@ async def recipe_of(kitchen: Participant, item_id: UUID) -> dict[str, Any]:
     return row
 
 
-async def test_the_kitchen_learns_recipes_and_keeps_the_newest(kitchen: Participant) -> None:
+async def test_the_kitchen_learns_recipes_and_keeps_the_newest(kitchen: Participant, menu: Participant) -> None:
     item_id = uuid4()
-    await kitchen.send(menu_item(MenuItemCreated, item_id, 1, {"dough": 1}))
-    await kitchen.send(menu_item(MenuItemUpdated, item_id, 3, {"dough": 1, "pepperoni": 10}))
-    await kitchen.send(menu_item(MenuItemUpdated, item_id, 2, {"dough": 2}))  # late and older
+    await menu.send(menu_item(MenuItemCreated, item_id, 1, {"dough": 1}))
+    await menu.send(menu_item(MenuItemUpdated, item_id, 3, {"dough": 1, "pepperoni": 10}))
+    await menu.send(menu_item(MenuItemUpdated, item_id, 2, {"dough": 2}))  # late and older
     row = await recipe_of(kitchen, item_id)
     assert (row["ingredients"], row["version"], row["removed"]) == ({"dough": 1, "pepperoni": 10}, 3, False)
 
@@ -221,8 +234,10 @@ async def test_the_kitchen_learns_recipes_and_keeps_the_newest(kitchen: Particip
     ]
 
 
-async def test_a_removed_item_keeps_its_recipe_for_orders_placed_before(kitchen: Participant) -> None:
-    await kitchen.send(MenuItemRemoved(menu_item_id=MARGHERITA, version=2))
+async def test_a_removed_item_keeps_its_recipe_for_orders_placed_before(
+    kitchen: Participant, menu: Participant
+) -> None:
+    await menu.send(MenuItemRemoved(menu_item_id=MARGHERITA, version=2))
     row = await recipe_of(kitchen, MARGHERITA)
     assert (row["removed"], row["version"], row["ingredients"]) == (True, 2, RECIPES[MARGHERITA])
     order_id = uuid4()
@@ -313,18 +328,55 @@ async def test_the_same_reserve_record_delivered_twice_is_handled_once(kitchen: 
     assert await stock(kitchen) == expected_stock(reserved=ORDER_NEEDS)
 
 
-async def test_a_reserve_for_an_unknown_item_fails_and_holds_nothing(kitchen: Participant) -> None:
+async def test_a_reserve_for_an_item_never_learnt_ends_as_a_dead_letter_holding_nothing(
+    kitchen: Participant,
+) -> None:
     order_id = uuid4()
     stranger = KitchenLine(menu_item_id=uuid4(), name="?", size="m", quantity=1)
     command = ReserveIngredients(order_id=order_id, lines=[*order_lines(), stranger])
     envelope = Envelope.wrap(command, source="/pizzeria/orders")
-    # The handler fails (the runner retries it, here once) rather than answering anything.
+    # The handler fails rather than answering anything (the runner here has no patience for a
+    # recipe not there yet; the next test gives it some, and the recipe comes).
     assert await kitchen.deliver(envelope, command.topic()) is Outcome.DEAD_LETTERED
     [dead] = await kitchen.runtime.dead_letters.recent()
-    assert dead["error"].startswith("UnknownRecipe")
+    assert dead["error"].startswith(f"NotYet: no recipe for menu item {stranger.menu_item_id} yet")
     assert await kitchen.caused_by(envelope.id) == []
     assert await stock(kitchen) == expected_stock()
     assert await held(kitchen, order_id) == {}
+
+
+async def test_a_reserve_that_comes_before_its_recipe_waits_for_it_past_its_attempts(
+    kitchen: Participant, menu: Participant
+) -> None:
+    # The saga's command can overtake the catalog's event that tells the kitchen the recipe
+    # (orders learnt the item first): the command waits, as for an outage, while the kitchen's
+    # menu group, which reads the catalog apart from the commands, brings the recipe in.
+    attempts = 3
+    kitchen.runner.retry = RetryPolicy(
+        max_attempts=attempts, initial_backoff=0.01, max_backoff=0.05, transient_patience=30.0
+    )
+    item_id, order_id = uuid4(), uuid4()
+    line = KitchenLine(menu_item_id=item_id, name="New", size="m", quantity=2)
+    command = ReserveIngredients(order_id=order_id, lines=[line])
+    envelope = Envelope.wrap(command, source="/pizzeria/orders")
+
+    def retried() -> float:
+        return METRICS.get_sample_value("pizzeria_consumer_retries_total", {"group": "kitchen"}) or 0.0
+
+    before = retried()
+    reserving = asyncio.create_task(kitchen.deliver(envelope, command.topic()))
+    deadline = asyncio.get_running_loop().time() + 10
+    while retried() - before < attempts:  # past the attempts an ordinary failure gets
+        assert not reserving.done(), f"the reservation ended as {reserving.result()} without its recipe"
+        assert asyncio.get_running_loop().time() < deadline, "the reservation was never retried"
+        await asyncio.sleep(0.01)
+    await menu.send(menu_item(MenuItemCreated, item_id, 1, {"dough": 1, "mozzarella": 50}))
+    async with asyncio.timeout(10):
+        assert await reserving is Outcome.PROCESSED
+    assert await kitchen.caused_by(envelope.id) == [
+        IngredientsReserved(order_id=order_id, reserved=amounts({"dough": 2, "mozzarella": 100}))
+    ]
+    assert await kitchen.runtime.dead_letters.recent() == []
 
 
 # -- releasing ---------------------------------------------------------------------------------
@@ -381,33 +433,6 @@ async def test_a_reserve_and_its_release_in_one_run_leave_the_reservation_releas
     assert await stock(kitchen) == expected_stock()
     assert await held(kitchen, late) == {i: (q, "released") for i, q in ORDER_NEEDS.items()}
     assert await held(kitchen, earlier) == {i: (q, "released") for i, q in ORDER_NEEDS.items()}
-
-
-async def test_a_run_mixing_the_menus_events_and_commands_is_handled_whole(kitchen: Participant) -> None:
-    # A menu event between two commands of one fetch: one handler takes the whole run (on
-    # PostgreSQL its orders' tickets are then locked before the stock, as the autopilot locks).
-    first, second = uuid4(), uuid4()
-    event = MenuItemUpdated(
-        menu_item_id=MARGHERITA,
-        name="Margherita",
-        description="",
-        category="pizza",
-        currency="EUR",
-        sizes=[MenuSize(size="medium", price=900)],
-        recipe=[RecipeLine(ingredient="dough", quantity=1)],
-        available=True,
-        version=2,
-    )
-    await kitchen.deliver_run(
-        [
-            ReserveIngredients(order_id=first, lines=order_lines(margheritas=1, pepperonis=0)),
-            event,
-            ReserveIngredients(order_id=second, lines=order_lines(margheritas=1, pepperonis=0)),
-        ]
-    )
-    first_recipe = {"dough": (1, "held"), "tomato_sauce": (80, "held"), "mozzarella": (100, "held")}
-    assert await held(kitchen, first) == first_recipe
-    assert await held(kitchen, second) == {"dough": (1, "held")}  # the recipe of version 2
 
 
 async def test_a_reserve_resent_after_the_release_holds_nothing_again(kitchen: Participant) -> None:

@@ -42,7 +42,11 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     "orders": tuple(events_topic(c.CONTEXT) for c in (catalog, kitchen, payments, delivery)),
     # the order read model (CQRS), fed by every context's facts
     "orders-projection": tuple(events_topic(c.CONTEXT) for c in (orders, payments, delivery)),
-    "kitchen": (events_topic(catalog.CONTEXT), commands_topic(kitchen.CONTEXT)),
+    # the saga's commands to the kitchen
+    "kitchen": (commands_topic(kitchen.CONTEXT),),
+    # the kitchen's copy of the recipes, read apart from the commands: a reservation that comes
+    # before its recipe waits for it (`NotYet`) without holding up the event that brings it
+    "kitchen-menu": (events_topic(catalog.CONTEXT),),
     "payments": (commands_topic(payments.CONTEXT),),
     "delivery": (commands_topic(delivery.CONTEXT),),
     # devices learns that a device was heard from through telemetry's word (DeviceSeen)
@@ -116,7 +120,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "identity": (),
     "catalog": (),
     "orders": ("orders", "orders-projection"),
-    "kitchen": ("kitchen",),
+    "kitchen": ("kitchen", "kitchen-menu"),
     "payments": ("payments",),
     "delivery": ("delivery",),
     "devices": ("devices",),

@@ -3,8 +3,9 @@
 fetch → decode the envelope → find the handler → in one transaction: inbox claim, handler,
 commit → commit the broker offset. Failures are retried with exponential backoff and jitter; a
 failure of the database or the network (a dropped connection, a lock not released in time, a
-restarting server) for as long as `RetryPolicy.transient_patience`, so that a short outage is
-waited out instead of turning good messages into dead letters. After the last attempt, or at
+restarting server), or of a message that came before what it needs (`NotYet`), for as long as
+`RetryPolicy.transient_patience`, so that a short outage or a late sibling is waited out
+instead of turning good messages into dead letters. After the last attempt, or at
 once for a message that can never succeed (not a CloudEvent, data that fails its schema,
 `PermanentError`), the message goes to the group's
 dead-letter topic with the error, the attempt count and its original headers, and the consumer
@@ -81,6 +82,12 @@ class Route:
 
 class PermanentError(Exception):
     """A handler error retrying cannot fix: the message goes straight to the dead letters."""
+
+
+class NotYet(Exception):
+    """A handler error that only time fixes: what the message needs has not reached this
+    service yet (it travels on another topic, read by another group). Retried as patiently as
+    an outage (`RetryPolicy.transient_patience`) before the message is dead-lettered."""
 
 
 class _MessageContext:
@@ -161,8 +168,9 @@ class RetryPolicy:
     max_attempts: int = 5
     initial_backoff: float = 0.1
     max_backoff: float = 5.0
-    #: How long an outage of the database or the network (`kit.db.is_outage`) is waited out
-    #: before the message is dead-lettered, however many attempts that takes.
+    #: How long an outage of the database or the network (`kit.db.is_outage`), or a message
+    #: that came before what it needs (`NotYet`), is waited out before the message is
+    #: dead-lettered, however many attempts that takes.
     transient_patience: float = 30.0
 
     def gives_up(self, attempt: int, error: BaseException, failing_for: float) -> bool:
@@ -170,11 +178,14 @@ class RetryPolicy:
         failing for `failing_for` seconds since its first failure, goes to the dead letters."""
         if attempt < self.max_attempts:
             return False
-        return not (is_outage(error) and failing_for < self.transient_patience)
+        waits = isinstance(error, NotYet) or is_outage(error)
+        return not (waits and failing_for < self.transient_patience)
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff before attempt `attempt + 1`."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        # the exponent capped: a long patience with no backoff to speak of runs to thousands of
+        # attempts, and 2.0 ** 1024 is past what a float holds
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** min(attempt - 1, 64))
         return float(ceiling * (0.5 + random.random() / 2))
 
 

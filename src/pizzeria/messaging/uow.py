@@ -104,11 +104,6 @@ class UnitOfWork:
         """The aggregate of this kind and key loaded in this transaction, or None."""
         return self._loaded.get((kind, key))
 
-    def forget(self, kind: str, key: Any) -> None:
-        """Drop what was kept of an aggregate this transaction has just changed in the
-        database: the next load of it reads the row again."""
-        self._loaded.pop((kind, key), None)
-
     def stage(self, writer: Writer, row: Any, *, key: Any = None) -> None:
         """Have `writer` write `row` at commit, with every other row staged for it. Rows with a
         key replace an earlier row with that key (the last state of an aggregate wins); rows

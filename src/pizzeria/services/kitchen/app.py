@@ -16,6 +16,8 @@ from pizzeria.services.kitchen.settings import KitchenSettings
 from pizzeria.services.kitchen.tables import MIGRATIONS
 
 NAME = "kitchen"
+#: the group that keeps the kitchen's copy of the recipes
+MENU = "kitchen-menu"
 
 
 def create_app(settings: Settings | None = None, own: KitchenSettings | None = None) -> FastAPI:
@@ -27,6 +29,7 @@ def create_app(settings: Settings | None = None, own: KitchenSettings | None = N
         autopilot = KitchenAutopilot(runtime, stage=timedelta(milliseconds=own.stage_ms))
         wake_autopilot = runtime.add_loop("kitchen-autopilot", autopilot.step, interval=1.0).wake
     runtime.subscribe(NAME, handlers.build_handlers(wake_autopilot), topics=CONSUMER_GROUPS[NAME])
+    runtime.subscribe(MENU, handlers.build_menu_handlers(), topics=CONSUMER_GROUPS[MENU])
 
     async def seed() -> None:
         await handlers.seed_opening_stock(runtime.uow())

@@ -32,11 +32,11 @@ from pizzeria.kit.clock import as_utc, utcnow
 from pizzeria.kit.db import hold_lock
 from pizzeria.kit.errors import Conflict, NotFound
 from pizzeria.kit.ids import uuid7
-from pizzeria.messaging.consumer import HandlerRegistry, Incoming
-from pizzeria.messaging.message import Message
+from pizzeria.messaging.consumer import HandlerRegistry, Incoming, NotYet
+from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.uow import UnitOfWork, each_in_one_transaction
 from pizzeria.services.kitchen import repository
-from pizzeria.services.kitchen.domain import Line, TicketStatus, needs, next_status, shortages
+from pizzeria.services.kitchen.domain import Line, TicketStatus, UnknownRecipe, needs, next_status, shortages
 from pizzeria.services.kitchen.stock import OPENING_STOCK
 
 
@@ -45,7 +45,8 @@ def _amounts(values: dict[str, int]) -> list[IngredientAmount]:
 
 
 def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerRegistry:
-    """What the kitchen consumer group handles; `wake_autopilot` is called when a ticket is queued."""
+    """What the kitchen consumer group handles (the saga's commands); `wake_autopilot` is
+    called when a ticket is queued."""
     registry = HandlerRegistry()
     commands: dict[type[Any], Callable[[Any, UnitOfWork], Awaitable[None]]] = {
         ReserveIngredients: reserve,
@@ -54,43 +55,36 @@ def build_handlers(wake_autopilot: Callable[[], None] | None = None) -> HandlerR
         QueueTicket: lambda command, uow: queue_ticket(command, uow, wake_autopilot),
     }
 
-    async def on_menu_item(event: MenuItemCreated | MenuItemUpdated, uow: UnitOfWork) -> None:
-        recipe = {r.ingredient: r.quantity for r in event.recipe}
-        await repository.apply_recipe(uow.conn, event.menu_item_id, event.name, recipe, event.version)
-        uow.forget("recipe", event.menu_item_id)  # a command later in the run reads it again
-
-    async def on_menu_item_removed(event: MenuItemRemoved, uow: UnitOfWork) -> None:
-        await repository.mark_recipe_removed(uow.conn, event.menu_item_id, event.version)
-        uow.forget("recipe", event.menu_item_id)
-
-    menu: dict[type[Message], Callable[[Any, UnitOfWork], Awaitable[None]]] = {
-        MenuItemCreated: on_menu_item,
-        MenuItemUpdated: on_menu_item,
-        MenuItemRemoved: on_menu_item_removed,
-    }
-
-    # The menu's events ride in the same handler as the commands: a fetch mixing the two is one
-    # run, whose orders' tickets and holdings are locked before the stock (see repository's
-    # lock order); a menu event between two commands would otherwise split it in two, the
-    # second locking tickets after the first took the stock.
-    @registry.on_batch(*commands, *menu)
+    @registry.on_batch(*commands)
     async def on_commands(items: Sequence[Incoming], uow: UnitOfWork) -> None:
-        """A run of the saga's commands (and the menu's events): the holdings and tickets of
-        every order they concern, the recipes they need and the stock are read once; each
-        command then acts in memory, and the writes are made at commit, one statement per
-        table."""
-        orders = [item for item in items if type(item.message) in commands]
-        await repository.load_orders(uow, {item.message.order_id for item in orders})
+        """A run of the saga's commands: the holdings and tickets of every order they concern,
+        the recipes they need and the stock are read once; each command then acts in memory,
+        and the writes are made at commit, one statement per table."""
+        await repository.load_orders(uow, {item.message.order_id for item in items})
         await repository.load_recipes(
-            uow, {ln.menu_item_id for item in orders for ln in getattr(item.message, "lines", ())}
+            uow, {ln.menu_item_id for item in items for ln in getattr(item.message, "lines", ())}
         )
         for item in items:
             with item.handling():
-                kind = type(item.message)
-                if kind in menu:
-                    await menu[kind](item.message, uow)
-                else:
-                    await commands[kind](item.message, uow)
+                await commands[type(item.message)](item.message, uow)
+
+    return registry
+
+
+def build_menu_handlers() -> HandlerRegistry:
+    """What the kitchen-menu consumer group handles: the catalog's events, which carry the
+    recipes a reservation reads."""
+    registry = HandlerRegistry()
+
+    @registry.on(MenuItemCreated)
+    @registry.on(MenuItemUpdated)
+    async def on_menu_item(event: MenuItemCreated | MenuItemUpdated, _: Envelope, uow: UnitOfWork) -> None:
+        recipe = {r.ingredient: r.quantity for r in event.recipe}
+        await repository.apply_recipe(uow.conn, event.menu_item_id, event.name, recipe, event.version)
+
+    @registry.on(MenuItemRemoved)
+    async def on_menu_item_removed(event: MenuItemRemoved, _: Envelope, uow: UnitOfWork) -> None:
+        await repository.mark_recipe_removed(uow.conn, event.menu_item_id, event.version)
 
     return registry
 
@@ -106,7 +100,10 @@ async def reserve(command: ReserveIngredients, uow: UnitOfWork) -> None:
             )
         return
     recipes = await repository.recipes_for_run(uow, [ln.menu_item_id for ln in command.lines])
-    need = needs([Line(ln.menu_item_id, ln.quantity) for ln in command.lines], recipes)
+    try:
+        need = needs([Line(ln.menu_item_id, ln.quantity) for ln in command.lines], recipes)
+    except UnknownRecipe as exc:  # orders knew the item, so its recipe is on the way (kitchen-menu)
+        raise NotYet(str(exc)) from exc
     stock = await repository.levels(uow)
     short = shortages(need, {name: level.on_hand for name, level in stock.items()})
     if short:
