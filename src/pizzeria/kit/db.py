@@ -337,7 +337,10 @@ class Database:
         """Reads that never block writers: on SQLite one snapshot for the block, on PostgreSQL
         (read committed) one per statement. With `snapshot=False`, one per statement on SQLite
         too (no BEGIN and COMMIT around them), for reads that need none."""
-        async with self.reader.connect() as conn:
+        # Closed explicitly: `async with engine.connect()` closes in a task of its own (shielded
+        # from cancellation), which costs a read more than its statement.
+        conn = await self.reader.connect()
+        try:
             if not snapshot and self.dialect == "sqlite":
                 yield conn
                 return
@@ -350,6 +353,8 @@ class Database:
                 await conn.rollback()
                 raise
             await commit(conn)
+        finally:
+            await conn.close()
 
     async def ping(self) -> None:
         async with self.read() as conn:
