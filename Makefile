@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench chaos chaos-replay clean install lock system-deps services deploy-tools bytecode
+.PHONY: run test test-unit screenshots lint bench chaos chaos-replay clean install lock system-deps services deploy-tools bytecode
 
 # The exact packages of requirements.lock, checked against their hashes, then pizzeria itself
 # (editable, without resolving anything again). The ranges in pyproject.toml are for those who
@@ -54,6 +54,11 @@ deploy-tools:
 
 test: bytecode services deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests alone, photographing the pages into docs/screenshots (the README's pictures);
+# `make test` keeps its photographs under var/screenshots.
+screenshots: bytecode services
+	PIZZERIA_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
