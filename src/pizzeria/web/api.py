@@ -222,8 +222,15 @@ class PublicApi:
             gone.set()
             try:
                 await asyncio.wait_for(task, 5)
-            except (TimeoutError, OSError, asyncio.CancelledError):
+            except (TimeoutError, OSError):
                 task.cancel()
+            except asyncio.CancelledError:
+                task.cancel()
+                # The app's task may have been cancelled, or this one: only the first is ours to
+                # keep quiet about; a caller being cancelled (a shutdown) stays cancelled.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
 
 async def server_sent_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:
