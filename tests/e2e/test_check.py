@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -19,6 +18,7 @@ import pytest_asyncio
 
 from pizzeria.chaos.gateway import DEMO_ADMIN
 from tests.e2e.conftest import serving
+from tests.e2e.scenario import holds_within
 from tests.e2e.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -84,19 +84,25 @@ async def test_the_fault_lab_runs_a_checked_load_and_shows_its_verdict(system: S
             assert polled.status_code == 200
             return polled.text
 
+        shown_last = ""
+
         async def until(shown: str, timeout: float) -> str:
-            deadline = time.monotonic() + timeout
-            while shown not in (now := await state()):
-                assert time.monotonic() < deadline, f"{shown!r} never shown:\n{now}"
-                await asyncio.sleep(0.5)
-            return now
+            async def showing() -> None:
+                nonlocal shown_last
+                shown_last = await state()
+                assert shown in shown_last, f"{shown!r} never shown:\n{shown_last}"
+
+            await holds_within(showing, timeout)
+            return shown_last
 
         running = await until('data-phase="running"', 30)
-        deadline = time.monotonic() + 60
-        while int(re.search(r'id="checked-acknowledged">(\d+)<', running)[1]) < 5:  # type: ignore[index]
-            assert time.monotonic() < deadline, running
-            await asyncio.sleep(0.5)
+
+        async def five_acknowledged() -> None:
+            nonlocal running
             running = await state()
+            assert int(re.search(r'id="checked-acknowledged">(\d+)<', running)[1]) >= 5, running  # type: ignore[index]
+
+        await holds_within(five_acknowledged, 60)
         assert "Stop and check" in running  # the panel, polled on its own while the run is under way
 
         assert "left to end" in await post(switch="checked", action="stop")

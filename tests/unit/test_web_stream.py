@@ -4,7 +4,6 @@ little for the app to end, without swallowing the cancellation of the task that 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from starlette.requests import Request
@@ -37,15 +36,9 @@ class SlowToLeave:
             self.ended.set()
 
 
-async def _until(check: asyncio.Event, deadline_s: float = 5.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check.is_set():
-        assert time.monotonic() < deadline, "the app was never told its client had gone"
-        await asyncio.sleep(0.01)
-
-
-async def test_leaving_a_stream_tells_the_app_and_waits_for_it_to_end() -> None:
-    app = SlowToLeave()
+async def _left_by_its_reader(app: SlowToLeave) -> asyncio.Task[bytes]:
+    """A task that reads the first chunk of a stream from `app` and leaves the stream; returned
+    once the app has been told its client has gone (while the task waits for the app to end)."""
     api = PublicApi(app)
 
     async def read_one() -> bytes:
@@ -55,7 +48,13 @@ async def test_leaving_a_stream_tells_the_app_and_waits_for_it_to_end() -> None:
         return b""
 
     reader = asyncio.create_task(read_one())
-    await _until(app.told_gone)
+    await asyncio.wait_for(app.told_gone.wait(), 5)
+    return reader
+
+
+async def test_leaving_a_stream_tells_the_app_and_waits_for_it_to_end() -> None:
+    app = SlowToLeave()
+    reader = await _left_by_its_reader(app)
     assert not reader.done()  # still waiting for the app to end
     app.release.set()
     assert await reader == b"data: hello\n\n"
@@ -64,17 +63,9 @@ async def test_leaving_a_stream_tells_the_app_and_waits_for_it_to_end() -> None:
 
 async def test_a_caller_cancelled_while_the_app_ends_stays_cancelled() -> None:
     app = SlowToLeave()
-    api = PublicApi(app)
-
-    async def read_one() -> None:
-        async with api.stream(BROWSER, "/api/v1/stream") as stream:
-            async for _ in stream.chunks:
-                break
-
-    reader = asyncio.create_task(read_one())
-    await _until(app.told_gone)
+    reader = await _left_by_its_reader(app)
     reader.cancel()  # e.g. the server shutting down while the stream is being closed
     with pytest.raises(asyncio.CancelledError):
         await reader
     assert reader.cancelled()
-    await _until(app.ended)  # and the app's task was not left running
+    await asyncio.wait_for(app.ended.wait(), 5)  # and the app's task was not left running
