@@ -24,10 +24,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
-ROOT = Path(__file__).resolve().parents[2]
 #: Where the pages are photographed: `var/screenshots` (ignored by git), so that running the
 #: tests leaves the checkout as it was; `make screenshots` points it at `docs/screenshots`.
-SCREENSHOTS = ROOT / os.environ.get("PIZZERIA_SCREENSHOTS", "var/screenshots")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / os.environ.get("PIZZERIA_SCREENSHOTS", "var/screenshots")
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
