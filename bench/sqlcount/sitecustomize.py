@@ -61,5 +61,15 @@ if os.environ.get("PZPROFILE_SQL_DIR"):
                 os.replace(path + ".tmp", path)
                 written = total
 
+    def _start() -> None:
+        threading.Thread(target=_dump, name="pzprofile-sql", daemon=True).start()
+
+    def _forked() -> None:
+        """A service forked from the zygote: its own counts, and a writer (threads do not
+        survive a fork)."""
+        _counts.clear()
+        _start()
+
     sqlite3.connect = connect
-    threading.Thread(target=_dump, name="pzprofile-sql", daemon=True).start()
+    os.register_at_fork(after_in_child=_forked)
+    _start()
