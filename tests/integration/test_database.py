@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY as METRICS
 
@@ -73,3 +77,25 @@ async def test_a_table_named_only_by_one_of_is_in_from(db: Database) -> None:
     counted = sa.select(sa.func.count()).where(one_of(widgets.c.owner, "owners"))
     async with db.read() as conn:
         assert (await conn.execute(counted, {"owners": ["o0", "o1"]})).scalar_one() == 4
+
+
+@pytest.mark.parametrize("ending", ["done", "failed"])
+async def test_a_reads_end_never_yields_so_no_cancellation_lands_in_it(db: Database, ending: str) -> None:
+    """A read closes its connection itself, unshielded (a shielded close costs a task a read).
+    That is safe only while its end (commit or rollback, and the close) never suspends: a task
+    cancelled there would leave the connection out of the pool. Driven by hand, the end runs
+    to its finish in one step, whether the block ended well or with an exception, and the
+    connection is back in the pool."""
+    pool: Any = db.reader.pool
+    block = db.read()
+    conn = await block.__aenter__()
+    assert (await conn.execute(sa.select(sa.func.count()).select_from(widgets))).scalar_one() == 0
+    assert pool.checkedout() == 1
+    failure = asyncio.CancelledError()
+    end = block.__aexit__(None, None, None) if ending == "done" else block.__aexit__(type(failure), failure, None)
+    with pytest.raises(StopIteration) as finished:  # (if it suspends, "DID NOT RAISE")
+        end.send(None)
+    assert not finished.value.value  # a failure goes on up: it is not swallowed
+    assert pool.checkedout() == 0
+    async with db.read() as conn:  # and the pool still serves
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(widgets))).scalar_one() == 0

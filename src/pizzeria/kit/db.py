@@ -338,7 +338,9 @@ class Database:
         (read committed) one per statement. With `snapshot=False`, one per statement on SQLite
         too (no BEGIN and COMMIT around them), for reads that need none."""
         # Closed explicitly: `async with engine.connect()` closes in a task of its own (shielded
-        # from cancellation), which costs a read more than its statement.
+        # from cancellation), which costs a read more than its statement. No shield is needed:
+        # a read's end (commit or rollback, close) sends nothing and never suspends, so no
+        # cancellation can land in it (tests/integration/test_database.py holds that).
         conn = await self.reader.connect()
         try:
             if not snapshot and self.dialect == "sqlite":
