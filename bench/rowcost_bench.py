@@ -1,10 +1,12 @@
 """What a written row costs, and whether the way it is written changes that: rows shaped as the
-audit log's (`audit_log`: five indexes, JSON data; the most written table, ~25 rows an order)
+audit log's (`audit_log` as declared: its key, its unique message id and four indexes, two of
+them partial; JSON data; the most written table, ~20 rows an order)
 inserted in transactions as a consumer's run writes them.
 
 - SQLite: the pragmas the services open their databases with (WAL, `synchronous=NORMAL`)
   against the same with a memory map (`mmap_size`), a larger page cache (`cache_size`) and
-  fewer checkpoints (`wal_autocheckpoint`), one at a time and all together.
+  fewer checkpoints (`wal_autocheckpoint`), one at a time and all together; and the indexes of
+  a user's entries as declared against the whole `user_id` index they replaced and none at all.
 - PostgreSQL: asyncpg's executemany of a one-row INSERT (what `kit.upsert.insert_rows` runs)
   against one `INSERT .. SELECT FROM unnest(<one array a column>)` for the whole run, counting
   the server backend's CPU (`/proc/<pid>/stat`) and this process's.
@@ -48,7 +50,8 @@ PRAGMAS = {
 
 
 class Rows:
-    """Audit-shaped rows: ids increasing (UUIDv7-like, as the system's), 50 customers."""
+    """Audit-shaped rows: ids increasing (UUIDv7-like, as the system's), a customer among 5,000
+    on about half of them, a person acting on one in a hundred."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -62,24 +65,39 @@ class Rows:
             order = f"{(1 << 120) + self.n * 7919:032x}"
             data = {"order_id": order, "status": "baking", "reason": None, "note": "x" * 200}
             message = (f"{self.n:032x}", "orders.events", "pizzeria.orders.OrderStatusChanged.v1", "/pizzeria/orders")
-            about = (order, order, f"customer-{self.rng.randrange(50)}", None, order, f"{self.n - 1:032x}")
+            # about half of an order's messages name its customer; a person acts in few
+            customer = f"customer-{self.rng.randrange(5000)}" if self.rng.random() < 0.55 else None
+            actor = "staff-1" if self.rng.random() < 0.01 else None
+            about = (order, order, customer, actor, order, f"{self.n - 1:032x}")
             out.append((*message, *about, f"{self.rng.getrandbits(128):032x}", now, now, orjson.dumps(data).decode()))
         return out
 
 
-def ddl(dialect: Any, name: str) -> list[str]:
+#: The audit log's user indexes, as declared and as they were: what each costs a row (SQLite).
+USER_INDEXES = {
+    "as declared": None,
+    "user index whole": "CREATE INDEX ix_audit_user ON {t} (user_id, seq)",  # before migration 0003
+    "no user, no actor": "",
+}
+
+
+def ddl(dialect: Any, name: str, user_index: str | None = None) -> list[str]:
+    """The table and its indexes; `user_index` replaces the user and actor indexes."""
     table = audit_log.to_metadata(sa.MetaData(), name=name)
-    return [str(CreateTable(table).compile(dialect=dialect))] + [
-        str(CreateIndex(i).compile(dialect=dialect)) for i in table.indexes
-    ]
+    mine = [i for i in table.indexes if user_index is None or i.name not in ("ix_audit_user", "ix_audit_actor")]
+    return (
+        [str(CreateTable(table).compile(dialect=dialect))]
+        + [str(CreateIndex(i).compile(dialect=dialect)) for i in mine]
+        + ([user_index.format(t=name)] if user_index else [])
+    )
 
 
-def sqlite_round(pragmas: list[str], total: int, run: int, prefill: int) -> float:
+def sqlite_round(pragmas: list[str], total: int, run: int, prefill: int, user_index: str | None = None) -> float:
     with tempfile.TemporaryDirectory(prefix="pz-rowcost-") as tmp:
         db = sqlite3.connect(Path(tmp) / "audit.db", isolation_level=None)
         for pragma in ["journal_mode=WAL", "synchronous=NORMAL", *pragmas]:
             db.execute(f"PRAGMA {pragma}")
-        for statement in ddl(sqlite.dialect(), "audit_log"):
+        for statement in ddl(sqlite.dialect(), "audit_log", user_index):
             db.execute(statement)
         sql = f"INSERT INTO audit_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         rows = Rows()
@@ -155,6 +173,9 @@ def main() -> None:
         for label, pragmas in PRAGMAS.items():
             took = sqlite_round(pragmas, args.rows, args.run, args.prefill)
             print(f"SQLite      {label:16s} round {n + 1}: {took:6.1f} µs a row", flush=True)
+        for label, user_index in USER_INDEXES.items():
+            took = sqlite_round([], args.rows, args.run, args.prefill, user_index)
+            print(f"SQLite      {label:17s} round {n + 1}: {took:6.1f} µs a row", flush=True)
     if not args.skip_postgres:
         asyncio.run(postgres_rounds(args.rows, args.run, args.rounds, args.prefill))
 
