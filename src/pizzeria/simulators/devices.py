@@ -4,8 +4,9 @@
 They are clients of the public API, like real devices and a real courier's phone would be, and
 see nothing of any service's tables:
 
-- At start the fleet signs in as a staff member (`SIM_STAFF_EMAIL`, the demo chef by default)
-  and registers the devices that are missing: ovens `Oven 1`… at stations `oven-1`… (`SIM_OVENS`),
+- At start the fleet signs in as a staff member (`SIM_STAFF_EMAIL`, the demo chef by default;
+  refused, it tries again on the schedule of `SIGN_IN_WAITS_S`) and registers the devices that
+  are missing: ovens `Oven 1`… at stations `oven-1`… (`SIM_OVENS`),
   and a tracker for each courier delivery lists. A device's key is in the answer to its
   registration only, so the fleet keeps the keys it was given in a file only its user may read
   (`<PIZZERIA_VAR_DIR>/devicesim/device-keys.json`); a device registered before whose key is
@@ -33,7 +34,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ from pizzeria.simulators.models import Battery, OvenModel, Trip
 log = get_logger(__name__)
 
 HOME: Point = (PIZZERIA.lat, PIZZERIA.lon)
+#: After a refused sign-in (no such account yet, not staff) the fleet tries again after these
+#: waits in turn, then starts over: three tries in its first minute, to pick up an account made
+#: just after start, then a quiet quarter of an hour, after which the sign-in throttle has
+#: forgotten them. It never reaches the throttle's five failures, so a fleet set up wrongly
+#: never slows down anyone's sign-in (on one machine its address is the operator's too).
+SIGN_IN_WAITS_S = (10.0, 30.0, 15 * 60.0)
 #: How often an oven reports to devices (ticks); its door opens about once in this many ticks.
 REPORT_EVERY = 2
 #: How often (ticks) a tracker reports to devices.
@@ -121,14 +128,30 @@ class SimTracker:
     desired_version: int = 0
 
 
+class SignInPaused(RuntimeError):
+    """The fleet's sign-in was refused; it is not tried again until `Fleet.sign_in_after`."""
+
+
 class Fleet:
     """The simulated devices and their one step a tick."""
 
-    def __init__(self, gateway: str, own: FleetSettings, keys: KeyStore, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        gateway: str,
+        own: FleetSettings,
+        keys: KeyStore,
+        *,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.own = own
         self.keys = keys
         self.http = httpx.AsyncClient(base_url=gateway, timeout=10.0)
         self.token = ""
+        self.clock = clock
+        #: (clock) no sign-in is tried before then: the last one was refused
+        self.sign_in_after = 0.0
+        self.refusals = 0  # in a row, since the last wait of SIGN_IN_WAITS_S
         self.ovens: list[SimOven] = []
         self.trackers: list[SimTracker] = []
         self.ready = False
@@ -141,12 +164,34 @@ class Fleet:
     # -- the API as staff ---------------------------------------------------------------------
 
     async def _sign_in(self) -> None:
+        wait = self.sign_in_after - self.clock()
+        if wait > 0:
+            raise SignInPaused(f"the simulators try to sign in again in {wait:.0f} s")
         answer = await self.http.post(
             "/api/v1/auth/login", json={"email": self.own.staff_email, "password": self.own.staff_password}
         )
+        if answer.status_code in (401, 403, 429):
+            # Refused (or slowed down: then at least as long as the throttle says): not again
+            # every tick.
+            retry_after = answer.headers.get("Retry-After", "")
+            pause = SIGN_IN_WAITS_S[self.refusals]
+            if answer.status_code == 429 and retry_after.isdigit():
+                pause = max(pause, float(retry_after))
+            self.refusals = (self.refusals + 1) % len(SIGN_IN_WAITS_S)
+            self.sign_in_after = self.clock() + pause
+            self.token = ""
+            log.error(
+                "the simulators cannot sign in: make the account staff, or set SIM_STAFF_EMAIL and "
+                "SIM_STAFF_PASSWORD to a staff account's; they try again later",
+                email=self.own.staff_email,
+                status=answer.status_code,
+                next_try_in_s=pause,
+            )
+            raise SignInPaused(f"the simulators cannot sign in as {self.own.staff_email}: {answer.status_code}")
         if answer.status_code != 200:
             raise RuntimeError(f"the simulators cannot sign in as {self.own.staff_email}: {answer.status_code}")
         self.token = answer.json()["access_token"]
+        self.refusals = 0
 
     async def staff(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A call as the staff member, signing in (again) when the token is missing or stale."""
@@ -199,6 +244,8 @@ class Fleet:
     # -- one tick -----------------------------------------------------------------------------
 
     async def step(self) -> None:
+        if not self.token and self.clock() < self.sign_in_after:
+            return  # waiting to sign in again, quietly (the refusal was logged)
         if not self.ready:
             await self.set_up()
         now = time.monotonic()
