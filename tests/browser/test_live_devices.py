@@ -19,10 +19,11 @@ from playwright.async_api import Browser, BrowserContext, expect
 
 from pizzeria.kit.geo import distance_m
 from pizzeria.services.delivery.places import PIZZERIA, locate
-from tests.browser.support import check_accessibility, eventually, new_context, screenshot, sign_in
+from tests.browser.support import check_accessibility, new_context, screenshot, sign_in
 from tests.browser.test_storefront import add_to_cart, sign_up
 from tests.e2e.conftest import serving
 from tests.e2e.system import System
+from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -111,7 +112,7 @@ async def test_the_courier_moves_on_the_order_page_and_the_customer_is_told_once
     async def moved() -> bool:
         return len(await page.evaluate("window.__positions")) >= 3
 
-    await eventually(moved, "the courier's dot to move on the map", timeout=30)
+    await eventually(moved, "the courier's dot to move on the map", 30, every=0.25)
     await screenshot(page, "order-courier-map")
     await expect(page.locator("#order-status")).to_have_attribute("data-status", "delivered", timeout=60_000)
     await expect(page.locator("#courier-done")).to_be_visible()
@@ -121,7 +122,7 @@ async def test_the_courier_moves_on_the_order_page_and_the_customer_is_told_once
         sent = [n["channel"] for n in await notifications(system, order_id) if n["template"] == "courier_arriving"]
         return sent or None
 
-    channels = await eventually(told_once, "the customer to be told the pizza is near", timeout=30)
+    channels = await eventually(told_once, "the customer to be told the pizza is near", 30, every=0.25)
     assert sorted(channels) == sorted(set(channels)), f"told more than once on a channel: {channels}"
 
 
@@ -137,9 +138,9 @@ async def test_the_kitchen_board_shows_the_oven_heating_and_the_console_the_devi
         found = re.match(r"(\d+) °C", text)
         return float(found.group(1)) if found else None
 
-    first = await eventually(temperature, "a temperature on the oven's card", timeout=30)
+    first = await eventually(temperature, "a temperature on the oven's card", 30, every=0.25)
     await eventually(
-        lambda: _above(temperature, first), "the oven's temperature to rise on the board (it heats up)", timeout=30
+        lambda: _above(temperature, first), "the oven's temperature to rise on the board (it heats up)", 30, every=0.25
     )
     await expect(oven).to_contain_text("Set to 430 °C")
     await check_accessibility(page, "the kitchen board with its ovens")
@@ -158,7 +159,7 @@ async def test_the_kitchen_board_shows_the_oven_heating_and_the_console_the_devi
         text = await page.locator("#ingest-rate").inner_text()
         return text not in ("\u2013", "0.0")  # an en dash: no figure
 
-    await eventually(rate, "a positive ingest rate on the console", timeout=30)
+    await eventually(rate, "a positive ingest rate on the console", 30, every=0.25)
     await check_accessibility(page, "the console with its devices")
     await screenshot(page, "console-devices")
 

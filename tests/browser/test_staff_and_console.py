@@ -24,9 +24,10 @@ from pizzeria.kit.settings import Settings
 from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
-from tests.browser.support import check_accessibility, eventually, new_context, screenshot, sign_in
+from tests.browser.support import check_accessibility, new_context, screenshot, sign_in
 from tests.e2e.conftest import serving
 from tests.e2e.system import Shop, System
+from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -149,7 +150,7 @@ async def test_a_customer_cancels_a_paid_order_and_is_refunded(
         await customer.reload()
         return "refunded" in await customer.locator("#cancel-reason").inner_text()
 
-    await eventually(refunded, "the page to say the payment was refunded", timeout=30)
+    await eventually(refunded, "the page to say the payment was refunded", 30, every=0.25)
     await expect(customer.get_by_role("button", name="Cancel order")).to_have_count(0)
 
 
@@ -209,7 +210,7 @@ async def test_the_operator_replays_a_dead_letter_and_it_leaves_the_list(
                 ).fetchone()
             return bool(found[0])
 
-        await eventually(recipe_known, "the kitchen to learn the recipe")
+        await eventually(recipe_known, "the kitchen to learn the recipe", 60, every=0.25)
         await row.get_by_role("button", name=re.compile("Replay")).click()
         await expect(admin.get_by_role("status").filter(has_text="sent back to its consumer")).to_be_visible()
         await expect(row).to_have_count(0)
@@ -218,7 +219,7 @@ async def test_the_operator_replays_a_dead_letter_and_it_leaves_the_list(
             found = (await admin_api.get(f"/api/v1/ops/dlq/{dead_letter}")).json()
             return bool(found["status"] == "replayed")
 
-        await eventually(replayed, "the dead letter to be handled on replay", timeout=30)
+        await eventually(replayed, "the dead letter to be handled on replay", 30, every=0.25)
         await admin.reload()
         await expect(admin.locator("#ops-services")).to_be_visible()
         await expect(admin.locator(f"tr[data-dead-letter='{dead_letter}']")).to_have_count(0)
@@ -312,7 +313,7 @@ async def test_the_fault_lab_pauses_the_broker_and_resumes_it_and_nothing_is_los
         async def paid() -> bool:
             return (await shop.order(order["id"]))["status"] == "paid"  # no autopilot: it waits there
 
-        await eventually(paid, "the order placed while the broker was paused to be paid", timeout=60)
+        await eventually(paid, "the order placed while the broker was paused to be paid", 60, every=0.25)
     finally:
         await shop.close()
     await expect(admin.locator("#orders-lost")).to_have_text("0")
@@ -334,7 +335,7 @@ async def test_with_payments_killed_the_shop_opens_and_the_console_shows_its_bre
             health = (await client.get("/health")).json()
             return bool(health["upstreams"]["payments"]["breaker"] == "open")
 
-        await eventually(breaker_open, "the gateway's breaker to payments to open", timeout=20)
+        await eventually(breaker_open, "the gateway's breaker to payments to open", 20, every=0.25)
 
     visitor = await new_context(chromium, system.url("gateway"))
     contexts.append(visitor)

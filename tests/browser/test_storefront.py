@@ -14,9 +14,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.support import PHONE, check_accessibility, eventually, new_context, screenshot
+from tests.browser.support import PHONE, check_accessibility, new_context, screenshot
 from tests.e2e.conftest import serving
 from tests.e2e.system import System
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -120,7 +121,7 @@ async def test_a_customer_signs_up_orders_two_pizzas_and_watches_it_delivered_li
         await page.goto("/notifications")
         return await page.locator(".notification", has_text="Delivered").count() > 0
 
-    await eventually(notified, "a notification that the order was delivered")
+    await eventually(notified, "a notification that the order was delivered", 60, every=0.25)
     await screenshot(page, "notifications")
     await check_accessibility(page, "the notifications")
 

@@ -4,9 +4,8 @@ a working token with what the account now is."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest_asyncio
 
 from tests.e2e.conftest import start_system
 from tests.e2e.system import System
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -52,13 +52,6 @@ async def sign_in(gateway: httpx.AsyncClient, who: str) -> dict[str, Any]:
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def refused_everywhere(system: System, gateway: httpx.AsyncClient, who: str, tokens: dict[str, Any]) -> bool:
@@ -98,7 +91,9 @@ async def test_sign_out_demotion_and_deletion_end_access_everywhere_within_secon
         assert deleted.status_code == 204
 
         for who, tokens in (("alice", alice_phone), ("alice", alice_laptop), ("bob", bob), ("chef", chef)):
-            await eventually(lambda w=who, t=tokens: refused_everywhere(system, gateway, w, t), f"{who} refused")
+            await eventually(
+                lambda w=who, t=tokens: refused_everywhere(system, gateway, w, t), f"{who} refused", 15.0, every=0.1
+            )
         assert time.monotonic() - started < 15
 
         # Alice's other sign-in carries on with a new token; the chef's has the new role.

@@ -5,13 +5,11 @@ partial. The demo accounts sign in through the gateway as a user would."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import os
 import signal
 import sqlite3
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -32,6 +30,7 @@ from pizzeria.services.gateway.routes import EVERY_SERVICE, FANNED_OUT, ROUTES, 
 from tests.e2e.conftest import start_system
 from tests.e2e.scenario import MANY_ORDERS, wait_for_menu_sync
 from tests.e2e.system import Shop, System
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -185,16 +184,6 @@ async def place(edge: Edge, who: str) -> dict[str, Any]:
     return order
 
 
-async def eventually(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def test_a_customer_never_sees_or_cancels_another_customers_things(edge: Edge) -> None:
     alice, bob = edge.auth("customer"), edge.auth("other customer")
     order = await place(edge, "customer")
@@ -212,8 +201,8 @@ async def test_a_customer_never_sees_or_cancels_another_customers_things(edge: E
         ).json()["items"]
         return items
 
-    [paid] = await eventually(payment, "alice's payment")
-    await eventually(notified, "alice's notifications")
+    [paid] = await eventually(payment, "alice's payment", 60, every=0.2)
+    await eventually(notified, "alice's notifications", 60, every=0.2)
     assert (await edge.http.get(f"/api/v1/orders/{order_id}", headers=alice)).status_code == 200
 
     for base in (str(edge.http.base_url), None):  # through the gateway, then straight at each service
@@ -339,7 +328,7 @@ async def test_dead_letters_of_every_service_listed_replayed_and_discarded_throu
         assert listing["missing"] == []
         return [d for d in listing["items"] if d["message_id"] == message_id]
 
-    letters = await eventually(dead, "the poison message in the dead letters")
+    letters = await eventually(dead, "the poison message in the dead letters", 60, every=0.2)
     assert {d["service"] for d in letters} <= {"orders", "notifications", "audit"}  # readers of orders.events
     letter = letters[0]
     assert await dead_lettered() > dead_before, "the dead-letter counter moved"
@@ -356,7 +345,7 @@ async def test_dead_letters_of_every_service_listed_replayed_and_discarded_throu
         found: dict[str, Any] = (await edge.http.get(f"/api/v1/ops/dlq/{letter['id']}", headers=admin)).json()
         return found if found["status"] == "dead" else None
 
-    again = await eventually(dead_again, "the replayed poison message to be dead again")
+    again = await eventually(dead_again, "the replayed poison message to be dead again", 60, every=0.2)
     assert again["attempts"] > letter["attempts"]
     discarded = await edge.http.post(f"/api/v1/ops/dlq/{letter['id']}/discard", headers=admin)
     assert discarded.json()["status"] == "discarded"
@@ -401,7 +390,7 @@ async def test_a_killed_upstream_opens_its_breaker_which_closes_when_it_is_back(
         response = await edge.http.get("/api/v1/notifications", headers=alice)
         return response.status_code == 200
 
-    await eventually(recovered, "notifications to answer through the gateway again")
+    await eventually(recovered, "notifications to answer through the gateway again", 60, every=0.2)
     assert await edge.breaker("notifications") == "closed"
 
 
@@ -425,7 +414,7 @@ async def test_the_overview_answers_with_what_it_has_while_an_upstream_hangs(edg
         again = (await edge.http.get("/api/v1/me/overview", headers=alice)).json()
         return again["missing"] == []
 
-    await eventually(whole, "the overview to be whole again")
+    await eventually(whole, "the overview to be whole again", 60, every=0.2)
 
 
 # -- metrics -----------------------------------------------------------------------------------------
@@ -461,7 +450,7 @@ async def test_every_metric_family_is_exported_and_moves_with_what_it_counts(edg
         found = (await edge.http.get(f"/api/v1/orders/{order['id']}", headers=edge.auth("customer"))).json()
         return bool(found["status"] == "delivered")
 
-    await eventually(delivered, "the order to be delivered")
+    await eventually(delivered, "the order to be delivered", 60, every=0.2)
     for _ in range(2):  # the second read of the menu is a cache hit (once no change is in flight)
         await edge.http.get("/api/v1/menu")
     after: dict[str, dict[str, float]] = {}
@@ -511,7 +500,7 @@ async def test_every_metric_family_is_exported_and_moves_with_what_it_counts(edg
         return not still
 
     with contextlib.suppress(AssertionError):
-        await eventually(all_moved, "every business metric to move", timeout=30)
+        await eventually(all_moved, "every business metric to move", 30, every=0.2)
     assert not still, f"these did not move or are missing: {still}"
 
 
@@ -566,7 +555,7 @@ async def test_one_order_is_one_trace_across_every_service_it_touched(edge: Edge
         return spans if done and touched <= {s["service"] for s in spans} and not orphans(spans) else None
 
     try:
-        spans = await eventually(whole, "the order's trace to reach every service, every span linked", timeout=90)
+        spans = await eventually(whole, "the order's trace to reach every service, every span linked", 90, every=0.2)
     except AssertionError:
         unlinked = orphans(spans_of(edge.system.workdir, trace_id))
         raise AssertionError(f"spans not linked into the trace: {unlinked}") from None
@@ -627,7 +616,7 @@ async def test_the_audit_log_has_every_message_of_a_saga_once_and_in_order(edge:
         sent = {(n["template"], n["channel"]) for n in notes if n["status"] == "sent"}
         return found["status"] == "delivered" and sent >= told_of
 
-    await eventually(delivered_and_notified, "the order to be delivered and notified")
+    await eventually(delivered_and_notified, "the order to be delivered and notified", 60, every=0.2)
 
     async def audited() -> list[dict[str, Any]] | None:
         entries: list[dict[str, Any]] = (
@@ -636,7 +625,7 @@ async def test_the_audit_log_has_every_message_of_a_saga_once_and_in_order(edge:
         sent = published_about(edge.system.workdir, order["id"])
         return entries if sent and {e["message_id"] for e in entries} >= set(sent) else None
 
-    entries = await eventually(audited, "every message about the order in the audit log")
+    entries = await eventually(audited, "every message about the order in the audit log", 60, every=0.2)
     sent = published_about(edge.system.workdir, order["id"])
     ids = [e["message_id"] for e in entries]
     assert len(ids) == len(set(ids)), "nothing is recorded twice"
@@ -691,7 +680,7 @@ async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge
         orders = [(await edge.http.get(f"/api/v1/orders/{i}", headers=admin)).json() for i in placed]
         return orders if all(o["status"] in ("delivered", "cancelled") for o in orders) else None
 
-    orders = await eventually(settled, "every order to end")
+    orders = await eventually(settled, "every order to end", 60, every=0.2)
     until = datetime.now(UTC) + timedelta(seconds=1)
     delivered = [o for o in orders if o["status"] == "delivered"]
     times = sorted(
@@ -721,7 +710,7 @@ async def test_analytics_figures_equal_those_computed_from_the_orders(edge: Edge
         return report if report["summary"] == expected else None
 
     try:
-        report = await eventually(caught_up, "the analytics read model to catch up", timeout=30)
+        report = await eventually(caught_up, "the analytics read model to catch up", 30, every=0.2)
     except AssertionError:
         got = (await edge.http.get("/api/v1/ops/analytics", params=params, headers=admin)).json()["summary"]
         raise AssertionError(f"analytics {got} != computed {expected}") from None
@@ -761,7 +750,7 @@ async def test_personal_data_never_reaches_the_logs_unmasked(edge: Edge) -> None
         ).json()["items"]
         return {n["channel"] for n in notes if n["status"] == "sent"} >= {"email", "sms"}
 
-    await eventually(sent_both_ways, "an email and an SMS about the order")
+    await eventually(sent_both_ways, "an email and an SMS about the order", 60, every=0.2)
     logs = {path.name: path.read_text(errors="replace") for path in (edge.system.workdir / "var" / "log").glob("*")}
     assert "notification delivered" in logs["notifications.log"], "the sends were logged"
     leaks = {name for name, text in logs.items() if email in text or phone in text or phone[1:] in text}
@@ -787,7 +776,7 @@ async def audited_with_actor(edge: Edge, kind: str, **data: str) -> dict[str, An
             None,
         )
 
-    entry: dict[str, Any] = await eventually(found, f"{kind} in the audit log")
+    entry: dict[str, Any] = await eventually(found, f"{kind} in the audit log", 60, every=0.2)
     assert entry["actor"] == admin_id
     return entry
 
@@ -800,7 +789,7 @@ async def test_refunds_and_role_changes_are_audited_with_the_administrator(edge:
         items = (await edge.http.get("/api/v1/payments", params={"order_id": order["id"]}, headers=admin)).json()
         return next((p for p in items["items"] if p["status"] == "completed"), None)
 
-    payment = await eventually(completed, "the order's payment")
+    payment = await eventually(completed, "the order's payment", 60, every=0.2)
     refunded = await edge.http.post(f"/api/v1/payments/{payment['id']}/refund", headers=admin)
     assert refunded.status_code == 202, refunded.text
     entry = await audited_with_actor(edge, "PaymentRefundRequested", payment_id=payment["id"])

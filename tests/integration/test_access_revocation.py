@@ -5,10 +5,8 @@ while tokens of the current epoch and other accounts' tokens keep working."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -24,13 +22,7 @@ from tests.integration.gateway import Gateway, problem
 from tests.integration.identity import Identity, identity_settings, running_identity
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_service_api import assert_problem
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+from tests.support.polling import eventually
 
 
 @pytest.mark.parametrize("service", TOKEN_CHECKERS)
@@ -63,7 +55,7 @@ async def test_each_service_refuses_tokens_of_an_older_epoch_once_identity_says_
         async def refused() -> bool:
             return await status(bearer(user, 0)) == 401
 
-        await eventually(refused, f"{service} to refuse the signed-out token")
+        await eventually(refused, f"{service} to refuse the signed-out token", 20.0)
         body = assert_problem(await client.get("/api/v1/ops/dlq", headers=bearer(user, 0)), 401, "invalid-token")
         assert "revoked" in body["detail"]
         assert await status(bearer(user, 1)) == 200, "a token of the current epoch works"
@@ -92,7 +84,7 @@ async def test_sign_out_ends_every_access_token_of_the_user_and_a_refresh_gets_a
     logout = await identity.http.post("/api/v1/auth/logout", json={"refresh_token": first["refresh_token"]})
     assert logout.status_code == 204
     for access in (first["access_token"], second["access_token"]):
-        await eventually(lambda a=access: refused_by_identity(identity, a), "the old access tokens refused")
+        await eventually(lambda a=access: refused_by_identity(identity, a), "the old access tokens refused", 20.0)
     renewed = (await identity.http.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})).json()
     assert not await refused_by_identity(identity, renewed["access_token"])
     epochs = [decode_access_token(t["access_token"], identity.settings).epoch for t in (first, second, renewed)]
@@ -115,7 +107,7 @@ async def test_a_role_change_or_a_deletion_ends_the_access_tokens_issued_before(
     assert demoted.status_code == 200
     assert (await identity.http.delete(f"/api/v1/users/{bob_id}", headers=admin)).status_code == 204
     for access in (chef["access_token"], bob["access_token"]):
-        await eventually(lambda a=access: refused_by_identity(identity, a), "the old access tokens refused")
+        await eventually(lambda a=access: refused_by_identity(identity, a), "the old access tokens refused", 20.0)
     assert not await refused_by_identity(identity, (await identity.tokens("admin"))["access_token"])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,6 +38,7 @@ from pizzeria.messaging.topics import commands_topic
 from tests.integration.services import running_on
 from tests.integration.test_service_api import assert_problem
 from tests.support.participant import decode
+from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 STAFF = bearer("chef", "staff")
@@ -105,13 +106,6 @@ async def view(client: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     found: dict[str, Any] = response.json()
     return found
-
-
-async def holds_within(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.05)
 
 
 # -- the twin ------------------------------------------------------------------------------------
@@ -260,7 +254,7 @@ async def test_a_command_not_acknowledged_by_its_deadline_expires_and_stays_expi
     async def expired() -> bool:
         return bool((await client.get(path, headers=STAFF)).json()["status"] == "expired")
 
-    await holds_within(expired, "the command expires at its deadline")
+    await eventually(expired, "the command expires at its deadline", 20)
     settled = (await client.get(path, headers=STAFF)).json()
     assert settled["settled_at"] >= settled["deadline"]
     assert_problem(await ack(client, oven, command["id"], outcome="done"), 409, "command-expired")
@@ -279,7 +273,7 @@ async def test_an_acknowledgement_past_the_deadline_expires_the_command_itself(d
     async def passed() -> bool:
         return utcnow() > deadline
 
-    await holds_within(passed, "the deadline passes")
+    await eventually(passed, "the deadline passes", 20)
     path = f"/api/v1/devices/{tracker['id']}/commands/{command['id']}"
     assert (await client.get(path, headers=STAFF)).json()["status"] == "pending", "no watch expired it"
     assert_problem(await ack(client, tracker, command["id"], outcome="done"), 409, "command-expired")
@@ -301,7 +295,7 @@ async def test_a_silent_device_goes_offline_and_comes_back_when_it_reports(devic
     async def offline() -> bool:
         return not (await view(client, oven["id"]))["online"]
 
-    await holds_within(offline, f"offline after {OFFLINE_AFTER_S} s of silence")
+    await eventually(offline, f"offline after {OFFLINE_AFTER_S} s of silence", 20)
     await bus.until(lambda _: bool(bus.of(DeviceWentOffline, device_id=device_id)), "offline")
     went = bus.of(DeviceWentOffline, device_id=device_id)[0]
     assert (went.at - went.last_seen_at).total_seconds() >= OFFLINE_AFTER_S
@@ -334,7 +328,7 @@ async def test_a_device_heard_from_through_telemetry_is_online_until_it_falls_si
     async def offline() -> bool:
         return not (await view(client, tracker["id"]))["online"]
 
-    await holds_within(offline, "offline once telemetry stopped hearing from it")
+    await eventually(offline, "offline once telemetry stopped hearing from it", 20)
     assert len(bus.of(DeviceWentOnline, device_id=device_id)) == 1
     await telemetry_says(utcnow())
     await bus.until(lambda _: len(bus.of(DeviceWentOnline, device_id=device_id)) == 2, "online again")

@@ -3,8 +3,6 @@ removal in catalog reaches orders without any call between them."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import httpx
 
 from tests.integration.services import embedded_settings, running
+from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 
@@ -27,13 +26,15 @@ async def place(orders: httpx.AsyncClient, item_id: str, size: str = "medium") -
     )
 
 
-async def eventually(check: Any, timeout: float = 30.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        response: httpx.Response = await check()
-        if response.status_code == 202 or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.05)
+async def placed_when(orders: httpx.AsyncClient, item_id: str, holds: Any, what: str) -> httpx.Response:
+    """Place an order again and again until its answer `holds`; that answer."""
+
+    async def attempt() -> httpx.Response | None:
+        response = await place(orders, item_id)
+        return response if holds(response) else None
+
+    found: httpx.Response = await eventually(attempt, what)
+    return found
 
 
 async def test_price_changes_and_removals_reach_orders_through_events(tmp_path: Path) -> None:
@@ -45,29 +46,17 @@ async def test_price_changes_and_removals_reach_orders_through_events(tmp_path: 
         body = {"name": "Calzone", "sizes": [{"size": "medium", "price": 1200}]}
         item = (await catalog.post("/api/v1/menu", json=body)).json()
 
-        first = await eventually(lambda: place(orders, item["id"]))
-        assert first.status_code == 202
+        first = await placed_when(orders, item["id"], lambda r: r.status_code == 202, "the item known to orders")
         assert first.json()["total"] == 2400
 
         await catalog.put(f"/api/v1/menu/{item['id']}", json={**body, "sizes": [{"size": "medium", "price": 1500}]})
-        deadline = time.monotonic() + 30
-        while True:  # orders sees the new price once it has consumed MenuItemUpdated
-            response = await place(orders, item["id"])
-            if response.json()["total"] == 3000 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert response.json()["total"] == 3000
+        # orders sees the new price once it has consumed MenuItemUpdated
+        response = await placed_when(orders, item["id"], lambda r: r.json().get("total") == 3000, "the new price")
         assert response.json()["items"][0]["unit_price"] == 1500
         assert (await orders.get(f"/api/v1/orders/{first.json()['id']}")).json()["total"] == 2400, (
             "placed orders keep the price they were placed at"
         )
 
         await catalog.delete(f"/api/v1/menu/{item['id']}")
-        deadline = time.monotonic() + 30
-        while True:
-            refused = await place(orders, item["id"])
-            if refused.status_code == 422 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert refused.status_code == 422
+        refused = await placed_when(orders, item["id"], lambda r: r.status_code == 422, "the item's removal")
         assert "not available" in refused.json()["detail"]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from pizzeria.kit.db import Database, SessionLock
+from tests.support.polling import eventually
 from tests.support.postgres import VANISHED_PEER_BOUNDS, peer_bounds, two_processes
 
 
@@ -18,13 +19,6 @@ from tests.support.postgres import VANISHED_PEER_BOUNDS, peer_bounds, two_proces
 async def processes() -> AsyncIterator[tuple[Database, Database]]:
     async with two_processes("pzlock") as dbs:
         yield dbs
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 async def test_one_holder_at_a_time_until_it_lets_go(processes: tuple[Database, Database]) -> None:
@@ -48,7 +42,7 @@ async def test_a_holder_gone_quiet_is_let_go_by_the_server_after_its_idle_bound(
     assert await quiet.acquire()
     assert not await other.acquire()
     # The holder asks nothing more (its host died): the server ends its session after the bound.
-    await eventually(other.acquire, "the lock of a silent holder was never let go")
+    await eventually(other.acquire, "the lock of a silent holder was never let go", 30)
     assert not await quiet.holds(), "the holder still believed it held the lock"
     await other.release()
 

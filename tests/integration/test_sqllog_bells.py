@@ -9,7 +9,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 
 from pizzeria.messaging.broker import OutgoingMessage, TopicSpec
 from pizzeria.messaging.sqllog import SqlLogBroker, SqlLogConsumer, TopicBells
+from tests.support.polling import eventually
 
 #: Far longer than any test here: a consumer finds records only because it was told to look.
 NEVER = 3600.0
@@ -217,12 +218,12 @@ async def test_a_process_wakes_only_the_consumers_whose_topics_rang(
             assert await consumer.fetch(100, 0) == []  # the first look of each
         monkeypatch.setattr(broker, "changed_since_last_look", counted)
         waits = [asyncio.create_task(c.fetch(100, NEVER)) for c in consumers]
-        await _until(lambda: len(broker._waiting) == 4)
+        await eventually(lambda: len(broker._waiting) == 4, "all four waiting", 10.0, every=0.005)
         looks.clear()  # each fetch looked once before it began to wait
         assert [t.get_name() for t in asyncio.all_tasks()].count("sqllog-bells") == 1
         # Fifty ticks of a quiet log: the timer read the bells for everyone; nobody looked.
         ticks = count_watcher_looks(broker, monkeypatch)
-        await _until(lambda: ticks[0] >= 4 * 50)
+        await eventually(lambda: ticks[0] >= 4 * 50, "fifty ticks of the timer", 10.0, every=0.005)
         assert looks == {}
         assert not any(w.done() for w in waits)
         await broker.publish([message(topics[2], 1)])
@@ -262,7 +263,9 @@ async def test_with_doorbells_a_quiet_log_wakes_no_watcher_and_a_publish_wakes_i
         assert await consumer.fetch(100, 0) == []  # its first look
         looks = count_watcher_looks(subscriber, monkeypatch)
         wait = asyncio.create_task(consumer.fetch(100, NEVER))
-        await _until(lambda: looks[0] >= 1)  # the watcher's first look, as the wait began
+        await eventually(
+            lambda: looks[0] >= 1, "the watcher's first look", 10.0, every=0.005
+        )  # the watcher's first look, as the wait began
         looks[0] = 0
         published = await _publish_for(publisher, "theirs.events", 0.3)
         assert published > 5
@@ -323,10 +326,12 @@ async def test_when_a_doorbell_cannot_be_watched_the_waiting_consumers_go_on_wit
         assert await first.fetch(100, 0) == []
         assert await second.fetch(100, 0) == []
         waiting = asyncio.create_task(first.fetch(100, NEVER))
-        await _until(lambda: broker._watcher is not None and bool(broker._waiting))
+        await eventually(
+            lambda: broker._watcher is not None and bool(broker._waiting), "a fetch waiting, watched", 10.0, every=0.005
+        )
         monkeypatch.setattr(broker._doorbells, "_libc", _NoWatches())
         other = asyncio.create_task(second.fetch(100, NEVER))
-        await _until(lambda: broker._doorbells is None)
+        await eventually(lambda: broker._doorbells is None, "the doorbells given up", 10.0, every=0.005)
         await broker.publish([message("one.events", 1)])
         assert [r.value for r in await asyncio.wait_for(waiting, timeout=10)] == [b"v1"]
         await broker.publish([message("two.events", 2)])
@@ -350,10 +355,3 @@ async def test_a_wait_ends_at_its_timeout_when_nothing_rang(tmp_path: Path) -> N
     finally:
         await consumer.close()
         await broker.close()
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the deadline"
-        await asyncio.sleep(0.005)

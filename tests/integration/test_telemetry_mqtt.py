@@ -29,6 +29,7 @@ from pizzeria.services.telemetry.mqtt import HOLDER_IDENTIFIER, MqttIngest, topi
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_telemetry import STAFF, Bus, Device, Telemetry, at, known, stored
 from tests.support.mosquitto import Mosquitto
+from tests.support.polling import eventually
 from tests.support.postgres import create_database, drop_database
 from tests.support.tcpproxy import free_port
 
@@ -145,13 +146,6 @@ class Taking:
             await asyncio.Event().wait()
 
 
-async def until(condition: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def subscribed(mqtt: Mosquitto, ingest: Taking) -> AsyncIterator[None]:
     """A telemetry MQTT client (the same session each time) running until the block ends, as a
@@ -178,17 +172,17 @@ async def test_a_batch_received_by_a_process_that_dies_before_taking_it_in_is_se
     dying = Taking(dies=True)
     async with subscribed(mqtt, dying):
         await send("first")
-        await until(lambda: dying.batches, "the first batch never reached telemetry")
+        await eventually(lambda: dying.batches, "the first batch never reached telemetry", 30)
     # Received, never taken in: the broker still holds it for the session, and sends it again.
     taking = Taking(dies=False)
     async with subscribed(mqtt, taking):
-        await until(lambda: taking.batches, "the batch received before the crash was not sent again")
+        await eventually(lambda: taking.batches, "the batch received before the crash was not sent again", 30)
         assert taking.batches[0] == (device, "first")
     # Taken in, so acknowledged: the next process of the session gets only what comes after.
     after = Taking(dies=False)
     async with subscribed(mqtt, after):
         await send("second")
-        await until(lambda: after.batches, "the second batch never reached telemetry")
+        await eventually(lambda: after.batches, "the second batch never reached telemetry", 30)
         assert after.batches[0] == (device, "second"), "a batch taken in was sent again"
 
 
@@ -207,13 +201,13 @@ async def test_a_batch_that_cannot_be_taken_in_is_dropped_not_held_forever(mqtt:
     async with subscribed(mqtt, failing):
         await send("poison")
         await send("good")
-        await until(lambda: len(failing.batches) == 2, "the batch behind the failing one never came")
+        await eventually(lambda: len(failing.batches) == 2, "the batch behind the failing one never came", 30)
     assert [key for _, key in failing.batches] == ["poison", "good"]
     assert rejected("error") == before + 1
     after = Taking(dies=False)
     async with subscribed(mqtt, after):
         await send("next")
-        await until(lambda: after.batches, "the next batch never reached telemetry")
+        await eventually(lambda: after.batches, "the next batch never reached telemetry", 30)
         assert after.batches[0] == (device, "next"), "the failing batch came back"
 
 
@@ -276,17 +270,17 @@ async def test_on_postgresql_one_replica_takes_the_readings_and_the_next_takes_i
     broker would drop each replica as the other connected.)"""
     device = uuid.uuid4()
     first = Replica(mqtt, pg_url).start()
-    await until(first.client.subscribed.is_set, "no replica took the readings")
+    await eventually(first.client.subscribed.is_set, "no replica took the readings", 30)
     second = Replica(mqtt, pg_url).start()
     try:
         assert first.client.identifier == HOLDER_IDENTIFIER
         await publish_batches(mqtt, device, range(5))
-        await until(lambda: len(first.keys()) == 5, "the holder did not take every batch")
+        await eventually(lambda: len(first.keys()) == 5, "the holder did not take every batch", 30)
         assert second.keys() == []
         assert second.client.subscriptions == 0, "a second replica connected beside the holder"
         await first.stop()
         await publish_batches(mqtt, device, range(5, 10))  # the session's, whoever comes for it
-        await until(lambda: len(second.keys()) == 5, "the next replica did not take the session over")
+        await eventually(lambda: len(second.keys()) == 5, "the next replica did not take the session over", 30)
         assert second.keys() == [f"batch-{n}" for n in range(5, 10)]
         assert first.keys() == [f"batch-{n}" for n in range(5)]
         assert second.client.subscriptions == 1
@@ -305,7 +299,7 @@ async def test_a_replica_whose_lock_went_with_its_database_session_lets_the_read
     device = uuid.uuid4()
     holder = Replica(mqtt, pg_url).start()
     try:
-        await until(holder.client.subscribed.is_set, "the replica did not take the readings")
+        await eventually(holder.client.subscribed.is_set, "the replica did not take the readings", 30)
         admin = await asyncpg.connect(pg_url.replace("+asyncpg", "").split("?", 1)[0])
         try:
             ended = await admin.fetchval(
@@ -315,9 +309,11 @@ async def test_a_replica_whose_lock_went_with_its_database_session_lets_the_read
         finally:
             await admin.close()
         assert ended == 1
-        await until(lambda: holder.client.subscriptions == 2, "the replica kept its connection without the lock")
+        await eventually(
+            lambda: holder.client.subscriptions == 2, "the replica kept its connection without the lock", 30
+        )
         await publish_batches(mqtt, device, range(3))
-        await until(lambda: len(holder.keys()) == 3, "the readings did not come back with the lock")
+        await eventually(lambda: len(holder.keys()) == 3, "the readings did not come back with the lock", 30)
     finally:
         await holder.stop()
 
@@ -359,12 +355,16 @@ async def test_a_replica_that_cannot_reach_the_broker_lets_another_take_the_read
     device = uuid.uuid4()
     cut_off = Replica(f"mqtt://127.0.0.1:{free_port()}", pg_url).start()  # nothing listens there
     try:
-        await until(lambda: cut_off.client.lock is not None and cut_off.client.lock.held, "it never took the lock")
+        await eventually(
+            lambda: cut_off.client.lock is not None and cut_off.client.lock.held, "it never took the lock", 30
+        )
         reaching = Replica(mqtt, pg_url).start()
         try:
-            await until(reaching.client.subscribed.is_set, "the replica that reaches the broker never took over")
+            await eventually(
+                reaching.client.subscribed.is_set, "the replica that reaches the broker never took over", 30
+            )
             await publish_batches(mqtt, device, range(3))
-            await until(lambda: len(reaching.keys()) == 3, "the readings did not come")
+            await eventually(lambda: len(reaching.keys()) == 3, "the readings did not come", 30)
         finally:
             await reaching.stop()
     finally:

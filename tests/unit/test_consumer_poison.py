@@ -23,6 +23,7 @@ from pizzeria.messaging.deadletters import DeadLetterStore
 from pizzeria.messaging.envelope import Envelope, MalformedMessage
 from pizzeria.messaging.uow import UnitOfWork
 from tests.fakes import FakeClock, InMemoryBroker
+from tests.support.polling import eventually
 from tests.support.records import SOURCE, ProbeHappened, ProbeIgnored
 
 TOPIC = ProbeHappened.topic()
@@ -213,13 +214,6 @@ def stuck_gauge() -> float | None:
     return METRICS.get_sample_value("pizzeria_consumer_stuck", {"group": GROUP})
 
 
-async def until(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.005)
-
-
 @pytest.mark.usefixtures("topics")
 async def test_a_group_held_up_on_one_record_is_stuck_until_it_moves_on(db: Database, broker: InMemoryBroker) -> None:
     clock = FakeClock()
@@ -238,7 +232,9 @@ async def test_a_group_held_up_on_one_record_is_stuck_until_it_moves_on(db: Data
         assert runner.stuck()
         assert stuck_gauge() == 1.0
         probes.release.set()
-        await until(lambda: probes.seen == ["slow"] and not runner.stuck(), "the group never moved on")
+        await eventually(
+            lambda: probes.seen == ["slow"] and not runner.stuck(), "the group never moved on", 10.0, every=0.005
+        )
         assert stuck_gauge() == 0.0
     finally:
         task.cancel()
@@ -263,7 +259,7 @@ async def test_a_record_that_cannot_even_be_dead_lettered_makes_the_group_stuck(
     await publish(broker, {"not": "a cloudevent"})
     task = asyncio.create_task(runner.run())
     try:
-        await until(lambda: runner._working, "the record was never taken up")
+        await eventually(lambda: runner._working, "the record was never taken up", 10.0, every=0.005)
         clock.advance(61)
         assert runner.stuck()
         assert stuck_gauge() == 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from uuid import UUID, uuid4
 
 import pytest
@@ -31,6 +31,7 @@ from pizzeria.messaging.pausable import BrokerPaused
 from pizzeria.messaging.tables import fault_switches
 from pizzeria.messaging.uow import UnitOfWork
 from tests.fakes import InMemoryBroker
+from tests.support.polling import eventually
 
 GROUP = "unittest-faults"
 
@@ -174,13 +175,6 @@ async def test_a_crash_exits_at_once_with_the_status_of_a_kill(db: Database, bro
     assert exits == [CRASH_STATUS] == [137]
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_slow_replay_does_not_hold_up_the_switches(db: Database, broker: InMemoryBroker) -> None:
     """The control loop reads the switches and the replay requests together, but a replay runs
     apart: while one waits out an outage of its database, a switch turned by another replica
@@ -212,9 +206,11 @@ async def test_a_slow_replay_does_not_hold_up_the_switches(db: Database, broker:
 
     tasks = [asyncio.create_task(loop.run()) for loop in service.loops]
     try:
-        await until(lambda: len(attempts) >= 3, "the replay is waiting out the outage")
+        await eventually(lambda: len(attempts) >= 3, "the replay is waiting out the outage", 10.0, every=0.02)
         await FaultSwitches(runtime(db, InMemoryBroker())).change(FaultChange(broker_paused=True), actor="admin-2")
-        await until(lambda: service.broker.paused, "the switch turned elsewhere took effect here")
+        await eventually(
+            lambda: service.broker.paused, "the switch turned elsewhere took effect here", 10.0, every=0.02
+        )
         assert not outage_over.is_set()
         outage_over.set()
         deadline = time.monotonic() + 10
