@@ -35,10 +35,8 @@ class Gateway:
         return httpx.Response(200, json={"items": []})
 
 
-def fleet_behind(gateway: Gateway) -> Fleet:
-    fleet = Fleet(
-        "http://gateway", FleetSettings(), KeyStore(Path("/nonexistent/keys.json")), clock=lambda: gateway.now[0]
-    )
+def fleet_behind(gateway: Gateway, keys: Path) -> Fleet:
+    fleet = Fleet("http://gateway", FleetSettings(), KeyStore(keys / "keys.json"), clock=lambda: gateway.now[0])
     fleet.http = httpx.AsyncClient(base_url="http://gateway", transport=httpx.MockTransport(gateway))
     return fleet
 
@@ -52,10 +50,10 @@ async def tick_for(fleet: Fleet, now: list[float], seconds: int) -> None:
 
 
 @pytest.mark.parametrize("status", [401, 403])
-async def test_three_tries_in_a_minute_then_a_quarter_of_an_hour_quiet(status: int) -> None:
+async def test_three_tries_in_a_minute_then_a_quarter_of_an_hour_quiet(status: int, tmp_path: Path) -> None:
     now = [0.0]
     gateway = Gateway(httpx.Response(status, json={"title": "refused"}), now)
-    fleet = fleet_behind(gateway)
+    fleet = fleet_behind(gateway, tmp_path)
     try:
         await tick_for(fleet, now, 40 * 60)
     finally:
@@ -66,10 +64,10 @@ async def test_three_tries_in_a_minute_then_a_quarter_of_an_hour_quiet(status: i
     assert all(b - a >= 900 for a, b in zip(gateway.sign_ins, gateway.sign_ins[3:], strict=False))
 
 
-async def test_a_throttled_sign_in_waits_at_least_as_long_as_it_is_told() -> None:
+async def test_a_throttled_sign_in_waits_at_least_as_long_as_it_is_told(tmp_path: Path) -> None:
     now = [0.0]
     gateway = Gateway(httpx.Response(429, headers={"Retry-After": "64"}, json={"title": "too many"}), now)
-    fleet = fleet_behind(gateway)
+    fleet = fleet_behind(gateway, tmp_path)
     try:
         await tick_for(fleet, now, 100)
     finally:
@@ -80,8 +78,7 @@ async def test_a_throttled_sign_in_waits_at_least_as_long_as_it_is_told() -> Non
 async def test_once_the_account_is_staff_the_fleet_signs_in_and_sets_up(tmp_path: Path) -> None:
     now = [0.0]
     gateway = Gateway(httpx.Response(401, json={"title": "wrong email or password"}), now)
-    fleet = Fleet("http://gateway", FleetSettings(), KeyStore(tmp_path / "keys.json"), clock=lambda: now[0])
-    fleet.http = httpx.AsyncClient(base_url="http://gateway", transport=httpx.MockTransport(gateway))
+    fleet = fleet_behind(gateway, tmp_path)
     try:
         await tick_for(fleet, now, 5)
         gateway.answer = httpx.Response(200, json={"access_token": "t"})  # an administrator made it staff
