@@ -1,7 +1,7 @@
 """What the whole system costs while nobody orders: the CPU of every service process over a
 quiet stretch (the polls, control reads, heartbeats and timers a running system pays for all
-the time), and on PostgreSQL the transactions a second of each service's database and the CPU
-of its backends.
+the time), on PostgreSQL the transactions a second of each service's database and the CPU
+of its backends, and the CPU of the Kafka node and of Redis beside them.
 
     python -m bench.idle --stack embedded --seconds 20
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.e2e.system import System
 
-from bench.stacks import STACKS, PgWatch, stack_env
+from bench.stacks import STACKS, InfraWatch, PgWatch, stack_env
 from bench.system_bench import AUTOPILOTS, cpu_of
 
 #: How long the system runs before the quiet stretch is measured (startup work settles).
@@ -27,15 +27,18 @@ async def measure(stack: str, seconds: float) -> None:
         async with stack_env(stack, Path(tmp)) as env:
             system = System(Path(tmp), {**env, **AUTOPILOTS})
             postgres = PgWatch(env) if stack != "embedded" else None
+            infra = InfraWatch(stack, Path(tmp), env)
             await system.start()
             try:
                 await asyncio.sleep(SETTLE_S)  # the measured stretch begins once startup is over
                 pids = {name: await system.pid(name) for name in system.ports if name != "provider"}
                 before = cpu_of(pids)
                 pg_before = await postgres.snapshot() if postgres else None
+                infra_before = await infra.snapshot()
                 await asyncio.sleep(seconds)  # the quiet stretch itself is what is measured
                 after = cpu_of(pids)
                 pg_after = await postgres.snapshot() if postgres else None
+                infra_after = await infra.snapshot()
             finally:
                 system.stop()
     share = {name: 100 * (after[name] - before[name]) / seconds for name in pids}
@@ -48,6 +51,9 @@ async def measure(stack: str, seconds: float) -> None:
         print(f"  PostgreSQL backends {100 * backends / seconds:.1f}% of a core; transactions a second by database:")
         rates = {svc: (d["xact_commit"] + d["xact_rollback"]) / seconds for svc, d in per_db.items()}
         print("  " + ", ".join(f"{svc} {rate:.1f}" for svc, rate in rates.items()))
+    beside = {n: s for n, s in infra.used_s(infra_before, infra_after).items() if n in ("Kafka", "Redis")}
+    if beside:
+        print("  beside them: " + ", ".join(f"{n} {100 * s / seconds:.1f}%" for n, s in beside.items()) + " of a core")
 
 
 def main() -> None:

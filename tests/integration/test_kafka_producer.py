@@ -1,0 +1,53 @@
+"""The Kafka adapter's producer: its poll thread serves every delivery report and ends once the
+broker is closed, also when the broker is started again before the old thread woke up."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pizzeria.messaging.broker import OutgoingMessage, TopicSpec
+from tests.support.kafka import KafkaCluster
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.kafka
+
+
+def poll_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "kafka-producer-poll"}
+
+
+async def test_each_start_has_a_poll_thread_that_ends_with_its_close(kafka: KafkaCluster, unique: str) -> None:
+    topic = f"producer-{unique}"
+    broker = kafka.broker()
+    await broker.create_topics([TopicSpec(topic, partitions=1)])
+
+    before = poll_threads()
+    await broker.start()
+    (first,) = poll_threads() - before
+    await broker.publish([OutgoingMessage(topic, b"one", "k", {"n": "1"})])  # acknowledged: reports served
+    await broker.close()
+    # started again at once, while the first thread may still wait in its poll
+    await broker.start()
+    (second,) = poll_threads() - before - {first}
+    await broker.publish([OutgoingMessage(topic, b"two", "k", {"n": "2"})])
+
+    await eventually(lambda: not first.is_alive(), "the first producer's poll thread to end")
+    assert second.is_alive()  # the second start's thread was not stopped by the first close
+    await broker.close()
+    await eventually(lambda: not second.is_alive(), "the second producer's poll thread to end")
+
+    consumer = kafka.broker().consumer(f"g-{unique}", [topic])
+    await consumer.start()
+    try:
+        seen: list[bytes] = []
+
+        async def both() -> bool:
+            seen.extend(r.value for r in await consumer.fetch(10, 0.5))
+            return len(seen) >= 2
+
+        await eventually(both, "both messages to be read back")
+        assert seen == [b"one", b"two"]
+    finally:
+        await consumer.close()
