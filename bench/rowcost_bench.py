@@ -7,6 +7,10 @@ inserted in transactions as a consumer's run writes them.
   against the same with a memory map (`mmap_size`), a larger page cache (`cache_size`) and
   fewer checkpoints (`wal_autocheckpoint`), one at a time and all together; and the indexes of
   a user's entries as declared against the whole `user_id` index they replaced and none at all.
+- SQLite, the small rows an order writes several of under a key of its own (an order's
+  history, the kitchen's reservations: a UUID and a number or a name): the table as declared
+  (SQLite's rowid table beside an index of its key) against the same `WITHOUT ROWID` (one
+  B-tree, the rows in the key's order).
 - PostgreSQL: asyncpg's executemany of a one-row INSERT (what `kit.upsert.insert_rows` runs)
   against one `INSERT .. SELECT FROM unnest(<one array a column>)` for the whole run, counting
   the server backend's CPU (`/proc/<pid>/stat`) and this process's.
@@ -38,6 +42,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from bench.stats import process_cpu_s
 from pizzeria.services.audit.tables import audit_log
+from pizzeria.services.kitchen.tables import reservations
+from pizzeria.services.orders.tables import order_history
 
 COLUMNS = [c.name for c in audit_log.c if c.name != "seq"]
 PRAGMAS = {
@@ -117,6 +123,50 @@ def sqlite_round(pragmas: list[str], total: int, run: int, prefill: int, user_in
     return took / total * 1e6
 
 
+def _history_rows(order: str, at: str) -> list[tuple[Any, ...]]:
+    return [(order, seq, "baking", at, None) for seq in range(6)]
+
+
+def _reservation_rows(order: str, at: str) -> list[tuple[Any, ...]]:
+    return [(order, name, 2, "held", at) for name in ("dough", "sauce", "cheese", "ham", "basil", "olives", "onion")]
+
+
+#: Tables keyed by an order and something of it, with the rows one order gives them.
+KEYED = {"order history": (order_history, _history_rows), "reservations": (reservations, _reservation_rows)}
+
+
+def keyed_round(table: sa.Table, rows_of: Any, without_rowid: bool, orders: int, prefill: int) -> float:
+    """µs a row written into `table` (as declared, or `WITHOUT ROWID`), two orders' rows a
+    transaction as a consumer's run under load writes them."""
+    create = str(CreateTable(table).compile(dialect=sqlite.dialect())).rstrip() + (
+        " WITHOUT ROWID" if without_rowid else ""
+    )
+    sql = f"INSERT INTO {table.name} VALUES ({', '.join('?' * len(table.c))})"
+    at = datetime.now(UTC).isoformat(" ")[:-6]
+    serial = iter(range(1 << 40))
+
+    def order() -> str:  # increasing, as UUIDv7s are
+        return f"{(1 << 120) + next(serial) * 7919:032x}"
+
+    with tempfile.TemporaryDirectory(prefix="pz-rowcost-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "keyed.db", isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+            db.execute(f"PRAGMA {pragma}")
+        db.execute(create)
+        db.execute("BEGIN")
+        db.executemany(sql, [r for _ in range(prefill) for r in rows_of(order(), at)])
+        db.execute("COMMIT")
+        work = [rows_of(order(), at) + rows_of(order(), at) for _ in range(orders // 2)]
+        started = time.process_time()
+        for part in work:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sql, part)
+            db.execute("COMMIT")
+        took = time.process_time() - started
+        db.close()
+    return took / sum(len(p) for p in work) * 1e6
+
+
 async def postgres_rounds(total: int, run: int, rounds: int, prefill: int) -> None:
     dsn = os.environ.get("PIZZERIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     conn = await asyncpg.connect(dsn)
@@ -176,6 +226,11 @@ def main() -> None:
         for label, user_index in USER_INDEXES.items():
             took = sqlite_round([], args.rows, args.run, args.prefill, user_index)
             print(f"SQLite      {label:17s} round {n + 1}: {took:6.1f} µs a row", flush=True)
+        for label, (table, rows_of) in KEYED.items():
+            for without_rowid in (False, True):
+                took = keyed_round(table, rows_of, without_rowid, 2000, args.prefill // 5)
+                way = "WITHOUT ROWID" if without_rowid else "as declared"
+                print(f"SQLite      {label}, {way:13s} round {n + 1}: {took:6.1f} µs a row", flush=True)
     if not args.skip_postgres:
         asyncio.run(postgres_rounds(args.rows, args.run, args.rounds, args.prefill))
 
