@@ -6,14 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
+from fastapi import APIRouter
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
 from pizzeria.contracts.kitchen import TicketReady
 from pizzeria.kit import context, tracing
+from pizzeria.kit.http import http_app
 from pizzeria.kit.settings import Settings
 from pizzeria.messaging.envelope import Envelope
 
@@ -277,3 +282,25 @@ def test_attributes_are_wanted_only_for_a_span_that_may_be_recorded(spans: InMem
     tracing._Current.provider = None
     tracing._Current.tracer = trace.NoOpTracer()
     assert not tracing.may_record(CALLER)
+
+
+async def test_a_request_is_traced_once_even_when_a_global_provider_is_set(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI traces by itself through OpenTelemetry's global provider when one is set (by an
+    auto-instrumentation, say); a service's requests are already traced here, so it must not."""
+    router = APIRouter()
+
+    @router.get("/probe")
+    async def probe() -> dict[str, str]:
+        return {}
+
+    foreign = InMemorySpanExporter()
+    global_provider = TracerProvider()
+    global_provider.add_span_processor(SimpleSpanProcessor(foreign))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: global_provider)
+    app = http_app(service="unit", routers=[router], settings=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://unit") as client:
+        assert (await client.get("/probe")).status_code == 200
+    assert foreign.get_finished_spans() == ()
+    assert [s["name"] for s in finished(spans)] == ["GET /probe"]
