@@ -20,6 +20,7 @@ from pizzeria.chaos.load import Refused
 from pizzeria.chassis.addresses import REPLICA_PORT_STEP, SERVICE_PORTS, SIMULATOR_PORTS
 from pizzeria.kit.auth import Role
 from pizzeria.kit.settings import Settings
+from tests.support.polling import eventually
 from tests.support.tcpproxy import free_ports
 from tests.support.tokens import bearer
 
@@ -114,12 +115,7 @@ class System:
         return pid
 
     async def wait_until(self, predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await predicate():
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        await eventually(predicate, what, timeout, every=0.2)
 
     def logs(self, service: str) -> str:
         path = self.workdir / "var" / "log" / f"{service}.log"

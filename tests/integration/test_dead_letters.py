@@ -12,6 +12,7 @@ import time
 import uuid
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from pizzeria.messaging.deadletters import DeadLetterStatus, DeadLetterStore
 from pizzeria.messaging.tables import MESSAGING_MIGRATIONS, outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.integration.services import embedded_settings, running
+from tests.support.polling import eventually
 
 
 def cli(var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,16 +39,6 @@ def cli(var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-async def wait_for_status(store: DeadLetterStore, dl_id: str, status: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = await store.get(dl_id)
-        if row and row["status"] == status:
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"dead letter {dl_id} never became {status}")
 
 
 async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
@@ -109,7 +101,12 @@ async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
         replayed = cli(tmp_path, "replay", dead["id"])
         assert replayed.returncode == 0, replayed.stderr
         # The consumer runs it again; it is still poison, so it is dead again, with both attempts.
-        again = await wait_for_status(store, dead["id"], "dead")
+
+        async def dead_again() -> dict[str, Any] | None:
+            row = await store.get(dead["id"])
+            return row if row and row["status"] == "dead" else None
+
+        again = await eventually(dead_again, f"dead letter {dead['id']} never became dead", 20)
         assert again["attempts"] == 2
 
         assert cli(tmp_path, "discard", dead["id"]).returncode == 0

@@ -27,6 +27,7 @@ from pizzeria.services.gateway.wire import (
     UpstreamFault,
 )
 from tests.support.hangup import hanging_up
+from tests.support.polling import eventually
 from tests.support.tcpproxy import free_port
 
 
@@ -243,10 +244,8 @@ async def test_past_its_connections_the_pool_is_busy_not_the_upstream(server: tu
     to = wire(url, timeout=0.2, connections=1)
     hanging = asyncio.create_task(to.send("GET", "/slow", [], b"", timeout=30))
     try:
-        deadline = asyncio.get_running_loop().time() + 5
-        while upstream.waiting < 1:  # the first request holds the only place
-            assert asyncio.get_running_loop().time() < deadline, "the first request never arrived"
-            await asyncio.sleep(0.01)
+        # the first request holds the only place
+        await eventually(lambda: upstream.waiting >= 1, "the first request never arrived", 5, every=0.01)
         with pytest.raises(PoolBusy):
             await to.send("GET", "/echo/x", [], b"")
         upstream.release.set()

@@ -7,7 +7,6 @@ cancelled.)"""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
@@ -20,6 +19,7 @@ from pizzeria.services.kitchen import repository
 from pizzeria.services.kitchen.handlers import advance_tickets, build_handlers
 from pizzeria.services.kitchen.tables import metadata
 from tests.support.participant import HeldCommit, Participant, decode, on_postgres
+from tests.support.polling import eventually
 from tests.support.postgres import ADMIN_DSN
 from tests.unit.test_kitchen import OPENING, RECIPES, queued_ticket, ticket_of
 
@@ -41,12 +41,9 @@ async def waiting_for_a_lock(database: str, timeout: float = 10) -> None:
     """Until some session of `database` waits for a row lock."""
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
-        deadline = time.monotonic() + timeout
         # A row lock is waited for as the holder's transaction (pg_locks: no database).
         query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = $1"
-        while not await conn.fetchval(query, database):
-            assert time.monotonic() < deadline, "nobody waited for the lock"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: conn.fetchval(query, database), "nobody waited for the lock", timeout, every=0.02)
     finally:
         await conn.close()
 

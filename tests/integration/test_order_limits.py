@@ -7,7 +7,6 @@ a retry of an order placed before is still answered and other customers still or
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from tests.integration.services import embedded_settings, running
 from tests.integration.test_service_api import assert_problem
+from tests.support.polling import eventually
 from tests.support.postgres import create_database, drop_database
 from tests.support.tokens import bearer
 
@@ -41,10 +41,11 @@ async def orders(
             running("orders", settings) as (_, client),
         ):
             menu = (await catalog.get("/api/v1/menu")).json()["items"]
-            deadline = time.monotonic() + 30
-            while (await place(client, "warmup", order_of(menu, 1))).status_code != 202:
-                assert time.monotonic() < deadline, "orders never learned the menu"
-                await asyncio.sleep(0.05)
+
+            async def warmed_up() -> bool:
+                return (await place(client, "warmup", order_of(menu, 1))).status_code == 202
+
+            await eventually(warmed_up, "orders never learned the menu", 30)
             yield client, menu
     finally:
         if url is not None:

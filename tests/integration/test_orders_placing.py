@@ -43,6 +43,7 @@ from pizzeria.services.orders.saga import place_order_saga
 from pizzeria.services.orders.settings import OrdersSettings
 from pizzeria.services.orders.tables import idempotency_keys, metadata, orders
 from tests.support.participant import HeldCommit, Participant, on_postgres
+from tests.support.polling import eventually
 
 PIZZA = MenuEntry(uuid.UUID("00000000-0000-7000-8000-00000000000a"), "Pizza", "EUR", {"medium": 1000}, True, 1)
 NOT_ON_THE_MENU = uuid.UUID("00000000-0000-7000-8000-0000000000ff")
@@ -285,13 +286,6 @@ async def placed_and_held(
         await asyncio.wait_for(asyncio.gather(winning, return_exceptions=True), timeout=10)
 
 
-async def until_waiting_for_a_lock(db: Database, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while not await waiting_for_a_lock(db):
-        assert asyncio.get_running_loop().time() < deadline, f"the set never waited for {what}"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.postgres
 async def test_a_set_racing_a_placement_with_the_same_key_answers_with_the_order_that_won(
     shop_on_postgres: Participant, engine: handlers.OrderSaga
@@ -306,7 +300,7 @@ async def test_a_set_racing_a_placement_with_the_same_key_answers_with_the_order
     try:
         async with placed_and_held(shop, engine, retried) as (winning, release):
             racing = asyncio.gather(placer.place(retried), placer.place(neighbour))
-            await until_waiting_for_a_lock(shop.db, "the key")
+            await eventually(lambda: waiting_for_a_lock(shop.db), "the set never waited for the key", 10, every=0.01)
             release.set()
             won, _ = await asyncio.wait_for(winning, timeout=10)
             (again, replayed), (bobs, _) = await asyncio.wait_for(racing, timeout=10)
@@ -335,7 +329,9 @@ async def test_with_the_unpaid_limit_a_retry_racing_its_first_try_is_a_replay_no
     try:
         async with placed_and_held(shop, engine, retried, limits) as (winning, release):
             racing = asyncio.gather(placer.place(retried), placer.place(neighbour), return_exceptions=True)
-            await until_waiting_for_a_lock(shop.db, "alice's lock")
+            await eventually(
+                lambda: waiting_for_a_lock(shop.db), "the set never waited for alice's lock", 10, every=0.01
+            )
             release.set()
             won, _ = await asyncio.wait_for(winning, timeout=10)
             again, bobs = await asyncio.wait_for(racing, timeout=10)
@@ -362,7 +358,7 @@ async def test_a_set_takes_its_customers_locks_in_one_order_whatever_the_order_t
         async with holder:
             await repository.lock_customers(holder.conn, ["bob"])  # another replica's set, placing bob's
             placing = asyncio.gather(placer.place(placement("bob")), placer.place(placement("alice")))
-            await until_waiting_for_a_lock(shop.db, "bob's lock")
+            await eventually(lambda: waiting_for_a_lock(shop.db), "the set never waited for bob's lock", 10, every=0.01)
             async with shop.db.read() as conn:
                 alices = sa.func.hashtextextended("orders.placement:alice", 0)
                 taken = (await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(alices)))).scalar_one()

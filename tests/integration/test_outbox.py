@@ -23,6 +23,7 @@ from pizzeria.messaging.sqllog import SqlLogBroker
 from pizzeria.messaging.tables import outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.integration.conftest import widgets
+from tests.support.polling import eventually
 from tests.support.postgres import VANISHED_PEER_BOUNDS, peer_bounds
 
 
@@ -60,15 +61,6 @@ async def consume_all(broker: Broker, want: int, group: str = "reader", timeout:
         got += await consumer.fetch(1000, timeout=0.2)
     await consumer.close()
     return got
-
-
-async def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met before the deadline")
 
 
 async def test_state_and_outbox_commit_together_or_not_at_all(db: Database) -> None:
@@ -141,7 +133,7 @@ async def test_a_failed_batch_is_retried_and_nothing_is_lost(db: Database, sqllo
     relay = OutboxRelay(db, flaky, batch_size=100, poll_interval=0.05)
     task = asyncio.create_task(relay.run())
     try:
-        await wait_for(lambda: _backlog_is(db, 0))
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 20, every=0.02)
     finally:
         relay.stop()
         await task
@@ -171,7 +163,7 @@ async def test_no_row_is_skipped_when_transactions_commit_out_of_order(db: Datab
 
     try:
         await asyncio.gather(*(writer(w) for w in range(writers)))
-        await wait_for(lambda: _backlog_is(db, 0))
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 20, every=0.02)
     finally:
         relay.stop()
         await task
@@ -190,7 +182,7 @@ async def test_the_committing_unit_of_work_wakes_the_relay(db: Database, sqllog:
     try:
         await asyncio.sleep(0)  # let it reach its first wait
         await make_widget(db, "carol", 1, relay)
-        await wait_for(lambda: _backlog_is(db, 0), timeout=10)
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 10, every=0.02)
     finally:
         relay.stop()
         await task
@@ -202,9 +194,9 @@ async def test_a_commit_in_another_process_wakes_the_relay_through_notify(db: Da
     task = asyncio.create_task(relay.run())
     other_process = Database(db.url)  # its own engine and connections, no in-process signal
     try:
-        await wait_for(lambda: _listening(relay))
+        await eventually(lambda: _listening(relay), "the relay never listened", 20, every=0.02)
         await make_widget(other_process, "dave", 1)
-        await wait_for(lambda: _backlog_is(db, 0), timeout=10)
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 10, every=0.02)
     finally:
         relay.stop()
         await task
@@ -221,7 +213,7 @@ async def test_two_relays_on_one_database_publish_each_row_once(db: Database, sq
     tasks = [asyncio.create_task(r.run()) for r in relays]
     try:
         await asyncio.gather(*(make_widget(db, f"o{n % 3}", n, relays[n % 2]) for n in range(120)))
-        await wait_for(lambda: _backlog_is(db, 0))
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 20, every=0.02)
     finally:
         for r in relays:
             r.stop()
@@ -267,10 +259,10 @@ async def test_relay_survives_a_broker_outage(db: Database, sqllog: SqlLogBroker
     relay = OutboxRelay(db, flaky, poll_interval=0.01)
     task = asyncio.create_task(relay.run())
     try:
-        await wait_for(lambda: _attempted(flaky, 3))
+        await eventually(lambda: _attempted(flaky, 3), "the relay never tried three times", 20, every=0.02)
         assert await _backlog_is(db, 1), "nothing may be marked while the broker refuses it"
         flaky.failures = 0
-        await wait_for(lambda: _backlog_is(db, 0))
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 20, every=0.02)
     finally:
         relay.stop()
         with contextlib.suppress(asyncio.CancelledError):
@@ -290,9 +282,9 @@ async def test_a_relay_that_gives_up_the_lead_after_a_failed_batch_lets_another_
     other = OutboxRelay(other_process, sqllog, poll_interval=0.01)
     tasks = [asyncio.create_task(failing.run())]
     try:
-        await wait_for(lambda: _attempted(flaky, 1))
+        await eventually(lambda: _attempted(flaky, 1), "the failing relay never tried", 20, every=0.02)
         tasks.append(asyncio.create_task(other.run()))
-        await wait_for(lambda: _backlog_is(db, 0), timeout=30)
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 30, every=0.02)
     finally:
         failing.stop()
         other.stop()
@@ -312,7 +304,7 @@ async def test_the_leading_relays_session_bounds_how_long_the_server_waits_on_a_
     relay = OutboxRelay(db, sqllog, poll_interval=0.01)
     task = asyncio.create_task(relay.run())
     try:
-        await wait_for(lambda: _listening(relay))
+        await eventually(lambda: _listening(relay), "the relay never listened", 20, every=0.02)
         assert await peer_bounds(relay._leader) == VANISHED_PEER_BOUNDS
     finally:
         relay.stop()
@@ -345,10 +337,10 @@ async def test_commits_arriving_within_the_linger_go_out_in_the_same_run(db: Dat
         # A first row, published and marked: the relay then waits for the next wake-up (it
         # parks before the marking, which runs beside it, commits).
         await make_widget(db, "erin", 0, relay)
-        await wait_for(lambda: _backlog_is(db, 0), timeout=10)
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 10, every=0.02)
         behind.append(2)
         await make_widget(db, "erin", 1, relay)
-        await wait_for(lambda: _backlog_is(db, 0), timeout=10)
+        await eventually(lambda: _backlog_is(db, 0), "the backlog never emptied", 10, every=0.02)
     finally:
         relay.stop()
         await task

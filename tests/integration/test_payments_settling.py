@@ -34,6 +34,7 @@ from pizzeria.services.payments.tables import metadata
 from pizzeria.services.payments.tables import payments as payments_table
 from tests.support.cluster import Provider
 from tests.support.participant import Participant, on_postgres
+from tests.support.polling import eventually
 
 LEASE = timedelta(minutes=1)
 
@@ -302,10 +303,11 @@ async def test_a_set_takes_what_nobody_holds_and_settles_the_rest_once_it_is_let
         settling = asyncio.gather(
             handlers.settle_completed(settler, a.id, "ch_a"), handlers.settle_completed(settler, b.id, "ch_b")
         )
-        deadline = asyncio.get_running_loop().time() + 10
-        while (await state_of(payments, a.id))["status"] != Status.COMPLETED.value:
-            assert asyncio.get_running_loop().time() < deadline, "A was not settled while B was held"
-            await asyncio.sleep(0.01)
+
+        async def a_settled() -> bool:
+            return (await state_of(payments, a.id))["status"] == Status.COMPLETED.value
+
+        await eventually(a_settled, "A was not settled while B was held", 10, every=0.01)
         assert (await state_of(payments, b.id))["status"] == Status.PROCESSING.value
         await repository.of_order_for_update(uow.conn, a.order_id)  # the run's second refund: no cycle
     assert await asyncio.wait_for(settling, timeout=10) == [True, True]

@@ -16,6 +16,7 @@ import pytest
 from pizzeria.chassis.runtime import ServiceRuntime
 from pizzeria.services.orders import projection
 from tests.integration.services import embedded_settings, running
+from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -47,11 +48,12 @@ async def listing(orders: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def caught_up(orders: httpx.AsyncClient, placed: list[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while len(views := await listing(orders)) < len(placed) or not views[placed[0]]["cancel_requested"]:
-        assert time.monotonic() < deadline, "the read model never caught up"
-        await asyncio.sleep(0.05)
-    return views
+    async def views() -> dict[str, Any] | None:
+        found = await listing(orders)
+        return found if len(found) >= len(placed) and found[placed[0]]["cancel_requested"] else None
+
+    seen: dict[str, Any] = await eventually(views, "the read model never caught up", 30)
+    return seen
 
 
 async def test_rebuild_switches_generations_without_a_gap_for_readers(tmp_path: Path) -> None:

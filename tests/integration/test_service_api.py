@@ -19,6 +19,7 @@ from pizzeria.kit.ids import uuid7
 from pizzeria.services.delivery.tables import deliveries
 from pizzeria.services.kitchen.tables import tickets as kitchen_tickets
 from tests.integration.services import embedded_settings, running
+from tests.support.polling import eventually
 from tests.support.tokens import bearer
 
 PROBLEM = "application/problem+json"
@@ -172,11 +173,13 @@ async def test_orders_refuses_bad_orders_clearly(orders: httpx.AsyncClient) -> N
     assert_problem(await orders.get("/api/v1/orders", params={"cursor": "%%%"}), 400, "bad-cursor")
     assert_problem(await orders.get("/api/v1/orders", params={"status": "teleported"}), 422)
     assert_problem(await orders.get("/api/v1/orders", params={"limit": 0}), 422)
+
     # The list comes from the read model, which follows the orders a moment later.
-    deadline = time.monotonic() + 30
-    while not (listed := (await orders.get("/api/v1/orders")).json()["items"]):
-        assert time.monotonic() < deadline, "the warm-up order never reached the read model"
-        await asyncio.sleep(0.05)
+    async def listed_orders() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (await orders.get("/api/v1/orders")).json()["items"]
+        return found
+
+    listed = await eventually(listed_orders, "the warm-up order never reached the read model", 30)
     assert len(listed) == 1, "only the warm-up order exists: nothing bad was written"
     # The key was never used by a refused request: it still places the order.
     placed = await orders.post("/api/v1/orders", json=good, headers=key)
@@ -191,10 +194,12 @@ async def test_orders_pages_through_orders_newest_first(orders: httpx.AsyncClien
             "/api/v1/orders", json=body, headers={"Idempotency-Key": str(uuid.uuid4()), **bearer("pager")}
         )
         ids.append(response.json()["id"])
-    deadline = time.monotonic() + 30
-    while len((await orders.get("/api/v1/orders", params={"limit": 10}, headers=bearer("pager"))).json()["items"]) < 5:
-        assert time.monotonic() < deadline, "orders never reached the read model"
-        await asyncio.sleep(0.05)
+
+    async def all_listed() -> bool:
+        page = (await orders.get("/api/v1/orders", params={"limit": 10}, headers=bearer("pager"))).json()
+        return len(page["items"]) >= 5
+
+    await eventually(all_listed, "orders never reached the read model", 30)
     seen: list[str] = []
     cursor = None
     while True:
@@ -269,10 +274,12 @@ async def test_a_courier_takes_a_delivery_out_and_home_through_the_api(tmp_path:
         async with database.transaction() as conn:
             await conn.execute(deliveries.insert(), [row | {"status": "waiting", "created_at": now, "updated_at": now}])
         await database.dispose()
-        deadline = time.monotonic() + 30
-        while (listed := (await client.get("/api/v1/deliveries")).json()["items"])[0]["status"] == "waiting":
-            assert time.monotonic() < deadline, "the dispatcher gave the delivery to no courier"
-            await asyncio.sleep(0.05)
+
+        async def taken() -> list[dict[str, Any]] | None:
+            found: list[dict[str, Any]] = (await client.get("/api/v1/deliveries")).json()["items"]
+            return None if found[0]["status"] == "waiting" else found
+
+        listed = await eventually(taken, "the dispatcher gave the delivery to no courier", 30)
         courier_id = listed[0]["courier_id"]
         path = f"/api/v1/deliveries/{delivery_id}/advance"
 

@@ -178,9 +178,7 @@ async def test_partitions_taken_over_are_read_without_a_new_bell(tmp_path: Path)
     try:
         await first.start()
         await second.start()
-        deadline = time.monotonic() + 10.0
-        while not (first.assignment() and second.assignment()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # until both hold their share
+        await eventually(lambda: first.assignment() and second.assignment(), "both hold their share", 10.0)
         assert first.assignment()
         assert second.assignment()
         await broker.publish([message("shared.events", n) for n in range(20)])

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from pizzeria.zygote import UNKNOWN_EXIT, ForkedProcess, Zygote, ZygoteGone, available
+from tests.support.polling import eventually
 from tests.support.tcpproxy import free_port
 
 pytestmark = pytest.mark.skipif(
@@ -36,9 +37,9 @@ async def zygote() -> AsyncIterator[Zygote]:
 
 
 async def health(port: int, timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
-        while True:
+
+        async def answered() -> dict[str, object] | None:
             try:
                 response = await client.get(f"http://127.0.0.1:{port}/health")
                 if response.status_code == 200:
@@ -46,8 +47,10 @@ async def health(port: int, timeout: float = 30) -> dict[str, object]:
                     return answer
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "the forked service never answered"
-            await asyncio.sleep(0.05)
+            return None
+
+        found: dict[str, object] = await eventually(answered, "the forked service never answered", timeout)
+        return found
 
 
 def parent_of(pid: int) -> int:
@@ -114,10 +117,7 @@ async def test_a_childs_end_is_seen_when_the_zygote_is_gone_and_a_new_start_is_r
     child, port = await provider(zygote, tmp_path)
     zygote.process.kill()
     await zygote.process.wait()
-    deadline = time.monotonic() + 10
-    while zygote.alive:
-        assert time.monotonic() < deadline, "the supervisor never noticed the zygote's end"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: not zygote.alive, "the supervisor never noticed the zygote's end", 10, every=0.02)
     assert (await health(port))["pid"] == child.pid, "a child outlives the zygote"
     assert await killed(child) == UNKNOWN_EXIT
     with pytest.raises(ZygoteGone):
@@ -223,10 +223,12 @@ async def test_a_spawn_given_up_on_leaves_no_child_running(zygote: Zygote, tmp_p
     spawn.cancel()
     with pytest.raises(asyncio.CancelledError):
         await spawn
-    deadline = time.monotonic() + 30
-    while -signal.SIGKILL not in zygote._early.values():
-        assert time.monotonic() < deadline, "the child forked for a cancelled spawn was not killed"
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: -signal.SIGKILL in zygote._early.values(),
+        "the child forked for a cancelled spawn was not killed",
+        30,
+        every=0.02,
+    )
 
 
 async def test_it_knows_when_the_code_on_disk_is_newer_than_what_it_imported(zygote: Zygote) -> None:

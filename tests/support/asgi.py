@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message
 
 from pizzeria.cli import server_config
+from tests.support.polling import eventually
 from tests.support.tcpproxy import free_port
 
 
@@ -151,10 +151,7 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
     server = uvicorn.Server(server_config(app, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server never started"
-            await asyncio.sleep(0.01)
+        await eventually(lambda: server.started, "the server never started", 30, every=0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -5,8 +5,6 @@ does not (a verdict that cannot fail proves nothing)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -19,6 +17,7 @@ from pizzeria.chaos.run import CheckedLoad, Phase, run
 from pizzeria.contracts.notifications import told
 from pizzeria.web.checked import RATES, CheckedLab, as_rate
 from pizzeria.web.render import Renderer
+from tests.support.polling import eventually
 
 MENU = [{"id": "m-margherita", "sizes": [{"size": "m"}], "recipe": [{"ingredient": "dough", "quantity": 1}]}]
 DELIVERED = ["pending", "paid", "preparing", "baking", "ready", "out_for_delivery", "delivered"]
@@ -184,12 +183,9 @@ async def test_one_charge_made_twice_fails_the_check_and_is_named() -> None:
 async def test_the_fault_lab_panel_shows_the_violation() -> None:
     lab = CheckedLab(app=None)  # type: ignore[arg-type]  # its run is given below, not started from a form
     system = FakeSystem(charge_twice=True)
-    lab.run = CheckedLoad(system, rate=20)
+    lab.run = load = CheckedLoad(system, rate=20)
     await lab.run.start()
-    deadline = time.monotonic() + 10
-    while lab.run.progress().acknowledged < 3:
-        assert time.monotonic() < deadline, "the load placed nothing"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: load.progress().acknowledged >= 3, "the load placed nothing", 10)
     running = render(lab)
     assert 'id="checked-phase">running<' in running
     assert "Stop and check" in running

@@ -39,6 +39,7 @@ from pizzeria.messaging.message import Message
 from pizzeria.messaging.tables import inbox, outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.fakes import InMemoryBroker, InMemoryConsumer
+from tests.support.polling import eventually
 
 GROUP = "unittest-consumer"
 DLQ = f"{GROUP}.dlq"
@@ -611,10 +612,7 @@ async def test_run_processes_and_commits_until_cancelled(
     runner = make_runner(Handler())
     task = asyncio.create_task(runner.run())
     expected = {tp: end for tp, end in broker.end_offsets(TOPIC).items() if end}
-    deadline = asyncio.get_running_loop().time() + 10
-    while broker.committed(GROUP) != expected:
-        assert asyncio.get_running_loop().time() < deadline, "offsets never committed"
-        await asyncio.sleep(0.005)
+    await eventually(lambda: broker.committed(GROUP) == expected, "offsets never committed", 10, every=0.005)
     assert runner.healthy
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -670,10 +668,7 @@ async def test_records_arriving_within_the_linger_join_the_run(
     runner.linger = linger
     with counting_commits() as committed:
         task = asyncio.create_task(runner.run())
-        deadline = asyncio.get_running_loop().time() + 10
-        while sum(broker.committed(GROUP).values()) < 3:
-            assert asyncio.get_running_loop().time() < deadline, "offsets never committed"
-            await asyncio.sleep(0.005)
+        await eventually(lambda: sum(broker.committed(GROUP).values()) >= 3, "offsets never committed", 10, every=0.005)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import pytest
 
 from pizzeria.kit.groupcommit import ALONE, Alone, GroupCommit, Member
+from tests.support.polling import eventually
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 #: A value of the service's, set where the group commit is built (as `service` for its logs).
@@ -67,14 +68,6 @@ def sets(writer: Writer) -> GroupCommit[int, int]:
     return GroupCommit(writer.write_set, writer.write_alone, name="test")
 
 
-async def writing(writer: Writer) -> None:
-    """Until the writer has begun a set (it waits in `on_write`)."""
-    deadline = asyncio.get_running_loop().time() + 5
-    while not writer.sets:
-        assert asyncio.get_running_loop().time() < deadline, "no set was begun"
-        await asyncio.sleep(0)
-
-
 async def submitted_as(sets: GroupCommit[int, int], item: int, who: str) -> int:
     WHO.set(who)
     return await sets.submit(item)
@@ -106,7 +99,7 @@ async def test_the_writer_runs_in_the_context_the_group_commit_was_built_in(writ
 async def test_what_comes_in_while_a_set_is_written_makes_the_next(sets: GroupCommit[int, int], writer: Writer) -> None:
     writer.on_write = asyncio.Event()
     first = asyncio.create_task(sets.submit(1))
-    await writing(writer)
+    await eventually(lambda: writer.sets, "no set was begun", 5, every=0)
     later = asyncio.gather(sets.submit(2), sets.submit(3))
     writer.on_write.set()
     assert (await first, await later) == (2, [4, 6])
@@ -133,7 +126,7 @@ async def test_a_failed_set_of_one_fails_its_caller(sets: GroupCommit[int, int],
 async def test_a_caller_that_stopped_waiting_is_left_out(sets: GroupCommit[int, int], writer: Writer) -> None:
     writer.on_write = asyncio.Event()
     first = asyncio.create_task(sets.submit(1))
-    await writing(writer)
+    await eventually(lambda: writer.sets, "no set was begun", 5, every=0)
     gone = asyncio.create_task(sets.submit(2))
     stays = asyncio.create_task(sets.submit(3))
     await asyncio.sleep(0)
@@ -155,7 +148,7 @@ async def test_a_set_that_cannot_be_answered_fails_its_callers_with_why_and_the_
 ) -> None:
     writer.on_write = asyncio.Event()
     short = asyncio.gather(sets.submit(1), sets.submit(7), return_exceptions=True)
-    await writing(writer)
+    await eventually(lambda: writer.sets, "no set was begun", 5, every=0)
     later = asyncio.create_task(sets.submit(3))
     writer.on_write.set()
     answered, unanswered = await asyncio.wait_for(short, timeout=5)
@@ -168,7 +161,7 @@ async def test_a_set_that_cannot_be_answered_fails_its_callers_with_why_and_the_
 async def test_closing_cancels_whoever_waits(sets: GroupCommit[int, int], writer: Writer) -> None:
     writer.on_write = asyncio.Event()
     waiting = asyncio.gather(sets.submit(1), sets.submit(2), return_exceptions=True)
-    await writing(writer)
+    await eventually(lambda: writer.sets, "no set was begun", 5, every=0)
     await sets.close()
     assert all(isinstance(a, asyncio.CancelledError) for a in await waiting)
 
@@ -194,7 +187,7 @@ async def test_a_stop_that_is_itself_cancelled_while_the_set_rolls_back_stays_ca
 
     slow = GroupCommit(slow_rollback, writer.write_alone, name="slow")
     waiting = asyncio.ensure_future(slow.submit(1))
-    await writing(writer)
+    await eventually(lambda: writer.sets, "no set was begun", 5, every=0)
     queued = asyncio.ensure_future(slow.submit(2))  # after the set was taken: the next one's
     await asyncio.sleep(0)
     closing = asyncio.ensure_future(slow.close())

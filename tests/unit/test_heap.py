@@ -13,6 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from pizzeria.kit import heap
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -48,11 +49,14 @@ async def test_once_started_what_the_process_built_is_out_of_the_collectors_sigh
     running = server()
     serving = asyncio.create_task(running.serve())
     try:
-        deadline = time.monotonic() + 10
-        while not running.started:
-            assert time.monotonic() < deadline, "the server never started"
+
+        def started() -> bool:
+            if running.started:
+                return True
             assert not serving.done(), serving
-            await asyncio.sleep(0.01)
+            return False
+
+        await eventually(started, "the server never started", 10, every=0.01)
         assert gc.get_freeze_count() > 0
     finally:
         running.should_exit = True

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import engine as async_engine
 
 from pizzeria.kit import sqlite_driver
 from pizzeria.kit.db import Database
+from tests.support.polling import eventually
 
 items = sa.Table("items", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
 
@@ -82,10 +83,8 @@ async def test_a_writer_waits_in_a_greenlet_for_the_connection_another_holds(
     holder = await database.begin_write()
     await holder.execute(items.update().where(items.c.id == 2).values(name="first"))
     second = asyncio.create_task(_rename(database, 2, "second"))
-    deadline = asyncio.get_running_loop().time() + 10
-    while "connect" not in greenlets:  # the second asks the pool, and waits for the one connection
-        assert asyncio.get_running_loop().time() < deadline, "the second writer never asked for the connection"
-        await asyncio.sleep(0.01)
+    # the second asks the pool, and waits for the one connection
+    await eventually(lambda: "connect" in greenlets, "the second writer never asked for the connection", 10, every=0.01)
     assert not second.done()
     await holder.commit()
     await holder.close()
