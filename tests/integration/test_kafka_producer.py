@@ -1,8 +1,9 @@
-"""The Kafka adapter's producer: its poll thread serves every delivery report and ends once the
-broker is closed, also when the broker is started again before the old thread woke up."""
+"""The Kafka adapter's producer: its poll thread serves every delivery report and ends with the
+close of its own start, also when the broker is started again while that close is under way."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -27,14 +28,14 @@ async def test_each_start_has_a_poll_thread_that_ends_with_its_close(kafka: Kafk
     await broker.start()
     (first,) = poll_threads() - before
     await broker.publish([OutgoingMessage(topic, b"one", "k", {"n": "1"})])  # acknowledged: reports served
-    await broker.close()
-    # started again at once, while the first thread may still wait in its poll
-    await broker.start()
+    closing = asyncio.create_task(broker.close())
+    await asyncio.sleep(0)  # the close runs up to its first wait (the flush)
+    await broker.start()  # started again while that close is under way
+    await closing
     (second,) = poll_threads() - before - {first}
-    await broker.publish([OutgoingMessage(topic, b"two", "k", {"n": "2"})])
-
     await eventually(lambda: not first.is_alive(), "the first producer's poll thread to end")
     assert second.is_alive()  # the second start's thread was not stopped by the first close
+    await broker.publish([OutgoingMessage(topic, b"two", "k", {"n": "2"})])
     await broker.close()
     await eventually(lambda: not second.is_alive(), "the second producer's poll thread to end")
 

@@ -234,7 +234,8 @@ class KafkaBroker(Broker):
         }
         self.consumer_config = dict(consumer_config or {})
         self._producer: confluent_kafka.Producer | None = None
-        #: Tells the running producer's poll thread to end (one event for each start).
+        #: The running producer's poll thread, and what tells it to end (new for each start).
+        self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
 
     async def start(self) -> None:
@@ -242,18 +243,22 @@ class KafkaBroker(Broker):
             return
         self._producer = confluent_kafka.Producer(self.producer_config)
         self._stopping = threading.Event()
-        threading.Thread(
+        self._poller = threading.Thread(
             target=_poll_forever, args=(self._producer, self._stopping), name="kafka-producer-poll", daemon=True
-        ).start()
+        )
+        self._poller.start()
 
     async def close(self) -> None:
         if self._producer is None:
             return
-        producer, self._producer = self._producer, None
+        # This start's producer, thread and event, taken before the first await: a start while
+        # this close waits makes new ones, which are not this close's to stop.
+        producer, poller, stopping = self._producer, self._poller, self._stopping
+        self._producer = self._poller = None
         await asyncio.to_thread(producer.flush, 10)
-        # Not joined: every report is in (the flush), and the thread ends at its next wake-up,
-        # at most `PRODUCER_POLL_S` later, with the producer it holds.
-        self._stopping.set()
+        stopping.set()
+        if poller is not None:  # ends at its next wake-up: at most `PRODUCER_POLL_S`
+            await asyncio.to_thread(poller.join, PRODUCER_POLL_S + 5)
 
     def admin(self) -> AdminClient:
         """An admin client that logs in as this broker's clients do."""
@@ -395,10 +400,10 @@ class KafkaBroker(Broker):
 
 
 #: How long the producer's poll thread waits for a delivery report before it looks whether it
-#: should stop. A report ends the wait at once, so this sets only the thread's idle wake-ups:
-#: at 50 ms, twenty a second, they cost an idle service about 1 ms of CPU a second, an eighth
-#: of its idle CPU on Kafka (docs/performance.md).
-PRODUCER_POLL_S = 1.0
+#: should stop. A report ends the wait at once, so this sets only the thread's idle wake-ups
+#: (at 50 ms, twenty a second, they cost an idle service about 1 ms of CPU a second, an eighth
+#: of its idle CPU on Kafka: docs/performance.md) and how long a close waits for the thread.
+PRODUCER_POLL_S = 0.5
 
 
 def _poll_forever(producer: confluent_kafka.Producer, stopping: threading.Event) -> None:
