@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pizzeria.messaging.broker import OutgoingMessage, TopicSpec
+from pizzeria.messaging.broker import BrokerError, OutgoingMessage, TopicSpec
 from tests.support.kafka import KafkaCluster
 from tests.support.polling import eventually
 
@@ -52,3 +52,24 @@ async def test_each_start_has_a_poll_thread_that_ends_with_its_close(kafka: Kafk
         assert seen == [b"one", b"two"]
     finally:
         await consumer.close()
+
+
+async def test_a_close_that_cannot_deliver_ends_the_waiting_publish_with_an_error(
+    kafka: KafkaCluster, unique: str
+) -> None:
+    topic = f"producer-{unique}"
+    broker = kafka.broker()
+    await broker.create_topics([TopicSpec(topic, partitions=1)])
+    await broker.start()
+    await broker.publish([OutgoingMessage(topic, b"one", "k", {"n": "1"})])
+    [proxy] = kafka.proxies.values()
+    proxy.cut()
+    try:
+        waiting = asyncio.create_task(broker.publish([OutgoingMessage(topic, b"lost", "k", {"n": "2"})]))
+        await asyncio.sleep(0)  # produced; waiting for its report
+        assert not waiting.done()
+        await broker.close()  # its flush gives up on the message
+        with pytest.raises(BrokerError, match="not acknowledged"):
+            await asyncio.wait_for(waiting, 30)
+    finally:
+        proxy.mend()

@@ -255,7 +255,14 @@ class KafkaBroker(Broker):
         # this close waits makes new ones, which are not this close's to stop.
         producer, poller, stopping = self._producer, self._poller, self._stopping
         self._producer = self._poller = None
-        await asyncio.to_thread(producer.flush, 10)
+        left = await asyncio.to_thread(producer.flush, 10)
+        if left:
+            # Never acknowledged (the brokers out of reach): once the thread stops nobody would
+            # serve their reports, and a publish waiting for them would wait for ever. Purged,
+            # each report is an error, its publish fails, and its outbox rows wait for the next
+            # start.
+            log.warning("closing with messages the brokers never acknowledged", count=left)
+            await asyncio.to_thread(_purge, producer)
         stopping.set()
         if poller is not None:  # ends at its next wake-up: at most `PRODUCER_POLL_S`
             await asyncio.to_thread(poller.join, PRODUCER_POLL_S + 5)
@@ -404,6 +411,12 @@ class KafkaBroker(Broker):
 #: (at 50 ms, twenty a second, they cost an idle service about 1 ms of CPU a second, an eighth
 #: of its idle CPU on Kafka: docs/performance.md) and how long a close waits for the thread.
 PRODUCER_POLL_S = 0.5
+
+
+def _purge(producer: confluent_kafka.Producer) -> None:
+    """Drop what `producer` has not delivered and serve the reports that say so."""
+    producer.purge()
+    producer.flush(0)
 
 
 def _poll_forever(producer: confluent_kafka.Producer, stopping: threading.Event) -> None:
