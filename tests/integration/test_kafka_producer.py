@@ -73,3 +73,22 @@ async def test_a_close_that_cannot_deliver_ends_the_waiting_publish_with_an_erro
             await asyncio.wait_for(waiting, 30)
     finally:
         proxy.mend()
+
+
+async def test_a_publish_waiting_for_room_when_the_broker_closes_fails(kafka: KafkaCluster, unique: str) -> None:
+    topic = f"producer-{unique}"
+    broker = kafka.broker(producer_config={"queue.buffering.max.messages": 1})
+    await broker.create_topics([TopicSpec(topic, partitions=1)])
+    await broker.start()
+    [proxy] = kafka.proxies.values()
+    proxy.cut()
+    try:
+        batch = [OutgoingMessage(topic, str(n).encode(), "k", {"n": str(n)}) for n in range(3)]
+        waiting = asyncio.create_task(broker.publish(batch))
+        await asyncio.sleep(0)  # the first message queued, the second waits for room
+        assert not waiting.done()
+        await broker.close()
+        with pytest.raises(BrokerError):
+            await asyncio.wait_for(waiting, 30)
+    finally:
+        proxy.mend()

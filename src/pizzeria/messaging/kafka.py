@@ -359,12 +359,13 @@ class KafkaBroker(Broker):
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        if self._producer is None:
+        producer = self._producer
+        if producer is None:
             raise BrokerError("broker not started")
         # One wake-up of the event loop for the whole batch: the delivery reports (on the poll
         # thread) are counted there, and the last one settles the batch's future.
         acks = _Acks(asyncio.get_running_loop(), len(messages))
-        produce, report = self._producer.produce, acks.report
+        produce, report = producer.produce, acks.report
         for msg in messages:
             while True:
                 try:
@@ -379,6 +380,8 @@ class KafkaBroker(Broker):
                     break
                 except BufferError:  # local queue full: let delivery reports drain it
                     await asyncio.sleep(0.005)
+                    if self._producer is not producer:  # closed meanwhile: nobody serves its reports
+                        raise BrokerError("the broker closed while messages waited for room") from None
                 except KafkaException as exc:
                     acks.report(exc.args[0], None)
                     break
