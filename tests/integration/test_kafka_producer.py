@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from pizzeria.messaging.broker import BrokerError, OutgoingMessage, TopicSpec
+from pizzeria.messaging.kafka import KafkaBroker
 from tests.support.kafka import KafkaCluster
 from tests.support.polling import eventually
 
@@ -54,6 +55,24 @@ async def test_each_start_has_a_poll_thread_that_ends_with_its_close(kafka: Kafk
         await consumer.close()
 
 
+async def publish_while_cut_then_close(
+    kafka: KafkaCluster, broker: KafkaBroker, batch: list[OutgoingMessage], error: str
+) -> None:
+    """Publish `batch` with every connection to Kafka cut, close the broker while the publish
+    waits, and require the publish to end with a `BrokerError` matching `error`."""
+    [proxy] = kafka.proxies.values()
+    proxy.cut()
+    try:
+        waiting = asyncio.create_task(broker.publish(batch))
+        await asyncio.sleep(0)  # the publish runs up to its wait (for a report, or for room)
+        assert not waiting.done()
+        await broker.close()
+        with pytest.raises(BrokerError, match=error):
+            await asyncio.wait_for(waiting, 30)
+    finally:
+        proxy.mend()
+
+
 async def test_a_close_that_cannot_deliver_ends_the_waiting_publish_with_an_error(
     kafka: KafkaCluster, unique: str
 ) -> None:
@@ -62,17 +81,9 @@ async def test_a_close_that_cannot_deliver_ends_the_waiting_publish_with_an_erro
     await broker.create_topics([TopicSpec(topic, partitions=1)])
     await broker.start()
     await broker.publish([OutgoingMessage(topic, b"one", "k", {"n": "1"})])
-    [proxy] = kafka.proxies.values()
-    proxy.cut()
-    try:
-        waiting = asyncio.create_task(broker.publish([OutgoingMessage(topic, b"lost", "k", {"n": "2"})]))
-        await asyncio.sleep(0)  # produced; waiting for its report
-        assert not waiting.done()
-        await broker.close()  # its flush gives up on the message
-        with pytest.raises(BrokerError, match="not acknowledged"):
-            await asyncio.wait_for(waiting, 30)
-    finally:
-        proxy.mend()
+    # produced, waiting for its report: the close's flush gives up on it
+    lost = [OutgoingMessage(topic, b"lost", "k", {"n": "2"})]
+    await publish_while_cut_then_close(kafka, broker, lost, "not acknowledged")
 
 
 async def test_a_publish_waiting_for_room_when_the_broker_closes_fails(kafka: KafkaCluster, unique: str) -> None:
@@ -80,15 +91,6 @@ async def test_a_publish_waiting_for_room_when_the_broker_closes_fails(kafka: Ka
     broker = kafka.broker(producer_config={"queue.buffering.max.messages": 1})
     await broker.create_topics([TopicSpec(topic, partitions=1)])
     await broker.start()
-    [proxy] = kafka.proxies.values()
-    proxy.cut()
-    try:
-        batch = [OutgoingMessage(topic, str(n).encode(), "k", {"n": str(n)}) for n in range(3)]
-        waiting = asyncio.create_task(broker.publish(batch))
-        await asyncio.sleep(0)  # the first message queued, the second waits for room
-        assert not waiting.done()
-        await broker.close()
-        with pytest.raises(BrokerError):
-            await asyncio.wait_for(waiting, 30)
-    finally:
-        proxy.mend()
+    # the first message queued, the second waits for room
+    batch = [OutgoingMessage(topic, str(n).encode(), "k", {"n": str(n)}) for n in range(3)]
+    await publish_while_cut_then_close(kafka, broker, batch, "waited for room")
