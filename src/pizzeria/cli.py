@@ -355,6 +355,8 @@ async def _projections(args: argparse.Namespace) -> int:
     from pizzeria.kit.db import Database
     from pizzeria.services.orders import projection
 
+    if args.name == "analytics":
+        return await _analytics(args)
     db = Database(get_settings().database_url_for("orders"), pool_size=1)
     try:
         if args.action == "rebuild":
@@ -370,6 +372,27 @@ async def _projections(args: argparse.Namespace) -> int:
             return 0
         async with db.read() as conn:
             print(orjson.dumps(await projection.status(conn), default=str, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    finally:
+        await db.dispose()
+
+
+async def _analytics(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from pizzeria.kit.db import Database
+    from pizzeria.services.audit import analytics
+    from pizzeria.services.audit.tables import analytics_orders
+
+    db = Database(get_settings().database_url_for("audit"), pool_size=1)
+    try:
+        if args.action == "rebuild":
+            applied = await analytics.rebuild(db)
+            print(f"applied the {applied} facts of orders and payments in the audit log to the analytics again")
+            return 0
+        async with db.read() as conn:
+            orders = (await conn.execute(sa.select(sa.func.count()).select_from(analytics_orders))).scalar_one()
+        print(orjson.dumps({"name": "analytics", "orders": orders}, option=orjson.OPT_INDENT_2).decode())
         return 0
     finally:
         await db.dispose()
@@ -464,7 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     projections_cmd = sub.add_parser("projections", help="read models: rebuild without downtime, status")
     projections_cmd.add_argument("action", choices=["rebuild", "status"])
-    projections_cmd.add_argument("name", choices=["orders"])
+    projections_cmd.add_argument(
+        "name",
+        choices=["orders", "analytics"],
+        help="orders: the order views, in a new generation; analytics: every fact of the audit log applied again",
+    )
     projections_cmd.set_defaults(func=cmd_projections)
 
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, discard")

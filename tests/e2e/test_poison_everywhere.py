@@ -15,7 +15,8 @@ handles (its own HandlerRegistry, built here as its service builds it):
 - a type it takes, with data its schema refuses: a dead letter, `schema: ...`;
 - the audit log takes every type undecoded and keeps what came: the entry is recorded when the
   data is JSON, else a dead letter `permanent: ... not JSON`; with NUL in its text (which
-  PostgreSQL's JSON cannot hold), a dead letter `permanent: ... NUL ...` at once.
+  PostgreSQL's JSON cannot hold), a dead letter `permanent: ... NUL ...` at once (the analytics
+  beside the log, read from the same runs, count the facts they cannot read and leave them).
 
 And nothing else happens: no order, ticket, delivery, notification, stock or menu changes; no
 service restarts (nothing crash-loops) and every one stays ready (no group is stuck); the next
@@ -52,7 +53,6 @@ from pizzeria.messaging.connect import broker_from_settings
 from pizzeria.messaging.consumer import HandlerRegistry
 from pizzeria.messaging.message import REGISTRY, Message
 from pizzeria.registry import SERVICES
-from pizzeria.services.audit import analytics
 from pizzeria.services.audit import handlers as audit
 from pizzeria.services.delivery import handlers as delivery
 from pizzeria.services.devices import handlers as devices
@@ -96,7 +96,6 @@ def registries() -> dict[str, HandlerRegistry]:
         "delivery": delivery.build_handlers(wake),
         "notifications": build_events(wake),
         "audit": audit.build_handlers(),
-        "analytics": analytics.build_handlers(),
         "devices": devices.build_handlers(),
         "telemetry": telemetry.build_handlers(),
         **{access_group(s): access_handlers(stand_in) for s in TOKEN_CHECKERS},

@@ -5,21 +5,29 @@ a user's entries are found through indexes."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
+from pizzeria.contracts.orders import Contact, OrderLine, OrderPlaced, OrderStatus, OrderStatusChanged, PaymentMethod
+from pizzeria.contracts.payments import PaymentCompleted
 from pizzeria.kit.db import Database
 from pizzeria.kit.migrations import upgrade
 from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.consumer import Incoming, PermanentError
 from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
 from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.audit import analytics
 from pizzeria.services.audit.app import MIGRATIONS
 from pizzeria.services.audit.handlers import build_handlers, entry, query
-from pizzeria.services.audit.tables import audit_log
+from pizzeria.services.audit.tables import analytics_orders, audit_log
 from tests.support.postgres import create_database, drop_database
 
 
@@ -112,3 +120,128 @@ async def test_a_users_entries_are_found_through_indexes_not_by_reading_the_log(
             plan = "\n".join(r[-1] for r in await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {text}")))
     assert "ix_audit_user" in plan, plan
     assert "ix_audit_actor" in plan, plan
+
+
+AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def fact(message_id: str, message: Message) -> Incoming:
+    """`message` as the audit group gets it: undecoded, its data the bytes that were sent."""
+    return Incoming(None, dataclasses.replace(Envelope.wrap(message, source="/pizzeria/test"), id=message_id))
+
+
+def placed(order_id: UUID, *, currency: str = "EUR", total: int = 2400) -> OrderPlaced:
+    line = OrderLine(menu_item_id=uuid4(), name="Margherita", size="m", quantity=2, unit_price=1200)
+    return OrderPlaced(
+        order_id=order_id,
+        customer_id="c-1",
+        items=[line],
+        total=total,
+        currency=currency,
+        payment_method=PaymentMethod(token="tok_visa"),
+        delivery_address="1 Main St",
+        contact=Contact(email="a@example.com"),
+        placed_at=AT,
+    )
+
+
+def changed(order_id: UUID, status: OrderStatus, reason: str | None = None, at: datetime = AT) -> OrderStatusChanged:
+    return OrderStatusChanged(
+        order_id=order_id, customer_id="c-1", status=status, previous_status=OrderStatus.PENDING, reason=reason, at=at
+    )
+
+
+async def test_the_analytics_are_kept_from_the_audit_logs_runs_once_whatever_comes_twice(audit_db: Database) -> None:
+    """The audit group keeps the analytics read model in the log's own transactions: a run's
+    facts fill their orders' rows; the same run again (a redelivery: no inbox) changes nothing."""
+    delivered, cancelled = uuid4(), uuid4()
+    paid = PaymentCompleted(
+        payment_id=uuid4(), order_id=delivered, amount=2400, currency="EUR", provider_charge_id="ch-1", at=AT
+    )
+    run = [
+        fact("m-1", placed(delivered)),
+        fact("m-2", paid),
+        fact("m-3", placed(cancelled, total=900)),
+        fact("m-4", changed(cancelled, OrderStatus.CANCELLED, "payment_failed", AT + timedelta(minutes=1))),
+        fact("m-5", changed(delivered, OrderStatus.DELIVERED, at=AT + timedelta(minutes=30))),
+    ]
+    for _ in range(2):
+        await handle(audit_db, run)
+    async with audit_db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar() == 5
+        rows = {r.order_id: r for r in await conn.execute(sa.select(analytics_orders))}
+    assert set(rows) == {str(delivered), str(cancelled)}
+    first, second = rows[str(delivered)], rows[str(cancelled)]
+    assert (first.status, first.total, first.payment_outcome, first.delivered_at) == (
+        "delivered",
+        2400,
+        "completed",
+        AT + timedelta(minutes=30),
+    )
+    assert first.items == [{"name": "Margherita", "quantity": 2}]
+    assert (second.status, second.total, second.cancel_reason) == ("cancelled", 900, "payment_failed")
+
+
+async def test_a_fact_the_analytics_cannot_hold_is_kept_in_the_log_and_its_neighbours_counted(
+    audit_db: Database,
+) -> None:
+    """Facts their schemas take but the read model's columns cannot hold (a currency of four
+    letters, a reason of 65 characters, a time before year 1 once in UTC), and another version
+    of a fact, in the middle of a run: the log keeps every message, the analytics leave those
+    and take the rest (on PostgreSQL a statement with them would fail, and the log's entries
+    with it)."""
+    good, bad = uuid4(), uuid4()
+    run = [
+        fact("m-1", placed(good)),
+        fact("m-2", placed(bad, currency="EURO")),
+        fact("m-3", changed(bad, OrderStatus.CANCELLED, "x" * 65)),
+        fact("m-4", changed(bad, OrderStatus.DELIVERED, at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))))),
+        Incoming(None, Envelope(id="m-5", source="/forged", type="pizzeria.orders.OrderPlaced.v9", data=b"{}")),
+        fact("m-6", changed(good, OrderStatus.DELIVERED, at=AT + timedelta(minutes=20))),
+    ]
+    names = ("pizzeria.orders.OrderPlaced", "pizzeria.orders.OrderStatusChanged")
+    before = [unread(name) for name in names]
+    await handle(audit_db, run)
+    async with audit_db.read() as conn:
+        logged = (await conn.execute(sa.select(audit_log.c.message_id).order_by(audit_log.c.seq))).scalars().all()
+        rows = {r.order_id: r for r in await conn.execute(sa.select(analytics_orders))}
+    assert logged == ["m-1", "m-2", "m-3", "m-4", "m-5", "m-6"]
+    assert set(rows) == {str(good)}
+    assert (rows[str(good)].status, rows[str(good)].currency) == ("delivered", "EUR")
+    assert [unread(name) - count for name, count in zip(names, before, strict=True)] == [2, 2]
+
+
+def unread(name: str) -> float:
+    """How many facts of type `name` (without its version) the analytics left so far."""
+    return REGISTRY.get_sample_value("pizzeria_analytics_facts_unread_total", {"type": name}) or 0.0
+
+
+async def test_the_analytics_are_rebuilt_from_the_log_as_they_were(audit_db: Database) -> None:
+    """`pizzeria projections rebuild analytics`: every fact in the log applied again, in chunks;
+    an order the read model lost comes back as it was, the others stay as they are."""
+    orders = [uuid4() for _ in range(5)]
+    run = [fact(f"p-{n}", placed(o, total=100 * (n + 1))) for n, o in enumerate(orders)]
+    run += [
+        fact(f"d-{n}", changed(o, OrderStatus.DELIVERED, at=AT + timedelta(minutes=n))) for n, o in enumerate(orders)
+    ]
+    await handle(audit_db, run)
+    async with audit_db.read() as conn:
+        before = sorted(tuple(r) for r in await conn.execute(sa.select(analytics_orders)))
+    async with audit_db.transaction() as conn:
+        lost = [str(o) for o in orders[1:3]]
+        await conn.execute(analytics_orders.delete().where(analytics_orders.c.order_id.in_(lost)))
+    assert await analytics.rebuild(audit_db, chunk=3) == 10
+    async with audit_db.read() as conn:
+        after = sorted(tuple(r) for r in await conn.execute(sa.select(analytics_orders)))
+    assert after == before
+    assert len(after) == 5
+
+
+async def handle(database: Database, run: list[Incoming]) -> None:
+    """`run` through the audit group's handler, in one transaction, as its consumer hands it."""
+    route = build_handlers().get("pizzeria.orders.OrderPlaced.v1")
+    assert route is not None
+    assert route.batch is not None
+    async with UnitOfWork(database, source="/pizzeria/audit") as uow:
+        await route.batch(run, uow)
+        await uow.commit()

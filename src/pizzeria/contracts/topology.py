@@ -55,10 +55,9 @@ CONSUMER_GROUPS: dict[str, tuple[str, ...]] = {
     "telemetry": (events_topic(devices.CONTEXT), events_topic(delivery.CONTEXT)),
     # every order's story, and a courier arriving (telemetry)
     "notifications": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT), events_topic(telemetry.CONTEXT)),
-    # the append-only audit log: everything
+    # the append-only audit log: everything; and from the same runs, the business analytics (a
+    # read model beside the log, made of the facts of orders and payments)
     "audit": (*EVENT_TOPICS, *COMMAND_TOPICS),
-    # business analytics (a read model in the audit service): orders and payments
-    "analytics": (events_topic(orders.CONTEXT), events_topic(payments.CONTEXT)),
 }
 
 #: Services that check access tokens against the token epochs identity announces; each has a
@@ -126,7 +125,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "devices": ("devices",),
     "telemetry": ("telemetry",),
     "notifications": ("notifications",),
-    "audit": ("audit", "analytics"),
+    "audit": ("audit",),
 }
 
 #: The services on the bus: each logs in to Kafka as its own user.

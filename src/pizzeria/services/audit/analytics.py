@@ -14,17 +14,37 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 import sqlalchemy as sa
+from prometheus_client import Counter as MetricCounter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
 from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed
+from pizzeria.kit.clock import as_utc
+from pizzeria.kit.db import Database
+from pizzeria.kit.logging import get_logger
 from pizzeria.kit.upsert import insert_rows, update_rows
-from pizzeria.messaging.consumer import HandlerRegistry, Incoming
-from pizzeria.messaging.uow import UnitOfWork
-from pizzeria.services.audit.tables import analytics_orders
+from pizzeria.messaging.envelope import Envelope
+from pizzeria.messaging.message import Message
+from pizzeria.services.audit.tables import analytics_orders, audit_log
+
+log = get_logger(__name__)
 
 Bucket = Literal["hour", "day"]
+
+#: The facts the read model is made of, by their CloudEvents type.
+_FACTS: dict[str, type[Message]] = {
+    m.type_name(): m for m in (OrderPlaced, OrderStatusChanged, PaymentCompleted, PaymentFailed)
+}
+_FACT_NAMES = frozenset(t.rpartition(".")[0] for t in _FACTS)
+
+facts_unread = MetricCounter(
+    "pizzeria_analytics_facts_unread_total",
+    "Facts the analytics could not read (a version it does not know, or data its schema refuses), "
+    "by type without its version; the audit log keeps each as it came.",
+    ["type"],
+)
 
 
 def _values(event: Any) -> dict[str, Any]:
@@ -54,28 +74,107 @@ def _update(columns: tuple[str, ...]) -> sa.Update:
     )
 
 
-def build_handlers() -> HandlerRegistry:
-    registry = HandlerRegistry()
+def read(envelope: Envelope) -> Message | None:
+    """The fact a message brings the read model, if it brings one; None for every other
+    message, and for a fact it cannot read (counted and logged: the log keeps it as it came)."""
+    model = _FACTS.get(envelope.type)
+    if model is None:
+        if envelope.type.rpartition(".")[0] in _FACT_NAMES:  # another version of a fact it reads
+            _unread(envelope, f"unknown schema version: {envelope.type}")
+        return None
+    try:
+        fact = model.model_validate_json(envelope.data)
+    except Exception as exc:  # e.g. pydantic's ValidationError, or data nested too deep
+        _unread(envelope, f"schema: {type(exc).__name__}: {exc}")
+        return None
+    refusal = _refusal(fact)
+    if refusal is not None:
+        _unread(envelope, refusal)
+        return None
+    return fact
 
-    @registry.on_batch(OrderPlaced, OrderStatusChanged, PaymentCompleted, PaymentFailed)
-    async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
-        """A run of facts: what they say about each order is merged in memory, then every order
-        row is made (facts of one order arrive from two topics in any order) and filled in, one
-        statement per set of columns."""
-        changes: dict[str, dict[str, Any]] = {}
-        for item in items:
-            changes.setdefault(str(item.message.order_id), {}).update(_values(item.message))
-        await insert_rows(uow.conn, analytics_orders, [{"order_id": o} for o in changes], ignore=True)
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for order_id, values in changes.items():
-            if values:
-                by_columns.setdefault(tuple(sorted(values)), []).append(
-                    {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}}
-                )
-        for columns, params in by_columns.items():
-            await update_rows(uow.conn, _update(columns), params)
 
-    return registry
+def _unread(envelope: Envelope, error: str) -> None:
+    facts_unread.labels(envelope.type.rpartition(".")[0]).inc()
+    log.error("analytics cannot read a fact; the audit log keeps it", message_id=envelope.id, error=error[:500])
+
+
+_INT64 = 2**63
+
+
+def _refusal(fact: Message) -> str | None:
+    """Why the read model's columns could not hold what `fact` says, though its schema takes
+    it (None: they can). Such a fact must not reach a statement: its failure would roll back
+    the audit log's entries with it."""
+    for name, value in _values(fact).items():
+        if isinstance(value, str):
+            length = analytics_orders.c[name].type.length  # type: ignore[attr-defined]
+            if length is not None and len(value) > length:
+                return f"its {name} is longer than {length} characters"
+        elif isinstance(value, datetime):
+            try:
+                as_utc(value)
+            except OverflowError:
+                return f"its {name} is out of range in UTC"
+        elif isinstance(value, int) and not -_INT64 <= value < _INT64:
+            return f"its {name} is out of the 64-bit range"
+        elif name == "items" and not all(-_INT64 <= item["quantity"] < _INT64 for item in value):
+            return "a quantity is out of the 64-bit range"
+    return None
+
+
+async def apply(conn: AsyncConnection, facts: Sequence[Message]) -> None:
+    """A run of facts: what they say about each order is merged in memory, then every order
+    row is made (facts of one order arrive from two topics in any order) and filled in, one
+    statement per set of columns, rows in the order of their keys (so two runs at once lock
+    them in the same order). Every fact sets what it alone says (a placement's figures, a
+    terminal status, a payment's outcome), so a fact applied twice changes nothing: the audit
+    log's group reads these facts without an inbox."""
+    changes: dict[str, dict[str, Any]] = {}
+    for fact in facts:
+        changes.setdefault(str(fact.order_id), {}).update(_values(fact))  # type: ignore[attr-defined]
+    if not changes:
+        return
+    order_ids = sorted(changes)
+    await insert_rows(conn, analytics_orders, [{"order_id": o} for o in order_ids], ignore=True)
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for order_id in order_ids:
+        if values := changes[order_id]:
+            by_columns.setdefault(tuple(sorted(values)), []).append(
+                {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}}
+            )
+    for columns, params in by_columns.items():
+        await update_rows(conn, _update(columns), params)
+
+
+async def rebuild(db: Database, *, chunk: int = 1000) -> int:
+    """Apply every fact the audit log holds to the read model again, oldest first, a chunk of
+    log entries a transaction, beside the running service (a fact applied twice changes
+    nothing): for orders whose facts the read model missed, as those an older release's group of
+    its own had not read when it stopped. Returns how many facts it applied."""
+    after, applied = 0, 0
+    while True:
+        async with db.transaction() as conn:
+            rows = (await conn.execute(_LOGGED_FACTS, {"after": after, "chunk": chunk})).all()
+            if not rows:
+                return applied
+            facts = [fact for row in rows if (fact := read(_logged(row))) is not None]
+            await apply(conn, facts)
+        applied += len(facts)
+        after = rows[-1].seq
+
+
+def _logged(row: Any) -> Envelope:
+    """A log entry as the message it records (what `read` looks at: its id, type and data)."""
+    return Envelope(id=row.message_id, source="/pizzeria/audit", type=row.type, data=orjson.dumps(row.data))
+
+
+_LOGGED_FACTS = (
+    sa.select(audit_log.c.seq, audit_log.c.message_id, audit_log.c.type, audit_log.c.data)
+    .where(audit_log.c.seq > sa.bindparam("after"), audit_log.c.type.in_(sorted(_FACTS)))
+    .order_by(audit_log.c.seq)
+    .limit(sa.bindparam("chunk"))
+)
 
 
 def nearest_rank(values: list[float], p: float) -> float | None:

@@ -1,4 +1,5 @@
-"""The audit consumer: every message of every topic, recorded once, as it was sent."""
+"""The audit consumer: every message of every topic, recorded once, as it was sent, and the
+analytics read model kept from the same run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pizzeria.messaging.consumer import HandlerRegistry, Incoming, PermanentErro
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import REGISTRY
 from pizzeria.messaging.uow import UnitOfWork
+from pizzeria.services.audit import analytics
 from pizzeria.services.audit.tables import audit_log
 
 
@@ -68,17 +70,22 @@ def _data(envelope: Envelope) -> dict[str, Any]:
 
 
 def build_handlers() -> HandlerRegistry:
-    # No inbox: the log's unique message id already makes a redelivered message a no-op.
+    # No inbox: the log's unique message id already makes a redelivered message a no-op, and
+    # a fact applied to the analytics twice changes nothing (`analytics.apply`).
     registry = HandlerRegistry(inbox=False)
 
     @registry.on_any_batch
     async def record(items: Sequence[Incoming], uow: UnitOfWork) -> None:
         """A run of messages in one statement, kept as they were sent (never decoded into
-        their schemas: the log keeps what came, even what a newer schema would refuse)."""
+        their schemas: the log keeps what came, even what a newer schema would refuse); the
+        facts the analytics read model is made of go to it in the same transaction, so every
+        message is read once for both."""
         now = utcnow()  # one run, one time it was recorded
         await insert_rows(
             uow.conn, audit_log, [entry(item.envelope, _data(item.envelope), now) for item in items], ignore=True
         )
+        facts = [fact for item in items if (fact := analytics.read(item.envelope)) is not None]
+        await analytics.apply(uow.conn, facts)
 
     return registry
 
