@@ -123,6 +123,7 @@ async def test_a_users_entries_are_found_through_indexes_not_by_reading_the_log(
 
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+PLACED = OrderPlaced.type_name()
 
 
 def fact(message_id: str, message: Message) -> Incoming:
@@ -145,6 +146,12 @@ def placed(order_id: UUID, *, currency: str = "EUR", total: int = 2400) -> Order
     )
 
 
+def paid(order_id: UUID) -> PaymentCompleted:
+    return PaymentCompleted(
+        payment_id=uuid4(), order_id=order_id, amount=2400, currency="EUR", provider_charge_id="ch-1", at=AT
+    )
+
+
 def changed(order_id: UUID, status: OrderStatus, reason: str | None = None, at: datetime = AT) -> OrderStatusChanged:
     return OrderStatusChanged(
         order_id=order_id, customer_id="c-1", status=status, previous_status=OrderStatus.PENDING, reason=reason, at=at
@@ -155,12 +162,9 @@ async def test_the_analytics_are_kept_from_the_audit_logs_runs_once_whatever_com
     """The audit group keeps the analytics read model in the log's own transactions: a run's
     facts fill their orders' rows; the same run again (a redelivery: no inbox) changes nothing."""
     delivered, cancelled = uuid4(), uuid4()
-    paid = PaymentCompleted(
-        payment_id=uuid4(), order_id=delivered, amount=2400, currency="EUR", provider_charge_id="ch-1", at=AT
-    )
     run = [
         fact("m-1", placed(delivered)),
-        fact("m-2", paid),
+        fact("m-2", paid(delivered)),
         fact("m-3", placed(cancelled, total=900)),
         fact("m-4", changed(cancelled, OrderStatus.CANCELLED, "payment_failed", AT + timedelta(minutes=1))),
         fact("m-5", changed(delivered, OrderStatus.DELIVERED, at=AT + timedelta(minutes=30))),
@@ -182,14 +186,35 @@ async def test_the_analytics_are_kept_from_the_audit_logs_runs_once_whatever_com
     assert (second.status, second.total, second.cancel_reason) == ("cancelled", 900, "payment_failed")
 
 
+async def test_an_orders_facts_in_any_order_and_again_make_the_row_they_make_in_order(audit_db: Database) -> None:
+    """No inbox for the analytics: the facts of one order, each in a run of its own in reverse
+    (its end, its payment, its placement), then its placement again after them (a redelivery),
+    leave the row that the same facts in order, once, leave for another order."""
+    in_order, reversed_ = uuid4(), uuid4()
+
+    def story(order_id: UUID) -> list[Message]:
+        return [placed(order_id), paid(order_id), changed(order_id, OrderStatus.DELIVERED, at=AT + timedelta(hours=1))]
+
+    await handle(audit_db, [fact(f"a-{n}", f) for n, f in enumerate(story(in_order))])
+    later = story(reversed_)
+    for n in reversed(range(len(later))):
+        await handle(audit_db, [fact(f"b-{n}", later[n])])
+    await handle(audit_db, [fact("b-0", later[0])])
+    async with audit_db.read() as conn:
+        rows = {r.order_id: r._asdict() for r in await conn.execute(sa.select(analytics_orders))}
+    first, second = (rows[str(o)] | {"order_id": None} for o in (in_order, reversed_))
+    assert first == second
+    assert (first["status"], first["payment_outcome"], first["total"]) == ("delivered", "completed", 2400)
+
+
 async def test_a_fact_the_analytics_cannot_hold_is_kept_in_the_log_and_its_neighbours_counted(
     audit_db: Database,
 ) -> None:
     """Facts their schemas take but the read model's columns cannot hold (a currency of four
-    letters, a reason of 65 characters, a time before year 1 once in UTC), and another version
-    of a fact, in the middle of a run: the log keeps every message, the analytics leave those
-    and take the rest (on PostgreSQL a statement with them would fail, and the log's entries
-    with it)."""
+    letters, a reason of 65 characters, a time before year 1 once in UTC, a total past 64
+    bits), another version of a fact and one its schema refuses, in the middle of a run: the
+    log keeps every message, the analytics leave those and take the rest (a statement with them
+    would fail, and the log's entries with it)."""
     good, bad = uuid4(), uuid4()
     run = [
         fact("m-1", placed(good)),
@@ -197,6 +222,8 @@ async def test_a_fact_the_analytics_cannot_hold_is_kept_in_the_log_and_its_neigh
         fact("m-3", changed(bad, OrderStatus.CANCELLED, "x" * 65)),
         fact("m-4", changed(bad, OrderStatus.DELIVERED, at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))))),
         Incoming(None, Envelope(id="m-5", source="/forged", type="pizzeria.orders.OrderPlaced.v9", data=b"{}")),
+        Incoming(None, Envelope(id="m-7", source="/forged", type=PLACED, data=b'{"order_id": "not an id"}')),
+        fact("m-8", placed(bad, total=2**70)),
         fact("m-6", changed(good, OrderStatus.DELIVERED, at=AT + timedelta(minutes=20))),
     ]
     names = ("pizzeria.orders.OrderPlaced", "pizzeria.orders.OrderStatusChanged")
@@ -205,10 +232,10 @@ async def test_a_fact_the_analytics_cannot_hold_is_kept_in_the_log_and_its_neigh
     async with audit_db.read() as conn:
         logged = (await conn.execute(sa.select(audit_log.c.message_id).order_by(audit_log.c.seq))).scalars().all()
         rows = {r.order_id: r for r in await conn.execute(sa.select(analytics_orders))}
-    assert logged == ["m-1", "m-2", "m-3", "m-4", "m-5", "m-6"]
+    assert logged == ["m-1", "m-2", "m-3", "m-4", "m-5", "m-7", "m-8", "m-6"]
     assert set(rows) == {str(good)}
     assert (rows[str(good)].status, rows[str(good)].currency) == ("delivered", "EUR")
-    assert [unread(name) - count for name, count in zip(names, before, strict=True)] == [2, 2]
+    assert [unread(name) - count for name, count in zip(names, before, strict=True)] == [4, 2]
 
 
 def unread(name: str) -> float:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import orjson
 import sqlalchemy as sa
 from prometheus_client import Counter as MetricCounter
+from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pizzeria.contracts.orders import OrderPlaced, OrderStatusChanged
@@ -24,7 +26,7 @@ from pizzeria.contracts.payments import PaymentCompleted, PaymentFailed
 from pizzeria.kit.clock import as_utc
 from pizzeria.kit.db import Database
 from pizzeria.kit.logging import get_logger
-from pizzeria.kit.upsert import insert_rows, update_rows
+from pizzeria.kit.upsert import update_rows
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
 from pizzeria.services.audit.tables import analytics_orders, audit_log
@@ -65,15 +67,6 @@ def _values(event: Any) -> dict[str, Any]:
     return {"payment_outcome": "completed" if isinstance(event, PaymentCompleted) else "failed"}
 
 
-@functools.cache
-def _update(columns: tuple[str, ...]) -> sa.Update:
-    return (
-        analytics_orders.update()
-        .where(analytics_orders.c.order_id == sa.bindparam("oid"))
-        .values({c: sa.bindparam(f"v_{c}") for c in columns})
-    )
-
-
 def read(envelope: Envelope) -> Message | None:
     """The fact a message brings the read model, if it brings one; None for every other
     message, and for a fact it cannot read (counted and logged: the log keeps it as it came)."""
@@ -84,8 +77,12 @@ def read(envelope: Envelope) -> Message | None:
         return None
     try:
         fact = model.model_validate_json(envelope.data)
-    except Exception as exc:  # e.g. pydantic's ValidationError, or data nested too deep
-        _unread(envelope, f"schema: {type(exc).__name__}: {exc}")
+    except ValidationError as exc:  # where and what, not the values (personal data, maybe)
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        _unread(envelope, "schema: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        return None
+    except Exception as exc:  # e.g. data nested too deep to parse
+        _unread(envelope, f"schema: {type(exc).__name__}")
         return None
     refusal = _refusal(fact)
     if refusal is not None:
@@ -124,27 +121,36 @@ def _refusal(fact: Message) -> str | None:
 
 
 async def apply(conn: AsyncConnection, facts: Sequence[Message]) -> None:
-    """A run of facts: what they say about each order is merged in memory, then every order
-    row is made (facts of one order arrive from two topics in any order) and filled in, one
-    statement per set of columns, rows in the order of their keys (so two runs at once lock
-    them in the same order). Every fact sets what it alone says (a placement's figures, a
-    terminal status, a payment's outcome), so a fact applied twice changes nothing: the audit
-    log's group reads these facts without an inbox."""
+    """A run of facts: what they say about each order is merged in memory, then every order's
+    row is made or filled in by one statement, row after row in the order of their keys (facts
+    of one order arrive from two topics in any order; two runs at once lock the rows they share
+    in the same order, so neither waits for the other in a cycle). Every fact sets what it alone
+    says (a placement's figures, a terminal status, a payment's outcome), so a fact applied
+    twice changes nothing: the audit log's group reads these facts without an inbox."""
     changes: dict[str, dict[str, Any]] = {}
     for fact in facts:
         changes.setdefault(str(fact.order_id), {}).update(_values(fact))  # type: ignore[attr-defined]
-    if not changes:
-        return
-    order_ids = sorted(changes)
-    await insert_rows(conn, analytics_orders, [{"order_id": o} for o in order_ids], ignore=True)
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for order_id in order_ids:
-        if values := changes[order_id]:
-            by_columns.setdefault(tuple(sorted(values)), []).append(
-                {"oid": order_id, **{f"v_{c}": v for c, v in values.items()}}
-            )
-    for columns, params in by_columns.items():
-        await update_rows(conn, _update(columns), params)
+    rows = [dict.fromkeys(_COLUMNS) | {"order_id": order_id} | changes[order_id] for order_id in sorted(changes)]
+    await update_rows(conn, _merge(conn.dialect.name), rows)
+
+
+#: Every column of the read model: each row of `apply` names them all (None: not said).
+_COLUMNS = tuple(c.name for c in analytics_orders.c)
+
+
+@functools.cache
+def _merge(dialect: str) -> sa.Insert:
+    """An order's row made, or what its facts say set in it: a column a run's facts do not
+    mention (None in the row) keeps its value. Every column but two is never None when said;
+    the items come with the placement and the reason with the cancellation, so those follow
+    their fact's time."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(analytics_orders)
+    new, old = stmt.excluded, analytics_orders.c
+    keep: dict[str, Any] = {c: sa.func.coalesce(new[c], old[c]) for c in _COLUMNS if c != "order_id"}
+    # (`.items` is a method of a column collection: the column by its name)
+    keep["items"] = sa.case((new.placed_at.is_(None), old["items"]), else_=new["items"])
+    keep["cancel_reason"] = sa.case((new.cancelled_at.is_(None), old.cancel_reason), else_=new.cancel_reason)
+    return stmt.on_conflict_do_update(index_elements=[old.order_id], set_=keep)
 
 
 async def rebuild(db: Database, *, chunk: int = 1000) -> int:
