@@ -228,6 +228,15 @@ def cmd_kafka_acls(args: argparse.Namespace) -> int:
     return emit(render_acls(get_settings()), args.output)
 
 
+def declared_group(service: str, group: str) -> bool:
+    """Whether the topology has `service` run `group` (any generation of a rebuilt one: which
+    generations run, only the service knows)."""
+    from pizzeria.contracts.topology import REBUILT_GROUPS, generations_of, groups_of
+
+    runs = groups_of(service)
+    return group in runs or any(group.startswith(generations_of(g)) for g in REBUILT_GROUPS if g in runs)
+
+
 async def _dlq(args: argparse.Namespace) -> int:
     import getpass
 
@@ -286,7 +295,13 @@ async def _dlq(args: argparse.Namespace) -> int:
                 return 0
             try:
                 await act_on_dead_letter(
-                    store, store.uow_factory, name, args.id, args.action, actor=f"cli:{getpass.getuser()}"
+                    store,
+                    store.uow_factory,
+                    name,
+                    args.id,
+                    args.action,
+                    actor=f"cli:{getpass.getuser()}",
+                    served=partial(declared_group, name),
                 )
             except ProblemError as exc:
                 print(exc.detail, file=sys.stderr)

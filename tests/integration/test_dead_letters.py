@@ -27,6 +27,7 @@ from pizzeria.messaging.tables import MESSAGING_MIGRATIONS, outbox
 from pizzeria.messaging.uow import UnitOfWork
 from tests.integration.services import embedded_settings, running
 from tests.support.polling import eventually
+from tests.support.tokens import bearer
 
 
 def cli(var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -130,6 +131,38 @@ async def test_poison_message_lifecycle_through_the_cli(tmp_path: Path) -> None:
             )
         actions = [orjson.loads(h)["ce_type"] for h in facts]
         assert actions == ["pizzeria.ops.DeadLetterReplayRequested.v1", "pizzeria.ops.DeadLetterDiscarded.v1"]
+
+
+async def test_a_dead_letter_of_a_group_that_no_longer_runs_is_refused_a_replay_not_left_waiting(
+    tmp_path: Path,
+) -> None:
+    """A dead letter of a consumer group the service no longer runs (an earlier release's, as
+    the audit service's `analytics`; or a replaced generation of the order views): nothing
+    would replay it, so the API and the command refuse (409) instead of leaving it to wait for
+    ever, and it can still be discarded. One of a group that runs is replayed as ever."""
+    settings = embedded_settings(tmp_path)
+    admin = bearer("admin-1", "admin", settings=settings)
+    async with running("orders", settings, headers=admin) as (app, client):
+        runtime: ServiceRuntime = app.state.runtime
+        store = runtime.dead_letters
+        for n, group in enumerate(("analytics", "orders-projection-g9", "orders")):
+            record = Record("catalog.events", 0, n, b"{}", "k", {"ce_id": f"m-{n}"}, timestamp_ms=0)
+            await store.add(group, record, None, "schema: broken", 1, topic=f"{group}.dlq")
+        ids = {r["group_id"]: r["id"] for r in await store.recent()}
+
+        refused = await client.post(f"/api/v1/ops/dlq/{ids['orders-projection-g9']}/replay")
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "no longer runs in orders" in refused.json()["detail"]
+        by_cli = cli(tmp_path, "replay", ids["analytics"])
+        assert by_cli.returncode == 1
+        assert "consumer group analytics, which no longer runs in orders" in by_cli.stderr
+        assert (await client.post(f"/api/v1/ops/dlq/{ids['orders']}/replay")).status_code == 202
+        assert cli(tmp_path, "discard", ids["analytics"]).returncode == 0
+        statuses = {r["group_id"]: r["status"] for r in await store.recent()}
+        assert statuses["orders-projection-g9"] == "dead"
+        assert statuses["analytics"] == "discarded"
+        assert statuses["orders"] in ("replay_requested", "dead")  # taken up within a second
 
 
 async def test_replicas_replay_a_dead_letter_once(pg_url: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pizzeria.cli import render_acls
+from pizzeria.cli import declared_group, render_acls
 from pizzeria.contracts import ops
 from pizzeria.contracts.topology import (
     BUS_SERVICES,
@@ -153,3 +153,13 @@ def test_production_refuses_a_broker_that_asks_nobody_who_they_are() -> None:
     secured = Settings(**base, KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_PASSWORD="pw")  # type: ignore[arg-type]
     assert secured.production_problems("orders") == []
     assert secured.production_problems("gateway", messaging=False) == []
+
+
+def test_the_command_line_replays_only_into_groups_the_topology_runs() -> None:
+    """`pizzeria dlq replay` refuses a dead letter of a group its service does not run (an
+    earlier release's); any generation of a rebuilt group passes (the service knows which run)."""
+    assert declared_group("audit", "audit")
+    assert declared_group("audit", "audit-access")
+    assert not declared_group("audit", "analytics")
+    assert declared_group("orders", generation_group("orders-projection", 7))
+    assert not declared_group("kitchen", generation_group("orders-projection", 1))

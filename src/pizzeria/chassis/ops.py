@@ -89,14 +89,29 @@ ACTIONS: dict[str, tuple[DeadLetterStatus, type[DeadLetterAction]]] = {
 
 
 async def act_on_dead_letter(
-    store: DeadLetterStore, uow_factory: Callable[[], UnitOfWork], service: str, dl_id: str, action: str, actor: str
+    store: DeadLetterStore,
+    uow_factory: Callable[[], UnitOfWork],
+    service: str,
+    dl_id: str,
+    action: str,
+    actor: str,
+    *,
+    served: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Replay or discard a dead letter and say who did it (an `ops.events` fact for the audit
-    log), in one transaction. The one path for the HTTP API and the `pizzeria dlq` command."""
+    log), in one transaction. The one path for the HTTP API and the `pizzeria dlq` command.
+    `served(group)` says whether a consumer group runs in the service to replay it through: a
+    replay nobody would take up is refused (409), not left waiting for ever."""
     new_status, fact = ACTIONS[action]
     row = await store.get(dl_id)
     if row is None:
         raise NotFound(f"dead letter {dl_id} does not exist here")
+    if action == "replay" and served is not None and not served(row["group_id"]):
+        raise Conflict(
+            f"dead letter {dl_id} belongs to consumer group {row['group_id']}, which no longer runs in {service} "
+            "(an earlier release's, or a generation of a read model since replaced): nothing would replay it; "
+            "discard it"
+        )
     async with uow_factory() as uow:
         if not await store.leave_dead(uow.conn, dl_id, new_status):
             raise Conflict(f"dead letter {dl_id} is {row['status']}; only 'dead' ones can be {action}ed")
@@ -148,7 +163,9 @@ async def get_dead_letter(dl_id: str, runtime: RuntimeDep) -> DeadLetterView:
 )
 async def replay_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
     return view(
-        await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay", admin.user_id),
+        await act_on_dead_letter(
+            runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay", admin.user_id, served=runtime.runs
+        ),
         runtime.service,
     )
 
