@@ -228,13 +228,11 @@ def cmd_kafka_acls(args: argparse.Namespace) -> int:
     return emit(render_acls(get_settings()), args.output)
 
 
-def declared_group(service: str, group: str) -> bool:
-    """Whether the topology has `service` run `group` (any generation of a rebuilt one: which
-    generations run, only the service knows)."""
-    from pizzeria.contracts.topology import REBUILT_GROUPS, generations_of, groups_of
+def _replayable_in(service: str) -> Callable[[str], bool]:
+    """Whether a dead letter's group can be replayed in `service` (`topology.replayable`)."""
+    from pizzeria.contracts.topology import replayable
 
-    runs = groups_of(service)
-    return group in runs or any(group.startswith(generations_of(g)) for g in REBUILT_GROUPS if g in runs)
+    return partial(replayable, service)
 
 
 async def _dlq(args: argparse.Namespace) -> int:
@@ -301,7 +299,7 @@ async def _dlq(args: argparse.Namespace) -> int:
                     args.id,
                     args.action,
                     actor=f"cli:{getpass.getuser()}",
-                    served=partial(declared_group, name),
+                    served=_replayable_in(name),
                 )
             except ProblemError as exc:
                 print(exc.detail, file=sys.stderr)

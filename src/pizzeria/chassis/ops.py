@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 
 from pizzeria.chassis.deps import RuntimeDep
 from pizzeria.contracts.ops import DeadLetterAction, DeadLetterDiscarded, DeadLetterReplayRequested
+from pizzeria.contracts.topology import replayable
 from pizzeria.kit.auth import Admin, require_roles
 from pizzeria.kit.clock import utcnow
 from pizzeria.kit.errors import Conflict, NotFound
@@ -159,12 +161,23 @@ async def get_dead_letter(dl_id: str, runtime: RuntimeDep) -> DeadLetterView:
     response_model=DeadLetterView,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Run a dead letter through its consumer again (within a second)",
-    responses={409: {"description": "only a dead letter in status `dead` can be replayed"}},
+    responses={
+        409: {
+            "description": "only a dead letter in status `dead` can be replayed, and only into a consumer group "
+            "the service still runs"
+        }
+    },
 )
 async def replay_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
     return view(
         await act_on_dead_letter(
-            runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay", admin.user_id, served=runtime.runs
+            runtime.dead_letters,
+            runtime.uow,
+            runtime.service,
+            dl_id,
+            "replay",
+            admin.user_id,
+            served=partial(replayable, runtime.service),
         ),
         runtime.service,
     )

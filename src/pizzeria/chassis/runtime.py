@@ -185,10 +185,6 @@ class ServiceRuntime:
             log.exception("background worker crashed", worker=name)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def runs(self, group: str) -> bool:
-        """Whether this process runs a member of `group` (one that can replay its dead letters)."""
-        return any(runner.group == group for runner in [*self.runners, *self._dynamic])
-
     async def _replay_requests(self, conn: AsyncConnection) -> None:
         """The dead letters an administrator asked to replay: handed to the replayer (unless it
         still has some to go through)."""

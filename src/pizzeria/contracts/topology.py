@@ -142,6 +142,19 @@ def groups_of(service: str) -> tuple[str, ...]:
     return (*RUNS[service], *((access,) if access in CONSUMER_GROUPS else ()))
 
 
+def replayable(service: str, group: str) -> bool:
+    """Whether a dead letter of `group` can be replayed in `service`: a group it runs, or any
+    generation of a rebuilt group it runs (which generations run is the service's own state,
+    and a rebuild's starts within a second), but not a group it no longer runs, such as an
+    earlier release's, nor a rebuilt group's base name (only its generations run). A service
+    the topology does not know (a test's) is taken at its word."""
+    if service not in RUNS:
+        return True
+    runs = groups_of(service)
+    rebuilt = [generations_of(g) for g in REBUILT_GROUPS if g in runs]
+    return any(group.startswith(prefix) for prefix in rebuilt) or (group in runs and group not in REBUILT_GROUPS)
+
+
 def bus_grants(user_of: Callable[[str], str] = str) -> list[Grant]:
     """Every ACL of the cluster: each service (as the user `user_of(service)`) may write its own
     topics and its groups' dead letters, read the topics its groups consume, and join those
