@@ -111,8 +111,7 @@ async def act_on_dead_letter(
     if action == "replay" and served is not None and not served(row["group_id"]):
         raise Conflict(
             f"dead letter {dl_id} belongs to consumer group {row['group_id']}, which no longer runs in {service} "
-            "(an earlier release's, or a generation of a read model since replaced): nothing would replay it; "
-            "discard it"
+            "(an earlier release's, say): nothing would replay it; discard it"
         )
     async with uow_factory() as uow:
         if not await store.leave_dead(uow.conn, dl_id, new_status):
