@@ -6,11 +6,15 @@ a user's entries are found through indexes."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
@@ -23,11 +27,13 @@ from pizzeria.kit.upsert import insert_ignore
 from pizzeria.messaging.consumer import Incoming, PermanentError
 from pizzeria.messaging.envelope import Envelope
 from pizzeria.messaging.message import Message
+from pizzeria.messaging.tables import MESSAGING_MIGRATIONS
 from pizzeria.messaging.uow import UnitOfWork
 from pizzeria.services.audit import analytics
 from pizzeria.services.audit.app import MIGRATIONS
 from pizzeria.services.audit.handlers import build_handlers, entry, query
 from pizzeria.services.audit.tables import analytics_orders, audit_log
+from tests.integration.services import embedded_settings
 from tests.support.postgres import create_database, drop_database
 
 
@@ -272,3 +278,35 @@ async def handle(database: Database, run: list[Incoming]) -> None:
     async with UnitOfWork(database, source="/pizzeria/audit") as uow:
         await route.batch(run, uow)
         await uow.commit()
+
+
+async def test_the_command_rebuilds_the_analytics_of_a_services_database(tmp_path: Path) -> None:
+    """`pizzeria projections rebuild analytics` and `status analytics`, as an operator runs them
+    against the audit service's database (here the embedded one under `PIZZERIA_VAR_DIR`)."""
+    env = {**os.environ, "PIZZERIA_VAR_DIR": str(tmp_path)}
+    url = embedded_settings(tmp_path).database_url_for("audit")
+    await upgrade(url, [MESSAGING_MIGRATIONS, MIGRATIONS])
+    database = Database(url, pool_size=1)
+    try:
+        orders = [uuid4() for _ in range(3)]
+        await handle(database, [fact(f"p-{n}", placed(o)) for n, o in enumerate(orders)])
+        async with database.transaction() as conn:
+            await conn.execute(analytics_orders.delete())
+    finally:
+        await database.dispose()
+
+    def pizzeria(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "pizzeria", "projections", *args, "analytics"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert orjson.loads(pizzeria("status"))["orders"] == 0
+    assert "applied the 3 facts" in pizzeria("rebuild")
+    assert orjson.loads(pizzeria("status"))["orders"] == 3
