@@ -46,26 +46,29 @@ def sqllog_sqlite(path: str, prefix: str) -> BrokerHarness:
         return SqlLogBroker(f"sqlite:///{path}", poll_interval_ms=10, session_timeout_ms=2000)
 
     async def disrupt() -> int:
-        # No socket to cut on SQLite: take the whole file away from every client for a second
-        # (an exclusive lock) and throw away their idle connections.
-        ready = threading.Event()
+        # No socket to cut on SQLite: take the whole file away from every client (an exclusive
+        # lock) while their connections are thrown away, so that none reconnects before all are.
+        held, release = threading.Event(), threading.Event()
 
         def hold() -> None:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None)
             conn.execute("BEGIN EXCLUSIVE")
-            ready.set()
-            time.sleep(1.0)
+            held.set()
+            release.wait(30)
             conn.execute("COMMIT")
             conn.close()
 
         thread = threading.Thread(target=hold)
         thread.start()
-        ready.wait(30)
-        for broker in harness.clients:
-            assert isinstance(broker, SqlLogBroker)
-            await broker.database.writer.dispose()
-            await broker.database.reader.dispose()
-        await asyncio.to_thread(thread.join)
+        held.wait(30)
+        try:
+            for broker in harness.clients:
+                assert isinstance(broker, SqlLogBroker)
+                await broker.database.writer.dispose()
+                await broker.database.reader.dispose()
+        finally:
+            release.set()
+            await asyncio.to_thread(thread.join)
         return len(harness.clients)
 
     harness = BrokerHarness("sqllog-sqlite", make, disrupt, prefix)
