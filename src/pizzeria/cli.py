@@ -228,13 +228,6 @@ def cmd_kafka_acls(args: argparse.Namespace) -> int:
     return emit(render_acls(get_settings()), args.output)
 
 
-def _replayable_in(service: str) -> Callable[[str], bool]:
-    """Whether a dead letter's group can be replayed in `service` (`topology.replayable`)."""
-    from pizzeria.contracts.topology import replayable
-
-    return partial(replayable, service)
-
-
 async def _dlq(args: argparse.Namespace) -> int:
     import getpass
 
@@ -299,7 +292,6 @@ async def _dlq(args: argparse.Namespace) -> int:
                     args.id,
                     args.action,
                     actor=f"cli:{getpass.getuser()}",
-                    served=_replayable_in(name),
                 )
             except ProblemError as exc:
                 print(exc.detail, file=sys.stderr)

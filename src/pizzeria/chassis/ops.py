@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -97,18 +96,16 @@ async def act_on_dead_letter(
     dl_id: str,
     action: str,
     actor: str,
-    *,
-    served: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Replay or discard a dead letter and say who did it (an `ops.events` fact for the audit
     log), in one transaction. The one path for the HTTP API and the `pizzeria dlq` command.
-    `served(group)` says whether a consumer group runs in the service to replay it through: a
-    replay nobody would take up is refused (409), not left waiting for ever."""
+    A replay into a consumer group the service does not run is refused (409): nobody would take
+    it up, and it would wait for ever (`topology.replayable`)."""
     new_status, fact = ACTIONS[action]
     row = await store.get(dl_id)
     if row is None:
         raise NotFound(f"dead letter {dl_id} does not exist here")
-    if action == "replay" and served is not None and not served(row["group_id"]):
+    if action == "replay" and not replayable(service, row["group_id"]):
         raise Conflict(
             f"dead letter {dl_id} belongs to consumer group {row['group_id']}, which no longer runs in {service} "
             "(an earlier release's, say): nothing would replay it; discard it"
@@ -176,7 +173,6 @@ async def replay_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> D
             dl_id,
             "replay",
             admin.user_id,
-            served=partial(replayable, runtime.service),
         ),
         runtime.service,
     )

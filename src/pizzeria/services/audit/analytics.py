@@ -67,8 +67,12 @@ def _values(event: Any) -> dict[str, Any]:
     return {"payment_outcome": "completed" if isinstance(event, PaymentCompleted) else "failed"}
 
 
-def read(envelope: Envelope) -> Message | None:
-    """The fact a message brings the read model, if it brings one; None for every other
+#: What one fact says about its order: the order's id, and the columns it sets.
+Change = tuple[str, dict[str, Any]]
+
+
+def read(envelope: Envelope) -> Change | None:
+    """What a message tells the read model, if it is a fact of it; None for every other
     message, and for a fact it cannot read (counted and logged: the log keeps it as it came)."""
     model = _FACTS.get(envelope.type)
     if model is None:
@@ -84,11 +88,12 @@ def read(envelope: Envelope) -> Message | None:
     except Exception as exc:  # e.g. data nested too deep to parse
         _unread(envelope, f"schema: {type(exc).__name__}")
         return None
-    refusal = _refusal(fact)
+    values = _values(fact)
+    refusal = _refusal(values)
     if refusal is not None:
         _unread(envelope, refusal)
         return None
-    return fact
+    return str(fact.order_id), values  # type: ignore[attr-defined]
 
 
 def _unread(envelope: Envelope, error: str) -> None:
@@ -99,11 +104,11 @@ def _unread(envelope: Envelope, error: str) -> None:
 _INT64 = 2**63
 
 
-def _refusal(fact: Message) -> str | None:
-    """Why the read model's columns could not hold what `fact` says, though its schema takes
-    it (None: they can). Such a fact must not reach a statement: its failure would roll back
-    the audit log's entries with it."""
-    for name, value in _values(fact).items():
+def _refusal(values: dict[str, Any]) -> str | None:
+    """Why the read model's columns could not hold what a fact says (`values`), though its
+    schema takes it (None: they can). Such a fact must not reach a statement: its failure would
+    roll back the audit log's entries with it."""
+    for name, value in values.items():
         if isinstance(value, str):
             length = analytics_orders.c[name].type.length  # type: ignore[attr-defined]
             if length is not None and len(value) > length:
@@ -120,16 +125,16 @@ def _refusal(fact: Message) -> str | None:
     return None
 
 
-async def apply(conn: AsyncConnection, facts: Sequence[Message]) -> None:
-    """A run of facts: what they say about each order is merged in memory, then every order's
+async def apply(conn: AsyncConnection, facts: Sequence[Change]) -> None:
+    """A run of facts (what `read` made of them): what they say about each order is merged in memory, then every order's
     row is made or filled in by one statement, row after row in the order of their keys (facts
     of one order arrive from two topics in any order; two runs at once lock the rows they share
     in the same order, so neither waits for the other in a cycle). Every fact sets what it alone
     says (a placement's figures, a terminal status, a payment's outcome), so a fact applied
     twice changes nothing: the audit log's group reads these facts without an inbox."""
     changes: dict[str, dict[str, Any]] = {}
-    for fact in facts:
-        changes.setdefault(str(fact.order_id), {}).update(_values(fact))  # type: ignore[attr-defined]
+    for order_id, values in facts:
+        changes.setdefault(order_id, {}).update(values)
     rows = [dict.fromkeys(_COLUMNS) | {"order_id": order_id} | changes[order_id] for order_id in sorted(changes)]
     await update_rows(conn, _merge(conn.dialect.name), rows)
 
