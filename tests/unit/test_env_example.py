@@ -23,9 +23,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
 
 def documented() -> dict[str, str]:
-    pairs = {}
+    """Every variable listed, with its default: `NAME=default`, or a setting without one (whose
+    default depends on others) commented out, `# NAME=`, with `None`."""
+    pairs: dict[str, str] = {}
     for line in EXAMPLE.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
+        if line.startswith("# ") and line.endswith("=") and line[2:-1].isidentifier() and line[2:-1].isupper():
+            pairs[line[2:-1]] = "None"
+        elif line and not line.startswith("#") and "=" in line:
             name, _, value = line.partition("=")
             pairs[name] = value
     return pairs

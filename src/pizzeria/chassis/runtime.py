@@ -132,7 +132,7 @@ class ServiceRuntime:
                 transient_patience=self.settings.consumer_transient_patience_s,
             ),
             batch_size=self.settings.consumer_batch_size,
-            linger=self.settings.consumer_linger_ms / 1000,
+            linger=self.settings.consumer_linger_s(),
             client_id=self.service,
             stuck_after=self.settings.consumer_stuck_after_s,
         )

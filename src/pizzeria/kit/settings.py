@@ -20,6 +20,14 @@ DEVELOPMENT_JWT_SECRET = "pizzeria-development-only-jwt-secret-do-not-use-in-pro
 #: HS256 keys shorter than the hash output (32 bytes) weaken the signature (RFC 7518 3.2).
 MIN_JWT_SECRET_BYTES = 32
 
+#: A consumer's linger when `CONSUMER_LINGER_MS` is unset. The SQL log's consumers poll every
+#: `SQLLOG_POLL_INTERVAL_MS`, so a run already holds what a poll interval brought: 5 ms more
+#: gathers the commits right behind. A Kafka consumer is handed each record as it arrives, so at
+#: a steady rate its runs would be one or two records, each a transaction and an offset commit,
+#: and the many small wake-ups of every service crowd the placement's path to the cores: 50 ms
+#: keeps the runs long (docs/performance.md, the twenty-sixth session's section).
+CONSUMER_LINGER_MS_BY_BROKER = {"sqllog": 5.0, "kafka": 50.0}
+
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
@@ -108,8 +116,9 @@ class Settings(BaseSettings):
     consumer_transient_patience_s: float = Field(30.0, alias="CONSUMER_TRANSIENT_PATIENCE_S", ge=0)
     consumer_batch_size: int = Field(200, alias="CONSUMER_BATCH_SIZE")
     # Given fewer records than a batch, a consumer waits this long for more before handling
-    # them: longer runs, one transaction each (Kafka's fetch.wait.max.ms, on our side).
-    consumer_linger_ms: float = Field(5.0, alias="CONSUMER_LINGER_MS", ge=0, le=1000)
+    # them: longer runs, one transaction each (Kafka's fetch.wait.max.ms, on our side). Unset,
+    # it depends on the broker (`consumer_linger_s`).
+    consumer_linger_ms: float | None = Field(None, alias="CONSUMER_LINGER_MS", ge=0, le=1000)
     # A group held up on one record this long makes /ready fail and pizzeria_consumer_stuck 1.
     consumer_stuck_after_s: float = Field(60.0, alias="CONSUMER_STUCK_AFTER_S", gt=0)
 
@@ -220,6 +229,14 @@ class Settings(BaseSettings):
         elif len(secret.encode()) < MIN_JWT_SECRET_BYTES:
             problems.append(f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long")
         return problems
+
+    def consumer_linger_s(self) -> float:
+        """How long a consumer given fewer records than a batch waits for more: what
+        `CONSUMER_LINGER_MS` says, else the broker's default (`CONSUMER_LINGER_MS_BY_BROKER`)."""
+        if self.consumer_linger_ms is not None:
+            return self.consumer_linger_ms / 1000
+        broker = "kafka" if self.broker_url.startswith("kafka") else "sqllog"
+        return CONSUMER_LINGER_MS_BY_BROKER[broker] / 1000
 
     def broker_url_resolved(self) -> str:
         return self.resolve(self.broker_url)
