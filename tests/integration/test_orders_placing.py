@@ -182,6 +182,20 @@ async def test_a_refused_placement_in_a_set_writes_nothing_and_holds_up_none_of_
         assert found["keys"][(order.customer_id, key)] == order.id
 
 
+async def test_a_set_of_orders_with_nothing_on_the_menu_is_refused_and_writes_nothing(
+    shop: Participant, placer: Placer
+) -> None:
+    """The menu is read with the customers' locks: with no entry found, the locks' row alone
+    comes back, and it is no entry."""
+    cmds = [placement("bob", item=NOT_ON_THE_MENU), placement("carol", item=NOT_ON_THE_MENU)]
+    answers = await asyncio.gather(*(placer.place(cmd) for cmd in cmds), return_exceptions=True)
+    for answer in answers:
+        assert isinstance(answer, ValidationFailed), answer
+        assert [e["field"] for e in answer.errors or []] == ["items.0.menu_item_id"]
+    found = await written(shop)
+    assert (found["orders"], found["keys"], found["sagas"]) == (Counter(), {}, set())
+
+
 async def test_two_placements_with_one_key_in_a_set_make_one_order(shop: Participant, placer: Placer) -> None:
     earlier = placed(await placer.place(first := placement("alice", key="k-earlier")))
     cmds = [

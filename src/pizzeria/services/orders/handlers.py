@@ -154,6 +154,8 @@ async def place_orders(
     in the set (409)."""
     async with uow:
         conn = uow.conn
+        item_ids = [ln.menu_item_id for p in placements for ln in p.item.lines]
+        menu = None
         if limits.max_unpaid is not None:
             # The customers' placements take turns from here to the commit (in one order of
             # customers), so concurrent sets cannot all slip under the limit. Taken before the
@@ -163,7 +165,9 @@ async def place_orders(
             # Every customer of the set is locked, a replay's too: which are replays is not
             # known yet. (Without a limit nothing is locked: a set racing its key's first try
             # waits on the key's unique entry, fails, and is placed again alone, finding it.)
-            await repository.lock_customers(conn, [p.item.customer_id for p in placements])
+            # The menu comes back with the locks (one round trip): it needs none.
+            customers = [p.item.customer_id for p in placements]
+            menu = await repository.lock_customers_and_read_menu(conn, customers, item_ids)
         # The customers' unpaid orders are counted with the keys (a replay's customer's too:
         # which are replays is not known before), in one round trip.
         known, unpaid = await repository.find_keys(
@@ -172,7 +176,8 @@ async def place_orders(
             count_unpaid=limits.max_unpaid is not None,
         )
         replayed = await repository.get_many(conn, [order_id for _, order_id in known.values()])
-        menu = await repository.menu_entries(conn, [ln.menu_item_id for p in placements for ln in p.item.lines])
+        if menu is None:
+            menu = await repository.menu_entries(conn, item_ids)
         now = utcnow()
         placed: dict[tuple[str, str], tuple[str, Order]] = {}  # by key: the request, the order
         answers: list[Placed | ProblemError] = []
