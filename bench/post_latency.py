@@ -71,17 +71,22 @@ def busy_ticks() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
-def runqueue(services: dict[int, str]) -> dict[str, tuple[float, float, int]]:
+def runqueue(services: dict[int, str]) -> dict[str, tuple[float, float, float]]:
     """Seconds every thread on the machine has run and waited for a core so far, and the times
     it was given one, summed by what it is: a service's main thread, its other threads, and
-    other processes by their name (PostgreSQL's and Java's by their threads' names)."""
-    totals: dict[str, tuple[float, float, int]] = {}
+    other processes by their name (PostgreSQL's and Java's by their threads' names). A thread
+    that ends between two readings takes its figures with it: the difference is a floor."""
+    totals: dict[str, tuple[float, float, float]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+        try:
             command = (proc / "comm").read_text().strip()
-            for task in (proc / "task").iterdir():
+            tasks = list((proc / "task").iterdir())
+        except OSError:
+            continue  # the process is gone
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError):  # the thread is gone
                 run, wait, slices = (int(x) for x in (task / "schedstat").read_text().split()[:3])
                 if int(proc.name) in services:
                     what = f"{services[int(proc.name)]} ({'main' if task.name == proc.name else 'threads'})"
@@ -89,7 +94,7 @@ def runqueue(services: dict[int, str]) -> dict[str, tuple[float, float, int]]:
                     what = f"{command}: {(task / 'comm').read_text().strip()}"
                 else:
                     what = command
-                was = totals.get(what, (0.0, 0.0, 0))
+                was = totals.get(what, (0.0, 0.0, 0.0))
                 totals[what] = (was[0] + run / 1e9, was[1] + wait / 1e9, was[2] + slices)
     return totals
 

@@ -36,6 +36,13 @@ def test_the_setting_wins_on_every_broker(
     assert Settings().consumer_linger_s() == pytest.approx(expected_s)
 
 
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_setting_is_unset(monkeypatch: pytest.MonkeyPatch, empty: str) -> None:
+    monkeypatch.setenv("BROKER_URL", "kafka://127.0.0.1:9092")
+    monkeypatch.setenv("CONSUMER_LINGER_MS", empty)
+    assert Settings().consumer_linger_s() == pytest.approx(CONSUMER_LINGER_MS_BY_BROKER["kafka"] / 1000)
+
+
 def test_a_linger_out_of_bounds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONSUMER_LINGER_MS", "1001")
     with pytest.raises(ValueError, match="CONSUMER_LINGER_MS"):

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     failpoints: str = Field("", alias="PIZZERIA_FAILPOINTS")
 
+    @field_validator("consumer_linger_ms", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # `CONSUMER_LINGER_MS=` (as .env.example lists it, uncommented) leaves it to the broker.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("trusted_proxies", "ops_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
