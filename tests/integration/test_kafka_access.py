@@ -186,9 +186,12 @@ async def test_a_started_client_is_pinged_over_its_own_connections_and_a_cut_clu
         if proxy.connections == opened:
             break
         assert time.monotonic() < deadline, "the producer kept opening connections"
-    for _ in range(5):
+    for _ in range(10):
         await broker.ping()  # what a readiness probe asks every few seconds
-    assert proxy.connections == opened, "each ping opened a connection (and logged in) again"
+    # A ping over a client of its own opens a connection (and logs in) each time: ten at least.
+    # librdkafka may still open one of its own meanwhile (a retried idempotence handshake with
+    # a broker just started, a connection it closed when idle): one or two are no ping's.
+    assert proxy.connections - opened <= 2, "each ping opened a connection (and logged in) again"
 
     proxy.cut()
     try:
