@@ -286,12 +286,7 @@ async def _dlq(args: argparse.Namespace) -> int:
                 return 0
             try:
                 await act_on_dead_letter(
-                    store,
-                    store.uow_factory,
-                    name,
-                    args.id,
-                    args.action,
-                    actor=f"cli:{getpass.getuser()}",
+                    store, store.uow_factory, name, args.id, args.action, actor=f"cli:{getpass.getuser()}"
                 )
             except ProblemError as exc:
                 print(exc.detail, file=sys.stderr)

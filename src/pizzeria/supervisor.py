@@ -76,7 +76,7 @@ async def create_topics(settings: Settings, *, wait: float = 120.0) -> None:
     """Create every topic, waiting (up to `wait` seconds) for a broker that is still starting.
     On a broker that asks who is there (SASL), also give every service its user and make the
     ACLs what the topology allows (`pizzeria kafka-acls`)."""
-    secured = settings.broker_url.startswith("kafka") and settings.kafka_admin_login().sasl
+    secured = settings.on_kafka and settings.kafka_admin_login().sasl
     users = bus_users(settings) if secured else {}
     deadline = time.monotonic() + wait
     while True:

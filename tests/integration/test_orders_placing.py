@@ -370,7 +370,8 @@ async def test_a_set_takes_its_customers_locks_in_one_order_whatever_the_order_t
     holder = shop.runtime.uow()
     try:
         async with holder:
-            await repository.lock_customers(holder.conn, ["bob"])  # another replica's set, placing bob's
+            # another replica's set, placing bob's
+            await repository.lock_customers_and_read_menu(holder.conn, ["bob"], [])
             placing = asyncio.gather(placer.place(placement("bob")), placer.place(placement("alice")))
             await eventually(lambda: waiting_for_a_lock(shop.db), "the set never waited for bob's lock", 10, every=0.01)
             async with shop.db.read() as conn:

@@ -90,12 +90,7 @@ ACTIONS: dict[str, tuple[DeadLetterStatus, type[DeadLetterAction]]] = {
 
 
 async def act_on_dead_letter(
-    store: DeadLetterStore,
-    uow_factory: Callable[[], UnitOfWork],
-    service: str,
-    dl_id: str,
-    action: str,
-    actor: str,
+    store: DeadLetterStore, uow_factory: Callable[[], UnitOfWork], service: str, dl_id: str, action: str, actor: str
 ) -> dict[str, Any]:
     """Replay or discard a dead letter and say who did it (an `ops.events` fact for the audit
     log), in one transaction. The one path for the HTTP API and the `pizzeria dlq` command.
@@ -166,14 +161,7 @@ async def get_dead_letter(dl_id: str, runtime: RuntimeDep) -> DeadLetterView:
 )
 async def replay_dead_letter(dl_id: str, admin: Admin, runtime: RuntimeDep) -> DeadLetterView:
     return view(
-        await act_on_dead_letter(
-            runtime.dead_letters,
-            runtime.uow,
-            runtime.service,
-            dl_id,
-            "replay",
-            admin.user_id,
-        ),
+        await act_on_dead_letter(runtime.dead_letters, runtime.uow, runtime.service, dl_id, "replay", admin.user_id),
         runtime.service,
     )
 

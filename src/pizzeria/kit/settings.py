@@ -217,7 +217,7 @@ class Settings(BaseSettings):
             problems.append(f"{service}: set DATABASE_URL or {service.upper()}_DATABASE_URL to a PostgreSQL URL")
         if messaging and self.broker_url.startswith("sqllog"):
             problems.append("set BROKER_URL to kafka://host:port[,host:port]")
-        if messaging and self.broker_url.startswith("kafka"):
+        if messaging and self.on_kafka:
             login = self.kafka_login(service)
             if not login.sasl:
                 problems.append(
@@ -241,8 +241,12 @@ class Settings(BaseSettings):
         `CONSUMER_LINGER_MS` says, else the broker's default (`CONSUMER_LINGER_MS_BY_BROKER`)."""
         if self.consumer_linger_ms is not None:
             return self.consumer_linger_ms / 1000
-        broker = "kafka" if self.broker_url.startswith("kafka") else "sqllog"
-        return CONSUMER_LINGER_MS_BY_BROKER[broker] / 1000
+        return CONSUMER_LINGER_MS_BY_BROKER["kafka" if self.on_kafka else "sqllog"] / 1000
+
+    @property
+    def on_kafka(self) -> bool:
+        """Whether the broker is Kafka (else the SQL log)."""
+        return self.broker_url.startswith("kafka")
 
     def broker_url_resolved(self) -> str:
         return self.resolve(self.broker_url)

@@ -24,7 +24,7 @@ def create_broker(url: str, **options: object) -> Broker:
 def broker_from_settings(settings: Settings, client_id: str = "pizzeria", *, admin: bool = False) -> Broker:
     """The broker this configuration names, tuned by its settings. On Kafka its clients log in
     as the service `client_id`, or with `admin` as the administrator."""
-    kafka = settings.broker_url.startswith("kafka")
+    kafka = settings.on_kafka
     return create_broker(
         settings.broker_url_resolved(),
         login=settings.kafka_admin_login() if admin else settings.kafka_login(client_id),

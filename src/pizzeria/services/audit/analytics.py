@@ -126,12 +126,13 @@ def _refusal(values: dict[str, Any]) -> str | None:
 
 
 async def apply(conn: AsyncConnection, facts: Sequence[Change]) -> None:
-    """A run of facts (what `read` made of them): what they say about each order is merged in memory, then every order's
-    row is made or filled in by one statement, row after row in the order of their keys (facts
-    of one order arrive from two topics in any order; two runs at once lock the rows they share
-    in the same order, so neither waits for the other in a cycle). Every fact sets what it alone
-    says (a placement's figures, a terminal status, a payment's outcome), so a fact applied
-    twice changes nothing: the audit log's group reads these facts without an inbox."""
+    """A run of facts (what `read` made of them): what they say about each order is merged in
+    memory, then every order's row is made or filled in by one statement, row after row in the
+    order of their keys (facts of one order arrive from two topics in any order; two runs at
+    once lock the rows they share in the same order, so neither waits for the other in a
+    cycle). Every fact sets what it alone says (a placement's figures, a terminal status, a
+    payment's outcome), so a fact applied twice changes nothing: the audit log's group reads
+    these facts without an inbox."""
     changes: dict[str, dict[str, Any]] = {}
     for order_id, values in facts:
         changes.setdefault(order_id, {}).update(values)

@@ -155,7 +155,6 @@ async def place_orders(
     async with uow:
         conn = uow.conn
         item_ids = [ln.menu_item_id for p in placements for ln in p.item.lines]
-        menu = None
         if limits.max_unpaid is not None:
             # The customers' placements take turns from here to the commit (in one order of
             # customers), so concurrent sets cannot all slip under the limit. Taken before the
@@ -168,6 +167,8 @@ async def place_orders(
             # The menu comes back with the locks (one round trip): it needs none.
             customers = [p.item.customer_id for p in placements]
             menu = await repository.lock_customers_and_read_menu(conn, customers, item_ids)
+        else:
+            menu = await repository.menu_entries(conn, item_ids)
         # The customers' unpaid orders are counted with the keys (a replay's customer's too:
         # which are replays is not known before), in one round trip.
         known, unpaid = await repository.find_keys(
@@ -176,8 +177,6 @@ async def place_orders(
             count_unpaid=limits.max_unpaid is not None,
         )
         replayed = await repository.get_many(conn, [order_id for _, order_id in known.values()])
-        if menu is None:
-            menu = await repository.menu_entries(conn, item_ids)
         now = utcnow()
         placed: dict[tuple[str, str], tuple[str, Order]] = {}  # by key: the request, the order
         answers: list[Placed | ProblemError] = []

@@ -60,13 +60,12 @@ _KEYS_AND_UNPAID = sa.union_all(
     .where(one_of(orders.c.customer_id, "customers"), orders.c.status == Status.PENDING.value)
     .group_by(orders.c.customer_id),
 )
-# Each name's lock in the array's order (PostgreSQL: a function scan of an array yields it in order).
+# Each name's lock in the array's order (PostgreSQL: a function scan of an array yields it in
+# order), and the menu entries, in one round trip: the locks' count (one row, whatever the names)
+# is the preserved side of an outer join to the entries, so every lock is taken whether or not
+# an entry matches, and before the entries are read (the outer side of the join).
 _LOCK = sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.column("name"), 0))
 _NAMES = sa.func.unnest(sa.bindparam("names", type_=ARRAY(sa.Text))).alias("name")
-_LOCK_CUSTOMERS = sa.select(_LOCK).select_from(_NAMES)
-# The locks and the menu entries in one round trip: the locks' count (one row, whatever the
-# names) is the preserved side of an outer join to the entries, so every lock is taken whether
-# or not an entry matches, and before the entries are read (the outer side of the join).
 _LOCKS_TAKEN = sa.select(sa.func.count(_LOCK).label("locks")).select_from(_NAMES).subquery("locks")
 _LOCKS_AND_MENU = sa.select(_LOCKS_TAKEN.c.locks, *menu_copy.c).select_from(
     _LOCKS_TAKEN.outerjoin(menu_copy, one_of(menu_copy.c.id, "ids"))
@@ -349,26 +348,15 @@ async def _insert_keys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Non
     await insert_rows(conn, idempotency_keys, sorted(rows, key=lambda r: (r["customer_id"], r["key"])))
 
 
-def _placement_locks(customer_ids: Iterable[str]) -> list[str]:
-    return [f"orders.placement:{c}" for c in sorted(set(customer_ids))]
-
-
-async def lock_customers(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
-    """Take the customers' placement locks until the transaction ends, in one order (every
-    transaction that takes several takes them in it, so none waits for another in a cycle).
-    PostgreSQL; SQLite has one writer at a time anyway."""
-    names = _placement_locks(customer_ids)
-    if names and conn.dialect.name == "postgresql":
-        await fetch_rows(conn, _LOCK_CUSTOMERS, {"names": names})
-
-
 async def lock_customers_and_read_menu(
     conn: AsyncConnection, customer_ids: Iterable[str], item_ids: Iterable[UUID]
 ) -> dict[UUID, MenuEntry]:
-    """`lock_customers`, and on the way back `menu_entries` of `item_ids`, in one round trip on
-    PostgreSQL. The entries are read as they were when the statement began, before the locks
-    were taken (the menu copy needs none); what the locks guard is read after this."""
+    """Take the customers' placement locks until the transaction ends, in one order (every
+    transaction that takes several takes them in it, so none waits for another in a cycle), and
+    on the way back `menu_entries` of `item_ids`: one round trip. The entries are read as they
+    were when the statement began, before the locks were taken (the menu copy needs none); what
+    the locks guard is read after this. PostgreSQL; SQLite has one writer at a time anyway."""
     if conn.dialect.name != "postgresql":
         return await menu_entries(conn, item_ids)
-    params = {"names": _placement_locks(customer_ids), "ids": list(set(item_ids))}
+    params = {"names": [f"orders.placement:{c}" for c in sorted(set(customer_ids))], "ids": list(set(item_ids))}
     return _menu_entries(await fetch_rows(conn, _LOCKS_AND_MENU, params))
